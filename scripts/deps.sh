@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages qsur needs to build and test, when any is missing.
+# Used by the README's first command and by tests/run_all.sh (and so by CI).
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libncurses-dev libreadline-dev tmux)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+fi

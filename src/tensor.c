@@ -1,0 +1,126 @@
+/* Owned float32 tensors and the checked size arithmetic every loader needs. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "qsur/tensor.h"
+
+int qsur_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return -1;
+    *out = a * b;
+    return 0;
+}
+
+void *qsur_alloc(size_t count, size_t size)
+{
+    size_t bytes;
+    if (qsur_mul_size(count, size, &bytes) != 0)
+        return NULL;
+    /* aligned_alloc needs a multiple of the alignment; round up. */
+    if (bytes > SIZE_MAX - 64)
+        return NULL;
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (bytes == 0)
+        bytes = 64;
+    return aligned_alloc(64, bytes);
+}
+
+int qsur_tensor_new(qsur_tensor **out, const char *name, int ndim,
+                    const int64_t *shape, qsur_error *err)
+{
+    *out = NULL;
+    if (ndim < 1 || ndim > QSUR_MAX_DIMS)
+        return qsur_fail(err, QSUR_ERR_ARG, "tensor %s: %d dimensions (expected 1..%d)",
+                         name, ndim, QSUR_MAX_DIMS);
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return qsur_fail(err, QSUR_ERR_ARG, "tensor %s: negative dimension %lld",
+                             name, (long long)shape[i]);
+        if (qsur_mul_size(numel, (size_t)shape[i], &numel) != 0 ||
+            numel > (size_t)INT64_MAX / sizeof(float))
+            return qsur_fail(err, QSUR_ERR_NOMEM, "tensor %s: shape overflows memory size", name);
+    }
+    qsur_tensor *t = calloc(1, sizeof *t);
+    if (!t)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "tensor %s: out of memory", name);
+    t->data = qsur_alloc(numel, sizeof(float));
+    if (!t->data) {
+        free(t);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "tensor %s: cannot allocate %zu floats", name, numel);
+    }
+    memset(t->data, 0, numel * sizeof(float));
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    *out = t;
+    return QSUR_OK;
+}
+
+int qsur_tensor_new2(qsur_tensor **out, const char *name, int64_t rows,
+                     int64_t cols, qsur_error *err)
+{
+    int64_t shape[2] = {rows, cols};
+    return qsur_tensor_new(out, name, 2, shape, err);
+}
+
+int qsur_tensor_clone(qsur_tensor **out, const qsur_tensor *t, const char *name,
+                      qsur_error *err)
+{
+    int rc = qsur_tensor_new(out, name ? name : t->name, t->ndim, t->shape, err);
+    if (rc == QSUR_OK)
+        memcpy((*out)->data, t->data, (size_t)qsur_tensor_numel(t) * sizeof(float));
+    return rc;
+}
+
+void qsur_tensor_free(qsur_tensor *t)
+{
+    if (!t)
+        return;
+    free(t->data);
+    free(t);
+}
+
+int64_t qsur_tensor_numel(const qsur_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
+int64_t qsur_tensor_rows(const qsur_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i + 1 < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
+int64_t qsur_tensor_cols(const qsur_tensor *t)
+{
+    return t->shape[t->ndim - 1];
+}
+
+void qsur_tensor_shape_str(const qsur_tensor *t, char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < t->ndim && used < n; i++) {
+        int w = snprintf(buf + used, n - used, i ? "x%lld" : "%lld", (long long)t->shape[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+int64_t qsur_find_nonfinite(const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return i;
+    return -1;
+}
