@@ -1,0 +1,60 @@
+/* Quantizer specification, fake quantization and error metrics.
+ *
+ * A quantizer maps a float to one of 2^bits levels and back (fake quant returns
+ * the dequantized value). Symmetric: levels q in [-(2^(b-1)-1), 2^(b-1)-1],
+ * scale = clip * absmax / (2^(b-1)-1). Asymmetric: q in [0, 2^b-1],
+ * scale = clip * (max-min) / (2^b-1), zero point = round(-clip*min/scale)
+ * (min/max first widened to include 0). The statistics (absmax, min, max)
+ * are taken per tensor, per row (per output channel of a weight, per token of an
+ * activation — both are rows) or per group of G consecutive columns of a row. */
+#ifndef QSUR_QUANT_H
+#define QSUR_QUANT_H
+
+#include <stdint.h>
+#include "qsur/error.h"
+#include "qsur/progress.h"
+
+typedef enum {
+    QSUR_GRAN_TENSOR = 0, /* one scale for the whole matrix */
+    QSUR_GRAN_ROW,        /* one scale per row: per-channel (W) / per-token (X) */
+    QSUR_GRAN_GROUP       /* one scale per G consecutive columns of each row */
+} qsur_granularity;
+
+typedef struct {
+    int bits;               /* 2..8; 16 or more means "not quantized" */
+    int symmetric;          /* 1 symmetric, 0 asymmetric */
+    qsur_granularity gran;
+    int group;              /* G for QSUR_GRAN_GROUP */
+    double clip;            /* clipping ratio in (0,1]; 1 = no clipping */
+    int clip_search;        /* 1: per scale group, search the ratio minimising MSE */
+} qsur_quant_spec;
+
+/* 4-bit, symmetric, per-row, no clipping. */
+qsur_quant_spec qsur_quant_default(void);
+/* Checks ranges and that group divides cols when gran is GROUP. */
+int qsur_quant_validate(const qsur_quant_spec *q, int64_t cols, qsur_error *err);
+/* "int4 sym row clip=1.00" style text. */
+void qsur_quant_describe(const qsur_quant_spec *q, char *buf, int n);
+
+/* out = Q(x) for a rows x cols row-major matrix; out may equal x.
+ * bits >= 16 copies x unchanged. */
+int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
+                    int64_t cols, float *out, const qsur_progress *prog,
+                    qsur_error *err);
+
+typedef struct {
+    double mse;        /* mean of (x - q)^2 */
+    double rel_fro;    /* ||x - q||_F / ||x||_F */
+    double sqnr_db;    /* 10 log10(sum x^2 / sum (x-q)^2); +inf when exact */
+} qsur_error_metrics;
+
+void qsur_error_metrics_compute(const float *x, const float *q, int64_t n,
+                                qsur_error_metrics *m);
+
+/* ||X W^T - Xq Wq^T||_F / ||X W^T||_F with X (n x d), W (m x d); Xq or Wq may
+ * be NULL meaning "not quantized". Uses sgemm. */
+int qsur_layer_output_error(const float *X, const float *Xq, const float *W,
+                            const float *Wq, int64_t n, int64_t d, int64_t m,
+                            double *out, qsur_error *err);
+
+#endif
