@@ -135,10 +135,24 @@ int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err)
  * reshaped 2^k x m row at once). */
 static void fwht_wide(float *x, int64_t p2, int64_t w)
 {
+    if (w == 1) {
+        /* Plain FWHT: the j loop is contiguous, so keep it innermost where the
+         * compiler can vectorise it (the generic loop below would run b < 1). */
+        for (int64_t h = 1; h < p2; h *= 2)
+            for (int64_t i = 0; i < p2; i += 2 * h) {
+                float *restrict u = x + i, *restrict v = x + i + h;
+                for (int64_t j = 0; j < h; j++) {
+                    float s = u[j], t = v[j];
+                    u[j] = s + t;
+                    v[j] = s - t;
+                }
+            }
+        return;
+    }
     for (int64_t h = 1; h < p2; h *= 2)
         for (int64_t i = 0; i < p2; i += 2 * h)
             for (int64_t j = i; j < i + h; j++) {
-                float *u = x + j * w, *v = x + (j + h) * w;
+                float *restrict u = x + j * w, *restrict v = x + (j + h) * w;
                 for (int64_t b = 0; b < w; b++) {
                     float s = u[b], t = v[b];
                     u[b] = s + t;
