@@ -1,0 +1,55 @@
+/* THE command table. Every front end dispatches through it; `help`, Tab
+ * completion and docs/commands.md are generated from it (tests/test_docs.sh
+ * fails when docs/commands.md drifts). Keep entries grouped as in DESIGN.md. */
+#include <stddef.h>
+#include "commands.h"
+
+static const char *const set_words[] = {"format", "errexit", "color", "outlier_k", "alpha",
+                                        "cube", "bins", "seed", NULL};
+
+const command command_table[] = {
+    /* ---- session ---- */
+    {"help", 0, 1, 0, COMPLETE_COMMAND, NULL, "help [COMMAND]",
+     "list commands, or show one command's usage and details",
+     "Without an argument, lists every command with a one-line summary.\n"
+     "With a command name, shows its usage line and this longer help.",
+     cmd_help},
+    {"set", 0, 2, CMD_LOGGED, COMPLETE_WORDS, set_words, "set [KEY VALUE]",
+     "show or change a setting (format, errexit, outlier_k, alpha, cube, ...)",
+     "set format human|json   human tables, or one JSON object per command\n"
+     "set errexit on|off      scripts stop at the first error (default on)\n"
+     "set color on|off        ANSI colour in plots (never when NO_COLOR is set)\n"
+     "set outlier_k K         a channel is an outlier when absmax > K x median absmax (default 8)\n"
+     "set alpha A             confidence level of the QSUR ellipsoid (default 0.99)\n"
+     "set cube sym|asym       QSUR cube: centred at 0 (sym, default) or spanning [min,max] (asym)\n"
+     "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
+     "set seed N              next seed for commands given none (they log the seed they used)",
+     cmd_set},
+    {"run", 1, 1, 0, COMPLETE_FILE, NULL, "run FILE",
+     "run the commands of a script file",
+     "Runs FILE line by line: '#' starts a comment, a trailing '\\' continues the line,\n"
+     "';' separates commands. Errors are reported as FILE:LINE: message; with\n"
+     "`set errexit on` (the default) the script stops at the first error.",
+     cmd_run},
+    {"save", 1, 1, 0, COMPLETE_FILE, NULL, "save FILE",
+     "write the session's state-changing commands as a replayable script",
+     "Writes every command that changed state (load, use, quant, rotate, scale, undo, ...)\n"
+     "in the canonical form that reproduces it (explicit seeds), so `qsur -f FILE` or\n"
+     "`run FILE` in a fresh session gives the same numbers. The file is written\n"
+     "atomically (temporary name, then rename).",
+     cmd_save},
+    {"history", 0, 0, 0, COMPLETE_NONE, NULL, "history",
+     "list the session log (what `save` would write)",
+     "Lists the state-changing commands of this session, numbered, as `save` writes them.",
+     cmd_history},
+    {"echo", 0, -1, 0, COMPLETE_NONE, NULL, "echo TEXT...",
+     "print text (useful in scripts and tutorials)",
+     "Prints its arguments separated by spaces.",
+     cmd_echo},
+    {"quit", 0, 0, 0, COMPLETE_NONE, NULL, "quit",
+     "leave qsur",
+     "Leaves the REPL or stops a script. Ctrl-D does the same at the prompt.",
+     cmd_quit},
+};
+
+const int command_count = (int)(sizeof command_table / sizeof command_table[0]);
