@@ -1,6 +1,6 @@
 /* make_sample OUTDIR: writes a deterministic, realistic LLM linear layer
  *     OUTDIR/X.npy             activations, 512 tokens x 256 channels
- *     OUTDIR/W.npy             weight, 256 out x 256 in
+ *     OUTDIR/W.npy             weight, 384 out x 256 in
  *     OUTDIR/layer.safetensors the same two tensors (F32), named X and W
  *
  * What makes it "realistic" (the features quantization methods fight):
@@ -26,7 +26,7 @@
 
 #define TOKENS 512
 #define CH 256
-#define OUT 256
+#define OUT 384 /* more rows than columns, so the weight's covariance (rows as samples) has full rank and a QSUR */
 #define FACTORS 8
 
 typedef struct {

@@ -76,10 +76,10 @@ int main(void)
     qsur_tensor *X = qsur_workspace_find(&ws, "X"), *W = qsur_workspace_find(&ws, "W");
     qsur_tensor *sX = qsur_workspace_find(&ws, "st.X"), *sW = qsur_workspace_find(&ws, "st.W");
     CHECK(X && X->ndim == 2 && X->shape[0] == 512 && X->shape[1] == 256);
-    CHECK(W && W->ndim == 2 && W->shape[0] == 256 && W->shape[1] == 256);
+    CHECK(W && W->ndim == 2 && W->shape[0] == 384 && W->shape[1] == 256);
     CHECK(sX && sW && memcmp(sX->data, X->data, 512 * 256 * 4) == 0 &&
-          memcmp(sW->data, W->data, 256 * 256 * 4) == 0);
-    if (!X || !W || X->shape[0] != 512 || W->shape[0] != 256) {
+          memcmp(sW->data, W->data, 384 * 256 * 4) == 0);
+    if (!X || !W || X->shape[0] != 512 || W->shape[0] != 384) {
         qsur_workspace_clear(&ws);
         return check_done();
     }
@@ -146,7 +146,7 @@ int main(void)
     double cn[256];
     for (int j = 0; j < C; j++) {
         cn[j] = 0;
-        for (int o = 0; o < 256; o++)
+        for (int o = 0; o < 384; o++)
             cn[j] += (double)W->data[o * C + j] * W->data[o * C + j];
         sorted[j] = cn[j] = sqrt(cn[j]);
     }
