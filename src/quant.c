@@ -1,0 +1,353 @@
+/* Fake quantization (quantize then dequantize) and the error it causes.
+ *
+ * Every scale group (whole tensor, one row, or G consecutive columns of a row)
+ * is a contiguous span of the row-major matrix, so one kernel handles all three
+ * granularities: find the group's range, derive scale (and zero point), map.
+ *
+ * Rounding is half away from zero (like C's roundf), done without a libm call
+ * so the loop vectorizes: t = trunc(v) by float->int conversion, then the
+ * fractional part f = v - t (exact in float) decides +-1 when |f| >= 0.5.
+ * The product v = x * (1/scale) decides ties, as in PyTorch's fake_quantize;
+ * it can differ from x / scale by one ulp, which only matters at exact ties.
+ *
+ * Hot loops work in chunks of QLANES lanes with a fixed inner trip count so
+ * GCC's -O2 (very cheap cost model) SLP-vectorizes them without -ffast-math:
+ * min/max reductions are kept per lane and folded at the end. */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+#include "qsur/quant.h"
+#include "qsur/tensor.h"
+
+#define QLANES 16
+/* Clip search grid: 1.00, 0.99, ..., 0.50 (first = no clipping). */
+#define CLIP_STEPS 51
+
+qsur_quant_spec qsur_quant_default(void)
+{
+    qsur_quant_spec q = {4, 1, QSUR_GRAN_ROW, 128, 1.0, 0};
+    return q;
+}
+
+int qsur_quant_validate(const qsur_quant_spec *q, int64_t cols, qsur_error *err)
+{
+    if (!q)
+        return qsur_fail(err, QSUR_ERR_ARG, "quantizer: no spec given");
+    if (q->bits < 16 && (q->bits < 2 || q->bits > 8))
+        return qsur_fail(err, QSUR_ERR_ARG, "quantizer: bits=%d (expected 2..8, or >=16 for none)",
+                         q->bits);
+    if (q->gran != QSUR_GRAN_TENSOR && q->gran != QSUR_GRAN_ROW && q->gran != QSUR_GRAN_GROUP)
+        return qsur_fail(err, QSUR_ERR_ARG, "quantizer: unknown granularity %d", (int)q->gran);
+    if (!(q->clip > 0.0 && q->clip <= 1.0))
+        return qsur_fail(err, QSUR_ERR_ARG, "quantizer: clip=%g (expected a ratio in (0,1])", q->clip);
+    if (q->gran == QSUR_GRAN_GROUP) {
+        if (q->group <= 0)
+            return qsur_fail(err, QSUR_ERR_ARG, "quantizer: group=%d (expected > 0)", q->group);
+        if (cols > 0 && cols % q->group != 0)
+            return qsur_fail(err, QSUR_ERR_ARG,
+                             "quantizer: group=%d does not divide the %lld columns",
+                             q->group, (long long)cols);
+    }
+    return QSUR_OK;
+}
+
+void qsur_quant_describe(const qsur_quant_spec *q, char *buf, int n)
+{
+    if (!buf || n <= 0)
+        return;
+    if (q->bits >= 16) {
+        snprintf(buf, (size_t)n, "none (fp32)");
+        return;
+    }
+    char gran[32];
+    if (q->gran == QSUR_GRAN_TENSOR)
+        snprintf(gran, sizeof gran, "tensor");
+    else if (q->gran == QSUR_GRAN_ROW)
+        snprintf(gran, sizeof gran, "row");
+    else
+        snprintf(gran, sizeof gran, "group%d", q->group);
+    if (q->clip_search)
+        snprintf(buf, (size_t)n, "int%d %s %s clip=search", q->bits,
+                 q->symmetric ? "sym" : "asym", gran);
+    else
+        snprintf(buf, (size_t)n, "int%d %s %s clip=%.2f", q->bits,
+                 q->symmetric ? "sym" : "asym", gran, q->clip);
+}
+
+/* The affine map of one scale group: q = clamp(round(x*inv) + zp, lo, hi),
+ * x_hat = (q - zp) * scale. */
+typedef struct {
+    float inv, scale, zp, lo, hi;
+} qmap;
+
+typedef struct {
+    float mn, mx;
+    int finite;
+} span_range;
+
+static span_range range_of(const float *x, int64_t n)
+{
+    float mn[QLANES], mx[QLANES], nanacc[QLANES];
+    for (int l = 0; l < QLANES; l++) {
+        mn[l] = x[0];
+        mx[l] = x[0];
+        nanacc[l] = 0.0f;
+    }
+    int64_t i = 0;
+    for (; i + QLANES <= n; i += QLANES)
+        for (int l = 0; l < QLANES; l++) {
+            float v = x[i + l];
+            mn[l] = v < mn[l] ? v : mn[l];
+            mx[l] = v > mx[l] ? v : mx[l];
+            nanacc[l] += v * 0.0f; /* inf*0 and nan*0 are nan: a lane-wise finiteness test */
+        }
+    span_range r = {mn[0], mx[0], 1};
+    for (int l = 0; l < QLANES; l++) {
+        r.mn = mn[l] < r.mn ? mn[l] : r.mn;
+        r.mx = mx[l] > r.mx ? mx[l] : r.mx;
+        if (nanacc[l] != 0.0f)
+            r.finite = 0;
+    }
+    for (; i < n; i++) {
+        float v = x[i];
+        r.mn = v < r.mn ? v : r.mn;
+        r.mx = v > r.mx ? v : r.mx;
+        if (!isfinite(v))
+            r.finite = 0;
+    }
+    return r;
+}
+
+/* Scale and zero point from the header's formulas, computed in double. */
+static qmap map_for(const qsur_quant_spec *q, span_range r, double ratio)
+{
+    qmap m;
+    if (q->symmetric) {
+        double qmax = (double)((1 << (q->bits - 1)) - 1);
+        double absmax = fmax(fabs((double)r.mn), fabs((double)r.mx));
+        double scale = ratio * absmax / qmax;
+        m.scale = (float)scale;
+        m.zp = 0.0f;
+        m.lo = (float)-qmax;
+        m.hi = (float)qmax;
+    } else {
+        double levels = (double)((1 << q->bits) - 1);
+        double mn = fmin((double)r.mn, 0.0), mx = fmax((double)r.mx, 0.0);
+        double scale = ratio * (mx - mn) / levels;
+        m.scale = (float)scale;
+        m.zp = scale > 0 ? (float)round(-ratio * mn / scale) : 0.0f;
+        m.lo = 0.0f;
+        m.hi = (float)levels;
+    }
+    /* An all-zero group, or one so tiny that 1/scale overflows float, maps to zeros. */
+    double inv = m.scale > 0.0f ? 1.0 / (double)m.scale : 0.0;
+    if (!(inv < (double)FLT_MAX)) {
+        m.scale = 0.0f;
+        m.zp = 0.0f;
+        inv = 0.0;
+    }
+    m.inv = (float)inv;
+    return m;
+}
+
+/* Round half away from zero of v, |v| < 2^31 (v is already clamped). */
+static inline float round_half_away(float v)
+{
+    float t = (float)(int32_t)v;
+    float f = v - t;
+    return t + (float)((f >= 0.5f) - (f <= -0.5f));
+}
+
+static inline float quant_one(float x, qmap m)
+{
+    /* Clamping before rounding is the same as after: lo and hi are integers. */
+    float v = x * m.inv + m.zp;
+    v = v < m.lo ? m.lo : v; /* not fmaxf: without -ffast-math that is a libm call */
+    v = v > m.hi ? m.hi : v;
+    return (round_half_away(v) - m.zp) * m.scale;
+}
+
+static void apply_map(const float *x, float *out, int64_t n, qmap m)
+{
+    int64_t i = 0;
+    for (; i + QLANES <= n; i += QLANES) {
+        /* Through a local block: out may alias x, and reading the whole chunk
+         * before writing it lets the compiler vectorize without a runtime alias check. */
+        float tmp[QLANES];
+        for (int l = 0; l < QLANES; l++)
+            tmp[l] = quant_one(x[i + l], m);
+        memcpy(out + i, tmp, sizeof tmp);
+    }
+    for (; i < n; i++)
+        out[i] = quant_one(x[i], m);
+}
+
+/* Squared error the map would cause on the span (accumulated per lane in float,
+ * folded in double: the search compares candidates, it does not report it). */
+static double map_sse(const float *x, int64_t n, qmap m)
+{
+    float acc[QLANES] = {0};
+    double total = 0.0;
+    int64_t i = 0;
+    for (; i + QLANES <= n; i += QLANES) {
+        for (int l = 0; l < QLANES; l++) {
+            float e = x[i + l] - quant_one(x[i + l], m);
+            acc[l] += e * e;
+        }
+        if (((i / QLANES) & 255) == 255) { /* keep float partial sums short */
+            for (int l = 0; l < QLANES; l++) {
+                total += acc[l];
+                acc[l] = 0.0f;
+            }
+        }
+    }
+    for (int l = 0; l < QLANES; l++)
+        total += acc[l];
+    for (; i < n; i++) {
+        double e = (double)x[i] - (double)quant_one(x[i], m);
+        total += e * e;
+    }
+    return total;
+}
+
+static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
+                      int64_t row, qsur_error *err)
+{
+    span_range r = range_of(x, n);
+    if (!r.finite)
+        return qsur_fail(err, QSUR_ERR_NUMERIC,
+                         "fake quant: non-finite value in row %lld (NaN or Inf cannot be quantized)",
+                         (long long)row);
+    qmap best = map_for(q, r, q->clip_search ? 1.0 : q->clip);
+    if (q->clip_search && best.scale > 0.0f) {
+        /* Strictly smaller wins, so ties keep the larger ratio and the result
+         * is never worse than clip = 1 (the first candidate). */
+        double best_sse = map_sse(x, n, best);
+        for (int k = 1; k < CLIP_STEPS; k++) {
+            qmap m = map_for(q, r, 1.0 - 0.01 * k);
+            double s = map_sse(x, n, m);
+            if (s < best_sse) {
+                best_sse = s;
+                best = m;
+            }
+        }
+    }
+    apply_map(x, out, n, best);
+    return QSUR_OK;
+}
+
+int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
+                    int64_t cols, float *out, const qsur_progress *prog,
+                    qsur_error *err)
+{
+    if (rows < 0 || cols < 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "fake quant: bad shape %lldx%lld",
+                         (long long)rows, (long long)cols);
+    int rc = qsur_quant_validate(q, cols, err);
+    if (rc != QSUR_OK)
+        return rc;
+    int64_t n = rows * cols;
+    if (n == 0)
+        return QSUR_OK;
+    if (q->bits >= 16) {
+        if (out != x)
+            memcpy(out, x, (size_t)n * sizeof(float));
+        return QSUR_OK;
+    }
+    if (q->gran == QSUR_GRAN_TENSOR)
+        return quant_span(q, x, out, n, 0, err);
+    int64_t span = q->gran == QSUR_GRAN_ROW ? cols : q->group;
+    /* Tick about every 1M elements; a stop leaves x intact (out may be partial,
+     * and when out == x the caller asked for in-place and owns that risk). */
+    int64_t tick_rows = cols > 0 ? (1 << 20) / cols + 1 : rows;
+    for (int64_t r = 0; r < rows; r++) {
+        if (r % tick_rows == 0) {
+            rc = qsur_progress_tick(prog, (double)r / (double)rows, "quantize", NAN, err);
+            if (rc != QSUR_OK)
+                return rc;
+        }
+        for (int64_t c = 0; c < cols; c += span) {
+            rc = quant_span(q, x + r * cols + c, out + r * cols + c, span, r, err);
+            if (rc != QSUR_OK)
+                return rc;
+        }
+    }
+    return QSUR_OK;
+}
+
+void qsur_error_metrics_compute(const float *x, const float *q, int64_t n,
+                                qsur_error_metrics *m)
+{
+    double sx = 0.0, se = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double a = x[i], e = (double)x[i] - (double)q[i];
+        sx += a * a;
+        se += e * e;
+    }
+    m->mse = n > 0 ? se / (double)n : 0.0;
+    if (se == 0.0) {
+        m->rel_fro = 0.0;
+        m->sqnr_db = INFINITY;
+    } else if (sx == 0.0) {
+        m->rel_fro = INFINITY;
+        m->sqnr_db = -INFINITY;
+    } else {
+        m->rel_fro = sqrt(se / sx);
+        m->sqnr_db = 10.0 * log10(sx / se);
+    }
+}
+
+/* Rows of X processed per sgemm call: bounds the scratch to 2 * BLOCK * m floats. */
+#define OUT_BLOCK 256
+
+int qsur_layer_output_error(const float *X, const float *Xq, const float *W,
+                            const float *Wq, int64_t n, int64_t d, int64_t m,
+                            double *out, qsur_error *err)
+{
+    if (n <= 0 || d <= 0 || m <= 0 || !X || !W || !out)
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "layer output error: bad shapes X %lldx%lld, W %lldx%lld",
+                         (long long)n, (long long)d, (long long)m, (long long)d);
+    if (n > INT32_MAX || d > INT32_MAX || m > INT32_MAX)
+        return qsur_fail(err, QSUR_ERR_ARG, "layer output error: dimensions exceed BLAS int range");
+    *out = 0.0;
+    if (!Xq && !Wq)
+        return QSUR_OK; /* nothing quantized: Y - Y_hat is exactly zero */
+    const float *xq = Xq ? Xq : X, *wq = Wq ? Wq : W;
+    int64_t blk = n < OUT_BLOCK ? n : OUT_BLOCK;
+    float *y = qsur_alloc((size_t)(blk * m), sizeof(float));
+    float *yq = qsur_alloc((size_t)(blk * m), sizeof(float));
+    if (!y || !yq) {
+        free(y);
+        free(yq);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "layer output error: cannot allocate %lldx%lld output",
+                         (long long)blk, (long long)m);
+    }
+    double num = 0.0, den = 0.0;
+    for (int64_t r0 = 0; r0 < n; r0 += blk) {
+        int nb = (int)(n - r0 < blk ? n - r0 : blk);
+        /* Row-major: Y (nb x m) = X_block (nb x d) * W^T, W stored m x d. */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)m, (int)d, 1.0f,
+                    X + r0 * d, (int)d, W, (int)d, 0.0f, y, (int)m);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)m, (int)d, 1.0f,
+                    xq + r0 * d, (int)d, wq, (int)d, 0.0f, yq, (int)m);
+        for (int64_t i = 0; i < (int64_t)nb * m; i++) {
+            double a = y[i], e = (double)y[i] - (double)yq[i];
+            den += a * a;
+            num += e * e;
+        }
+    }
+    free(y);
+    free(yq);
+    if (num == 0.0)
+        *out = 0.0;
+    else if (den == 0.0)
+        *out = INFINITY;
+    else
+        *out = sqrt(num / den);
+    return QSUR_OK;
+}
