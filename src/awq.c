@@ -35,16 +35,53 @@ static double output_sq_error_x(const float *X, int64_t ntok, const float *D, in
     return total;
 }
 
+void qsur_awq_scales(const double *stat, int64_t n, double a, float *s)
+{
+    /* pow(x, 0) == 1 for every x (C11 F.10.4.4), so a = 0 gives s = 1 exactly.
+     * The 1e-4 floor (as in the AWQ reference code) keeps dead channels finite. */
+    double vmax = 0.0, vmin = INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        double v = fmax(pow(stat[j], a), 1e-4);
+        vmax = fmax(vmax, v);
+        vmin = fmin(vmin, v);
+    }
+    const double norm = sqrt(vmax * vmin);
+    for (int64_t j = 0; j < n; j++)
+        s[j] = (float)(fmax(pow(stat[j], a), 1e-4) / norm);
+}
+
+int qsur_awq_apply(const float *W, int64_t rows, int64_t cols, const float *s,
+                   const qsur_quant_spec *spec, float *Q, qsur_error *err)
+{
+    if (!W || !s || !Q || Q == W || rows <= 0 || cols <= 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "awq apply: bad arguments (W %lldx%lld)",
+                         (long long)rows, (long long)cols);
+    for (int64_t j = 0; j < cols; j++)
+        if (!(s[j] > 0.0f) || !isfinite(s[j]))
+            return qsur_fail(err, QSUR_ERR_ARG, "awq apply: scale s[%lld]=%g (expected > 0)",
+                             (long long)j, (double)s[j]);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            Q[i * cols + j] = W[i * cols + j] * s[j];
+    int rc = qsur_fake_quant(spec, Q, rows, cols, Q, NULL, err);
+    if (rc != QSUR_OK)
+        return rc;
+    /* Division, not multiplication by 1/s: s = 1 must give back Q exactly. */
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            Q[i * cols + j] /= s[j];
+    return QSUR_OK;
+}
+
 typedef struct {
     double *stat;
-    float *sc, *Ws, *Qa, *D, *E, *zero;
+    float *sc, *Qa, *D, *E, *zero;
 } awq_work;
 
 static void work_free(awq_work *w)
 {
     free(w->stat);
     free(w->sc);
-    free(w->Ws);
     free(w->Qa);
     free(w->D);
     free(w->E);
@@ -97,7 +134,6 @@ int qsur_awq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
     memset(&w, 0, sizeof w);
     w.stat = malloc((size_t)n * sizeof *w.stat);
     w.sc = malloc((size_t)n * sizeof *w.sc);
-    w.Ws = qsur_alloc((size_t)(m * n), sizeof(float));
     w.Qa = qsur_alloc((size_t)(m * n), sizeof(float));
     if (L->X) {
         w.D = qsur_alloc((size_t)(m * n), sizeof(float));
@@ -105,7 +141,7 @@ int qsur_awq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
     } else {
         w.zero = qsur_alloc((size_t)(m * n), sizeof(float));
     }
-    if (!w.stat || !w.sc || !w.Ws || !w.Qa || (L->X ? !w.D || !w.E : !w.zero)) {
+    if (!w.stat || !w.sc || !w.Qa || (L->X ? !w.D || !w.E : !w.zero)) {
         work_free(&w);
         return qsur_fail(err, QSUR_ERR_NOMEM, "awq: cannot allocate work for a %lldx%lld layer",
                          (long long)m, (long long)n);
@@ -146,28 +182,12 @@ int qsur_awq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
             return rc;
         }
         const double a = (double)g / (double)o.grid;
-        /* pow(x, 0) == 1 for every x (C11 F.10.4.4), so a = 0 gives s = 1 exactly.
-         * The 1e-4 floor (as in the AWQ reference code) keeps dead channels finite. */
-        double vmax = 0.0, vmin = INFINITY;
-        for (int64_t j = 0; j < n; j++) {
-            double v = fmax(pow(w.stat[j], a), 1e-4);
-            vmax = fmax(vmax, v);
-            vmin = fmin(vmin, v);
-        }
-        const double norm = sqrt(vmax * vmin);
-        for (int64_t j = 0; j < n; j++)
-            w.sc[j] = (float)(fmax(pow(w.stat[j], a), 1e-4) / norm);
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++)
-                w.Ws[i * n + j] = L->W[i * n + j] * w.sc[j];
-        rc = qsur_fake_quant(spec, w.Ws, m, n, w.Qa, NULL, err);
+        qsur_awq_scales(w.stat, n, a, w.sc);
+        rc = qsur_awq_apply(L->W, m, n, w.sc, spec, w.Qa, err);
         if (rc != QSUR_OK) {
             work_free(&w);
             return rc;
         }
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++)
-                w.Qa[i * n + j] /= w.sc[j];
         double e2;
         rc = sq_error(L, &w, w.Qa, &e2, err);
         if (rc != QSUR_OK) {

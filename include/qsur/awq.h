@@ -30,6 +30,15 @@ typedef struct {
     double rtn_error; /* the error at a = 0 (plain round to nearest) */
 } qsur_awq_result;
 
+/* s (n floats) for exponent a from per-channel statistics stat (n >= 1):
+ * v_j = max(stat_j^a, 1e-4), s_j = v_j / sqrt(max v * min v). */
+void qsur_awq_scales(const double *stat, int64_t n, double a, float *s);
+
+/* Q = quant(W diag(s)) diag(1/s) for W rows x cols (Q may not alias W):
+ * what a model-level pass applies once s is chosen. */
+int qsur_awq_apply(const float *W, int64_t rows, int64_t cols, const float *s,
+                   const qsur_quant_spec *spec, float *Q, qsur_error *err);
+
 /* Q (rows x cols, not aliasing W) = quant(W diag(s)) diag(1/s) for the best a.
  * s (optional, cols floats) receives that scale; errors (optional, grid + 1
  * doubles) the error of every a. Error is measured on X when given, else
