@@ -6,6 +6,7 @@
 #include <string.h>
 #include "check.h"
 #include "qsur/gptq.h"
+#include "qsur/npy.h"
 #include "qsur/quant.h"
 #include "qsur/qweight.h"
 #include "qsur/wquant.h"
@@ -263,5 +264,31 @@ int main(void)
     qsur_wquant_layer Lneg = {W, M, N, NULL, 0, Hneg};
     CHECK(qsur_gptq(&Lneg, &specs[0], &o, Q, NULL, NULL, &err) == QSUR_ERR_NUMERIC);
     CHECK(strstr(err.msg, "positive definite") != NULL);
+
+    /* The bundled sample layer (384x256 weight, 512 tokens). */
+    qsur_tensor *sw = NULL, *sx = NULL;
+    CHECK_OK(qsur_npy_read(check_source("sample_data/W.npy"), "W", &sw, NULL, &err), err);
+    CHECK_OK(qsur_npy_read(check_source("sample_data/X.npy"), "X", &sx, NULL, &err), err);
+    if (sw && sx) {
+        int64_t m = qsur_tensor_rows(sw), n = qsur_tensor_cols(sw), t = qsur_tensor_rows(sx);
+        CHECK(qsur_tensor_cols(sx) == n);
+        float *qs = malloc(sizeof(float) * (size_t)(m * n)), *rs = malloc(sizeof(float) * (size_t)(m * n));
+        double eg, ea, er;
+        qsur_wquant_layer Ls = {sw->data, m, n, sx->data, t, NULL};
+        qsur_quant_spec q = qsur_quant_default();
+        CHECK_OK(qsur_fake_quant(&q, sw->data, m, n, rs, NULL, &err), err);
+        CHECK_OK(qsur_layer_output_error(sx->data, NULL, sw->data, rs, t, n, m, &er, &err), err);
+        o = qsur_gptq_default();
+        CHECK_OK(qsur_gptq(&Ls, &q, &o, qs, NULL, NULL, &err), err);
+        CHECK_OK(qsur_layer_output_error(sx->data, NULL, sw->data, qs, t, n, m, &eg, &err), err);
+        o.act_order = 1;
+        CHECK_OK(qsur_gptq(&Ls, &q, &o, qs, NULL, NULL, &err), err);
+        CHECK_OK(qsur_layer_output_error(sx->data, NULL, sw->data, qs, t, n, m, &ea, &err), err);
+        CHECK_MSG(eg < er && ea <= er, "sample layer: gptq %g, act-order %g, rtn %g", eg, ea, er);
+        free(qs);
+        free(rs);
+    }
+    qsur_tensor_free(sw);
+    qsur_tensor_free(sx);
     return check_done();
 }
