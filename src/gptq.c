@@ -24,16 +24,15 @@ static int same_spec(const qsur_quant_spec *a, const qsur_quant_spec *b)
 /* Stable order of decreasing diag(H): the paper's "act order" heuristic
  * (columns with the largest activations go first, while the most columns are
  * left to absorb their error). */
-static void act_order_perm(const double *H, int64_t n, int64_t *perm)
+static int act_order_perm(const double *H, int64_t n, int64_t *perm)
 {
     for (int64_t i = 0; i < n; i++)
         perm[i] = i;
-    /* Insertion-free merge sort would do; n log n with qsort needs a context, so
-     * use a simple bottom-up merge sort on the index array. */
+    /* Bottom-up merge sort of the index array (qsort has no context argument
+     * to reach H, and is not stable). */
     int64_t *tmp = malloc((size_t)n * sizeof *tmp);
-    if (!tmp) { /* fall back to the identity order: still a valid GPTQ run */
-        return;
-    }
+    if (!tmp)
+        return -1;
     for (int64_t w = 1; w < n; w *= 2) {
         for (int64_t lo = 0; lo < n; lo += 2 * w) {
             int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
@@ -53,6 +52,7 @@ static void act_order_perm(const double *H, int64_t n, int64_t *perm)
         memcpy(perm, tmp, (size_t)n * sizeof *perm);
     }
     free(tmp);
+    return 0;
 }
 
 typedef struct {
@@ -166,9 +166,13 @@ int qsur_gptq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
         return rc;
     }
 
-    if (o.act_order)
-        act_order_perm(w.H, n, w.perm);
-    else
+    if (o.act_order) {
+        if (act_order_perm(w.H, n, w.perm) != 0) {
+            work_free(&w);
+            return qsur_fail(err, QSUR_ERR_NOMEM, "gptq: cannot allocate the act-order sort (%lld)",
+                             (long long)n);
+        }
+    } else
         for (int64_t j = 0; j < n; j++)
             w.perm[j] = j;
     for (int64_t r = 0; r < m; r++)
