@@ -24,6 +24,22 @@
 #include "qsur/tensor.h"
 
 #define QLANES 16
+
+/* The build targets baseline x86-64 (SSE2); on x86-64 GCC also emits an AVX2
+ * copy of the hot kernel and picks one at load time (ifunc), doubling the
+ * vector width where the CPU has it. Other compilers/targets get the plain one. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define QSUR_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QSUR_VECTOR_CLONES
+#endif
+/* Helpers are forced inline into the cloned kernel so each clone is compiled
+ * for its own instruction set. */
+#if defined(__GNUC__)
+#define QSUR_INLINE inline __attribute__((always_inline))
+#else
+#define QSUR_INLINE inline
+#endif
 /* Clip search grid: 1.00, 0.99, ..., 0.50 (first = no clipping). */
 #define CLIP_STEPS 51
 
@@ -89,6 +105,7 @@ typedef struct {
     int finite;
 } span_range;
 
+QSUR_INLINE
 static span_range range_of(const float *x, int64_t n)
 {
     float mn[QLANES], mx[QLANES], nanacc[QLANES];
@@ -123,6 +140,7 @@ static span_range range_of(const float *x, int64_t n)
 }
 
 /* Scale and zero point from the header's formulas, computed in double. */
+QSUR_INLINE
 static qmap map_for(const qsur_quant_spec *q, span_range r, double ratio)
 {
     qmap m;
@@ -155,14 +173,16 @@ static qmap map_for(const qsur_quant_spec *q, span_range r, double ratio)
 }
 
 /* Round half away from zero of v, |v| < 2^31 (v is already clamped). */
-static inline float round_half_away(float v)
+QSUR_INLINE
+static float round_half_away(float v)
 {
     float t = (float)(int32_t)v;
     float f = v - t;
     return t + (float)((f >= 0.5f) - (f <= -0.5f));
 }
 
-static inline float quant_one(float x, qmap m)
+QSUR_INLINE
+static float quant_one(float x, qmap m)
 {
     /* Clamping before rounding is the same as after: lo and hi are integers. */
     float v = x * m.inv + m.zp;
@@ -171,6 +191,7 @@ static inline float quant_one(float x, qmap m)
     return (round_half_away(v) - m.zp) * m.scale;
 }
 
+QSUR_INLINE
 static void apply_map(const float *x, float *out, int64_t n, qmap m)
 {
     int64_t i = 0;
@@ -188,6 +209,7 @@ static void apply_map(const float *x, float *out, int64_t n, qmap m)
 
 /* Squared error the map would cause on the span (accumulated per lane in float,
  * folded in double: the search compares candidates, it does not report it). */
+QSUR_INLINE
 static double map_sse(const float *x, int64_t n, qmap m)
 {
     float acc[QLANES] = {0};
@@ -214,6 +236,7 @@ static double map_sse(const float *x, int64_t n, qmap m)
     return total;
 }
 
+QSUR_VECTOR_CLONES
 static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
                       int64_t row, qsur_error *err)
 {
