@@ -241,7 +241,7 @@ static void set_singular(qsur_result *res, const double *mean, const double *var
 
 /* Rows of centred data per syrk call: S accumulates block by block so the
  * scratch stays small (BLOCK x d) and Ctrl-C is checked between blocks. */
-#define SYRK_BLOCK 512
+#define SYRK_BLOCK 2048
 
 /* Fills S (d x d, column-major lower = row-major upper) with the covariance,
  * in double, or in float into Sf when sf is set. */
