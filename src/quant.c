@@ -236,15 +236,13 @@ static double map_sse(const float *x, int64_t n, qmap m)
     return total;
 }
 
+/* Returns 0, or -1 when the span holds a NaN/Inf (the caller names it). */
 QSUR_VECTOR_CLONES
-static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
-                      int64_t row, qsur_error *err)
+static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n)
 {
     span_range r = range_of(x, n);
     if (!r.finite)
-        return qsur_fail(err, QSUR_ERR_NUMERIC,
-                         "fake quant: non-finite value in row %lld (NaN or Inf cannot be quantized)",
-                         (long long)row);
+        return -1;
     qmap best = map_for(q, r, q->clip_search ? 1.0 : q->clip);
     if (q->clip_search && best.scale > 0.0f) {
         /* Strictly smaller wins, so ties keep the larger ratio and the result
@@ -260,7 +258,15 @@ static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int6
         }
     }
     apply_map(x, out, n, best);
-    return QSUR_OK;
+    return 0;
+}
+
+static int nonfinite_error(const float *x, int64_t n, int64_t cols, qsur_error *err)
+{
+    int64_t i = qsur_find_nonfinite(x, n);
+    return qsur_fail(err, QSUR_ERR_NUMERIC,
+                     "fake quant: non-finite value at row %lld, column %lld (NaN/Inf cannot be quantized)",
+                     (long long)(i / cols), (long long)(i % cols));
 }
 
 int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
@@ -282,7 +288,7 @@ int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
         return QSUR_OK;
     }
     if (q->gran == QSUR_GRAN_TENSOR)
-        return quant_span(q, x, out, n, 0, err);
+        return quant_span(q, x, out, n) == 0 ? QSUR_OK : nonfinite_error(x, n, cols, err);
     int64_t span = q->gran == QSUR_GRAN_ROW ? cols : q->group;
     /* Tick about every 1M elements; a stop leaves x intact (out may be partial,
      * and when out == x the caller asked for in-place and owns that risk). */
@@ -294,9 +300,8 @@ int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
                 return rc;
         }
         for (int64_t c = 0; c < cols; c += span) {
-            rc = quant_span(q, x + r * cols + c, out + r * cols + c, span, r, err);
-            if (rc != QSUR_OK)
-                return rc;
+            if (quant_span(q, x + r * cols + c, out + r * cols + c, span) != 0)
+                return nonfinite_error(x, n, cols, err);
         }
     }
     return QSUR_OK;

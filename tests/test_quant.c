@@ -114,7 +114,10 @@ static void test_hand(void)
     float bad[4] = {1, INFINITY, 2, 3};
     q = spec(4, 1, QSUR_GRAN_ROW, 0, 1.0);
     CHECK(qsur_fake_quant(&q, bad, 2, 2, out, NULL, &err) == QSUR_ERR_NUMERIC);
-    CHECK(strstr(err.msg, "row 0") != NULL);
+    CHECK(strstr(err.msg, "row 0, column 1") != NULL);
+    q = spec(4, 1, QSUR_GRAN_TENSOR, 0, 1.0);
+    CHECK(qsur_fake_quant(&q, bad, 2, 2, out, NULL, &err) == QSUR_ERR_NUMERIC);
+    CHECK(strstr(err.msg, "row 0, column 1") != NULL);
 }
 
 /* Independent double-precision reference: round(x / scale) with C's round()
