@@ -1,11 +1,66 @@
+/* Session lifetime, the command log and seeds. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include "layer_state.h"
 #include "session.h"
 
-void session_init(qsur_session *s)
+void session_init(session *s, FILE *out)
 {
+    memset(s, 0, sizeof *s);
     qsur_workspace_init(&s->ws);
+    s->out = out;
+    s->set.format = FORMAT_HUMAN;
+    s->set.errexit = 1;
+    s->set.outlier_k = 8.0;
+    s->set.qsur_alpha = 0.99;
+    s->set.seed = 1;
+    s->wq = qsur_quant_default();
+    s->aq = qsur_quant_default();
+    s->current = -1;
 }
 
-void session_free(qsur_session *s)
+void session_free(session *s)
 {
+    for (int i = 0; i < s->nlayers; i++)
+        layer_state_free(&s->layers[i]);
+    free(s->layers);
+    for (int i = 0; i < s->log.count; i++)
+        free(s->log.lines[i]);
+    free(s->log.lines);
+    free(s->log_override);
     qsur_workspace_clear(&s->ws);
+    memset(s, 0, sizeof *s);
+}
+
+void session_log_append(session *s, const char *line)
+{
+    if (s->log.count == s->log.cap) {
+        int cap = s->log.cap ? s->log.cap * 2 : 32;
+        char **p = realloc(s->log.lines, (size_t)cap * sizeof *p);
+        if (!p)
+            return; /* losing a log line is better than losing the session */
+        s->log.lines = p;
+        s->log.cap = cap;
+    }
+    char *copy = strdup(line);
+    if (copy)
+        s->log.lines[s->log.count++] = copy;
+}
+
+void session_log_as(session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *line = NULL;
+    if (vasprintf(&line, fmt, ap) < 0)
+        line = NULL;
+    va_end(ap);
+    free(s->log_override);
+    s->log_override = line;
+}
+
+unsigned long long session_next_seed(session *s)
+{
+    return s->set.seed++;
 }

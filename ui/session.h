@@ -3,13 +3,59 @@
 #ifndef QSUR_UI_SESSION_H
 #define QSUR_UI_SESSION_H
 
+#include <signal.h>
+#include <stdio.h>
+#include "qsur/progress.h"
+#include "qsur/quant.h"
 #include "qsur/workspace.h"
+#include "report.h"
 
 typedef struct {
-    qsur_workspace ws;
-} qsur_session;
+    report_format format;      /* set format human|json */
+    int errexit;               /* set errexit on|off (scripts stop at the first error) */
+    int color;                 /* ANSI colour allowed (tty and no NO_COLOR) */
+    int utf8;                  /* the locale is UTF-8: block characters allowed */
+    int progress;              /* draw progress lines (stderr is a tty) */
+    double outlier_k;          /* outlier: absmax > k * median absmax */
+    double qsur_alpha;         /* confidence level of the QSUR ellipsoid */
+    int qsur_asym;             /* QSUR cube: 0 symmetric (default), 1 asymmetric */
+    int hist_bins;             /* 0 = automatic */
+    unsigned long long seed;   /* next seed for commands given none */
+} session_settings;
 
-void session_init(qsur_session *s);
-void session_free(qsur_session *s);
+/* The command log: state-changing commands in the order they succeeded, in the
+ * canonical form that replays them (explicit seeds, absolute paths). */
+typedef struct {
+    char **lines;
+    int count, cap;
+} session_log;
+
+typedef struct session {
+    qsur_workspace ws;
+    session_settings set;
+    session_log log;
+    qsur_quant_spec wq, aq;    /* weight and activation quantizers */
+    struct layer_state *layers; /* one per layer the user has selected (see layer_state.h) */
+    int nlayers, layers_cap;
+    int current;               /* index into layers, -1 when none */
+    FILE *out;                 /* where command results go */
+    const char *origin;        /* script name for messages, NULL at the prompt */
+    int line;                  /* line in origin */
+    int quit;                  /* set by `quit` */
+    int depth;                 /* nesting of `run` (guards recursion) */
+    char *log_override;        /* canonical form of the running command, if the handler set one */
+    volatile sig_atomic_t *interrupted; /* set by the SIGINT handler, cleared before each command */
+    qsur_progress progress;    /* progress callback handed to the engine */
+} session;
+
+void session_init(session *s, FILE *out);
+void session_free(session *s);
+
+/* Record the canonical form of the running command (printf style). */
+void session_log_as(session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void session_log_append(session *s, const char *line);
+
+/* Next seed for a command given none (logged explicitly so replays match). */
+unsigned long long session_next_seed(session *s);
 
 #endif

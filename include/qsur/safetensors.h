@@ -1,0 +1,74 @@
+/* Hugging Face safetensors files.
+ *
+ * Layout: uint64 LE N, then N bytes of JSON
+ *     {"__metadata__": {"k": "v", ...},
+ *      "NAME": {"dtype": "F32", "shape": [2, 3], "data_offsets": [BEGIN, END]}, ...}
+ * then the data section; offsets are relative to its start. Opening validates
+ * the whole header: N within the file and at most 100 MB, every tensor has
+ * exactly dtype/shape/data_offsets, dtype is F32, F16 or BF16, begin <= end
+ * inside the data section, ranges do not overlap and cover the data section
+ * with no gap, shape product x dtype size == END - BEGIN (overflow-checked),
+ * no duplicate names, __metadata__ maps strings to strings. Values are
+ * converted to float32 and NaN/Inf is refused when a tensor is read. */
+#ifndef QSUR_SAFETENSORS_H
+#define QSUR_SAFETENSORS_H
+
+#include <stdint.h>
+#include "qsur/error.h"
+#include "qsur/json.h"
+#include "qsur/mapped_file.h"
+#include "qsur/progress.h"
+#include "qsur/workspace.h"
+
+#define QSUR_ST_MAX_DIMS 8
+#define QSUR_ST_MAX_HEADER (100u << 20)
+
+typedef enum { QSUR_DTYPE_F32 = 0, QSUR_DTYPE_F16, QSUR_DTYPE_BF16 } qsur_dtype;
+
+const char *qsur_dtype_name(qsur_dtype d);  /* "F32", "F16", "BF16" */
+int qsur_dtype_size(qsur_dtype d);          /* 4, 2, 2 */
+
+typedef struct {
+    const char *name;    /* points into the parsed header */
+    qsur_dtype dtype;
+    int ndim;            /* 0..QSUR_ST_MAX_DIMS */
+    int64_t shape[QSUR_ST_MAX_DIMS];
+    uint64_t begin, end; /* byte range within the data section */
+} qsur_st_entry;
+
+/* An open, validated file (mapped read-only until closed). */
+typedef struct {
+    char *path;
+    qsur_mapped_file map;
+    qsur_json *header;        /* the parsed JSON (owned) */
+    const qsur_json *metadata;/* the __metadata__ object or NULL */
+    qsur_st_entry *entries;   /* in header order */
+    int count;
+    uint64_t data_start;      /* 8 + N */
+} qsur_safetensors;
+
+int qsur_safetensors_open(qsur_safetensors **out, const char *path, qsur_error *err);
+void qsur_safetensors_close(qsur_safetensors *st);
+/* Index of the tensor called name, or -1. */
+int qsur_safetensors_find(const qsur_safetensors *st, const char *name);
+/* A metadata value, or NULL. */
+const char *qsur_safetensors_meta(const qsur_safetensors *st, const char *key);
+/* Converts entry i to a new float32 tensor named `name` (NULL: its own name).
+ * Fails on 0 or more than 4 dimensions, zero size, NaN/Inf. */
+int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *name,
+                                 qsur_tensor **out, const qsur_progress *progress,
+                                 qsur_error *err);
+
+/* Every tensor of path into ws as PREFIX+name; all-or-nothing. */
+int qsur_safetensors_load(qsur_workspace *ws, const char *path, const char *prefix,
+                          int *n_loaded, const qsur_progress *progress, qsur_error *err);
+
+/* Writes count tensors (names must be unique) atomically. dtypes may be NULL
+ * (all F32) or give one dtype per tensor (F16/BF16 round to nearest even;
+ * a value that overflows F16 is an error). meta_kv holds meta_count
+ * key/value pairs as 2*meta_count strings (may be NULL when meta_count is 0). */
+int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, int count,
+                           const qsur_dtype *dtypes, const char *const *meta_kv,
+                           int meta_count, const qsur_progress *progress, qsur_error *err);
+
+#endif

@@ -1,0 +1,148 @@
+/* Dispatch: tokenize a line, find the command, check arity, run, log. */
+#include <stdlib.h>
+#include <string.h>
+#include "command.h"
+#include "session.h"
+
+#define MAX_WORDS 64
+
+const command *command_find(const char *name)
+{
+    for (int i = 0; i < command_count; i++)
+        if (strcmp(command_table[i].name, name) == 0)
+            return &command_table[i];
+    return NULL;
+}
+
+int command_tokenize(char *buf, char **argv, int max_words, qsur_error *err)
+{
+    int argc = 0;
+    char *in = buf, *out = buf;
+    while (*in) {
+        while (*in == ' ' || *in == '\t' || *in == '\n' || *in == '\r')
+            in++;
+        if (!*in)
+            break;
+        if (argc == max_words)
+            return qsur_fail(err, QSUR_ERR_ARG, "too many words (at most %d)", max_words), -1;
+        argv[argc++] = out;
+        while (*in && *in != ' ' && *in != '\t' && *in != '\n' && *in != '\r') {
+            if (*in == '\'' || *in == '"') {
+                char q = *in++;
+                while (*in && *in != q) {
+                    if (q == '"' && *in == '\\' && in[1])
+                        in++;
+                    *out++ = *in++;
+                }
+                if (*in != q)
+                    return qsur_fail(err, QSUR_ERR_ARG, "unterminated %c quote", q), -1;
+                in++;
+            } else {
+                *out++ = *in++;
+            }
+        }
+        if (*in)
+            in++;
+        *out++ = '\0';
+    }
+    return argc;
+}
+
+/* Quote a word for the log only when it needs it, so saved scripts stay readable. */
+static void append_word(char **line, size_t *len, const char *w)
+{
+    int plain = *w != '\0';
+    for (const char *p = w; *p; p++)
+        if (strchr(" \t'\"#;\\", *p))
+            plain = 0;
+    size_t need = *len + strlen(w) * 2 + 4;
+    char *n = realloc(*line, need);
+    if (!n)
+        return;
+    *line = n;
+    char *o = n + *len;
+    if (*len)
+        *o++ = ' ';
+    if (plain) {
+        o = stpcpy(o, w);
+    } else {
+        *o++ = '"';
+        for (const char *p = w; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                *o++ = '\\';
+            *o++ = *p;
+        }
+        *o++ = '"';
+        *o = '\0';
+    }
+    *len = (size_t)(o - n);
+}
+
+int command_execute(session *s, const char *line, qsur_error *err)
+{
+    char *buf = strdup(line);
+    if (!buf)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    char *argv[MAX_WORDS];
+    qsur_error terr;
+    int argc = command_tokenize(buf, argv, MAX_WORDS, &terr);
+    if (argc < 0) {
+        free(buf);
+        return qsur_fail(err, QSUR_ERR_ARG, "%s", terr.msg);
+    }
+    if (argc == 0) {
+        free(buf);
+        return QSUR_OK;
+    }
+    const command *c = command_find(argv[0]);
+    if (!c) {
+        int rc = qsur_fail(err, QSUR_ERR_ARG, "%s: unknown command (try `help`)", argv[0]);
+        free(buf);
+        return rc;
+    }
+    int nargs = argc - 1;
+    if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args)) {
+        int rc = qsur_fail(err, QSUR_ERR_ARG, "%s: expected %s%d argument%s, got %d (usage: %s)",
+                           c->name,
+                           c->max_args < 0 ? "at least " : (c->min_args == c->max_args ? "" : "up to "),
+                           c->max_args < 0 || c->min_args == c->max_args ? c->min_args : c->max_args,
+                           (c->max_args < 0 ? c->min_args : c->max_args) == 1 ? "" : "s",
+                           nargs, c->usage);
+        free(buf);
+        return rc;
+    }
+    if (s->interrupted)
+        *s->interrupted = 0;
+    free(s->log_override);
+    s->log_override = NULL;
+
+    report r;
+    report_begin(&r, s->out, s->set.format, c->name);
+    qsur_error herr;
+    herr.msg[0] = '\0';
+    int rc = c->handler(s, nargs, argv + 1, &r, &herr);
+    if (rc != QSUR_OK) {
+        /* Engine messages already name the file or tensor; prefix the command. */
+        qsur_fail(err, rc, "%s: %s", c->name, herr.msg[0] ? herr.msg : qsur_status_name(rc));
+        report_end(&r, 0, err->msg);
+    } else {
+        report_end(&r, 1, NULL);
+        if (c->flags & CMD_LOGGED) {
+            if (s->log_override) {
+                session_log_append(s, s->log_override);
+            } else {
+                char *canon = NULL;
+                size_t len = 0;
+                for (int i = 0; i < argc; i++)
+                    append_word(&canon, &len, argv[i]);
+                if (canon)
+                    session_log_append(s, canon);
+                free(canon);
+            }
+        }
+    }
+    free(s->log_override);
+    s->log_override = NULL;
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,39 @@
+/* Handlers of the command table (ui/command_table.c), grouped by the file
+ * that implements them. Each returns a qsur_status and fills err. */
+#ifndef QSUR_UI_COMMANDS_H
+#define QSUR_UI_COMMANDS_H
+
+#include "command.h"
+#include "session.h"
+
+#define HANDLER(name) int name(session *s, int argc, char **argv, report *r, qsur_error *err)
+
+/* cmd_session.c */
+HANDLER(cmd_help);
+HANDLER(cmd_set);
+HANDLER(cmd_run);
+HANDLER(cmd_save);
+HANDLER(cmd_history);
+HANDLER(cmd_echo);
+HANDLER(cmd_quit);
+
+/* cmd_layer.c */
+HANDLER(cmd_load);
+HANDLER(cmd_layers);
+HANDLER(cmd_use);
+HANDLER(cmd_info);
+HANDLER(cmd_stats);
+HANDLER(cmd_outliers);
+HANDLER(cmd_hist);
+
+/* cmd_quant.c */
+HANDLER(cmd_quant);
+HANDLER(cmd_qsur);
+HANDLER(cmd_error);
+
+/* Argument parsing shared by handlers: 0 on success, -1 when v is not a
+ * number in [lo, hi]. */
+int parse_double(const char *v, double lo, double hi, double *out);
+int parse_long(const char *v, long lo, long hi, long *out);
+
+#endif

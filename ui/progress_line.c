@@ -1,0 +1,79 @@
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "progress_line.h"
+
+static volatile sig_atomic_t sigint_seen;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    sigint_seen = 1;
+}
+
+typedef struct {
+    double last_draw;
+    int drawn;
+} progress_state;
+
+static progress_state pstate; /* part of the UI session's terminal state */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int progress_cb(void *ctx, double done, const char *what, double value)
+{
+    session *s = ctx;
+    if (s->set.progress) {
+        double t = now();
+        if (t - pstate.last_draw > 0.1 || done >= 1.0) {
+            pstate.last_draw = t;
+            int width = 30, fill = (int)(done * width + 0.5);
+            if (fill < 0)
+                fill = 0;
+            if (fill > width)
+                fill = width;
+            char bar[64];
+            memset(bar, '#', (size_t)fill);
+            memset(bar + fill, '.', (size_t)(width - fill));
+            bar[width] = '\0';
+            if (isnan(value))
+                fprintf(stderr, "\r[%s] %5.1f%% %-30.30s", bar, 100.0 * done, what);
+            else
+                fprintf(stderr, "\r[%s] %5.1f%% %-20.20s %.6g", bar, 100.0 * done, what, value);
+            fflush(stderr);
+            pstate.drawn = 1;
+        }
+    }
+    return sigint_seen ? 1 : 0;
+}
+
+void progress_line_install(session *s)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    s->interrupted = &sigint_seen;
+    s->progress.fn = progress_cb;
+    s->progress.ctx = s;
+    s->set.progress = isatty(STDERR_FILENO);
+}
+
+void progress_line_done(session *s)
+{
+    (void)s;
+    if (pstate.drawn) {
+        fprintf(stderr, "\r%*s\r", 72, "");
+        fflush(stderr);
+        pstate.drawn = 0;
+    }
+}
