@@ -195,6 +195,9 @@ void qsur_from_moments(const double *mean, const double *var, double log_det, in
 {
     res->n = n;
     res->d = d;
+    res->lambda_min = res->lambda_max = NAN;
+    res->incremental = 0;
+    res->reason[0] = '\0';
     res->cube = opt->cube;
     res->method = opt->method;
     res->alpha = opt->alpha;
@@ -222,7 +225,6 @@ void qsur_from_moments(const double *mean, const double *var, double log_det, in
     double lq = res->log_ve - res->log_vcube;
     res->log10_qsur = lq / M_LN10;
     res->per_dim = exp(lq / dd);
-    res->reason[0] = '\0';
 }
 
 static void set_singular(qsur_result *res, const double *mean, const double *var, int64_t n,
