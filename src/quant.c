@@ -237,7 +237,7 @@ static double map_sse(const float *x, int64_t n, qmap m)
 }
 
 /* Returns 0, or -1 when the span holds a NaN/Inf (the caller names it). */
-QSUR_VECTOR_CLONES
+QSUR_INLINE
 static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n)
 {
     span_range r = range_of(x, n);
@@ -258,6 +258,18 @@ static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int6
         }
     }
     apply_map(x, out, n, best);
+    return 0;
+}
+
+/* A block of consecutive spans (whole rows), one call through the ifunc per
+ * block rather than per group of G. */
+QSUR_VECTOR_CLONES
+static int quant_spans(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
+                       int64_t span)
+{
+    for (int64_t i = 0; i < n; i += span)
+        if (quant_span(q, x + i, out + i, span) != 0)
+            return -1;
     return 0;
 }
 
@@ -288,21 +300,18 @@ int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
         return QSUR_OK;
     }
     if (q->gran == QSUR_GRAN_TENSOR)
-        return quant_span(q, x, out, n) == 0 ? QSUR_OK : nonfinite_error(x, n, cols, err);
+        return quant_spans(q, x, out, n, n) == 0 ? QSUR_OK : nonfinite_error(x, n, cols, err);
     int64_t span = q->gran == QSUR_GRAN_ROW ? cols : q->group;
     /* Tick about every 1M elements; a stop leaves x intact (out may be partial,
      * and when out == x the caller asked for in-place and owns that risk). */
-    int64_t tick_rows = cols > 0 ? (1 << 20) / cols + 1 : rows;
-    for (int64_t r = 0; r < rows; r++) {
-        if (r % tick_rows == 0) {
-            rc = qsur_progress_tick(prog, (double)r / (double)rows, "quantize", NAN, err);
-            if (rc != QSUR_OK)
-                return rc;
-        }
-        for (int64_t c = 0; c < cols; c += span) {
-            if (quant_span(q, x + r * cols + c, out + r * cols + c, span) != 0)
-                return nonfinite_error(x, n, cols, err);
-        }
+    int64_t tick_rows = (1 << 20) / cols + 1;
+    for (int64_t r = 0; r < rows; r += tick_rows) {
+        rc = qsur_progress_tick(prog, (double)r / (double)rows, "quantize", NAN, err);
+        if (rc != QSUR_OK)
+            return rc;
+        int64_t nr = rows - r < tick_rows ? rows - r : tick_rows;
+        if (quant_spans(q, x + r * cols, out + r * cols, nr * cols, span) != 0)
+            return nonfinite_error(x, n, cols, err);
     }
     return QSUR_OK;
 }
