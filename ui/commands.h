@@ -17,6 +17,20 @@ HANDLER(cmd_history);
 HANDLER(cmd_echo);
 HANDLER(cmd_quit);
 
+/* cmd_layer.c */
+HANDLER(cmd_load);
+HANDLER(cmd_layers);
+HANDLER(cmd_use);
+HANDLER(cmd_info);
+HANDLER(cmd_stats);
+HANDLER(cmd_outliers);
+HANDLER(cmd_hist);
+
+/* cmd_quant.c */
+HANDLER(cmd_quant);
+HANDLER(cmd_qsur);
+HANDLER(cmd_error);
+
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);
