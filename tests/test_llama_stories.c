@@ -1,6 +1,7 @@
 /* The real stories260K model: greedy tokens from BOS as published in
  * shared/README.md, perplexity on the eval stream in float and under fake
  * quantization, and the shapes of captured calibration activations. */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +16,10 @@ static int stop_after_two(void *ctx, double done, const char *what, double value
 
 int main(void)
 {
+    /* The GEMMs here are small (2048 x 64 x 64); on a shared 2-core machine
+     * OpenBLAS threads spin against other processes and turn 3 s into 25 s
+     * under ASan. One thread is also the fastest for this model. */
+    openblas_set_num_threads(1);
     qsur_error err;
     qsur_llama *m = NULL;
     CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
@@ -38,14 +43,14 @@ int main(void)
     CHECK(ev.n == 64 * 256 && ev.ids[0] == 1 && ev.ids[256] == 1);
 
     /* float perplexity: the streams were sampled from this model at T = 1, so
-     * the perplexity is exp(entropy of its own predictions). Measured: 16.01 on
-     * these 16 sequences (17.27 on all 64), flat across positions 0..255. */
+     * the perplexity is exp(entropy of its own predictions). Measured: 14.23 on
+     * these 8 sequences (17.27 on all 64), flat across positions 0..255. */
     qsur_llama_ppl fp, q;
-    const int nseq = 16;
+    const int nseq = 8;
     CHECK_OK(qsur_llama_perplexity(m, NULL, &ev, 0, nseq, 8, NULL, &fp, &err), err);
     printf("float ppl (%d x 256 eval tokens): %.4f\n", nseq, fp.ppl);
     CHECK(fp.n_predicted == nseq * 255);
-    CHECK(isfinite(fp.ppl) && fp.ppl > 15.0 && fp.ppl < 17.0);
+    CHECK(isfinite(fp.ppl) && fp.ppl > 13.5 && fp.ppl < 15.0);
 
     /* Causality: scoring only the first 128 tokens of sequence 0 gives the same
      * NLL as the first 127 predictions of the full 256-token forward pass. */
@@ -76,7 +81,7 @@ int main(void)
     m->hooks.kv = s8;
     CHECK_OK(qsur_llama_perplexity(m, NULL, &ev, 0, nseq, 8, NULL, &q, &err), err);
     printf("w8a8kv8 ppl: %.4f (%.2f%% above float)\n", q.ppl, 100 * (q.ppl / fp.ppl - 1));
-    /* measured +7.1% (w8 alone +3%, a8 alone +3.8%, kv8 alone +0.3% on all 64) */
+    /* measured +7.35% here; on all 64: +7.1% (w8 alone +3%, a8 alone +3.8%, kv8 alone +0.3% on all 64) */
     CHECK(q.ppl > fp.ppl * 1.001 && q.ppl < fp.ppl * 1.12);
 
     /* 4-bit RTN weights alone: README says perplexity grows many times */
@@ -85,7 +90,7 @@ int main(void)
     CHECK_OK(qsur_llama_quantize_weights(m, &s4, NULL, &err), err);
     CHECK_OK(qsur_llama_perplexity(m, NULL, &ev, 0, nseq, 8, NULL, &q, &err), err);
     printf("w4 RTN ppl: %.4f (x%.2f)\n", q.ppl, q.ppl / fp.ppl);
-    CHECK(q.ppl > 10.0 * fp.ppl); /* measured x28.8 */
+    CHECK(q.ppl > 10.0 * fp.ppl); /* measured x34.6 */
     qsur_llama_dequantize_weights(m);
     CHECK_OK(qsur_llama_perplexity(m, NULL, &ev, 0, nseq, 8, NULL, &q, &err), err);
     CHECK(q.ppl == fp.ppl);
