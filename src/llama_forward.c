@@ -21,6 +21,10 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Rows of queries per attention block: scores of a block only reach the keys
+ * up to its last row, so causal attention does about half the full T x S work. */
+#define ATT_BLOCK 32
+
 /* ---- state --------------------------------------------------------------- */
 
 void qsur_llama_state_free(qsur_llama_state *s)
@@ -77,7 +81,7 @@ int qsur_llama_state_new(qsur_llama_state **out, const qsur_llama *m, int max_ba
     s->hb = qsur_alloc(N, (size_t)c->hidden_dim * sizeof(float));
     s->hb2 = qsur_alloc(N, (size_t)c->hidden_dim * sizeof(float));
     s->xq = qsur_alloc(N, wide * sizeof(float));
-    s->att = qsur_alloc(S, S * sizeof(float));
+    s->att = qsur_alloc(S < ATT_BLOCK ? S : ATT_BLOCK, S * sizeof(float));
     s->key_cache = qsur_alloc(cache, sizeof(float));
     s->value_cache = qsur_alloc(cache, sizeof(float));
     s->rope_cos = qsur_alloc(S, (size_t)(c->head_size / 2) * sizeof(float));
@@ -190,38 +194,42 @@ static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B
 {
     double t0 = now();
     const qsur_llama_config *c = &m->cfg;
-    int hs = c->head_size, S = pos + T, group = c->n_heads / c->n_kv_heads;
+    int hs = c->head_size, group = c->n_heads / c->n_kv_heads;
     float scale = (float)(1.0 / sqrt((double)hs));
     for (int b = 0; b < B; b++) {
         const float *kc = cache_row(s, s->key_cache, layer, b, 0);
         const float *vc = cache_row(s, s->value_cache, layer, b, 0);
         for (int h = 0; h < c->n_heads; h++) {
             int g = h / group;
-            const float *qh = s->q + (size_t)b * T * c->dim + (size_t)h * hs;
-            /* att[T][S] = scale * Q_h K_g^T (row-major; lda = dim, ldb = kv_dim). */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hs, scale, qh, c->dim,
-                        kc + (size_t)g * hs, c->kv_dim, 0.0f, s->att, S);
-            for (int t = 0; t < T; t++) {
-                float *a = s->att + (size_t)t * S;
-                int last = pos + t; /* causal: keys 0..last */
-                float mx = a[0];
-                for (int j = 1; j <= last; j++)
-                    mx = a[j] > mx ? a[j] : mx;
-                float sum = 0;
-                for (int j = 0; j <= last; j++) {
-                    a[j] = expf(a[j] - mx);
-                    sum += a[j];
+            for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
+                int R = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
+                int S = pos + r0 + R; /* keys 0..S-1 are visible to some row of the block */
+                const float *qh = s->q + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
+                /* att[R][S] = scale * Q_h K_g^T (row-major; lda = dim, ldb = kv_dim) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, S, hs, scale, qh,
+                            c->dim, kc + (size_t)g * hs, c->kv_dim, 0.0f, s->att, S);
+                for (int t = 0; t < R; t++) {
+                    float *a = s->att + (size_t)t * S;
+                    int last = pos + r0 + t; /* causal: keys 0..last */
+                    float mx = a[0];
+                    for (int j = 1; j <= last; j++)
+                        mx = a[j] > mx ? a[j] : mx;
+                    float sum = 0;
+                    for (int j = 0; j <= last; j++) {
+                        a[j] = expf(a[j] - mx);
+                        sum += a[j];
+                    }
+                    float inv = 1.0f / sum;
+                    for (int j = 0; j <= last; j++)
+                        a[j] *= inv;
+                    for (int j = last + 1; j < S; j++)
+                        a[j] = 0.0f;
                 }
-                float inv = 1.0f / sum;
-                for (int j = 0; j <= last; j++)
-                    a[j] *= inv;
-                for (int j = last + 1; j < S; j++)
-                    a[j] = 0.0f;
+                /* out_h[R][hs] = P[R][S] V_g[S][hs] (ldc = dim: heads side by side) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hs, S, 1.0f, s->att,
+                            S, vc + (size_t)g * hs, c->kv_dim, 0.0f,
+                            out + ((size_t)b * T + r0) * c->dim + (size_t)h * hs, c->dim);
             }
-            /* out_h[T][hs] = P[T][S] V_g[S][hs] (ldc = dim: heads side by side). */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, S, 1.0f, s->att, S,
-                        vc + (size_t)g * hs, c->kv_dim, 0.0f,
-                        out + (size_t)b * T * c->dim + (size_t)h * hs, c->dim);
         }
     }
     s->timers.attention += now() - t0;
