@@ -8,6 +8,7 @@
  * residual -> rmsnorm -> linears -> swiglu -> linear -> residual. */
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -57,6 +58,9 @@ int qsur_llama_state_new(qsur_llama_state **out, const qsur_llama *m, int max_ba
     if (max_batch < 1 || max_seq < 1 || max_batch > (1 << 16) || max_seq > (1 << 20))
         return qsur_fail(err, QSUR_ERR_ARG, "run state: batch %d x seq %d out of range "
                          "(1..65536 x 1..1048576)", max_batch, max_seq);
+    if ((int64_t)max_batch * max_seq > INT32_MAX / 64)
+        return qsur_fail(err, QSUR_ERR_ARG, "run state: batch %d x seq %d = too many rows for "
+                         "BLAS int dimensions", max_batch, max_seq);
     qsur_llama_state *s = calloc(1, sizeof *s);
     if (!s)
         return qsur_fail(err, QSUR_ERR_NOMEM, "run state: out of memory");

@@ -279,6 +279,57 @@ int qsur_llama_from_workspace(qsur_llama **out, const qsur_workspace *ws,
     return QSUR_OK;
 }
 
+int qsur_llama_sync_from_workspace(qsur_llama *m, const qsur_workspace *ws, const char *prefix,
+                                   int *n_updated, qsur_error *err)
+{
+    int n, rc = QSUR_OK, count = 0;
+    tensor_slot *s = slots_new(m, &n, err);
+    if (!s)
+        return QSUR_ERR_NOMEM;
+    const qsur_tensor **src = calloc((size_t)n, sizeof *src);
+    if (!src) {
+        free(s);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "model: out of memory");
+    }
+    if (!prefix)
+        prefix = "";
+    for (int i = 0; i < n && !rc; i++) {
+        char full[QSUR_NAME_MAX * 2];
+        snprintf(full, sizeof full, "%s%s", prefix, s[i].name);
+        const qsur_tensor *t = qsur_workspace_find(ws, full);
+        if (!t)
+            continue;
+        int ok = s[i].rows ? (t->ndim == 2 && t->shape[0] == s[i].rows && t->shape[1] == s[i].cols)
+                           : (t->ndim == 1 && t->shape[0] == s[i].cols);
+        if (!ok) {
+            char got[64], want[64];
+            qsur_tensor_shape_str(t, got, sizeof got);
+            if (s[i].rows)
+                snprintf(want, sizeof want, "%lldx%lld", (long long)s[i].rows, (long long)s[i].cols);
+            else
+                snprintf(want, sizeof want, "%lld", (long long)s[i].cols);
+            rc = qsur_fail(err, QSUR_ERR_ARG, "tensor %s has shape %s (expected %s)", full, got, want);
+        }
+        src[i] = t;
+    }
+    for (int i = 0; i < n && !rc; i++) {
+        if (!src[i])
+            continue;
+        memcpy(s[i].data, src[i]->data, (size_t)qsur_tensor_numel(src[i]) * sizeof(float));
+        count++;
+        qsur_llama_linear *l = qsur_llama_linear_find(m, s[i].name);
+        if (l) {
+            free(l->wq);
+            l->wq = NULL;
+        }
+    }
+    free(src);
+    free(s);
+    if (!rc && n_updated)
+        *n_updated = count;
+    return rc;
+}
+
 int qsur_llama_to_workspace(const qsur_llama *m_in, qsur_workspace *ws, const char *prefix,
                             qsur_error *err)
 {

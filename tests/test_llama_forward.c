@@ -400,6 +400,27 @@ int main(void)
         qsur_tensor *bw = qsur_workspace_find(&back, "m.layers.1.feed_forward.w3");
         CHECK(bw && memcmp(bw->data, qsur_workspace_find(&ws, "layers.1.feed_forward.w3")->data,
                            HID * DIM * sizeof(float)) == 0);
+        /* sync: edit a workspace copy, push it back, undo */
+        CHECK_OK(qsur_llama_quantize_weights(m, &q8, NULL, &err), err);
+        bw = qsur_workspace_find(&back, "m.layers.0.feed_forward.w1");
+        for (int64_t i = 0; bw && i < HID * DIM; i++)
+            bw->data[i] *= 2;
+        int nup = 0;
+        CHECK_OK(qsur_llama_sync_from_workspace(m, &back, "m.", &nup, &err), err);
+        CHECK(nup == 3 + 9 * NL - shared);
+        CHECK(m->layers[0].w1.wq == NULL && m->layers[1].w1.wq == NULL); /* stale copies dropped */
+        CHECK(m->layers[0].w1.w[5] == 2 * qsur_workspace_find(&ws, "layers.0.feed_forward.w1")->data[5]);
+        CHECK_OK(qsur_llama_forward(m, s, tok, 1, T, 0, &err), err);
+        CHECK(rel_diff(s->logits, ref, T * VOC) > 1e-3);
+        /* a bad shape anywhere changes nothing */
+        qsur_tensor *bad = NULL;
+        qsur_tensor_new2(&bad, "m.norm", 1, DIM, &err);
+        qsur_workspace_put(&back, bad, &err);
+        CHECK(qsur_llama_sync_from_workspace(m, &ws, NULL, &nup, &err) == QSUR_OK);
+        CHECK(qsur_llama_sync_from_workspace(m, &back, "m.", &nup, &err) == QSUR_ERR_ARG &&
+              strstr(err.msg, "m.norm") && strstr(err.msg, "1x16"));
+        CHECK_OK(qsur_llama_forward(m, s, tok, 1, T, 0, &err), err);
+        CHECK(rel_diff(s->logits, ref, T * VOC) < 1e-4);
         qsur_workspace_clear(&back);
 
         qsur_llama_state_free(s);

@@ -119,6 +119,14 @@ int qsur_llama_from_workspace(qsur_llama **out, const qsur_workspace *ws,
 int qsur_llama_to_workspace(const qsur_llama *m, qsur_workspace *ws, const char *prefix,
                             qsur_error *err);
 
+/* Copies back into m every Meta-named tensor (`prefix` + name) that ws holds,
+ * e.g. after a rotation was applied to the workspace copies; tensors ws lacks
+ * are left alone. Shapes are checked for all before anything is copied
+ * (all-or-nothing). The wq copy of every updated linear is dropped (it would
+ * be stale): quantize again afterwards. *n_updated (may be NULL) gets the count. */
+int qsur_llama_sync_from_workspace(qsur_llama *m, const qsur_workspace *ws, const char *prefix,
+                                   int *n_updated, qsur_error *err);
+
 /* llama2.c checkpoint (see qsur/llama2c.h). */
 int qsur_llama_load_llama2c(qsur_llama **out, const char *path,
                             const qsur_progress *prog, qsur_error *err);
