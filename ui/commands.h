@@ -31,6 +31,14 @@ HANDLER(cmd_quant);
 HANDLER(cmd_qsur);
 HANDLER(cmd_error);
 
+/* cmd_transform.c */
+HANDLER(cmd_rotate);
+HANDLER(cmd_scale);
+HANDLER(cmd_undo);
+HANDLER(cmd_redo);
+HANDLER(cmd_reset);
+HANDLER(cmd_stack);
+
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);
