@@ -286,6 +286,10 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
         qsur_llama_rope(s->k + (size_t)b * T * c->kv_dim, T, c->n_kv_heads, c->head_size, pos,
                         s->rope_cos, s->rope_sin);
     }
+    if (m->hooks.qk.apply) {
+        m->hooks.qk.apply(m->hooks.qk.ctx, s->q, N * c->n_heads, c->head_size);
+        m->hooks.qk.apply(m->hooks.qk.ctx, s->k, N * c->n_kv_heads, c->head_size);
+    }
     capture(s, QSUR_CAP_K, l, s->k, c->kv_dim);
     capture(s, QSUR_CAP_V, l, s->v, c->kv_dim);
     if ((rc = store_kv(m, s, l, B, T, pos, err)))

@@ -306,8 +306,10 @@ int main(void)
         }
         m->hooks.w2_in = (qsur_llama_online){householder_apply, &h2};
         m->hooks.wo_in = (qsur_llama_online){householder_apply, &ho};
+        m->hooks.qk = (qsur_llama_online){householder_apply, &ho}; /* q.k unchanged */
         CHECK_OK(qsur_llama_forward(m, s, tok, 1, T, 0, &err), err);
         CHECK(rel_diff(s->logits, ref, T * VOC) < 1e-4);
+        m->hooks.qk.apply = NULL;
         m->hooks.wo_in.apply = NULL; /* one side alone must change the result */
         CHECK_OK(qsur_llama_forward(m, s, tok, 1, T, 0, &err), err);
         CHECK(rel_diff(s->logits, ref, T * VOC) > 1e-3);
@@ -347,6 +349,23 @@ int main(void)
         CHECK(ai && ai->shape[0] == 2 * T && ai->shape[1] == DIM);
         CHECK(w2i && w2i->shape[1] == HID);
         CHECK(kk && kk->shape[1] == KVD && qsur_workspace_find(&cap, "layers.0.attention.v"));
+        if (kk) { /* the qk hook reaches K: captured K = K (I (x) H), rest unchanged */
+            qsur_workspace c2;
+            qsur_workspace_init(&c2);
+            m->hooks.qk = (qsur_llama_online){householder_apply, &ho};
+            CHECK_OK(qsur_llama_capture(m, NULL, &tk, 0, 0, 2, 0, 1, &c2, NULL, NULL, &err), err);
+            m->hooks.qk.apply = NULL;
+            qsur_tensor *k2 = qsur_workspace_find(&c2, "layers.1.attention.k");
+            static float kh[2 * T * KVD];
+            memcpy(kh, kk->data, sizeof kh);
+            householder_apply(&ho, kh, 2 * T * NKV, HS);
+            CHECK(k2 && rel_diff_ff(k2->data, kh, 2 * T * KVD) < 1e-5 &&
+                  rel_diff_ff(k2->data, kk->data, 2 * T * KVD) > 1e-2);
+            qsur_tensor *v2 = qsur_workspace_find(&c2, "layers.1.attention.v");
+            CHECK(v2 && rel_diff_ff(v2->data, qsur_workspace_find(&cap, "layers.1.attention.v")->data,
+                                    2 * T * KVD) < 1e-5);
+            qsur_workspace_clear(&c2);
+        }
         qsur_tensor *a0 = qsur_workspace_find(&cap, "layers.0.attention.in");
         CHECK(a0 && rel_diff(a0->data + T * DIM, ref_in0, DIM) < 1e-5); /* tok[0] is row T */
         qsur_workspace sub;

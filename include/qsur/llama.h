@@ -4,7 +4,8 @@
  *     x = tok_embeddings[token]
  *     for every layer N:
  *         h  = rmsnorm(x, attention_norm)                 -> "layers.N.attention.in"
- *         q, k, v = h wq^T, h wk^T, h wv^T; RoPE on q, k   -> ".attention.k", ".attention.v"
+ *         q, k, v = h wq^T, h wk^T, h wv^T; RoPE on q, k; online_qk(q), online_qk(k)
+ *                                                          -> ".attention.k", ".attention.v"
  *         a  = causal GQA softmax(q k^T / sqrt(hs)) v
  *         x += online_wo(a) wo^T                           -> ".attention.wo.in"
  *         h  = rmsnorm(x, ffn_norm)                        -> ".feed_forward.in"
@@ -86,6 +87,9 @@ typedef struct {
     qsur_quant_spec kv;       /* K (after RoPE) and V as they enter the cache, on
                                  rows of head_size: QSUR_GRAN_ROW = per head per
                                  token; bits >= 16: off */
+    qsur_llama_online qk;     /* rows of head_size of q and of k after RoPE, before
+                                 the KV cache (QuaRot's online Hadamard for K-cache
+                                 quantization); must be orthogonal so q.k is kept */
     qsur_llama_online wo_in;  /* rows of head_size (one per head per token) */
     qsur_llama_online w2_in;  /* rows of hidden_dim (one per token) */
 } qsur_llama_hooks;
@@ -267,7 +271,7 @@ int qsur_llama_generate(const qsur_llama *m, qsur_llama_state *s, const int *pro
  *     layers.N.attention.wo.in     [n][dim]     input of wo (after wo_in hook)
  *     layers.N.feed_forward.in     [n][dim]     input of w1/w3
  *     layers.N.feed_forward.w2.in  [n][hidden]  input of w2 (after w2_in hook)
- *     layers.N.attention.k         [n][kv_dim]  K after RoPE
+ *     layers.N.attention.k         [n][kv_dim]  K after RoPE (and the qk hook)
  *     layers.N.attention.v         [n][kv_dim]
  * The values are those the float linear sees: after online transforms, BEFORE
  * activation/KV fake quantization (the forward itself still applies the hooks).
