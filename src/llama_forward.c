@@ -199,7 +199,7 @@ static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B
     double t0 = now();
     const qsur_llama_config *c = &m->cfg;
     int hs = c->head_size, group = c->n_heads / c->n_kv_heads;
-    float scale = (float)(1.0 / sqrt((double)hs));
+    float scale = (float)(1.0 / sqrt((double)hs)), inv_sum[ATT_BLOCK];
     for (int b = 0; b < B; b++) {
         const float *kc = cache_row(s, s->key_cache, layer, b, 0);
         const float *vc = cache_row(s, s->value_cache, layer, b, 0);
@@ -223,16 +223,19 @@ static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B
                         a[j] = expf(a[j] - mx);
                         sum += a[j];
                     }
-                    float inv = 1.0f / sum;
-                    for (int j = 0; j <= last; j++)
-                        a[j] *= inv;
+                    inv_sum[t] = 1.0f / sum;
                     for (int j = last + 1; j < S; j++)
                         a[j] = 0.0f;
                 }
-                /* out_h[R][hs] = P[R][S] V_g[S][hs] (ldc = dim: heads side by side) */
+                /* out_h[R][hs] = P[R][S] V_g[S][hs] (ldc = dim: heads side by side),
+                 * with the softmax normalisation applied to the R x hs result
+                 * instead of the R x S probabilities. */
+                float *oh = out + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hs, S, 1.0f, s->att,
-                            S, vc + (size_t)g * hs, c->kv_dim, 0.0f,
-                            out + ((size_t)b * T + r0) * c->dim + (size_t)h * hs, c->dim);
+                            S, vc + (size_t)g * hs, c->kv_dim, 0.0f, oh, c->dim);
+                for (int t = 0; t < R; t++)
+                    for (int i = 0; i < hs; i++)
+                        oh[(size_t)t * c->dim + i] *= inv_sum[t];
             }
         }
     }
