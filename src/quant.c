@@ -214,14 +214,12 @@ static double map_sse(const float *x, int64_t n, qmap m)
     return total;
 }
 
-static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
-                      int64_t row, qsur_error *err)
+/* The map of one span, clip search included; 0 when the span holds NaN/Inf. */
+static int fit_span(const qsur_quant_spec *q, const float *x, int64_t n, qmap *out)
 {
     span_range r = range_of(x, n);
     if (!r.finite)
-        return qsur_fail(err, QSUR_ERR_NUMERIC,
-                         "fake quant: non-finite value in row %lld (NaN or Inf cannot be quantized)",
-                         (long long)row);
+        return 0;
     qmap best = map_for(q, r, q->clip_search ? 1.0 : q->clip);
     if (q->clip_search && best.scale > 0.0f) {
         /* Strictly smaller wins, so ties keep the larger ratio and the result
@@ -236,6 +234,18 @@ static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int6
             }
         }
     }
+    *out = best;
+    return 1;
+}
+
+static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
+                      int64_t row, qsur_error *err)
+{
+    qmap best;
+    if (!fit_span(q, x, n, &best))
+        return qsur_fail(err, QSUR_ERR_NUMERIC,
+                         "fake quant: non-finite value in row %lld (NaN or Inf cannot be quantized)",
+                         (long long)row);
     apply_map(x, out, n, best);
     return QSUR_OK;
 }
@@ -277,6 +287,50 @@ int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
         }
     }
     return QSUR_OK;
+}
+
+/* The public per-span map (quant.h): the same fit and the same arithmetic as
+ * the fake-quant kernel above, so column-wise methods land on its grid. */
+int qsur_qparams_fit(const qsur_quant_spec *q, const float *x, int64_t n,
+                     qsur_qparams *p, qsur_error *err)
+{
+    int rc = qsur_quant_validate(q, 0, err);
+    if (rc != QSUR_OK)
+        return rc;
+    if (!x || !p || n <= 0 || q->bits >= 16)
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "quant params: need n > 0 values and bits 2..8 (n=%lld bits=%d)",
+                         (long long)n, q->bits);
+    qmap m;
+    if (!fit_span(q, x, n, &m))
+        return qsur_fail(err, QSUR_ERR_NUMERIC,
+                         "quant params: non-finite value in a span of %lld (NaN or Inf cannot be quantized)",
+                         (long long)n);
+    p->inv = m.inv;
+    p->scale = m.scale;
+    p->zero = m.zp;
+    p->lo = m.lo;
+    p->hi = m.hi;
+    return QSUR_OK;
+}
+
+float qsur_qparams_code(const qsur_qparams *p, float x)
+{
+    float v = x * p->inv + p->zero;
+    v = v < p->lo ? p->lo : v;
+    v = v > p->hi ? p->hi : v;
+    return round_half_away(v);
+}
+
+float qsur_qparams_value(const qsur_qparams *p, float c)
+{
+    return (c - p->zero) * p->scale;
+}
+
+float qsur_qparams_apply(const qsur_qparams *p, float x)
+{
+    qmap m = {p->inv, p->scale, p->zero, p->lo, p->hi};
+    return quant_one(x, m);
 }
 
 void qsur_error_metrics_compute(const float *x, const float *q, int64_t n,
