@@ -10,6 +10,8 @@ static const char *const set_words[] = {"format", "errexit", "color", "outlier_k
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w:sym", "w:asym", "a:sym", "a:asym",
                                           "w:g128", "a:token", "w:clip=search", NULL};
+static const char *const gptq_words[] = {"act", "damp=0.01", NULL};
+static const char *const quantease_words[] = {"outliers=0.005", "init=gptq", "init=rtn", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
 
@@ -75,6 +77,25 @@ const command command_table[] = {
      "reports each one's MSE, relative Frobenius error and SQNR (dB), and the layer output\n"
      "error ||X W^T - Q(X) Q(W)^T||_F / ||X W^T||_F.",
      cmd_error},
+    {"gptq", 0, 2, CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [act] [damp=P]",
+     "GPTQ the current layer's weight on its activations; compare with RTN",
+     "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
+     "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
+     "`act` quantizes columns in decreasing H_jj order (groups stay static). Reports the\n"
+     "weight-only output error ||XW^T - XQ^T|| / ||XW^T|| of RTN and of GPTQ.",
+     cmd_gptq},
+    {"quantease", 0, 3, CMD_LONG, COMPLETE_WORDS, quantease_words, "quantease [SWEEPS] [outliers=P] [init=rtn|gptq]",
+     "QuantEase coordinate descent on the current layer; objective per sweep",
+     "Cyclic coordinate descent on ||XW^T - XQ^T||^2 with closed-form one-column updates\n"
+     "(no matrix inversion), from RTN or GPTQ, SWEEPS passes (default 3); the objective\n"
+     "never increases. outliers=P keeps a fraction P of the weights in float, chosen and\n"
+     "updated jointly, and reports their memory overhead.",
+     cmd_quantease},
+    {"awq", 0, 1, CMD_LONG, COMPLETE_NONE, NULL, "awq [GRID]",
+     "AWQ activation-aware channel scaling search on the current layer",
+     "Searches s_j = mean|X_j|^a over a grid of GRID+1 exponents in [0,1] (default 20),\n"
+     "quantizes W diag(s), unscales, and keeps the a with the lowest output error.",
+     cmd_awq},
 
     /* ---- transform ---- */
     {"rotate", 1, 2, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words, "rotate hadamard|rhadamard|random [SEED] | rotate pca",

@@ -39,6 +39,11 @@ HANDLER(cmd_redo);
 HANDLER(cmd_reset);
 HANDLER(cmd_stack);
 
+/* cmd_wquant.c */
+HANDLER(cmd_gptq);
+HANDLER(cmd_quantease);
+HANDLER(cmd_awq);
+
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);
