@@ -94,7 +94,7 @@ typedef struct {
     qsur_llama_online w2_in;  /* rows of hidden_dim (one per token) */
 } qsur_llama_hooks;
 
-typedef struct {
+typedef struct qsur_llama {
     qsur_llama_config cfg;
     float *tok_embeddings;      /* [vocab][dim], owned */
     qsur_llama_layer *layers;   /* [n_layers] */
