@@ -17,6 +17,11 @@ HANDLER(cmd_history);
 HANDLER(cmd_echo);
 HANDLER(cmd_quit);
 
+/* cmd_demo.c (state: session.demo, see demo.h) */
+HANDLER(cmd_demo);
+/* cmd_sleep.c */
+HANDLER(cmd_sleep);
+
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);
