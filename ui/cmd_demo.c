@@ -31,12 +31,23 @@ static void show(session *s, report *r)
     rep_num(r, "qsur", "QSUR = area / side^2", q.qsur, "%.4f");
     rep_num(r, "qsur_best", "best possible (circle)", M_PI / 4, "%.4f");
     rep_str(r, "cube", "cube", asym ? "asym" : "sym");
-    if (fabs(q.angle) > 0.5 && fabs(fabs(q.angle) - 90) > 0.5)
-        rep_line(r, "hint: `demo rotate %.1f` aligns the major axis with x; then `demo scale` can equalise",
+    double spread = d->cov[0][0] / d->cov[1][1];
+    if (fabs(q.angle) > 0.5 && fabs(fabs(q.angle) - 90) > 0.5) {
+        /* 45 degrees off the principal axes equalises S_xx and S_yy: the best a
+         * rotation alone can do (what Hadamard does to an outlier axis). */
+        double eq = 45.0 - q.angle;
+        if (eq > 90)
+            eq -= 90;
+        if (fabs(spread - 1) > 0.01)
+            rep_line(r, "hint: `demo rotate %.2f` equalises the spreads (best rotation alone);", eq);
+        rep_line(r, "hint: `demo rotate %.2f` aligns the ellipse with the axes, then `demo scale` makes it a circle",
                  -q.angle);
-    else if (fabs(d->cov[0][0] / d->cov[1][1] - 1) > 0.01)
-        rep_line(r, "hint: `demo scale %.4g 1` makes the spreads equal (a circle: QSUR = pi/4)",
-                 sqrt(d->cov[1][1] / d->cov[0][0]));
+    } else if (fabs(spread - 1) > 0.01) {
+        int x_major = d->cov[0][0] > d->cov[1][1];
+        rep_line(r, "hint: `demo scale %.4g %.4g` makes the spreads equal: a circle, QSUR = pi/4",
+                 x_major ? sqrt(d->cov[1][1] / d->cov[0][0]) : 1.0,
+                 x_major ? 1.0 : sqrt(d->cov[0][0] / d->cov[1][1]));
+    }
 }
 
 int cmd_demo(session *s, int argc, char **argv, report *r, qsur_error *err)

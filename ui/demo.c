@@ -112,17 +112,6 @@ void demo_draw(plot_lines *out, const plot_style *st, const demo_state *d, doubl
                 grid[i * C + j] = '.';
         }
     }
-    /* Outline: mu + c L (cos t, sin t) with L L^T = S (Cholesky). */
-    double l00 = sqrt(d->cov[0][0]), l10 = d->cov[0][1] / l00;
-    double l11 = sqrt(fmax(d->cov[1][1] - l10 * l10, 0.0));
-    for (int t = 0; t < 720; t++) {
-        double ct = cos(t * M_PI / 360), stt = sin(t * M_PI / 360);
-        double x = d->mean[0] + q.c * l00 * ct;
-        double y = d->mean[1] + q.c * (l10 * ct + l11 * stt);
-        int j = (int)lround((x - lo) / step_x), i = (int)lround((lo + q.side - y) / step_y);
-        if (i >= 0 && i < R && j >= 0 && j < C)
-            grid[i * C + j] = '*';
-    }
     for (int i = 0; i < R; i++)
         for (int j = 0; j < C; j++) {
             int edge_r = i == 0 || i == R - 1, edge_c = j == 0 || j == C - 1;
@@ -133,6 +122,18 @@ void demo_draw(plot_lines *out, const plot_style *st, const demo_state *d, doubl
             else if (edge_c)
                 grid[i * C + j] = '|';
         }
+    /* Outline: mu + c L (cos t, sin t) with L L^T = S (Cholesky). It is drawn over
+     * the border on purpose: where the ellipse touches the square is the point. */
+    double l00 = sqrt(d->cov[0][0]), l10 = d->cov[0][1] / l00;
+    double l11 = sqrt(fmax(d->cov[1][1] - l10 * l10, 0.0));
+    for (int t = 0; t < 720; t++) {
+        double ct = cos(t * M_PI / 360), stt = sin(t * M_PI / 360);
+        double x = d->mean[0] + q.c * l00 * ct;
+        double y = d->mean[1] + q.c * (l10 * ct + l11 * stt);
+        int j = (int)lround((x - lo) / step_x), i = (int)lround((lo + q.side - y) / step_y);
+        if (i >= 0 && i < R && j >= 0 && j < C && grid[i * C + j] != 'c')
+            grid[i * C + j] = '*';
+    }
     int oi = (int)lround((lo + q.side) / step_y), oj = (int)lround(-lo / step_x);
     if (oi > 0 && oi < R - 1 && oj > 0 && oj < C - 1 && grid[oi * C + oj] != '*')
         grid[oi * C + oj] = '+';
