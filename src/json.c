@@ -288,7 +288,7 @@ static int push_item(parser *p, qsur_json *parent, int *cap, qsur_json *item, ch
             if (keys)
                 parent->keys = keys;
         }
-        if (!items || !keys) {
+        if (!items || (parent->type == QSUR_JSON_OBJECT && !keys)) {
             qsur_json_free(item);
             free(key);
             return qsur_fail(p->err, QSUR_ERR_NOMEM, "%s: out of memory parsing JSON", p->what);

@@ -131,6 +131,9 @@ static void f32le_copy(float *dst, const unsigned char *src, size_t n)
 int qsur_llama2c_parse_header(const unsigned char *data, size_t size, const char *path,
                               qsur_llama2c_config *cfg, qsur_error *err)
 {
+    if (size == 0)
+        return qsur_fail(err, QSUR_ERR_FORMAT,
+                         "%s: empty file (expected a 28-byte llama2c header)", path);
     if (size < HEADER_BYTES)
         return qsur_fail(err, QSUR_ERR_FORMAT,
                          "%s: %zu bytes, shorter than the 28-byte llama2c header", path, size);

@@ -7,9 +7,74 @@
 static const char *const set_words[] = {"format", "errexit", "color", "outlier_k", "alpha",
                                         "cube", "bins", "seed", NULL};
 
+static const char *const side_words[] = {"x", "w", NULL};
+static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w:sym", "w:asym", "a:sym", "a:asym",
+                                          "w:g128", "a:token", "w:clip=search", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
+    /* ---- load and look ---- */
+    {"load", 1, 2, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL, "load FILE [PREFIX]",
+     "load tensors from .npy, .safetensors or a llama2.c checkpoint",
+     "Loads every tensor of FILE into the workspace as float32 (f16/bf16/f64 are converted).\n"
+     "Names: .npy -> the file's base name; safetensors -> its tensor names; llama2.c ->\n"
+     "Meta names (layers.0.attention.wq, layers.0.feed_forward.w2, ...). PREFIX is\n"
+     "prepended to every name. A truncated or lying file is refused with the reason.",
+     cmd_load},
+    {"layers", 0, 0, 0, COMPLETE_NONE, NULL, "layers",
+     "list the workspace's tensors with their shapes",
+     "Lists every tensor in the workspace; W/X marks the current layer's weight and activation.",
+     cmd_layers},
+    {"use", 1, 2, CMD_LOGGED, COMPLETE_TENSOR, NULL, "use WEIGHT [ACTIVATION] | use -x ACTIVATION",
+     "select the layer to work on: a weight and/or its input activations",
+     "WEIGHT is out x in, ACTIVATION is tokens x in (same number of input channels).\n"
+     "Each layer keeps its own transform stack when you switch away and back.",
+     cmd_use},
+    {"info", 0, 0, 0, COMPLETE_NONE, NULL, "info",
+     "show the current layer, its shapes, quantizers and transform count",
+     "Shows the current layer's tensors, shapes, the weight and activation quantizers\n"
+     "and how many transforms are on its stack.",
+     cmd_info},
+    {"stats", 0, 3, 0, COMPLETE_WORDS, side_words, "stats [x|w] [CHANNEL | top K]",
+     "per-channel min/max/absmax/mean/std/kurtosis and the outlier count",
+     "Statistics of the columns (input channels) of the current activation (x, default\n"
+     "when present) or weight (w): the top K channels by absmax (default 10) or one CHANNEL,\n"
+     "with the median channel absmax and the number of outlier channels (see `set outlier_k`).",
+     cmd_stats},
+    {"outliers", 0, 2, 0, COMPLETE_WORDS, side_words, "outliers [x|w] [K]",
+     "list channels whose absmax exceeds K x the median channel absmax",
+     "A channel is an outlier when its absmax > K x median absmax over channels\n"
+     "(K defaults to `set outlier_k`, 8).",
+     cmd_outliers},
+    {"hist", 0, 3, 0, COMPLETE_WORDS, side_words, "hist [x|w] [CHANNEL|all] [BINS]",
+     "histogram of one channel or of the whole tensor",
+     "Bins are automatic (Freedman-Diaconis, or Sturges when the IQR is 0) unless BINS\n"
+     "or `set bins N` fixes them.",
+     cmd_hist},
+
+    /* ---- quantize and measure ---- */
+    {"quant", 0, 6, CMD_LOGGED, COMPLETE_WORDS, quant_words,
+     "quant [wBaB[kvB]] [w:OPTS] [a:OPTS]",
+     "show or set the weight and activation quantizers",
+     "Bits: w4a8 sets 4-bit weights and 8-bit activations (2..8; 16 = not quantized).\n"
+     "OPTS (comma-separated): sym | asym, tensor | row (= channel for W, token for X) | gN\n"
+     "(groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group,\n"
+     "the ratio minimising MSE). Example: quant w4a4 w:sym,row a:asym,token,clip=0.9",
+     cmd_quant},
+    {"qsur", 0, 0, 0, COMPLETE_NONE, NULL, "qsur",
+     "QSUR of the current layer's activation and weight (log10 and per-dimension)",
+     "Quantization space utilization rate: volume of the alpha-confidence ellipsoid of the\n"
+     "rows over the volume of the smallest quantization cube holding it (docs/qsur.md).\n"
+     "Shown as log10 QSUR and QSUR^(1/d); after transforms also the value before them.\n"
+     "Incremental: transforms never redo the eigen-decomposition.",
+     cmd_qsur},
+    {"error", 0, 0, 0, COMPLETE_NONE, NULL, "error",
+     "quantization error of the current layer: MSE, relative Frobenius, SQNR, output error",
+     "Fake-quantizes X with the activation quantizer and W with the weight quantizer and\n"
+     "reports each one's MSE, relative Frobenius error and SQNR (dB), and the layer output\n"
+     "error ||X W^T - Q(X) Q(W)^T||_F / ||X W^T||_F.",
+     cmd_error},
+
     /* ---- session ---- */
     {"help", 0, 1, 0, COMPLETE_COMMAND, NULL, "help [COMMAND]",
      "list commands, or show one command's usage and details",

@@ -17,6 +17,20 @@ HANDLER(cmd_history);
 HANDLER(cmd_echo);
 HANDLER(cmd_quit);
 
+/* cmd_layer.c */
+HANDLER(cmd_load);
+HANDLER(cmd_layers);
+HANDLER(cmd_use);
+HANDLER(cmd_info);
+HANDLER(cmd_stats);
+HANDLER(cmd_outliers);
+HANDLER(cmd_hist);
+
+/* cmd_quant.c */
+HANDLER(cmd_quant);
+HANDLER(cmd_qsur);
+HANDLER(cmd_error);
+
 /* cmd_demo.c (state: session.demo, see demo.h) */
 HANDLER(cmd_demo);
 /* cmd_sleep.c */

@@ -1,7 +1,196 @@
+/* Layers of the session and the metrics shown for them. */
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "layer_state.h"
+#include "layer_transform.h"
+#include "session.h"
 
 void layer_state_free(layer_state *l)
 {
+    layer_transform_free(l);
     memset(l, 0, sizeof *l);
+}
+
+layer_state *session_layer(session *s, qsur_error *err)
+{
+    if (s->current < 0 || s->current >= s->nlayers) {
+        qsur_fail(err, QSUR_ERR_ARG, "no layer selected (use `use NAME [ACTIVATION]`; `layers` lists names)");
+        return NULL;
+    }
+    return &s->layers[s->current];
+}
+
+static int same_layer(const layer_state *l, const char *w, const char *x)
+{
+    return strcmp(l->w_name, w ? w : "") == 0 && strcmp(l->x_name, x ? x : "") == 0;
+}
+
+int session_use_layer(session *s, const char *w_name, const char *x_name, qsur_error *err)
+{
+    const qsur_tensor *w = w_name ? qsur_workspace_find(&s->ws, w_name) : NULL;
+    const qsur_tensor *x = x_name ? qsur_workspace_find(&s->ws, x_name) : NULL;
+    if (w_name && !w)
+        return qsur_fail(err, QSUR_ERR_ARG, "no tensor named '%s' (`layers` lists them)", w_name);
+    if (x_name && !x)
+        return qsur_fail(err, QSUR_ERR_ARG, "no tensor named '%s' (`layers` lists them)", x_name);
+    if (!w && !x)
+        return qsur_fail(err, QSUR_ERR_ARG, "name a weight and/or an activation");
+    if (w && x && qsur_tensor_cols(w) != qsur_tensor_cols(x))
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "%s has %lld input columns but activation %s has %lld channels (need W: out x in, X: tokens x in)",
+                         w_name, (long long)qsur_tensor_cols(w), x_name, (long long)qsur_tensor_cols(x));
+    for (int i = 0; i < s->nlayers; i++)
+        if (same_layer(&s->layers[i], w_name, x_name)) {
+            s->current = i;
+            return QSUR_OK;
+        }
+    if (s->nlayers == s->layers_cap) {
+        int cap = s->layers_cap ? s->layers_cap * 2 : 8;
+        layer_state *p = realloc(s->layers, (size_t)cap * sizeof *p);
+        if (!p)
+            return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+        s->layers = p;
+        s->layers_cap = cap;
+    }
+    layer_state *l = &s->layers[s->nlayers];
+    memset(l, 0, sizeof *l);
+    snprintf(l->w_name, sizeof l->w_name, "%s", w_name ? w_name : "");
+    snprintf(l->x_name, sizeof l->x_name, "%s", x_name ? x_name : "");
+    snprintf(l->name, sizeof l->name, "%s", w_name ? w_name : x_name);
+    l->base_logdet_x = NAN;
+    l->base_logdet_w = NAN;
+    s->current = s->nlayers++;
+    return QSUR_OK;
+}
+
+void session_drop_stale_layers(session *s)
+{
+    int keep = 0;
+    for (int i = 0; i < s->nlayers; i++) {
+        layer_state *l = &s->layers[i];
+        int gone = (l->w_name[0] && !qsur_workspace_find(&s->ws, l->w_name)) ||
+                   (l->x_name[0] && !qsur_workspace_find(&s->ws, l->x_name));
+        if (gone) {
+            if (i == s->current)
+                s->current = -1;
+            layer_state_free(l);
+            continue;
+        }
+        if (i == s->current)
+            s->current = keep;
+        s->layers[keep++] = *l;
+    }
+    s->nlayers = keep;
+}
+
+int layer_view_get(session *s, layer_state *l, int base, layer_view *v, qsur_error *err)
+{
+    memset(v, 0, sizeof *v);
+    const qsur_tensor *w = l->w_name[0] ? qsur_workspace_find(&s->ws, l->w_name) : NULL;
+    const qsur_tensor *x = l->x_name[0] ? qsur_workspace_find(&s->ws, l->x_name) : NULL;
+    if ((l->w_name[0] && !w) || (l->x_name[0] && !x))
+        return qsur_fail(err, QSUR_ERR_ARG, "layer %s: its tensors are no longer in the workspace", l->name);
+    if (x) {
+        v->x = x->data;
+        v->n = qsur_tensor_rows(x);
+        v->d = qsur_tensor_cols(x);
+    }
+    if (w) {
+        v->w = w->data;
+        v->m = qsur_tensor_rows(w);
+        v->d = qsur_tensor_cols(w);
+    }
+    if (!base && l->stack)
+        layer_transform_current(l, &v->x, &v->w);
+    return QSUR_OK;
+}
+
+/* ln det of the original covariance, computed once per layer (the expensive
+ * eigen-decomposition); singular covariances keep their reason. */
+static int base_logdet(session *s, const float *a, int64_t rows, int64_t d, double *logdet,
+                       char *reason, qsur_error *err)
+{
+    if (!isnan(*logdet))
+        return QSUR_OK;
+    qsur_options opt = qsur_options_default();
+    opt.alpha = s->set.qsur_alpha;
+    qsur_result res;
+    int rc = qsur_compute(a, rows, d, &opt, &res, &s->progress, err);
+    if (rc != QSUR_OK)
+        return rc;
+    *logdet = res.log_det;
+    snprintf(reason, QSUR_REASON_MAX, "%s", res.reason);
+    return QSUR_OK;
+}
+
+static int side_metrics(session *s, const float *a, int64_t rows, int64_t d, double logdet,
+                        const char *reason, const qsur_quant_spec *q, qsur_result *qr,
+                        qsur_error_metrics *em, float **quantized, qsur_error *err)
+{
+    qsur_options opt = qsur_options_default();
+    opt.alpha = s->set.qsur_alpha;
+    opt.cube = s->set.qsur_asym ? QSUR_CUBE_ASYM : QSUR_CUBE_SYM;
+    double *mean = malloc((size_t)d * sizeof *mean), *var = malloc((size_t)d * sizeof *var);
+    float *qa = qsur_alloc((size_t)(rows * d), sizeof *qa);
+    if (!mean || !var || !qa) {
+        free(mean);
+        free(var);
+        free(qa);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory for a %lldx%lld layer", (long long)rows, (long long)d);
+    }
+    qsur_column_moments(a, rows, d, mean, var);
+    qsur_from_moments(mean, var, logdet, rows, d, &opt, qr);
+    if (qr->singular)
+        snprintf(qr->reason, sizeof qr->reason, "%s", reason);
+    free(mean);
+    free(var);
+    int rc = qsur_fake_quant(q, a, rows, d, qa, &s->progress, err);
+    if (rc != QSUR_OK) {
+        free(qa);
+        return rc;
+    }
+    qsur_error_metrics_compute(a, qa, rows * d, em);
+    *quantized = qa;
+    return QSUR_OK;
+}
+
+int layer_metrics_compute(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err)
+{
+    memset(m, 0, sizeof *m);
+    m->out_err = NAN;
+    layer_view orig, v;
+    int rc = layer_view_get(s, l, 1, &orig, err);
+    if (rc == QSUR_OK)
+        rc = layer_view_get(s, l, base, &v, err);
+    if (rc != QSUR_OK)
+        return rc;
+    double shift_x = 0, shift_w = 0;
+    if (!base)
+        layer_transform_logdet_shift(l, &shift_x, &shift_w);
+    float *xq = NULL, *wq = NULL;
+    if (v.x) {
+        rc = base_logdet(s, orig.x, orig.n, orig.d, &l->base_logdet_x, l->reason_x, err);
+        if (rc == QSUR_OK)
+            rc = side_metrics(s, v.x, v.n, v.d, l->base_logdet_x + shift_x, l->reason_x, &s->aq,
+                              &m->qx, &m->ex, &xq, err);
+        m->has_x = rc == QSUR_OK;
+    }
+    if (rc == QSUR_OK && v.w) {
+        rc = base_logdet(s, orig.w, orig.m, orig.d, &l->base_logdet_w, l->reason_w, err);
+        if (rc == QSUR_OK)
+            rc = side_metrics(s, v.w, v.m, v.d, l->base_logdet_w + shift_w, l->reason_w, &s->wq,
+                              &m->qw, &m->ew, &wq, err);
+        m->has_w = rc == QSUR_OK;
+    }
+    if (rc == QSUR_OK && v.x && v.w)
+        rc = qsur_layer_output_error(v.x, xq, v.w, wq, v.n, v.d, v.m, &m->out_err, err);
+    free(xq);
+    free(wq);
+    return rc;
+}
+
+int layer_stack_depth(const layer_state *l)
+{
+    return layer_transform_depth(l);
 }

@@ -1,16 +1,65 @@
 /* A layer the user works on: a weight W (out x in) and/or its input
- * activations X (tokens x in), with the stack of transforms applied to them. */
+ * activations X (tokens x in), with the stack of transforms applied to them,
+ * and the metrics every front end shows (QSUR, quantization error).
+ *
+ * The workspace keeps the original tensors; the stack (created at the first
+ * transform) owns the transformed copies. QSUR of the current state is
+ * incremental: the log-determinant of the original covariance is computed
+ * once (eigen-decomposition) and every transform only adds its scaling's
+ * log-determinant; the mean and the covariance diagonal are recomputed from
+ * the current matrix in O(n d). */
 #ifndef QSUR_UI_LAYER_STATE_H
 #define QSUR_UI_LAYER_STATE_H
 
+#include "qsur/qsur.h"
+#include "qsur/quant.h"
 #include "qsur/tensor.h"
+
+struct session;
+struct qsur_stack;
 
 typedef struct layer_state {
     char name[QSUR_NAME_MAX];     /* the weight's name, or the activation's for X-only layers */
     char w_name[QSUR_NAME_MAX];   /* "" when there is no weight */
     char x_name[QSUR_NAME_MAX];   /* "" when there are no activations */
+    struct qsur_stack *stack;     /* NULL until the first transform */
+    /* ln det of the ORIGINAL covariances, computed once (NAN = not yet). */
+    double base_logdet_x, base_logdet_w;
+    char reason_x[QSUR_REASON_MAX], reason_w[QSUR_REASON_MAX];
 } layer_state;
 
+/* Borrowed matrices of a layer: x is n x d, w is m x d; NULL when absent. */
+typedef struct {
+    const float *x;
+    const float *w;
+    int64_t n, d, m;
+} layer_view;
+
+/* Everything the metrics panel and the `qsur`/`error` commands show. */
+typedef struct {
+    int has_x, has_w;
+    qsur_result qx, qw;            /* QSUR of X (tokens as samples) and W (rows as samples) */
+    qsur_error_metrics ex, ew;     /* fake-quant error of X under aq and W under wq */
+    double out_err;                /* ||XW^T - Q(X)Q(W)^T|| / ||XW^T||; NAN without both */
+} layer_metrics;
+
 void layer_state_free(layer_state *l);
+
+/* The current layer, or NULL with err filled ("no layer selected: use `use NAME`"). */
+layer_state *session_layer(struct session *s, qsur_error *err);
+/* Select (creating if needed) the layer for weight w_name and/or activation x_name. */
+int session_use_layer(struct session *s, const char *w_name, const char *x_name, qsur_error *err);
+/* Forget layers whose tensors are gone from the workspace (after a reload). */
+void session_drop_stale_layers(struct session *s);
+
+/* View of the original (base=1) or current (base=0) matrices. */
+int layer_view_get(struct session *s, layer_state *l, int base, layer_view *v, qsur_error *err);
+
+/* QSUR and quantization error of the original (base=1) or current state. */
+int layer_metrics_compute(struct session *s, layer_state *l, int base, layer_metrics *m,
+                          qsur_error *err);
+
+/* Transform stack operations on a layer (see ui/layer_transform.c). */
+int layer_stack_depth(const layer_state *l);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "command.h"
+#include "command_doc.h"
 #include "progress_line.h"
 #include "repl.h"
 #include "script.h"
@@ -19,6 +20,7 @@ static void usage(FILE *fp)
           "  -c CMDS   run the ';'-separated commands\n"
           "  --json    machine-readable output: one JSON object per command\n"
           "  --tui     open the full-screen workbench after the scripts\n"
+          "  --commands-md  print the command reference (docs/commands.md)\n"
           "With no -f/-c: reads commands from standard input, or opens the\n"
           "interactive prompt when standard input is a terminal.\n"
           "Exit status: 0 on success, 1 when a command failed.\n", fp);
@@ -52,6 +54,10 @@ int main(int argc, char **argv)
             s.set.format = FORMAT_JSON;
         } else if (!strcmp(argv[i], "--tui")) {
             fprintf(stderr, "qsur: the full-screen workbench is not built yet; using the prompt\n");
+        } else if (!strcmp(argv[i], "--commands-md")) {
+            command_doc_markdown(stdout);
+            session_free(&s);
+            return 0;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             session_free(&s);

@@ -1,0 +1,318 @@
+/* Load and look: load, layers, use, info, stats, outliers, hist. */
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "commands.h"
+#include "layer_state.h"
+#include "qsur/loader.h"
+#include "qsur/stats.h"
+
+int cmd_load(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    const char *prefix = argc > 1 ? argv[1] : NULL;
+    int before = s->ws.count;
+    int n = qsur_load_file(&s->ws, argv[0], prefix, &s->progress, err);
+    if (n < 0)
+        return -n;
+    session_drop_stale_layers(s);
+    /* Log an absolute path so the saved script replays from any directory. */
+    char abs[PATH_MAX];
+    const char *path = realpath(argv[0], abs) ? abs : argv[0];
+    if (prefix)
+        session_log_as(s, "load \"%s\" \"%s\"", path, prefix);
+    else
+        session_log_as(s, "load \"%s\"", path);
+    rep_str(r, "file", "loaded", argv[0]);
+    rep_int(r, "tensors", "tensors", n);
+    rep_int(r, "new", "new names", s->ws.count - before);
+    return QSUR_OK;
+}
+
+int cmd_layers(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    (void)argc;
+    (void)argv;
+    (void)err;
+    static const char *const keys[] = {"name", "shape", "selected"};
+    static const int widths[] = {-40, -14, 8};
+    rep_table_begin(r, "tensors", 3, keys, widths);
+    layer_state *cur = s->current >= 0 ? &s->layers[s->current] : NULL;
+    for (int i = 0; i < s->ws.count; i++) {
+        const qsur_tensor *t = s->ws.items[i];
+        char shape[64];
+        qsur_tensor_shape_str(t, shape, sizeof shape);
+        const char *sel = "";
+        if (cur && !strcmp(cur->w_name, t->name))
+            sel = "W";
+        else if (cur && !strcmp(cur->x_name, t->name))
+            sel = "X";
+        rep_cell_str(r, t->name);
+        rep_cell_str(r, shape);
+        rep_cell_str(r, sel);
+    }
+    rep_table_end(r);
+    return QSUR_OK;
+}
+
+int cmd_use(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    const char *w = NULL, *x = NULL;
+    if (!strcmp(argv[0], "-x")) {
+        if (argc != 2)
+            return qsur_fail(err, QSUR_ERR_ARG, "expected `use -x ACTIVATION`");
+        x = argv[1];
+    } else {
+        w = argv[0];
+        x = argc > 1 ? argv[1] : NULL;
+    }
+    int rc = session_use_layer(s, w, x, err);
+    if (rc != QSUR_OK)
+        return rc;
+    layer_state *l = &s->layers[s->current];
+    rep_str(r, "layer", "layer", l->name);
+    rep_str(r, "weight", "weight (W)", l->w_name[0] ? l->w_name : "-");
+    rep_str(r, "activation", "activation (X)", l->x_name[0] ? l->x_name : "-");
+    rep_int(r, "transforms", "transforms on stack", layer_stack_depth(l));
+    return QSUR_OK;
+}
+
+int cmd_info(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    (void)argc;
+    (void)argv;
+    layer_state *l = session_layer(s, err);
+    if (!l)
+        return QSUR_ERR_ARG;
+    layer_view v;
+    int rc = layer_view_get(s, l, 0, &v, err);
+    if (rc != QSUR_OK)
+        return rc;
+    char wq[96], aq[96];
+    qsur_quant_describe(&s->wq, wq, sizeof wq);
+    qsur_quant_describe(&s->aq, aq, sizeof aq);
+    rep_str(r, "layer", "layer", l->name);
+    rep_str(r, "weight", "weight (W)", l->w_name[0] ? l->w_name : "-");
+    if (v.w) {
+        rep_int(r, "out", "  out channels", v.m);
+        rep_int(r, "in", "  in channels", v.d);
+    }
+    rep_str(r, "activation", "activation (X)", l->x_name[0] ? l->x_name : "-");
+    if (v.x) {
+        rep_int(r, "tokens", "  tokens", v.n);
+        rep_int(r, "channels", "  channels", v.d);
+    }
+    rep_str(r, "wquant", "weight quantizer", wq);
+    rep_str(r, "aquant", "activation quantizer", aq);
+    rep_int(r, "transforms", "transforms on stack", layer_stack_depth(l));
+    return QSUR_OK;
+}
+
+/* Which matrix of the current layer a command looks at: `x` or `w`, defaulting
+ * to the activations when the layer has them (that is where outliers live). */
+static int pick_side(session *s, int *argc, char ***argv, const float **a, int64_t *rows, int64_t *cols,
+              const char **which, qsur_error *err)
+{
+    layer_state *l = session_layer(s, err);
+    if (!l)
+        return QSUR_ERR_ARG;
+    layer_view v;
+    int rc = layer_view_get(s, l, 0, &v, err);
+    if (rc != QSUR_OK)
+        return rc;
+    int want_w = !v.x;
+    if (*argc > 0 && (!strcmp((*argv)[0], "x") || !strcmp((*argv)[0], "w"))) {
+        want_w = (*argv)[0][0] == 'w';
+        (*argc)--;
+        (*argv)++;
+    }
+    if (want_w && !v.w)
+        return qsur_fail(err, QSUR_ERR_ARG, "layer %s has no weight", l->name);
+    if (!want_w && !v.x)
+        return qsur_fail(err, QSUR_ERR_ARG, "layer %s has no activations", l->name);
+    *a = want_w ? v.w : v.x;
+    *rows = want_w ? v.m : v.n;
+    *cols = v.d;
+    *which = want_w ? l->w_name : l->x_name;
+    return QSUR_OK;
+}
+
+static int channel_stats(session *s, const float *a, int64_t rows, int64_t cols,
+                         qsur_channel_stat **st, qsur_error *err)
+{
+    *st = malloc((size_t)cols * sizeof **st);
+    if (!*st)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    int rc = qsur_channel_stats(a, rows, cols, *st, &s->progress, err);
+    if (rc != QSUR_OK) {
+        free(*st);
+        *st = NULL;
+    }
+    return rc;
+}
+
+static void stat_row(report *r, int64_t j, const qsur_channel_stat *c)
+{
+    rep_cell_int(r, j);
+    rep_cell_num(r, c->min, "%.4g");
+    rep_cell_num(r, c->max, "%.4g");
+    rep_cell_num(r, c->absmax, "%.4g");
+    rep_cell_num(r, c->mean, "%.4g");
+    rep_cell_num(r, c->std, "%.4g");
+    rep_cell_num(r, c->kurtosis, "%.3g");
+}
+
+int cmd_stats(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    const float *a;
+    int64_t rows, cols;
+    const char *which;
+    int rc = pick_side(s, &argc, &argv, &a, &rows, &cols, &which, err);
+    if (rc != QSUR_OK)
+        return rc;
+    long topk = 10, channel = -1;
+    if (argc == 2 && !strcmp(argv[0], "top")) {
+        if (parse_long(argv[1], 1, 1000000, &topk))
+            return qsur_fail(err, QSUR_ERR_ARG, "top: expected a count >= 1, got '%s'", argv[1]);
+    } else if (argc == 1) {
+        if (parse_long(argv[0], 0, (long)cols - 1, &channel))
+            return qsur_fail(err, QSUR_ERR_ARG, "expected a channel 0..%lld or `top K`, got '%s'",
+                             (long long)cols - 1, argv[0]);
+    } else if (argc != 0) {
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: stats [x|w] [CHANNEL | top K]");
+    }
+    qsur_channel_stat *st;
+    rc = channel_stats(s, a, rows, cols, &st, err);
+    if (rc != QSUR_OK)
+        return rc;
+    int64_t *idx = malloc((size_t)cols * sizeof *idx);
+    int64_t nout = 0;
+    double median = 0;
+    if (!idx) {
+        free(st);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    rc = qsur_outlier_channels(st, cols, s->set.outlier_k, idx, &nout, &median, err);
+    if (rc == QSUR_OK) {
+        rep_str(r, "tensor", "tensor", which);
+        rep_int(r, "rows", "rows", rows);
+        rep_int(r, "channels", "channels", cols);
+        rep_num(r, "median_absmax", "median channel absmax", median, "%.4g");
+        rep_int(r, "outliers", "outlier channels", nout);
+        rep_num(r, "outlier_k", "  (absmax > k x median, k)", s->set.outlier_k, "%g");
+        static const char *const keys[] = {"channel", "min", "max", "absmax", "mean", "std", "kurtosis"};
+        static const int widths[] = {7, 10, 10, 10, 10, 10, 9};
+        rep_table_begin(r, "channels", 7, keys, widths);
+        if (channel >= 0) {
+            stat_row(r, channel, &st[channel]);
+        } else {
+            int64_t k = qsur_topk_absmax(st, cols, topk, idx);
+            for (int64_t i = 0; i < k; i++)
+                stat_row(r, idx[i], &st[idx[i]]);
+        }
+        rep_table_end(r);
+    }
+    free(idx);
+    free(st);
+    return rc;
+}
+
+int cmd_outliers(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    const float *a;
+    int64_t rows, cols;
+    const char *which;
+    int rc = pick_side(s, &argc, &argv, &a, &rows, &cols, &which, err);
+    if (rc != QSUR_OK)
+        return rc;
+    double k = s->set.outlier_k;
+    if (argc == 1 && parse_double(argv[0], 1.0, 1e6, &k))
+        return qsur_fail(err, QSUR_ERR_ARG, "expected a threshold K >= 1, got '%s'", argv[0]);
+    if (argc > 1)
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: outliers [x|w] [K]");
+    qsur_channel_stat *st;
+    rc = channel_stats(s, a, rows, cols, &st, err);
+    if (rc != QSUR_OK)
+        return rc;
+    int64_t *idx = malloc((size_t)cols * sizeof *idx), nout = 0;
+    double median = 0;
+    if (!idx) {
+        free(st);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    rc = qsur_outlier_channels(st, cols, k, idx, &nout, &median, err);
+    if (rc == QSUR_OK) {
+        rep_str(r, "tensor", "tensor", which);
+        rep_num(r, "k", "threshold k", k, "%g");
+        rep_num(r, "median_absmax", "median channel absmax", median, "%.4g");
+        rep_int(r, "count", "outlier channels", nout);
+        static const char *const keys[] = {"channel", "absmax", "ratio"};
+        static const int widths[] = {7, 10, 8};
+        rep_table_begin(r, "outliers", 3, keys, widths);
+        for (int64_t i = 0; i < nout; i++) {
+            rep_cell_int(r, idx[i]);
+            rep_cell_num(r, st[idx[i]].absmax, "%.4g");
+            rep_cell_num(r, median > 0 ? st[idx[i]].absmax / median : INFINITY, "%.1fx");
+        }
+        rep_table_end(r);
+    }
+    free(idx);
+    free(st);
+    return rc;
+}
+
+/* Bins as a table with a proportional bar (the plots module draws richer views). */
+static void hist_table(report *r, const qsur_hist *h)
+{
+    int64_t peak = 1;
+    for (int i = 0; i < h->nbins; i++)
+        if (h->counts[i] > peak)
+            peak = h->counts[i];
+    static const char *const keys[] = {"lo", "hi", "count", "bar"};
+    static const int widths[] = {11, 11, 9, -40};
+    rep_table_begin(r, "bins", 4, keys, widths);
+    char bar[41];
+    for (int i = 0; i < h->nbins; i++) {
+        int len = (int)((double)h->counts[i] * 40.0 / (double)peak + 0.5);
+        memset(bar, '#', (size_t)len);
+        bar[len] = '\0';
+        rep_cell_num(r, h->edges[i], "%.4g");
+        rep_cell_num(r, h->edges[i + 1], "%.4g");
+        rep_cell_int(r, h->counts[i]);
+        rep_cell_str(r, bar);
+    }
+    rep_table_end(r);
+}
+
+int cmd_hist(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    const float *a;
+    int64_t rows, cols;
+    const char *which;
+    int rc = pick_side(s, &argc, &argv, &a, &rows, &cols, &which, err);
+    if (rc != QSUR_OK)
+        return rc;
+    long channel = -1, bins = s->set.hist_bins;
+    if (argc >= 1 && strcmp(argv[0], "all") &&
+        parse_long(argv[0], 0, (long)cols - 1, &channel))
+        return qsur_fail(err, QSUR_ERR_ARG, "expected a channel 0..%lld or `all`, got '%s'",
+                         (long long)cols - 1, argv[0]);
+    if (argc >= 2 && parse_long(argv[1], 1, QSUR_HIST_MAX_BINS, &bins))
+        return qsur_fail(err, QSUR_ERR_ARG, "expected 1..%d bins, got '%s'", QSUR_HIST_MAX_BINS, argv[1]);
+    if (argc > 2)
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: hist [x|w] [CHANNEL|all] [BINS]");
+    qsur_hist *h;
+    rc = qsur_hist_new(&h, a, rows, cols, channel, (int)bins, err);
+    if (rc != QSUR_OK)
+        return rc;
+    rep_str(r, "tensor", "tensor", which);
+    if (channel >= 0)
+        rep_int(r, "channel", "channel", channel);
+    rep_int(r, "n", "values", h->n);
+    rep_int(r, "bins", "bins", h->nbins);
+    rep_str(r, "rule", "bin rule", h->rule == QSUR_BINS_FIXED ? "fixed"
+                                   : h->rule == QSUR_BINS_STURGES ? "sturges" : "freedman-diaconis");
+    hist_table(r, h);
+    qsur_hist_free(h);
+    return QSUR_OK;
+}

@@ -1,0 +1,196 @@
+/* Quantize and measure: quant, qsur, error. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "commands.h"
+#include "layer_state.h"
+
+/* One option of a quantizer: sym, asym, tensor, row|channel|token, gN, clip=R, clip=search. */
+static int parse_quant_opt(const char *o, qsur_quant_spec *q, qsur_error *err)
+{
+    long g;
+    double c;
+    if (!strcmp(o, "sym"))
+        q->symmetric = 1;
+    else if (!strcmp(o, "asym"))
+        q->symmetric = 0;
+    else if (!strcmp(o, "tensor"))
+        q->gran = QSUR_GRAN_TENSOR;
+    else if (!strcmp(o, "row") || !strcmp(o, "channel") || !strcmp(o, "token"))
+        q->gran = QSUR_GRAN_ROW;
+    else if (o[0] == 'g' && !parse_long(o + 1, 1, 1 << 20, &g)) {
+        q->gran = QSUR_GRAN_GROUP;
+        q->group = (int)g;
+    } else if (!strcmp(o, "clip=search")) {
+        q->clip_search = 1;
+        q->clip = 1.0;
+    } else if (!strncmp(o, "clip=", 5) && !parse_double(o + 5, 0.01, 1.0, &c)) {
+        q->clip = c;
+        q->clip_search = 0;
+    } else {
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "unknown quantizer option '%s' (sym, asym, tensor, row, token, gN, clip=R, clip=search)", o);
+    }
+    return QSUR_OK;
+}
+
+/* Bit widths like w4a8, w4a16kv4, w8, a4. 16 means "not quantized". */
+static int parse_bits(const char *t, qsur_quant_spec *wq, qsur_quant_spec *aq, int *kv)
+{
+    const char *p = t;
+    int seen = 0;
+    while (*p) {
+        qsur_quant_spec *q = NULL;
+        int *dst = NULL;
+        if (p[0] == 'w' || p[0] == 'W')
+            q = wq, p++;
+        else if (p[0] == 'a' || p[0] == 'A')
+            q = aq, p++;
+        else if ((p[0] == 'k' || p[0] == 'K') && (p[1] == 'v' || p[1] == 'V'))
+            dst = kv, p += 2;
+        else
+            return -1;
+        char *end;
+        long b = strtol(p, &end, 10);
+        if (end == p || b < 2 || (b > 8 && b != 16))
+            return -1;
+        if (q)
+            q->bits = (int)b;
+        else
+            *dst = (int)b;
+        p = end;
+        seen = 1;
+    }
+    return seen ? 0 : -1;
+}
+
+static void show_spec(session *s, report *r)
+{
+    char wq[96], aq[96];
+    qsur_quant_describe(&s->wq, wq, sizeof wq);
+    qsur_quant_describe(&s->aq, aq, sizeof aq);
+    rep_str(r, "weight", "weight quantizer", wq);
+    rep_str(r, "activation", "activation quantizer", aq);
+}
+
+int cmd_quant(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    qsur_quant_spec wq = s->wq, aq = s->aq;
+    int kv = 16;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strncmp(a, "w:", 2) || !strncmp(a, "a:", 2)) {
+            qsur_quant_spec *q = a[0] == 'w' ? &wq : &aq;
+            char *opts = strdup(a + 2), *save = NULL;
+            if (!opts)
+                return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+            int rc = QSUR_OK;
+            for (char *o = strtok_r(opts, ",", &save); o && rc == QSUR_OK; o = strtok_r(NULL, ",", &save))
+                rc = parse_quant_opt(o, q, err);
+            free(opts);
+            if (rc != QSUR_OK)
+                return rc;
+        } else if (parse_bits(a, &wq, &aq, &kv)) {
+            return qsur_fail(err, QSUR_ERR_ARG,
+                             "'%s': expected bit widths like w4a8 (2..8, or 16 = float) or w:OPTS / a:OPTS", a);
+        }
+    }
+    layer_state *l = s->current >= 0 ? &s->layers[s->current] : NULL;
+    if (l) {
+        qsur_error perr;
+        layer_view v;
+        if (layer_view_get(s, l, 0, &v, &perr) == QSUR_OK) {
+            if (qsur_quant_validate(&wq, v.d, err) != QSUR_OK || qsur_quant_validate(&aq, v.d, err) != QSUR_OK)
+                return QSUR_ERR_ARG;
+        }
+    } else {
+        if (qsur_quant_validate(&wq, wq.gran == QSUR_GRAN_GROUP ? wq.group : 1, err) != QSUR_OK ||
+            qsur_quant_validate(&aq, aq.gran == QSUR_GRAN_GROUP ? aq.group : 1, err) != QSUR_OK)
+            return QSUR_ERR_ARG;
+    }
+    s->wq = wq;
+    s->aq = aq;
+    (void)kv; /* the KV-cache width matters for whole models (model commands) */
+    show_spec(s, r);
+    return QSUR_OK;
+}
+
+static void qsur_fields(report *r, const char *prefix, const char *label, const qsur_result *q,
+                        const qsur_result *b)
+{
+    char key[64], lab[96];
+    snprintf(key, sizeof key, "%s_log10_qsur", prefix);
+    snprintf(lab, sizeof lab, "%s log10 QSUR", label);
+    rep_num(r, key, lab, q->log10_qsur, "%.4f");
+    snprintf(key, sizeof key, "%s_qsur_per_dim", prefix);
+    snprintf(lab, sizeof lab, "%s QSUR^(1/d)", label);
+    rep_num(r, key, lab, q->per_dim, "%.6f");
+    if (b) {
+        snprintf(key, sizeof key, "%s_log10_qsur_base", prefix);
+        snprintf(lab, sizeof lab, "%s   before transforms", label);
+        rep_num(r, key, lab, b->log10_qsur, "%.4f");
+    }
+    if (q->singular) {
+        snprintf(key, sizeof key, "%s_singular_reason", prefix);
+        snprintf(lab, sizeof lab, "%s   QSUR = 0 because", label);
+        rep_str(r, key, lab, q->reason);
+    }
+}
+
+int cmd_qsur(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    (void)argc;
+    (void)argv;
+    layer_state *l = session_layer(s, err);
+    if (!l)
+        return QSUR_ERR_ARG;
+    layer_metrics cur, base;
+    int rc = layer_metrics_compute(s, l, 0, &cur, err);
+    if (rc == QSUR_OK)
+        rc = layer_metrics_compute(s, l, 1, &base, err);
+    if (rc != QSUR_OK)
+        return rc;
+    int transformed = layer_stack_depth(l) > 0;
+    rep_str(r, "layer", "layer", l->name);
+    rep_str(r, "cube", "cube", s->set.qsur_asym ? "asym" : "sym");
+    rep_num(r, "alpha", "alpha", s->set.qsur_alpha, "%g");
+    if (cur.has_x) {
+        rep_int(r, "x_dims", "X dims (d)", cur.qx.d);
+        qsur_fields(r, "x", "X", &cur.qx, transformed ? &base.qx : NULL);
+    }
+    if (cur.has_w)
+        qsur_fields(r, "w", "W", &cur.qw, transformed ? &base.qw : NULL);
+    return QSUR_OK;
+}
+
+int cmd_error(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    (void)argc;
+    (void)argv;
+    layer_state *l = session_layer(s, err);
+    if (!l)
+        return QSUR_ERR_ARG;
+    layer_metrics m;
+    int rc = layer_metrics_compute(s, l, 0, &m, err);
+    if (rc != QSUR_OK)
+        return rc;
+    char wq[96], aq[96];
+    qsur_quant_describe(&s->wq, wq, sizeof wq);
+    qsur_quant_describe(&s->aq, aq, sizeof aq);
+    rep_str(r, "layer", "layer", l->name);
+    if (m.has_x) {
+        rep_str(r, "aquant", "X quantizer", aq);
+        rep_num(r, "x_mse", "X MSE", m.ex.mse, "%.6g");
+        rep_num(r, "x_rel_fro", "X relative Frobenius", m.ex.rel_fro, "%.6g");
+        rep_num(r, "x_sqnr_db", "X SQNR (dB)", m.ex.sqnr_db, "%.3f");
+    }
+    if (m.has_w) {
+        rep_str(r, "wquant", "W quantizer", wq);
+        rep_num(r, "w_mse", "W MSE", m.ew.mse, "%.6g");
+        rep_num(r, "w_rel_fro", "W relative Frobenius", m.ew.rel_fro, "%.6g");
+        rep_num(r, "w_sqnr_db", "W SQNR (dB)", m.ew.sqnr_db, "%.3f");
+    }
+    if (m.has_x && m.has_w)
+        rep_num(r, "output_error", "layer output error", m.out_err, "%.6g");
+    return QSUR_OK;
+}
