@@ -77,9 +77,25 @@ keys 'set outl' Tab '3' Enter
 check "Tab completes set's word outlier_k" wait_for "${PROMPT}set outlier_k 3"
 keys 'set' Enter
 check "the completed command took effect" wait_for "outlier_k                  3"
-# TODO(lead): once `load` exists, load a file here (e.g. ../shared/data/stories260K.bin)
-# and check that `stats layers.0.attention.w<Tab>` offers the workspace tensor names;
-# tests/test_completion.c already checks the candidates against a hand-filled workspace.
+# Tab: workspace tensor names (use completes tensors); the prompt then shows the layer
+MODEL="${QSUR_SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/shared}/data/stories260K.bin"
+HAVE_MODEL=0
+if [ -f "$MODEL" ]; then
+  HAVE_MODEL=1
+  keys "load $MODEL" Enter
+  check "model loaded" wait_for "stories260K.bin"
+  keys 'use layers.1.att' Tab
+  # (layers.1.attention.* and layers.1.attention_norm share "layers.1.attention")
+  check "Tab extends to the common prefix of the tensor names" wait_for "${PROMPT}use layers.1.attention"
+  keys '.wo' Tab Enter
+  check "Tab completes the tensor name" wait_for "${PROMPT}use layers.1.attention.wo "
+  check "the prompt shows the current layer" wait_for "qsur [layers.1.attention.wo | W4A4 tok/ch] > "
+  keys 'quant w8a16' Enter
+  check "the prompt follows the quantizer" wait_for "qsur [layers.1.attention.wo | W8A16 tok/ch] > "
+  PROMPT='qsur [layers.1.attention.wo | W8A16 tok/ch] > '
+else
+  fail "shared model missing: $MODEL"
+fi
 
 # an error is one line "CMD: message", no FILE:LINE
 keys 'bogus_cmd' Enter
@@ -127,6 +143,7 @@ check "Ctrl-D exits" wait_status
 expect_eq "$(cat "$T/status" 2>/dev/null)" 0 "Ctrl-D exit status"
 
 # the history persists: a new session recalls the last line with Up; quit exits 0
+PROMPT='qsur [W4A4 tok/ch] > '
 start "$T/home"
 check "second session prompt" wait_for "$PROMPT"
 keys Up
@@ -134,7 +151,7 @@ check "Up recalls the previous session's last line" wait_for "${PROMPT}echo a-1 
 keys C-u 'quit' Enter
 check "quit exits" wait_status
 expect_eq "$(cat "$T/status" 2>/dev/null)" 0 "quit exit status"
-expect_eq "$(grep -c . "$T/home/.qsur_history")" 11 "history file: one line per entered line"
+expect_eq "$(grep -c . "$T/home/.qsur_history")" $((11 + 3 * HAVE_MODEL)) "history file: one line per entered line"
 expect_eq "$(grep -cxF 'echo again-1' "$T/home/.qsur_history")" 1 "a repeated line is kept once"
 
 # an unwritable history file only warns, once (a directory in its place stops
