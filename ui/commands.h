@@ -31,6 +31,18 @@ HANDLER(cmd_quant);
 HANDLER(cmd_qsur);
 HANDLER(cmd_error);
 
+/* cmd_transform.c */
+HANDLER(cmd_rotate);
+HANDLER(cmd_scale);
+HANDLER(cmd_undo);
+HANDLER(cmd_redo);
+HANDLER(cmd_reset);
+HANDLER(cmd_stack);
+
+/* cmd_wquant.c */
+HANDLER(cmd_gptq);
+HANDLER(cmd_quantease);
+HANDLER(cmd_awq);
 /* cmd_demo.c (state: session.demo, see demo.h) */
 HANDLER(cmd_demo);
 /* cmd_sleep.c */
