@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "command.h"
+#include "progress_line.h"
 #include "session.h"
 
 #define MAX_WORDS 64
@@ -121,6 +122,7 @@ int command_execute(session *s, const char *line, qsur_error *err)
     qsur_error herr;
     herr.msg[0] = '\0';
     int rc = c->handler(s, nargs, argv + 1, &r, &herr);
+    progress_line_done(s); /* the result must not share a line with a half-drawn bar */
     if (rc != QSUR_OK) {
         /* Engine messages already name the file or tensor; prefix the command. */
         qsur_fail(err, rc, "%s: %s", c->name, herr.msg[0] ? herr.msg : qsur_status_name(rc));

@@ -14,6 +14,7 @@ static const char *const gptq_words[] = {"act", "damp=0.01", NULL};
 static const char *const quantease_words[] = {"outliers=0.005", "init=gptq", "init=rtn", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
+static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
     /* ---- load and look ---- */
@@ -176,6 +177,31 @@ const command command_table[] = {
      "leave qsur",
      "Leaves the REPL or stops a script. Ctrl-D does the same at the prompt.",
      cmd_quit},
+    {"sleep", 1, 1, CMD_LONG, COMPLETE_NONE, NULL, "sleep SECONDS",
+     "wait (ticks the progress line; Ctrl-C stops it)",
+     "Waits SECONDS (fractions allowed), checking for Ctrl-C every 10 ms like\n"
+     "every long computation does. Useful for pauses in tutorials and to try\n"
+     "Ctrl-C: the prompt comes back and the session is untouched.",
+     cmd_sleep},
+    /* ---- teaching ---- */
+    {"demo", 0, 3, CMD_LOGGED, COMPLETE_WORDS, demo_words,
+     "demo [CORR] [OUTLIER_SCALE] | demo rotate DEG | demo scale A B | demo reset",
+     "2-D picture of QSUR: a Gaussian's ellipse inside the quantization square",
+     "demo CORR [OUTLIER_SCALE] starts a 2-D Gaussian with correlation CORR whose\n"
+     "x axis is an outlier axis OUTLIER_SCALE times wider (default 4); plain `demo`\n"
+     "shows the current one (the first time: CORR 0.6, OUTLIER_SCALE 4).\n"
+     "It draws the confidence ellipse (level `set alpha`, default 0.99) inside the\n"
+     "smallest square the quantizer must cover, and prints QSUR = ellipse area /\n"
+     "square area in closed form:\n"
+     "  c^2 = -2 ln(1 - alpha), area = pi c^2 sqrt(det S),\n"
+     "  side = 2 max_i (|mu_i| + c sqrt(S_ii))   (set cube asym: the [min,max] span).\n"
+     "demo rotate DEG   rotates the points counter-clockwise (S -> R S R^T)\n"
+     "demo scale A B    multiplies x by A and y by B (S -> D S D)\n"
+     "demo reset        back to the last `demo CORR OUTLIER_SCALE`\n"
+     "A rotation that aligns the ellipse with the axes and a scaling that makes it a\n"
+     "circle reach the maximum QSUR, pi/4 = 0.785: what rotations and smoothing do\n"
+     "to real activations in d dimensions.",
+     cmd_demo},
 };
 
 const int command_count = (int)(sizeof command_table / sizeof command_table[0]);

@@ -43,6 +43,10 @@ HANDLER(cmd_stack);
 HANDLER(cmd_gptq);
 HANDLER(cmd_quantease);
 HANDLER(cmd_awq);
+/* cmd_demo.c (state: session.demo, see demo.h) */
+HANDLER(cmd_demo);
+/* cmd_sleep.c */
+HANDLER(cmd_sleep);
 
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */

@@ -9,6 +9,7 @@
 #include "command.h"
 #include "command_doc.h"
 #include "progress_line.h"
+#include "repl.h"
 #include "script.h"
 #include "session.h"
 
@@ -68,8 +69,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!ran_script && rc == 0)
-        rc = script_run_stream(&s, stdin, isatty(STDIN_FILENO) ? NULL : "<stdin>") != QSUR_OK;
+    if (!ran_script && rc == 0) {
+        if (isatty(STDIN_FILENO))
+            rc = repl_run(&s);
+        else
+            rc = script_run_stream(&s, stdin, "<stdin>") != QSUR_OK;
+    }
     session_free(&s);
     return rc;
 }
