@@ -25,11 +25,13 @@ HANDLER(cmd_info);
 HANDLER(cmd_stats);
 HANDLER(cmd_outliers);
 HANDLER(cmd_hist);
+HANDLER(cmd_heatmap);
 
 /* cmd_quant.c */
 HANDLER(cmd_quant);
 HANDLER(cmd_qsur);
 HANDLER(cmd_error);
+HANDLER(cmd_compare);
 
 /* cmd_transform.c */
 HANDLER(cmd_rotate);
