@@ -79,6 +79,16 @@ static void append_word(char **line, size_t *len, const char *w)
     *len = (size_t)(o - n);
 }
 
+/* Errors found before a handler runs still give JSON readers their one object. */
+static void report_error_only(session *s, const char *name, const char *msg)
+{
+    if (s->set.format != FORMAT_JSON)
+        return;
+    report r;
+    report_begin(&r, s->out, s->set.format, name);
+    report_end(&r, 0, msg);
+}
+
 int command_execute(session *s, const char *line, qsur_error *err)
 {
     char *buf = strdup(line);
@@ -98,6 +108,7 @@ int command_execute(session *s, const char *line, qsur_error *err)
     const command *c = command_find(argv[0]);
     if (!c) {
         int rc = qsur_fail(err, QSUR_ERR_ARG, "%s: unknown command (try `help`)", argv[0]);
+        report_error_only(s, argv[0], err->msg);
         free(buf);
         return rc;
     }
@@ -109,6 +120,7 @@ int command_execute(session *s, const char *line, qsur_error *err)
                            c->max_args < 0 || c->min_args == c->max_args ? c->min_args : c->max_args,
                            (c->max_args < 0 ? c->min_args : c->max_args) == 1 ? "" : "s",
                            nargs, c->usage);
+        report_error_only(s, c->name, err->msg);
         free(buf);
         return rc;
     }
