@@ -192,8 +192,11 @@ int cmd_error(session *s, int argc, char **argv, report *r, qsur_error *err)
         rep_num(r, "w_rel_fro", "W relative Frobenius", m.ew.rel_fro, "%.6g");
         rep_num(r, "w_sqnr_db", "W SQNR (dB)", m.ew.sqnr_db, "%.3f");
     }
-    if (m.has_x && m.has_w)
+    if (m.has_x && m.has_w) {
         rep_num(r, "output_error", "layer output error", m.out_err, "%.6g");
+        if (m.out_err_tokens < m.qx.n)
+            rep_int(r, "output_error_tokens", "  measured on tokens", m.out_err_tokens);
+    }
     return QSUR_OK;
 }
 
