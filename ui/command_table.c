@@ -10,6 +10,7 @@ static const char *const set_words[] = {"format", "errexit", "color", "outlier_k
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w:sym", "w:asym", "a:sym", "a:asym",
                                           "w:g128", "a:token", "w:clip=search", NULL};
+static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
     /* ---- load and look ---- */
@@ -116,6 +117,41 @@ const command command_table[] = {
      "leave qsur",
      "Leaves the REPL or stops a script. Ctrl-D does the same at the prompt.",
      cmd_quit},
+    {"sleep", 1, 1, CMD_LONG, COMPLETE_NONE, NULL, "sleep SECONDS",
+     "wait (ticks the progress line; Ctrl-C stops it)",
+     "Waits SECONDS (fractions allowed), checking for Ctrl-C every 10 ms like\n"
+     "every long computation does. Useful for pauses in tutorials and to try\n"
+     "Ctrl-C: the prompt comes back and the session is untouched.",
+     cmd_sleep},
+    /* ---- teaching ---- */
+    {"demo", 0, 3, CMD_LOGGED, COMPLETE_WORDS, demo_words,
+     "demo [CORR] [OUTLIER_SCALE] | demo rotate DEG | demo scale A B | demo reset",
+     "2-D picture of QSUR: a Gaussian's ellipse inside the quantization square",
+     "demo CORR [OUTLIER_SCALE] starts a 2-D Gaussian with correlation CORR whose\n"
+     "x axis is an outlier axis OUTLIER_SCALE times wider (default 4); plain `demo`\n"
+     "shows the current one (the first time: CORR 0.6, OUTLIER_SCALE 4).\n"
+     "It draws the confidence ellipse (level `set alpha`, default 0.99) inside the\n"
+     "smallest square the quantizer must cover, and prints QSUR = ellipse area /\n"
+     "square area in closed form:\n"
+     "  c^2 = -2 ln(1 - alpha), area = pi c^2 sqrt(det S),\n"
+     "  side = 2 max_i (|mu_i| + c sqrt(S_ii))   (set cube asym: the [min,max] span).\n"
+     "demo rotate DEG   rotates the points counter-clockwise (S -> R S R^T)\n"
+     "demo scale A B    multiplies x by A and y by B (S -> D S D)\n"
+     "demo reset        back to the last `demo CORR OUTLIER_SCALE`\n"
+     "A rotation that aligns the ellipse with the axes and a scaling that makes it a\n"
+     "circle reach the maximum QSUR, pi/4 = 0.785: what rotations and smoothing do\n"
+     "to real activations in d dimensions.",
+     cmd_demo},
+    /* ---- front ends ---- */
+    {"tui", 0, 0, 0, COMPLETE_NONE, NULL, "tui",
+     "open the full-screen workbench (ncurses) on this session",
+     "Opens the TUI on the current session (the same as starting with `qsur --tui`):\n"
+     "layer list, channel absmax bars with outliers marked, QSUR and quantization\n"
+     "error before/after the transform stack, the stack, a command line and a\n"
+     "teaching view. Keys run commands (h = rotate hadamard, s = scale smooth,\n"
+     "u = undo, ...), so they are logged and `save FILE` replays them; F1 lists\n"
+     "them (docs/tui.md). q or F10 comes back here.",
+     cmd_tui},
 };
 
 const int command_count = (int)(sizeof command_table / sizeof command_table[0]);

@@ -30,6 +30,12 @@ HANDLER(cmd_hist);
 HANDLER(cmd_quant);
 HANDLER(cmd_qsur);
 HANDLER(cmd_error);
+/* cmd_demo.c (state: session.demo, see demo.h) */
+HANDLER(cmd_demo);
+/* cmd_sleep.c */
+HANDLER(cmd_sleep);
+/* cmd_tui.c */
+HANDLER(cmd_tui);
 
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */

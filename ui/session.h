@@ -8,6 +8,7 @@
 #include "qsur/progress.h"
 #include "qsur/quant.h"
 #include "qsur/workspace.h"
+#include "demo.h"
 #include "report.h"
 
 typedef struct {
@@ -46,6 +47,7 @@ typedef struct session {
     char *log_override;        /* canonical form of the running command, if the handler set one */
     volatile sig_atomic_t *interrupted; /* set by the SIGINT handler, cleared before each command */
     qsur_progress progress;    /* progress callback handed to the engine */
+    demo_state demo;           /* the `demo` teaching model (zeroed: not started) */
 } session;
 
 void session_init(session *s, FILE *out);

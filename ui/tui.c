@@ -539,11 +539,12 @@ static void cycle_granularity(tui *t)
         tui_exec(t, "quant w:row a:token", TUI_ECHO);
         break;
     case QSUR_GRAN_ROW:
-        if (g) {
+        /* groups when a size divides the channels, else straight back to tensor */
+        if (g)
             tui_exec_fmt(t, "quant w:g%d a:g%d", g, g);
-            break;
-        }
-        /* fall through: no group size divides the channels */
+        else
+            tui_exec(t, "quant w:tensor a:tensor", TUI_ECHO);
+        break;
     default:
         tui_exec(t, "quant w:tensor a:tensor", TUI_ECHO);
         break;

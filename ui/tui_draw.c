@@ -79,7 +79,7 @@ void tui_box(tui *t, const tui_rect *r, const char *title, int focused)
     const char *h = t->utf8 ? "─" : "-", *v = t->utf8 ? "│" : "|";
     const char *tl = t->utf8 ? "┌" : "+", *tr = t->utf8 ? "┐" : "+";
     const char *bl = t->utf8 ? "└" : "+", *br = t->utf8 ? "┘" : "+";
-    int attr = focused ? tui_attr(t, TUI_PAIR_FOCUS, A_BOLD) : A_NORMAL;
+    int attr = focused ? tui_attr(t, TUI_PAIR_FOCUS, A_BOLD) : (int)A_NORMAL;
     attron(attr);
     mvaddstr(r->y, r->x, tl);
     for (int i = 1; i < r->w - 1; i++)

@@ -5,7 +5,7 @@
 #include <curses.h>
 #include <stdlib.h>
 #include <string.h>
-#include "command.h"
+#include "repl.h"
 #include "tui_panel.h"
 
 #define PROMPT ":"
@@ -56,82 +56,51 @@ static void insert_text(tui *t, const char *s)
     t->cursor += n;
 }
 
-/* Candidates for the word being typed: command names for the first word,
- * else what the command table says its arguments are. */
-typedef struct {
-    const char *items[256];
-    int n;
-} candidates;
-
-static void add_candidate(candidates *c, const char *word, const char *prefix)
-{
-    if (c->n < 256 && !strncmp(word, prefix, strlen(prefix)))
-        c->items[c->n++] = word;
-}
-
+/* Tab: the REPL's completion (command names, then what the command table
+ * says each command's arguments are), applied to the word before the cursor. */
 static void complete(tui *t)
 {
     int start = t->cursor;
     while (start > 0 && t->line[start - 1] != ' ' && t->line[start - 1] != ';')
         start--;
-    char prefix[TUI_LINE_MAX];
+    char prefix[TUI_LINE_MAX], upto[TUI_LINE_MAX];
     snprintf(prefix, sizeof prefix, "%.*s", t->cursor - start, t->line + start);
-    /* Which word of the current command is this? */
-    int cmd_start = start;
-    while (cmd_start > 0 && t->line[cmd_start - 1] != ';')
-        cmd_start--;
-    while (t->line[cmd_start] == ' ')
-        cmd_start++;
-    candidates c = {.n = 0};
-    if (cmd_start == start) {
-        for (int i = 0; i < command_count; i++)
-            add_candidate(&c, command_table[i].name, prefix);
-    } else {
-        char name[64];
-        int n = 0;
-        while (cmd_start + n < start && t->line[cmd_start + n] != ' ' && n < 63) {
-            name[n] = t->line[cmd_start + n];
-            n++;
-        }
-        name[n] = '\0';
-        const command *cmd = command_find(name);
-        complete_kind kind = cmd ? cmd->complete : COMPLETE_NONE;
-        if (kind == COMPLETE_COMMAND)
-            for (int i = 0; i < command_count; i++)
-                add_candidate(&c, command_table[i].name, prefix);
-        if (kind == COMPLETE_WORDS && cmd->words)
-            for (const char *const *w = cmd->words; *w; w++)
-                add_candidate(&c, *w, prefix);
-        if (kind == COMPLETE_WORDS || kind == COMPLETE_TENSOR)
-            for (int i = 0; i < t->s->ws.count; i++)
-                add_candidate(&c, t->s->ws.items[i]->name, prefix);
-    }
-    if (c.n == 0) {
-        tui_status(t, "no completion for '%s'", prefix);
+    snprintf(upto, sizeof upto, "%.*s", t->cursor, t->line);
+    int want_files = 0;
+    char **c = repl_candidates(t->s, upto, start, prefix, &want_files);
+    int n = 0;
+    while (c && c[n])
+        n++;
+    if (n == 0) {
+        tui_status(t, want_files ? "type the file name (no file completion here)" : "no completion for '%s'",
+                   prefix);
+        repl_candidates_free(c);
         return;
     }
     /* Longest common prefix of the candidates. */
-    size_t common = strlen(c.items[0]);
-    for (int i = 1; i < c.n; i++) {
+    size_t common = strlen(c[0]), have = strlen(prefix);
+    for (int i = 1; i < n; i++) {
         size_t k = 0;
-        while (k < common && c.items[i][k] == c.items[0][k])
+        while (k < common && c[i][k] == c[0][k])
             k++;
         common = k;
     }
-    char add[TUI_LINE_MAX];
-    size_t have = strlen(prefix);
-    snprintf(add, sizeof add, "%.*s", (int)(common - have), c.items[0] + have);
-    insert_text(t, add);
-    if (c.n == 1) {
+    if (common > have) {
+        char add[TUI_LINE_MAX];
+        snprintf(add, sizeof add, "%.*s", (int)(common - have), c[0] + have);
+        insert_text(t, add);
+    }
+    if (n == 1) {
         insert_text(t, " ");
         tui_status(t, "%s", "");
-        return;
+    } else {
+        char list[256];
+        size_t o = 0;
+        for (int i = 0; i < n && o + 2 < sizeof list; i++)
+            o += (size_t)snprintf(list + o, sizeof list - o, "%s ", c[i]);
+        tui_status(t, "%s", list);
     }
-    char list[256];
-    size_t o = 0;
-    for (int i = 0; i < c.n && o + 2 < sizeof list; i++)
-        o += (size_t)snprintf(list + o, sizeof list - o, "%s ", c.items[i]);
-    tui_status(t, "%s", list);
+    repl_candidates_free(c);
 }
 
 static void run_line(tui *t)

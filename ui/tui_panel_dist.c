@@ -68,7 +68,7 @@ static void draw_bars(tui *t, int y, int x, int h, int w)
             out |= t->outlier[j];
         }
         int eighths = (int)(v / ymax * bar_h * 8 + 0.5);
-        int a = out ? tui_attr(t, TUI_PAIR_OUTLIER, A_BOLD) | A_BOLD : tui_attr(t, TUI_PAIR_BAR, A_NORMAL);
+        int a = out ? tui_attr(t, TUI_PAIR_OUTLIER, A_BOLD) | (int)A_BOLD : tui_attr(t, TUI_PAIR_BAR, A_NORMAL);
         attron(a);
         for (int r = 0; r < bar_h; r++) {
             int cell = eighths - 8 * (bar_h - 1 - r);

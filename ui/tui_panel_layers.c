@@ -161,7 +161,7 @@ static void draw(tui *t, tui_panel *p)
         if (!isnan(lq))
             snprintf(q, sizeof q, "%.1f", lq);
         int sel = t->layer_top + i == t->layer_sel;
-        int attr = (sel ? A_REVERSE : 0) | (item_is_current(t, it) ? A_BOLD : 0) | (it->matrix ? 0 : A_DIM);
+        int attr = (sel ? (int)A_REVERSE : 0) | (item_is_current(t, it) ? (int)A_BOLD : 0) | (it->matrix ? 0 : (int)A_DIM);
         attron(attr);
         /* "* name      shape  log10Q": the name gets what is left. */
         int qw = 7, sw = (int)strlen(it->shape) + 1, nw = w - 2 - sw - qw;

@@ -24,8 +24,8 @@ static void draw(tui *t, tui_panel *p)
     for (int i = 0; i < h && first + i < t->nout; i++) {
         const char *line = t->out[(t->out_head + first + i) % TUI_OUTPUT_MAX];
         int attr = !strncmp(line, "error: ", 7) ? tui_attr(t, TUI_PAIR_BAD, A_BOLD)
-                   : !strncmp(line, "> ", 2)    ? A_BOLD
-                                                : A_NORMAL;
+                   : !strncmp(line, "> ", 2)    ? (int)A_BOLD
+                                                : (int)A_NORMAL;
         attron(attr);
         tui_text(t, r->y + 1 + i, r->x + 1, w, line);
         attroff(attr);
