@@ -411,14 +411,14 @@ static void draw_title(tui *t)
     const layer_state *l = s->current >= 0 && s->current < s->nlayers ? &s->layers[s->current] : NULL;
     char name[2 * QSUR_NAME_MAX + 8] = "(none)";
     if (l && l->w_name[0] && l->x_name[0])
-        snprintf(name, sizeof name, "%s + %s", l->w_name, l->x_name);
+        snprintf(name, sizeof name, "%s+%s", l->w_name, l->x_name);
     else if (l)
         snprintf(name, sizeof name, "%s", l->name);
     attron(A_BOLD);
     tui_text(t, 0, 1, 5, "qsur");
     attroff(A_BOLD);
-    tui_textf(t, 0, 7, t->cols - 8, "layer %s   W: %s   X: %s   stack %d", name, wq, aq,
-              l ? layer_stack_depth(l) : 0);
+    tui_textf(t, 0, 7, t->cols - 8, "layer %s  stack %d  W: %s  X: %s", name, l ? layer_stack_depth(l) : 0,
+              wq, aq);
     attroff(A_REVERSE);
 }
 

@@ -50,9 +50,9 @@ static void draw(tui *t, tui_panel *p)
     tui_textf(t, y + 8, tx, tw, "QSUR        %.4f", q.qsur);
     attroff(A_BOLD);
     tui_textf(t, y + 9, tx, tw, "best pi/4 = %.4f (%.0f%%)", best, 100 * q.qsur / best);
-    tui_text(t, y + 11, tx, tw, "Rotate the major axis onto a");
-    tui_text(t, y + 12, tx, tw, "diagonal, then equalise the");
-    tui_text(t, y + 13, tx, tw, "axes: a circle fills the square.");
+    tui_text(t, y + 11, tx, tw, "Best rotation alone: equal spreads");
+    tui_text(t, y + 12, tx, tw, "(major axis at +-45 deg). Best of all:");
+    tui_text(t, y + 13, tx, tw, "align (0 deg), then [ ] to a circle.");
 }
 
 static int key(tui *t, tui_panel *p, int ch)

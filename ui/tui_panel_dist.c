@@ -48,7 +48,8 @@ static void draw_bars(tui *t, int y, int x, int h, int w)
     int label_w = 8, ncol = w - label_w;
     if (ncol > t->nchan)
         ncol = (int)t->nchan;
-    int bar_h = h - 2; /* marker row and axis row below */
+    int axis = h >= 6; /* on a short panel the bars need the axis row more */
+    int bar_h = h - 1 - axis; /* marker row and axis row below */
     if (ncol < 1 || bar_h < 1)
         return;
     double ymax = 0;
@@ -77,6 +78,8 @@ static void draw_bars(tui *t, int y, int x, int h, int w)
         attroff(a);
     }
     marker_row(t, y + bar_h, x + label_w, ncol);
+    if (!axis)
+        return;
     tui_textf(t, y + bar_h + 1, x + label_w, ncol, "ch 0");
     char right[32];
     snprintf(right, sizeof right, "%lld", (long long)t->nchan - 1);
