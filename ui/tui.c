@@ -93,9 +93,12 @@ static int tui_progress_cb(void *ctx, double done, const char *what, double valu
                       100.0 * done, what ? what : "", value);
         refresh();
         nodelay(stdscr, TRUE);
-        for (int ch; (ch = getch()) != ERR;)
+        for (int ch; (ch = getch()) != ERR;) {
             if (ch == 27 || ch == 3)
                 t->interrupt = 1;
+            else if (t->npending < (int)(sizeof t->pending / sizeof t->pending[0]))
+                t->pending[t->npending++] = ch; /* typed ahead: not lost */
+        }
         nodelay(stdscr, FALSE);
     }
     return t->interrupt || (t->s->interrupted && *t->s->interrupted);
@@ -785,8 +788,14 @@ int tui_run(session *s, qsur_error *err)
     tui_output(t, "qsur workbench: F1 or ? for keys, : for a command line, q to leave.");
     tui_status(t, "%s", s->current >= 0 ? "ready" : "pick a layer: Up/Down, Enter");
     while (!t->quit) {
-        draw_all(t);
-        int ch = getch();
+        int ch;
+        if (t->npending > 0) {
+            ch = t->pending[0];
+            memmove(t->pending, t->pending + 1, (size_t)--t->npending * sizeof *t->pending);
+        } else {
+            draw_all(t);
+            ch = getch();
+        }
         if (ch == ERR)
             continue;
         handle_key(t, ch);

@@ -101,7 +101,8 @@ typedef struct tui {
     char status[256];
     double last_poll;
     volatile sig_atomic_t interrupt;
-    int resized_during_work;
+    int pending[64];   /* keys typed during work, handled after it (in order) */
+    int npending;
     qsur_progress saved_progress;
 } tui;
 
