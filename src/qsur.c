@@ -195,6 +195,9 @@ void qsur_from_moments(const double *mean, const double *var, double log_det, in
 {
     res->n = n;
     res->d = d;
+    res->lambda_min = res->lambda_max = NAN;
+    res->incremental = 0;
+    res->reason[0] = '\0';
     res->cube = opt->cube;
     res->method = opt->method;
     res->alpha = opt->alpha;
@@ -222,7 +225,6 @@ void qsur_from_moments(const double *mean, const double *var, double log_det, in
     double lq = res->log_ve - res->log_vcube;
     res->log10_qsur = lq / M_LN10;
     res->per_dim = exp(lq / dd);
-    res->reason[0] = '\0';
 }
 
 static void set_singular(qsur_result *res, const double *mean, const double *var, int64_t n,
@@ -241,7 +243,7 @@ static void set_singular(qsur_result *res, const double *mean, const double *var
 
 /* Rows of centred data per syrk call: S accumulates block by block so the
  * scratch stays small (BLOCK x d) and Ctrl-C is checked between blocks. */
-#define SYRK_BLOCK 512
+#define SYRK_BLOCK 2048
 
 /* Fills S (d x d, column-major lower = row-major upper) with the covariance,
  * in double, or in float into Sf when sf is set. */

@@ -24,6 +24,22 @@
 #include "qsur/tensor.h"
 
 #define QLANES 16
+
+/* The build targets baseline x86-64 (SSE2); on x86-64 GCC also emits an AVX2
+ * copy of the hot kernel and picks one at load time (ifunc), doubling the
+ * vector width where the CPU has it. Other compilers/targets get the plain one. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define QSUR_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QSUR_VECTOR_CLONES
+#endif
+/* Helpers are forced inline into the cloned kernel so each clone is compiled
+ * for its own instruction set. */
+#if defined(__GNUC__)
+#define QSUR_INLINE inline __attribute__((always_inline))
+#else
+#define QSUR_INLINE inline
+#endif
 /* Clip search grid: 1.00, 0.99, ..., 0.50 (first = no clipping). */
 #define CLIP_STEPS 51
 
@@ -89,6 +105,7 @@ typedef struct {
     int finite;
 } span_range;
 
+QSUR_INLINE
 static span_range range_of(const float *x, int64_t n)
 {
     float mn[QLANES], mx[QLANES], nanacc[QLANES];
@@ -123,6 +140,7 @@ static span_range range_of(const float *x, int64_t n)
 }
 
 /* Scale and zero point from the header's formulas, computed in double. */
+QSUR_INLINE
 static qmap map_for(const qsur_quant_spec *q, span_range r, double ratio)
 {
     qmap m;
@@ -155,14 +173,16 @@ static qmap map_for(const qsur_quant_spec *q, span_range r, double ratio)
 }
 
 /* Round half away from zero of v, |v| < 2^31 (v is already clamped). */
-static inline float round_half_away(float v)
+QSUR_INLINE
+static float round_half_away(float v)
 {
     float t = (float)(int32_t)v;
     float f = v - t;
     return t + (float)((f >= 0.5f) - (f <= -0.5f));
 }
 
-static inline float quant_one(float x, qmap m)
+QSUR_INLINE
+static float quant_one(float x, qmap m)
 {
     /* Clamping before rounding is the same as after: lo and hi are integers. */
     float v = x * m.inv + m.zp;
@@ -171,6 +191,7 @@ static inline float quant_one(float x, qmap m)
     return (round_half_away(v) - m.zp) * m.scale;
 }
 
+QSUR_INLINE
 static void apply_map(const float *x, float *out, int64_t n, qmap m)
 {
     int64_t i = 0;
@@ -188,6 +209,7 @@ static void apply_map(const float *x, float *out, int64_t n, qmap m)
 
 /* Squared error the map would cause on the span (accumulated per lane in float,
  * folded in double: the search compares candidates, it does not report it). */
+QSUR_INLINE
 static double map_sse(const float *x, int64_t n, qmap m)
 {
     float acc[QLANES] = {0};
@@ -214,14 +236,13 @@ static double map_sse(const float *x, int64_t n, qmap m)
     return total;
 }
 
-static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
-                      int64_t row, qsur_error *err)
+/* The map of one span, clip search included; 0 when the span holds NaN/Inf. */
+QSUR_INLINE
+static int fit_span(const qsur_quant_spec *q, const float *x, int64_t n, qmap *out)
 {
     span_range r = range_of(x, n);
     if (!r.finite)
-        return qsur_fail(err, QSUR_ERR_NUMERIC,
-                         "fake quant: non-finite value in row %lld (NaN or Inf cannot be quantized)",
-                         (long long)row);
+        return 0;
     qmap best = map_for(q, r, q->clip_search ? 1.0 : q->clip);
     if (q->clip_search && best.scale > 0.0f) {
         /* Strictly smaller wins, so ties keep the larger ratio and the result
@@ -236,8 +257,39 @@ static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int6
             }
         }
     }
+    *out = best;
+    return 1;
+}
+
+/* Returns 0, or -1 when the span holds a NaN/Inf (the caller names it). */
+QSUR_INLINE
+static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n)
+{
+    qmap best;
+    if (!fit_span(q, x, n, &best))
+        return -1;
     apply_map(x, out, n, best);
-    return QSUR_OK;
+    return 0;
+}
+
+/* A block of consecutive spans (whole rows), one call through the ifunc per
+ * block rather than per group of G. */
+QSUR_VECTOR_CLONES
+static int quant_spans(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
+                       int64_t span)
+{
+    for (int64_t i = 0; i < n; i += span)
+        if (quant_span(q, x + i, out + i, span) != 0)
+            return -1;
+    return 0;
+}
+
+static int nonfinite_error(const float *x, int64_t n, int64_t cols, qsur_error *err)
+{
+    int64_t i = qsur_find_nonfinite(x, n);
+    return qsur_fail(err, QSUR_ERR_NUMERIC,
+                     "fake quant: non-finite value at row %lld, column %lld (NaN/Inf cannot be quantized)",
+                     (long long)(i / cols), (long long)(i % cols));
 }
 
 int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
@@ -259,24 +311,64 @@ int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
         return QSUR_OK;
     }
     if (q->gran == QSUR_GRAN_TENSOR)
-        return quant_span(q, x, out, n, 0, err);
+        return quant_spans(q, x, out, n, n) == 0 ? QSUR_OK : nonfinite_error(x, n, cols, err);
     int64_t span = q->gran == QSUR_GRAN_ROW ? cols : q->group;
     /* Tick about every 1M elements; a stop leaves x intact (out may be partial,
      * and when out == x the caller asked for in-place and owns that risk). */
-    int64_t tick_rows = cols > 0 ? (1 << 20) / cols + 1 : rows;
-    for (int64_t r = 0; r < rows; r++) {
-        if (r % tick_rows == 0) {
-            rc = qsur_progress_tick(prog, (double)r / (double)rows, "quantize", NAN, err);
-            if (rc != QSUR_OK)
-                return rc;
-        }
-        for (int64_t c = 0; c < cols; c += span) {
-            rc = quant_span(q, x + r * cols + c, out + r * cols + c, span, r, err);
-            if (rc != QSUR_OK)
-                return rc;
-        }
+    int64_t tick_rows = (1 << 20) / cols + 1;
+    for (int64_t r = 0; r < rows; r += tick_rows) {
+        rc = qsur_progress_tick(prog, (double)r / (double)rows, "quantize", NAN, err);
+        if (rc != QSUR_OK)
+            return rc;
+        int64_t nr = rows - r < tick_rows ? rows - r : tick_rows;
+        if (quant_spans(q, x + r * cols, out + r * cols, nr * cols, span) != 0)
+            return nonfinite_error(x, n, cols, err);
     }
     return QSUR_OK;
+}
+
+/* The public per-span map (quant.h): the same fit and the same arithmetic as
+ * the fake-quant kernel above, so column-wise methods land on its grid. */
+int qsur_qparams_fit(const qsur_quant_spec *q, const float *x, int64_t n,
+                     qsur_qparams *p, qsur_error *err)
+{
+    int rc = qsur_quant_validate(q, 0, err);
+    if (rc != QSUR_OK)
+        return rc;
+    if (!x || !p || n <= 0 || q->bits >= 16)
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "quant params: need n > 0 values and bits 2..8 (n=%lld bits=%d)",
+                         (long long)n, q->bits);
+    qmap m;
+    if (!fit_span(q, x, n, &m))
+        return qsur_fail(err, QSUR_ERR_NUMERIC,
+                         "quant params: non-finite value in a span of %lld (NaN or Inf cannot be quantized)",
+                         (long long)n);
+    p->inv = m.inv;
+    p->scale = m.scale;
+    p->zero = m.zp;
+    p->lo = m.lo;
+    p->hi = m.hi;
+    return QSUR_OK;
+}
+
+float qsur_qparams_code(const qsur_qparams *p, float x)
+{
+    float v = x * p->inv + p->zero;
+    v = v < p->lo ? p->lo : v;
+    v = v > p->hi ? p->hi : v;
+    return round_half_away(v);
+}
+
+float qsur_qparams_value(const qsur_qparams *p, float c)
+{
+    return (c - p->zero) * p->scale;
+}
+
+float qsur_qparams_apply(const qsur_qparams *p, float x)
+{
+    qmap m = {p->inv, p->scale, p->zero, p->lo, p->hi};
+    return quant_one(x, m);
 }
 
 void qsur_error_metrics_compute(const float *x, const float *q, int64_t n,

@@ -79,4 +79,7 @@ done
 # save/history: the log holds state-changing commands only
 "$QSUR_BIN" -c "set outlier_k 4; echo x; set bins 12; save $T/saved.qs" >/dev/null
 expect_eq "$(grep -v '^#' "$T/saved.qs")" $'set outlier_k 4\nset bins 12' "save writes the logged commands"
+# display settings are not part of a replay
+"$QSUR_BIN" -c "set format json; set color off; set bins 7; save $T/saved2.qs" >/dev/null
+expect_eq "$(grep -v '^#' "$T/saved2.qs")" 'set bins 7' "format/color are not logged"
 finish

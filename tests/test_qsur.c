@@ -128,6 +128,18 @@ static void test_hand_2d(void)
     CHECK_REL(ra.log10_qsur, log10(ve / (side_asym * side_asym)), 1e-12);
     CHECK(ra.log10_qsur > r.log10_qsur);
 
+    /* From moments alone: mean 0, S = diag(1, 4), ln det = ln 4. V_e = pi c^2 * 2,
+     * side = 2 * c * 2, so QSUR = 2 pi c^2 / (16 c^2) = pi / 8 for any alpha. */
+    double mu0[2] = {0, 0}, var0[2] = {1, 4};
+    qsur_from_moments(mu0, var0, log(4.0), 100, 2, &o, &r);
+    CHECK_REL(r.per_dim, sqrt(M_PI / 8), 1e-12);
+    CHECK(isnan(r.lambda_min) && !r.incremental && r.reason[0] == '\0' && !r.singular);
+    o.cube = QSUR_CUBE_SYM;
+    qsur_from_moments(mu0, var0, log(4.0), 100, 2, &o, &r);
+    CHECK_REL(r.log10_qsur, log10(M_PI / 8), 1e-12);
+    qsur_from_moments(mu0, var0, -INFINITY, 100, 2, &o, &r);
+    CHECK(r.singular && r.per_dim == 0 && r.log10_qsur == -INFINITY);
+
     /* d = 1 centred: the "ellipsoid" is [-c sigma, c sigma] and the symmetric
      * cube is the same interval, so QSUR = 1 exactly. */
     float y[4] = {-2, -1, 1, 2};

@@ -31,6 +31,12 @@ static void expect(const float *got, const float *want, int n, double tol, int l
 }
 #define EXPECT(got, want, n, tol) expect(got, want, n, tol, __LINE__)
 
+static int stop_now(void *ctx, double done, const char *what, double value)
+{
+    (void)ctx, (void)done, (void)what, (void)value;
+    return 1;
+}
+
 static void test_hand(void)
 {
     qsur_error err;
@@ -111,10 +117,16 @@ static void test_hand(void)
     CHECK(qsur_quant_validate(&q, 8, &err) == QSUR_ERR_ARG);
     q = spec(4, 1, QSUR_GRAN_ROW, 0, 0.0);
     CHECK(qsur_quant_validate(&q, 8, &err) == QSUR_ERR_ARG);
+    qsur_progress stop = {stop_now, NULL};
+    q = qsur_quant_default();
+    CHECK(qsur_fake_quant(&q, x1, 2, 4, out, &stop, &err) == QSUR_ERR_INTERRUPTED);
     float bad[4] = {1, INFINITY, 2, 3};
     q = spec(4, 1, QSUR_GRAN_ROW, 0, 1.0);
     CHECK(qsur_fake_quant(&q, bad, 2, 2, out, NULL, &err) == QSUR_ERR_NUMERIC);
-    CHECK(strstr(err.msg, "row 0") != NULL);
+    CHECK(strstr(err.msg, "row 0, column 1") != NULL);
+    q = spec(4, 1, QSUR_GRAN_TENSOR, 0, 1.0);
+    CHECK(qsur_fake_quant(&q, bad, 2, 2, out, NULL, &err) == QSUR_ERR_NUMERIC);
+    CHECK(strstr(err.msg, "row 0, column 1") != NULL);
 }
 
 /* Independent double-precision reference: round(x / scale) with C's round()

@@ -104,6 +104,7 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
         else
             return qsur_fail(err, QSUR_ERR_ARG, "format: expected human or json, got '%s'", v);
         r->format = s->set.format;
+        session_log_as(s, "%s", ""); /* display only: a replay keeps its own format */
     } else if (!strcmp(k, "errexit")) {
         if (parse_on_off(v, &b))
             return qsur_fail(err, QSUR_ERR_ARG, "errexit: expected on or off, got '%s'", v);
@@ -112,6 +113,7 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
         if (parse_on_off(v, &b))
             return qsur_fail(err, QSUR_ERR_ARG, "color: expected on or off, got '%s'", v);
         s->set.color = b && !getenv("NO_COLOR");
+        session_log_as(s, "%s", "");
     } else if (!strcmp(k, "outlier_k")) {
         if (parse_double(v, 1.0, 1e6, &d))
             return qsur_fail(err, QSUR_ERR_ARG, "outlier_k: expected a number >= 1, got '%s'", v);

@@ -129,7 +129,8 @@ int command_execute(session *s, const char *line, qsur_error *err)
         report_end(&r, 1, NULL);
         if (c->flags & CMD_LOGGED) {
             if (s->log_override) {
-                session_log_append(s, s->log_override);
+                if (s->log_override[0]) /* "" means: nothing to replay */
+                    session_log_append(s, s->log_override);
             } else {
                 char *canon = NULL;
                 size_t len = 0;

@@ -11,6 +11,10 @@ static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w:sym", "w:asym", "a:sym", "a:asym",
                                           "w:g128", "a:token", "w:clip=search", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
+static const char *const gptq_words[] = {"act", "damp=0.01", NULL};
+static const char *const quantease_words[] = {"outliers=0.005", "init=gptq", "init=rtn", NULL};
+static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", NULL};
+static const char *const scale_words[] = {"smooth", "file", NULL};
 
 const command command_table[] = {
     /* ---- load and look ---- */
@@ -74,6 +78,62 @@ const command command_table[] = {
      "reports each one's MSE, relative Frobenius error and SQNR (dB), and the layer output\n"
      "error ||X W^T - Q(X) Q(W)^T||_F / ||X W^T||_F.",
      cmd_error},
+    {"gptq", 0, 2, CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [act] [damp=P]",
+     "GPTQ the current layer's weight on its activations; compare with RTN",
+     "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
+     "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
+     "`act` quantizes columns in decreasing H_jj order (groups stay static). Reports the\n"
+     "weight-only output error ||XW^T - XQ^T|| / ||XW^T|| of RTN and of GPTQ.",
+     cmd_gptq},
+    {"quantease", 0, 3, CMD_LONG, COMPLETE_WORDS, quantease_words, "quantease [SWEEPS] [outliers=P] [init=rtn|gptq]",
+     "QuantEase coordinate descent on the current layer; objective per sweep",
+     "Cyclic coordinate descent on ||XW^T - XQ^T||^2 with closed-form one-column updates\n"
+     "(no matrix inversion), from RTN or GPTQ, SWEEPS passes (default 3); the objective\n"
+     "never increases. outliers=P keeps a fraction P of the weights in float, chosen and\n"
+     "updated jointly, and reports their memory overhead.",
+     cmd_quantease},
+    {"awq", 0, 1, CMD_LONG, COMPLETE_NONE, NULL, "awq [GRID]",
+     "AWQ activation-aware channel scaling search on the current layer",
+     "Searches s_j = mean|X_j|^a over a grid of GRID+1 exponents in [0,1] (default 20),\n"
+     "quantizes W diag(s), unscales, and keeps the a with the lowest output error.",
+     cmd_awq},
+
+    /* ---- transform ---- */
+    {"rotate", 1, 2, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words, "rotate hadamard|rhadamard|random [SEED] | rotate pca",
+     "rotate the layer: X' = X R, W' = W R (the product X W^T is unchanged)",
+     "hadamard   fast Walsh-Hadamard for 2^k channels; for n = 2^k m a Kronecker product with\n"
+     "           an m x m Hadamard (Sylvester, Paley I/II) where one exists, else with a seeded\n"
+     "           random orthogonal m x m block (172 = 4 x 43 is such a size); the output says which\n"
+     "rhadamard  the same after random +-1 signs (QuaRot's randomized Hadamard)\n"
+     "random     Haar-random orthogonal matrix (QR of a Gaussian matrix, sign-fixed)\n"
+     "pca        eigenvectors of the activation covariance (needs X)\n"
+     "SEED defaults to the session's next seed; the log records the seed used. After the\n"
+     "step: QSUR, the output error and the equivalence error ||XW^T - X'W'^T|| / ||XW^T||.",
+     cmd_rotate},
+    {"scale", 1, 2, CMD_LOGGED, COMPLETE_WORDS, scale_words, "scale smooth [ALPHA] | scale file FILE",
+     "scale channels: X' = X S^-1, W' = W S (SmoothQuant or a vector from a file)",
+     "smooth [ALPHA]  SmoothQuant: s_j = max|X_j|^ALPHA / max|W_j|^(1-ALPHA), ALPHA in [0,1]\n"
+     "                (default 0.5); needs both X and W\n"
+     "file FILE       s from a .npy/.safetensors file holding one tensor of d positive values\n"
+     "QSUR of X changes by exactly the log-determinant of the scaling (shown as sum ln s).",
+     cmd_scale},
+    {"undo", 0, 0, CMD_LOGGED, COMPLETE_NONE, NULL, "undo",
+     "undo the last transform (exactly: the previous floats are restored)",
+     "Restores the state before the last transform from its snapshot (bit-exact).",
+     cmd_undo},
+    {"redo", 0, 0, CMD_LOGGED, COMPLETE_NONE, NULL, "redo",
+     "redo the last undone transform",
+     "A new transform after undo drops the undone steps.",
+     cmd_redo},
+    {"reset", 0, 0, CMD_LOGGED, COMPLETE_NONE, NULL, "reset",
+     "undo every transform of the current layer",
+     "Back to the original tensors; `redo` can step forward again.",
+     cmd_reset},
+    {"stack", 0, 0, 0, COMPLETE_NONE, NULL, "stack",
+     "list the current layer's transforms, undone ones marked",
+     "One line per step with what was used (e.g. which Hadamard construction), the\n"
+     "cumulative log-determinant of the scalings and the snapshot memory held for undo.",
+     cmd_stack},
 
     /* ---- session ---- */
     {"help", 0, 1, 0, COMPLETE_COMMAND, NULL, "help [COMMAND]",

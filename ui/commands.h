@@ -37,6 +37,19 @@ HANDLER(cmd_sleep);
 /* cmd_tui.c */
 HANDLER(cmd_tui);
 
+/* cmd_transform.c */
+HANDLER(cmd_rotate);
+HANDLER(cmd_scale);
+HANDLER(cmd_undo);
+HANDLER(cmd_redo);
+HANDLER(cmd_reset);
+HANDLER(cmd_stack);
+
+/* cmd_wquant.c */
+HANDLER(cmd_gptq);
+HANDLER(cmd_quantease);
+HANDLER(cmd_awq);
+
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);

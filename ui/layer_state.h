@@ -13,16 +13,16 @@
 
 #include "qsur/qsur.h"
 #include "qsur/quant.h"
+#include "qsur/stack.h"
 #include "qsur/tensor.h"
 
 struct session;
-struct qsur_stack;
 
 typedef struct layer_state {
     char name[QSUR_NAME_MAX];     /* the weight's name, or the activation's for X-only layers */
     char w_name[QSUR_NAME_MAX];   /* "" when there is no weight */
     char x_name[QSUR_NAME_MAX];   /* "" when there are no activations */
-    struct qsur_stack *stack;     /* NULL until the first transform */
+    qsur_stack *stack;            /* NULL until the first transform */
     /* ln det of the ORIGINAL covariances, computed once (NAN = not yet). */
     double base_logdet_x, base_logdet_w;
     char reason_x[QSUR_REASON_MAX], reason_w[QSUR_REASON_MAX];

@@ -1,27 +1,60 @@
-/* Transform stack of a layer (placeholder until the engine's stack lands). */
+/* A layer's transform stack, created from the workspace tensors at the first
+ * transform (so layers nobody transforms cost no copies). */
+#include <math.h>
 #include "layer_transform.h"
+#include "session.h"
 
 void layer_transform_free(layer_state *l)
 {
-    (void)l;
+    qsur_stack_free(l->stack);
+    l->stack = NULL;
 }
 
 void layer_transform_current(layer_state *l, const float **x, const float **w)
 {
-    (void)l;
-    (void)x;
-    (void)w;
+    if (!l->stack)
+        return;
+    if (*x)
+        *x = qsur_stack_x(l->stack);
+    if (*w)
+        *w = qsur_stack_w(l->stack);
 }
 
 void layer_transform_logdet_shift(const layer_state *l, double *dx, double *dw)
 {
-    (void)l;
-    *dx = 0;
-    *dw = 0;
+    double ld = l->stack ? qsur_stack_log_det(l->stack) : 0.0;
+    *dx = -2.0 * ld;
+    *dw = 2.0 * ld;
 }
 
 int layer_transform_depth(const layer_state *l)
 {
-    (void)l;
-    return 0;
+    return l->stack ? qsur_stack_depth(l->stack) : 0;
+}
+
+int layer_transform_push(session *s, layer_state *l, qsur_transform *t, qsur_error *err)
+{
+    if (!l->stack) {
+        layer_view v;
+        int rc = layer_view_get(s, l, 1, &v, err);
+        if (rc == QSUR_OK)
+            rc = qsur_stack_new(&l->stack, v.x, v.n, v.w, v.m, v.d, err);
+        if (rc != QSUR_OK) {
+            qsur_transform_free(t);
+            return rc;
+        }
+    }
+    return qsur_stack_push(l->stack, t, &s->progress, err);
+}
+
+int layer_transform_equivalence(session *s, layer_state *l, double *out, qsur_error *err)
+{
+    *out = NAN;
+    layer_view o, c;
+    int rc = layer_view_get(s, l, 1, &o, err);
+    if (rc == QSUR_OK)
+        rc = layer_view_get(s, l, 0, &c, err);
+    if (rc != QSUR_OK || !o.x || !o.w)
+        return rc;
+    return qsur_transform_equivalence_error(o.x, o.w, c.x, c.w, o.n, o.m, o.d, out, err);
 }

@@ -53,7 +53,8 @@ typedef struct session {
 void session_init(session *s, FILE *out);
 void session_free(session *s);
 
-/* Record the canonical form of the running command (printf style). */
+/* Record the canonical form of the running command (printf style); an empty
+ * string keeps a state-changing command out of the log (display settings). */
 void session_log_as(session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void session_log_append(session *s, const char *line);
 

@@ -81,8 +81,9 @@ typedef struct {
 } qsur_result;
 
 /* QSUR from first and second moments: mean[d], var[d] (= S_ii), ln det S and
- * the sample count (used only for the result). log_det = -INFINITY means
- * singular (res->reason is then left for the caller to fill). */
+ * the sample count (used only for the result). Fills every field of res
+ * (lambda_min/max NAN, incremental 0, reason ""). log_det = -INFINITY means
+ * singular; the caller then writes res->reason. */
 void qsur_from_moments(const double *mean, const double *var, double log_det, int64_t n,
                        int64_t d, const qsur_options *opt, qsur_result *res);
 

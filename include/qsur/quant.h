@@ -42,6 +42,29 @@ int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
                     int64_t cols, float *out, const qsur_progress *prog,
                     qsur_error *err);
 
+/* The affine map of one scale group, so methods that quantize column by column
+ * (GPTQ, QuantEase) or rescale first (AWQ) land on exactly the grid that
+ * qsur_fake_quant uses: code c = clamp(round(x*inv + zero), lo, hi) (round half
+ * away from zero), value = (c - zero) * scale. scale == 0 (an all-zero group)
+ * maps everything to 0. zero, lo, hi are integer-valued. */
+typedef struct {
+    float inv, scale, zero, lo, hi;
+} qsur_qparams;
+
+/* Parameters of one contiguous span of n values under q (bits, symmetric,
+ * clip, clip_search; granularity is the caller's business), exactly as
+ * qsur_fake_quant derives them for that span (clip search included). Fails
+ * on NaN/Inf and on bits >= 16 (no grid: callers copy instead). */
+int qsur_qparams_fit(const qsur_quant_spec *q, const float *x, int64_t n,
+                     qsur_qparams *p, qsur_error *err);
+/* The integer code of x (as a float in [lo, hi]). */
+float qsur_qparams_code(const qsur_qparams *p, float x);
+/* The dequantized value of code c. */
+float qsur_qparams_value(const qsur_qparams *p, float c);
+/* qsur_qparams_value(p, qsur_qparams_code(p, x)): bit-identical to what
+ * qsur_fake_quant writes for x in a span with these parameters. */
+float qsur_qparams_apply(const qsur_qparams *p, float x);
+
 typedef struct {
     double mse;        /* mean of (x - q)^2 */
     double rel_fro;    /* ||x - q||_F / ||x||_F */

@@ -1,0 +1,39 @@
+/* One linear layer's weight-quantization problem, shared by GPTQ, QuantEase
+ * and AWQ.
+ *
+ * The layer computes Y = X W^T with W (rows x cols = out x in) and calibration
+ * activations X (n x cols). Methods minimise the output error
+ *     ||X W^T - X Q^T||_F^2 = tr((W - Q) H (W - Q)^T),   H = X^T X  (cols x cols),
+ * so they need either X or its Gram matrix H. By convention H here is the
+ * plain Gram matrix X^T X (GPTQ's 2 X^T X / n is a positive multiple of it:
+ * GPTQ's result does not change under H -> cH, QuantEase's objective values
+ * scale by c). When both are given, H is used where the method needs H. */
+#ifndef QSUR_WQUANT_H
+#define QSUR_WQUANT_H
+
+#include <stdint.h>
+#include "qsur/error.h"
+#include "qsur/progress.h"
+
+typedef struct {
+    const float *W;     /* rows x cols, row-major, borrowed, never modified */
+    int64_t rows, cols;
+    const float *X;     /* n x cols calibration activations, or NULL */
+    int64_t n;
+    const double *H;    /* cols x cols Gram matrix X^T X (symmetric), or NULL */
+} qsur_wquant_layer;
+
+/* Checks shapes, that X or H is present, and that W (and X) are finite. */
+int qsur_wquant_check(const qsur_wquant_layer *L, const char *who, qsur_error *err);
+
+/* H (cols x cols, full symmetric, row-major) = X^T X, accumulated in double
+ * over blocks of tokens (dsyrk). */
+int qsur_gram(const float *X, int64_t n, int64_t cols, double *H,
+              const qsur_progress *prog, qsur_error *err);
+
+/* tr((W - Q) H (W - Q)^T) in double: the squared output error on the
+ * calibration set. */
+int qsur_wquant_objective(const float *W, const float *Q, int64_t rows, int64_t cols,
+                          const double *H, double *out, qsur_error *err);
+
+#endif

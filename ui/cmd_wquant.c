@@ -1,0 +1,186 @@
+/* Weight quantizers on the current layer: gptq, quantease, awq. Each compares
+ * its weight-only output error ||X W^T - X Q^T|| / ||X W^T|| with plain
+ * round-to-nearest under the same weight quantizer, on the layer's current
+ * (possibly transformed) X and W. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "commands.h"
+#include "layer_state.h"
+#include "qsur/awq.h"
+#include "qsur/gptq.h"
+#include "qsur/quantease.h"
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    layer_view v;
+    qsur_wquant_layer L;
+    float *Q, *rtn;
+    double rtn_err;
+} wq_job;
+
+static void job_free(wq_job *j)
+{
+    free(j->Q);
+    free(j->rtn);
+}
+
+/* Checks the layer has X and W, allocates Q and computes the RTN baseline. */
+static int job_begin(session *s, const char *who, wq_job *j, qsur_error *err)
+{
+    memset(j, 0, sizeof *j);
+    layer_state *l = session_layer(s, err);
+    if (!l)
+        return QSUR_ERR_ARG;
+    int rc = layer_view_get(s, l, 0, &j->v, err);
+    if (rc != QSUR_OK)
+        return rc;
+    if (!j->v.x || !j->v.w)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s needs a weight and its activations (layer %s; `use W X`)",
+                         who, l->name);
+    if (s->wq.bits >= 16)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: the weight quantizer is off (w16); set bits with `quant w4`", who);
+    j->L = (qsur_wquant_layer){j->v.w, j->v.m, j->v.d, j->v.x, j->v.n, NULL};
+    j->Q = qsur_alloc((size_t)(j->v.m * j->v.d), sizeof(float));
+    j->rtn = qsur_alloc((size_t)(j->v.m * j->v.d), sizeof(float));
+    if (!j->Q || !j->rtn) {
+        job_free(j);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", who);
+    }
+    rc = qsur_fake_quant(&s->wq, j->v.w, j->v.m, j->v.d, j->rtn, &s->progress, err);
+    if (rc == QSUR_OK)
+        rc = qsur_layer_output_error(j->v.x, NULL, j->v.w, j->rtn, j->v.n, j->v.d, j->v.m, &j->rtn_err, err);
+    if (rc != QSUR_OK)
+        job_free(j);
+    return rc;
+}
+
+static int job_end(session *s, wq_job *j, report *r, const char *method, double t0, qsur_error *err)
+{
+    double e;
+    int rc = qsur_layer_output_error(j->v.x, NULL, j->v.w, j->Q, j->v.n, j->v.d, j->v.m, &e, err);
+    if (rc == QSUR_OK) {
+        char wq[96];
+        qsur_quant_describe(&s->wq, wq, sizeof wq);
+        rep_str(r, "wquant", "weight quantizer", wq);
+        rep_num(r, "rtn_output_error", "RTN output error", j->rtn_err, "%.6g");
+        char key[64], label[64];
+        snprintf(key, sizeof key, "%s_output_error", method);
+        snprintf(label, sizeof label, "%s output error", method);
+        rep_num(r, key, label, e, "%.6g");
+        rep_num(r, "ratio", "  vs RTN", e / j->rtn_err, "%.3fx");
+        rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    }
+    job_free(j);
+    return rc;
+}
+
+int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    qsur_gptq_opts o = qsur_gptq_default();
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "act"))
+            o.act_order = 1;
+        else if (!strncmp(argv[i], "damp=", 5) && !parse_double(argv[i] + 5, 0.0, 1.0, &o.percdamp))
+            ;
+        else
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (act, damp=P)", argv[i]);
+    }
+    wq_job j;
+    double t0 = seconds();
+    int rc = job_begin(s, "gptq", &j, err);
+    if (rc != QSUR_OK)
+        return rc;
+    rc = qsur_gptq(&j.L, &s->wq, &o, j.Q, NULL, &s->progress, err);
+    if (rc != QSUR_OK) {
+        job_free(&j);
+        return rc;
+    }
+    rep_bool(r, "act_order", "act order", o.act_order);
+    rep_num(r, "damp", "damping (x mean diag H)", o.percdamp, "%g");
+    return job_end(s, &j, r, "gptq", t0, err);
+}
+
+int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    qsur_quantease_opts o = qsur_quantease_default();
+    long sweeps;
+    for (int i = 0; i < argc; i++) {
+        if (!parse_long(argv[i], 1, 1000, &sweeps))
+            o.sweeps = (int)sweeps;
+        else if (!strncmp(argv[i], "outliers=", 9) && !parse_double(argv[i] + 9, 0.0, 0.5, &o.outlier_frac))
+            ;
+        else if (!strcmp(argv[i], "init=gptq"))
+            o.init = QSUR_QE_INIT_GPTQ;
+        else if (!strcmp(argv[i], "init=rtn"))
+            o.init = QSUR_QE_INIT_RTN;
+        else
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (SWEEPS, outliers=P, init=rtn|gptq)", argv[i]);
+    }
+    wq_job j;
+    double t0 = seconds();
+    int rc = job_begin(s, "quantease", &j, err);
+    if (rc != QSUR_OK)
+        return rc;
+    double *obj = calloc((size_t)o.sweeps + 1, sizeof *obj);
+    qsur_outliers out;
+    memset(&out, 0, sizeof out);
+    if (!obj) {
+        job_free(&j);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "quantease: out of memory");
+    }
+    rc = qsur_quantease(&j.L, &s->wq, &o, j.Q, NULL, &out, obj, &s->progress, err);
+    if (rc == QSUR_OK) {
+        rep_int(r, "sweeps", "sweeps", o.sweeps);
+        static const char *const keys[] = {"sweep", "objective"};
+        static const int widths[] = {5, 14};
+        rep_table_begin(r, "objective", 2, keys, widths);
+        for (int i = 0; i <= o.sweeps; i++) {
+            rep_cell_int(r, i);
+            rep_cell_num(r, obj[i], "%.8g");
+        }
+        rep_table_end(r);
+        if (o.outlier_frac > 0) {
+            rep_int(r, "outliers", "weights kept in float", out.count);
+            rep_num(r, "outlier_overhead", "  memory overhead", out.overhead, "%.3f");
+        }
+    }
+    free(obj);
+    qsur_outliers_free(&out);
+    if (rc != QSUR_OK) {
+        job_free(&j);
+        return rc;
+    }
+    return job_end(s, &j, r, "quantease", t0, err);
+}
+
+int cmd_awq(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    qsur_awq_opts o = qsur_awq_default();
+    long grid;
+    if (argc == 1) {
+        if (parse_long(argv[0], 1, 1000, &grid))
+            return qsur_fail(err, QSUR_ERR_ARG, "expected a grid size 1..1000, got '%s'", argv[0]);
+        o.grid = (int)grid;
+    }
+    wq_job j;
+    double t0 = seconds();
+    int rc = job_begin(s, "awq", &j, err);
+    if (rc != QSUR_OK)
+        return rc;
+    qsur_awq_result res;
+    rc = qsur_awq(&j.L, &s->wq, &o, j.Q, NULL, NULL, &res, &s->progress, err);
+    if (rc != QSUR_OK) {
+        job_free(&j);
+        return rc;
+    }
+    rep_num(r, "alpha", "best exponent a", res.alpha, "%.3f");
+    return job_end(s, &j, r, "awq", t0, err);
+}
