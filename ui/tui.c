@@ -180,6 +180,20 @@ static char *capture_command(tui *t, const char *line)
     return buf;
 }
 
+/* "   12. text" or "-> 12. text": one step of the `stack` listing. */
+static int is_step_line(const char *p)
+{
+    if (!strncmp(p, "->", 2) || !strncmp(p, "  ", 2))
+        p += 2;
+    while (*p == ' ')
+        p++;
+    if (*p < '0' || *p > '9')
+        return 0;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return p[0] == '.' && p[1] == ' ';
+}
+
 static void refresh_stack(tui *t, layer_state *l)
 {
     free_stack_lines(t);
@@ -191,14 +205,30 @@ static void refresh_stack(tui *t, layer_state *l)
                      layer_stack_depth(l) == 1 ? "" : "s") < 0)
             return;
     }
+    /* The panel is narrow: when `stack` lists numbered steps ("   1. rotate
+     * ...", "-> 2. ..." for the current one), show only those lines. */
+    int steps_only = 0;
+    for (char *p = text; p && *p && !steps_only; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        steps_only = is_step_line(p);
     for (char *p = text, *nl; *p; p = nl ? nl + 1 : p + strlen(p)) {
         nl = strchr(p, '\n');
         size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (steps_only && !is_step_line(p)) {
+            if (!nl)
+                break;
+            continue;
+        }
+        char *step = NULL;
+        if (steps_only && n >= 3) /* "-> " / "   " become "> " / "  ": narrow panel */
+            if (asprintf(&step, "%s%.*s", p[0] == '-' ? "> " : "  ", (int)(n - 3), p + 3) < 0)
+                step = NULL;
         char **q = realloc(t->stack_lines, (size_t)(t->nstack + 1) * sizeof *q);
-        if (!q)
+        if (!q) {
+            free(step);
             break;
+        }
         t->stack_lines = q;
-        if (!(q[t->nstack] = strndup(p, n)))
+        if (!(q[t->nstack] = step ? step : strndup(p, n)))
             break;
         t->nstack++;
         if (!nl)
