@@ -66,7 +66,17 @@ static int8_t *legendre_table(int64_t q)
     return chi;
 }
 
-int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err)
+/* Writes the ±1 Hadamard matrix of order m either as int8 (H8) or directly as
+ * floats times `scale` (Hf), so plans skip an m*m int8 pass. */
+#define SET(idx, v)                                  \
+    do {                                             \
+        if (H8)                                      \
+            H8[idx] = (int8_t)(v);                   \
+        else                                         \
+            Hf[idx] = (float)(v) * scale;            \
+    } while (0)
+
+static int hadamard_build(int64_t m, int8_t *H8, float *Hf, float scale, qsur_error *err)
 {
     int64_t q;
     qsur_hblock_kind kind = qsur_hadamard_kind(m, &q);
@@ -77,7 +87,7 @@ int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err)
     if (kind == QSUR_HBLOCK_SYLVESTER) {
         for (int64_t a = 0; a < m; a++)
             for (int64_t c = 0; c < m; c++)
-                H[a * m + c] = (__builtin_popcountll((unsigned long long)(a & c)) & 1) ? -1 : 1;
+                SET(a * m + c, (__builtin_popcountll((unsigned long long)(a & c)) & 1) ? -1 : 1);
         return QSUR_OK;
     }
     int8_t *chi = legendre_table(q);
@@ -88,14 +98,14 @@ int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err)
          * matrix; q ≡ 3 (mod 4) makes chi(-1) = -1, so S is skew and S S^T = q I,
          * giving H H^T = I + S S^T = (q + 1) I. */
         for (int64_t j = 0; j < m; j++)
-            H[j] = 1; /* row 0: 1 + 0 on the diagonal, 1 elsewhere */
+            SET(j, 1); /* row 0: 1 + 0 on the diagonal, 1 elsewhere */
         for (int64_t i = 1; i < m; i++) {
-            int8_t *row = H + i * m;
-            row[0] = -1;
+            int64_t row = i * m;
+            SET(row, -1);
             /* k runs through (j - i) mod q for j = 1..q without a division per entry. */
             int64_t k = (1 - i + q) % q;
             for (int64_t j = 1; j < m; j++) {
-                row[j] = (int8_t)(chi[k] + (i == j));
+                SET(row + j, chi[k] + (i == j));
                 if (++k == q)
                     k = 0;
             }
@@ -117,17 +127,24 @@ int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err)
                     if (++k == q)
                         k = 0;
                 }
-                int8_t *t = H + (2 * i) * m + 2 * j, *b = t + m;
+                int64_t t = (2 * i) * m + 2 * j, b = t + m;
                 if (v == 0) {
-                    t[0] = 1; t[1] = -1; b[0] = -1; b[1] = -1;
+                    SET(t, 1); SET(t + 1, -1); SET(b, -1); SET(b + 1, -1);
                 } else {
-                    t[0] = (int8_t)v; t[1] = (int8_t)v; b[0] = (int8_t)v; b[1] = (int8_t)-v;
+                    SET(t, v); SET(t + 1, v); SET(b, v); SET(b + 1, -v);
                 }
             }
         }
     }
     free(chi);
     return QSUR_OK;
+}
+
+#undef SET
+
+int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err)
+{
+    return hadamard_build(m, H, NULL, 1.0f, err);
 }
 
 /* Unnormalised butterflies over p2 "elements" that are each a contiguous vector
@@ -259,22 +276,11 @@ int qsur_hadamard_plan_new(qsur_hadamard_plan **out, int64_t n,
                 return rc;
             }
         } else {
-            int8_t *H = malloc((size_t)(m * m));
-            if (!H) {
-                qsur_hadamard_plan_free(p);
-                return qsur_fail(err, QSUR_ERR_NOMEM, "hadamard plan %lld: no memory",
-                                 (long long)n);
-            }
-            int rc = qsur_hadamard_matrix(m, H, err);
+            int rc = hadamard_build(m, NULL, p->block, (float)(1.0 / sqrt((double)m)), err);
             if (rc != QSUR_OK) {
-                free(H);
                 qsur_hadamard_plan_free(p);
                 return rc;
             }
-            float s = (float)(1.0 / sqrt((double)m));
-            for (int64_t i = 0; i < m * m; i++)
-                p->block[i] = (float)H[i] * s;
-            free(H);
         }
     }
     if (p->randomized) {

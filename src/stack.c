@@ -100,6 +100,9 @@ int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog
         qsur_transform_free(t);
         return rc;
     }
+    /* cur points into states[], which realloc may move: take what we need first. */
+    const double log_det = cur->log_det + t->log_det;
+    cur = NULL;
     /* Grow before touching the redo tail so a failure leaves the stack as it was. */
     if (st->cur + 2 > st->cap) {
         int cap = st->cap * 2;
@@ -115,7 +118,7 @@ int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog
     for (int i = st->cur + 1; i < st->count; i++)
         state_clear(&st->states[i]);
     next.step = t;
-    next.log_det = cur->log_det + t->log_det;
+    next.log_det = log_det;
     st->states[st->cur + 1] = next;
     st->cur++;
     st->count = st->cur + 1;

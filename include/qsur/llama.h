@@ -1,0 +1,294 @@
+/* The Llama-architecture runtime: model, forward pass, evaluation, capture.
+ *
+ * Model (same math as Karpathy's llama2.c run.c, Meta naming):
+ *     x = tok_embeddings[token]
+ *     for every layer N:
+ *         h  = rmsnorm(x, attention_norm)                 -> "layers.N.attention.in"
+ *         q, k, v = h wq^T, h wk^T, h wv^T; RoPE on q, k; online_qk(q), online_qk(k)
+ *                                                          -> ".attention.k", ".attention.v"
+ *         a  = causal GQA softmax(q k^T / sqrt(hs)) v
+ *         x += online_wo(a) wo^T                           -> ".attention.wo.in"
+ *         h  = rmsnorm(x, ffn_norm)                        -> ".feed_forward.in"
+ *         g  = silu(h w1^T) * (h w3^T)
+ *         x += online_w2(g) w2^T                           -> ".feed_forward.w2.in"
+ *     logits = rmsnorm(x, norm) output^T     (output = tok_embeddings when shared)
+ *
+ * RoPE convention: llama2.c/Meta rotate ADJACENT pairs (2i, 2i+1) of each head
+ * by angle pos * theta^(-2i/head_size). Hugging Face checkpoints store q_proj
+ * and k_proj with the rows of each head permuted for "rotate-half" (pair
+ * (i, i + hs/2)); the HF loader undoes that permutation and the HF writer
+ * applies it, so inside the engine every model is in the adjacent-pair layout.
+ *
+ * Every linear weight is `out x in` row-major (rows = output channels) and is
+ * held twice: `w`, the float weights that transforms (rotations, scalings,
+ * GPTQ updates) edit, and `wq`, an optional fake-quantized copy. The forward
+ * pass uses `wq` when it is set, so quantization can be changed or undone
+ * without touching `w`. */
+#ifndef QSUR_LLAMA_H
+#define QSUR_LLAMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "qsur/error.h"
+#include "qsur/progress.h"
+#include "qsur/quant.h"
+#include "qsur/tensor.h"
+#include "qsur/workspace.h"
+
+/* ---- configuration ------------------------------------------------------ */
+
+typedef struct {
+    int dim, hidden_dim, n_layers, n_heads, n_kv_heads;
+    int head_size;          /* dim / n_heads (filled by qsur_llama_config_check) */
+    int kv_dim;             /* head_size * n_kv_heads (filled likewise) */
+    int vocab_size, seq_len;
+    double rope_theta;      /* 10000 for llama2.c */
+    double norm_eps;        /* 1e-5 for llama2.c */
+    int shared_classifier;  /* 1: logits use tok_embeddings */
+} qsur_llama_config;
+
+/* A config with the llama2.c defaults (theta 10000, eps 1e-5, shared) and
+ * every size zero. */
+qsur_llama_config qsur_llama_config_default(void);
+/* Checks every size is positive, n_heads divides dim, n_kv_heads divides
+ * n_heads, head_size is even; fills head_size and kv_dim. `what` names the
+ * source (file) in the one-line message. */
+int qsur_llama_config_check(qsur_llama_config *c, const char *what, qsur_error *err);
+
+/* ---- model ------------------------------------------------------------- */
+
+typedef struct {
+    char name[QSUR_NAME_MAX]; /* Meta name, e.g. "layers.0.attention.wk" */
+    int64_t rows, cols;       /* out, in */
+    float *w;                 /* owned float weights, rows x cols */
+    float *wq;                /* owned fake-quantized copy or NULL (forward uses w) */
+} qsur_llama_linear;
+
+typedef struct {
+    float *attention_norm;    /* [dim] RMSNorm gain */
+    qsur_llama_linear wq, wk, wv, wo;
+    float *ffn_norm;          /* [dim] */
+    qsur_llama_linear w1, w2, w3;
+} qsur_llama_layer;
+
+/* An online transform applied in place to `nrows` rows of length `n` of the
+ * activation entering a linear layer (e.g. a Hadamard for QuaRot). The weight
+ * of that layer must hold the matching inverse (W R for rows x -> x R). */
+typedef struct {
+    void (*apply)(void *ctx, float *rows, int64_t nrows, int64_t n);
+    void *ctx;
+} qsur_llama_online;
+
+/* Run-time quantization and rotation hooks; all off by default. */
+typedef struct {
+    qsur_quant_spec act;      /* input of every per-layer linear (wq..w3), applied
+                                 to the T x in matrix, so QSUR_GRAN_ROW = per token;
+                                 bits >= 16: off. The classifier input stays float. */
+    qsur_quant_spec kv;       /* K (after RoPE) and V as they enter the cache, on
+                                 rows of head_size: QSUR_GRAN_ROW = per head per
+                                 token; bits >= 16: off */
+    qsur_llama_online qk;     /* rows of head_size of q and of k after RoPE, before
+                                 the KV cache (QuaRot's online Hadamard for K-cache
+                                 quantization); must be orthogonal so q.k is kept */
+    qsur_llama_online wo_in;  /* rows of head_size (one per head per token) */
+    qsur_llama_online w2_in;  /* rows of hidden_dim (one per token) */
+} qsur_llama_hooks;
+
+typedef struct qsur_llama {
+    qsur_llama_config cfg;
+    float *tok_embeddings;      /* [vocab][dim], owned */
+    qsur_llama_layer *layers;   /* [n_layers] */
+    float *norm;                /* [dim] final RMSNorm gain */
+    qsur_llama_linear output;   /* [vocab][dim]; when cfg.shared_classifier,
+                                   output.w == tok_embeddings (borrowed) */
+    qsur_llama_hooks hooks;
+} qsur_llama;
+
+/* Hooks with everything off (bits 16, no online transforms). */
+qsur_llama_hooks qsur_llama_hooks_none(void);
+
+/* A model with zeroed weights for a checked config (unit norms are NOT set). */
+int qsur_llama_new(qsur_llama **out, const qsur_llama_config *cfg, qsur_error *err);
+void qsur_llama_free(qsur_llama *m);
+
+/* Copies the Meta-named tensors (`prefix` + name, prefix may be NULL) of ws
+ * into a new model. Every tensor must exist with exactly its shape (1-D or
+ * 2-D); `output` is required iff !cfg->shared_classifier. Errors name the
+ * tensor and the expected shape. */
+int qsur_llama_from_workspace(qsur_llama **out, const qsur_workspace *ws,
+                              const char *prefix, const qsur_llama_config *cfg,
+                              qsur_error *err);
+/* Puts copies of the float weights `w` (not wq) into ws under Meta names;
+ * all-or-nothing. */
+int qsur_llama_to_workspace(const qsur_llama *m, qsur_workspace *ws, const char *prefix,
+                            qsur_error *err);
+
+/* Copies back into m every Meta-named tensor (`prefix` + name) that ws holds,
+ * e.g. after a rotation was applied to the workspace copies; tensors ws lacks
+ * are left alone. Shapes are checked for all before anything is copied
+ * (all-or-nothing). The wq copy of every updated linear is dropped (it would
+ * be stale): quantize again afterwards. *n_updated (may be NULL) gets the count. */
+int qsur_llama_sync_from_workspace(qsur_llama *m, const qsur_workspace *ws, const char *prefix,
+                                   int *n_updated, qsur_error *err);
+
+/* llama2.c checkpoint (see qsur/llama2c.h). */
+int qsur_llama_load_llama2c(qsur_llama **out, const char *path,
+                            const qsur_progress *prog, qsur_error *err);
+/* Hugging Face Llama directory: config.json plus model.safetensors or a
+ * sharded model.safetensors.index.json; F32/F16/BF16. */
+int qsur_llama_load_hf(qsur_llama **out, const char *dir,
+                       const qsur_progress *prog, qsur_error *err);
+/* A directory -> HF, a file -> llama2.c. */
+int qsur_llama_load(qsur_llama **out, const char *path, const qsur_progress *prog,
+                    qsur_error *err);
+/* Writes dir/config.json and dir/model.safetensors (each atomically; dir must
+ * exist) from the float weights `w`. dtype: "F32", "F16" or "BF16". */
+int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
+                       qsur_error *err);
+
+/* Gives the classifier its own copy of tok_embeddings (needed before folding
+ * the final norm into it or transforming it apart from the embedding). */
+int qsur_llama_untie_classifier(qsur_llama *m, qsur_error *err);
+
+/* Number of per-layer linears (7 * n_layers) and the i-th one in the order
+ * layer 0: wq wk wv wo w1 w2 w3, layer 1: ... The classifier is not included. */
+int qsur_llama_linear_count(const qsur_llama *m);
+qsur_llama_linear *qsur_llama_linear_at(qsur_llama *m, int i);
+/* By Meta name ("layers.3.feed_forward.w2", or "output"); NULL if unknown. */
+qsur_llama_linear *qsur_llama_linear_find(qsur_llama *m, const char *name);
+
+/* Sets wq = Q(w) for every per-layer linear (embeddings and classifier stay
+ * float, as in QuaRot/OSTQuant). All-or-nothing: on error or interruption the
+ * previous wq copies are kept. */
+int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
+                                const qsur_progress *prog, qsur_error *err);
+/* Sets wq = Q(w) for one linear (replacing an older copy). */
+int qsur_llama_quantize_linear(qsur_llama_linear *l, const qsur_quant_spec *spec,
+                               qsur_error *err);
+/* Frees every wq copy: the forward pass uses the float weights again. */
+void qsur_llama_dequantize_weights(qsur_llama *m);
+
+/* ---- forward pass -------------------------------------------------------- */
+
+typedef struct {
+    double gemm;       /* seconds in sgemm for the linears and classifier */
+    double attention;  /* scores, softmax, P V (including their sgemm) */
+    double quant;      /* activation and KV fake quantization */
+    double other;      /* embedding, norms, RoPE, SwiGLU, online transforms, loss */
+} qsur_llama_timers;
+
+struct qsur_llama_capture_sink; /* private to llama_capture.c */
+
+/* Buffers for B sequences of up to max_seq positions, allocated once
+ * (llama2.c's RunState). Activation buffers are (B*T) x features row-major,
+ * row b*T + t for sequence b, position t of the current call. */
+typedef struct {
+    int max_batch, max_seq;
+    int dim, hidden_dim, kv_dim, n_heads, head_size, n_layers, vocab_size;
+    float *x;          /* [B*S][dim]    residual stream */
+    float *xb;         /* [B*S][dim]    normed input / attention output */
+    float *xb2;        /* [B*S][dim]    linear output */
+    float *q;          /* [B*S][dim] */
+    float *k, *v;      /* [B*S][kv_dim] K, V of the current call */
+    float *hb, *hb2;   /* [B*S][hidden] */
+    float *xq;         /* [B*S][max(dim,hidden)] quantized linear input */
+    float *att;        /* [32][S]         one block of one head's scores */
+    float *key_cache;  /* [L][B][S][kv_dim] */
+    float *value_cache;
+    float *rope_cos, *rope_sin; /* [S][head_size/2] */
+    float *logits;     /* [B*S][vocab] */
+    int pos;           /* positions already in the cache (next free position) */
+    qsur_llama_timers timers;
+    struct qsur_llama_capture_sink *capture; /* NULL unless capturing */
+} qsur_llama_state;
+
+int qsur_llama_state_new(qsur_llama_state **out, const qsur_llama *m, int max_batch,
+                         int max_seq, qsur_error *err);
+void qsur_llama_state_free(qsur_llama_state *s);
+
+/* Runs B sequences of T new tokens (tokens[b*T + t]) at positions pos..pos+T-1,
+ * attending to the cached positions 0..pos-1 of the same sequences (pos = 0:
+ * a fresh batch). Writes logits[(b*T + t) * vocab + j] into s->logits and
+ * sets s->pos = pos + T. Checks tokens, B <= max_batch, pos + T <= max_seq,
+ * and that the state was made for this model's shape. */
+int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *tokens,
+                       int B, int T, int pos, qsur_error *err);
+
+/* Building blocks (exposed for methods that re-implement pieces, e.g. a
+ * backward pass): out = x / sqrt(mean(x^2) + eps) * g, per row. out may be x. */
+void qsur_llama_rmsnorm(float *out, const float *x, const float *g, int64_t rows,
+                        int64_t n, double eps);
+/* Rotates the adjacent pairs of every head of `rows` rows of n_heads*head_size
+ * values, row r at position pos0 + r; cos/sin tables [pos][head_size/2]. */
+void qsur_llama_rope(float *x, int64_t rows, int n_heads, int head_size, int pos0,
+                     const float *cos_t, const float *sin_t);
+/* g[i] = silu(g[i]) * u[i]. */
+void qsur_llama_swiglu(float *g, const float *u, int64_t n);
+
+/* ---- evaluation ---------------------------------------------------------- */
+
+/* A token stream (uint16 little-endian file) split into sequences. */
+typedef struct {
+    int *ids;          /* owned, n values */
+    int64_t n;
+    int seq_len;       /* the file's sequence length */
+} qsur_tokens;
+
+/* Loads path; the byte size must be even and the token count a positive
+ * multiple of seq_len; every id must be < vocab_size (message names the file,
+ * index and value). */
+int qsur_tokens_load(qsur_tokens *t, const char *path, int seq_len, int vocab_size,
+                     qsur_error *err);
+void qsur_tokens_free(qsur_tokens *t);
+
+typedef struct {
+    double nll;          /* mean negative log-likelihood per predicted token (nats) */
+    double ppl;          /* exp(nll) */
+    int64_t n_predicted; /* tokens scored: n_seqs * (seq_len - 1) */
+    int n_seqs;
+} qsur_llama_ppl;
+
+/* Splits the stream into floor(n / seq_len) sequences of seq_len (0: the
+ * file's), uses the first max_seqs (0: all), scores every next token of each
+ * sequence. batch sequences run per forward call (0: 8). s may be NULL (a
+ * state is allocated); passing one accumulates its timers. Ticks progress
+ * per batch ("ppl"), value = running perplexity. */
+int qsur_llama_perplexity(const qsur_llama *m, qsur_llama_state *s, const qsur_tokens *t,
+                          int seq_len, int max_seqs, int batch,
+                          const qsur_progress *prog, qsur_llama_ppl *out,
+                          qsur_error *err);
+
+/* Greedy decoding: runs the prompt (n_prompt >= 1 tokens) then appends n_new
+ * argmax tokens to out[0..n_new-1] with the KV cache. s may be NULL. */
+int qsur_llama_generate(const qsur_llama *m, qsur_llama_state *s, const int *prompt,
+                        int n_prompt, int n_new, int *out, qsur_error *err);
+
+/* ---- activation capture -------------------------------------------------- */
+
+/* Runs calibration sequences (as in qsur_llama_perplexity) and puts into ws,
+ * for every layer N, tokens x features tensors:
+ *     layers.N.attention.in        [n][dim]     input of wq/wk/wv
+ *     layers.N.attention.wo.in     [n][dim]     input of wo (after wo_in hook)
+ *     layers.N.feed_forward.in     [n][dim]     input of w1/w3
+ *     layers.N.feed_forward.w2.in  [n][hidden]  input of w2 (after w2_in hook)
+ *     layers.N.attention.k         [n][kv_dim]  K after RoPE (and the qk hook)
+ *     layers.N.attention.v         [n][kv_dim]
+ * The values are those the float linear sees: after online transforms, BEFORE
+ * activation/KV fake quantization (the forward itself still applies the hooks).
+ * max_tokens > 0 keeps a seeded uniform random subset of that many token
+ * positions (the same rows for every tensor, in stream order). All-or-nothing.
+ * *n_tokens (may be NULL) receives n. */
+int qsur_llama_capture(const qsur_llama *m, qsur_llama_state *s, const qsur_tokens *t,
+                       int seq_len, int max_seqs, int batch, int64_t max_tokens,
+                       uint64_t seed, qsur_workspace *ws, int64_t *n_tokens,
+                       const qsur_progress *prog, qsur_error *err);
+
+/* Name of the captured activation that enters a weight:
+ * layers.N.attention.{wq,wk,wv} -> layers.N.attention.in,
+ * layers.N.attention.wo -> layers.N.attention.wo.in,
+ * layers.N.feed_forward.{w1,w3} -> layers.N.feed_forward.in,
+ * layers.N.feed_forward.w2 -> layers.N.feed_forward.w2.in.
+ * Writes into buf and returns it, or NULL for any other name. */
+const char *qsur_llama_input_of(const char *weight_name, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,197 @@
+/* Evaluation of a Llama model: token files, perplexity, greedy decoding. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "llama_sink.h"
+#include "qsur/llama.h"
+
+int qsur_tokens_load(qsur_tokens *t, const char *path, int seq_len, int vocab_size,
+                     qsur_error *err)
+{
+    memset(t, 0, sizeof *t);
+    if (seq_len < 1)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: sequence length %d must be >= 1", path, seq_len);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return qsur_fail(err, QSUR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0)
+        size = ftell(f);
+    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return qsur_fail(err, QSUR_ERR_IO, "%s: cannot determine the file size", path);
+    }
+    if (size % 2) {
+        fclose(f);
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: %ld bytes is odd (expected uint16 tokens)",
+                         path, size);
+    }
+    int64_t n = size / 2;
+    if (n == 0 || n % seq_len) {
+        fclose(f);
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: %lld tokens is not a positive multiple of "
+                         "the sequence length %d", path, (long long)n, seq_len);
+    }
+    unsigned char *raw = malloc((size_t)size);
+    int *ids = qsur_alloc((size_t)n, sizeof(int));
+    if (!raw || !ids) {
+        free(raw);
+        free(ids);
+        fclose(f);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate %lld tokens", path, (long long)n);
+    }
+    size_t got = fread(raw, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) {
+        free(raw);
+        free(ids);
+        return qsur_fail(err, QSUR_ERR_IO, "%s: short read (%zu of %ld bytes)", path, got, size);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        ids[i] = raw[2 * i] | (raw[2 * i + 1] << 8); /* little-endian on any host */
+        if (ids[i] >= vocab_size) {
+            int v = ids[i];
+            free(raw);
+            free(ids);
+            return qsur_fail(err, QSUR_ERR_FORMAT, "%s: token %lld = %d is not below the "
+                             "vocabulary size %d", path, (long long)i, v, vocab_size);
+        }
+    }
+    free(raw);
+    t->ids = ids;
+    t->n = n;
+    t->seq_len = seq_len;
+    return QSUR_OK;
+}
+
+void qsur_tokens_free(qsur_tokens *t)
+{
+    free(t->ids);
+    memset(t, 0, sizeof *t);
+}
+
+int qsur_llama_plan_sequences(const qsur_tokens *t, int *seq_len, int *n_seqs, int *batch,
+                              qsur_error *err)
+{
+    if (*seq_len == 0)
+        *seq_len = t->seq_len;
+    if (*seq_len < 2)
+        return qsur_fail(err, QSUR_ERR_ARG, "sequence length %d: need at least 2 tokens", *seq_len);
+    int64_t avail = t->n / *seq_len;
+    if (avail < 1)
+        return qsur_fail(err, QSUR_ERR_ARG, "%lld tokens hold no sequence of %d",
+                         (long long)t->n, *seq_len);
+    if (*n_seqs <= 0 || *n_seqs > avail)
+        *n_seqs = avail > (1 << 30) ? (1 << 30) : (int)avail;
+    if (*batch <= 0)
+        *batch = 8;
+    if (*batch > *n_seqs)
+        *batch = *n_seqs;
+    return QSUR_OK;
+}
+
+int qsur_llama_perplexity(const qsur_llama *m, qsur_llama_state *s, const qsur_tokens *t,
+                          int seq_len, int max_seqs, int batch, const qsur_progress *prog,
+                          qsur_llama_ppl *out, qsur_error *err)
+{
+    memset(out, 0, sizeof *out);
+    int n_seqs = max_seqs;
+    int rc = qsur_llama_plan_sequences(t, &seq_len, &n_seqs, &batch, err);
+    if (rc)
+        return rc;
+    qsur_llama_state *own = NULL;
+    if (!s) {
+        if ((rc = qsur_llama_state_new(&own, m, batch, seq_len, err)))
+            return rc;
+        s = own;
+    } else if (s->max_batch < batch || s->max_seq < seq_len) {
+        if (s->max_seq < seq_len)
+            return qsur_fail(err, QSUR_ERR_ARG, "perplexity: run state holds %d positions, "
+                             "sequences have %d", s->max_seq, seq_len);
+        batch = s->max_batch;
+    }
+    int V = m->cfg.vocab_size;
+    double nll = 0;
+    int64_t count = 0;
+    for (int first = 0; first < n_seqs && !rc; first += batch) {
+        int B = n_seqs - first < batch ? n_seqs - first : batch;
+        const int *tok = t->ids + (int64_t)first * seq_len;
+        rc = qsur_llama_forward(m, s, tok, B, seq_len, 0, err);
+        if (rc)
+            break;
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (int bi = 0; bi < B; bi++)
+            for (int p = 0; p + 1 < seq_len; p++) {
+                const float *lg = s->logits + ((int64_t)bi * seq_len + p) * V;
+                float mx = lg[0];
+                for (int j = 1; j < V; j++)
+                    mx = lg[j] > mx ? lg[j] : mx;
+                double sum = 0;
+                for (int j = 0; j < V; j++)
+                    sum += exp((double)lg[j] - mx);
+                int next = tok[(int64_t)bi * seq_len + p + 1];
+                nll += log(sum) + mx - lg[next];
+                count++;
+            }
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        s->timers.other += (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+        if (!isfinite(nll))
+            rc = qsur_fail(err, QSUR_ERR_NUMERIC, "perplexity: non-finite loss in sequences "
+                           "%d..%d", first, first + B - 1);
+        else
+            rc = qsur_progress_tick(prog, (double)(first + B) / n_seqs, "ppl", exp(nll / count), err);
+    }
+    qsur_llama_state_free(own);
+    if (rc)
+        return rc;
+    out->nll = nll / (double)count;
+    out->ppl = exp(out->nll);
+    out->n_predicted = count;
+    out->n_seqs = n_seqs;
+    return QSUR_OK;
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+int qsur_llama_generate(const qsur_llama *m, qsur_llama_state *s, const int *prompt,
+                        int n_prompt, int n_new, int *out, qsur_error *err)
+{
+    if (n_prompt < 1 || n_new < 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "generate: prompt of %d tokens, %d new "
+                         "(need >= 1 and >= 0)", n_prompt, n_new);
+    if (n_new == 0)
+        return QSUR_OK;
+    int total = n_prompt + n_new - 1; /* the last token is never fed back */
+    qsur_llama_state *own = NULL;
+    int rc;
+    if (!s) {
+        if ((rc = qsur_llama_state_new(&own, m, 1, total, err)))
+            return rc;
+        s = own;
+    } else if (s->max_seq < total) {
+        return qsur_fail(err, QSUR_ERR_ARG, "generate: %d positions needed, run state holds %d",
+                         total, s->max_seq);
+    }
+    int V = m->cfg.vocab_size;
+    rc = qsur_llama_forward(m, s, prompt, 1, n_prompt, 0, err);
+    if (!rc)
+        out[0] = argmax(s->logits + (int64_t)(n_prompt - 1) * V, V);
+    for (int i = 1; i < n_new && !rc; i++) {
+        rc = qsur_llama_forward(m, s, &out[i - 1], 1, 1, n_prompt + i - 1, err);
+        if (!rc)
+            out[i] = argmax(s->logits, V);
+    }
+    qsur_llama_state_free(own);
+    return rc;
+}

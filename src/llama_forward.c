@@ -1,0 +1,369 @@
+/* The Llama forward pass over a batch of sequences (llama2.c's forward(), but
+ * each linear is ONE sgemm over all B*T tokens and attention is two sgemm per
+ * head), with a KV cache for incremental decoding and the quantization and
+ * online-rotation hooks of qsur_llama_hooks.
+ *
+ * Block functions take explicit buffers so that a backward pass can mirror
+ * them one by one: rmsnorm -> linears -> rope -> attention -> linear ->
+ * residual -> rmsnorm -> linears -> swiglu -> linear -> residual. */
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "llama_sink.h"
+#include "qsur/llama.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Rows of queries per attention block: scores of a block only reach the keys
+ * up to its last row, so causal attention does about half the full T x S work. */
+#define ATT_BLOCK 32
+
+/* ---- state --------------------------------------------------------------- */
+
+void qsur_llama_state_free(qsur_llama_state *s)
+{
+    if (!s)
+        return;
+    free(s->x);
+    free(s->xb);
+    free(s->xb2);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->hb);
+    free(s->hb2);
+    free(s->xq);
+    free(s->att);
+    free(s->key_cache);
+    free(s->value_cache);
+    free(s->rope_cos);
+    free(s->rope_sin);
+    free(s->logits);
+    free(s);
+}
+
+int qsur_llama_state_new(qsur_llama_state **out, const qsur_llama *m, int max_batch,
+                         int max_seq, qsur_error *err)
+{
+    *out = NULL;
+    const qsur_llama_config *c = &m->cfg;
+    if (max_batch < 1 || max_seq < 1 || max_batch > (1 << 16) || max_seq > (1 << 20))
+        return qsur_fail(err, QSUR_ERR_ARG, "run state: batch %d x seq %d out of range "
+                         "(1..65536 x 1..1048576)", max_batch, max_seq);
+    if ((int64_t)max_batch * max_seq > INT32_MAX / 64)
+        return qsur_fail(err, QSUR_ERR_ARG, "run state: batch %d x seq %d = too many rows for "
+                         "BLAS int dimensions", max_batch, max_seq);
+    qsur_llama_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "run state: out of memory");
+    s->max_batch = max_batch;
+    s->max_seq = max_seq;
+    s->dim = c->dim;
+    s->hidden_dim = c->hidden_dim;
+    s->kv_dim = c->kv_dim;
+    s->n_heads = c->n_heads;
+    s->head_size = c->head_size;
+    s->n_layers = c->n_layers;
+    s->vocab_size = c->vocab_size;
+    size_t N = (size_t)max_batch * (size_t)max_seq, S = (size_t)max_seq;
+    size_t wide = (size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
+    size_t cache = (size_t)c->n_layers * N * (size_t)c->kv_dim;
+    s->x = qsur_alloc(N, (size_t)c->dim * sizeof(float));
+    s->xb = qsur_alloc(N, (size_t)c->dim * sizeof(float));
+    s->xb2 = qsur_alloc(N, (size_t)c->dim * sizeof(float));
+    s->q = qsur_alloc(N, (size_t)c->dim * sizeof(float));
+    s->k = qsur_alloc(N, (size_t)c->kv_dim * sizeof(float));
+    s->v = qsur_alloc(N, (size_t)c->kv_dim * sizeof(float));
+    s->hb = qsur_alloc(N, (size_t)c->hidden_dim * sizeof(float));
+    s->hb2 = qsur_alloc(N, (size_t)c->hidden_dim * sizeof(float));
+    s->xq = qsur_alloc(N, wide * sizeof(float));
+    s->att = qsur_alloc(S < ATT_BLOCK ? S : ATT_BLOCK, S * sizeof(float));
+    s->key_cache = qsur_alloc(cache, sizeof(float));
+    s->value_cache = qsur_alloc(cache, sizeof(float));
+    s->rope_cos = qsur_alloc(S, (size_t)(c->head_size / 2) * sizeof(float));
+    s->rope_sin = qsur_alloc(S, (size_t)(c->head_size / 2) * sizeof(float));
+    s->logits = qsur_alloc(N, (size_t)c->vocab_size * sizeof(float));
+    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->hb || !s->hb2 ||
+        !s->xq || !s->att || !s->key_cache || !s->value_cache || !s->rope_cos ||
+        !s->rope_sin || !s->logits) {
+        qsur_llama_state_free(s);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "run state: cannot allocate buffers for "
+                         "batch %d x seq %d", max_batch, max_seq);
+    }
+    /* Angles in double: pos * theta^(-2i/hs) loses ~1e-4 rad in float at
+     * pos 4096, which is visible in the logits. */
+    int half = c->head_size / 2;
+    for (int p = 0; p < max_seq; p++)
+        for (int i = 0; i < half; i++) {
+            double a = p * pow(c->rope_theta, -2.0 * i / c->head_size);
+            s->rope_cos[(size_t)p * half + i] = (float)cos(a);
+            s->rope_sin[(size_t)p * half + i] = (float)sin(a);
+        }
+    *out = s;
+    return QSUR_OK;
+}
+
+/* ---- building blocks ----------------------------------------------------- */
+
+void qsur_llama_rmsnorm(float *out, const float *x, const float *g, int64_t rows,
+                        int64_t n, double eps)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *o = out + r * n;
+        double ss = 0;
+        for (int64_t j = 0; j < n; j++)
+            ss += (double)xr[j] * xr[j];
+        float inv = (float)(1.0 / sqrt(ss / (double)n + eps));
+        for (int64_t j = 0; j < n; j++)
+            o[j] = xr[j] * inv * g[j];
+    }
+}
+
+void qsur_llama_rope(float *x, int64_t rows, int n_heads, int head_size, int pos0,
+                     const float *cos_t, const float *sin_t)
+{
+    int half = head_size / 2;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *c = cos_t + (int64_t)(pos0 + r) * half;
+        const float *s = sin_t + (int64_t)(pos0 + r) * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (r * n_heads + h) * head_size;
+            for (int i = 0; i < half; i++) {
+                float a = v[2 * i], b = v[2 * i + 1];
+                v[2 * i] = a * c[i] - b * s[i];
+                v[2 * i + 1] = a * s[i] + b * c[i];
+            }
+        }
+    }
+}
+
+void qsur_llama_swiglu(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ---- pieces of the forward pass ------------------------------------------ */
+
+/* The input a linear actually sees: `in` itself, or its per-token fake
+ * quantization in s->xq when activation quantization is on. */
+static int linear_input(const qsur_llama *m, qsur_llama_state *s, const float *in,
+                        int64_t N, int64_t cols, const float **use, qsur_error *err)
+{
+    *use = in;
+    if (m->hooks.act.bits >= 16)
+        return QSUR_OK;
+    double t0 = now();
+    int rc = qsur_fake_quant(&m->hooks.act, in, N, cols, s->xq, NULL, err);
+    s->timers.quant += now() - t0;
+    *use = s->xq;
+    return rc;
+}
+
+/* out[N][rows] = in[N][cols] W^T (W row-major rows x cols; wq when set). */
+static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float *in,
+                   int64_t N, float *out)
+{
+    const float *w = l->wq ? l->wq : l->w;
+    double t0 = now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols,
+                1.0f, in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);
+    s->timers.gemm += now() - t0;
+}
+
+static void capture(qsur_llama_state *s, int kind, int layer, const float *x, int64_t cols)
+{
+    if (s->capture)
+        qsur_llama_sink_rows(s->capture, kind, layer, x, cols);
+}
+
+static float *cache_row(const qsur_llama_state *s, float *cache, int layer, int b, int p)
+{
+    return cache + (((size_t)layer * s->max_batch + b) * s->max_seq + p) * s->kv_dim;
+}
+
+/* q [B*T][dim] against the cached K/V of positions 0..pos+T-1 -> out [B*T][dim].
+ * Query head h reads kv head h / (n_heads / n_kv_heads) (grouped-query). */
+static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B, int T,
+                      int pos, float *out)
+{
+    double t0 = now();
+    const qsur_llama_config *c = &m->cfg;
+    int hs = c->head_size, group = c->n_heads / c->n_kv_heads;
+    float scale = (float)(1.0 / sqrt((double)hs)), inv_sum[ATT_BLOCK];
+    for (int b = 0; b < B; b++) {
+        const float *kc = cache_row(s, s->key_cache, layer, b, 0);
+        const float *vc = cache_row(s, s->value_cache, layer, b, 0);
+        for (int h = 0; h < c->n_heads; h++) {
+            int g = h / group;
+            for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
+                int R = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
+                int S = pos + r0 + R; /* keys 0..S-1 are visible to some row of the block */
+                const float *qh = s->q + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
+                /* att[R][S] = scale * Q_h K_g^T (row-major; lda = dim, ldb = kv_dim) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, S, hs, scale, qh,
+                            c->dim, kc + (size_t)g * hs, c->kv_dim, 0.0f, s->att, S);
+                for (int t = 0; t < R; t++) {
+                    float *a = s->att + (size_t)t * S;
+                    int last = pos + r0 + t; /* causal: keys 0..last */
+                    float mx = a[0];
+                    for (int j = 1; j <= last; j++)
+                        mx = a[j] > mx ? a[j] : mx;
+                    float sum = 0;
+                    for (int j = 0; j <= last; j++) {
+                        a[j] = expf(a[j] - mx);
+                        sum += a[j];
+                    }
+                    inv_sum[t] = 1.0f / sum;
+                    for (int j = last + 1; j < S; j++)
+                        a[j] = 0.0f;
+                }
+                /* out_h[R][hs] = P[R][S] V_g[S][hs] (ldc = dim: heads side by side),
+                 * with the softmax normalisation applied to the R x hs result
+                 * instead of the R x S probabilities. */
+                float *oh = out + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hs, S, 1.0f, s->att,
+                            S, vc + (size_t)g * hs, c->kv_dim, 0.0f, oh, c->dim);
+                for (int t = 0; t < R; t++)
+                    for (int i = 0; i < hs; i++)
+                        oh[(size_t)t * c->dim + i] *= inv_sum[t];
+            }
+        }
+    }
+    s->timers.attention += now() - t0;
+}
+
+/* K and V of the current call -> (fake-quantized) -> cache positions pos.. */
+static int store_kv(const qsur_llama *m, qsur_llama_state *s, int layer, int B, int T,
+                    int pos, qsur_error *err)
+{
+    int64_t N = (int64_t)B * T, kv = m->cfg.kv_dim, hs = m->cfg.head_size;
+    if (m->hooks.kv.bits < 16) {
+        double t0 = now();
+        /* rows of head_size: QSUR_GRAN_ROW = one scale per head per token */
+        int rc = qsur_fake_quant(&m->hooks.kv, s->k, N * kv / hs, hs, s->k, NULL, err);
+        if (!rc)
+            rc = qsur_fake_quant(&m->hooks.kv, s->v, N * kv / hs, hs, s->v, NULL, err);
+        s->timers.quant += now() - t0;
+        if (rc)
+            return rc;
+    }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t r = ((size_t)b * T + t) * kv;
+            memcpy(cache_row(s, s->key_cache, layer, b, pos + t), s->k + r, kv * sizeof(float));
+            memcpy(cache_row(s, s->value_cache, layer, b, pos + t), s->v + r, kv * sizeof(float));
+        }
+    return QSUR_OK;
+}
+
+static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B, int T,
+                         int pos, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    const qsur_llama_layer *L = &m->layers[l];
+    int64_t N = (int64_t)B * T, d = c->dim, h = c->hidden_dim;
+    const float *in;
+    int rc;
+
+    /* attention block */
+    qsur_llama_rmsnorm(s->xb, s->x, L->attention_norm, N, d, c->norm_eps);
+    capture(s, QSUR_CAP_ATTN_IN, l, s->xb, d);
+    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+        return rc;
+    linear(s, &L->wq, in, N, s->q);
+    linear(s, &L->wk, in, N, s->k);
+    linear(s, &L->wv, in, N, s->v);
+    for (int b = 0; b < B; b++) { /* row b*T + t sits at position pos + t */
+        qsur_llama_rope(s->q + (size_t)b * T * d, T, c->n_heads, c->head_size, pos,
+                        s->rope_cos, s->rope_sin);
+        qsur_llama_rope(s->k + (size_t)b * T * c->kv_dim, T, c->n_kv_heads, c->head_size, pos,
+                        s->rope_cos, s->rope_sin);
+    }
+    if (m->hooks.qk.apply) {
+        m->hooks.qk.apply(m->hooks.qk.ctx, s->q, N * c->n_heads, c->head_size);
+        m->hooks.qk.apply(m->hooks.qk.ctx, s->k, N * c->n_kv_heads, c->head_size);
+    }
+    capture(s, QSUR_CAP_K, l, s->k, c->kv_dim);
+    capture(s, QSUR_CAP_V, l, s->v, c->kv_dim);
+    if ((rc = store_kv(m, s, l, B, T, pos, err)))
+        return rc;
+    attention(m, s, l, B, T, pos, s->xb);
+    if (m->hooks.wo_in.apply)
+        m->hooks.wo_in.apply(m->hooks.wo_in.ctx, s->xb, N * c->n_heads, c->head_size);
+    capture(s, QSUR_CAP_WO_IN, l, s->xb, d);
+    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+        return rc;
+    linear(s, &L->wo, in, N, s->xb2);
+    for (int64_t i = 0; i < N * d; i++)
+        s->x[i] += s->xb2[i];
+
+    /* feed-forward block: w2(silu(w1 x) * w3 x) */
+    qsur_llama_rmsnorm(s->xb, s->x, L->ffn_norm, N, d, c->norm_eps);
+    capture(s, QSUR_CAP_FFN_IN, l, s->xb, d);
+    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+        return rc;
+    linear(s, &L->w1, in, N, s->hb);
+    linear(s, &L->w3, in, N, s->hb2);
+    qsur_llama_swiglu(s->hb, s->hb2, N * h);
+    if (m->hooks.w2_in.apply)
+        m->hooks.w2_in.apply(m->hooks.w2_in.ctx, s->hb, N, h);
+    capture(s, QSUR_CAP_W2_IN, l, s->hb, h);
+    if ((rc = linear_input(m, s, s->hb, N, h, &in, err)))
+        return rc;
+    linear(s, &L->w2, in, N, s->xb2);
+    for (int64_t i = 0; i < N * d; i++)
+        s->x[i] += s->xb2[i];
+    return QSUR_OK;
+}
+
+int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *tokens,
+                       int B, int T, int pos, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    if (s->dim != c->dim || s->hidden_dim != c->hidden_dim || s->kv_dim != c->kv_dim ||
+        s->n_heads != c->n_heads || s->head_size != c->head_size ||
+        s->n_layers != c->n_layers || s->vocab_size != c->vocab_size)
+        return qsur_fail(err, QSUR_ERR_ARG, "forward: run state was made for another model shape");
+    if (B < 1 || B > s->max_batch || T < 1 || pos < 0 || pos + T > s->max_seq)
+        return qsur_fail(err, QSUR_ERR_ARG, "forward: batch %d x %d tokens at position %d "
+                         "exceeds the run state (batch %d, seq %d)", B, T, pos, s->max_batch,
+                         s->max_seq);
+    if (pos > 0 && pos != s->pos)
+        return qsur_fail(err, QSUR_ERR_ARG, "forward: position %d but the KV cache holds %d",
+                         pos, s->pos);
+    int64_t N = (int64_t)B * T;
+    for (int64_t i = 0; i < N; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return qsur_fail(err, QSUR_ERR_ARG, "forward: token %lld = %d out of range 0..%d",
+                             (long long)i, tokens[i], c->vocab_size - 1);
+    double t0 = now();
+    qsur_llama_timers before = s->timers;
+    s->pos = 0; /* the cache is invalid until this call completes */
+    for (int64_t i = 0; i < N; i++)
+        memcpy(s->x + i * c->dim, m->tok_embeddings + (size_t)tokens[i] * c->dim,
+               (size_t)c->dim * sizeof(float));
+    int rc = QSUR_OK;
+    for (int l = 0; l < c->n_layers && !rc; l++)
+        rc = layer_forward(m, s, l, B, T, pos, err);
+    if (!rc) {
+        qsur_llama_rmsnorm(s->x, s->x, m->norm, N, c->dim, c->norm_eps);
+        if (!s->capture)
+            linear(s, &m->output, s->x, N, s->logits);
+        s->pos = pos + T;
+    }
+    double spent = now() - t0;
+    s->timers.other += spent - (s->timers.gemm - before.gemm) -
+                       (s->timers.attention - before.attention) -
+                       (s->timers.quant - before.quant);
+    return rc;
+}
