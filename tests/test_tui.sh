@@ -202,4 +202,19 @@ for term in screen linux; do
   wait_for "EXIT=0" 5 && pass || fail "F10 quits under TERM=$term"
 done
 
+# ------------------------------------------------ the `tui` command in the REPL
+keys clear Enter
+keys "HOME='$T' '$QSUR_BIN'; echo EXIT=\$?" Enter
+wait_for "qsur" 5
+keys "run sample_data/sample.qs" Enter
+wait_for "layer output error" 10
+keys "tui" Enter
+wait_for "QSUR and quantization error" 10 && pass || fail "\`tui\` at the prompt opens the TUI on the session"
+keys q
+wait_for "tui                        closed" 5 && pass || fail "q returns to the REPL"
+keys "echo back at the prompt" Enter
+wait_for "back at the prompt" 5 && pass || fail "the REPL reads commands again after the TUI"
+keys "quit" Enter
+wait_for "EXIT=0" 5 && pass || fail "the REPL exits cleanly after using the TUI"
+
 finish
