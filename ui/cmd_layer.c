@@ -5,6 +5,7 @@
 #include <string.h>
 #include "commands.h"
 #include "layer_state.h"
+#include "plot.h"
 #include "qsur/loader.h"
 #include "qsur/stats.h"
 
@@ -255,33 +256,44 @@ int cmd_outliers(session *s, int argc, char **argv, report *r, qsur_error *err)
             rep_cell_num(r, median > 0 ? st[idx[i]].absmax / median : INFINITY, "%.1fx");
         }
         rep_table_end(r);
+        double *absmax = malloc((size_t)cols * sizeof *absmax);
+        if (absmax) {
+            for (int64_t j = 0; j < cols; j++)
+                absmax[j] = st[j].absmax;
+            plot_style ps = plot_style_for(s);
+            plot_lines pl = {0};
+            char title[QSUR_NAME_MAX + 64];
+            snprintf(title, sizeof title, "%s: channel absmax ('!' = outlier, > %g x median)", which, k);
+            plot_channel_bars(&pl, &ps, absmax, cols, k * median, 0, title);
+            plot_lines_to_report(&pl, r);
+            plot_lines_free(&pl);
+            free(absmax);
+        }
     }
     free(idx);
     free(st);
     return rc;
 }
 
-/* Bins as a table with a proportional bar (the plots module draws richer views). */
-static void hist_table(report *r, const qsur_hist *h)
+int cmd_heatmap(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
-    int64_t peak = 1;
-    for (int i = 0; i < h->nbins; i++)
-        if (h->counts[i] > peak)
-            peak = h->counts[i];
-    static const char *const keys[] = {"lo", "hi", "count", "bar"};
-    static const int widths[] = {11, 11, 9, -40};
-    rep_table_begin(r, "bins", 4, keys, widths);
-    char bar[41];
-    for (int i = 0; i < h->nbins; i++) {
-        int len = (int)((double)h->counts[i] * 40.0 / (double)peak + 0.5);
-        memset(bar, '#', (size_t)len);
-        bar[len] = '\0';
-        rep_cell_num(r, h->edges[i], "%.4g");
-        rep_cell_num(r, h->edges[i + 1], "%.4g");
-        rep_cell_int(r, h->counts[i]);
-        rep_cell_str(r, bar);
-    }
-    rep_table_end(r);
+    const float *a;
+    int64_t rows, cols;
+    const char *which;
+    int rc = pick_side(s, &argc, &argv, &a, &rows, &cols, &which, err);
+    if (rc != QSUR_OK)
+        return rc;
+    if (argc > 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: heatmap [x|w]");
+    rep_str(r, "tensor", "tensor", which);
+    rep_int(r, "rows", "rows", rows);
+    rep_int(r, "channels", "channels", cols);
+    plot_style ps = plot_style_for(s);
+    plot_lines pl = {0};
+    plot_heatmap(&pl, &ps, a, rows, cols);
+    plot_lines_to_report(&pl, r);
+    plot_lines_free(&pl);
+    return QSUR_OK;
 }
 
 int cmd_hist(session *s, int argc, char **argv, report *r, qsur_error *err)
@@ -312,7 +324,18 @@ int cmd_hist(session *s, int argc, char **argv, report *r, qsur_error *err)
     rep_int(r, "bins", "bins", h->nbins);
     rep_str(r, "rule", "bin rule", h->rule == QSUR_BINS_FIXED ? "fixed"
                                    : h->rule == QSUR_BINS_STURGES ? "sturges" : "freedman-diaconis");
-    hist_table(r, h);
+    rep_json_nums(r, "edges", h->edges, h->nbins + 1);
+    rep_json_ints(r, "counts", h->counts, h->nbins);
+    plot_style st = plot_style_for(s);
+    plot_lines pl = {0};
+    char title[QSUR_NAME_MAX + 64];
+    if (channel >= 0)
+        snprintf(title, sizeof title, "%s channel %ld", which, channel);
+    else
+        snprintf(title, sizeof title, "%s (all values)", which);
+    plot_hist_v(&pl, &st, h->counts, h->nbins, h->lo, h->hi, 0, title);
+    plot_lines_to_report(&pl, r);
+    plot_lines_free(&pl);
     qsur_hist_free(h);
     return QSUR_OK;
 }

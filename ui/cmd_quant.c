@@ -4,6 +4,8 @@
 #include <string.h>
 #include "commands.h"
 #include "layer_state.h"
+#include "plot.h"
+#include "qsur/stats.h"
 
 /* One option of a quantizer: sym, asym, tensor, row|channel|token, gN, clip=R, clip=search. */
 static int parse_quant_opt(const char *o, qsur_quant_spec *q, qsur_error *err)
@@ -193,4 +195,101 @@ int cmd_error(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (m.has_x && m.has_w)
         rep_num(r, "output_error", "layer output error", m.out_err, "%.6g");
     return QSUR_OK;
+}
+
+/* absmax of every column of a (rows x cols) and the outlier threshold
+ * (outlier_k x median absmax), via the engine's channel statistics. */
+static int column_absmax(session *s, const float *a, int64_t rows, int64_t cols, double *out,
+                         double *threshold, qsur_error *err)
+{
+    qsur_channel_stat *st = malloc((size_t)cols * sizeof *st);
+    int64_t *idx = malloc((size_t)cols * sizeof *idx), count;
+    double median = 0;
+    int rc = st && idx ? QSUR_OK : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    if (rc == QSUR_OK)
+        rc = qsur_channel_stats(a, rows, cols, st, &s->progress, err);
+    if (rc == QSUR_OK)
+        rc = qsur_outlier_channels(st, cols, s->set.outlier_k, idx, &count, &median, err);
+    for (int64_t j = 0; rc == QSUR_OK && j < cols; j++)
+        out[j] = st[j].absmax;
+    *threshold = s->set.outlier_k * median;
+    free(st);
+    free(idx);
+    return rc;
+}
+
+static void compare_row(report *r, const char *metric, double before, double after, const char *fmt)
+{
+    rep_cell_str(r, metric);
+    rep_cell_num(r, before, fmt);
+    rep_cell_num(r, after, fmt);
+    rep_cell_num(r, after - before, fmt);
+}
+
+int cmd_compare(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    layer_state *l = session_layer(s, err);
+    if (!l)
+        return QSUR_ERR_ARG;
+    layer_metrics b, a;
+    int rc = layer_metrics_compute(s, l, 1, &b, err);
+    if (rc == QSUR_OK)
+        rc = layer_metrics_compute(s, l, 0, &a, err);
+    if (rc != QSUR_OK)
+        return rc;
+    rep_str(r, "layer", "layer", l->name);
+    rep_int(r, "transforms", "transforms on stack", layer_stack_depth(l));
+    static const char *const keys[] = {"metric", "before", "after", "change"};
+    static const int widths[] = {-18, 12, 12, 12};
+    rep_table_begin(r, "metrics", 4, keys, widths);
+    if (a.has_x) {
+        compare_row(r, "X log10 QSUR", b.qx.log10_qsur, a.qx.log10_qsur, "%.4f");
+        compare_row(r, "X QSUR^(1/d)", b.qx.per_dim, a.qx.per_dim, "%.6f");
+        compare_row(r, "X SQNR dB", b.ex.sqnr_db, a.ex.sqnr_db, "%.3f");
+    }
+    if (a.has_w) {
+        compare_row(r, "W log10 QSUR", b.qw.log10_qsur, a.qw.log10_qsur, "%.4f");
+        compare_row(r, "W QSUR^(1/d)", b.qw.per_dim, a.qw.per_dim, "%.6f");
+        compare_row(r, "W SQNR dB", b.ew.sqnr_db, a.ew.sqnr_db, "%.3f");
+    }
+    if (a.has_x && a.has_w)
+        compare_row(r, "output error", b.out_err, a.out_err, "%.6g");
+    rep_table_end(r);
+
+    /* The picture: channel absmax before and after, on one scale. */
+    layer_view vb, va;
+    rc = layer_view_get(s, l, 1, &vb, err);
+    if (rc == QSUR_OK)
+        rc = layer_view_get(s, l, 0, &va, err);
+    if (rc != QSUR_OK)
+        return rc;
+    int use_w = !va.x || (argc == 1 && !strcmp(argv[0], "w"));
+    if (argc == 1 && strcmp(argv[0], "w") && strcmp(argv[0], "x"))
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: compare [x|w]");
+    if (use_w && !va.w)
+        return qsur_fail(err, QSUR_ERR_ARG, "layer %s has no weight", l->name);
+    int64_t rows = use_w ? va.m : va.n, d = va.d;
+    double *before = malloc((size_t)d * sizeof *before), *after = malloc((size_t)d * sizeof *after);
+    if (!before || !after) {
+        free(before);
+        free(after);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    /* Outliers are judged against each state's own median, as `outliers` does. */
+    double tb = 0, ta = 0;
+    rc = column_absmax(s, use_w ? vb.w : vb.x, rows, d, before, &tb, err);
+    if (rc == QSUR_OK)
+        rc = column_absmax(s, use_w ? va.w : va.x, rows, d, after, &ta, err);
+    if (rc == QSUR_OK) {
+        plot_style ps = plot_style_for(s);
+        plot_lines pl = {0};
+        plot_channel_bars_pair(&pl, &ps, before, after, d, tb, ta,
+                               use_w ? "W channel absmax, before" : "X channel absmax, before",
+                               use_w ? "W channel absmax, after" : "X channel absmax, after");
+        plot_lines_to_report(&pl, r);
+        plot_lines_free(&pl);
+    }
+    free(before);
+    free(after);
+    return rc;
 }

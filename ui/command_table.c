@@ -10,11 +10,11 @@ static const char *const set_words[] = {"format", "errexit", "color", "outlier_k
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w:sym", "w:asym", "a:sym", "a:asym",
                                           "w:g128", "a:token", "w:clip=search", NULL};
-static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 static const char *const gptq_words[] = {"act", "damp=0.01", NULL};
 static const char *const quantease_words[] = {"outliers=0.005", "init=gptq", "init=rtn", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
+static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
     /* ---- load and look ---- */
@@ -55,6 +55,11 @@ const command command_table[] = {
      "Bins are automatic (Freedman-Diaconis, or Sturges when the IQR is 0) unless BINS\n"
      "or `set bins N` fixes them.",
      cmd_hist},
+    {"heatmap", 0, 1, 0, COMPLETE_WORDS, side_words, "heatmap [x|w]",
+     "heatmap of |values|, rows x channels, max-pooled to the terminal",
+     "Shades |x| of the current activation (tokens x channels) or weight, max-pooled so\n"
+     "every outlier survives the downsampling, with a legend of the value range.",
+     cmd_heatmap},
 
     /* ---- quantize and measure ---- */
     {"quant", 0, 6, CMD_LOGGED, COMPLETE_WORDS, quant_words,
@@ -78,6 +83,11 @@ const command command_table[] = {
      "reports each one's MSE, relative Frobenius error and SQNR (dB), and the layer output\n"
      "error ||X W^T - Q(X) Q(W)^T||_F / ||X W^T||_F.",
      cmd_error},
+    {"compare", 0, 1, 0, COMPLETE_WORDS, side_words, "compare [x|w]",
+     "before/after the transform stack: QSUR, SQNR, output error and channel absmax",
+     "A table of every metric on the original layer and after its transforms, with the\n"
+     "change, and the channel absmax bars of both states on one scale ('!' = outlier).",
+     cmd_compare},
     {"gptq", 0, 2, CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [act] [damp=P]",
      "GPTQ the current layer's weight on its activations; compare with RTN",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"

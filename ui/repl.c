@@ -106,7 +106,7 @@ char **repl_candidates(const session *s, const char *line, int start, const char
 {
     *want_files = 0;
     /* The command being completed starts after the last ';' outside quotes. */
-    int seg = 0;
+    int seg = 0, qpos = 0;
     char quote = 0;
     for (int i = 0; i < start && line[i]; i++) {
         if (quote) {
@@ -116,17 +116,16 @@ char **repl_candidates(const session *s, const char *line, int start, const char
                 quote = 0;
         } else if (line[i] == '\'' || line[i] == '"') {
             quote = line[i];
+            qpos = i;
         } else if (line[i] == ';') {
             seg = i + 1;
         }
     }
-    char *prefix = strndup(line + seg, (size_t)(start - seg));
+    /* Inside an open quote the word being completed starts at the quote. */
+    int end = quote ? qpos : start;
+    char *prefix = strndup(line + seg, (size_t)(end > seg ? end - seg : 0));
     if (!prefix)
         return NULL;
-    /* An opening quote of the word being completed is not part of the prefix. */
-    size_t pl = strlen(prefix);
-    if (quote && pl && prefix[pl - 1] == quote)
-        prefix[pl - 1] = '\0';
     char *words[64];
     qsur_error err;
     int nw = command_tokenize(prefix, words, 64, &err);
