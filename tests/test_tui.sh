@@ -131,8 +131,8 @@ wait_for "ok: qsur" 5
 qline=$(grep '^  X log10 QSUR' "$T/base" | head -1 | sed 's/ *$//')
 wait_for "${qline#  }" 5 && pass || fail "the command line runs qsur: [${qline}] not in the output"
 # (capture-pane trims trailing blanks: type on after Tab to see the space)
-keys : h e Tab q s Tab e
-wait_for ":help qsur e" 3 && pass || fail "Tab completes he to help and qs to qsur (with the spaces)"
+keys : h e l Tab q s Tab e
+wait_for ":help qsur e" 3 && pass || fail "Tab completes hel to help and qs to qsur (with the spaces)"
 keys C-u h e l p Enter
 wait_for "help NAME shows a command's usage and details." 5 && pass || fail "the command line runs help"
 keys : b o g u s Enter
