@@ -215,6 +215,16 @@ const command command_table[] = {
      "circle reach the maximum QSUR, pi/4 = 0.785: what rotations and smoothing do\n"
      "to real activations in d dimensions.",
      cmd_demo},
+    /* ---- front ends ---- */
+    {"tui", 0, 0, 0, COMPLETE_NONE, NULL, "tui",
+     "open the full-screen workbench (ncurses) on this session",
+     "Opens the TUI on the current session (the same as starting with `qsur --tui`):\n"
+     "layer list, channel absmax bars with outliers marked, QSUR and quantization\n"
+     "error before/after the transform stack, the stack, a command line and a\n"
+     "teaching view. Keys run commands (h = rotate hadamard, s = scale smooth,\n"
+     "u = undo, ...), so they are logged and `save FILE` replays them; F1 lists\n"
+     "them (docs/tui.md). q or F10 comes back here.",
+     cmd_tui},
 };
 
 const int command_count = (int)(sizeof command_table / sizeof command_table[0]);

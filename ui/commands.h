@@ -32,6 +32,8 @@ HANDLER(cmd_quant);
 HANDLER(cmd_qsur);
 HANDLER(cmd_error);
 HANDLER(cmd_compare);
+/* cmd_tui.c */
+HANDLER(cmd_tui);
 
 /* cmd_transform.c */
 HANDLER(cmd_rotate);
