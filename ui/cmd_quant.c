@@ -5,7 +5,7 @@
 #include "commands.h"
 #include "layer_state.h"
 #include "plot.h"
-#include "qsur/stats.h"
+#include "channel_analysis.h"
 
 /* One option of a quantizer: sym, asym, tensor, row|channel|token, gN, clip=R, clip=search. */
 static int parse_quant_opt(const char *o, qsur_quant_spec *q, qsur_error *err)
@@ -200,27 +200,6 @@ int cmd_error(session *s, int argc, char **argv, report *r, qsur_error *err)
     return QSUR_OK;
 }
 
-/* absmax of every column of a (rows x cols) and the outlier threshold
- * (outlier_k x median absmax), via the engine's channel statistics. */
-static int column_absmax(session *s, const float *a, int64_t rows, int64_t cols, double *out,
-                         double *threshold, qsur_error *err)
-{
-    qsur_channel_stat *st = malloc((size_t)cols * sizeof *st);
-    int64_t *idx = malloc((size_t)cols * sizeof *idx), count;
-    double median = 0;
-    int rc = st && idx ? QSUR_OK : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    if (rc == QSUR_OK)
-        rc = qsur_channel_stats(a, rows, cols, st, &s->progress, err);
-    if (rc == QSUR_OK)
-        rc = qsur_outlier_channels(st, cols, s->set.outlier_k, idx, &count, &median, err);
-    for (int64_t j = 0; rc == QSUR_OK && j < cols; j++)
-        out[j] = st[j].absmax;
-    *threshold = s->set.outlier_k * median;
-    free(st);
-    free(idx);
-    return rc;
-}
-
 static void compare_row(report *r, const char *metric, double before, double after, const char *fmt)
 {
     rep_cell_str(r, metric);
@@ -272,27 +251,22 @@ int cmd_compare(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (use_w && !va.w)
         return qsur_fail(err, QSUR_ERR_ARG, "layer %s has no weight", l->name);
     int64_t rows = use_w ? va.m : va.n, d = va.d;
-    double *before = malloc((size_t)d * sizeof *before), *after = malloc((size_t)d * sizeof *after);
-    if (!before || !after) {
-        free(before);
-        free(after);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    }
     /* Outliers are judged against each state's own median, as `outliers` does. */
-    double tb = 0, ta = 0;
-    rc = column_absmax(s, use_w ? vb.w : vb.x, rows, d, before, &tb, err);
-    if (rc == QSUR_OK)
-        rc = column_absmax(s, use_w ? va.w : va.x, rows, d, after, &ta, err);
+    channel_analysis before, after;
+    rc = channel_analysis_run(s, use_w ? vb.w : vb.x, rows, d, s->set.outlier_k, &before, err);
+    if (rc != QSUR_OK)
+        return rc;
+    rc = channel_analysis_run(s, use_w ? va.w : va.x, rows, d, s->set.outlier_k, &after, err);
     if (rc == QSUR_OK) {
         plot_style ps = plot_style_for(s);
         plot_lines pl = {0};
-        plot_channel_bars_pair(&pl, &ps, before, after, d, tb, ta,
+        plot_channel_bars_pair(&pl, &ps, before.absmax, after.absmax, d, before.threshold, after.threshold,
                                use_w ? "W channel absmax, before" : "X channel absmax, before",
                                use_w ? "W channel absmax, after" : "X channel absmax, after");
         plot_lines_to_report(&pl, r);
         plot_lines_free(&pl);
+        channel_analysis_free(&after);
     }
-    free(before);
-    free(after);
+    channel_analysis_free(&before);
     return rc;
 }
