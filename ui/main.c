@@ -51,6 +51,11 @@ int main(int argc, char **argv)
             } else {
                 rc = script_run_string(&s, argv[++i], "-c") != QSUR_OK;
             }
+        } else if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "-c")) {
+            fprintf(stderr, "qsur: %s needs an argument (%s)\n", argv[i],
+                    argv[i][1] == 'f' ? "a script FILE" : "'CMD; CMD'");
+            session_free(&s);
+            return 2;
         } else if (!strcmp(argv[i], "--json")) {
             s.set.format = FORMAT_JSON;
         } else if (!strcmp(argv[i], "--tui")) {
