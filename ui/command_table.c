@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include "commands.h"
 
-static const char *const set_words[] = {"format", "errexit", "color", "outlier_k", "alpha",
+static const char *const set_words[] = {"format", "errexit", "echo", "color", "outlier_k", "alpha",
                                         "cube", "bins", "error_tokens", "seed", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
@@ -155,6 +155,7 @@ const command command_table[] = {
      "show or change a setting (format, errexit, outlier_k, alpha, cube, ...)",
      "set format human|json   human tables, or one JSON object per command\n"
      "set errexit on|off      scripts stop at the first error (default on)\n"
+     "set echo on|off         scripts print each command (as `qsur> CMD`) before running it\n"
      "set color on|off        ANSI colour in plots (never when NO_COLOR is set)\n"
      "set outlier_k K         a channel is an outlier when absmax > K x median absmax (default 8)\n"
      "set alpha A             confidence level of the QSUR ellipsoid (default 0.99)\n"

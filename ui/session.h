@@ -14,6 +14,7 @@
 typedef struct {
     report_format format;      /* set format human|json */
     int errexit;               /* set errexit on|off (scripts stop at the first error) */
+    int echo;                  /* set echo on|off: scripts print each command before it runs */
     int color;                 /* ANSI colour allowed (tty and no NO_COLOR) */
     int utf8;                  /* the locale is UTF-8: block characters allowed */
     int progress;              /* draw progress lines (stderr is a tty) */
