@@ -156,6 +156,34 @@ static int eval_ppl(const qsur_ostquant *o, const qsur_tokens *eval, int T, doub
     return rc;
 }
 
+#define SELECT_EVERY 10
+
+/* Loss of the current parameters on the selection batch; snapshot when best.
+ * Uses o->best_ema for the best selection loss. */
+static int select_check(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape, const int *sel,
+                        const float *zsel, int B, int T, qsur_error *err)
+{
+    qsur_ostquant_fuse_into(o, fm);
+    fm->hooks = qsur_llama_hooks_none();
+    fm->hooks.act = o->aspec;
+    fm->hooks.kv = o->kvspec;
+    qsur_llama_rotations_attach(o->rot, fm);
+    int rc = QSUR_OK;
+    if (o->wspec.bits < 16 && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
+        return rc;
+    if ((rc = qsur_llama_train_forward(fm, tape, sel, B, T, err)))
+        return rc;
+    double kl, loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, tape->logits, zsel, sel, B, T,
+                                              o->cfg.vocab_size, NULL, &kl);
+    o->last_select = loss;
+    if (loss < o->best_ema) {
+        o->best_ema = loss;
+        o->best_step = o->step;
+        snapshot(o, 1);
+    }
+    return QSUR_OK;
+}
+
 int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
                         const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err)
 {
@@ -218,6 +246,20 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     }
     qsur_llama_online_t ot = qsur_llama_rotations_transpose(o->rot);
     qsur_llama *fm = o->fm;
+    /* The selection batch: the first B sequences of the order, fixed, so "best"
+     * compares parameters on the same tokens (minibatch losses differ by more
+     * than the progress between steps). Checked every SELECT_EVERY steps. */
+    int *sel = malloc((size_t)N * sizeof(int));
+    float *zsel = malloc((size_t)(N * V) * sizeof(float));
+    if (!rc && (!sel || !zsel))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory");
+    for (int b = 0; b < B && !rc; b++)
+        for (int t = 0; t < T; t++)
+            sel[b * T + t] = calib->ids[(int64_t)perm[b] * calib->seq_len + t];
+    if (!rc && !(rc = qsur_llama_forward(&teacher, st, sel, B, T, 0, err)))
+        memcpy(zsel, st->logits, (size_t)(N * V) * sizeof(float));
+    if (!rc && !isfinite(o->best_ema))
+        rc = select_check(o, fm, tape, sel, zsel, B, T, err);
     while (!rc && o->step < o->opts.steps) {
         for (int b = 0; b < B; b++) {
             int sidx = perm[(int)(((int64_t)o->step * B + b) % nseq)];
@@ -257,13 +299,6 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         }
         if (rc || (rc = qsur_ostquant_param_grads(o, fm, grads, dr, drov, dls, err)))
             break;
-        /* track the best parameters (those that produced this loss) before stepping */
-        o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
-        if (o->ema < o->best_ema) {
-            o->best_ema = o->ema;
-            o->best_step = o->step;
-            snapshot(o, 1);
-        }
         if ((rc = qsur_stiefel_adam_step(o->opt_res, o->r_res, dr, o->opts.lr, err)))
             break;
         int64_t hs2 = (int64_t)c->head_size * c->head_size;
@@ -274,6 +309,10 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         if (o->opts.learn_scales)
             qsur_adam_step(o->opt_ls, o->ls, dls, o->opts.lr_scale);
         o->step++;
+        o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
+        if ((o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
+            (rc = select_check(o, fm, tape, sel, zsel, B, T, err)))
+            break;
         qsur_ostquant_log row = {o->step, loss, kl, NAN};
         if (eval && o->opts.eval_every > 0 &&
             (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps))
@@ -285,16 +324,18 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         }
         char what[64];
         if (isnan(row.ppl))
-            snprintf(what, sizeof what, "ostq %d/%d kl=%.4f", o->step, o->opts.steps, kl);
+            snprintf(what, sizeof what, "ostq %d/%d kl=%.4f sel=%.4f", o->step, o->opts.steps, kl, o->last_select);
         else
             snprintf(what, sizeof what, "ostq %d/%d ppl=%.3f", o->step, o->opts.steps, row.ppl);
         rc = qsur_progress_tick(prog, (double)o->step / o->opts.steps, what, loss, err);
     }
-    /* the loss of the final parameters is unknown (no step after them): keep the
-     * best-EMA snapshot on success and on interruption alike */
+    /* keep the best parameters on the selection batch (the final ones were
+     * checked too), on success and on interruption alike */
     if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && isfinite(o->best_ema))
         snapshot(o, 0);
     free(teacher.layers);
+    free(sel);
+    free(zsel);
     qsur_llama_tape_free(tape);
     qsur_llama_grads_free(grads);
     qsur_llama_state_free(st);

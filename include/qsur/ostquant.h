@@ -95,9 +95,12 @@ typedef struct qsur_ostquant {
     double *r_ov;                   /* [L][n_kv][hs*hs] */
     double *ls;                     /* log scales: [L][d] attn, [L][kv] ov, [L][d] ffn, [L][hd] ud */
     int64_t n_ls;
-    /* best parameters so far (lowest EMA of the training loss) */
+    /* best parameters so far: lowest loss on a fixed selection batch of the
+     * calibration stream (checked every 10 steps and at the end) */
     double *best_r_res, *best_r_ov, *best_ls;
-    double best_ema, ema;
+    double best_ema;                /* the best selection loss (INFINITY before the first) */
+    double ema;                     /* EMA of the training loss, for display */
+    double last_select;             /* the latest selection loss */
     int best_step;
     /* optimiser state */
     qsur_stiefel_adam *opt_res, **opt_ov;
