@@ -44,6 +44,9 @@ HANDLER(cmd_gptq);
 HANDLER(cmd_quantease);
 HANDLER(cmd_awq);
 
+/* cmd_ostquant.c */
+HANDLER(cmd_ostquant);
+
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);
