@@ -8,7 +8,7 @@
 #include "qsur/hadamard.h"
 #include "qsur/llama_train.h"
 
-typedef struct {
+typedef struct qsur_llama_rotations {
     qsur_hadamard_plan *w2;   /* hidden_dim, or NULL */
     qsur_hadamard_plan *qk;   /* head_size, or NULL */
 } qsur_llama_rotations;
