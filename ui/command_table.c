@@ -13,6 +13,9 @@ static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w:sy
 static const char *const gptq_words[] = {"act", "damp=0.01", NULL};
 static const char *const quantease_words[] = {"outliers=0.005", "init=gptq", "init=rtn", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", NULL};
+static const char *const ostquant_words[] = {"layer", "model", "steps=", "lr=", "loss=kltop", "loss=ce",
+                                             "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
+                                             "calib=", "eval=", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
@@ -107,6 +110,22 @@ const command command_table[] = {
      "Searches s_j = mean|X_j|^a over a grid of GRID+1 exponents in [0,1] (default 20),\n"
      "quantizes W diag(s), unscales, and keeps the a with the lowest output error.",
      cmd_awq},
+
+    {"ostquant", 1, 16, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, ostquant_words,
+     "ostquant layer [steps=N] [lr=X] [block=B] [no-scale] | ostquant model calib=FILE [OPTS]",
+     "OSTQuant: learn orthogonal + scaling transforms through the quantizers (STE)",
+     "layer  the current layer: R = H B (Hadamard, then learned block-diagonal orthogonal\n"
+     "       blocks of B channels, default 256) and S minimising ||XW^T - Q(X S^-1 R) Q(W S R)^T||;\n"
+     "       pushes a scale step and a dense rotation step onto the layer's stack.\n"
+     "       steps=100 lr=0.02 (Cayley-Adam) block=256 seed=N no-scale\n"
+     "model  the loaded model with the session's w/a/kv quantizers: global residual rotation,\n"
+     "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
+     "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
+     "       model is replaced by the fused, weight-quantized one (docs/ostquant.md).\n"
+     "       calib=FILE (uint16 tokens, required) eval=FILE (scored only) steps=150 lr=0.02\n"
+     "       lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4 seqs=N seq-len=N eval-every=N\n"
+     "       seed=N no-womi no-scale. Ctrl-C keeps the best transforms so far.",
+     cmd_ostquant},
 
     /* ---- transform ---- */
     {"rotate", 1, 2, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words, "rotate hadamard|rhadamard|random [SEED] | rotate pca",

@@ -5,6 +5,7 @@
 #include "layer_state.h"
 #include "qsur/llama.h"
 #include "session.h"
+#include "qsur/llama_rotations.h"
 
 void session_init(session *s, FILE *out)
 {
@@ -34,6 +35,7 @@ void session_free(session *s)
     free(s->log.lines);
     free(s->log_override);
     qsur_llama_free(s->model);
+    qsur_llama_rotations_free(s->model_rot);
     qsur_workspace_clear(&s->ws);
     memset(s, 0, sizeof *s);
 }

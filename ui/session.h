@@ -40,6 +40,8 @@ typedef struct session {
     qsur_quant_spec wq, aq;    /* weight and activation quantizers */
     qsur_quant_spec kvq;       /* KV-cache quantizer of the model (bits 16 = off) */
     struct qsur_llama *model;  /* the loaded model (`model load`), or NULL; owned */
+    struct qsur_llama_rotations *model_rot; /* online Hadamards the model's hooks point at
+                                              (set by `ostquant model`), owned, or NULL */
     char model_path[4096];     /* where it came from, for reports and export */
     struct layer_state *layers; /* one per layer the user has selected (see layer_state.h) */
     int nlayers, layers_cap;
