@@ -1,7 +1,8 @@
 /* What one live update of the workbench costs on a 4096-channel layer: the
  * first metrics (eigen-decomposition of the original covariances), then each
  * transform's push and the incremental metrics after it, as the TUI does.
- * Usage: bench_layer_update [D] [TOKENS]   (default 4096 4096) */
+ * Usage: bench_layer_update [D] [TOKENS]   (default 4096 5120: more tokens than
+ * channels, or the covariance is singular and QSUR is 0 by definition) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,7 @@ static double metrics(session *s, int base)
 
 int main(int argc, char **argv)
 {
-    int64_t d = argc > 1 ? atoll(argv[1]) : 4096, n = argc > 2 ? atoll(argv[2]) : 4096, m = d;
+    int64_t d = argc > 1 ? atoll(argv[1]) : 4096, n = argc > 2 ? atoll(argv[2]) : 5120, m = d;
     FILE *sink = fopen("/dev/null", "w");
     session s;
     session_init(&s, sink);
