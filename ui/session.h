@@ -38,6 +38,7 @@ typedef struct session {
     qsur_quant_spec kvq;       /* KV-cache quantizer of the model (bits 16 = off) */
     struct qsur_llama *model;  /* the loaded model (`model load`), or NULL; owned */
     char model_path[4096];     /* where it came from, for reports and export */
+    struct model_state *mstate; /* rotations, calibration, quantization of the model (model_state.h) */
     struct layer_state *layers; /* one per layer the user has selected (see layer_state.h) */
     int nlayers, layers_cap;
     int current;               /* index into layers, -1 when none */
