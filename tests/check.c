@@ -1,3 +1,4 @@
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,31 @@ void check_report(int ok, const char *file, int line, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+}
+
+static uint64_t check_rng_state;
+
+void check_seed(uint64_t seed)
+{
+    check_rng_state = seed;
+}
+
+double check_uniform(void)
+{
+    uint64_t z = (check_rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+}
+
+double check_gauss(void)
+{
+    /* Arguments are evaluated in order here (two statements), as in the
+     * expression each test used to inline. */
+    double u1 = check_uniform();
+    double u2 = check_uniform();
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 int check_done(void)

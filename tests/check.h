@@ -5,6 +5,7 @@
 #define QSUR_CHECK_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 
 extern int check_passed, check_failed;
@@ -19,6 +20,13 @@ const char *check_source(const char *rel);
 /* A fresh temporary directory for this test (created once, removed by nobody:
  * it lives under $TMPDIR so CI machines throw it away). */
 const char *check_tmpdir(void);
+
+/* Test data: splitmix64 + Box-Muller, deliberately separate from the engine's
+ * qsur_rng so that a bug there cannot shape the data that tests it. One stream
+ * per test process; check_seed() restarts it. */
+void check_seed(uint64_t seed);
+double check_uniform(void); /* in (0, 1) */
+double check_gauss(void);   /* N(0, 1) */
 
 #define CHECK(cond) check_report(!!(cond), __FILE__, __LINE__, "%s", #cond)
 #define CHECK_MSG(cond, ...) check_report(!!(cond), __FILE__, __LINE__, __VA_ARGS__)

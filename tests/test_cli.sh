@@ -79,6 +79,14 @@ done
 # save/history: the log holds state-changing commands only
 "$QSUR_BIN" -c "set outlier_k 4; echo x; set bins 12; save $T/saved.qs" >/dev/null
 expect_eq "$(grep -v '^#' "$T/saved.qs")" $'set outlier_k 4\nset bins 12' "save writes the logged commands"
+# options: a missing argument and an unknown option are usage errors (exit 2)
+"$QSUR_BIN" -f >/dev/null 2>"$T/err"; rc=$?
+expect_eq "$rc" 2 "-f without a file"
+expect_grep "qsur: -f needs an argument (a script FILE)" "$T/err" "-f message"
+"$QSUR_BIN" --bogus >/dev/null 2>"$T/err"; rc=$?
+expect_eq "$rc" 2 "unknown option"
+expect_grep "qsur: unknown option '--bogus'" "$T/err" "unknown option message"
+
 # display settings are not part of a replay
 "$QSUR_BIN" -c "set format json; set color off; set bins 7; save $T/saved2.qs" >/dev/null
 expect_eq "$(grep -v '^#' "$T/saved2.qs")" 'set bins 7' "format/color are not logged"

@@ -8,27 +8,13 @@
 #include "check.h"
 #include "qsur/qsur.h"
 
-/* splitmix64 + Box-Muller: deterministic test data. */
-static uint64_t rng_state = 12345;
-static double urand(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
-static double nrand(void)
-{
-    return sqrt(-2.0 * log(urand())) * cos(2.0 * M_PI * urand());
-}
 
 /* Random orthogonal d x d (row-major) from the QR of a Gaussian matrix. */
 static void random_orthogonal(double *Q, int d)
 {
     double *tau = malloc((size_t)d * sizeof *tau);
     for (int i = 0; i < d * d; i++)
-        Q[i] = nrand();
+        Q[i] = check_gauss();
     CHECK(LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, d, d, Q, d, tau) == 0);
     CHECK(LAPACKE_dorgqr(LAPACK_ROW_MAJOR, d, d, d, Q, d, tau) == 0);
     free(tau);
@@ -161,7 +147,7 @@ static void test_isotropic(void)
     enum { N = 20000, D = 8 };
     float *z = malloc(sizeof(float) * N * D), *x = malloc(sizeof(float) * N * D);
     for (int i = 0; i < N * D; i++)
-        z[i] = (float)nrand();
+        z[i] = (float)check_gauss();
     qsur_error err;
     qsur_result r0, r;
     /* Scale invariance. sigma = 2^-7 and 2^7 scale the float data exactly, so
@@ -195,7 +181,7 @@ static void test_singular(void)
     enum { N = 200, D = 64 };
     float *x = malloc(sizeof(float) * N * D);
     for (int i = 0; i < N * D; i++)
-        x[i] = (float)nrand();
+        x[i] = (float)check_gauss();
     CHECK_OK(qsur_compute(x, 10, D, NULL, &r, NULL, &err), err);
     CHECK(r.singular && r.log10_qsur == -INFINITY && r.per_dim == 0.0);
     CHECK_MSG(strstr(r.reason, "n=10") && strstr(r.reason, "d=64"), "reason: %s", r.reason);
@@ -233,15 +219,15 @@ static void correlated(float *x, int n, int d)
 {
     double *A = malloc(sizeof(double) * d * d), *m = malloc(sizeof(double) * d);
     for (int i = 0; i < d * d; i++)
-        A[i] = nrand() / sqrt((double)d);
+        A[i] = check_gauss() / sqrt((double)d);
     for (int j = 0; j < d; j++) {
         A[j * d + j] += 1.0;
-        m[j] = 0.5 * nrand();
+        m[j] = 0.5 * check_gauss();
     }
     double *z = malloc(sizeof(double) * d);
     for (int r = 0; r < n; r++) {
         for (int k = 0; k < d; k++)
-            z[k] = nrand();
+            z[k] = check_gauss();
         for (int j = 0; j < d; j++) {
             double s = m[j];
             for (int k = 0; k < d; k++)
@@ -269,7 +255,7 @@ static void check_incremental(const float *x, int n, int d, int is_weight, qsur_
     float *y = malloc(sizeof(float) * n * d);
     random_orthogonal(R, d);
     for (int j = 0; j < d; j++)
-        s[j] = (float)(0.3 + 2.5 * urand());
+        s[j] = (float)(0.3 + 2.5 * check_uniform());
     /* Activation: X' = X S^-1 R, i.e. M = diag(1/s) R. Weight: W' = W S R, M = diag(s) R. */
     for (int a = 0; a < d; a++)
         for (int b = 0; b < d; b++)
@@ -356,6 +342,7 @@ static void test_incremental(void)
 
 int main(void)
 {
+    check_seed(12345);
     test_chi2();
     test_hand_2d();
     test_isotropic();

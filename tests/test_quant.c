@@ -7,15 +7,6 @@
 #include "check.h"
 #include "qsur/quant.h"
 
-static uint64_t rng_state = 777;
-static double urand(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
 
 static qsur_quant_spec spec(int bits, int sym, qsur_granularity g, int group, double clip)
 {
@@ -137,7 +128,7 @@ static void test_against_reference(void)
     enum { R = 7, C = 96 }; /* 96 = 6 full vector chunks; rows of groups of 32 and a 16-tail */
     float *x = malloc(sizeof(float) * R * C), *out = malloc(sizeof(float) * R * C);
     for (int i = 0; i < R * C; i++)
-        x[i] = (float)(4.0 * (urand() - 0.3) * (urand() < 0.05 ? 10 : 1));
+        x[i] = (float)(4.0 * (check_uniform() - 0.3) * (check_uniform() < 0.05 ? 10 : 1));
     qsur_granularity grans[3] = {QSUR_GRAN_TENSOR, QSUR_GRAN_ROW, QSUR_GRAN_GROUP};
     int groups[3] = {0, 0, 48};
     qsur_error err;
@@ -198,7 +189,7 @@ static void test_sqnr_law(void)
         int b = bits[k];
         qsur_quant_spec q = spec(b, 0, QSUR_GRAN_TENSOR, 0, 1.0);
         for (int i = 0; i < N; i++)
-            x[i] = (float)(2.0 * urand() - 1.0);
+            x[i] = (float)(2.0 * check_uniform() - 1.0);
         CHECK_OK(qsur_fake_quant(&q, x, 1, N, out, NULL, &err), err);
         qsur_error_metrics_compute(x, out, N, &m);
         CHECK_NEAR(m.sqnr_db, 20.0 * log10((1 << b) - 1.0), 0.3);
@@ -224,7 +215,7 @@ static void test_clip_search(void)
     float *x = malloc(sizeof(float) * R * C), *a = malloc(sizeof(float) * R * C),
           *b = malloc(sizeof(float) * R * C);
     for (int i = 0; i < R * C; i++)
-        x[i] = (float)((urand() < 0.5 ? -1 : 1) * log(urand()));
+        x[i] = (float)((check_uniform() < 0.5 ? -1 : 1) * log(check_uniform()));
     qsur_granularity grans[3] = {QSUR_GRAN_TENSOR, QSUR_GRAN_ROW, QSUR_GRAN_GROUP};
     qsur_error err;
     qsur_error_metrics m1, ms, mf;
@@ -267,9 +258,9 @@ static void test_metrics_and_layer(void)
     enum { N = 5, D = 7, M = 4 };
     float X[N * D], W[M * D], Xq[N * D], Wq[M * D];
     for (int i = 0; i < N * D; i++)
-        X[i] = (float)(2 * urand() - 1);
+        X[i] = (float)(2 * check_uniform() - 1);
     for (int i = 0; i < M * D; i++)
-        W[i] = (float)(2 * urand() - 1);
+        W[i] = (float)(2 * check_uniform() - 1);
     qsur_error err;
     qsur_quant_spec s = spec(4, 1, QSUR_GRAN_ROW, 0, 1.0);
     CHECK_OK(qsur_fake_quant(&s, X, N, D, Xq, NULL, &err), err);
@@ -304,6 +295,7 @@ static void test_metrics_and_layer(void)
 
 int main(void)
 {
+    check_seed(777);
     test_hand();
     test_against_reference();
     test_sqnr_law();

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "commands.h"
+#include "channel_analysis.h"
 #include "layer_state.h"
+#include "plot.h"
 #include "qsur/llama.h"
 #include "qsur/loader.h"
 #include "qsur/stats.h"
@@ -142,20 +144,6 @@ static int pick_side(session *s, int *argc, char ***argv, const float **a, int64
     return QSUR_OK;
 }
 
-static int channel_stats(session *s, const float *a, int64_t rows, int64_t cols,
-                         qsur_channel_stat **st, qsur_error *err)
-{
-    *st = malloc((size_t)cols * sizeof **st);
-    if (!*st)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    int rc = qsur_channel_stats(a, rows, cols, *st, &s->progress, err);
-    if (rc != QSUR_OK) {
-        free(*st);
-        *st = NULL;
-    }
-    return rc;
-}
-
 static void stat_row(report *r, int64_t j, const qsur_channel_stat *c)
 {
     rep_cell_int(r, j);
@@ -186,40 +174,29 @@ int cmd_stats(session *s, int argc, char **argv, report *r, qsur_error *err)
     } else if (argc != 0) {
         return qsur_fail(err, QSUR_ERR_ARG, "usage: stats [x|w] [CHANNEL | top K]");
     }
-    qsur_channel_stat *st;
-    rc = channel_stats(s, a, rows, cols, &st, err);
+    channel_analysis ca;
+    rc = channel_analysis_run(s, a, rows, cols, s->set.outlier_k, &ca, err);
     if (rc != QSUR_OK)
         return rc;
-    int64_t *idx = malloc((size_t)cols * sizeof *idx);
-    int64_t nout = 0;
-    double median = 0;
-    if (!idx) {
-        free(st);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    rep_str(r, "tensor", "tensor", which);
+    rep_int(r, "rows", "rows", rows);
+    rep_int(r, "channels", "channels", cols);
+    rep_num(r, "median_absmax", "median channel absmax", ca.median, "%.4g");
+    rep_int(r, "outliers", "outlier channels", ca.nout);
+    rep_num(r, "outlier_k", "  (absmax > k x median, k)", s->set.outlier_k, "%g");
+    static const char *const keys[] = {"channel", "min", "max", "absmax", "mean", "std", "kurtosis"};
+    static const int widths[] = {7, 10, 10, 10, 10, 10, 9};
+    rep_table_begin(r, "channels", 7, keys, widths);
+    if (channel >= 0) {
+        stat_row(r, channel, &ca.st[channel]);
+    } else {
+        int64_t k = qsur_topk_absmax(ca.st, cols, topk, ca.idx);
+        for (int64_t i = 0; i < k; i++)
+            stat_row(r, ca.idx[i], &ca.st[ca.idx[i]]);
     }
-    rc = qsur_outlier_channels(st, cols, s->set.outlier_k, idx, &nout, &median, err);
-    if (rc == QSUR_OK) {
-        rep_str(r, "tensor", "tensor", which);
-        rep_int(r, "rows", "rows", rows);
-        rep_int(r, "channels", "channels", cols);
-        rep_num(r, "median_absmax", "median channel absmax", median, "%.4g");
-        rep_int(r, "outliers", "outlier channels", nout);
-        rep_num(r, "outlier_k", "  (absmax > k x median, k)", s->set.outlier_k, "%g");
-        static const char *const keys[] = {"channel", "min", "max", "absmax", "mean", "std", "kurtosis"};
-        static const int widths[] = {7, 10, 10, 10, 10, 10, 9};
-        rep_table_begin(r, "channels", 7, keys, widths);
-        if (channel >= 0) {
-            stat_row(r, channel, &st[channel]);
-        } else {
-            int64_t k = qsur_topk_absmax(st, cols, topk, idx);
-            for (int64_t i = 0; i < k; i++)
-                stat_row(r, idx[i], &st[idx[i]]);
-        }
-        rep_table_end(r);
-    }
-    free(idx);
-    free(st);
-    return rc;
+    rep_table_end(r);
+    channel_analysis_free(&ca);
+    return QSUR_OK;
 }
 
 int cmd_outliers(session *s, int argc, char **argv, report *r, qsur_error *err)
@@ -235,58 +212,53 @@ int cmd_outliers(session *s, int argc, char **argv, report *r, qsur_error *err)
         return qsur_fail(err, QSUR_ERR_ARG, "expected a threshold K >= 1, got '%s'", argv[0]);
     if (argc > 1)
         return qsur_fail(err, QSUR_ERR_ARG, "usage: outliers [x|w] [K]");
-    qsur_channel_stat *st;
-    rc = channel_stats(s, a, rows, cols, &st, err);
+    channel_analysis ca;
+    rc = channel_analysis_run(s, a, rows, cols, k, &ca, err);
     if (rc != QSUR_OK)
         return rc;
-    int64_t *idx = malloc((size_t)cols * sizeof *idx), nout = 0;
-    double median = 0;
-    if (!idx) {
-        free(st);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    }
-    rc = qsur_outlier_channels(st, cols, k, idx, &nout, &median, err);
-    if (rc == QSUR_OK) {
-        rep_str(r, "tensor", "tensor", which);
-        rep_num(r, "k", "threshold k", k, "%g");
-        rep_num(r, "median_absmax", "median channel absmax", median, "%.4g");
-        rep_int(r, "count", "outlier channels", nout);
-        static const char *const keys[] = {"channel", "absmax", "ratio"};
-        static const int widths[] = {7, 10, 8};
-        rep_table_begin(r, "outliers", 3, keys, widths);
-        for (int64_t i = 0; i < nout; i++) {
-            rep_cell_int(r, idx[i]);
-            rep_cell_num(r, st[idx[i]].absmax, "%.4g");
-            rep_cell_num(r, median > 0 ? st[idx[i]].absmax / median : INFINITY, "%.1fx");
-        }
-        rep_table_end(r);
-    }
-    free(idx);
-    free(st);
-    return rc;
-}
-
-/* Bins as a table with a proportional bar (the plots module draws richer views). */
-static void hist_table(report *r, const qsur_hist *h)
-{
-    int64_t peak = 1;
-    for (int i = 0; i < h->nbins; i++)
-        if (h->counts[i] > peak)
-            peak = h->counts[i];
-    static const char *const keys[] = {"lo", "hi", "count", "bar"};
-    static const int widths[] = {11, 11, 9, -40};
-    rep_table_begin(r, "bins", 4, keys, widths);
-    char bar[41];
-    for (int i = 0; i < h->nbins; i++) {
-        int len = (int)((double)h->counts[i] * 40.0 / (double)peak + 0.5);
-        memset(bar, '#', (size_t)len);
-        bar[len] = '\0';
-        rep_cell_num(r, h->edges[i], "%.4g");
-        rep_cell_num(r, h->edges[i + 1], "%.4g");
-        rep_cell_int(r, h->counts[i]);
-        rep_cell_str(r, bar);
+    rep_str(r, "tensor", "tensor", which);
+    rep_num(r, "k", "threshold k", k, "%g");
+    rep_num(r, "median_absmax", "median channel absmax", ca.median, "%.4g");
+    rep_int(r, "count", "outlier channels", ca.nout);
+    static const char *const keys[] = {"channel", "absmax", "ratio"};
+    static const int widths[] = {7, 10, 8};
+    rep_table_begin(r, "outliers", 3, keys, widths);
+    for (int64_t i = 0; i < ca.nout; i++) {
+        rep_cell_int(r, ca.idx[i]);
+        rep_cell_num(r, ca.absmax[ca.idx[i]], "%.4g");
+        rep_cell_num(r, ca.median > 0 ? ca.absmax[ca.idx[i]] / ca.median : INFINITY, "%.1fx");
     }
     rep_table_end(r);
+    plot_style ps = plot_style_for(s);
+    plot_lines pl = {0};
+    char title[QSUR_NAME_MAX + 64];
+    snprintf(title, sizeof title, "%s: channel absmax ('!' = outlier, > %g x median)", which, k);
+    plot_channel_bars(&pl, &ps, ca.absmax, cols, ca.threshold, 0, title);
+    plot_lines_to_report(&pl, r);
+    plot_lines_free(&pl);
+    channel_analysis_free(&ca);
+    return QSUR_OK;
+}
+
+int cmd_heatmap(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    const float *a;
+    int64_t rows, cols;
+    const char *which;
+    int rc = pick_side(s, &argc, &argv, &a, &rows, &cols, &which, err);
+    if (rc != QSUR_OK)
+        return rc;
+    if (argc > 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: heatmap [x|w]");
+    rep_str(r, "tensor", "tensor", which);
+    rep_int(r, "rows", "rows", rows);
+    rep_int(r, "channels", "channels", cols);
+    plot_style ps = plot_style_for(s);
+    plot_lines pl = {0};
+    plot_heatmap(&pl, &ps, a, rows, cols);
+    plot_lines_to_report(&pl, r);
+    plot_lines_free(&pl);
+    return QSUR_OK;
 }
 
 int cmd_hist(session *s, int argc, char **argv, report *r, qsur_error *err)
@@ -317,7 +289,18 @@ int cmd_hist(session *s, int argc, char **argv, report *r, qsur_error *err)
     rep_int(r, "bins", "bins", h->nbins);
     rep_str(r, "rule", "bin rule", h->rule == QSUR_BINS_FIXED ? "fixed"
                                    : h->rule == QSUR_BINS_STURGES ? "sturges" : "freedman-diaconis");
-    hist_table(r, h);
+    rep_json_nums(r, "edges", h->edges, h->nbins + 1);
+    rep_json_ints(r, "counts", h->counts, h->nbins);
+    plot_style st = plot_style_for(s);
+    plot_lines pl = {0};
+    char title[QSUR_NAME_MAX + 64];
+    if (channel >= 0)
+        snprintf(title, sizeof title, "%s channel %ld", which, channel);
+    else
+        snprintf(title, sizeof title, "%s (all values)", which);
+    plot_hist_v(&pl, &st, h->counts, h->nbins, h->lo, h->hi, 0, title);
+    plot_lines_to_report(&pl, r);
+    plot_lines_free(&pl);
     qsur_hist_free(h);
     return QSUR_OK;
 }

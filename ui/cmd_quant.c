@@ -5,6 +5,8 @@
 #include "commands.h"
 #include "layer_state.h"
 #include "model_state.h"
+#include "plot.h"
+#include "channel_analysis.h"
 
 /* One option of a quantizer: sym, asym, tensor, row|channel|token, gN, clip=R, clip=search. */
 static int parse_quant_opt(const char *o, qsur_quant_spec *q, qsur_error *err)
@@ -206,7 +208,81 @@ int cmd_error(session *s, int argc, char **argv, report *r, qsur_error *err)
         rep_num(r, "w_rel_fro", "W relative Frobenius", m.ew.rel_fro, "%.6g");
         rep_num(r, "w_sqnr_db", "W SQNR (dB)", m.ew.sqnr_db, "%.3f");
     }
-    if (m.has_x && m.has_w)
+    if (m.has_x && m.has_w) {
         rep_num(r, "output_error", "layer output error", m.out_err, "%.6g");
+        if (m.out_err_tokens < m.qx.n)
+            rep_int(r, "output_error_tokens", "  measured on tokens", m.out_err_tokens);
+    }
     return QSUR_OK;
+}
+
+static void compare_row(report *r, const char *metric, double before, double after, const char *fmt)
+{
+    rep_cell_str(r, metric);
+    rep_cell_num(r, before, fmt);
+    rep_cell_num(r, after, fmt);
+    rep_cell_num(r, after - before, fmt);
+}
+
+int cmd_compare(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    layer_state *l = session_layer(s, err);
+    if (!l)
+        return QSUR_ERR_ARG;
+    layer_metrics b, a;
+    int rc = layer_metrics_compute(s, l, 1, &b, err);
+    if (rc == QSUR_OK)
+        rc = layer_metrics_compute(s, l, 0, &a, err);
+    if (rc != QSUR_OK)
+        return rc;
+    rep_str(r, "layer", "layer", l->name);
+    rep_int(r, "transforms", "transforms on stack", layer_stack_depth(l));
+    static const char *const keys[] = {"metric", "before", "after", "change"};
+    static const int widths[] = {-18, 12, 12, 12};
+    rep_table_begin(r, "metrics", 4, keys, widths);
+    if (a.has_x) {
+        compare_row(r, "X log10 QSUR", b.qx.log10_qsur, a.qx.log10_qsur, "%.4f");
+        compare_row(r, "X QSUR^(1/d)", b.qx.per_dim, a.qx.per_dim, "%.6f");
+        compare_row(r, "X SQNR dB", b.ex.sqnr_db, a.ex.sqnr_db, "%.3f");
+    }
+    if (a.has_w) {
+        compare_row(r, "W log10 QSUR", b.qw.log10_qsur, a.qw.log10_qsur, "%.4f");
+        compare_row(r, "W QSUR^(1/d)", b.qw.per_dim, a.qw.per_dim, "%.6f");
+        compare_row(r, "W SQNR dB", b.ew.sqnr_db, a.ew.sqnr_db, "%.3f");
+    }
+    if (a.has_x && a.has_w)
+        compare_row(r, "output error", b.out_err, a.out_err, "%.6g");
+    rep_table_end(r);
+
+    /* The picture: channel absmax before and after, on one scale. */
+    layer_view vb, va;
+    rc = layer_view_get(s, l, 1, &vb, err);
+    if (rc == QSUR_OK)
+        rc = layer_view_get(s, l, 0, &va, err);
+    if (rc != QSUR_OK)
+        return rc;
+    int use_w = !va.x || (argc == 1 && !strcmp(argv[0], "w"));
+    if (argc == 1 && strcmp(argv[0], "w") && strcmp(argv[0], "x"))
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: compare [x|w]");
+    if (use_w && !va.w)
+        return qsur_fail(err, QSUR_ERR_ARG, "layer %s has no weight", l->name);
+    int64_t rows = use_w ? va.m : va.n, d = va.d;
+    /* Outliers are judged against each state's own median, as `outliers` does. */
+    channel_analysis before, after;
+    rc = channel_analysis_run(s, use_w ? vb.w : vb.x, rows, d, s->set.outlier_k, &before, err);
+    if (rc != QSUR_OK)
+        return rc;
+    rc = channel_analysis_run(s, use_w ? va.w : va.x, rows, d, s->set.outlier_k, &after, err);
+    if (rc == QSUR_OK) {
+        plot_style ps = plot_style_for(s);
+        plot_lines pl = {0};
+        plot_channel_bars_pair(&pl, &ps, before.absmax, after.absmax, d, before.threshold, after.threshold,
+                               use_w ? "W channel absmax, before" : "X channel absmax, before",
+                               use_w ? "W channel absmax, after" : "X channel absmax, after");
+        plot_lines_to_report(&pl, r);
+        plot_lines_free(&pl);
+        channel_analysis_free(&after);
+    }
+    channel_analysis_free(&before);
+    return rc;
 }

@@ -81,6 +81,12 @@ static void show_settings(session *s, report *r)
     rep_num(r, "alpha", "alpha (QSUR confidence)", s->set.qsur_alpha, "%g");
     rep_str(r, "cube", "cube (QSUR)", s->set.qsur_asym ? "asym" : "sym");
     rep_int(r, "bins", "bins (0 = auto)", s->set.hist_bins);
+    if (s->set.error_tokens < 0)
+        rep_str(r, "error_tokens", "error_tokens", "auto");
+    else if (s->set.error_tokens == 0)
+        rep_str(r, "error_tokens", "error_tokens", "all");
+    else
+        rep_int(r, "error_tokens", "error_tokens", s->set.error_tokens);
     rep_int(r, "seed", "seed (next)", (long long)s->set.seed);
 }
 
@@ -130,13 +136,22 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
         if (parse_long(v, 0, 10000, &l))
             return qsur_fail(err, QSUR_ERR_ARG, "bins: expected 0 (auto) .. 10000, got '%s'", v);
         s->set.hist_bins = (int)l;
+    } else if (!strcmp(k, "error_tokens")) {
+        if (!strcmp(v, "auto"))
+            s->set.error_tokens = -1;
+        else if (!strcmp(v, "all"))
+            s->set.error_tokens = 0;
+        else if (parse_long(v, 1, 1L << 40, &l))
+            return qsur_fail(err, QSUR_ERR_ARG, "error_tokens: expected auto, all or a token count >= 1, got '%s'", v);
+        else
+            s->set.error_tokens = l;
     } else if (!strcmp(k, "seed")) {
         if (parse_long(v, 0, 0x7fffffffL, &l))
             return qsur_fail(err, QSUR_ERR_ARG, "seed: expected an integer >= 0, got '%s'", v);
         s->set.seed = (unsigned long long)l;
     } else {
         return qsur_fail(err, QSUR_ERR_ARG,
-                         "unknown setting '%s' (format, errexit, color, outlier_k, alpha, cube, bins, seed)", k);
+                         "unknown setting '%s' (format, errexit, color, outlier_k, alpha, cube, bins, error_tokens, seed)", k);
     }
     return QSUR_OK;
 }

@@ -28,6 +28,8 @@ static int report_state(session *s, layer_state *l, report *r, qsur_error *err)
         rep_num(r, "w_log10_qsur", "W log10 QSUR", m.qw.log10_qsur, "%.4f");
     if (m.has_x && m.has_w) {
         rep_num(r, "output_error", "layer output error", m.out_err, "%.6g");
+        if (m.out_err_tokens < m.qx.n)
+            rep_int(r, "output_error_tokens", "  measured on tokens", m.out_err_tokens);
         rep_num(r, "equivalence_error", "equivalence error", eq, "%.3g");
     }
     return QSUR_OK;

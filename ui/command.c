@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "command.h"
+#include "progress_line.h"
 #include "session.h"
 
 #define MAX_WORDS 64
@@ -78,6 +79,16 @@ static void append_word(char **line, size_t *len, const char *w)
     *len = (size_t)(o - n);
 }
 
+/* Errors found before a handler runs still give JSON readers their one object. */
+static void report_error_only(session *s, const char *name, const char *msg)
+{
+    if (s->set.format != FORMAT_JSON)
+        return;
+    report r;
+    report_begin(&r, s->out, s->set.format, name);
+    report_end(&r, 0, msg);
+}
+
 int command_execute(session *s, const char *line, qsur_error *err)
 {
     char *buf = strdup(line);
@@ -97,6 +108,7 @@ int command_execute(session *s, const char *line, qsur_error *err)
     const command *c = command_find(argv[0]);
     if (!c) {
         int rc = qsur_fail(err, QSUR_ERR_ARG, "%s: unknown command (try `help`)", argv[0]);
+        report_error_only(s, argv[0], err->msg);
         free(buf);
         return rc;
     }
@@ -108,6 +120,7 @@ int command_execute(session *s, const char *line, qsur_error *err)
                            c->max_args < 0 || c->min_args == c->max_args ? c->min_args : c->max_args,
                            (c->max_args < 0 ? c->min_args : c->max_args) == 1 ? "" : "s",
                            nargs, c->usage);
+        report_error_only(s, c->name, err->msg);
         free(buf);
         return rc;
     }
@@ -121,6 +134,7 @@ int command_execute(session *s, const char *line, qsur_error *err)
     qsur_error herr;
     herr.msg[0] = '\0';
     int rc = c->handler(s, nargs, argv + 1, &r, &herr);
+    progress_line_done(s); /* the result must not share a line with a half-drawn bar */
     if (rc != QSUR_OK) {
         /* Engine messages already name the file or tensor; prefix the command. */
         qsur_fail(err, rc, "%s: %s", c->name, herr.msg[0] ? herr.msg : qsur_status_name(rc));

@@ -5,7 +5,7 @@
 #include "commands.h"
 
 static const char *const set_words[] = {"format", "errexit", "color", "outlier_k", "alpha",
-                                        "cube", "bins", "seed", NULL};
+                                        "cube", "bins", "error_tokens", "seed", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
@@ -16,6 +16,7 @@ static const char *const awq_words[] = {"model", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
+static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
     /* ---- load and look ---- */
@@ -56,6 +57,11 @@ const command command_table[] = {
      "Bins are automatic (Freedman-Diaconis, or Sturges when the IQR is 0) unless BINS\n"
      "or `set bins N` fixes them.",
      cmd_hist},
+    {"heatmap", 0, 1, 0, COMPLETE_WORDS, side_words, "heatmap [x|w]",
+     "heatmap of |values|, rows x channels, max-pooled to the terminal",
+     "Shades |x| of the current activation (tokens x channels) or weight, max-pooled so\n"
+     "every outlier survives the downsampling, with a legend of the value range.",
+     cmd_heatmap},
 
     /* ---- quantize and measure ---- */
     {"quant", 0, 6, CMD_LOGGED, COMPLETE_WORDS, quant_words,
@@ -84,6 +90,11 @@ const command command_table[] = {
      "reports each one's MSE, relative Frobenius error and SQNR (dB), and the layer output\n"
      "error ||X W^T - Q(X) Q(W)^T||_F / ||X W^T||_F.",
      cmd_error},
+    {"compare", 0, 1, 0, COMPLETE_WORDS, side_words, "compare [x|w]",
+     "before/after the transform stack: QSUR, SQNR, output error and channel absmax",
+     "A table of every metric on the original layer and after its transforms, with the\n"
+     "change, and the channel absmax bars of both states on one scale ('!' = outlier).",
+     cmd_compare},
     {"gptq", 0, 3, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [model] [act] [damp=P]",
      "GPTQ the current layer's weight on its activations (or every linear of the model)",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
@@ -209,6 +220,9 @@ const command command_table[] = {
      "set alpha A             confidence level of the QSUR ellipsoid (default 0.99)\n"
      "set cube sym|asym       QSUR cube: centred at 0 (sym, default) or spanning [min,max] (asym)\n"
      "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
+     "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
+     "                        evenly spaced tokens when tokens x in x out > 2^31, so live\n"
+     "                        updates of big layers stay fast; results say how many\n"
      "set seed N              next seed for commands given none (they log the seed they used)",
      cmd_set},
     {"run", 1, 1, 0, COMPLETE_FILE, NULL, "run FILE",
@@ -236,6 +250,41 @@ const command command_table[] = {
      "leave qsur",
      "Leaves the REPL or stops a script. Ctrl-D does the same at the prompt.",
      cmd_quit},
+    {"sleep", 1, 1, CMD_LONG, COMPLETE_NONE, NULL, "sleep SECONDS",
+     "wait (ticks the progress line; Ctrl-C stops it)",
+     "Waits SECONDS (fractions allowed), checking for Ctrl-C every 10 ms like\n"
+     "every long computation does. Useful for pauses in tutorials and to try\n"
+     "Ctrl-C: the prompt comes back and the session is untouched.",
+     cmd_sleep},
+    /* ---- teaching ---- */
+    {"demo", 0, 3, CMD_LOGGED, COMPLETE_WORDS, demo_words,
+     "demo [CORR] [OUTLIER_SCALE] | demo rotate DEG | demo scale A B | demo reset",
+     "2-D picture of QSUR: a Gaussian's ellipse inside the quantization square",
+     "demo CORR [OUTLIER_SCALE] starts a 2-D Gaussian with correlation CORR whose\n"
+     "x axis is an outlier axis OUTLIER_SCALE times wider (default 4); plain `demo`\n"
+     "shows the current one (the first time: CORR 0.6, OUTLIER_SCALE 4).\n"
+     "It draws the confidence ellipse (level `set alpha`, default 0.99) inside the\n"
+     "smallest square the quantizer must cover, and prints QSUR = ellipse area /\n"
+     "square area in closed form:\n"
+     "  c^2 = -2 ln(1 - alpha), area = pi c^2 sqrt(det S),\n"
+     "  side = 2 max_i (|mu_i| + c sqrt(S_ii))   (set cube asym: the [min,max] span).\n"
+     "demo rotate DEG   rotates the points counter-clockwise (S -> R S R^T)\n"
+     "demo scale A B    multiplies x by A and y by B (S -> D S D)\n"
+     "demo reset        back to the last `demo CORR OUTLIER_SCALE`\n"
+     "A rotation that aligns the ellipse with the axes and a scaling that makes it a\n"
+     "circle reach the maximum QSUR, pi/4 = 0.785: what rotations and smoothing do\n"
+     "to real activations in d dimensions.",
+     cmd_demo},
+    /* ---- front ends ---- */
+    {"tui", 0, 0, 0, COMPLETE_NONE, NULL, "tui",
+     "open the full-screen workbench (ncurses) on this session",
+     "Opens the TUI on the current session (the same as starting with `qsur --tui`):\n"
+     "layer list, channel absmax bars with outliers marked, QSUR and quantization\n"
+     "error before/after the transform stack, the stack, a command line and a\n"
+     "teaching view. Keys run commands (h = rotate hadamard, s = scale smooth,\n"
+     "u = undo, ...), so they are logged and `save FILE` replays them; F1 lists\n"
+     "them (docs/tui.md). q or F10 comes back here.",
+     cmd_tui},
 };
 
 const int command_count = (int)(sizeof command_table / sizeof command_table[0]);

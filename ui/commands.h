@@ -25,11 +25,15 @@ HANDLER(cmd_info);
 HANDLER(cmd_stats);
 HANDLER(cmd_outliers);
 HANDLER(cmd_hist);
+HANDLER(cmd_heatmap);
 
 /* cmd_quant.c */
 HANDLER(cmd_quant);
 HANDLER(cmd_qsur);
 HANDLER(cmd_error);
+HANDLER(cmd_compare);
+/* cmd_tui.c */
+HANDLER(cmd_tui);
 
 /* cmd_transform.c */
 HANDLER(cmd_rotate);
@@ -49,6 +53,10 @@ HANDLER(cmd_smoothquant);
 HANDLER(cmd_gptq);
 HANDLER(cmd_quantease);
 HANDLER(cmd_awq);
+/* cmd_demo.c (state: session.demo, see demo.h) */
+HANDLER(cmd_demo);
+/* cmd_sleep.c */
+HANDLER(cmd_sleep);
 
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */

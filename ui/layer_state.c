@@ -58,6 +58,8 @@ int session_use_layer(session *s, const char *w_name, const char *x_name, qsur_e
     snprintf(l->w_name, sizeof l->w_name, "%s", w_name ? w_name : "");
     snprintf(l->x_name, sizeof l->x_name, "%s", x_name ? x_name : "");
     snprintf(l->name, sizeof l->name, "%s", w_name ? w_name : x_name);
+    l->w_t = w;
+    l->x_t = x;
     l->base_logdet_x = NAN;
     l->base_logdet_w = NAN;
     s->current = s->nlayers++;
@@ -69,8 +71,8 @@ void session_drop_stale_layers(session *s)
     int keep = 0;
     for (int i = 0; i < s->nlayers; i++) {
         layer_state *l = &s->layers[i];
-        int gone = (l->w_name[0] && !qsur_workspace_find(&s->ws, l->w_name)) ||
-                   (l->x_name[0] && !qsur_workspace_find(&s->ws, l->x_name));
+        int gone = (l->w_name[0] && qsur_workspace_find(&s->ws, l->w_name) != l->w_t) ||
+                   (l->x_name[0] && qsur_workspace_find(&s->ws, l->x_name) != l->x_t);
         if (gone) {
             if (i == s->current)
                 s->current = -1;
@@ -155,7 +157,76 @@ static int side_metrics(session *s, const float *a, int64_t rows, int64_t d, dou
     return QSUR_OK;
 }
 
+/* Budget of multiply-adds for one output-error GEMM in automatic mode. */
+#define OUTPUT_ERROR_BUDGET (1LL << 31)
+
+static int64_t error_token_count(const session *s, const layer_view *v)
+{
+    long want = s->set.error_tokens;
+    if (want == 0)
+        return v->n;
+    if (want > 0)
+        return want < v->n ? want : v->n;
+    long long per_token = (long long)v->d * v->m;
+    int64_t k = per_token > 0 ? (int64_t)(OUTPUT_ERROR_BUDGET / per_token) : v->n;
+    if (k < 64)
+        k = 64; /* fewer tokens would make the estimate noisy; pay for at least 64 */
+    return k < v->n ? k : v->n;
+}
+
+/* Output error on k evenly spaced tokens (all of them when k == n). */
+static int output_error(const layer_view *v, const float *xq, const float *wq, int64_t k,
+                        double *out, qsur_error *err)
+{
+    if (k >= v->n)
+        return qsur_layer_output_error(v->x, xq, v->w, wq, v->n, v->d, v->m, out, err);
+    float *xs = qsur_alloc((size_t)(k * v->d), sizeof *xs), *xqs = qsur_alloc((size_t)(k * v->d), sizeof *xqs);
+    if (!xs || !xqs) {
+        free(xs);
+        free(xqs);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory for the output-error sample");
+    }
+    for (int64_t i = 0; i < k; i++) {
+        int64_t row = i * v->n / k;
+        memcpy(xs + i * v->d, v->x + row * v->d, (size_t)v->d * sizeof *xs);
+        memcpy(xqs + i * v->d, xq + row * v->d, (size_t)v->d * sizeof *xqs);
+    }
+    int rc = qsur_layer_output_error(xs, xqs, v->w, wq, k, v->d, v->m, out, err);
+    free(xs);
+    free(xqs);
+    return rc;
+}
+
+static int same_spec(const qsur_quant_spec *a, const qsur_quant_spec *b)
+{
+    return a->bits == b->bits && a->symmetric == b->symmetric && a->gran == b->gran &&
+           a->group == b->group && a->clip == b->clip && a->clip_search == b->clip_search;
+}
+
+static int base_cache_hit(const session *s, const layer_base_cache *c)
+{
+    return c->valid && same_spec(&c->wq, &s->wq) && same_spec(&c->aq, &s->aq) &&
+           c->alpha == s->set.qsur_alpha && c->asym == s->set.qsur_asym &&
+           c->error_tokens == s->set.error_tokens;
+}
+
+static int metrics_uncached(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err);
+
 int layer_metrics_compute(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err)
+{
+    if (base && base_cache_hit(s, &l->base)) {
+        *m = l->base.m;
+        return QSUR_OK;
+    }
+    int rc = metrics_uncached(s, l, base || !l->stack || qsur_stack_depth(l->stack) == 0, m, err);
+    if (rc == QSUR_OK && (base || !l->stack || qsur_stack_depth(l->stack) == 0)) {
+        l->base = (layer_base_cache){1, *m, s->wq, s->aq, s->set.qsur_alpha, s->set.qsur_asym,
+                                     s->set.error_tokens};
+    }
+    return rc;
+}
+
+static int metrics_uncached(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err)
 {
     memset(m, 0, sizeof *m);
     m->out_err = NAN;
@@ -183,8 +254,10 @@ int layer_metrics_compute(session *s, layer_state *l, int base, layer_metrics *m
                               &m->qw, &m->ew, &wq, err);
         m->has_w = rc == QSUR_OK;
     }
-    if (rc == QSUR_OK && v.x && v.w)
-        rc = qsur_layer_output_error(v.x, xq, v.w, wq, v.n, v.d, v.m, &m->out_err, err);
+    if (rc == QSUR_OK && v.x && v.w) {
+        m->out_err_tokens = error_token_count(s, &v);
+        rc = output_error(&v, xq, wq, m->out_err_tokens, &m->out_err, err);
+    }
     free(xq);
     free(wq);
     return rc;

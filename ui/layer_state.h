@@ -18,16 +18,6 @@
 
 struct session;
 
-typedef struct layer_state {
-    char name[QSUR_NAME_MAX];     /* the weight's name, or the activation's for X-only layers */
-    char w_name[QSUR_NAME_MAX];   /* "" when there is no weight */
-    char x_name[QSUR_NAME_MAX];   /* "" when there are no activations */
-    qsur_stack *stack;            /* NULL until the first transform */
-    /* ln det of the ORIGINAL covariances, computed once (NAN = not yet). */
-    double base_logdet_x, base_logdet_w;
-    char reason_x[QSUR_REASON_MAX], reason_w[QSUR_REASON_MAX];
-} layer_state;
-
 /* Borrowed matrices of a layer: x is n x d, w is m x d; NULL when absent. */
 typedef struct {
     const float *x;
@@ -41,7 +31,30 @@ typedef struct {
     qsur_result qx, qw;            /* QSUR of X (tokens as samples) and W (rows as samples) */
     qsur_error_metrics ex, ew;     /* fake-quant error of X under aq and W under wq */
     double out_err;                /* ||XW^T - Q(X)Q(W)^T|| / ||XW^T||; NAN without both */
+    int64_t out_err_tokens;        /* tokens it was measured on (a subsample on big layers) */
 } layer_metrics;
+
+/* Metrics of the original state, kept until a setting they depend on changes. */
+typedef struct {
+    int valid;
+    layer_metrics m;
+    qsur_quant_spec wq, aq;
+    double alpha;
+    int asym;
+    long error_tokens;
+} layer_base_cache;
+
+typedef struct layer_state {
+    char name[QSUR_NAME_MAX];     /* the weight's name, or the activation's for X-only layers */
+    char w_name[QSUR_NAME_MAX];   /* "" when there is no weight */
+    char x_name[QSUR_NAME_MAX];   /* "" when there are no activations */
+    const qsur_tensor *w_t, *x_t; /* the workspace tensors when selected: a reload replaces them */
+    qsur_stack *stack;            /* NULL until the first transform */
+    /* ln det of the ORIGINAL covariances, computed once (NAN = not yet). */
+    double base_logdet_x, base_logdet_w;
+    char reason_x[QSUR_REASON_MAX], reason_w[QSUR_REASON_MAX];
+    layer_base_cache base;        /* metrics of the original tensors */
+} layer_state;
 
 void layer_state_free(layer_state *l);
 
@@ -49,13 +62,18 @@ void layer_state_free(layer_state *l);
 layer_state *session_layer(struct session *s, qsur_error *err);
 /* Select (creating if needed) the layer for weight w_name and/or activation x_name. */
 int session_use_layer(struct session *s, const char *w_name, const char *x_name, qsur_error *err);
-/* Forget layers whose tensors are gone from the workspace (after a reload). */
+/* Forget layers whose tensors are gone from, or were replaced in, the workspace
+ * (after a reload): their stacks and caches describe the old data. */
 void session_drop_stale_layers(struct session *s);
 
 /* View of the original (base=1) or current (base=0) matrices. */
 int layer_view_get(struct session *s, layer_state *l, int base, layer_view *v, qsur_error *err);
 
-/* QSUR and quantization error of the original (base=1) or current state. */
+/* QSUR and quantization error of the original (base=1, cached) or current
+ * state. The output error needs two GEMMs of tokens x d x out; above 2^31
+ * multiply-adds (`set error_tokens auto`, the default) it is measured on evenly
+ * spaced tokens so live updates of 4096-channel layers stay interactive, and
+ * out_err_tokens says on how many. */
 int layer_metrics_compute(struct session *s, layer_state *l, int base, layer_metrics *m,
                           qsur_error *err);
 

@@ -9,8 +9,10 @@
 #include "command.h"
 #include "command_doc.h"
 #include "progress_line.h"
+#include "repl.h"
 #include "script.h"
 #include "session.h"
+#include "tui.h"
 
 static void usage(FILE *fp)
 {
@@ -35,7 +37,7 @@ int main(int argc, char **argv)
     s.set.utf8 = codeset && (strstr(codeset, "UTF-8") || strstr(codeset, "utf8"));
     s.set.color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
 
-    int ran_script = 0, rc = 0;
+    int ran_script = 0, rc = 0, want_tui = 0;
     for (int i = 1; i < argc && rc == 0 && !s.quit; i++) {
         if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "-c")) && i + 1 < argc) {
             ran_script = 1;
@@ -49,10 +51,15 @@ int main(int argc, char **argv)
             } else {
                 rc = script_run_string(&s, argv[++i], "-c") != QSUR_OK;
             }
+        } else if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "-c")) {
+            fprintf(stderr, "qsur: %s needs an argument (%s)\n", argv[i],
+                    argv[i][1] == 'f' ? "a script FILE" : "'CMD; CMD'");
+            session_free(&s);
+            return 2;
         } else if (!strcmp(argv[i], "--json")) {
             s.set.format = FORMAT_JSON;
         } else if (!strcmp(argv[i], "--tui")) {
-            fprintf(stderr, "qsur: the full-screen workbench is not built yet; using the prompt\n");
+            want_tui = 1;
         } else if (!strcmp(argv[i], "--commands-md")) {
             command_doc_markdown(stdout);
             session_free(&s);
@@ -68,8 +75,21 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!ran_script && rc == 0)
-        rc = script_run_stream(&s, stdin, isatty(STDIN_FILENO) ? NULL : "<stdin>") != QSUR_OK;
+    if (want_tui && rc == 0 && !s.quit) {
+        /* The scripts ran first (their output is already on the terminal);
+         * the TUI then opens on the session they built. */
+        qsur_error err;
+        fflush(stdout);
+        if (tui_run(&s, &err) != QSUR_OK) {
+            fprintf(stderr, "qsur: --tui: %s\n", err.msg);
+            rc = 1;
+        }
+    } else if (!ran_script && rc == 0) {
+        if (isatty(STDIN_FILENO))
+            rc = repl_run(&s);
+        else
+            rc = script_run_stream(&s, stdin, "<stdin>") != QSUR_OK;
+    }
     session_free(&s);
     return rc;
 }

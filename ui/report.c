@@ -118,6 +118,27 @@ void rep_bool(report *r, const char *key, const char *label, int v)
     strbuf_addf(&r->human, "%s\n", v ? "yes" : "no");
 }
 
+void rep_json_nums(report *r, const char *key, const double *v, int64_t n)
+{
+    json_key(r, key);
+    strbuf_addf(&r->json, "[");
+    for (int64_t i = 0; i < n; i++) {
+        if (i)
+            strbuf_addf(&r->json, ",");
+        json_number(&r->json, v[i]);
+    }
+    strbuf_addf(&r->json, "]");
+}
+
+void rep_json_ints(report *r, const char *key, const int64_t *v, int64_t n)
+{
+    json_key(r, key);
+    strbuf_addf(&r->json, "[");
+    for (int64_t i = 0; i < n; i++)
+        strbuf_addf(&r->json, i ? ",%lld" : "%lld", (long long)v[i]);
+    strbuf_addf(&r->json, "]");
+}
+
 void rep_line(report *r, const char *fmt, ...)
 {
     va_list ap;

@@ -7,6 +7,7 @@
 #ifndef QSUR_UI_REPORT_H
 #define QSUR_UI_REPORT_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 typedef enum { FORMAT_HUMAN, FORMAT_JSON } report_format;
@@ -45,6 +46,10 @@ void rep_num(report *r, const char *key, const char *label, double v, const char
 void rep_int(report *r, const char *key, const char *label, long long v);
 void rep_str(report *r, const char *key, const char *label, const char *v);
 void rep_bool(report *r, const char *key, const char *label, int v);
+/* Arrays that only machine readers want (histogram counts, per-channel
+ * values): JSON only; the human view shows a plot of them instead. */
+void rep_json_nums(report *r, const char *key, const double *v, int64_t n);
+void rep_json_ints(report *r, const char *key, const int64_t *v, int64_t n);
 /* A line of human text (plots, notes). In JSON it goes to the "text" array. */
 void rep_line(report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Tables: keys are JSON keys and human headers; widths are human column widths

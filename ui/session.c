@@ -17,6 +17,7 @@ void session_init(session *s, FILE *out)
     s->set.outlier_k = 8.0;
     s->set.qsur_alpha = 0.99;
     s->set.seed = 1;
+    s->set.error_tokens = -1;
     s->wq = qsur_quant_default();
     s->aq = qsur_quant_default();
     s->kvq = qsur_quant_default();

@@ -8,6 +8,7 @@
 #include "qsur/progress.h"
 #include "qsur/quant.h"
 #include "qsur/workspace.h"
+#include "demo.h"
 #include "report.h"
 
 typedef struct {
@@ -20,6 +21,7 @@ typedef struct {
     double qsur_alpha;         /* confidence level of the QSUR ellipsoid */
     int qsur_asym;             /* QSUR cube: 0 symmetric (default), 1 asymmetric */
     int hist_bins;             /* 0 = automatic */
+    long error_tokens;         /* tokens for the layer output error: -1 auto, 0 all, N at most N */
     unsigned long long seed;   /* next seed for commands given none */
 } session_settings;
 
@@ -50,6 +52,7 @@ typedef struct session {
     char *log_override;        /* canonical form of the running command, if the handler set one */
     volatile sig_atomic_t *interrupted; /* set by the SIGINT handler, cleared before each command */
     qsur_progress progress;    /* progress callback handed to the engine */
+    demo_state demo;           /* the `demo` teaching model (zeroed: not started) */
 } session;
 
 void session_init(session *s, FILE *out);

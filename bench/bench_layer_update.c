@@ -1,0 +1,81 @@
+/* What one live update of the workbench costs on a 4096-channel layer: the
+ * first metrics (eigen-decomposition of the original covariances), then each
+ * transform's push and the incremental metrics after it, as the TUI does.
+ * Usage: bench_layer_update [D] [TOKENS]   (default 4096 4096) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "command.h"
+#include "layer_state.h"
+#include "qsur/rng.h"
+#include "session.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void run(session *s, const char *line)
+{
+    qsur_error err;
+    if (command_execute(s, line, &err) != QSUR_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+}
+
+static double metrics(session *s, int base)
+{
+    layer_metrics m;
+    qsur_error err;
+    double t = now();
+    if (layer_metrics_compute(s, &s->layers[s->current], base, &m, &err) != QSUR_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    return now() - t;
+}
+
+int main(int argc, char **argv)
+{
+    int64_t d = argc > 1 ? atoll(argv[1]) : 4096, n = argc > 2 ? atoll(argv[2]) : 4096, m = d;
+    FILE *sink = fopen("/dev/null", "w");
+    session s;
+    session_init(&s, sink);
+    qsur_tensor *X, *W;
+    qsur_error err;
+    if (qsur_tensor_new2(&X, "X", n, d, &err) || qsur_tensor_new2(&W, "W", m, d, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    qsur_rng rng;
+    qsur_rng_seed(&rng, 1);
+    for (int64_t i = 0; i < n * d; i++)
+        X->data[i] = (float)(qsur_rng_normal(&rng) * ((i % d) % 97 == 0 ? 30.0 : 1.0));
+    for (int64_t i = 0; i < m * d; i++)
+        W->data[i] = (float)(qsur_rng_normal(&rng) / sqrt((double)d));
+    qsur_workspace_put(&s.ws, X, &err);
+    qsur_workspace_put(&s.ws, W, &err);
+    run(&s, "use W X");
+    run(&s, "quant w4a4");
+    printf("layer: X %lldx%lld, W %lldx%lld\n", (long long)n, (long long)d, (long long)m, (long long)d);
+    printf("first metrics (eigen-decomposition of both covariances): %.3f s\n", metrics(&s, 0));
+    const char *steps[] = {"rotate hadamard 1", "scale smooth 0.5", "undo", "rotate random 2"};
+    for (int i = 0; i < 4; i++) {
+        qsur_error e2;
+        double t = now();
+        if (command_execute(&s, steps[i], &e2) != QSUR_OK) {
+            fprintf(stderr, "%s\n", e2.msg);
+            return 1;
+        }
+        double total = now() - t;
+        printf("%-20s command total %.3f s; metrics alone (incremental) %.3f s\n", steps[i], total,
+               metrics(&s, 0));
+    }
+    session_free(&s);
+    fclose(sink);
+    return 0;
+}

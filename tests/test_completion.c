@@ -1,0 +1,132 @@
+/* REPL pieces that need no terminal: the prompt text and Tab's candidates
+ * (command names, sub-argument words, tensor names, file-path hand-off).
+ * tests/test_repl.sh drives the same through a real pseudo-terminal. */
+#include <stdlib.h>
+#include <string.h>
+#include "check.h"
+#include "command.h"
+#include "layer_state.h"
+#include "repl.h"
+#include "session.h"
+
+/* Candidates as one space-separated string ("" for none). */
+static char *cands(const session *s, const char *line, int *files)
+{
+    int start = (int)strlen(line);
+    while (start > 0 && !strchr(" \t;\"'", line[start - 1]))
+        start--;
+    int f = 0;
+    char **c = repl_candidates(s, line, start, line + start, &f);
+    if (files)
+        *files = f;
+    static char buf[4096];
+    buf[0] = '\0';
+    for (char **p = c; p && *p; p++) {
+        if (p != c)
+            strcat(buf, " ");
+        strcat(buf, *p);
+    }
+    repl_candidates_free(c);
+    return buf;
+}
+
+/* The command names starting with prefix, sorted, space-separated: what Tab
+ * must offer for a command name (the table grows; the rule does not). */
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static char *names_with(const char *prefix)
+{
+    static char buf[4096];
+    const char *v[256];
+    int n = 0;
+    for (int i = 0; i < command_count && n < 256; i++)
+        if (strncmp(command_table[i].name, prefix, strlen(prefix)) == 0)
+            v[n++] = command_table[i].name;
+    qsort(v, (size_t)n, sizeof *v, cmp_name);
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (i)
+            strcat(buf, " ");
+        strcat(buf, v[i]);
+    }
+    return buf;
+}
+
+static void add_tensor(session *s, const char *name)
+{
+    qsur_tensor *t = NULL;
+    qsur_error err;
+    CHECK_OK(qsur_tensor_new2(&t, name, 2, 2, &err), err);
+    CHECK_OK(qsur_workspace_put(&s->ws, t, &err), err);
+}
+
+int main(void)
+{
+    session s;
+    session_init(&s, stdout);
+
+    char *p = repl_prompt(&s);
+    CHECK_MSG(strcmp(p, "qsur [W4A4 tok/ch] > ") == 0, "prompt [%s]", p);
+    free(p);
+    s.layers = calloc(1, sizeof *s.layers);
+    s.nlayers = s.layers_cap = 1;
+    s.current = 0;
+    strcpy(s.layers[0].name, "layers.0.w2");
+    s.wq.bits = 3;
+    s.wq.gran = QSUR_GRAN_GROUP;
+    s.wq.group = 128;
+    s.aq.bits = 16;
+    s.aq.gran = QSUR_GRAN_TENSOR;
+    p = repl_prompt(&s);
+    CHECK_MSG(strcmp(p, "qsur [layers.0.w2 | W3A16 t/g128] > ") == 0, "prompt [%s]", p);
+    free(p);
+
+    int files = -1;
+    char want[4096];
+    snprintf(want, sizeof want, "%s", names_with("h"));
+    CHECK(strstr(want, "help") != NULL && strstr(want, "history") != NULL);
+    CHECK(strcmp(cands(&s, "h", &files), want) == 0 && files == 0);
+    CHECK(strcmp(cands(&s, "hel", NULL), "help") == 0);
+    CHECK(strcmp(cands(&s, "de", NULL), "demo") == 0);
+    snprintf(want, sizeof want, "%s", names_with(""));
+    CHECK(strcmp(cands(&s, "", NULL), want) == 0); /* all of them, sorted */
+    CHECK(strstr(want, "echo") != NULL && strstr(want, "sleep") != NULL);
+    CHECK(strcmp(cands(&s, "zz", NULL), "") == 0);
+    /* help completes command names */
+    snprintf(want, sizeof want, "%s", names_with("s"));
+    CHECK(strstr(want, "save") && strstr(want, "set") && strstr(want, "sleep"));
+    CHECK(strcmp(cands(&s, "help s", NULL), want) == 0);
+    CHECK(strcmp(cands(&s, "help set s", NULL), "") == 0); /* help takes one */
+    /* sub-argument words */
+    CHECK(strcmp(cands(&s, "set c", NULL), "color cube") == 0);
+    CHECK(strcmp(cands(&s, "demo r", NULL), "reset rotate") == 0);
+    /* after ';' a new command starts; quotes hide ';' */
+    CHECK(strcmp(cands(&s, "echo a; sl", NULL), "sleep") == 0);
+    CHECK(strcmp(cands(&s, "echo 'a; se", NULL), "") == 0);
+    /* file arguments are handed to readline's filename completion */
+    cands(&s, "run sc", &files);
+    CHECK(files == 1);
+    cands(&s, "save \"my f", &files); /* the helper starts the word at 'f' */
+    CHECK(files == 1);
+    int f2 = 0;
+    repl_candidates_free(repl_candidates(&s, "save \"my f", 6, "my f", &f2)); /* readline: at the quote */
+    CHECK(f2 == 1);
+    /* workspace tensors: COMPLETE_TENSOR (use), and after a COMPLETE_WORDS
+     * command's first argument */
+    CHECK(strcmp(cands(&s, "use l", NULL), "") == 0); /* empty workspace */
+    add_tensor(&s, "layers.0.w1");
+    add_tensor(&s, "layers.0.w2");
+    add_tensor(&s, "tok_embeddings");
+    CHECK(strcmp(cands(&s, "use layers.0.", NULL), "layers.0.w1 layers.0.w2") == 0);
+    CHECK(strcmp(cands(&s, "use layers.0.w1 t", NULL), "tok_embeddings") == 0);
+    CHECK(strcmp(cands(&s, "set bins layers.0.", NULL), "layers.0.w1 layers.0.w2") == 0);
+    CHECK(strcmp(cands(&s, "set bins t", NULL), "tok_embeddings") == 0);
+    /* commands with nothing to complete offer nothing (no filename fallback) */
+    CHECK(strcmp(cands(&s, "echo l", &files), "") == 0 && files == 0);
+    CHECK(strcmp(cands(&s, "bogus x", &files), "") == 0 && files == 0);
+    session_free(&s);
+    return check_done();
+}

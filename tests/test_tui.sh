@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# The ncurses TUI, driven for real in tmux: the sample layer's outlier channels
+# are marked (reverse-video '!' under the right columns), the metrics panel
+# shows exactly what batch `qsur`/`error` print before and after a key's
+# command (b, h, u), the command line runs commands with Tab completion, the
+# progress bar lets Esc stop long work, the teaching view updates QSUR, a
+# resize below 80x24 shows only the too-small message and back restores the
+# panels, `save` from the TUI replays in batch mode, TERM=screen/linux and
+# NO_COLOR + an ASCII locale work, and quitting leaves a sane terminal.
+set -u
+. "$(dirname "$0")/lib.sh"
+command -v tmux >/dev/null || { echo "tmux is missing (scripts/deps.sh installs it)" >&2; exit 1; }
+T=$(mktemp -d)
+SOCK=qsur-tui-$$
+trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$T"' EXIT
+tm() { tmux -L "$SOCK" "$@"; }
+cap() { tm capture-pane -p -t qsur "$@"; }
+# wait_for PATTERN [SECONDS]: poll the screen until it holds PATTERN (fixed string).
+wait_for() {
+  local pat=$1 limit=$((${2:-10} * 20)) i=0
+  while [ $i -lt $limit ]; do
+    cap > "$T/screen" 2>/dev/null && grep -qF -- "$pat" "$T/screen" && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  echo "--- screen while waiting for [$pat]:" >&2; cat "$T/screen" >&2
+  return 1
+}
+# wait_gone PATTERN [SECONDS]
+wait_gone() {
+  local pat=$1 limit=$((${2:-10} * 20)) i=0
+  while [ $i -lt $limit ]; do
+    cap > "$T/screen" 2>/dev/null && ! grep -qF -- "$pat" "$T/screen" && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  return 1
+}
+keys() { tm send-keys -t qsur "$@"; }
+# The value batch mode prints for LABEL (last field of the line starting with it).
+value() { awk -v l="$2" 'index($0, l) == 1 || index($0, "  " l) == 1 { v = $NF } END { print v }' "$1"; }
+# The metrics row for LABEL must read: LABEL BEFORE NOW.
+expect_row() { # label before now message
+  local got
+  got=$(grep -o -- "$1 *[^ ]* *[^ ]*" "$T/screen" | head -1 | awk '{print $(NF-1), $NF}')
+  expect_eq "$got" "$2 $3" "$4"
+}
+LABELS=("X log10 QSUR" "X QSUR^(1/d)" "W log10 QSUR" "W QSUR^(1/d)" "X MSE" "X SQNR (dB)" "W MSE" "W SQNR (dB)")
+batch() { "$QSUR_BIN" -f sample_data/sample.qs -c "$1" > "$2" 2>&1; }
+check_rows() { # batch-file-before batch-file-now message
+  for l in "${LABELS[@]}"; do
+    expect_row "$l" "$(value "$1" "$l")" "$(value "$2" "$l")" "$3: $l"
+  done
+  local ob on
+  ob=$(value "$1" "layer output error"); on=$(value "$2" "layer output error")
+  expect_row "output error" "$ob" "$on" "$3: output error"
+}
+
+# ---------------------------------------------------------------- reference
+batch "outliers; qsur; error" "$T/base"
+batch "quant w3a3; qsur; error" "$T/w3a3"
+outliers=$("$QSUR_BIN" -f sample_data/sample.qs -c 'set format json; outliers' | tail -1 |
+  grep -o '"channel":[0-9]*' | cut -d: -f2 | tr '\n' ' ' | sed 's/ $//')
+expect_true "the sample layer has outlier channels" test -n "$outliers"
+
+# ------------------------------------------------------- start in a shell pane
+tm new-session -d -s qsur -x 120 -y 40 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM=xterm-256color \
+  "env PS1='qsur-test\$ ' bash --norc --noprofile -i"
+wait_for 'qsur-test$' 5 || { fail "the shell did not start"; finish; exit 1; }
+keys "cd '$PWD' && TERM=xterm-256color '$QSUR_BIN' --tui -f sample_data/sample.qs; echo EXIT=\$?" Enter
+if ! wait_for "QSUR and quantization error" 15; then fail "the TUI did not open"; finish; exit 1; fi
+wait_for "output error" 5
+expect_true "UTF-8 box drawing under a UTF-8 locale" grep -q '┌─ layers' "$T/screen"
+
+# metrics before any transform: before = now = batch values
+check_rows "$T/base" "$T/base" "initial metrics"
+
+# ------------------------------------------------------------- outlier marks
+expect_true "the outlier channels are listed as \`outliers\` finds them ($outliers)" \
+  grep -qF "ch $outliers" "$T/screen"
+# Marker row: '!' exactly under the columns holding outlier channels. Layout at
+# 120 columns: the distribution panel starts at column 30 (cols/4), its bars at
+# 30 + 1 (border) + 8 (axis labels) = 39, one column per 256/80 channels.
+marker=$(grep -n '!' "$T/screen" | grep -v 'help' | tail -1)
+line=${marker#*:}
+want=""
+ncol=80; nchan=256
+for j in $outliers; do
+  for ((c = 0; c < ncol; c++)); do
+    lo=$((c * nchan / ncol)); hi=$(((c + 1) * nchan / ncol))
+    if [ "$j" -ge "$lo" ] && [ "$j" -lt "$hi" ]; then want="$want $((39 + c))"; fi
+  done
+done
+# positions in characters (the line has multi-byte box characters; bash
+# indexes characters under a UTF-8 locale)
+got=$(LC_ALL=C.UTF-8 bash -c 'l=$1; for ((i = 0; i < ${#l}; i++)); do [ "${l:i:1}" = "!" ] && printf " %d" $i; done' _ "$line")
+expect_eq "$got" "$want" "'!' markers sit under the outlier channels' columns"
+cap -e > "$T/screen_e"
+marks=$(grep -o $'\e\\[[0-9;]*7[0-9;]*m\\(\e\\[[0-9;]*m\\)*!' "$T/screen_e" | wc -l)
+expect_eq "$marks" "$(echo $outliers | wc -w)" "every outlier marker is drawn in reverse video"
+
+# ------------------------------------------------ b: fewer bits via `quant`
+keys b
+wait_for "W: int3" 10
+wait_for "> quant w3a3" 5
+check_rows "$T/w3a3" "$T/w3a3" "after b (quant w3a3)"
+keys B
+wait_for "W: int4" 10 && pass || fail "B goes back to 4 bits"
+check_rows "$T/base" "$T/base" "after B (quant w4a4)"
+
+# ------------------------------------------- h: rotate hadamard, u: undo
+if "$QSUR_BIN" -f sample_data/sample.qs -c 'rotate hadamard; qsur; error' > "$T/had" 2>&1; then
+  keys h
+  wait_for "stack 1" 15
+  wait_for "> rotate hadamard" 5
+  check_rows "$T/base" "$T/had" "after h (rotate hadamard)"
+  q0=$(value "$T/base" "X log10 QSUR"); q1=$(value "$T/had" "X log10 QSUR")
+  e0=$(value "$T/base" "layer output error"); e1=$(value "$T/had" "layer output error")
+  expect_true "hadamard raises X QSUR ($q0 -> $q1)" awk -v a="$q0" -v b="$q1" 'BEGIN { exit !(b > a) }'
+  expect_true "hadamard lowers the output error ($e0 -> $e1)" awk -v a="$e0" -v b="$e1" 'BEGIN { exit !(b < a) }'
+  keys u
+  wait_for "stack 0" 10
+  check_rows "$T/base" "$T/base" "after u (undo)"
+else
+  echo "SKIP: h/u (batch \`rotate hadamard\` fails: $(head -1 "$T/had"))" >&2
+fi
+
+# ------------------------------------------------------------ command line
+keys :
+wait_for ":" 2
+keys q s u r Enter
+wait_for "ok: qsur" 5
+qline=$(grep '^  X log10 QSUR' "$T/base" | head -1 | sed 's/ *$//')
+wait_for "${qline#  }" 5 && pass || fail "the command line runs qsur: [${qline}] not in the output"
+# (capture-pane trims trailing blanks: type on after Tab to see the space)
+keys : h e l Tab q s Tab e
+wait_for ":help qsur e" 3 && pass || fail "Tab completes hel to help and qs to qsur (with the spaces)"
+keys C-u h e l p Enter
+wait_for "help NAME shows a command's usage and details." 5 && pass || fail "the command line runs help"
+keys : b o g u s Enter
+wait_for "error: bogus: unknown command" 5 && pass || fail "errors of the command line are shown"
+# history: Up recalls the previous line
+keys : Up
+wait_for ":bogus" 3 && pass || fail "Up recalls the last command"
+keys Escape
+
+# ------------------------------------------- long work: progress bar and Esc
+keys : s l e e p ' ' 3 0 Enter
+wait_for "Esc: stop" 5 && pass || fail "a progress bar shows while a long command runs"
+keys Escape
+wait_for "interrupted: sleep 30" 5 && pass || fail "Esc stops the long command"
+
+# ------------------------------------------------------------ teaching view
+d0=$("$QSUR_BIN" -c 'demo' | awk '/QSUR = area/ {print $NF}')
+d1=$("$QSUR_BIN" -c 'demo; demo rotate 5' | awk '/QSUR = area/ {print $NF}')
+keys t
+wait_for "QSUR        $d0" 5 && pass || fail "teaching view shows the demo's QSUR $d0"
+keys Left
+wait_for "QSUR        $d1" 5 && pass || fail "Left rotates by 5 degrees: QSUR $d1 as \`demo rotate 5\`"
+keys t
+wait_for "QSUR and quantization error" 5
+
+# ------------------------------------------------------------------ resize
+tm resize-window -t qsur -x 60 -y 20
+wait_for "terminal too small (need 80x24)" 5
+msg_line=$(grep -F "terminal too small" "$T/screen")
+expect_eq "$msg_line" "$(printf '%*s%s' 14 '' 'terminal too small (need 80x24)')" "too-small message centred"
+expect_eq "$(grep -c '[┌│]' "$T/screen")" 0 "no panels while too small"
+tm resize-window -t qsur -x 120 -y 40
+wait_for "QSUR and quantization error" 5 && pass || fail "panels come back at 120x40"
+
+# ------------------------------------------------------ save replays in batch
+keys b
+wait_for "W: int3" 10
+keys : "save $T/saved.qs" Enter
+wait_for "> save" 5
+sleep 0.3
+expect_true "save wrote the script" test -s "$T/saved.qs"
+"$QSUR_BIN" -f "$T/saved.qs" -c 'qsur; error' > "$T/replay" 2>&1
+expect_eq "$(value "$T/replay" "layer output error")" "$(value "$T/w3a3" "layer output error")" \
+  "the saved script replays to the numbers the TUI showed"
+expect_true "the log holds the key's command" grep -q '^quant w3a3$' "$T/saved.qs"
+
+# -------------------------------------------------------------------- quit
+keys q
+wait_for "EXIT=0" 5 && pass || fail "q leaves with exit status 0"
+wait_gone "QSUR and quantization error" 3 && pass || fail "the screen is restored after quitting"
+keys "stty -a | tr ' ;' '\\n\\n' | grep -x -e echo -e icanon -e -echo -e -icanon | sort | tr '\\n' ,; echo" Enter
+wait_for "echo,icanon," 5 && pass || fail "the terminal is back in cooked mode with echo (stty)"
+
+# ------------------------------------------ other terminals, ASCII, NO_COLOR
+for term in screen linux; do
+  keys clear Enter
+  keys "TERM=$term NO_COLOR=1 LC_ALL=C LANG=C '$QSUR_BIN' --tui -f sample_data/sample.qs; echo EXIT=\$?" Enter
+  if wait_for "+- layers" 10; then
+    pass
+    cap -e > "$T/screen_e"
+    if grep -q $'\e\\[[0-9;]*3[0-7]m' "$T/screen_e"; then fail "NO_COLOR: colour codes on the screen ($term)"; else pass; fi
+    expect_true "ASCII marker row under TERM=$term" grep -qE '^\|.*\|\| +!' "$T/screen"
+  else
+    fail "TERM=$term with an ASCII locale did not draw ASCII boxes"
+  fi
+  keys F10
+  wait_for "EXIT=0" 5 && pass || fail "F10 quits under TERM=$term"
+done
+
+# ------------------------------------------------ the `tui` command in the REPL
+keys clear Enter
+keys "HOME='$T' '$QSUR_BIN'; echo EXIT=\$?" Enter
+wait_for "qsur" 5
+keys "run sample_data/sample.qs" Enter
+wait_for "layer output error" 10
+keys "tui" Enter
+wait_for "QSUR and quantization error" 10 && pass || fail "\`tui\` at the prompt opens the TUI on the session"
+keys q
+wait_for "tui                        closed" 5 && pass || fail "q returns to the REPL"
+keys "echo back at the prompt" Enter
+wait_for "back at the prompt" 5 && pass || fail "the REPL reads commands again after the TUI"
+keys "quit" Enter
+wait_for "EXIT=0" 5 && pass || fail "the REPL exits cleanly after using the TUI"
+
+finish

@@ -1,0 +1,26 @@
+/* Per-channel statistics plus outlier channels of one matrix, computed once
+ * and shared by the stats, outliers and compare commands. */
+#ifndef QSUR_UI_CHANNEL_ANALYSIS_H
+#define QSUR_UI_CHANNEL_ANALYSIS_H
+
+#include "qsur/stats.h"
+
+struct session;
+
+typedef struct {
+    int64_t cols;
+    qsur_channel_stat *st;  /* cols entries */
+    double *absmax;         /* cols entries (st[j].absmax as a plain array, for plots) */
+    int64_t *idx;           /* outlier channels first (nout of them); room for cols */
+    int64_t nout;
+    double median;          /* median channel absmax */
+    double threshold;       /* k x median */
+} channel_analysis;
+
+/* Stats of every column of a (rows x cols) and the channels whose absmax
+ * exceeds k x the median absmax. Free with channel_analysis_free. */
+int channel_analysis_run(struct session *s, const float *a, int64_t rows, int64_t cols, double k,
+                         channel_analysis *ca, qsur_error *err);
+void channel_analysis_free(channel_analysis *ca);
+
+#endif

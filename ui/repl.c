@@ -1,0 +1,387 @@
+/* The readline prompt (see repl.h).
+ *
+ * Readline's alternate (callback) interface is used instead of readline():
+ * the loop waits in pselect() with SIGINT unblocked only there, so Ctrl-C at
+ * the prompt wakes it and the line is cleared, while readline itself installs
+ * no signal handlers (rl_catch_signals = 0) and the one SIGINT handler stays
+ * progress_line.c's, which long commands poll. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <unistd.h>
+#include <readline/history.h>
+#include <readline/readline.h>
+#include "command.h"
+#include "layer_state.h"
+#include "progress_line.h"
+#include "repl.h"
+#include "script.h"
+
+/* ---- prompt ------------------------------------------------------------------- */
+
+static void spec_bits(const qsur_quant_spec *q, char *buf, size_t n)
+{
+    if (q->bits >= 16)
+        snprintf(buf, n, "16");
+    else
+        snprintf(buf, n, "%d", q->bits);
+}
+
+static void spec_gran(const qsur_quant_spec *q, int is_act, char *buf, size_t n)
+{
+    switch (q->gran) {
+    case QSUR_GRAN_TENSOR: snprintf(buf, n, "t"); break;
+    case QSUR_GRAN_ROW: snprintf(buf, n, "%s", is_act ? "tok" : "ch"); break;
+    case QSUR_GRAN_GROUP: snprintf(buf, n, "g%d", q->group); break;
+    default: snprintf(buf, n, "?"); break;
+    }
+}
+
+char *repl_prompt(const session *s)
+{
+    char wb[16], ab[16], wg[24], ag[24];
+    spec_bits(&s->wq, wb, sizeof wb);
+    spec_bits(&s->aq, ab, sizeof ab);
+    spec_gran(&s->wq, 0, wg, sizeof wg);
+    spec_gran(&s->aq, 1, ag, sizeof ag);
+    const char *layer = s->current >= 0 && s->current < s->nlayers ? s->layers[s->current].name : NULL;
+    char *p = NULL;
+    int n;
+    if (layer && *layer)
+        n = asprintf(&p, "qsur [%s | W%sA%s %s/%s] > ", layer, wb, ab, ag, wg);
+    else
+        n = asprintf(&p, "qsur [W%sA%s %s/%s] > ", wb, ab, ag, wg);
+    return n < 0 ? strdup("qsur> ") : p;
+}
+
+/* ---- completion ------------------------------------------------------------------ */
+
+typedef struct {
+    char **v;
+    int n, cap;
+} cand_list;
+
+static void cand_add(cand_list *l, const char *text, const char *word)
+{
+    if (strncmp(word, text, strlen(text)) != 0)
+        return;
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], word))
+            return;
+    if (l->n + 2 > l->cap) {
+        int cap = l->cap ? l->cap * 2 : 16;
+        char **v = realloc(l->v, (size_t)cap * sizeof *v);
+        if (!v)
+            return;
+        l->v = v;
+        l->cap = cap;
+    }
+    char *w = strdup(word);
+    if (w) {
+        l->v[l->n++] = w;
+        l->v[l->n] = NULL;
+    }
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void repl_candidates_free(char **c)
+{
+    if (!c)
+        return;
+    for (char **p = c; *p; p++)
+        free(*p);
+    free(c);
+}
+
+char **repl_candidates(const session *s, const char *line, int start, const char *text,
+                       int *want_files)
+{
+    *want_files = 0;
+    /* The command being completed starts after the last ';' outside quotes. */
+    int seg = 0, qpos = 0;
+    char quote = 0;
+    for (int i = 0; i < start && line[i]; i++) {
+        if (quote) {
+            if (line[i] == '\\' && quote == '"' && i + 1 < start)
+                i++;
+            else if (line[i] == quote)
+                quote = 0;
+        } else if (line[i] == '\'' || line[i] == '"') {
+            quote = line[i];
+            qpos = i;
+        } else if (line[i] == ';') {
+            seg = i + 1;
+        }
+    }
+    /* Inside an open quote the word being completed starts at the quote. */
+    int end = quote ? qpos : start;
+    char *prefix = strndup(line + seg, (size_t)(end > seg ? end - seg : 0));
+    if (!prefix)
+        return NULL;
+    char *words[64];
+    qsur_error err;
+    int nw = command_tokenize(prefix, words, 64, &err);
+    cand_list l = {0};
+    if (nw == 0) {
+        for (int i = 0; i < command_count; i++)
+            cand_add(&l, text, command_table[i].name);
+    } else if (nw > 0) {
+        const command *c = command_find(words[0]);
+        int argi = nw - 1; /* index of the argument being completed */
+        complete_kind k = c ? c->complete : COMPLETE_NONE;
+        if (k == COMPLETE_FILE) {
+            *want_files = 1;
+        } else if (k == COMPLETE_COMMAND && argi == 0) {
+            for (int i = 0; i < command_count; i++)
+                cand_add(&l, text, command_table[i].name);
+        } else if (k == COMPLETE_WORDS && argi == 0 && c->words) {
+            for (const char *const *w = c->words; *w; w++)
+                cand_add(&l, text, *w);
+        } else if (k == COMPLETE_TENSOR || (k == COMPLETE_WORDS && argi > 0)) {
+            for (int i = 0; i < s->ws.count; i++)
+                cand_add(&l, text, s->ws.items[i]->name);
+        }
+    }
+    free(prefix);
+    if (l.n == 0) {
+        free(l.v);
+        return NULL;
+    }
+    qsort(l.v, (size_t)l.n, sizeof *l.v, cmp_str);
+    return l.v;
+}
+
+/* ---- readline glue -------------------------------------------------------------- *
+ * Readline's callbacks take no context argument, so the running REPL is reached
+ * through this one pointer, set only while repl_run is active. */
+typedef struct {
+    session *s;
+    char *line;       /* the line readline handed over (owned) */
+    int got_line;     /* on_line was called (line may be NULL: EOF) */
+    char *history;    /* history file path, NULL without $HOME */
+    int history_warned;
+} repl_state;
+
+static repl_state *active;
+
+static void on_line(char *line)
+{
+    active->line = line;
+    active->got_line = 1;
+    /* Leave readline's line mode before the command runs: its output must not
+     * be mixed with a redrawn prompt, and Ctrl-C must reach the command. */
+    rl_callback_handler_remove();
+}
+
+static char *lcp_of(char **v)
+{
+    size_t n = strlen(v[0]);
+    for (char **p = v + 1; *p; p++) {
+        size_t i = 0;
+        while (i < n && (*p)[i] == v[0][i])
+            i++;
+        n = i;
+    }
+    return strndup(v[0], n);
+}
+
+static char **on_complete(const char *text, int start, int end)
+{
+    (void)end;
+    rl_attempted_completion_over = 1; /* no filename fallback unless asked for */
+    int want_files = 0;
+    char **c = repl_candidates(active->s, rl_line_buffer, start, text, &want_files);
+    if (want_files)
+        return rl_completion_matches(text, rl_filename_completion_function);
+    if (!c)
+        return NULL;
+    /* Readline's format: [0] = the text that replaces `text`, then the matches. */
+    int n = 0;
+    while (c[n])
+        n++;
+    char **m = malloc((size_t)(n + 2) * sizeof *m);
+    if (!m) {
+        repl_candidates_free(c);
+        return NULL;
+    }
+    if (n == 1) {
+        m[0] = c[0];
+        m[1] = NULL;
+    } else {
+        m[0] = lcp_of(c);
+        memcpy(m + 1, c, (size_t)(n + 1) * sizeof *m);
+    }
+    free(c);
+    return m;
+}
+
+static void history_remember(repl_state *st, const char *line)
+{
+    const char *p = line;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (!*p)
+        return;
+    HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+    if (last && !strcmp(last->line, line))
+        return;
+    add_history(line);
+    if (!st->history)
+        return;
+    /* append_history does not create the file. */
+    int fd = open(st->history, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int rc = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+        close(fd);
+        rc = append_history(1, st->history);
+    }
+    if (rc && !st->history_warned) {
+        fprintf(stderr, "qsur: cannot write history %s: %s (continuing without it)\n", st->history,
+                strerror(rc));
+        st->history_warned = 1;
+    }
+}
+
+static int run_piece(void *vctx, const char *cmd)
+{
+    session *s = vctx;
+    qsur_error err;
+    int rc = command_execute(s, cmd, &err);
+    progress_line_done(s);
+    if (rc != QSUR_OK) {
+        fflush(s->out);
+        fprintf(stderr, "%s\n", err.msg);
+        return rc; /* the rest of the line is skipped, like errexit in a script */
+    }
+    return s->quit ? -1 : 0;
+}
+
+/* Waits for input on stdin; returns 1 when there is some, 0 when Ctrl-C was
+ * pressed (the flag is consumed), -1 on an error. SIGINT is blocked except
+ * inside pselect so a Ctrl-C cannot slip in between the check and the wait. */
+static int wait_input(session *s)
+{
+    sigset_t block, orig;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &orig);
+    int r;
+    if (s->interrupted && *s->interrupted) {
+        r = 0;
+    } else {
+        fd_set fds;
+        FD_ZERO(&fds);
+        FD_SET(fileno(rl_instream ? rl_instream : stdin), &fds);
+        r = pselect(fileno(rl_instream ? rl_instream : stdin) + 1, &fds, NULL, NULL, NULL, &orig);
+        if (r < 0 && errno == EINTR)
+            r = s->interrupted && *s->interrupted ? 0 : 2; /* 2: other signal, wait again */
+        else if (r < 0)
+            r = -1;
+        else
+            r = 1;
+    }
+    if (r == 0 && s->interrupted)
+        *s->interrupted = 0;
+    sigprocmask(SIG_SETMASK, &orig, NULL);
+    return r;
+}
+
+int repl_run(session *s)
+{
+    repl_state st = {0};
+    st.s = s;
+    active = &st;
+    rl_readline_name = "qsur";
+    rl_catch_signals = 0;       /* SIGINT belongs to progress_line.c (see top) */
+    rl_change_environment = 0;  /* keep $COLUMNS the user's: plots read it */
+    rl_attempted_completion_function = on_complete;
+    rl_completer_word_break_characters = " \t\n;";
+    rl_completer_quote_characters = "\"'";
+    using_history();
+    stifle_history(REPL_HISTORY_MAX);
+    const char *home = getenv("HOME");
+    if (home && *home && asprintf(&st.history, "%s/.qsur_history", home) < 0)
+        st.history = NULL;
+    if (st.history)
+        read_history(st.history); /* a missing file is the normal first run */
+
+    strbuf pending = {0}; /* a line continued with a trailing backslash */
+    while (!s->quit) {
+        char *prompt = pending.len ? strdup("   ...> ") : repl_prompt(s);
+        st.got_line = 0;
+        st.line = NULL;
+        rl_callback_handler_install(prompt ? prompt : "qsur> ", on_line);
+        free(prompt); /* readline keeps its own copy */
+        int eof = 0;
+        while (!st.got_line) {
+            int w = wait_input(s);
+            if (w == 1) {
+                rl_callback_read_char();
+            } else if (w == 0) {
+                /* Ctrl-C at the prompt: drop the line (and any continuation).
+                 * "^C" and the newline go out while readline still owns the
+                 * terminal: leaving line mode ends bracketed paste with a '\r'. */
+                rl_point = rl_end;
+                rl_redisplay();
+                fputs("^C", rl_outstream ? rl_outstream : stdout);
+                rl_crlf();
+                fflush(rl_outstream ? rl_outstream : stdout);
+                rl_free_line_state();
+                rl_callback_sigcleanup();
+                rl_callback_handler_remove();
+                using_history();
+                strbuf_free(&pending);
+                break;
+            } else if (w < 0) {
+                rl_callback_handler_remove();
+                eof = 1;
+                break;
+            }
+        }
+        if (eof)
+            break;
+        if (!st.got_line)
+            continue; /* interrupted: fresh prompt */
+        if (!st.line) { /* Ctrl-D on an empty line */
+            fputs("\n", stdout);
+            break;
+        }
+        size_t len = strlen(st.line);
+        int cont = len > 0 && st.line[len - 1] == '\\';
+        if (cont)
+            st.line[len - 1] = '\0';
+        strbuf_addf(&pending, "%s%s", pending.len ? " " : "", st.line);
+        free(st.line);
+        st.line = NULL;
+        if (cont) {
+            if (!pending.buf) /* a lone backslash: keep waiting for the rest */
+                strbuf_addf(&pending, " ");
+            continue;
+        }
+        if (pending.buf) {
+            history_remember(&st, pending.buf);
+            script_split_line(pending.buf, run_piece, s);
+        }
+        strbuf_free(&pending);
+        fflush(s->out);
+        /* A Ctrl-C that landed in a command that never polled must not clear
+         * the next prompt's line. */
+        if (s->interrupted)
+            *s->interrupted = 0;
+    }
+    strbuf_free(&pending);
+    if (st.history)
+        history_truncate_file(st.history, REPL_HISTORY_MAX);
+    free(st.history);
+    clear_history();
+    active = NULL;
+    return 0;
+}

@@ -1,0 +1,244 @@
+/* Layer list: the workspace's tensors, weights paired with the activations
+ * that feed them when the names say so, with shape and the last known log10
+ * QSUR. Enter runs `use W X` (or `use W`, `use -x X`) through the command
+ * table, so the choice is logged. */
+#include <curses.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tui_panel.h"
+
+/* An activation by name: X, x, X0, layer.x, *.input, *act*, *inp*. */
+static int is_activation_name(const char *name)
+{
+    const char *base = strrchr(name, '.');
+    base = base ? base + 1 : name;
+    if ((base[0] == 'X' || base[0] == 'x') &&
+        (base[1] == '\0' || base[1] == '_' || isdigit((unsigned char)base[1])))
+        return 1;
+    return strstr(base, "input") || strstr(base, "act") || strstr(base, "inp") || strstr(base, "calib");
+}
+
+/* Candidate names of the activation that feeds weight w: W->X (last
+ * standalone W or w), weight->input/act/x. */
+static int names_pair(const char *w, const char *x)
+{
+    size_t n = strlen(w);
+    if (n != strlen(x))
+        goto words;
+    /* identical except one W/w that is X/x in the activation */
+    int diff = 0, ok = 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        if (w[i] == x[i])
+            continue;
+        diff++;
+        ok = (w[i] == 'W' && x[i] == 'X') || (w[i] == 'w' && x[i] == 'x');
+    }
+    if (ok && diff == 1)
+        return 1;
+words:;
+    static const char *const from[] = {"weight", "weight", "weight", "weight"};
+    static const char *const to[] = {"input", "act", "x", "activation"};
+    for (int k = 0; k < 4; k++) {
+        const char *p = strstr(w, from[k]);
+        if (!p)
+            continue;
+        size_t pre = (size_t)(p - w), fl = strlen(from[k]), tl = strlen(to[k]);
+        if (strlen(x) == n - fl + tl && !strncmp(x, w, pre) && !strncmp(x + pre, to[k], tl) &&
+            !strcmp(x + pre + tl, p + fl))
+            return 1;
+    }
+    return 0;
+}
+
+static int add_item(tui *t, int *cap, const qsur_tensor *w, const qsur_tensor *x)
+{
+    if (t->nitems == *cap) {
+        int nc = *cap ? *cap * 2 : 16;
+        tui_layer_item *p = realloc(t->items, (size_t)nc * sizeof *p);
+        if (!p)
+            return -1;
+        t->items = p;
+        *cap = nc;
+    }
+    tui_layer_item *it = &t->items[t->nitems++];
+    memset(it, 0, sizeof *it);
+    if (w)
+        snprintf(it->w, sizeof it->w, "%s", w->name);
+    if (x)
+        snprintf(it->x, sizeof it->x, "%s", x->name);
+    qsur_tensor_shape_str(w ? w : x, it->shape, sizeof it->shape);
+    it->matrix = (w ? w : x)->ndim == 2;
+    return 0;
+}
+
+void tui_layers_rebuild(tui *t)
+{
+    const qsur_workspace *ws = &t->s->ws;
+    int cap = 0;
+    free(t->items);
+    t->items = NULL;
+    t->nitems = 0;
+    unsigned char *used = calloc((size_t)ws->count + 1, 1);
+    if (!used)
+        return;
+    /* Weights first, each with its activation when the names pair up, or the
+     * only activation with the same input width when there is exactly one. */
+    for (int i = 0; i < ws->count; i++) {
+        const qsur_tensor *w = ws->items[i];
+        if (is_activation_name(w->name) || w->ndim != 2)
+            continue;
+        int match = -1, same_cols = 0, last_same = -1;
+        for (int j = 0; j < ws->count; j++) {
+            const qsur_tensor *x = ws->items[j];
+            if (j == i || x->ndim != 2 || !is_activation_name(x->name) ||
+                qsur_tensor_cols(x) != qsur_tensor_cols(w))
+                continue;
+            same_cols++;
+            last_same = j;
+            if (match < 0 && names_pair(w->name, x->name))
+                match = j;
+        }
+        if (match < 0 && same_cols == 1)
+            match = last_same;
+        if (match >= 0)
+            used[match] = 1;
+        used[i] = 1;
+        add_item(t, &cap, w, match >= 0 ? ws->items[match] : NULL);
+    }
+    for (int i = 0; i < ws->count; i++)
+        if (!used[i]) {
+            const qsur_tensor *x = ws->items[i];
+            int act = is_activation_name(x->name) && x->ndim == 2;
+            add_item(t, &cap, act ? NULL : x, act ? x : NULL);
+        }
+    free(used);
+    if (t->layer_sel >= t->nitems)
+        t->layer_sel = t->nitems > 0 ? t->nitems - 1 : 0;
+}
+
+static int item_is_current(tui *t, const tui_layer_item *it)
+{
+    const session *s = t->s;
+    if (s->current < 0 || s->current >= s->nlayers)
+        return 0;
+    const layer_state *l = &s->layers[s->current];
+    return !strcmp(l->w_name, it->w) && !strcmp(l->x_name, it->x);
+}
+
+static double memo_qsur(tui *t, const tui_layer_item *it)
+{
+    for (int i = 0; i < t->nmemo; i++)
+        if (!strcmp(t->memo[i].w, it->w) && !strcmp(t->memo[i].x, it->x))
+            return !isnan(t->memo[i].qx) ? t->memo[i].qx : t->memo[i].qw;
+    return NAN;
+}
+
+static void draw(tui *t, tui_panel *p)
+{
+    tui_rect *r = &p->r;
+    char title[48];
+    snprintf(title, sizeof title, "layers (%d)", t->nitems);
+    tui_box(t, r, title, t->focus == p);
+    int h = r->h - 2, w = r->w - 2;
+    if (t->nitems == 0) {
+        tui_text(t, r->y + 1, r->x + 1, w, "empty: `:load FILE`");
+        return;
+    }
+    if (t->layer_sel < t->layer_top)
+        t->layer_top = t->layer_sel;
+    if (t->layer_sel >= t->layer_top + h)
+        t->layer_top = t->layer_sel - h + 1;
+    for (int i = 0; i < h && t->layer_top + i < t->nitems; i++) {
+        const tui_layer_item *it = &t->items[t->layer_top + i];
+        char name[2 * QSUR_NAME_MAX + 4], q[16] = "";
+        if (it->w[0] && it->x[0])
+            snprintf(name, sizeof name, "%s+%s", it->w, it->x);
+        else
+            snprintf(name, sizeof name, "%s", it->w[0] ? it->w : it->x);
+        double lq = memo_qsur(t, it);
+        if (!isnan(lq))
+            snprintf(q, sizeof q, "%.1f", lq);
+        int sel = t->layer_top + i == t->layer_sel;
+        int attr = (sel ? (int)A_REVERSE : 0) | (item_is_current(t, it) ? (int)A_BOLD : 0) | (it->matrix ? 0 : (int)A_DIM);
+        attron(attr);
+        /* "* name      shape  log10Q": the name gets what is left. */
+        int qw = 7, sw = (int)strlen(it->shape) + 1, nw = w - 2 - sw - qw;
+        if (nw < 6) {
+            nw = w - 2 - qw;
+            sw = 0;
+        }
+        tui_textf(t, r->y + 1 + i, r->x + 1, w, "%c %-*.*s%*s%*s", item_is_current(t, it) ? '*' : ' ', nw,
+                  nw, name, sw, sw ? it->shape : "", qw, q);
+        attroff(attr);
+    }
+}
+
+/* A tensor name as one command word: quoted only when the tokenizer needs it. */
+static void quote(const char *name, char *buf, size_t n)
+{
+    if (!strpbrk(name, " \t'\"#;\\")) {
+        snprintf(buf, n, "%s", name);
+        return;
+    }
+    size_t o = 0;
+    buf[o++] = '"';
+    for (const char *p = name; *p && o + 3 < n; p++) {
+        if (*p == '"' || *p == '\\')
+            buf[o++] = '\\';
+        buf[o++] = *p;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+}
+
+static int key(tui *t, tui_panel *p, int ch)
+{
+    (void)p;
+    switch (ch) {
+    case KEY_UP:
+    case 'k':
+        if (t->layer_sel > 0)
+            t->layer_sel--;
+        return 1;
+    case KEY_DOWN:
+    case 'j':
+        if (t->layer_sel + 1 < t->nitems)
+            t->layer_sel++;
+        return 1;
+    case KEY_HOME:
+        t->layer_sel = 0;
+        return 1;
+    case KEY_END:
+        t->layer_sel = t->nitems > 0 ? t->nitems - 1 : 0;
+        return 1;
+    case '\r':
+    case '\n':
+    case KEY_ENTER:
+        if (t->layer_sel < t->nitems) {
+            const tui_layer_item *it = &t->items[t->layer_sel];
+            char w[2 * QSUR_NAME_MAX + 3], x[2 * QSUR_NAME_MAX + 3];
+            quote(it->w, w, sizeof w);
+            quote(it->x, x, sizeof x);
+            t->channel = -1; /* the new layer starts on its largest channel */
+            if (it->w[0] && it->x[0])
+                tui_exec_fmt(t, "use %s %s", w, x);
+            else if (it->w[0])
+                tui_exec_fmt(t, "use %s", w);
+            else
+                tui_exec_fmt(t, "use -x %s", x);
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void tui_panel_layers_init(tui_panel *p)
+{
+    p->title = "layers";
+    p->visible = 1;
+    p->draw = draw;
+    p->key = key;
+}
