@@ -131,6 +131,22 @@ static int model_changed(session *s, report *r, qsur_error *err)
     return rc;
 }
 
+int model_replaced(session *s, const char *how, qsur_error *err)
+{
+    model_state *ms = s->mstate;
+    if (!s->model || !ms)
+        return QSUR_OK;
+    snprintf(ms->rotation, sizeof ms->rotation, "%s", how);
+    ms->smoothing[0] = '\0';
+    ms->quantized = s->model->layers[0].wq.wq != NULL;
+    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", how);
+    drop_model_layers(s);
+    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    if (!rc && ms->has_calib)
+        rc = capture_float(s, &s->ws, &ms->calib_tokens, err);
+    return rc;
+}
+
 /* ---- model load | info | save-hf ----------------------------------------- */
 
 static int model_load(session *s, const char *path, report *r, qsur_error *err)

@@ -76,6 +76,7 @@ static void show_settings(session *s, report *r)
 {
     rep_str(r, "format", "format", s->set.format == FORMAT_JSON ? "json" : "human");
     rep_str(r, "errexit", "errexit", s->set.errexit ? "on" : "off");
+    rep_str(r, "echo", "echo", s->set.echo ? "on" : "off");
     rep_str(r, "color", "color", s->set.color ? "on" : "off");
     rep_num(r, "outlier_k", "outlier_k", s->set.outlier_k, "%g");
     rep_num(r, "alpha", "alpha (QSUR confidence)", s->set.qsur_alpha, "%g");
@@ -115,6 +116,11 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
         if (parse_on_off(v, &b))
             return qsur_fail(err, QSUR_ERR_ARG, "errexit: expected on or off, got '%s'", v);
         s->set.errexit = b;
+    } else if (!strcmp(k, "echo")) {
+        if (parse_on_off(v, &b))
+            return qsur_fail(err, QSUR_ERR_ARG, "echo: expected on or off, got '%s'", v);
+        s->set.echo = b;
+        session_log_as(s, "%s", "");
     } else if (!strcmp(k, "color")) {
         if (parse_on_off(v, &b))
             return qsur_fail(err, QSUR_ERR_ARG, "color: expected on or off, got '%s'", v);
@@ -151,7 +157,7 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
         s->set.seed = (unsigned long long)l;
     } else {
         return qsur_fail(err, QSUR_ERR_ARG,
-                         "unknown setting '%s' (format, errexit, color, outlier_k, alpha, cube, bins, error_tokens, seed)", k);
+                         "unknown setting '%s' (format, errexit, echo, color, outlier_k, alpha, cube, bins, error_tokens, seed)", k);
     }
     return QSUR_OK;
 }

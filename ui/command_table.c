@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include "commands.h"
 
-static const char *const set_words[] = {"format", "errexit", "color", "outlier_k", "alpha",
+static const char *const set_words[] = {"format", "errexit", "echo", "color", "outlier_k", "alpha",
                                         "cube", "bins", "error_tokens", "seed", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
@@ -15,6 +15,9 @@ static const char *const quantease_words[] = {"model", "outliers=0.005", "init=g
 static const char *const awq_words[] = {"model", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
+static const char *const ostquant_words[] = {"layer", "model", "steps=", "lr=", "loss=kltop", "loss=ce",
+                                             "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
+                                             "calib=", "eval=", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
@@ -123,6 +126,22 @@ const command command_table[] = {
      "the fake-quantized weight quant(W diag(s)) diag(1/s) (exact for weight-only quantization).",
      cmd_awq},
 
+    {"ostquant", 1, 16, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, ostquant_words,
+     "ostquant layer [steps=N] [lr=X] [block=B] [no-scale] | ostquant model calib=FILE [OPTS]",
+     "OSTQuant: learn orthogonal + scaling transforms through the quantizers (STE)",
+     "layer  the current layer: R = H B (Hadamard, then learned block-diagonal orthogonal\n"
+     "       blocks of B channels, default 256) and S minimising ||XW^T - Q(X S^-1 R) Q(W S R)^T||;\n"
+     "       pushes a scale step and a dense rotation step onto the layer's stack.\n"
+     "       steps=100 lr=0.02 (Cayley-Adam) block=256 seed=N no-scale\n"
+     "model  the loaded model with the session's w/a/kv quantizers: global residual rotation,\n"
+     "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
+     "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
+     "       model is replaced by the fused, weight-quantized one (docs/ostquant.md).\n"
+     "       calib=FILE (uint16 tokens, required) eval=FILE (scored only) steps=150 lr=0.02\n"
+     "       lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4 seqs=N seq-len=N eval-every=N\n"
+     "       seed=N no-womi no-scale. Ctrl-C keeps the best transforms so far.",
+     cmd_ostquant},
+
     /* ---- transform ---- */
     {"rotate", 1, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words,
      "rotate hadamard|rhadamard|random [SEED] | rotate pca | rotate model hadamard [SEED] [steps=LIST]",
@@ -215,6 +234,7 @@ const command command_table[] = {
      "show or change a setting (format, errexit, outlier_k, alpha, cube, ...)",
      "set format human|json   human tables, or one JSON object per command\n"
      "set errexit on|off      scripts stop at the first error (default on)\n"
+     "set echo on|off         scripts print each command (as `qsur> CMD`) before running it\n"
      "set color on|off        ANSI colour in plots (never when NO_COLOR is set)\n"
      "set outlier_k K         a channel is an outlier when absmax > K x median absmax (default 8)\n"
      "set alpha A             confidence level of the QSUR ellipsoid (default 0.99)\n"

@@ -58,6 +58,9 @@ HANDLER(cmd_demo);
 /* cmd_sleep.c */
 HANDLER(cmd_sleep);
 
+/* cmd_ostquant.c */
+HANDLER(cmd_ostquant);
+
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);

@@ -42,6 +42,10 @@ int model_apply_quant(session *s, report *r, qsur_error *err);
  * canon is the canonical command for the log. */
 int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, report *r,
                  qsur_error *err);
+/* Another command replaced s->model by a transformed model (`ostquant model`):
+ * records `how`, copies the new weights into the workspace and captures the
+ * calibration activations again. Errors leave the new model in place. */
+int model_replaced(session *s, const char *how, qsur_error *err);
 /* `rotate model hadamard [SEED] [steps=...]` (argv after "model"). */
 int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *err);
 

@@ -58,6 +58,10 @@ static int run_piece(void *vctx, const char *cmd)
 {
     run_ctx *ctx = vctx;
     qsur_error err;
+    if (ctx->s->set.echo) {
+        fprintf(ctx->s->out, "qsur> %s\n", cmd);
+        fflush(ctx->s->out);
+    }
     int rc = command_execute(ctx->s, cmd, &err);
     if (rc != QSUR_OK) {
         fflush(ctx->s->out);

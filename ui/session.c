@@ -6,6 +6,7 @@
 #include "model_state.h"
 #include "qsur/llama.h"
 #include "session.h"
+#include "qsur/llama_rotations.h"
 
 void session_init(session *s, FILE *out)
 {
@@ -36,6 +37,7 @@ void session_free(session *s)
     free(s->log_override);
     qsur_llama_free(s->model);
     model_state_free(s->mstate); /* after the model: its hooks point into it */
+    qsur_llama_rotations_free(s->model_rot);
     qsur_workspace_clear(&s->ws);
     memset(s, 0, sizeof *s);
 }

@@ -14,6 +14,7 @@
 typedef struct {
     report_format format;      /* set format human|json */
     int errexit;               /* set errexit on|off (scripts stop at the first error) */
+    int echo;                  /* set echo on|off: scripts print each command before it runs */
     int color;                 /* ANSI colour allowed (tty and no NO_COLOR) */
     int utf8;                  /* the locale is UTF-8: block characters allowed */
     int progress;              /* draw progress lines (stderr is a tty) */
@@ -39,6 +40,8 @@ typedef struct session {
     qsur_quant_spec wq, aq;    /* weight and activation quantizers */
     qsur_quant_spec kvq;       /* KV-cache quantizer of the model (bits 16 = off) */
     struct qsur_llama *model;  /* the loaded model (`model load`), or NULL; owned */
+    struct qsur_llama_rotations *model_rot; /* online Hadamards the model's hooks point at
+                                              (set by `ostquant model`), owned, or NULL */
     char model_path[4096];     /* where it came from, for reports and export */
     struct model_state *mstate; /* rotations, calibration, quantization of the model (model_state.h) */
     struct layer_state *layers; /* one per layer the user has selected (see layer_state.h) */

@@ -1,0 +1,162 @@
+/* OSTQuant (Hu et al., "OSTQuant: Refining Large Language Model Quantization with
+ * Orthogonal and Scaling Transformations for Better Quantization Space
+ * Utilization", arXiv 2501.13987) on the Llama runtime: learnable equivalent
+ * transform pairs, trained through the quantized model with a KL-Top loss,
+ * then fused into the weights.
+ *
+ * Layout (rows are tokens, x' = x R S^-1 for activations, W' = W R S for the
+ * input side of a linear, W' = R^T W for the output side):
+ *   R_res   one dim x dim orthogonal on the residual stream, after every RMSNorm
+ *           gain has been folded into the next linear (norm gains become 1):
+ *           tok_embeddings' = E R, output' = (C diag(g_final)) R, wo' and w2'
+ *           rows R^T W, every input-side weight W diag(g) R.
+ *   S_attn  per layer, dim scales shared by wq/wk/wv: x_n R S^-1 — S^-1 becomes
+ *           the new attention RMSNorm gain, wq/wk/wv columns are multiplied by S.
+ *   R_ov, S_ov  per layer and kv head g (GQA: one pair per kv head, shared by its
+ *           n_heads/n_kv_heads query heads): v_g' = v_g R_g S_g^-1, so
+ *           wv rows of head g <- S_g^-1 R_g^T wv_g, wo columns of every query head
+ *           h of group g <- wo_h R_g S_g.
+ *   S_ffn   per layer, dim scales shared by w1/w3 (new ffn RMSNorm gain 1/S).
+ *   S_ud    per layer, hidden scales between w3 (up) and w2 (down): w3 rows / S,
+ *           w2 columns * S (silu sits on w1 only, so the product scales exactly).
+ *   H       an online Hadamard on the input of w2 (rows of hidden_dim): w2 <- w2 H
+ *           and the w2_in hook applies x <- x H; hidden 172 = 4 x 43 uses the
+ *           engine's documented fallback (Walsh 4 x seeded random orthogonal 43).
+ *   H_qk    when the KV cache is quantized (bits < 16) and kv_hadamard is on: an
+ *           online Hadamard of head_size on q and k after RoPE (QuaRot).
+ * Scalings are learned as log s (Adam); orthogonals with Cayley-Adam on the
+ * orthogonal group (qsur/stiefel.h).
+ *
+ * WOMI initialisation (weight-outlier-minimising, paper Sec. 3.3): for each
+ * orthogonal, Sigma = sum over the weights it touches of G_W / ||W||_F^2, with
+ * G_W the Gram matrix along the rotated axis (A^T A for an input side A =
+ * W diag(g), W W^T for an output side); Sigma = Q Lambda Q^T (dsyevd, columns
+ * in descending eigenvalue order); R_init = Q H with H the normalised Hadamard
+ * of that size: Q decorrelates the weight channels, H then spreads each
+ * eigen-direction evenly over all channels (no outlier channel). R_ov uses wv_g
+ * (rows of head g: wv_g wv_g^T) and the wo column blocks of its query heads
+ * (wo_h^T wo_h). Scales start at 1. Without WOMI: R_res = H, R_ov = H.
+ *
+ * Losses on the next-token logits z (quantized) and z_fp (full precision,
+ * untransformed model), averaged over tokens:
+ *   KL-Top  K = the top-k indices of z_fp; p = softmax(z_fp[K]), q = softmax(z[K])
+ *           (both renormalised over K); L = sum_K p log(p/q); dL/dz_K = q - p.
+ *   CE      cross entropy of z against the next calibration token.
+ *   MSE     mean over tokens and vocabulary of (z - z_fp)^2.
+ * Quantizer gradients: qsur/quant_ste.h (STE; symmetric scale gradient). */
+#ifndef QSUR_OSTQUANT_H
+#define QSUR_OSTQUANT_H
+
+#include <stdint.h>
+#include "qsur/llama.h"
+#include "qsur/llama_rotations.h"
+#include "qsur/llama_train.h"
+#include "qsur/stiefel.h"
+
+typedef enum { QSUR_OSTQ_KLTOP = 0, QSUR_OSTQ_CE, QSUR_OSTQ_MSE } qsur_ostquant_loss;
+
+const char *qsur_ostquant_loss_name(qsur_ostquant_loss l); /* "kltop", "ce", "mse" */
+
+typedef struct {
+    int steps;            /* optimiser steps (default 150) */
+    double lr;            /* Cayley-Adam step of the orthogonals (default 0.02) */
+    double lr_scale;      /* Adam step of the log-scales (default 0.01) */
+    qsur_ostquant_loss loss;
+    int topk;             /* KL-Top k (default 64 for a 512 vocabulary) */
+    int womi;             /* 1: WOMI initialisation, 0: Hadamard */
+    int learn_scales;     /* 0: scales stay 1 (ablation) */
+    int batch;            /* calibration sequences per step (default 4) */
+    int seq_len;          /* tokens per sequence (0: the token file's) */
+    int max_seqs;         /* calibration sequences used (0: all) */
+    int eval_every;       /* eval perplexity every N steps (0: never) */
+    int eval_seqs;        /* sequences of the eval stream per evaluation (default 16) */
+    int kv_hadamard;      /* online Hadamard on q/k when the KV cache is quantized (1) */
+    uint64_t seed;        /* batch order, Hadamard fallback blocks */
+} qsur_ostquant_opts;
+
+qsur_ostquant_opts qsur_ostquant_default(void);
+
+typedef struct {
+    int step;             /* 1-based step count when the row was taken */
+    double loss, kltop;   /* training loss and KL-Top (k = topk) of that batch */
+    double ppl;           /* eval perplexity, NAN when not evaluated */
+} qsur_ostquant_log;
+
+typedef struct qsur_ostquant {
+    qsur_ostquant_opts opts;
+    qsur_quant_spec wspec, aspec, kvspec;
+    qsur_llama_config cfg;          /* of the fused model (untied classifier) */
+    /* folded base (norm gains in the next linear), owned copies */
+    float *E, *C;                   /* [V][d] embeddings, classifier diag(g_final) */
+    float **A;                      /* [L*5]: wq wk wv w1 w3 times diag(gain) */
+    float **Wout;                   /* [L*2]: wo, w2 */
+    /* parameters */
+    double *r_res;                  /* d*d */
+    double *r_ov;                   /* [L][n_kv][hs*hs] */
+    double *ls;                     /* log scales: [L][d] attn, [L][kv] ov, [L][d] ffn, [L][hd] ud */
+    int64_t n_ls;
+    /* best parameters so far: lowest loss on a fixed selection batch of the
+     * calibration stream (checked every 10 steps and at the end) */
+    double *best_r_res, *best_r_ov, *best_ls;
+    double best_ema;                /* the best selection loss (INFINITY before the first) */
+    double ema;                     /* EMA of the training loss, for display */
+    double last_select;             /* the latest selection loss */
+    int best_step;
+    /* optimiser state */
+    qsur_stiefel_adam *opt_res, **opt_ov;
+    qsur_adam *opt_ls;
+    int step;                       /* steps done */
+    qsur_ostquant_log *log;         /* one row per step */
+    int nlog, caplog;
+    /* run-time pieces */
+    qsur_llama_rotations *rot;
+    qsur_llama *fm;                 /* fused working model */
+} qsur_ostquant;
+
+/* Folds base (its float weights; wq copies are ignored), initialises the
+ * transforms (WOMI or Hadamard) and the optimisers. The specs are the weight,
+ * activation and KV quantizers to train for (bits 16 = off). */
+int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_ostquant_opts *opts,
+                      const qsur_quant_spec *wspec, const qsur_quant_spec *aspec,
+                      const qsur_quant_spec *kvspec, qsur_error *err);
+void qsur_ostquant_free(qsur_ostquant *o);
+
+/* Trains from o->step to opts.steps on the calibration stream. eval (may be
+ * NULL) is only scored, every eval_every steps. Progress ticks once per step
+ * with value = the training loss and what = "step I/N kl=K". On interruption
+ * the best parameters so far are restored and QSUR_ERR_INTERRUPTED returned
+ * (o stays valid: fuse it, save it, or train again to continue). At the end
+ * the best parameters are restored as well. */
+int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
+                        const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err);
+
+/* A new float model with every transform fused into the weights, hooks set
+ * (act/kv specs, online Hadamards pointing into *rot, which the caller owns and
+ * must keep alive as long as the model). Weights are NOT quantized. */
+int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_rotations **rot,
+                       qsur_error *err);
+
+/* Writes the fused float weights of the current parameters into fm (same
+ * shape as o->fm). */
+void qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm);
+/* Chain rule from gradients w.r.t. the fused float weights of fm (d_output
+ * separate, untied) to the parameters: d_r_res [d*d], d_r_ov [like r_ov],
+ * d_ls [n_ls] (overwritten; Euclidean gradients, log-space for scales). */
+int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
+                              const qsur_llama_grads *g, double *d_r_res, double *d_r_ov,
+                              double *d_ls, qsur_error *err);
+
+/* Loss on logits z ([N][V]) against z_fp; tokens [N] (rows b*T + t) give the
+ * CE targets (the next token of the same sequence). Writes dz = dL/dz (may be
+ * NULL) and returns the loss; *kltop receives the KL-Top value either way. */
+double qsur_ostquant_loss_eval(qsur_ostquant_loss kind, int topk, const float *z,
+                               const float *z_fp, const int *tokens, int B, int T, int V,
+                               float *dz, double *kltop);
+
+/* Parameters + optimiser state + log, written atomically; load needs the same
+ * base model shape and returns an object ready to train on. */
+int qsur_ostquant_save(const qsur_ostquant *o, const char *path, qsur_error *err);
+int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *path,
+                       qsur_error *err);
+
+#endif

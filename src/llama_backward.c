@@ -1,0 +1,276 @@
+/* Reverse-mode gradients of the Llama forward pass (qsur/llama_train.h):
+ * the blocks of llama_train.c in reverse order, every linear's gradients as two
+ * sgemm (dW += dY^T X, dX = dY W), fake quantizers through the STE of
+ * quant_ste.c, online transforms through their transposes. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "qsur/llama_train.h"
+#include "qsur/quant_ste.h"
+
+void qsur_llama_rmsnorm_backward(const float *x, const float *g, const float *dy, int64_t rows,
+                                 int64_t n, double eps, float *dx, float *dg)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n, *dyr = dy + r * n;
+        float *dxr = dx + r * n;
+        double ss = 0, dot = 0;
+        for (int64_t j = 0; j < n; j++) {
+            ss += (double)xr[j] * xr[j];
+            dot += (double)xr[j] * g[j] * dyr[j];
+        }
+        double inv = 1.0 / sqrt(ss / (double)n + eps);
+        double c = dot * inv * inv * inv / (double)n;
+        for (int64_t j = 0; j < n; j++) {
+            dxr[j] = (float)(inv * g[j] * dyr[j] - c * xr[j]);
+            if (dg)
+                dg[j] += (float)(dyr[j] * xr[j] * inv);
+        }
+    }
+}
+
+void qsur_llama_swiglu_backward(const float *a, const float *u, const float *dout, int64_t n,
+                                float *da, float *du)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float sg = 1.0f / (1.0f + expf(-a[i]));
+        float silu = a[i] * sg;
+        float dsilu = sg * (1.0f + a[i] * (1.0f - sg));
+        float g = dout[i];
+        da[i] = g * u[i] * dsilu;
+        du[i] = g * silu;
+    }
+}
+
+void qsur_llama_attention_head_backward(const float *q, int ldq, const float *k, const float *v,
+                                        int ldkv, int T, int hs, const float *p, const float *dout,
+                                        int ldo, float *dq, float *dk, float *dv, float *scratch)
+{
+    float scale = (float)(1.0 / sqrt((double)hs));
+    float *ds = scratch; /* T x T */
+    /* dP = dO V^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dout, ldo, v, ldkv, 0.0f,
+                ds, T);
+    /* dV += P^T dO */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, dout, ldo, 1.0f, dv,
+                ldkv);
+    /* softmax backward row by row (P is 0 above the diagonal, so dS is too) */
+    for (int t = 0; t < T; t++) {
+        const float *pr = p + (size_t)t * T;
+        float *dr = ds + (size_t)t * T;
+        double dot = 0;
+        for (int j = 0; j <= t; j++)
+            dot += (double)pr[j] * dr[j];
+        for (int j = 0; j <= t; j++)
+            dr[j] = pr[j] * (dr[j] - (float)dot);
+        for (int j = t + 1; j < T; j++)
+            dr[j] = 0.0f;
+    }
+    /* dQ = scale dS K;  dK += scale dS^T Q */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, ds, T, k, ldkv, 0.0f,
+                dq, ldq);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, ds, T, q, ldq, 1.0f, dk,
+                ldkv);
+}
+
+/* ---- gradient storage ---------------------------------------------------- */
+
+void qsur_llama_grads_free(qsur_llama_grads *g)
+{
+    if (!g)
+        return;
+    free(g->d_tok_embeddings);
+    free(g->d_norm);
+    free(g->d_output);
+    if (g->layers)
+        for (int l = 0; l < g->n_layers; l++) {
+            qsur_llama_layer_grads *L = &g->layers[l];
+            free(L->d_wq);
+            free(L->d_wk);
+            free(L->d_wv);
+            free(L->d_wo);
+            free(L->d_w1);
+            free(L->d_w2);
+            free(L->d_w3);
+            free(L->d_attention_norm);
+            free(L->d_ffn_norm);
+        }
+    free(g->layers);
+    free(g);
+}
+
+int qsur_llama_grads_new(qsur_llama_grads **out, const qsur_llama *m, qsur_error *err)
+{
+    *out = NULL;
+    const qsur_llama_config *c = &m->cfg;
+    qsur_llama_grads *g = calloc(1, sizeof *g);
+    if (!g)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "gradients: out of memory");
+    g->n_layers = c->n_layers;
+    size_t d = (size_t)c->dim, kv = (size_t)c->kv_dim, h = (size_t)c->hidden_dim,
+           V = (size_t)c->vocab_size;
+    g->d_tok_embeddings = calloc(V * d, sizeof(float));
+    g->d_norm = calloc(d, sizeof(float));
+    g->d_output = calloc(V * d, sizeof(float));
+    g->layers = calloc((size_t)c->n_layers, sizeof *g->layers);
+    int ok = g->d_tok_embeddings && g->d_norm && g->d_output && g->layers;
+    for (int l = 0; ok && l < c->n_layers; l++) {
+        qsur_llama_layer_grads *L = &g->layers[l];
+        L->d_wq = calloc(d * d, sizeof(float));
+        L->d_wk = calloc(kv * d, sizeof(float));
+        L->d_wv = calloc(kv * d, sizeof(float));
+        L->d_wo = calloc(d * d, sizeof(float));
+        L->d_w1 = calloc(h * d, sizeof(float));
+        L->d_w2 = calloc(d * h, sizeof(float));
+        L->d_w3 = calloc(h * d, sizeof(float));
+        L->d_attention_norm = calloc(d, sizeof(float));
+        L->d_ffn_norm = calloc(d, sizeof(float));
+        ok = L->d_wq && L->d_wk && L->d_wv && L->d_wo && L->d_w1 && L->d_w2 && L->d_w3 &&
+             L->d_attention_norm && L->d_ffn_norm;
+    }
+    if (!ok) {
+        qsur_llama_grads_free(g);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "gradients: out of memory for the model's shape");
+    }
+    *out = g;
+    return QSUR_OK;
+}
+
+void qsur_llama_grads_zero(qsur_llama_grads *g, const qsur_llama *m)
+{
+    const qsur_llama_config *c = &m->cfg;
+    size_t d = (size_t)c->dim, kv = (size_t)c->kv_dim, h = (size_t)c->hidden_dim,
+           V = (size_t)c->vocab_size;
+    memset(g->d_tok_embeddings, 0, V * d * sizeof(float));
+    memset(g->d_norm, 0, d * sizeof(float));
+    memset(g->d_output, 0, V * d * sizeof(float));
+    for (int l = 0; l < c->n_layers; l++) {
+        qsur_llama_layer_grads *L = &g->layers[l];
+        memset(L->d_wq, 0, d * d * sizeof(float));
+        memset(L->d_wk, 0, kv * d * sizeof(float));
+        memset(L->d_wv, 0, kv * d * sizeof(float));
+        memset(L->d_wo, 0, d * d * sizeof(float));
+        memset(L->d_w1, 0, h * d * sizeof(float));
+        memset(L->d_w2, 0, d * h * sizeof(float));
+        memset(L->d_w3, 0, h * d * sizeof(float));
+        memset(L->d_attention_norm, 0, d * sizeof(float));
+        memset(L->d_ffn_norm, 0, d * sizeof(float));
+    }
+}
+
+/* ---- the backward pass ---------------------------------------------------- */
+
+/* dW += dY^T X (dW rows x cols), dX (=|+=) dY W for a linear Y = X W^T. */
+static void linear_backward(const qsur_llama_linear *l, const float *x, const float *dy,
+                            int64_t N, float *dw, float *dx, float beta)
+{
+    const float *w = l->wq ? l->wq : l->w;
+    int R = (int)l->rows, C = (int)l->cols;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, (int)N, 1.0f, dy, R, x, C, 1.0f, dw,
+                C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, R, 1.0f, dy, R, w, C, beta,
+                dx, C);
+}
+
+int qsur_llama_backward(const qsur_llama *m, const qsur_llama_tape *t, const float *dlogits,
+                        const qsur_llama_online_t *ot, qsur_llama_grads *g, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    if (c->dim != t->dim || c->hidden_dim != t->hidden_dim || c->n_layers != t->n_layers)
+        return qsur_fail(err, QSUR_ERR_ARG, "backward: tape was made for another model shape");
+    if ((m->hooks.qk.apply && (!ot || !ot->qk.apply)) ||
+        (m->hooks.wo_in.apply && (!ot || !ot->wo_in.apply)) ||
+        (m->hooks.w2_in.apply && (!ot || !ot->w2_in.apply)))
+        return qsur_fail(err, QSUR_ERR_ARG, "backward: an online hook is set without its transpose");
+    int B = t->B, T = t->T, group = c->n_heads / c->n_kv_heads;
+    int64_t N = t->N, d = c->dim, kv = c->kv_dim, hd = c->hidden_dim, hs = c->head_size;
+    int64_t V = c->vocab_size;
+    float *dx = t->s4, *dn = t->s1, *dh1 = t->s2, *dh3 = t->s3;
+    float *buf = malloc((size_t)(N * (hd > d ? hd : d) + N * d + 2 * N * kv) * sizeof(float));
+    if (!buf)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "backward: out of memory for %lld tokens", (long long)N);
+    float *dwide = buf, *dq = buf + N * (hd > d ? hd : d), *dk = dq + N * d, *dv = dk + N * kv;
+    int rc = QSUR_OK;
+
+    /* classifier and final norm */
+    const float *wout = m->output.wq ? m->output.wq : m->output.w;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)V, (int)d, (int)N, 1.0f, dlogits,
+                (int)V, t->xnf, (int)d, 1.0f, g->d_output, (int)d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)d, (int)V, 1.0f, dlogits,
+                (int)V, wout, (int)d, 0.0f, dn, (int)d);
+    qsur_llama_rmsnorm_backward(t->x_final, m->norm, dn, N, d, c->norm_eps, dx, g->d_norm);
+
+    for (int l = c->n_layers - 1; l >= 0 && !rc; l--) {
+        const qsur_llama_layer *L = &m->layers[l];
+        qsur_llama_layer_grads *G = &g->layers[l];
+        size_t od = (size_t)l * N * d, okv = (size_t)l * N * kv, oh = (size_t)l * N * hd;
+        const float *P = t->p + (size_t)l * B * c->n_heads * T * T;
+
+        /* feed-forward: x += Q(w2_in(silu(h1) h3)) W2^T */
+        linear_backward(&L->w2, t->gq + oh, dx, N, G->d_w2, dwide, 0.0f);
+        if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->g + oh, N, hd, dwide, dwide, err)))
+            break;
+        if (m->hooks.w2_in.apply)
+            ot->w2_in.apply(ot->w2_in.ctx, dwide, N, hd);
+        qsur_llama_swiglu_backward(t->h1 + oh, t->h3 + oh, dwide, N * hd, dh1, dh3);
+        linear_backward(&L->w1, t->xq2 + od, dh1, N, G->d_w1, dn, 0.0f);
+        linear_backward(&L->w3, t->xq2 + od, dh3, N, G->d_w3, dn, 1.0f);
+        if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->xn2 + od, N, d, dn, dn, err)))
+            break;
+        qsur_llama_rmsnorm_backward(t->x_mid + od, L->ffn_norm, dn, N, d, c->norm_eps, dwide,
+                                    G->d_ffn_norm);
+        for (int64_t i = 0; i < N * d; i++)
+            dx[i] += dwide[i];
+
+        /* attention: x += Q(wo_in(attn)) Wo^T */
+        linear_backward(&L->wo, t->aq + od, dx, N, G->d_wo, dn, 0.0f);
+        if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->a + od, N, d, dn, dn, err)))
+            break;
+        if (m->hooks.wo_in.apply)
+            ot->wo_in.apply(ot->wo_in.ctx, dn, N * c->n_heads, hs);
+        memset(dk, 0, (size_t)(2 * N * kv) * sizeof(float));
+        const float *q = t->q + od, *kq = t->kq + okv, *vq = t->vq + okv;
+        for (int b = 0; b < B; b++)
+            for (int hh = 0; hh < c->n_heads; hh++) {
+                size_t r0 = (size_t)b * T, gg = (size_t)(hh / group);
+                qsur_llama_attention_head_backward(
+                    q + r0 * d + (size_t)hh * hs, (int)d, kq + r0 * kv + gg * hs,
+                    vq + r0 * kv + gg * hs, (int)kv, T, (int)hs,
+                    P + ((size_t)b * c->n_heads + hh) * T * T, dn + r0 * d + (size_t)hh * hs,
+                    (int)d, dq + r0 * d + (size_t)hh * hs, dk + r0 * kv + gg * hs,
+                    dv + r0 * kv + gg * hs, t->sp);
+            }
+        if ((rc = qsur_fake_quant_backward(&m->hooks.kv, t->k + okv, N * kv / hs, hs, dk, dk, err)) ||
+            (rc = qsur_fake_quant_backward(&m->hooks.kv, t->v + okv, N * kv / hs, hs, dv, dv, err)))
+            break;
+        if (m->hooks.qk.apply) {
+            ot->qk.apply(ot->qk.ctx, dq, N * c->n_heads, hs);
+            ot->qk.apply(ot->qk.ctx, dk, N * c->n_kv_heads, hs);
+        }
+        /* RoPE is a rotation per pair: its transpose rotates by the opposite angle. */
+        for (int b = 0; b < B; b++) {
+            qsur_llama_rope(dq + (size_t)b * T * d, T, c->n_heads, (int)hs, 0, t->rope_cos,
+                            t->rope_nsin);
+            qsur_llama_rope(dk + (size_t)b * T * kv, T, c->n_kv_heads, (int)hs, 0, t->rope_cos,
+                            t->rope_nsin);
+        }
+        linear_backward(&L->wq, t->xq1 + od, dq, N, G->d_wq, dn, 0.0f);
+        linear_backward(&L->wk, t->xq1 + od, dk, N, G->d_wk, dn, 1.0f);
+        linear_backward(&L->wv, t->xq1 + od, dv, N, G->d_wv, dn, 1.0f);
+        if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->xn1 + od, N, d, dn, dn, err)))
+            break;
+        qsur_llama_rmsnorm_backward(t->x_in + od, L->attention_norm, dn, N, d, c->norm_eps, dwide,
+                                    G->d_attention_norm);
+        for (int64_t i = 0; i < N * d; i++)
+            dx[i] += dwide[i];
+    }
+    if (!rc)
+        for (int64_t i = 0; i < N; i++) {
+            float *row = g->d_tok_embeddings + (size_t)t->tokens[i] * d;
+            for (int64_t j = 0; j < d; j++)
+                row[j] += dx[i * d + j];
+        }
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,595 @@
+/* OSTQuant: parameters, WOMI initialisation, fusion and its chain rule
+ * (see qsur/ostquant.h for the layout and the conventions). Training, the loss
+ * and the state file are in ostquant_train.c. */
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "qsur/ostquant.h"
+
+const char *qsur_ostquant_loss_name(qsur_ostquant_loss l)
+{
+    return l == QSUR_OSTQ_CE ? "ce" : l == QSUR_OSTQ_MSE ? "mse" : "kltop";
+}
+
+qsur_ostquant_opts qsur_ostquant_default(void)
+{
+    qsur_ostquant_opts o;
+    memset(&o, 0, sizeof o);
+    o.steps = 150;
+    o.lr = 0.02;
+    o.lr_scale = 0.01;
+    o.loss = QSUR_OSTQ_KLTOP;
+    o.topk = 64;
+    o.womi = 1;
+    o.learn_scales = 1;
+    o.batch = 4;
+    o.eval_seqs = 16;
+    o.kv_hadamard = 1;
+    o.seed = 1;
+    return o;
+}
+
+/* Offsets of the log-scale groups inside o->ls. */
+static int64_t ls_attn(const qsur_ostquant *o, int l) { return (int64_t)l * o->cfg.dim; }
+static int64_t ls_ov(const qsur_ostquant *o, int l)
+{
+    return (int64_t)o->cfg.n_layers * o->cfg.dim + (int64_t)l * o->cfg.kv_dim;
+}
+static int64_t ls_ffn(const qsur_ostquant *o, int l)
+{
+    return (int64_t)o->cfg.n_layers * (o->cfg.dim + o->cfg.kv_dim) + (int64_t)l * o->cfg.dim;
+}
+static int64_t ls_ud(const qsur_ostquant *o, int l)
+{
+    return (int64_t)o->cfg.n_layers * (2 * o->cfg.dim + o->cfg.kv_dim) +
+           (int64_t)l * o->cfg.hidden_dim;
+}
+static int64_t r_ov_size(const qsur_ostquant *o)
+{
+    return (int64_t)o->cfg.n_layers * o->cfg.n_kv_heads * o->cfg.head_size * o->cfg.head_size;
+}
+
+void qsur_ostquant_free(qsur_ostquant *o)
+{
+    if (!o)
+        return;
+    int L = o->cfg.n_layers;
+    free(o->E);
+    free(o->C);
+    if (o->A)
+        for (int i = 0; i < 5 * L; i++)
+            free(o->A[i]);
+    free(o->A);
+    if (o->Wout)
+        for (int i = 0; i < 2 * L; i++)
+            free(o->Wout[i]);
+    free(o->Wout);
+    free(o->r_res);
+    free(o->r_ov);
+    free(o->ls);
+    free(o->best_r_res);
+    free(o->best_r_ov);
+    free(o->best_ls);
+    qsur_stiefel_adam_free(o->opt_res);
+    if (o->opt_ov)
+        for (int i = 0; i < L * o->cfg.n_kv_heads; i++)
+            qsur_stiefel_adam_free(o->opt_ov[i]);
+    free(o->opt_ov);
+    qsur_adam_free(o->opt_ls);
+    free(o->log);
+    qsur_llama_rotations_free(o->rot);
+    qsur_llama_free(o->fm);
+    free(o);
+}
+
+/* W diag(g): a copy of the rows x cols weight with column j times g[j]. */
+static float *fold_gain(const float *w, int64_t rows, int64_t cols, const float *g)
+{
+    float *a = qsur_alloc((size_t)(rows * cols), sizeof(float));
+    if (a)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++)
+                a[i * cols + j] = w[i * cols + j] * (g ? g[j] : 1.0f);
+    return a;
+}
+
+/* Sigma += G / ||W||^2 with G = W^T W (cols_side) or W W^T, W rows x cols, in double. */
+static void gram_add(double *sigma, int64_t n, const float *w, int64_t rows, int64_t cols,
+                     int64_t ld, int cols_side)
+{
+    double fro = 0;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            fro += (double)w[i * ld + j] * w[i * ld + j];
+    if (fro <= 0)
+        return;
+    double *wd = malloc((size_t)(rows * cols) * sizeof(double));
+    if (!wd)
+        return;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            wd[i * cols + j] = w[i * ld + j];
+    if (cols_side) /* n = cols: Sigma += W^T W */
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)rows, 1.0 / fro, wd,
+                    (int)cols, wd, (int)cols, 1.0, sigma, (int)n);
+    else /* n = rows: Sigma += W W^T */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)cols, 1.0 / fro, wd,
+                    (int)cols, wd, (int)cols, 1.0, sigma, (int)n);
+    free(wd);
+}
+
+/* R = Q H (WOMI) from Sigma, or R = H when sigma is NULL. */
+static int womi_rotation(double *sigma, int64_t n, uint64_t seed, double *R, qsur_error *err)
+{
+    qsur_hadamard_plan *p = NULL;
+    qsur_hadamard_opts ho = {0, seed};
+    int rc = qsur_hadamard_plan_new(&p, n, &ho, err);
+    if (rc)
+        return rc;
+    float *Hf = malloc((size_t)(n * n) * sizeof(float));
+    double *H = malloc((size_t)(n * n) * sizeof(double));
+    double *ev = malloc((size_t)n * sizeof(double)), *Q = malloc((size_t)(n * n) * sizeof(double));
+    if (!Hf || !H || !ev || !Q) {
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "womi: out of memory for %lld x %lld", (long long)n,
+                       (long long)n);
+        goto done;
+    }
+    qsur_hadamard_plan_dense(p, Hf);
+    for (int64_t i = 0; i < n * n; i++)
+        H[i] = Hf[i];
+    if (!sigma) {
+        memcpy(R, H, (size_t)(n * n) * sizeof(double));
+        goto done;
+    }
+    /* Row-major dsyevd: eigenvectors in the columns, eigenvalues ascending. */
+    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)n, sigma,
+                                     (lapack_int)n, ev);
+    if (info != 0) {
+        rc = qsur_fail(err, QSUR_ERR_NUMERIC, "womi: dsyevd info %d on the %lld x %lld weight "
+                       "covariance", (int)info, (long long)n, (long long)n);
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) /* descending order: column j of Q = column n-1-j */
+        for (int64_t j = 0; j < n; j++)
+            Q[i * n + j] = sigma[i * n + (n - 1 - j)];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0, Q, (int)n, H,
+                (int)n, 0.0, R, (int)n);
+done:
+    free(Hf);
+    free(H);
+    free(ev);
+    free(Q);
+    qsur_hadamard_plan_free(p);
+    return rc;
+}
+
+static int init_rotations(qsur_ostquant *o, qsur_error *err)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hs = c->head_size, kv = c->kv_dim, hd = c->hidden_dim;
+    int L = c->n_layers, group = c->n_heads / c->n_kv_heads, rc;
+    double *sigma = calloc((size_t)(d * d), sizeof(double));
+    if (!sigma)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "womi: out of memory");
+    if (o->opts.womi) {
+        int64_t rows[5] = {d, kv, kv, hd, hd};
+        for (int l = 0; l < L; l++) {
+            for (int i = 0; i < 5; i++)
+                gram_add(sigma, d, o->A[5 * l + i], rows[i], d, d, 1);
+            gram_add(sigma, d, o->Wout[2 * l], d, d, d, 0);
+            gram_add(sigma, d, o->Wout[2 * l + 1], d, hd, hd, 0);
+        }
+    }
+    rc = womi_rotation(o->opts.womi ? sigma : NULL, d, o->opts.seed, o->r_res, err);
+    free(sigma);
+    if (rc)
+        return rc;
+    double *sg = malloc((size_t)(hs * hs) * sizeof(double));
+    if (!sg)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "womi: out of memory");
+    for (int l = 0; l < L && !rc; l++)
+        for (int g = 0; g < c->n_kv_heads && !rc; g++) {
+            memset(sg, 0, (size_t)(hs * hs) * sizeof(double));
+            const float *wv = o->A[5 * l + 2] + (size_t)g * hs * d; /* hs x d */
+            gram_add(sg, hs, wv, hs, d, d, 0);
+            for (int h = g * group; h < (g + 1) * group; h++) /* wo columns: d x hs, ld = d */
+                gram_add(sg, hs, o->Wout[2 * l] + (size_t)h * hs, d, hs, d, 1);
+            rc = womi_rotation(o->opts.womi ? sg : NULL, hs, o->opts.seed,
+                               o->r_ov + ((size_t)l * c->n_kv_heads + g) * hs * hs, err);
+        }
+    free(sg);
+    return rc;
+}
+
+int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_ostquant_opts *opts,
+                      const qsur_quant_spec *wspec, const qsur_quant_spec *aspec,
+                      const qsur_quant_spec *kvspec, qsur_error *err)
+{
+    *out = NULL;
+    const qsur_llama_config *bc = &base->cfg;
+    if (opts->steps < 0 || opts->batch < 1 || opts->topk < 1 || !(opts->lr >= 0) ||
+        !(opts->lr_scale >= 0) || opts->eval_every < 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: bad options (steps >= 0, batch >= 1, "
+                         "topk >= 1, lr >= 0)");
+    int rc;
+    if ((rc = qsur_quant_validate(wspec, bc->dim, err)) || (rc = qsur_quant_validate(aspec, bc->dim, err)) ||
+        (rc = qsur_quant_validate(kvspec, bc->head_size, err)))
+        return rc;
+    qsur_ostquant *o = calloc(1, sizeof *o);
+    if (!o)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory");
+    o->opts = *opts;
+    o->wspec = *wspec;
+    o->aspec = *aspec;
+    o->kvspec = *kvspec;
+    o->cfg = *bc;
+    o->cfg.shared_classifier = 0;
+    qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, V = c->vocab_size, hs = c->head_size;
+    int L = c->n_layers;
+    o->n_ls = (int64_t)L * (2 * d + c->kv_dim + c->hidden_dim);
+    o->E = fold_gain(base->tok_embeddings, V, d, NULL);
+    o->C = fold_gain(base->output.w, V, d, base->norm);
+    o->A = calloc((size_t)(5 * L), sizeof(float *));
+    o->Wout = calloc((size_t)(2 * L), sizeof(float *));
+    o->r_res = malloc((size_t)(d * d) * sizeof(double));
+    o->r_ov = malloc((size_t)r_ov_size(o) * sizeof(double));
+    o->ls = calloc((size_t)o->n_ls, sizeof(double));
+    o->best_r_res = malloc((size_t)(d * d) * sizeof(double));
+    o->best_r_ov = malloc((size_t)r_ov_size(o) * sizeof(double));
+    o->best_ls = calloc((size_t)o->n_ls, sizeof(double));
+    o->opt_ov = calloc((size_t)(L * c->n_kv_heads), sizeof *o->opt_ov);
+    int bad = !o->E || !o->C || !o->A || !o->Wout || !o->r_res || !o->r_ov || !o->ls ||
+              !o->best_r_res || !o->best_r_ov || !o->best_ls || !o->opt_ov;
+    for (int l = 0; !bad && l < L; l++) {
+        const qsur_llama_layer *B = &base->layers[l];
+        o->A[5 * l + 0] = fold_gain(B->wq.w, B->wq.rows, d, B->attention_norm);
+        o->A[5 * l + 1] = fold_gain(B->wk.w, B->wk.rows, d, B->attention_norm);
+        o->A[5 * l + 2] = fold_gain(B->wv.w, B->wv.rows, d, B->attention_norm);
+        o->A[5 * l + 3] = fold_gain(B->w1.w, B->w1.rows, d, B->ffn_norm);
+        o->A[5 * l + 4] = fold_gain(B->w3.w, B->w3.rows, d, B->ffn_norm);
+        o->Wout[2 * l] = fold_gain(B->wo.w, d, d, NULL);
+        o->Wout[2 * l + 1] = fold_gain(B->w2.w, d, c->hidden_dim, NULL);
+        for (int i = 0; i < 5; i++)
+            bad |= !o->A[5 * l + i];
+        bad |= !o->Wout[2 * l] || !o->Wout[2 * l + 1];
+    }
+    if (bad) {
+        qsur_ostquant_free(o);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for the folded model");
+    }
+    if ((rc = init_rotations(o, err)) || (rc = qsur_stiefel_adam_new(&o->opt_res, d, err)) ||
+        (rc = qsur_adam_new(&o->opt_ls, o->n_ls, err))) {
+        qsur_ostquant_free(o);
+        return rc;
+    }
+    for (int i = 0; i < L * c->n_kv_heads; i++)
+        if ((rc = qsur_stiefel_adam_new(&o->opt_ov[i], hs, err))) {
+            qsur_ostquant_free(o);
+            return rc;
+        }
+    memcpy(o->best_r_res, o->r_res, (size_t)(d * d) * sizeof(double));
+    memcpy(o->best_r_ov, o->r_ov, (size_t)r_ov_size(o) * sizeof(double));
+    o->best_ema = INFINITY;
+    o->ema = NAN;
+    int qk = kvspec->bits < 16 && opts->kv_hadamard;
+    if ((rc = qsur_llama_rotations_new(&o->rot, c, 1, qk, opts->seed, err)) ||
+        (rc = qsur_llama_new(&o->fm, c, err))) {
+        qsur_ostquant_free(o);
+        return rc;
+    }
+    *out = o;
+    return QSUR_OK;
+}
+
+/* ---- fusion ---------------------------------------------------------------- */
+
+static void to_float(const double *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (float)x[i];
+}
+
+/* dst[rows][d] = A R, then column j times s[j] (s may be NULL). */
+static void input_side(const float *A, int64_t rows, int64_t d, const float *R, const float *s,
+                       float *dst)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d, (int)d, 1.0f, A, (int)d,
+                R, (int)d, 0.0f, dst, (int)d);
+    if (s)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < d; j++)
+                dst[i * d + j] *= s[j];
+}
+
+/* Scratch of fuse/grads: float copies of the rotations and scales. */
+typedef struct {
+    float *R, *Rov, *s, *tmp, *tmp2;
+} fuse_scratch;
+
+static int scratch_new(const qsur_ostquant *o, fuse_scratch *f)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hd = c->hidden_dim, big = (hd > d ? hd : d) * (c->vocab_size > d ? c->vocab_size : d);
+    f->R = malloc((size_t)(d * d) * sizeof(float));
+    f->Rov = malloc((size_t)r_ov_size(o) * sizeof(float));
+    f->s = malloc((size_t)o->n_ls * sizeof(float));
+    f->tmp = malloc((size_t)big * sizeof(float));
+    f->tmp2 = malloc((size_t)big * sizeof(float));
+    if (!f->R || !f->Rov || !f->s || !f->tmp || !f->tmp2)
+        return -1;
+    to_float(o->r_res, f->R, d * d);
+    to_float(o->r_ov, f->Rov, r_ov_size(o));
+    for (int64_t i = 0; i < o->n_ls; i++)
+        f->s[i] = (float)exp(o->ls[i]);
+    return 0;
+}
+
+static void scratch_free(fuse_scratch *f)
+{
+    free(f->R);
+    free(f->Rov);
+    free(f->s);
+    free(f->tmp);
+    free(f->tmp2);
+}
+
+/* wv'' (kv x d, = A_v R S_attn) -> wv' rows of group g: S_g^-1 R_g^T wv''_g. */
+static void ov_rows(const qsur_ostquant *o, const fuse_scratch *f, int l, const float *vin,
+                    float *vout)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hs = c->head_size;
+    const float *s = f->s + ls_ov(o, l);
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        const float *Rg = f->Rov + ((size_t)l * c->n_kv_heads + g) * hs * hs;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)hs, (int)d, (int)hs, 1.0f, Rg,
+                    (int)hs, vin + (size_t)g * hs * d, (int)d, 0.0f, vout + (size_t)g * hs * d,
+                    (int)d);
+        for (int64_t i = 0; i < hs; i++)
+            for (int64_t j = 0; j < d; j++)
+                vout[((size_t)g * hs + i) * d + j] /= s[g * hs + i];
+    }
+}
+
+static void fuse_with(const qsur_ostquant *o, const fuse_scratch *f, qsur_llama *fm)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hd = c->hidden_dim, kv = c->kv_dim, hs = c->head_size, V = c->vocab_size;
+    int group = c->n_heads / c->n_kv_heads;
+    input_side(o->E, V, d, f->R, NULL, fm->tok_embeddings);
+    input_side(o->C, V, d, f->R, NULL, fm->output.w);
+    for (int64_t j = 0; j < d; j++)
+        fm->norm[j] = 1.0f;
+    for (int l = 0; l < c->n_layers; l++) {
+        qsur_llama_layer *L = &fm->layers[l];
+        const float *sa = f->s + ls_attn(o, l), *so = f->s + ls_ov(o, l);
+        const float *sf = f->s + ls_ffn(o, l), *su = f->s + ls_ud(o, l);
+        for (int64_t j = 0; j < d; j++) {
+            L->attention_norm[j] = 1.0f / sa[j];
+            L->ffn_norm[j] = 1.0f / sf[j];
+        }
+        input_side(o->A[5 * l], d, d, f->R, sa, L->wq.w);
+        input_side(o->A[5 * l + 1], kv, d, f->R, sa, L->wk.w);
+        input_side(o->A[5 * l + 2], kv, d, f->R, sa, f->tmp);
+        ov_rows(o, f, l, f->tmp, L->wv.w);
+        /* wo' = R^T wo, then column block of head h times R_g S_g */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d,
+                    o->Wout[2 * l], (int)d, 0.0f, f->tmp, (int)d);
+        for (int h = 0; h < c->n_heads; h++) {
+            int g = h / group;
+            const float *Rg = f->Rov + ((size_t)l * c->n_kv_heads + g) * hs * hs;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)hs, (int)hs, 1.0f,
+                        f->tmp + (size_t)h * hs, (int)d, Rg, (int)hs, 0.0f, L->wo.w + (size_t)h * hs,
+                        (int)d);
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = 0; j < hs; j++)
+                    L->wo.w[i * d + h * hs + j] *= so[g * hs + j];
+        }
+        input_side(o->A[5 * l + 3], hd, d, f->R, sf, L->w1.w);
+        input_side(o->A[5 * l + 4], hd, d, f->R, sf, L->w3.w);
+        for (int64_t i = 0; i < hd; i++)
+            for (int64_t j = 0; j < d; j++)
+                L->w3.w[i * d + j] /= su[i];
+        /* w2' = (R^T w2) S_ud H */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)hd, (int)d, 1.0f, f->R, (int)d,
+                    o->Wout[2 * l + 1], (int)hd, 0.0f, L->w2.w, (int)hd);
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < hd; j++)
+                L->w2.w[i * hd + j] *= su[j];
+        qsur_hadamard_plan_apply(o->rot->w2, L->w2.w, d, NULL, NULL);
+        /* the float weights changed: a stale quantized copy must not be used */
+        qsur_llama_linear *lins[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        for (int i = 0; i < 7; i++) {
+            free(lins[i]->wq);
+            lins[i]->wq = NULL;
+        }
+    }
+}
+
+void qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm)
+{
+    fuse_scratch f;
+    if (scratch_new(o, &f) == 0)
+        fuse_with(o, &f, fm);
+    scratch_free(&f);
+}
+
+int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_rotations **rot,
+                       qsur_error *err)
+{
+    *model = NULL;
+    *rot = NULL;
+    qsur_llama *m = NULL;
+    qsur_llama_rotations *r = NULL;
+    int rc = qsur_llama_new(&m, &o->cfg, err);
+    if (!rc)
+        rc = qsur_llama_rotations_new(&r, &o->cfg, 1, o->rot->qk != NULL, o->opts.seed, err);
+    fuse_scratch f;
+    if (!rc && scratch_new(o, &f) != 0)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant fuse: out of memory");
+    if (rc) {
+        qsur_llama_free(m);
+        qsur_llama_rotations_free(r);
+        return rc;
+    }
+    fuse_with(o, &f, m);
+    scratch_free(&f);
+    m->hooks = qsur_llama_hooks_none();
+    m->hooks.act = o->aspec;
+    m->hooks.kv = o->kvspec;
+    qsur_llama_rotations_attach(r, m);
+    *model = m;
+    *rot = r;
+    return QSUR_OK;
+}
+
+/* ---- chain rule --------------------------------------------------------------- */
+
+/* For dst = (A R) diag(s): dls_j += sum_i dW_ij W_ij; dR += A^T (dW diag(s)).
+ * dW is consumed (scaled in place). */
+static void input_side_grad(const float *A, int64_t rows, int64_t d, const float *W, float *dW,
+                            const float *s, float *dR, double *dls)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < d; j++) {
+            dls[j] += (double)dW[i * d + j] * W[i * d + j];
+            dW[i * d + j] *= s[j];
+        }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)rows, 1.0f, A, (int)d, dW,
+                (int)d, 1.0f, dR, (int)d);
+}
+
+int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
+                              const qsur_llama_grads *g, double *d_r_res, double *d_r_ov,
+                              double *d_ls, qsur_error *err)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hd = c->hidden_dim, kv = c->kv_dim, hs = c->head_size, V = c->vocab_size;
+    int group = c->n_heads / c->n_kv_heads;
+    fuse_scratch f;
+    float *dR = calloc((size_t)(d * d), sizeof(float));
+    float *dRov = calloc((size_t)(hs * hs), sizeof(float));
+    float *dW = malloc((size_t)((hd > V ? hd : V) * (d > hd ? d : hd)) * sizeof(float));
+    if (scratch_new(o, &f) != 0 || !dR || !dRov || !dW) {
+        scratch_free(&f);
+        free(dR);
+        free(dRov);
+        free(dW);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant gradients: out of memory");
+    }
+    memset(d_ls, 0, (size_t)o->n_ls * sizeof(double));
+    memset(d_r_ov, 0, (size_t)r_ov_size(o) * sizeof(double));
+    /* E' = E R, C' = C R: dR += E^T dE' + C^T dC' */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)V, 1.0f, o->E, (int)d,
+                g->d_tok_embeddings, (int)d, 1.0f, dR, (int)d);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)V, 1.0f, o->C, (int)d,
+                g->d_output, (int)d, 1.0f, dR, (int)d);
+    for (int l = 0; l < c->n_layers; l++) {
+        const qsur_llama_layer *L = &fm->layers[l];
+        const qsur_llama_layer_grads *G = &g->layers[l];
+        const float *sa = f.s + ls_attn(o, l), *so = f.s + ls_ov(o, l);
+        const float *sf = f.s + ls_ffn(o, l), *su = f.s + ls_ud(o, l);
+        double *da = d_ls + ls_attn(o, l), *dov = d_ls + ls_ov(o, l);
+        double *dff = d_ls + ls_ffn(o, l), *dud = d_ls + ls_ud(o, l);
+        /* norm gains 1/s = e^-ls: d/dls = -gain */
+        for (int64_t j = 0; j < d; j++) {
+            da[j] -= (double)G->d_attention_norm[j] * L->attention_norm[j];
+            dff[j] -= (double)G->d_ffn_norm[j] * L->ffn_norm[j];
+        }
+        memcpy(dW, G->d_wq, (size_t)(d * d) * sizeof(float));
+        input_side_grad(o->A[5 * l], d, d, L->wq.w, dW, sa, dR, da);
+        memcpy(dW, G->d_wk, (size_t)(kv * d) * sizeof(float));
+        input_side_grad(o->A[5 * l + 1], kv, d, L->wk.w, dW, sa, dR, da);
+        /* wv' = S_o^-1 R_g^T wv''_g with wv'' = A_v R S_a */
+        float *vpp = f.tmp, *dvpp = f.tmp2;
+        input_side(o->A[5 * l + 2], kv, d, f.R, sa, vpp);
+        for (int gg = 0; gg < c->n_kv_heads; gg++) {
+            const float *Rg = f.Rov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
+            double *dRg = d_r_ov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
+            for (int64_t i = 0; i < hs; i++)
+                for (int64_t j = 0; j < d; j++) {
+                    size_t at = ((size_t)gg * hs + i) * d + (size_t)j;
+                    dov[gg * hs + i] -= (double)G->d_wv[at] * L->wv.w[at];
+                    dW[at] = G->d_wv[at] / so[gg * hs + i]; /* dZ, Z = R_g^T wv''_g */
+                }
+            /* dR_g += wv''_g dZ^T;  dwv''_g = R_g dZ */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)hs, (int)hs, (int)d, 1.0f,
+                        vpp + (size_t)gg * hs * d, (int)d, dW + (size_t)gg * hs * d, (int)d, 0.0f, dRov,
+                        (int)hs);
+            for (int64_t i = 0; i < hs * hs; i++)
+                dRg[i] += dRov[i];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)hs, (int)d, (int)hs, 1.0f, Rg,
+                        (int)hs, dW + (size_t)gg * hs * d, (int)d, 0.0f, dvpp + (size_t)gg * hs * d,
+                        (int)d);
+        }
+        input_side_grad(o->A[5 * l + 2], kv, d, vpp, dvpp, sa, dR, da);
+        /* wo'_h = Y_h R_g S_g with Y = R^T wo */
+        float *Y = f.tmp, *dY = f.tmp2;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f.R, (int)d,
+                    o->Wout[2 * l], (int)d, 0.0f, Y, (int)d);
+        for (int h = 0; h < c->n_heads; h++) {
+            int gg = h / group;
+            const float *Rg = f.Rov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
+            double *dRg = d_r_ov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = 0; j < hs; j++) {
+                    size_t at = (size_t)i * d + (size_t)h * hs + (size_t)j;
+                    dov[gg * hs + j] += (double)G->d_wo[at] * L->wo.w[at];
+                    dW[at] = G->d_wo[at] * so[gg * hs + j]; /* dU_h, U_h = Y_h R_g */
+                }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)hs, (int)hs, (int)d, 1.0f,
+                        Y + (size_t)h * hs, (int)d, dW + (size_t)h * hs, (int)d, 0.0f, dRov, (int)hs);
+            for (int64_t i = 0; i < hs * hs; i++)
+                dRg[i] += dRov[i];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)hs, (int)hs, 1.0f,
+                        dW + (size_t)h * hs, (int)d, Rg, (int)hs, 0.0f, dY + (size_t)h * hs, (int)d);
+        }
+        /* Y = R^T wo: dR += wo dY^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)d, (int)d, 1.0f,
+                    o->Wout[2 * l], (int)d, dY, (int)d, 1.0f, dR, (int)d);
+        /* w1' = A1 R S_f;  w3' = S_u^-1 A3 R S_f */
+        memcpy(dW, G->d_w1, (size_t)(hd * d) * sizeof(float));
+        input_side_grad(o->A[5 * l + 3], hd, d, L->w1.w, dW, sf, dR, dff);
+        float *w3pp = f.tmp;
+        for (int64_t i = 0; i < hd; i++)
+            for (int64_t j = 0; j < d; j++) {
+                size_t at = (size_t)(i * d + j);
+                dud[i] -= (double)G->d_w3[at] * L->w3.w[at];
+                dW[at] = G->d_w3[at] / su[i];
+                w3pp[at] = L->w3.w[at] * su[i];
+            }
+        input_side_grad(o->A[5 * l + 4], hd, d, w3pp, dW, sf, dR, dff);
+        /* w2' = (Z S_u) H with Z = R^T w2: d(ZS) = dw2' H^T, ZS = w2' H^T */
+        float *zs = f.tmp, *dzs = f.tmp2;
+        memcpy(zs, L->w2.w, (size_t)(d * hd) * sizeof(float));
+        memcpy(dzs, G->d_w2, (size_t)(d * hd) * sizeof(float));
+        int rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, zs, d, NULL, err);
+        if (!rc)
+            rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, dzs, d, NULL, err);
+        if (rc) {
+            scratch_free(&f);
+            free(dR);
+            free(dRov);
+            free(dW);
+            return rc;
+        }
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < hd; j++) {
+                size_t at = (size_t)(i * hd + j);
+                dud[j] += (double)dzs[at] * zs[at];
+                dzs[at] *= su[j];
+            }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)d, (int)hd, 1.0f,
+                    o->Wout[2 * l + 1], (int)hd, dzs, (int)hd, 1.0f, dR, (int)d);
+    }
+    for (int64_t i = 0; i < d * d; i++)
+        d_r_res[i] = dR[i];
+    scratch_free(&f);
+    free(dR);
+    free(dRov);
+    free(dW);
+    return QSUR_OK;
+}

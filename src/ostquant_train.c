@@ -1,0 +1,350 @@
+/* OSTQuant training loop, losses and the optimiser state file (qsur/ostquant.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "qsur/atomic_file.h"
+#include "qsur/ostquant.h"
+#include "qsur/quant_ste.h"
+#include "qsur/rng.h"
+
+typedef struct {
+    float v;
+    int i;
+} scored;
+
+static int by_value_desc(const void *a, const void *b)
+{
+    float x = ((const scored *)a)->v, y = ((const scored *)b)->v;
+    return (x < y) - (x > y);
+}
+
+double qsur_ostquant_loss_eval(qsur_ostquant_loss kind, int topk, const float *z,
+                               const float *z_fp, const int *tokens, int B, int T, int V,
+                               float *dz, double *kltop)
+{
+    int64_t N = (int64_t)B * T;
+    int k = topk < V ? topk : V;
+    scored *sc = malloc((size_t)V * sizeof *sc);
+    double *p = malloc((size_t)k * sizeof(double)), *q = malloc((size_t)k * sizeof(double));
+    if (!sc || !p || !q) {
+        free(sc);
+        free(p);
+        free(q);
+        *kltop = NAN;
+        return NAN;
+    }
+    if (dz)
+        memset(dz, 0, (size_t)(N * V) * sizeof(float));
+    double kl = 0, loss = 0;
+    int64_t n_ce = 0;
+    for (int64_t t = 0; t < N; t++) {
+        const float *zr = z + t * V, *fr = z_fp + t * V;
+        for (int j = 0; j < V; j++)
+            sc[j] = (scored){fr[j], j};
+        qsort(sc, (size_t)V, sizeof *sc, by_value_desc);
+        double mp = sc[0].v, mq = zr[sc[0].i], sp = 0, sq = 0;
+        for (int j = 1; j < k; j++)
+            mq = fmax(mq, zr[sc[j].i]);
+        for (int j = 0; j < k; j++) {
+            p[j] = exp(sc[j].v - mp);
+            q[j] = exp(zr[sc[j].i] - mq);
+            sp += p[j];
+            sq += q[j];
+        }
+        double klt = 0;
+        for (int j = 0; j < k; j++) {
+            p[j] /= sp;
+            q[j] /= sq;
+            klt += p[j] > 0 ? p[j] * (log(p[j]) - log(q[j])) : 0.0;
+        }
+        kl += klt;
+        if (kind == QSUR_OSTQ_KLTOP && dz)
+            for (int j = 0; j < k; j++)
+                dz[t * V + sc[j].i] = (float)((q[j] - p[j]) / (double)N);
+        if (kind == QSUR_OSTQ_MSE) {
+            for (int j = 0; j < V; j++) {
+                double e = (double)zr[j] - fr[j];
+                loss += e * e / ((double)N * V);
+                if (dz)
+                    dz[t * V + j] = (float)(2.0 * e / ((double)N * V));
+            }
+        }
+        if (kind == QSUR_OSTQ_CE && (t % T) != T - 1) {
+            int y = tokens[t + 1];
+            double mx = zr[0], s = 0;
+            for (int j = 1; j < V; j++)
+                mx = fmax(mx, zr[j]);
+            for (int j = 0; j < V; j++)
+                s += exp(zr[j] - mx);
+            loss += -(zr[y] - mx - log(s));
+            n_ce++;
+            if (dz) {
+                for (int j = 0; j < V; j++)
+                    dz[t * V + j] = (float)exp(zr[j] - mx - log(s));
+                dz[t * V + y] -= 1.0f;
+            }
+        }
+    }
+    if (kind == QSUR_OSTQ_CE && n_ce > 0) {
+        loss /= (double)n_ce;
+        if (dz)
+            for (int64_t t = 0; t < N; t++)
+                for (int j = 0; j < V; j++)
+                    dz[t * V + j] /= (float)n_ce;
+    }
+    *kltop = kl / (double)N;
+    if (kind == QSUR_OSTQ_KLTOP)
+        loss = *kltop;
+    free(sc);
+    free(p);
+    free(q);
+    return loss;
+}
+
+static int64_t r_ov_count(const qsur_ostquant *o)
+{
+    return (int64_t)o->cfg.n_layers * o->cfg.n_kv_heads * o->cfg.head_size * o->cfg.head_size;
+}
+
+static void snapshot(qsur_ostquant *o, int to_best)
+{
+    int64_t d = o->cfg.dim;
+    if (to_best) {
+        memcpy(o->best_r_res, o->r_res, (size_t)(d * d) * sizeof(double));
+        memcpy(o->best_r_ov, o->r_ov, (size_t)r_ov_count(o) * sizeof(double));
+        memcpy(o->best_ls, o->ls, (size_t)o->n_ls * sizeof(double));
+    } else {
+        memcpy(o->r_res, o->best_r_res, (size_t)(d * d) * sizeof(double));
+        memcpy(o->r_ov, o->best_r_ov, (size_t)r_ov_count(o) * sizeof(double));
+        memcpy(o->ls, o->best_ls, (size_t)o->n_ls * sizeof(double));
+    }
+}
+
+static int log_row(qsur_ostquant *o, qsur_ostquant_log row)
+{
+    if (o->nlog == o->caplog) {
+        int cap = o->caplog ? 2 * o->caplog : 64;
+        qsur_ostquant_log *n = realloc(o->log, (size_t)cap * sizeof *n);
+        if (!n)
+            return -1;
+        o->log = n;
+        o->caplog = cap;
+    }
+    o->log[o->nlog++] = row;
+    return 0;
+}
+
+/* Perplexity of the current parameters (fused, quantized) on eval. */
+static int eval_ppl(const qsur_ostquant *o, const qsur_tokens *eval, int T, double *ppl,
+                    qsur_error *err)
+{
+    qsur_llama *m;
+    qsur_llama_rotations *r;
+    int rc = qsur_ostquant_fuse(o, &m, &r, err);
+    if (rc)
+        return rc;
+    if (o->wspec.bits < 16)
+        rc = qsur_llama_quantize_weights(m, &o->wspec, NULL, err);
+    qsur_llama_ppl res;
+    if (!rc)
+        rc = qsur_llama_perplexity(m, NULL, eval, T, o->opts.eval_seqs, 8, NULL, &res, err);
+    if (!rc)
+        *ppl = res.ppl;
+    qsur_llama_free(m);
+    qsur_llama_rotations_free(r);
+    return rc;
+}
+
+#define SELECT_EVERY 10
+
+/* Loss of the current parameters on the selection batch; snapshot when best.
+ * Uses o->best_ema for the best selection loss. */
+static int select_check(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape, const int *sel,
+                        const float *zsel, int B, int T, qsur_error *err)
+{
+    qsur_ostquant_fuse_into(o, fm);
+    fm->hooks = qsur_llama_hooks_none();
+    fm->hooks.act = o->aspec;
+    fm->hooks.kv = o->kvspec;
+    qsur_llama_rotations_attach(o->rot, fm);
+    int rc = QSUR_OK;
+    if (o->wspec.bits < 16 && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
+        return rc;
+    if ((rc = qsur_llama_train_forward(fm, tape, sel, B, T, err)))
+        return rc;
+    double kl, loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, tape->logits, zsel, sel, B, T,
+                                              o->cfg.vocab_size, NULL, &kl);
+    o->last_select = loss;
+    if (loss < o->best_ema) {
+        o->best_ema = loss;
+        o->best_step = o->step;
+        snapshot(o, 1);
+    }
+    return QSUR_OK;
+}
+
+int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
+                        const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err)
+{
+    const qsur_llama_config *c = &o->cfg;
+    if (base->cfg.dim != c->dim || base->cfg.n_layers != c->n_layers ||
+        base->cfg.hidden_dim != c->hidden_dim || base->cfg.vocab_size != c->vocab_size)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: the base model's shape differs from the state's");
+    int T = o->opts.seq_len > 0 ? o->opts.seq_len : calib->seq_len;
+    if (T > calib->seq_len)
+        T = calib->seq_len;
+    if (T > c->seq_len)
+        T = c->seq_len;
+    int nseq = (int)(calib->n / calib->seq_len);
+    if (o->opts.max_seqs > 0 && o->opts.max_seqs < nseq)
+        nseq = o->opts.max_seqs;
+    int B = o->opts.batch < nseq ? o->opts.batch : nseq;
+    if (nseq < 1 || T < 2)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: calibration stream has no sequence of >= 2 tokens");
+    int64_t N = (int64_t)B * T, V = c->vocab_size, d = c->dim;
+    /* teacher: the base model's float weights, no hooks */
+    qsur_llama teacher = *base;
+    teacher.hooks = qsur_llama_hooks_none();
+    teacher.layers = malloc((size_t)c->n_layers * sizeof *teacher.layers);
+    qsur_llama_tape *tape = NULL;
+    qsur_llama_grads *grads = NULL;
+    qsur_llama_state *st = NULL;
+    int *perm = malloc((size_t)nseq * sizeof(int)), *tok = malloc((size_t)N * sizeof(int));
+    float *zfp = malloc((size_t)(N * V) * sizeof(float)), *dz = malloc((size_t)(N * V) * sizeof(float));
+    double *dr = malloc((size_t)(d * d) * sizeof(double));
+    double *drov = malloc((size_t)r_ov_count(o) * sizeof(double));
+    double *dls = malloc((size_t)o->n_ls * sizeof(double));
+    int rc = QSUR_OK;
+    if (!teacher.layers || !perm || !tok || !zfp || !dz || !dr || !drov || !dls)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", B, T);
+    if (!rc) {
+        for (int l = 0; l < c->n_layers; l++) {
+            teacher.layers[l] = base->layers[l];
+            qsur_llama_linear *ls[7] = {&teacher.layers[l].wq, &teacher.layers[l].wk, &teacher.layers[l].wv,
+                                        &teacher.layers[l].wo, &teacher.layers[l].w1, &teacher.layers[l].w2,
+                                        &teacher.layers[l].w3};
+            for (int i = 0; i < 7; i++)
+                ls[i]->wq = NULL;
+        }
+        teacher.output.wq = NULL;
+        rc = qsur_llama_tape_new(&tape, o->fm, B, T, err);
+    }
+    if (!rc)
+        rc = qsur_llama_grads_new(&grads, o->fm, err);
+    if (!rc)
+        rc = qsur_llama_state_new(&st, &teacher, B, T, err);
+    /* seeded batch order: the same permutation on resume */
+    qsur_rng rng;
+    qsur_rng_seed(&rng, o->opts.seed);
+    for (int i = 0; i < nseq && !rc; i++)
+        perm[i] = i;
+    for (int i = nseq - 1; i > 0 && !rc; i--) {
+        int j = (int)qsur_rng_below(&rng, (uint64_t)i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    qsur_llama_online_t ot = qsur_llama_rotations_transpose(o->rot);
+    qsur_llama *fm = o->fm;
+    /* The selection batch: the first B sequences of the order, fixed, so "best"
+     * compares parameters on the same tokens (minibatch losses differ by more
+     * than the progress between steps). Checked every SELECT_EVERY steps. */
+    int *sel = malloc((size_t)N * sizeof(int));
+    float *zsel = malloc((size_t)(N * V) * sizeof(float));
+    if (!rc && (!sel || !zsel))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory");
+    for (int b = 0; b < B && !rc; b++)
+        for (int t = 0; t < T; t++)
+            sel[b * T + t] = calib->ids[(int64_t)perm[b] * calib->seq_len + t];
+    if (!rc && !(rc = qsur_llama_forward(&teacher, st, sel, B, T, 0, err)))
+        memcpy(zsel, st->logits, (size_t)(N * V) * sizeof(float));
+    if (!rc && !isfinite(o->best_ema))
+        rc = select_check(o, fm, tape, sel, zsel, B, T, err);
+    while (!rc && o->step < o->opts.steps) {
+        for (int b = 0; b < B; b++) {
+            int sidx = perm[(int)(((int64_t)o->step * B + b) % nseq)];
+            for (int t = 0; t < T; t++)
+                tok[b * T + t] = calib->ids[(int64_t)sidx * calib->seq_len + t];
+        }
+        qsur_ostquant_fuse_into(o, fm);
+        fm->hooks = qsur_llama_hooks_none();
+        fm->hooks.act = o->aspec;
+        fm->hooks.kv = o->kvspec;
+        qsur_llama_rotations_attach(o->rot, fm);
+        if (o->wspec.bits < 16 && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
+            break;
+        if ((rc = qsur_llama_train_forward(fm, tape, tok, B, T, err)) ||
+            (rc = qsur_llama_forward(&teacher, st, tok, B, T, 0, err)))
+            break;
+        memcpy(zfp, st->logits, (size_t)(N * V) * sizeof(float));
+        double kl, loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, tape->logits, zfp, tok,
+                                                  B, T, (int)V, dz, &kl);
+        if (!isfinite(loss)) {
+            rc = qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)",
+                           o->step + 1);
+            break;
+        }
+        qsur_llama_grads_zero(grads, fm);
+        if ((rc = qsur_llama_backward(fm, tape, dz, &ot, grads, err)))
+            break;
+        /* STE from the quantized weights the forward used to the fused floats */
+        for (int l = 0; l < c->n_layers && !rc && o->wspec.bits < 16; l++) {
+            qsur_llama_layer *L = &fm->layers[l];
+            qsur_llama_layer_grads *G = &grads->layers[l];
+            qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+            float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
+            for (int i = 0; i < 7 && !rc; i++)
+                rc = qsur_fake_quant_backward(&o->wspec, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i],
+                                              dw[i], err);
+        }
+        if (rc || (rc = qsur_ostquant_param_grads(o, fm, grads, dr, drov, dls, err)))
+            break;
+        if ((rc = qsur_stiefel_adam_step(o->opt_res, o->r_res, dr, o->opts.lr, err)))
+            break;
+        int64_t hs2 = (int64_t)c->head_size * c->head_size;
+        for (int i = 0; i < c->n_layers * c->n_kv_heads && !rc; i++)
+            rc = qsur_stiefel_adam_step(o->opt_ov[i], o->r_ov + i * hs2, drov + i * hs2, o->opts.lr, err);
+        if (rc)
+            break;
+        if (o->opts.learn_scales)
+            qsur_adam_step(o->opt_ls, o->ls, dls, o->opts.lr_scale);
+        o->step++;
+        o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
+        if ((o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
+            (rc = select_check(o, fm, tape, sel, zsel, B, T, err)))
+            break;
+        qsur_ostquant_log row = {o->step, loss, kl, NAN};
+        if (eval && o->opts.eval_every > 0 &&
+            (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps))
+            if ((rc = eval_ppl(o, eval, 0, &row.ppl, err)))
+                break;
+        if (log_row(o, row)) {
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for the log");
+            break;
+        }
+        char what[64];
+        if (isnan(row.ppl))
+            snprintf(what, sizeof what, "ostq %d/%d kl=%.4f sel=%.4f", o->step, o->opts.steps, kl, o->last_select);
+        else
+            snprintf(what, sizeof what, "ostq %d/%d ppl=%.3f", o->step, o->opts.steps, row.ppl);
+        rc = qsur_progress_tick(prog, (double)o->step / o->opts.steps, what, loss, err);
+    }
+    /* keep the best parameters on the selection batch (the final ones were
+     * checked too), on success and on interruption alike */
+    if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && isfinite(o->best_ema))
+        snapshot(o, 0);
+    free(teacher.layers);
+    free(sel);
+    free(zsel);
+    qsur_llama_tape_free(tape);
+    qsur_llama_grads_free(grads);
+    qsur_llama_state_free(st);
+    free(perm);
+    free(tok);
+    free(zfp);
+    free(dz);
+    free(dr);
+    free(drov);
+    free(dls);
+    return rc;
+}

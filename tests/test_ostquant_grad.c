@@ -1,0 +1,631 @@
+/* Gradient checks of every block OSTQuant differentiates through: RMSNorm,
+ * SwiGLU, causal attention, RoPE, the STE of fake quantization, the whole
+ * model (GQA, online hooks), the transform-pair chain rule, the losses, and the
+ * Cayley-Adam optimiser's orthogonality. Central differences are taken on
+ * double-precision references written here (blocks) or on the float model with
+ * double loss accumulation (whole model); tolerances are far below what a
+ * wrong sign or transposition produces (relative errors of order 1). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "check.h"
+#include "qsur/llama_train.h"
+#include "qsur/orthogonal.h"
+#include "qsur/ostquant.h"
+#include "qsur/quant_ste.h"
+#include "qsur/rng.h"
+#include "qsur/stiefel.h"
+
+static double rel_err(const double *a, const double *b, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1e-300));
+}
+
+static void fill(qsur_rng *r, float *x, int64_t n, double s)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)(s * qsur_rng_normal(r));
+}
+
+/* ---- RMSNorm: L = sum_ij c_ij y_ij in double ---- */
+static double rms_ref(const double *x, const double *g, const double *c, int rows, int n)
+{
+    double L = 0;
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int j = 0; j < n; j++)
+            ss += x[r * n + j] * x[r * n + j];
+        double inv = 1.0 / sqrt(ss / n + 1e-5);
+        for (int j = 0; j < n; j++)
+            L += c[r * n + j] * x[r * n + j] * inv * g[j];
+    }
+    return L;
+}
+
+static void test_rmsnorm(qsur_rng *rng)
+{
+    enum { R = 3, N = 10 };
+    float x[R * N], g[N], c[R * N], dx[R * N], dg[N] = {0};
+    fill(rng, x, R * N, 1.0);
+    fill(rng, g, N, 1.0);
+    fill(rng, c, R * N, 1.0);
+    qsur_llama_rmsnorm_backward(x, g, c, R, N, 1e-5, dx, dg);
+    double xd[R * N], gd[N], cd[R * N], fdx[R * N], fdg[N], ax[R * N], ag[N];
+    for (int i = 0; i < R * N; i++) {
+        xd[i] = x[i];
+        cd[i] = c[i];
+        ax[i] = dx[i];
+    }
+    for (int i = 0; i < N; i++) {
+        gd[i] = g[i];
+        ag[i] = dg[i];
+    }
+    double h = 1e-6;
+    for (int i = 0; i < R * N; i++) {
+        double o = xd[i];
+        xd[i] = o + h;
+        double p = rms_ref(xd, gd, cd, R, N);
+        xd[i] = o - h;
+        double m = rms_ref(xd, gd, cd, R, N);
+        xd[i] = o;
+        fdx[i] = (p - m) / (2 * h);
+    }
+    for (int i = 0; i < N; i++) {
+        double o = gd[i];
+        gd[i] = o + h;
+        double p = rms_ref(xd, gd, cd, R, N);
+        gd[i] = o - h;
+        double m = rms_ref(xd, gd, cd, R, N);
+        gd[i] = o;
+        fdg[i] = (p - m) / (2 * h);
+    }
+    CHECK_MSG(rel_err(ax, fdx, R * N) < 1e-5, "rmsnorm dx rel err %g", rel_err(ax, fdx, R * N));
+    CHECK_MSG(rel_err(ag, fdg, N) < 1e-5, "rmsnorm dg rel err %g", rel_err(ag, fdg, N));
+}
+
+static void test_swiglu(qsur_rng *rng)
+{
+    enum { N = 40 };
+    float a[N], u[N], c[N], da[N], du[N];
+    fill(rng, a, N, 2.0);
+    fill(rng, u, N, 1.0);
+    fill(rng, c, N, 1.0);
+    qsur_llama_swiglu_backward(a, u, c, N, da, du);
+    double fa[N], fu[N], ga[N], gu[N], h = 1e-6;
+    for (int i = 0; i < N; i++) {
+        double A = a[i], U = u[i];
+#define F(A_, U_) ((A_) / (1.0 + exp(-(A_))) * (U_) * c[i])
+        fa[i] = (F(A + h, U) - F(A - h, U)) / (2 * h);
+        fu[i] = (F(A, U + h) - F(A, U - h)) / (2 * h);
+#undef F
+        ga[i] = da[i];
+        gu[i] = du[i];
+    }
+    CHECK_MSG(rel_err(ga, fa, N) < 1e-5, "swiglu da rel err %g", rel_err(ga, fa, N));
+    CHECK_MSG(rel_err(gu, fu, N) < 1e-5, "swiglu du rel err %g", rel_err(gu, fu, N));
+}
+
+/* ---- causal attention of one head: L = sum c .* O ---- */
+enum { AT = 7, AH = 4 };
+static double att_ref(const double *q, const double *k, const double *v, const double *c)
+{
+    double L = 0, sc = 1.0 / sqrt((double)AH);
+    for (int t = 0; t < AT; t++) {
+        double s[AT], mx = -1e300, sum = 0;
+        for (int j = 0; j <= t; j++) {
+            s[j] = 0;
+            for (int i = 0; i < AH; i++)
+                s[j] += q[t * AH + i] * k[j * AH + i] * sc;
+            mx = fmax(mx, s[j]);
+        }
+        for (int j = 0; j <= t; j++)
+            sum += (s[j] = exp(s[j] - mx));
+        for (int i = 0; i < AH; i++) {
+            double o = 0;
+            for (int j = 0; j <= t; j++)
+                o += s[j] / sum * v[j * AH + i];
+            L += c[t * AH + i] * o;
+        }
+    }
+    return L;
+}
+
+static void test_attention(qsur_rng *rng)
+{
+    float q[AT * AH], k[AT * AH], v[AT * AH], c[AT * AH], p[AT * AT], o[AT * AH];
+    float dq[AT * AH], dk[AT * AH] = {0}, dv[AT * AH] = {0}, scr[AT * AT];
+    fill(rng, q, AT * AH, 1.0);
+    fill(rng, k, AT * AH, 1.0);
+    fill(rng, v, AT * AH, 1.0);
+    fill(rng, c, AT * AH, 1.0);
+    qsur_llama_attention_head(q, AH, k, v, AH, AT, AH, p, o, AH);
+    qsur_llama_attention_head_backward(q, AH, k, v, AH, AT, AH, p, c, AH, dq, dk, dv, scr);
+    double X[3][AT * AH], cd[AT * AH], an[3][AT * AH], fd[3][AT * AH], h = 1e-6;
+    for (int i = 0; i < AT * AH; i++) {
+        X[0][i] = q[i];
+        X[1][i] = k[i];
+        X[2][i] = v[i];
+        cd[i] = c[i];
+        an[0][i] = dq[i];
+        an[1][i] = dk[i];
+        an[2][i] = dv[i];
+    }
+    /* forward check too: O against the reference, one element */
+    double ref_o0 = 0;
+    {
+        double cc[AT * AH] = {0};
+        cc[5 * AH + 2] = 1;
+        ref_o0 = att_ref(X[0], X[1], X[2], cc);
+    }
+    CHECK_NEAR(o[5 * AH + 2], ref_o0, 1e-5);
+    for (int w = 0; w < 3; w++) {
+        for (int i = 0; i < AT * AH; i++) {
+            double s = X[w][i];
+            X[w][i] = s + h;
+            double P = att_ref(X[0], X[1], X[2], cd);
+            X[w][i] = s - h;
+            double M = att_ref(X[0], X[1], X[2], cd);
+            X[w][i] = s;
+            fd[w][i] = (P - M) / (2 * h);
+        }
+        CHECK_MSG(rel_err(an[w], fd[w], AT * AH) < 1e-5, "attention d%c rel err %g", "qkv"[w],
+                  rel_err(an[w], fd[w], AT * AH));
+    }
+}
+
+/* RoPE with -sin is the transpose: <rope(x), y> = <x, rope^T(y)> */
+static void test_rope(qsur_rng *rng)
+{
+    enum { R = 5, H = 2, HS = 6 };
+    float cs[R * HS / 2], sn[R * HS / 2], nsn[R * HS / 2], x[R * H * HS], y[R * H * HS];
+    for (int i = 0; i < R * HS / 2; i++) {
+        double a = qsur_rng_uniform(rng) * 6.28;
+        cs[i] = (float)cos(a);
+        sn[i] = (float)sin(a);
+        nsn[i] = -sn[i];
+    }
+    fill(rng, x, R * H * HS, 1.0);
+    fill(rng, y, R * H * HS, 1.0);
+    float rx[R * H * HS], ry[R * H * HS];
+    memcpy(rx, x, sizeof x);
+    memcpy(ry, y, sizeof y);
+    qsur_llama_rope(rx, R, H, HS, 0, cs, sn);
+    qsur_llama_rope(ry, R, H, HS, 0, cs, nsn);
+    double a = 0, b = 0, wrong = 0;
+    for (int i = 0; i < R * H * HS; i++) {
+        a += (double)rx[i] * y[i];
+        b += (double)x[i] * ry[i];
+    }
+    qsur_llama_rope(y, R, H, HS, 0, cs, sn); /* the forward again: not the transpose */
+    for (int i = 0; i < R * H * HS; i++)
+        wrong += (double)x[i] * y[i];
+    CHECK_NEAR(a, b, 1e-5);
+    CHECK_MSG(fabs(a - wrong) > 1e-3, "rope is not its own transpose (%g vs %g)", a, wrong);
+}
+
+/* ---- STE: the exact derivative of the frozen-residual surrogate ---- */
+static void test_ste(qsur_rng *rng)
+{
+    qsur_error err;
+    enum { R = 3, C = 16 };
+    float x[R * C], c[R * C], dx[R * C];
+    for (int sym = 1; sym >= 0; sym--)
+        for (int clipped = 0; clipped <= 1; clipped++) {
+            qsur_quant_spec q = qsur_quant_default();
+            q.symmetric = sym;
+            q.clip = clipped ? 0.7 : 1.0;
+            q.gran = QSUR_GRAN_GROUP;
+            q.group = 8;
+            fill(rng, x, R * C, 1.0);
+            fill(rng, c, R * C, 1.0);
+            CHECK_OK(qsur_fake_quant_backward(&q, x, R, C, c, dx, &err), err);
+            /* surrogate per group: q~(x) = x + s(x) r (unclamped), c s(x) (clamped),
+             * s = clip absmax / qmax (sym); s fixed (asym) */
+            double an[R * C], fd[R * C];
+            for (int i = 0; i < R * C; i++)
+                an[i] = dx[i];
+            for (int i = 0; i < R * C; i++) {
+                int g0 = i / 8 * 8;
+                qsur_qparams p;
+                qsur_qparams_fit(&q, x + g0, 8, &p, &err);
+                double code[8], res[8];
+                int clampd[8];
+                for (int j = 0; j < 8; j++) {
+                    double u = (double)x[g0 + j] * p.inv + p.zero;
+                    clampd[j] = u < p.lo || u > p.hi;
+                    code[j] = qsur_qparams_code(&p, x[g0 + j]);
+                    res[j] = code[j] - x[g0 + j] / (double)p.scale - (sym ? 0 : p.zero);
+                }
+                double h = 1e-6, Ls[2];
+                for (int side = 0; side < 2; side++) {
+                    double xs[8], amax = 0;
+                    for (int j = 0; j < 8; j++)
+                        xs[j] = x[g0 + j] + ((g0 + j == i) ? (side ? -h : h) : 0);
+                    for (int j = 0; j < 8; j++)
+                        amax = fmax(amax, fabs(xs[j]));
+                    double s = sym ? q.clip * amax / 7.0 : p.scale;
+                    double L = 0;
+                    for (int j = 0; j < 8; j++) {
+                        double qv = clampd[j] ? (code[j] - p.zero) * s : xs[j] + s * res[j];
+                        L += c[g0 + j] * qv;
+                    }
+                    Ls[side] = L;
+                }
+                fd[i] = (Ls[0] - Ls[1]) / (2 * h);
+            }
+            CHECK_MSG(rel_err(an, fd, R * C) < 1e-4, "STE sym=%d clip=%d rel err %g", sym, clipped,
+                      rel_err(an, fd, R * C));
+        }
+}
+
+/* ---- a tiny random model ---- */
+static qsur_llama *tiny_model(qsur_rng *rng)
+{
+    qsur_llama_config c = qsur_llama_config_default();
+    c.dim = 16;
+    c.hidden_dim = 24;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.vocab_size = 32;
+    c.seq_len = 16;
+    c.shared_classifier = 0;
+    qsur_llama *m = NULL;
+    qsur_error err;
+    if (qsur_llama_new(&m, &c, &err))
+        return NULL;
+    c = m->cfg;
+    fill(rng, m->tok_embeddings, (int64_t)c.vocab_size * c.dim, 1.0);
+    fill(rng, m->output.w, (int64_t)c.vocab_size * c.dim, 0.3);
+    for (int i = 0; i < c.dim; i++)
+        m->norm[i] = (float)(1.0 + 0.2 * qsur_rng_normal(rng));
+    for (int l = 0; l < c.n_layers; l++) {
+        qsur_llama_layer *L = &m->layers[l];
+        for (int i = 0; i < c.dim; i++) {
+            L->attention_norm[i] = (float)(1.0 + 0.2 * qsur_rng_normal(rng));
+            L->ffn_norm[i] = (float)(1.0 + 0.2 * qsur_rng_normal(rng));
+        }
+        qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        for (int i = 0; i < 7; i++)
+            fill(rng, lin[i]->w, lin[i]->rows * lin[i]->cols, 0.8 / sqrt((double)lin[i]->cols));
+    }
+    return m;
+}
+
+/* A fixed orthogonal online transform for the hooks: rows x -> x Q. */
+typedef struct {
+    int n;
+    float q[64 * 64];
+    int transpose;
+} online_mat;
+
+static void online_apply(void *ctx, float *rows, int64_t nrows, int64_t n)
+{
+    online_mat *o = ctx;
+    float tmp[64];
+    for (int64_t r = 0; r < nrows; r++) {
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int i = 0; i < n; i++)
+                s += rows[r * n + i] * (o->transpose ? o->q[j * n + i] : o->q[i * n + j]);
+            tmp[j] = (float)s;
+        }
+        memcpy(rows + r * n, tmp, (size_t)n * sizeof(float));
+    }
+}
+
+static double model_loss(const qsur_llama *m, qsur_llama_tape *t, const int *tok, const float *c)
+{
+    qsur_error err;
+    if (qsur_llama_train_forward(m, t, tok, t->B, t->T, &err))
+        return NAN;
+    double L = 0;
+    for (int64_t i = 0; i < t->N * t->vocab_size; i++)
+        L += (double)c[i] * t->logits[i];
+    return L;
+}
+
+static void dir_check(const char *what, float *w, const float *g, int64_t n, const qsur_llama *m,
+                      qsur_llama_tape *t, const int *tok, const float *c, qsur_rng *rng)
+{
+    /* directional derivative along a random direction D vs <g, D> */
+    float *D = malloc((size_t)n * sizeof(float)), *w0 = malloc((size_t)n * sizeof(float));
+    fill(rng, D, n, 1.0);
+    memcpy(w0, w, (size_t)n * sizeof(float));
+    double an = 0, h = 2e-3;
+    for (int64_t i = 0; i < n; i++)
+        an += (double)g[i] * D[i];
+    for (int64_t i = 0; i < n; i++)
+        w[i] = w0[i] + (float)h * D[i];
+    double P = model_loss(m, t, tok, c);
+    for (int64_t i = 0; i < n; i++)
+        w[i] = w0[i] - (float)h * D[i];
+    double M = model_loss(m, t, tok, c);
+    memcpy(w, w0, (size_t)n * sizeof(float));
+    double fd = (P - M) / (2 * h);
+    CHECK_MSG(fabs(an - fd) <= 2e-3 * fmax(fabs(fd), 1.0), "model grad %s: analytic %.8g fd %.8g", what,
+              an, fd);
+    free(D);
+    free(w0);
+}
+
+static void test_model(qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *m = tiny_model(rng);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    static online_mat w2f, w2t, qkf, qkt;
+    double Q[64 * 64];
+    qsur_random_orthogonal(24, 5, Q, &err);
+    w2f.n = w2t.n = 24;
+    for (int i = 0; i < 24 * 24; i++)
+        w2f.q[i] = w2t.q[i] = (float)Q[i];
+    w2t.transpose = 1;
+    qsur_random_orthogonal(4, 6, Q, &err);
+    qkf.n = qkt.n = 4;
+    for (int i = 0; i < 16; i++)
+        qkf.q[i] = qkt.q[i] = (float)Q[i];
+    qkt.transpose = 1;
+    m->hooks.w2_in = (qsur_llama_online){online_apply, &w2f};
+    m->hooks.qk = (qsur_llama_online){online_apply, &qkf};
+    qsur_llama_online_t ot = {{online_apply, &qkt}, {NULL, NULL}, {online_apply, &w2t}};
+    int B = 2, T = 9;
+    qsur_llama_tape *t = NULL;
+    qsur_llama_grads *g = NULL;
+    CHECK_OK(qsur_llama_tape_new(&t, m, B, T, &err), err);
+    CHECK_OK(qsur_llama_grads_new(&g, m, &err), err);
+    int tok[18];
+    for (int i = 0; i < B * T; i++)
+        tok[i] = (int)qsur_rng_below(rng, 32);
+    float *c = malloc((size_t)(B * T * 32) * sizeof(float));
+    fill(rng, c, B * T * 32, 1.0);
+    /* forward agrees with the inference forward */
+    qsur_llama_state *st = NULL;
+    CHECK_OK(qsur_llama_state_new(&st, m, B, T, &err), err);
+    CHECK_OK(qsur_llama_forward(m, st, tok, B, T, 0, &err), err);
+    model_loss(m, t, tok, c);
+    double md = 0;
+    for (int i = 0; i < B * T * 32; i++)
+        md = fmax(md, fabs(st->logits[i] - t->logits[i]));
+    CHECK_MSG(md < 1e-4, "train forward vs inference forward: max diff %g", md);
+    qsur_llama_state_free(st);
+    model_loss(m, t, tok, c);
+    qsur_llama_grads_zero(g, m);
+    CHECK_OK(qsur_llama_backward(m, t, c, &ot, g, &err), err);
+    const qsur_llama_config *cf = &m->cfg;
+    int64_t d = cf->dim, h = cf->hidden_dim, kv = cf->kv_dim;
+    dir_check("tok_embeddings", m->tok_embeddings, g->d_tok_embeddings, 32 * d, m, t, tok, c, rng);
+    dir_check("output", m->output.w, g->d_output, 32 * d, m, t, tok, c, rng);
+    dir_check("norm", m->norm, g->d_norm, d, m, t, tok, c, rng);
+    for (int l = 0; l < 2; l++) {
+        qsur_llama_layer *L = &m->layers[l];
+        qsur_llama_layer_grads *G = &g->layers[l];
+        dir_check("attention_norm", L->attention_norm, G->d_attention_norm, d, m, t, tok, c, rng);
+        dir_check("ffn_norm", L->ffn_norm, G->d_ffn_norm, d, m, t, tok, c, rng);
+        dir_check("wq", L->wq.w, G->d_wq, d * d, m, t, tok, c, rng);
+        dir_check("wk", L->wk.w, G->d_wk, kv * d, m, t, tok, c, rng);
+        dir_check("wv", L->wv.w, G->d_wv, kv * d, m, t, tok, c, rng);
+        dir_check("wo", L->wo.w, G->d_wo, d * d, m, t, tok, c, rng);
+        dir_check("w1", L->w1.w, G->d_w1, h * d, m, t, tok, c, rng);
+        dir_check("w2", L->w2.w, G->d_w2, d * h, m, t, tok, c, rng);
+        dir_check("w3", L->w3.w, G->d_w3, h * d, m, t, tok, c, rng);
+    }
+    free(c);
+    qsur_llama_tape_free(t);
+    qsur_llama_grads_free(g);
+    qsur_llama_free(m);
+}
+
+/* ---- the transform-pair chain rule: f(theta) = sum <C_X, fused X> ---- */
+static double fused_dot(const qsur_ostquant *o, qsur_llama *fm, const qsur_llama_grads *C)
+{
+    qsur_ostquant_fuse_into(o, fm);
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, V = c->vocab_size;
+    double s = 0;
+#define DOT(a, b, n)                       \
+    for (int64_t i_ = 0; i_ < (n); i_++)   \
+        s += (double)(a)[i_] * (b)[i_];
+    DOT(fm->tok_embeddings, C->d_tok_embeddings, V * d)
+    DOT(fm->output.w, C->d_output, V * d)
+    for (int l = 0; l < c->n_layers; l++) {
+        qsur_llama_layer *L = &fm->layers[l];
+        const qsur_llama_layer_grads *G = &C->layers[l];
+        DOT(L->attention_norm, G->d_attention_norm, d)
+        DOT(L->ffn_norm, G->d_ffn_norm, d)
+        DOT(L->wq.w, G->d_wq, L->wq.rows * d)
+        DOT(L->wk.w, G->d_wk, L->wk.rows * d)
+        DOT(L->wv.w, G->d_wv, L->wv.rows * d)
+        DOT(L->wo.w, G->d_wo, d * d)
+        DOT(L->w1.w, G->d_w1, L->w1.rows * d)
+        DOT(L->w2.w, G->d_w2, d * c->hidden_dim)
+        DOT(L->w3.w, G->d_w3, L->w3.rows * d)
+    }
+#undef DOT
+    return s;
+}
+
+static void chain_check(const char *what, double *p, const double *g, int64_t n, qsur_ostquant *o,
+                        qsur_llama *fm, const qsur_llama_grads *C, qsur_rng *rng)
+{
+    double *D = malloc((size_t)n * sizeof(double)), an = 0, h = 1e-3;
+    for (int64_t i = 0; i < n; i++) {
+        D[i] = qsur_rng_normal(rng);
+        an += g[i] * D[i];
+        p[i] += h * D[i];
+    }
+    double P = fused_dot(o, fm, C);
+    for (int64_t i = 0; i < n; i++)
+        p[i] -= 2 * h * D[i];
+    double M = fused_dot(o, fm, C);
+    for (int64_t i = 0; i < n; i++)
+        p[i] += h * D[i];
+    double fd = (P - M) / (2 * h);
+    CHECK_MSG(fabs(an - fd) <= 2e-3 * fmax(fabs(fd), 1.0), "chain rule %s: analytic %.8g fd %.8g", what,
+              an, fd);
+    free(D);
+}
+
+static void test_chain(qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *m = tiny_model(rng);
+    qsur_ostquant_opts op = qsur_ostquant_default();
+    qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
+    off.bits = 16;
+    qsur_ostquant *o = NULL;
+    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, &off, &off, &err), err);
+    if (!o)
+        return;
+    for (int64_t i = 0; i < o->n_ls; i++)
+        o->ls[i] = 0.3 * qsur_rng_normal(rng);
+    qsur_llama_grads *C = NULL;
+    CHECK_OK(qsur_llama_grads_new(&C, o->fm, &err), err);
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, V = c->vocab_size, hd = c->hidden_dim, kv = c->kv_dim;
+    fill(rng, C->d_tok_embeddings, V * d, 1.0);
+    fill(rng, C->d_output, V * d, 1.0);
+    for (int l = 0; l < c->n_layers; l++) {
+        qsur_llama_layer_grads *G = &C->layers[l];
+        fill(rng, G->d_attention_norm, d, 1.0);
+        fill(rng, G->d_ffn_norm, d, 1.0);
+        fill(rng, G->d_wq, d * d, 1.0);
+        fill(rng, G->d_wk, kv * d, 1.0);
+        fill(rng, G->d_wv, kv * d, 1.0);
+        fill(rng, G->d_wo, d * d, 1.0);
+        fill(rng, G->d_w1, hd * d, 1.0);
+        fill(rng, G->d_w2, d * hd, 1.0);
+        fill(rng, G->d_w3, hd * d, 1.0);
+    }
+    int64_t nov = (int64_t)c->n_layers * c->n_kv_heads * c->head_size * c->head_size;
+    double *dr = malloc((size_t)(d * d) * sizeof(double)), *dov = malloc((size_t)nov * sizeof(double));
+    double *dls = malloc((size_t)o->n_ls * sizeof(double));
+    qsur_ostquant_fuse_into(o, o->fm);
+    CHECK_OK(qsur_ostquant_param_grads(o, o->fm, C, dr, dov, dls, &err), err);
+    qsur_llama *fm = NULL;
+    qsur_llama_new(&fm, &o->cfg, &err);
+    chain_check("R_res", o->r_res, dr, d * d, o, fm, C, rng);
+    chain_check("R_ov", o->r_ov, dov, nov, o, fm, C, rng);
+    chain_check("log scales", o->ls, dls, o->n_ls, o, fm, C, rng);
+    /* each scale group alone, so one wrong group cannot hide behind the others */
+    const char *names[4] = {"S_attn", "S_ov", "S_ffn", "S_ud"};
+    int64_t off4[5] = {0, c->n_layers * d, c->n_layers * (d + kv), c->n_layers * (2 * d + kv), o->n_ls};
+    for (int k = 0; k < 4; k++)
+        chain_check(names[k], o->ls + off4[k], dls + off4[k], off4[k + 1] - off4[k], o, fm, C, rng);
+    /* fused float model == original model (equivalence, hooks on) */
+    qsur_llama *fz = NULL;
+    qsur_llama_rotations *rot = NULL;
+    CHECK_OK(qsur_ostquant_fuse(o, &fz, &rot, &err), err);
+    qsur_llama_state *s1 = NULL, *s2 = NULL;
+    int tok[12];
+    for (int i = 0; i < 12; i++)
+        tok[i] = (int)qsur_rng_below(rng, 32);
+    qsur_llama_state_new(&s1, m, 1, 12, &err);
+    qsur_llama_state_new(&s2, fz, 1, 12, &err);
+    CHECK_OK(qsur_llama_forward(m, s1, tok, 1, 12, 0, &err), err);
+    CHECK_OK(qsur_llama_forward(fz, s2, tok, 1, 12, 0, &err), err);
+    double md = 0;
+    for (int i = 0; i < 12 * 32; i++)
+        md = fmax(md, fabs(s1->logits[i] - s2->logits[i]));
+    CHECK_MSG(md < 1e-4, "fused float model vs original: max logit diff %g", md);
+    qsur_llama_state_free(s1);
+    qsur_llama_state_free(s2);
+    qsur_llama_free(fz);
+    qsur_llama_rotations_free(rot);
+    free(dr);
+    free(dov);
+    free(dls);
+    qsur_llama_free(fm);
+    qsur_llama_grads_free(C);
+    qsur_ostquant_free(o);
+    qsur_llama_free(m);
+}
+
+/* ---- losses: dz against central differences of the returned loss ---- */
+static void test_losses(qsur_rng *rng)
+{
+    enum { B = 2, T = 3, V = 12 };
+    float z[B * T * V], zf[B * T * V], dz[B * T * V];
+    int tok[B * T];
+    fill(rng, z, B * T * V, 2.0);
+    fill(rng, zf, B * T * V, 2.0);
+    for (int i = 0; i < B * T; i++)
+        tok[i] = (int)qsur_rng_below(rng, V);
+    for (int kind = 0; kind < 3; kind++) {
+        double kl;
+        qsur_ostquant_loss_eval((qsur_ostquant_loss)kind, 5, z, zf, tok, B, T, V, dz, &kl);
+        double an[B * T * V], fd[B * T * V];
+        for (int i = 0; i < B * T * V; i++) {
+            float o = z[i];
+            double h = 1e-2;
+            z[i] = o + (float)h;
+            double P = qsur_ostquant_loss_eval((qsur_ostquant_loss)kind, 5, z, zf, tok, B, T, V, NULL, &kl);
+            z[i] = o - (float)h;
+            double M = qsur_ostquant_loss_eval((qsur_ostquant_loss)kind, 5, z, zf, tok, B, T, V, NULL, &kl);
+            z[i] = o;
+            fd[i] = (P - M) / (2 * h);
+            an[i] = dz[i];
+        }
+        CHECK_MSG(rel_err(an, fd, B * T * V) < 1e-3, "loss %s: dz rel err %g",
+                  qsur_ostquant_loss_name((qsur_ostquant_loss)kind), rel_err(an, fd, B * T * V));
+    }
+    /* KL-Top of identical logits is 0; k = V equals the full KL */
+    double kl;
+    double L = qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 5, zf, zf, tok, B, T, V, NULL, &kl);
+    CHECK_NEAR(L, 0.0, 1e-12);
+}
+
+/* ---- Cayley-Adam: orthogonal after many steps, and it descends ---- */
+static void test_stiefel(qsur_rng *rng)
+{
+    qsur_error err;
+    enum { N = 12 };
+    double R[N * N], Q[N * N], G[N * N];
+    qsur_random_orthogonal(N, 11, Q, &err);
+    for (int i = 0; i < N * N; i++)
+        R[i] = (i % (N + 1)) == 0;
+    qsur_stiefel_adam *o = NULL;
+    CHECK_OK(qsur_stiefel_adam_new(&o, N, &err), err);
+    /* Procrustes: f(R) = ||R - Q||^2 / 2, G = R - Q; minimum at R = Q */
+    double f0 = 0, f1 = 0, worst = 0;
+    for (int i = 0; i < N * N; i++)
+        f0 += 0.5 * (R[i] - Q[i]) * (R[i] - Q[i]);
+    for (int step = 0; step < 3000; step++) {
+        for (int i = 0; i < N * N; i++)
+            G[i] = R[i] - Q[i] + 0.01 * qsur_rng_normal(rng);
+        qsur_stiefel_adam_step(o, R, G, step < 2000 ? 0.05 : 0.005, &err);
+        if (step % 100 == 0)
+            worst = fmax(worst, qsur_orthogonality_error(R, N));
+    }
+    for (int i = 0; i < N * N; i++)
+        f1 += 0.5 * (R[i] - Q[i]) * (R[i] - Q[i]);
+    worst = fmax(worst, qsur_orthogonality_error(R, N));
+    CHECK_MSG(worst < 1e-10, "R^T R - I after 3000 Cayley steps: %g", worst);
+    /* det Q may be -1 (unreachable from I on SO(n)): compare with the best in SO(n)
+     * loosely — the loss must have dropped a lot */
+    CHECK_MSG(f1 < 0.2 * f0, "Cayley-Adam descends: f %g -> %g", f0, f1);
+    qsur_stiefel_adam_free(o);
+}
+
+int main(void)
+{
+    qsur_rng rng;
+    qsur_rng_seed(&rng, 42);
+    test_rmsnorm(&rng);
+    test_swiglu(&rng);
+    test_attention(&rng);
+    test_rope(&rng);
+    test_ste(&rng);
+    test_model(&rng);
+    test_chain(&rng);
+    test_losses(&rng);
+    test_stiefel(&rng);
+    return check_done();
+}

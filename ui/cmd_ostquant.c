@@ -1,0 +1,221 @@
+/* `ostquant layer` and `ostquant model` (OSTQuant, arXiv 2501.13987).
+ * layer: learns R and S for the current layer and pushes them onto its
+ * transform stack (a scale step, then a dense rotation step), so QSUR and the
+ * error panels update like after `rotate`/`scale`.
+ * model: trains the transform pairs of the loaded model on calibration tokens
+ * and replaces the session's model by the fused, weight-quantized one (online
+ * Hadamards kept in s->model_rot). Ctrl-C keeps the best transforms so far. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "commands.h"
+#include "model_state.h"
+#include "layer_transform.h"
+#include "qsur/llama.h"
+#include "qsur/llama_rotations.h"
+#include "qsur/ostquant.h"
+#include "qsur/ostquant_layer.h"
+
+static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    qsur_ostquant_layer_opts o = qsur_ostquant_layer_default();
+    o.seed = session_next_seed(s);
+    long v;
+    for (int i = 0; i < argc; i++) {
+        if (!strncmp(argv[i], "steps=", 6) && !parse_long(argv[i] + 6, 0, 100000, &v))
+            o.steps = (int)v;
+        else if (!strncmp(argv[i], "lr=", 3) && !parse_double(argv[i] + 3, 0.0, 10.0, &o.lr))
+            ;
+        else if (!strncmp(argv[i], "block=", 6) && !parse_long(argv[i] + 6, 1, 65536, &v))
+            o.block = (int)v;
+        else if (!strncmp(argv[i], "seed=", 5) && !parse_long(argv[i] + 5, 0, 2147483647L, &v))
+            o.seed = (uint64_t)v;
+        else if (!strcmp(argv[i], "no-scale"))
+            o.learn_scales = 0;
+        else
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=N lr=X block=B seed=N no-scale)",
+                             argv[i]);
+    }
+    layer_state *l = session_layer(s, err);
+    if (!l)
+        return QSUR_ERR_ARG;
+    layer_view lv;
+    int rc = layer_view_get(s, l, 0, &lv, err);
+    if (rc)
+        return rc;
+    if (!lv.x || !lv.w)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant layer needs a weight and its activations (layer %s; `use W X`)",
+                         l->name);
+    float *R = qsur_alloc((size_t)(lv.d * lv.d), sizeof(float)), *sc = qsur_alloc((size_t)lv.d, sizeof(float));
+    if (!R || !sc) {
+        free(R);
+        free(sc);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant layer: out of memory for a %lld x %lld rotation",
+                         (long long)lv.d, (long long)lv.d);
+    }
+    qsur_ostquant_layer_result res;
+    rc = qsur_ostquant_layer(lv.x, lv.n, lv.w, lv.m, lv.d, &s->wq, &s->aq, &o, R, sc, &res, &s->progress, err);
+    int interrupted = rc == QSUR_ERR_INTERRUPTED;
+    if (rc && !interrupted) {
+        free(R);
+        free(sc);
+        return rc;
+    }
+    qsur_transform *ts = NULL, *tr = NULL;
+    rc = o.learn_scales ? qsur_transform_scale_new(&ts, sc, lv.d, "ostquant", err) : QSUR_OK;
+    if (!rc)
+        rc = qsur_transform_dense_new(&tr, R, lv.d, "ostquant", err);
+    free(R);
+    free(sc);
+    if (!rc && ts)
+        rc = layer_transform_push(s, l, ts, err);
+    else
+        qsur_transform_free(ts);
+    if (!rc)
+        rc = layer_transform_push(s, l, tr, err);
+    else
+        qsur_transform_free(tr);
+    if (rc)
+        return rc;
+    session_log_as(s, "ostquant layer steps=%d lr=%g block=%d seed=%llu%s", o.steps, o.lr, o.block,
+                   (unsigned long long)o.seed, o.learn_scales ? "" : " no-scale");
+    rep_str(r, "hadamard", "start rotation H", res.hadamard);
+    rep_int(r, "steps", "steps", o.steps);
+    rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
+    rep_num(r, "loss_first", "loss at step 1", res.loss_first, "%.6g");
+    rep_num(r, "loss_best", "best loss (EMA)", res.loss_best, "%.6g");
+    rep_int(r, "best_step", "best step", res.best_step);
+    rep_num(r, "error_plain", "output error, no transform (subset)", res.err_before, "%.6g");
+    rep_num(r, "error_ostquant", "output error, OSTQuant (subset)", res.err_after, "%.6g");
+    rep_num(r, "seconds", "time (s)", res.seconds, "%.2f");
+    layer_metrics mm;
+    if ((rc = layer_metrics_compute(s, l, 0, &mm, err)))
+        return rc;
+    rep_int(r, "depth", "transforms on stack", layer_transform_depth(l));
+    rep_num(r, "x_log10_qsur", "X log10 QSUR", mm.qx.log10_qsur, "%.4f");
+    rep_num(r, "w_log10_qsur", "W log10 QSUR", mm.qw.log10_qsur, "%.4f");
+    rep_num(r, "output_error", "layer output error", mm.out_err, "%.6g");
+    return QSUR_OK;
+}
+
+static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    if (!s->model)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant model: no model loaded (`model load FILE`)");
+    qsur_ostquant_opts o = qsur_ostquant_default();
+    o.seed = session_next_seed(s);
+    const char *calib = NULL, *eval = NULL, *state = NULL;
+    long v;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 0, 1000000, &v))
+            o.steps = (int)v;
+        else if (!strncmp(a, "lr=", 3) && !parse_double(a + 3, 0.0, 10.0, &o.lr))
+            ;
+        else if (!strncmp(a, "lr-scale=", 9) && !parse_double(a + 9, 0.0, 10.0, &o.lr_scale))
+            ;
+        else if (!strcmp(a, "loss=kltop") || !strcmp(a, "loss=ce") || !strcmp(a, "loss=mse"))
+            o.loss = a[5] == 'k' ? QSUR_OSTQ_KLTOP : a[5] == 'c' ? QSUR_OSTQ_CE : QSUR_OSTQ_MSE;
+        else if (!strncmp(a, "topk=", 5) && !parse_long(a + 5, 1, 1 << 20, &v))
+            o.topk = (int)v;
+        else if (!strncmp(a, "batch=", 6) && !parse_long(a + 6, 1, 4096, &v))
+            o.batch = (int)v;
+        else if (!strncmp(a, "seqs=", 5) && !parse_long(a + 5, 0, 1 << 20, &v))
+            o.max_seqs = (int)v;
+        else if (!strncmp(a, "seq-len=", 8) && !parse_long(a + 8, 0, 1 << 20, &v))
+            o.seq_len = (int)v;
+        else if (!strncmp(a, "eval-every=", 11) && !parse_long(a + 11, 0, 1000000, &v))
+            o.eval_every = (int)v;
+        else if (!strncmp(a, "seed=", 5) && !parse_long(a + 5, 0, 2147483647L, &v))
+            o.seed = (uint64_t)v;
+        else if (!strcmp(a, "no-womi"))
+            o.womi = 0;
+        else if (!strcmp(a, "no-scale"))
+            o.learn_scales = 0;
+        else if (!strncmp(a, "calib=", 6))
+            calib = a + 6;
+        else if (!strncmp(a, "eval=", 5))
+            eval = a + 5;
+        else if (!strncmp(a, "state=", 6))
+            state = a + 6;
+        else
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (see `help ostquant`)", a);
+    }
+    if (!calib)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant model: give the calibration tokens: calib=FILE (uint16)");
+    (void)state;
+    qsur_tokens ct, et;
+    memset(&et, 0, sizeof et);
+    int rc = qsur_tokens_load(&ct, calib, s->model->cfg.seq_len < 256 ? s->model->cfg.seq_len : 256,
+                              s->model->cfg.vocab_size, err);
+    if (rc)
+        return rc;
+    if (eval && (rc = qsur_tokens_load(&et, eval, ct.seq_len, s->model->cfg.vocab_size, err))) {
+        qsur_tokens_free(&ct);
+        return rc;
+    }
+    qsur_ostquant *os = NULL;
+    rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
+    if (!rc)
+        rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
+    int interrupted = rc == QSUR_ERR_INTERRUPTED;
+    qsur_llama *fm = NULL;
+    qsur_llama_rotations *rot = NULL;
+    if (!rc || interrupted) {
+        rc = qsur_ostquant_fuse(os, &fm, &rot, err);
+        if (!rc && s->wq.bits < 16)
+            rc = qsur_llama_quantize_weights(fm, &s->wq, NULL, err);
+    }
+    if (!rc) {
+        /* table of the log, thinned to <= 20 rows */
+        static const char *const keys[] = {"step", "loss", "kltop", "eval_ppl"};
+        static const int widths[] = {6, 12, 12, 12};
+        rep_table_begin(r, "log", 4, keys, widths);
+        int every = os->nlog > 20 ? os->nlog / 20 : 1;
+        for (int i = 0; i < os->nlog; i++)
+            if (i % every == every - 1 || i == os->nlog - 1 || !isnan(os->log[i].ppl)) {
+                rep_cell_int(r, os->log[i].step);
+                rep_cell_num(r, os->log[i].loss, "%.6g");
+                rep_cell_num(r, os->log[i].kltop, "%.6g");
+                rep_cell_num(r, os->log[i].ppl, "%.4f");
+            }
+        rep_table_end(r);
+        char rd[512];
+        qsur_llama_rotations_describe(rot, rd, sizeof rd);
+        rep_str(r, "loss", "loss", qsur_ostquant_loss_name(o.loss));
+        rep_bool(r, "womi", "WOMI init", o.womi);
+        rep_bool(r, "scales", "learned scales", o.learn_scales);
+        rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
+        rep_int(r, "best_step", "best step (selection batch)", os->best_step);
+        rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
+        rep_str(r, "online", "online rotations", rd);
+        qsur_llama_free(s->model);
+        qsur_llama_rotations_free(s->model_rot);
+        s->model = fm;
+        s->model_rot = rot;
+        /* keep the workspace copies and calibration activations current */
+        qsur_error merr;
+        if (model_replaced(s, "ostquant model (fused)", &merr) != QSUR_OK)
+            rep_str(r, "workspace_warning", "warning", merr.msg);
+        session_log_as(s, "ostquant model steps=%d lr=%g lr-scale=%g loss=%s topk=%d batch=%d seed=%llu%s%s calib=%s",
+                       o.steps, o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch,
+                       (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale", calib);
+    } else {
+        qsur_llama_free(fm);
+        qsur_llama_rotations_free(rot);
+    }
+    qsur_ostquant_free(os);
+    qsur_tokens_free(&ct);
+    if (eval)
+        qsur_tokens_free(&et);
+    return rc;
+}
+
+int cmd_ostquant(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    if (!strcmp(argv[0], "layer"))
+        return ostq_layer(s, argc - 1, argv + 1, r, err);
+    if (!strcmp(argv[0], "model"))
+        return ostq_model(s, argc - 1, argv + 1, r, err);
+    return qsur_fail(err, QSUR_ERR_ARG, "expected `ostquant layer ...` or `ostquant model ...`, got '%s'", argv[0]);
+}
