@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include "qsur/llama.h"
+#include "qsur/llama_wquant.h"
 
 static double now(void)
 {
@@ -112,6 +113,21 @@ int main(int argc, char **argv)
     printf("capture: %lld tokens, %d tensors, %.1f MB\n", (long long)n, ws.count,
            floats * 4.0 / 1e6);
     report("capture (all)", t1 - t0, c1 - c0, cal.n, &s->timers);
+
+    /* Sequential model-level GPTQ (w4 per row) on 16 x 256 calibration
+     * tokens: 4 captures per layer plus the GPTQ solves. */
+    qsur_llama_wquant_opts wo = qsur_llama_wquant_default();
+    wo.max_seqs = 16;
+    wo.batch = batch;
+    t0 = now();
+    c0 = cpu();
+    if (qsur_llama_wquant(m, &cal, &q4, &wo, NULL, NULL, &err))
+        return fail(&err);
+    t1 = now();
+    c1 = cpu();
+    printf("gptq model (w4 row, 16x256 calib, %d linears): wall %.3f s, cpu %.3f s\n",
+           qsur_llama_linear_count(m), t1 - t0, c1 - c0);
+    qsur_llama_dequantize_weights(m);
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

@@ -7,6 +7,7 @@
 #include "channel_analysis.h"
 #include "layer_state.h"
 #include "plot.h"
+#include "qsur/llama.h"
 #include "qsur/loader.h"
 #include "qsur/stats.h"
 
@@ -68,6 +69,10 @@ int cmd_use(session *s, int argc, char **argv, report *r, qsur_error *err)
         w = argv[0];
         x = argc > 1 ? argv[1] : NULL;
     }
+    /* One model weight whose captured input is present (`calib`): pair them. */
+    char in[QSUR_NAME_MAX];
+    if (w && !x && qsur_llama_input_of(w, in, sizeof in) && qsur_workspace_find(&s->ws, in))
+        x = in;
     int rc = session_use_layer(s, w, x, err);
     if (rc != QSUR_OK)
         return rc;

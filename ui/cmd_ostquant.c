@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "commands.h"
+#include "model_state.h"
 #include "layer_transform.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
@@ -192,6 +193,10 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
         qsur_llama_rotations_free(s->model_rot);
         s->model = fm;
         s->model_rot = rot;
+        /* keep the workspace copies and calibration activations current */
+        qsur_error merr;
+        if (model_replaced(s, "ostquant model (fused)", &merr) != QSUR_OK)
+            rep_str(r, "workspace_warning", "warning", merr.msg);
         session_log_as(s, "ostquant model steps=%d lr=%g lr-scale=%g loss=%s topk=%d batch=%d seed=%llu%s%s calib=%s",
                        o.steps, o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch,
                        (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale", calib);

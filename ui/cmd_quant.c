@@ -4,6 +4,7 @@
 #include <string.h>
 #include "commands.h"
 #include "layer_state.h"
+#include "model_state.h"
 #include "plot.h"
 #include "channel_analysis.h"
 
@@ -36,8 +37,9 @@ static int parse_quant_opt(const char *o, qsur_quant_spec *q, qsur_error *err)
     return QSUR_OK;
 }
 
-/* Bit widths like w4a8, w4a16kv4, w8, a4. 16 means "not quantized". */
-static int parse_bits(const char *t, qsur_quant_spec *wq, qsur_quant_spec *aq, int *kv)
+/* Bit widths like w4a8, w4a16kv4, w8, a4. 16 means "not quantized".
+ * *kv_named is set when the token names the KV width. */
+static int parse_bits(const char *t, qsur_quant_spec *wq, qsur_quant_spec *aq, int *kv, int *kv_named)
 {
     const char *p = t;
     int seen = 0;
@@ -49,7 +51,7 @@ static int parse_bits(const char *t, qsur_quant_spec *wq, qsur_quant_spec *aq, i
         else if (p[0] == 'a' || p[0] == 'A')
             q = aq, p++;
         else if ((p[0] == 'k' || p[0] == 'K') && (p[1] == 'v' || p[1] == 'V'))
-            dst = kv, p += 2;
+            dst = kv, p += 2, *kv_named = 1;
         else
             return -1;
         char *end;
@@ -77,13 +79,13 @@ static void show_spec(session *s, report *r)
 
 int cmd_quant(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
-    qsur_quant_spec wq = s->wq, aq = s->aq;
-    int kv = 16;
+    qsur_quant_spec wq = s->wq, aq = s->aq, kvq = s->kvq;
+    int kv = s->kvq.bits, kv_named = 0, bits_token = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (!strncmp(a, "w:", 2) || !strncmp(a, "a:", 2)) {
-            qsur_quant_spec *q = a[0] == 'w' ? &wq : &aq;
-            char *opts = strdup(a + 2), *save = NULL;
+        if (!strncmp(a, "w:", 2) || !strncmp(a, "a:", 2) || !strncmp(a, "kv:", 3)) {
+            qsur_quant_spec *q = a[0] == 'w' ? &wq : a[0] == 'a' ? &aq : &kvq;
+            char *opts = strdup(a + (a[0] == 'k' ? 3 : 2)), *save = NULL;
             if (!opts)
                 return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
             int rc = QSUR_OK;
@@ -92,11 +94,17 @@ int cmd_quant(session *s, int argc, char **argv, report *r, qsur_error *err)
             free(opts);
             if (rc != QSUR_OK)
                 return rc;
-        } else if (parse_bits(a, &wq, &aq, &kv)) {
+        } else if (parse_bits(a, &wq, &aq, &kv, &kv_named)) {
             return qsur_fail(err, QSUR_ERR_ARG,
-                             "'%s': expected bit widths like w4a8 (2..8, or 16 = float) or w:OPTS / a:OPTS", a);
+                             "'%s': expected bit widths like w4a8kv4 (2..8, or 16 = float) or w:OPTS / a:OPTS / kv:OPTS", a);
+        } else {
+            bits_token = 1;
         }
     }
+    /* `quant w4a8` means KV off; `quant w:g128` alone keeps every width. */
+    if (bits_token && !kv_named)
+        kv = 16;
+    kvq.bits = kv;
     layer_state *l = s->current >= 0 ? &s->layers[s->current] : NULL;
     if (l) {
         qsur_error perr;
@@ -110,9 +118,17 @@ int cmd_quant(session *s, int argc, char **argv, report *r, qsur_error *err)
             qsur_quant_validate(&aq, aq.gran == QSUR_GRAN_GROUP ? aq.group : 1, err) != QSUR_OK)
             return QSUR_ERR_ARG;
     }
+    qsur_quant_spec old_w = s->wq, old_a = s->aq, old_kv = s->kvq;
     s->wq = wq;
     s->aq = aq;
-    (void)kv; /* the KV-cache width matters for whole models (model commands) */
+    s->kvq = kvq;
+    /* With a model loaded the same spec quantizes it (weights RTN from the
+     * float weights, activations per token, KV per head per token). */
+    int rc = model_apply_quant(s, r, err);
+    if (rc != QSUR_OK) {
+        s->wq = old_w, s->aq = old_a, s->kvq = old_kv;
+        return rc;
+    }
     show_spec(s, r);
     return QSUR_OK;
 }

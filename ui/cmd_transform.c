@@ -7,6 +7,7 @@
 #include <string.h>
 #include "commands.h"
 #include "layer_transform.h"
+#include "model_state.h"
 #include "qsur/loader.h"
 
 /* The numbers shown after any change of the stack. */
@@ -50,6 +51,10 @@ static int parse_seed(session *s, int argc, char **argv, int at, unsigned long l
 
 int cmd_rotate(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
+    if (!strcmp(argv[0], "model"))
+        return cmd_rotate_model(s, argc - 1, argv + 1, r, err);
+    if (argc > 2)
+        return qsur_fail(err, QSUR_ERR_ARG, "expected `rotate KIND [SEED]` (or `rotate model hadamard ...`)");
     layer_state *l = session_layer(s, err);
     if (!l)
         return QSUR_ERR_ARG;

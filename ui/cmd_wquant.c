@@ -8,6 +8,7 @@
 #include <time.h>
 #include "commands.h"
 #include "layer_state.h"
+#include "model_state.h"
 #include "qsur/awq.h"
 #include "qsur/gptq.h"
 #include "qsur/quantease.h"
@@ -82,9 +83,21 @@ static int job_end(session *s, wq_job *j, report *r, const char *method, double 
     return rc;
 }
 
+/* `METHOD model ...` selects the whole-model mode (model_state.h). */
+static int model_mode(int *argc, char ***argv)
+{
+    if (*argc > 0 && !strcmp((*argv)[0], "model")) {
+        (*argc)--;
+        (*argv)++;
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     qsur_gptq_opts o = qsur_gptq_default();
+    int model = model_mode(&argc, &argv);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "act"))
             o.act_order = 1;
@@ -93,6 +106,15 @@ int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
         else
             return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (act, damp=P)", argv[i]);
     }
+    if (model) {
+        qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
+        mo.method = QSUR_MWQ_GPTQ;
+        mo.gptq = o;
+        char canon[96];
+        snprintf(canon, sizeof canon, "gptq model%s damp=%.17g", o.act_order ? " act" : "", o.percdamp);
+        return model_wquant(s, &mo, canon, r, err);
+    }
+    session_log_as(s, "%s", ""); /* the layer mode changes nothing */
     wq_job j;
     double t0 = seconds();
     int rc = job_begin(s, "gptq", &j, err);
@@ -112,6 +134,7 @@ int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     qsur_quantease_opts o = qsur_quantease_default();
     long sweeps;
+    int model = model_mode(&argc, &argv);
     for (int i = 0; i < argc; i++) {
         if (!parse_long(argv[i], 1, 1000, &sweeps))
             o.sweeps = (int)sweeps;
@@ -124,6 +147,16 @@ int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
         else
             return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (SWEEPS, outliers=P, init=rtn|gptq)", argv[i]);
     }
+    if (model) {
+        qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
+        mo.method = QSUR_MWQ_QUANTEASE;
+        mo.quantease = o;
+        char canon[128];
+        snprintf(canon, sizeof canon, "quantease model %d outliers=%.17g init=%s", o.sweeps, o.outlier_frac,
+                 o.init == QSUR_QE_INIT_GPTQ ? "gptq" : "rtn");
+        return model_wquant(s, &mo, canon, r, err);
+    }
+    session_log_as(s, "%s", "");
     wq_job j;
     double t0 = seconds();
     int rc = job_begin(s, "quantease", &j, err);
@@ -165,11 +198,23 @@ int cmd_awq(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     qsur_awq_opts o = qsur_awq_default();
     long grid;
+    int model = model_mode(&argc, &argv);
+    if (argc > 1)
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: awq [model] [GRID]");
     if (argc == 1) {
         if (parse_long(argv[0], 1, 1000, &grid))
             return qsur_fail(err, QSUR_ERR_ARG, "expected a grid size 1..1000, got '%s'", argv[0]);
         o.grid = (int)grid;
     }
+    if (model) {
+        qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
+        mo.method = QSUR_MWQ_AWQ;
+        mo.awq = o;
+        char canon[64];
+        snprintf(canon, sizeof canon, "awq model %d", o.grid);
+        return model_wquant(s, &mo, canon, r, err);
+    }
+    session_log_as(s, "%s", "");
     wq_job j;
     double t0 = seconds();
     int rc = job_begin(s, "awq", &j, err);

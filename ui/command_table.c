@@ -8,11 +8,13 @@ static const char *const set_words[] = {"format", "errexit", "echo", "color", "o
                                         "cube", "bins", "error_tokens", "seed", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
-static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w:sym", "w:asym", "a:sym", "a:asym",
-                                          "w:g128", "a:token", "w:clip=search", NULL};
-static const char *const gptq_words[] = {"act", "damp=0.01", NULL};
-static const char *const quantease_words[] = {"outliers=0.005", "init=gptq", "init=rtn", NULL};
-static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", NULL};
+static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
+                                          "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search", NULL};
+static const char *const gptq_words[] = {"model", "act", "damp=0.01", NULL};
+static const char *const quantease_words[] = {"model", "outliers=0.005", "init=gptq", "init=rtn", NULL};
+static const char *const awq_words[] = {"model", NULL};
+static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
+static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const ostquant_words[] = {"layer", "model", "steps=", "lr=", "loss=kltop", "loss=ce",
                                              "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
                                              "calib=", "eval=", NULL};
@@ -66,12 +68,17 @@ const command command_table[] = {
 
     /* ---- quantize and measure ---- */
     {"quant", 0, 6, CMD_LOGGED, COMPLETE_WORDS, quant_words,
-     "quant [wBaB[kvB]] [w:OPTS] [a:OPTS]",
-     "show or set the weight and activation quantizers",
-     "Bits: w4a8 sets 4-bit weights and 8-bit activations (2..8; 16 = not quantized).\n"
-     "OPTS (comma-separated): sym | asym, tensor | row (= channel for W, token for X) | gN\n"
-     "(groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group,\n"
-     "the ratio minimising MSE). Example: quant w4a4 w:sym,row a:asym,token,clip=0.9",
+     "quant [wBaB[kvB]] [w:OPTS] [a:OPTS] [kv:OPTS]",
+     "show or set the weight, activation and KV-cache quantizers (and quantize the model)",
+     "Bits: w4a8kv4 sets 4-bit weights, 8-bit activations, 4-bit KV cache (2..8; 16 = not\n"
+     "quantized). A bits word without kv turns KV quantization off; options alone keep the widths.\n"
+     "OPTS (comma-separated): sym | asym, tensor | row (= channel for W, token for X, head for KV)\n"
+     "| gN (groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group,\n"
+     "the ratio minimising MSE). Example: quant w4a4 w:sym,row a:asym,token,clip=0.9\n"
+     "With a model loaded the model is quantized too: weights round-to-nearest from the float\n"
+     "weights (a group size that does not divide a linear's width uses the closest divisor, e.g.\n"
+     "g32 -> g43 for hidden 172), activations of every linear per token, K and V per head per\n"
+     "token. quant w16a16kv16 makes it float again.",
      cmd_quant},
     {"qsur", 0, 0, 0, COMPLETE_NONE, NULL, "qsur",
      "QSUR of the current layer's activation and weight (log10 and per-dimension)",
@@ -91,24 +98,32 @@ const command command_table[] = {
      "A table of every metric on the original layer and after its transforms, with the\n"
      "change, and the channel absmax bars of both states on one scale ('!' = outlier).",
      cmd_compare},
-    {"gptq", 0, 2, CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [act] [damp=P]",
-     "GPTQ the current layer's weight on its activations; compare with RTN",
+    {"gptq", 0, 3, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [model] [act] [damp=P]",
+     "GPTQ the current layer's weight on its activations (or every linear of the model)",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
      "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
      "`act` quantizes columns in decreasing H_jj order (groups stay static). Reports the\n"
-     "weight-only output error ||XW^T - XQ^T|| / ||XW^T|| of RTN and of GPTQ.",
+     "weight-only output error ||XW^T - XQ^T|| / ||XW^T|| of RTN and of GPTQ.\n"
+     "`gptq model`: every linear of the model, sequentially: layer by layer, for each group of\n"
+     "linears sharing an input ({wq,wk,wv} {wo} {w1,w3} {w2}) the calibration sequences (`calib`)\n"
+     "are run again through the partly quantized model and the group is quantized on the captured\n"
+     "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.",
      cmd_gptq},
-    {"quantease", 0, 3, CMD_LONG, COMPLETE_WORDS, quantease_words, "quantease [SWEEPS] [outliers=P] [init=rtn|gptq]",
+    {"quantease", 0, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, quantease_words,
+     "quantease [model] [SWEEPS] [outliers=P] [init=rtn|gptq]",
      "QuantEase coordinate descent on the current layer; objective per sweep",
      "Cyclic coordinate descent on ||XW^T - XQ^T||^2 with closed-form one-column updates\n"
      "(no matrix inversion), from RTN or GPTQ, SWEEPS passes (default 3); the objective\n"
      "never increases. outliers=P keeps a fraction P of the weights in float, chosen and\n"
-     "updated jointly, and reports their memory overhead.",
+     "updated jointly, and reports their memory overhead.\n"
+     "`quantease model ...`: every linear, sequentially as `gptq model`.",
      cmd_quantease},
-    {"awq", 0, 1, CMD_LONG, COMPLETE_NONE, NULL, "awq [GRID]",
+    {"awq", 0, 2, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, awq_words, "awq [model] [GRID]",
      "AWQ activation-aware channel scaling search on the current layer",
      "Searches s_j = mean|X_j|^a over a grid of GRID+1 exponents in [0,1] (default 20),\n"
-     "quantizes W diag(s), unscales, and keeps the a with the lowest output error.",
+     "quantizes W diag(s), unscales, and keeps the a with the lowest output error.\n"
+     "`awq model [GRID]`: every linear, sequentially as `gptq model`; the scale stays inside\n"
+     "the fake-quantized weight quant(W diag(s)) diag(1/s) (exact for weight-only quantization).",
      cmd_awq},
 
     {"ostquant", 1, 16, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, ostquant_words,
@@ -128,7 +143,8 @@ const command command_table[] = {
      cmd_ostquant},
 
     /* ---- transform ---- */
-    {"rotate", 1, 2, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words, "rotate hadamard|rhadamard|random [SEED] | rotate pca",
+    {"rotate", 1, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words,
+     "rotate hadamard|rhadamard|random [SEED] | rotate pca | rotate model hadamard [SEED] [steps=LIST]",
      "rotate the layer: X' = X R, W' = W R (the product X W^T is unchanged)",
      "hadamard   fast Walsh-Hadamard for 2^k channels; for n = 2^k m a Kronecker product with\n"
      "           an m x m Hadamard (Sylvester, Paley I/II) where one exists, else with a seeded\n"
@@ -137,7 +153,14 @@ const command command_table[] = {
      "random     Haar-random orthogonal matrix (QR of a Gaussian matrix, sign-fixed)\n"
      "pca        eigenvectors of the activation covariance (needs X)\n"
      "SEED defaults to the session's next seed; the log records the seed used. After the\n"
-     "step: QSUR, the output error and the equivalence error ||XW^T - X'W'^T|| / ||XW^T||.",
+     "step: QSUR, the output error and the equivalence error ||XW^T - X'W'^T|| / ||XW^T||.\n"
+     "model hadamard  QuaRot-style rotation of the whole model, each step exact in float:\n"
+     "           norm: fold RMSNorm gains into the next linears (classifier untied);\n"
+     "           resid: residual stream x -> x Q, randomized Hadamard Q fused into E, readers W Q,\n"
+     "           writers (wo, w2) Q^T W; w2: online Hadamard on w2's input, w2 -> w2 H;\n"
+     "           heads: per value head, fused into wv rows and wo columns; qk: online Hadamard\n"
+     "           on q and k (rotated K cache). steps=LIST picks some (default all:\n"
+     "           norm,resid,w2,heads,qk). Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
      cmd_rotate},
     {"scale", 1, 2, CMD_LOGGED, COMPLETE_WORDS, scale_words, "scale smooth [ALPHA] | scale file FILE",
      "scale channels: X' = X S^-1, W' = W S (SmoothQuant or a vector from a file)",
@@ -163,6 +186,43 @@ const command command_table[] = {
      "One line per step with what was used (e.g. which Hadamard construction), the\n"
      "cumulative log-determinant of the scalings and the snapshot memory held for undo.",
      cmd_stack},
+
+    /* ---- model ---- */
+    {"model", 1, 3, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, model_words,
+     "model load PATH | model info | model save-hf DIR [F32|F16|BF16]",
+     "load a Llama model (llama2.c file or HF directory), show it, or export it",
+     "load     a llama2.c checkpoint (file) or a Hugging Face Llama directory (config.json +\n"
+     "         safetensors). The model is the source of truth: its float weights are also put\n"
+     "         into the workspace under Meta names (layers.N.attention.wq, ...) so `layers`, `use`,\n"
+     "         `stats` work on them, and are copied there again after every command that changes\n"
+     "         them (rotate model, smoothquant). Layer-level transforms never change the model.\n"
+     "info     config, quantization, rotations, smoothing and calibration of the model\n"
+     "save-hf  config.json + model.safetensors of the float weights (atomically; DIR is created)",
+     cmd_model},
+    {"calib", 1, 5, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL,
+     "calib FILE [seqs=N] [seqlen=N] [max_tokens=N] [seed=N]",
+     "capture the model's calibration activations into the workspace",
+     "Runs seqs sequences of seqlen tokens of FILE (uint16 token stream; defaults 16 x 256)\n"
+     "through the FLOAT model and stores the input of every linear as layers.N.attention.in,\n"
+     "layers.N.attention.wo.in, layers.N.feed_forward.in, layers.N.feed_forward.w2.in (and K, V\n"
+     "as layers.N.attention.k/v). max_tokens=N keeps a seeded random subset of token positions.\n"
+     "`use layers.0.feed_forward.w2` then pairs the weight with its input. gptq/quantease/awq\n"
+     "model and smoothquant use these settings. Never calibrate on evaluation data.",
+     cmd_calib},
+    {"ppl", 1, 4, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N]",
+     "perplexity of the model (with its current quantization) on a token file",
+     "Splits FILE (uint16 tokens) into sequences of seqlen (default 256), scores every next\n"
+     "token of the first seqs sequences (default all) with the model as it is: quantized weights,\n"
+     "activation and KV quantization, online rotations. Ctrl-C stops it.",
+     cmd_ppl},
+    {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
+     "SmoothQuant the model: per-channel scales folded into the producers of each input",
+     "For each group of linears sharing an input, s_j = max|X_j|^ALPHA / max|W_j|^(1-ALPHA)\n"
+     "(default 0.5) from the calibration activations (`calib` first); W -> W diag(s) and the\n"
+     "1/s goes into: attention_norm (wq/wk/wv), ffn_norm (w1/w3), the rows of wv (wo's input is\n"
+     "softmax(.)V; with GQA one scale per kv channel) and the rows of w3 (w2's input is\n"
+     "silu(w1 h) * w3 h; skipped when an online rotation sits before w2). Exact in float.",
+     cmd_smoothquant},
 
     /* ---- session ---- */
     {"help", 0, 1, 0, COMPLETE_COMMAND, NULL, "help [COMMAND]",

@@ -43,6 +43,12 @@ HANDLER(cmd_redo);
 HANDLER(cmd_reset);
 HANDLER(cmd_stack);
 
+/* cmd_model.c */
+HANDLER(cmd_model);
+HANDLER(cmd_calib);
+HANDLER(cmd_ppl);
+HANDLER(cmd_smoothquant);
+
 /* cmd_wquant.c */
 HANDLER(cmd_gptq);
 HANDLER(cmd_quantease);

@@ -43,6 +43,7 @@ typedef struct session {
     struct qsur_llama_rotations *model_rot; /* online Hadamards the model's hooks point at
                                               (set by `ostquant model`), owned, or NULL */
     char model_path[4096];     /* where it came from, for reports and export */
+    struct model_state *mstate; /* rotations, calibration, quantization of the model (model_state.h) */
     struct layer_state *layers; /* one per layer the user has selected (see layer_state.h) */
     int nlayers, layers_cap;
     int current;               /* index into layers, -1 when none */

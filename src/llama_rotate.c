@@ -1,0 +1,219 @@
+/* QuaRot-style equivalent rotations of a whole Llama model (see llama_rotate.h
+ * for the algebra of each step). */
+#include <stdlib.h>
+#include <string.h>
+#include "qsur/llama_rotate.h"
+#include "qsur/tensor.h"
+
+int qsur_llama_online_hadamard_new(qsur_llama_online_hadamard **out, int64_t n, uint64_t seed,
+                                   qsur_error *err)
+{
+    *out = NULL;
+    qsur_llama_online_hadamard *h = calloc(1, sizeof *h);
+    if (!h)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "online hadamard: out of memory");
+    qsur_hadamard_opts o = {1, seed};
+    int rc = qsur_hadamard_plan_new(&h->plan, n, &o, err);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    *out = h;
+    return QSUR_OK;
+}
+
+void qsur_llama_online_hadamard_free(qsur_llama_online_hadamard *h)
+{
+    if (!h)
+        return;
+    qsur_hadamard_plan_free(h->plan);
+    free(h);
+}
+
+void qsur_llama_online_hadamard_apply(void *ctx, float *rows, int64_t nrows, int64_t n)
+{
+    qsur_llama_online_hadamard *h = ctx;
+    qsur_error e;
+    if (n != h->plan->n || qsur_hadamard_plan_apply(h->plan, rows, nrows, NULL, &e) != QSUR_OK)
+        h->failures++;
+}
+
+static void drop_wq(qsur_llama_linear *l)
+{
+    free(l->wq);
+    l->wq = NULL;
+}
+
+/* W[:, j] *= g[j] for a rows x cols matrix. */
+static void scale_cols(float *w, int64_t rows, int64_t cols, const float *g)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            w[r * cols + c] *= g[c];
+}
+
+static void fill_ones(float *g, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = 1.0f;
+}
+
+int qsur_llama_fuse_norms(qsur_llama *m, qsur_error *err)
+{
+    /* The classifier must own its weights before the final gain goes into it:
+     * the embedding lookup does not pass through that norm. */
+    int rc = qsur_llama_untie_classifier(m, err);
+    if (rc)
+        return rc;
+    const int64_t d = m->cfg.dim;
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        qsur_llama_layer *L = &m->layers[i];
+        qsur_llama_linear *att[3] = {&L->wq, &L->wk, &L->wv}, *ffn[2] = {&L->w1, &L->w3};
+        for (int k = 0; k < 3; k++) {
+            scale_cols(att[k]->w, att[k]->rows, d, L->attention_norm);
+            drop_wq(att[k]);
+        }
+        for (int k = 0; k < 2; k++) {
+            scale_cols(ffn[k]->w, ffn[k]->rows, d, L->ffn_norm);
+            drop_wq(ffn[k]);
+        }
+        fill_ones(L->attention_norm, d);
+        fill_ones(L->ffn_norm, d);
+    }
+    scale_cols(m->output.w, m->output.rows, d, m->norm);
+    drop_wq(&m->output);
+    fill_ones(m->norm, d);
+    return QSUR_OK;
+}
+
+static void transpose(const float *a, int64_t rows, int64_t cols, float *t)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            t[c * rows + r] = a[r * cols + c];
+}
+
+/* W (rows x cols) <- blockdiag(R)^T W where R (n x n) acts on consecutive
+ * blocks of n rows: computed as (W^T blockdiag(R))^T, i.e. the plan applied to
+ * the rows of W^T split into blocks of n. tmp holds rows*cols floats. */
+static int rotate_rows_left(const qsur_hadamard_plan *R, float *w, int64_t rows, int64_t cols,
+                            float *tmp, qsur_error *err)
+{
+    transpose(w, rows, cols, tmp);
+    int rc = qsur_hadamard_plan_apply(R, tmp, cols * (rows / R->n), NULL, err);
+    if (rc)
+        return rc;
+    transpose(tmp, cols, rows, w);
+    return QSUR_OK;
+}
+
+static int not_one(const float *g, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (g[i] != 1.0f)
+            return 1;
+    return 0;
+}
+
+/* Scratch for the largest transposed linear of a layer. */
+static float *layer_scratch(const qsur_llama *m, qsur_error *err)
+{
+    int64_t big = (int64_t)m->cfg.dim * (m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim
+                                                                         : m->cfg.dim);
+    float *tmp = qsur_alloc((size_t)big, sizeof(float));
+    if (!tmp)
+        qsur_fail(err, QSUR_ERR_NOMEM, "rotate: cannot allocate %lld floats", (long long)big);
+    return tmp;
+}
+
+int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_error *err)
+{
+    const int64_t d = m->cfg.dim;
+    if (Q->n != d)
+        return qsur_fail(err, QSUR_ERR_ARG, "rotate residual: plan has size %lld, model dim is %lld",
+                         (long long)Q->n, (long long)d);
+    int bad = not_one(m->norm, d);
+    for (int i = 0; i < m->cfg.n_layers && !bad; i++)
+        bad = not_one(m->layers[i].attention_norm, d) || not_one(m->layers[i].ffn_norm, d);
+    if (bad)
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "rotate residual: RMSNorm gains are not 1 (fuse the norms into the linears first)");
+    float *tmp = layer_scratch(m, err);
+    if (!tmp)
+        return QSUR_ERR_NOMEM;
+    /* Only the plan's scratch allocation can fail below; it happens before
+     * any row is touched in that call, but earlier linears would already be
+     * rotated, so the caller treats a failure as "model unusable". */
+    int rc = qsur_hadamard_plan_apply(Q, m->tok_embeddings, m->cfg.vocab_size, NULL, err);
+    if (!rc && !m->cfg.shared_classifier)
+        rc = qsur_hadamard_plan_apply(Q, m->output.w, m->output.rows, NULL, err);
+    drop_wq(&m->output);
+    for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
+        qsur_llama_layer *L = &m->layers[i];
+        qsur_llama_linear *readers[5] = {&L->wq, &L->wk, &L->wv, &L->w1, &L->w3};
+        for (int k = 0; k < 5 && !rc; k++) {
+            rc = qsur_hadamard_plan_apply(Q, readers[k]->w, readers[k]->rows, NULL, err);
+            drop_wq(readers[k]);
+        }
+        qsur_llama_linear *writers[2] = {&L->wo, &L->w2};
+        for (int k = 0; k < 2 && !rc; k++) {
+            rc = rotate_rows_left(Q, writers[k]->w, writers[k]->rows, writers[k]->cols, tmp, err);
+            drop_wq(writers[k]);
+        }
+    }
+    free(tmp);
+    return rc;
+}
+
+int qsur_llama_rotate_w2(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_error *err)
+{
+    if (h->plan->n != m->cfg.hidden_dim)
+        return qsur_fail(err, QSUR_ERR_ARG, "rotate w2: plan has size %lld, hidden_dim is %d",
+                         (long long)h->plan->n, m->cfg.hidden_dim);
+    if (m->hooks.w2_in.apply)
+        return qsur_fail(err, QSUR_ERR_ARG, "rotate w2: the model already has an online transform before w2");
+    int rc = QSUR_OK;
+    for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
+        qsur_llama_linear *w2 = &m->layers[i].w2;
+        rc = qsur_hadamard_plan_apply(h->plan, w2->w, w2->rows, NULL, err);
+        drop_wq(w2);
+    }
+    if (!rc)
+        m->hooks.w2_in = (qsur_llama_online){qsur_llama_online_hadamard_apply, h};
+    return rc;
+}
+
+int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_error *err)
+{
+    const int64_t hs = m->cfg.head_size;
+    if (H->n != hs)
+        return qsur_fail(err, QSUR_ERR_ARG, "rotate heads: plan has size %lld, head_size is %lld",
+                         (long long)H->n, (long long)hs);
+    float *tmp = layer_scratch(m, err);
+    if (!tmp)
+        return QSUR_ERR_NOMEM;
+    int rc = QSUR_OK;
+    for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
+        qsur_llama_layer *L = &m->layers[i];
+        /* wv (kv_dim x dim): each kv head's hs rows -> H^T wv_g */
+        rc = rotate_rows_left(H, L->wv.w, L->wv.rows, L->wv.cols, tmp, err);
+        drop_wq(&L->wv);
+        /* wo (dim x n_heads*hs): every head's block of columns -> wo_h H */
+        if (!rc)
+            rc = qsur_hadamard_plan_apply(H, L->wo.w, L->wo.rows * (L->wo.cols / hs), NULL, err);
+        drop_wq(&L->wo);
+    }
+    free(tmp);
+    return rc;
+}
+
+int qsur_llama_rotate_qk(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_error *err)
+{
+    if (h->plan->n != m->cfg.head_size)
+        return qsur_fail(err, QSUR_ERR_ARG, "rotate qk: plan has size %lld, head_size is %d",
+                         (long long)h->plan->n, m->cfg.head_size);
+    if (m->hooks.qk.apply)
+        return qsur_fail(err, QSUR_ERR_ARG, "rotate qk: the model already has an online q/k transform");
+    m->hooks.qk = (qsur_llama_online){qsur_llama_online_hadamard_apply, h};
+    return QSUR_OK;
+}

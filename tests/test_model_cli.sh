@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The whole-model commands from the command line: model load, calib, quant,
+# ppl, rotate model, smoothquant, gptq model; JSON numbers; save + replay gives
+# the same perplexity; bad inputs fail with the command's name and the reason.
+set -u
+. "$(dirname "$0")/lib.sh"
+: "${QSUR_SHARED:=../shared}"
+D="$QSUR_SHARED/data"
+M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export OPENBLAS_NUM_THREADS=1
+json() { # key file -> the value of "key": in the last JSON line holding it
+  grep -o "\"$1\":[^,}]*" "$2" | tail -1 | cut -d: -f2
+}
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * b) }'; }
+
+# float and W4A16 RTN perplexity on 8 eval sequences
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=4; ppl $E seqs=8; quant w4a16; ppl $E seqs=8" > "$T/a.json"; rc=$?
+expect_eq "$rc" 0 "model load / calib / quant / ppl succeed"
+fp=$(grep '"command":"ppl"' "$T/a.json" | head -1 | grep -o '"ppl":[^,}]*' | cut -d: -f2)
+w4=$(json ppl "$T/a.json")
+expect_true "float ppl on 8 eval seqs is about 14.2 (got $fp)" near "$fp" 14.23 0.01
+expect_true "w4a16 RTN raises perplexity ($fp -> $w4)" lt "$(awk -v f="$fp" 'BEGIN{print 3*f}')" "$w4"
+expect_grep '"tokens":1024' "$T/a.json" "calib seqs=4 captures 4 x 256 tokens"
+
+# use pairs a model weight with its captured input
+"$QSUR_BIN" -c "model load $M; calib $C seqs=2; use layers.1.feed_forward.w2" > "$T/use.txt" 2>&1
+expect_grep "layers.1.feed_forward.w2.in" "$T/use.txt" "use pairs w2 with its captured input"
+
+# QuaRot and SmoothQuant keep the float perplexity; gptq model beats RTN
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=4; rotate model hadamard 3; ppl $E seqs=8" > "$T/r.json"
+rot=$(json ppl "$T/r.json")
+expect_true "rotate model keeps float ppl ($fp vs $rot)" near "$rot" "$fp" 1e-4
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=4; smoothquant 0.5; ppl $E seqs=8" > "$T/s.json"
+sq=$(json ppl "$T/s.json")
+expect_true "smoothquant keeps float ppl ($fp vs $sq)" near "$sq" "$fp" 1e-4
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=4 seqlen=128; quant w3a16; gptq model; ppl $E seqs=8" > "$T/g.json"
+g=$(json ppl "$T/g.json")
+"$QSUR_BIN" -c "set format json; model load $M; quant w3a16; ppl $E seqs=8" > "$T/g0.json"
+g0=$(json ppl "$T/g0.json")
+expect_true "gptq model beats RTN at w3a16 ($g0 -> $g)" lt "$g" "$g0"
+
+# save + replay reproduces the numbers (explicit seed, absolute paths)
+"$QSUR_BIN" -c "model load $M; calib $C seqs=2; rotate model hadamard; quant w4a8kv4; save $T/s.qs" > /dev/null
+expect_grep "rotate model hadamard 1 steps=norm,resid,w2,heads,qk" "$T/s.qs" "rotate logged with its seed"
+expect_grep "calib \"" "$T/s.qs" "calib logged"
+"$QSUR_BIN" -c "set format json; run $T/s.qs; ppl $E seqs=4" > "$T/rep1.json"
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2; rotate model hadamard 1; quant w4a8kv4; ppl $E seqs=4" > "$T/rep2.json"
+expect_eq "$(json ppl "$T/rep1.json")" "$(json ppl "$T/rep2.json")" "replayed script gives the same perplexity"
+
+# bad inputs: the command name and the engine's reason
+"$QSUR_BIN" -c "model load $T/missing.bin" > /dev/null 2> "$T/err"; rc=$?
+expect_eq "$rc" 1 "missing model fails"
+expect_grep "model: $T/missing.bin: " "$T/err" "missing model names command and file"
+mkdir -p "$T/hf" && printf '{"hidden_size": 64,' > "$T/hf/config.json"
+"$QSUR_BIN" -c "model load $T/hf" > /dev/null 2> "$T/err"; rc=$?
+expect_eq "$rc" 1 "malformed config.json fails"
+expect_grep "model: $T/hf/config.json: malformed JSON" "$T/err" "malformed config.json is named"
+"$QSUR_BIN" -c "ppl $E" > /dev/null 2> "$T/err"
+expect_grep "ppl: no model loaded" "$T/err" "ppl without a model"
+"$QSUR_BIN" -c "model load $M; ppl $T/nope.u16" > /dev/null 2> "$T/err"
+expect_grep "ppl: $T/nope.u16: cannot open" "$T/err" "ppl of a missing token file"
+printf 'abc' > "$T/odd.u16"
+"$QSUR_BIN" -c "model load $M; calib $T/odd.u16" > /dev/null 2> "$T/err"
+expect_grep "calib: $T/odd.u16" "$T/err" "calib of an odd-sized token file names it"
+"$QSUR_BIN" -c "model load $M; gptq model" > /dev/null 2> "$T/err"
+expect_grep "gptq: needs calibration data: run \`calib FILE\` first" "$T/err" "gptq model needs calib"
+"$QSUR_BIN" -c "model load $M; smoothquant 2" > /dev/null 2> "$T/err"
+expect_grep "smoothquant: expected ALPHA in [0, 1], got '2'" "$T/err" "smoothquant alpha range"
+"$QSUR_BIN" -c "model load $M; rotate model hadamard 1 steps=w2; rotate model hadamard 2 steps=w2" > /dev/null 2> "$T/err"
+expect_grep "rotate: the model already has an online rotation before w2" "$T/err" "second online w2 rotation refused"
+"$QSUR_BIN" -c "model load $M; quant w4a4 a:g32" > /dev/null 2> "$T/err"; rc=$?
+expect_eq "$rc" 1 "activation group that does not divide hidden_dim fails"
+
+# save-hf round trip: the exported model gives the same float perplexity
+"$QSUR_BIN" -c "set format json; model load $M; rotate model hadamard 4 steps=norm,resid,heads; model save-hf $T/out; model load $T/out; ppl $E seqs=8" > "$T/hf.json"; rc=$?
+expect_eq "$rc" 0 "save-hf and reload"
+expect_true "rotated model exported to HF keeps ppl" near "$(json ppl "$T/hf.json")" "$fp" 1e-4
+finish

@@ -1,0 +1,683 @@
+/* The whole model: model load|info|save-hf, calib, ppl, smoothquant, and the
+ * model modes of quant, rotate, gptq, quantease and awq (see model_state.h
+ * for how the model and the workspace stay consistent). */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include "layer_state.h"
+#include "model_state.h"
+#include "qsur/llama.h"
+#include "qsur/llama_smooth.h"
+
+static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
+                                            "feed_forward.w2.in", "attention.k", "attention.v"};
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void model_state_free(model_state *ms)
+{
+    if (!ms)
+        return;
+    qsur_llama_online_hadamard_free(ms->w2_online);
+    qsur_llama_online_hadamard_free(ms->qk_online);
+    free(ms);
+}
+
+static int need_model(session *s, const char *who, qsur_error *err)
+{
+    if (!s->model || !s->mstate)
+        return qsur_fail(err, QSUR_ERR_ARG, "%sno model loaded (use `model load PATH`)", who);
+    return QSUR_OK;
+}
+
+/* Layer states on model tensors hold stacks of stale copies once the model's
+ * weights change: forget them. */
+static void drop_model_layers(session *s)
+{
+    int keep = 0;
+    for (int i = 0; i < s->nlayers; i++) {
+        layer_state *l = &s->layers[i];
+        int model = !strncmp(l->w_name, "layers.", 7) || !strncmp(l->x_name, "layers.", 7) ||
+                    !strcmp(l->w_name, "tok_embeddings") || !strcmp(l->w_name, "output") ||
+                    !strcmp(l->w_name, "norm");
+        if (model) {
+            if (i == s->current)
+                s->current = -1;
+            layer_state_free(l);
+            continue;
+        }
+        if (i == s->current)
+            s->current = keep;
+        s->layers[keep++] = *l;
+    }
+    s->nlayers = keep;
+}
+
+static void remove_captures(session *s, int n_layers)
+{
+    char name[QSUR_NAME_MAX];
+    for (int i = 0; i < n_layers; i++)
+        for (int k = 0; k < 6; k++) {
+            snprintf(name, sizeof name, "layers.%d.%s", i, capture_kinds[k]);
+            qsur_workspace_remove(&s->ws, name);
+        }
+}
+
+/* Captures the float model's linear inputs into ws: wq copies and
+ * activation/KV quantization are switched off for the run, online rotations
+ * stay (they are part of the float model's function). */
+static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qsur_error *err)
+{
+    model_state *ms = s->mstate;
+    qsur_llama *m = s->model;
+    qsur_tokens t;
+    int rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+    if (rc)
+        return rc;
+    int n = qsur_llama_linear_count(m);
+    float **stash = calloc((size_t)n + 1, sizeof *stash);
+    if (!stash) {
+        qsur_tokens_free(&t);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        stash[i] = l->wq;
+        l->wq = NULL;
+    }
+    stash[n] = m->output.wq;
+    m->output.wq = NULL;
+    qsur_llama_hooks saved = m->hooks;
+    m->hooks.act.bits = 16;
+    m->hooks.kv.bits = 16;
+    int64_t got = 0;
+    rc = qsur_llama_capture(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
+                            (int64_t)ms->calib_max_tokens, ms->calib_seed, ws, &got, &s->progress, err);
+    m->hooks = saved;
+    for (int i = 0; i < n; i++)
+        qsur_llama_linear_at(m, i)->wq = stash[i];
+    m->output.wq = stash[n];
+    free(stash);
+    qsur_tokens_free(&t);
+    if (!rc && n_tokens)
+        *n_tokens = got;
+    return rc;
+}
+
+/* After the model's float weights changed: copy them to the workspace again,
+ * forget stale layer states, capture the calibration inputs again and
+ * re-apply round-to-nearest when the model was quantized. */
+static int model_changed(session *s, report *r, qsur_error *err)
+{
+    drop_model_layers(s);
+    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    if (!rc && s->mstate->has_calib)
+        rc = capture_float(s, &s->ws, &s->mstate->calib_tokens, err);
+    if (!rc && s->mstate->quantized && s->wq.bits < 16) {
+        rc = qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
+        snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
+        if (!rc)
+            rep_str(r, "requantized", "weights", "re-quantized with RTN (run gptq/awq/quantease model again)");
+    }
+    return rc;
+}
+
+int model_replaced(session *s, const char *how, qsur_error *err)
+{
+    model_state *ms = s->mstate;
+    if (!s->model || !ms)
+        return QSUR_OK;
+    snprintf(ms->rotation, sizeof ms->rotation, "%s", how);
+    ms->smoothing[0] = '\0';
+    ms->quantized = s->model->layers[0].wq.wq != NULL;
+    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", how);
+    drop_model_layers(s);
+    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    if (!rc && ms->has_calib)
+        rc = capture_float(s, &s->ws, &ms->calib_tokens, err);
+    return rc;
+}
+
+/* ---- model load | info | save-hf ----------------------------------------- */
+
+static int model_load(session *s, const char *path, report *r, qsur_error *err)
+{
+    qsur_llama *m = NULL;
+    model_state *ms = calloc(1, sizeof *ms);
+    if (!ms)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    int rc = qsur_llama_load(&m, path, &s->progress, err);
+    if (rc) {
+        free(ms);
+        return rc;
+    }
+    if (s->model)
+        remove_captures(s, s->model->cfg.n_layers);
+    drop_model_layers(s);
+    rc = qsur_llama_to_workspace(m, &s->ws, NULL, err);
+    if (rc) {
+        qsur_llama_free(m);
+        free(ms);
+        return rc;
+    }
+    qsur_llama_free(s->model);
+    model_state_free(s->mstate);
+    s->model = m;
+    s->mstate = ms;
+    char abs[PATH_MAX];
+    const char *p = realpath(path, abs) ? abs : path;
+    snprintf(s->model_path, sizeof s->model_path, "%s", p);
+    session_log_as(s, "model load \"%s\"", p);
+    const qsur_llama_config *c = &m->cfg;
+    rep_str(r, "path", "model", s->model_path);
+    rep_int(r, "dim", "dim", c->dim);
+    rep_int(r, "hidden_dim", "hidden_dim", c->hidden_dim);
+    rep_int(r, "n_layers", "layers", c->n_layers);
+    rep_int(r, "n_heads", "heads", c->n_heads);
+    rep_int(r, "n_kv_heads", "kv heads", c->n_kv_heads);
+    rep_int(r, "vocab_size", "vocab", c->vocab_size);
+    rep_int(r, "linears", "linears (quantizable)", qsur_llama_linear_count(m));
+    rep_str(r, "state", "state", "float (`quant` quantizes it; weights are in the workspace)");
+    return QSUR_OK;
+}
+
+static void describe_hook(char *buf, size_t n, const qsur_quant_spec *q)
+{
+    if (q->bits >= 16)
+        snprintf(buf, n, "off");
+    else
+        qsur_quant_describe(q, buf, (int)n);
+}
+
+static int model_info(session *s, report *r, qsur_error *err)
+{
+    int rc = need_model(s, "", err);
+    if (rc)
+        return rc;
+    const qsur_llama *m = s->model;
+    const model_state *ms = s->mstate;
+    const qsur_llama_config *c = &m->cfg;
+    char buf[4400];
+    rep_str(r, "path", "model", s->model_path);
+    snprintf(buf, sizeof buf, "dim %d, hidden %d, %d layers, %d heads (%d kv, head size %d), vocab %d",
+             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_size, c->vocab_size);
+    rep_str(r, "config", "config", buf);
+    rep_bool(r, "tied", "classifier tied to embeddings", c->shared_classifier);
+    int nq = 0;
+    for (int i = 0; i < qsur_llama_linear_count(s->model); i++)
+        nq += qsur_llama_linear_at(s->model, i)->wq != NULL;
+    if (nq) {
+        char wq[96];
+        qsur_quant_describe(&s->wq, wq, sizeof wq);
+        snprintf(buf, sizeof buf, "%s, %s (%d linears)", wq, ms->wmethod, nq);
+    } else {
+        snprintf(buf, sizeof buf, "float");
+    }
+    rep_str(r, "weights", "weights", buf);
+    describe_hook(buf, sizeof buf, &m->hooks.act);
+    rep_str(r, "activations", "activations (per token)", buf);
+    describe_hook(buf, sizeof buf, &m->hooks.kv);
+    rep_str(r, "kv", "KV cache (per head per token)", buf);
+    rep_str(r, "rotation", "rotations", ms->rotation[0] ? ms->rotation : "none");
+    rep_str(r, "smoothing", "smoothquant", ms->smoothing[0] ? ms->smoothing : "none");
+    if (ms->has_calib) {
+        snprintf(buf, sizeof buf, "%s, %d seqs x %d, %lld tokens kept", ms->calib_path, ms->calib_seqs,
+                 ms->calib_seqlen, ms->calib_tokens);
+        rep_str(r, "calibration", "calibration", buf);
+    } else {
+        rep_str(r, "calibration", "calibration", "none (`calib FILE`)");
+    }
+    return QSUR_OK;
+}
+
+static int model_save_hf(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    int rc = need_model(s, "", err);
+    if (rc)
+        return rc;
+    const char *dtype = argc > 1 ? argv[1] : "F32";
+    if (strcmp(dtype, "F32") && strcmp(dtype, "F16") && strcmp(dtype, "BF16"))
+        return qsur_fail(err, QSUR_ERR_ARG, "dtype must be F32, F16 or BF16, got '%s'", dtype);
+    if (mkdir(argv[0], 0777) != 0 && errno != EEXIST)
+        return qsur_fail(err, QSUR_ERR_IO, "%s: cannot create directory: %s", argv[0], strerror(errno));
+    rc = qsur_llama_save_hf(s->model, argv[0], dtype, err);
+    if (rc)
+        return rc;
+    rep_str(r, "dir", "saved", argv[0]);
+    rep_str(r, "dtype", "dtype", dtype);
+    rep_str(r, "weights", "weights", "float (the fake-quantized copies are not saved)");
+    if (s->model->hooks.w2_in.apply || s->model->hooks.qk.apply)
+        rep_str(r, "warning", "warning",
+                "the model has online rotations (before w2 / on q,k) that a plain HF Llama does not run");
+    return QSUR_OK;
+}
+
+int cmd_model(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    if (!strcmp(argv[0], "load")) {
+        if (argc != 2)
+            return qsur_fail(err, QSUR_ERR_ARG, "usage: model load PATH");
+        return model_load(s, argv[1], r, err);
+    }
+    session_log_as(s, "%s", ""); /* info and save-hf change nothing */
+    if (!strcmp(argv[0], "info")) {
+        if (argc != 1)
+            return qsur_fail(err, QSUR_ERR_ARG, "usage: model info");
+        return model_info(s, r, err);
+    }
+    if (!strcmp(argv[0], "save-hf")) {
+        if (argc < 2 || argc > 3)
+            return qsur_fail(err, QSUR_ERR_ARG, "usage: model save-hf DIR [F32|F16|BF16]");
+        return model_save_hf(s, argc - 1, argv + 1, r, err);
+    }
+    return qsur_fail(err, QSUR_ERR_ARG, "unknown subcommand '%s' (load, info, save-hf)", argv[0]);
+}
+
+/* ---- calib, ppl ------------------------------------------------------------ */
+
+/* KEY=N options; returns 1 when a matched, 0 when not, -1 on a bad value. */
+static int opt_long(const char *a, const char *key, long lo, long hi, long *out)
+{
+    size_t k = strlen(key);
+    if (strncmp(a, key, k) || a[k] != '=')
+        return 0;
+    return parse_long(a + k + 1, lo, hi, out) ? -1 : 1;
+}
+
+int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    int rc = need_model(s, "", err);
+    if (rc)
+        return rc;
+    long seqs = 16, seqlen = 256, max_tokens = 0, seed = -1;
+    for (int i = 1; i < argc; i++) {
+        int a = 0;
+        if ((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
+            (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
+            (a = opt_long(argv[i], "max_tokens", 0, LONG_MAX, &max_tokens)) ||
+            (a = opt_long(argv[i], "seed", 0, LONG_MAX, &seed))) {
+            if (a < 0)
+                return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s'", argv[i]);
+        } else {
+            return qsur_fail(err, QSUR_ERR_ARG,
+                             "unknown option '%s' (seqs=N, seqlen=N, max_tokens=N, seed=N)", argv[i]);
+        }
+    }
+    char abs[PATH_MAX];
+    const char *path = realpath(argv[0], abs) ? abs : argv[0];
+    model_state *ms = s->mstate, saved = *ms;
+    snprintf(ms->calib_path, sizeof ms->calib_path, "%s", path);
+    ms->calib_seqs = (int)seqs;
+    ms->calib_seqlen = (int)seqlen;
+    ms->calib_max_tokens = max_tokens;
+    ms->calib_seed = seed >= 0 ? (unsigned long long)seed : max_tokens > 0 ? session_next_seed(s) : 1;
+    /* Capture into a scratch workspace first: a failure leaves the old one. */
+    qsur_workspace tmp;
+    qsur_workspace_init(&tmp);
+    double t0 = seconds();
+    rc = capture_float(s, &tmp, &ms->calib_tokens, err);
+    if (rc) {
+        qsur_workspace_clear(&tmp);
+        *ms = saved;
+        return rc;
+    }
+    drop_model_layers(s);
+    int ntensors = tmp.count;
+    for (int i = 0; i < tmp.count && !rc; i++) {
+        rc = qsur_workspace_put(&s->ws, tmp.items[i], err);
+        tmp.items[i] = NULL;
+    }
+    tmp.count = 0;
+    qsur_workspace_clear(&tmp);
+    if (rc)
+        return rc;
+    ms->has_calib = 1;
+    session_log_as(s, "calib \"%s\" seqs=%d seqlen=%d max_tokens=%lld seed=%llu", path, ms->calib_seqs,
+                   ms->calib_seqlen, ms->calib_max_tokens, ms->calib_seed);
+    rep_str(r, "file", "calibration", path);
+    rep_int(r, "tokens", "tokens captured", ms->calib_tokens);
+    rep_int(r, "tensors", "tensors (layers.N.*.in, .k, .v)", ntensors);
+    rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    rep_str(r, "hint", "pair", "`use layers.0.feed_forward.w2` selects it with its captured input");
+    return QSUR_OK;
+}
+
+int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    int rc = need_model(s, "", err);
+    if (rc)
+        return rc;
+    long seqs = 0, seqlen = 256, batch = 8;
+    for (int i = 1; i < argc; i++) {
+        int a = 0;
+        if ((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
+            (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
+            (a = opt_long(argv[i], "batch", 1, 4096, &batch))) {
+            if (a < 0)
+                return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s'", argv[i]);
+        } else {
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (seqs=N, seqlen=N, batch=N)", argv[i]);
+        }
+    }
+    qsur_tokens t;
+    rc = qsur_tokens_load(&t, argv[0], (int)seqlen, s->model->cfg.vocab_size, err);
+    if (rc)
+        return rc;
+    qsur_llama_ppl p;
+    double t0 = seconds();
+    rc = qsur_llama_perplexity(s->model, NULL, &t, (int)seqlen, (int)seqs, (int)batch, &s->progress, &p, err);
+    qsur_tokens_free(&t);
+    if (rc)
+        return rc;
+    model_state *ms = s->mstate;
+    if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))
+        return qsur_fail(err, QSUR_ERR_NOMEM, "an online rotation could not allocate scratch memory; result invalid");
+    char wq[96], aq[96], kq[96];
+    int nq = s->model->layers[0].wq.wq != NULL;
+    if (nq)
+        qsur_quant_describe(&s->wq, wq, sizeof wq);
+    describe_hook(aq, sizeof aq, &s->model->hooks.act);
+    describe_hook(kq, sizeof kq, &s->model->hooks.kv);
+    rep_str(r, "file", "tokens", argv[0]);
+    rep_int(r, "seqs", "sequences", p.n_seqs);
+    rep_int(r, "predicted", "tokens scored", p.n_predicted);
+    rep_str(r, "weights", "weights", nq ? wq : "float");
+    if (nq)
+        rep_str(r, "method", "  by", ms->wmethod);
+    rep_str(r, "activations", "activations", aq);
+    rep_str(r, "kv", "KV cache", kq);
+    rep_num(r, "nll", "NLL (nats/token)", p.nll, "%.6f");
+    rep_num(r, "ppl", "perplexity", p.ppl, "%.4f");
+    rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    return QSUR_OK;
+}
+
+/* ---- quant on the model ----------------------------------------------------- */
+
+int model_apply_quant(session *s, report *r, qsur_error *err)
+{
+    if (!s->model)
+        return QSUR_OK;
+    qsur_llama *m = s->model;
+    qsur_quant_spec a = s->aq, kv = s->kvq;
+    /* Activations are quantized as tokens x features matrices: check the
+     * spec against both widths the linears read (dim and hidden_dim). */
+    if (a.bits < 16 && (qsur_quant_validate(&a, m->cfg.dim, err) ||
+                        qsur_quant_validate(&a, m->cfg.hidden_dim, err)))
+        return QSUR_ERR_ARG;
+    if (kv.bits < 16 && qsur_quant_validate(&kv, m->cfg.head_size, err))
+        return QSUR_ERR_ARG;
+    int rc = qsur_llama_quantize_rtn(m, &s->wq, &s->progress, err);
+    if (rc)
+        return rc;
+    m->hooks.act = a;
+    m->hooks.kv = kv;
+    s->mstate->quantized = 1;
+    snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
+    char kq[96];
+    describe_hook(kq, sizeof kq, &kv);
+    rep_str(r, "kv", "KV-cache quantizer", kq);
+    if (s->wq.gran == QSUR_GRAN_GROUP && m->cfg.hidden_dim % s->wq.group) {
+        qsur_quant_spec q = qsur_llama_linear_spec(&s->wq, m->cfg.hidden_dim);
+        char note[96];
+        snprintf(note, sizeof note, "g%d does not divide %d: w2 uses g%d", s->wq.group, m->cfg.hidden_dim,
+                 q.group);
+        rep_str(r, "group_note", "model", note);
+    }
+    rep_str(r, "model", "model", "weights RTN-quantized, activation/KV hooks set");
+    return QSUR_OK;
+}
+
+/* ---- rotate model ------------------------------------------------------------ */
+
+enum { STEP_NORM = 1, STEP_RESID = 2, STEP_W2 = 4, STEP_HEADS = 8, STEP_QK = 16, STEP_ALL = 31 };
+
+static int parse_steps(const char *list, int *steps, qsur_error *err)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", list);
+    *steps = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(t, "norm"))
+            *steps |= STEP_NORM;
+        else if (!strcmp(t, "resid"))
+            *steps |= STEP_RESID;
+        else if (!strcmp(t, "w2"))
+            *steps |= STEP_W2;
+        else if (!strcmp(t, "heads"))
+            *steps |= STEP_HEADS;
+        else if (!strcmp(t, "qk"))
+            *steps |= STEP_QK;
+        else
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown step '%s' (norm, resid, w2, heads, qk)", t);
+    }
+    if (!*steps)
+        return qsur_fail(err, QSUR_ERR_ARG, "steps= needs at least one of norm, resid, w2, heads, qk");
+    return QSUR_OK;
+}
+
+static void steps_str(int steps, char *buf, size_t n)
+{
+    static const char *const names[] = {"norm", "resid", "w2", "heads", "qk"};
+    buf[0] = '\0';
+    for (int i = 0; i < 5; i++)
+        if (steps & (1 << i)) {
+            size_t len = strlen(buf);
+            snprintf(buf + len, n - len, "%s%s", len ? "," : "", names[i]);
+        }
+}
+
+static void append_rotation(model_state *ms, const char *fmt, const char *desc)
+{
+    size_t len = strlen(ms->rotation);
+    snprintf(ms->rotation + len, sizeof ms->rotation - len, "%s", len ? "; " : "");
+    len = strlen(ms->rotation);
+    snprintf(ms->rotation + len, sizeof ms->rotation - len, fmt, desc);
+}
+
+int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    int rc = need_model(s, "rotate model: ", err);
+    if (rc)
+        return rc;
+    if (argc < 1 || strcmp(argv[0], "hadamard"))
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: rotate model hadamard [SEED] [steps=norm,resid,w2,heads,qk]");
+    long seed = -1;
+    int steps = STEP_ALL;
+    for (int i = 1; i < argc; i++) {
+        if (!strncmp(argv[i], "steps=", 6)) {
+            if ((rc = parse_steps(argv[i] + 6, &steps, err)))
+                return rc;
+        } else if (parse_long(argv[i], 0, LONG_MAX, &seed)) {
+            return qsur_fail(err, QSUR_ERR_ARG, "expected a seed or steps=..., got '%s'", argv[i]);
+        }
+    }
+    qsur_llama *m = s->model;
+    model_state *ms = s->mstate;
+    /* Everything that can be refused is checked before the model changes. */
+    if ((steps & STEP_W2) && m->hooks.w2_in.apply)
+        return qsur_fail(err, QSUR_ERR_ARG, "the model already has an online rotation before w2 (drop w2 from steps=)");
+    if ((steps & STEP_QK) && m->hooks.qk.apply)
+        return qsur_fail(err, QSUR_ERR_ARG, "the model already has an online q/k rotation (drop qk from steps=)");
+    if ((steps & STEP_RESID) && !(steps & STEP_NORM)) {
+        int ok = 1;
+        for (int i = 0; i < m->cfg.dim; i++)
+            ok &= m->norm[i] == 1.0f;
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            for (int i = 0; i < m->cfg.dim; i++)
+                ok &= m->layers[l].attention_norm[i] == 1.0f && m->layers[l].ffn_norm[i] == 1.0f;
+        if (!ok)
+            return qsur_fail(err, QSUR_ERR_ARG, "steps=resid needs unit RMSNorm gains: add norm to steps=");
+    }
+    uint64_t sd = seed >= 0 ? (uint64_t)seed : session_next_seed(s);
+    qsur_hadamard_plan *Q = NULL, *H = NULL;
+    qsur_llama_online_hadamard *h2 = NULL, *hqk = NULL;
+    qsur_hadamard_opts o = {1, sd};
+    if (steps & STEP_RESID)
+        rc = qsur_hadamard_plan_new(&Q, m->cfg.dim, &o, err);
+    o.seed = sd + 2;
+    if (!rc && (steps & STEP_HEADS))
+        rc = qsur_hadamard_plan_new(&H, m->cfg.head_size, &o, err);
+    if (!rc && (steps & STEP_W2))
+        rc = qsur_llama_online_hadamard_new(&h2, m->cfg.hidden_dim, sd + 1, err);
+    if (!rc && (steps & STEP_QK))
+        rc = qsur_llama_online_hadamard_new(&hqk, m->cfg.head_size, sd + 3, err);
+    if (rc)
+        goto out;
+    /* Each step is an exact equivalence, so a failure part-way (only memory can
+     * fail now) leaves a model that still computes the same function. */
+    if (steps & STEP_NORM) {
+        if ((rc = qsur_llama_fuse_norms(m, err)))
+            goto changed;
+        append_rotation(ms, "%s", "norms fused");
+        rep_str(r, "norm", "RMSNorm gains", "fused into wq/wk/wv, w1/w3, classifier (untied)");
+    }
+    if (steps & STEP_RESID) {
+        if ((rc = qsur_llama_rotate_residual(m, Q, err)))
+            goto changed;
+        append_rotation(ms, "residual: %s", Q->desc);
+        rep_str(r, "resid", "residual stream Q", Q->desc);
+    }
+    if (steps & STEP_W2) {
+        if ((rc = qsur_llama_rotate_w2(m, h2, err)))
+            goto changed;
+        ms->w2_online = h2;
+        h2 = NULL;
+        append_rotation(ms, "online before w2: %s", ms->w2_online->plan->desc);
+        rep_str(r, "w2", "online before w2", ms->w2_online->plan->desc);
+    }
+    if (steps & STEP_HEADS) {
+        if ((rc = qsur_llama_rotate_heads(m, H, err)))
+            goto changed;
+        append_rotation(ms, "value heads (wv rows, wo columns): %s", H->desc);
+        rep_str(r, "heads", "value heads (fused)", H->desc);
+    }
+    if (steps & STEP_QK) {
+        if ((rc = qsur_llama_rotate_qk(m, hqk, err)))
+            goto changed;
+        ms->qk_online = hqk;
+        hqk = NULL;
+        append_rotation(ms, "online q,k: %s", ms->qk_online->plan->desc);
+        rep_str(r, "qk", "online q,k (K cache)", ms->qk_online->plan->desc);
+    }
+changed:;
+    qsur_error ignored;
+    int rc2 = model_changed(s, r, rc ? &ignored : err);
+    if (!rc)
+        rc = rc2;
+    if (!rc) {
+        char st[64];
+        steps_str(steps, st, sizeof st);
+        session_log_as(s, "rotate model hadamard %llu steps=%s", (unsigned long long)sd, st);
+        rep_int(r, "seed", "seed", (long long)sd);
+    }
+out:
+    qsur_hadamard_plan_free(Q);
+    qsur_hadamard_plan_free(H);
+    qsur_llama_online_hadamard_free(h2);
+    qsur_llama_online_hadamard_free(hqk);
+    return rc;
+}
+
+/* ---- smoothquant ------------------------------------------------------------- */
+
+int cmd_smoothquant(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    int rc = need_model(s, "", err);
+    if (rc)
+        return rc;
+    double alpha = 0.5;
+    if (argc == 1 && parse_double(argv[0], 0.0, 1.0, &alpha))
+        return qsur_fail(err, QSUR_ERR_ARG, "expected ALPHA in [0, 1], got '%s'", argv[0]);
+    if (!s->mstate->has_calib)
+        return qsur_fail(err, QSUR_ERR_ARG, "needs calibration activations: run `calib FILE` first");
+    qsur_llama_smooth_result res;
+    rc = qsur_llama_smoothquant(s->model, &s->ws, alpha, &res, err);
+    if (rc)
+        return rc;
+    snprintf(s->mstate->smoothing, sizeof s->mstate->smoothing, "alpha %g (%d groups%s)", alpha, res.groups,
+             res.w2_skipped ? ", w2 skipped" : "");
+    rc = model_changed(s, r, err);
+    if (rc)
+        return rc;
+    session_log_as(s, "smoothquant %.17g", alpha);
+    rep_num(r, "alpha", "alpha", alpha, "%g");
+    rep_int(r, "groups", "groups smoothed", res.groups);
+    rep_str(r, "folded", "scales folded into",
+            "attention_norm (wq/wk/wv), ffn_norm (w1/w3), wv rows (wo), w3 rows (w2)");
+    if (res.w2_skipped)
+        rep_str(r, "w2", "w2", "skipped: an online rotation sits before w2");
+    rep_num(r, "min_scale", "smallest s_j", res.min_scale, "%.4g");
+    rep_num(r, "max_scale", "largest s_j", res.max_scale, "%.4g");
+    return QSUR_OK;
+}
+
+/* ---- gptq / quantease / awq model ------------------------------------------- */
+
+int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, report *r,
+                 qsur_error *err)
+{
+    int rc = need_model(s, "", err);
+    if (rc)
+        return rc;
+    model_state *ms = s->mstate;
+    if (!ms->has_calib)
+        return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
+    qsur_tokens t;
+    rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
+    if (rc)
+        return rc;
+    o->seq_len = ms->calib_seqlen;
+    o->max_seqs = ms->calib_seqs;
+    o->max_tokens = ms->calib_max_tokens;
+    o->seed = ms->calib_seed;
+    int n = qsur_llama_linear_count(s->model);
+    qsur_llama_wquant_row *rows = calloc((size_t)n, sizeof *rows);
+    if (!rows) {
+        qsur_tokens_free(&t);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    double t0 = seconds();
+    rc = qsur_llama_wquant(s->model, &t, &s->wq, o, rows, &s->progress, err);
+    qsur_tokens_free(&t);
+    if (rc) {
+        free(rows);
+        return rc;
+    }
+    ms->quantized = 1;
+    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", canon);
+    session_log_as(s, "%s", canon);
+    char wq[96];
+    qsur_quant_describe(&s->wq, wq, sizeof wq);
+    rep_str(r, "wquant", "weight quantizer", wq);
+    rep_str(r, "method", "method", canon);
+    static const char *const keys[] = {"linear", "group", "rtn_error", "error", "ratio"};
+    static const int widths[] = {-28, 5, 10, 10, 7};
+    rep_table_begin(r, "linears", 5, keys, widths);
+    double srtn = 0, se = 0;
+    for (int i = 0; i < n; i++) {
+        rep_cell_str(r, rows[i].name);
+        rep_cell_int(r, rows[i].group);
+        rep_cell_num(r, rows[i].rtn_error, "%.5f");
+        rep_cell_num(r, rows[i].error, "%.5f");
+        rep_cell_num(r, rows[i].error / rows[i].rtn_error, "%.3f");
+        srtn += rows[i].rtn_error;
+        se += rows[i].error;
+    }
+    rep_table_end(r);
+    rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / n, "%.5f");
+    rep_num(r, "mean_error", "mean output error", se / n, "%.5f");
+    rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    free(rows);
+    return QSUR_OK;
+}
