@@ -12,6 +12,8 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 # Plots follow the terminal width; fix it so the transcript is reproducible.
 COLUMNS=100 NO_COLOR=1 LC_ALL=C.UTF-8 "$bin" -c 'set echo on' -f docs/tutorial.qs > "$out"
+# The log records absolute paths; show them relative to the checkout.
+sed -i "s|$PWD/||g" "$out"
 awk -v outfile="$out" '
 BEGIN {
     n = 0
