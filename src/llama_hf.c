@@ -22,6 +22,8 @@
 #include "qsur/atomic_file.h"
 #include "qsur/json.h"
 #include "qsur/llama.h"
+#include "qsur/llama_wquant.h"
+#include "qsur/qweight.h"
 #include "qsur/safetensors.h"
 
 /* One tensor of the HF checkpoint and where it lives in the model. */
@@ -30,6 +32,7 @@ typedef struct {
     float *data;
     int64_t rows, cols;  /* rows == 0: 1-D of cols */
     int rope_heads;      /* > 0: q/k weight with this many heads to (un)permute */
+    qsur_llama_linear *lin; /* the per-layer linear this slot holds, else NULL */
 } hf_slot;
 
 static int hf_slots(qsur_llama *m, hf_slot *s)
@@ -38,24 +41,27 @@ static int hf_slots(qsur_llama *m, hf_slot *s)
     const qsur_llama_config *c = &m->cfg;
 #define SLOT(ptr, r, cc, heads, ...) \
     do { snprintf(s[n].name, sizeof s[n].name, __VA_ARGS__); s[n].data = ptr; \
-         s[n].rows = r; s[n].cols = cc; s[n].rope_heads = heads; n++; } while (0)
+         s[n].rows = r; s[n].cols = cc; s[n].rope_heads = heads; s[n].lin = NULL; n++; } while (0)
+#define LSLOT(l, r, cc, heads, ...) \
+    do { SLOT((l)->w, r, cc, heads, __VA_ARGS__); s[n - 1].lin = (l); } while (0)
     SLOT(m->tok_embeddings, c->vocab_size, c->dim, 0, "model.embed_tokens.weight");
     for (int i = 0; i < c->n_layers; i++) {
         qsur_llama_layer *L = &m->layers[i];
         SLOT(L->attention_norm, 0, c->dim, 0, "model.layers.%d.input_layernorm.weight", i);
-        SLOT(L->wq.w, c->dim, c->dim, c->n_heads, "model.layers.%d.self_attn.q_proj.weight", i);
-        SLOT(L->wk.w, c->kv_dim, c->dim, c->n_kv_heads, "model.layers.%d.self_attn.k_proj.weight", i);
-        SLOT(L->wv.w, c->kv_dim, c->dim, 0, "model.layers.%d.self_attn.v_proj.weight", i);
-        SLOT(L->wo.w, c->dim, c->dim, 0, "model.layers.%d.self_attn.o_proj.weight", i);
+        LSLOT(&L->wq, c->dim, c->dim, c->n_heads, "model.layers.%d.self_attn.q_proj.weight", i);
+        LSLOT(&L->wk, c->kv_dim, c->dim, c->n_kv_heads, "model.layers.%d.self_attn.k_proj.weight", i);
+        LSLOT(&L->wv, c->kv_dim, c->dim, 0, "model.layers.%d.self_attn.v_proj.weight", i);
+        LSLOT(&L->wo, c->dim, c->dim, 0, "model.layers.%d.self_attn.o_proj.weight", i);
         SLOT(L->ffn_norm, 0, c->dim, 0, "model.layers.%d.post_attention_layernorm.weight", i);
-        SLOT(L->w1.w, c->hidden_dim, c->dim, 0, "model.layers.%d.mlp.gate_proj.weight", i);
-        SLOT(L->w2.w, c->dim, c->hidden_dim, 0, "model.layers.%d.mlp.down_proj.weight", i);
-        SLOT(L->w3.w, c->hidden_dim, c->dim, 0, "model.layers.%d.mlp.up_proj.weight", i);
+        LSLOT(&L->w1, c->hidden_dim, c->dim, 0, "model.layers.%d.mlp.gate_proj.weight", i);
+        LSLOT(&L->w2, c->dim, c->hidden_dim, 0, "model.layers.%d.mlp.down_proj.weight", i);
+        LSLOT(&L->w3, c->hidden_dim, c->dim, 0, "model.layers.%d.mlp.up_proj.weight", i);
     }
     SLOT(m->norm, 0, c->dim, 0, "model.norm.weight");
     if (!c->shared_classifier)
         SLOT(m->output.w, c->vocab_size, c->dim, 0, "lm_head.weight");
 #undef SLOT
+#undef LSLOT
     return n;
 }
 
@@ -267,6 +273,78 @@ static int shards_find(const hf_shards *sh, const char *name, const char *what,
     return qsur_fail(err, QSUR_ERR_FORMAT, "%s: shard %s not opened", what, fname);
 }
 
+/* Whether tensor `name` exists in the shards (no error). */
+static int shards_has(const hf_shards *sh, const char *name)
+{
+    const char *fname = "model.safetensors";
+    if (sh->weight_map && !(fname = qsur_json_get_string(sh->weight_map, name)))
+        return 0;
+    for (int i = 0; i < sh->count; i++)
+        if (strcmp(sh->files[i], fname) == 0)
+            return qsur_safetensors_find(sh->open[i], name) >= 0;
+    return 0;
+}
+
+static void slot_base(const hf_slot *sl, char *buf, size_t n);
+
+/* Reads BASE.qweight (I8/U8 or any integer-valued dtype, rows x cols),
+ * BASE.scales (rows x groups, or 1 x 1 per tensor) and BASE.zeros (same
+ * shape; absent = 0) and writes w = (code - zero) * scale into the slot,
+ * undoing the q/k row permutation. The same float expression as
+ * qsur_qparams_value, so the weights are bit-identical to the fake-quantized
+ * ones that were exported. */
+static int load_int_slot(const hf_shards *sh, const hf_slot *sl, const char *base,
+                         const char *what, qsur_error *err)
+{
+    char name[QSUR_NAME_MAX + 16];
+    qsur_tensor *t[3] = {NULL, NULL, NULL};
+    static const char *const sfx[3] = {"qweight", "scales", "zeros"};
+    int rc = QSUR_OK;
+    for (int k = 0; k < 3 && !rc; k++) {
+        snprintf(name, sizeof name, "%s.%s", base, sfx[k]);
+        if (k == 2 && !shards_has(sh, name))
+            break;
+        qsur_safetensors *f = NULL;
+        int e = -1;
+        if (!(rc = shards_find(sh, name, what, &f, &e, err)))
+            rc = qsur_safetensors_read_tensor(f, e, NULL, &t[k], NULL, err);
+    }
+    int64_t rows = sl->rows, cols = sl->cols, pr = 0, pc = 0;
+    if (!rc && (t[0]->ndim != 2 || t[0]->shape[0] != rows || t[0]->shape[1] != cols))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: %s.qweight must be %lldx%lld", what, base,
+                       (long long)rows, (long long)cols);
+    if (!rc) {
+        pr = t[1]->ndim == 2 ? t[1]->shape[0] : 0;
+        pc = t[1]->ndim == 2 ? t[1]->shape[1] : 0;
+        int ok = (pr == 1 && pc == 1) || (pr == rows && pc >= 1 && cols % pc == 0);
+        if (t[2])
+            ok &= t[2]->ndim == 2 && t[2]->shape[0] == pr && t[2]->shape[1] == pc;
+        if (!ok)
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: %s.scales/.zeros must be %lldxG with G "
+                           "dividing %lld (or 1x1)", what, base, (long long)rows, (long long)cols);
+    }
+    float *tmp = rc ? NULL : malloc((size_t)(rows * cols) * sizeof(float));
+    if (!rc && !tmp)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", base);
+    if (!rc) {
+        int64_t G = cols / pc;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                int64_t p = pr == 1 ? 0 : r * pc + c / G;
+                float zero = t[2] ? t[2]->data[p] : 0.0f;
+                tmp[r * cols + c] = (t[0]->data[r * cols + c] - zero) * t[1]->data[p];
+            }
+        if (sl->rope_heads)
+            permute_rows(sl->data, tmp, sl->rope_heads, rows, cols, 0);
+        else
+            memcpy(sl->data, tmp, (size_t)(rows * cols) * sizeof(float));
+    }
+    free(tmp);
+    for (int k = 0; k < 3; k++)
+        qsur_tensor_free(t[k]);
+    return rc;
+}
+
 int qsur_llama_load_hf(qsur_llama **out, const char *dir, const qsur_progress *prog,
                        qsur_error *err)
 {
@@ -295,6 +373,17 @@ int qsur_llama_load_hf(qsur_llama **out, const char *dir, const qsur_progress *p
     for (int i = 0; i < n && !rc; i++) {
         qsur_safetensors *f = NULL;
         int e = -1;
+        if (slots[i].lin && !shards_has(&sh, slots[i].name)) {
+            char base[QSUR_NAME_MAX], qn[QSUR_NAME_MAX + 16];
+            slot_base(&slots[i], base, sizeof base);
+            snprintf(qn, sizeof qn, "%s.qweight", base);
+            if (shards_has(&sh, qn)) {
+                if ((rc = load_int_slot(&sh, &slots[i], base, what, err)))
+                    break;
+                rc = qsur_progress_tick(prog, (double)(i + 1) / n, "load", NAN, err);
+                continue;
+            }
+        }
         if ((rc = shards_find(&sh, slots[i].name, what, &f, &e, err)))
             break;
         const qsur_st_entry *en = &f->entries[e];
@@ -377,9 +466,121 @@ static int write_config(const qsur_llama_config *c, const char *path, const char
     return qsur_atomic_commit(&f, err);
 }
 
-int qsur_llama_save_hf(const qsur_llama *m_in, const char *dir, const char *dtype,
+/* Base name of a ".weight" slot: "model.layers.0.mlp.down_proj". */
+static void slot_base(const hf_slot *sl, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s", sl->name);
+    size_t len = strlen(buf);
+    if (len > 7 && strcmp(buf + len - 7, ".weight") == 0)
+        buf[len - 7] = '\0';
+}
+
+/* Integer codes + scales (+ zeros) of one linear whose forward weights are
+ * `fw` (its wq copy, or w): maps fitted by RTN on w (the way `quant` made wq),
+ * or on fw itself (a grid from another method), whichever decodes to fw bit
+ * for bit; else an error, since writing integers would change the model. */
+static int int_weights(const hf_slot *sl, const qsur_quant_spec *spec, qsur_qweight **out,
                        qsur_error *err)
 {
+    *out = NULL;
+    const qsur_llama_linear *l = sl->lin;
+    const float *fw = l->wq ? l->wq : l->w;
+    qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
+    float *dec = malloc((size_t)(l->rows * l->cols) * sizeof(float));
+    if (!dec)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", l->name);
+    qsur_qweight *qw = NULL;
+    int rc = QSUR_OK, ok = 0;
+    for (int attempt = 0; attempt < 2 && !rc && !ok; attempt++) {
+        qsur_qweight_free(qw);
+        qw = NULL;
+        if ((rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err)) ||
+            (rc = qsur_qweight_fit_rtn(qw, attempt == 0 ? l->w : fw, err)))
+            break;
+        qsur_qweight_encode(qw, fw);
+        qsur_qweight_decode(qw, dec);
+        ok = memcmp(dec, fw, (size_t)(l->rows * l->cols) * sizeof(float)) == 0;
+    }
+    free(dec);
+    if (!rc && !ok)
+        rc = qsur_fail(err, QSUR_ERR_ARG, "%s: the quantized weights are not on a %d-bit grid of the "
+                       "weight quantizer (export them with weights=fake)", l->name, q.bits);
+    if (rc) {
+        qsur_qweight_free(qw);
+        return rc;
+    }
+    *out = qw;
+    return QSUR_OK;
+}
+
+/* Appends NAME.qweight / .scales / .zeros of slot sl to ts/dts at *n. */
+static int add_int_tensors(const hf_slot *sl, const qsur_qweight *qw, qsur_tensor **ts,
+                           qsur_dtype *dts, int *n, qsur_error *err)
+{
+    char base[QSUR_NAME_MAX], name[QSUR_NAME_MAX + 16];
+    slot_base(sl, base, sizeof base);
+    int64_t rows = qw->rows, cols = qw->cols;
+    int64_t prow = qw->spec.gran == QSUR_GRAN_TENSOR ? 1 : rows, pcol = qw->spec.gran == QSUR_GRAN_TENSOR ? 1 : qw->groups;
+    int rope = sl->rope_heads && prow == rows;
+    qsur_tensor *c = NULL, *sc = NULL, *z = NULL;
+    snprintf(name, sizeof name, "%s.qweight", base);
+    int rc = qsur_tensor_new2(&c, name, rows, cols, err);
+    snprintf(name, sizeof name, "%s.scales", base);
+    if (!rc)
+        rc = qsur_tensor_new2(&sc, name, prow, pcol, err);
+    snprintf(name, sizeof name, "%s.zeros", base);
+    if (!rc && !qw->spec.symmetric)
+        rc = qsur_tensor_new2(&z, name, prow, pcol, err);
+    float *tmp = malloc((size_t)(rows * cols) * sizeof(float));
+    if (!rc && !tmp)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", base);
+    if (rc) {
+        qsur_tensor_free(c);
+        qsur_tensor_free(sc);
+        qsur_tensor_free(z);
+        free(tmp);
+        return rc;
+    }
+    for (int64_t i = 0; i < rows * cols; i++)
+        tmp[i] = (float)qw->codes[i];
+    if (sl->rope_heads)
+        permute_rows(c->data, tmp, sl->rope_heads, rows, cols, 1);
+    else
+        memcpy(c->data, tmp, (size_t)(rows * cols) * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        qsur_tensor *t = pass ? z : sc;
+        if (!t)
+            continue;
+        for (int64_t i = 0; i < prow * pcol; i++)
+            tmp[i] = pass ? qw->params[i].zero : qw->params[i].scale;
+        if (rope)
+            permute_rows(t->data, tmp, sl->rope_heads, prow, pcol, 1);
+        else
+            memcpy(t->data, tmp, (size_t)(prow * pcol) * sizeof(float));
+    }
+    free(tmp);
+    ts[*n] = c;
+    dts[(*n)++] = qw->spec.symmetric ? QSUR_DTYPE_I8 : QSUR_DTYPE_U8;
+    ts[*n] = sc;
+    dts[(*n)++] = QSUR_DTYPE_F32;
+    if (z) {
+        ts[*n] = z;
+        dts[(*n)++] = QSUR_DTYPE_F32;
+    }
+    return QSUR_OK;
+}
+
+int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
+                       qsur_error *err)
+{
+    qsur_llama_hf_save_opts o = {dtype, 0, NULL, NULL, 0};
+    return qsur_llama_save_hf_ex(m, dir, &o, err);
+}
+
+int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
+                          const qsur_llama_hf_save_opts *opts, qsur_error *err)
+{
+    const char *dtype = opts->dtype;
     qsur_dtype dt;
     if (!dtype || strcmp(dtype, "F32") == 0)
         dt = QSUR_DTYPE_F32;
@@ -389,39 +590,60 @@ int qsur_llama_save_hf(const qsur_llama *m_in, const char *dir, const char *dtyp
         dt = QSUR_DTYPE_BF16;
     else
         return qsur_fail(err, QSUR_ERR_ARG, "save: dtype %s (expected F32, F16 or BF16)", dtype);
+    if (opts->int_spec && (opts->int_spec->bits < 2 || opts->int_spec->bits > 8))
+        return qsur_fail(err, QSUR_ERR_ARG, "save %s: integer weights need a 2..8-bit weight quantizer "
+                         "(got %d bits)", dir, opts->int_spec->bits);
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return qsur_fail(err, QSUR_ERR_IO, "%s: not an existing directory", dir);
     qsur_llama *m = (qsur_llama *)m_in; /* slots only read through it */
     hf_slot *slots = calloc((size_t)m->cfg.n_layers * 9 + 3, sizeof *slots);
-    int n = slots ? hf_slots(m, slots) : 0, rc = QSUR_OK;
-    qsur_tensor **ts = calloc((size_t)n + 1, sizeof *ts);
-    qsur_dtype *dts = calloc((size_t)n + 1, sizeof *dts);
+    int n = slots ? hf_slots(m, slots) : 0, rc = QSUR_OK, nt = 0;
+    /* up to 3 tensors per slot (codes, scales, zeros) */
+    qsur_tensor **ts = calloc((size_t)3 * n + 1, sizeof *ts);
+    qsur_dtype *dts = calloc((size_t)3 * n + 1, sizeof *dts);
     if (!slots || !ts || !dts)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
     for (int i = 0; i < n && !rc; i++) {
-        dts[i] = dt;
-        rc = slots[i].rows ? qsur_tensor_new2(&ts[i], slots[i].name, slots[i].rows, slots[i].cols, err)
-                           : qsur_tensor_new(&ts[i], slots[i].name, 1, &slots[i].cols, err);
+        const hf_slot *sl = &slots[i];
+        if (sl->lin && opts->int_spec) {
+            qsur_qweight *qw = NULL;
+            if (!(rc = int_weights(sl, opts->int_spec, &qw, err)))
+                rc = add_int_tensors(sl, qw, ts, dts, &nt, err);
+            qsur_qweight_free(qw);
+            continue;
+        }
+        const float *src = sl->lin && opts->use_wq && sl->lin->wq ? sl->lin->wq : sl->data;
+        dts[nt] = dt;
+        rc = sl->rows ? qsur_tensor_new2(&ts[nt], sl->name, sl->rows, sl->cols, err)
+                      : qsur_tensor_new(&ts[nt], sl->name, 1, &sl->cols, err);
         if (rc)
             break;
-        if (slots[i].rope_heads)
-            permute_rows(ts[i]->data, slots[i].data, slots[i].rope_heads, slots[i].rows,
-                         slots[i].cols, 1);
+        if (sl->rope_heads)
+            permute_rows(ts[nt]->data, src, sl->rope_heads, sl->rows, sl->cols, 1);
         else
-            memcpy(ts[i]->data, slots[i].data, (size_t)qsur_tensor_numel(ts[i]) * sizeof(float));
+            memcpy(ts[nt]->data, src, (size_t)qsur_tensor_numel(ts[nt]) * sizeof(float));
+        nt++;
     }
     char path[4096];
+    const char **meta = NULL;
+    if (!rc && !(meta = malloc((size_t)(2 * opts->meta_count + 2) * sizeof *meta)))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
     if (!rc) {
-        const char *meta[2] = {"format", "pt"};
+        meta[0] = "format";
+        meta[1] = "pt";
+        for (int k = 0; k < 2 * opts->meta_count; k++)
+            meta[2 + k] = opts->meta_kv[k];
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        rc = qsur_safetensors_write(path, (const qsur_tensor *const *)ts, n, dts, meta, 1, NULL, err);
+        rc = qsur_safetensors_write(path, (const qsur_tensor *const *)ts, nt, dts, meta,
+                                    1 + opts->meta_count, NULL, err);
     }
+    free(meta);
     if (!rc) {
         snprintf(path, sizeof path, "%s/config.json", dir);
         rc = write_config(&m->cfg, path, qsur_dtype_name(dt), err);
     }
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < nt; i++)
         qsur_tensor_free(ts[i]);
     free(ts);
     free(dts);

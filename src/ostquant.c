@@ -72,6 +72,9 @@ void qsur_ostquant_free(qsur_ostquant *o)
     free(o->best_r_res);
     free(o->best_r_ov);
     free(o->best_ls);
+    free(o->cur_r_res);
+    free(o->cur_r_ov);
+    free(o->cur_ls);
     qsur_stiefel_adam_free(o->opt_res);
     if (o->opt_ov)
         for (int i = 0; i < L * o->cfg.n_kv_heads; i++)
@@ -226,6 +229,7 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
     o->kvspec = *kvspec;
     o->cfg = *bc;
     o->cfg.shared_classifier = 0;
+    o->base_hash = qsur_ostquant_base_hash(base);
     qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, V = c->vocab_size, hs = c->head_size;
     int L = c->n_layers;
@@ -240,9 +244,13 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
     o->best_r_res = malloc((size_t)(d * d) * sizeof(double));
     o->best_r_ov = malloc((size_t)r_ov_size(o) * sizeof(double));
     o->best_ls = calloc((size_t)o->n_ls, sizeof(double));
+    o->cur_r_res = malloc((size_t)(d * d) * sizeof(double));
+    o->cur_r_ov = malloc((size_t)r_ov_size(o) * sizeof(double));
+    o->cur_ls = calloc((size_t)o->n_ls, sizeof(double));
     o->opt_ov = calloc((size_t)(L * c->n_kv_heads), sizeof *o->opt_ov);
     int bad = !o->E || !o->C || !o->A || !o->Wout || !o->r_res || !o->r_ov || !o->ls ||
-              !o->best_r_res || !o->best_r_ov || !o->best_ls || !o->opt_ov;
+              !o->best_r_res || !o->best_r_ov || !o->best_ls || !o->opt_ov || !o->cur_r_res ||
+              !o->cur_r_ov || !o->cur_ls;
     for (int l = 0; !bad && l < L; l++) {
         const qsur_llama_layer *B = &base->layers[l];
         o->A[5 * l + 0] = fold_gain(B->wq.w, B->wq.rows, d, B->attention_norm);

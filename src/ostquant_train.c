@@ -107,6 +107,17 @@ static int64_t r_ov_count(const qsur_ostquant *o)
     return (int64_t)o->cfg.n_layers * o->cfg.n_kv_heads * o->cfg.head_size * o->cfg.head_size;
 }
 
+/* Copies the parameters between the working set and the current-point copy
+ * (to_cur = 1: working -> cur). */
+static void current(qsur_ostquant *o, int to_cur)
+{
+    int64_t d = o->cfg.dim;
+    double *a[3] = {o->r_res, o->r_ov, o->ls}, *b[3] = {o->cur_r_res, o->cur_r_ov, o->cur_ls};
+    int64_t n[3] = {d * d, r_ov_count(o), o->n_ls};
+    for (int i = 0; i < 3; i++)
+        memcpy(to_cur ? b[i] : a[i], to_cur ? a[i] : b[i], (size_t)n[i] * sizeof(double));
+}
+
 static void snapshot(qsur_ostquant *o, int to_best)
 {
     int64_t d = o->cfg.dim;
@@ -203,6 +214,10 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     if (nseq < 1 || T < 2)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant: calibration stream has no sequence of >= 2 tokens");
     int64_t N = (int64_t)B * T, V = c->vocab_size, d = c->dim;
+    if (o->has_cur) { /* continue from where the optimiser was, not from the best */
+        current(o, 0);
+        o->has_cur = 0;
+    }
     /* teacher: the base model's float weights, no hooks */
     qsur_llama teacher = *base;
     teacher.hooks = qsur_llama_hooks_none();
@@ -331,8 +346,11 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     }
     /* keep the best parameters on the selection batch (the final ones were
      * checked too), on success and on interruption alike */
-    if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && isfinite(o->best_ema))
+    if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && isfinite(o->best_ema)) {
+        current(o, 1);
+        o->has_cur = 1;
         snapshot(o, 0);
+    }
     free(teacher.layers);
     free(sel);
     free(zsel);

@@ -12,12 +12,13 @@
 
 const char *qsur_dtype_name(qsur_dtype d)
 {
-    return d == QSUR_DTYPE_F32 ? "F32" : d == QSUR_DTYPE_F16 ? "F16" : d == QSUR_DTYPE_BF16 ? "BF16" : "?";
+    return d == QSUR_DTYPE_F32 ? "F32" : d == QSUR_DTYPE_F16 ? "F16" : d == QSUR_DTYPE_BF16 ? "BF16"
+         : d == QSUR_DTYPE_I8 ? "I8" : d == QSUR_DTYPE_U8 ? "U8" : "?";
 }
 
 int qsur_dtype_size(qsur_dtype d)
 {
-    return d == QSUR_DTYPE_F32 ? 4 : 2;
+    return d == QSUR_DTYPE_F32 ? 4 : d == QSUR_DTYPE_I8 || d == QSUR_DTYPE_U8 ? 1 : 2;
 }
 
 void qsur_safetensors_close(qsur_safetensors *st)
@@ -63,9 +64,13 @@ static int parse_entry(const char *path, const char *name, const qsur_json *v,
         e->dtype = QSUR_DTYPE_F16;
     else if (strcmp(dt, "BF16") == 0)
         e->dtype = QSUR_DTYPE_BF16;
+    else if (strcmp(dt, "I8") == 0)
+        e->dtype = QSUR_DTYPE_I8;
+    else if (strcmp(dt, "U8") == 0)
+        e->dtype = QSUR_DTYPE_U8;
     else
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s: dtype %s not supported "
-                         "(expected F32, F16 or BF16)", path, name, dt);
+                         "(expected F32, F16, BF16, I8 or U8)", path, name, dt);
     if (shape->type != QSUR_JSON_ARRAY || shape->count > QSUR_ST_MAX_DIMS)
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s: shape must be an array of at "
                          "most %d integers", path, name, QSUR_ST_MAX_DIMS);
@@ -261,6 +266,10 @@ int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *
                 uint32_t u = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
                              (uint32_t)q[3] << 24;
                 memcpy(&t->data[k], &u, 4);
+            } else if (e->dtype == QSUR_DTYPE_I8) {
+                t->data[k] = (float)(int8_t)p[k];
+            } else if (e->dtype == QSUR_DTYPE_U8) {
+                t->data[k] = (float)p[k];
             } else {
                 uint16_t h = (uint16_t)(p[2 * k] | p[2 * k + 1] << 8);
                 t->data[k] = e->dtype == QSUR_DTYPE_F16 ? qsur_f16_to_f32(h) : qsur_bf16_to_f32(h);
@@ -391,7 +400,8 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
     for (int i = 0; i < count; i++) {
         const qsur_tensor *t = tensors[i];
         qsur_dtype dt = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
-        if (dt != QSUR_DTYPE_F32 && dt != QSUR_DTYPE_F16 && dt != QSUR_DTYPE_BF16)
+        if (dt != QSUR_DTYPE_F32 && dt != QSUR_DTYPE_F16 && dt != QSUR_DTYPE_BF16 &&
+            dt != QSUR_DTYPE_I8 && dt != QSUR_DTYPE_U8)
             return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s: unknown dtype %d", path,
                              t->name, (int)dt);
         if (!t->name[0] || strcmp(t->name, "__metadata__") == 0)
@@ -412,6 +422,15 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
                     return qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s: value %g at "
                                      "element %lld overflows F16 (max 65504)", path, t->name,
                                      (double)t->data[k], (long long)k);
+        if (dt == QSUR_DTYPE_I8 || dt == QSUR_DTYPE_U8) {
+            float lo = dt == QSUR_DTYPE_I8 ? -128.0f : 0.0f, hi = dt == QSUR_DTYPE_I8 ? 127.0f : 255.0f;
+            for (int64_t k = 0; k < n; k++)
+                if (t->data[k] != floorf(t->data[k]) || t->data[k] < lo || t->data[k] > hi)
+                    return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s: value %g at element %lld "
+                                     "is not an integer in [%g, %g] (dtype %s)", path, t->name,
+                                     (double)t->data[k], (long long)k, (double)lo, (double)hi,
+                                     qsur_dtype_name(dt));
+        }
     }
     for (int k = 0; k < meta_count; k++)
         if (!meta_kv[2 * k] || !meta_kv[2 * k + 1])
@@ -470,6 +489,15 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
         size_t n = (size_t)qsur_tensor_numel(t);
         if (dt == QSUR_DTYPE_F32) {
             rc = qsur_atomic_write_f32le(&f, t->data, n, err);
+        } else if (dt == QSUR_DTYPE_I8 || dt == QSUR_DTYPE_U8) {
+            unsigned char tmp[4096]; /* integer-valued, range checked above */
+            for (size_t k0 = 0; k0 < n && rc == QSUR_OK; k0 += sizeof tmp) {
+                size_t k1 = n - k0 < sizeof tmp ? n : k0 + sizeof tmp;
+                for (size_t k = k0; k < k1; k++)
+                    tmp[k - k0] = dt == QSUR_DTYPE_I8 ? (unsigned char)(int8_t)t->data[k]
+                                                      : (unsigned char)t->data[k];
+                rc = qsur_atomic_write(&f, tmp, k1 - k0, err);
+            }
         } else {
             unsigned char tmp[4096];
             for (size_t k0 = 0; k0 < n && rc == QSUR_OK; k0 += sizeof tmp / 2) {

@@ -174,8 +174,8 @@ int main(void)
     ADD("overlap.safetensors", b, QSUR_ERR_FORMAT, "overlap");
     b = st("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,16]}}", 16, 1);
     ADD("shape_vs_bytes.safetensors", b, QSUR_ERR_FORMAT, "24 bytes but data_offsets span 16");
-    b = st("{\"int8_w\":{\"dtype\":\"I8\",\"shape\":[16],\"data_offsets\":[0,16]}}", 16, 1);
-    ADD("dtype_i8.safetensors", b, QSUR_ERR_FORMAT, "tensor int8_w: dtype I8 not supported");
+    b = st("{\"int32_w\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16, 1);
+    ADD("dtype_i32.safetensors", b, QSUR_ERR_FORMAT, "tensor int32_w: dtype I32 not supported");
     b = st("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,16]}}", 16, 1);
     ADD("shape_overflow.safetensors", b, QSUR_ERR_FORMAT, "overflows 64 bits");
     b = st("{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,16]}}", 16, 1);

@@ -135,7 +135,8 @@ int qsur_llama_sync_from_workspace(qsur_llama *m, const qsur_workspace *ws, cons
 int qsur_llama_load_llama2c(qsur_llama **out, const char *path,
                             const qsur_progress *prog, qsur_error *err);
 /* Hugging Face Llama directory: config.json plus model.safetensors or a
- * sharded model.safetensors.index.json; F32/F16/BF16. */
+ * sharded model.safetensors.index.json; F32/F16/BF16; a linear stored as
+ * NAME.qweight/.scales/.zeros (see qsur_llama_save_hf_ex) is dequantized. */
 int qsur_llama_load_hf(qsur_llama **out, const char *dir,
                        const qsur_progress *prog, qsur_error *err);
 /* A directory -> HF, a file -> llama2.c. */
@@ -145,6 +146,26 @@ int qsur_llama_load(qsur_llama **out, const char *path, const qsur_progress *pro
  * exist) from the float weights `w`. dtype: "F32", "F16" or "BF16". */
 int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
                        qsur_error *err);
+
+/* What qsur_llama_save_hf_ex writes. Per-layer linears (q/k/v/o, gate/up/down):
+ *   int_spec == NULL: NAME.weight in dtype, from wq when use_wq and wq is set
+ *     (the fake-quantized values), else from w;
+ *   int_spec != NULL: NAME.qweight (I8 codes when symmetric, U8 when not,
+ *     rows x cols, q/k rows in the HF layout), NAME.scales (F32, rows x groups,
+ *     1x1 per tensor) and, asymmetric only, NAME.zeros (F32, integer-valued):
+ *     w = (qweight - zeros) * scales for the group of G = cols / groups
+ *     columns. The codes decode bit-exactly to the forward weights (wq, or w
+ *     when unset) or the save fails. Embeddings, norms, lm_head stay float.
+ * meta_kv: meta_count extra __metadata__ pairs (2*meta_count strings). */
+typedef struct {
+    const char *dtype;               /* "F32" (NULL), "F16", "BF16" */
+    int use_wq;
+    const qsur_quant_spec *int_spec;
+    const char *const *meta_kv;
+    int meta_count;
+} qsur_llama_hf_save_opts;
+int qsur_llama_save_hf_ex(const qsur_llama *m, const char *dir,
+                          const qsur_llama_hf_save_opts *opts, qsur_error *err);
 
 /* Gives the classifier its own copy of tok_embeddings (needed before folding
  * the final norm into it or transforming it apart from the embedding). */

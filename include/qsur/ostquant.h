@@ -106,6 +106,12 @@ typedef struct qsur_ostquant {
     qsur_stiefel_adam *opt_res, **opt_ov;
     qsur_adam *opt_ls;
     int step;                       /* steps done */
+    /* the parameters the optimiser reached (train() leaves the best ones in
+     * r_res/r_ov/ls): the next train() and the state file continue from these,
+     * so N steps + save + resume M steps == N + M steps in one go */
+    double *cur_r_res, *cur_r_ov, *cur_ls;
+    int has_cur;
+    uint64_t base_hash;             /* of the base model's float weights (state file check) */
     qsur_ostquant_log *log;         /* one row per step */
     int nlog, caplog;
     /* run-time pieces */
@@ -153,9 +159,24 @@ double qsur_ostquant_loss_eval(qsur_ostquant_loss kind, int topk, const float *z
                                const float *z_fp, const int *tokens, int B, int T, int V,
                                float *dz, double *kltop);
 
-/* Parameters + optimiser state + log, written atomically; load needs the same
- * base model shape and returns an object ready to train on. */
+/* State file (safetensors, written atomically through qsur_safetensors_write):
+ * every double array X is stored as three F32 tensors X, X.lo, X.lo2 with
+ * X + X.lo + X.lo2 == the double exactly (hi = (float)x, lo = (float)(x - hi),
+ * lo2 = x - hi - lo), so a resumed run is bit-identical; arrays: r_res, r_ov,
+ * ls (the optimiser's current point), best_r_res, best_r_ov, best_ls,
+ * adam_res.m, adam_ov.m (all heads concatenated), adam_ov.v (one per head),
+ * adam_ls.m, adam_ls.v; "log" F32 [nlog][4] (step, loss, kltop, ppl; -1 = none).
+ * __metadata__: "qsur.kind" = "ostquant-state", "version" = "1", step,
+ * best_step, best_loss, ema, last_select, adam_res.v, adam_res.t, adam_ov.t,
+ * adam_ls.t, every option (steps lr lr_scale loss topk womi learn_scales batch
+ * seq_len max_seqs eval_every eval_seqs kv_hadamard seed), wspec/aspec/kvspec
+ * (qsur_quant_spec_format), the model config (dim hidden_dim n_layers n_heads
+ * n_kv_heads vocab_size) and base_hash, an FNV-1a hash of the base model's
+ * float weights. load checks config and hash against `base` (a different
+ * model is an error) and returns an object ready to train on. */
 int qsur_ostquant_save(const qsur_ostquant *o, const char *path, qsur_error *err);
+/* The hash stored as base_hash (FNV-1a of the float weights `w`). */
+uint64_t qsur_ostquant_base_hash(const qsur_llama *base);
 int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *path,
                        qsur_error *err);
 

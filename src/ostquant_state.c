@@ -1,0 +1,370 @@
+/* OSTQuant state file: parameters, optimiser moments, log (layout: the
+ * comment of qsur_ostquant_save in qsur/ostquant.h). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "qsur/llama_runtime.h"
+#include "qsur/ostquant.h"
+#include "qsur/safetensors.h"
+
+#define NARR 11
+#define NMETA 40
+
+static int64_t r_ov_n(const qsur_ostquant *o)
+{
+    return (int64_t)o->cfg.n_layers * o->cfg.n_kv_heads * o->cfg.head_size * o->cfg.head_size;
+}
+
+/* FNV-1a over the float bytes of the base weights the state was folded from. */
+static uint64_t fnv(uint64_t h, const float *x, int64_t n)
+{
+    const unsigned char *p = (const unsigned char *)x;
+    for (int64_t i = 0; i < n * 4; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+uint64_t qsur_ostquant_base_hash(const qsur_llama *m)
+{
+    const qsur_llama_config *c = &m->cfg;
+    uint64_t h = 1469598103934665603ULL;
+    h = fnv(h, m->tok_embeddings, (int64_t)c->vocab_size * c->dim);
+    h = fnv(h, m->output.w, (int64_t)c->vocab_size * c->dim);
+    h = fnv(h, m->norm, c->dim);
+    for (int l = 0; l < c->n_layers; l++) {
+        const qsur_llama_layer *L = &m->layers[l];
+        h = fnv(h, L->attention_norm, c->dim);
+        h = fnv(h, L->ffn_norm, c->dim);
+        const qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        for (int i = 0; i < 7; i++)
+            h = fnv(h, lin[i]->w, lin[i]->rows * lin[i]->cols);
+    }
+    return h;
+}
+
+/* The double arrays of the state: name, pointer, count. */
+typedef struct {
+    const char *name;
+    double *p;
+    int64_t n;
+} darr;
+
+static int arrays(qsur_ostquant *o, darr *a, double *ov_v)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d2 = (int64_t)c->dim * c->dim, nov = (int64_t)c->n_layers * c->n_kv_heads;
+    int i = 0;
+    /* the optimiser's point: cur when train() left one, else the working set */
+    a[i++] = (darr){"r_res", o->has_cur ? o->cur_r_res : o->r_res, d2};
+    a[i++] = (darr){"r_ov", o->has_cur ? o->cur_r_ov : o->r_ov, r_ov_n(o)};
+    a[i++] = (darr){"ls", o->has_cur ? o->cur_ls : o->ls, o->n_ls};
+    a[i++] = (darr){"best_r_res", o->best_r_res, d2};
+    a[i++] = (darr){"best_r_ov", o->best_r_ov, r_ov_n(o)};
+    a[i++] = (darr){"best_ls", o->best_ls, o->n_ls};
+    a[i++] = (darr){"adam_res.m", o->opt_res->m, d2};
+    a[i++] = (darr){"adam_ov.m", NULL, r_ov_n(o)}; /* gathered from the heads */
+    a[i++] = (darr){"adam_ov.v", ov_v, nov};
+    a[i++] = (darr){"adam_ls.m", o->opt_ls->m, o->n_ls};
+    a[i++] = (darr){"adam_ls.v", o->opt_ls->v, o->n_ls};
+    return i;
+}
+
+typedef struct {
+    char key[NMETA][32];
+    char val[NMETA][200];
+    const char *kv[2 * NMETA];
+    int n;
+} meta_buf;
+
+static void meta(meta_buf *m, const char *k, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void meta(meta_buf *m, const char *k, const char *fmt, ...)
+{
+    if (m->n >= NMETA)
+        return;
+    snprintf(m->key[m->n], sizeof m->key[0], "%s", k);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->val[m->n], sizeof m->val[0], fmt, ap);
+    va_end(ap);
+    m->kv[2 * m->n] = m->key[m->n];
+    m->kv[2 * m->n + 1] = m->val[m->n];
+    m->n++;
+}
+
+int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *err)
+{
+    qsur_ostquant *o = (qsur_ostquant *)oc; /* arrays are only read */
+    const qsur_llama_config *c = &o->cfg;
+    int64_t nov = (int64_t)c->n_layers * c->n_kv_heads, hs2 = (int64_t)c->head_size * c->head_size;
+    double *ov_v = malloc((size_t)nov * sizeof(double)), *ov_m = malloc((size_t)r_ov_n(o) * sizeof(double));
+    qsur_tensor *ts[3 * NARR + 1] = {NULL};
+    int nt = 0, rc = QSUR_OK;
+    if (!ov_v || !ov_m)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
+    for (int64_t i = 0; !rc && i < nov; i++) {
+        ov_v[i] = o->opt_ov[i]->v;
+        memcpy(ov_m + i * hs2, o->opt_ov[i]->m, (size_t)hs2 * sizeof(double));
+    }
+    darr a[NARR];
+    int na = arrays(o, a, ov_v);
+    a[7].p = ov_m;
+    for (int k = 0; k < na && !rc; k++) {
+        qsur_tensor *t[3] = {NULL, NULL, NULL};
+        char name[64];
+        for (int j = 0; j < 3 && !rc; j++) {
+            snprintf(name, sizeof name, "%s%s", a[k].name, j == 0 ? "" : j == 1 ? ".lo" : ".lo2");
+            rc = qsur_tensor_new(&t[j], name, 1, &a[k].n, err);
+            ts[nt++] = t[j];
+        }
+        for (int64_t i = 0; i < a[k].n && !rc; i++) {
+            double x = a[k].p[i];
+            float hi = (float)x, lo = (float)(x - hi), lo2 = (float)(x - hi - lo);
+            t[0]->data[i] = hi;
+            t[1]->data[i] = lo;
+            t[2]->data[i] = lo2;
+        }
+    }
+    int64_t nlog = o->nlog > 0 ? o->nlog : 1;
+    if (!rc && !(rc = qsur_tensor_new2(&ts[nt], "log", nlog, 4, err))) {
+        qsur_tensor *t = ts[nt++];
+        for (int i = 0; i < o->nlog; i++) {
+            const qsur_ostquant_log *r = &o->log[i];
+            float row[4] = {(float)r->step, (float)r->loss, (float)r->kltop, isnan(r->ppl) ? -1.0f : (float)r->ppl};
+            memcpy(t->data + 4 * i, row, sizeof row);
+        }
+        if (!o->nlog)
+            for (int j = 0; j < 4; j++)
+                t->data[j] = -1.0f; /* an empty log: one row of -1 */
+    }
+    if (!rc) {
+        meta_buf m;
+        memset(&m, 0, sizeof m);
+        const qsur_ostquant_opts *op = &o->opts;
+        char sb[200];
+        meta(&m, "qsur.kind", "ostquant-state");
+        meta(&m, "version", "1");
+        meta(&m, "step", "%d", o->step);
+        meta(&m, "nlog", "%d", o->nlog);
+        meta(&m, "best_step", "%d", o->best_step);
+        meta(&m, "best_loss", "%.17g", o->best_ema);
+        meta(&m, "ema", "%.17g", o->ema);
+        meta(&m, "last_select", "%.17g", o->last_select);
+        meta(&m, "adam_res.v", "%.17g", o->opt_res->v);
+        meta(&m, "adam_res.t", "%lld", (long long)o->opt_res->t);
+        meta(&m, "adam_ov.t", "%lld", (long long)o->opt_ov[0]->t);
+        meta(&m, "adam_ls.t", "%lld", (long long)o->opt_ls->t);
+        meta(&m, "steps", "%d", op->steps);
+        meta(&m, "lr", "%.17g", op->lr);
+        meta(&m, "lr_scale", "%.17g", op->lr_scale);
+        meta(&m, "loss", "%s", qsur_ostquant_loss_name(op->loss));
+        meta(&m, "topk", "%d", op->topk);
+        meta(&m, "womi", "%d", op->womi);
+        meta(&m, "learn_scales", "%d", op->learn_scales);
+        meta(&m, "batch", "%d", op->batch);
+        meta(&m, "seq_len", "%d", op->seq_len);
+        meta(&m, "max_seqs", "%d", op->max_seqs);
+        meta(&m, "eval_every", "%d", op->eval_every);
+        meta(&m, "eval_seqs", "%d", op->eval_seqs);
+        meta(&m, "kv_hadamard", "%d", op->kv_hadamard);
+        meta(&m, "seed", "%llu", (unsigned long long)op->seed);
+        qsur_quant_spec_format(&o->wspec, sb, sizeof sb);
+        meta(&m, "wspec", "%s", sb);
+        qsur_quant_spec_format(&o->aspec, sb, sizeof sb);
+        meta(&m, "aspec", "%s", sb);
+        qsur_quant_spec_format(&o->kvspec, sb, sizeof sb);
+        meta(&m, "kvspec", "%s", sb);
+        meta(&m, "config", "dim=%d hidden_dim=%d n_layers=%d n_heads=%d n_kv_heads=%d vocab_size=%d", c->dim,
+             c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size);
+        meta(&m, "base_hash", "%016llx", (unsigned long long)o->base_hash);
+        rc = qsur_safetensors_write(path, (const qsur_tensor *const *)ts, nt, NULL, m.kv, m.n, NULL, err);
+    }
+    for (int i = 0; i < nt; i++)
+        qsur_tensor_free(ts[i]);
+    free(ov_v);
+    free(ov_m);
+    return rc;
+}
+
+/* Metadata helpers: each fails with a message naming the key. */
+static int m_str(const qsur_safetensors *st, const char *k, const char **v, qsur_error *err)
+{
+    if (!(*v = qsur_safetensors_meta(st, k)))
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" missing (not an ostquant state file?)",
+                         st->path, k);
+    return QSUR_OK;
+}
+
+static int m_num(const qsur_safetensors *st, const char *k, double *x, qsur_error *err)
+{
+    const char *v;
+    int rc = m_str(st, k, &v, err);
+    if (rc)
+        return rc;
+    char *end;
+    *x = strtod(v, &end);
+    if (end == v || *end)
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not a number", st->path, k, v);
+    return QSUR_OK;
+}
+
+static int m_int(const qsur_safetensors *st, const char *k, int *x, qsur_error *err)
+{
+    double d;
+    int rc = m_num(st, k, &d, err);
+    if (!rc && (d != floor(d) || fabs(d) > 2e9))
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" is not an integer", st->path, k);
+    if (!rc)
+        *x = (int)d;
+    return rc;
+}
+
+static int read_arr(const qsur_safetensors *st, const char *name, double *dst, int64_t n, qsur_error *err)
+{
+    char nm[64];
+    for (int j = 0; j < 3; j++) {
+        snprintf(nm, sizeof nm, "%s%s", name, j == 0 ? "" : j == 1 ? ".lo" : ".lo2");
+        int e = qsur_safetensors_find(st, nm);
+        if (e < 0)
+            return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s missing", st->path, nm);
+        if (st->entries[e].ndim != 1 || st->entries[e].shape[0] != n)
+            return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s must have %lld values", st->path, nm,
+                             (long long)n);
+        qsur_tensor *t = NULL;
+        int rc = qsur_safetensors_read_tensor(st, e, NULL, &t, NULL, err);
+        if (rc)
+            return rc;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = j ? dst[i] + (double)t->data[i] : (double)t->data[i];
+        qsur_tensor_free(t);
+    }
+    return QSUR_OK;
+}
+
+int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *path, qsur_error *err)
+{
+    *out = NULL;
+    qsur_safetensors *st = NULL;
+    int rc = qsur_safetensors_open(&st, path, err);
+    if (rc)
+        return rc;
+    const char *v;
+    qsur_ostquant_opts op = qsur_ostquant_default();
+    qsur_quant_spec ws, as, ks;
+    int tmp = 0, step = 0, nlog = 0, best_step = 0;
+    double x = 0;
+    rc = m_str(st, "qsur.kind", &v, err);
+    if (!rc && strcmp(v, "ostquant-state"))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: qsur.kind is \"%s\" (expected ostquant-state)", path, v);
+    if (!rc && !(rc = m_str(st, "config", &v, err))) {
+        const qsur_llama_config *c = &base->cfg;
+        char want[200];
+        snprintf(want, sizeof want, "dim=%d hidden_dim=%d n_layers=%d n_heads=%d n_kv_heads=%d vocab_size=%d",
+                 c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size);
+        if (strcmp(v, want))
+            rc = qsur_fail(err, QSUR_ERR_ARG, "%s: the state is for a model with %s, the loaded model has %s",
+                           path, v, want);
+    }
+    if (!rc && !(rc = m_str(st, "base_hash", &v, err))) {
+        char want[32];
+        snprintf(want, sizeof want, "%016llx", (unsigned long long)qsur_ostquant_base_hash(base));
+        if (strcmp(v, want))
+            rc = qsur_fail(err, QSUR_ERR_ARG, "%s: the state was trained from different weights than the loaded "
+                           "model (weight hash %s, loaded %s): load the model it started from", path, v, want);
+    }
+    if (!rc)
+        rc = m_int(st, "steps", &op.steps, err);
+    if (!rc)
+        rc = m_num(st, "lr", &op.lr, err);
+    if (!rc)
+        rc = m_num(st, "lr_scale", &op.lr_scale, err);
+    if (!rc && !(rc = m_str(st, "loss", &v, err)))
+        op.loss = !strcmp(v, "ce") ? QSUR_OSTQ_CE : !strcmp(v, "mse") ? QSUR_OSTQ_MSE : QSUR_OSTQ_KLTOP;
+    int *ints[] = {&op.topk, &op.womi, &op.learn_scales, &op.batch, &op.seq_len, &op.max_seqs,
+                   &op.eval_every, &op.eval_seqs, &op.kv_hadamard, &step, &nlog, &best_step};
+    const char *ik[] = {"topk", "womi", "learn_scales", "batch", "seq_len", "max_seqs", "eval_every",
+                        "eval_seqs", "kv_hadamard", "step", "nlog", "best_step"};
+    for (int i = 0; i < 12 && !rc; i++)
+        rc = m_int(st, ik[i], ints[i], err);
+    if (!rc && !(rc = m_num(st, "seed", &x, err)))
+        op.seed = (uint64_t)x;
+    const char *sk[3] = {"wspec", "aspec", "kvspec"};
+    qsur_quant_spec *sp[3] = {&ws, &as, &ks};
+    for (int i = 0; i < 3 && !rc; i++)
+        if (!(rc = m_str(st, sk[i], &v, err)) && qsur_quant_spec_parse(v, sp[i]))
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata %s = \"%s\" is malformed", path, sk[i], v);
+    if (!rc && (step < 0 || nlog < 0 || nlog > step + 1))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: step %d / nlog %d out of range", path, step, nlog);
+    qsur_ostquant *o = NULL;
+    if (!rc)
+        rc = qsur_ostquant_new(&o, base, &op, &ws, &as, &ks, err);
+    if (rc) {
+        qsur_safetensors_close(st);
+        return rc;
+    }
+    const qsur_llama_config *c = &o->cfg;
+    int64_t nov = (int64_t)c->n_layers * c->n_kv_heads, hs2 = (int64_t)c->head_size * c->head_size;
+    double *ov_v = malloc((size_t)nov * sizeof(double)), *ov_m = malloc((size_t)r_ov_n(o) * sizeof(double));
+    if (!ov_v || !ov_m)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
+    darr a[NARR];
+    int na = arrays(o, a, ov_v); /* has_cur = 0: the working set receives the point */
+    a[7].p = ov_m;
+    for (int k = 0; k < na && !rc; k++)
+        rc = read_arr(st, a[k].name, a[k].p, a[k].n, err);
+    for (int64_t i = 0; i < nov && !rc; i++) {
+        o->opt_ov[i]->v = ov_v[i];
+        memcpy(o->opt_ov[i]->m, ov_m + i * hs2, (size_t)hs2 * sizeof(double));
+    }
+    double t_res = 0, t_ov = 0, t_ls = 0;
+    if (!rc)
+        rc = m_num(st, "best_loss", &o->best_ema, err);
+    if (!rc)
+        rc = m_num(st, "ema", &o->ema, err);
+    if (!rc)
+        rc = m_num(st, "last_select", &o->last_select, err);
+    if (!rc)
+        rc = m_num(st, "adam_res.v", &o->opt_res->v, err);
+    if (!rc)
+        rc = m_num(st, "adam_res.t", &t_res, err);
+    if (!rc)
+        rc = m_num(st, "adam_ov.t", &t_ov, err);
+    if (!rc)
+        rc = m_num(st, "adam_ls.t", &t_ls, err);
+    if (!rc) {
+        o->opt_res->t = (int64_t)t_res;
+        for (int64_t i = 0; i < nov; i++)
+            o->opt_ov[i]->t = (int64_t)t_ov;
+        o->opt_ls->t = (int64_t)t_ls;
+        o->step = step;
+        o->best_step = best_step;
+    }
+    int e = rc ? -1 : qsur_safetensors_find(st, "log");
+    if (!rc && (e < 0 || st->entries[e].ndim != 2 || st->entries[e].shape[1] != 4 ||
+                st->entries[e].shape[0] < nlog))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor log must be [>= %d][4]", path, nlog);
+    qsur_tensor *lt = NULL;
+    if (!rc && !(rc = qsur_safetensors_read_tensor(st, e, NULL, &lt, NULL, err)) && nlog > 0) {
+        o->log = malloc((size_t)nlog * sizeof *o->log);
+        if (!o->log)
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
+        for (int i = 0; i < nlog && !rc; i++) {
+            const float *r = lt->data + 4 * i;
+            o->log[i] = (qsur_ostquant_log){(int)r[0], r[1], r[2], r[3] < 0 ? NAN : r[3]};
+        }
+        if (!rc)
+            o->nlog = o->caplog = nlog;
+    }
+    qsur_tensor_free(lt);
+    (void)tmp;
+    free(ov_v);
+    free(ov_m);
+    qsur_safetensors_close(st);
+    if (rc) {
+        qsur_ostquant_free(o);
+        return rc;
+    }
+    *out = o;
+    return QSUR_OK;
+}
