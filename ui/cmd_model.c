@@ -11,7 +11,10 @@
 #include "layer_state.h"
 #include "model_state.h"
 #include "qsur/llama.h"
+#include "qsur/llama_rotations.h"
+#include "qsur/llama_runtime.h"
 #include "qsur/llama_smooth.h"
+#include "qsur/safetensors.h"
 
 static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
                                             "feed_forward.w2.in", "attention.k", "attention.v"};
@@ -160,19 +163,56 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
         free(ms);
         return rc;
     }
+    /* an `export` directory: re-create its online hooks and quantizers */
+    qsur_llama_runtime rt;
+    qsur_llama_rotations *rot = NULL;
+    qsur_quant_spec wspec;
+    int rt_found = 0, wspec_ok = 0;
+    char stp[4200];
+    struct stat sst;
+    snprintf(stp, sizeof stp, "%s/model.safetensors", path);
+    if (stat(path, &sst) == 0 && S_ISDIR(sst.st_mode) && stat(stp, &sst) == 0) {
+        rc = qsur_llama_runtime_read(stp, &rt, &rt_found, err);
+        if (!rc && rt_found)
+            rc = qsur_llama_runtime_apply(&rt, m, &rot, err);
+        qsur_safetensors *sf = NULL;
+        qsur_error ig;
+        if (!rc && rt_found && qsur_safetensors_open(&sf, stp, &ig) == QSUR_OK) {
+            const char *v = qsur_safetensors_meta(sf, "qsur.wspec");
+            wspec_ok = v && qsur_quant_spec_parse(v, &wspec) == 0;
+            qsur_safetensors_close(sf);
+        }
+        if (rc) {
+            qsur_llama_free(m);
+            free(ms);
+            return rc;
+        }
+    }
     if (s->model)
         remove_captures(s, s->model->cfg.n_layers);
     drop_model_layers(s);
     rc = qsur_llama_to_workspace(m, &s->ws, NULL, err);
     if (rc) {
         qsur_llama_free(m);
+        qsur_llama_rotations_free(rot);
         free(ms);
         return rc;
     }
     qsur_llama_free(s->model);
     model_state_free(s->mstate);
+    qsur_llama_rotations_free(s->model_rot);
+    s->model_rot = rot;
     s->model = m;
     s->mstate = ms;
+    if (rt_found) {
+        /* an export: its hooks (already on m) and quantizers become the session's */
+        s->aq = rt.act;
+        s->kvq = rt.kv;
+        if (wspec_ok)
+            s->wq = wspec;
+        snprintf(ms->rotation, sizeof ms->rotation, "from export: online w2_in %s; online qk %s",
+                 rt.has_w2 ? rt.w2_desc : "none", rt.has_qk ? rt.qk_desc : "none");
+    }
     char abs[PATH_MAX];
     const char *p = realpath(path, abs) ? abs : path;
     snprintf(s->model_path, sizeof s->model_path, "%s", p);
@@ -186,7 +226,17 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     rep_int(r, "n_kv_heads", "kv heads", c->n_kv_heads);
     rep_int(r, "vocab_size", "vocab", c->vocab_size);
     rep_int(r, "linears", "linears (quantizable)", qsur_llama_linear_count(m));
-    rep_str(r, "state", "state", "float (`quant` quantizes it; weights are in the workspace)");
+    if (rt_found) {
+        char q[96];
+        rep_str(r, "state", "state", "an export: weights as exported; online rotations and quantizers restored");
+        rep_str(r, "online", "online rotations", ms->rotation);
+        qsur_quant_describe(&s->aq, q, sizeof q);
+        rep_str(r, "activations", "activations", s->aq.bits < 16 ? q : "off");
+        qsur_quant_describe(&s->kvq, q, sizeof q);
+        rep_str(r, "kv", "KV cache", s->kvq.bits < 16 ? q : "off");
+    } else {
+        rep_str(r, "state", "state", "float (`quant` quantizes it; weights are in the workspace)");
+    }
     return QSUR_OK;
 }
 

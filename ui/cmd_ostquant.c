@@ -4,7 +4,9 @@
  * error panels update like after `rotate`/`scale`.
  * model: trains the transform pairs of the loaded model on calibration tokens
  * and replaces the session's model by the fused, weight-quantized one (online
- * Hadamards kept in s->model_rot). Ctrl-C keeps the best transforms so far. */
+ * Hadamards kept in s->model_rot). Ctrl-C keeps the best transforms so far.
+ * resume: continues from a state file (state=FILE of model) on the model the
+ * state started from. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "layer_transform.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
+#include "qsur/llama_wquant.h"
 #include "qsur/ostquant.h"
 #include "qsur/ostquant_layer.h"
 
@@ -98,6 +101,113 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
     return QSUR_OK;
 }
 
+/* Trains os (fresh or resumed) on the session model's calibration tokens, then
+ * fuses it, quantizes the weights, saves the state (state_out) and replaces
+ * the session model. Log line: canon_head steps=N canon_tail. */
+static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_seqlen, const char *eval,
+                    const char *state_out, const char *canon_head, const char *canon_tail, report *r,
+                    qsur_error *err)
+{
+    qsur_ostquant_opts o = os->opts;
+    qsur_tokens ct, et;
+    memset(&et, 0, sizeof et);
+    int rc = qsur_tokens_load(&ct, calib, calib_seqlen, s->model->cfg.vocab_size, err);
+    if (rc)
+        return rc;
+    if (eval && (rc = qsur_tokens_load(&et, eval, ct.seq_len, s->model->cfg.vocab_size, err))) {
+        qsur_tokens_free(&ct);
+        return rc;
+    }
+    int start = os->step;
+    rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
+    int interrupted = rc == QSUR_ERR_INTERRUPTED;
+    if (interrupted && s->interrupted)
+        *s->interrupted = 0; /* honoured: the fusion and capture below must run */
+    qsur_llama *fm = NULL;
+    qsur_llama_rotations *rot = NULL;
+    if (!rc || interrupted) {
+        rc = state_out ? qsur_ostquant_save(os, state_out, err) : QSUR_OK;
+        if (!rc)
+            rc = qsur_ostquant_fuse(os, &fm, &rot, err);
+        if (!rc && os->wspec.bits < 16)
+            rc = qsur_llama_quantize_rtn(fm, &os->wspec, NULL, err);
+    }
+    if (!rc) {
+        /* table of the log, thinned to <= 20 rows */
+        static const char *const keys[] = {"step", "loss", "kltop", "eval_ppl"};
+        static const int widths[] = {6, 12, 12, 12};
+        rep_table_begin(r, "log", 4, keys, widths);
+        int every = os->nlog > 20 ? os->nlog / 20 : 1;
+        for (int i = 0; i < os->nlog; i++)
+            if (i % every == every - 1 || i == os->nlog - 1 || !isnan(os->log[i].ppl)) {
+                rep_cell_int(r, os->log[i].step);
+                rep_cell_num(r, os->log[i].loss, "%.6g");
+                rep_cell_num(r, os->log[i].kltop, "%.6g");
+                rep_cell_num(r, os->log[i].ppl, "%.4f");
+            }
+        rep_table_end(r);
+        char rd[512];
+        qsur_llama_rotations_describe(rot, rd, sizeof rd);
+        rep_str(r, "calib", "calibration", calib);
+        rep_str(r, "loss", "loss", qsur_ostquant_loss_name(o.loss));
+        rep_num(r, "lr", "lr (orthogonals)", o.lr, "%g");
+        rep_bool(r, "womi", "WOMI init", o.womi);
+        rep_bool(r, "scales", "learned scales", o.learn_scales);
+        rep_int(r, "steps_done", "steps done", os->step);
+        rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
+        rep_int(r, "best_step", "best step (selection batch)", os->best_step);
+        rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
+        rep_str(r, "online", "online rotations", rd);
+        if (state_out)
+            rep_str(r, "state", "optimiser state saved to", state_out);
+        qsur_llama_free(s->model);
+        qsur_llama_rotations_free(s->model_rot);
+        s->model = fm;
+        s->model_rot = rot;
+        /* the hooks of `rotate model` no longer apply: the fused model uses s->model_rot */
+        qsur_llama_online_hadamard_free(s->mstate->w2_online);
+        qsur_llama_online_hadamard_free(s->mstate->qk_online);
+        s->mstate->w2_online = s->mstate->qk_online = NULL;
+        /* keep the workspace copies and calibration activations current */
+        qsur_error merr;
+        char how[160];
+        snprintf(how, sizeof how, "ostquant (%d steps, %s)", os->step, qsur_ostquant_loss_name(o.loss));
+        if (model_replaced(s, how, &merr) != QSUR_OK)
+            rep_str(r, "workspace_warning", "warning", merr.msg);
+        /* an interrupted run is logged with the steps it did, so a replay matches */
+        session_log_as(s, "%s steps=%d %s", canon_head, interrupted ? os->step - start : o.steps - start,
+                       canon_tail);
+        s->wq = os->wspec;
+        s->aq = os->aspec;
+        s->kvq = os->kvspec;
+    } else {
+        qsur_llama_free(fm);
+        qsur_llama_rotations_free(rot);
+    }
+    qsur_tokens_free(&ct);
+    if (eval)
+        qsur_tokens_free(&et);
+    return rc;
+}
+
+/* The calibration file: calib=FILE, else the one `calib` recorded. */
+static int pick_calib(session *s, const char *given, const char **calib, int *seqlen, int *seqs,
+                      qsur_error *err)
+{
+    *seqlen = s->model->cfg.seq_len < 256 ? s->model->cfg.seq_len : 256;
+    if (given) {
+        *calib = given;
+        return QSUR_OK;
+    }
+    if (!s->mstate || !s->mstate->has_calib)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: no calibration tokens: run `calib FILE` first or give calib=FILE");
+    *calib = s->mstate->calib_path;
+    *seqlen = s->mstate->calib_seqlen;
+    if (*seqs == 0)
+        *seqs = s->mstate->calib_seqs;
+    return QSUR_OK;
+}
+
 static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     if (!s->model)
@@ -141,73 +251,74 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
         else
             return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (see `help ostquant`)", a);
     }
-    if (!calib)
-        return qsur_fail(err, QSUR_ERR_ARG, "ostquant model: give the calibration tokens: calib=FILE (uint16)");
-    (void)state;
-    qsur_tokens ct, et;
-    memset(&et, 0, sizeof et);
-    int rc = qsur_tokens_load(&ct, calib, s->model->cfg.seq_len < 256 ? s->model->cfg.seq_len : 256,
-                              s->model->cfg.vocab_size, err);
+    int seqlen = 0, rc = pick_calib(s, calib, &calib, &seqlen, &o.max_seqs, err);
     if (rc)
         return rc;
-    if (eval && (rc = qsur_tokens_load(&et, eval, ct.seq_len, s->model->cfg.vocab_size, err))) {
-        qsur_tokens_free(&ct);
-        return rc;
-    }
     qsur_ostquant *os = NULL;
     rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
-    if (!rc)
-        rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
-    int interrupted = rc == QSUR_ERR_INTERRUPTED;
-    qsur_llama *fm = NULL;
-    qsur_llama_rotations *rot = NULL;
-    if (!rc || interrupted) {
-        rc = qsur_ostquant_fuse(os, &fm, &rot, err);
-        if (!rc && s->wq.bits < 16)
-            rc = qsur_llama_quantize_weights(fm, &s->wq, NULL, err);
-    }
-    if (!rc) {
-        /* table of the log, thinned to <= 20 rows */
-        static const char *const keys[] = {"step", "loss", "kltop", "eval_ppl"};
-        static const int widths[] = {6, 12, 12, 12};
-        rep_table_begin(r, "log", 4, keys, widths);
-        int every = os->nlog > 20 ? os->nlog / 20 : 1;
-        for (int i = 0; i < os->nlog; i++)
-            if (i % every == every - 1 || i == os->nlog - 1 || !isnan(os->log[i].ppl)) {
-                rep_cell_int(r, os->log[i].step);
-                rep_cell_num(r, os->log[i].loss, "%.6g");
-                rep_cell_num(r, os->log[i].kltop, "%.6g");
-                rep_cell_num(r, os->log[i].ppl, "%.4f");
-            }
-        rep_table_end(r);
-        char rd[512];
-        qsur_llama_rotations_describe(rot, rd, sizeof rd);
-        rep_str(r, "loss", "loss", qsur_ostquant_loss_name(o.loss));
-        rep_bool(r, "womi", "WOMI init", o.womi);
-        rep_bool(r, "scales", "learned scales", o.learn_scales);
-        rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
-        rep_int(r, "best_step", "best step (selection batch)", os->best_step);
-        rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
-        rep_str(r, "online", "online rotations", rd);
-        qsur_llama_free(s->model);
-        qsur_llama_rotations_free(s->model_rot);
-        s->model = fm;
-        s->model_rot = rot;
-        /* keep the workspace copies and calibration activations current */
-        qsur_error merr;
-        if (model_replaced(s, "ostquant model (fused)", &merr) != QSUR_OK)
-            rep_str(r, "workspace_warning", "warning", merr.msg);
-        session_log_as(s, "ostquant model steps=%d lr=%g lr-scale=%g loss=%s topk=%d batch=%d seed=%llu%s%s calib=%s",
-                       o.steps, o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch,
-                       (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale", calib);
-    } else {
-        qsur_llama_free(fm);
-        qsur_llama_rotations_free(rot);
-    }
+    if (rc)
+        return rc;
+    char canon[8192];
+    snprintf(canon, sizeof canon,
+             "lr=%.17g lr-scale=%.17g loss=%s topk=%d batch=%d seqs=%d seq-len=%d "
+             "eval-every=%d seed=%llu%s%s calib=\"%s\"%s%s%s%s%s%s",
+             o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch, o.max_seqs, o.seq_len,
+             o.eval_every, (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale",
+             calib, eval ? " eval=\"" : "", eval ? eval : "", eval ? "\"" : "", state ? " state=\"" : "",
+             state ? state : "", state ? "\"" : "");
+    rc = ostq_run(s, os, calib, seqlen, eval, state, "ostquant model", canon, r, err);
     qsur_ostquant_free(os);
-    qsur_tokens_free(&ct);
-    if (eval)
-        qsur_tokens_free(&et);
+    return rc;
+}
+
+/* ostquant resume FILE [steps=M] [calib=FILE] [eval=FILE] [state=OUT]: M more
+ * steps (default: what the saved run had left) from the state file, on the
+ * session model, which must be the model the state started from. */
+static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    if (!s->model)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant resume: no model loaded (load the model the state started from)");
+    if (argc < 1)
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: ostquant resume FILE [steps=M] [calib=FILE] [eval=FILE] [state=OUT]");
+    const char *file = argv[0], *calib = NULL, *eval = NULL, *state = NULL;
+    long more = -1, v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 1, 1000000, &v))
+            more = v;
+        else if (!strncmp(a, "calib=", 6))
+            calib = a + 6;
+        else if (!strncmp(a, "eval=", 5))
+            eval = a + 5;
+        else if (!strncmp(a, "state=", 6))
+            state = a + 6;
+        else
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=M calib=FILE eval=FILE state=OUT)", a);
+    }
+    qsur_ostquant *os = NULL;
+    int rc = qsur_ostquant_load(&os, s->model, file, err);
+    if (rc)
+        return rc;
+    if (more < 0 && os->opts.steps <= os->step) {
+        int done = os->step;
+        qsur_ostquant_free(os);
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: all %d steps of the saved run are done: give steps=M for more",
+                         file, done);
+    }
+    if (more > 0)
+        os->opts.steps = os->step + (int)more;
+    int seqlen = 0, seqs = os->opts.max_seqs;
+    if ((rc = pick_calib(s, calib, &calib, &seqlen, &seqs, err))) {
+        qsur_ostquant_free(os);
+        return rc;
+    }
+    char head[4200], canon[8192];
+    snprintf(head, sizeof head, "ostquant resume \"%s\"", file);
+    snprintf(canon, sizeof canon, "calib=\"%s\"%s%s%s%s%s%s", calib, eval ? " eval=\"" : "", eval ? eval : "",
+             eval ? "\"" : "", state ? " state=\"" : "", state ? state : "", state ? "\"" : "");
+    rep_int(r, "resumed_from", "resumed at step", os->step);
+    rc = ostq_run(s, os, calib, seqlen, eval, state, head, canon, r, err);
+    qsur_ostquant_free(os);
     return rc;
 }
 
@@ -217,5 +328,7 @@ int cmd_ostquant(session *s, int argc, char **argv, report *r, qsur_error *err)
         return ostq_layer(s, argc - 1, argv + 1, r, err);
     if (!strcmp(argv[0], "model"))
         return ostq_model(s, argc - 1, argv + 1, r, err);
-    return qsur_fail(err, QSUR_ERR_ARG, "expected `ostquant layer ...` or `ostquant model ...`, got '%s'", argv[0]);
+    if (!strcmp(argv[0], "resume"))
+        return ostq_resume(s, argc - 1, argv + 1, r, err);
+    return qsur_fail(err, QSUR_ERR_ARG, "expected `ostquant layer|model|resume ...`, got '%s'", argv[0]);
 }

@@ -15,7 +15,7 @@ static const char *const quantease_words[] = {"model", "outliers=0.005", "init=g
 static const char *const awq_words[] = {"model", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
-static const char *const ostquant_words[] = {"layer", "model", "steps=", "lr=", "loss=kltop", "loss=ce",
+static const char *const ostquant_words[] = {"layer", "model", "resume", "state=", "steps=", "lr=", "loss=kltop", "loss=ce",
                                              "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
                                              "calib=", "eval=", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
@@ -126,8 +126,9 @@ const command command_table[] = {
      "the fake-quantized weight quant(W diag(s)) diag(1/s) (exact for weight-only quantization).",
      cmd_awq},
 
-    {"ostquant", 1, 16, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, ostquant_words,
-     "ostquant layer [steps=N] [lr=X] [block=B] [no-scale] | ostquant model calib=FILE [OPTS]",
+    {"ostquant", 1, 20, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, ostquant_words,
+     "ostquant layer [steps=N] [lr=X] [block=B] [no-scale] | ostquant model [calib=FILE] [OPTS] | "
+     "ostquant resume FILE [steps=M]",
      "OSTQuant: learn orthogonal + scaling transforms through the quantizers (STE)",
      "layer  the current layer: R = H B (Hadamard, then learned block-diagonal orthogonal\n"
      "       blocks of B channels, default 256) and S minimising ||XW^T - Q(X S^-1 R) Q(W S R)^T||;\n"
@@ -137,10 +138,30 @@ const command command_table[] = {
      "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
      "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
      "       model is replaced by the fused, weight-quantized one (docs/ostquant.md).\n"
-     "       calib=FILE (uint16 tokens, required) eval=FILE (scored only) steps=150 lr=0.02\n"
-     "       lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4 seqs=N seq-len=N eval-every=N\n"
-     "       seed=N no-womi no-scale. Ctrl-C keeps the best transforms so far.",
+     "       calib=FILE (uint16 tokens; default: the file of `calib`, with its seqs) eval=FILE\n"
+     "       (scored only) steps=150 lr=0.01 lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4\n"
+     "       seqs=N seq-len=N eval-every=N seed=N no-womi no-scale state=FILE (optimiser state,\n"
+     "       saved at the end and on Ctrl-C). Ctrl-C keeps the best transforms so far.\n"
+     "resume FILE [steps=M] [calib=FILE] [eval=FILE] [state=OUT]: M more steps (default: the\n"
+     "       rest of the saved run) from a state file, on the model the state started from\n"
+     "       (load it and set the same `quant` first; another model is refused).",
      cmd_ostquant},
+
+    {"export", 1, 6, CMD_LONG, COMPLETE_FILE, NULL,
+     "export DIR [format=hf|llama2c|both] [weights=fake|int] [eval=FILE] [seqs=N]",
+     "write the session model (fused, quantized) and a report into a new directory",
+     "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the online\n"
+     "         rotations (plan, seed), the activation/KV quantizers and the weight quantizer,\n"
+     "         so `model load DIR` runs the same model (same perplexity).\n"
+     "llama2c  DIR/model.bin (weights only). both: all three.\n"
+     "weights  fake: the fake-quantized values as F32; int: NAME.qweight (I8/U8 codes),\n"
+     "         NAME.scales (F32), NAME.zeros (asymmetric) per linear (docs/export.md).\n"
+     "Report: DIR/report.md and DIR/report.json: settings, per-linear log10 QSUR of the\n"
+     "captured calibration inputs and weights and output error, before (RTN on the original\n"
+     "model) and after, and perplexities on eval=FILE (float, before, after, reloaded export;\n"
+     "seqs=N sequences, default 16). Written into DIR.tmp-XXXXXX, renamed at the end: a\n"
+     "failure leaves no DIR. DIR must not exist (or be empty).",
+     cmd_export},
 
     /* ---- transform ---- */
     {"rotate", 1, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words,
@@ -192,7 +213,8 @@ const command command_table[] = {
      "model load PATH | model info | model save-hf DIR [F32|F16|BF16]",
      "load a Llama model (llama2.c file or HF directory), show it, or export it",
      "load     a llama2.c checkpoint (file) or a Hugging Face Llama directory (config.json +\n"
-     "         safetensors). The model is the source of truth: its float weights are also put\n"
+     "         safetensors; an `export` directory also restores its online rotations and\n"
+     "         activation/KV quantizers from the metadata, and dequantizes int weights). The model is the source of truth: its float weights are also put\n"
      "         into the workspace under Meta names (layers.N.attention.wq, ...) so `layers`, `use`,\n"
      "         `stats` work on them, and are copied there again after every command that changes\n"
      "         them (rotate model, smoothquant). Layer-level transforms never change the model.\n"

@@ -60,6 +60,8 @@ HANDLER(cmd_sleep);
 
 /* cmd_ostquant.c */
 HANDLER(cmd_ostquant);
+/* cmd_export.c */
+HANDLER(cmd_export);
 
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */

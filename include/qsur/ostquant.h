@@ -59,7 +59,7 @@ const char *qsur_ostquant_loss_name(qsur_ostquant_loss l); /* "kltop", "ce", "ms
 
 typedef struct {
     int steps;            /* optimiser steps (default 150) */
-    double lr;            /* Cayley-Adam step of the orthogonals (default 0.02) */
+    double lr;            /* Cayley-Adam step of the orthogonals (default 0.01) */
     double lr_scale;      /* Adam step of the log-scales (default 0.01) */
     qsur_ostquant_loss loss;
     int topk;             /* KL-Top k (default 64 for a 512 vocabulary) */

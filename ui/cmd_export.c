@@ -1,0 +1,495 @@
+/* `export DIR [format=hf|llama2c|both] [weights=fake|int] [eval=FILE] [seqs=N]`:
+ * the session model as files another run (or another tool) can load, with a
+ * report of what was done to it. Layout and tensor names: docs/export.md.
+ *
+ * Atomicity: everything is written into DIR.tmp-XXXXXX beside DIR, which is
+ * renamed to DIR at the end (DIR must not exist or be an empty directory); on
+ * any failure the temporary directory is removed, so DIR never holds a
+ * partial export. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "commands.h"
+#include "model_state.h"
+#include "qsur/atomic_file.h"
+#include "qsur/llama.h"
+#include "qsur/llama2c.h"
+#include "qsur/llama_rotations.h"
+#include "qsur/llama_runtime.h"
+#include "qsur/llama_wquant.h"
+#include "qsur/qsur.h"
+
+static const char *const export_files[] = {"model.safetensors", "config.json", "model.bin", "report.md",
+                                           "report.json"};
+
+/* A growing text buffer (report.md / report.json). */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    int oom;
+} tbuf;
+
+static void tb_printf(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tb_printf(tbuf *b, const char *fmt, ...)
+{
+    if (b->oom)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (b->len + (size_t)n + 1 > b->cap)) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (n >= 0 && b->len + (size_t)n + 1 > cap)
+            cap *= 2;
+        char *p = n < 0 ? NULL : realloc(b->s, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* A JSON string value (quotes, backslashes, control characters escaped). */
+static void tb_json_str(tbuf *b, const char *s)
+{
+    tb_printf(b, "\"");
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            tb_printf(b, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            tb_printf(b, "\\u%04x", (unsigned char)*s);
+        else
+            tb_printf(b, "%c", *s);
+    }
+    tb_printf(b, "\"");
+}
+
+static void tb_json_num(tbuf *b, double v)
+{
+    if (isfinite(v))
+        tb_printf(b, "%.10g", v);
+    else
+        tb_printf(b, "null");
+}
+
+static int write_text(const char *path, const tbuf *b, qsur_error *err)
+{
+    if (b->oom)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
+    qsur_atomic_file f;
+    int rc = qsur_atomic_open(&f, path, err);
+    if (rc)
+        return rc;
+    if ((rc = qsur_atomic_write(&f, b->s ? b->s : "", b->len, err))) {
+        qsur_atomic_abort(&f);
+        return rc;
+    }
+    return qsur_atomic_commit(&f, err);
+}
+
+/* Per linear: QSUR of its captured float input and of its weight, and the
+ * layer output error with the model's quantized weights and activations. */
+typedef struct {
+    char name[QSUR_NAME_MAX];
+    double x_qsur, w_qsur, out_err;
+} lin_row;
+
+/* Captures m's float inputs (wq copies and act/kv quantization off, online
+ * rotations on) on the session's calibration settings, then fills rows. */
+static int layer_rows(session *s, qsur_llama *m, const qsur_tokens *t, lin_row *rows, qsur_error *err)
+{
+    model_state *ms = s->mstate;
+    int n = qsur_llama_linear_count(m);
+    float **stash = calloc((size_t)n, sizeof *stash);
+    if (!stash)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        stash[i] = qsur_llama_linear_at(m, i)->wq;
+        qsur_llama_linear_at(m, i)->wq = NULL;
+    }
+    qsur_llama_hooks saved = m->hooks;
+    m->hooks.act.bits = 16;
+    m->hooks.kv.bits = 16;
+    qsur_workspace ws;
+    qsur_workspace_init(&ws);
+    int rc = qsur_llama_capture(m, NULL, t, ms->calib_seqlen, ms->calib_seqs, 8, (int64_t)ms->calib_max_tokens,
+                                ms->calib_seed, &ws, NULL, &s->progress, err);
+    m->hooks = saved;
+    for (int i = 0; i < n; i++)
+        qsur_llama_linear_at(m, i)->wq = stash[i];
+    free(stash);
+    qsur_options opt = qsur_options_default();
+    for (int i = 0; i < n && !rc; i++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        char in[QSUR_NAME_MAX];
+        const qsur_tensor *x = qsur_llama_input_of(l->name, in, sizeof in) ? qsur_workspace_find(&ws, in) : NULL;
+        snprintf(rows[i].name, sizeof rows[i].name, "%s", l->name);
+        rows[i].x_qsur = rows[i].w_qsur = rows[i].out_err = NAN;
+        if (!x)
+            continue;
+        int64_t nt = x->shape[0], d = x->shape[1];
+        qsur_result res;
+        if (!(rc = qsur_compute(x->data, nt, d, &opt, &res, NULL, err)))
+            rows[i].x_qsur = res.log10_qsur;
+        if (!rc && !(rc = qsur_compute(l->w, l->rows, l->cols, &opt, &res, NULL, err)))
+            rows[i].w_qsur = res.log10_qsur;
+        float *xq = NULL;
+        if (!rc && m->hooks.act.bits < 16) {
+            if (!(xq = qsur_alloc((size_t)(nt * d), sizeof(float))))
+                rc = qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+            else
+                rc = qsur_fake_quant(&m->hooks.act, x->data, nt, d, xq, NULL, err);
+        }
+        if (!rc)
+            rc = qsur_layer_output_error(x->data, xq, l->w, l->wq, nt, d, l->rows, &rows[i].out_err, err);
+        free(xq);
+    }
+    qsur_workspace_clear(&ws);
+    return rc;
+}
+
+static int ppl_of(session *s, const qsur_llama *m, const qsur_tokens *t, int seqs, double *out, qsur_error *err)
+{
+    qsur_llama_ppl p;
+    int rc = qsur_llama_perplexity(m, NULL, t, 0, seqs, 8, &s->progress, &p, err);
+    *out = rc ? NAN : p.ppl;
+    return rc;
+}
+
+static void remove_tmp(const char *tmp)
+{
+    char p[4600];
+    for (size_t i = 0; i < sizeof export_files / sizeof *export_files; i++) {
+        snprintf(p, sizeof p, "%s/%s", tmp, export_files[i]);
+        unlink(p);
+    }
+    rmdir(tmp);
+}
+
+static int dir_is_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    int empty = 1;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            empty = 0;
+    closedir(d);
+    return empty;
+}
+
+/* The plans the session model's hooks point at. */
+static void session_plans(session *s, const qsur_hadamard_plan **w2, const qsur_hadamard_plan **qk)
+{
+    *w2 = *qk = NULL;
+    if (s->model_rot) {
+        *w2 = s->model_rot->w2;
+        *qk = s->model_rot->qk;
+    }
+    if (s->mstate->w2_online)
+        *w2 = s->mstate->w2_online->plan;
+    if (s->mstate->qk_online)
+        *qk = s->mstate->qk_online->plan;
+}
+
+int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    if (!s->model || !s->mstate)
+        return qsur_fail(err, QSUR_ERR_ARG, "export: no model loaded (use `model load PATH`)");
+    session_log_as(s, "%s", ""); /* writes files, changes nothing */
+    int hf = 1, l2c = 0, as_int = 0;
+    const char *eval = NULL;
+    long seqs = 16;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "format=hf"))
+            hf = 1, l2c = 0;
+        else if (!strcmp(a, "format=llama2c"))
+            hf = 0, l2c = 1;
+        else if (!strcmp(a, "format=both"))
+            hf = 1, l2c = 1;
+        else if (!strcmp(a, "weights=fake"))
+            as_int = 0;
+        else if (!strcmp(a, "weights=int"))
+            as_int = 1;
+        else if (!strncmp(a, "eval=", 5))
+            eval = a + 5;
+        else if (!strncmp(a, "seqs=", 5) && !parse_long(a + 5, 0, 1L << 20, &seqs))
+            ;
+        else
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (format=hf|llama2c|both weights=fake|int "
+                             "eval=FILE seqs=N)", a);
+    }
+    qsur_llama *m = s->model;
+    model_state *ms = s->mstate;
+    int quantized = m->layers[0].wq.wq != NULL;
+    if (as_int && (!quantized || s->wq.bits >= 16))
+        return qsur_fail(err, QSUR_ERR_ARG, "export weights=int: the model's weights are not quantized (`quant wNaN...` first)");
+    if (as_int && !hf)
+        return qsur_fail(err, QSUR_ERR_ARG, "export weights=int needs format=hf or both (llama2c files hold floats)");
+    const qsur_hadamard_plan *w2p, *qkp;
+    session_plans(s, &w2p, &qkp);
+    qsur_llama_runtime rt;
+    int rc = qsur_llama_runtime_of(m, w2p, qkp, &rt, err);
+    if (rc)
+        return rc;
+    /* the target: strip trailing slashes; must not exist, or be empty */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", argv[0]);
+    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--)
+        dir[n - 1] = '\0';
+    struct stat st;
+    if (stat(dir, &st) == 0 && (!S_ISDIR(st.st_mode) || !dir_is_empty(dir)))
+        return qsur_fail(err, QSUR_ERR_IO, "export: %s exists and is not an empty directory", dir);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", dir);
+    if (!mkdtemp(tmp))
+        return qsur_fail(err, QSUR_ERR_IO, "export: cannot create %s: %s", tmp, strerror(errno));
+    chmod(tmp, 0755);
+
+    /* ---- weights ---- */
+    char wdesc[96] = "float", path[4600];
+    if (quantized)
+        qsur_quant_describe(&s->wq, wdesc, sizeof wdesc);
+    qsur_llama_runtime_meta rm;
+    qsur_llama_runtime_to_meta(&rt, &rm);
+    char wspec[200], gsize[32];
+    qsur_quant_spec_format(&s->wq, wspec, sizeof wspec);
+    snprintf(gsize, sizeof gsize, "%d", s->wq.gran == QSUR_GRAN_GROUP ? s->wq.group : 0);
+    const char *meta[2 * QSUR_RUNTIME_META_MAX + 8];
+    int nm = 0;
+    for (int i = 0; i < rm.count; i++) {
+        meta[2 * nm] = rm.kv[2 * i];
+        meta[2 * nm + 1] = rm.kv[2 * i + 1];
+        nm++;
+    }
+    const char *extra[] = {"qsur.weights", as_int ? "int" : quantized ? "fake" : "float",
+                           "qsur.wspec", quantized ? wspec : "float",
+                           "qsur.group_size", gsize,
+                           "qsur.method", quantized ? ms->wmethod : "none"};
+    for (int i = 0; i < 4; i++) {
+        meta[2 * nm] = extra[2 * i];
+        meta[2 * nm + 1] = extra[2 * i + 1];
+        nm++;
+    }
+    if (hf) {
+        qsur_llama_hf_save_opts o = {"F32", 1, as_int ? &s->wq : NULL, meta, nm};
+        rc = qsur_llama_save_hf_ex(m, tmp, &o, err);
+    }
+    if (!rc && l2c) {
+        qsur_workspace ws;
+        qsur_workspace_init(&ws);
+        rc = qsur_llama_to_workspace(m, &ws, NULL, err);
+        for (int i = 0; i < qsur_llama_linear_count(m) && !rc; i++) {
+            qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+            qsur_tensor *t = qsur_workspace_find(&ws, l->name);
+            if (l->wq && t)
+                memcpy(t->data, l->wq, (size_t)(l->rows * l->cols) * sizeof(float));
+        }
+        qsur_llama2c_config c = {m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_layers, m->cfg.n_heads,
+                                 m->cfg.n_kv_heads, m->cfg.vocab_size, m->cfg.seq_len, m->cfg.shared_classifier};
+        snprintf(path, sizeof path, "%s/model.bin", tmp);
+        if (!rc)
+            rc = qsur_llama2c_write(&ws, NULL, &c, path, NULL, err);
+        qsur_workspace_clear(&ws);
+    }
+
+    /* ---- report: per-layer numbers before (RTN on the original model) and after ---- */
+    int L = qsur_llama_linear_count(m);
+    lin_row *before = calloc((size_t)L, sizeof *before), *after = calloc((size_t)L, sizeof *after);
+    double ppl_float = NAN, ppl_before = NAN, ppl_after = NAN, ppl_reload = NAN;
+    qsur_llama *orig = NULL, *back = NULL;
+    qsur_llama_rotations *back_rot = NULL;
+    qsur_tokens ct, et;
+    memset(&ct, 0, sizeof ct);
+    memset(&et, 0, sizeof et);
+    int have_calib = 0, have_eval = 0, have_orig = 0;
+    if (!rc && (!before || !after))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "export: out of memory");
+    qsur_error soft; /* the original model may be gone: report without it */
+    if (!rc && qsur_llama_load(&orig, s->model_path, NULL, &soft) == QSUR_OK &&
+        orig->cfg.n_layers == m->cfg.n_layers) {
+        have_orig = 1;
+        orig->hooks.act = s->aq;
+        orig->hooks.kv = s->kvq;
+    }
+    if (!rc && ms->has_calib) {
+        rc = qsur_tokens_load(&ct, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+        have_calib = !rc;
+        if (!rc)
+            rc = layer_rows(s, m, &ct, after, err);
+    }
+    if (!rc && eval) {
+        rc = qsur_tokens_load(&et, eval, 256 < m->cfg.seq_len ? 256 : m->cfg.seq_len, m->cfg.vocab_size, err);
+        have_eval = !rc;
+        if (!rc)
+            rc = ppl_of(s, m, &et, (int)seqs, &ppl_after, err);
+    }
+    if (!rc && have_orig) {
+        qsur_llama_hooks h = orig->hooks;
+        orig->hooks = qsur_llama_hooks_none();
+        if (have_eval)
+            rc = ppl_of(s, orig, &et, (int)seqs, &ppl_float, err);
+        orig->hooks = h;
+        if (!rc && quantized)
+            rc = qsur_llama_quantize_rtn(orig, &s->wq, NULL, err);
+        if (!rc && have_eval)
+            rc = ppl_of(s, orig, &et, (int)seqs, &ppl_before, err);
+        if (!rc && have_calib)
+            rc = layer_rows(s, orig, &ct, before, err);
+    }
+    /* the export as `model load` sees it, on the same tokens */
+    if (!rc && hf && have_eval) {
+        qsur_llama_runtime rb;
+        int found = 0;
+        snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+        if (!(rc = qsur_llama_load_hf(&back, tmp, NULL, err)) && !(rc = qsur_llama_runtime_read(path, &rb, &found, err)) &&
+            !(rc = qsur_llama_runtime_apply(&rb, back, &back_rot, err)))
+            rc = ppl_of(s, back, &et, (int)seqs, &ppl_reload, err);
+    }
+    if (!rc) {
+        char qa[96], qk[96];
+        qsur_quant_describe(&s->aq, qa, sizeof qa);
+        qsur_quant_describe(&s->kvq, qk, sizeof qk);
+        if (s->aq.bits >= 16)
+            snprintf(qa, sizeof qa, "off");
+        if (s->kvq.bits >= 16)
+            snprintf(qk, sizeof qk, "off");
+        const char *fmt = hf && l2c ? "both" : hf ? "hf" : "llama2c";
+        const char *wkind = as_int ? "int" : "fake";
+        char w2d[260], qkd[260];
+        snprintf(w2d, sizeof w2d, rt.has_w2 ? "%s (randomized %d, seed %llu)" : "none", rt.w2_desc,
+                 rt.w2.randomized, (unsigned long long)rt.w2.seed);
+        snprintf(qkd, sizeof qkd, rt.has_qk ? "%s (randomized %d, seed %llu)" : "none", rt.qk_desc,
+                 rt.qk.randomized, (unsigned long long)rt.qk.seed);
+        tbuf md = {0}, js = {0};
+        tb_printf(&md, "# qsur export\n\n## Settings\n\n| setting | value |\n|---|---|\n");
+        tb_printf(&md, "| source model | %s |\n| format | %s |\n| weights | %s (%s) |\n", s->model_path, fmt, wkind, wdesc);
+        tb_printf(&md, "| weight method | %s |\n| activations | %s |\n| KV cache | %s |\n",
+                  quantized ? ms->wmethod : "none", qa, qk);
+        tb_printf(&md, "| transforms | %s |\n| online w2_in | %s |\n| online qk | %s |\n",
+                  ms->rotation[0] ? ms->rotation : "none", w2d, qkd);
+        if (have_calib)
+            tb_printf(&md, "| calibration | %s, %d seqs x %d, seed %llu |\n", ms->calib_path, ms->calib_seqs,
+                      ms->calib_seqlen, ms->calib_seed);
+        tb_printf(&md, "\n## Perplexity%s%s\n\n", have_eval ? " on " : " (no eval=FILE given)", have_eval ? eval : "");
+        if (have_eval) {
+            tb_printf(&md, "| model | ppl |\n|---|---|\n| float (original) | %.4f |\n", ppl_float);
+            tb_printf(&md, "| before (RTN, same quantizers, no transforms) | %.4f |\n", ppl_before);
+            tb_printf(&md, "| after (this model) | %.4f |\n| reloaded export | %.4f |\n", ppl_after, ppl_reload);
+        }
+        tb_printf(&md, "\n## Per layer (log10 QSUR of captured calibration inputs and weights; output error)\n\n");
+        if (have_calib) {
+            tb_printf(&md, "| linear | X qsur before | X qsur after | W qsur before | W qsur after | err before | err after |\n"
+                           "|---|---|---|---|---|---|---|\n");
+            for (int i = 0; i < L; i++)
+                tb_printf(&md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", after[i].name, before[i].x_qsur,
+                          after[i].x_qsur, before[i].w_qsur, after[i].w_qsur, before[i].out_err, after[i].out_err);
+        } else {
+            tb_printf(&md, "No calibration activations (`calib FILE` before export).\n");
+        }
+        if (l2c && (rt.has_w2 || rt.has_qk || rt.act.bits < 16 || rt.kv.bits < 16))
+            tb_printf(&md, "\nNote: model.bin (llama2.c) holds the weights only; the online rotations and the "
+                           "activation/KV quantizers above are recorded in model.safetensors and here.\n");
+        /* JSON */
+        tb_printf(&js, "{\n  \"settings\": {\"source\": ");
+        tb_json_str(&js, s->model_path);
+        tb_printf(&js, ", \"format\": \"%s\", \"weights\": \"%s\", \"wspec\": ", fmt, wkind);
+        tb_json_str(&js, quantized ? wspec : "float");
+        tb_printf(&js, ", \"wbits\": %d, \"abits\": %d, \"kvbits\": %d, \"group_size\": %s, \"method\": ",
+                  quantized ? s->wq.bits : 16, s->aq.bits, s->kvq.bits, gsize);
+        tb_json_str(&js, quantized ? ms->wmethod : "none");
+        tb_printf(&js, ", \"transforms\": ");
+        tb_json_str(&js, ms->rotation);
+        tb_printf(&js, ",\n    \"online_w2_in\": ");
+        if (rt.has_w2) {
+            tb_printf(&js, "{\"desc\": ");
+            tb_json_str(&js, rt.w2_desc);
+            tb_printf(&js, ", \"randomized\": %d, \"seed\": %llu}", rt.w2.randomized, (unsigned long long)rt.w2.seed);
+        } else {
+            tb_printf(&js, "null");
+        }
+        tb_printf(&js, ", \"online_qk\": ");
+        if (rt.has_qk) {
+            tb_printf(&js, "{\"desc\": ");
+            tb_json_str(&js, rt.qk_desc);
+            tb_printf(&js, ", \"randomized\": %d, \"seed\": %llu}", rt.qk.randomized, (unsigned long long)rt.qk.seed);
+        } else {
+            tb_printf(&js, "null");
+        }
+        tb_printf(&js, ", \"calib_seed\": %llu},\n  \"ppl\": {\"float\": ", have_calib ? ms->calib_seed : 0ULL);
+        tb_json_num(&js, ppl_float);
+        tb_printf(&js, ", \"before\": ");
+        tb_json_num(&js, ppl_before);
+        tb_printf(&js, ", \"after\": ");
+        tb_json_num(&js, ppl_after);
+        tb_printf(&js, ", \"reloaded\": ");
+        tb_json_num(&js, ppl_reload);
+        tb_printf(&js, "},\n  \"layers\": [");
+        for (int i = 0; have_calib && i < L; i++) {
+            tb_printf(&js, "%s\n    {\"name\": \"%s\", \"x_log10_qsur_before\": ", i ? "," : "", after[i].name);
+            tb_json_num(&js, before[i].x_qsur);
+            tb_printf(&js, ", \"x_log10_qsur_after\": ");
+            tb_json_num(&js, after[i].x_qsur);
+            tb_printf(&js, ", \"w_log10_qsur_before\": ");
+            tb_json_num(&js, before[i].w_qsur);
+            tb_printf(&js, ", \"w_log10_qsur_after\": ");
+            tb_json_num(&js, after[i].w_qsur);
+            tb_printf(&js, ", \"error_before\": ");
+            tb_json_num(&js, before[i].out_err);
+            tb_printf(&js, ", \"error_after\": ");
+            tb_json_num(&js, after[i].out_err);
+            tb_printf(&js, "}");
+        }
+        tb_printf(&js, "\n  ]\n}\n");
+        snprintf(path, sizeof path, "%s/report.json", tmp);
+        rc = write_text(path, &js, err);
+        snprintf(path, sizeof path, "%s/report.md", tmp);
+        if (!rc)
+            rc = write_text(path, &md, err);
+        free(md.s);
+        free(js.s);
+        if (!rc) {
+            rep_str(r, "dir", "exported to", dir);
+            rep_str(r, "format", "format", fmt);
+            rep_str(r, "weights", "weights", wkind);
+            rep_str(r, "online_w2_in", "online before w2", w2d);
+            rep_str(r, "online_qk", "online q,k", qkd);
+            rep_num(r, "ppl_float", "ppl float (original)", ppl_float, "%.4f");
+            rep_num(r, "ppl_before", "ppl before (RTN)", ppl_before, "%.4f");
+            rep_num(r, "ppl_after", "ppl after (this model)", ppl_after, "%.4f");
+            rep_num(r, "ppl_reloaded", "ppl of the reloaded export", ppl_reload, "%.4f");
+            rep_str(r, "report", "report", "report.md, report.json");
+        }
+    }
+    if (!rc) {
+        rmdir(dir); /* an empty target directory may be in the way of the rename */
+        if (rename(tmp, dir) != 0)
+            rc = qsur_fail(err, QSUR_ERR_IO, "export: cannot rename %s to %s: %s", tmp, dir, strerror(errno));
+    }
+    if (rc)
+        remove_tmp(tmp);
+    qsur_llama_free(orig);
+    qsur_llama_free(back);
+    qsur_llama_rotations_free(back_rot);
+    qsur_tokens_free(&ct);
+    qsur_tokens_free(&et);
+    free(before);
+    free(after);
+    return rc;
+}
