@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# export + model load of the export reproduce the perplexity (fake and int
+# weights, online rotations and act/KV quantizers from the metadata); the
+# report files; ostquant model on the session's calib; state file + resume
+# from the CLI; Ctrl-C keeps the best transforms and saves the state; bad
+# inputs fail clearly and leave no partial directory.
+set -u
+. "$(dirname "$0")/lib.sh"
+: "${QSUR_SHARED:=../shared}"
+D="$QSUR_SHARED/data"
+M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export OPENBLAS_NUM_THREADS=1
+json() { grep -o "\"$1\":[^,}]*" "$2" | tail -1 | cut -d: -f2; }
+near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * b) }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+PRE="set format json; model load $M; calib $C seqs=4; quant w4a4kv4"
+
+for W in fake int; do
+  "$QSUR_BIN" -c "$PRE; ostquant model steps=3 seqs=4; ppl $E seqs=4; export $T/ex_$W weights=$W format=both eval=$E seqs=4; model load $T/ex_$W; ppl $E seqs=4" > "$T/$W.json" 2> "$T/$W.err"
+  expect_eq "$?" 0 "ostquant model + export weights=$W + model load succeed"
+  p1=$(grep '"command":"ppl"' "$T/$W.json" | head -1 | grep -o '"ppl":[^,}]*' | cut -d: -f2)
+  p2=$(json ppl "$T/$W.json")
+  expect_true "weights=$W: ppl of the loaded export equals the session's ($p1 vs $p2)" near "$p2" "$p1" 1e-4
+  expect_true "weights=$W: ppl is a number ($p1)" lt 1 "$p1"
+  for f in model.safetensors config.json model.bin report.md report.json; do
+    expect_true "weights=$W: $f written" test -s "$T/ex_$W/$f"
+  done
+  expect_eq "$(ls -d "$T"/ex_$W.tmp-* 2>/dev/null | wc -l)" 0 "weights=$W: no temporary directory left"
+  expect_grep "\"weights\": \"$W\"" "$T/ex_$W/report.json" "report.json records weights=$W"
+  expect_grep '"online_w2_in": {"desc": "hadamard 4 (walsh) x random-orthogonal 43' "$T/ex_$W/report.json" "report.json: w2 plan"
+  expect_grep '"online_qk": {"desc": "hadamard 8 (walsh)"' "$T/ex_$W/report.json" "report.json: qk plan"
+  expect_grep '"name": "layers.4.feed_forward.w2", "x_log10_qsur_before":' "$T/ex_$W/report.json" "report.json: per-layer rows"
+  expect_grep '| reloaded export |' "$T/ex_$W/report.md" "report.md: perplexity table"
+  expect_grep 'qsur.online.w2_in' "$T/ex_$W/model.safetensors" "metadata: w2 online rotation"
+  expect_grep 'online rotations and quantizers restored' "$T/$W.json" "model load restores the hooks"
+  after=$(grep -o '"after": [0-9.]*' "$T/ex_$W/report.json" | cut -d' ' -f2)
+  rel=$(grep -o '"reloaded": [0-9.]*' "$T/ex_$W/report.json" | cut -d' ' -f2)
+  before=$(grep -o '"before": [0-9.]*' "$T/ex_$W/report.json" | cut -d' ' -f2)
+  expect_true "report: reloaded ppl == after ($rel vs $after)" near "$rel" "$after" 1e-6
+  expect_true "report: ostquant beats RTN ($after < $before)" lt "$after" "$before"
+done
+expect_grep '.qweight":{"dtype":"I8"' "$T/ex_int/model.safetensors" "int export stores I8 codes"
+expect_grep '.scales":{"dtype":"F32"' "$T/ex_int/model.safetensors" "int export stores F32 scales"
+si=$(stat -c %s "$T/ex_int/model.safetensors"); sf=$(stat -c %s "$T/ex_fake/model.safetensors")
+expect_true "int export is smaller than fake ($si < $sf)" lt "$si" "$sf"
+
+# ostquant model takes the session's calibration file; none at all is an error
+expect_grep "\"calib\":\"$(cd "$D" && pwd -P)/stories260K.calib.u16\"" "$T/fake.json" "ostquant model used the file of calib"
+expect_grep '"lr":0.01' "$T/fake.json" "default lr is 0.01"
+"$QSUR_BIN" -c "model load $M; quant w4a4kv4; ostquant model steps=1" > /dev/null 2> "$T/err"
+expect_eq "$?" 1 "ostquant model without any calibration fails"
+expect_grep "no calibration tokens: run \`calib FILE\` first or give calib=FILE" "$T/err" "missing calib is explained"
+
+# state file + resume from the CLI; the one-go run reaches the same perplexity
+"$QSUR_BIN" -c "$PRE; ostquant model steps=2 seqs=4 seed=3 state=$T/st.safetensors" > /dev/null 2>&1
+expect_true "state file written" test -s "$T/st.safetensors"
+"$QSUR_BIN" -c "$PRE; ostquant resume $T/st.safetensors steps=2; ppl $E seqs=4" > "$T/res.json" 2>&1
+expect_grep '"resumed_from":2' "$T/res.json" "resume starts at step 2"
+expect_grep '"steps_done":4' "$T/res.json" "resume does 2 more steps"
+"$QSUR_BIN" -c "$PRE; ostquant model steps=4 seqs=4 seed=3; ppl $E seqs=4" > "$T/one.json" 2>&1
+expect_true "2 + resume 2 steps: same best selection loss as 4 in one go" \
+  near "$(json best_select_loss "$T/res.json")" "$(json best_select_loss "$T/one.json")" 1e-12
+"$QSUR_BIN" -c "$PRE; ostquant resume $T/st.safetensors" > /dev/null 2> "$T/err"
+expect_grep "all 2 steps of the saved run are done: give steps=M" "$T/err" "resume with nothing left explains"
+"$QSUR_BIN" -c "model load $T/ex_fake; calib $C seqs=4; ostquant resume $T/st.safetensors steps=1" > /dev/null 2> "$T/err"
+expect_eq "$?" 1 "resume on another model fails"
+expect_grep "trained from different weights than the loaded model" "$T/err" "mismatched model is named"
+"$QSUR_BIN" -c "$PRE; ostquant resume $T/missing.safetensors steps=1" > /dev/null 2> "$T/err"
+expect_eq "$?" 1 "resume with a missing state file fails"
+expect_grep "$T/missing.safetensors" "$T/err" "missing state file is named"
+
+# Ctrl-C: the best transforms are kept, the state is saved, the script goes on
+"$QSUR_BIN" -c "$PRE; ostquant model steps=100000 seqs=4 state=$T/int.safetensors; model info" > "$T/int.json" 2> "$T/int.err" &
+pid=$!
+for _ in $(seq 1 100); do grep -q '"command":"quant"' "$T/int.json" 2>/dev/null && break; sleep 0.1; done
+sleep 1.5
+kill -INT "$pid"
+wait "$pid"
+expect_eq "$?" 0 "interrupted run exits cleanly"
+expect_grep '"interrupted":true' "$T/int.json" "interrupted flag reported"
+expect_grep '"command":"model"' "$T/int.json" "the script continues after the interrupt"
+expect_grep '"rotation":"ostquant (' "$T/int.json" "the session model is the fused one"
+expect_true "state saved on Ctrl-C" test -s "$T/int.safetensors"
+
+# bad exports: clear errors, nothing left behind
+"$QSUR_BIN" -c "model load $M; export /proc/qsur_export_test" > /dev/null 2> "$T/err"
+expect_eq "$?" 1 "export to an unwritable place fails"
+expect_grep "export: cannot create /proc/qsur_export_test.tmp-" "$T/err" "unwritable target is named"
+"$QSUR_BIN" -c "model load $M; export $T/ex_fake" > /dev/null 2> "$T/err"
+expect_grep "exists and is not an empty directory" "$T/err" "existing export is not overwritten"
+"$QSUR_BIN" -c "model load $M; export $T/ex_w weights=int" > /dev/null 2> "$T/err"
+expect_grep "weights are not quantized" "$T/err" "weights=int on a float model is refused"
+"$QSUR_BIN" -c "model load $M; quant w4a16; export $T/ex_bad eval=$T/missing.u16" > /dev/null 2> "$T/err"
+expect_eq "$?" 1 "export with a missing eval file fails"
+expect_true "a failed export leaves no directory" test ! -e "$T/ex_bad"
+expect_eq "$(ls -d "$T"/ex_bad.tmp-* 2>/dev/null | wc -l)" 0 "a failed export leaves no temporary directory"
+finish

@@ -1,0 +1,134 @@
+/* OSTQuant state file: N steps + save + load + M steps gives bit-identical
+ * parameters and optimiser moments to N + M steps in one go (same seed);
+ * save -> load round-trips every array exactly (the hi/lo/lo2 float split);
+ * a different base model, a missing file and a foreign file are refused. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "check.h"
+#include "qsur/llama.h"
+#include "qsur/ostquant.h"
+#include "qsur/safetensors.h"
+
+static int same(const double *a, const double *b, int64_t n)
+{
+    return memcmp(a, b, (size_t)n * sizeof(double)) == 0;
+}
+
+static int64_t rov_n(const qsur_ostquant *o)
+{
+    return (int64_t)o->cfg.n_layers * o->cfg.n_kv_heads * o->cfg.head_size * o->cfg.head_size;
+}
+
+/* The optimiser's trajectory: current point and moments. */
+static int same_trajectory(const qsur_ostquant *a, const qsur_ostquant *b)
+{
+    int64_t d2 = (int64_t)a->cfg.dim * a->cfg.dim, hs2 = (int64_t)a->cfg.head_size * a->cfg.head_size;
+    int ok = a->has_cur && b->has_cur && a->step == b->step;
+    ok = ok && same(a->cur_r_res, b->cur_r_res, d2) && same(a->cur_r_ov, b->cur_r_ov, rov_n(a)) &&
+         same(a->cur_ls, b->cur_ls, a->n_ls);
+    ok = ok && same(a->opt_res->m, b->opt_res->m, d2) && a->opt_res->v == b->opt_res->v &&
+         a->opt_res->t == b->opt_res->t && same(a->opt_ls->m, b->opt_ls->m, a->n_ls) &&
+         same(a->opt_ls->v, b->opt_ls->v, a->n_ls);
+    for (int i = 0; ok && i < a->cfg.n_layers * a->cfg.n_kv_heads; i++)
+        ok = same(a->opt_ov[i]->m, b->opt_ov[i]->m, hs2) && a->opt_ov[i]->v == b->opt_ov[i]->v;
+    return ok;
+}
+
+int main(void)
+{
+    qsur_error err;
+    qsur_llama *m = NULL;
+    qsur_tokens t;
+    memset(&t, 0, sizeof t);
+    CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
+    if (!m)
+        return check_done();
+    CHECK_OK(qsur_tokens_load(&t, check_shared("data/stories260K.calib.u16"), 256, m->cfg.vocab_size, &err),
+             err);
+    qsur_quant_spec w4 = qsur_quant_default(), a4 = qsur_quant_default();
+    qsur_ostquant_opts op = qsur_ostquant_default();
+    op.batch = 2;
+    op.max_seqs = 4;
+    op.seq_len = 32;
+    op.seed = 5;
+    const int N = 3, M = 2;
+    char path[4096], path2[4096];
+    snprintf(path, sizeof path, "%s/ostq_state.safetensors", check_tmpdir());
+    snprintf(path2, sizeof path2, "%s/ostq_state2.safetensors", check_tmpdir());
+
+    /* one go: N + M steps */
+    qsur_ostquant *a = NULL, *b = NULL, *c = NULL;
+    op.steps = N + M;
+    CHECK_OK(qsur_ostquant_new(&a, m, &op, &w4, &a4, &a4, &err), err);
+    CHECK_OK(qsur_ostquant_train(a, m, &t, NULL, NULL, &err), err);
+    /* split: N steps, save, load into a fresh object, M more */
+    op.steps = N;
+    CHECK_OK(qsur_ostquant_new(&b, m, &op, &w4, &a4, &a4, &err), err);
+    CHECK_OK(qsur_ostquant_train(b, m, &t, NULL, NULL, &err), err);
+    CHECK_OK(qsur_ostquant_save(b, path, &err), err);
+    CHECK_OK(qsur_ostquant_load(&c, m, path, &err), err);
+    if (!a || !b || !c)
+        return check_done();
+    CHECK(c->step == N);
+    CHECK(c->nlog == N && c->log[N - 1].step == N && c->log[N - 1].loss == (float)b->log[N - 1].loss);
+    CHECK(c->best_step == b->best_step && c->best_ema == b->best_ema);
+    int64_t d2 = (int64_t)m->cfg.dim * m->cfg.dim;
+    CHECK_MSG(same(c->r_res, b->cur_r_res, d2) && same(c->r_ov, b->cur_r_ov, rov_n(b)) &&
+              same(c->ls, b->cur_ls, b->n_ls), "the loaded point is the saved current point, bit for bit");
+    CHECK(same(c->best_r_res, b->best_r_res, d2) && same(c->best_ls, b->best_ls, b->n_ls));
+    CHECK(c->opt_res->t == N && c->opt_res->v == b->opt_res->v);
+    c->opts.steps = N + M;
+    CHECK_OK(qsur_ostquant_train(c, m, &t, NULL, NULL, &err), err);
+    CHECK_MSG(same_trajectory(a, c), "N + save/load + M steps == N + M steps (parameters and moments)");
+    /* and the loss log matches step for step */
+    int logs = a->nlog == c->nlog;
+    for (int i = 0; logs && i < a->nlog; i++)
+        logs = a->log[i].step == c->log[i].step && (float)a->log[i].loss == (float)c->log[i].loss;
+    CHECK_MSG(logs, "loss log of the resumed run equals the one-go run");
+    /* save -> load -> save writes the same file */
+    CHECK_OK(qsur_ostquant_save(c, path, &err), err);
+    qsur_ostquant *d = NULL;
+    CHECK_OK(qsur_ostquant_load(&d, m, path, &err), err);
+    if (d) {
+        CHECK_OK(qsur_ostquant_save(d, path2, &err), err);
+        FILE *f1 = fopen(path, "rb"), *f2 = fopen(path2, "rb");
+        int eq = f1 && f2;
+        for (int x, y; eq;) {
+            x = fgetc(f1);
+            y = fgetc(f2);
+            eq = x == y;
+            if (x == EOF)
+                break;
+        }
+        if (f1)
+            fclose(f1);
+        if (f2)
+            fclose(f2);
+        CHECK_MSG(eq, "save(load(save(o))) is byte-identical");
+    }
+    /* the state names the model it belongs to */
+    qsur_ostquant *e = NULL;
+    m->layers[2].w1.w[7] += 1e-3f;
+    int rc = qsur_ostquant_load(&e, m, path, &err);
+    CHECK(rc == QSUR_ERR_ARG && e == NULL && strstr(err.msg, "different weights"));
+    m->layers[2].w1.w[7] -= 1e-3f;
+    rc = qsur_ostquant_load(&e, m, "/nonexistent/ostq.safetensors", &err);
+    CHECK(rc != QSUR_OK && strstr(err.msg, "/nonexistent/ostq.safetensors"));
+    /* a safetensors file that is not a state */
+    qsur_tensor *one = NULL;
+    int64_t n1 = 1;
+    CHECK_OK(qsur_tensor_new(&one, "x", 1, &n1, &err), err);
+    const qsur_tensor *ts[1] = {one};
+    CHECK_OK(qsur_safetensors_write(path2, ts, 1, NULL, NULL, 0, NULL, &err), err);
+    rc = qsur_ostquant_load(&e, m, path2, &err);
+    CHECK(rc == QSUR_ERR_FORMAT && strstr(err.msg, "qsur.kind"));
+    qsur_tensor_free(one);
+    qsur_ostquant_free(a);
+    qsur_ostquant_free(b);
+    qsur_ostquant_free(c);
+    qsur_ostquant_free(d);
+    qsur_tokens_free(&t);
+    qsur_llama_free(m);
+    return check_done();
+}
