@@ -241,7 +241,7 @@ const command command_table[] = {
      "set cube sym|asym       QSUR cube: centred at 0 (sym, default) or spanning [min,max] (asym)\n"
      "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
      "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
-     "                        evenly spaced tokens when tokens x in x out > 2^31, so live\n"
+     "                        evenly spaced tokens when tokens x in x out > 2^30, so live\n"
      "                        updates of big layers stay fast; results say how many\n"
      "set seed N              next seed for commands given none (they log the seed they used)",
      cmd_set},
