@@ -128,6 +128,7 @@ static int base_logdet(session *s, const float *a, int64_t rows, int64_t d, doub
         return QSUR_OK;
     qsur_options opt = qsur_options_default();
     opt.alpha = s->set.qsur_alpha;
+    opt.method = (qsur_method)s->set.qsur_method;
     qsur_result res;
     int rc = qsur_compute(a, rows, d, &opt, &res, &s->progress, err);
     if (rc != QSUR_OK)
