@@ -18,7 +18,7 @@ lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 PRE="set format json; model load $M; calib $C seqs=4; quant w4a4kv4"
 
 for W in fake int; do
-  "$QSUR_BIN" -c "$PRE; ostquant model steps=3 seqs=4; ppl $E seqs=4; export $T/ex_$W weights=$W format=both eval=$E seqs=4; model load $T/ex_$W; ppl $E seqs=4" > "$T/$W.json" 2> "$T/$W.err"
+  "$QSUR_BIN" -c "$PRE; ostquant model steps=3 seqs=4 batch=2 seq-len=64; ppl $E seqs=4; export $T/ex_$W weights=$W format=both eval=$E seqs=4; model load $T/ex_$W; ppl $E seqs=4" > "$T/$W.json" 2> "$T/$W.err"
   expect_eq "$?" 0 "ostquant model + export weights=$W + model load succeed"
   p1=$(grep '"command":"ppl"' "$T/$W.json" | head -1 | grep -o '"ppl":[^,}]*' | cut -d: -f2)
   p2=$(json ppl "$T/$W.json")
@@ -54,12 +54,12 @@ expect_eq "$?" 1 "ostquant model without any calibration fails"
 expect_grep "no calibration tokens: run \`calib FILE\` first or give calib=FILE" "$T/err" "missing calib is explained"
 
 # state file + resume from the CLI; the one-go run reaches the same perplexity
-"$QSUR_BIN" -c "$PRE; ostquant model steps=2 seqs=4 seed=3 state=$T/st.safetensors" > /dev/null 2>&1
+"$QSUR_BIN" -c "$PRE; ostquant model steps=2 seqs=4 batch=2 seq-len=64 seed=3 state=$T/st.safetensors" > /dev/null 2>&1
 expect_true "state file written" test -s "$T/st.safetensors"
 "$QSUR_BIN" -c "$PRE; ostquant resume $T/st.safetensors steps=2; ppl $E seqs=4" > "$T/res.json" 2>&1
 expect_grep '"resumed_from":2' "$T/res.json" "resume starts at step 2"
 expect_grep '"steps_done":4' "$T/res.json" "resume does 2 more steps"
-"$QSUR_BIN" -c "$PRE; ostquant model steps=4 seqs=4 seed=3; ppl $E seqs=4" > "$T/one.json" 2>&1
+"$QSUR_BIN" -c "$PRE; ostquant model steps=4 seqs=4 batch=2 seq-len=64 seed=3; ppl $E seqs=4" > "$T/one.json" 2>&1
 expect_true "2 + resume 2 steps: same best selection loss as 4 in one go" \
   near "$(json best_select_loss "$T/res.json")" "$(json best_select_loss "$T/one.json")" 1e-12
 "$QSUR_BIN" -c "$PRE; ostquant resume $T/st.safetensors" > /dev/null 2> "$T/err"
@@ -72,7 +72,7 @@ expect_eq "$?" 1 "resume with a missing state file fails"
 expect_grep "$T/missing.safetensors" "$T/err" "missing state file is named"
 
 # Ctrl-C: the best transforms are kept, the state is saved, the script goes on
-"$QSUR_BIN" -c "$PRE; ostquant model steps=100000 seqs=4 state=$T/int.safetensors; model info" > "$T/int.json" 2> "$T/int.err" &
+"$QSUR_BIN" -c "$PRE; ostquant model steps=100000 seqs=4 batch=2 seq-len=64 state=$T/int.safetensors; model info" > "$T/int.json" 2> "$T/int.err" &
 pid=$!
 for _ in $(seq 1 100); do grep -q '"command":"quant"' "$T/int.json" 2>/dev/null && break; sleep 0.1; done
 sleep 1.5
