@@ -46,6 +46,16 @@ expect_grep '.scales":{"dtype":"F32"' "$T/ex_int/model.safetensors" "int export 
 si=$(stat -c %s "$T/ex_int/model.safetensors"); sf=$(stat -c %s "$T/ex_fake/model.safetensors")
 expect_true "int export is smaller than fake ($si < $sf)" lt "$si" "$sf"
 
+# int export of other grids: asymmetric groups (U8 codes + zeros; w2's 172 columns use
+# groups of 43) and QuaRot (randomized online Hadamards) + GPTQ
+"$QSUR_BIN" -c "set format json; model load $M; quant w4a16 w:asym,g32; ppl $E seqs=4; export $T/ex_asym weights=int; model load $T/ex_asym; ppl $E seqs=4" > "$T/asym.json" 2>&1
+expect_eq "$(grep -o '"ppl":[^,}]*' "$T/asym.json" | sort -u | wc -l)" 1 "asym g32 int export reproduces ppl exactly"
+expect_grep 'layers.0.mlp.down_proj.qweight":{"dtype":"U8","shape":[64,172]' "$T/ex_asym/model.safetensors" "asym codes are U8"
+expect_grep 'layers.0.mlp.down_proj.zeros":{"dtype":"F32","shape":[64,4]' "$T/ex_asym/model.safetensors" "w2 zeros: 4 groups of 43"
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2 seqlen=128; rotate model hadamard 5; quant w3a16; gptq model; ppl $E seqs=4; export $T/ex_gptq weights=int; model load $T/ex_gptq; ppl $E seqs=4" > "$T/gptq.json" 2>&1
+expect_eq "$(grep -o '"ppl":[^,}]*' "$T/gptq.json" | sort -u | wc -l)" 1 "QuaRot + GPTQ int export reproduces ppl exactly"
+expect_grep 'random signs (seed 6) then hadamard 4 (walsh)' "$T/gptq.json" "randomized w2 plan restored with its seed"
+
 # ostquant model takes the session's calibration file; none at all is an error
 expect_grep "\"calib\":\"$(cd "$D" && pwd -P)/stories260K.calib.u16\"" "$T/fake.json" "ostquant model used the file of calib"
 expect_grep '"lr":0.01' "$T/fake.json" "default lr is 0.01"
@@ -64,9 +74,11 @@ expect_true "2 + resume 2 steps: same best selection loss as 4 in one go" \
   near "$(json best_select_loss "$T/res.json")" "$(json best_select_loss "$T/one.json")" 1e-12
 "$QSUR_BIN" -c "$PRE; ostquant resume $T/st.safetensors" > /dev/null 2> "$T/err"
 expect_grep "all 2 steps of the saved run are done: give steps=M" "$T/err" "resume with nothing left explains"
-"$QSUR_BIN" -c "model load $T/ex_fake; calib $C seqs=4; ostquant resume $T/st.safetensors steps=1" > /dev/null 2> "$T/err"
+"$QSUR_BIN" -c "$PRE; smoothquant 0.5; ostquant resume $T/st.safetensors steps=1" > /dev/null 2> "$T/err"
 expect_eq "$?" 1 "resume on another model fails"
 expect_grep "trained from different weights than the loaded model" "$T/err" "mismatched model is named"
+"$QSUR_BIN" -c "$PRE; rotate model hadamard 2; ostquant model steps=1" > /dev/null 2> "$T/err"
+expect_grep "already has online rotations" "$T/err" "ostquant on a rotated model is refused"
 "$QSUR_BIN" -c "$PRE; ostquant resume $T/missing.safetensors steps=1" > /dev/null 2> "$T/err"
 expect_eq "$?" 1 "resume with a missing state file fails"
 expect_grep "$T/missing.safetensors" "$T/err" "missing state file is named"

@@ -208,10 +208,23 @@ static int pick_calib(session *s, const char *given, const char **calib, int *se
     return QSUR_OK;
 }
 
+/* OSTQuant folds the float weights and trains against the hook-free float
+ * model: a model that already runs online rotations would lose them. */
+static int check_no_hooks(const session *s, const char *who, qsur_error *err)
+{
+    const qsur_llama_hooks *h = &s->model->hooks;
+    if (h->w2_in.apply || h->qk.apply || h->wo_in.apply)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: the model already has online rotations (rotate model / ostquant / "
+                         "an export): `model load` the original model first", who);
+    return QSUR_OK;
+}
+
 static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     if (!s->model)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant model: no model loaded (`model load FILE`)");
+    if (check_no_hooks(s, "ostquant model", err))
+        return QSUR_ERR_ARG;
     qsur_ostquant_opts o = qsur_ostquant_default();
     o.seed = session_next_seed(s);
     const char *calib = NULL, *eval = NULL, *state = NULL;
@@ -280,6 +293,8 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant resume: no model loaded (load the model the state started from)");
     if (argc < 1)
         return qsur_fail(err, QSUR_ERR_ARG, "usage: ostquant resume FILE [steps=M] [calib=FILE] [eval=FILE] [state=OUT]");
+    if (check_no_hooks(s, "ostquant resume", err))
+        return QSUR_ERR_ARG;
     const char *file = argv[0], *calib = NULL, *eval = NULL, *state = NULL;
     long more = -1, v;
     for (int i = 1; i < argc; i++) {
