@@ -78,7 +78,7 @@ expect_grep "all 2 steps of the saved run are done: give steps=M" "$T/err" "resu
 expect_eq "$?" 1 "resume on another model fails"
 expect_grep "trained from different weights than the loaded model" "$T/err" "mismatched model is named"
 "$QSUR_BIN" -c "$PRE; rotate model hadamard 2; ostquant model steps=1" > /dev/null 2> "$T/err"
-expect_grep "already has online rotations" "$T/err" "ostquant on a rotated model is refused"
+expect_grep "already has an online rotation before w2" "$T/err" "ostquant on a rotated model is refused"
 "$QSUR_BIN" -c "$PRE; ostquant resume $T/missing.safetensors steps=1" > /dev/null 2> "$T/err"
 expect_eq "$?" 1 "resume with a missing state file fails"
 expect_grep "$T/missing.safetensors" "$T/err" "missing state file is named"

@@ -171,7 +171,9 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         /* keep the workspace copies and calibration activations current */
         qsur_error merr;
         char how[160];
-        snprintf(how, sizeof how, "ostquant (%d steps, %s)", os->step, qsur_ostquant_loss_name(o.loss));
+        snprintf(how, sizeof how, "ostquant (%d steps, %s, lr %g, seed %llu%s%s)", os->step,
+                 qsur_ostquant_loss_name(o.loss), o.lr, (unsigned long long)o.seed, o.womi ? "" : ", no-womi",
+                 o.learn_scales ? "" : ", no-scale");
         if (model_replaced(s, how, &merr) != QSUR_OK)
             rep_str(r, "workspace_warning", "warning", merr.msg);
         /* an interrupted run is logged with the steps it did, so a replay matches */
@@ -209,13 +211,15 @@ static int pick_calib(session *s, const char *given, const char **calib, int *se
 }
 
 /* OSTQuant folds the float weights and trains against the hook-free float
- * model: a model that already runs online rotations would lose them. */
+ * model (the teacher): an online rotation before w2 or wo is part of the
+ * model's function and would be lost (an online q/k rotation is not: q.k is
+ * unchanged, and the fused model brings its own). */
 static int check_no_hooks(const session *s, const char *who, qsur_error *err)
 {
     const qsur_llama_hooks *h = &s->model->hooks;
-    if (h->w2_in.apply || h->qk.apply || h->wo_in.apply)
-        return qsur_fail(err, QSUR_ERR_ARG, "%s: the model already has online rotations (rotate model / ostquant / "
-                         "an export): `model load` the original model first", who);
+    if (h->w2_in.apply || h->wo_in.apply)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: the model already has an online rotation before w2 (rotate model / "
+                         "ostquant / an export): `model load` the original model first", who);
     return QSUR_OK;
 }
 
