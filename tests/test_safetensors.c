@@ -175,9 +175,60 @@ static void test_roundtrip(void)
     qsur_tensor_free(c);
 }
 
+/* I8/U8 (quantized weight codes): integers round-trip exactly; anything that
+ * is not an integer in the dtype's range is refused before a file exists. */
+static void test_int_dtypes(void)
+{
+    qsur_error err;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/codes.safetensors", check_tmpdir());
+    qsur_tensor *a = NULL, *b = NULL;
+    int64_t n = 5;
+    CHECK_OK(qsur_tensor_new(&a, "codes_i8", 1, &n, &err), err);
+    CHECK_OK(qsur_tensor_new(&b, "codes_u8", 1, &n, &err), err);
+    if (!a || !b)
+        return;
+    const float ia[5] = {-128, -7, 0, 7, 127}, ub[5] = {0, 1, 15, 128, 255};
+    memcpy(a->data, ia, sizeof ia);
+    memcpy(b->data, ub, sizeof ub);
+    const qsur_tensor *ts[2] = {a, b};
+    qsur_dtype dt[2] = {QSUR_DTYPE_I8, QSUR_DTYPE_U8};
+    CHECK_OK(qsur_safetensors_write(path, ts, 2, dt, NULL, 0, NULL, &err), err);
+    qsur_safetensors *st = NULL;
+    CHECK_OK(qsur_safetensors_open(&st, path, &err), err);
+    if (st) {
+        CHECK(st->entries[0].dtype == QSUR_DTYPE_I8 && st->entries[1].dtype == QSUR_DTYPE_U8);
+        CHECK(st->entries[0].end - st->entries[0].begin == 5); /* one byte per code */
+        for (int i = 0; i < 2; i++) {
+            qsur_tensor *t = NULL;
+            CHECK_OK(qsur_safetensors_read_tensor(st, i, NULL, &t, NULL, &err), err);
+            if (t)
+                CHECK_MSG(memcmp(t->data, i ? ub : ia, sizeof ia) == 0, "%s round-trips", t->name);
+            qsur_tensor_free(t);
+        }
+        qsur_safetensors_close(st);
+    }
+    char bad_path[4096];
+    snprintf(bad_path, sizeof bad_path, "%s/bad_codes.safetensors", check_tmpdir());
+    a->data[1] = 1.5f;
+    int rc = qsur_safetensors_write(bad_path, ts, 1, dt, NULL, 0, NULL, &err);
+    CHECK(rc == QSUR_ERR_ARG && strstr(err.msg, "value 1.5 at element 1 is not an integer in [-128, 127]"));
+    a->data[1] = 128.0f;
+    CHECK(qsur_safetensors_write(bad_path, ts, 1, dt, NULL, 0, NULL, &err) == QSUR_ERR_ARG);
+    b->data[0] = -1.0f;
+    CHECK(qsur_safetensors_write(bad_path, ts + 1, 1, dt + 1, NULL, 0, NULL, &err) == QSUR_ERR_ARG);
+    FILE *f = fopen(bad_path, "rb");
+    CHECK_MSG(!f, "a refused write leaves no file");
+    if (f)
+        fclose(f);
+    qsur_tensor_free(a);
+    qsur_tensor_free(b);
+}
+
 int main(void)
 {
     test_json();
     test_roundtrip();
+    test_int_dtypes();
     return check_done();
 }
