@@ -66,14 +66,12 @@ int session_use_layer(session *s, const char *w_name, const char *x_name, qsur_e
     return QSUR_OK;
 }
 
-void session_drop_stale_layers(session *s)
+void session_drop_layers(session *s, int (*drop)(const session *s, const layer_state *l))
 {
     int keep = 0;
     for (int i = 0; i < s->nlayers; i++) {
         layer_state *l = &s->layers[i];
-        int gone = (l->w_name[0] && qsur_workspace_find(&s->ws, l->w_name) != l->w_t) ||
-                   (l->x_name[0] && qsur_workspace_find(&s->ws, l->x_name) != l->x_t);
-        if (gone) {
+        if (drop(s, l)) {
             if (i == s->current)
                 s->current = -1;
             layer_state_free(l);
@@ -84,6 +82,17 @@ void session_drop_stale_layers(session *s)
         s->layers[keep++] = *l;
     }
     s->nlayers = keep;
+}
+
+static int is_stale(const session *s, const layer_state *l)
+{
+    return (l->w_name[0] && qsur_workspace_find(&s->ws, l->w_name) != l->w_t) ||
+           (l->x_name[0] && qsur_workspace_find(&s->ws, l->x_name) != l->x_t);
+}
+
+void session_drop_stale_layers(session *s)
+{
+    session_drop_layers(s, is_stale);
 }
 
 int layer_view_get(session *s, layer_state *l, int base, layer_view *v, qsur_error *err)

@@ -65,6 +65,8 @@ int session_use_layer(struct session *s, const char *w_name, const char *x_name,
 /* Forget layers whose tensors are gone from, or were replaced in, the workspace
  * (after a reload): their stacks and caches describe the old data. */
 void session_drop_stale_layers(struct session *s);
+/* Forget every layer for which drop() returns non-zero (the current one too). */
+void session_drop_layers(struct session *s, int (*drop)(const struct session *s, const layer_state *l));
 
 /* View of the original (base=1) or current (base=0) matrices. */
 int layer_view_get(struct session *s, layer_state *l, int base, layer_view *v, qsur_error *err);
