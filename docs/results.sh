@@ -52,6 +52,7 @@ script1() { # method config
     QuaRot+GPTQ) echo "$LOAD; $CAL; rotate model hadamard 1; ${q}gptq model; $PPL" ;;
   esac
 }
+[ "${1:-}" = cqe ] && configs=() # only the CQE+ runs (below)
 for c in "${configs[@]}"; do
   for m in "${methods1[@]}"; do
     case $m in *GPTQ) [ "$c" = FP ] && continue ;; esac
@@ -74,6 +75,44 @@ script2() { # method config
     CQE+) echo "$LOAD; $CAL; $q; cqe model steps=100; $PPL" ;;
   esac
 }
+# `bash docs/results.sh cqe`: only the CQE+ runs of table 2; appends the CQE+ column to
+# both table-2 tables of an existing docs/results.md made without it (full runs take long
+# on a shared machine), and adds its commands to the list. The full run above includes it.
+if [ "${1:-}" = cqe ]; then
+  grep -q 'outliers | CQE+ |$' "$OUT" && { echo "results.sh cqe: $OUT already has a CQE+ column" >&2; exit 1; }
+  for c in "${wconfigs[@]}"; do run "t2-CQE+-$c" "$(script2 CQE+ "$c")"; done
+  args=()
+  for c in "${wconfigs[@]}"; do
+    args+=("$(fmt "$(val ppl "t2-CQE+-$c")")" "$(fmt4 "$(val mean_error "t2-CQE+-$c")")")
+  done
+  awk -v p1="${args[0]}" -v e1="${args[1]}" -v p2="${args[2]}" -v e2="${args[3]}" \
+      -v p3="${args[4]}" -v e3="${args[5]}" '
+    BEGIN { ppl["W4A16"] = p1; ppl["W3A16"] = p2; ppl["W2A16"] = p3
+            err["W4A16"] = e1; err["W3A16"] = e2; err["W2A16"] = e3 }
+    /^## 2\./ { sec = 1 } /^## 3\./ { sec = 0 }
+    sec && /^\| config \|/ { tab++; print $0 " CQE+ |"; next }
+    sec && /^\|---/ { print $0 "---|"; next }
+    sec && /^\| W[0-9]A16 \|/ { split($0, f, " "); c = f[2]; print $0 " " (tab == 1 ? ppl[c] : err[c]) " |"; next }
+    sec && /^- \*\*QuantEase\*\*/ { q = 1 }
+    sec && q && /^- `gptq model`/ {
+      print "- **CQE+** (column added by `bash docs/results.sh cqe`, same protocol): `cqe model steps=100`"
+      print "  (layer scope per linear, sequential as GPTQ): W'"'"' = W + U_r D V_r^T with a tridiagonal D"
+      print "  (band 1, full rank) trained by Adam (lr 0.001 x rms singular value) through the STE; the"
+      print "  best of the 101 evaluated D (D = 0 = RTN) is kept. Cross-layer learning is not"
+      print "  implemented (docs/methods.md)."
+      q = 0 }
+    { print }' "$OUT" > "$OUT.tmp"
+  # the exact commands go before the closing fence (the file's last line)
+  { head -n -1 "$OUT.tmp"
+    for c in "${wconfigs[@]}"; do
+      s=$(script2 CQE+ "$c"); printf '%-28s %s\n' "t2-CQE+-$c" "${s//$(dirname "$(dirname "$M")")/\$SHARED}"
+    done
+    tail -n 1 "$OUT.tmp"; } > "$OUT.tmp2"
+  rm -f "$OUT.tmp"
+  mv "$OUT.tmp2" "$OUT"
+  echo "results.sh cqe: updated $OUT" >&2
+  exit 0
+fi
 for c in "${wconfigs[@]}"; do
   for m in "${methods2[@]}"; do
     run "t2-$m-$c" "$(script2 "$m" "$c")"
