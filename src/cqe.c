@@ -17,7 +17,7 @@ struct qsur_cqe_problem {
     const float *W;   /* borrowed */
     float *U;         /* m x r, row-major: top-r left singular vectors */
     float *Vt;        /* r x d: top-r right singular vectors as rows */
-    float *H;         /* d x d, X^T X */
+    float *H;         /* d x d, X^T X; NULL without calibration data */
     double *S;        /* r singular values */
     float *T1;        /* m x r: U_r D */
     float *Wp, *Q, *E, *EH; /* m x d each */
@@ -86,9 +86,13 @@ int qsur_cqe_problem_new(qsur_cqe_problem **out, const qsur_wquant_layer *L,
                          const qsur_quant_spec *spec, int64_t rank, int band, qsur_error *err)
 {
     *out = NULL;
-    int rc = qsur_wquant_check(L, "cqe", err);
-    if (rc)
-        return rc;
+    int rc;
+    if (L->X || L->H) {
+        if ((rc = qsur_wquant_check(L, "cqe", err)))
+            return rc;
+    } else if (!L->W || L->rows < 1 || L->cols < 1) {
+        return qsur_fail(err, QSUR_ERR_ARG, "cqe: needs a weight");
+    }
     if (spec->bits < 16 && (rc = qsur_quant_validate(spec, L->cols, err)))
         return rc;
     if (rank < 0 || band < 0)
@@ -106,7 +110,8 @@ int qsur_cqe_problem_new(qsur_cqe_problem **out, const qsur_wquant_layer *L,
     const size_t md = (size_t)(m * d);
     p->U = qsur_alloc((size_t)(m * p->r), sizeof(float));
     p->Vt = qsur_alloc((size_t)(p->r * d), sizeof(float));
-    p->H = qsur_alloc((size_t)(d * d), sizeof(float));
+    const int data = L->X || L->H;
+    p->H = data ? qsur_alloc((size_t)(d * d), sizeof(float)) : NULL;
     p->S = qsur_alloc((size_t)p->r, sizeof(double));
     p->T1 = qsur_alloc((size_t)(m * p->r), sizeof(float));
     p->Wp = qsur_alloc(md, sizeof(float));
@@ -114,11 +119,12 @@ int qsur_cqe_problem_new(qsur_cqe_problem **out, const qsur_wquant_layer *L,
     p->E = qsur_alloc(md, sizeof(float));
     p->EH = qsur_alloc(md, sizeof(float));
     p->A = qsur_alloc((size_t)(p->r * d), sizeof(float));
-    if (!p->U || !p->Vt || !p->H || !p->S || !p->T1 || !p->Wp || !p->Q || !p->E || !p->EH || !p->A) {
+    if (!p->U || !p->Vt || (data && !p->H) || !p->S || !p->T1 || !p->Wp || !p->Q || !p->E || !p->EH || !p->A) {
         qsur_cqe_problem_free(p);
         return qsur_fail(err, QSUR_ERR_NOMEM, "cqe: out of memory for a %lldx%lld layer", (long long)m, (long long)d);
     }
-    if (L->H) {
+    if (!data) {
+    } else if (L->H) {
         for (int64_t i = 0; i < d * d; i++)
             p->H[i] = (float)L->H[i];
     } else {
@@ -144,8 +150,7 @@ int qsur_cqe_problem_new(qsur_cqe_problem **out, const qsur_wquant_layer *L,
     return QSUR_OK;
 }
 
-int qsur_cqe_eval(qsur_cqe_problem *p, const double *D, float *Q, double *loss, double *G,
-                  qsur_error *err)
+int qsur_cqe_apply(qsur_cqe_problem *p, const double *D, float *Q, qsur_error *err)
 {
     const int64_t m = p->m, d = p->d, r = p->r;
     const int b = p->b, bw = p->bw;
@@ -171,6 +176,36 @@ int qsur_cqe_eval(qsur_cqe_problem *p, const double *D, float *Q, double *loss, 
                     (int)r, p->Vt, (int)d, 1.0f, p->Wp, (int)d);
     }
     int rc = qsur_fake_quant(&p->spec, p->Wp, m, d, p->Q, NULL, err);
+    if (!rc && Q)
+        memcpy(Q, p->Q, (size_t)(m * d) * sizeof(float));
+    return rc;
+}
+
+int qsur_cqe_backward(qsur_cqe_problem *p, float *dQ, double *G, qsur_error *err)
+{
+    const int64_t m = p->m, d = p->d, r = p->r;
+    const int b = p->b, bw = p->bw;
+    int rc = qsur_fake_quant_backward(&p->spec, p->Wp, m, d, dQ, dQ, err);
+    if (rc)
+        return rc;
+    /* A = U_r^T dW' (r x d), then dD_ij = A_i . Vt_j on the band only */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)d, (int)m, 1.0f, p->U, (int)r,
+                dQ, (int)d, 0.0f, p->A, (int)d);
+    for (int64_t i = 0; i < r; i++)
+        for (int k = 0; k < bw; k++) {
+            int64_t j = i + k - b;
+            G[i * bw + k] = j >= 0 && j < r ? cblas_dsdot((int)d, p->A + i * d, 1, p->Vt + j * d, 1) : 0.0;
+        }
+    return QSUR_OK;
+}
+
+int qsur_cqe_eval(qsur_cqe_problem *p, const double *D, float *Q, double *loss, double *G,
+                  qsur_error *err)
+{
+    const int64_t m = p->m, d = p->d;
+    if (!p->H)
+        return qsur_fail(err, QSUR_ERR_ARG, "cqe: this problem has no calibration data (made for cross-layer use)");
+    int rc = qsur_cqe_apply(p, D, Q, err);
     if (rc)
         return rc;
     for (int64_t i = 0; i < m * d; i++)
@@ -182,25 +217,12 @@ int qsur_cqe_eval(qsur_cqe_problem *p, const double *D, float *Q, double *loss, 
     for (int64_t i = 0; i < m * d; i++)
         f += (double)p->E[i] * p->EH[i];
     *loss = f;
-    if (Q)
-        memcpy(Q, p->Q, (size_t)(m * d) * sizeof(float));
     if (!G)
         return QSUR_OK;
-    /* dQ = -2 E H; dW' = STE(dQ), in place in EH */
+    /* dQ = -2 E H, then the STE and the SVD basis */
     for (int64_t i = 0; i < m * d; i++)
         p->EH[i] *= -2.0f;
-    rc = qsur_fake_quant_backward(&p->spec, p->Wp, m, d, p->EH, p->EH, err);
-    if (rc)
-        return rc;
-    /* A = U_r^T dW' (r x d), then dD_ij = A_i . Vt_j on the band only */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)d, (int)m, 1.0f, p->U, (int)r,
-                p->EH, (int)d, 0.0f, p->A, (int)d);
-    for (int64_t i = 0; i < r; i++)
-        for (int k = 0; k < bw; k++) {
-            int64_t j = i + k - b;
-            G[i * bw + k] = j >= 0 && j < r ? cblas_dsdot((int)d, p->A + i * d, 1, p->Vt + j * d, 1) : 0.0;
-        }
-    return QSUR_OK;
+    return qsur_cqe_backward(p, p->EH, G, err);
 }
 
 int qsur_cqe(const qsur_wquant_layer *L, const qsur_quant_spec *spec, const qsur_cqe_opts *o,

@@ -10,6 +10,8 @@
 #include <string.h>
 #include "check.h"
 #include "qsur/cqe.h"
+#include "qsur/cqe_cross.h"
+#include "qsur/llama_train.h"
 #include "qsur/llama.h"
 #include "qsur/npy.h"
 #include "qsur/tensor.h"
@@ -248,6 +250,141 @@ static void test_stories_w2(void)
     qsur_llama_free(m);
 }
 
+static void fill(float *x, int64_t n, double s)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)(s * check_gauss());
+}
+
+/* L = <C, h_1> with h_1 the residual after block 1 of a 3-block random model:
+ * qsur_llama_backward_hidden(0..1) vs central differences along random
+ * directions of single weights; block 2 gets no gradient. */
+static double hidden_loss(const qsur_llama *m, qsur_llama_tape *t, const int *tok, const float *C)
+{
+    qsur_error err;
+    if (qsur_llama_train_forward(m, t, tok, t->B, t->T, &err))
+        return NAN;
+    const float *h = t->x_in + (size_t)2 * t->N * t->dim;
+    double L = 0;
+    for (int64_t i = 0; i < t->N * t->dim; i++)
+        L += (double)C[i] * h[i];
+    return L;
+}
+
+static void test_backward_hidden(void)
+{
+    qsur_error err;
+    qsur_llama_config c = qsur_llama_config_default();
+    c.dim = 16, c.hidden_dim = 24, c.n_layers = 3, c.n_heads = 4, c.n_kv_heads = 2;
+    c.vocab_size = 32, c.seq_len = 8, c.shared_classifier = 0;
+    qsur_llama *m = NULL;
+    CHECK_OK(qsur_llama_new(&m, &c, &err), err);
+    if (!m)
+        return;
+    c = m->cfg;
+    fill(m->tok_embeddings, (int64_t)c.vocab_size * c.dim, 1.0);
+    fill(m->output.w, (int64_t)c.vocab_size * c.dim, 0.3);
+    for (int i = 0; i < c.dim; i++)
+        m->norm[i] = 1.0f;
+    for (int l = 0; l < c.n_layers; l++) {
+        for (int i = 0; i < c.dim; i++)
+            m->layers[l].attention_norm[i] = m->layers[l].ffn_norm[i] = (float)(1.0 + 0.2 * check_gauss());
+        for (int j = 0; j < 7; j++) {
+            qsur_llama_linear *lin = qsur_llama_linear_at(m, l * 7 + j);
+            fill(lin->w, lin->rows * lin->cols, 0.8 / sqrt((double)lin->cols));
+        }
+    }
+    int tok[2 * 8];
+    for (int i = 0; i < 16; i++)
+        tok[i] = (i * 7 + 3) % c.vocab_size;
+    qsur_llama_tape *t = NULL;
+    qsur_llama_grads *g = NULL;
+    CHECK_OK(qsur_llama_tape_new(&t, m, 2, 8, &err), err);
+    CHECK_OK(qsur_llama_grads_new(&g, m, &err), err);
+    float *C = malloc(sizeof(float) * 16 * (size_t)c.dim);
+    fill(C, 16 * c.dim, 1.0);
+    CHECK_OK(qsur_llama_train_forward(m, t, tok, 2, 8, &err), err);
+    qsur_llama_grads_zero(g, m);
+    CHECK_OK(qsur_llama_backward_hidden(m, t, 0, 1, C, NULL, g, &err), err);
+    CHECK(qsur_llama_backward_hidden(m, t, 1, 3, C, NULL, g, &err) == QSUR_ERR_ARG);
+    struct { qsur_llama_linear *l; float *dw; } probe[4] = {
+        {&m->layers[0].wq, g->layers[0].d_wq}, {&m->layers[0].w2, g->layers[0].d_w2},
+        {&m->layers[1].wv, g->layers[1].d_wv}, {&m->layers[1].w3, g->layers[1].d_w3}};
+    for (int k = 0; k < 4; k++) {
+        int64_t n = probe[k].l->rows * probe[k].l->cols;
+        float *w = probe[k].l->w, *w0 = malloc(sizeof(float) * (size_t)n), *dir = malloc(sizeof(float) * (size_t)n);
+        memcpy(w0, w, sizeof(float) * (size_t)n);
+        fill(dir, n, 1.0);
+        double an = 0, h = 2e-3;
+        for (int64_t i = 0; i < n; i++)
+            an += (double)probe[k].dw[i] * dir[i];
+        for (int64_t i = 0; i < n; i++)
+            w[i] = w0[i] + (float)h * dir[i];
+        double P = hidden_loss(m, t, tok, C);
+        for (int64_t i = 0; i < n; i++)
+            w[i] = w0[i] - (float)h * dir[i];
+        double Mn = hidden_loss(m, t, tok, C);
+        memcpy(w, w0, sizeof(float) * (size_t)n);
+        double fd = (P - Mn) / (2 * h);
+        CHECK_MSG(fabs(an - fd) <= 2e-3 * fmax(fabs(fd), 1.0), "backward_hidden %s: analytic %.8g fd %.8g",
+                  probe[k].l->name, an, fd);
+        free(w0), free(dir);
+    }
+    double z = 0;
+    for (int64_t i = 0; i < (int64_t)c.hidden_dim * c.dim; i++)
+        z += fabs(g->layers[2].d_w1[i]);
+    CHECK(z == 0);
+    free(C);
+    qsur_llama_grads_free(g);
+    qsur_llama_tape_free(t);
+    qsur_llama_free(m);
+}
+
+/* Cross-layer learning on stories260K: every window's loss at the kept D's is
+ * <= its RTN loss and the first window's strictly lower; every linear gets a
+ * copy; errors leave the model untouched. */
+static void test_cross_stories(void)
+{
+    qsur_error err;
+    qsur_llama *m = NULL;
+    qsur_tokens cal;
+    CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
+    CHECK_OK(qsur_tokens_load(&cal, check_shared("data/stories260K.calib.u16"), 256, 512, &err), err);
+    if (check_failed) {
+        qsur_llama_free(m);
+        return;
+    }
+    qsur_quant_spec q = qsur_quant_default();
+    q.bits = 3, q.symmetric = 0, q.gran = QSUR_GRAN_GROUP, q.group = 32;
+    qsur_cqe_cross_opts o = qsur_cqe_cross_default();
+    o.layer.steps = 8;
+    o.layer.lr = 1e-3;
+    o.n_seqs = 2;
+    o.seq_len = 64;
+    int nw = qsur_cqe_cross_windows(m, o.window);
+    CHECK(nw == 3); /* 5 blocks, K = 2: [0,1] [2,3] [4] */
+    qsur_cqe_window_row rows[3];
+    CHECK_OK(qsur_cqe_cross(m, &cal, &q, &o, rows, NULL, &err), err);
+    for (int w = 0; w < nw; w++) {
+        printf("cross window %d..%d: mse rtn %.6g cqe+ %.6g (best step %d)\n", rows[w].first, rows[w].last,
+               rows[w].rtn_loss, rows[w].loss, rows[w].best_step);
+        CHECK(rows[w].loss <= rows[w].rtn_loss);
+    }
+    CHECK(rows[0].first == 0 && rows[0].last == 1 && rows[2].first == 4 && rows[2].last == 4);
+    CHECK_MSG(rows[0].loss < 0.99 * rows[0].rtn_loss, "window 0 did not improve: %g vs %g", rows[0].loss,
+              rows[0].rtn_loss);
+    int have = 0;
+    for (int i = 0; i < 35; i++)
+        have += qsur_llama_linear_at(m, i)->wq != NULL;
+    CHECK(have == 35);
+    float *before = qsur_llama_linear_at(m, 3)->wq;
+    o.window = 9;
+    CHECK(qsur_cqe_cross(m, &cal, &q, &o, NULL, NULL, &err) == QSUR_ERR_ARG);
+    CHECK(qsur_llama_linear_at(m, 3)->wq == before);
+    qsur_tokens_free(&cal);
+    qsur_llama_free(m);
+}
+
 static void test_bad_args(void)
 {
     qsur_error err;
@@ -274,6 +411,8 @@ int main(void)
     test_band0_is_lsi();
     test_sample_layer();
     test_stories_w2();
+    test_backward_hidden();
+    test_cross_stories();
     test_bad_args();
     return check_done();
 }

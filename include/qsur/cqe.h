@@ -43,7 +43,8 @@ qsur_cqe_opts qsur_cqe_default(void);
 /* The fixed data of one layer's problem: SVD factors, H, scratch. */
 typedef struct qsur_cqe_problem qsur_cqe_problem;
 
-/* SVD of L->W (dgesdd) and H (L->H when given, else X^T X). rank 0 = full;
+/* SVD of L->W (dgesdd) and H (L->H when given, else X^T X; with neither X nor
+ * H only qsur_cqe_apply/_backward work: cross-layer use). rank 0 = full;
  * rank and band are clamped to [1, min(rows,cols)] and [0, r-1]. */
 int qsur_cqe_problem_new(qsur_cqe_problem **out, const qsur_wquant_layer *L,
                          const qsur_quant_spec *spec, int64_t rank, int band,
@@ -60,6 +61,13 @@ const double *qsur_cqe_singular_values(const qsur_cqe_problem *p);
  * and when G is not NULL the STE gradient df/dD in band storage. */
 int qsur_cqe_eval(qsur_cqe_problem *p, const double *D, float *Q, double *loss, double *G,
                   qsur_error *err);
+
+/* The pieces of _eval for losses computed elsewhere (cross-layer learning):
+ * _apply forms W' = W + U_r D V_r^T and Q (optional copy) = Q(W'), keeping W';
+ * _backward turns dQ = dL/dQ (rows x cols, overwritten) into dL/dD (band
+ * storage) through the STE at the W' of the last _apply. */
+int qsur_cqe_apply(qsur_cqe_problem *p, const double *D, float *Q, qsur_error *err);
+int qsur_cqe_backward(qsur_cqe_problem *p, float *dQ, double *G, qsur_error *err);
 
 typedef struct {
     double rtn_loss;   /* f(0) */
