@@ -235,6 +235,7 @@ int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     qsur_cqe_opts o = qsur_cqe_default();
     long v;
+    int window = -1; /* model mode: 0 = sequential layer scope, K > 0 cross-layer */
     int model = model_mode(&argc, &argv);
     for (int i = 0; i < argc; i++) {
         if (!strncmp(argv[i], "steps=", 6) && !parse_long(argv[i] + 6, 0, 100000, &v))
@@ -245,20 +246,32 @@ int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
             o.band = (int)v;
         else if (!strncmp(argv[i], "rank=", 5) && !parse_long(argv[i] + 5, 0, 1L << 30, &v))
             o.rank = v;
-        else if (!strncmp(argv[i], "window=", 7))
-            return qsur_fail(err, QSUR_ERR_ARG,
-                             "cross-layer learning (window=K) is not implemented; `cqe model` runs the "
-                             "layer scope sequentially");
+        else if (!strncmp(argv[i], "window=", 7) && !parse_long(argv[i] + 7, 0, 1000, &v))
+            window = (int)v;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=N, lr=X, band=B, rank=R)", argv[i]);
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=N, lr=X, band=B, rank=R, window=K)",
+                             argv[i]);
+    }
+    if (model && window < 0)
+        window = 2;
+    if (window >= 0 && !model)
+        return qsur_fail(err, QSUR_ERR_ARG, "window=K (cross-layer learning) needs model mode: `cqe model window=K`");
+    if (model && window > 0) {
+        qsur_cqe_cross_opts co = qsur_cqe_cross_default();
+        co.layer = o;
+        co.window = window;
+        char canon[160];
+        snprintf(canon, sizeof canon, "cqe model steps=%d lr=%.17g band=%d rank=%lld window=%d", o.steps, o.lr,
+                 o.band, (long long)o.rank, window);
+        return model_cqe_cross(s, &co, canon, r, err);
     }
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_CQE;
         mo.cqe = o;
         char canon[128];
-        snprintf(canon, sizeof canon, "cqe model steps=%d lr=%.17g band=%d rank=%lld", o.steps, o.lr, o.band,
-                 (long long)o.rank);
+        snprintf(canon, sizeof canon, "cqe model steps=%d lr=%.17g band=%d rank=%lld window=0", o.steps, o.lr,
+                 o.band, (long long)o.rank);
         return model_wquant(s, &mo, canon, r, err);
     }
     session_log_as(s, "%s", "");
