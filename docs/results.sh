@@ -36,6 +36,12 @@ run() {
 # val KEY ID: the last "KEY": value in run ID's output
 val() { grep -o "\"$1\":[^,}]*" "$TMP/$2.json" | tail -1 | cut -d: -f2 | tr -d '"'; }
 fmt() { awk -v v="$1" 'BEGIN { if (v == "") print "—"; else if (v + 0 >= 1000) printf "%.0f", v; else printf "%.2f", v }'; }
+# perlin ID rtn|err: "linear value" per linear from a sequential method's table
+perlin() {
+  grep -o '"linear":"[^"]*","group":[^,]*,"rtn_error":[^,]*,"error":[^,]*' "$TMP/$1.json" |
+    sed -E 's/"linear":"([^"]*)".*"rtn_error":([^,]*),"error":(.*)/\1 \2 \3/' |
+    awk -v w="$2" '{ print $1, (w == "rtn" ? $2 : $3) }'
+}
 fmt4() { awk -v v="$1" 'BEGIN { if (v == "") print "—"; else printf "%.4f", v }'; }
 
 # ---- table 1: weight + activation + KV ------------------------------------
@@ -189,6 +195,17 @@ done
     for m in GPTQ AWQ QuantEase QuantEase-outliers CQE+; do row="$row $(fmt4 "$(val mean_error "t2-$m-$c")") |"; done
     echo "$row"
   done
+  echo
+  echo "Per linear at W4A16 (group 32): the same weight-only output error for each of the"
+  echo "35 linears (RTN on the GPTQ run's inputs; each method on its own sequential inputs):"
+  echo
+  echo "| linear | RTN | GPTQ | AWQ | QuantEase | QuantEase + 1% outliers |"
+  echo "|---|---|---|---|---|---|"
+  if [ -f "$TMP/t2-GPTQ-W4A16.json" ]; then
+    paste -d' ' <(perlin t2-GPTQ-W4A16 rtn) <(perlin t2-GPTQ-W4A16 err) <(perlin t2-AWQ-W4A16 err) \
+      <(perlin t2-QuantEase-W4A16 err) <(perlin t2-QuantEase-outliers-W4A16 err) |
+      awk '{ printf "| %s | %.4f | %.4f | %.4f | %.4f | %.4f |\n", $1, $2, $4, $6, $8, $10 }'
+  fi
   echo
   echo "- **AWQ**: grid of 21 exponents; the scale stays in the fake-quantized weight"
   echo "  quant(W diag(s)) diag(1/s) (exact for weight-only)."
