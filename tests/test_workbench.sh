@@ -55,6 +55,17 @@ for m in eig-float cholesky; do
   expect_true "qsur_method $m: $v vs eig-double $a" awk -v x="$v" -v y="$a" 'BEGIN{d=x-y; if(d<0)d=-d; exit !(d < 1e-6 * (y<0?-y:y))}'
 done
 
+# weight quantizers on the layer: each reports RTN and its own output error, and beats RTN
+for m in "gptq" "gptq act" "quantease 2" "quantease 2 outliers=0.01" "awq 10" "cqe steps=10"; do
+  out=$(J "load sample_data/layer.safetensors; use W X; quant w4; $m" | tail -1)
+  ratio=$(printf '%s' "$out" | field ratio)
+  expect_true "$m: output error ratio vs RTN $ratio < 1" awk -v r="$ratio" 'BEGIN{exit !(r > 0 && r < 1)}'
+done
+"$QSUR_BIN" -c "load sample_data/layer.safetensors; use W X; cqe window=2" >/dev/null 2>"$T/err"
+expect_grep "cqe: window=K (cross-layer learning) needs model mode" "$T/err" "cqe window without model"
+"$QSUR_BIN" -c "load sample_data/layer.safetensors; use W; gptq" >/dev/null 2>"$T/err"
+expect_grep "gptq needs a weight and its activations" "$T/err" "gptq without activations"
+
 # JSON readers get an object even for errors found before a handler runs
 out=$("$QSUR_BIN" --json -c "bogus" 2>/dev/null)
 expect_eq "$out" '{"command":"bogus","ok":false,"error":"bogus: unknown command (try `help`)"}' "unknown command as JSON"
