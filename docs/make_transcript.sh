@@ -12,8 +12,10 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 # Plots follow the terminal width; fix it so the transcript is reproducible.
 COLUMNS=100 NO_COLOR=1 LC_ALL=C.UTF-8 "$bin" -c 'set echo on' -f docs/tutorial.qs > "$out"
-# The log records absolute paths; show them relative to the checkout.
-sed -i "s|$PWD/||g" "$out"
+# The log records absolute paths; show them relative to the checkout, and drop
+# trailing blanks (table padding was computed for the absolute path, whose length
+# depends on where the checkout lives).
+sed -i -e "s|$PWD/||g" -e 's/[[:space:]]*$//' "$out"
 awk -v outfile="$out" '
 BEGIN {
     n = 0
