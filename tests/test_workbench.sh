@@ -49,6 +49,12 @@ out=$(J "load $QSUR_SHARED/data/stories260K.bin; use layers.0.feed_forward.w2; s
 printf '%s' "$out" | grep -q 'hadamard 4 (walsh) x random-orthogonal 43 (seed 9)'; expect_eq $? 0 "172-channel fallback described"
 printf '%s' "$out" | grep -q '"w_singular_reason":"covariance is singular: n=64 samples <= d=172 dimensions"'; expect_eq $? 0 "singular weight QSUR says why"
 
+# the three log-det methods agree on the sample layer (cholesky and eig-float are the fast paths)
+for m in eig-float cholesky; do
+  v=$(J "load sample_data/layer.safetensors; use W X; set qsur_method $m; qsur" | tail -1 | field x_log10_qsur)
+  expect_true "qsur_method $m: $v vs eig-double $a" awk -v x="$v" -v y="$a" 'BEGIN{d=x-y; if(d<0)d=-d; exit !(d < 1e-6 * (y<0?-y:y))}'
+done
+
 # JSON readers get an object even for errors found before a handler runs
 out=$("$QSUR_BIN" --json -c "bogus" 2>/dev/null)
 expect_eq "$out" '{"command":"bogus","ok":false,"error":"bogus: unknown command (try `help`)"}' "unknown command as JSON"

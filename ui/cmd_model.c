@@ -41,25 +41,17 @@ static int need_model(session *s, const char *who, qsur_error *err)
 
 /* Layer states on model tensors hold stacks of stale copies once the model's
  * weights change: forget them. */
+static int is_model_layer(const session *s, const layer_state *l)
+{
+    (void)s;
+    return !strncmp(l->w_name, "layers.", 7) || !strncmp(l->x_name, "layers.", 7) ||
+           !strcmp(l->w_name, "tok_embeddings") || !strcmp(l->w_name, "output") ||
+           !strcmp(l->w_name, "norm");
+}
+
 static void drop_model_layers(session *s)
 {
-    int keep = 0;
-    for (int i = 0; i < s->nlayers; i++) {
-        layer_state *l = &s->layers[i];
-        int model = !strncmp(l->w_name, "layers.", 7) || !strncmp(l->x_name, "layers.", 7) ||
-                    !strcmp(l->w_name, "tok_embeddings") || !strcmp(l->w_name, "output") ||
-                    !strcmp(l->w_name, "norm");
-        if (model) {
-            if (i == s->current)
-                s->current = -1;
-            layer_state_free(l);
-            continue;
-        }
-        if (i == s->current)
-            s->current = keep;
-        s->layers[keep++] = *l;
-    }
-    s->nlayers = keep;
+    session_drop_layers(s, is_model_layer);
 }
 
 static void remove_captures(session *s, int n_layers)

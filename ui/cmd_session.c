@@ -1,8 +1,10 @@
 /* Session commands: help, set, run, save, history, echo, quit. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "command.h"
+#include "layer_state.h"
 #include "commands.h"
 #include "qsur/atomic_file.h"
 #include "script.h"
@@ -81,6 +83,7 @@ static void show_settings(session *s, report *r)
     rep_num(r, "outlier_k", "outlier_k", s->set.outlier_k, "%g");
     rep_num(r, "alpha", "alpha (QSUR confidence)", s->set.qsur_alpha, "%g");
     rep_str(r, "cube", "cube (QSUR)", s->set.qsur_asym ? "asym" : "sym");
+    rep_str(r, "qsur_method", "qsur_method", qsur_method_name((qsur_method)s->set.qsur_method));
     rep_int(r, "bins", "bins (0 = auto)", s->set.hist_bins);
     if (s->set.error_tokens < 0)
         rep_str(r, "error_tokens", "error_tokens", "auto");
@@ -138,6 +141,18 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
         if (strcmp(v, "sym") && strcmp(v, "asym"))
             return qsur_fail(err, QSUR_ERR_ARG, "cube: expected sym or asym, got '%s'", v);
         s->set.qsur_asym = !strcmp(v, "asym");
+    } else if (!strcmp(k, "qsur_method")) {
+        int m = !strcmp(v, "eig-double") ? QSUR_METHOD_EIG_DOUBLE
+              : !strcmp(v, "eig-float")  ? QSUR_METHOD_EIG_FLOAT
+              : !strcmp(v, "cholesky")   ? QSUR_METHOD_CHOLESKY : -1;
+        if (m < 0)
+            return qsur_fail(err, QSUR_ERR_ARG, "qsur_method: expected eig-double, eig-float or cholesky, got '%s'", v);
+        s->set.qsur_method = m;
+        /* Layers remember the log-det of their original covariance; a new method recomputes it. */
+        for (int i = 0; i < s->nlayers; i++) {
+            s->layers[i].base_logdet_x = s->layers[i].base_logdet_w = NAN;
+            s->layers[i].base.valid = 0;
+        }
     } else if (!strcmp(k, "bins")) {
         if (parse_long(v, 0, 10000, &l))
             return qsur_fail(err, QSUR_ERR_ARG, "bins: expected 0 (auto) .. 10000, got '%s'", v);
@@ -157,7 +172,7 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
         s->set.seed = (unsigned long long)l;
     } else {
         return qsur_fail(err, QSUR_ERR_ARG,
-                         "unknown setting '%s' (format, errexit, echo, color, outlier_k, alpha, cube, bins, error_tokens, seed)", k);
+                         "unknown setting '%s' (format, errexit, echo, color, outlier_k, alpha, cube, qsur_method, bins, error_tokens, seed)", k);
     }
     return QSUR_OK;
 }

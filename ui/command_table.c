@@ -5,7 +5,7 @@
 #include "commands.h"
 
 static const char *const set_words[] = {"format", "errexit", "echo", "color", "outlier_k", "alpha",
-                                        "cube", "bins", "error_tokens", "seed", NULL};
+                                        "cube", "qsur_method", "bins", "error_tokens", "seed", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
@@ -239,9 +239,12 @@ const command command_table[] = {
      "set outlier_k K         a channel is an outlier when absmax > K x median absmax (default 8)\n"
      "set alpha A             confidence level of the QSUR ellipsoid (default 0.99)\n"
      "set cube sym|asym       QSUR cube: centred at 0 (sym, default) or spanning [min,max] (asym)\n"
+     "set qsur_method M       how the original covariance's log-determinant is found, once per\n"
+     "                        layer: eig-double (dsyevd, default), eig-float (ssyevd, ~3x faster),\n"
+     "                        cholesky (dpotrf: the same log-det, no eigenvalues, fastest)\n"
      "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
      "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
-     "                        evenly spaced tokens when tokens x in x out > 2^31, so live\n"
+     "                        evenly spaced tokens when tokens x in x out > 2^30, so live\n"
      "                        updates of big layers stay fast; results say how many\n"
      "set seed N              next seed for commands given none (they log the seed they used)",
      cmd_set},

@@ -9,6 +9,8 @@
 void layer_state_free(layer_state *l)
 {
     layer_transform_free(l);
+    free(l->xq.data);
+    free(l->wq.data);
     memset(l, 0, sizeof *l);
 }
 
@@ -66,14 +68,12 @@ int session_use_layer(session *s, const char *w_name, const char *x_name, qsur_e
     return QSUR_OK;
 }
 
-void session_drop_stale_layers(session *s)
+void session_drop_layers(session *s, int (*drop)(const session *s, const layer_state *l))
 {
     int keep = 0;
     for (int i = 0; i < s->nlayers; i++) {
         layer_state *l = &s->layers[i];
-        int gone = (l->w_name[0] && qsur_workspace_find(&s->ws, l->w_name) != l->w_t) ||
-                   (l->x_name[0] && qsur_workspace_find(&s->ws, l->x_name) != l->x_t);
-        if (gone) {
+        if (drop(s, l)) {
             if (i == s->current)
                 s->current = -1;
             layer_state_free(l);
@@ -84,6 +84,17 @@ void session_drop_stale_layers(session *s)
         s->layers[keep++] = *l;
     }
     s->nlayers = keep;
+}
+
+static int is_stale(const session *s, const layer_state *l)
+{
+    return (l->w_name[0] && qsur_workspace_find(&s->ws, l->w_name) != l->w_t) ||
+           (l->x_name[0] && qsur_workspace_find(&s->ws, l->x_name) != l->x_t);
+}
+
+void session_drop_stale_layers(session *s)
+{
+    session_drop_layers(s, is_stale);
 }
 
 int layer_view_get(session *s, layer_state *l, int base, layer_view *v, qsur_error *err)
@@ -117,6 +128,7 @@ static int base_logdet(session *s, const float *a, int64_t rows, int64_t d, doub
         return QSUR_OK;
     qsur_options opt = qsur_options_default();
     opt.alpha = s->set.qsur_alpha;
+    opt.method = (qsur_method)s->set.qsur_method;
     qsur_result res;
     int rc = qsur_compute(a, rows, d, &opt, &res, &s->progress, err);
     if (rc != QSUR_OK)
@@ -126,19 +138,32 @@ static int base_logdet(session *s, const float *a, int64_t rows, int64_t d, doub
     return QSUR_OK;
 }
 
+/* A buffer of at least n floats kept across updates: freshly allocated pages
+ * cost a page fault each on first touch, which was most of an update's time
+ * on a 4096-channel layer. */
+static float *scratch(layer_scratch *b, int64_t n)
+{
+    if (b->cap < n) {
+        free(b->data);
+        b->data = qsur_alloc((size_t)n, sizeof *b->data);
+        b->cap = b->data ? n : 0;
+    }
+    return b->data;
+}
+
 static int side_metrics(session *s, const float *a, int64_t rows, int64_t d, double logdet,
                         const char *reason, const qsur_quant_spec *q, qsur_result *qr,
-                        qsur_error_metrics *em, float **quantized, qsur_error *err)
+                        qsur_error_metrics *em, layer_scratch *buf, float **quantized,
+                        qsur_error *err)
 {
     qsur_options opt = qsur_options_default();
     opt.alpha = s->set.qsur_alpha;
     opt.cube = s->set.qsur_asym ? QSUR_CUBE_ASYM : QSUR_CUBE_SYM;
     double *mean = malloc((size_t)d * sizeof *mean), *var = malloc((size_t)d * sizeof *var);
-    float *qa = qsur_alloc((size_t)(rows * d), sizeof *qa);
+    float *qa = scratch(buf, rows * d);
     if (!mean || !var || !qa) {
         free(mean);
         free(var);
-        free(qa);
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory for a %lldx%lld layer", (long long)rows, (long long)d);
     }
     qsur_column_moments(a, rows, d, mean, var);
@@ -148,19 +173,17 @@ static int side_metrics(session *s, const float *a, int64_t rows, int64_t d, dou
     free(mean);
     free(var);
     int rc = qsur_fake_quant(q, a, rows, d, qa, &s->progress, err);
-    if (rc != QSUR_OK) {
-        free(qa);
+    if (rc != QSUR_OK)
         return rc;
-    }
     qsur_error_metrics_compute(a, qa, rows * d, em);
     *quantized = qa;
     return QSUR_OK;
 }
 
 /* Budget of multiply-adds for one output-error GEMM in automatic mode. */
-#define OUTPUT_ERROR_BUDGET (1LL << 31)
+#define OUTPUT_ERROR_BUDGET (1LL << 30)
 
-static int64_t error_token_count(const session *s, const layer_view *v)
+int64_t layer_error_tokens(const session *s, const layer_view *v)
 {
     long want = s->set.error_tokens;
     if (want == 0)
@@ -174,22 +197,25 @@ static int64_t error_token_count(const session *s, const layer_view *v)
     return k < v->n ? k : v->n;
 }
 
+float *layer_sample_rows(const float *a, int64_t n, int64_t d, int64_t k)
+{
+    float *out = qsur_alloc((size_t)(k * d), sizeof *out);
+    for (int64_t i = 0; out && i < k; i++)
+        memcpy(out + i * d, a + (i * n / k) * d, (size_t)d * sizeof *out);
+    return out;
+}
+
 /* Output error on k evenly spaced tokens (all of them when k == n). */
 static int output_error(const layer_view *v, const float *xq, const float *wq, int64_t k,
                         double *out, qsur_error *err)
 {
     if (k >= v->n)
         return qsur_layer_output_error(v->x, xq, v->w, wq, v->n, v->d, v->m, out, err);
-    float *xs = qsur_alloc((size_t)(k * v->d), sizeof *xs), *xqs = qsur_alloc((size_t)(k * v->d), sizeof *xqs);
+    float *xs = layer_sample_rows(v->x, v->n, v->d, k), *xqs = layer_sample_rows(xq, v->n, v->d, k);
     if (!xs || !xqs) {
         free(xs);
         free(xqs);
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory for the output-error sample");
-    }
-    for (int64_t i = 0; i < k; i++) {
-        int64_t row = i * v->n / k;
-        memcpy(xs + i * v->d, v->x + row * v->d, (size_t)v->d * sizeof *xs);
-        memcpy(xqs + i * v->d, xq + row * v->d, (size_t)v->d * sizeof *xqs);
     }
     int rc = qsur_layer_output_error(xs, xqs, v->w, wq, k, v->d, v->m, out, err);
     free(xs);
@@ -244,22 +270,20 @@ static int metrics_uncached(session *s, layer_state *l, int base, layer_metrics 
         rc = base_logdet(s, orig.x, orig.n, orig.d, &l->base_logdet_x, l->reason_x, err);
         if (rc == QSUR_OK)
             rc = side_metrics(s, v.x, v.n, v.d, l->base_logdet_x + shift_x, l->reason_x, &s->aq,
-                              &m->qx, &m->ex, &xq, err);
+                              &m->qx, &m->ex, &l->xq, &xq, err);
         m->has_x = rc == QSUR_OK;
     }
     if (rc == QSUR_OK && v.w) {
         rc = base_logdet(s, orig.w, orig.m, orig.d, &l->base_logdet_w, l->reason_w, err);
         if (rc == QSUR_OK)
             rc = side_metrics(s, v.w, v.m, v.d, l->base_logdet_w + shift_w, l->reason_w, &s->wq,
-                              &m->qw, &m->ew, &wq, err);
+                              &m->qw, &m->ew, &l->wq, &wq, err);
         m->has_w = rc == QSUR_OK;
     }
     if (rc == QSUR_OK && v.x && v.w) {
-        m->out_err_tokens = error_token_count(s, &v);
+        m->out_err_tokens = layer_error_tokens(s, &v);
         rc = output_error(&v, xq, wq, m->out_err_tokens, &m->out_err, err);
     }
-    free(xq);
-    free(wq);
     return rc;
 }
 

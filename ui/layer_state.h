@@ -44,6 +44,12 @@ typedef struct {
     long error_tokens;
 } layer_base_cache;
 
+/* A float buffer reused across metric updates. */
+typedef struct {
+    float *data;
+    int64_t cap;
+} layer_scratch;
+
 typedef struct layer_state {
     char name[QSUR_NAME_MAX];     /* the weight's name, or the activation's for X-only layers */
     char w_name[QSUR_NAME_MAX];   /* "" when there is no weight */
@@ -54,6 +60,7 @@ typedef struct layer_state {
     double base_logdet_x, base_logdet_w;
     char reason_x[QSUR_REASON_MAX], reason_w[QSUR_REASON_MAX];
     layer_base_cache base;        /* metrics of the original tensors */
+    layer_scratch xq, wq;         /* fake-quantized copies, reused by every update */
 } layer_state;
 
 void layer_state_free(layer_state *l);
@@ -65,17 +72,24 @@ int session_use_layer(struct session *s, const char *w_name, const char *x_name,
 /* Forget layers whose tensors are gone from, or were replaced in, the workspace
  * (after a reload): their stacks and caches describe the old data. */
 void session_drop_stale_layers(struct session *s);
+/* Forget every layer for which drop() returns non-zero (the current one too). */
+void session_drop_layers(struct session *s, int (*drop)(const struct session *s, const layer_state *l));
 
 /* View of the original (base=1) or current (base=0) matrices. */
 int layer_view_get(struct session *s, layer_state *l, int base, layer_view *v, qsur_error *err);
 
 /* QSUR and quantization error of the original (base=1, cached) or current
- * state. The output error needs two GEMMs of tokens x d x out; above 2^31
+ * state. The output error needs two GEMMs of tokens x d x out; above 2^30
  * multiply-adds (`set error_tokens auto`, the default) it is measured on evenly
  * spaced tokens so live updates of 4096-channel layers stay interactive, and
  * out_err_tokens says on how many. */
 int layer_metrics_compute(struct session *s, layer_state *l, int base, layer_metrics *m,
                           qsur_error *err);
+
+/* How many tokens the output (and equivalence) error uses under the
+ * `error_tokens` setting, and k evenly spaced rows of a (n x d), malloc'ed. */
+int64_t layer_error_tokens(const struct session *s, const layer_view *v);
+float *layer_sample_rows(const float *a, int64_t n, int64_t d, int64_t k);
 
 /* Transform stack operations on a layer (see ui/layer_transform.c). */
 int layer_stack_depth(const layer_state *l);

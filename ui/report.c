@@ -90,7 +90,10 @@ void rep_num(report *r, const char *key, const char *label, double v, const char
     json_key(r, key);
     json_number(&r->json, v);
     human_label(r, key, label);
-    strbuf_addf(&r->human, human_fmt ? human_fmt : "%.6g", v);
+    if (isnan(v)) /* "not applicable" (e.g. -inf minus -inf): say so, not "-nan" */
+        strbuf_addf(&r->human, "-");
+    else
+        strbuf_addf(&r->human, human_fmt ? human_fmt : "%.6g", v);
     strbuf_addf(&r->human, "\n");
 }
 
@@ -199,7 +202,10 @@ void rep_cell_num(report *r, double v, const char *human_fmt)
     cell_start(r);
     json_number(&r->json, v);
     char tmp[64];
-    snprintf(tmp, sizeof tmp, human_fmt ? human_fmt : "%.6g", v);
+    if (isnan(v))
+        snprintf(tmp, sizeof tmp, "-");
+    else
+        snprintf(tmp, sizeof tmp, human_fmt ? human_fmt : "%.6g", v);
     strbuf_addf(&r->human, " %*s", r->widths[r->row_cells], tmp);
     cell_end(r);
 }

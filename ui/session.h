@@ -21,6 +21,7 @@ typedef struct {
     double outlier_k;          /* outlier: absmax > k * median absmax */
     double qsur_alpha;         /* confidence level of the QSUR ellipsoid */
     int qsur_asym;             /* QSUR cube: 0 symmetric (default), 1 asymmetric */
+    int qsur_method;           /* qsur_method: how the original covariance's log-det is found */
     int hist_bins;             /* 0 = automatic */
     long error_tokens;         /* tokens for the layer output error: -1 auto, 0 all, N at most N */
     unsigned long long seed;   /* next seed for commands given none */
