@@ -8,8 +8,8 @@
 # Environment: QSUR_BIN (default ./build/qsur), QSUR_SHARED (default ../shared),
 # OSTQ_STEPS (optimiser steps per OSTQuant run, default 150 = the command's default).
 # Each row is one fresh `qsur -c '...'` run, one at a time (BLAS pinned to one
-# thread); the exact scripts are printed in the document. About 10-15 minutes on
-# a shared 2-core machine with 150 steps.
+# thread); the exact scripts are printed in the document. About 10 minutes on a
+# busy 2-core machine with 150 steps (8 OSTQuant runs of 150 steps, one of 450).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=${QSUR_BIN:-./build/qsur}
@@ -26,12 +26,22 @@ BEGIN='<!-- ostquant:begin -->'
 END='<!-- ostquant:end -->'
 grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
   { echo "results_ostquant.sh: $OUT has no '$BEGIN' ... '$END' lines; run docs/results.sh first" >&2; exit 1; }
+# splice_section SECTION DOC BEGIN END: prints DOC with its lines from BEGIN to END
+# (both included) replaced by the file SECTION (tests/test_results_doc.sh runs it)
+splice_section() {
+  awk -v b="$3" -v e="$4" -v f="$1" '
+    $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
+    $0 == e { skip = 0; next }
+    !skip { print }' "$2"
+}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 LOAD="model load $M"
 PPL="ppl $E seqs=64"            # 64 x 256 eval tokens (16320 predictions)
-OSTQ="ostquant model calib=$C steps=$STEPS lr=$LR"
+OSTQ0="ostquant model calib=$C lr=$LR"
+OSTQ="$OSTQ0 steps=$STEPS seed=1"
+LONG=$((3 * STEPS))
 declare -A spec=([FP]="" [W4A16KV16]="quant w4a16kv16" [W4A8KV8]="quant w4a8kv8" [W4A4KV4]="quant w4a4kv4")
 configs=(W4A16KV16 W4A8KV8 W4A4KV4)
 # method -> the qsur script after `model load` and `quant ...`
@@ -39,16 +49,23 @@ declare -A mscript=(
   [RTN]=""
   [QuaRot]="rotate model hadamard 1"
   [OSTQuant]="$OSTQ"
-  [OSTQuant-init]="ostquant model calib=$C steps=0"
+  [OSTQuant-init]="ostquant model calib=$C steps=0 seed=1"
+  [OSTQuant-seed2]="$OSTQ0 steps=$STEPS seed=2"
+  [OSTQuant-seed3]="$OSTQ0 steps=$STEPS seed=3"
+  [OSTQuant-long]="$OSTQ0 steps=$LONG seed=1"
   [OSTQuant-no-womi]="$OSTQ no-womi"
   [OSTQuant-no-scale]="$OSTQ no-scale"
   [OSTQuant-ce]="$OSTQ loss=ce"
 )
-methods=(RTN QuaRot OSTQuant OSTQuant-init OSTQuant-no-womi OSTQuant-no-scale OSTQuant-ce)
+methods=(RTN QuaRot OSTQuant OSTQuant-seed2 OSTQuant-seed3 OSTQuant-long OSTQuant-init OSTQuant-no-womi
+  OSTQuant-no-scale OSTQuant-ce)
 declare -A label=(
   [RTN]="RTN"
   [QuaRot]="QuaRot-style (\`rotate model hadamard 1\`)"
-  [OSTQuant]="**OSTQuant** (WOMI, scales, KL-Top k=64)"
+  [OSTQuant]="**OSTQuant** (WOMI, scales, KL-Top k=64; seed 1)"
+  [OSTQuant-seed2]="OSTQuant, seed 2 (batch order, w2 block)"
+  [OSTQuant-seed3]="OSTQuant, seed 3"
+  [OSTQuant-long]="OSTQuant, $LONG steps"
   [OSTQuant-init]="OSTQuant init only (WOMI, steps=0)"
   [OSTQuant-no-womi]="OSTQuant, no WOMI (Hadamard init)"
   [OSTQuant-no-scale]="OSTQuant, no learned scales"
@@ -103,10 +120,10 @@ cell() { # method config
   echo "activations per token, KV per head per token, RTN, no clipping). The OSTQuant transforms"
   echo "are trained on the CALIB stream only (\`calib=\`: all 64 x 256 tokens of"
   echo "stories260K.calib.u16, batches of 4 sequences, the selection batch too); no \`eval=\` is"
-  echo "given, so the eval stream is never seen before the final \`ppl\`. $STEPS steps per run,"
-  echo "Cayley-Adam lr $LR on the orthogonals, Adam lr 0.01 on the log-scales, seed 1, the best"
-  echo "parameters on the selection batch kept. Perplexity on EVAL (64 x 256), lower is better;"
-  echo "float is $(fmt "$(val ppl FP)")."
+  echo "given, so the eval stream is never seen before the final \`ppl\`. $STEPS steps per run"
+  echo "unless stated (the command's default), Cayley-Adam lr $LR on the orthogonals, Adam lr"
+  echo "0.01 on the log-scales, seed 1 unless stated, the best parameters on the selection"
+  echo "batch kept. Perplexity on EVAL (64 x 256), lower is better; float is $(fmt "$(val ppl FP)")."
   echo
   echo "| method | W4A16KV16 | W4A8KV8 | W4A4KV4 |"
   echo "|---|---|---|---|"
@@ -119,7 +136,8 @@ cell() { # method config
   echo
   echo "Wall time of each whole \`qsur -c\` run (load + optimisation + fuse + eval ppl, one"
   echo "BLAS thread, on a 2-core machine shared with other jobs; load average at the end"
-  echo "$(cut -d' ' -f1-3 /proc/loadavg)) and the step whose parameters were kept:"
+  echo "$(cut -d' ' -f1-3 /proc/loadavg); all $n runs took ${SECONDS} s) and the step whose"
+  echo "parameters were kept:"
   echo
   echo "| run | seconds | best step |"
   echo "|---|---|---|"
@@ -136,6 +154,9 @@ cell() { # method config
   echo "  fused and the weights RTN-quantized. **init only**: the WOMI transforms with no step."
   echo "  **no WOMI**: starts from Hadamards; **no learned scales**: scales stay 1; **CE**: cross"
   echo "  entropy against the next calibration token instead of KL-Top to the float model."
+  echo "  **seed 2/3**: the same run with another seed (it sets the calibration batch order,"
+  echo "  hence the selection batch, and the seeded 43 x 43 block of the w2 Hadamard plan):"
+  echo "  the spread of these rows is the noise level against which to read the ablations."
   echo
   echo "Exact commands (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
   echo
@@ -148,10 +169,6 @@ cell() { # method config
   echo
   echo "$END"
 } > "$TMP/section.md"
-# splice: everything before BEGIN, the new section, everything after END
-awk -v b="$BEGIN" -v e="$END" -v f="$TMP/section.md" '
-  $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
-  $0 == e { skip = 0; next }
-  !skip { print }' "$OUT" > "$OUT.tmp"
+splice_section "$TMP/section.md" "$OUT" "$BEGIN" "$END" > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo "wrote the OSTQuant section of $OUT ($n runs, ${SECONDS}s)" >&2
