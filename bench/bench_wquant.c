@@ -1,13 +1,15 @@
-/* Time per layer of GPTQ, QuantEase (3 sweeps) and AWQ (21-point grid) on a
+/* Time per layer of GPTQ, QuantEase (3 sweeps), AWQ (21-point grid) and CQE+
+ * (STEPS Adam steps, band 1, full rank: the SVD plus 3 GEMMs of n^3 per step) on a
  * synthetic 4096 x 4096 layer with 4096 heavy-tailed calibration tokens and
  * outlier channels, as ratios against GPTQ measured in the same run.
- * Usage: bench_wquant [dim] [tokens]   (defaults 4096 4096; int4 sym group128) */
+ * Usage: bench_wquant [dim] [tokens] [cqe steps]   (defaults 4096 4096 5; int4 sym group128) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include "qsur/awq.h"
+#include "qsur/cqe.h"
 #include "qsur/gptq.h"
 #include "qsur/quant.h"
 #include "qsur/rng.h"
@@ -49,6 +51,7 @@ int main(int argc, char **argv)
 {
     qsur_rng_seed(&bench_rng, 42);
     int64_t n = argc > 1 ? atoll(argv[1]) : 4096, ntok = argc > 2 ? atoll(argv[2]) : 4096;
+    int cqe_steps = argc > 3 ? atoi(argv[3]) : 5;
     int64_t m = n;
     if (n < 128 || n % 128 || ntok < 1) {
         fprintf(stderr, "usage: bench_wquant [dim (multiple of 128)] [tokens]\n");
@@ -126,6 +129,18 @@ int main(int argc, char **argv)
     double t_awq = now() - t0;
     printf("%-22s %7.2fs %7.2fx  rel output error %.4f (a=%.2f)\n", "awq 21-point grid", t_awq,
            t_awq / t_gptq, ar.error, ar.alpha);
+
+    t0 = now();
+    qsur_cqe_opts co = qsur_cqe_default();
+    co.steps = cqe_steps < 0 ? 0 : cqe_steps;
+    qsur_cqe_result cr;
+    if (qsur_cqe(&LH, &q, &co, Q, NULL, NULL, &cr, NULL, &err))
+        return fail("cqe", &err);
+    double t_cqe = now() - t0;
+    char label[32];
+    snprintf(label, sizeof label, "cqe+ %d steps", co.steps);
+    printf("%-22s %7.2fs %7.2fx  rel output error %.4f (best step %d)\n", label, t_cqe, t_cqe / t_gptq,
+           sqrt(cr.loss / ref), cr.best_step);
     free(W);
     free(X);
     free(Q);

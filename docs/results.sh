@@ -52,6 +52,7 @@ script1() { # method config
     QuaRot+GPTQ) echo "$LOAD; $CAL; rotate model hadamard 1; ${q}gptq model; $PPL" ;;
   esac
 }
+[ "${1:-}" = cqe ] && configs=() # only the CQE+ runs (below)
 for c in "${configs[@]}"; do
   for m in "${methods1[@]}"; do
     case $m in *GPTQ) [ "$c" = FP ] && continue ;; esac
@@ -61,7 +62,7 @@ done
 
 # ---- table 2: weight-only, groups of 32 ------------------------------------
 wconfigs=(W4A16 W3A16 W2A16)
-methods2=(RTN GPTQ AWQ QuantEase QuantEase-outliers)
+methods2=(RTN GPTQ AWQ QuantEase QuantEase-outliers CQE+)
 script2() { # method config
   local b=${2:1:1}
   local q="quant w${b}a16 w:asym,g32"
@@ -71,8 +72,50 @@ script2() { # method config
     AWQ) echo "$LOAD; $CAL; $q; awq model 20; $PPL" ;;
     QuantEase) echo "$LOAD; $CAL; $q; quantease model 3; $PPL" ;;
     QuantEase-outliers) echo "$LOAD; $CAL; $q; quantease model 3 outliers=0.01; $PPL" ;;
+    CQE+) echo "$LOAD; $CAL; $q; cqe model steps=100 window=2; $PPL" ;;
   esac
 }
+# `bash docs/results.sh cqe`: only the CQE+ runs of table 2; appends the CQE+ column to
+# both table-2 tables of an existing docs/results.md made without it (full runs take long
+# on a shared machine), and adds its commands to the list. The full run above includes it.
+if [ "${1:-}" = cqe ]; then
+  grep -q 'outliers | CQE+ |$' "$OUT" && { echo "results.sh cqe: $OUT already has a CQE+ column" >&2; exit 1; }
+  for c in "${wconfigs[@]}"; do run "t2-CQE+-$c" "$(script2 CQE+ "$c")"; done
+  args=()
+  for c in "${wconfigs[@]}"; do
+    args+=("$(fmt "$(val ppl "t2-CQE+-$c")")" "$(fmt4 "$(val mean_error "t2-CQE+-$c")")")
+  done
+  awk -v p1="${args[0]}" -v e1="${args[1]}" -v p2="${args[2]}" -v e2="${args[3]}" \
+      -v p3="${args[4]}" -v e3="${args[5]}" '
+    BEGIN { ppl["W4A16"] = p1; ppl["W3A16"] = p2; ppl["W2A16"] = p3
+            err["W4A16"] = e1; err["W3A16"] = e2; err["W2A16"] = e3 }
+    /^## 2\./ { sec = 1 } /^## 3\./ { sec = 0 }
+    sec && /^\| config \|/ { tab++; print $0 " CQE+ |"; next }
+    sec && /^\|---/ { print $0 "---|"; next }
+    sec && /^\| W[0-9]A16 \|/ { split($0, f, " "); c = f[2]; print $0 " " (tab == 1 ? ppl[c] : err[c]) " |"; next }
+    sec && /^- \*\*QuantEase\*\*/ { q = 1 }
+    sec && q && /^- `gptq model`/ {
+      print "- **CQE+** (column added by `bash docs/results.sh cqe`, same protocol):"
+      print "  `cqe model steps=100 window=2`: W'"'"' = W + U_r D V_r^T per linear with a tridiagonal D"
+      print "  (band 1, full rank); cross-layer learning: the D'"'"'s of 2 consecutive blocks trained"
+      print "  jointly by Adam (lr 0.001 x rms singular value, STE) on the MSE between the float and"
+      print "  the quantized residual stream after the window, on the 16 calibration sequences; the"
+      print "  best of the 101 evaluated steps (step 0 = RTN) is kept (docs/methods.md). It optimises"
+      print "  block outputs, so the layer-error table has no CQE+ number (the command reports the"
+      print "  per-window MSE vs RTN instead)."
+      q = 0 }
+    { print }' "$OUT" > "$OUT.tmp"
+  # the exact commands go before the closing fence (the file's last line)
+  { head -n -1 "$OUT.tmp"
+    for c in "${wconfigs[@]}"; do
+      s=$(script2 CQE+ "$c"); printf '%-28s %s\n' "t2-CQE+-$c" "${s//$(dirname "$(dirname "$M")")/\$SHARED}"
+    done
+    tail -n 1 "$OUT.tmp"; } > "$OUT.tmp2"
+  rm -f "$OUT.tmp"
+  mv "$OUT.tmp2" "$OUT"
+  echo "results.sh cqe: updated $OUT" >&2
+  exit 0
+fi
 for c in "${wconfigs[@]}"; do
   for m in "${methods2[@]}"; do
     run "t2-$m-$c" "$(script2 "$m" "$c")"
@@ -141,8 +184,8 @@ ostquant_section() {
   echo
   echo "## 2. Weight-only, groups of 32 (asymmetric)"
   echo
-  echo "| config | RTN | GPTQ | AWQ | QuantEase | QuantEase + 1% outliers |"
-  echo "|---|---|---|---|---|---|"
+  echo "| config | RTN | GPTQ | AWQ | QuantEase | QuantEase + 1% outliers | CQE+ |"
+  echo "|---|---|---|---|---|---|---|"
   for c in "${wconfigs[@]}"; do
     row="| $c |"
     for m in "${methods2[@]}"; do row="$row $(fmt "$(val ppl "t2-$m-$c")") |"; done
@@ -153,11 +196,11 @@ ostquant_section() {
   echo "||X W^T - X Q^T||_F / ||X W^T||_F, each on the calibration input X that the sequential"
   echo "method captured for that linear (RTN column: RTN measured on the GPTQ run's inputs):"
   echo
-  echo "| config | RTN | GPTQ | AWQ | QuantEase | QuantEase + 1% outliers |"
-  echo "|---|---|---|---|---|---|"
+  echo "| config | RTN | GPTQ | AWQ | QuantEase | QuantEase + 1% outliers | CQE+ |"
+  echo "|---|---|---|---|---|---|---|"
   for c in "${wconfigs[@]}"; do
     row="| $c | $(fmt4 "$(val mean_rtn_error "t2-GPTQ-$c")") |"
-    for m in GPTQ AWQ QuantEase QuantEase-outliers; do row="$row $(fmt4 "$(val mean_error "t2-$m-$c")") |"; done
+    for m in GPTQ AWQ QuantEase QuantEase-outliers CQE+; do row="$row $(fmt4 "$(val mean_error "t2-$m-$c")") |"; done
     echo "$row"
   done
   echo
@@ -166,6 +209,13 @@ ostquant_section() {
   echo "- **QuantEase**: 3 sweeps of cyclic coordinate descent from RTN. **+ 1% outliers**: 1% of"
   echo "  each weight kept in float, chosen jointly (memory: 8 bytes per outlier on top of the"
   echo "  packed weight, i.e. not free)."
+  echo "- **CQE+**: \`cqe model steps=100 window=2\`: W' = W + U_r D V_r^T per linear with a"
+  echo "  tridiagonal D (band 1, full rank); cross-layer learning: the D's of 2 consecutive blocks"
+  echo "  trained jointly by Adam (lr 0.001 x rms singular value, STE) on the MSE between the float"
+  echo "  and the quantized residual stream after the window, on the 16 calibration sequences;"
+  echo "  the best of the 101 evaluated steps (step 0 = RTN) is kept (docs/methods.md). It optimises"
+  echo "  block outputs, so the layer-error table has no CQE+ number (the command reports the"
+  echo "  per-window MSE vs RTN instead)."
   echo "- \`gptq model\` etc. print the per-linear table (\`linear group rtn_error error ratio\`)."
   echo
   echo "## 3. OSTQuant"

@@ -173,35 +173,19 @@ static void linear_backward(const qsur_llama_linear *l, const float *x, const fl
                 dx, C);
 }
 
-int qsur_llama_backward(const qsur_llama *m, const qsur_llama_tape *t, const float *dlogits,
-                        const qsur_llama_online_t *ot, qsur_llama_grads *g, qsur_error *err)
+/* Layers last..first (descending) of the backward: dx ([N][dim], t->s4) holds
+ * dL/d(residual after layer `last`) on entry and dL/d(residual entering `first`)
+ * on exit. buf: scratch as allocated by the callers. */
+static int layers_backward(const qsur_llama *m, const qsur_llama_tape *t, const qsur_llama_online_t *ot,
+                           qsur_llama_grads *g, int first, int last, float *buf, qsur_error *err)
 {
     const qsur_llama_config *c = &m->cfg;
-    if (c->dim != t->dim || c->hidden_dim != t->hidden_dim || c->n_layers != t->n_layers)
-        return qsur_fail(err, QSUR_ERR_ARG, "backward: tape was made for another model shape");
-    if ((m->hooks.qk.apply && (!ot || !ot->qk.apply)) ||
-        (m->hooks.wo_in.apply && (!ot || !ot->wo_in.apply)) ||
-        (m->hooks.w2_in.apply && (!ot || !ot->w2_in.apply)))
-        return qsur_fail(err, QSUR_ERR_ARG, "backward: an online hook is set without its transpose");
     int B = t->B, T = t->T, group = c->n_heads / c->n_kv_heads;
     int64_t N = t->N, d = c->dim, kv = c->kv_dim, hd = c->hidden_dim, hs = c->head_size;
-    int64_t V = c->vocab_size;
     float *dx = t->s4, *dn = t->s1, *dh1 = t->s2, *dh3 = t->s3;
-    float *buf = malloc((size_t)(N * (hd > d ? hd : d) + N * d + 2 * N * kv) * sizeof(float));
-    if (!buf)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "backward: out of memory for %lld tokens", (long long)N);
     float *dwide = buf, *dq = buf + N * (hd > d ? hd : d), *dk = dq + N * d, *dv = dk + N * kv;
     int rc = QSUR_OK;
-
-    /* classifier and final norm */
-    const float *wout = m->output.wq ? m->output.wq : m->output.w;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)V, (int)d, (int)N, 1.0f, dlogits,
-                (int)V, t->xnf, (int)d, 1.0f, g->d_output, (int)d);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)d, (int)V, 1.0f, dlogits,
-                (int)V, wout, (int)d, 0.0f, dn, (int)d);
-    qsur_llama_rmsnorm_backward(t->x_final, m->norm, dn, N, d, c->norm_eps, dx, g->d_norm);
-
-    for (int l = c->n_layers - 1; l >= 0 && !rc; l--) {
+    for (int l = last; l >= first && !rc; l--) {
         const qsur_llama_layer *L = &m->layers[l];
         qsur_llama_layer_grads *G = &g->layers[l];
         size_t od = (size_t)l * N * d, okv = (size_t)l * N * kv, oh = (size_t)l * N * hd;
@@ -265,6 +249,71 @@ int qsur_llama_backward(const qsur_llama *m, const qsur_llama_tape *t, const flo
         for (int64_t i = 0; i < N * d; i++)
             dx[i] += dwide[i];
     }
+    return rc;
+}
+
+/* Checks the tape's shape and that every set online hook has its transpose. */
+static int backward_check(const qsur_llama *m, const qsur_llama_tape *t, const qsur_llama_online_t *ot,
+                          qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    if (c->dim != t->dim || c->hidden_dim != t->hidden_dim || c->n_layers != t->n_layers)
+        return qsur_fail(err, QSUR_ERR_ARG, "backward: tape was made for another model shape");
+    if ((m->hooks.qk.apply && (!ot || !ot->qk.apply)) ||
+        (m->hooks.wo_in.apply && (!ot || !ot->wo_in.apply)) ||
+        (m->hooks.w2_in.apply && (!ot || !ot->w2_in.apply)))
+        return qsur_fail(err, QSUR_ERR_ARG, "backward: an online hook is set without its transpose");
+    return QSUR_OK;
+}
+
+static float *backward_buf(const qsur_llama *m, const qsur_llama_tape *t)
+{
+    int64_t N = t->N, d = m->cfg.dim, kv = m->cfg.kv_dim, hd = m->cfg.hidden_dim;
+    return malloc((size_t)(N * (hd > d ? hd : d) + N * d + 2 * N * kv) * sizeof(float));
+}
+
+int qsur_llama_backward_hidden(const qsur_llama *m, const qsur_llama_tape *t, int first, int last,
+                               const float *dh, const qsur_llama_online_t *ot, qsur_llama_grads *g,
+                               qsur_error *err)
+{
+    int rc = backward_check(m, t, ot, err);
+    if (rc)
+        return rc;
+    if (first < 0 || last < first || last >= m->cfg.n_layers)
+        return qsur_fail(err, QSUR_ERR_ARG, "backward: layer range %d..%d outside 0..%d", first, last,
+                         m->cfg.n_layers - 1);
+    float *buf = backward_buf(m, t);
+    if (!buf)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "backward: out of memory for %lld tokens", (long long)t->N);
+    memcpy(t->s4, dh, (size_t)(t->N * m->cfg.dim) * sizeof(float));
+    rc = layers_backward(m, t, ot, g, first, last, buf, err);
+    free(buf);
+    return rc;
+}
+
+int qsur_llama_backward(const qsur_llama *m, const qsur_llama_tape *t, const float *dlogits,
+                        const qsur_llama_online_t *ot, qsur_llama_grads *g, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    int rc = backward_check(m, t, ot, err);
+    if (rc)
+        return rc;
+    int64_t N = t->N, d = c->dim;
+    int64_t V = c->vocab_size;
+    float *dx = t->s4, *dn = t->s1;
+    float *buf = backward_buf(m, t);
+    if (!buf)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "backward: out of memory for %lld tokens", (long long)N);
+
+    /* classifier and final norm */
+    const float *wout = m->output.wq ? m->output.wq : m->output.w;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)V, (int)d, (int)N, 1.0f, dlogits,
+                (int)V, t->xnf, (int)d, 1.0f, g->d_output, (int)d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)d, (int)V, 1.0f, dlogits,
+                (int)V, wout, (int)d, 0.0f, dn, (int)d);
+    qsur_llama_rmsnorm_backward(t->x_final, m->norm, dn, N, d, c->norm_eps, dx, g->d_norm);
+
+    rc = layers_backward(m, t, ot, g, 0, c->n_layers - 1, buf, err);
     if (!rc)
         for (int64_t i = 0; i < N; i++) {
             float *row = g->d_tok_embeddings + (size_t)t->tokens[i] * d;

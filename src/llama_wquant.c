@@ -14,6 +14,7 @@ const char *qsur_llama_wquant_method_name(qsur_llama_wquant_method m)
     case QSUR_MWQ_GPTQ: return "gptq";
     case QSUR_MWQ_QUANTEASE: return "quantease";
     case QSUR_MWQ_AWQ: return "awq";
+    case QSUR_MWQ_CQE: return "cqe";
     }
     return "?";
 }
@@ -26,6 +27,7 @@ qsur_llama_wquant_opts qsur_llama_wquant_default(void)
     o.gptq = qsur_gptq_default();
     o.quantease = qsur_quantease_default();
     o.awq = qsur_awq_default();
+    o.cqe = qsur_cqe_default();
     o.batch = 8;
     o.seed = 1;
     return o;
@@ -132,6 +134,10 @@ static int quantize_one(const qsur_llama_linear *l, const float *X, int64_t n, c
         qsur_awq_result res;
         return qsur_awq(&L, q, &o->awq, Q, NULL, NULL, &res, prog, err);
     }
+    case QSUR_MWQ_CQE: {
+        qsur_cqe_result res;
+        return qsur_cqe(&L, q, &o->cqe, Q, NULL, NULL, &res, prog, err);
+    }
     case QSUR_MWQ_QUANTEASE: {
         qsur_outliers out;
         memset(&out, 0, sizeof out);
@@ -195,7 +201,7 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
         const int64_t n = qsur_tensor_rows(xt), cols = qsur_tensor_cols(xt);
         free(H);
         H = NULL;
-        if (o->method == QSUR_MWQ_GPTQ || o->method == QSUR_MWQ_QUANTEASE) {
+        if (o->method == QSUR_MWQ_GPTQ || o->method == QSUR_MWQ_QUANTEASE || o->method == QSUR_MWQ_CQE) {
             H = qsur_alloc((size_t)(cols * cols), sizeof *H);
             if (!H) {
                 rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s model: cannot allocate H for %s", mname, xname);

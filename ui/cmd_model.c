@@ -673,3 +673,58 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     free(rows);
     return QSUR_OK;
 }
+
+int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, report *r,
+                    qsur_error *err)
+{
+    int rc = need_model(s, "", err);
+    if (rc)
+        return rc;
+    model_state *ms = s->mstate;
+    if (!ms->has_calib)
+        return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
+    qsur_tokens t;
+    rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
+    if (rc)
+        return rc;
+    if (ms->calib_seqs > 0)
+        o->n_seqs = ms->calib_seqs;
+    o->seq_len = ms->calib_seqlen < s->model->cfg.seq_len ? ms->calib_seqlen : s->model->cfg.seq_len;
+    int nw = qsur_cqe_cross_windows(s->model, o->window);
+    qsur_cqe_window_row *rows = calloc((size_t)(nw > 0 ? nw : 1), sizeof *rows);
+    if (!rows) {
+        qsur_tokens_free(&t);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    double t0 = seconds();
+    rc = qsur_cqe_cross(s->model, &t, &s->wq, o, rows, &s->progress, err);
+    qsur_tokens_free(&t);
+    if (rc) {
+        free(rows);
+        return rc;
+    }
+    ms->quantized = 1;
+    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", canon);
+    session_log_as(s, "%s", canon);
+    char wq[96];
+    qsur_quant_describe(&s->wq, wq, sizeof wq);
+    rep_str(r, "wquant", "weight quantizer", wq);
+    rep_str(r, "method", "method", canon);
+    rep_int(r, "seqs", "calibration sequences", o->n_seqs);
+    static const char *const keys[] = {"blocks", "rtn_mse", "mse", "ratio", "best_step"};
+    static const int widths[] = {-8, 12, 12, 7, 9};
+    rep_table_begin(r, "windows", 5, keys, widths);
+    for (int w = 0; w < nw; w++) {
+        char blocks[32];
+        snprintf(blocks, sizeof blocks, "%d..%d", rows[w].first, rows[w].last);
+        rep_cell_str(r, blocks);
+        rep_cell_num(r, rows[w].rtn_loss, "%.6g");
+        rep_cell_num(r, rows[w].loss, "%.6g");
+        rep_cell_num(r, rows[w].rtn_loss > 0 ? rows[w].loss / rows[w].rtn_loss : 1.0, "%.3f");
+        rep_cell_int(r, rows[w].best_step);
+    }
+    rep_table_end(r);
+    rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    free(rows);
+    return QSUR_OK;
+}

@@ -32,7 +32,7 @@ int cmd_help(session *s, int argc, char **argv, report *r, qsur_error *err)
         return QSUR_OK;
     }
     static const char *const keys[] = {"command", "summary"};
-    static const int widths[] = {-10, -60};
+    static const int widths[] = {-11, -60};
     rep_table_begin(r, "commands", 2, keys, widths);
     for (int i = 0; i < command_count; i++) {
         rep_cell_str(r, command_table[i].name);

@@ -1,4 +1,4 @@
-/* Weight quantizers on the current layer: gptq, quantease, awq. Each compares
+/* Weight quantizers on the current layer: gptq, quantease, awq, cqe. Each compares
  * its weight-only output error ||X W^T - X Q^T|| / ||X W^T|| with plain
  * round-to-nearest under the same weight quantizer, on the layer's current
  * (possibly transformed) X and W. */
@@ -10,6 +10,7 @@
 #include "layer_state.h"
 #include "model_state.h"
 #include "qsur/awq.h"
+#include "qsur/cqe.h"
 #include "qsur/gptq.h"
 #include "qsur/quantease.h"
 
@@ -228,4 +229,68 @@ int cmd_awq(session *s, int argc, char **argv, report *r, qsur_error *err)
     }
     rep_num(r, "alpha", "best exponent a", res.alpha, "%.3f");
     return job_end(s, &j, r, "awq", t0, err);
+}
+
+int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    qsur_cqe_opts o = qsur_cqe_default();
+    long v;
+    int window = -1; /* model mode: 0 = sequential layer scope, K > 0 cross-layer */
+    int model = model_mode(&argc, &argv);
+    for (int i = 0; i < argc; i++) {
+        if (!strncmp(argv[i], "steps=", 6) && !parse_long(argv[i] + 6, 0, 100000, &v))
+            o.steps = (int)v;
+        else if (!strncmp(argv[i], "lr=", 3) && !parse_double(argv[i] + 3, 0.0, 1.0, &o.lr))
+            ;
+        else if (!strncmp(argv[i], "band=", 5) && !parse_long(argv[i] + 5, 0, 1000, &v))
+            o.band = (int)v;
+        else if (!strncmp(argv[i], "rank=", 5) && !parse_long(argv[i] + 5, 0, 1L << 30, &v))
+            o.rank = v;
+        else if (!strncmp(argv[i], "window=", 7) && !parse_long(argv[i] + 7, 0, 1000, &v))
+            window = (int)v;
+        else
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=N, lr=X, band=B, rank=R, window=K)",
+                             argv[i]);
+    }
+    if (model && window < 0)
+        window = 2;
+    if (window >= 0 && !model)
+        return qsur_fail(err, QSUR_ERR_ARG, "window=K (cross-layer learning) needs model mode: `cqe model window=K`");
+    if (model && window > 0) {
+        qsur_cqe_cross_opts co = qsur_cqe_cross_default();
+        co.layer = o;
+        co.window = window;
+        char canon[160];
+        snprintf(canon, sizeof canon, "cqe model steps=%d lr=%.17g band=%d rank=%lld window=%d", o.steps, o.lr,
+                 o.band, (long long)o.rank, window);
+        return model_cqe_cross(s, &co, canon, r, err);
+    }
+    if (model) {
+        qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
+        mo.method = QSUR_MWQ_CQE;
+        mo.cqe = o;
+        char canon[128];
+        snprintf(canon, sizeof canon, "cqe model steps=%d lr=%.17g band=%d rank=%lld window=0", o.steps, o.lr,
+                 o.band, (long long)o.rank);
+        return model_wquant(s, &mo, canon, r, err);
+    }
+    session_log_as(s, "%s", "");
+    wq_job j;
+    double t0 = seconds();
+    int rc = job_begin(s, "cqe", &j, err);
+    if (rc != QSUR_OK)
+        return rc;
+    qsur_cqe_result res;
+    rc = qsur_cqe(&j.L, &s->wq, &o, j.Q, NULL, NULL, &res, &s->progress, err);
+    if (rc != QSUR_OK) {
+        job_free(&j);
+        return rc;
+    }
+    rep_int(r, "steps", "Adam steps", o.steps);
+    rep_num(r, "lr", "lr (x rms sing. value)", o.lr, "%g");
+    rep_int(r, "band", "band half-width b", res.band);
+    rep_int(r, "rank", "rank r", (long long)res.rank);
+    rep_int(r, "best_step", "best step", res.best_step);
+    rep_num(r, "loss_ratio", "objective vs RTN", res.rtn_loss > 0 ? res.loss / res.rtn_loss : 1.0, "%.4f");
+    return job_end(s, &j, r, "cqe", t0, err);
 }

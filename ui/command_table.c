@@ -13,6 +13,7 @@ static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4
 static const char *const gptq_words[] = {"model", "act", "damp=0.01", NULL};
 static const char *const quantease_words[] = {"model", "outliers=0.005", "init=gptq", "init=rtn", NULL};
 static const char *const awq_words[] = {"model", NULL};
+static const char *const cqe_words[] = {"model", "steps=100", "lr=0.001", "band=1", "rank=0", "window=2", "window=0", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const ostquant_words[] = {"layer", "model", "steps=", "lr=", "loss=kltop", "loss=ce",
@@ -125,6 +126,20 @@ const command command_table[] = {
      "`awq model [GRID]`: every linear, sequentially as `gptq model`; the scale stays inside\n"
      "the fake-quantized weight quant(W diag(s)) diag(1/s) (exact for weight-only quantization).",
      cmd_awq},
+    {"cqe", 0, 6, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, cqe_words,
+     "cqe [model] [steps=N] [lr=X] [band=B] [rank=R] [window=K]",
+     "CQE+ on the current layer: learn a banded D in W' = U(S+D)V^T through the quantizer",
+     "CQE+ (arXiv 2407.15508) in the SVD basis W = U S V^T (dgesdd): quantizes\n"
+     "W' = W + U_r D V_r^T, D zero outside the band |i-j| <= B (default 1; B=0 is LSI's\n"
+     "diagonal-only D) and the top R singular triplets (default 0 = all), trained with Adam\n"
+     "for N steps (default 100; lr X times the rms singular value, default 0.001) through the\n"
+     "straight-through estimator on ||XW^T - XQ(W')^T||^2; keeps the best D (D = 0 is RTN).\n"
+     "`cqe model ...`: cross-layer learning: the D's of every linear of K consecutive blocks\n"
+     "(window=K, default 2) trained jointly on the MSE between the float and the quantized\n"
+     "model's residual stream after the window, on the `calib` sequences (8 unless `seqs=`).\n"
+     "`cqe model window=0 ...`: the layer scope per linear, sequentially as `gptq model`.\n"
+     "See docs/methods.md.",
+     cmd_cqe},
 
     {"ostquant", 1, 16, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, ostquant_words,
      "ostquant layer [steps=N] [lr=X] [block=B] [no-scale] | ostquant model calib=FILE [OPTS]",

@@ -53,6 +53,7 @@ HANDLER(cmd_smoothquant);
 HANDLER(cmd_gptq);
 HANDLER(cmd_quantease);
 HANDLER(cmd_awq);
+HANDLER(cmd_cqe);
 /* cmd_demo.c (state: session.demo, see demo.h) */
 HANDLER(cmd_demo);
 /* cmd_sleep.c */

@@ -16,6 +16,7 @@
 #define QSUR_UI_MODEL_STATE_H
 
 #include "qsur/llama_rotate.h"
+#include "qsur/cqe_cross.h"
 #include "qsur/llama_wquant.h"
 #include "commands.h"
 
@@ -42,6 +43,10 @@ int model_apply_quant(session *s, report *r, qsur_error *err);
  * canon is the canonical command for the log. */
 int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, report *r,
                  qsur_error *err);
+/* `cqe model window=K ...`: CQE+ cross-layer learning (qsur/cqe_cross.h) on
+ * the `calib` sequences (at most `seqs`, default 8 when calib took all). */
+int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, report *r,
+                    qsur_error *err);
 /* Another command replaced s->model by a transformed model (`ostquant model`):
  * records `how`, copies the new weights into the workspace and captures the
  * calibration activations again. Errors leave the new model in place. */

@@ -83,6 +83,15 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
 int qsur_llama_backward(const qsur_llama *m, const qsur_llama_tape *t, const float *dlogits,
                         const qsur_llama_online_t *ot, qsur_llama_grads *g, qsur_error *err);
 
+/* Accumulates (+=) into g the gradients of layers last..first (descending) of a
+ * loss on the residual stream after layer `last`, given dh = dL/d(that residual)
+ * ([B*T][dim]; in the tape it is x_in of layer last+1, or x_final). Layers
+ * outside the range, the embeddings and the classifier get nothing. Used by
+ * block-wise methods (CQE+ cross-layer learning). */
+int qsur_llama_backward_hidden(const qsur_llama *m, const qsur_llama_tape *t, int first, int last,
+                               const float *dh, const qsur_llama_online_t *ot, qsur_llama_grads *g,
+                               qsur_error *err);
+
 /* The backward of one RMSNorm, exposed for tests: y = x r g with
  * r = 1/sqrt(mean(x^2) + eps). dx = r (g dy) - x r^3/n sum_j x_j g_j dy_j;
  * dg += sum over rows dy x r. dx may not alias dy. */

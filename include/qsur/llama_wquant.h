@@ -1,5 +1,5 @@
 /* Weight quantization of every linear of a Llama model with a layer-wise
- * method (RTN, GPTQ, QuantEase, AWQ), sequentially as in the GPTQ paper.
+ * method (RTN, GPTQ, QuantEase, AWQ, CQE+), sequentially as in the GPTQ paper.
  *
  * Order: layer 0 {wq wk wv} {wo} {w1 w3} {w2}, layer 1 ... For each of these
  * groups (linears sharing one input) the calibration sequences are run again
@@ -23,6 +23,7 @@
 #define QSUR_LLAMA_WQUANT_H
 
 #include "qsur/awq.h"
+#include "qsur/cqe.h"
 #include "qsur/gptq.h"
 #include "qsur/llama.h"
 #include "qsur/quantease.h"
@@ -31,7 +32,8 @@ typedef enum {
     QSUR_MWQ_RTN = 0,
     QSUR_MWQ_GPTQ,
     QSUR_MWQ_QUANTEASE,
-    QSUR_MWQ_AWQ
+    QSUR_MWQ_AWQ,
+    QSUR_MWQ_CQE     /* CQE+ layer scope per linear (no cross-layer window) */
 } qsur_llama_wquant_method;
 
 const char *qsur_llama_wquant_method_name(qsur_llama_wquant_method m); /* "rtn", "gptq", ... */
@@ -41,6 +43,7 @@ typedef struct {
     qsur_gptq_opts gptq;
     qsur_quantease_opts quantease;
     qsur_awq_opts awq;
+    qsur_cqe_opts cqe;
     /* calibration: as qsur_llama_capture (seq_len 0 = the file's, max_seqs 0 = all) */
     int seq_len, max_seqs, batch;
     int64_t max_tokens;
