@@ -1,13 +1,22 @@
-/* OSTQuant wall time and quality on stories260K.
+/* OSTQuant wall time and quality.
  * usage: bench_ostquant SHARED_DIR [steps] [wbits abits kvbits] [loss] [womi] [scales]
- * Prints float, RTN and OSTQuant eval perplexities (calib on calib.u16, eval on
- * eval.u16) and the optimisation wall time with where it goes. */
+ *        bench_ostquant layer [steps] [d] [n]
+ * Model scope (stories260K): float, RTN, init and OSTQuant eval perplexities
+ * (calib on calib.u16, eval on eval.u16), the wall time of the whole
+ * optimisation (init + train + fuse + weight RTN) and where the training time
+ * goes (qsur_ostquant.time). lr is 0.01 unless OSTQ_LR is set.
+ * Layer scope: qsur_ostquant_layer on a synthetic d-channel layer (default
+ * d = 4096, X n x d with n = 5120 heavy-tailed tokens and outlier channels,
+ * W d x d), W4A4 per-row symmetric; prints the output error before/after and
+ * the wall time. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "qsur/ostquant.h"
+#include "qsur/ostquant_layer.h"
+#include "qsur/rng.h"
 
 static double now(void)
 {
@@ -38,12 +47,76 @@ static double ppl_of(qsur_llama *m, const qsur_tokens *ev, const qsur_quant_spec
     return r.ppl;
 }
 
+/* Synthetic layer like a 7B model's: X rows are tokens with Student-t (3 dof)
+ * entries, 32 outlier channels 20-50x larger, per-token magnitudes varying;
+ * W Gaussian / sqrt(d). */
+static int layer_bench(int steps, int64_t d, int64_t n)
+{
+    qsur_rng rng;
+    qsur_rng_seed(&rng, 7);
+    float *X = malloc((size_t)(n * d) * sizeof(float)), *W = malloc((size_t)(d * d) * sizeof(float));
+    float *R = malloc((size_t)(d * d) * sizeof(float)), *sc = malloc((size_t)d * sizeof(float));
+    double *cs = malloc((size_t)d * sizeof(double));
+    if (!X || !W || !R || !sc || !cs)
+        return fprintf(stderr, "out of memory for d = %lld\n", (long long)d), 1;
+    for (int64_t j = 0; j < d; j++)
+        cs[j] = 1.0;
+    for (int k = 0; k < 32 && k < d; k++)
+        cs[qsur_rng_below(&rng, (uint64_t)d)] = 20.0 + 30.0 * qsur_rng_uniform(&rng);
+    for (int64_t i = 0; i < n; i++) {
+        double tok = exp(0.5 * qsur_rng_normal(&rng));
+        for (int64_t j = 0; j < d; j++) {
+            double z = qsur_rng_normal(&rng), a = qsur_rng_normal(&rng), b = qsur_rng_normal(&rng),
+                   c = qsur_rng_normal(&rng);
+            X[i * d + j] = (float)(tok * cs[j] * z / sqrt((a * a + b * b + c * c) / 3.0));
+        }
+    }
+    for (int64_t i = 0; i < d * d; i++)
+        W[i] = (float)(qsur_rng_normal(&rng) / sqrt((double)d));
+    qsur_quant_spec w = qsur_quant_default(), a = qsur_quant_default();
+    qsur_ostquant_layer_opts o = qsur_ostquant_layer_default();
+    if (steps >= 0)
+        o.steps = steps;
+    printf("layer scope: X %lld x %lld (t3 entries, 32 outlier channels x20-50), W %lld x %lld, W4A4 per-row sym\n",
+           (long long)n, (long long)d, (long long)d, (long long)d);
+    printf("steps %d lr %g block %d rows %d wrows %d\n", o.steps, o.lr, o.block, o.rows, o.wrows);
+    qsur_ostquant_layer_result res;
+    qsur_error err;
+    qsur_progress p = {progress, NULL};
+    double t0 = now();
+    if (qsur_ostquant_layer(X, n, W, d, d, &w, &a, &o, R, sc, &res, &p, &err))
+        return fprintf(stderr, "%s\n", err.msg), 1;
+    double t1 = now();
+    fprintf(stderr, "\n");
+    printf("start rotation H: %s\n", res.hadamard);
+    printf("output error (<=1024 tokens x <=1024 rows): identity %.4f -> OSTQuant %.4f\n", res.err_before,
+           res.err_after);
+    printf("loss step 1 %.5f, best (EMA) %.5f at step %d\n", res.loss_first, res.loss_best, res.best_step);
+    printf("wall %.1fs (%.3fs/step; engine reports %.1fs)\n", t1 - t0, (t1 - t0) / (o.steps > 0 ? o.steps : 1),
+           res.seconds);
+    free(X);
+    free(W);
+    free(R);
+    free(sc);
+    free(cs);
+    return 0;
+}
+
+static void phase(const char *name, double s, double total)
+{
+    printf("  %-10s %8.2fs %5.1f%%\n", name, s, total > 0 ? 100.0 * s / total : 0.0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s SHARED_DIR [steps] [wbits abits kvbits] [kltop|ce|mse] [womi 0|1] [scales 0|1]\n", argv[0]);
+        fprintf(stderr, "usage: %s SHARED_DIR [steps] [wbits abits kvbits] [kltop|ce|mse] [womi 0|1] [scales 0|1]\n"
+                        "       %s layer [steps] [d] [n]\n", argv[0], argv[0]);
         return 2;
     }
+    if (!strcmp(argv[1], "layer"))
+        return layer_bench(argc > 2 ? atoi(argv[2]) : -1, argc > 3 ? atoll(argv[3]) : 4096,
+                           argc > 4 ? atoll(argv[4]) : 5120);
     char path[4096];
     qsur_error err;
     qsur_llama *m = NULL;
@@ -60,6 +133,7 @@ int main(int argc, char **argv)
     if (qsur_tokens_load(&ev, path, 256, m->cfg.vocab_size, &err))
         return fprintf(stderr, "%s\n", err.msg), 1;
     qsur_ostquant_opts o = qsur_ostquant_default();
+    o.lr = 0.01; /* the measured setting (default from branch ostq-export on) */
     if (argc > 2)
         o.steps = atoi(argv[2]);
     qsur_quant_spec w = qsur_quant_default(), a = qsur_quant_default(), kv = qsur_quant_default();
@@ -89,7 +163,7 @@ int main(int argc, char **argv)
     qsur_ostquant *os = NULL;
     if (qsur_ostquant_new(&os, m, &o, &w, &a, &kv, &err))
         return fprintf(stderr, "%s\n", err.msg), 1;
-    double t1 = now();
+    double t1 = now(), tinit = t1 - t0;
     qsur_llama *fz;
     qsur_llama_rotations *rot;
     qsur_ostquant_fuse(os, &fz, &rot, &err);
@@ -103,8 +177,28 @@ int main(int argc, char **argv)
     double t2 = now();
     fprintf(stderr, "\n");
     qsur_ostquant_fuse(os, &fz, &rot, &err);
+    if (w.bits < 16 && qsur_llama_quantize_weights(fz, &w, NULL, &err))
+        return fprintf(stderr, "%s\n", err.msg), 1;
+    double t3 = now();
     printf("OSTQuant ppl %.4f  train %.1fs (%.3fs/step), best step %d\n", ppl_of(fz, &ev, &w), t2 - t1,
            (t2 - t1) / (o.steps > 0 ? o.steps : 1), os->best_step);
+    printf("full optimisation (init %.1fs + train %.1fs + fuse and weight RTN %.2fs): %.1fs\n", tinit,
+           t2 - t1, t3 - t2, tinit + (t2 - t1) + (t3 - t2));
+    const qsur_ostquant_timing *tm = &os->time;
+    printf("where the training time goes (qsur_ostquant.time):\n");
+    phase("fuse", tm->fuse, tm->total);
+    phase("wquant", tm->wquant, tm->total);
+    phase("forward", tm->forward, tm->total);
+    phase("teacher", tm->teacher, tm->total);
+    phase("loss", tm->loss, tm->total);
+    phase("backward", tm->backward, tm->total);
+    phase("ste", tm->ste, tm->total);
+    phase("chain", tm->chain, tm->total);
+    phase("optim", tm->optim, tm->total);
+    phase("select", tm->select, tm->total);
+    phase("other", tm->total - (tm->fuse + tm->wquant + tm->forward + tm->teacher + tm->loss + tm->backward +
+                                tm->ste + tm->chain + tm->optim + tm->select + tm->eval), tm->total);
+    phase("total", tm->total, tm->total);
     qsur_llama_free(fz);
     qsur_llama_rotations_free(rot);
     qsur_ostquant_free(os);

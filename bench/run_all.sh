@@ -27,7 +27,7 @@ run "$b/bench_rotate"
 run "$b/bench_quant"
 run "$b/bench_wquant"
 run "$b/bench_llama" "$shared" 8 1
-[ -x "$b/bench_ostquant" ] && run "$b/bench_ostquant" "$shared"
+[ -x "$b/bench_ostquant" ] && run "$b/bench_ostquant" "$shared" && run "$b/bench_ostquant" layer
 mv "$tmp" "$out"
 trap - EXIT
 echo "wrote $out"

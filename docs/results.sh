@@ -129,6 +129,20 @@ for c in "${wconfigs[@]}"; do
 done
 
 # ---- the document ----------------------------------------------------------
+# The OSTQuant section belongs to docs/results_ostquant.sh: keep what is between
+# its markers in the current document, or write the placeholder.
+OSTQ_BEGIN='<!-- ostquant:begin -->'
+OSTQ_END='<!-- ostquant:end -->'
+ostquant_section() {
+  if [ -f "$OUT" ] && grep -qx -- "$OSTQ_BEGIN" "$OUT" && grep -qx -- "$OSTQ_END" "$OUT"; then
+    awk -v b="$OSTQ_BEGIN" -v e="$OSTQ_END" '$0 == b { on = 1 } on { print } $0 == e { on = 0 }' "$OUT"
+  else
+    echo "$OSTQ_BEGIN"
+    echo "(to be measured: \`bash docs/results_ostquant.sh\` fills this section)"
+    echo "$OSTQ_END"
+  fi
+}
+
 {
   echo "# Results: stories260K under post-training quantization"
   echo
@@ -221,13 +235,17 @@ done
   echo "  per-window MSE vs RTN instead)."
   echo "- \`gptq model\` etc. print the per-linear table (\`linear group rtn_error error ratio\`)."
   echo
-  echo "## 3. OSTQuant, CQE+"
+  echo "## 3. OSTQuant"
   echo
-  echo "| config | OSTQuant | CQE+ |"
-  echo "|---|---|---|"
-  for c in W4A16 W4A8 W4A4KV4 W4A4KV16; do echo "| $c | (to be measured) | (to be measured) |"; done
+  ostquant_section
   echo
-  echo "Placeholder: filled by the branch that adds these methods (same eval protocol)."
+  echo "## 4. CQE+"
+  echo
+  echo "| config | CQE+ |"
+  echo "|---|---|"
+  for c in W4A16 W4A8 W4A4KV4 W4A4KV16; do echo "| $c | (to be measured) |"; done
+  echo
+  echo "Placeholder: filled by the branch that adds this method (same eval protocol)."
   echo
   echo "## Exact commands"
   echo

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "qsur/atomic_file.h"
 #include "qsur/ostquant.h"
 #include "qsur/quant_ste.h"
@@ -169,10 +170,25 @@ static int eval_ppl(const qsur_ostquant *o, const qsur_tokens *eval, int T, doub
 
 #define SELECT_EVERY 10
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Adds the time since *t to *acc and restarts *t (phase timers of o->time). */
+static void lap(double *acc, double *t)
+{
+    double n = now();
+    *acc += n - *t;
+    *t = n;
+}
+
 /* Loss of the current parameters on the selection batch; snapshot when best.
  * Uses o->best_ema for the best selection loss. */
-static int select_check(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape, const int *sel,
-                        const float *zsel, int B, int T, qsur_error *err)
+static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape, const int *sel,
+                              const float *zsel, int B, int T, qsur_error *err)
 {
     qsur_ostquant_fuse_into(o, fm);
     fm->hooks = qsur_llama_hooks_none();
@@ -195,10 +211,20 @@ static int select_check(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape,
     return QSUR_OK;
 }
 
+static int select_check(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape, const int *sel,
+                        const float *zsel, int B, int T, qsur_error *err)
+{
+    double t = now();
+    int rc = select_check_timed(o, fm, tape, sel, zsel, B, T, err);
+    lap(&o->time.select, &t);
+    return rc;
+}
+
 int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
                         const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err)
 {
     const qsur_llama_config *c = &o->cfg;
+    double t_start = now(), tp;
     if (base->cfg.dim != c->dim || base->cfg.n_layers != c->n_layers ||
         base->cfg.hidden_dim != c->hidden_dim || base->cfg.vocab_size != c->vocab_size)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant: the base model's shape differs from the state's");
@@ -281,19 +307,26 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
             for (int t = 0; t < T; t++)
                 tok[b * T + t] = calib->ids[(int64_t)sidx * calib->seq_len + t];
         }
+        tp = now();
         qsur_ostquant_fuse_into(o, fm);
         fm->hooks = qsur_llama_hooks_none();
         fm->hooks.act = o->aspec;
         fm->hooks.kv = o->kvspec;
         qsur_llama_rotations_attach(o->rot, fm);
+        lap(&o->time.fuse, &tp);
         if (o->wspec.bits < 16 && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
             break;
-        if ((rc = qsur_llama_train_forward(fm, tape, tok, B, T, err)) ||
-            (rc = qsur_llama_forward(&teacher, st, tok, B, T, 0, err)))
+        lap(&o->time.wquant, &tp);
+        if ((rc = qsur_llama_train_forward(fm, tape, tok, B, T, err)))
+            break;
+        lap(&o->time.forward, &tp);
+        if ((rc = qsur_llama_forward(&teacher, st, tok, B, T, 0, err)))
             break;
         memcpy(zfp, st->logits, (size_t)(N * V) * sizeof(float));
+        lap(&o->time.teacher, &tp);
         double kl, loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, tape->logits, zfp, tok,
                                                   B, T, (int)V, dz, &kl);
+        lap(&o->time.loss, &tp);
         if (!isfinite(loss)) {
             rc = qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)",
                            o->step + 1);
@@ -302,6 +335,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         qsur_llama_grads_zero(grads, fm);
         if ((rc = qsur_llama_backward(fm, tape, dz, &ot, grads, err)))
             break;
+        lap(&o->time.backward, &tp);
         /* STE from the quantized weights the forward used to the fused floats */
         for (int l = 0; l < c->n_layers && !rc && o->wspec.bits < 16; l++) {
             qsur_llama_layer *L = &fm->layers[l];
@@ -312,8 +346,10 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
                 rc = qsur_fake_quant_backward(&o->wspec, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i],
                                               dw[i], err);
         }
+        lap(&o->time.ste, &tp);
         if (rc || (rc = qsur_ostquant_param_grads(o, fm, grads, dr, drov, dls, err)))
             break;
+        lap(&o->time.chain, &tp);
         if ((rc = qsur_stiefel_adam_step(o->opt_res, o->r_res, dr, o->opts.lr, err)))
             break;
         int64_t hs2 = (int64_t)c->head_size * c->head_size;
@@ -323,6 +359,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
             break;
         if (o->opts.learn_scales)
             qsur_adam_step(o->opt_ls, o->ls, dls, o->opts.lr_scale);
+        lap(&o->time.optim, &tp);
         o->step++;
         o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
         if ((o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
@@ -330,9 +367,13 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
             break;
         qsur_ostquant_log row = {o->step, loss, kl, NAN};
         if (eval && o->opts.eval_every > 0 &&
-            (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps))
-            if ((rc = eval_ppl(o, eval, 0, &row.ppl, err)))
+            (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps)) {
+            tp = now();
+            rc = eval_ppl(o, eval, 0, &row.ppl, err);
+            lap(&o->time.eval, &tp);
+            if (rc)
                 break;
+        }
         if (log_row(o, row)) {
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for the log");
             break;
@@ -351,6 +392,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         o->has_cur = 1;
         snapshot(o, 0);
     }
+    o->time.total += now() - t_start;
     free(teacher.layers);
     free(sel);
     free(zsel);

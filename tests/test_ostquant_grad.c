@@ -614,6 +614,49 @@ static void test_stiefel(qsur_rng *rng)
     qsur_stiefel_adam_free(o);
 }
 
+/* ---- phase timers of the training loop ---- */
+static void test_train_timing(qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *m = tiny_model(rng);
+    qsur_ostquant_opts op = qsur_ostquant_default();
+    op.steps = 3;
+    op.batch = 2;
+    qsur_quant_spec w4 = qsur_quant_default(), a4 = qsur_quant_default(), off = qsur_quant_default();
+    off.bits = 16;
+    qsur_ostquant *o = NULL;
+    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, &a4, &off, &err), err);
+    int ids[4 * 8];
+    for (int i = 0; i < 4 * 8; i++)
+        ids[i] = (int)qsur_rng_below(rng, 32);
+    qsur_tokens cal = {ids, 4 * 8, 8};
+    if (o) {
+        CHECK_OK(qsur_ostquant_train(o, m, &cal, NULL, NULL, &err), err);
+        const qsur_ostquant_timing *t = &o->time;
+        double phases[] = {t->fuse, t->wquant, t->forward, t->teacher, t->loss, t->backward,
+                           t->ste, t->chain, t->optim, t->select, t->eval};
+        double sum = 0, mn = 0;
+        for (size_t i = 0; i < sizeof phases / sizeof *phases; i++) {
+            sum += phases[i];
+            mn = fmin(mn, phases[i]);
+        }
+        CHECK_MSG(o->step == 3, "3 steps done, got %d", o->step);
+        CHECK_MSG(mn >= 0 && t->forward > 0 && t->backward > 0 && t->select > 0,
+                  "phase timers positive: min %g forward %g backward %g select %g", mn, t->forward,
+                  t->backward, t->select);
+        /* the phases are disjoint laps inside the call: they cannot exceed its total */
+        CHECK_MSG(t->total > 0 && sum <= t->total * (1 + 1e-9) + 1e-9, "phases %g <= total %g", sum, t->total);
+        CHECK_MSG(t->eval == 0, "no eval stream: eval time %g", t->eval);
+        /* cumulative across calls: more steps only add */
+        double before = t->total;
+        o->opts.steps = 4;
+        CHECK_OK(qsur_ostquant_train(o, m, &cal, NULL, NULL, &err), err);
+        CHECK_MSG(o->time.total > before, "timers accumulate: %g -> %g", before, o->time.total);
+    }
+    qsur_ostquant_free(o);
+    qsur_llama_free(m);
+}
+
 int main(void)
 {
     qsur_rng rng;
@@ -627,5 +670,6 @@ int main(void)
     test_chain(&rng);
     test_losses(&rng);
     test_stiefel(&rng);
+    test_train_timing(&rng);
     return check_done();
 }

@@ -82,6 +82,23 @@ typedef struct {
     double ppl;           /* eval perplexity, NAN when not evaluated */
 } qsur_ostquant_log;
 
+/* Cumulative wall time (seconds, monotonic clock) of qsur_ostquant_train by
+ * phase, for benchmarks. Never reset by train: zero it to time one call. */
+typedef struct {
+    double fuse;      /* transforms -> fused float weights, hooks */
+    double wquant;    /* RTN of the fused weights */
+    double forward;   /* quantized training forward (keeps the tape) */
+    double teacher;   /* float teacher forward */
+    double loss;      /* loss and dL/dlogits */
+    double backward;  /* backward through the quantized model */
+    double ste;       /* weight STE from the quantized to the fused float weights */
+    double chain;     /* chain rule to R and log s (qsur_ostquant_param_grads) */
+    double optim;     /* Cayley-Adam and Adam steps */
+    double select;    /* selection-batch checks (fuse, quantize, forward, loss) */
+    double eval;      /* eval perplexity (eval_every) */
+    double total;     /* the whole train call */
+} qsur_ostquant_timing;
+
 typedef struct qsur_ostquant {
     qsur_ostquant_opts opts;
     qsur_quant_spec wspec, aspec, kvspec;
@@ -117,6 +134,7 @@ typedef struct qsur_ostquant {
     /* run-time pieces */
     qsur_llama_rotations *rot;
     qsur_llama *fm;                 /* fused working model */
+    qsur_ostquant_timing time;      /* where train's time went (not saved) */
 } qsur_ostquant;
 
 /* Folds base (its float weights; wq copies are ignored), initialises the
