@@ -279,9 +279,35 @@ static void check_width_and_clip(void)
         CHECK(plot_terminal_width() == 80);
 }
 
+/* A loss curve: 10 steps falling from 3.0 to 2.1. The axis starts just below
+ * the minimum (2.1 - 5% of the range = 2.055, shown as 2.06), so the first step's bar fills the plot
+ * and the last is nearly empty; the labels say which values the axis spans. */
+static void check_series(void)
+{
+    plot_style st = {60, 8, 0, 0};
+    double v[10];
+    for (int i = 0; i < 10; i++)
+        v[i] = 3.0 - 0.1 * i;
+    plot_lines pl = {0};
+    plot_series(&pl, &st, v, 10, "step", "loss");
+    CHECK(pl.count >= 10);
+    CHECK(strstr(pl.lines[0], "loss") != NULL);
+    CHECK(strstr(pl.lines[1], "3") != NULL && strstr(pl.lines[8], "2.06") != NULL);
+    CHECK(strstr(pl.lines[pl.count - 1], "step 9") != NULL);
+    /* column of step 0 is '#' in the top row; the last step's is blank there */
+    const char *top = strchr(pl.lines[1], '#');
+    CHECK(top != NULL);
+    int full_last = 0;
+    for (const char *p = pl.lines[1]; *p; p++)
+        full_last = *p == '#';
+    CHECK(!full_last);
+    plot_lines_free(&pl);
+}
+
 int main(void)
 {
     check_generic();
+    check_series();
     check_outlier_bars(64, 80, 37);     /* one column per channel */
     check_outlier_bars(20, 80, 3);      /* three columns per channel */
     check_outlier_bars(4096, 60, 3000); /* max-pooled: 4096 channels into 52 columns */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "commands.h"
+#include "plot.h"
 #include "model_state.h"
 #include "layer_transform.h"
 #include "qsur/llama.h"
@@ -18,6 +19,25 @@
 #include "qsur/llama_wquant.h"
 #include "qsur/ostquant.h"
 #include "qsur/ostquant_layer.h"
+
+/* The loss per step as bars (one column per step, max-pooled to the width):
+ * the loss curve in the REPL and in the TUI's output panel. */
+static void loss_curve(session *s, report *r, const qsur_ostquant *os)
+{
+    if (os->nlog < 2)
+        return;
+    double *v = malloc((size_t)os->nlog * sizeof *v);
+    if (!v)
+        return;
+    for (int i = 0; i < os->nlog; i++)
+        v[i] = os->log[i].loss;
+    plot_style ps = plot_style_for(s);
+    plot_lines pl = {0};
+    plot_series(&pl, &ps, v, os->nlog, "step", "training loss per step (max-pooled)");
+    plot_lines_to_report(&pl, r);
+    plot_lines_free(&pl);
+    free(v);
+}
 
 static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
@@ -146,6 +166,7 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
                 rep_cell_num(r, os->log[i].ppl, "%.4f");
             }
         rep_table_end(r);
+        loss_curve(s, r, os);
         char rd[512];
         qsur_llama_rotations_describe(rot, rd, sizeof rd);
         rep_str(r, "calib", "calibration", calib);

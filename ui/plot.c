@@ -385,8 +385,44 @@ void plot_hist_v(plot_lines *out, const plot_style *st, const int64_t *counts, i
 
 /* ---- channel bars --------------------------------------------------------------- */
 
+static void bars(plot_lines *out, const plot_style *st, const double *absmax, int64_t n,
+                 double threshold, double ymax, const char *title, const char *xname,
+                 double base);
+
 void plot_channel_bars(plot_lines *out, const plot_style *st, const double *absmax, int64_t n,
                        double threshold, double ymax, const char *title)
+{
+    bars(out, st, absmax, n, threshold, ymax, title, "channel", 0.0);
+}
+
+void plot_series(plot_lines *out, const plot_style *st, const double *v, int64_t n,
+                 const char *xname, const char *title)
+{
+    /* A curve is read by its changes: start the axis a little below the
+     * minimum instead of at 0, where every bar would look full. */
+    double lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(v[i])) {
+            lo = fmin(lo, v[i]);
+            hi = fmax(hi, v[i]);
+        }
+    if (!(hi >= lo))
+        return;
+    double base = lo - 0.05 * (hi - lo > 0 ? hi - lo : fabs(lo) + 1.0);
+    double *shifted = malloc((size_t)n * sizeof *shifted);
+    if (!shifted)
+        return;
+    for (int64_t i = 0; i < n; i++)
+        shifted[i] = isfinite(v[i]) ? v[i] - base : 0.0;
+    bars(out, st, shifted, n, 0, 0, title, xname, base);
+    free(shifted);
+}
+
+/* Bars of |v| max-pooled into the width, the axis starting at base (labels
+ * only: values are already relative to it); xname labels the last index. */
+static void bars(plot_lines *out, const plot_style *st, const double *absmax, int64_t n,
+                 double threshold, double ymax, const char *title, const char *xname,
+                 double base)
 {
     if (n <= 0)
         return;
@@ -422,9 +458,10 @@ void plot_channel_bars(plot_lines *out, const plot_style *st, const double *absm
         else
             add_text(out, st, "%s", title);
     }
-    char top[32];
-    snprintf(top, sizeof top, "%.3g", vmax);
-    draw_columns(out, st, h, mark, ncols, colw, rows, top, "0");
+    char top[32], bottom[32];
+    snprintf(top, sizeof top, "%.3g", base + vmax);
+    snprintf(bottom, sizeof bottom, "%.3g", base);
+    draw_columns(out, st, h, mark, ncols, colw, rows, top, bottom);
     if (any) {
         row mk;
         row_init(&mk, st);
@@ -441,7 +478,7 @@ void plot_channel_bars(plot_lines *out, const plot_style *st, const double *absm
         row_finish(&mk, out);
     }
     char hi[48];
-    snprintf(hi, sizeof hi, "channel %lld", (long long)(n - 1));
+    snprintf(hi, sizeof hi, "%s %lld", xname, (long long)(n - 1));
     axis_labels(out, st, "0", hi, ncols * colw);
 done:
     free(v);

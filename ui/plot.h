@@ -64,6 +64,11 @@ void plot_hist_v(plot_lines *out, const plot_style *st, const int64_t *counts, i
 void plot_channel_bars(plot_lines *out, const plot_style *st, const double *absmax, int64_t n,
                        double threshold, double ymax, const char *title);
 
+/* A series (e.g. a loss per step) as the same max-pooled bars; xname labels
+ * the x axis ("step"). */
+void plot_series(plot_lines *out, const plot_style *st, const double *v, int64_t n,
+                 const char *xname, const char *title);
+
 /* |x| of a rows x cols row-major matrix (tokens x channels) max-pooled into
  * style.height rows x (width - 2) columns, as shade characters, followed by a
  * legend of the value range. */
