@@ -239,14 +239,6 @@ ostquant_section() {
   echo
   ostquant_section
   echo
-  echo "## 4. CQE+"
-  echo
-  echo "| config | CQE+ |"
-  echo "|---|---|"
-  for c in W4A16 W4A8 W4A4KV4 W4A4KV16; do echo "| $c | (to be measured) |"; done
-  echo
-  echo "Placeholder: filled by the branch that adds this method (same eval protocol)."
-  echo
   echo "## Exact commands"
   echo
   echo "Each row is one \`qsur -c '...'\` run (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
