@@ -427,8 +427,21 @@ int qsur_llama_quantize_linear(qsur_llama_linear *l, const qsur_quant_spec *spec
     return QSUR_OK;
 }
 
+static qsur_quant_spec same_spec(const qsur_quant_spec *spec, int64_t cols)
+{
+    (void)cols;
+    return *spec;
+}
+
 int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
                                 const qsur_progress *prog, qsur_error *err)
+{
+    return qsur_llama_quantize_each(m, spec, same_spec, prog, err);
+}
+
+int qsur_llama_quantize_each(qsur_llama *m, const qsur_quant_spec *spec,
+                             qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
+                             const qsur_progress *prog, qsur_error *err)
 {
     int n = qsur_llama_linear_count(m), rc = QSUR_OK;
     float **fresh = calloc((size_t)n, sizeof *fresh);
@@ -436,7 +449,8 @@ int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
         return qsur_fail(err, QSUR_ERR_NOMEM, "quantize weights: out of memory");
     for (int i = 0; i < n && !rc; i++) {
         qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        rc = qsur_quant_validate(spec, l->cols, err);
+        qsur_quant_spec q = spec_for(spec, l->cols);
+        rc = qsur_quant_validate(&q, l->cols, err);
         if (rc)
             break;
         fresh[i] = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float));
@@ -444,7 +458,7 @@ int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
             break;
         }
-        rc = qsur_fake_quant(spec, l->w, l->rows, l->cols, fresh[i], NULL, err);
+        rc = qsur_fake_quant(&q, l->w, l->rows, l->cols, fresh[i], NULL, err);
         if (!rc)
             rc = qsur_progress_tick(prog, (double)(i + 1) / n, "quantize weights", NAN, err);
     }

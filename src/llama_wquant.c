@@ -53,40 +53,11 @@ qsur_quant_spec qsur_llama_linear_spec(const qsur_quant_spec *spec, int64_t cols
 int qsur_llama_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec,
                             const qsur_progress *prog, qsur_error *err)
 {
-    int n = qsur_llama_linear_count(m), rc = QSUR_OK;
     if (spec->bits >= 16) {
         qsur_llama_dequantize_weights(m);
         return QSUR_OK;
     }
-    float **fresh = calloc((size_t)n, sizeof *fresh);
-    if (!fresh)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "quantize weights: out of memory");
-    for (int i = 0; i < n && !rc; i++) {
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
-        rc = qsur_quant_validate(&q, l->cols, err);
-        if (rc)
-            break;
-        fresh[i] = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float));
-        if (!fresh[i]) {
-            rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
-            break;
-        }
-        rc = qsur_fake_quant(&q, l->w, l->rows, l->cols, fresh[i], NULL, err);
-        if (!rc)
-            rc = qsur_progress_tick(prog, (double)(i + 1) / n, "quantize weights", NAN, err);
-    }
-    for (int i = 0; i < n; i++) {
-        if (rc) {
-            free(fresh[i]);
-            continue;
-        }
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        free(l->wq);
-        l->wq = fresh[i];
-    }
-    free(fresh);
-    return rc;
+    return qsur_llama_quantize_each(m, spec, qsur_llama_linear_spec, prog, err);
 }
 
 /* A progress callback mapping a sub-task's [0,1] onto [lo,hi] of the outer one. */
