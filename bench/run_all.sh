@@ -19,7 +19,8 @@ trap 'rm -f "$tmp"' EXIT
 } > "$tmp"
 run() {
   echo "running: $*" >&2
-  { echo; echo "## \`$*\`"; echo; echo '```'; "$@" 2>&1; echo '```'; } >> "$tmp"
+  # Progress lines ("ostq 12/150 ... loss ...") are for a terminal, not for the record.
+  { echo; echo "## \`$*\`"; echo; echo '```'; "$@" 2>&1 | sed -E 's/ostq (layer )?[0-9]+\/[0-9]+ +(kl=[^ ]+ sel=[^ ]+ )?loss [^ ]+ *//g' | grep -v '^ *$'; echo '```'; } >> "$tmp"
 }
 run "$b/bench_qsur"
 run "$b/bench_layer_update"
