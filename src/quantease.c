@@ -388,9 +388,7 @@ int qsur_quantease(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
         }
         qw = w.own;
     }
-    if (L->H)
-        memcpy(w.H, L->H, (size_t)(n * n) * sizeof(double));
-    else if ((rc = qsur_gram(L->X, L->n, n, w.H, prog, err)) != QSUR_OK) {
+    if ((rc = qsur_wquant_hessian(L, w.H, prog, err)) != QSUR_OK) {
         work_free(&w);
         return rc;
     }

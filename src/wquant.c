@@ -104,3 +104,13 @@ int qsur_wquant_objective(const float *W, const float *Q, int64_t rows, int64_t 
     *out = total;
     return QSUR_OK;
 }
+
+int qsur_wquant_hessian(const qsur_wquant_layer *L, double *H, const qsur_progress *prog,
+                        qsur_error *err)
+{
+    if (L->H) {
+        memcpy(H, L->H, (size_t)(L->cols * L->cols) * sizeof *H);
+        return QSUR_OK;
+    }
+    return qsur_gram(L->X, L->n, L->cols, H, prog, err);
+}

@@ -31,6 +31,10 @@ int qsur_wquant_check(const qsur_wquant_layer *L, const char *who, qsur_error *e
 int qsur_gram(const float *X, int64_t n, int64_t cols, double *H,
               const qsur_progress *prog, qsur_error *err);
 
+/* H (cols x cols) = the layer's H when given, else X^T X (qsur_gram). */
+int qsur_wquant_hessian(const qsur_wquant_layer *L, double *H, const qsur_progress *prog,
+                        qsur_error *err);
+
 /* tr((W - Q) H (W - Q)^T) in double: the squared output error on the
  * calibration set. */
 int qsur_wquant_objective(const float *W, const float *Q, int64_t rows, int64_t cols,
