@@ -12,15 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "qsur/clock.h"
 #include "llama_sink.h"
 #include "qsur/llama.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Rows of queries per attention block: scores of a block only reach the keys
  * up to its last row, so causal attention does about half the full T x S work. */
@@ -162,9 +156,9 @@ static int linear_input(const qsur_llama *m, qsur_llama_state *s, const float *i
     *use = in;
     if (m->hooks.act.bits >= 16)
         return QSUR_OK;
-    double t0 = now();
+    double t0 = qsur_seconds();
     int rc = qsur_fake_quant(&m->hooks.act, in, N, cols, s->xq, NULL, err);
-    s->timers.quant += now() - t0;
+    s->timers.quant += qsur_seconds() - t0;
     *use = s->xq;
     return rc;
 }
@@ -174,10 +168,10 @@ static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float 
                    int64_t N, float *out)
 {
     const float *w = l->wq ? l->wq : l->w;
-    double t0 = now();
+    double t0 = qsur_seconds();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols,
                 1.0f, in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);
-    s->timers.gemm += now() - t0;
+    s->timers.gemm += qsur_seconds() - t0;
 }
 
 static void capture(qsur_llama_state *s, int kind, int layer, const float *x, int64_t cols)
@@ -196,7 +190,7 @@ static float *cache_row(const qsur_llama_state *s, float *cache, int layer, int 
 static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B, int T,
                       int pos, float *out)
 {
-    double t0 = now();
+    double t0 = qsur_seconds();
     const qsur_llama_config *c = &m->cfg;
     int hs = c->head_size, group = c->n_heads / c->n_kv_heads;
     float scale = (float)(1.0 / sqrt((double)hs)), inv_sum[ATT_BLOCK];
@@ -239,7 +233,7 @@ static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B
             }
         }
     }
-    s->timers.attention += now() - t0;
+    s->timers.attention += qsur_seconds() - t0;
 }
 
 /* K and V of the current call -> (fake-quantized) -> cache positions pos.. */
@@ -248,12 +242,12 @@ static int store_kv(const qsur_llama *m, qsur_llama_state *s, int layer, int B, 
 {
     int64_t N = (int64_t)B * T, kv = m->cfg.kv_dim, hs = m->cfg.head_size;
     if (m->hooks.kv.bits < 16) {
-        double t0 = now();
+        double t0 = qsur_seconds();
         /* rows of head_size: QSUR_GRAN_ROW = one scale per head per token */
         int rc = qsur_fake_quant(&m->hooks.kv, s->k, N * kv / hs, hs, s->k, NULL, err);
         if (!rc)
             rc = qsur_fake_quant(&m->hooks.kv, s->v, N * kv / hs, hs, s->v, NULL, err);
-        s->timers.quant += now() - t0;
+        s->timers.quant += qsur_seconds() - t0;
         if (rc)
             return rc;
     }
@@ -346,7 +340,7 @@ int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *toke
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return qsur_fail(err, QSUR_ERR_ARG, "forward: token %lld = %d out of range 0..%d",
                              (long long)i, tokens[i], c->vocab_size - 1);
-    double t0 = now();
+    double t0 = qsur_seconds();
     qsur_llama_timers before = s->timers;
     s->pos = 0; /* the cache is invalid until this call completes */
     for (int64_t i = 0; i < N; i++)
@@ -361,7 +355,7 @@ int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *toke
             linear(s, &m->output, s->x, N, s->logits);
         s->pos = pos + T;
     }
-    double spent = now() - t0;
+    double spent = qsur_seconds() - t0;
     s->timers.other += spent - (s->timers.gemm - before.gemm) -
                        (s->timers.attention - before.attention) -
                        (s->timers.quant - before.quant);

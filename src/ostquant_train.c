@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "qsur/clock.h"
 #include "qsur/atomic_file.h"
 #include "qsur/ostquant.h"
 #include "qsur/quant_ste.h"
@@ -170,17 +171,10 @@ static int eval_ppl(const qsur_ostquant *o, const qsur_tokens *eval, int T, doub
 
 #define SELECT_EVERY 10
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Adds the time since *t to *acc and restarts *t (phase timers of o->time). */
 static void lap(double *acc, double *t)
 {
-    double n = now();
+    double n = qsur_seconds();
     *acc += n - *t;
     *t = n;
 }
@@ -214,7 +208,7 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape 
 static int select_check(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape, const int *sel,
                         const float *zsel, int B, int T, qsur_error *err)
 {
-    double t = now();
+    double t = qsur_seconds();
     int rc = select_check_timed(o, fm, tape, sel, zsel, B, T, err);
     lap(&o->time.select, &t);
     return rc;
@@ -224,7 +218,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
                         const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err)
 {
     const qsur_llama_config *c = &o->cfg;
-    double t_start = now(), tp;
+    double t_start = qsur_seconds(), tp;
     if (base->cfg.dim != c->dim || base->cfg.n_layers != c->n_layers ||
         base->cfg.hidden_dim != c->hidden_dim || base->cfg.vocab_size != c->vocab_size)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant: the base model's shape differs from the state's");
@@ -307,7 +301,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
             for (int t = 0; t < T; t++)
                 tok[b * T + t] = calib->ids[(int64_t)sidx * calib->seq_len + t];
         }
-        tp = now();
+        tp = qsur_seconds();
         qsur_ostquant_fuse_into(o, fm);
         fm->hooks = qsur_llama_hooks_none();
         fm->hooks.act = o->aspec;
@@ -368,7 +362,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         qsur_ostquant_log row = {o->step, loss, kl, NAN};
         if (eval && o->opts.eval_every > 0 &&
             (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps)) {
-            tp = now();
+            tp = qsur_seconds();
             rc = eval_ppl(o, eval, 0, &row.ppl, err);
             lap(&o->time.eval, &tp);
             if (rc)
@@ -392,7 +386,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         o->has_cur = 1;
         snapshot(o, 0);
     }
-    o->time.total += now() - t_start;
+    o->time.total += qsur_seconds() - t_start;
     free(teacher.layers);
     free(sel);
     free(zsel);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include "qsur/clock.h"
 #include "layer_state.h"
 #include "model_state.h"
 #include "qsur/llama.h"
@@ -18,13 +19,6 @@
 
 static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
                                             "feed_forward.w2.in", "attention.k", "attention.v"};
-
-static double seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void model_state_free(model_state *ms)
 {
@@ -365,7 +359,7 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     /* Capture into a scratch workspace first: a failure leaves the old one. */
     qsur_workspace tmp;
     qsur_workspace_init(&tmp);
-    double t0 = seconds();
+    double t0 = qsur_seconds();
     rc = capture_float(s, &tmp, &ms->calib_tokens, err);
     if (rc) {
         qsur_workspace_clear(&tmp);
@@ -388,7 +382,7 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     rep_str(r, "file", "calibration", path);
     rep_int(r, "tokens", "tokens captured", ms->calib_tokens);
     rep_int(r, "tensors", "tensors (layers.N.*.in, .k, .v)", ntensors);
-    rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     rep_str(r, "hint", "pair", "`use layers.0.feed_forward.w2` selects it with its captured input");
     return QSUR_OK;
 }
@@ -415,7 +409,7 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (rc)
         return rc;
     qsur_llama_ppl p;
-    double t0 = seconds();
+    double t0 = qsur_seconds();
     rc = qsur_llama_perplexity(s->model, NULL, &t, (int)seqlen, (int)seqs, (int)batch, &s->progress, &p, err);
     qsur_tokens_free(&t);
     if (rc)
@@ -439,7 +433,7 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     rep_str(r, "kv", "KV cache", kq);
     rep_num(r, "nll", "NLL (nats/token)", p.nll, "%.6f");
     rep_num(r, "ppl", "perplexity", p.ppl, "%.4f");
-    rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     return QSUR_OK;
 }
 
@@ -666,6 +660,15 @@ int cmd_smoothquant(session *s, int argc, char **argv, report *r, qsur_error *er
 
 /* ---- gptq / quantease / awq model ------------------------------------------- */
 
+/* The tokens `calib` recorded, for the methods that recapture from them. */
+static int load_calib_tokens(session *s, qsur_tokens *t, qsur_error *err)
+{
+    const model_state *ms = s->mstate;
+    if (!ms->has_calib)
+        return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
+    return qsur_tokens_load(t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
+}
+
 int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, report *r,
                  qsur_error *err)
 {
@@ -673,11 +676,8 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     if (rc)
         return rc;
     model_state *ms = s->mstate;
-    if (!ms->has_calib)
-        return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
     qsur_tokens t;
-    rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
-    if (rc)
+    if ((rc = load_calib_tokens(s, &t, err)) != QSUR_OK)
         return rc;
     o->seq_len = ms->calib_seqlen;
     o->max_seqs = ms->calib_seqs;
@@ -689,7 +689,7 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
         qsur_tokens_free(&t);
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     }
-    double t0 = seconds();
+    double t0 = qsur_seconds();
     rc = qsur_llama_wquant(s->model, &t, &s->wq, o, rows, &s->progress, err);
     qsur_tokens_free(&t);
     if (rc) {
@@ -719,7 +719,7 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     rep_table_end(r);
     rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / n, "%.5f");
     rep_num(r, "mean_error", "mean output error", se / n, "%.5f");
-    rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     free(rows);
     return QSUR_OK;
 }
@@ -731,11 +731,8 @@ int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, repor
     if (rc)
         return rc;
     model_state *ms = s->mstate;
-    if (!ms->has_calib)
-        return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
     qsur_tokens t;
-    rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
-    if (rc)
+    if ((rc = load_calib_tokens(s, &t, err)) != QSUR_OK)
         return rc;
     if (ms->calib_seqs > 0)
         o->n_seqs = ms->calib_seqs;
@@ -746,7 +743,7 @@ int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, repor
         qsur_tokens_free(&t);
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     }
-    double t0 = seconds();
+    double t0 = qsur_seconds();
     rc = qsur_cqe_cross(s->model, &t, &s->wq, o, rows, &s->progress, err);
     qsur_tokens_free(&t);
     if (rc) {
@@ -774,7 +771,7 @@ int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, repor
         rep_cell_int(r, rows[w].best_step);
     }
     rep_table_end(r);
-    rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+    rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     free(rows);
     return QSUR_OK;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "qsur/clock.h"
 #include "commands.h"
 #include "layer_state.h"
 #include "model_state.h"
@@ -13,13 +14,6 @@
 #include "qsur/cqe.h"
 #include "qsur/gptq.h"
 #include "qsur/quantease.h"
-
-static double seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     layer_view v;
@@ -78,7 +72,7 @@ static int job_end(session *s, wq_job *j, report *r, const char *method, double 
         snprintf(label, sizeof label, "%s output error", method);
         rep_num(r, key, label, e, "%.6g");
         rep_num(r, "ratio", "  vs RTN", e / j->rtn_err, "%.3fx");
-        rep_num(r, "seconds", "time (s)", seconds() - t0, "%.3f");
+        rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     }
     job_free(j);
     return rc;
@@ -117,7 +111,7 @@ int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
     }
     session_log_as(s, "%s", ""); /* the layer mode changes nothing */
     wq_job j;
-    double t0 = seconds();
+    double t0 = qsur_seconds();
     int rc = job_begin(s, "gptq", &j, err);
     if (rc != QSUR_OK)
         return rc;
@@ -159,7 +153,7 @@ int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
     }
     session_log_as(s, "%s", "");
     wq_job j;
-    double t0 = seconds();
+    double t0 = qsur_seconds();
     int rc = job_begin(s, "quantease", &j, err);
     if (rc != QSUR_OK)
         return rc;
@@ -217,7 +211,7 @@ int cmd_awq(session *s, int argc, char **argv, report *r, qsur_error *err)
     }
     session_log_as(s, "%s", "");
     wq_job j;
-    double t0 = seconds();
+    double t0 = qsur_seconds();
     int rc = job_begin(s, "awq", &j, err);
     if (rc != QSUR_OK)
         return rc;
@@ -276,7 +270,7 @@ int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
     }
     session_log_as(s, "%s", "");
     wq_job j;
-    double t0 = seconds();
+    double t0 = qsur_seconds();
     int rc = job_begin(s, "cqe", &j, err);
     if (rc != QSUR_OK)
         return rc;

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "qsur/clock.h"
 #include "progress_line.h"
 
 static volatile sig_atomic_t sigint_seen;
@@ -21,18 +22,11 @@ typedef struct {
 
 static progress_state pstate; /* part of the UI session's terminal state */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int progress_cb(void *ctx, double done, const char *what, double value)
 {
     session *s = ctx;
     if (s->set.progress) {
-        double t = now();
+        double t = qsur_seconds();
         if (t - pstate.last_draw > 0.1 || done >= 1.0) {
             pstate.last_draw = t;
             int width = 30, fill = (int)(done * width + 0.5);

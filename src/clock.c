@@ -1,0 +1,9 @@
+#include <time.h>
+#include "qsur/clock.h"
+
+double qsur_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
