@@ -22,24 +22,10 @@
 #include <cblas.h>
 #include "qsur/quant.h"
 #include "qsur/tensor.h"
+#include "vector_clones.h"
 
 #define QLANES 16
 
-/* The build targets baseline x86-64 (SSE2); on x86-64 GCC also emits an AVX2
- * copy of the hot kernel and picks one at load time (ifunc), doubling the
- * vector width where the CPU has it. Other compilers/targets get the plain one. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define QSUR_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define QSUR_VECTOR_CLONES
-#endif
-/* Helpers are forced inline into the cloned kernel so each clone is compiled
- * for its own instruction set. */
-#if defined(__GNUC__)
-#define QSUR_INLINE inline __attribute__((always_inline))
-#else
-#define QSUR_INLINE inline
-#endif
 /* Clip search grid: 1.00, 0.99, ..., 0.50 (first = no clipping). */
 #define CLIP_STEPS 51
 
