@@ -7,6 +7,16 @@
 #include "qsur/stiefel.h"
 #include "qsur/tensor.h"
 
+/* out = in^T for n x n row-major, in 32 x 32 tiles */
+static void transpose(const double *in, double *out, int64_t n)
+{
+    for (int64_t i0 = 0; i0 < n; i0 += 32)
+        for (int64_t j0 = 0; j0 < n; j0 += 32)
+            for (int64_t i = i0; i < n && i < i0 + 32; i++)
+                for (int64_t j = j0; j < n && j < j0 + 32; j++)
+                    out[j * n + i] = in[i * n + j];
+}
+
 int qsur_stiefel_adam_new(qsur_stiefel_adam **out, int64_t n, qsur_error *err)
 {
     *out = NULL;
@@ -46,34 +56,38 @@ void qsur_stiefel_adam_free(qsur_stiefel_adam *o)
 int qsur_cayley_apply(int64_t n, double *R, const double *D, double a, double *work,
                       int *ipiv, qsur_error *err)
 {
-    double *M = work, *N = work + n * n;
-    /* M = I + a/2 D;  N = (I - a/2 D) R = R - a/2 D R */
+    /* (I + a/2 D)^-1 (I - a/2 D) = 2 (I + a/2 D)^-1 - I (the two factors commute),
+     * so R' = 2 X - R with M X = R, M = I + a/2 D: one LU and one n-rhs solve, no
+     * n^3 product D R. The solve runs column-major on buffers we transpose
+     * ourselves (row-major LAPACKE would transpose M, R and X through freshly
+     * allocated copies on every call): the column-major M is the row-major
+     * M^T = I - a/2 D, exactly, because D is exactly skew. */
+    double *Mt = work, *Xt = work + n * n;
     for (int64_t i = 0; i < n * n; i++)
-        M[i] = 0.5 * a * D[i];
+        Mt[i] = -0.5 * a * D[i];
     for (int64_t i = 0; i < n; i++)
-        M[i * n + i] += 1.0;
-    memcpy(N, R, (size_t)(n * n) * sizeof(double));
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, -0.5 * a, D,
-                (int)n, R, (int)n, 1.0, N, (int)n);
-    /* Row-major dgesv: solve M X = N for X (n right-hand sides). I + skew is
-     * never singular (eigenvalues 1 + i*t), so info > 0 means NaN got in. */
-    lapack_int info = LAPACKE_dgesv(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n, M, (lapack_int)n,
-                                    ipiv, N, (lapack_int)n);
+        Mt[i * n + i] += 1.0;
+    transpose(R, Xt, n);
+    /* I + skew is never singular (eigenvalues 1 + i*t), so info > 0 means NaN got in. */
+    lapack_int info = LAPACKE_dgesv(LAPACK_COL_MAJOR, (lapack_int)n, (lapack_int)n, Mt, (lapack_int)n,
+                                    ipiv, Xt, (lapack_int)n);
     if (info != 0)
         return qsur_fail(err, QSUR_ERR_NUMERIC, "cayley retraction: dgesv info %d on a %lld x %lld "
                          "system (non-finite gradient?)", (int)info, (long long)n, (long long)n);
-    memcpy(R, N, (size_t)(n * n) * sizeof(double));
+    /* Xt holds X column-major; R' = 2 X - R in place, tile by tile for the cache */
+    for (int64_t i0 = 0; i0 < n; i0 += 32)
+        for (int64_t j0 = 0; j0 < n; j0 += 32)
+            for (int64_t i = i0; i < n && i < i0 + 32; i++)
+                for (int64_t j = j0; j < n && j < j0 + 32; j++)
+                    R[i * n + j] = 2.0 * Xt[j * n + i] - R[i * n + j];
     return QSUR_OK;
 }
 
-int qsur_stiefel_adam_step(qsur_stiefel_adam *o, double *R, const double *G, double lr,
-                           qsur_error *err)
+/* A <- Cayley-Adam direction from P = G R^T (in place), then the retraction. */
+static int adam_cayley(qsur_stiefel_adam *o, double *R, double *A, double lr, qsur_error *err)
 {
     int64_t n = o->n;
-    double *A = o->work + 2 * n * n;
-    /* A = G R^T - R G^T */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)n, 1.0, G, (int)n,
-                R, (int)n, 0.0, A, (int)n);
+    /* A = P - P^T = G R^T - R G^T (exactly skew: each pair is one difference) */
     double ss = 0.0;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i; j < n; j++) {
@@ -95,6 +109,25 @@ int qsur_stiefel_adam_step(qsur_stiefel_adam *o, double *R, const double *G, dou
     }
     /* D = A; descend: R <- cay(-lr D) R, i.e. a = lr with the sign in the formula */
     return qsur_cayley_apply(n, R, A, lr, o->work, o->ipiv, err);
+}
+
+int qsur_stiefel_adam_step(qsur_stiefel_adam *o, double *R, const double *G, double lr,
+                           qsur_error *err)
+{
+    int64_t n = o->n;
+    double *A = o->work + 2 * n * n;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)n, 1.0, G, (int)n,
+                R, (int)n, 0.0, A, (int)n);
+    return adam_cayley(o, R, A, lr, err);
+}
+
+int qsur_stiefel_adam_step_left(qsur_stiefel_adam *o, double *R, const double *P, double lr,
+                                qsur_error *err)
+{
+    int64_t n = o->n;
+    double *A = o->work + 2 * n * n;
+    memcpy(A, P, (size_t)(n * n) * sizeof(double));
+    return adam_cayley(o, R, A, lr, err);
 }
 
 double qsur_orthogonality_error(const double *R, int64_t n)

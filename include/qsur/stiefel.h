@@ -12,7 +12,8 @@
  *     m <- b1 m + (1-b1) A,  v <- b2 v + (1-b2) mean(A^2),
  *     D = m^ / (sqrt(v^) + eps)           (bias-corrected, still skew)
  *     R <- (I + lr/2 D)^-1 (I - lr/2 D) R  (Cayley: exactly orthogonal in exact
- *                                            arithmetic; LAPACKE dgesv)
+ *                                            arithmetic; computed as 2 X - R with
+ *                                            (I + lr/2 D) X = R, LAPACKE dgesv)
  * R is kept in double so R^T R = I holds to ~1e-14 after thousands of steps. */
 #ifndef QSUR_STIEFEL_H
 #define QSUR_STIEFEL_H
@@ -39,7 +40,14 @@ void qsur_stiefel_adam_free(qsur_stiefel_adam *o);
 int qsur_stiefel_adam_step(qsur_stiefel_adam *o, double *R, const double *G, double lr,
                            qsur_error *err);
 
-/* The Cayley retraction alone: R <- (I + a/2 D)^-1 (I - a/2 D) R for a skew D. */
+/* The same step given P = G R^T instead of G (A = P - P^T): for callers that
+ * get G R^T cheaper than the n^3 product, e.g. R a factor of a chain whose
+ * backward already formed (dL/dY) R^T. P is not modified. */
+int qsur_stiefel_adam_step_left(qsur_stiefel_adam *o, double *R, const double *P, double lr,
+                                qsur_error *err);
+
+/* The Cayley retraction alone: R <- (I + a/2 D)^-1 (I - a/2 D) R for a skew D
+ * (work: 2 n*n doubles, ipiv: n). */
 int qsur_cayley_apply(int64_t n, double *R, const double *D, double a, double *work,
                       int *ipiv, qsur_error *err);
 
