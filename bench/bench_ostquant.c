@@ -7,8 +7,9 @@
  * goes (qsur_ostquant.time). lr is 0.01 unless OSTQ_LR is set.
  * Layer scope: qsur_ostquant_layer on a synthetic d-channel layer (default
  * d = 4096, X n x d with n = 5120 heavy-tailed tokens and outlier channels,
- * W d x d), W4A4 per-row symmetric; prints the output error before/after and
- * the wall time. */
+ * W d x d), W4A4 per-row symmetric; prints the output error before/after, the
+ * wall time and where it goes (qsur_ostquant_layer_result.time). Environment:
+ * OSTQ_BLOCK, OSTQ_ROWS, OSTQ_WROWS, OSTQ_LR override those options. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,11 @@ static double ppl_of(qsur_llama *m, const qsur_tokens *ev, const qsur_quant_spec
     return r.ppl;
 }
 
+static void phase(const char *name, double s, double total)
+{
+    printf("  %-10s %8.2fs %5.1f%%\n", name, s, total > 0 ? 100.0 * s / total : 0.0);
+}
+
 /* Synthetic layer like a 7B model's: X rows are tokens with Student-t (3 dof)
  * entries, 32 outlier channels 20-50x larger, per-token magnitudes varying;
  * W Gaussian / sqrt(d). */
@@ -77,6 +83,14 @@ static int layer_bench(int steps, int64_t d, int64_t n)
     qsur_ostquant_layer_opts o = qsur_ostquant_layer_default();
     if (steps >= 0)
         o.steps = steps;
+    if (getenv("OSTQ_BLOCK"))
+        o.block = atoi(getenv("OSTQ_BLOCK"));
+    if (getenv("OSTQ_ROWS"))
+        o.rows = atoi(getenv("OSTQ_ROWS"));
+    if (getenv("OSTQ_WROWS"))
+        o.wrows = atoi(getenv("OSTQ_WROWS"));
+    if (getenv("OSTQ_LR"))
+        o.lr = atof(getenv("OSTQ_LR"));
     printf("layer scope: X %lld x %lld (t3 entries, 32 outlier channels x20-50), W %lld x %lld, W4A4 per-row sym\n",
            (long long)n, (long long)d, (long long)d, (long long)d);
     printf("steps %d lr %g block %d rows %d wrows %d\n", o.steps, o.lr, o.block, o.rows, o.wrows);
@@ -92,19 +106,25 @@ static int layer_bench(int steps, int64_t d, int64_t n)
     printf("output error (<=1024 tokens x <=1024 rows): identity %.4f -> OSTQuant %.4f\n", res.err_before,
            res.err_after);
     printf("loss step 1 %.5f, best (EMA) %.5f at step %d\n", res.loss_first, res.loss_best, res.best_step);
-    printf("wall %.1fs (%.3fs/step; engine reports %.1fs)\n", t1 - t0, (t1 - t0) / (o.steps > 0 ? o.steps : 1),
+    printf("wall %.2fs (%.4fs/step; engine reports %.2fs)\n", t1 - t0, (t1 - t0) / (o.steps > 0 ? o.steps : 1),
            res.seconds);
+    const qsur_ostquant_layer_timing *tm = &res.time;
+    printf("where the time goes (qsur_ostquant_layer_result.time):\n");
+    phase("transform", tm->transform, tm->total);
+    phase("quant", tm->quant, tm->total);
+    phase("gemm", tm->gemm, tm->total);
+    phase("backward", tm->backward, tm->total);
+    phase("step", tm->step, tm->total);
+    phase("eval", tm->eval, tm->total);
+    phase("other", tm->total - (tm->transform + tm->quant + tm->gemm + tm->backward + tm->step + tm->eval),
+          tm->total);
+    phase("total", tm->total, tm->total);
     free(X);
     free(W);
     free(R);
     free(sc);
     free(cs);
     return 0;
-}
-
-static void phase(const char *name, double s, double total)
-{
-    printf("  %-10s %8.2fs %5.1f%%\n", name, s, total > 0 ? 100.0 * s / total : 0.0);
 }
 
 int main(int argc, char **argv)

@@ -1,11 +1,19 @@
-/* OSTQuant on one layer (qsur/ostquant_layer.h). */
+/* OSTQuant on one layer (qsur/ostquant_layer.h).
+ *
+ * Cost of one step (r = X rows + W rows of the minibatch, b the block size):
+ * the four rn x wm x d products of the loss and its gradient, and three sets of
+ * nb block products of r x b x b (forward tr = pre B, dpre = dtr B^T, and
+ * P = pre^T dpre). P = (dL/dB) B^T is what the Cayley-Adam step needs, so it is
+ * formed from dpre (needed anyway for the scales) instead of forming dL/dB and
+ * multiplying by B^T in double: that drops an n^3 product per block. X rows and
+ * W rows share every buffer (X rows first), so each block product is one GEMM
+ * over all r rows rather than two. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include "qsur/hadamard.h"
+#include "qsur/clock.h"
 #include "qsur/ostquant_layer.h"
 #include "qsur/quant_ste.h"
 #include "qsur/rng.h"
@@ -18,45 +26,251 @@ qsur_ostquant_layer_opts qsur_ostquant_layer_default(void)
     return o;
 }
 
+/* The float forward and backward of one minibatch: the parameters it reads and
+ * every buffer, allocated once for up to cap rows (X rows + W rows). */
 typedef struct {
-    int64_t d, b, nb;          /* channels, block size, blocks */
-    qsur_hadamard_plan *H;
-    double *B;                 /* nb blocks of b*b (double) */
-    float *Bf;                 /* float copy */
-    double *ls;                /* d log scales */
-} layer_params;
+    int64_t d, b, nb, cap;
+    const qsur_hadamard_plan *H;
+    const float *B;      /* nb blocks of b x b (borrowed) */
+    float *es, *eis;     /* e^ls and e^-ls per column */
+    float *pre;          /* cap x d: the scaled rows times H (input of the blocks) */
+    float *tr;           /* cap x d: pre B, what gets quantized */
+    float *qt;           /* cap x d: Q(tr); in the backward dL/dpre */
+    float *dq;           /* cap x d: dL/dtr */
+    float *Y;            /* ycap: X W^T, then the error E */
+    float *Pf;           /* nb*b*b */
+    double *acc;         /* 2d column sums of the scale gradient */
+    qsur_ostquant_layer_timing *time;
+} layer_work;
 
-/* out[r][d] = (in[r][d] scaled) H B: in is scaled by e^(sign*ls) per column first.
- * keeps the pre-B matrix in pre (for the B gradient). */
-static int transform_rows(const layer_params *p, const float *in, int64_t r, int sign, float *pre,
-                          float *out, qsur_error *err)
+static void work_free(layer_work *w)
 {
-    int64_t d = p->d, b = p->b;
-    for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < d; j++)
-            pre[i * d + j] = in[i * d + j] * (float)exp(sign * p->ls[j]);
-    int rc = qsur_hadamard_plan_apply(p->H, pre, r, NULL, err);
-    if (rc)
-        return rc;
-    for (int64_t k = 0; k < p->nb; k++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)b, (int)b, 1.0f,
-                    pre + k * b, (int)d, p->Bf + k * b * b, (int)b, 0.0f, out + k * b, (int)d);
+    free(w->es);
+    free(w->eis);
+    free(w->pre);
+    free(w->tr);
+    free(w->qt);
+    free(w->dq);
+    free(w->Y);
+    free(w->Pf);
+    free(w->acc);
+}
+
+static int work_init(layer_work *w, const qsur_hadamard_plan *H, int64_t b, int64_t cap,
+                     int64_t ycap, qsur_ostquant_layer_timing *time, qsur_error *err)
+{
+    int64_t d = H->n;
+    memset(w, 0, sizeof *w);
+    w->d = d;
+    w->b = b;
+    w->nb = d / b;
+    w->cap = cap;
+    w->H = H;
+    w->time = time;
+    w->es = malloc((size_t)d * sizeof(float));
+    w->eis = malloc((size_t)d * sizeof(float));
+    w->pre = qsur_alloc((size_t)(cap * d), sizeof(float));
+    w->tr = qsur_alloc((size_t)(cap * d), sizeof(float));
+    w->qt = qsur_alloc((size_t)(cap * d), sizeof(float));
+    w->dq = qsur_alloc((size_t)(cap * d), sizeof(float));
+    w->Y = qsur_alloc((size_t)ycap, sizeof(float));
+    w->Pf = qsur_alloc((size_t)(d * b), sizeof(float));
+    w->acc = malloc((size_t)(2 * d) * sizeof(double));
+    if (!w->es || !w->eis || !w->pre || !w->tr || !w->qt || !w->dq || !w->Y || !w->Pf || !w->acc) {
+        work_free(w);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant layer: out of memory for %lld rows x %lld "
+                         "channels", (long long)cap, (long long)d);
+    }
     return QSUR_OK;
 }
 
-static double rel_out_err(const float *X, const float *W, const float *Xq, const float *Wq,
-                          int64_t n, int64_t m, int64_t d, float *Y)
+/* e^(+-ls) once per parameter update, not once per element */
+static void work_set_scales(layer_work *w, const double *ls)
 {
-    double num = 0, den = 0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)d, 1.0f, X, (int)d, W,
-                (int)d, 0.0f, Y, (int)m);
-    for (int64_t i = 0; i < n * m; i++)
-        den += (double)Y[i] * Y[i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)d, 1.0f, Xq, (int)d, Wq,
-                (int)d, -1.0f, Y, (int)m);
-    for (int64_t i = 0; i < n * m; i++)
-        num += (double)Y[i] * Y[i];
-    return den > 0 ? sqrt(num / den) : 0.0;
+    for (int64_t j = 0; j < w->d; j++) {
+        w->es[j] = (float)exp(ls[j]);
+        w->eis[j] = (float)exp(-ls[j]);
+    }
+}
+
+/* adds the time since *t to *slot and restarts *t */
+static void lap(double *t, double *slot)
+{
+    double now = qsur_seconds();
+    *slot += now - *t;
+    *t = now;
+}
+
+/* pre = [X S^-1; W S] H and tr = pre B for rn rows of X and wm rows of W */
+static int forward(layer_work *w, const float *X, int64_t rn, const float *W, int64_t wm,
+                   qsur_error *err)
+{
+    int64_t d = w->d, b = w->b, r = rn + wm;
+    for (int64_t i = 0; i < rn; i++)
+        for (int64_t j = 0; j < d; j++)
+            w->pre[i * d + j] = X[i * d + j] * w->eis[j];
+    for (int64_t i = 0; i < wm; i++)
+        for (int64_t j = 0; j < d; j++)
+            w->pre[(rn + i) * d + j] = W[i * d + j] * w->es[j];
+    int rc = qsur_hadamard_plan_apply(w->H, w->pre, r, NULL, err);
+    if (rc)
+        return rc;
+    for (int64_t k = 0; k < w->nb; k++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)b, (int)b, 1.0f,
+                    w->pre + k * b, (int)d, w->B + k * b * b, (int)b, 0.0f, w->tr + k * b, (int)d);
+    return QSUR_OK;
+}
+
+/* qt = [Q_a(X'); Q_w(W')] from tr */
+static int quantize(layer_work *w, int64_t rn, int64_t wm, const qsur_quant_spec *wq,
+                    const qsur_quant_spec *aq, qsur_error *err)
+{
+    int64_t d = w->d;
+    int rc = qsur_fake_quant(aq, w->tr, rn, d, w->qt, NULL, err);
+    return rc ? rc : qsur_fake_quant(wq, w->tr + rn * d, wm, d, w->qt + rn * d, NULL, err);
+}
+
+/* sum of squares in double */
+static double sumsq(const float *y, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)y[i] * y[i];
+    return s;
+}
+
+/* The loss on rn rows X and wm rows W at the current B, scales; P (nb*b*b)
+ * and gls (d; NULL: skip the scales' backward) as in
+ * qsur_ostquant_layer_loss_grad. */
+static int loss_grad(layer_work *w, const float *X, int64_t rn, const float *W, int64_t wm,
+                     const qsur_quant_spec *wq, const qsur_quant_spec *aq, double *loss, double *P,
+                     double *gls, qsur_error *err)
+{
+    int64_t d = w->d, b = w->b, r = rn + wm;
+    qsur_ostquant_layer_timing *tm = w->time;
+    double t = qsur_seconds();
+    int rc = forward(w, X, rn, W, wm, err);
+    lap(&t, &tm->transform);
+    if (rc || (rc = quantize(w, rn, wm, wq, aq, err)))
+        return rc;
+    lap(&t, &tm->quant);
+    /* E = Q(X') Q(W')^T - X W^T (rn x wm); L = ||E||^2 / ||X W^T||^2 */
+    float *xq = w->qt, *wqm = w->qt + rn * d;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rn, (int)wm, (int)d, 1.0f, X, (int)d, W,
+                (int)d, 0.0f, w->Y, (int)wm);
+    double den = sumsq(w->Y, rn * wm);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rn, (int)wm, (int)d, 1.0f, xq, (int)d,
+                wqm, (int)d, -1.0f, w->Y, (int)wm);
+    *loss = den > 0 ? sumsq(w->Y, rn * wm) / den : 0.0;
+    /* dY = 2E/den; dQ(X') = dY Q(W'), dQ(W') = dY^T Q(X') */
+    float c = den > 0 ? (float)(2.0 / den) : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rn, (int)d, (int)wm, c, w->Y, (int)wm,
+                wqm, (int)d, 0.0f, w->dq, (int)d);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)wm, (int)d, (int)rn, c, w->Y, (int)wm, xq,
+                (int)d, 0.0f, w->dq + rn * d, (int)d);
+    lap(&t, &tm->gemm);
+    if ((rc = qsur_fake_quant_backward(aq, w->tr, rn, d, w->dq, w->dq, err)) ||
+        (rc = qsur_fake_quant_backward(wq, w->tr + rn * d, wm, d, w->dq + rn * d, w->dq + rn * d, err)))
+        return rc;
+    lap(&t, &tm->quant);
+    /* per block: dpre_k = dtr_k B_k^T, P_k = pre_k^T dpre_k = (pre_k^T dtr_k) B_k^T */
+    float *dpre = w->qt;
+    for (int64_t k = 0; k < w->nb; k++) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)b, (int)b, 1.0f, w->dq + k * b,
+                    (int)d, w->B + k * b * b, (int)b, 0.0f, dpre + k * b, (int)d);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)b, (int)b, (int)r, 1.0f, w->pre + k * b,
+                    (int)d, dpre + k * b, (int)d, 0.0f, w->Pf + k * b * b, (int)b);
+    }
+    for (int64_t i = 0; i < d * b; i++)
+        P[i] = w->Pf[i];
+    if (gls) {
+        /* through H^T, then the scales: U = X e^-ls gives dls_j -= sum_i dU_ij U_ij,
+         * V = W e^ls gives dls_j += sum_i dV_ij V_ij */
+        if ((rc = qsur_hadamard_plan_apply_transpose(w->H, dpre, r, NULL, err)))
+            return rc;
+        double *ax = w->acc, *aw = w->acc + d;
+        memset(w->acc, 0, (size_t)(2 * d) * sizeof(double));
+        for (int64_t i = 0; i < rn; i++)
+            for (int64_t j = 0; j < d; j++)
+                ax[j] += (double)(dpre[i * d + j] * X[i * d + j]);
+        for (int64_t i = 0; i < wm; i++)
+            for (int64_t j = 0; j < d; j++)
+                aw[j] += (double)(dpre[(rn + i) * d + j] * W[i * d + j]);
+        for (int64_t j = 0; j < d; j++)
+            gls[j] = -ax[j] * w->eis[j] + aw[j] * w->es[j];
+    }
+    lap(&t, &tm->backward);
+    return QSUR_OK;
+}
+
+/* the largest divisor of d that is <= block */
+static int64_t block_size(int64_t d, int64_t block)
+{
+    for (int64_t b = block < d ? block : d; b > 1; b--)
+        if (d % b == 0)
+            return b;
+    return 1;
+}
+
+int qsur_ostquant_layer_loss_grad(const qsur_hadamard_plan *H, int64_t b, const float *B,
+                                  const double *ls, const float *X, int64_t r, const float *W,
+                                  int64_t q, const qsur_quant_spec *wq, const qsur_quant_spec *aq,
+                                  double *loss, double *P, double *gls, qsur_error *err)
+{
+    if (!H || !B || !ls || !X || !W || r < 1 || q < 1 || b < 1 || H->n % b != 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant layer gradient: needs a plan, blocks of a size "
+                         "dividing d = %lld (got %lld) and r, q >= 1 rows (got %lld, %lld)",
+                         (long long)(H ? H->n : 0), (long long)b, (long long)r, (long long)q);
+    int rc;
+    if ((rc = qsur_quant_validate(wq, H->n, err)) || (rc = qsur_quant_validate(aq, H->n, err)))
+        return rc;
+    qsur_ostquant_layer_timing tm = {0};
+    layer_work w;
+    if ((rc = work_init(&w, H, b, r + q, r * q, &tm, err)))
+        return rc;
+    w.B = B;
+    work_set_scales(&w, ls);
+    rc = loss_grad(&w, X, r, W, q, wq, aq, loss, P, gls, err);
+    work_free(&w);
+    return rc;
+}
+
+/* ||Yref - Xq Wq^T|| / ||Yref|| with den = ||Yref||^2 (E: n*m scratch) */
+static double out_err(const float *Yref, double den, const float *Xq, int64_t n, const float *Wq,
+                      int64_t m, int64_t d, float *E)
+{
+    memcpy(E, Yref, (size_t)(n * m) * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)d, -1.0f, Xq, (int)d, Wq,
+                (int)d, 1.0f, E, (int)m);
+    return den > 0 ? sqrt(sumsq(E, n * m) / den) : 0.0;
+}
+
+/* R = H diag(B_k) as a dense d x d row-major matrix: R^T = diag(B_k^T) H^T is
+ * d rows through the fast transposed plan, then one transpose. */
+static int fuse_rotation(const qsur_hadamard_plan *H, int64_t b, const float *Bf, float *R,
+                         qsur_error *err)
+{
+    int64_t d = H->n;
+    float *Rt = qsur_alloc((size_t)(d * d), sizeof(float));
+    if (!Rt)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant layer: out of memory for the dense R (%lld x %lld)",
+                         (long long)d, (long long)d);
+    memset(Rt, 0, (size_t)(d * d) * sizeof(float));
+    for (int64_t i = 0; i < d; i++) {
+        int64_t k = i / b, c = i - k * b;
+        const float *Bk = Bf + k * b * b;
+        for (int64_t j = 0; j < b; j++)
+            Rt[i * d + k * b + j] = Bk[j * b + c];
+    }
+    int rc = qsur_hadamard_plan_apply_transpose(H, Rt, d, NULL, err);
+    if (!rc)
+        for (int64_t i0 = 0; i0 < d; i0 += 64)
+            for (int64_t j0 = 0; j0 < d; j0 += 64)
+                for (int64_t i = i0; i < d && i < i0 + 64; i++)
+                    for (int64_t j = j0; j < d && j < j0 + 64; j++)
+                        R[j * d + i] = Rt[i * d + j];
+    free(Rt);
+    return rc;
 }
 
 int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, int64_t d,
@@ -65,8 +279,7 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
                         qsur_ostquant_layer_result *res, const qsur_progress *prog,
                         qsur_error *err)
 {
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = qsur_seconds();
     memset(res, 0, sizeof *res);
     if (!X || !W || n < 1 || m < 1 || d < 1 || o->steps < 0 || o->block < 1 || o->rows < 1 ||
         o->wrows < 1)
@@ -76,197 +289,142 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
     int rc;
     if ((rc = qsur_quant_validate(wq, d, err)) || (rc = qsur_quant_validate(aq, d, err)))
         return rc;
-    layer_params p = {d, d, 1, NULL, NULL, NULL, NULL};
-    /* blocks: the largest divisor of d that is <= block */
-    for (int64_t b = o->block < d ? o->block : d; b >= 1; b--)
-        if (d % b == 0) {
-            p.b = b;
-            break;
-        }
-    p.nb = d / p.b;
-    int64_t b = p.b, rn = o->rows < n ? o->rows : n, wm = o->wrows < m ? o->wrows : m;
+    qsur_ostquant_layer_timing *tm = &res->time;
+    int64_t b = block_size(d, o->block), nb = d / b, bb = nb * b * b;
+    int64_t rn = o->rows < n ? o->rows : n, wm = o->wrows < m ? o->wrows : m;
     int64_t en = n < 1024 ? n : 1024, em = m < 1024 ? m : 1024;
-    int64_t big = (rn > en ? rn : en) + (wm > em ? wm : em);
+    int64_t cap = rn + wm > en + em ? rn + wm : en + em;
+    int64_t ycap = rn * wm > en * em ? rn * wm : en * em;
+    qsur_hadamard_plan *H = NULL;
     qsur_hadamard_opts ho = {0, o->seed};
-    if ((rc = qsur_hadamard_plan_new(&p.H, d, &ho, err)))
+    if ((rc = qsur_hadamard_plan_new(&H, d, &ho, err)))
         return rc;
-    snprintf(res->hadamard, sizeof res->hadamard, "%s", p.H->desc);
-    p.B = calloc((size_t)(p.nb * b * b), sizeof(double));
-    p.Bf = malloc((size_t)(p.nb * b * b) * sizeof(float));
-    p.ls = calloc((size_t)d, sizeof(double));
-    double *bestB = malloc((size_t)(p.nb * b * b) * sizeof(double));
-    double *bestls = calloc((size_t)d, sizeof(double)), *gB = malloc((size_t)(b * b) * sizeof(double));
-    double *gls = malloc((size_t)d * sizeof(double));
-    float *sub = qsur_alloc((size_t)(big * d), sizeof(float)), *pre = qsur_alloc((size_t)(big * d), sizeof(float));
-    float *tr = qsur_alloc((size_t)(big * d), sizeof(float)), *qt = qsur_alloc((size_t)(big * d), sizeof(float));
-    float *dq = qsur_alloc((size_t)(big * d), sizeof(float));
-    float *Y = qsur_alloc((size_t)((rn > en ? rn : en) * (wm > em ? wm : em)), sizeof(float));
-    float *gBf = malloc((size_t)(b * b) * sizeof(float));
-    qsur_stiefel_adam **opt = calloc((size_t)p.nb, sizeof *opt);
+    snprintf(res->hadamard, sizeof res->hadamard, "%s", H->desc);
+    layer_work w;
+    if ((rc = work_init(&w, H, b, cap, ycap, tm, err))) {
+        qsur_hadamard_plan_free(H);
+        return rc;
+    }
+    double *B = calloc((size_t)bb, sizeof(double)), *bestB = malloc((size_t)bb * sizeof(double));
+    double *ls = calloc((size_t)d, sizeof(double)), *bestls = calloc((size_t)d, sizeof(double));
+    double *P = malloc((size_t)bb * sizeof(double)), *gls = malloc((size_t)d * sizeof(double));
+    float *Bf = malloc((size_t)bb * sizeof(float));
+    float *sub = qsur_alloc((size_t)((rn + wm) * d), sizeof(float));
+    float *Yref = qsur_alloc((size_t)(en * em), sizeof(float));
+    qsur_stiefel_adam **opt = calloc((size_t)nb, sizeof *opt);
     qsur_adam *opt_s = NULL;
-    if (!p.B || !p.Bf || !p.ls || !bestB || !bestls || !gB || !gls || !sub || !pre || !tr || !qt ||
-        !dq || !Y || !gBf || !opt) {
+    if (!B || !bestB || !ls || !bestls || !P || !gls || !Bf || !sub || !Yref || !opt) {
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant layer: out of memory for d = %lld", (long long)d);
         goto done;
     }
-    for (int64_t k = 0; k < p.nb; k++)
+    for (int64_t k = 0; k < nb; k++)
         for (int64_t i = 0; i < b; i++)
-            p.B[k * b * b + i * b + i] = 1.0;
-    for (int64_t i = 0; i < p.nb * b * b; i++)
-        p.Bf[i] = (float)p.B[i];
-    memcpy(bestB, p.B, (size_t)(p.nb * b * b) * sizeof(double));
-    for (int64_t k = 0; k < p.nb && !rc; k++)
+            B[k * b * b + i * b + i] = 1.0;
+    for (int64_t i = 0; i < bb; i++)
+        Bf[i] = (float)B[i];
+    memcpy(bestB, B, (size_t)bb * sizeof(double));
+    w.B = Bf;
+    work_set_scales(&w, ls);
+    for (int64_t k = 0; k < nb && !rc; k++)
         rc = qsur_stiefel_adam_new(&opt[k], b, err);
     if (rc || (rc = qsur_adam_new(&opt_s, d, err)))
         goto done;
 
-    /* error before: plain quantization (R = I, S = I) on the evaluation subset */
-    float *eX = sub, *eW = sub + en * d;
-    memcpy(eX, X, (size_t)(en * d) * sizeof(float));
-    memcpy(eW, W, (size_t)(em * d) * sizeof(float));
-    if ((rc = qsur_fake_quant(aq, eX, en, d, qt, NULL, err)) ||
-        (rc = qsur_fake_quant(wq, eW, em, d, qt + en * d, NULL, err)))
+    /* error before: plain quantization (R = I, S = I) on the evaluation subset
+     * (the first en tokens, em rows); the reference X W^T is kept for "after" */
+    double t = qsur_seconds(), eden;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)en, (int)em, (int)d, 1.0f, X, (int)d, W,
+                (int)d, 0.0f, Yref, (int)em);
+    eden = sumsq(Yref, en * em);
+    if ((rc = qsur_fake_quant(aq, X, en, d, w.qt, NULL, err)) ||
+        (rc = qsur_fake_quant(wq, W, em, d, w.qt + en * d, NULL, err)))
         goto done;
-    res->err_before = rel_out_err(eX, eW, qt, qt + en * d, en, em, d, Y);
+    res->err_before = out_err(Yref, eden, w.qt, en, w.qt + en * d, em, d, w.Y);
+    lap(&t, &tm->eval);
 
     qsur_rng rng;
     qsur_rng_seed(&rng, o->seed);
     double ema = NAN, best = INFINITY;
     for (int step = 0; step < o->steps; step++) {
-        float *xb = sub, *wb = sub + rn * d;
-        for (int64_t i = 0; i < rn; i++)
-            memcpy(xb + i * d, X + (rn == n ? i : (int64_t)qsur_rng_below(&rng, (uint64_t)n)) * d,
-                   (size_t)d * sizeof(float));
-        for (int64_t i = 0; i < wm; i++)
-            memcpy(wb + i * d, W + (wm == m ? i : (int64_t)qsur_rng_below(&rng, (uint64_t)m)) * d,
-                   (size_t)d * sizeof(float));
-        /* forward: X' = (X S^-1 H) B, W' = (W S H) B, quantized */
-        float *xpre = pre, *wpre = pre + rn * d, *xt = tr, *wt = tr + rn * d;
-        float *xq = qt, *wqm = qt + rn * d, *dxq = dq, *dwq = dq + rn * d;
-        if ((rc = transform_rows(&p, xb, rn, -1, xpre, xt, err)) ||
-            (rc = transform_rows(&p, wb, wm, +1, wpre, wt, err)) ||
-            (rc = qsur_fake_quant(aq, xt, rn, d, xq, NULL, err)) ||
-            (rc = qsur_fake_quant(wq, wt, wm, d, wqm, NULL, err)))
+        /* the minibatch: rn tokens and wm weight rows (all of them when few) */
+        const float *xb = X, *wb = W;
+        if (rn < n) {
+            for (int64_t i = 0; i < rn; i++)
+                memcpy(sub + i * d, X + (int64_t)qsur_rng_below(&rng, (uint64_t)n) * d,
+                       (size_t)d * sizeof(float));
+            xb = sub;
+        }
+        if (wm < m) {
+            for (int64_t i = 0; i < wm; i++)
+                memcpy(sub + (rn + i) * d, W + (int64_t)qsur_rng_below(&rng, (uint64_t)m) * d,
+                       (size_t)d * sizeof(float));
+            wb = sub + rn * d;
+        }
+        double loss;
+        if ((rc = loss_grad(&w, xb, rn, wb, wm, wq, aq, &loss, P, o->learn_scales ? gls : NULL, err)))
             goto done;
-        /* E = Xq Wq^T - X W^T (rn x wm); L = ||E||^2 / ||X W^T||^2 */
-        double den = 0, num = 0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rn, (int)wm, (int)d, 1.0f, xb, (int)d,
-                    wb, (int)d, 0.0f, Y, (int)wm);
-        for (int64_t i = 0; i < rn * wm; i++)
-            den += (double)Y[i] * Y[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rn, (int)wm, (int)d, 1.0f, xq, (int)d,
-                    wqm, (int)d, -1.0f, Y, (int)wm);
-        for (int64_t i = 0; i < rn * wm; i++)
-            num += (double)Y[i] * Y[i];
-        double loss = den > 0 ? num / den : 0.0;
+        t = qsur_seconds();
         if (step == 0)
             res->loss_first = loss;
         ema = isnan(ema) ? loss : 0.9 * ema + 0.1 * loss;
         if (ema < best) {
             best = ema;
             res->best_step = step;
-            memcpy(bestB, p.B, (size_t)(p.nb * b * b) * sizeof(double));
-            memcpy(bestls, p.ls, (size_t)d * sizeof(double));
+            memcpy(bestB, B, (size_t)bb * sizeof(double));
+            memcpy(bestls, ls, (size_t)d * sizeof(double));
         }
-        /* backward: dY = 2E/den; dXq = dY Wq; dWq = dY^T Xq */
-        float c = den > 0 ? (float)(2.0 / den) : 0.0f;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rn, (int)d, (int)wm, c, Y, (int)wm,
-                    wqm, (int)d, 0.0f, dxq, (int)d);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)wm, (int)d, (int)rn, c, Y, (int)wm, xq,
-                    (int)d, 0.0f, dwq, (int)d);
-        if ((rc = qsur_fake_quant_backward(aq, xt, rn, d, dxq, dxq, err)) ||
-            (rc = qsur_fake_quant_backward(wq, wt, wm, d, dwq, dwq, err)))
-            goto done;
-        /* blocks: dB_k = pre_k^T d'_k (X and W rows); d pre_k = d'_k B_k^T */
-        float *dpre = xq; /* reuse: rn+wm rows */
-        for (int64_t k = 0; k < p.nb; k++) {
-            float *Bk = p.Bf + k * b * b;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)b, (int)b, (int)rn, 1.0f, xpre + k * b,
-                        (int)d, dxq + k * b, (int)d, 0.0f, gBf, (int)b);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)b, (int)b, (int)wm, 1.0f, wpre + k * b,
-                        (int)d, dwq + k * b, (int)d, 1.0f, gBf, (int)b);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(rn + wm), (int)b, (int)b, 1.0f,
-                        dq + k * b, (int)d, Bk, (int)b, 0.0f, dpre + k * b, (int)d);
-            for (int64_t i = 0; i < b * b; i++)
-                gB[i] = gBf[i];
-            if ((rc = qsur_stiefel_adam_step(opt[k], p.B + k * b * b, gB, o->lr, err)))
+        for (int64_t k = 0; k < nb; k++)
+            if ((rc = qsur_stiefel_adam_step_left(opt[k], B + k * b * b, P + k * b * b, o->lr, err)))
                 goto done;
+        if (o->learn_scales) {
+            qsur_adam_step(opt_s, ls, gls, o->lr_scale);
+            work_set_scales(&w, ls);
         }
-        /* through H^T, then the scales: U = X e^-ls (dls -= dU U), V = W e^ls (dls += dV V) */
-        if ((rc = qsur_hadamard_plan_apply_transpose(p.H, dpre, rn + wm, NULL, err)))
-            goto done;
-        memset(gls, 0, (size_t)d * sizeof(double));
-        for (int64_t i = 0; i < rn; i++)
-            for (int64_t j = 0; j < d; j++)
-                gls[j] -= (double)dpre[i * d + j] * xb[i * d + j] * exp(-p.ls[j]);
-        for (int64_t i = 0; i < wm; i++)
-            for (int64_t j = 0; j < d; j++)
-                gls[j] += (double)dpre[(rn + i) * d + j] * wb[i * d + j] * exp(p.ls[j]);
-        if (o->learn_scales)
-            qsur_adam_step(opt_s, p.ls, gls, o->lr_scale);
-        for (int64_t i = 0; i < p.nb * b * b; i++)
-            p.Bf[i] = (float)p.B[i];
+        for (int64_t i = 0; i < bb; i++)
+            Bf[i] = (float)B[i];
+        lap(&t, &tm->step);
         char what[48];
         snprintf(what, sizeof what, "ostq layer %d/%d", step + 1, o->steps);
         if ((rc = qsur_progress_tick(prog, (double)(step + 1) / o->steps, what, loss, err)))
             break;
     }
     /* the best parameters, fused into a dense R = H B */
-    memcpy(p.B, bestB, (size_t)(p.nb * b * b) * sizeof(double));
-    memcpy(p.ls, bestls, (size_t)d * sizeof(double));
-    for (int64_t i = 0; i < p.nb * b * b; i++)
-        p.Bf[i] = (float)p.B[i];
+    t = qsur_seconds();
+    for (int64_t i = 0; i < bb; i++)
+        Bf[i] = (float)bestB[i];
+    work_set_scales(&w, bestls);
     res->loss_best = best;
     {
-        float *Hd = qsur_alloc((size_t)(d * d), sizeof(float));
-        if (!Hd) {
-            if (!rc)
-                rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant layer: out of memory for the dense R");
-            goto done;
+        int rc2 = fuse_rotation(H, b, Bf, R, err);
+        if (!rc2) {
+            for (int64_t j = 0; j < d; j++)
+                s[j] = (float)exp(bestls[j]);
+            /* error after on the evaluation subset */
+            if (!(rc2 = forward(&w, X, en, W, em, err)) && !(rc2 = quantize(&w, en, em, wq, aq, err)))
+                res->err_after = out_err(Yref, eden, w.qt, en, w.qt + en * d, em, d, w.Y);
         }
-        qsur_hadamard_plan_dense(p.H, Hd);
-        for (int64_t k = 0; k < p.nb; k++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)b, (int)b, 1.0f, Hd + k * b,
-                        (int)d, p.Bf + k * b * b, (int)b, 0.0f, R + k * b, (int)d);
-        free(Hd);
-    }
-    for (int64_t j = 0; j < d; j++)
-        s[j] = (float)exp(p.ls[j]);
-    /* error after on the evaluation subset */
-    {
-        int rc2;
-        float *ex = tr, *ew = tr + en * d;
-        if (!(rc2 = transform_rows(&p, X, en, -1, pre, ex, err)) &&
-            !(rc2 = transform_rows(&p, W, em, +1, pre, ew, err)) &&
-            !(rc2 = qsur_fake_quant(aq, ex, en, d, qt, NULL, err)) &&
-            !(rc2 = qsur_fake_quant(wq, ew, em, d, qt + en * d, NULL, err)))
-            res->err_after = rel_out_err(ex, ew, qt, qt + en * d, en, em, d, Y);
         if (!rc)
             rc = rc2;
     }
-done:;
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    res->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    lap(&t, &tm->eval);
+done:
+    res->seconds = qsur_seconds() - t0;
+    tm->total = res->seconds;
     if (opt)
-        for (int64_t k = 0; k < p.nb; k++)
+        for (int64_t k = 0; k < nb; k++)
             qsur_stiefel_adam_free(opt[k]);
     free(opt);
     qsur_adam_free(opt_s);
-    qsur_hadamard_plan_free(p.H);
-    free(p.B);
-    free(p.Bf);
-    free(p.ls);
+    work_free(&w);
+    qsur_hadamard_plan_free(H);
+    free(B);
     free(bestB);
+    free(ls);
     free(bestls);
-    free(gB);
+    free(P);
     free(gls);
+    free(Bf);
     free(sub);
-    free(pre);
-    free(tr);
-    free(qt);
-    free(dq);
-    free(Y);
-    free(gBf);
+    free(Yref);
     return rc;
 }

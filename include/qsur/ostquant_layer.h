@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 #include "qsur/error.h"
+#include "qsur/hadamard.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
 
@@ -31,6 +32,18 @@ typedef struct {
 
 qsur_ostquant_layer_opts qsur_ostquant_layer_default(void);
 
+/* Where the call's wall time went (seconds; disjoint laps, so they sum to at
+ * most total; the rest is minibatch sampling and bookkeeping). */
+typedef struct {
+    double transform;  /* forward: e^-+ls scaling, H, the block products B */
+    double gemm;       /* X W^T, Q(X')Q(W')^T and their gradients dY Q(W'), dY^T Q(X') */
+    double quant;      /* fake quantization of X', W' and its STE backward */
+    double backward;   /* block gradients P_k, dX'' = dX' B^T, H^T, log-scale gradients */
+    double step;       /* Cayley-Adam on the blocks, Adam on log s */
+    double eval;       /* output error before/after, fusing R = H B */
+    double total;
+} qsur_ostquant_layer_timing;
+
 typedef struct {
     double loss_first, loss_best;  /* minibatch loss at step 1 and the best EMA */
     double err_before, err_after;  /* ||XW^T - Q Q^T|| / ||XW^T|| on an evaluation subset
@@ -38,6 +51,7 @@ typedef struct {
     int best_step;
     double seconds;
     char hadamard[192];            /* which Hadamard construction H used */
+    qsur_ostquant_layer_timing time;
 } qsur_ostquant_layer_result;
 
 /* X: n x d, W: m x d (row-major). Writes R (d x d, row-major, orthogonal) and
@@ -48,5 +62,19 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
                         const qsur_ostquant_layer_opts *opts, float *R, float *s,
                         qsur_ostquant_layer_result *res, const qsur_progress *prog,
                         qsur_error *err);
+
+/* What one step differentiates, exposed for tests. With R = H diag(B_1..B_nb)
+ * (H the plan, nb = d / b blocks B_k of b x b, row-major, any matrices) and
+ * S = diag(e^ls), on the rows X (r x d) and W (q x d):
+ *     loss = ||X W^T - Q_a(X S^-1 R) Q_w(W S R)^T||^2 / ||X W^T||^2,
+ *     P_k  = (dloss/dB_k) B_k^T   (nb b x b blocks: what
+ *            qsur_stiefel_adam_step_left takes; for orthogonal B_k the
+ *            Euclidean gradient is P_k B_k),
+ *     gls  = dloss/dls            (d values),
+ * through the STE of qsur/quant_ste.h. b must divide d. */
+int qsur_ostquant_layer_loss_grad(const qsur_hadamard_plan *H, int64_t b, const float *B,
+                                  const double *ls, const float *X, int64_t r, const float *W,
+                                  int64_t q, const qsur_quant_spec *wq, const qsur_quant_spec *aq,
+                                  double *loss, double *P, double *gls, qsur_error *err);
 
 #endif
