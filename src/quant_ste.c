@@ -1,7 +1,18 @@
 /* STE backward of fake quantization (see qsur/quant_ste.h for the exact rule). */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include "qsur/quant_ste.h"
+
+/* Round half away from zero for |v| < 2^31, the rounding qsur_qparams_code
+ * applies (quant.h); written out here so the loop below makes no call per
+ * element (the per-element qsur_qparams_code call was most of the backward). */
+static inline float round_half_away(float v)
+{
+    float t = (float)(int32_t)v;
+    float f = v - t;
+    return t + (float)((f >= 0.5f) - (f <= -0.5f));
+}
 
 /* One scale group of n values: x, upstream dq -> dx (dx may alias dq). */
 static int span_backward(const qsur_quant_spec *q, const float *x, const float *dq, float *dx,
@@ -15,9 +26,18 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
         memset(dx, 0, (size_t)n * sizeof(float));
         return QSUR_OK;
     }
-    double ds = 0.0; /* dL/ds accumulated over the group (symmetric only) */
+    if (!q->symmetric) {
+        /* scale and zero point constant: identity inside the range, zero outside */
+        for (int64_t i = 0; i < n; i++) {
+            float u = x[i] * p.inv + p.zero;
+            dx[i] = (u < p.lo || u > p.hi) ? 0.0f : dq[i];
+        }
+        return QSUR_OK;
+    }
+    double ds = 0.0; /* dL/ds accumulated over the group */
     int64_t arg = 0;
     float amax = -1.0f;
+    double scale = p.scale;
     for (int64_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);
         if (a > amax) {
@@ -27,14 +47,14 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
         float u = x[i] * p.inv + p.zero;
         float g = dq[i];
         if (u < p.lo || u > p.hi) {
-            ds += (double)g * (qsur_qparams_code(&p, x[i]) - p.zero);
+            ds += (double)g * ((u < p.lo ? p.lo : p.hi) - p.zero);
             dx[i] = 0.0f;
         } else {
-            ds += (double)g * ((double)qsur_qparams_code(&p, x[i]) - (double)x[i] / p.scale);
+            ds += (double)g * ((double)round_half_away(u) - (double)x[i] / scale);
             dx[i] = g;
         }
     }
-    if (q->symmetric && amax > 0.0f)
+    if (amax > 0.0f)
         /* s = ratio * absmax / qmax  =>  ds/d|x_arg| = s / absmax */
         dx[arg] += (float)(ds * (double)p.scale / (double)amax) * (x[arg] < 0 ? -1.0f : 1.0f);
     return QSUR_OK;
