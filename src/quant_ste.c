@@ -3,15 +3,60 @@
 #include <stdint.h>
 #include <string.h>
 #include "qsur/quant_ste.h"
+#include "vector_clones.h"
 
 /* Round half away from zero for |v| < 2^31, the rounding qsur_qparams_code
- * applies (quant.h); written out here so the loop below makes no call per
- * element (the per-element qsur_qparams_code call was most of the backward). */
-static inline float round_half_away(float v)
+ * applies (quant.h), written out so the kernel below makes no call per element. */
+QSUR_INLINE
+static float round_half_away(float v)
 {
     float t = (float)(int32_t)v;
     float f = v - t;
     return t + (float)((f >= 0.5f) - (f <= -0.5f));
+}
+
+/* Symmetric span (zero point 0): dx = dq inside the range, 0 outside, and the
+ * two sums of dL/ds = sum_i dq_i (c_i - [i inside] x_i / s):
+ *     *sgc = sum_i dq_i c_i,   *sgx = sum_{i inside} dq_i x_i
+ * (products exact in double; 8 partial sums, so the loop vectorizes). */
+QSUR_VECTOR_CLONES
+static void sym_kernel(const float *x, const float *dq, float *dx, int64_t n, float inv, float lo,
+                       float hi, double *sgc, double *sgx, float *amax)
+{
+    enum { L = 8 };
+    double a[L] = {0}, b[L] = {0};
+    float m[L] = {0};
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        /* through a local block: dx may alias dq */
+        float tmp[L];
+        for (int l = 0; l < L; l++) {
+            float xv = x[i + l], g = dq[i + l], u = xv * inv;
+            float v = u < lo ? lo : u;
+            v = v > hi ? hi : v;
+            float gin = v == u ? g : 0.0f, ax = fabsf(xv);
+            m[l] = ax > m[l] ? ax : m[l];
+            a[l] += (double)g * (double)round_half_away(v);
+            b[l] += (double)gin * (double)xv;
+            tmp[l] = gin;
+        }
+        memcpy(dx + i, tmp, sizeof tmp);
+    }
+    for (; i < n; i++) {
+        float xv = x[i], g = dq[i], u = xv * inv;
+        float v = u < lo ? lo : u;
+        v = v > hi ? hi : v;
+        float gin = v == u ? g : 0.0f, ax = fabsf(xv);
+        m[0] = ax > m[0] ? ax : m[0];
+        a[0] += (double)g * (double)round_half_away(v);
+        b[0] += (double)gin * (double)xv;
+        dx[i] = gin;
+    }
+    *amax = 0.0f;
+    for (int l = 0; l < L; l++)
+        *amax = m[l] > *amax ? m[l] : *amax;
+    *sgc = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    *sgx = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
 }
 
 /* One scale group of n values: x, upstream dq -> dx (dx may alias dq). */
@@ -34,26 +79,14 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
         }
         return QSUR_OK;
     }
-    double ds = 0.0; /* dL/ds accumulated over the group */
+    double sgc, sgx;
+    float amax;
+    sym_kernel(x, dq, dx, n, p.inv, p.lo, p.hi, &sgc, &sgx, &amax);
+    double ds = sgc - sgx / (double)p.scale;
+    /* the absmax element (the first one on ties) receives ds/dx */
     int64_t arg = 0;
-    float amax = -1.0f;
-    double scale = p.scale;
-    for (int64_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > amax) {
-            amax = a;
-            arg = i;
-        }
-        float u = x[i] * p.inv + p.zero;
-        float g = dq[i];
-        if (u < p.lo || u > p.hi) {
-            ds += (double)g * ((u < p.lo ? p.lo : p.hi) - p.zero);
-            dx[i] = 0.0f;
-        } else {
-            ds += (double)g * ((double)round_half_away(u) - (double)x[i] / scale);
-            dx[i] = g;
-        }
-    }
+    while (arg < n - 1 && fabsf(x[arg]) != amax)
+        arg++;
     if (amax > 0.0f)
         /* s = ratio * absmax / qmax  =>  ds/d|x_arg| = s / absmax */
         dx[arg] += (float)(ds * (double)p.scale / (double)amax) * (x[arg] < 0 ? -1.0f : 1.0f);
