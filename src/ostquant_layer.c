@@ -29,14 +29,14 @@ qsur_ostquant_layer_opts qsur_ostquant_layer_default(void)
 /* The float forward and backward of one minibatch: the parameters it reads and
  * every buffer, allocated once for up to cap rows (X rows + W rows). */
 typedef struct {
-    int64_t d, b, nb, cap;
+    int64_t d, b, nb, cap, dqcap;
     const qsur_hadamard_plan *H;
     const float *B;      /* nb blocks of b x b (borrowed) */
     float *es, *eis;     /* e^ls and e^-ls per column */
     float *pre;          /* cap x d: the scaled rows times H (input of the blocks) */
     float *tr;           /* cap x d: pre B, what gets quantized */
     float *qt;           /* cap x d: Q(tr); in the backward dL/dpre */
-    float *dq;           /* cap x d: dL/dtr */
+    float *dq;           /* dqcap x d: dL/dtr; in the evaluation Q_w(W'') */
     float *Y;            /* ycap: X W^T, then the error E */
     float *Pf;           /* nb*b*b */
     double *acc;         /* 2d column sums of the scale gradient */
@@ -57,7 +57,7 @@ static void work_free(layer_work *w)
 }
 
 static int work_init(layer_work *w, const qsur_hadamard_plan *H, int64_t b, int64_t cap,
-                     int64_t ycap, qsur_ostquant_layer_timing *time, qsur_error *err)
+                     int64_t dqcap, int64_t ycap, qsur_ostquant_layer_timing *time, qsur_error *err)
 {
     int64_t d = H->n;
     memset(w, 0, sizeof *w);
@@ -65,6 +65,7 @@ static int work_init(layer_work *w, const qsur_hadamard_plan *H, int64_t b, int6
     w->b = b;
     w->nb = d / b;
     w->cap = cap;
+    w->dqcap = dqcap > cap ? dqcap : cap;
     w->H = H;
     w->time = time;
     w->es = malloc((size_t)d * sizeof(float));
@@ -72,7 +73,7 @@ static int work_init(layer_work *w, const qsur_hadamard_plan *H, int64_t b, int6
     w->pre = qsur_alloc((size_t)(cap * d), sizeof(float));
     w->tr = qsur_alloc((size_t)(cap * d), sizeof(float));
     w->qt = qsur_alloc((size_t)(cap * d), sizeof(float));
-    w->dq = qsur_alloc((size_t)(cap * d), sizeof(float));
+    w->dq = qsur_alloc((size_t)(w->dqcap * d), sizeof(float));
     w->Y = qsur_alloc((size_t)ycap, sizeof(float));
     w->Pf = qsur_alloc((size_t)(d * b), sizeof(float));
     w->acc = malloc((size_t)(2 * d) * sizeof(double));
@@ -226,7 +227,7 @@ int qsur_ostquant_layer_loss_grad(const qsur_hadamard_plan *H, int64_t b, const 
         return rc;
     qsur_ostquant_layer_timing tm = {0};
     layer_work w;
-    if ((rc = work_init(&w, H, b, r + q, r * q, &tm, err)))
+    if ((rc = work_init(&w, H, b, r + q, 0, r * q, &tm, err)))
         return rc;
     w.B = B;
     work_set_scales(&w, ls);
@@ -235,42 +236,69 @@ int qsur_ostquant_layer_loss_grad(const qsur_hadamard_plan *H, int64_t b, const 
     return rc;
 }
 
-/* ||Yref - Xq Wq^T|| / ||Yref|| with den = ||Yref||^2 (E: n*m scratch) */
-static double out_err(const float *Yref, double den, const float *Xq, int64_t n, const float *Wq,
-                      int64_t m, int64_t d, float *E)
+/* *out = ||Yref - Q_a(X'') Q_w(W'')^T|| / ||Yref|| (den = ||Yref||^2) over en tokens
+ * and em weight rows, X'' = X S^-1 R and W'' = W S R at the work's parameters
+ * (plain: X and W themselves). Q_w(W'') is kept in dq (em rows), the tokens go
+ * through in chunks of the training minibatch's size: no buffer of the
+ * evaluation's size beyond those (first touches of fresh pages are slow). */
+static int eval_error(layer_work *w, const float *X, int64_t en, const float *W, int64_t em, int plain,
+                      const float *Yref, double den, const qsur_quant_spec *wq,
+                      const qsur_quant_spec *aq, double *out, qsur_error *err)
 {
-    memcpy(E, Yref, (size_t)(n * m) * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)d, -1.0f, Xq, (int)d, Wq,
-                (int)d, 1.0f, E, (int)m);
-    return den > 0 ? sqrt(sumsq(E, n * m) / den) : 0.0;
+    int64_t d = w->d;
+    int rc = QSUR_OK;
+    for (int64_t i0 = 0; i0 < em && !rc; i0 += w->cap) {
+        int64_t c = em - i0 < w->cap ? em - i0 : w->cap;
+        if (plain)
+            rc = qsur_fake_quant(wq, W + i0 * d, c, d, w->dq + i0 * d, NULL, err);
+        else if (!(rc = forward(w, NULL, 0, W + i0 * d, c, err)))
+            rc = qsur_fake_quant(wq, w->tr, c, d, w->dq + i0 * d, NULL, err);
+    }
+    double num = 0.0;
+    for (int64_t i0 = 0; i0 < en && !rc; i0 += w->cap) {
+        int64_t c = en - i0 < w->cap ? en - i0 : w->cap;
+        if (plain)
+            rc = qsur_fake_quant(aq, X + i0 * d, c, d, w->qt, NULL, err);
+        else if (!(rc = forward(w, X + i0 * d, c, NULL, 0, err)))
+            rc = qsur_fake_quant(aq, w->tr, c, d, w->qt, NULL, err);
+        if (rc)
+            break;
+        memcpy(w->Y, Yref + i0 * em, (size_t)(c * em) * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c, (int)em, (int)d, -1.0f, w->qt, (int)d,
+                    w->dq, (int)d, 1.0f, w->Y, (int)em);
+        num += sumsq(w->Y, c * em);
+    }
+    *out = den > 0 ? sqrt(num / den) : 0.0;
+    return rc;
 }
 
 /* R = H diag(B_k) as a dense d x d row-major matrix: R^T = diag(B_k^T) H^T is
- * d rows through the fast transposed plan, then one transpose. */
+ * d rows through the fast transposed plan, then transposed in place. */
 static int fuse_rotation(const qsur_hadamard_plan *H, int64_t b, const float *Bf, float *R,
                          qsur_error *err)
 {
     int64_t d = H->n;
-    float *Rt = qsur_alloc((size_t)(d * d), sizeof(float));
-    if (!Rt)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant layer: out of memory for the dense R (%lld x %lld)",
-                         (long long)d, (long long)d);
-    memset(Rt, 0, (size_t)(d * d) * sizeof(float));
     for (int64_t i = 0; i < d; i++) {
         int64_t k = i / b, c = i - k * b;
         const float *Bk = Bf + k * b * b;
+        float *row = R + i * d;
+        memset(row, 0, (size_t)d * sizeof(float));
         for (int64_t j = 0; j < b; j++)
-            Rt[i * d + k * b + j] = Bk[j * b + c];
+            row[k * b + j] = Bk[j * b + c];
     }
-    int rc = qsur_hadamard_plan_apply_transpose(H, Rt, d, NULL, err);
-    if (!rc)
-        for (int64_t i0 = 0; i0 < d; i0 += 64)
-            for (int64_t j0 = 0; j0 < d; j0 += 64)
-                for (int64_t i = i0; i < d && i < i0 + 64; i++)
-                    for (int64_t j = j0; j < d && j < j0 + 64; j++)
-                        R[j * d + i] = Rt[i * d + j];
-    free(Rt);
-    return rc;
+    int rc = qsur_hadamard_plan_apply_transpose(H, R, d, NULL, err);
+    if (rc)
+        return rc;
+    enum { T = 64 };
+    for (int64_t i0 = 0; i0 < d; i0 += T)
+        for (int64_t j0 = i0; j0 < d; j0 += T)
+            for (int64_t i = i0; i < d && i < i0 + T; i++)
+                for (int64_t j = (j0 == i0 ? i + 1 : j0); j < d && j < j0 + T; j++) {
+                    float t = R[i * d + j];
+                    R[i * d + j] = R[j * d + i];
+                    R[j * d + i] = t;
+                }
+    return QSUR_OK;
 }
 
 int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, int64_t d,
@@ -293,15 +321,14 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
     int64_t b = block_size(d, o->block), nb = d / b, bb = nb * b * b;
     int64_t rn = o->rows < n ? o->rows : n, wm = o->wrows < m ? o->wrows : m;
     int64_t en = n < 1024 ? n : 1024, em = m < 1024 ? m : 1024;
-    int64_t cap = rn + wm > en + em ? rn + wm : en + em;
-    int64_t ycap = rn * wm > en * em ? rn * wm : en * em;
+    int64_t cap = rn + wm, ycap = rn * wm > cap * em ? rn * wm : cap * em;
     qsur_hadamard_plan *H = NULL;
     qsur_hadamard_opts ho = {0, o->seed};
     if ((rc = qsur_hadamard_plan_new(&H, d, &ho, err)))
         return rc;
     snprintf(res->hadamard, sizeof res->hadamard, "%s", H->desc);
     layer_work w;
-    if ((rc = work_init(&w, H, b, cap, ycap, tm, err))) {
+    if ((rc = work_init(&w, H, b, cap, em, ycap, tm, err))) {
         qsur_hadamard_plan_free(H);
         return rc;
     }
@@ -336,10 +363,8 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)en, (int)em, (int)d, 1.0f, X, (int)d, W,
                 (int)d, 0.0f, Yref, (int)em);
     eden = sumsq(Yref, en * em);
-    if ((rc = qsur_fake_quant(aq, X, en, d, w.qt, NULL, err)) ||
-        (rc = qsur_fake_quant(wq, W, em, d, w.qt + en * d, NULL, err)))
+    if ((rc = eval_error(&w, X, en, W, em, 1, Yref, eden, wq, aq, &res->err_before, err)))
         goto done;
-    res->err_before = out_err(Yref, eden, w.qt, en, w.qt + en * d, em, d, w.Y);
     lap(&t, &tm->eval);
 
     qsur_rng rng;
@@ -400,8 +425,7 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
             for (int64_t j = 0; j < d; j++)
                 s[j] = (float)exp(bestls[j]);
             /* error after on the evaluation subset */
-            if (!(rc2 = forward(&w, X, en, W, em, err)) && !(rc2 = quantize(&w, en, em, wq, aq, err)))
-                res->err_after = out_err(Yref, eden, w.qt, en, w.qt + en * d, em, d, w.Y);
+            rc2 = eval_error(&w, X, en, W, em, 0, Yref, eden, wq, aq, &res->err_after, err);
         }
         if (!rc)
             rc = rc2;
