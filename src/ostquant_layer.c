@@ -19,6 +19,7 @@
 #include "qsur/rng.h"
 #include "qsur/stiefel.h"
 #include "qsur/tensor.h"
+#include "vector_clones.h"
 
 qsur_ostquant_layer_opts qsur_ostquant_layer_default(void)
 {
@@ -94,6 +95,34 @@ static void work_set_scales(layer_work *w, const double *ls)
     }
 }
 
+/* The two element-wise loops below go in fixed 16-wide chunks: GCC's -O2
+ * vectorizer only takes loops it needs no remainder code for. */
+enum { LANES = 16 };
+
+/* out = in * s element-wise (a row times the per-column scales) */
+QSUR_VECTOR_CLONES
+static void scale_row(const float *restrict in, const float *restrict sc, float *restrict out, int64_t n)
+{
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            out[j + l] = in[j + l] * sc[j + l];
+    for (; j < n; j++)
+        out[j] = in[j] * sc[j];
+}
+
+/* acc += a * b element-wise, the products rounded to float, summed in double */
+QSUR_VECTOR_CLONES
+static void acc_products(const float *restrict a, const float *restrict b, double *restrict acc, int64_t n)
+{
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            acc[j + l] += (double)(a[j + l] * b[j + l]);
+    for (; j < n; j++)
+        acc[j] += (double)(a[j] * b[j]);
+}
+
 /* adds the time since *t to *slot and restarts *t */
 static void lap(double *t, double *slot)
 {
@@ -108,11 +137,9 @@ static int forward(layer_work *w, const float *X, int64_t rn, const float *W, in
 {
     int64_t d = w->d, b = w->b, r = rn + wm;
     for (int64_t i = 0; i < rn; i++)
-        for (int64_t j = 0; j < d; j++)
-            w->pre[i * d + j] = X[i * d + j] * w->eis[j];
+        scale_row(X + i * d, w->eis, w->pre + i * d, d);
     for (int64_t i = 0; i < wm; i++)
-        for (int64_t j = 0; j < d; j++)
-            w->pre[(rn + i) * d + j] = W[i * d + j] * w->es[j];
+        scale_row(W + i * d, w->es, w->pre + (rn + i) * d, d);
     int rc = qsur_hadamard_plan_apply(w->H, w->pre, r, NULL, err);
     if (rc)
         return rc;
@@ -192,11 +219,9 @@ static int loss_grad(layer_work *w, const float *X, int64_t rn, const float *W, 
         double *ax = w->acc, *aw = w->acc + d;
         memset(w->acc, 0, (size_t)(2 * d) * sizeof(double));
         for (int64_t i = 0; i < rn; i++)
-            for (int64_t j = 0; j < d; j++)
-                ax[j] += (double)(dpre[i * d + j] * X[i * d + j]);
+            acc_products(dpre + i * d, X + i * d, ax, d);
         for (int64_t i = 0; i < wm; i++)
-            for (int64_t j = 0; j < d; j++)
-                aw[j] += (double)(dpre[(rn + i) * d + j] * W[i * d + j]);
+            acc_products(dpre + (rn + i) * d, W + i * d, aw, d);
         for (int64_t j = 0; j < d; j++)
             gls[j] = -ax[j] * w->eis[j] + aw[j] * w->es[j];
     }
@@ -332,7 +357,10 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
         qsur_hadamard_plan_free(H);
         return rc;
     }
-    double *B = calloc((size_t)bb, sizeof(double)), *bestB = malloc((size_t)bb * sizeof(double));
+    /* B in double for Cayley-Adam; the best blocks are kept as the float copy the
+     * loss was evaluated with, which is all the fused R needs */
+    double *B = calloc((size_t)bb, sizeof(double));
+    float *bestBf = malloc((size_t)bb * sizeof(float));
     double *ls = calloc((size_t)d, sizeof(double)), *bestls = calloc((size_t)d, sizeof(double));
     double *P = malloc((size_t)bb * sizeof(double)), *gls = malloc((size_t)d * sizeof(double));
     float *Bf = malloc((size_t)bb * sizeof(float));
@@ -340,7 +368,7 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
     float *Yref = qsur_alloc((size_t)(en * em), sizeof(float));
     qsur_stiefel_adam **opt = calloc((size_t)nb, sizeof *opt);
     qsur_adam *opt_s = NULL;
-    if (!B || !bestB || !ls || !bestls || !P || !gls || !Bf || !sub || !Yref || !opt) {
+    if (!B || !bestBf || !ls || !bestls || !P || !gls || !Bf || !sub || !Yref || !opt) {
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant layer: out of memory for d = %lld", (long long)d);
         goto done;
     }
@@ -349,7 +377,7 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
             B[k * b * b + i * b + i] = 1.0;
     for (int64_t i = 0; i < bb; i++)
         Bf[i] = (float)B[i];
-    memcpy(bestB, B, (size_t)bb * sizeof(double));
+    memcpy(bestBf, Bf, (size_t)bb * sizeof(float));
     w.B = Bf;
     work_set_scales(&w, ls);
     for (int64_t k = 0; k < nb && !rc; k++)
@@ -395,7 +423,7 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
         if (ema < best) {
             best = ema;
             res->best_step = step;
-            memcpy(bestB, B, (size_t)bb * sizeof(double));
+            memcpy(bestBf, Bf, (size_t)bb * sizeof(float));
             memcpy(bestls, ls, (size_t)d * sizeof(double));
         }
         for (int64_t k = 0; k < nb; k++)
@@ -415,8 +443,7 @@ int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, in
     }
     /* the best parameters, fused into a dense R = H B */
     t = qsur_seconds();
-    for (int64_t i = 0; i < bb; i++)
-        Bf[i] = (float)bestB[i];
+    memcpy(Bf, bestBf, (size_t)bb * sizeof(float));
     work_set_scales(&w, bestls);
     res->loss_best = best;
     {
@@ -442,7 +469,7 @@ done:
     work_free(&w);
     qsur_hadamard_plan_free(H);
     free(B);
-    free(bestB);
+    free(bestBf);
     free(ls);
     free(bestls);
     free(P);
