@@ -9,7 +9,8 @@
  * d = 4096, X n x d with n = 5120 heavy-tailed tokens and outlier channels,
  * W d x d), W4A4 per-row symmetric; prints the output error before/after, the
  * wall time and where it goes (qsur_ostquant_layer_result.time). Environment:
- * OSTQ_BLOCK, OSTQ_ROWS, OSTQ_WROWS, OSTQ_LR override those options. */
+ * OSTQ_BLOCK, OSTQ_ROWS, OSTQ_WROWS, OSTQ_LR, OSTQ_LRS (lr_scale), OSTQ_SEED
+ * override those options. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,23 +92,31 @@ static int layer_bench(int steps, int64_t d, int64_t n)
         o.wrows = atoi(getenv("OSTQ_WROWS"));
     if (getenv("OSTQ_LR"))
         o.lr = atof(getenv("OSTQ_LR"));
+    if (getenv("OSTQ_LRS"))
+        o.lr_scale = atof(getenv("OSTQ_LRS"));
+    if (getenv("OSTQ_SEED"))
+        o.seed = (uint64_t)atoll(getenv("OSTQ_SEED"));
     printf("layer scope: X %lld x %lld (t3 entries, 32 outlier channels x20-50), W %lld x %lld, W4A4 per-row sym\n",
            (long long)n, (long long)d, (long long)d, (long long)d);
-    printf("steps %d lr %g block %d rows %d wrows %d\n", o.steps, o.lr, o.block, o.rows, o.wrows);
+    printf("steps %d lr %g lr_scale %g block %d rows %d wrows %d seed %llu\n", o.steps, o.lr, o.lr_scale, o.block,
+           o.rows, o.wrows, (unsigned long long)o.seed);
     qsur_ostquant_layer_result res;
     qsur_error err;
     qsur_progress p = {progress, NULL};
     double t0 = now();
+    clock_t c0 = clock();
     if (qsur_ostquant_layer(X, n, W, d, d, &w, &a, &o, R, sc, &res, &p, &err))
         return fprintf(stderr, "%s\n", err.msg), 1;
-    double t1 = now();
+    double t1 = now(), cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
     fprintf(stderr, "\n");
     printf("start rotation H: %s\n", res.hadamard);
     printf("output error (<=1024 tokens x <=1024 rows): identity %.4f -> OSTQuant %.4f\n", res.err_before,
            res.err_after);
     printf("loss step 1 %.5f, best (EMA) %.5f at step %d\n", res.loss_first, res.loss_best, res.best_step);
-    printf("wall %.2fs (%.4fs/step; engine reports %.2fs)\n", t1 - t0, (t1 - t0) / (o.steps > 0 ? o.steps : 1),
-           res.seconds);
+    /* CPU time of all threads: with OPENBLAS_NUM_THREADS=1 about the wall time
+     * the run would take on an idle machine; on a busy one wall >> cpu */
+    printf("wall %.2fs (%.4fs/step; engine reports %.2fs), process cpu %.2fs\n", t1 - t0,
+           (t1 - t0) / (o.steps > 0 ? o.steps : 1), res.seconds, cpu);
     const qsur_ostquant_layer_timing *tm = &res.time;
     printf("where the time goes (qsur_ostquant_layer_result.time):\n");
     phase("transform", tm->transform, tm->total);

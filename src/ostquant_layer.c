@@ -23,7 +23,7 @@
 
 qsur_ostquant_layer_opts qsur_ostquant_layer_default(void)
 {
-    qsur_ostquant_layer_opts o = {100, 0.02, 0.01, 256, 256, 256, 1, 1};
+    qsur_ostquant_layer_opts o = {100, 0.005, 0.05, 64, 256, 128, 1, 1};
     return o;
 }
 

@@ -49,6 +49,8 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
             o.steps = (int)v;
         else if (!strncmp(argv[i], "lr=", 3) && !parse_double(argv[i] + 3, 0.0, 10.0, &o.lr))
             ;
+        else if (!strncmp(argv[i], "lr-scale=", 9) && !parse_double(argv[i] + 9, 0.0, 10.0, &o.lr_scale))
+            ;
         else if (!strncmp(argv[i], "block=", 6) && !parse_long(argv[i] + 6, 1, 65536, &v))
             o.block = (int)v;
         else if (!strncmp(argv[i], "seed=", 5) && !parse_long(argv[i] + 5, 0, 2147483647L, &v))
@@ -56,7 +58,7 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
         else if (!strcmp(argv[i], "no-scale"))
             o.learn_scales = 0;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=N lr=X block=B seed=N no-scale)",
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=N lr=X lr-scale=X block=B seed=N no-scale)",
                              argv[i]);
     }
     layer_state *l = session_layer(s, err);
@@ -100,8 +102,8 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
         qsur_transform_free(tr);
     if (rc)
         return rc;
-    session_log_as(s, "ostquant layer steps=%d lr=%g block=%d seed=%llu%s", o.steps, o.lr, o.block,
-                   (unsigned long long)o.seed, o.learn_scales ? "" : " no-scale");
+    session_log_as(s, "ostquant layer steps=%d lr=%g lr-scale=%g block=%d seed=%llu%s", o.steps, o.lr,
+                   o.lr_scale, o.block, (unsigned long long)o.seed, o.learn_scales ? "" : " no-scale");
     rep_str(r, "hadamard", "start rotation H", res.hadamard);
     rep_int(r, "steps", "steps", o.steps);
     rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);

@@ -142,13 +142,13 @@ const command command_table[] = {
      cmd_cqe},
 
     {"ostquant", 1, 20, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, ostquant_words,
-     "ostquant layer [steps=N] [lr=X] [block=B] [no-scale] | ostquant model [calib=FILE] [OPTS] | "
+     "ostquant layer [steps=N] [lr=X] [lr-scale=X] [block=B] [no-scale] | ostquant model [calib=FILE] [OPTS] | "
      "ostquant resume FILE [steps=M]",
      "OSTQuant: learn orthogonal + scaling transforms through the quantizers (STE)",
      "layer  the current layer: R = H B (Hadamard, then learned block-diagonal orthogonal\n"
-     "       blocks of B channels, default 256) and S minimising ||XW^T - Q(X S^-1 R) Q(W S R)^T||;\n"
+     "       blocks of B channels, default 64) and S minimising ||XW^T - Q(X S^-1 R) Q(W S R)^T||;\n"
      "       pushes a scale step and a dense rotation step onto the layer's stack.\n"
-     "       steps=100 lr=0.02 (Cayley-Adam) block=256 seed=N no-scale\n"
+     "       steps=100 lr=0.005 (Cayley-Adam) lr-scale=0.05 (Adam on log s) block=64 seed=N no-scale\n"
      "model  the loaded model with the session's w/a/kv quantizers: global residual rotation,\n"
      "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
      "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
