@@ -345,8 +345,8 @@ static void test_optimise(void)
     CHECK_MSG(fabs(r1.err_after - e_re) <= 1e-3 * e_re, "reported error after %.6g = recomputed from R, s %.6g",
               r1.err_after, e_re);
     CHECK_NEAR(r1.err_before, r0.err_before, 0.0);
-    CHECK_MSG(r1.err_after < 0.9 * r0.err_after && r0.err_after < r0.err_before,
-              "plain %.4f > Hadamard %.4f > OSTQuant %.4f (x0.9)", r0.err_before, r0.err_after, r1.err_after);
+    CHECK_MSG(r1.err_after < 0.6 * r0.err_after && r0.err_after < r0.err_before,
+              "plain %.4f > Hadamard %.4f > OSTQuant %.4f (x0.6)", r0.err_before, r0.err_after, r1.err_after);
     CHECK_MSG(r1.loss_best < r1.loss_first, "loss %g -> best %g", r1.loss_first, r1.loss_best);
     const qsur_ostquant_layer_timing *t = &r1.time;
     double sum = t->transform + t->gemm + t->quant + t->backward + t->step + t->eval;
