@@ -106,6 +106,14 @@ int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog
                          "stack push: transform is for %lld channels, layer has %lld",
                          (long long)td, (long long)st->d);
     }
+    /* A push drops the redo tail anyway: when there is no spare, its last state
+     * gives its buffers now (fresh memory costs a page fault per page, ~0.3 s for
+     * a 4096-channel layer on a VM). So a failed push may have shortened the
+     * tail by that one state; the current state is never touched. */
+    if (!st->spare_X && !st->spare_W && st->count > st->cur + 1) {
+        state_drop(st, &st->states[st->count - 1]);
+        st->count--;
+    }
     const qsur_stack_state *cur = &st->states[st->cur];
     qsur_stack_state next = {0};
     /* The step writes straight from the current snapshot into the new one (no

@@ -233,5 +233,28 @@ int main(void)
     CHECK(qsur_stack_w(st) == NULL && qsur_stack_depth(st) == 1);
     CHECK_NEAR(cov_logdet(qsur_stack_x(st), N), cov_logdet(s0.X, N), 1e-3);
     qsur_stack_free(st);
+
+    /* With no spares, a push after undo writes into the last undone state's
+     * memory: an interrupted push then costs that one redo step, nothing else. */
+    CHECK_OK(qsur_stack_new(&st, s0.X, N, s0.W, M, D, &err), err);
+    CHECK_OK(qsur_transform_hadamard_new(&t, D, 1, 4, &err), err);
+    CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+    take(st, &s1);
+    CHECK_OK(qsur_transform_scale_new(&t, sv, D, NULL, &err), err);
+    CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+    const float *last_x = qsur_stack_x(st);
+    CHECK_OK(qsur_stack_undo(st, &err), err);
+    CHECK_OK(qsur_stack_undo(st, &err), err);
+    CHECK(st->spare_X == NULL && qsur_stack_redo_depth(st) == 2);
+    CHECK_OK(qsur_transform_random_orthogonal_new(&t, D, 5, &err), err);
+    CHECK(qsur_stack_push(st, t, &stop, &err) == QSUR_ERR_INTERRUPTED);
+    CHECK(same(st, &s0) && qsur_stack_depth(st) == 0 && qsur_stack_redo_depth(st) == 1);
+    CHECK_OK(qsur_stack_redo(st, &err), err);
+    CHECK(same(st, &s1));
+    CHECK_OK(qsur_stack_undo(st, &err), err);
+    CHECK_OK(qsur_transform_random_orthogonal_new(&t, D, 5, &err), err);
+    CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+    CHECK(qsur_stack_x(st) == last_x && qsur_stack_redo_depth(st) == 0 && qsur_stack_depth(st) == 1);
+    qsur_stack_free(st);
     return check_done();
 }

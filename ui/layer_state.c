@@ -342,14 +342,27 @@ void layer_metrics_forget(layer_state *l, int logdet_too)
 
 static int metrics_uncached(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err);
 
+static layer_metrics_cache *cache_find(const session *s, layer_state *l, uint64_t state)
+{
+    for (int i = 0; i < LAYER_CACHE_SLOTS; i++)
+        if (cache_hit(s, &l->cache[i], state))
+            return &l->cache[i];
+    return NULL;
+}
+
+layer_metrics_cache *layer_metrics_cached(const session *s, layer_state *l)
+{
+    return cache_find(s, l, l->stack ? qsur_stack_state_id(l->stack) : 0);
+}
+
 int layer_metrics_compute(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err)
 {
     uint64_t state = base || !l->stack ? 0 : qsur_stack_state_id(l->stack);
-    for (int i = 0; i < LAYER_CACHE_SLOTS; i++)
-        if (cache_hit(s, &l->cache[i], state)) {
-            *m = l->cache[i].m;
-            return QSUR_OK;
-        }
+    const layer_metrics_cache *hit = cache_find(s, l, state);
+    if (hit) {
+        *m = hit->m;
+        return QSUR_OK;
+    }
     int rc = metrics_uncached(s, l, state == 0, m, err);
     if (rc != QSUR_OK)
         return rc;
@@ -359,7 +372,7 @@ int layer_metrics_compute(session *s, layer_state *l, int base, layer_metrics *m
         l->cache_next = slot + 1;
     }
     l->cache[slot] = (layer_metrics_cache){1, state, *m, s->wq, s->aq, s->set.qsur_alpha,
-                                           s->set.qsur_asym, s->set.error_tokens};
+                                           s->set.qsur_asym, s->set.error_tokens, 0, NAN};
     return QSUR_OK;
 }
 

@@ -45,6 +45,8 @@ typedef struct {
     double alpha;
     int asym;
     long error_tokens;
+    int has_eq;      /* eq below is known (the transform stack's equivalence error) */
+    double eq;
 } layer_metrics_cache;
 
 /* Slot 0 holds the original state (always shown as "before"); the others are
@@ -105,6 +107,8 @@ int layer_view_get(struct session *s, layer_state *l, int base, layer_view *v, q
  * layers stay interactive, and out_err_tokens says on how many. */
 int layer_metrics_compute(struct session *s, layer_state *l, int base, layer_metrics *m,
                           qsur_error *err);
+/* The cache entry of the current state under the current settings, or NULL. */
+layer_metrics_cache *layer_metrics_cached(const struct session *s, layer_state *l);
 /* Forget cached metrics (and the original covariances' log-det when
  * logdet_too): a setting they depend on in a way the cache key misses changed. */
 void layer_metrics_forget(layer_state *l, int logdet_too);

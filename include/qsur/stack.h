@@ -56,7 +56,9 @@ const float *qsur_stack_original_w(const qsur_stack *st);
 
 /* Apply t to the current state and make the result current; drops the redo
  * tail. Takes ownership of t in every case (frees it on failure). On failure
- * (dimension mismatch, no memory, interrupt) the stack is unchanged. */
+ * (dimension mismatch, no memory, interrupt) the current state and the steps
+ * up to it are unchanged; the redo tail may have lost its last step (whose
+ * memory the new step was being written into) unless spare buffers existed. */
 int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog,
                     qsur_error *err);
 /* QSUR_ERR_ARG "nothing to undo/redo" at either end. */
