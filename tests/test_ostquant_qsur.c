@@ -423,7 +423,8 @@ static void test_train_log(const qsur_llama *m, const qsur_tokens *calib)
     op.steps = 3;
     op.batch = 1;
     op.seq_len = 32;
-    op.max_seqs = 4; /* probe: min(ceil(512/32), 4) = 4 sequences = 128 tokens < hidden 172 */
+    op.max_seqs = 4;
+    op.qsur_tokens = 100; /* probe: ceil(100 / 32) = 4 sequences = 128 tokens < hidden 172 */
     op.qsur_every = 2;
     op.seed = 3;
     qsur_ostquant *o = NULL, *fresh = NULL, *back = NULL;
@@ -458,7 +459,7 @@ static void test_train_log(const qsur_llama *m, const qsur_tokens *calib)
     CHECK_OK(qsur_ostquant_save(o, path, &err), err);
     CHECK_OK(qsur_ostquant_load(&back, m, path, &err), err);
     if (back) {
-        int same = back->nqlog == o->nqlog && back->opts.qsur_every == 2 && back->opts.qsur_tokens == 512;
+        int same = back->nqlog == o->nqlog && back->opts.qsur_every == 2 && back->opts.qsur_tokens == 100;
         for (int i = 0; same && i < o->nqlog; i++) {
             same = back->qlog[i].step == o->qlog[i].step && back->qlog[i].x_worst == o->qlog[i].x_worst;
             for (int j = 0; same && j < o->qlog[i].nsites; j++) {
