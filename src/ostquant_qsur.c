@@ -29,9 +29,14 @@ int qsur_ostquant_qsur(const qsur_ostquant *o, const qsur_tokens *calib, qsur_ll
     qsur_ostquant_shape(o, calib, &T, &nseq);
     if (T < 2 || nseq < 1)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant QSUR: calibration stream has no sequence of >= 2 tokens");
+    /* the probe may reach past max_seqs (the sequences trained on): it only
+     * measures, and 128 tokens of seqs=2 x 64 would leave w2's 172-dim input
+     * singular */
+    (void)nseq;
+    int avail = (int)(calib->n / calib->seq_len);
     int k = (o->opts.qsur_tokens + T - 1) / T;
-    if (k > nseq)
-        k = nseq;
+    if (k > avail)
+        k = avail;
     if (k < 1)
         k = 1;
     /* the first T tokens of each probe sequence, as training cuts them (every

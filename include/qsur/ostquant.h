@@ -177,7 +177,8 @@ void qsur_ostquant_shape(const qsur_ostquant *o, const qsur_tokens *calib, int *
  * in r_res/r_ov/ls: fuses them into a new float model (online rotations on)
  * and measures it with o->qsur_opt on the probe batch: the first T tokens (see
  * qsur_ostquant_shape) of each of the first ceil(qsur_tokens / T) calibration
- * sequences (at most the sequences used), in file order, fixed for the whole
+ * sequences (of the whole stream, also past max_seqs: it only measures), in
+ * file order, fixed for the whole
  * run so the numbers of different steps compare. When T is the stream's
  * sequence length these are the tokens `calib FILE seqs=K` captures.
  * out->step = o->step. */
