@@ -9,6 +9,7 @@
 #include "qsur/orthogonal.h"
 #include "qsur/rng.h"
 #include "qsur/tensor.h"
+#include "vector_clones.h"
 
 #define PLAN_MAX_N (INT64_C(1) << 24)
 /* The random fallback block costs O(o^3) to build and O(n o) per row to apply;
@@ -147,25 +148,77 @@ int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err)
     return hadamard_build(m, H, NULL, 1.0f, err);
 }
 
+/* Butterflies u, v <- u + v, u - v over FW lanes: a fixed trip count, so the
+ * compiler turns it into vector adds without a cost model or runtime checks. */
+#define FW 8
+QSUR_INLINE
+static void butterfly_lanes(float *restrict u, float *restrict v)
+{
+    for (int l = 0; l < FW; l++) {
+        float s = u[l], t = v[l];
+        u[l] = s + t;
+        v[l] = s - t;
+    }
+}
+
+/* Stages h = 1, 2, 4 of a length-8 block in registers. Same additions in the
+ * same order as three separate passes, so the result is bit-identical. */
+QSUR_INLINE
+static void fwht8(float *x)
+{
+    float a[8], b[8];
+    for (int i = 0; i < 8; i += 2) {
+        a[i] = x[i] + x[i + 1];
+        a[i + 1] = x[i] - x[i + 1];
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; j++) {
+            b[i + j] = a[i + j] + a[i + j + 2];
+            b[i + j + 2] = a[i + j] - a[i + j + 2];
+        }
+    for (int j = 0; j < 4; j++) {
+        x[j] = b[j] + b[j + 4];
+        x[j + 4] = b[j] - b[j + 4];
+    }
+}
+
+/* Unnormalised FWHT of one contiguous length-p2 vector, then times scale.
+ * Stages commute in exact arithmetic but not in floats, so they run in the
+ * textbook order h = 1, 2, 4, ...: the first three inside 8-blocks, the rest
+ * as lane-wide butterflies (the j loop is contiguous). */
+QSUR_VECTOR_CLONES
+static void fwht_row(float *x, int64_t p2, float scale)
+{
+    int64_t h = 1;
+    if (p2 >= 2 * FW) {
+        for (int64_t i = 0; i < p2; i += 8)
+            fwht8(x + i);
+        for (h = 8; h < p2; h *= 2)
+            for (int64_t i = 0; i < p2; i += 2 * h)
+                for (int64_t j = 0; j < h; j += FW)
+                    butterfly_lanes(x + i + j, x + i + j + h);
+    }
+    for (; h < p2; h *= 2)
+        for (int64_t i = 0; i < p2; i += 2 * h)
+            for (int64_t j = i; j < i + h; j++) {
+                float s = x[j], t = x[j + h];
+                x[j] = s + t;
+                x[j + h] = s - t;
+            }
+    int64_t i = 0;
+    for (; i + FW <= p2; i += FW)
+        for (int l = 0; l < FW; l++)
+            x[i + l] *= scale;
+    for (; i < p2; i++)
+        x[i] *= scale;
+}
+
 /* Unnormalised butterflies over p2 "elements" that are each a contiguous vector
  * of w floats (w = m lets one pass transform the 2^k-axis of every column of a
- * reshaped 2^k x m row at once). */
-static void fwht_wide(float *x, int64_t p2, int64_t w)
+ * reshaped 2^k x m row at once), then times scale. */
+QSUR_VECTOR_CLONES
+static void fwht_wide(float *x, int64_t p2, int64_t w, float scale)
 {
-    if (w == 1) {
-        /* Plain FWHT: the j loop is contiguous, so keep it innermost where the
-         * compiler can vectorise it (the generic loop below would run b < 1). */
-        for (int64_t h = 1; h < p2; h *= 2)
-            for (int64_t i = 0; i < p2; i += 2 * h) {
-                float *restrict u = x + i, *restrict v = x + i + h;
-                for (int64_t j = 0; j < h; j++) {
-                    float s = u[j], t = v[j];
-                    u[j] = s + t;
-                    v[j] = s - t;
-                }
-            }
-        return;
-    }
     for (int64_t h = 1; h < p2; h *= 2)
         for (int64_t i = 0; i < p2; i += 2 * h)
             for (int64_t j = i; j < i + h; j++) {
@@ -176,6 +229,8 @@ static void fwht_wide(float *x, int64_t p2, int64_t w)
                     v[b] = s - t;
                 }
             }
+    for (int64_t i = 0; i < p2 * w; i++)
+        x[i] *= scale;
 }
 
 int qsur_fwht_rows(float *x, int64_t rows, int64_t n, qsur_error *err)
@@ -184,12 +239,8 @@ int qsur_fwht_rows(float *x, int64_t rows, int64_t n, qsur_error *err)
         return qsur_fail(err, QSUR_ERR_ARG, "fwht: row length %lld is not a power of two",
                          (long long)n);
     float scale = (float)(1.0 / sqrt((double)n));
-    for (int64_t r = 0; r < rows; r++) {
-        float *row = x + r * n;
-        fwht_wide(row, n, 1);
-        for (int64_t i = 0; i < n; i++)
-            row[i] *= scale;
-    }
+    for (int64_t r = 0; r < rows; r++)
+        fwht_row(x + r * n, n, scale);
     return QSUR_OK;
 }
 
@@ -363,11 +414,10 @@ static int plan_apply(const qsur_hadamard_plan *p, float *x, int64_t rows, int t
         }
         for (int64_t r = 0; r < nr; r++) {
             float *row = xc + r * n;
-            if (p2 > 1) {
-                fwht_wide(row, p2, m);
-                for (int64_t i = 0; i < n; i++)
-                    row[i] *= scale;
-            }
+            if (p2 > 1 && m == 1)
+                fwht_row(row, p2, scale);
+            else if (p2 > 1)
+                fwht_wide(row, p2, m, scale);
             if (transpose && p->signs)
                 for (int64_t i = 0; i < n; i++)
                     row[i] *= p->signs[i];
