@@ -160,7 +160,10 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
 void qsur_ostquant_free(qsur_ostquant *o);
 
 /* Trains from o->step to opts.steps on the calibration stream. eval (may be
- * NULL) is only scored, every eval_every steps. Progress ticks once per step
+ * NULL) is only scored, every eval_every steps. With qsur_every > 0 the live
+ * QSUR (qsur_ostquant_qsur) is appended to qlog at the start of the call
+ * (unless qlog already ends at o->step), every qsur_every steps and at the last
+ * step, before that step's tick. Progress ticks once per step
  * with value = the training loss and what = "step I/N kl=K". On interruption
  * the best parameters so far are restored and QSUR_ERR_INTERRUPTED returned
  * (o stays valid: fuse it, save it, or train again to continue). At the end
