@@ -92,7 +92,8 @@ const command command_table[] = {
      "quantization error of the current layer: MSE, relative Frobenius, SQNR, output error",
      "Fake-quantizes X with the activation quantizer and W with the weight quantizer and\n"
      "reports each one's MSE, relative Frobenius error and SQNR (dB), and the layer output\n"
-     "error ||X W^T - Q(X) Q(W)^T||_F / ||X W^T||_F.",
+     "error ||X W^T - Q(X') Q(W')^T||_F / ||X W^T||_F: the quantized current (transformed)\n"
+     "layer against the original float output X W^T.",
      cmd_error},
     {"compare", 0, 1, 0, COMPLETE_WORDS, side_words, "compare [x|w]",
      "before/after the transform stack: QSUR, SQNR, output error and channel absmax",
