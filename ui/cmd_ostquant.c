@@ -184,14 +184,16 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
             ostquant_qsur_history(r, "qsur_history", os->qlog, os->nqlog);
         }
         if (final.nsites > 0) {
+            /* "kept": of the parameters the session model now has (the best
+             * step on the selection batch), not of the last step. */
             char worst[32] = "-";
             if (final.x_worst >= 0)
                 ostquant_site_label(&final.sites[final.x_worst], worst, sizeof worst);
-            rep_num(r, "x_log10_qsur_mean", "X log10 QSUR mean (final)", final.x_log10_mean, "%.4f");
-            rep_num(r, "x_qsur_d_mean", "X QSUR^(1/d) mean (final)", final.x_pd_mean, "%.6f");
-            rep_num(r, "x_qsur_d_min", "X QSUR^(1/d) min (final)", final.x_pd_min, "%.6f");
-            rep_str(r, "x_worst", "X worst layer (final)", worst);
-            rep_num(r, "w_qsur_d_mean", "W QSUR^(1/d) mean (final)", final.w_pd_mean, "%.6f");
+            rep_num(r, "x_log10_qsur_mean", "X log10 QSUR mean (kept)", final.x_log10_mean, "%.4f");
+            rep_num(r, "x_qsur_d_mean", "X QSUR^(1/d) mean (kept)", final.x_pd_mean, "%.6f");
+            rep_num(r, "x_qsur_d_min", "X QSUR^(1/d) min (kept)", final.x_pd_min, "%.6f");
+            rep_str(r, "x_worst", "X worst layer (kept)", worst);
+            rep_num(r, "w_qsur_d_mean", "W QSUR^(1/d) mean (kept)", final.w_pd_mean, "%.6f");
         }
         char rd[512];
         qsur_llama_rotations_describe(rot, rd, sizeof rd);
