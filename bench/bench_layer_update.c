@@ -6,10 +6,13 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include "command.h"
 #include "layer_state.h"
+#include "layer_transform.h"
 #include "qsur/rng.h"
+#include "qsur/stats.h"
 #include "session.h"
 
 static double now(void)
@@ -28,16 +31,65 @@ static void run(session *s, const char *line)
     }
 }
 
+/* Metrics of the current state recomputed from scratch (the cache dropped,
+ * then put back as it was), i.e. what the command above paid for them. */
 static double metrics(session *s, int base)
 {
     layer_metrics m;
     qsur_error err;
+    layer_state *l = &s->layers[s->current];
+    layer_metrics_cache keep[LAYER_CACHE_SLOTS];
+    memcpy(keep, l->cache, sizeof keep);
+    layer_metrics_forget(l, 0);
     double t = now();
-    if (layer_metrics_compute(s, &s->layers[s->current], base, &m, &err) != QSUR_OK) {
+    if (layer_metrics_compute(s, l, base, &m, &err) != QSUR_OK) {
         fprintf(stderr, "%s\n", err.msg);
         exit(1);
     }
-    return now() - t;
+    t = now() - t;
+    memcpy(l->cache, keep, sizeof keep); /* as the command left them */
+    return t;
+}
+
+/* The TUI's redraw after a command: metrics come from the cache, the channel
+ * statistics of the shown matrix (X) are recomputed. */
+static double channel_stats(session *s)
+{
+    layer_view v;
+    qsur_error err;
+    if (layer_view_get(s, &s->layers[s->current], 0, &v, &err) != QSUR_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    qsur_channel_stat *st = malloc((size_t)v.d * sizeof *st);
+    double t = now();
+    if (!st || qsur_channel_stats(v.x, v.n, v.d, st, NULL, &err) != QSUR_OK) {
+        fprintf(stderr, "channel stats failed\n");
+        exit(1);
+    }
+    t = now() - t;
+    free(st);
+    return t;
+}
+
+/* The equivalence error recomputed (its cached value put back after). */
+static double equivalence(session *s)
+{
+    layer_state *l = &s->layers[s->current];
+    layer_metrics_cache *memo = layer_metrics_cached(s, l);
+    int had = memo ? memo->has_eq : 0;
+    if (memo)
+        memo->has_eq = 0;
+    double eq, t = now();
+    qsur_error err;
+    if (layer_transform_equivalence(s, l, &eq, &err) != QSUR_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    t = now() - t;
+    if (memo)
+        memo->has_eq = had;
+    return t;
 }
 
 int main(int argc, char **argv)
@@ -63,9 +115,22 @@ int main(int argc, char **argv)
     run(&s, "use W X");
     run(&s, "quant w4a4");
     printf("layer: X %lldx%lld, W %lldx%lld\n", (long long)n, (long long)d, (long long)m, (long long)d);
-    printf("first metrics (eigen-decomposition of both covariances): %.3f s\n", metrics(&s, 0));
-    const char *steps[] = {"rotate hadamard 1", "scale smooth 0.5", "undo", "rotate random 2"};
-    for (int i = 0; i < 4; i++) {
+    {
+        layer_metrics m;
+        double t = now();
+        if (layer_metrics_compute(&s, &s.layers[s.current], 1, &m, &err) != QSUR_OK) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+        printf("first metrics (eigen-decomposition of both covariances): %.3f s\n", now() - t);
+    }
+    /* The second `rotate hadamard` runs after an undo, as a user trying things
+     * does: its snapshot reuses the dropped state's memory. */
+    const char *steps[] = {"rotate hadamard 1", "scale smooth 0.5", "undo", "undo",
+                           "rotate hadamard 1", "undo", "redo", "rotate random 2"};
+    printf("%-18s %9s %15s %12s %14s\n", "command", "total", "of which metrics", "equivalence",
+           "+ TUI redraw");
+    for (int i = 0; i < (int)(sizeof steps / sizeof *steps); i++) {
         qsur_error e2;
         double t = now();
         if (command_execute(&s, steps[i], &e2) != QSUR_OK) {
@@ -73,8 +138,11 @@ int main(int argc, char **argv)
             return 1;
         }
         double total = now() - t;
-        printf("%-20s command total %.3f s; metrics alone (incremental) %.3f s\n", steps[i], total,
-               metrics(&s, 0));
+        double tc = channel_stats(&s), tm = metrics(&s, 0), te = equivalence(&s);
+        printf("%-18s %6.0f ms %13.0f ms %9.0f ms %11.0f ms%s\n", steps[i], 1e3 * total, 1e3 * tm,
+               1e3 * te, 1e3 * tc,
+               strncmp(steps[i], "undo", 4) && strncmp(steps[i], "redo", 4) ? ""
+                                                                             : "  (cached)");
     }
     session_free(&s);
     fclose(sink);

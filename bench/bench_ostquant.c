@@ -211,6 +211,10 @@ int main(int argc, char **argv)
     double t3 = now();
     printf("OSTQuant ppl %.4f  train %.1fs (%.3fs/step), best step %d\n", ppl_of(fz, &ev, &w), t2 - t1,
            (t2 - t1) / (o.steps > 0 ? o.steps : 1), os->best_step);
+    if (os->nqlog > 0)
+        printf("live QSUR: %d measurements, %.1f ms each (X log10 QSUR mean %.2f at step %d -> %.2f at step %d)\n",
+               os->nqlog, 1e3 * os->time.qsur / os->nqlog, os->qlog[0].x_log10_mean, os->qlog[0].step,
+               os->qlog[os->nqlog - 1].x_log10_mean, os->qlog[os->nqlog - 1].step);
     printf("full optimisation (init %.1fs + train %.1fs + fuse and weight RTN %.2fs): %.1fs\n", tinit,
            t2 - t1, t3 - t2, tinit + (t2 - t1) + (t3 - t2));
     const qsur_ostquant_timing *tm = &os->time;
@@ -225,8 +229,9 @@ int main(int argc, char **argv)
     phase("chain", tm->chain, tm->total);
     phase("optim", tm->optim, tm->total);
     phase("select", tm->select, tm->total);
+    phase("qsur", tm->qsur, tm->total); /* live QSUR, qsur_every (default 10) */
     phase("other", tm->total - (tm->fuse + tm->wquant + tm->forward + tm->teacher + tm->loss + tm->backward +
-                                tm->ste + tm->chain + tm->optim + tm->select + tm->eval), tm->total);
+                                tm->ste + tm->chain + tm->optim + tm->select + tm->eval + tm->qsur), tm->total);
     phase("total", tm->total, tm->total);
     qsur_llama_free(fz);
     qsur_llama_rotations_free(rot);

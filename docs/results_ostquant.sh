@@ -7,9 +7,10 @@
 #
 # Environment: QSUR_BIN (default ./build/qsur), QSUR_SHARED (default ../shared),
 # OSTQ_STEPS (optimiser steps per OSTQuant run, default 150 = the command's default).
-# Each row is one fresh `qsur -c '...'` run, one at a time (BLAS pinned to one
-# thread); the exact scripts are printed in the document. About 10 minutes on a
-# busy 2-core machine with 150 steps (8 OSTQuant runs of 150 steps, one of 450).
+# Each cell is one fresh `qsur -c '...'` run (BLAS pinned to one thread, two runs
+# at a time on the 2 cores); the exact scripts are printed in the document. The
+# ablations at W4A4KV4 run with seeds 1-3 each, so their differences can be read
+# against the seed-to-seed spread. About 15 minutes on an idle 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=${QSUR_BIN:-./build/qsur}
@@ -45,32 +46,43 @@ LONG=$((3 * STEPS))
 declare -A spec=([FP]="" [W4A16KV16]="quant w4a16kv16" [W4A8KV8]="quant w4a8kv8" [W4A4KV4]="quant w4a4kv4")
 configs=(W4A16KV16 W4A8KV8 W4A4KV4)
 # method -> the qsur script after `model load` and `quant ...`
+SEEDS=(1 2 3)
+# method -> the qsur script after `model load` and `quant ...`
 declare -A mscript=(
   [RTN]=""
   [QuaRot]="rotate model hadamard 1"
   [OSTQuant]="$OSTQ"
-  [OSTQuant-init]="ostquant model calib=$C steps=0 seed=1"
-  [OSTQuant-seed2]="$OSTQ0 steps=$STEPS seed=2"
-  [OSTQuant-seed3]="$OSTQ0 steps=$STEPS seed=3"
   [OSTQuant-long]="$OSTQ0 steps=$LONG seed=1"
-  [OSTQuant-no-womi]="$OSTQ no-womi"
-  [OSTQuant-no-scale]="$OSTQ no-scale"
-  [OSTQuant-ce]="$OSTQ loss=ce"
 )
-methods=(RTN QuaRot OSTQuant OSTQuant-seed2 OSTQuant-seed3 OSTQuant-long OSTQuant-init OSTQuant-no-womi
-  OSTQuant-no-scale OSTQuant-ce)
+methods=(RTN QuaRot OSTQuant OSTQuant-long)
 declare -A label=(
   [RTN]="RTN"
   [QuaRot]="QuaRot-style (\`rotate model hadamard 1\`)"
   [OSTQuant]="**OSTQuant** (WOMI, scales, KL-Top k=64; seed 1)"
-  [OSTQuant-seed2]="OSTQuant, seed 2 (batch order, w2 block)"
-  [OSTQuant-seed3]="OSTQuant, seed 3"
   [OSTQuant-long]="OSTQuant, $LONG steps"
-  [OSTQuant-init]="OSTQuant init only (WOMI, steps=0)"
-  [OSTQuant-no-womi]="OSTQuant, no WOMI (Hadamard init)"
-  [OSTQuant-no-scale]="OSTQuant, no learned scales"
-  [OSTQuant-ce]="OSTQuant, CE loss instead of KL-Top"
 )
+# The ablations (W4A4KV4 only): variant -> extra words of the ostquant command;
+# each runs once per seed as method "abl-VARIANT-sSEED".
+ablations=(full init no-womi no-scale ce)
+declare -A abl_args=([full]="" [init]="steps=0" [no-womi]="no-womi" [no-scale]="no-scale" [ce]="loss=ce")
+declare -A abl_label=(
+  [full]="**OSTQuant** (WOMI, scales, KL-Top)"
+  [init]="init only (WOMI, steps=0)"
+  [no-womi]="no WOMI (Hadamard init)"
+  [no-scale]="no learned scales"
+  [ce]="CE loss instead of KL-Top"
+)
+for v in "${ablations[@]}"; do
+  for sd in "${SEEDS[@]}"; do
+    a=${abl_args[$v]}
+    if [ "$v" = init ]; then
+      mscript[abl-$v-s$sd]="ostquant model calib=$C $a seed=$sd"
+    else
+      mscript[abl-$v-s$sd]="$OSTQ0 steps=$STEPS ${a:+$a }seed=$sd"
+    fi
+    mscript[abl-$v-s$sd]=${mscript[abl-$v-s$sd]% }
+  done
+done
 script() { # method config
   local q=${spec[$2]} m=${mscript[$1]}
   local s="$LOAD"
@@ -87,30 +99,61 @@ for c in "${configs[@]}"; do
     ids+=("$m/$c")
   done
 done
-declare -A secs
-n=0
+for v in "${ablations[@]}"; do
+  for sd in "${SEEDS[@]}"; do
+    # abl-full-s1 is the same run as OSTQuant/W4A4KV4 (seed 1): reuse it
+    [ "$v-$sd" = full-1 ] || ids+=("abl-$v-s$sd/W4A4KV4")
+  done
+done
+file_of() { local id=$1; [ "$id" = abl-full-s1/W4A4KV4 ] && id=OSTQuant/W4A4KV4; echo "$TMP/${id//\//_}"; }
 # val KEY ID: the last "KEY": value in run ID's output
-val() { grep -o "\"$1\":[^,}]*" "$TMP/${2//\//_}.json" | tail -1 | cut -d: -f2 | tr -d '"'; }
+val() { grep -o "\"$1\":[^,}]*" "$(file_of "$2").json" | tail -1 | cut -d: -f2 | tr -d '"'; }
 fmt() { awk -v v="$1" 'BEGIN { if (v == "") print "—"; else if (v + 0 >= 1000) printf "%.0f", v; else printf "%.2f", v }'; }
-for id in "${ids[@]}"; do
-  n=$((n + 1))
+run_one() { # ID: runs it, leaves ID.json, ID.err, ID.secs
+  local id=$1 s f t0
   if [ "$id" = FP ]; then s="$LOAD; $PPL"; else s=$(script "${id%/*}" "${id#*/}"); fi
-  f="$TMP/${id//\//_}"
+  f=$(file_of "$id")
   echo "$s" > "$f.cmd"
-  printf '[%2d/%d] %-28s ...' "$n" "${#ids[@]}" "$id" >&2
   t0=$SECONDS
-  if ! "$Q" -c "set format json; $s" > "$f.json" 2> "$f.err"; then
-    echo >&2
+  "$Q" -c "set format json; $s" > "$f.json" 2> "$f.err" || { echo failed > "$f.failed"; }
+  echo $((SECONDS - t0)) > "$f.secs"
+}
+# Two runs at a time (one BLAS thread each): the longest first, so the pool
+# does not end on one long run.
+order=("OSTQuant-long/W4A4KV4")
+for id in "${ids[@]}"; do [ "$id" = "OSTQuant-long/W4A4KV4" ] || order+=("$id"); done
+n=0
+for id in "${order[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
+  n=$((n + 1))
+  printf '[%2d/%d] %s\n' "$n" "${#order[@]}" "$id" >&2
+  run_one "$id" &
+done
+wait
+declare -A secs
+for id in "${ids[@]}"; do
+  f=$(file_of "$id")
+  if [ -f "$f.failed" ]; then
     echo "results_ostquant.sh: run $id failed: $(tail -c 400 "$f.err")" >&2
     exit 1
   fi
-  secs[$id]=$((SECONDS - t0))
-  printf ' ppl %10s  best step %4s  (%ds)\n' "$(val ppl "$id")" "$(val best_step "$id")" "${secs[$id]}" >&2
+  secs[$id]=$(cat "$f.secs")
+  printf '%-28s ppl %10s  best step %4s  (%ss)\n' "$id" "$(val ppl "$id")" "$(val best_step "$id")" "${secs[$id]}" >&2
 done
 
 cell() { # method config
   local id="$1/$2"
-  if [ -f "$TMP/${id//\//_}.json" ]; then echo "$(fmt "$(val ppl "$id")")"; else echo "—"; fi
+  if [ -f "$(file_of "$id").json" ]; then echo "$(fmt "$(val ppl "$id")")"; else echo "—"; fi
+}
+# abl_row VARIANT: "| label | s1 | s2 | s3 | mean ± sd | min-max |"
+abl_row() {
+  local v=$1 vals=() sd
+  for sd in "${SEEDS[@]}"; do vals+=("$(val ppl "abl-$v-s$sd/W4A4KV4")"); done
+  printf '| %s |' "${abl_label[$v]}"
+  for x in "${vals[@]}"; do printf ' %s |' "$(fmt "$x")"; done
+  printf '%s\n' "${vals[*]}" | awk '{ n = NF; for (i = 1; i <= n; i++) { s += $i; q += $i * $i }
+    m = s / n; v = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (v < 0) v = 0
+    printf " %.1f ± %.1f |\n", m, sqrt(v) }'
 }
 {
   echo "$BEGIN"
@@ -134,15 +177,24 @@ cell() { # method config
     echo "$row"
   done
   echo
+  echo "**What each part buys** (W4A4KV4, the same $STEPS-step run with seeds ${SEEDS[*]}; the seed"
+  echo "sets the calibration batch order, hence the selection batch, and the seeded 43 x 43"
+  echo "block of the w2 Hadamard plan). Read a difference between rows against the spread"
+  echo "within a row:"
+  echo
+  echo "| variant | seed 1 | seed 2 | seed 3 | mean ± sd |"
+  echo "|---|---|---|---|---|"
+  for v in "${ablations[@]}"; do abl_row "$v"; done
+  echo
   echo "Wall time of each whole \`qsur -c\` run (load + optimisation + fuse + eval ppl, one"
-  echo "BLAS thread, on a 2-core machine shared with other jobs; load average at the end"
+  echo "BLAS thread, two runs at a time on a 2-core machine; load average at the end"
   echo "$(cut -d' ' -f1-3 /proc/loadavg); all $n runs took ${SECONDS} s) and the step whose"
   echo "parameters were kept:"
   echo
   echo "| run | seconds | best step |"
   echo "|---|---|---|"
   for id in "${ids[@]}"; do
-    case $id in OSTQuant*) echo "| $id | ${secs[$id]} | $(val best_step "$id") |" ;; esac
+    case $id in OSTQuant* | abl-*) echo "| $id | ${secs[$id]} | $(val best_step "$id") |" ;; esac
   done
   echo
   echo "- **QuaRot-style**: as in table 1 (randomized Hadamard on the residual stream, online"
@@ -154,15 +206,12 @@ cell() { # method config
   echo "  fused and the weights RTN-quantized. **init only**: the WOMI transforms with no step."
   echo "  **no WOMI**: starts from Hadamards; **no learned scales**: scales stay 1; **CE**: cross"
   echo "  entropy against the next calibration token instead of KL-Top to the float model."
-  echo "  **seed 2/3**: the same run with another seed (it sets the calibration batch order,"
-  echo "  hence the selection batch, and the seeded 43 x 43 block of the w2 Hadamard plan):"
-  echo "  the spread of these rows is the noise level against which to read the ablations."
   echo
   echo "Exact commands (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
   echo
   echo '```'
   for id in "${ids[@]}"; do
-    s=$(cat "$TMP/${id//\//_}.cmd")
+    s=$(cat "$(file_of "$id").cmd")
     printf '%-26s %s\n' "$id" "${s//$(dirname "$(dirname "$M")")/\$SHARED}"
   done
   echo '```'

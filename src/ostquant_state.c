@@ -11,6 +11,7 @@
 
 #define NARR 11
 #define NMETA 40
+#define QLOG_COLS 8 /* step layer site tokens x_log10 x_per_dim w_log10 w_per_dim */
 
 static int64_t r_ov_n(const qsur_ostquant *o)
 {
@@ -99,7 +100,7 @@ int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *er
     const qsur_llama_config *c = &o->cfg;
     int64_t nov = (int64_t)c->n_layers * c->n_kv_heads, hs2 = (int64_t)c->head_size * c->head_size;
     double *ov_v = malloc((size_t)nov * sizeof(double)), *ov_m = malloc((size_t)r_ov_n(o) * sizeof(double));
-    qsur_tensor *ts[3 * NARR + 1] = {NULL};
+    qsur_tensor *ts[3 * NARR + 2] = {NULL};
     int nt = 0, rc = QSUR_OK;
     if (!ov_v || !ov_m)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
@@ -138,6 +139,23 @@ int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *er
             for (int j = 0; j < 4; j++)
                 t->data[j] = -1.0f; /* an empty log: one row of -1 */
     }
+    int64_t nq = 0;
+    for (int i = 0; i < o->nqlog; i++)
+        nq += o->qlog[i].nsites;
+    if (!rc && nq > 0 && !(rc = qsur_tensor_new2(&ts[nt], "qsur_log", nq, QLOG_COLS, err))) {
+        float *p = ts[nt++]->data;
+        for (int i = 0; i < o->nqlog; i++)
+            for (int j = 0; j < o->qlog[i].nsites; j++, p += QLOG_COLS) {
+                const qsur_site_qsur *q = &o->qlog[i].sites[j];
+                /* a singular site's log10 is -inf, which the file cannot hold:
+                 * +1 (log10 QSUR <= 0 otherwise) */
+                float row[QLOG_COLS] = {(float)o->qlog[i].step, (float)q->layer, (float)q->site,
+                                        (float)o->qlog[i].n_tokens, q->x_singular ? 1.0f : (float)q->x_log10,
+                                        (float)q->x_per_dim, q->w_singular ? 1.0f : (float)q->w_log10,
+                                        (float)q->w_per_dim};
+                memcpy(p, row, sizeof row);
+            }
+    }
     if (!rc) {
         meta_buf m;
         memset(&m, 0, sizeof m);
@@ -169,6 +187,10 @@ int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *er
         meta(&m, "eval_seqs", "%d", op->eval_seqs);
         meta(&m, "kv_hadamard", "%d", op->kv_hadamard);
         meta(&m, "seed", "%llu", (unsigned long long)op->seed);
+        meta(&m, "qsur_every", "%d", op->qsur_every);
+        meta(&m, "qsur_tokens", "%d", op->qsur_tokens);
+        meta(&m, "qsur_alpha", "%.17g", o->qsur_opt.alpha);
+        meta(&m, "qsur_cube", "%s", qsur_cube_name(o->qsur_opt.cube));
         qsur_quant_spec_format(&o->wspec, sb, sizeof sb);
         meta(&m, "wspec", "%s", sb);
         qsur_quant_spec_format(&o->aspec, sb, sizeof sb);
@@ -242,6 +264,68 @@ static int read_arr(const qsur_safetensors *st, const char *name, double *dst, i
     return QSUR_OK;
 }
 
+/* The optional "qsur_log" tensor back into o->qlog: groups of n_layers * 4
+ * rows with one step, layer-major, as save writes them. */
+static int read_qsur_log(const qsur_safetensors *st, qsur_ostquant *o, qsur_error *err)
+{
+    int e = qsur_safetensors_find(st, "qsur_log");
+    if (e < 0)
+        return QSUR_OK;
+    const qsur_llama_config *c = &o->cfg;
+    int nsites = c->n_layers * QSUR_SITE_COUNT;
+    if (st->entries[e].ndim != 2 || st->entries[e].shape[1] != QLOG_COLS || st->entries[e].shape[0] % nsites)
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor qsur_log must be [k * %d][%d]", st->path, nsites,
+                         QLOG_COLS);
+    int ntab = (int)(st->entries[e].shape[0] / nsites);
+    qsur_tensor *t = NULL;
+    int rc = qsur_safetensors_read_tensor(st, e, NULL, &t, NULL, err);
+    if (rc)
+        return rc;
+    o->qlog = calloc((size_t)(ntab > 0 ? ntab : 1), sizeof *o->qlog);
+    if (!o->qlog)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", st->path);
+    else
+        o->capqlog = ntab > 0 ? ntab : 1;
+    int64_t wrows[QSUR_SITE_COUNT] = {c->dim + 2 * c->kv_dim, c->dim, 2 * c->hidden_dim, c->dim};
+    for (int i = 0; i < ntab && !rc; i++) {
+        qsur_llama_qsur *q = &o->qlog[i];
+        const float *r = t->data + (size_t)i * nsites * QLOG_COLS;
+        q->sites = calloc((size_t)nsites, sizeof *q->sites);
+        if (!q->sites) {
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", st->path);
+            break;
+        }
+        o->nqlog = i + 1;
+        q->step = (int)r[0];
+        q->n_layers = c->n_layers;
+        q->nsites = nsites;
+        q->n_tokens = (int64_t)r[3];
+        q->cube = o->qsur_opt.cube;
+        q->alpha = o->qsur_opt.alpha;
+        for (int j = 0; j < nsites; j++, r += QLOG_COLS) {
+            qsur_site_qsur *sq = &q->sites[j];
+            sq->layer = j / QSUR_SITE_COUNT;
+            sq->site = j % QSUR_SITE_COUNT;
+            if ((int)r[0] != q->step || (int)r[1] != sq->layer || (int)r[2] != sq->site) {
+                rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: qsur_log row %d is not step %d layer %d site %d", st->path,
+                               i * nsites + j, q->step, sq->layer, sq->site);
+                break;
+            }
+            sq->d = sq->site == QSUR_SITE_DOWN ? c->hidden_dim : c->dim;
+            sq->w_rows = wrows[sq->site];
+            sq->x_singular = r[4] > 0;
+            sq->x_log10 = sq->x_singular ? -INFINITY : r[4];
+            sq->x_per_dim = r[5];
+            sq->w_singular = r[6] > 0;
+            sq->w_log10 = sq->w_singular ? -INFINITY : r[6];
+            sq->w_per_dim = r[7];
+        }
+        qsur_llama_qsur_summarize(q);
+    }
+    qsur_tensor_free(t);
+    return rc;
+}
+
 int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *path, qsur_error *err)
 {
     *out = NULL;
@@ -289,6 +373,11 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
         rc = m_int(st, ik[i], ints[i], err);
     if (!rc && !(rc = m_num(st, "seed", &x, err)))
         op.seed = (uint64_t)x;
+    /* live-QSUR settings: absent in state files written before them */
+    if (!rc && qsur_safetensors_meta(st, "qsur_every"))
+        rc = m_int(st, "qsur_every", &op.qsur_every, err);
+    if (!rc && qsur_safetensors_meta(st, "qsur_tokens"))
+        rc = m_int(st, "qsur_tokens", &op.qsur_tokens, err);
     const char *sk[3] = {"wspec", "aspec", "kvspec"};
     qsur_quant_spec *sp[3] = {&ws, &as, &ks};
     for (int i = 0; i < 3 && !rc; i++)
@@ -357,6 +446,12 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
             o->nlog = o->caplog = nlog;
     }
     qsur_tensor_free(lt);
+    if (!rc && qsur_safetensors_meta(st, "qsur_alpha"))
+        rc = m_num(st, "qsur_alpha", &o->qsur_opt.alpha, err);
+    if (!rc && (v = qsur_safetensors_meta(st, "qsur_cube")))
+        o->qsur_opt.cube = !strcmp(v, "asym") ? QSUR_CUBE_ASYM : QSUR_CUBE_SYM;
+    if (!rc)
+        rc = read_qsur_log(st, o, err);
     (void)tmp;
     free(ov_v);
     free(ov_m);

@@ -169,6 +169,33 @@ static int eval_ppl(const qsur_ostquant *o, const qsur_tokens *eval, int T, doub
     return rc;
 }
 
+/* Measures the live QSUR of the current parameters and appends it to qlog. */
+static int qsur_log_add(qsur_ostquant *o, const qsur_tokens *calib, qsur_error *err)
+{
+    if (o->nqlog == o->capqlog) {
+        int cap = o->capqlog ? 2 * o->capqlog : 16;
+        qsur_llama_qsur *n = realloc(o->qlog, (size_t)cap * sizeof *n);
+        if (!n)
+            return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for the QSUR log");
+        o->qlog = n;
+        o->capqlog = cap;
+    }
+    double t = qsur_seconds();
+    int rc = qsur_ostquant_qsur(o, calib, &o->qlog[o->nqlog], err);
+    o->time.qsur += qsur_seconds() - t;
+    if (!rc)
+        o->nqlog++;
+    return rc;
+}
+
+static int qsur_due(const qsur_ostquant *o)
+{
+    int every = o->opts.qsur_every;
+    if (every <= 0 || (o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
+        return 0;
+    return o->step % every == 0 || o->step == o->opts.steps;
+}
+
 #define SELECT_EVERY 10
 
 /* Adds the time since *t to *acc and restarts *t (phase timers of o->time). */
@@ -222,14 +249,8 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     if (base->cfg.dim != c->dim || base->cfg.n_layers != c->n_layers ||
         base->cfg.hidden_dim != c->hidden_dim || base->cfg.vocab_size != c->vocab_size)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant: the base model's shape differs from the state's");
-    int T = o->opts.seq_len > 0 ? o->opts.seq_len : calib->seq_len;
-    if (T > calib->seq_len)
-        T = calib->seq_len;
-    if (T > c->seq_len)
-        T = c->seq_len;
-    int nseq = (int)(calib->n / calib->seq_len);
-    if (o->opts.max_seqs > 0 && o->opts.max_seqs < nseq)
-        nseq = o->opts.max_seqs;
+    int T, nseq;
+    qsur_ostquant_shape(o, calib, &T, &nseq);
     int B = o->opts.batch < nseq ? o->opts.batch : nseq;
     if (nseq < 1 || T < 2)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant: calibration stream has no sequence of >= 2 tokens");
@@ -295,6 +316,9 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         memcpy(zsel, st->logits, (size_t)(N * V) * sizeof(float));
     if (!rc && !isfinite(o->best_ema))
         rc = select_check(o, fm, tape, sel, zsel, B, T, err);
+    /* the start point of this call (step 0, or where a resumed run stands) */
+    if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
+        rc = qsur_log_add(o, calib, err);
     while (!rc && o->step < o->opts.steps) {
         for (int b = 0; b < B; b++) {
             int sidx = perm[(int)(((int64_t)o->step * B + b) % nseq)];
@@ -372,6 +396,8 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for the log");
             break;
         }
+        if (qsur_due(o) && (rc = qsur_log_add(o, calib, err)))
+            break;
         char what[64];
         if (isnan(row.ppl))
             snprintf(what, sizeof what, "ostq %d/%d kl=%.4f sel=%.4f", o->step, o->opts.steps, kl, o->last_select);

@@ -10,6 +10,7 @@
 #include <lapacke.h>
 #include "qsur/qsur.h"
 #include "qsur/tensor.h"
+#include "vector_clones.h"
 
 /* ---- incomplete gamma and chi-square ----------------------------------------- */
 
@@ -168,26 +169,44 @@ static int check_options(const qsur_options *o, qsur_error *err)
 
 /* ---- moments and the volume ratio ---------------------------------------------- */
 
+/* Sums of e = x - c and e^2 per column, c the first row: one pass, and e is
+ * O(std) for every column, so var = E[e^2] - E[e]^2 keeps its digits in double
+ * (the cancellation that makes the naive one-pass formula unsafe needs
+ * |mean - c| >> std). Fixed-width lane loops so -O2 vectorises them. */
+#define MLANES 8
+QSUR_VECTOR_CLONES
+static void shifted_sums(const float *x, int64_t n, int64_t d, double *s1, double *s2)
+{
+    const float *c = x;
+    for (int64_t r = 1; r < n; r++) {
+        const float *row = x + r * d;
+        int64_t j = 0;
+        for (; j + MLANES <= d; j += MLANES)
+            for (int l = 0; l < MLANES; l++) {
+                double e = (double)row[j + l] - (double)c[j + l];
+                s1[j + l] += e;
+                s2[j + l] += e * e;
+            }
+        for (; j < d; j++) {
+            double e = (double)row[j] - (double)c[j];
+            s1[j] += e;
+            s2[j] += e * e;
+        }
+    }
+}
+
 void qsur_column_moments(const float *x, int64_t n, int64_t d, double *mean, double *var)
 {
     for (int64_t j = 0; j < d; j++)
         mean[j] = var[j] = 0.0;
-    for (int64_t r = 0; r < n; r++) {
-        const float *row = x + r * d;
-        for (int64_t j = 0; j < d; j++)
-            mean[j] += row[j];
+    if (n <= 0)
+        return;
+    shifted_sums(x, n, d, mean, var);
+    for (int64_t j = 0; j < d; j++) {
+        double m1 = mean[j] / (double)n;
+        mean[j] = (double)x[j] + m1;
+        var[j] = fmax(var[j] / (double)n - m1 * m1, 0.0);
     }
-    for (int64_t j = 0; j < d; j++)
-        mean[j] /= (double)n;
-    for (int64_t r = 0; r < n; r++) {
-        const float *row = x + r * d;
-        for (int64_t j = 0; j < d; j++) {
-            double e = (double)row[j] - mean[j];
-            var[j] += e * e;
-        }
-    }
-    for (int64_t j = 0; j < d; j++)
-        var[j] /= (double)n;
 }
 
 void qsur_from_moments(const double *mean, const double *var, double log_det, int64_t n,

@@ -247,14 +247,57 @@ static int fit_span(const qsur_quant_spec *q, const float *x, int64_t n, qmap *o
     return 1;
 }
 
-/* Returns 0, or -1 when the span holds a NaN/Inf (the caller names it). */
+/* apply_map that also sums x^2 and (x - Q(x))^2 into sums[0], sums[1]: per
+ * lane in double (so the totals are as good as a sequential double sum), on
+ * values already in registers, so measuring costs no second pass. out may be
+ * NULL (measure only) or equal x. */
 QSUR_INLINE
-static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n)
+static void apply_map_measure(const float *x, float *out, int64_t n, qmap m, double *sums)
+{
+    double ax[QLANES] = {0}, ae[QLANES] = {0};
+    int64_t i = 0;
+    for (; i + QLANES <= n; i += QLANES) {
+        float tmp[QLANES];
+        for (int l = 0; l < QLANES; l++)
+            tmp[l] = quant_one(x[i + l], m);
+        for (int l = 0; l < QLANES; l++) {
+            double a = x[i + l], e = a - (double)tmp[l];
+            ax[l] += a * a;
+            ae[l] += e * e;
+        }
+        if (out)
+            memcpy(out + i, tmp, sizeof tmp);
+    }
+    double tx = 0.0, te = 0.0;
+    for (int l = 0; l < QLANES; l++) {
+        tx += ax[l];
+        te += ae[l];
+    }
+    for (; i < n; i++) {
+        float v = quant_one(x[i], m);
+        double a = x[i], e = a - (double)v;
+        tx += a * a;
+        te += e * e;
+        if (out)
+            out[i] = v;
+    }
+    sums[0] += tx;
+    sums[1] += te;
+}
+
+/* Returns 0, or -1 when the span holds a NaN/Inf (the caller names it).
+ * sums == NULL: plain fake quant; else also measure (apply_map_measure). */
+QSUR_INLINE
+static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
+                      double *sums)
 {
     qmap best;
     if (!fit_span(q, x, n, &best))
         return -1;
-    apply_map(x, out, n, best);
+    if (sums)
+        apply_map_measure(x, out, n, best, sums);
+    else
+        apply_map(x, out, n, best);
     return 0;
 }
 
@@ -262,10 +305,10 @@ static int quant_span(const qsur_quant_spec *q, const float *x, float *out, int6
  * block rather than per group of G. */
 QSUR_VECTOR_CLONES
 static int quant_spans(const qsur_quant_spec *q, const float *x, float *out, int64_t n,
-                       int64_t span)
+                       int64_t span, double *sums)
 {
     for (int64_t i = 0; i < n; i += span)
-        if (quant_span(q, x + i, out + i, span) != 0)
+        if (quant_span(q, x + i, out ? out + i : NULL, span, sums) != 0)
             return -1;
     return 0;
 }
@@ -278,9 +321,10 @@ static int nonfinite_error(const float *x, int64_t n, int64_t cols, qsur_error *
                      (long long)(i / cols), (long long)(i % cols));
 }
 
-int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
-                    int64_t cols, float *out, const qsur_progress *prog,
-                    qsur_error *err)
+/* The driver of qsur_fake_quant and qsur_fake_quant_measure: sums == NULL
+ * quantizes only; otherwise out may be NULL and sums gets sum x^2, sum e^2. */
+static int fake_quant_run(const qsur_quant_spec *q, const float *x, int64_t rows, int64_t cols,
+                          float *out, double *sums, const qsur_progress *prog, qsur_error *err)
 {
     if (rows < 0 || cols < 0)
         return qsur_fail(err, QSUR_ERR_ARG, "fake quant: bad shape %lldx%lld",
@@ -292,12 +336,18 @@ int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
     if (n == 0)
         return QSUR_OK;
     if (q->bits >= 16) {
-        if (out != x)
+        if (out && out != x)
             memcpy(out, x, (size_t)n * sizeof(float));
+        if (sums) {
+            if (qsur_find_nonfinite(x, n) >= 0)
+                return nonfinite_error(x, n, cols, err);
+            for (int64_t i = 0; i < n; i++)
+                sums[0] += (double)x[i] * (double)x[i];
+        }
         return QSUR_OK;
     }
     if (q->gran == QSUR_GRAN_TENSOR)
-        return quant_spans(q, x, out, n, n) == 0 ? QSUR_OK : nonfinite_error(x, n, cols, err);
+        return quant_spans(q, x, out, n, n, sums) == 0 ? QSUR_OK : nonfinite_error(x, n, cols, err);
     int64_t span = q->gran == QSUR_GRAN_ROW ? cols : q->group;
     /* Tick about every 1M elements; a stop leaves x intact (out may be partial,
      * and when out == x the caller asked for in-place and owns that risk). */
@@ -307,10 +357,43 @@ int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
         if (rc != QSUR_OK)
             return rc;
         int64_t nr = rows - r < tick_rows ? rows - r : tick_rows;
-        if (quant_spans(q, x + r * cols, out + r * cols, nr * cols, span) != 0)
+        if (quant_spans(q, x + r * cols, out ? out + r * cols : NULL, nr * cols, span, sums) != 0)
             return nonfinite_error(x, n, cols, err);
     }
     return QSUR_OK;
+}
+
+int qsur_fake_quant(const qsur_quant_spec *q, const float *x, int64_t rows,
+                    int64_t cols, float *out, const qsur_progress *prog,
+                    qsur_error *err)
+{
+    return fake_quant_run(q, x, rows, cols, out, NULL, prog, err);
+}
+
+static void metrics_from_sums(double sx, double se, int64_t n, qsur_error_metrics *m)
+{
+    m->mse = n > 0 ? se / (double)n : 0.0;
+    if (se == 0.0) {
+        m->rel_fro = 0.0;
+        m->sqnr_db = INFINITY;
+    } else if (sx == 0.0) {
+        m->rel_fro = INFINITY;
+        m->sqnr_db = -INFINITY;
+    } else {
+        m->rel_fro = sqrt(se / sx);
+        m->sqnr_db = 10.0 * log10(sx / se);
+    }
+}
+
+int qsur_fake_quant_measure(const qsur_quant_spec *q, const float *x, int64_t rows,
+                            int64_t cols, float *out, qsur_error_metrics *m,
+                            const qsur_progress *prog, qsur_error *err)
+{
+    double sums[2] = {0.0, 0.0};
+    int rc = fake_quant_run(q, x, rows, cols, out, sums, prog, err);
+    if (rc == QSUR_OK)
+        metrics_from_sums(sums[0], sums[1], rows * cols, m);
+    return rc;
 }
 
 /* The public per-span map (quant.h): the same fit and the same arithmetic as
@@ -366,17 +449,7 @@ void qsur_error_metrics_compute(const float *x, const float *q, int64_t n,
         sx += a * a;
         se += e * e;
     }
-    m->mse = n > 0 ? se / (double)n : 0.0;
-    if (se == 0.0) {
-        m->rel_fro = 0.0;
-        m->sqnr_db = INFINITY;
-    } else if (sx == 0.0) {
-        m->rel_fro = INFINITY;
-        m->sqnr_db = -INFINITY;
-    } else {
-        m->rel_fro = sqrt(se / sx);
-        m->sqnr_db = 10.0 * log10(sx / se);
-    }
+    metrics_from_sums(sx, se, n, m);
 }
 
 /* Rows of X processed per sgemm call: bounds the scratch to 2 * BLOCK * m floats. */
@@ -427,5 +500,58 @@ int qsur_layer_output_error(const float *X, const float *Xq, const float *W,
         *out = INFINITY;
     else
         *out = sqrt(num / den);
+    return QSUR_OK;
+}
+
+/* A_block B^T for the rows r0 .. r0+nb of A: the one product both functions
+ * below use, so equal inputs give bit-equal outputs. */
+static void block_product(const float *A, const float *B, int64_t r0, int nb, int64_t d, int64_t m,
+                          float *out)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)m, (int)d, 1.0f, A + r0 * d,
+                (int)d, B, (int)d, 0.0f, out, (int)m);
+}
+
+int qsur_output_product(const float *A, const float *B, int64_t n, int64_t d, int64_t m, float *Y,
+                        qsur_error *err)
+{
+    if (n <= 0 || d <= 0 || m <= 0 || !Y || !A || !B)
+        return qsur_fail(err, QSUR_ERR_ARG, "output product: bad shapes A %lldx%lld, B %lldx%lld",
+                         (long long)n, (long long)d, (long long)m, (long long)d);
+    if (n > INT32_MAX || d > INT32_MAX || m > INT32_MAX)
+        return qsur_fail(err, QSUR_ERR_ARG, "output product: dimensions exceed BLAS int range");
+    for (int64_t r0 = 0; r0 < n; r0 += OUT_BLOCK)
+        block_product(A, B, r0, (int)(n - r0 < OUT_BLOCK ? n - r0 : OUT_BLOCK), d, m, Y + r0 * m);
+    return QSUR_OK;
+}
+
+int qsur_output_error_ref(const float *Y, const float *A, const float *B, int64_t n, int64_t d,
+                          int64_t m, double *out, qsur_error *err)
+{
+    if (n <= 0 || d <= 0 || m <= 0 || !Y || !A || !B || !out)
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "output error: bad shapes Y %lldx%lld, A %lldx%lld, B %lldx%lld",
+                         (long long)n, (long long)m, (long long)n, (long long)d, (long long)m,
+                         (long long)d);
+    if (n > INT32_MAX || d > INT32_MAX || m > INT32_MAX)
+        return qsur_fail(err, QSUR_ERR_ARG, "output error: dimensions exceed BLAS int range");
+    int64_t blk = n < OUT_BLOCK ? n : OUT_BLOCK;
+    float *yq = qsur_alloc((size_t)(blk * m), sizeof(float));
+    if (!yq)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "output error: cannot allocate %lldx%lld output",
+                         (long long)blk, (long long)m);
+    double num = 0.0, den = 0.0;
+    for (int64_t r0 = 0; r0 < n; r0 += blk) {
+        int nb = (int)(n - r0 < blk ? n - r0 : blk);
+        block_product(A, B, r0, nb, d, m, yq);
+        const float *y = Y + r0 * m;
+        for (int64_t i = 0; i < (int64_t)nb * m; i++) {
+            double a = y[i], e = (double)y[i] - (double)yq[i];
+            den += a * a;
+            num += e * e;
+        }
+    }
+    free(yq);
+    *out = num == 0.0 ? 0.0 : den == 0.0 ? INFINITY : sqrt(num / den);
     return QSUR_OK;
 }

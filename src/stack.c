@@ -5,6 +5,24 @@
 #include <string.h>
 #include "qsur/stack.h"
 
+/* Keeps one pair of buffers of a dropped state for the next push. */
+static void keep_spare(float **spare, float **buf)
+{
+    if (!*spare)
+        *spare = *buf;
+    else
+        free(*buf);
+    *buf = NULL;
+}
+
+static void state_drop(qsur_stack *st, qsur_stack_state *s)
+{
+    keep_spare(&st->spare_X, &s->X);
+    keep_spare(&st->spare_W, &s->W);
+    qsur_transform_free(s->step);
+    memset(s, 0, sizeof *s);
+}
+
 static void state_clear(qsur_stack_state *s)
 {
     free(s->X);
@@ -45,6 +63,7 @@ int qsur_stack_new(qsur_stack **out, const float *X, int64_t n, const float *W, 
     }
     st->cap = 4;
     st->count = 1;
+    st->next_id = 1;
     st->n = X ? n : 0;
     st->m = W ? m : 0;
     st->d = d;
@@ -65,6 +84,8 @@ void qsur_stack_free(qsur_stack *st)
     for (int i = 0; i < st->count; i++)
         state_clear(&st->states[i]);
     free(st->states);
+    free(st->spare_X);
+    free(st->spare_W);
     free(st);
 }
 
@@ -85,18 +106,35 @@ int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog
                          "stack push: transform is for %lld channels, layer has %lld",
                          (long long)td, (long long)st->d);
     }
+    /* A push drops the redo tail anyway: when there is no spare, its last state
+     * gives its buffers now (fresh memory costs a page fault per page, ~0.3 s for
+     * a 4096-channel layer on a VM). So a failed push may have shortened the
+     * tail by that one state; the current state is never touched. */
+    if (!st->spare_X && !st->spare_W && st->count > st->cur + 1) {
+        state_drop(st, &st->states[st->count - 1]);
+        st->count--;
+    }
     const qsur_stack_state *cur = &st->states[st->cur];
     qsur_stack_state next = {0};
-    if ((cur->X && !(next.X = copy_floats(cur->X, st->n * st->d))) ||
-        (cur->W && !(next.W = copy_floats(cur->W, st->m * st->d)))) {
+    /* The step writes straight from the current snapshot into the new one (no
+     * copy first), into the spare buffers when a dropped state left some. */
+    if (cur->X) {
+        next.X = st->spare_X ? st->spare_X : qsur_alloc((size_t)(st->n * st->d), sizeof(float));
+        st->spare_X = NULL;
+    }
+    if (cur->W) {
+        next.W = st->spare_W ? st->spare_W : qsur_alloc((size_t)(st->m * st->d), sizeof(float));
+        st->spare_W = NULL;
+    }
+    if ((cur->X && !next.X) || (cur->W && !next.W)) {
         const char *kind = qsur_transform_kind_name(t->kind); /* static string */
-        state_clear(&next);
+        state_drop(st, &next);
         qsur_transform_free(t);
         return qsur_fail(err, QSUR_ERR_NOMEM, "stack push %s: no memory for the snapshot", kind);
     }
-    int rc = qsur_transform_apply(t, next.X, st->n, next.W, st->m, prog, err);
+    int rc = qsur_transform_apply_into(t, cur->X, next.X, st->n, cur->W, next.W, st->m, prog, err);
     if (rc) {
-        state_clear(&next);
+        state_drop(st, &next);
         qsur_transform_free(t);
         return rc;
     }
@@ -108,7 +146,7 @@ int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog
         int cap = st->cap * 2;
         qsur_stack_state *s = realloc(st->states, sizeof *s * (size_t)cap);
         if (!s) {
-            state_clear(&next);
+            state_drop(st, &next);
             qsur_transform_free(t);
             return qsur_fail(err, QSUR_ERR_NOMEM, "stack push: no memory");
         }
@@ -116,9 +154,10 @@ int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog
         st->cap = cap;
     }
     for (int i = st->cur + 1; i < st->count; i++)
-        state_clear(&st->states[i]);
+        state_drop(st, &st->states[i]);
     next.step = t;
     next.log_det = log_det;
+    next.id = st->next_id++;
     st->states[st->cur + 1] = next;
     st->cur++;
     st->count = st->cur + 1;
@@ -157,11 +196,16 @@ const qsur_transform *qsur_stack_step(const qsur_stack *st, int i)
 }
 
 double qsur_stack_log_det(const qsur_stack *st) { return st->states[st->cur].log_det; }
+uint64_t qsur_stack_state_id(const qsur_stack *st) { return st->states[st->cur].id; }
 
 size_t qsur_stack_bytes(const qsur_stack *st)
 {
     size_t per = (size_t)(st->n + st->m) * (size_t)st->d * sizeof(float);
     size_t total = (size_t)st->count * per;
+    if (st->spare_X)
+        total += (size_t)st->n * (size_t)st->d * sizeof(float);
+    if (st->spare_W)
+        total += (size_t)st->m * (size_t)st->d * sizeof(float);
     for (int i = 1; i < st->count; i++) {
         const qsur_transform *t = st->states[i].step;
         size_t dd = (size_t)t->d * (size_t)t->d;

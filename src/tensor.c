@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "qsur/tensor.h"
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 int qsur_mul_size(size_t a, size_t b, size_t *out)
 {
@@ -13,18 +16,31 @@ int qsur_mul_size(size_t a, size_t b, size_t *out)
     return 0;
 }
 
+/* From this size on, buffers are 2 MiB aligned and marked for transparent huge
+ * pages: first touch of a fresh 150 MB snapshot then costs 75 page faults
+ * instead of 38000, which on a VM was 0.5 s of a 4096-channel live update
+ * (measured 490 ms -> 20 ms for a 150 MB copy into new memory). */
+#define HUGE_FROM ((size_t)8 << 20)
+#define HUGE_ALIGN ((size_t)2 << 20)
+
 void *qsur_alloc(size_t count, size_t size)
 {
     size_t bytes;
     if (qsur_mul_size(count, size, &bytes) != 0)
         return NULL;
+    size_t align = bytes >= HUGE_FROM ? HUGE_ALIGN : 64;
     /* aligned_alloc needs a multiple of the alignment; round up. */
-    if (bytes > SIZE_MAX - 64)
+    if (bytes > SIZE_MAX - align)
         return NULL;
-    bytes = (bytes + 63) & ~(size_t)63;
+    bytes = (bytes + align - 1) & ~(align - 1);
     if (bytes == 0)
         bytes = 64;
-    return aligned_alloc(64, bytes);
+    void *p = aligned_alloc(align, bytes);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p && align == HUGE_ALIGN)
+        (void)madvise(p, bytes, MADV_HUGEPAGE); /* advice only: fine if refused */
+#endif
+    return p;
 }
 
 int qsur_tensor_new(qsur_tensor **out, const char *name, int ndim,

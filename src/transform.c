@@ -342,28 +342,82 @@ int qsur_transform_dense_new(qsur_transform **out, const float *R, int64_t d,
     return QSUR_OK;
 }
 
-/* x <- x R for a dense R, in row chunks through a scratch buffer. */
-static int rotate_dense(const float *R, int64_t d, float *x, int64_t rows,
-                        const qsur_progress *prog, double done0, double span, qsur_error *err)
+/* out <- in S^(sign) R for rows in row chunks: each chunk is scaled (or copied)
+ * into out, then rotated there while it is still in cache. in may equal out;
+ * when it does not, in is never written, so an interrupted apply leaves it
+ * intact (out is then partial). tmp holds chunk * d floats (dense R only). */
+static int apply_side(const qsur_transform *t, const float *in, float *out, int64_t rows,
+                      int divide, float *tmp, int64_t chunk, const qsur_progress *prog,
+                      double done0, double span, qsur_error *err)
 {
-    if (rows <= 0)
-        return QSUR_OK;
-    int64_t chunk = CHUNK_FLOATS / d < 1 ? 1 : CHUNK_FLOATS / d;
-    if (chunk > rows)
-        chunk = rows;
-    float *tmp = qsur_alloc((size_t)(chunk * d), sizeof(float));
-    if (!tmp)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "rotate %lld x %lld: no memory", (long long)rows,
-                         (long long)d);
+    const int64_t d = t->d;
     int rc = QSUR_OK;
     for (int64_t r0 = 0; r0 < rows && !rc; r0 += chunk) {
         int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)d, (int)d, 1.0f,
-                    x + r0 * d, (int)d, R, (int)d, 0.0f, tmp, (int)d);
-        memcpy(x + r0 * d, tmp, sizeof(float) * (size_t)(nr * d));
-        rc = qsur_progress_tick(prog, done0 + span * (double)(r0 + nr) / (double)rows, "rotate",
-                                NAN, err);
+        const float *src = in + r0 * d;
+        float *dst = out + r0 * d;
+        if (t->scale) {
+            /* Divide rather than multiply by 1/s: X S^-1 then rounds once per entry. */
+            for (int64_t i = 0; i < nr; i++)
+                for (int64_t j = 0; j < d; j++)
+                    dst[i * d + j] = divide ? src[i * d + j] / t->scale[j]
+                                            : src[i * d + j] * t->scale[j];
+            src = dst;
+        }
+        if (t->plan) {
+            if (src != dst)
+                memcpy(dst, src, sizeof(float) * (size_t)(nr * d));
+            rc = qsur_hadamard_plan_apply(t->plan, dst, nr, NULL, err);
+        } else if (t->rot) {
+            /* sgemm must not write its input: through tmp when they coincide. */
+            float *gout = src == dst ? tmp : dst;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)d, (int)d, 1.0f,
+                        src, (int)d, t->rot, (int)d, 0.0f, gout, (int)d);
+            if (gout != dst)
+                memcpy(dst, gout, sizeof(float) * (size_t)(nr * d));
+        } else if (src != dst) {
+            memcpy(dst, src, sizeof(float) * (size_t)(nr * d));
+        }
+        if (!rc)
+            rc = qsur_progress_tick(prog, done0 + span * (double)(r0 + nr) / (double)rows,
+                                    qsur_transform_kind_name(t->kind), NAN, err);
     }
+    return rc;
+}
+
+int qsur_transform_apply_into(const qsur_transform *t, const float *X, float *Xout, int64_t n,
+                              const float *W, float *Wout, int64_t m,
+                              const qsur_progress *prog, qsur_error *err)
+{
+    const int64_t d = t->d;
+    if ((X && n < 0) || (W && m < 0))
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: negative row count",
+                         qsur_transform_kind_name(t->kind));
+    if ((X && !Xout) || (W && !Wout))
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: no output buffer",
+                         qsur_transform_kind_name(t->kind));
+    if (!X)
+        n = 0;
+    if (!W)
+        m = 0;
+    if (n + m == 0)
+        return QSUR_OK;
+    /* Hadamard / scaling: a few hundred KB per chunk, so the rows are still in
+     * cache when the next pass reads them. Dense R: bigger chunks, as sgemm
+     * runs faster on taller panels. */
+    int64_t per = t->rot ? CHUNK_FLOATS : CHUNK_FLOATS / 4;
+    int64_t chunk = per / d < 1 ? 1 : per / d;
+    float *tmp = NULL;
+    if (t->rot && ((n && X == Xout) || (m && W == Wout) || t->scale)) {
+        tmp = qsur_alloc((size_t)(chunk * d), sizeof(float));
+        if (!tmp)
+            return qsur_fail(err, QSUR_ERR_NOMEM, "%s %lld x %lld: no memory",
+                             qsur_transform_kind_name(t->kind), (long long)(n + m), (long long)d);
+    }
+    double fx = (double)n / (double)(n + m);
+    int rc = apply_side(t, X, Xout, n, 1, tmp, chunk, prog, 0.0, fx, err);
+    if (!rc)
+        rc = apply_side(t, W, Wout, m, 0, tmp, chunk, prog, fx, 1.0 - fx, err);
     free(tmp);
     return rc;
 }
@@ -371,36 +425,7 @@ static int rotate_dense(const float *R, int64_t d, float *x, int64_t rows,
 int qsur_transform_apply(const qsur_transform *t, float *X, int64_t n, float *W, int64_t m,
                          const qsur_progress *prog, qsur_error *err)
 {
-    const int64_t d = t->d;
-    if ((X && n < 0) || (W && m < 0))
-        return qsur_fail(err, QSUR_ERR_ARG, "%s: negative row count",
-                         qsur_transform_kind_name(t->kind));
-    if (!X)
-        n = 0;
-    if (!W)
-        m = 0;
-    if (t->scale) {
-        /* Divide rather than multiply by 1/s: X S^-1 then rounds once per entry. */
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < d; j++)
-                X[i * d + j] /= t->scale[j];
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < d; j++)
-                W[i * d + j] *= t->scale[j];
-    }
-    int rc = QSUR_OK;
-    if (t->plan) {
-        if (n)
-            rc = qsur_hadamard_plan_apply(t->plan, X, n, prog, err);
-        if (!rc && m)
-            rc = qsur_hadamard_plan_apply(t->plan, W, m, prog, err);
-    } else if (t->rot) {
-        double fx = n + m > 0 ? (double)n / (double)(n + m) : 0;
-        rc = rotate_dense(t->rot, d, X, n, prog, 0.0, fx, err);
-        if (!rc)
-            rc = rotate_dense(t->rot, d, W, m, prog, fx, 1.0 - fx, err);
-    }
-    return rc;
+    return qsur_transform_apply_into(t, X, X, n, W, W, m, prog, err);
 }
 
 void qsur_transform_rotation_dense(const qsur_transform *t, float *R)

@@ -4,11 +4,13 @@
  * matrices; Hadamard must raise QSUR of the outlier-heavy sample layer and
  * lower its output error; undo must restore the original numbers exactly. */
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include "check.h"
 #include "command.h"
 #include "layer_state.h"
+#include "layer_transform.h"
 #include "qsur/qsur.h"
 #include "session.h"
 
@@ -42,6 +44,49 @@ static void check_incremental(session *s, const char *what)
               what, m.qx.log10_qsur, fx);
     CHECK_MSG(fabs(m.qw.log10_qsur - fw) <= 1e-6 * fabs(fw), "%s: W incremental %.12g vs full %.12g",
               what, m.qw.log10_qsur, fw);
+}
+
+/* The errors shown for the current state against an independent recomputation:
+ * fake quant + metrics of each side on its own, and the output error of the
+ * quantized current layer against the ORIGINAL float output on the same
+ * evenly spaced tokens (row i*n/k), through qsur_layer_output_error. */
+static void check_errors(session *s, const char *what)
+{
+    layer_state *l = &s->layers[s->current];
+    layer_metrics m;
+    qsur_error err;
+    CHECK_OK(layer_metrics_compute(s, l, 0, &m, &err), err);
+    layer_view o, v;
+    CHECK_OK(layer_view_get(s, l, 1, &o, &err), err);
+    CHECK_OK(layer_view_get(s, l, 0, &v, &err), err);
+    float *xq = malloc(sizeof(float) * (size_t)(v.n * v.d)), *wq = malloc(sizeof(float) * (size_t)(v.m * v.d));
+    CHECK_OK(qsur_fake_quant(&s->aq, v.x, v.n, v.d, xq, NULL, &err), err);
+    CHECK_OK(qsur_fake_quant(&s->wq, v.w, v.m, v.d, wq, NULL, &err), err);
+    qsur_error_metrics ex, ew;
+    qsur_error_metrics_compute(v.x, xq, v.n * v.d, &ex);
+    qsur_error_metrics_compute(v.w, wq, v.m * v.d, &ew);
+    CHECK_MSG(fabs(m.ex.mse - ex.mse) <= 1e-12 * ex.mse && fabs(m.ew.mse - ew.mse) <= 1e-12 * ew.mse,
+              "%s: MSE X %.15g vs %.15g, W %.15g vs %.15g", what, m.ex.mse, ex.mse, m.ew.mse, ew.mse);
+    int64_t k = m.out_err_tokens;
+    CHECK(k >= 1 && k <= v.n);
+    float *xs = malloc(sizeof(float) * (size_t)(k * v.d)), *xqs = malloc(sizeof(float) * (size_t)(k * v.d));
+    for (int64_t i = 0; i < k; i++) {
+        memcpy(xs + i * v.d, o.x + (i * v.n / k) * v.d, sizeof(float) * (size_t)v.d);
+        memcpy(xqs + i * v.d, xq + (i * v.n / k) * v.d, sizeof(float) * (size_t)v.d);
+    }
+    double want;
+    CHECK_OK(qsur_layer_output_error(xs, xqs, o.w, wq, k, v.d, v.m, &want, &err), err);
+    CHECK_MSG(fabs(m.out_err - want) <= 1e-5 * want, "%s: output error %.9g vs %.9g on %lld tokens",
+              what, m.out_err, want, (long long)k);
+    /* Cached and recomputed numbers are the same numbers. */
+    layer_metrics again;
+    layer_metrics_forget(l, 0);
+    CHECK_OK(layer_metrics_compute(s, l, 0, &again, &err), err);
+    CHECK(again.out_err == m.out_err && again.ex.mse == m.ex.mse && again.qw.log10_qsur == m.qw.log10_qsur);
+    free(xq);
+    free(wq);
+    free(xs);
+    free(xqs);
 }
 
 int main(void)
@@ -78,10 +123,25 @@ int main(void)
     run(&s, "rotate pca");
     check_incremental(&s, "+ pca");
 
+    check_errors(&s, "all tokens, per-token/per-channel");
+    run(&s, "set error_tokens 100");
+    check_errors(&s, "100 tokens");
+    run(&s, "quant a:tensor");
+    check_errors(&s, "100 tokens, per-tensor activations");
+    run(&s, "quant a:row");
+    run(&s, "set error_tokens auto");
+
     run(&s, "reset");
     CHECK_OK(layer_metrics_compute(&s, &s.layers[0], 0, &back, &err), err);
     CHECK(back.qx.log10_qsur == base.qx.log10_qsur && back.qw.log10_qsur == base.qw.log10_qsur);
     CHECK(back.out_err == base.out_err && back.ex.mse == base.ex.mse);
+    /* At the original the transform pair is the identity: exactly no error. */
+    double eq;
+    CHECK_OK(layer_transform_equivalence(&s, &s.layers[0], &eq, &err), err);
+    CHECK(eq == 0.0);
+    run(&s, "redo");
+    CHECK_OK(layer_transform_equivalence(&s, &s.layers[0], &eq, &err), err);
+    CHECK_MSG(eq > 0 && eq < 1e-5, "equivalence error after a Hadamard %g", eq);
 
     /* A real weight whose input size (172 = 4 x 43) has no Hadamard matrix. */
     snprintf(line, sizeof line, "load %s", check_shared("data/stories260K.bin"));

@@ -340,6 +340,39 @@ static void test_incremental(void)
     free(x);
 }
 
+/* Column moments (one shifted pass) against a two-pass double reference, on
+ * columns that defeat the naive one-pass formula: a large offset with a tiny
+ * spread, and an outlier in the first row (the shift). */
+static void test_moments(void)
+{
+    enum { N = 501, D = 19 }; /* D not a multiple of the 8-lane chunk */
+    float *x = malloc(sizeof(float) * N * D);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < D; j++) {
+            double z = check_gauss();
+            double v = j % 3 == 0 ? 1e4 + 1e-2 * z : (j % 3 == 1 ? 3.0 * z - 1.0 : z);
+            if (j % 3 == 2 && i == 0)
+                v = 1e6; /* the shift itself is an outlier */
+            x[i * D + j] = (float)v;
+        }
+    double mean[D], var[D];
+    qsur_column_moments(x, N, D, mean, var);
+    for (int j = 0; j < D; j++) {
+        double m = 0, v = 0;
+        for (int i = 0; i < N; i++)
+            m += x[i * D + j];
+        m /= N;
+        for (int i = 0; i < N; i++)
+            v += (x[i * D + j] - m) * (x[i * D + j] - m);
+        v /= N;
+        CHECK_MSG(fabs(mean[j] - m) <= 1e-12 * fabs(m) + 1e-13, "column %d mean %.17g vs %.17g", j, mean[j], m);
+        CHECK_MSG(fabs(var[j] - v) <= 1e-9 * v, "column %d var %.17g vs %.17g", j, var[j], v);
+    }
+    qsur_column_moments(x, 1, D, mean, var); /* one sample: the row, zero spread */
+    CHECK(mean[4] == x[4] && var[4] == 0.0);
+    free(x);
+}
+
 int main(void)
 {
     check_seed(12345);
@@ -348,5 +381,6 @@ int main(void)
     test_isotropic();
     test_singular();
     test_incremental();
+    test_moments();
     return check_done();
 }

@@ -289,8 +289,82 @@ static void test_metrics_and_layer(void)
                                          N, D, M, &e, &err), err);
         CHECK(e > 0.01);
         CHECK_REL(e, sqrt(num / den), 1e-4);
+        /* The same against a given reference Y = X W^T (double, rounded to float). */
+        float Y[N * M];
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < M; j++) {
+                double y = 0;
+                for (int k = 0; k < D; k++)
+                    y += (double)X[i * D + k] * W[j * D + k];
+                Y[i * M + j] = (float)y;
+            }
+        double er;
+        CHECK_OK(qsur_output_error_ref(Y, xq, wq, N, D, M, &er, &err), err);
+        CHECK_REL(er, sqrt(num / den), 1e-4);
+        float Z[N * M] = {0};
+        CHECK_OK(qsur_output_error_ref(Z, xq, wq, N, D, M, &er, &err), err);
+        CHECK(isinf(er));
     }
     CHECK(qsur_layer_output_error(X, NULL, W, Wq, 0, D, M, &e, &err) == QSUR_ERR_ARG);
+    CHECK(qsur_output_error_ref(X, X, W, 0, D, M, &e, &err) == QSUR_ERR_ARG);
+    /* A reference made by qsur_output_product is matched exactly (bit for bit). */
+    float Yp[N * M];
+    CHECK_OK(qsur_output_product(Xq, Wq, N, D, M, Yp, &err), err);
+    CHECK_OK(qsur_output_error_ref(Yp, Xq, Wq, N, D, M, &e, &err), err);
+    CHECK(e == 0.0);
+    CHECK_OK(qsur_output_product(X, W, N, D, M, Yp, &err), err);
+    CHECK_OK(qsur_output_error_ref(Yp, Xq, Wq, N, D, M, &e, &err), err);
+    double e2;
+    CHECK_OK(qsur_layer_output_error(X, Xq, W, Wq, N, D, M, &e2, &err), err);
+    CHECK_REL(e, e2, 1e-6);
+}
+
+/* The one-pass measure agrees with fake quant + metrics computed separately,
+ * for every granularity, with out given, NULL, or the input itself. */
+static void test_measure(void)
+{
+    enum { R = 9, C = 80 }; /* 80 = 5 chunks of 16; groups of 40; an odd row count */
+    float *x = malloc(sizeof(float) * R * C), *out = malloc(sizeof(float) * R * C);
+    float *ref = malloc(sizeof(float) * R * C), *inplace = malloc(sizeof(float) * R * C);
+    for (int i = 0; i < R * C; i++)
+        x[i] = (float)(3.0 * (check_uniform() - 0.4) * (check_uniform() < 0.05 ? 12 : 1));
+    qsur_granularity grans[3] = {QSUR_GRAN_TENSOR, QSUR_GRAN_ROW, QSUR_GRAN_GROUP};
+    qsur_error err;
+    for (int g = 0; g < 3; g++)
+        for (int bits = 3; bits <= 16; bits += 13) {
+            qsur_quant_spec q = spec(bits, g != 1, grans[g], 40, 1.0);
+            qsur_error_metrics want, got, got_null, got_inplace;
+            CHECK_OK(qsur_fake_quant(&q, x, R, C, ref, NULL, &err), err);
+            qsur_error_metrics_compute(x, ref, R * C, &want);
+            CHECK_OK(qsur_fake_quant_measure(&q, x, R, C, out, &got, NULL, &err), err);
+            CHECK(memcmp(out, ref, sizeof(float) * R * C) == 0);
+            CHECK_OK(qsur_fake_quant_measure(&q, x, R, C, NULL, &got_null, NULL, &err), err);
+            memcpy(inplace, x, sizeof(float) * R * C);
+            CHECK_OK(qsur_fake_quant_measure(&q, inplace, R, C, inplace, &got_inplace, NULL, &err), err);
+            CHECK(memcmp(inplace, ref, sizeof(float) * R * C) == 0);
+            const qsur_error_metrics *all[3] = {&got, &got_null, &got_inplace};
+            for (int k = 0; k < 3; k++) {
+                CHECK_NEAR(all[k]->mse, want.mse, 1e-12 * (1 + want.mse));
+                if (bits < 16) {
+                    CHECK_MSG(want.mse > 0, "bits %d gran %d: the test needs a lossy case", bits, g);
+                    CHECK_NEAR(all[k]->sqnr_db, want.sqnr_db, 1e-9);
+                    CHECK_NEAR(all[k]->rel_fro, want.rel_fro, 1e-12);
+                } else {
+                    CHECK(all[k]->mse == 0 && isinf(all[k]->sqnr_db) && all[k]->rel_fro == 0);
+                }
+            }
+        }
+    qsur_quant_spec q = spec(4, 1, QSUR_GRAN_ROW, 0, 1.0);
+    qsur_error_metrics m;
+    x[3 * C + 7] = NAN;
+    CHECK(qsur_fake_quant_measure(&q, x, R, C, NULL, &m, NULL, &err) == QSUR_ERR_NUMERIC &&
+          strstr(err.msg, "row 3, column 7"));
+    q.bits = 16;
+    CHECK(qsur_fake_quant_measure(&q, x, R, C, NULL, &m, NULL, &err) == QSUR_ERR_NUMERIC);
+    free(x);
+    free(out);
+    free(ref);
+    free(inplace);
 }
 
 int main(void)
@@ -301,5 +375,6 @@ int main(void)
     test_sqnr_law();
     test_clip_search();
     test_metrics_and_layer();
+    test_measure();
     return check_done();
 }

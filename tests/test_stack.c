@@ -141,15 +141,30 @@ int main(void)
     CHECK_OK(qsur_stack_redo(st, &err), err);
     CHECK(same(st, &s1));
 
-    /* A new step after undo drops the redo tail. */
+    /* State ids name contents: the original is 0, redo returns a state's id,
+     * a push after undo gets a fresh one (caches keyed on ids stay right). */
+    CHECK(qsur_stack_undo(st, &err) == QSUR_OK && qsur_stack_state_id(st) == 0);
+    CHECK_OK(qsur_stack_redo(st, &err), err);
+    uint64_t id1 = qsur_stack_state_id(st);
+    CHECK_OK(qsur_stack_redo(st, &err), err);
+    uint64_t id2 = qsur_stack_state_id(st);
+    CHECK(id1 != 0 && id2 != 0 && id1 != id2);
+    CHECK_OK(qsur_stack_undo(st, &err), err);
+    CHECK(qsur_stack_state_id(st) == id1);
+
+    /* A new step after undo drops the redo tail; the tail's buffers are kept as
+     * spares for the next push. */
+    const float *tail_x = st->states[2].X;
     CHECK_OK(qsur_transform_random_orthogonal_new(&t, D, 9, &err), err);
     CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+    CHECK(qsur_stack_state_id(st) != id1 && qsur_stack_state_id(st) != id2);
+    CHECK(st->spare_X == tail_x && st->spare_W != NULL);
     CHECK(qsur_stack_depth(st) == 2 && qsur_stack_redo_depth(st) == 0);
     CHECK(qsur_stack_redo(st, &err) == QSUR_ERR_ARG);
     CHECK(qsur_stack_step(st, 2)->kind == QSUR_XF_RANDOM_ORTHOGONAL && qsur_stack_step(st, 3) == NULL);
     CHECK(!same(st, &s2));
     CHECK_NEAR(qsur_stack_log_det(st), ld1, 1e-12);
-    CHECK(qsur_stack_bytes(st) >= 3 * (size_t)(N + M) * D * sizeof(float) + D * D * sizeof(float));
+    CHECK(qsur_stack_bytes(st) >= 4 * (size_t)(N + M) * D * sizeof(float) + D * D * sizeof(float));
 
     /* Failed pushes leave everything as it was (tail included). */
     snap now;
@@ -161,8 +176,14 @@ int main(void)
     CHECK_OK(qsur_transform_random_orthogonal_new(&t, D, 10, &err), err);
     CHECK(qsur_stack_push(st, t, &stop, &err) == QSUR_ERR_INTERRUPTED);
     CHECK(same(st, &s1) && qsur_stack_redo_depth(st) == 1);
+    CHECK(st->spare_X == tail_x); /* the interrupted push gave its buffer back */
     CHECK_OK(qsur_stack_redo(st, &err), err);
     CHECK(same(st, &now));
+    /* The next push writes into the spare: the result is still exact. */
+    CHECK_OK(qsur_stack_undo(st, &err), err);
+    CHECK_OK(qsur_transform_random_orthogonal_new(&t, D, 9, &err), err);
+    CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+    CHECK(qsur_stack_x(st) == tail_x && same(st, &now));
     qsur_stack_free(st);
 
     /* Many steps: the state array grows (and moves) under pushes; every state
@@ -211,6 +232,29 @@ int main(void)
     CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
     CHECK(qsur_stack_w(st) == NULL && qsur_stack_depth(st) == 1);
     CHECK_NEAR(cov_logdet(qsur_stack_x(st), N), cov_logdet(s0.X, N), 1e-3);
+    qsur_stack_free(st);
+
+    /* With no spares, a push after undo writes into the last undone state's
+     * memory: an interrupted push then costs that one redo step, nothing else. */
+    CHECK_OK(qsur_stack_new(&st, s0.X, N, s0.W, M, D, &err), err);
+    CHECK_OK(qsur_transform_hadamard_new(&t, D, 1, 4, &err), err);
+    CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+    take(st, &s1);
+    CHECK_OK(qsur_transform_scale_new(&t, sv, D, NULL, &err), err);
+    CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+    const float *last_x = qsur_stack_x(st);
+    CHECK_OK(qsur_stack_undo(st, &err), err);
+    CHECK_OK(qsur_stack_undo(st, &err), err);
+    CHECK(st->spare_X == NULL && qsur_stack_redo_depth(st) == 2);
+    CHECK_OK(qsur_transform_random_orthogonal_new(&t, D, 5, &err), err);
+    CHECK(qsur_stack_push(st, t, &stop, &err) == QSUR_ERR_INTERRUPTED);
+    CHECK(same(st, &s0) && qsur_stack_depth(st) == 0 && qsur_stack_redo_depth(st) == 1);
+    CHECK_OK(qsur_stack_redo(st, &err), err);
+    CHECK(same(st, &s1));
+    CHECK_OK(qsur_stack_undo(st, &err), err);
+    CHECK_OK(qsur_transform_random_orthogonal_new(&t, D, 5, &err), err);
+    CHECK_OK(qsur_stack_push(st, t, NULL, &err), err);
+    CHECK(qsur_stack_x(st) == last_x && qsur_stack_redo_depth(st) == 0 && qsur_stack_depth(st) == 1);
     qsur_stack_free(st);
     return check_done();
 }

@@ -50,6 +50,14 @@ static void test_channel_stats(void)
     x[6] = NAN;
     CHECK(qsur_channel_stats(x, 5, 4, st, NULL, &err) == QSUR_ERR_NUMERIC);
     CHECK(strstr(err.msg, "row 1, column 2") != NULL);
+    x[6] = 3;
+    x[13] = INFINITY; /* +Inf and -Inf in one column would sum to NaN: both caught */
+    x[17] = -INFINITY;
+    CHECK(qsur_channel_stats(x, 5, 4, st, NULL, &err) == QSUR_ERR_NUMERIC);
+    CHECK(strstr(err.msg, "row 3, column 1") != NULL);
+    x[13] = 0;
+    CHECK(qsur_channel_stats(x, 5, 4, st, NULL, &err) == QSUR_ERR_NUMERIC);
+    CHECK(strstr(err.msg, "row 4, column 1") != NULL);
 }
 
 static void test_outliers_topk(void)

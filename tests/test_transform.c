@@ -54,6 +54,12 @@ static void covariance(const float *X, int64_t n, int64_t d, double *C)
     free(mu);
 }
 
+static int stop_at_once(void *ctx, double done, const char *what, double value)
+{
+    (void)ctx; (void)done; (void)what; (void)value;
+    return 1;
+}
+
 static void check_equivalence(qsur_transform *t, const float *X, const float *W, int64_t d)
 {
     qsur_error err;
@@ -74,6 +80,20 @@ static void check_equivalence(qsur_transform *t, const float *X, const float *W,
     CHECK_OK(qsur_transform_apply(t, NULL, 0, Wa, NOUT, NULL, &err), err);
     CHECK(memcmp(Xa, X2, sizeof(float) * NTOK * d) == 0);
     CHECK(memcmp(Wa, W2, sizeof(float) * NOUT * d) == 0);
+
+    /* Out of place: the same floats, and the inputs are never written. */
+    float *Xo = malloc(sizeof(float) * NTOK * d), *Wo = malloc(sizeof(float) * NOUT * d);
+    float *Xi = dup(X, NTOK * d), *Wi = dup(W, NOUT * d);
+    CHECK_OK(qsur_transform_apply_into(t, Xi, Xo, NTOK, Wi, Wo, NOUT, NULL, &err), err);
+    CHECK(memcmp(Xo, X2, sizeof(float) * NTOK * d) == 0 && memcmp(Wo, W2, sizeof(float) * NOUT * d) == 0);
+    CHECK(memcmp(Xi, X, sizeof(float) * NTOK * d) == 0 && memcmp(Wi, W, sizeof(float) * NOUT * d) == 0);
+    qsur_progress stop = {stop_at_once, NULL};
+    CHECK(qsur_transform_apply_into(t, Xi, Xo, NTOK, Wi, Wo, NOUT, &stop, &err) == QSUR_ERR_INTERRUPTED);
+    CHECK(memcmp(Xi, X, sizeof(float) * NTOK * d) == 0 && memcmp(Wi, W, sizeof(float) * NOUT * d) == 0);
+    free(Xo);
+    free(Wo);
+    free(Xi);
+    free(Wi);
 
     /* X' = X S^-1 R against the dense R and s, in double. */
     float *R = malloc(sizeof(float) * d * d);

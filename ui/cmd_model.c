@@ -16,6 +16,7 @@
 #include "qsur/llama_runtime.h"
 #include "qsur/llama_smooth.h"
 #include "qsur/safetensors.h"
+#include "ostquant_live.h"
 
 static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
                                             "feed_forward.w2.in", "attention.k", "attention.v"};
@@ -26,6 +27,7 @@ void model_state_free(model_state *ms)
         return;
     qsur_llama_online_hadamard_free(ms->w2_online);
     qsur_llama_online_hadamard_free(ms->qk_online);
+    ostquant_record_free(ms->ostq);
     free(ms);
 }
 

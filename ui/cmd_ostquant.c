@@ -14,6 +14,7 @@
 #include "plot.h"
 #include "model_state.h"
 #include "layer_transform.h"
+#include "ostquant_live.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
 #include "qsur/llama_wquant.h"
@@ -141,16 +142,26 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         return rc;
     }
     int start = os->step;
+    os->qsur_opt = ostquant_session_qsur_options(s);
+    /* the progress callbacks show os->qlog live (REPL lines, TUI table) */
+    s->training = os;
+    s->training_shown = os->nqlog;
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
+    s->training = NULL;
     int interrupted = rc == QSUR_ERR_INTERRUPTED;
     if (interrupted && s->interrupted)
         *s->interrupted = 0; /* honoured: the fusion and capture below must run */
     qsur_llama *fm = NULL;
     qsur_llama_rotations *rot = NULL;
+    qsur_llama_qsur final;
+    memset(&final, 0, sizeof final);
     if (!rc || interrupted) {
         rc = state_out ? qsur_ostquant_save(os, state_out, err) : QSUR_OK;
         if (!rc)
             rc = qsur_ostquant_fuse(os, &fm, &rot, err);
+        /* QSUR of the model the session gets (the best transforms) */
+        if (!rc && os->opts.qsur_every > 0 && !(rc = qsur_ostquant_qsur(os, &ct, &final, err)))
+            final.step = os->best_step;
         if (!rc && os->wspec.bits < 16)
             rc = qsur_llama_quantize_rtn(fm, &os->wspec, NULL, err);
     }
@@ -169,6 +180,23 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
             }
         rep_table_end(r);
         loss_curve(s, r, os);
+        if (os->nqlog > 0) {
+            rep_line(r, "QSUR of every transformed layer during training (X: activations, W: stacked weights; "
+                        "`ostquant status` for the per-layer table):");
+            ostquant_qsur_history(r, "qsur_history", os->qlog, os->nqlog);
+        }
+        if (final.nsites > 0) {
+            /* "kept": of the parameters the session model now has (the best
+             * step on the selection batch), not of the last step. */
+            char worst[32] = "-";
+            if (final.x_worst >= 0)
+                ostquant_site_label(&final.sites[final.x_worst], worst, sizeof worst);
+            rep_num(r, "x_log10_qsur_mean", "X log10 QSUR mean (kept)", final.x_log10_mean, "%.4f");
+            rep_num(r, "x_qsur_d_mean", "X QSUR^(1/d) mean (kept)", final.x_pd_mean, "%.6f");
+            rep_num(r, "x_qsur_d_min", "X QSUR^(1/d) min (kept)", final.x_pd_min, "%.6f");
+            rep_str(r, "x_worst", "X worst layer (kept)", worst);
+            rep_num(r, "w_qsur_d_mean", "W QSUR^(1/d) mean (kept)", final.w_pd_mean, "%.6f");
+        }
         char rd[512];
         qsur_llama_rotations_describe(rot, rd, sizeof rd);
         rep_str(r, "calib", "calibration", calib);
@@ -205,10 +233,16 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         s->wq = os->wspec;
         s->aq = os->aspec;
         s->kvq = os->kvspec;
+        ostquant_record *rec = NULL;
+        if (s->mstate && ostquant_record_new(&rec, os, &final, how, interrupted, &merr) == QSUR_OK) {
+            ostquant_record_free(s->mstate->ostq);
+            s->mstate->ostq = rec;
+        }
     } else {
         qsur_llama_free(fm);
         qsur_llama_rotations_free(rot);
     }
+    qsur_llama_qsur_free(&final);
     qsur_tokens_free(&ct);
     if (eval)
         qsur_tokens_free(&et);
@@ -276,6 +310,10 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
             o.seq_len = (int)v;
         else if (!strncmp(a, "eval-every=", 11) && !parse_long(a + 11, 0, 1000000, &v))
             o.eval_every = (int)v;
+        else if (!strncmp(a, "qsur-every=", 11) && !parse_long(a + 11, 0, 1000000, &v))
+            o.qsur_every = (int)v;
+        else if (!strncmp(a, "qsur-tokens=", 12) && !parse_long(a + 12, 1, 1 << 24, &v))
+            o.qsur_tokens = (int)v;
         else if (!strncmp(a, "seed=", 5) && !parse_long(a + 5, 0, 2147483647L, &v))
             o.seed = (uint64_t)v;
         else if (!strcmp(a, "no-womi"))
@@ -301,9 +339,9 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
     char canon[8192];
     snprintf(canon, sizeof canon,
              "lr=%.17g lr-scale=%.17g loss=%s topk=%d batch=%d seqs=%d seq-len=%d "
-             "eval-every=%d seed=%llu%s%s calib=\"%s\"%s%s%s%s%s%s",
+             "eval-every=%d qsur-every=%d qsur-tokens=%d seed=%llu%s%s calib=\"%s\"%s%s%s%s%s%s",
              o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch, o.max_seqs, o.seq_len,
-             o.eval_every, (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale",
+             o.eval_every, o.qsur_every, o.qsur_tokens, (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale",
              calib, eval ? " eval=\"" : "", eval ? eval : "", eval ? "\"" : "", state ? " state=\"" : "",
              state ? state : "", state ? "\"" : "");
     rc = ostq_run(s, os, calib, seqlen, eval, state, "ostquant model", canon, r, err);
@@ -323,11 +361,13 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
     if (check_no_hooks(s, "ostquant resume", err))
         return QSUR_ERR_ARG;
     const char *file = argv[0], *calib = NULL, *eval = NULL, *state = NULL;
-    long more = -1, v;
+    long more = -1, qsur_every = -1, v;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 1, 1000000, &v))
             more = v;
+        else if (!strncmp(a, "qsur-every=", 11) && !parse_long(a + 11, 0, 1000000, &v))
+            qsur_every = v;
         else if (!strncmp(a, "calib=", 6))
             calib = a + 6;
         else if (!strncmp(a, "eval=", 5))
@@ -335,7 +375,8 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
         else if (!strncmp(a, "state=", 6))
             state = a + 6;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=M calib=FILE eval=FILE state=OUT)", a);
+            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=M qsur-every=N calib=FILE eval=FILE "
+                             "state=OUT)", a);
     }
     qsur_ostquant *os = NULL;
     int rc = qsur_ostquant_load(&os, s->model, file, err);
@@ -349,6 +390,8 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
     }
     if (more > 0)
         os->opts.steps = os->step + (int)more;
+    if (qsur_every >= 0)
+        os->opts.qsur_every = (int)qsur_every;
     int seqlen = 0, seqs = os->opts.max_seqs;
     if ((rc = pick_calib(s, calib, &calib, &seqlen, &seqs, err))) {
         qsur_ostquant_free(os);
@@ -356,12 +399,28 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
     }
     char head[4200], canon[8192];
     snprintf(head, sizeof head, "ostquant resume \"%s\"", file);
-    snprintf(canon, sizeof canon, "calib=\"%s\"%s%s%s%s%s%s", calib, eval ? " eval=\"" : "", eval ? eval : "",
+    char qe[40] = "";
+    if (qsur_every >= 0)
+        snprintf(qe, sizeof qe, "qsur-every=%ld ", qsur_every);
+    snprintf(canon, sizeof canon, "%scalib=\"%s\"%s%s%s%s%s%s", qe, calib, eval ? " eval=\"" : "", eval ? eval : "",
              eval ? "\"" : "", state ? " state=\"" : "", state ? state : "", state ? "\"" : "");
     rep_int(r, "resumed_from", "resumed at step", os->step);
     rc = ostq_run(s, os, calib, seqlen, eval, state, head, canon, r, err);
     qsur_ostquant_free(os);
     return rc;
+}
+
+/* ostquant status: the live QSUR record of the last run (per-layer table of
+ * the session model, the measurements during training). Not logged. */
+static int ostq_status(session *s, int argc, report *r, qsur_error *err)
+{
+    if (argc > 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: ostquant status");
+    session_log_as(s, "%s", "");
+    if (!s->mstate || !s->mstate->ostq)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant status: no `ostquant model|resume` since the model was loaded");
+    ostquant_record_report(s->mstate->ostq, r);
+    return QSUR_OK;
 }
 
 int cmd_ostquant(session *s, int argc, char **argv, report *r, qsur_error *err)
@@ -372,5 +431,7 @@ int cmd_ostquant(session *s, int argc, char **argv, report *r, qsur_error *err)
         return ostq_model(s, argc - 1, argv + 1, r, err);
     if (!strcmp(argv[0], "resume"))
         return ostq_resume(s, argc - 1, argv + 1, r, err);
-    return qsur_fail(err, QSUR_ERR_ARG, "expected `ostquant layer|model|resume ...`, got '%s'", argv[0]);
+    if (!strcmp(argv[0], "status"))
+        return ostq_status(s, argc - 1, r, err);
+    return qsur_fail(err, QSUR_ERR_ARG, "expected `ostquant layer|model|resume|status ...`, got '%s'", argv[0]);
 }

@@ -149,10 +149,8 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
             return qsur_fail(err, QSUR_ERR_ARG, "qsur_method: expected eig-double, eig-float or cholesky, got '%s'", v);
         s->set.qsur_method = m;
         /* Layers remember the log-det of their original covariance; a new method recomputes it. */
-        for (int i = 0; i < s->nlayers; i++) {
-            s->layers[i].base_logdet_x = s->layers[i].base_logdet_w = NAN;
-            s->layers[i].base.valid = 0;
-        }
+        for (int i = 0; i < s->nlayers; i++)
+            layer_metrics_forget(&s->layers[i], 1);
     } else if (!strcmp(k, "bins")) {
         if (parse_long(v, 0, 10000, &l))
             return qsur_fail(err, QSUR_ERR_ARG, "bins: expected 0 (auto) .. 10000, got '%s'", v);

@@ -16,9 +16,9 @@ static const char *const awq_words[] = {"model", NULL};
 static const char *const cqe_words[] = {"model", "steps=100", "lr=0.001", "band=1", "rank=0", "window=2", "window=0", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
-static const char *const ostquant_words[] = {"layer", "model", "resume", "state=", "steps=", "lr=", "loss=kltop", "loss=ce",
-                                             "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
-                                             "calib=", "eval=", NULL};
+static const char *const ostquant_words[] = {"layer", "model", "resume", "status", "state=", "steps=", "lr=", "loss=kltop",
+                                             "loss=ce", "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
+                                             "qsur-every=", "qsur-tokens=", "calib=", "eval=", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
@@ -92,7 +92,8 @@ const command command_table[] = {
      "quantization error of the current layer: MSE, relative Frobenius, SQNR, output error",
      "Fake-quantizes X with the activation quantizer and W with the weight quantizer and\n"
      "reports each one's MSE, relative Frobenius error and SQNR (dB), and the layer output\n"
-     "error ||X W^T - Q(X) Q(W)^T||_F / ||X W^T||_F.",
+     "error ||X W^T - Q(X') Q(W')^T||_F / ||X W^T||_F: the quantized current (transformed)\n"
+     "layer against the original float output X W^T.",
      cmd_error},
     {"compare", 0, 1, 0, COMPLETE_WORDS, side_words, "compare [x|w]",
      "before/after the transform stack: QSUR, SQNR, output error and channel absmax",
@@ -143,7 +144,7 @@ const command command_table[] = {
 
     {"ostquant", 1, 20, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, ostquant_words,
      "ostquant layer [steps=N] [lr=X] [lr-scale=X] [block=B] [no-scale] | ostquant model [calib=FILE] [OPTS] | "
-     "ostquant resume FILE [steps=M]",
+     "ostquant resume FILE [steps=M] | ostquant status",
      "OSTQuant: learn orthogonal + scaling transforms through the quantizers (STE)",
      "layer  the current layer: R = H B (Hadamard, then learned block-diagonal orthogonal\n"
      "       blocks of B channels, default 64) and S minimising ||XW^T - Q(X S^-1 R) Q(W S R)^T||;\n"
@@ -157,9 +158,15 @@ const command command_table[] = {
      "       (scored only) steps=150 lr=0.01 lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4\n"
      "       seqs=N seq-len=N eval-every=N seed=N no-womi no-scale state=FILE (optimiser state,\n"
      "       saved at the end and on Ctrl-C). Ctrl-C keeps the best transforms so far.\n"
-     "resume FILE [steps=M] [calib=FILE] [eval=FILE] [state=OUT]: M more steps (default: the\n"
-     "       rest of the saved run) from a state file, on the model the state started from\n"
-     "       (load it and set the same `quant` first; another model is refused).",
+     "       Live QSUR: every qsur-every=N steps (default 10; 0 off), at the start and at the\n"
+     "       last step, log10 QSUR and QSUR^(1/d) of every transformed layer (q/k/v, wo, w1/w3\n"
+     "       and w2 inputs, and their stacked fused weights) on qsur-tokens=N (512) calibration\n"
+     "       tokens: a line per measurement at the prompt, a live table in the TUI.\n"
+     "resume FILE [steps=M] [qsur-every=N] [calib=FILE] [eval=FILE] [state=OUT]: M more steps\n"
+     "       (default: the rest of the saved run) from a state file, on the model the state\n"
+     "       started from (load it and set the same `quant` first; another model is refused).\n"
+     "status  the last run's QSUR: the measurements during training and the per-layer table\n"
+     "       of the session model (`set alpha|cube|qsur_method` apply; docs/ostquant.md).",
      cmd_ostquant},
 
     {"export", 1, 6, CMD_LONG, COMPLETE_FILE, NULL,

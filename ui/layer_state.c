@@ -1,5 +1,7 @@
 /* Layers of the session and the metrics shown for them. */
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "layer_state.h"
@@ -11,6 +13,7 @@ void layer_state_free(layer_state *l)
     layer_transform_free(l);
     free(l->xq.data);
     free(l->wq.data);
+    free(l->ref.y);
     memset(l, 0, sizeof *l);
 }
 
@@ -151,33 +154,76 @@ static float *scratch(layer_scratch *b, int64_t n)
     return b->data;
 }
 
-static int side_metrics(session *s, const float *a, int64_t rows, int64_t d, double logdet,
-                        const char *reason, const qsur_quant_spec *q, qsur_result *qr,
-                        qsur_error_metrics *em, layer_scratch *buf, float **quantized,
-                        qsur_error *err)
+/* One side's job: QSUR (incremental: column moments + the log-det) and the
+ * quantization error, one read of the matrix for each. quantized, when not
+ * NULL, receives Q(a) in buf. */
+typedef struct {
+    const session *s;
+    const float *a;
+    int64_t rows, d;
+    double logdet;
+    const char *reason;
+    const qsur_quant_spec *q;
+    qsur_result *qr;
+    qsur_error_metrics *em;
+    layer_scratch *buf;
+    float **quantized;
+    const qsur_progress *prog;
+    qsur_error err;
+    int rc;
+} side_job;
+
+static void side_metrics(side_job *j)
 {
     qsur_options opt = qsur_options_default();
-    opt.alpha = s->set.qsur_alpha;
-    opt.cube = s->set.qsur_asym ? QSUR_CUBE_ASYM : QSUR_CUBE_SYM;
+    opt.alpha = j->s->set.qsur_alpha;
+    opt.cube = j->s->set.qsur_asym ? QSUR_CUBE_ASYM : QSUR_CUBE_SYM;
+    int64_t d = j->d;
     double *mean = malloc((size_t)d * sizeof *mean), *var = malloc((size_t)d * sizeof *var);
-    float *qa = scratch(buf, rows * d);
-    if (!mean || !var || !qa) {
+    float *qa = j->quantized ? scratch(j->buf, j->rows * d) : NULL;
+    if (!mean || !var || (j->quantized && !qa)) {
         free(mean);
         free(var);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory for a %lldx%lld layer", (long long)rows, (long long)d);
+        j->rc = qsur_fail(&j->err, QSUR_ERR_NOMEM, "out of memory for a %lldx%lld layer",
+                          (long long)j->rows, (long long)d);
+        return;
     }
-    qsur_column_moments(a, rows, d, mean, var);
-    qsur_from_moments(mean, var, logdet, rows, d, &opt, qr);
-    if (qr->singular)
-        snprintf(qr->reason, sizeof qr->reason, "%s", reason);
+    qsur_column_moments(j->a, j->rows, d, mean, var);
+    qsur_from_moments(mean, var, j->logdet, j->rows, d, &opt, j->qr);
+    if (j->qr->singular)
+        snprintf(j->qr->reason, sizeof j->qr->reason, "%s", j->reason);
     free(mean);
     free(var);
-    int rc = qsur_fake_quant(q, a, rows, d, qa, &s->progress, err);
-    if (rc != QSUR_OK)
-        return rc;
-    qsur_error_metrics_compute(a, qa, rows * d, em);
-    *quantized = qa;
-    return QSUR_OK;
+    j->rc = qsur_fake_quant_measure(j->q, j->a, j->rows, d, qa, j->em, j->prog, &j->err);
+    if (j->rc == QSUR_OK && j->quantized)
+        *j->quantized = qa;
+}
+
+static void *side_thread(void *arg)
+{
+    side_metrics(arg);
+    return NULL;
+}
+
+/* X and W are independent and each pass is a few tens of ms of memory-bound
+ * work on a 4096-channel layer, so they run side by side on the two cores a
+ * workstation has at least. The W job gets no progress callback: the
+ * callback draws on the terminal, which only the main thread may do. */
+static int run_sides(side_job *x, side_job *w, qsur_error *err)
+{
+    pthread_t tid;
+    int threaded = x && w && pthread_create(&tid, NULL, side_thread, w) == 0;
+    if (x)
+        side_metrics(x);
+    if (threaded)
+        pthread_join(tid, NULL);
+    else if (w)
+        side_metrics(w);
+    side_job *bad = x && x->rc != QSUR_OK ? x : w && w->rc != QSUR_OK ? w : NULL;
+    if (!bad)
+        return QSUR_OK;
+    *err = bad->err;
+    return bad->rc;
 }
 
 /* Budget of multiply-adds for one output-error GEMM in automatic mode. */
@@ -197,29 +243,79 @@ int64_t layer_error_tokens(const session *s, const layer_view *v)
     return k < v->n ? k : v->n;
 }
 
+/* Row i of the sample is row i*n/k of a: evenly spaced, the same rows for the
+ * reference, the output error and the equivalence error. */
+static void gather_rows(const float *a, int64_t n, int64_t d, int64_t k, float *out)
+{
+    for (int64_t i = 0; i < k; i++)
+        memcpy(out + i * d, a + (i * n / k) * d, (size_t)d * sizeof *out);
+}
+
 float *layer_sample_rows(const float *a, int64_t n, int64_t d, int64_t k)
 {
     float *out = qsur_alloc((size_t)(k * d), sizeof *out);
-    for (int64_t i = 0; out && i < k; i++)
-        memcpy(out + i * d, a + (i * n / k) * d, (size_t)d * sizeof *out);
+    if (out)
+        gather_rows(a, n, d, k, out);
     return out;
 }
 
-/* Output error on k evenly spaced tokens (all of them when k == n). */
-static int output_error(const layer_view *v, const float *xq, const float *wq, int64_t k,
-                        double *out, qsur_error *err)
+int layer_reference_get(session *s, layer_state *l, int64_t k, const float **y, qsur_error *err)
 {
-    if (k >= v->n)
-        return qsur_layer_output_error(v->x, xq, v->w, wq, v->n, v->d, v->m, out, err);
-    float *xs = layer_sample_rows(v->x, v->n, v->d, k), *xqs = layer_sample_rows(xq, v->n, v->d, k);
-    if (!xs || !xqs) {
-        free(xs);
-        free(xqs);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory for the output-error sample");
+    if (l->ref.y && l->ref.k == k) {
+        *y = l->ref.y;
+        return QSUR_OK;
     }
-    int rc = qsur_layer_output_error(xs, xqs, v->w, wq, k, v->d, v->m, out, err);
+    layer_view o;
+    int rc = layer_view_get(s, l, 1, &o, err);
+    if (rc != QSUR_OK)
+        return rc;
+    if (!o.x || !o.w || k < 1 || k > o.n)
+        return qsur_fail(err, QSUR_ERR_ARG, "layer %s: no reference output on %lld tokens (needs X and W)",
+                         l->name, (long long)k);
+    free(l->ref.y);
+    l->ref.y = NULL;
+    float *xs = k < o.n ? layer_sample_rows(o.x, o.n, o.d, k) : NULL;
+    float *ry = qsur_alloc((size_t)(k * o.m), sizeof *ry);
+    if (!ry || (k < o.n && !xs)) {
+        free(xs);
+        free(ry);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory for the %lldx%lld reference output",
+                         (long long)k, (long long)o.m);
+    }
+    rc = qsur_output_product(xs ? xs : o.x, o.w, k, o.d, o.m, ry, err);
     free(xs);
-    free(xqs);
+    if (rc != QSUR_OK) {
+        free(ry);
+        return rc;
+    }
+    l->ref = (layer_reference){ry, k};
+    *y = ry;
+    return QSUR_OK;
+}
+
+/* Output error of the current state on k sample tokens against the reference.
+ * Per-row and per-group scales are row-local, so the sample rows quantized on
+ * their own are exactly those rows of Q(X); a per-tensor scale needs Q(X)
+ * whole (xq_full). */
+static int output_error(session *s, layer_state *l, const layer_view *v, const float *xq_full,
+                        const float *wq, int64_t k, double *out, qsur_error *err)
+{
+    const float *y;
+    int rc = layer_reference_get(s, l, k, &y, err);
+    if (rc != QSUR_OK)
+        return rc;
+    float *xs = qsur_alloc((size_t)(k * v->d), sizeof *xs);
+    if (!xs)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory for the output-error sample");
+    if (xq_full) {
+        gather_rows(xq_full, v->n, v->d, k, xs);
+    } else {
+        gather_rows(v->x, v->n, v->d, k, xs);
+        rc = qsur_fake_quant(&s->aq, xs, k, v->d, xs, NULL, err);
+    }
+    if (rc == QSUR_OK)
+        rc = qsur_output_error_ref(y, xs, wq, k, v->d, v->m, out, err);
+    free(xs);
     return rc;
 }
 
@@ -229,27 +325,55 @@ static int same_spec(const qsur_quant_spec *a, const qsur_quant_spec *b)
            a->group == b->group && a->clip == b->clip && a->clip_search == b->clip_search;
 }
 
-static int base_cache_hit(const session *s, const layer_base_cache *c)
+static int cache_hit(const session *s, const layer_metrics_cache *c, uint64_t state)
 {
-    return c->valid && same_spec(&c->wq, &s->wq) && same_spec(&c->aq, &s->aq) &&
+    return c->valid && c->state == state && same_spec(&c->wq, &s->wq) && same_spec(&c->aq, &s->aq) &&
            c->alpha == s->set.qsur_alpha && c->asym == s->set.qsur_asym &&
            c->error_tokens == s->set.error_tokens;
 }
 
+void layer_metrics_forget(layer_state *l, int logdet_too)
+{
+    for (int i = 0; i < LAYER_CACHE_SLOTS; i++)
+        l->cache[i].valid = 0;
+    if (logdet_too)
+        l->base_logdet_x = l->base_logdet_w = NAN;
+}
+
 static int metrics_uncached(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err);
+
+static layer_metrics_cache *cache_find(const session *s, layer_state *l, uint64_t state)
+{
+    for (int i = 0; i < LAYER_CACHE_SLOTS; i++)
+        if (cache_hit(s, &l->cache[i], state))
+            return &l->cache[i];
+    return NULL;
+}
+
+layer_metrics_cache *layer_metrics_cached(const session *s, layer_state *l)
+{
+    return cache_find(s, l, l->stack ? qsur_stack_state_id(l->stack) : 0);
+}
 
 int layer_metrics_compute(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err)
 {
-    if (base && base_cache_hit(s, &l->base)) {
-        *m = l->base.m;
+    uint64_t state = base || !l->stack ? 0 : qsur_stack_state_id(l->stack);
+    const layer_metrics_cache *hit = cache_find(s, l, state);
+    if (hit) {
+        *m = hit->m;
         return QSUR_OK;
     }
-    int rc = metrics_uncached(s, l, base || !l->stack || qsur_stack_depth(l->stack) == 0, m, err);
-    if (rc == QSUR_OK && (base || !l->stack || qsur_stack_depth(l->stack) == 0)) {
-        l->base = (layer_base_cache){1, *m, s->wq, s->aq, s->set.qsur_alpha, s->set.qsur_asym,
-                                     s->set.error_tokens};
+    int rc = metrics_uncached(s, l, state == 0, m, err);
+    if (rc != QSUR_OK)
+        return rc;
+    int slot = 0;
+    if (state != 0) {
+        slot = l->cache_next < 1 || l->cache_next >= LAYER_CACHE_SLOTS ? 1 : l->cache_next;
+        l->cache_next = slot + 1;
     }
-    return rc;
+    l->cache[slot] = (layer_metrics_cache){1, state, *m, s->wq, s->aq, s->set.qsur_alpha,
+                                           s->set.qsur_asym, s->set.error_tokens, 0, NAN};
+    return QSUR_OK;
 }
 
 static int metrics_uncached(session *s, layer_state *l, int base, layer_metrics *m, qsur_error *err)
@@ -266,23 +390,28 @@ static int metrics_uncached(session *s, layer_state *l, int base, layer_metrics 
     if (!base)
         layer_transform_logdet_shift(l, &shift_x, &shift_w);
     float *xq = NULL, *wq = NULL;
+    side_job jx, jw;
     if (v.x) {
         rc = base_logdet(s, orig.x, orig.n, orig.d, &l->base_logdet_x, l->reason_x, err);
-        if (rc == QSUR_OK)
-            rc = side_metrics(s, v.x, v.n, v.d, l->base_logdet_x + shift_x, l->reason_x, &s->aq,
-                              &m->qx, &m->ex, &l->xq, &xq, err);
-        m->has_x = rc == QSUR_OK;
+        /* Q(X) is only kept when the output error needs all of it. */
+        int keep = v.w && s->aq.gran == QSUR_GRAN_TENSOR;
+        jx = (side_job){.s = s, .a = v.x, .rows = v.n, .d = v.d, .logdet = l->base_logdet_x + shift_x,
+                        .reason = l->reason_x, .q = &s->aq, .qr = &m->qx, .em = &m->ex, .buf = &l->xq,
+                        .quantized = keep ? &xq : NULL, .prog = &s->progress};
     }
     if (rc == QSUR_OK && v.w) {
         rc = base_logdet(s, orig.w, orig.m, orig.d, &l->base_logdet_w, l->reason_w, err);
-        if (rc == QSUR_OK)
-            rc = side_metrics(s, v.w, v.m, v.d, l->base_logdet_w + shift_w, l->reason_w, &s->wq,
-                              &m->qw, &m->ew, &l->wq, &wq, err);
-        m->has_w = rc == QSUR_OK;
+        jw = (side_job){.s = s, .a = v.w, .rows = v.m, .d = v.d, .logdet = l->base_logdet_w + shift_w,
+                        .reason = l->reason_w, .q = &s->wq, .qr = &m->qw, .em = &m->ew, .buf = &l->wq,
+                        .quantized = v.x ? &wq : NULL, .prog = v.x ? NULL : &s->progress};
     }
+    if (rc == QSUR_OK)
+        rc = run_sides(v.x ? &jx : NULL, v.w ? &jw : NULL, err);
+    m->has_x = v.x && rc == QSUR_OK;
+    m->has_w = v.w && rc == QSUR_OK;
     if (rc == QSUR_OK && v.x && v.w) {
         m->out_err_tokens = layer_error_tokens(s, &v);
-        rc = output_error(&v, xq, wq, m->out_err_tokens, &m->out_err, err);
+        rc = output_error(s, l, &v, xq, wq, m->out_err_tokens, &m->out_err, err);
     }
     return rc;
 }

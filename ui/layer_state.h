@@ -34,15 +34,33 @@ typedef struct {
     int64_t out_err_tokens;        /* tokens it was measured on (a subsample on big layers) */
 } layer_metrics;
 
-/* Metrics of the original state, kept until a setting they depend on changes. */
+/* Metrics of one stack state (stack state id; 0 = the original), kept until a
+ * setting they depend on changes: undo, redo and the TUI's redraw after a
+ * command then cost nothing. */
 typedef struct {
     int valid;
+    uint64_t state;
     layer_metrics m;
     qsur_quant_spec wq, aq;
     double alpha;
     int asym;
     long error_tokens;
-} layer_base_cache;
+    int has_eq;      /* eq below is known (the transform stack's equivalence error) */
+    double eq;
+} layer_metrics_cache;
+
+/* Slot 0 holds the original state (always shown as "before"); the others are
+ * reused round robin. */
+#define LAYER_CACHE_SLOTS 4
+
+/* X W^T of the ORIGINAL layer on the output-error token sample. A transform
+ * pair leaves X W^T unchanged, so this one product is the reference of every
+ * later output error and equivalence error: an update costs one GEMM for
+ * each instead of two. */
+typedef struct {
+    float *y;   /* k x m, NULL until first needed */
+    int64_t k;  /* tokens (rows of X) it was taken on */
+} layer_reference;
 
 /* A float buffer reused across metric updates. */
 typedef struct {
@@ -59,8 +77,11 @@ typedef struct layer_state {
     /* ln det of the ORIGINAL covariances, computed once (NAN = not yet). */
     double base_logdet_x, base_logdet_w;
     char reason_x[QSUR_REASON_MAX], reason_w[QSUR_REASON_MAX];
-    layer_base_cache base;        /* metrics of the original tensors */
-    layer_scratch xq, wq;         /* fake-quantized copies, reused by every update */
+    layer_metrics_cache cache[LAYER_CACHE_SLOTS];
+    int cache_next;               /* next round-robin slot (1..SLOTS-1) */
+    layer_reference ref;          /* original output on the error-token sample */
+    layer_scratch xq, wq;         /* quantized X sample rows (all of X under a per-tensor
+                                     scale) and Q(W), reused by every update */
 } layer_state;
 
 void layer_state_free(layer_state *l);
@@ -78,13 +99,22 @@ void session_drop_layers(struct session *s, int (*drop)(const struct session *s,
 /* View of the original (base=1) or current (base=0) matrices. */
 int layer_view_get(struct session *s, layer_state *l, int base, layer_view *v, qsur_error *err);
 
-/* QSUR and quantization error of the original (base=1, cached) or current
- * state. The output error needs two GEMMs of tokens x d x out; above 2^30
- * multiply-adds (`set error_tokens auto`, the default) it is measured on evenly
- * spaced tokens so live updates of 4096-channel layers stay interactive, and
- * out_err_tokens says on how many. */
+/* QSUR and quantization error of the original (base=1) or current state,
+ * cached per stack state. The output error ||X W^T - Q(X') Q(W')^T|| /
+ * ||X W^T|| compares with the original layer's output (layer_reference);
+ * above 2^30 multiply-adds per product (`set error_tokens auto`, the default)
+ * it is measured on evenly spaced tokens so live updates of 4096-channel
+ * layers stay interactive, and out_err_tokens says on how many. */
 int layer_metrics_compute(struct session *s, layer_state *l, int base, layer_metrics *m,
                           qsur_error *err);
+/* The cache entry of the current state under the current settings, or NULL. */
+layer_metrics_cache *layer_metrics_cached(const struct session *s, layer_state *l);
+/* Forget cached metrics (and the original covariances' log-det when
+ * logdet_too): a setting they depend on in a way the cache key misses changed. */
+void layer_metrics_forget(layer_state *l, int logdet_too);
+/* The layer's reference output on k sample tokens (computed on first use). */
+int layer_reference_get(struct session *s, layer_state *l, int64_t k, const float **y,
+                        qsur_error *err);
 
 /* How many tokens the output (and equivalence) error uses under the
  * `error_tokens` setting, and k evenly spaced rows of a (n x d), malloc'ed. */

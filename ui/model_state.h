@@ -32,6 +32,7 @@ typedef struct model_state {
     long long calib_max_tokens;
     unsigned long long calib_seed;
     long long calib_tokens;   /* rows captured */
+    struct ostquant_record *ostq; /* the last `ostquant model|resume` (ostquant_live.h), or NULL */
 } model_state;
 
 void model_state_free(model_state *ms);

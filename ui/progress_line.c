@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "qsur/clock.h"
+#include "ostquant_live.h"
 #include "progress_line.h"
 
 static volatile sig_atomic_t sigint_seen;
@@ -22,9 +23,27 @@ typedef struct {
 
 static progress_state pstate; /* part of the UI session's terminal state */
 
+/* The live QSUR of a running `ostquant model`: one line per new measurement,
+ * kept on the screen above the bar (a training log the user can scroll). */
+static void live_lines(session *s)
+{
+    const qsur_ostquant *o = s->training;
+    while (o && s->training_shown < o->nqlog) {
+        char line[512];
+        ostquant_live_line(o, &o->qlog[s->training_shown++], line, sizeof line);
+        if (pstate.drawn)
+            fprintf(stderr, "\r%*s\r", 80, "");
+        fprintf(stderr, "%s\n", line);
+        pstate.drawn = 0;
+        pstate.last_draw = 0; /* redraw the bar below it now */
+    }
+}
+
 static int progress_cb(void *ctx, double done, const char *what, double value)
 {
     session *s = ctx;
+    if (s->set.progress)
+        live_lines(s);
     if (s->set.progress) {
         double t = qsur_seconds();
         if (t - pstate.last_draw > 0.1 || done >= 1.0) {
@@ -66,7 +85,7 @@ void progress_line_done(session *s)
 {
     (void)s;
     if (pstate.drawn) {
-        fprintf(stderr, "\r%*s\r", 72, "");
+        fprintf(stderr, "\r%*s\r", 80, "");
         fflush(stderr);
         pstate.drawn = 0;
     }

@@ -56,6 +56,11 @@ typedef struct session {
     char *log_override;        /* canonical form of the running command, if the handler set one */
     volatile sig_atomic_t *interrupted; /* set by the SIGINT handler, cleared before each command */
     qsur_progress progress;    /* progress callback handed to the engine */
+    /* an OSTQuant training in progress, for the live views the progress
+     * callbacks draw (REPL lines, the TUI's table): set by `ostquant
+     * model|resume` around qsur_ostquant_train, NULL otherwise */
+    const struct qsur_ostquant *training;
+    int training_shown;        /* QSUR tables of `training` the REPL has printed */
     demo_state demo;           /* the `demo` teaching model (zeroed: not started) */
 } session;
 

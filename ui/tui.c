@@ -77,6 +77,8 @@ static int tui_progress_cb(void *ctx, double done, const char *what, double valu
             width = 10;
         int fill = (int)(done * width + 0.5);
         fill = fill < 0 ? 0 : fill > width ? width : fill;
+        if (t->s->training) /* `ostquant model`: loss and QSUR of every layer, live */
+            tui_ostquant_live_draw(t, t->s->training);
         move(y, 0);
         clrtoeol();
         attron(A_BOLD);
@@ -94,8 +96,15 @@ static int tui_progress_cb(void *ctx, double done, const char *what, double valu
         refresh();
         nodelay(stdscr, TRUE);
         for (int ch; (ch = getch()) != ERR;) {
-            if (ch == 27 || ch == 3)
-                t->interrupt = 1;
+            if (ch == 27 || ch == 3) {
+                /* through the session's flag when there is one, so a command
+                 * that honours the stop and carries on (`ostquant model` fuses
+                 * and captures the best transforms) can clear it */
+                if (t->s->interrupted)
+                    *t->s->interrupted = 1;
+                else
+                    t->interrupt = 1;
+            }
             else if (t->npending < (int)(sizeof t->pending / sizeof t->pending[0]))
                 t->pending[t->npending++] = ch; /* typed ahead: not lost */
         }

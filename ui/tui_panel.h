@@ -144,6 +144,11 @@ void tui_panel_stack_init(tui_panel *p);
 void tui_panel_output_init(tui_panel *p);
 void tui_panel_cmdline_init(tui_panel *p);
 void tui_panel_demo_init(tui_panel *p);
+/* tui_panel_ostquant.c: the live view of a running `ostquant model` (loss,
+ * loss curve, QSUR of every transformed layer), drawn by the progress
+ * callback over the metrics and distribution area. */
+struct qsur_ostquant;
+void tui_ostquant_live_draw(tui *t, const struct qsur_ostquant *o);
 /* Rebuilds the layer list from the workspace (pairs weights with activations). */
 void tui_layers_rebuild(tui *t);
 /* Focuses the command line with text already typed (e.g. "save "). */

@@ -49,6 +49,7 @@
 
 #include <stdint.h>
 #include "qsur/llama.h"
+#include "qsur/llama_qsur.h"
 #include "qsur/llama_rotations.h"
 #include "qsur/llama_train.h"
 #include "qsur/stiefel.h"
@@ -71,6 +72,10 @@ typedef struct {
     int eval_every;       /* eval perplexity every N steps (0: never) */
     int eval_seqs;        /* sequences of the eval stream per evaluation (default 16) */
     int kv_hadamard;      /* online Hadamard on q/k when the KV cache is quantized (1) */
+    int qsur_every;       /* live QSUR of every transformed layer every N steps, at the
+                             start and at the last step (default 10; 0: never) */
+    int qsur_tokens;      /* probe tokens of that measurement (default 512, see
+                             qsur_ostquant_qsur) */
     uint64_t seed;        /* batch order, Hadamard fallback blocks */
 } qsur_ostquant_opts;
 
@@ -96,6 +101,7 @@ typedef struct {
     double optim;     /* Cayley-Adam and Adam steps */
     double select;    /* selection-batch checks (fuse, quantize, forward, loss) */
     double eval;      /* eval perplexity (eval_every) */
+    double qsur;      /* live QSUR measurements (qsur_every) */
     double total;     /* the whole train call */
 } qsur_ostquant_timing;
 
@@ -131,6 +137,14 @@ typedef struct qsur_ostquant {
     uint64_t base_hash;             /* of the base model's float weights (state file check) */
     qsur_ostquant_log *log;         /* one row per step */
     int nlog, caplog;
+    /* live QSUR (qsur_every): one table per measurement, step = steps done
+     * (0: the start point), of the parameters the optimiser was at then. A
+     * progress callback may read qlog[nqlog - 1]: train() measures before the
+     * tick of that step. qsur_opt (default qsur_options_default) is what the
+     * caller wants measured (alpha, cube, method); not saved in the state. */
+    qsur_llama_qsur *qlog;
+    int nqlog, capqlog;
+    qsur_options qsur_opt;
     /* run-time pieces */
     qsur_llama_rotations *rot;
     qsur_llama *fm;                 /* fused working model */
@@ -146,13 +160,33 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
 void qsur_ostquant_free(qsur_ostquant *o);
 
 /* Trains from o->step to opts.steps on the calibration stream. eval (may be
- * NULL) is only scored, every eval_every steps. Progress ticks once per step
+ * NULL) is only scored, every eval_every steps. With qsur_every > 0 the live
+ * QSUR (qsur_ostquant_qsur) is appended to qlog at the start of the call
+ * (unless qlog already ends at o->step), every qsur_every steps and at the last
+ * step, before that step's tick. Progress ticks once per step
  * with value = the training loss and what = "step I/N kl=K". On interruption
  * the best parameters so far are restored and QSUR_ERR_INTERRUPTED returned
  * (o stays valid: fuse it, save it, or train again to continue). At the end
  * the best parameters are restored as well. */
 int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
                         const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err);
+
+/* The training sequence length T (opts.seq_len, else the stream's, at most the
+ * model's) and the number of calibration sequences used (max_seqs, else all). */
+void qsur_ostquant_shape(const qsur_ostquant *o, const qsur_tokens *calib, int *T, int *nseq);
+
+/* QSUR of every transformed layer (qsur/llama_qsur.h: the q/k/v, wo, w1/w3
+ * and w2 inputs of every block and their fused weights) for the parameters now
+ * in r_res/r_ov/ls: fuses them into a new float model (online rotations on)
+ * and measures it with o->qsur_opt on the probe batch: the first T tokens (see
+ * qsur_ostquant_shape) of each of the first ceil(qsur_tokens / T) calibration
+ * sequences (of the whole stream, also past max_seqs: it only measures), in
+ * file order, fixed for the whole
+ * run so the numbers of different steps compare. When T is the stream's
+ * sequence length these are the tokens `calib FILE seqs=K` captures.
+ * out->step = o->step. */
+int qsur_ostquant_qsur(const qsur_ostquant *o, const qsur_tokens *calib, qsur_llama_qsur *out,
+                       qsur_error *err);
 
 /* A new float model with every transform fused into the weights, hooks set
  * (act/kv specs, online Hadamards pointing into *rot, which the caller owns and
@@ -183,7 +217,12 @@ double qsur_ostquant_loss_eval(qsur_ostquant_loss kind, int topk, const float *z
  * lo2 = x - hi - lo), so a resumed run is bit-identical; arrays: r_res, r_ov,
  * ls (the optimiser's current point), best_r_res, best_r_ov, best_ls,
  * adam_res.m, adam_ov.m (all heads concatenated), adam_ov.v (one per head),
- * adam_ls.m, adam_ls.v; "log" F32 [nlog][4] (step, loss, kltop, ppl; -1 = none).
+ * adam_ls.m, adam_ls.v; "log" F32 [nlog][4] (step, loss, kltop, ppl; -1 = none);
+ * "qsur_log" F32 [nqlog * n_layers * 4][8] (step, layer, site, probe tokens,
+ * x log10, x per-dim, w log10, w per-dim; log10 +1 = singular, since the file
+ * holds no -inf and a real log10 QSUR is < 0), written only when
+ * there is a measurement and optional on load, like the metadata qsur_every,
+ * qsur_tokens, qsur_alpha and qsur_cube (state files from before the live QSUR).
  * __metadata__: "qsur.kind" = "ostquant-state", "version" = "1", step,
  * best_step, best_loss, ema, last_select, adam_res.v, adam_res.t, adam_ov.t,
  * adam_ls.t, every option (steps lr lr_scale loss topk womi learn_scales batch

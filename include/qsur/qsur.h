@@ -124,7 +124,8 @@ int qsur_state_update(qsur_state *s, const float *x_new, int64_t n, double delta
  * a rotation alone changes nothing (0). NAN if some s_j <= 0. */
 double qsur_log_det_change(const float *s, int64_t d, int is_weight);
 
-/* Column means and population variances of x (n x d) in double, two passes. */
+/* Column means and population variances of x (n x d) in double, one pass
+ * (sums shifted by the first row; see src/qsur.c). */
 void qsur_column_moments(const float *x, int64_t n, int64_t d, double *mean, double *var);
 
 #endif

@@ -74,10 +74,31 @@ typedef struct {
 void qsur_error_metrics_compute(const float *x, const float *q, int64_t n,
                                 qsur_error_metrics *m);
 
+/* qsur_fake_quant and qsur_error_metrics_compute of its result in one pass
+ * over x (what a live update needs: reading a 4096-channel activation twice
+ * more was a third of its time). out may be NULL (measure only) or equal x.
+ * The sums run per lane in double, so m agrees with qsur_error_metrics_compute
+ * to rounding, not bit for bit. */
+int qsur_fake_quant_measure(const qsur_quant_spec *q, const float *x, int64_t rows,
+                            int64_t cols, float *out, qsur_error_metrics *m,
+                            const qsur_progress *prog, qsur_error *err);
+
 /* ||X W^T - Xq Wq^T||_F / ||X W^T||_F with X (n x d), W (m x d); Xq or Wq may
  * be NULL meaning "not quantized". Uses sgemm. */
 int qsur_layer_output_error(const float *X, const float *Xq, const float *W,
                             const float *Wq, int64_t n, int64_t d, int64_t m,
                             double *out, qsur_error *err);
+
+/* ||Y - A B^T||_F / ||Y||_F with the reference Y (n x m) given, A (n x d),
+ * B (m x d): one GEMM instead of two when Y = X W^T is reused across many
+ * candidates (a live workbench layer: a transform pair leaves X W^T alone).
+ * 0 when Y == A B^T exactly, +inf when only Y is zero. */
+int qsur_output_error_ref(const float *Y, const float *A, const float *B, int64_t n, int64_t d,
+                          int64_t m, double *out, qsur_error *err);
+/* Y = A B^T (A n x d, B m x d, Y n x m row-major), computed in the same row
+ * blocks as qsur_output_error_ref: a reference made here gives exactly 0 there
+ * for the same A and B. */
+int qsur_output_product(const float *A, const float *B, int64_t n, int64_t d, int64_t m, float *Y,
+                        qsur_error *err);
 
 #endif

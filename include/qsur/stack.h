@@ -12,7 +12,7 @@
  * want to show it.
  *
  * Undone states stay as the redo tail until a new step is pushed, which drops
- * them. reset is "undo everything" (the tail is kept, so redo still works).
+ * them (keeping one pair of their buffers for the next push). reset is "undo everything" (the tail is kept, so redo still works).
  * log_det is the cumulative sum ln s_j of all scalings from the original to the
  * current state: cov(X) log-determinants move by -2 log_det, cov(W) by +2 log_det. */
 #ifndef QSUR_STACK_H
@@ -28,6 +28,7 @@ typedef struct {
     float *X, *W;          /* snapshot (owned); NULL when the layer has no X / no W */
     qsur_transform *step;  /* step that produced this state (owned); NULL for state 0 */
     double log_det;        /* cumulative sum ln s up to this state */
+    uint64_t id;           /* unique within the stack: caches key on it */
 } qsur_stack_state;
 
 typedef struct {
@@ -36,6 +37,9 @@ typedef struct {
     int count;                 /* states held, including the redo tail */
     int cur;                   /* current state; steps 1..cur are applied */
     int cap;
+    uint64_t next_id;          /* id of the next state pushed */
+    float *spare_X, *spare_W;  /* buffers of a dropped state, reused by the next push
+                                  (fresh memory costs a page fault per page) */
 } qsur_stack;
 
 /* Copies X (n x d) and W (m x d); either may be NULL, not both. */
@@ -52,7 +56,9 @@ const float *qsur_stack_original_w(const qsur_stack *st);
 
 /* Apply t to the current state and make the result current; drops the redo
  * tail. Takes ownership of t in every case (frees it on failure). On failure
- * (dimension mismatch, no memory, interrupt) the stack is unchanged. */
+ * (dimension mismatch, no memory, interrupt) the current state and the steps
+ * up to it are unchanged; the redo tail may have lost its last step (whose
+ * memory the new step was being written into) unless spare buffers existed. */
 int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog,
                     qsur_error *err);
 /* QSUR_ERR_ARG "nothing to undo/redo" at either end. */
@@ -66,6 +72,9 @@ int qsur_stack_redo_depth(const qsur_stack *st);  /* undone steps redo can resto
 /* Step i, 1 <= i <= depth + redo_depth (i > depth are undone); NULL outside. */
 const qsur_transform *qsur_stack_step(const qsur_stack *st, int i);
 double qsur_stack_log_det(const qsur_stack *st);  /* cumulative sum ln s, current state */
+/* Identifies the current state's contents: 0 for the original, a new value for
+ * every push, the old value again after undo/redo/reset returns to a state. */
+uint64_t qsur_stack_state_id(const qsur_stack *st);
 size_t qsur_stack_bytes(const qsur_stack *st);    /* snapshot + step memory held */
 
 /* The `stack` display: one line per step, "  1. rotate hadamard: ...", the

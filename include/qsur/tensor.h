@@ -43,7 +43,8 @@ void qsur_tensor_shape_str(const qsur_tensor *t, char *buf, size_t n);
 /* First non-finite element, or -1 when all are finite. */
 int64_t qsur_find_nonfinite(const float *x, int64_t n);
 
-/* Aligned allocation for big float/double buffers (free with free()).
+/* Aligned allocation for big float/double buffers (free with free()); from
+ * 8 MiB on they are 2 MiB aligned and advised to use transparent huge pages.
  * Returns NULL on overflow of count*size or allocation failure. */
 void *qsur_alloc(size_t count, size_t size);
 

@@ -78,6 +78,13 @@ void qsur_transform_free(qsur_transform *t);
  * are unspecified, so keep a copy if you need them (qsur_stack does). */
 int qsur_transform_apply(const qsur_transform *t, float *X, int64_t n, float *W, int64_t m,
                          const qsur_progress *prog, qsur_error *err);
+/* Out of place: Xout <- X S^-1 R, Wout <- W S R, one pass over each matrix
+ * (X == Xout / W == Wout is allowed and is the in-place case). When the
+ * buffers differ, X and W are never written, so they are intact after any
+ * failure; the outputs are then partial. */
+int qsur_transform_apply_into(const qsur_transform *t, const float *X, float *Xout, int64_t n,
+                              const float *W, float *Wout, int64_t m,
+                              const qsur_progress *prog, qsur_error *err);
 
 /* R as a dense d x d row-major matrix (identity when the step only scales), for
  * fusing into neighbouring weights. */

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Live QSUR of `ostquant model` on a real terminal (tmux), checked against a
+# batch run with the same seed:
+#  - REPL: one line per measurement (start point, every qsur-every steps, the
+#    last step) with the step's KL-Top and the mean log10 QSUR the batch
+#    history reports for that step;
+#  - TUI: while training runs, the live panel shows the loss and the table of
+#    every transformed layer (X and W blocks, 5 layers, wo/w2 weights
+#    singular) whose L0 qkv cell and summary are the batch run's step-0
+#    numbers; Esc stops training, keeps the best transforms (status "ok"),
+#    the panels come back and `ostquant status` prints the per-layer table.
+set -u
+. "$(dirname "$0")/lib.sh"
+command -v tmux >/dev/null || { echo "tmux is missing (scripts/deps.sh installs it)" >&2; exit 1; }
+: "${QSUR_SHARED:=../shared}"
+D=$(cd "$QSUR_SHARED/data" && pwd)
+M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"
+T=$(mktemp -d)
+SOCK=qsur-ostq-$$
+trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$T"' EXIT
+export OPENBLAS_NUM_THREADS=1
+tm() { tmux -L "$SOCK" -f /dev/null "$@"; }
+cap() { tm capture-pane -p -J -S -200 -t qsur "$@"; }
+wait_for() { # FIXED-STRING [SECONDS]
+  local limit=$((${2:-10} * 20)) i=0
+  while [ $i -lt $limit ]; do
+    cap > "$T/screen" 2>/dev/null && grep -qF -- "$1" "$T/screen" && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  echo "--- screen while waiting for [$1]:" >&2; grep -v '^$' "$T/screen" | tail -30 >&2
+  return 1
+}
+wait_gone() {
+  local limit=$((${2:-10} * 20)) i=0
+  while [ $i -lt $limit ]; do
+    cap > "$T/screen" 2>/dev/null && ! grep -qF -- "$1" "$T/screen" && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  return 1
+}
+keys() { tm send-keys -t qsur "$@"; }
+PRE="model load $M; calib $C seqs=2; quant w4a4kv4"
+RUN="ostquant model steps=3 seq-len=64 qsur-every=2 seed=1"
+
+# ---------------------------------------------------------------- reference
+"$QSUR_BIN" -c "set format json; $PRE; $RUN; ostquant status" > "$T/ref.json" 2>&1
+ST=$(grep '"command":"ostquant"' "$T/ref.json" | tail -1)
+hist() { echo "$ST" | grep -o "{\"step\":$1,[^}]*" | grep -o "\"$2\":[^,}]*" | cut -d: -f2; }
+mean0=$(printf '%.2f' "$(hist 0 x_log10_mean)"); mean2=$(printf '%.2f' "$(hist 2 x_log10_mean)")
+mean3=$(printf '%.2f' "$(hist 3 x_log10_mean)"); pd0=$(printf '%.4f' "$(hist 0 x_qsur_d_mean)")
+q0=$(printf '%.2f' "$(echo "$ST" | grep -o '{"layer":0,"input":"attention.in"[^}]*' | grep -o '"x_log10_start":[^,]*' | cut -d: -f2)")
+expect_true "the batch reference has steps 0, 2 and 3 ($mean0 $mean2 $mean3)" test -n "$(hist 3 x_log10_mean)"
+
+# -------------------------------------------------------------------- REPL
+tm new-session -d -s qsur -x 200 -y 50 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM=xterm-256color \
+  "cd '$T' && env HOME='$T' OPENBLAS_NUM_THREADS=1 '$QSUR_BIN'; echo EXIT=\$?; sleep 60"
+wait_for "qsur [" 10 || { fail "the REPL did not start"; finish; exit 1; }
+keys "$PRE; $RUN" Enter
+wait_for "ostq 3/3 " 60 && pass || fail "the REPL prints the last step's QSUR line"
+expect_true "start line: mean log10 QSUR $mean0 as the batch history" \
+  grep -qF "ostq 0/3 start | X log10 QSUR mean $mean0, ^(1/d) mean $pd0" "$T/screen"
+expect_true "step 2 line with its KL-Top and mean $mean2" grep -qE "^ostq 2/3 kl [0-9.]+ \| X log10 QSUR mean $mean2," "$T/screen"
+expect_true "step 3 line with mean $mean3" grep -qF "X log10 QSUR mean $mean3," "$T/screen"
+expect_eq "$(grep -c '^ostq [0-9]/3 ' "$T/screen")" 3 "one line per measurement (steps 0, 2, 3), none for step 1"
+expect_true "the line names the worst layer" grep -qE '^ostq 3/3 .* min [0-9.]+ \(L[0-9] [a-z]+\) \| W \^\(1/d\) mean' "$T/screen"
+keys "quit" Enter
+wait_for "EXIT=0" 10 && pass || fail "the REPL quits"
+tm kill-session -t qsur
+
+# --------------------------------------------------------------------- TUI
+tm new-session -d -s qsur -x 120 -y 40 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM=xterm-256color \
+  "cd '$T' && env HOME='$T' OPENBLAS_NUM_THREADS=1 '$QSUR_BIN' --tui -c '$PRE'; echo EXIT=\$?; sleep 60"
+wait_for "layers (" 15 || { fail "the TUI did not open"; finish; exit 1; }
+# a long run whose only measurement is step 0: the table stays at the start point
+keys : "ostquant model steps=100000 seq-len=64 qsur-every=100000 seed=1" Enter
+wait_for "OSTQuant live: step" 30 && pass || fail "the live panel opens while training runs"
+wait_for "kl " 30 && pass || fail "the live panel shows the loss"
+expect_true "the live table is the step-0 measurement" grep -qF "QSUR of every transformed layer, step 0: log10 ^(1/d)" "$T/screen"
+for l in 0 1 2 3 4; do
+  expect_eq "$(grep -c "│L$l  " "$T/screen")" 2 "layer $l has an X row and a W row"
+done
+cell=$(grep -o '│L0 .*' "$T/screen" | head -1 | awk '{print $2}')
+expect_eq "$cell" "$q0" "X L0 qkv log10 QSUR == the batch run's step-0 value"
+expect_true "X summary == the batch history at step 0" \
+  grep -qF "X log10 mean $mean0  ^(1/d) mean $pd0" "$T/screen"
+expect_eq "$(grep -o 'sing\.' "$T/screen" | wc -l)" 10 "wo and w2 weights are singular in every layer (n <= d)"
+expect_true "the columns are the four sites" grep -qE 'X +qkv +o +up +down' "$T/screen"
+keys Escape
+wait_for "ok: ostquant model" 30 && pass || fail "Esc stops training and keeps the best transforms"
+wait_gone "OSTQuant live" 5 && pass || fail "the panels come back after the run"
+expect_true "no capture warning after Esc" bash -c "! grep -qF 'interrupted during capture' '$T/screen'"
+keys : "ostquant status" Enter
+wait_for "feed_forward.w2.in" 10 && pass || fail "ostquant status prints the per-layer table"
+keys q
+wait_for "EXIT=0" 5 && pass || fail "q leaves the TUI"
+finish
