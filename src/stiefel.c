@@ -7,14 +7,17 @@
 #include "qsur/stiefel.h"
 #include "qsur/tensor.h"
 
-/* out = in^T for n x n row-major, in 32 x 32 tiles */
-static void transpose(const double *in, double *out, int64_t n)
+/* a <- a^T for n x n (in place, in 32 x 32 tiles) */
+static void transpose_inplace(double *a, int64_t n)
 {
     for (int64_t i0 = 0; i0 < n; i0 += 32)
-        for (int64_t j0 = 0; j0 < n; j0 += 32)
+        for (int64_t j0 = i0; j0 < n; j0 += 32)
             for (int64_t i = i0; i < n && i < i0 + 32; i++)
-                for (int64_t j = j0; j < n && j < j0 + 32; j++)
-                    out[j * n + i] = in[i * n + j];
+                for (int64_t j = (j0 == i0 ? i + 1 : j0); j < n && j < j0 + 32; j++) {
+                    double t = a[i * n + j];
+                    a[i * n + j] = a[j * n + i];
+                    a[j * n + i] = t;
+                }
 }
 
 int qsur_stiefel_adam_new(qsur_stiefel_adam **out, int64_t n, qsur_error *err)
@@ -56,30 +59,28 @@ void qsur_stiefel_adam_free(qsur_stiefel_adam *o)
 int qsur_cayley_apply(int64_t n, double *R, const double *D, double a, double *work,
                       int *ipiv, qsur_error *err)
 {
-    /* (I + a/2 D)^-1 (I - a/2 D) = 2 (I + a/2 D)^-1 - I (the two factors commute),
-     * so R' = 2 X - R with M X = R, M = I + a/2 D: one LU and one n-rhs solve, no
-     * n^3 product D R. The solve runs column-major on buffers we transpose
-     * ourselves (row-major LAPACKE would transpose M, R and X through freshly
-     * allocated copies on every call): the column-major M is the row-major
-     * M^T = I - a/2 D, exactly, because D is exactly skew. */
-    double *Mt = work, *Xt = work + n * n;
+    double *M = work, *N = work + n * n;
+    /* M = I + a/2 D;  N = (I - a/2 D) R = R - a/2 D R */
     for (int64_t i = 0; i < n * n; i++)
-        Mt[i] = -0.5 * a * D[i];
+        M[i] = 0.5 * a * D[i];
     for (int64_t i = 0; i < n; i++)
-        Mt[i * n + i] += 1.0;
-    transpose(R, Xt, n);
-    /* I + skew is never singular (eigenvalues 1 + i*t), so info > 0 means NaN got in. */
-    lapack_int info = LAPACKE_dgesv(LAPACK_COL_MAJOR, (lapack_int)n, (lapack_int)n, Mt, (lapack_int)n,
-                                    ipiv, Xt, (lapack_int)n);
+        M[i * n + i] += 1.0;
+    memcpy(N, R, (size_t)(n * n) * sizeof(double));
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, -0.5 * a, D,
+                (int)n, R, (int)n, 1.0, N, (int)n);
+    /* Solve M X = N column-major on buffers transposed in place: row-major
+     * LAPACKE would make the same transposes through freshly allocated copies
+     * (page faults on every call), so this is the same computation, bit for bit.
+     * I + skew is never singular (eigenvalues 1 + i*t), so info > 0 means NaN got in. */
+    transpose_inplace(M, n);
+    transpose_inplace(N, n);
+    lapack_int info = LAPACKE_dgesv(LAPACK_COL_MAJOR, (lapack_int)n, (lapack_int)n, M, (lapack_int)n,
+                                    ipiv, N, (lapack_int)n);
     if (info != 0)
         return qsur_fail(err, QSUR_ERR_NUMERIC, "cayley retraction: dgesv info %d on a %lld x %lld "
                          "system (non-finite gradient?)", (int)info, (long long)n, (long long)n);
-    /* Xt holds X column-major; R' = 2 X - R in place, tile by tile for the cache */
-    for (int64_t i0 = 0; i0 < n; i0 += 32)
-        for (int64_t j0 = 0; j0 < n; j0 += 32)
-            for (int64_t i = i0; i < n && i < i0 + 32; i++)
-                for (int64_t j = j0; j < n && j < j0 + 32; j++)
-                    R[i * n + j] = 2.0 * Xt[j * n + i] - R[i * n + j];
+    transpose_inplace(N, n);
+    memcpy(R, N, (size_t)(n * n) * sizeof(double));
     return QSUR_OK;
 }
 

@@ -12,8 +12,7 @@
  *     m <- b1 m + (1-b1) A,  v <- b2 v + (1-b2) mean(A^2),
  *     D = m^ / (sqrt(v^) + eps)           (bias-corrected, still skew)
  *     R <- (I + lr/2 D)^-1 (I - lr/2 D) R  (Cayley: exactly orthogonal in exact
- *                                            arithmetic; computed as 2 X - R with
- *                                            (I + lr/2 D) X = R, LAPACKE dgesv)
+ *                                            arithmetic; LAPACKE dgesv)
  * R is kept in double so R^T R = I holds to ~1e-14 after thousands of steps. */
 #ifndef QSUR_STIEFEL_H
 #define QSUR_STIEFEL_H
