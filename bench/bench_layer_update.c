@@ -52,7 +52,7 @@ static double metrics(session *s, int base)
 }
 
 /* The TUI's redraw after a command: metrics come from the cache, the channel
- * statistics of the shown matrix (X) are recomputed. */
+ * absmax bars of the shown matrix (X) are recomputed. */
 static double channel_stats(session *s)
 {
     layer_view v;
@@ -61,9 +61,9 @@ static double channel_stats(session *s)
         fprintf(stderr, "%s\n", err.msg);
         exit(1);
     }
-    qsur_channel_stat *st = malloc((size_t)v.d * sizeof *st);
+    double *st = malloc((size_t)v.d * sizeof *st);
     double t = now();
-    if (!st || qsur_channel_stats(v.x, v.n, v.d, st, NULL, &err) != QSUR_OK) {
+    if (!st || qsur_column_absmax(v.x, v.n, v.d, st, &err) != QSUR_OK) {
         fprintf(stderr, "channel stats failed\n");
         exit(1);
     }

@@ -117,6 +117,52 @@ int qsur_channel_stats(const float *x, int64_t rows, int64_t cols, qsur_channel_
     return QSUR_OK;
 }
 
+/* One pass: per-column max |x| (float lanes, exact) and a NaN/Inf detector
+ * (x * 0 is NaN exactly when x is NaN or infinite). */
+QSUR_VECTOR_CLONES
+static int absmax_pass(const float *x, int64_t rows, int64_t cols, float *mx)
+{
+    float bad[SLANES] = {0};
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * cols;
+        int64_t j = 0;
+        for (; j + SLANES <= cols; j += SLANES)
+            for (int l = 0; l < SLANES; l++) {
+                float v = row[j + l], a = v < 0 ? -v : v;
+                mx[j + l] = a > mx[j + l] ? a : mx[j + l];
+                bad[l] += v * 0.0f;
+            }
+        for (; j < cols; j++) {
+            float v = row[j], a = v < 0 ? -v : v;
+            mx[j] = a > mx[j] ? a : mx[j];
+            bad[0] += v * 0.0f;
+        }
+    }
+    float any = 0.0f;
+    for (int l = 0; l < SLANES; l++)
+        any += bad[l];
+    return any == 0.0f;
+}
+
+int qsur_column_absmax(const float *x, int64_t rows, int64_t cols, double *absmax, qsur_error *err)
+{
+    if (rows < 1 || cols < 1)
+        return qsur_fail(err, QSUR_ERR_ARG, "absmax: empty matrix %lldx%lld", (long long)rows,
+                         (long long)cols);
+    float *mx = calloc((size_t)cols, sizeof *mx);
+    if (!mx)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "absmax: cannot allocate %lld columns", (long long)cols);
+    int ok = absmax_pass(x, rows, cols, mx);
+    for (int64_t j = 0; j < cols; j++)
+        absmax[j] = mx[j];
+    free(mx);
+    if (ok)
+        return QSUR_OK;
+    int64_t bad = qsur_find_nonfinite(x, rows * cols);
+    return qsur_fail(err, QSUR_ERR_NUMERIC, "absmax: non-finite value at row %lld, column %lld",
+                     (long long)(bad / cols), (long long)(bad % cols));
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;

@@ -84,6 +84,21 @@ static void test_outliers_topk(void)
     CHECK(fabs(st[0].kurtosis) < 0.6 && fabs(st[63].kurtosis) < 0.6);
     CHECK(qsur_outlier_channels(st, C, 0.0, idx, &count, NULL, &err) == QSUR_ERR_ARG);
 
+    /* The one-pass absmax is the same numbers; it names a NaN or an Inf. */
+    double am[C];
+    CHECK_OK(qsur_column_absmax(x, R, C, am, &err), err);
+    int same_absmax = 1;
+    for (int j = 0; j < C; j++)
+        same_absmax &= am[j] == st[j].absmax;
+    CHECK(same_absmax);
+    float keep = x[7 * C + 9];
+    x[7 * C + 9] = -INFINITY;
+    CHECK(qsur_column_absmax(x, R, C, am, &err) == QSUR_ERR_NUMERIC && strstr(err.msg, "row 7, column 9"));
+    x[7 * C + 9] = NAN;
+    CHECK(qsur_column_absmax(x, R, C, am, &err) == QSUR_ERR_NUMERIC && strstr(err.msg, "row 7, column 9"));
+    x[7 * C + 9] = keep;
+    CHECK(qsur_column_absmax(x, R, 0, am, &err) == QSUR_ERR_ARG);
+
     int64_t top[3];
     CHECK(qsur_topk_absmax(st, C, 3, top) == 3);
     CHECK(top[0] == 5 || top[0] == 40);

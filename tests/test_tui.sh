@@ -97,6 +97,18 @@ cap -e > "$T/screen_e"
 marks=$(grep -o $'\e\\[[0-9;]*7[0-9;]*m\\(\e\\[[0-9;]*m\\)*!' "$T/screen_e" | wc -l)
 expect_eq "$marks" "$(echo $outliers | wc -w)" "every outlier marker is drawn in reverse video"
 
+# --------------------------------- Right: the next channel's full statistics
+# (the bars need only absmax; std and kurtosis are computed for the selected
+# channel when it is selected: they must be numbers, not the placeholders)
+keys Right
+if wait_for "kurtosis" 5; then
+  st=$(grep -o 'channel [0-9]*: absmax [^ ]*  std [^ ]*  kurtosis [^ ]*' "$T/screen" | head -1)
+  expect_true "the selected channel's std and kurtosis are finite ($st)" \
+    awk -v l="$st" 'BEGIN { n = split(l, f, " "); exit !(f[6] + 0 > 0 && f[8] != "nan" && f[8] != "-nan") }'
+else
+  fail "Right shows the next channel's statistics"
+fi
+
 # ------------------------------------------------ b: fewer bits via `quant`
 keys b
 wait_for "W: int3" 10

@@ -120,6 +120,9 @@ void tui_output(tui *t, const char *text);
 void tui_status(tui *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Current matrix of the distribution panel's side: NULL when none. */
 const float *tui_dist_matrix(tui *t, int64_t *rows, int64_t *cols, const char **name);
+/* Fills t->st[t->channel] with the selected channel's full statistics (the
+ * other entries only carry absmax). */
+void tui_channel_detail(tui *t);
 
 /* ---- tui_draw.c: drawing primitives (UTF-8 or ASCII) ---- */
 enum { TUI_PAIR_TITLE = 1, TUI_PAIR_OUTLIER, TUI_PAIR_GOOD, TUI_PAIR_BAD, TUI_PAIR_FOCUS, TUI_PAIR_BAR };

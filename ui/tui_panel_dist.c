@@ -251,6 +251,7 @@ static int key(tui *t, tui_panel *p, int ch)
     default:
         return 0;
     }
+    tui_channel_detail(t);
     tui_status(t, "channel %lld: absmax %.4g  std %.4g  kurtosis %.3g%s", (long long)t->channel,
                t->st[t->channel].absmax, t->st[t->channel].std, t->st[t->channel].kurtosis,
                t->outlier[t->channel] ? "  (outlier)" : "");
