@@ -22,6 +22,7 @@
 #include <cblas.h>
 #include "qsur/quant.h"
 #include "qsur/tensor.h"
+#include "quant_round.h"
 #include "vector_clones.h"
 
 #define QLANES 16
@@ -156,15 +157,6 @@ static qmap map_for(const qsur_quant_spec *q, span_range r, double ratio)
     }
     m.inv = (float)inv;
     return m;
-}
-
-/* Round half away from zero of v, |v| < 2^31 (v is already clamped). */
-QSUR_INLINE
-static float round_half_away(float v)
-{
-    float t = (float)(int32_t)v;
-    float f = v - t;
-    return t + (float)((f >= 0.5f) - (f <= -0.5f));
 }
 
 QSUR_INLINE

@@ -3,17 +3,8 @@
 #include <stdint.h>
 #include <string.h>
 #include "qsur/quant_ste.h"
+#include "quant_round.h"
 #include "vector_clones.h"
-
-/* Round half away from zero for |v| < 2^31, the rounding qsur_qparams_code
- * applies (quant.h), written out so the kernel below makes no call per element. */
-QSUR_INLINE
-static float round_half_away(float v)
-{
-    float t = (float)(int32_t)v;
-    float f = v - t;
-    return t + (float)((f >= 0.5f) - (f <= -0.5f));
-}
 
 /* Symmetric span (zero point 0): dx = dq inside the range, 0 outside, and the
  * two sums of dL/ds = sum_i dq_i (c_i - [i inside] x_i / s):
