@@ -20,7 +20,7 @@ trap 'rm -f "$tmp"' EXIT
 run() {
   echo "running: $*" >&2
   # Progress lines ("ostq 12/150 ... loss ...") are for a terminal, not for the record.
-  { echo; echo "## \`$*\`"; echo; echo '```'; "$@" 2>&1 | sed -E 's/ostq (layer )?[0-9]+\/[0-9]+ +(kl=[^ ]+ sel=[^ ]+ )?loss [^ ]+ *//g' | grep -v '^ *$'; echo '```'; } >> "$tmp"
+  { echo; echo "## \`$*\`"; echo; echo '```'; "$@" 2>&1 | tr '\r' '\n' | sed -E 's/ostq (layer )?[0-9]+\/[0-9]+ +(kl=[^ ]+ sel=[^ ]+ )?loss [^ ]+ *//g' | grep -v '^ *$'; echo '```'; } >> "$tmp"
 }
 run "$b/bench_qsur"
 run "$b/bench_layer_update"
