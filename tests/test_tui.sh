@@ -13,28 +13,7 @@ command -v tmux >/dev/null || { echo "tmux is missing (scripts/deps.sh installs 
 T=$(mktemp -d)
 SOCK=qsur-tui-$$
 trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$T"' EXIT
-tm() { tmux -L "$SOCK" "$@"; }
-cap() { tm capture-pane -p -t qsur "$@"; }
-# wait_for PATTERN [SECONDS]: poll the screen until it holds PATTERN (fixed string).
-wait_for() {
-  local pat=$1 limit=$((${2:-10} * 20)) i=0
-  while [ $i -lt $limit ]; do
-    cap > "$T/screen" 2>/dev/null && grep -qF -- "$pat" "$T/screen" && return 0
-    sleep 0.05; i=$((i + 1))
-  done
-  echo "--- screen while waiting for [$pat]:" >&2; cat "$T/screen" >&2
-  return 1
-}
-# wait_gone PATTERN [SECONDS]
-wait_gone() {
-  local pat=$1 limit=$((${2:-10} * 20)) i=0
-  while [ $i -lt $limit ]; do
-    cap > "$T/screen" 2>/dev/null && ! grep -qF -- "$pat" "$T/screen" && return 0
-    sleep 0.05; i=$((i + 1))
-  done
-  return 1
-}
-keys() { tm send-keys -t qsur "$@"; }
+. "$(dirname "$0")/tmux_lib.sh"
 # The value batch mode prints for LABEL (last field of the line starting with it).
 value() { awk -v l="$2" 'index($0, l) == 1 || index($0, "  " l) == 1 { v = $NF } END { print v }' "$1"; }
 # The metrics row for LABEL must read: LABEL BEFORE NOW.

@@ -19,26 +19,8 @@ T=$(mktemp -d)
 SOCK=qsur-ostq-$$
 trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$T"' EXIT
 export OPENBLAS_NUM_THREADS=1
-tm() { tmux -L "$SOCK" -f /dev/null "$@"; }
-cap() { tm capture-pane -p -J -S -200 -t qsur "$@"; }
-wait_for() { # FIXED-STRING [SECONDS]
-  local limit=$((${2:-10} * 20)) i=0
-  while [ $i -lt $limit ]; do
-    cap > "$T/screen" 2>/dev/null && grep -qF -- "$1" "$T/screen" && return 0
-    sleep 0.05; i=$((i + 1))
-  done
-  echo "--- screen while waiting for [$1]:" >&2; grep -v '^$' "$T/screen" | tail -30 >&2
-  return 1
-}
-wait_gone() {
-  local limit=$((${2:-10} * 20)) i=0
-  while [ $i -lt $limit ]; do
-    cap > "$T/screen" 2>/dev/null && ! grep -qF -- "$1" "$T/screen" && return 0
-    sleep 0.05; i=$((i + 1))
-  done
-  return 1
-}
-keys() { tm send-keys -t qsur "$@"; }
+CAPTURE_ARGS="-J -S -200"
+. "$(dirname "$0")/tmux_lib.sh"
 PRE="model load $M; calib $C seqs=2; quant w4a4kv4"
 RUN="ostquant model steps=3 seq-len=64 qsur-every=2 seed=1"
 
