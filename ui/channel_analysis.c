@@ -1,3 +1,4 @@
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "channel_analysis.h"
@@ -12,7 +13,7 @@ void channel_analysis_free(channel_analysis *ca)
 }
 
 int channel_analysis_run(session *s, const float *a, int64_t rows, int64_t cols, double k,
-                         channel_analysis *ca, qsur_error *err)
+                         channel_depth depth, channel_analysis *ca, qsur_error *err)
 {
     memset(ca, 0, sizeof *ca);
     ca->cols = cols;
@@ -20,16 +21,21 @@ int channel_analysis_run(session *s, const float *a, int64_t rows, int64_t cols,
     ca->absmax = malloc((size_t)cols * sizeof *ca->absmax);
     ca->idx = malloc((size_t)cols * sizeof *ca->idx);
     int rc = ca->st && ca->absmax && ca->idx ? QSUR_OK : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    if (rc == QSUR_OK)
+    if (rc == QSUR_OK && depth == CHANNEL_FULL_STATS) {
         rc = qsur_channel_stats(a, rows, cols, ca->st, &s->progress, err);
+        for (int64_t j = 0; rc == QSUR_OK && j < cols; j++)
+            ca->absmax[j] = ca->st[j].absmax;
+    } else if (rc == QSUR_OK) {
+        rc = qsur_column_absmax(a, rows, cols, ca->absmax, err);
+        for (int64_t j = 0; rc == QSUR_OK && j < cols; j++)
+            ca->st[j] = (qsur_channel_stat){NAN, NAN, ca->absmax[j], NAN, NAN, NAN};
+    }
     if (rc == QSUR_OK)
         rc = qsur_outlier_channels(ca->st, cols, k, ca->idx, &ca->nout, &ca->median, err);
     if (rc != QSUR_OK) {
         channel_analysis_free(ca);
         return rc;
     }
-    for (int64_t j = 0; j < cols; j++)
-        ca->absmax[j] = ca->st[j].absmax;
     ca->threshold = k * ca->median;
     return QSUR_OK;
 }

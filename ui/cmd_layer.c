@@ -175,7 +175,7 @@ int cmd_stats(session *s, int argc, char **argv, report *r, qsur_error *err)
         return qsur_fail(err, QSUR_ERR_ARG, "usage: stats [x|w] [CHANNEL | top K]");
     }
     channel_analysis ca;
-    rc = channel_analysis_run(s, a, rows, cols, s->set.outlier_k, &ca, err);
+    rc = channel_analysis_run(s, a, rows, cols, s->set.outlier_k, CHANNEL_FULL_STATS, &ca, err);
     if (rc != QSUR_OK)
         return rc;
     rep_str(r, "tensor", "tensor", which);
@@ -213,7 +213,7 @@ int cmd_outliers(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (argc > 1)
         return qsur_fail(err, QSUR_ERR_ARG, "usage: outliers [x|w] [K]");
     channel_analysis ca;
-    rc = channel_analysis_run(s, a, rows, cols, k, &ca, err);
+    rc = channel_analysis_run(s, a, rows, cols, k, CHANNEL_ABSMAX_ONLY, &ca, err);
     if (rc != QSUR_OK)
         return rc;
     rep_str(r, "tensor", "tensor", which);

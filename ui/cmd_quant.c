@@ -269,10 +269,10 @@ int cmd_compare(session *s, int argc, char **argv, report *r, qsur_error *err)
     int64_t rows = use_w ? va.m : va.n, d = va.d;
     /* Outliers are judged against each state's own median, as `outliers` does. */
     channel_analysis before, after;
-    rc = channel_analysis_run(s, use_w ? vb.w : vb.x, rows, d, s->set.outlier_k, &before, err);
+    rc = channel_analysis_run(s, use_w ? vb.w : vb.x, rows, d, s->set.outlier_k, CHANNEL_ABSMAX_ONLY, &before, err);
     if (rc != QSUR_OK)
         return rc;
-    rc = channel_analysis_run(s, use_w ? va.w : va.x, rows, d, s->set.outlier_k, &after, err);
+    rc = channel_analysis_run(s, use_w ? va.w : va.x, rows, d, s->set.outlier_k, CHANNEL_ABSMAX_ONLY, &after, err);
     if (rc == QSUR_OK) {
         plot_style ps = plot_style_for(s);
         plot_lines pl = {0};

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "channel_analysis.h"
 #include "command.h"
 #include "layer_state.h"
 #include "script.h"
@@ -278,34 +279,27 @@ static void refresh_channels(tui *t)
     const float *a = tui_dist_matrix(t, &rows, &cols, NULL);
     if (!a || cols <= 0 || rows <= 0)
         return;
-    qsur_channel_stat *st = malloc((size_t)cols * sizeof *st);
-    double *absmax = malloc((size_t)cols * sizeof *absmax);
-    int64_t *idx = malloc((size_t)cols * sizeof *idx);
-    unsigned char *flag = calloc((size_t)cols, 1);
+    channel_analysis ca;
     qsur_error err;
-    int64_t n = 0;
-    int ok = st && absmax && idx && flag && qsur_column_absmax(a, rows, cols, absmax, &err) == QSUR_OK;
-    for (int64_t j = 0; ok && j < cols; j++)
-        st[j] = (qsur_channel_stat){NAN, NAN, absmax[j], NAN, NAN, NAN};
-    if (!ok || qsur_outlier_channels(st, cols, t->s->set.outlier_k, idx, &n, &t->median_absmax, &err) != QSUR_OK) {
-        free(st);
-        free(absmax);
-        free(idx);
+    unsigned char *flag = calloc((size_t)cols, 1);
+    if (!flag || channel_analysis_run(t->s, a, rows, cols, t->s->set.outlier_k, CHANNEL_ABSMAX_ONLY, &ca,
+                                      &err) != QSUR_OK) {
         free(flag);
         return;
     }
-    for (int64_t i = 0; i < n; i++)
-        flag[idx[i]] = 1;
-    free(idx);
-    free(absmax);
-    t->st = st;
+    for (int64_t i = 0; i < ca.nout; i++)
+        flag[ca.idx[i]] = 1;
+    t->st = ca.st; /* taken over; the selected channel gets its full stats below */
+    ca.st = NULL;
     t->outlier = flag;
     t->nchan = cols;
-    t->noutliers = n;
+    t->noutliers = ca.nout;
+    t->median_absmax = ca.median;
+    channel_analysis_free(&ca);
     if (t->channel < 0 || t->channel >= cols) {
         /* Start on the largest channel: that is the one worth a histogram. */
         int64_t top;
-        qsur_topk_absmax(st, cols, 1, &top);
+        qsur_topk_absmax(t->st, cols, 1, &top);
         t->channel = top;
     }
     tui_channel_detail(t);
