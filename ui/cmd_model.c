@@ -671,6 +671,20 @@ static int load_calib_tokens(session *s, qsur_tokens *t, qsur_error *err)
     return qsur_tokens_load(t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
 }
 
+/* After a whole-model weight quantizer ran: the model state records it, the
+ * session log replays it as CANON, and the report starts with what was used. */
+static void model_weights_quantized(session *s, const char *canon, report *r)
+{
+    model_state *ms = s->mstate;
+    ms->quantized = 1;
+    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", canon);
+    session_log_as(s, "%s", canon);
+    char wq[96];
+    qsur_quant_describe(&s->wq, wq, sizeof wq);
+    rep_str(r, "wquant", "weight quantizer", wq);
+    rep_str(r, "method", "method", canon);
+}
+
 int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, report *r,
                  qsur_error *err)
 {
@@ -698,13 +712,7 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
         free(rows);
         return rc;
     }
-    ms->quantized = 1;
-    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", canon);
-    session_log_as(s, "%s", canon);
-    char wq[96];
-    qsur_quant_describe(&s->wq, wq, sizeof wq);
-    rep_str(r, "wquant", "weight quantizer", wq);
-    rep_str(r, "method", "method", canon);
+    model_weights_quantized(s, canon, r);
     static const char *const keys[] = {"linear", "group", "rtn_error", "error", "ratio"};
     static const int widths[] = {-28, 5, 10, 10, 7};
     rep_table_begin(r, "linears", 5, keys, widths);
@@ -752,13 +760,7 @@ int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, repor
         free(rows);
         return rc;
     }
-    ms->quantized = 1;
-    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", canon);
-    session_log_as(s, "%s", canon);
-    char wq[96];
-    qsur_quant_describe(&s->wq, wq, sizeof wq);
-    rep_str(r, "wquant", "weight quantizer", wq);
-    rep_str(r, "method", "method", canon);
+    model_weights_quantized(s, canon, r);
     rep_int(r, "seqs", "calibration sequences", o->n_seqs);
     static const char *const keys[] = {"blocks", "rtn_mse", "mse", "ratio", "best_step"};
     static const int widths[] = {-8, 12, 12, 7, 9};
