@@ -86,6 +86,16 @@ expect_grep "qsur: -f needs an argument (a script FILE)" "$T/err" "-f message"
 "$QSUR_BIN" --bogus >/dev/null 2>"$T/err"; rc=$?
 expect_eq "$rc" 2 "unknown option"
 expect_grep "qsur: unknown option '--bogus'" "$T/err" "unknown option message"
+# command options: a known KEY= with a bad value is named as such, not as unknown
+# (and "seqs=" must not be taken for the key inside "max_seqs=")
+"$QSUR_BIN" -f sample_data/sample.qs -c "gptq damp=2" >/dev/null 2>"$T/err"
+expect_grep "gptq: bad value in 'damp=2' (act, damp=P)" "$T/err" "bad option value"
+"$QSUR_BIN" -f sample_data/sample.qs -c "gptq act2" >/dev/null 2>"$T/err"
+expect_grep "gptq: unknown option 'act2' (act, damp=P)" "$T/err" "unknown command option"
+"$QSUR_BIN" -c "model load $QSUR_SHARED/data/stories260K.bin; calib x max_seqs=3" >/dev/null 2>"$T/err"
+expect_grep "calib: unknown option 'max_seqs=3'" "$T/err" "a key inside another is not that key"
+"$QSUR_BIN" -c "model load $QSUR_SHARED/data/stories260K.bin; ostquant model qsur-every=-1" >/dev/null 2>"$T/err"
+expect_grep "ostquant: bad value in 'qsur-every=-1'" "$T/err" "ostquant option value"
 
 # display settings are not part of a replay
 "$QSUR_BIN" -c "set format json; set color off; set bins 7; save $T/saved2.qs" >/dev/null

@@ -232,8 +232,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         else if (!strncmp(a, "seqs=", 5) && !parse_long(a + 5, 0, 1L << 20, &seqs))
             ;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (format=hf|llama2c|both weights=fake|int "
-                             "eval=FILE seqs=N)", a);
+            return option_fail(err, a, "format=hf|llama2c|both weights=fake|int eval=FILE seqs=N");
     }
     qsur_llama *m = s->model;
     model_state *ms = s->mstate;

@@ -339,16 +339,12 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     long seqs = 16, seqlen = 256, max_tokens = 0, seed = -1;
     for (int i = 1; i < argc; i++) {
         int a = 0;
-        if ((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
-            (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
-            (a = opt_long(argv[i], "max_tokens", 0, LONG_MAX, &max_tokens)) ||
-            (a = opt_long(argv[i], "seed", 0, LONG_MAX, &seed))) {
-            if (a < 0)
-                return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s'", argv[i]);
-        } else {
-            return qsur_fail(err, QSUR_ERR_ARG,
-                             "unknown option '%s' (seqs=N, seqlen=N, max_tokens=N, seed=N)", argv[i]);
-        }
+        (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
+               (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
+               (a = opt_long(argv[i], "max_tokens", 0, LONG_MAX, &max_tokens)) ||
+               (a = opt_long(argv[i], "seed", 0, LONG_MAX, &seed)));
+        if (a != 1) /* -1: a known key with a bad value; 0: no such key */
+            return option_fail(err, argv[i], "seqs=N, seqlen=N, max_tokens=N, seed=N");
     }
     char abs[PATH_MAX];
     const char *path = realpath(argv[0], abs) ? abs : argv[0];
@@ -397,14 +393,11 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     long seqs = 0, seqlen = 256, batch = 8;
     for (int i = 1; i < argc; i++) {
         int a = 0;
-        if ((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
-            (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
-            (a = opt_long(argv[i], "batch", 1, 4096, &batch))) {
-            if (a < 0)
-                return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s'", argv[i]);
-        } else {
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (seqs=N, seqlen=N, batch=N)", argv[i]);
-        }
+        (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
+               (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
+               (a = opt_long(argv[i], "batch", 1, 4096, &batch)));
+        if (a != 1)
+            return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N");
     }
     qsur_tokens t;
     rc = qsur_tokens_load(&t, argv[0], (int)seqlen, s->model->cfg.vocab_size, err);

@@ -59,8 +59,7 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
         else if (!strcmp(argv[i], "no-scale"))
             o.learn_scales = 0;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=N lr=X lr-scale=X block=B seed=N no-scale)",
-                             argv[i]);
+            return option_fail(err, argv[i], "steps=N lr=X lr-scale=X block=B seed=N no-scale");
     }
     layer_state *l = session_layer(s, err);
     if (!l)
@@ -327,7 +326,9 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
         else if (!strncmp(a, "state=", 6))
             state = a + 6;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (see `help ostquant`)", a);
+            return option_fail(err, a, "steps=N lr=X lr-scale=X loss=kltop|ce|mse topk=K batch=B seqs=N "
+                                       "seq-len=T eval-every=N qsur-every=N qsur-tokens=N seed=N no-womi "
+                                       "no-scale calib=FILE eval=FILE state=OUT; see `help ostquant`");
     }
     int seqlen = 0, rc = pick_calib(s, calib, &calib, &seqlen, &o.max_seqs, err);
     if (rc)
@@ -375,8 +376,7 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
         else if (!strncmp(a, "state=", 6))
             state = a + 6;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=M qsur-every=N calib=FILE eval=FILE "
-                             "state=OUT)", a);
+            return option_fail(err, a, "steps=M qsur-every=N calib=FILE eval=FILE state=OUT");
     }
     qsur_ostquant *os = NULL;
     int rc = qsur_ostquant_load(&os, s->model, file, err);

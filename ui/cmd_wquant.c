@@ -99,7 +99,7 @@ int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
         else if (!strncmp(argv[i], "damp=", 5) && !parse_double(argv[i] + 5, 0.0, 1.0, &o.percdamp))
             ;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (act, damp=P)", argv[i]);
+            return option_fail(err, argv[i], "act, damp=P");
     }
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
@@ -140,7 +140,7 @@ int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
         else if (!strcmp(argv[i], "init=rtn"))
             o.init = QSUR_QE_INIT_RTN;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (SWEEPS, outliers=P, init=rtn|gptq)", argv[i]);
+            return option_fail(err, argv[i], "SWEEPS, outliers=P, init=rtn|gptq");
     }
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
@@ -243,8 +243,7 @@ int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
         else if (!strncmp(argv[i], "window=", 7) && !parse_long(argv[i] + 7, 0, 1000, &v))
             window = (int)v;
         else
-            return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (steps=N, lr=X, band=B, rank=R, window=K)",
-                             argv[i]);
+            return option_fail(err, argv[i], "steps=N, lr=X, band=B, rank=R, window=K");
     }
     if (model && window < 0)
         window = 2;

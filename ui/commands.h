@@ -68,5 +68,10 @@ HANDLER(cmd_export);
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);
 int parse_long(const char *v, long lo, long hi, long *out);
+/* The error for an option word that no KEY=VALUE test of a handler took:
+ * "bad value in 'steps=-1' (USAGE)" when USAGE lists that KEY= (the value
+ * failed its parse or range), else "unknown option 'W' (USAGE)". Returns
+ * QSUR_ERR_ARG. USAGE lists the options, e.g. "steps=N lr=X no-scale". */
+int option_fail(qsur_error *err, const char *word, const char *usage);
 
 #endif
