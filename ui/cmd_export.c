@@ -113,24 +113,19 @@ static int layer_rows(session *s, qsur_llama *m, const qsur_tokens *t, lin_row *
 {
     model_state *ms = s->mstate;
     int n = qsur_llama_linear_count(m);
-    float **stash = calloc((size_t)n, sizeof *stash);
-    if (!stash)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < n; i++) {
-        stash[i] = qsur_llama_linear_at(m, i)->wq;
-        qsur_llama_linear_at(m, i)->wq = NULL;
-    }
+    qsur_llama_quant_stash stash;
+    int rc = qsur_llama_quant_stash_take(m, &stash, err);
+    if (rc)
+        return rc;
     qsur_llama_hooks saved = m->hooks;
     m->hooks.act.bits = 16;
     m->hooks.kv.bits = 16;
     qsur_workspace ws;
     qsur_workspace_init(&ws);
-    int rc = qsur_llama_capture(m, NULL, t, ms->calib_seqlen, ms->calib_seqs, 8, (int64_t)ms->calib_max_tokens,
-                                ms->calib_seed, &ws, NULL, &s->progress, err);
+    rc = qsur_llama_capture(m, NULL, t, ms->calib_seqlen, ms->calib_seqs, 8, (int64_t)ms->calib_max_tokens,
+                            ms->calib_seed, &ws, NULL, &s->progress, err);
     m->hooks = saved;
-    for (int i = 0; i < n; i++)
-        qsur_llama_linear_at(m, i)->wq = stash[i];
-    free(stash);
+    qsur_llama_quant_stash_put(m, &stash);
     qsur_options opt = qsur_options_default();
     for (int i = 0; i < n && !rc; i++) {
         qsur_llama_linear *l = qsur_llama_linear_at(m, i);
@@ -142,10 +137,20 @@ static int layer_rows(session *s, qsur_llama *m, const qsur_tokens *t, lin_row *
             continue;
         int64_t nt = x->shape[0], d = x->shape[1];
         qsur_result res;
+        const float *W = NULL;
+        float *wtmp = NULL, *wq = NULL;
         if (!(rc = qsur_compute(x->data, nt, d, &opt, &res, NULL, err)))
             rows[i].x_qsur = res.log10_qsur;
-        if (!rc && !(rc = qsur_compute(l->w, l->rows, l->cols, &opt, &res, NULL, err)))
+        if (!rc)
+            rc = qsur_llama_linear_weights_alloc(l, &W, &wtmp, err);
+        if (!rc && !(rc = qsur_compute(W, l->rows, l->cols, &opt, &res, NULL, err)))
             rows[i].w_qsur = res.log10_qsur;
+        if (!rc && qsur_llama_linear_is_quantized(l)) {
+            if (!(wq = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float))))
+                rc = qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+            else
+                qsur_llama_linear_forward_rows(l, 0, l->rows, wq);
+        }
         float *xq = NULL;
         if (!rc && m->hooks.act.bits < 16) {
             if (!(xq = qsur_alloc((size_t)(nt * d), sizeof(float))))
@@ -154,8 +159,8 @@ static int layer_rows(session *s, qsur_llama *m, const qsur_tokens *t, lin_row *
                 rc = qsur_fake_quant(&m->hooks.act, x->data, nt, d, xq, NULL, err);
         }
         if (!rc)
-            rc = qsur_layer_output_error(x->data, xq, l->w, l->wq, nt, d, l->rows, &rows[i].out_err, err);
-        free(xq);
+            rc = qsur_layer_output_error(x->data, xq, W, wq, nt, d, l->rows, &rows[i].out_err, err);
+        free(xq), free(wtmp), free(wq);
     }
     qsur_workspace_clear(&ws);
     return rc;
@@ -207,14 +212,30 @@ static void session_plans(session *s, const qsur_hadamard_plan **w2, const qsur_
         *qk = s->mstate->qk_online->plan;
 }
 
+/* "5GB", "500MB", "64KB" or plain bytes (decimal units, as Hugging Face's
+ * max_shard_size); 0 on success. */
+static int parse_size(const char *a, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(a, &end);
+    double unit = !strcmp(end, "") || !strcmp(end, "B") ? 1 : !strcmp(end, "KB") ? 1e3
+                : !strcmp(end, "MB") ? 1e6 : !strcmp(end, "GB") ? 1e9 : 0;
+    if (errno || end == a || unit == 0 || !(v * unit >= 1) || v * unit > 1e15)
+        return -1;
+    *out = (int64_t)(v * unit);
+    return 0;
+}
+
 int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     if (!s->model || !s->mstate)
         return qsur_fail(err, QSUR_ERR_ARG, "export: no model loaded (use `model load PATH`)");
     session_log_as(s, "%s", ""); /* writes files, changes nothing */
     int hf = 1, l2c = 0, as_int = 0;
-    const char *eval = NULL;
+    const char *eval = NULL, *dtype = "F32";
     long seqs = 16;
+    int64_t shard_bytes = 0; /* 0: 5 GB, Hugging Face's default */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "format=hf"))
@@ -229,14 +250,19 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
             as_int = 1;
         else if (!strncmp(a, "eval=", 5))
             eval = a + 5;
+        else if (!strcmp(a, "dtype=f32") || !strcmp(a, "dtype=f16") || !strcmp(a, "dtype=bf16"))
+            dtype = !strcmp(a, "dtype=f32") ? "F32" : !strcmp(a, "dtype=f16") ? "F16" : "BF16";
+        else if (!strncmp(a, "shard=", 6) && !parse_size(a + 6, &shard_bytes))
+            ;
         else if (!strncmp(a, "seqs=", 5) && !parse_long(a + 5, 0, 1L << 20, &seqs))
             ;
         else
-            return option_fail(err, a, "format=hf|llama2c|both weights=fake|int eval=FILE seqs=N");
+            return option_fail(err, a, "format=hf|llama2c|both weights=fake|int eval=FILE seqs=N "
+                               "dtype=f32|f16|bf16 shard=SIZE");
     }
     qsur_llama *m = s->model;
     model_state *ms = s->mstate;
-    int quantized = m->layers[0].wq.wq != NULL;
+    int quantized = qsur_llama_linear_is_quantized(&m->layers[0].wq);
     if (as_int && (!quantized || s->wq.bits >= 16))
         return qsur_fail(err, QSUR_ERR_ARG, "export weights=int: the model's weights are not quantized (`quant wNaN...` first)");
     if (as_int && !hf)
@@ -287,7 +313,8 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         nm++;
     }
     if (hf) {
-        qsur_llama_hf_save_opts o = {"F32", 1, as_int ? &s->wq : NULL, meta, nm};
+        qsur_llama_hf_save_opts o = {dtype, 1, as_int ? &s->wq : NULL, meta, nm, shard_bytes,
+                                     &s->progress};
         rc = qsur_llama_save_hf_ex(m, tmp, &o, err);
     }
     if (!rc && l2c) {
@@ -297,8 +324,8 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         for (int i = 0; i < qsur_llama_linear_count(m) && !rc; i++) {
             qsur_llama_linear *l = qsur_llama_linear_at(m, i);
             qsur_tensor *t = qsur_workspace_find(&ws, l->name);
-            if (l->wq && t)
-                memcpy(t->data, l->wq, (size_t)(l->rows * l->cols) * sizeof(float));
+            if (qsur_llama_linear_is_quantized(l) && t)
+                qsur_llama_linear_forward_rows(l, 0, l->rows, t->data);
         }
         qsur_llama2c_config c = {m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_layers, m->cfg.n_heads,
                                  m->cfg.n_kv_heads, m->cfg.vocab_size, m->cfg.seq_len, m->cfg.shared_classifier};
@@ -356,7 +383,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (!rc && hf && have_eval) {
         qsur_llama_runtime rb;
         int found = 0;
-        snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+        qsur_llama_hf_first_file(tmp, path, sizeof path);
         if (!(rc = qsur_llama_load_hf(&back, tmp, NULL, err)) && !(rc = qsur_llama_runtime_read(path, &rb, &found, err)) &&
             !(rc = qsur_llama_runtime_apply(&rb, back, &back_rot, err)))
             rc = ppl_of(s, back, &et, (int)seqs, &ppl_reload, err);

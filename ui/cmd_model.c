@@ -74,30 +74,23 @@ static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qs
     int rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
     if (rc)
         return rc;
-    int n = qsur_llama_linear_count(m);
-    float **stash = calloc((size_t)n + 1, sizeof *stash);
-    if (!stash) {
+    qsur_llama_quant_stash stash;
+    if ((rc = qsur_llama_quant_stash_take(m, &stash, err))) {
         qsur_tokens_free(&t);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+        return rc;
     }
-    for (int i = 0; i < n; i++) {
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        stash[i] = l->wq;
-        l->wq = NULL;
-    }
-    stash[n] = m->output.wq;
-    m->output.wq = NULL;
     qsur_llama_hooks saved = m->hooks;
     m->hooks.act.bits = 16;
     m->hooks.kv.bits = 16;
     int64_t got = 0;
-    rc = qsur_llama_capture(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
-                            (int64_t)ms->calib_max_tokens, ms->calib_seed, ws, &got, &s->progress, err);
+    qsur_llama_capture_sel sel = {ms->calib_first, ms->calib_count, ms->calib_kinds};
+    if (sel.count <= 0 || sel.first + sel.count > m->cfg.n_layers)
+        sel = (qsur_llama_capture_sel){0, m->cfg.n_layers, (1u << 6) - 1};
+    rc = qsur_llama_capture_some(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
+                                 (int64_t)ms->calib_max_tokens, ms->calib_seed, &sel, ws, &got,
+                                 &s->progress, err);
     m->hooks = saved;
-    for (int i = 0; i < n; i++)
-        qsur_llama_linear_at(m, i)->wq = stash[i];
-    m->output.wq = stash[n];
-    free(stash);
+    qsur_llama_quant_stash_put(m, &stash);
     qsur_tokens_free(&t);
     if (!rc && n_tokens)
         *n_tokens = got;
@@ -110,7 +103,7 @@ static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qs
 static int model_changed(session *s, report *r, qsur_error *err)
 {
     drop_model_layers(s);
-    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    int rc = qsur_llama_view_workspace(s->model, &s->ws, NULL, err);
     if (!rc && s->mstate->has_calib)
         rc = capture_float(s, &s->ws, &s->mstate->calib_tokens, err);
     if (!rc && s->mstate->quantized && s->wq.bits < 16) {
@@ -129,10 +122,10 @@ int model_replaced(session *s, const char *how, qsur_error *err)
         return QSUR_OK;
     snprintf(ms->rotation, sizeof ms->rotation, "%s", how);
     ms->smoothing[0] = '\0';
-    ms->quantized = s->model->layers[0].wq.wq != NULL;
+    ms->quantized = qsur_llama_linear_is_quantized(&s->model->layers[0].wq);
     snprintf(ms->wmethod, sizeof ms->wmethod, "%s", how);
     drop_model_layers(s);
-    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    int rc = qsur_llama_view_workspace(s->model, &s->ws, NULL, err);
     if (!rc && ms->has_calib)
         rc = capture_float(s, &s->ws, &ms->calib_tokens, err);
     return rc;
@@ -158,8 +151,8 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     int rt_found = 0, wspec_ok = 0;
     char stp[4200];
     struct stat sst;
-    snprintf(stp, sizeof stp, "%s/model.safetensors", path);
-    if (stat(path, &sst) == 0 && S_ISDIR(sst.st_mode) && stat(stp, &sst) == 0) {
+    if (stat(path, &sst) == 0 && S_ISDIR(sst.st_mode) &&
+        qsur_llama_hf_first_file(path, stp, sizeof stp) == QSUR_OK) {
         rc = qsur_llama_runtime_read(stp, &rt, &rt_found, err);
         if (!rc && rt_found)
             rc = qsur_llama_runtime_apply(&rt, m, &rot, err);
@@ -179,7 +172,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     if (s->model)
         remove_captures(s, s->model->cfg.n_layers);
     drop_model_layers(s);
-    rc = qsur_llama_to_workspace(m, &s->ws, NULL, err);
+    rc = qsur_llama_view_workspace(m, &s->ws, NULL, err);
     if (rc) {
         qsur_llama_free(m);
         qsur_llama_rotations_free(rot);
@@ -252,7 +245,7 @@ static int model_info(session *s, report *r, qsur_error *err)
     rep_bool(r, "tied", "classifier tied to embeddings", c->shared_classifier);
     int nq = 0;
     for (int i = 0; i < qsur_llama_linear_count(s->model); i++)
-        nq += qsur_llama_linear_at(s->model, i)->wq != NULL;
+        nq += qsur_llama_linear_is_quantized(qsur_llama_linear_at(s->model, i));
     if (nq) {
         char wq[96];
         qsur_quant_describe(&s->wq, wq, sizeof wq);
@@ -413,7 +406,7 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))
         return qsur_fail(err, QSUR_ERR_NOMEM, "an online rotation could not allocate scratch memory; result invalid");
     char wq[96], aq[96], kq[96];
-    int nq = s->model->layers[0].wq.wq != NULL;
+    int nq = qsur_llama_linear_is_quantized(&s->model->layers[0].wq);
     if (nq)
         qsur_quant_describe(&s->wq, wq, sizeof wq);
     describe_hook(aq, sizeof aq, &s->model->hooks.act);
@@ -747,7 +740,9 @@ int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, repor
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     }
     double t0 = qsur_seconds();
-    rc = qsur_cqe_cross(s->model, &t, &s->wq, o, rows, &s->progress, err);
+    /* CQE+ cross-layer learning edits the model's float weights */
+    if (!(rc = qsur_llama_own_all(s->model, err)))
+        rc = qsur_cqe_cross(s->model, &t, &s->wq, o, rows, &s->progress, err);
     qsur_tokens_free(&t);
     if (rc) {
         free(rows);

@@ -334,7 +334,9 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
     if (rc)
         return rc;
     qsur_ostquant *os = NULL;
-    rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
+    /* OSTQuant trains on the whole model in float32 (a folded copy) */
+    if (!(rc = qsur_llama_own_all(s->model, err)))
+        rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
     if (rc)
         return rc;
     char canon[8192];
@@ -379,7 +381,9 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
             return option_fail(err, a, "steps=M qsur-every=N calib=FILE eval=FILE state=OUT");
     }
     qsur_ostquant *os = NULL;
-    int rc = qsur_ostquant_load(&os, s->model, file, err);
+    int rc = qsur_llama_own_all(s->model, err); /* the base hash reads float weights */
+    if (!rc)
+        rc = qsur_ostquant_load(&os, s->model, file, err);
     if (rc)
         return rc;
     if (more < 0 && os->opts.steps <= os->step) {
