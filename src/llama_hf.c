@@ -583,8 +583,8 @@ done:
 
 /* ---- saving ----------------------------------------------------------------- */
 
-static int write_config(const qsur_llama_config *c, const char *path, const char *dtype,
-                        qsur_error *err)
+int qsur_llama_write_config(const qsur_llama_config *c, const char *path, const char *dtype,
+                            qsur_error *err)
 {
     char text[2048];
     const char *torch = strcmp(dtype, "F16") == 0 ? "float16"
@@ -686,7 +686,6 @@ typedef struct {
     char name[QSUR_NAME_MAX + 16];
     const hf_slot *sl;
     int part;        /* 0: the weights; int linears: 1 codes, 2 scales, 3 zeros */
-    int shard;
 } out_tensor;
 
 /* Describes the tensors of slot sl (1, or 2-3 for an int linear); returns
@@ -778,9 +777,9 @@ static int put_int(qsur_st_stream *w, const out_tensor *o, const qsur_qweight *q
     return rc;
 }
 
-/* Writes the index of a sharded export (atomically). */
-static int write_index(const char *path, const out_tensor *o, int n, char names[][64],
-                       int64_t total, qsur_error *err)
+/* Writes the index of a sharded checkpoint (atomically), as Hugging Face does. */
+static int write_index(const char *path, const qsur_st_desc *d, int n, const int *shard,
+                       char names[][64], int64_t total, qsur_error *err)
 {
     qsur_atomic_file f;
     int rc = qsur_atomic_open(&f, path, err);
@@ -791,7 +790,7 @@ static int write_index(const char *path, const out_tensor *o, int n, char names[
                        "  \"weight_map\": {\n", (long long)total);
     rc = qsur_atomic_write(&f, line, (size_t)len, err);
     for (int i = 0; i < n && !rc; i++) {
-        len = snprintf(line, sizeof line, "    \"%s\": \"%s\"%s\n", o[i].name, names[o[i].shard],
+        len = snprintf(line, sizeof line, "    \"%s\": \"%s\"%s\n", d[i].name, names[shard[i]],
                        i + 1 < n ? "," : "");
         rc = qsur_atomic_write(&f, line, (size_t)len, err);
     }
@@ -811,83 +810,103 @@ int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
     return qsur_llama_save_hf_ex(m, dir, &o, err);
 }
 
-/* Writes the shards (each streamed tensor by tensor; all committed only
- * when all are written) and, for more than one, the index. */
-static int write_shards(qsur_llama *m, const char *dir, out_tensor *o, int nt, int nshards,
-                        const qsur_llama_hf_save_opts *opts, const qsur_progress *prog,
-                        qsur_error *err)
+int qsur_hf_write_sharded(const char *dir, const qsur_st_desc *d, int nt, int64_t shard_bytes,
+                          const char *const *meta_kv, int meta_count,
+                          int (*put)(void *ctx, int i, qsur_st_stream *w, qsur_error *err),
+                          void *ctx, const qsur_progress *prog, qsur_error *err)
 {
-    char (*names)[64] = calloc((size_t)nshards, sizeof *names);
-    qsur_st_stream *ws = calloc((size_t)nshards, sizeof *ws);
-    qsur_st_desc *d = calloc((size_t)nt, sizeof *d);
-    const char **meta = malloc((size_t)(2 * opts->meta_count + 2) * sizeof *meta);
-    int64_t wide = m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim;
-    float *row = malloc((size_t)wide * sizeof(float));
-    int rc = names && ws && d && meta && row ? QSUR_OK
-           : qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
+    if (shard_bytes < 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "save %s: shard size %lld must be positive", dir,
+                         (long long)shard_bytes);
+    /* shards of at most shard_bytes (a bigger tensor gets a shard of its own) */
+    int64_t limit = shard_bytes ? shard_bytes : QSUR_HF_SHARD_BYTES, used = 0, total = 0;
+    int *shard = calloc((size_t)nt + 1, sizeof *shard), nshards = nt ? 1 : 0;
+    if (!shard)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
+    for (int i = 0; i < nt; i++) {
+        int64_t b = qsur_st_desc_bytes(&d[i]);
+        if (used > 0 && used + b > limit)
+            nshards++, used = 0;
+        used += b;
+        total += b;
+        shard[i] = nshards - 1;
+    }
+    if (nshards > 99999) {
+        free(shard);
+        return qsur_fail(err, QSUR_ERR_ARG, "save %s: %d shards (raise the shard size)", dir, nshards);
+    }
+    char (*names)[64] = calloc((size_t)nshards + 1, sizeof *names);
+    qsur_st_stream *ws = calloc((size_t)nshards + 1, sizeof *ws);
+    const char **meta = malloc((size_t)(2 * meta_count + 2) * sizeof *meta);
+    int rc = names && ws && meta ? QSUR_OK : qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
     if (!rc) {
         meta[0] = "format";
         meta[1] = "pt";
-        for (int k = 0; k < 2 * opts->meta_count; k++)
-            meta[2 + k] = opts->meta_kv[k];
-    }
-    for (int i = 0; i < nt && !rc; i++) {
-        d[i] = o[i].d;
-        d[i].name = o[i].name;
+        for (int k = 0; k < 2 * meta_count; k++)
+            meta[2 + k] = meta_kv[k];
     }
     int opened = 0, first = 0;
+    char path[4200];
     for (int sh = 0; sh < nshards && !rc; sh++) {
-        char path[4200];
         if (nshards == 1)
             snprintf(names[sh], sizeof names[sh], "model.safetensors");
         else
             snprintf(names[sh], sizeof names[sh], "model-%05d-of-%05d.safetensors", sh + 1, nshards);
         snprintf(path, sizeof path, "%s/%s", dir, names[sh]);
         int count = 0;
-        while (first + count < nt && o[first + count].shard == sh)
+        while (first + count < nt && shard[first + count] == sh)
             count++;
-        if ((rc = qsur_st_stream_open(&ws[sh], path, d + first, count, meta, 1 + opts->meta_count,
-                                      err)))
+        if ((rc = qsur_st_stream_open(&ws[sh], path, d + first, count, meta, 1 + meta_count, err)))
             break;
         opened = sh + 1;
-        qsur_qweight *qw = NULL;
         for (int i = first; i < first + count && !rc; i++) {
-            if (o[i].part == 1) {
-                qsur_qweight_free(qw);
-                rc = int_weights(o[i].sl->lin, opts->int_spec, &qw, err);
-            }
+            rc = put(ctx, i, &ws[sh], err);
             if (!rc)
-                rc = o[i].part ? put_int(&ws[sh], &o[i], qw, row, err)
-                               : put_weights(&ws[sh], o[i].sl, opts->use_wq, row, err);
-            if (!rc)
-                rc = qsur_progress_tick(prog, (double)(i + 1) / nt, "export", NAN, err);
+                rc = qsur_progress_tick(prog, (double)(i + 1) / nt, "write", NAN, err);
         }
-        qsur_qweight_free(qw);
         first += count;
     }
-    for (int sh = 0; sh < nshards; sh++) {
-        if (sh >= opened)
-            break;
+    /* every shard complete before any takes its name */
+    for (int sh = 0; sh < opened; sh++) {
         if (rc)
             qsur_st_stream_abort(&ws[sh]);
         else
-            rc = qsur_st_stream_commit(&ws[sh], err); /* a failure aborts the rest */
+            rc = qsur_st_stream_commit(&ws[sh], err);
     }
-    char path[4200];
     if (!rc && nshards > 1) {
-        int64_t total = 0;
-        for (int i = 0; i < nt; i++)
-            total += qsur_st_desc_bytes(&o[i].d);
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-        rc = write_index(path, o, nt, names, total, err);
+        rc = write_index(path, d, nt, shard, names, total, err);
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
         unlink(path); /* a stale single file would only confuse */
     } else if (!rc) {
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
         unlink(path); /* the loader would prefer a stale index */
     }
-    free(names), free(ws), free(d), free(meta), free(row);
+    free(shard), free(names), free(ws), free(meta);
     return rc;
+}
+
+/* The export's source of values: tensor i of o[]. */
+typedef struct {
+    const out_tensor *o;
+    const qsur_llama_hf_save_opts *opts;
+    float *row;
+    qsur_qweight *qw;  /* codes of the int linear being written */
+} export_ctx;
+
+static int export_put(void *ctx, int i, qsur_st_stream *w, qsur_error *err)
+{
+    export_ctx *x = ctx;
+    const out_tensor *o = &x->o[i];
+    if (o->part == 1) {
+        qsur_qweight_free(x->qw);
+        x->qw = NULL;
+        int rc = int_weights(o->sl->lin, x->opts->int_spec, &x->qw, err);
+        if (rc)
+            return rc;
+    }
+    return o->part ? put_int(w, o, x->qw, x->row, err)
+                   : put_weights(w, o->sl, x->opts->use_wq, x->row, err);
 }
 
 int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
@@ -906,9 +925,6 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
     if (opts->int_spec && (opts->int_spec->bits < 2 || opts->int_spec->bits > 8))
         return qsur_fail(err, QSUR_ERR_ARG, "save %s: integer weights need a 2..8-bit weight quantizer "
                          "(got %d bits)", dir, opts->int_spec->bits);
-    if (opts->shard_bytes < 0)
-        return qsur_fail(err, QSUR_ERR_ARG, "save %s: shard size %lld must be positive", dir,
-                         (long long)opts->shard_bytes);
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return qsur_fail(err, QSUR_ERR_IO, "%s: not an existing directory", dir);
@@ -920,24 +936,25 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
     for (int i = 0; i < n && !rc; i++)
         nt += describe_slot(&slots[i], opts, dt, &o[nt]);
-    /* shards of at most shard_bytes (a bigger tensor gets a shard of its own) */
-    int64_t limit = opts->shard_bytes ? opts->shard_bytes : QSUR_HF_SHARD_BYTES, used = 0;
-    int nshards = nt ? 1 : 0;
+    qsur_st_desc *d = rc ? NULL : calloc((size_t)nt + 1, sizeof *d);
+    int64_t wide = m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim;
+    export_ctx x = {o, opts, rc ? NULL : malloc((size_t)wide * sizeof(float)), NULL};
+    if (!rc && (!d || !x.row))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
     for (int i = 0; i < nt && !rc; i++) {
-        int64_t b = qsur_st_desc_bytes(&o[i].d);
-        if (used > 0 && used + b > limit)
-            nshards++, used = 0;
-        used += b;
-        o[i].shard = nshards - 1;
+        d[i] = o[i].d;
+        d[i].name = o[i].name;
     }
-    if (!rc && nshards > 99999)
-        rc = qsur_fail(err, QSUR_ERR_ARG, "save %s: %d shards (raise the shard size)", dir, nshards);
     if (!rc)
-        rc = write_shards(m, dir, o, nt, nshards, opts, opts->progress, err);
+        rc = qsur_hf_write_sharded(dir, d, nt, opts->shard_bytes, opts->meta_kv, opts->meta_count,
+                                   export_put, &x, opts->progress, err);
+    qsur_qweight_free(x.qw);
+    free(x.row);
+    free(d);
     if (!rc) {
         char path[4200];
         snprintf(path, sizeof path, "%s/config.json", dir);
-        rc = write_config(&m->cfg, path, qsur_dtype_name(dt), err);
+        rc = qsur_llama_write_config(&m->cfg, path, qsur_dtype_name(dt), err);
     }
     free(o);
     free(slots);

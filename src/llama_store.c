@@ -282,6 +282,26 @@ static qsur_qweight *grid_of(const qsur_llama_linear *l, const float *fit, const
     return qw;
 }
 
+int qsur_llama_linear_set_quant_qw(qsur_llama_linear *l, const float *Q, const qsur_qweight *qw,
+                                   qsur_error *err)
+{
+    size_t n = (size_t)(l->rows * l->cols);
+    float *dec = qsur_alloc(n, sizeof(float));
+    if (dec && qw->rows == l->rows && qw->cols == l->cols) {
+        qsur_qweight_decode(qw, dec);
+        if (memcmp(dec, Q, n * sizeof(float)) == 0) {
+            qsur_llama_packed *p = pack(qw);
+            free(dec);
+            if (!p)
+                return qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate packed codes", l->name);
+            set_packed(l, p);
+            return QSUR_OK;
+        }
+    }
+    free(dec);
+    return qsur_llama_linear_set_quant(l, Q, &qw->spec, err);
+}
+
 int qsur_llama_linear_set_quant(qsur_llama_linear *l, const float *Q, const qsur_quant_spec *spec,
                                 qsur_error *err)
 {

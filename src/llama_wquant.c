@@ -92,7 +92,8 @@ static const char *const group_input[4] = {"attention.in", "attention.wo.in", "f
 /* Quantizes one linear on X (n x cols) with H = X^T X; Q receives the result. */
 static int quantize_one(const qsur_llama_linear *l, const float *W, const float *X, int64_t n,
                         const double *H, const qsur_quant_spec *q, const qsur_llama_wquant_opts *o,
-                        float *Q, int64_t *n_out, const qsur_progress *prog, qsur_error *err)
+                        float *Q, qsur_qweight *qw, int64_t *n_out, const qsur_progress *prog,
+                        qsur_error *err)
 {
     qsur_wquant_layer L = {W, l->rows, l->cols, X, n, H};
     *n_out = 0;
@@ -100,7 +101,7 @@ static int quantize_one(const qsur_llama_linear *l, const float *W, const float 
     case QSUR_MWQ_RTN:
         return qsur_fake_quant(q, W, l->rows, l->cols, Q, prog, err);
     case QSUR_MWQ_GPTQ:
-        return qsur_gptq(&L, q, &o->gptq, Q, NULL, prog, err);
+        return qsur_gptq(&L, q, &o->gptq, Q, qw, prog, err);
     case QSUR_MWQ_AWQ: {
         qsur_awq_result res;
         return qsur_awq(&L, q, &o->awq, Q, NULL, NULL, &res, prog, err);
@@ -112,7 +113,7 @@ static int quantize_one(const qsur_llama_linear *l, const float *W, const float 
     case QSUR_MWQ_QUANTEASE: {
         qsur_outliers out;
         memset(&out, 0, sizeof out);
-        int rc = qsur_quantease(&L, q, &o->quantease, Q, NULL, &out, NULL, prog, err);
+        int rc = qsur_quantease(&L, q, &o->quantease, Q, qw, &out, NULL, prog, err);
         *n_out = out.count;
         qsur_outliers_free(&out);
         return rc;
@@ -218,7 +219,13 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
             }
             int64_t nout = 0;
             double a = mid + (hi - mid) * j / k, b = mid + (hi - mid) * (j + 1) / k;
-            rc = quantize_one(l, W, xt->data, n, H, &q, o, Q, &nout, sub_progress_set(&sp, prog, a, b), err);
+            /* GPTQ and QuantEase also give their codes: kept packed, not as floats */
+            qsur_qweight *qw = NULL;
+            if (o->method == QSUR_MWQ_GPTQ || o->method == QSUR_MWQ_QUANTEASE)
+                rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err);
+            if (!rc)
+                rc = quantize_one(l, W, xt->data, n, H, &q, o, Q, qw, &nout,
+                                  sub_progress_set(&sp, prog, a, b), err);
             double e_rtn = NAN, e = NAN;
             if (!rc)
                 rc = qsur_fake_quant(&q, W, l->rows, l->cols, rtn, NULL, err);
@@ -231,8 +238,10 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
                 old[idx[j]] = l->wq, oldp[idx[j]] = l->qp;
                 l->wq = NULL, l->qp = NULL;
                 done[idx[j]] = 1;
-                rc = qsur_llama_linear_set_quant(l, Q, &q, err); /* packed when on the grid */
+                rc = qw ? qsur_llama_linear_set_quant_qw(l, Q, qw, err)
+                        : qsur_llama_linear_set_quant(l, Q, &q, err); /* packed when on the grid */
             }
+            qsur_qweight_free(qw);
             free(Q);
             if (rc)
                 break;

@@ -324,20 +324,73 @@ static int opt_long(const char *a, const char *key, long lo, long hi, long *out)
     return parse_long(a + k + 1, lo, hi, out) ? -1 : 1;
 }
 
+/* `only=` of calib: a weight (layers.N.feed_forward.w2), its input
+ * (layers.N.feed_forward.w2.in), a capture kind (feed_forward.w2.in, the
+ * layers= range), or `current` (the selected layer's weight). */
+static int parse_only(session *s, const char *v, qsur_llama_capture_sel *sel, qsur_error *err)
+{
+    if (!strcmp(v, "current")) {
+        if (s->current < 0)
+            return qsur_fail(err, QSUR_ERR_ARG, "calib only=current: no layer selected");
+        v = s->layers[s->current].w_name;
+    }
+    char buf[QSUR_NAME_MAX];
+    const char *in = qsur_llama_input_of(v, buf, sizeof buf);
+    if (!in)
+        in = v;
+    int layer = -1, used = 0;
+    const char *kind = in;
+    if (sscanf(in, "layers.%d.%n", &layer, &used) == 1 && used > 0)
+        kind = in + used;
+    for (int k = 0; k < 6; k++)
+        if (!strcmp(kind, capture_kinds[k])) {
+            sel->kinds = 1u << k;
+            if (layer >= 0) {
+                if (layer >= s->model->cfg.n_layers)
+                    return qsur_fail(err, QSUR_ERR_ARG, "calib only=%s: the model has %d layers", v,
+                                     s->model->cfg.n_layers);
+                sel->first = layer, sel->count = 1;
+            }
+            return QSUR_OK;
+        }
+    return qsur_fail(err, QSUR_ERR_ARG, "calib only=%s: expected a linear (layers.N.feed_forward.w2), "
+                     "its input (layers.N.feed_forward.w2.in), a kind (attention.in, attention.wo.in, "
+                     "feed_forward.in, feed_forward.w2.in, attention.k, attention.v) or current", v);
+}
+
 int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
     long seqs = 16, seqlen = 256, max_tokens = 0, seed = -1;
+    qsur_llama_capture_sel sel = {0, s->model->cfg.n_layers, (1u << 6) - 1};
     for (int i = 1; i < argc; i++) {
         int a = 0;
+        if (!strncmp(argv[i], "only=", 5)) {
+            if ((rc = parse_only(s, argv[i] + 5, &sel, err)))
+                return rc;
+            continue;
+        }
+        if (!strncmp(argv[i], "layers=", 7)) {
+            int lo = -1, hi = -1, used = 0;
+            const char *v = argv[i] + 7;
+            int nf = sscanf(v, "%d%n-%d%n", &lo, &used, &hi, &used);
+            if (nf == 1)
+                hi = lo;
+            if (nf < 1 || v[used] || lo < 0 || hi < lo || hi >= s->model->cfg.n_layers)
+                return qsur_fail(err, QSUR_ERR_ARG, "calib %s: expected layers=N or layers=A-B within "
+                                 "0..%d", argv[i], s->model->cfg.n_layers - 1);
+            sel.first = lo, sel.count = hi - lo + 1;
+            continue;
+        }
         (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
                (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
                (a = opt_long(argv[i], "max_tokens", 0, LONG_MAX, &max_tokens)) ||
                (a = opt_long(argv[i], "seed", 0, LONG_MAX, &seed)));
         if (a != 1) /* -1: a known key with a bad value; 0: no such key */
-            return option_fail(err, argv[i], "seqs=N, seqlen=N, max_tokens=N, seed=N");
+            return option_fail(err, argv[i], "seqs=N, seqlen=N, max_tokens=N, seed=N, only=NAME, "
+                               "layers=A-B");
     }
     char abs[PATH_MAX];
     const char *path = realpath(argv[0], abs) ? abs : argv[0];
@@ -347,6 +400,18 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     ms->calib_seqlen = (int)seqlen;
     ms->calib_max_tokens = max_tokens;
     ms->calib_seed = seed >= 0 ? (unsigned long long)seed : max_tokens > 0 ? session_next_seed(s) : 1;
+    ms->calib_first = sel.first, ms->calib_count = sel.count, ms->calib_kinds = sel.kinds;
+    /* what it will take, said before it is taken */
+    long long ntok = seqs > 0 ? (long long)seqs * seqlen : 0;
+    if (max_tokens > 0 && (ntok == 0 || max_tokens < ntok))
+        ntok = max_tokens;
+    double mib = (double)qsur_llama_capture_bytes(s->model, &sel, ntok) / (1 << 20);
+    char what[96];
+    snprintf(what, sizeof what, "calib: capturing %.0f MiB", mib);
+    if ((rc = qsur_progress_tick(&s->progress, 0.0, what, NAN, err))) {
+        *ms = saved;
+        return rc;
+    }
     /* Capture into a scratch workspace first: a failure leaves the old one. */
     qsur_workspace tmp;
     qsur_workspace_init(&tmp);
@@ -358,6 +423,7 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
         return rc;
     }
     drop_model_layers(s);
+    remove_captures(s, s->model->cfg.n_layers); /* a narrower capture leaves none stale */
     int ntensors = tmp.count;
     for (int i = 0; i < tmp.count && !rc; i++) {
         rc = qsur_workspace_put(&s->ws, tmp.items[i], err);
@@ -368,11 +434,21 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (rc)
         return rc;
     ms->has_calib = 1;
-    session_log_as(s, "calib \"%s\" seqs=%d seqlen=%d max_tokens=%lld seed=%llu", path, ms->calib_seqs,
-                   ms->calib_seqlen, ms->calib_max_tokens, ms->calib_seed);
+    char scope[160] = "";
+    if (sel.count != s->model->cfg.n_layers || sel.kinds != (1u << 6) - 1) {
+        int k = 0;
+        while (k < 6 && !(sel.kinds & (1u << k)))
+            k++;
+        snprintf(scope, sizeof scope, " layers=%d-%d", sel.first, sel.first + sel.count - 1);
+        if (sel.kinds != (1u << 6) - 1)
+            snprintf(scope + strlen(scope), sizeof scope - strlen(scope), " only=%s", capture_kinds[k]);
+    }
+    session_log_as(s, "calib \"%s\" seqs=%d seqlen=%d max_tokens=%lld seed=%llu%s", path, ms->calib_seqs,
+                   ms->calib_seqlen, ms->calib_max_tokens, ms->calib_seed, scope);
     rep_str(r, "file", "calibration", path);
     rep_int(r, "tokens", "tokens captured", ms->calib_tokens);
     rep_int(r, "tensors", "tensors (layers.N.*.in, .k, .v)", ntensors);
+    rep_num(r, "mib", "memory (MiB)", mib, "%.1f");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     rep_str(r, "hint", "pair", "`use layers.0.feed_forward.w2` selects it with its captured input");
     return QSUR_OK;
@@ -703,7 +779,11 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     static const int widths[] = {-28, 5, 10, 10, 7};
     rep_table_begin(r, "linears", 5, keys, widths);
     double srtn = 0, se = 0;
+    int done = 0;
     for (int i = 0; i < n; i++) {
+        if (!rows[i].name[0])
+            continue; /* beyond layers=N: left as it was */
+        done++;
         rep_cell_str(r, rows[i].name);
         rep_cell_int(r, rows[i].group);
         rep_cell_num(r, rows[i].rtn_error, "%.5f");
@@ -713,8 +793,8 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
         se += rows[i].error;
     }
     rep_table_end(r);
-    rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / n, "%.5f");
-    rep_num(r, "mean_error", "mean output error", se / n, "%.5f");
+    rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / done, "%.5f");
+    rep_num(r, "mean_error", "mean output error", se / done, "%.5f");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     free(rows);
     return QSUR_OK;

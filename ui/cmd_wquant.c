@@ -89,10 +89,37 @@ static int model_mode(int *argc, char ***argv)
     return 0;
 }
 
+/* `layers=N` of the model mode (only the first N blocks), taken out of argv;
+ * 0 when absent. */
+static int model_layers(int model, int *argc, char **argv, long *layers, qsur_error *err)
+{
+    *layers = 0;
+    for (int i = 0; model && i < *argc; i++) {
+        if (strncmp(argv[i], "layers=", 7))
+            continue;
+        if (parse_long(argv[i] + 7, 1, 1L << 20, layers))
+            return qsur_fail(err, QSUR_ERR_ARG, "bad value in %s (expected layers=N, N >= 1)", argv[i]);
+        memmove(argv + i, argv + i + 1, (size_t)(*argc - i - 1) * sizeof *argv);
+        (*argc)--;
+        i--;
+    }
+    return QSUR_OK;
+}
+
+/* Appends " layers=N" to the canonical command when set. */
+static void canon_layers(char *canon, size_t n, long layers)
+{
+    if (layers > 0)
+        snprintf(canon + strlen(canon), n - strlen(canon), " layers=%ld", layers);
+}
+
 int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     qsur_gptq_opts o = qsur_gptq_default();
     int model = model_mode(&argc, &argv);
+    long nlayers = 0;
+    if (model_layers(model, &argc, argv, &nlayers, err))
+        return QSUR_ERR_ARG;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "act"))
             o.act_order = 1;
@@ -107,6 +134,8 @@ int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
         mo.gptq = o;
         char canon[96];
         snprintf(canon, sizeof canon, "gptq model%s damp=%.17g", o.act_order ? " act" : "", o.percdamp);
+        mo.layers = (int)nlayers;
+        canon_layers(canon, sizeof canon, nlayers);
         return model_wquant(s, &mo, canon, r, err);
     }
     session_log_as(s, "%s", ""); /* the layer mode changes nothing */
@@ -130,6 +159,9 @@ int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
     qsur_quantease_opts o = qsur_quantease_default();
     long sweeps;
     int model = model_mode(&argc, &argv);
+    long nlayers = 0;
+    if (model_layers(model, &argc, argv, &nlayers, err))
+        return QSUR_ERR_ARG;
     for (int i = 0; i < argc; i++) {
         if (!parse_long(argv[i], 1, 1000, &sweeps))
             o.sweeps = (int)sweeps;
@@ -149,6 +181,8 @@ int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
         char canon[128];
         snprintf(canon, sizeof canon, "quantease model %d outliers=%.17g init=%s", o.sweeps, o.outlier_frac,
                  o.init == QSUR_QE_INIT_GPTQ ? "gptq" : "rtn");
+        mo.layers = (int)nlayers;
+        canon_layers(canon, sizeof canon, nlayers);
         return model_wquant(s, &mo, canon, r, err);
     }
     session_log_as(s, "%s", "");
@@ -194,6 +228,9 @@ int cmd_awq(session *s, int argc, char **argv, report *r, qsur_error *err)
     qsur_awq_opts o = qsur_awq_default();
     long grid;
     int model = model_mode(&argc, &argv);
+    long nlayers = 0;
+    if (model_layers(model, &argc, argv, &nlayers, err))
+        return QSUR_ERR_ARG;
     if (argc > 1)
         return qsur_fail(err, QSUR_ERR_ARG, "usage: awq [model] [GRID]");
     if (argc == 1) {
@@ -205,8 +242,10 @@ int cmd_awq(session *s, int argc, char **argv, report *r, qsur_error *err)
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_AWQ;
         mo.awq = o;
-        char canon[64];
+        char canon[128];
         snprintf(canon, sizeof canon, "awq model %d", o.grid);
+        mo.layers = (int)nlayers;
+        canon_layers(canon, sizeof canon, nlayers);
         return model_wquant(s, &mo, canon, r, err);
     }
     session_log_as(s, "%s", "");
@@ -231,6 +270,9 @@ int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
     long v;
     int window = -1; /* model mode: 0 = sequential layer scope, K > 0 cross-layer */
     int model = model_mode(&argc, &argv);
+    long nlayers = 0;
+    if (model_layers(model, &argc, argv, &nlayers, err))
+        return QSUR_ERR_ARG;
     for (int i = 0; i < argc; i++) {
         if (!strncmp(argv[i], "steps=", 6) && !parse_long(argv[i] + 6, 0, 100000, &v))
             o.steps = (int)v;
@@ -265,6 +307,8 @@ int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
         char canon[128];
         snprintf(canon, sizeof canon, "cqe model steps=%d lr=%.17g band=%d rank=%lld window=0", o.steps, o.lr,
                  o.band, (long long)o.rank);
+        mo.layers = (int)nlayers;
+        canon_layers(canon, sizeof canon, nlayers);
         return model_wquant(s, &mo, canon, r, err);
     }
     session_log_as(s, "%s", "");

@@ -100,7 +100,7 @@ const command command_table[] = {
      "A table of every metric on the original layer and after its transforms, with the\n"
      "change, and the channel absmax bars of both states on one scale ('!' = outlier).",
      cmd_compare},
-    {"gptq", 0, 3, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [model] [act] [damp=P]",
+    {"gptq", 0, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [model [layers=N]] [act] [damp=P]",
      "GPTQ the current layer's weight on its activations (or every linear of the model)",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
      "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
@@ -109,10 +109,12 @@ const command command_table[] = {
      "`gptq model`: every linear of the model, sequentially: layer by layer, for each group of\n"
      "linears sharing an input ({wq,wk,wv} {wo} {w1,w3} {w2}) the calibration sequences (`calib`)\n"
      "are run again through the partly quantized model and the group is quantized on the captured\n"
-     "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.",
+     "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.\n"
+     "The forward stops after the group's block and keeps only its input: memory is one group's\n"
+     "input whatever the depth. layers=N: only the first N blocks (the others keep their form).",
      cmd_gptq},
-    {"quantease", 0, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, quantease_words,
-     "quantease [model] [SWEEPS] [outliers=P] [init=rtn|gptq]",
+    {"quantease", 0, 5, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, quantease_words,
+     "quantease [model [layers=N]] [SWEEPS] [outliers=P] [init=rtn|gptq]",
      "QuantEase coordinate descent on the current layer; objective per sweep",
      "Cyclic coordinate descent on ||XW^T - XQ^T||^2 with closed-form one-column updates\n"
      "(no matrix inversion), from RTN or GPTQ, SWEEPS passes (default 3); the objective\n"
@@ -120,14 +122,14 @@ const command command_table[] = {
      "updated jointly, and reports their memory overhead.\n"
      "`quantease model ...`: every linear, sequentially as `gptq model`.",
      cmd_quantease},
-    {"awq", 0, 2, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, awq_words, "awq [model] [GRID]",
+    {"awq", 0, 3, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, awq_words, "awq [model [layers=N]] [GRID]",
      "AWQ activation-aware channel scaling search on the current layer",
      "Searches s_j = mean|X_j|^a over a grid of GRID+1 exponents in [0,1] (default 20),\n"
      "quantizes W diag(s), unscales, and keeps the a with the lowest output error.\n"
      "`awq model [GRID]`: every linear, sequentially as `gptq model`; the scale stays inside\n"
      "the fake-quantized weight quant(W diag(s)) diag(1/s) (exact for weight-only quantization).",
      cmd_awq},
-    {"cqe", 0, 6, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, cqe_words,
+    {"cqe", 0, 7, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, cqe_words,
      "cqe [model] [steps=N] [lr=X] [band=B] [rank=R] [window=K]",
      "CQE+ on the current layer: learn a banded D in W' = U(S+D)V^T through the quantizer",
      "CQE+ (arXiv 2407.15508) in the SVD basis W = U S V^T (dgesdd): quantizes\n"
@@ -169,12 +171,16 @@ const command command_table[] = {
      "       of the session model (`set alpha|cube|qsur_method` apply; docs/ostquant.md).",
      cmd_ostquant},
 
-    {"export", 1, 6, CMD_LONG, COMPLETE_FILE, NULL,
-     "export DIR [format=hf|llama2c|both] [weights=fake|int] [eval=FILE] [seqs=N]",
+    {"export", 1, 8, CMD_LONG, COMPLETE_FILE, NULL,
+     "export DIR [format=hf|llama2c|both] [weights=fake|int] [eval=FILE] [seqs=N] [dtype=f32|f16|bf16] "
+     "[shard=SIZE]",
      "write the session model (fused, quantized) and a report into a new directory",
      "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the online\n"
      "         rotations (plan, seed), the activation/KV quantizers and the weight quantizer,\n"
      "         so `model load DIR` runs the same model (same perplexity).\n"
+     "         Written tensor by tensor; more than shard=SIZE (default 5GB; B, KB, MB, GB)\n"
+     "         goes to model-0000K-of-0000N.safetensors + model.safetensors.index.json.\n"
+     "         dtype= of the float tensors (default f32).\n"
      "llama2c  DIR/model.bin (weights only). both: all three.\n"
      "weights  fake: the fake-quantized values as F32; int: NAME.qweight (I8/U8 codes),\n"
      "         NAME.scales (F32), NAME.zeros (asymmetric) per linear (docs/export.md).\n"
@@ -236,22 +242,28 @@ const command command_table[] = {
      "load a Llama model (llama2.c file or HF directory), show it, or export it",
      "load     a llama2.c checkpoint (file) or a Hugging Face Llama directory (config.json +\n"
      "         safetensors; an `export` directory also restores its online rotations and\n"
-     "         activation/KV quantizers from the metadata, and dequantizes int weights). The model is the source of truth: its float weights are also put\n"
-     "         into the workspace under Meta names (layers.N.attention.wq, ...) so `layers`, `use`,\n"
-     "         `stats` work on them, and are copied there again after every command that changes\n"
-     "         them (rotate model, smoothquant). Layer-level transforms never change the model.\n"
+     "         activation/KV quantizers from the metadata, and dequantizes int weights). The model is the source of truth: its weights stay in the\n"
+     "         file's dtype, memory-mapped (docs/scale.md), and appear in the workspace as views\n"
+     "         under Meta names (layers.N.attention.wq, ...) so `layers`, `use`, `stats` work on\n"
+     "         them; a view becomes a float32 copy only when used, and the views are put again\n"
+     "         after every command that changes the weights (rotate model, smoothquant).\n"
+     "         Layer-level transforms never change the model.\n"
      "info     config, quantization, rotations, smoothing and calibration of the model\n"
      "save-hf  config.json + model.safetensors of the float weights (atomically; DIR is created)",
      cmd_model},
-    {"calib", 1, 5, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL,
-     "calib FILE [seqs=N] [seqlen=N] [max_tokens=N] [seed=N]",
+    {"calib", 1, 7, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL,
+     "calib FILE [seqs=N] [seqlen=N] [max_tokens=N] [seed=N] [layers=A-B] [only=NAME]",
      "capture the model's calibration activations into the workspace",
      "Runs seqs sequences of seqlen tokens of FILE (uint16 token stream; defaults 16 x 256)\n"
      "through the FLOAT model and stores the input of every linear as layers.N.attention.in,\n"
      "layers.N.attention.wo.in, layers.N.feed_forward.in, layers.N.feed_forward.w2.in (and K, V\n"
      "as layers.N.attention.k/v). max_tokens=N keeps a seeded random subset of token positions.\n"
      "`use layers.0.feed_forward.w2` then pairs the weight with its input. gptq/quantease/awq\n"
-     "model and smoothquant use these settings. Never calibrate on evaluation data.",
+     "model and smoothquant use these settings. Never calibrate on evaluation data.\n"
+     "layers=A-B (or N) keeps those layers only, and the forward stops after the last;\n"
+     "only=NAME one capture kind: a linear (layers.N.feed_forward.w2, its input), a kind\n"
+     "(feed_forward.w2.in: every layer of the range) or `current` (the selected layer).\n"
+     "The memory the capture takes is shown before it runs and reported.",
      cmd_calib},
     {"ppl", 1, 4, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N]",
      "perplexity of the model (with its current quantization) on a token file",

@@ -36,6 +36,7 @@
 #include "qsur/error.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
+#include "qsur/safetensors.h"
 #include "qsur/tensor.h"
 #include "qsur/workspace.h"
 
@@ -206,6 +207,19 @@ typedef struct {
 } qsur_llama_hf_save_opts;
 /* Hugging Face's default shard size (5 GB). */
 #define QSUR_HF_SHARD_BYTES ((int64_t)5000000000)
+/* HF config.json of c (atomically); dtype "F32", "F16" or "BF16". */
+int qsur_llama_write_config(const qsur_llama_config *c, const char *path, const char *dtype,
+                            qsur_error *err);
+/* Writes nt tensors into dir the way Hugging Face shards a checkpoint:
+ * model.safetensors, or model-0000K-of-0000N.safetensors files of at most
+ * shard_bytes (0: 5 GB) plus model.safetensors.index.json. put(ctx, i, w)
+ * streams the values of tensor i into w. Every file is complete before any
+ * takes its name; on failure nothing is left (a stale index or single file
+ * of an older checkpoint is removed on success). */
+int qsur_hf_write_sharded(const char *dir, const qsur_st_desc *d, int nt, int64_t shard_bytes,
+                          const char *const *meta_kv, int meta_count,
+                          int (*put)(void *ctx, int i, qsur_st_stream *w, qsur_error *err),
+                          void *ctx, const qsur_progress *prog, qsur_error *err);
 int qsur_llama_save_hf_ex(const qsur_llama *m, const char *dir,
                           const qsur_llama_hf_save_opts *opts, qsur_error *err);
 

@@ -70,6 +70,10 @@ int qsur_llama_linear_edit_end(qsur_llama_linear *l, int dtype, qsur_error *err)
  * Q), else as a float copy. Replaces the older quantized form. */
 int qsur_llama_linear_set_quant(qsur_llama_linear *l, const float *Q, const qsur_quant_spec *spec,
                                 qsur_error *err);
+/* The same when the method also gave its codes (GPTQ, QuantEase): packed
+ * from qw when qw decodes to Q, else as qsur_llama_linear_set_quant. */
+int qsur_llama_linear_set_quant_qw(qsur_llama_linear *l, const float *Q, const qsur_qweight *qw,
+                                   qsur_error *err);
 /* Round to nearest straight into packed codes (no float copy). */
 int qsur_llama_linear_quant_rtn(qsur_llama_linear *l, const qsur_quant_spec *spec,
                                 qsur_error *err);
