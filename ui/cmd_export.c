@@ -100,6 +100,9 @@ static int write_text(const char *path, const tbuf *b, qsur_error *err)
     return qsur_atomic_commit(&f, err);
 }
 
+/* The per-linear part of the report is skipped above this much capture. */
+#define QSUR_EXPORT_REPORT_MIB 1024
+
 /* Per linear: QSUR of its captured float input and of its weight, and the
  * layer output error with the model's quantized weights and activations. */
 typedef struct {
@@ -354,7 +357,15 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         orig->hooks.act = s->aq;
         orig->hooks.kv = s->kvq;
     }
-    if (!rc && ms->has_calib) {
+    /* the per-linear report captures every input of the model twice: only
+     * when that stays small (docs/scale.md) */
+    qsur_llama_capture_sel all = {0, m->cfg.n_layers, (1u << 6) - 1};
+    long long ntok = (long long)ms->calib_seqs * ms->calib_seqlen;
+    if (ms->calib_max_tokens > 0 && (ntok == 0 || ms->calib_max_tokens < ntok))
+        ntok = ms->calib_max_tokens;
+    double cap_mib = (double)qsur_llama_capture_bytes(m, &all, ntok) / (1 << 20);
+    int report_layers = cap_mib <= QSUR_EXPORT_REPORT_MIB;
+    if (!rc && ms->has_calib && report_layers) {
         rc = qsur_tokens_load(&ct, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
         have_calib = !rc;
         if (!rc)
@@ -427,7 +438,11 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
                 tb_printf(&md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", after[i].name, before[i].x_qsur,
                           after[i].x_qsur, before[i].w_qsur, after[i].w_qsur, before[i].out_err, after[i].out_err);
         } else {
-            tb_printf(&md, "No calibration activations (`calib FILE` before export).\n");
+            if (ms->has_calib)
+                tb_printf(&md, "Skipped: the captures would take %.0f MiB (more than %d; calibrate "
+                          "on fewer tokens for this report).\n", cap_mib, QSUR_EXPORT_REPORT_MIB);
+            else
+                tb_printf(&md, "No calibration activations (`calib FILE` before export).\n");
         }
         if (l2c && (rt.has_w2 || rt.has_qk || rt.act.bits < 16 || rt.kv.bits < 16))
             tb_printf(&md, "\nNote: model.bin (llama2.c) holds the weights only; the online rotations and the "
