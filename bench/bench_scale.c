@@ -59,6 +59,7 @@ static long long dir_bytes(const char *dir)
 static int run_qsur(const char *qsur, const char *cmds, long *rss_kb, double *secs)
 {
     double t0 = now();
+    fflush(stdout); /* or the child inherits what is buffered */
     pid_t pid = fork();
     if (pid == 0) {
         FILE *f = freopen("/dev/null", "w", stdout);

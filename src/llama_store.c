@@ -334,6 +334,19 @@ int qsur_llama_linear_set_quant(qsur_llama_linear *l, const float *Q, const qsur
     return QSUR_OK;
 }
 
+int qsur_llama_linear_unpack(qsur_llama_linear *l, qsur_error *err)
+{
+    if (!l->qp)
+        return QSUR_OK;
+    float *q = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float));
+    if (!q)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
+    qsur_llama_linear_forward_rows(l, 0, l->rows, q);
+    qsur_llama_linear_drop_quant(l);
+    l->wq = q;
+    return QSUR_OK;
+}
+
 int qsur_llama_linear_is_quantized(const qsur_llama_linear *l)
 {
     return l->qp != NULL || l->wq != NULL;

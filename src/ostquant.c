@@ -419,8 +419,7 @@ static void fuse_with(const qsur_ostquant *o, const fuse_scratch *f, qsur_llama 
         /* the float weights changed: a stale quantized copy must not be used */
         qsur_llama_linear *lins[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
         for (int i = 0; i < 7; i++) {
-            free(lins[i]->wq);
-            lins[i]->wq = NULL;
+            qsur_llama_linear_drop_quant(lins[i]);
         }
     }
 }

@@ -281,9 +281,10 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
                                         &teacher.layers[l].wo, &teacher.layers[l].w1, &teacher.layers[l].w2,
                                         &teacher.layers[l].w3};
             for (int i = 0; i < 7; i++)
-                ls[i]->wq = NULL;
+                ls[i]->wq = NULL, ls[i]->qp = NULL;
         }
         teacher.output.wq = NULL;
+        teacher.output.qp = NULL;
         rc = qsur_llama_tape_new(&tape, o->fm, B, T, err);
     }
     if (!rc)

@@ -820,9 +820,7 @@ int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, repor
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     }
     double t0 = qsur_seconds();
-    /* CQE+ cross-layer learning edits the model's float weights */
-    if (!(rc = qsur_llama_own_all(s->model, err)))
-        rc = qsur_cqe_cross(s->model, &t, &s->wq, o, rows, &s->progress, err);
+    rc = qsur_cqe_cross(s->model, &t, &s->wq, o, rows, &s->progress, err);
     qsur_tokens_free(&t);
     if (rc) {
         free(rows);

@@ -234,14 +234,16 @@ qsur_llama_linear *qsur_llama_linear_at(qsur_llama *m, int i);
 /* By Meta name ("layers.3.feed_forward.w2", or "output"); NULL if unknown. */
 qsur_llama_linear *qsur_llama_linear_find(qsur_llama *m, const char *name);
 
-/* Sets wq = Q(w) for every per-layer linear (embeddings and classifier stay
- * float, as in QuaRot/OSTQuant). All-or-nothing: on error or interruption the
- * previous wq copies are kept. */
+/* Sets wq = Q(w), float copies, for every per-layer linear (embeddings and
+ * classifier stay float, as in QuaRot/OSTQuant): for training paths that read
+ * wq (OSTQuant's fused model). All-or-nothing: on error or interruption the
+ * previous quantized forms are kept. */
 int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
                                 const qsur_progress *prog, qsur_error *err);
 /* Sets wq = Q(w) for one linear (replacing an older copy). */
-/* The same with a per-linear spec: spec_for(spec, cols) gives the quantizer of a
- * linear with cols input columns (e.g. a group size adapted to the width). */
+/* Round to nearest into packed codes (qsur/llama_store.h) with a per-linear
+ * spec: spec_for(spec, cols) gives the quantizer of a linear with cols input
+ * columns (e.g. a group size adapted to the width). All-or-nothing. */
 int qsur_llama_quantize_each(qsur_llama *m, const qsur_quant_spec *spec,
                              qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
                              const qsur_progress *prog, qsur_error *err);

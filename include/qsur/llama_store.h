@@ -77,6 +77,9 @@ int qsur_llama_linear_set_quant_qw(qsur_llama_linear *l, const float *Q, const q
 /* Round to nearest straight into packed codes (no float copy). */
 int qsur_llama_linear_quant_rtn(qsur_llama_linear *l, const qsur_quant_spec *spec,
                                 qsur_error *err);
+/* Packed codes -> the same values as a float copy wq (for methods that swap
+ * wq copies, e.g. CQE+ cross-layer). */
+int qsur_llama_linear_unpack(qsur_llama_linear *l, qsur_error *err);
 int qsur_llama_linear_is_quantized(const qsur_llama_linear *l);
 void qsur_llama_linear_drop_quant(qsur_llama_linear *l);
 void qsur_llama_packed_free(qsur_llama_packed *p);
