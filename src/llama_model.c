@@ -472,49 +472,36 @@ int qsur_llama_quantize_linear(qsur_llama_linear *l, const qsur_quant_spec *spec
     return qsur_llama_linear_quant_rtn(l, spec, err);
 }
 
-int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
-                                const qsur_progress *prog, qsur_error *err)
+/* A float copy wq = Q(w) of one linear (replacing its quantized form). */
+static int quant_float_copy(qsur_llama_linear *l, const qsur_quant_spec *spec, qsur_error *err)
 {
-    /* float copies: the training paths (OSTQuant's STE) read wq directly */
-    int n = qsur_llama_linear_count(m), rc = QSUR_OK;
-    qsur_llama_quant_stash old;
-    if ((rc = qsur_llama_quant_stash_take(m, &old, err)))
-        return rc;
-    for (int i = 0; i < n && !rc; i++) {
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        const float *w;
-        float *tmp = NULL, *q = NULL;
-        rc = qsur_quant_validate(spec, l->cols, err);
-        if (!rc && !(rc = qsur_llama_linear_weights_alloc(l, &w, &tmp, err)) &&
-            !(q = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float))))
-            rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
-        if (!rc)
-            rc = qsur_fake_quant(spec, w, l->rows, l->cols, q, NULL, err);
-        free(tmp);
-        if (rc)
-            free(q);
-        else
-            l->wq = q;
-        if (!rc)
-            rc = qsur_progress_tick(prog, (double)(i + 1) / n, "quantize weights", NAN, err);
-    }
+    const float *w;
+    float *tmp = NULL, *q = NULL;
+    int rc = qsur_llama_linear_weights_alloc(l, &w, &tmp, err);
+    if (!rc && !(q = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float))))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
+    if (!rc)
+        rc = qsur_fake_quant(spec, w, l->rows, l->cols, q, NULL, err);
+    free(tmp);
     if (rc) {
-        qsur_llama_quant_stash_put(m, &old);
+        free(q);
         return rc;
     }
-    for (int i = 0; i < old.n - 1; i++) {
-        free(old.wq[i]);
-        qsur_llama_packed_free(old.qp[i]);
-    }
-    m->output.wq = old.wq[old.n - 1];
-    m->output.qp = old.qp[old.n - 1];
-    free(old.wq), free(old.qp);
+    qsur_llama_linear_drop_quant(l);
+    l->wq = q;
     return QSUR_OK;
 }
 
-int qsur_llama_quantize_each(qsur_llama *m, const qsur_quant_spec *spec,
-                             qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
-                             const qsur_progress *prog, qsur_error *err)
+static qsur_quant_spec same_spec(const qsur_quant_spec *spec, int64_t cols)
+{
+    (void)cols;
+    return *spec;
+}
+
+/* RTN of every per-layer linear, packed or as float copies; all-or-nothing. */
+static int quantize_all(qsur_llama *m, const qsur_quant_spec *spec,
+                        qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
+                        int packed, const qsur_progress *prog, qsur_error *err)
 {
     int n = qsur_llama_linear_count(m), rc = QSUR_OK;
     for (int i = 0; i < n && !rc; i++) {
@@ -529,23 +516,30 @@ int qsur_llama_quantize_each(qsur_llama *m, const qsur_quant_spec *spec,
     for (int i = 0; i < n && !rc; i++) {
         qsur_llama_linear *l = qsur_llama_linear_at(m, i);
         qsur_quant_spec q = spec_for(spec, l->cols);
-        rc = qsur_llama_linear_quant_rtn(l, &q, err);
+        rc = packed ? qsur_llama_linear_quant_rtn(l, &q, err) : quant_float_copy(l, &q, err);
         if (!rc)
             rc = qsur_progress_tick(prog, (double)(i + 1) / n, "quantize weights", NAN, err);
     }
-    if (rc) {
+    /* keep the new forms (the classifier's stays as it was), or the old */
+    if (rc)
         qsur_llama_quant_stash_put(m, &old);
-        return rc;
-    }
-    /* keep the new forms; free the old (the classifier's stays as it was) */
-    for (int i = 0; i < old.n - 1; i++) {
-        free(old.wq[i]);
-        qsur_llama_packed_free(old.qp[i]);
-    }
-    m->output.wq = old.wq[old.n - 1];
-    m->output.qp = old.qp[old.n - 1];
-    free(old.wq), free(old.qp);
-    return QSUR_OK;
+    else
+        qsur_llama_quant_stash_drop(m, &old);
+    return rc;
+}
+
+int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
+                                const qsur_progress *prog, qsur_error *err)
+{
+    /* float copies: the training paths (OSTQuant's STE) read wq directly */
+    return quantize_all(m, spec, same_spec, 0, prog, err);
+}
+
+int qsur_llama_quantize_each(qsur_llama *m, const qsur_quant_spec *spec,
+                             qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
+                             const qsur_progress *prog, qsur_error *err)
+{
+    return quantize_all(m, spec, spec_for, 1, prog, err);
 }
 
 void qsur_llama_dequantize_weights(qsur_llama *m)

@@ -407,6 +407,21 @@ void qsur_llama_quant_stash_put(qsur_llama *m, qsur_llama_quant_stash *st)
     st->wq = NULL, st->qp = NULL, st->n = 0;
 }
 
+void qsur_llama_quant_stash_drop(qsur_llama *m, qsur_llama_quant_stash *st)
+{
+    for (int i = 0; i < st->n - 1; i++) {
+        free(st->wq[i]);
+        qsur_llama_packed_free(st->qp[i]);
+    }
+    if (st->n) {
+        qsur_llama_linear_drop_quant(&m->output);
+        m->output.wq = st->wq[st->n - 1];
+        m->output.qp = st->qp[st->n - 1];
+    }
+    free(st->wq), free(st->qp);
+    st->wq = NULL, st->qp = NULL, st->n = 0;
+}
+
 static void linear_use(const qsur_llama_linear *l, qsur_llama_memory *u)
 {
     int64_t n = l->rows * l->cols;

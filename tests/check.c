@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "check.h"
 
@@ -82,4 +83,23 @@ const char *check_tmpdir(void)
         }
     }
     return buf;
+}
+
+const char *check_subdir(const char *name)
+{
+    static char buf[4200];
+    snprintf(buf, sizeof buf, "%s/%s", check_tmpdir(), name);
+    mkdir(buf, 0755);
+    return buf;
+}
+
+void check_write_text(const char *dir, const char *file, const char *text)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    FILE *f = fopen(p, "w");
+    if (!f)
+        return;
+    fputs(text, f);
+    fclose(f);
 }

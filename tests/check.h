@@ -20,6 +20,10 @@ const char *check_source(const char *rel);
 /* A fresh temporary directory for this test (created once, removed by nobody:
  * it lives under $TMPDIR so CI machines throw it away). */
 const char *check_tmpdir(void);
+/* check_tmpdir()/name, created; static buffer, one at a time. */
+const char *check_subdir(const char *name);
+/* Writes text to dir/file (a test fails later when it is missing). */
+void check_write_text(const char *dir, const char *file, const char *text);
 
 /* Test data: splitmix64 + Box-Muller, deliberately separate from the engine's
  * qsur_rng so that a bug there cannot shape the data that tests it. One stream

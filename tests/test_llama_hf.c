@@ -73,22 +73,8 @@ static double max_rel(const float *a, const float *b, int64_t n)
     return d / s;
 }
 
-static const char *subdir(const char *name)
-{
-    static char buf[1024];
-    snprintf(buf, sizeof buf, "%s/%s", check_tmpdir(), name);
-    mkdir(buf, 0755);
-    return buf;
-}
-
-static void write_text(const char *dir, const char *file, const char *text)
-{
-    char p[1200];
-    snprintf(p, sizeof p, "%s/%s", dir, file);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-}
+#define subdir check_subdir
+#define write_text check_write_text
 
 /* HF's Llama attention RoPE: q' = q cos + rotate_half(q) sin with
  * rotate_half(x) = (-x2, x1) on the halves, frequency index i for both

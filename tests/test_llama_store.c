@@ -21,24 +21,8 @@
 
 enum { DIM = 64, HID = 96, NL = 2, NH = 4, NKV = 2, VOC = 50, SEQ = 16, NSEQ = 3 };
 
-static const char *subdir(const char *name)
-{
-    static char buf[1024];
-    snprintf(buf, sizeof buf, "%s/%s", check_tmpdir(), name);
-    mkdir(buf, 0755);
-    return buf;
-}
-
-static void write_text(const char *dir, const char *name, const char *text)
-{
-    char p[1200];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
+#define subdir check_subdir
+#define write_text check_write_text
 
 /* A random untied float model (qsur_llama_new owns float weights). */
 static qsur_llama *random_model(void)

@@ -96,6 +96,9 @@ typedef struct {
 } qsur_llama_quant_stash;
 int qsur_llama_quant_stash_take(qsur_llama *m, qsur_llama_quant_stash *st, qsur_error *err);
 void qsur_llama_quant_stash_put(qsur_llama *m, qsur_llama_quant_stash *st);
+/* Keeps the per-layer linears' new forms (frees the stashed ones); the
+ * classifier gets its stashed form back. */
+void qsur_llama_quant_stash_drop(qsur_llama *m, qsur_llama_quant_stash *st);
 
 /* What the model holds, in bytes. */
 typedef struct {
