@@ -7,7 +7,8 @@
  * header declares it, the library lacks the symbol. The conversion's share of
  * the time is printed instead.)
  *
- *   bench_scale steps QSUR DIR CALIB EVAL OUTDIR   the five steps on DIR
+ *   bench_scale steps QSUR DIR CALIB EVAL OUTDIR [ONLY]   the five steps on DIR
+ *                  (ONLY: a subset such as load,calib,export)
  *   bench_scale throughput DIR EVAL [THREADS]      ppl GFLOP/s vs sgemm peak
  *
  * steps: model load; ppl 1 x 512; calib of one down_proj's input on 2 x 512
@@ -79,9 +80,12 @@ static int run_qsur(const char *qsur, const char *cmds, long *rss_kb, double *se
 static int steps(int argc, char **argv)
 {
     if (argc < 7) {
-        fprintf(stderr, "usage: bench_scale steps QSUR DIR CALIB EVAL OUTDIR\n");
+        fprintf(stderr, "usage: bench_scale steps QSUR DIR CALIB EVAL OUTDIR [ONLY]\n");
         return 2;
     }
+    /* ONLY: some of load,ppl,calib,gptq,export (default: all) */
+    const char *only = argc > 7 ? argv[7] : "load,ppl,calib,gptq,export";
+    static const char *const keys[5] = {"load", "ppl", "calib", "gptq", "export"};
     const char *qsur = argv[2], *dir = argv[3], *calib = argv[4], *eval = argv[5], *out = argv[6];
     long long bytes = dir_bytes(dir);
     printf("checkpoint %s: %.2f GiB of safetensors; budget per step %.2f GiB (+3 GiB)\n", dir,
@@ -106,6 +110,8 @@ static int steps(int argc, char **argv)
     st[4].name = "export (bf16, 5 GB shards)";
     int bad = 0;
     for (int i = 0; i < 5; i++) {
+        if (!strstr(only, keys[i]))
+            continue;
         long rss = 0;
         double secs = 0;
         int rc = run_qsur(qsur, st[i].cmds, &rss, &secs);
