@@ -2,7 +2,9 @@
 # Installs the Debian 12 packages qsur needs to build and test, when any is missing.
 # Used by the README's first command and by tests/run_all.sh (and so by CI).
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libncurses-dev libreadline-dev tmux)
+# clang + libclang-rt-14-dev: libFuzzer for tests/fuzz/run.sh; llvm: llvm-symbolizer for its stack traces
+pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libncurses-dev libreadline-dev tmux
+      clang libclang-rt-14-dev llvm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
