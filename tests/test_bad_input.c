@@ -305,6 +305,15 @@ int main(void)
     fclose(f);
     free(ok.b);
     CHECK(qsur_load_file(&ws, path, NULL, NULL, &err) == 1);
+    /* well-formed UTF-8 names (2- and 4-byte sequences) still load */
+    ok = st("{\"caf\xc3\xa9\xf0\x9f\x98\x80\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, 2);
+    snprintf(path, sizeof path, "%s/utf8.safetensors", dir);
+    f = fopen(path, "wb");
+    fwrite(ok.b, 1, ok.n, f);
+    fclose(f);
+    free(ok.b);
+    CHECK_MSG(qsur_load_file(&ws, path, NULL, NULL, &err) == 1, "%s", err.msg);
+    CHECK(qsur_workspace_find(&ws, "caf\xc3\xa9\xf0\x9f\x98\x80") != NULL);
     ok = l2c(good, 0, 0.01f);
     snprintf(path, sizeof path, "%s/good.bin", dir);
     f = fopen(path, "wb");
@@ -312,7 +321,7 @@ int main(void)
     fclose(f);
     free(ok.b);
     CHECK_MSG(qsur_load_file(&ws, path, "g.", NULL, &err) == 11, "%s", err.msg);
-    CHECK(ws.count == 13 && qsur_workspace_find(&ws, "good") &&
+    CHECK(ws.count == 14 && qsur_workspace_find(&ws, "good") &&
           qsur_workspace_find(&ws, "a") && qsur_workspace_find(&ws, "g.norm"));
     qsur_workspace_clear(&ws);
     printf("%d malformed files checked\n", nc);

@@ -39,7 +39,7 @@ foreach(src ${QSUR_FUZZ_TARGETS})
   target_link_libraries(replay_${name} PRIVATE qsur_fuzz_common)
   add_test(NAME fuzz_corpus_${name} COMMAND replay_${name} ${QSUR_FUZZ_DIR}/corpus/${name}
            WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
-  set_tests_properties(fuzz_corpus_${name} PROPERTIES ENVIRONMENT "${QSUR_TEST_ENV}" TIMEOUT 300 LABELS fast)
+  set_tests_properties(fuzz_corpus_${name} PROPERTIES ENVIRONMENT "${QSUR_TEST_ENV}" TIMEOUT 300 LABELS "fast;fuzz")
   if(QSUR_FUZZ)
     add_executable(fuzz_${name} ${src})
     target_compile_options(fuzz_${name} PRIVATE ${QSUR_FUZZ_FLAGS})
