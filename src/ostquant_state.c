@@ -243,21 +243,32 @@ static int m_real(const qsur_safetensors *st, const char *k, double lo, double h
     return rc;
 }
 
-/* A decimal integer literal (what save writes: no exponent, no fraction, no
- * hex), parsed as an integer so that no value reaches a float-to-int cast. */
-static int m_i64(const qsur_safetensors *st, const char *k, int64_t lo, int64_t hi, int64_t *x, qsur_error *err)
+/* A decimal integer literal (what save writes: digits after an optional '-';
+ * no exponent, fraction or hex), parsed as an integer so that no value
+ * reaches a float-to-int cast. Returns 0 with its sign and magnitude, or -1. */
+static int m_integer(const qsur_safetensors *st, const char *k, const char **v, int *neg,
+                     unsigned long long *mag, qsur_error *err)
 {
-    const char *v;
-    int rc = m_str(st, k, &v, err);
-    if (rc)
-        return rc;
+    if (m_str(st, k, v, err))
+        return -1;
+    *neg = (*v)[0] == '-';
+    const char *d = *v + *neg;
     char *end;
     errno = 0;
-    long long n = strtoll(v, &end, 10);
-    int digits = (v[0] >= '0' && v[0] <= '9') || (v[0] == '-' && v[1] >= '0' && v[1] <= '9');
-    if (!digits || *end || errno == ERANGE || n < lo || n > hi)
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not an integer in [%lld, %lld]",
-                         st->path, k, v, (long long)lo, (long long)hi);
+    *mag = strtoull(d, &end, 10);
+    return d[0] >= '0' && d[0] <= '9' && !*end && errno != ERANGE ? 0 : -1;
+}
+
+static int m_i64(const qsur_safetensors *st, const char *k, int64_t lo, int64_t hi, int64_t *x, qsur_error *err)
+{
+    const char *v = NULL;
+    int neg = 0;
+    unsigned long long mag = 0;
+    int bad = m_integer(st, k, &v, &neg, &mag, err) || mag > (unsigned long long)INT64_MAX;
+    int64_t n = bad ? 0 : neg ? -(int64_t)mag : (int64_t)mag;
+    if (bad || n < lo || n > hi)
+        return v ? qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not an integer in [%lld, %lld]",
+                             st->path, k, v, (long long)lo, (long long)hi) : QSUR_ERR_FORMAT;
     *x = n;
     return QSUR_OK;
 }
@@ -271,20 +282,16 @@ static int m_int(const qsur_safetensors *st, const char *k, int lo, int hi, int 
     return rc;
 }
 
-/* The seed is a full uint64: decimal digits only (strtoull would take "-1"). */
+/* The seed is a full uint64 (strtoull alone would take "-1"). */
 static int m_u64(const qsur_safetensors *st, const char *k, uint64_t *x, qsur_error *err)
 {
-    const char *v;
-    int rc = m_str(st, k, &v, err);
-    if (rc)
-        return rc;
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (!(v[0] >= '0' && v[0] <= '9') || *end || errno == ERANGE)
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not an integer in [0, 2^64)",
-                         st->path, k, v);
-    *x = n;
+    const char *v = NULL;
+    int neg = 0;
+    unsigned long long mag = 0;
+    if (m_integer(st, k, &v, &neg, &mag, err) || (neg && mag))
+        return v ? qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not an integer in [0, 2^64)",
+                             st->path, k, v) : QSUR_ERR_FORMAT;
+    *x = mag;
     return QSUR_OK;
 }
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "fuzz.h"
 
@@ -114,4 +115,19 @@ qsur_llama *fuzz_tiny_model(void)
             m->layers[l].attention_norm[d] = m->layers[l].ffn_norm[d] = 1.0f;
     }
     return m;
+}
+
+const char *fuzz_tiny_hf_dir(const char *sub, const char *dtype)
+{
+    static char dir[4200];
+    snprintf(dir, sizeof dir, "%s/%s", fuzz_dir(), sub);
+    mkdir(dir, 0700);
+    qsur_llama *m = fuzz_tiny_model();
+    qsur_error err;
+    if (qsur_llama_save_hf(m, dir, dtype, &err)) {
+        fprintf(stderr, "fuzz: %s\n", err.msg);
+        abort();
+    }
+    qsur_llama_free(m);
+    return dir;
 }

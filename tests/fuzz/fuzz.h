@@ -47,5 +47,8 @@ void fuzz_assert(int cond, const char *what);
 /* The tiny model the model-level targets load into: dim 16, hidden 32, one
  * layer, 2 heads, 2 kv heads, vocab 32, seq_len 16, deterministic weights. */
 qsur_llama *fuzz_tiny_model(void);
+/* fuzz_dir()/sub holding the tiny model as a Hugging Face directory
+ * (config.json, model.safetensors in dtype); static buffer. */
+const char *fuzz_tiny_hf_dir(const char *sub, const char *dtype);
 
 #endif

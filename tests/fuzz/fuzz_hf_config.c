@@ -1,22 +1,13 @@
 /* Hugging Face config.json: the input is the config of a directory whose
  * model.safetensors holds the tiny model, so a config that matches it loads. */
 #include <stdio.h>
-#include <sys/stat.h>
 #include "fuzz.h"
 
 static char dir[4200];
 
 FUZZ_INIT
 {
-    snprintf(dir, sizeof dir, "%s/hf", fuzz_dir());
-    mkdir(dir, 0700);
-    qsur_llama *m = fuzz_tiny_model();
-    qsur_error err;
-    if (qsur_llama_save_hf(m, dir, "F32", &err)) {
-        fprintf(stderr, "fuzz: %s\n", err.msg);
-        __builtin_trap();
-    }
-    qsur_llama_free(m);
+    snprintf(dir, sizeof dir, "%s", fuzz_tiny_hf_dir("hf", "F32"));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

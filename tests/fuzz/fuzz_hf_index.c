@@ -2,22 +2,13 @@
  * the tiny model's config.json and model.safetensors (shard names are files
  * of that directory, so a weight_map naming model.safetensors loads). */
 #include <stdio.h>
-#include <sys/stat.h>
 #include "fuzz.h"
 
 static char dir[4200];
 
 FUZZ_INIT
 {
-    snprintf(dir, sizeof dir, "%s/hfi", fuzz_dir());
-    mkdir(dir, 0700);
-    qsur_llama *m = fuzz_tiny_model();
-    qsur_error err;
-    if (qsur_llama_save_hf(m, dir, "BF16", &err)) {
-        fprintf(stderr, "fuzz: %s\n", err.msg);
-        __builtin_trap();
-    }
-    qsur_llama_free(m);
+    snprintf(dir, sizeof dir, "%s", fuzz_tiny_hf_dir("hfi", "BF16"));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

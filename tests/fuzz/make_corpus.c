@@ -122,14 +122,11 @@ static void llama2c_seeds(qsur_llama *m)
     qsur_workspace_clear(&ws);
 }
 
-static void hf_seeds(qsur_llama *m)
+static void hf_seeds(void)
 {
     qsur_error err;
-    char dir[4200], p[4300];
-    snprintf(dir, sizeof dir, "%s/hf", fuzz_dir());
-    mkdir(dir, 0700);
-    if (qsur_llama_save_hf(m, dir, "F32", &err))
-        die("save_hf", &err);
+    char p[4300];
+    const char *dir = fuzz_tiny_hf_dir("hf", "F32");
     snprintf(p, sizeof p, "%s/config.json", dir);
     put_file("hf_config", "tiny", p);
     put_str("hf_config", "gqa-theta",
@@ -237,7 +234,7 @@ int main(int argc, char **argv)
     npy_seeds();
     safetensors_seeds();
     llama2c_seeds(m);
-    hf_seeds(m);
+    hf_seeds();
     ostquant_seeds(m);
     token_seeds();
     text_seeds();
