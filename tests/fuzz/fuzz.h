@@ -37,9 +37,11 @@ const char *fuzz_write(const char *name, const uint8_t *data, size_t size);
 /* A NUL-terminated copy of the input (caller frees). */
 char *fuzz_string(const uint8_t *data, size_t size);
 
-/* The contract for every parser: on failure a one-line message that is not
- * empty; anything else aborts (so the fuzzer reports it as a crash). With
- * QSUR_FUZZ_VERBOSE set, prints "accepted" or the message of each call. */
+/* The contract for every parser: on failure a message that is not empty;
+ * anything else aborts (so the fuzzer reports it as a crash). Messages may
+ * quote names from the input, control characters included: the UI escapes
+ * them when it prints (one line on the screen). With QSUR_FUZZ_VERBOSE set,
+ * prints "accepted" or the message of each call. */
 void fuzz_check_error(int rc, const qsur_error *err);
 /* abort() with a message when cond is false. */
 void fuzz_assert(int cond, const char *what);
