@@ -427,11 +427,14 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
     if (!rc)
         rc = m_real(st, "lr_scale", 0, 1e6, &op.lr_scale, err);
     if (!rc && !(rc = m_str(st, "loss", &v, err))) {
-        if (!strcmp(v, "ce") || !strcmp(v, "mse") || !strcmp(v, "kltop"))
-            op.loss = !strcmp(v, "ce") ? QSUR_OSTQ_CE : !strcmp(v, "mse") ? QSUR_OSTQ_MSE : QSUR_OSTQ_KLTOP;
-        else
+        int l = QSUR_OSTQ_KLTOP;
+        while (l <= QSUR_OSTQ_MSE && strcmp(v, qsur_ostquant_loss_name((qsur_ostquant_loss)l)))
+            l++;
+        if (l > QSUR_OSTQ_MSE)
             rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"loss\" = \"%s\" (expected kltop, ce or mse)",
                            path, v);
+        else
+            op.loss = (qsur_ostquant_loss)l;
     }
     /* the ranges of the command's options (and what save can write) */
     static const struct { const char *key; int lo, hi; } ik[] = {
