@@ -222,6 +222,120 @@ static void text_seeds(void)
     put_str("script", "continued", "demo 0.6 \\\n4 \\\n");
 }
 
+/* ---- tokenizer files (target tokenizer: byte 0 even = tokenizer.json, odd =
+ * tokenizer.bin with a 2-byte vocabulary hint) ---- */
+
+/* Appends s as a JSON string (ASCII only: everything else as \u escapes of
+ * its code points, which are < 0x800 here). */
+static size_t json_str(char *o, const unsigned *cps, int n)
+{
+    size_t k = 0;
+    o[k++] = '"';
+    for (int i = 0; i < n; i++) {
+        unsigned c = cps[i];
+        if (c == '"' || c == '\\')
+            k += (size_t)sprintf(o + k, "\\%c", (char)c);
+        else if (c < 0x20 || c >= 0x7f)
+            k += (size_t)sprintf(o + k, "\\u%04x", c);
+        else
+            o[k++] = (char)c;
+    }
+    o[k++] = '"';
+    return k;
+}
+
+/* GPT-2's byte -> printable code point map (bytes_to_unicode). */
+static unsigned byte_cp(int b)
+{
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))
+        return (unsigned)b;
+    int n = 0;
+    for (int x = 0; x < b; x++)
+        n += !((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255));
+    return 256u + (unsigned)n;
+}
+
+static void tokenizer_seeds(void)
+{
+    static char js[1 << 16];
+    size_t k = 0;
+    js[k++] = 0; /* kind: tokenizer.json */
+    static const char regex[] =
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+        "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    unsigned cps[256];
+    int n = 0;
+    for (const char *p = regex; *p; p++)
+        cps[n++] = (unsigned char)*p;
+    k += (size_t)sprintf(js + k, "{\"added_tokens\": [{\"id\": 259, \"content\": \"<|begin_of_text|>\", "
+                                 "\"special\": true}],\n \"normalizer\": null,\n \"pre_tokenizer\": {\"type\": "
+                                 "\"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": ");
+    k += json_str(js + k, cps, n);
+    k += (size_t)sprintf(js + k, "}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", "
+                                 "\"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": false}]},\n"
+                                 " \"decoder\": {\"type\": \"ByteLevel\"},\n \"model\": {\"type\": \"BPE\", "
+                                 "\"ignore_merges\": true, \"vocab\": {");
+    for (int b = 0; b < 256; b++) {
+        unsigned c = byte_cp(b);
+        k += json_str(js + k, &c, 1);
+        k += (size_t)sprintf(js + k, ": %d, ", b);
+    }
+    unsigned gt[2] = {byte_cp(' '), 't'}, he[2] = {'h', 'e'}, the[3] = {byte_cp(' '), 't', 'h'};
+    k += json_str(js + k, gt, 2);
+    k += (size_t)sprintf(js + k, ": 256, ");
+    k += json_str(js + k, he, 2);
+    k += (size_t)sprintf(js + k, ": 257, ");
+    k += json_str(js + k, the, 3);
+    k += (size_t)sprintf(js + k, ": 258},\n \"merges\": [");
+    k += json_str(js + k, (unsigned[]){byte_cp(' '), ' ', 't'}, 3);
+    k += (size_t)sprintf(js + k, ", \"h e\", ");
+    k += json_str(js + k, (unsigned[]){byte_cp(' '), 't', ' ', 'h'}, 4);
+    k += (size_t)sprintf(js + k, "]}}\n");
+    put("tokenizer", "json-byte-level", js, k);
+
+    /* SentencePiece kind: Prepend/Replace normalizer, byte fallback, Fuse and Strip decoder */
+    static const char sp[] =
+        "\x02{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true}, {\"id\": 1, \"content\": "
+        "\"<s>\", \"special\": true}],\n \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": "
+        "\"Prepend\", \"prepend\": \"\\u2581\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, "
+        "\"content\": \"\\u2581\"}]},\n \"pre_tokenizer\": null,\n \"decoder\": {\"type\": \"Sequence\", "
+        "\"decoders\": [{\"type\": \"Replace\", \"pattern\": {\"String\": \"\\u2581\"}, \"content\": \" \"}, "
+        "{\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, "
+        "\"stop\": 0}]},\n \"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0, "
+        "\"<s>\": 1, \"<0x41>\": 2, \"<0xC3>\": 3, \"<0xA9>\": 4, \"\\u2581\": 5, \"t\": 6, \"h\": 7, \"e\": 8, "
+        "\"\\u2581t\": 9, \"he\": 10, \"\\u2581the\": 11},\n \"merges\": [\"\\u2581 t\", \"h e\", \"\\u2581t he\"]}}\n";
+    put("tokenizer", "json-sentencepiece", sp, sizeof sp - 1);
+
+    /* llama2.c tokenizer.bin: max_token_length, then (score, length, bytes) per
+     * id: <unk> <s> </s>, the 256 byte tokens <0xXX>, then a few merges */
+    static unsigned char bin[1 << 14];
+    const char *extra[] = {" t", "he", " the", "e", " "};
+    int nb = 0, vocab = 3 + 256 + 5;
+    bin[0] = 3; /* hint: vocab (set below), kind odd */
+    bin[1] = (unsigned char)vocab;
+    bin[2] = (unsigned char)(vocab >> 8);
+    nb = 3;
+    int32_t maxlen = 6;
+    memcpy(bin + nb, &maxlen, 4);
+    nb += 4;
+    for (int i = 0; i < vocab; i++) {
+        char s[16];
+        if (i < 3)
+            snprintf(s, sizeof s, "%s", i == 0 ? "<unk>" : i == 1 ? "\n<s>\n" : "\n</s>\n");
+        else if (i < 259)
+            snprintf(s, sizeof s, "<0x%02X>", i - 3);
+        else
+            snprintf(s, sizeof s, "%s", extra[i - 259]);
+        float score = i < 259 ? 0.0f : -(float)(i - 259);
+        int32_t len = (int32_t)strlen(s);
+        memcpy(bin + nb, &score, 4);
+        memcpy(bin + nb + 4, &len, 4);
+        memcpy(bin + nb + 8, s, (size_t)len);
+        nb += 8 + len;
+    }
+    put("tokenizer", "bin-llama2c", bin, (size_t)nb);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -238,6 +352,7 @@ int main(int argc, char **argv)
     ostquant_seeds(m);
     token_seeds();
     text_seeds();
+    tokenizer_seeds();
     qsur_llama_free(m);
     return 0;
 }

@@ -46,10 +46,19 @@ run_one() { # NAME: fuzz it into $work/NAME (new inputs, crashes, log)
   echo $? > "$dir/rc"
 }
 
+built=()
+for t in "${targets[@]}"; do
+  [ -f "tests/fuzz/fuzz_$t.c" ] || { echo "no target $t (tests/fuzz/fuzz_$t.c)"; exit 2; }
+  if [ -x "$build/fuzz_$t" ]; then
+    built+=("$t")
+  else # fuzz.cmake skips a target whose engine header is not in the tree yet
+    echo "$t: skipped (not built: the engine header it includes is not in this tree)"
+  fi
+done
+targets=("${built[@]}")
 echo "== fuzz ${#targets[@]} targets, ${secs} s each, $jobs at a time"
 running=0
 for t in "${targets[@]}"; do
-  [ -f "tests/fuzz/fuzz_$t.c" ] || { echo "no target $t (tests/fuzz/fuzz_$t.c)"; exit 2; }
   run_one "$t" &
   running=$((running + 1))
   if [ "$running" -ge "$jobs" ]; then
