@@ -131,3 +131,16 @@ const char *fuzz_tiny_hf_dir(const char *sub, const char *dtype)
     qsur_llama_free(m);
     return dir;
 }
+
+void fuzz_load_hf(const char *dir, const char *file, const uint8_t *data, size_t size)
+{
+    char name[4200];
+    snprintf(name, sizeof name, "%s/%s", dir + strlen(fuzz_dir()) + 1, file);
+    fuzz_write(name, data, size);
+    qsur_llama *m = NULL;
+    qsur_error err;
+    int rc = qsur_llama_load_hf(&m, dir, NULL, &err);
+    fuzz_check_error(rc, &err);
+    fuzz_assert((rc == QSUR_OK) == (m != NULL), "a model exactly on success");
+    qsur_llama_free(m);
+}

@@ -52,5 +52,7 @@ qsur_llama *fuzz_tiny_model(void);
 /* fuzz_dir()/sub holding the tiny model as a Hugging Face directory
  * (config.json, model.safetensors in dtype); static buffer. */
 const char *fuzz_tiny_hf_dir(const char *sub, const char *dtype);
+/* Writes the input as dir/file (dir from fuzz_tiny_hf_dir) and loads dir. */
+void fuzz_load_hf(const char *dir, const char *file, const uint8_t *data, size_t size);
 
 #endif
