@@ -9,12 +9,17 @@ set -u
 GEN="$(dirname "$QSUR_BIN")/make_checkpoint"
 D=${QSUR_SHARED:-../shared}/data
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+# Llama-3's vocabulary needs 32-bit token ids: the same streams as .u32
+for f in calib eval; do
+  perl -e 'local $/; my $d = <STDIN>; print pack("V*", unpack("v*", $d))' \
+    < "$D/stories260K.$f.u16" > "$T/$f.u32"
+done
 ppl_of() { grep -o '"ppl": *[0-9.e+-]*' "$1" | head -1 | sed 's/.*: *//'; }
 for shape in tiny llama2-7b llama3-8b; do
   "$GEN" "$shape" "$T/$shape" layers=2 shard=1000000000 > "$T/gen.txt" 2>&1
   expect_grep "2 layers, BF16" "$T/gen.txt" "$shape: generated"
-  "$QSUR_BIN" --json -c "model load $T/$shape; ppl $D/stories260K.eval.u16 seqs=1 seqlen=64;
-    calib $D/stories260K.calib.u16 seqs=2 seqlen=64 only=layers.1.feed_forward.w2;
+  "$QSUR_BIN" --json -c "model load $T/$shape; ppl $T/eval.u32 seqs=1 seqlen=64;
+    calib $T/calib.u32 seqs=2 seqlen=64 only=layers.1.feed_forward.w2;
     use layers.1.feed_forward.w2; error" > "$T/out.json" 2> "$T/err.txt"
   expect_eq "$?" "0" "$shape: load, ppl, calib, use, error ($(head -c 300 "$T/err.txt"))"
   expect_grep '"n_layers":2' "$T/out.json" "$shape: 2 layers"
