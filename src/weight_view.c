@@ -3,6 +3,6 @@
 
 qsur_weight_view qsur_llama_linear_view(const qsur_llama_linear *l)
 {
-    qsur_weight_view v = {l->wq ? l->wq : l->w, QSUR_DT_F32, l->rows, l->cols};
+    qsur_weight_view v = {l->wq ? l->wq : l->w, QSUR_DTYPE_F32, l->rows, l->cols};
     return v;
 }

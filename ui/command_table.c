@@ -5,7 +5,7 @@
 #include "commands.h"
 
 static const char *const set_words[] = {"format", "errexit", "echo", "color", "outlier_k", "alpha",
-                                        "cube", "qsur_method", "bins", "error_tokens", "seed", NULL};
+                                        "cube", "qsur_method", "bins", "error_tokens", "seed", "device", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
@@ -253,11 +253,13 @@ const command command_table[] = {
      "`use layers.0.feed_forward.w2` then pairs the weight with its input. gptq/quantease/awq\n"
      "model and smoothquant use these settings. Never calibrate on evaluation data.",
      cmd_calib},
-    {"ppl", 1, 4, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N]",
+    {"ppl", 1, 5, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N] [dtype=bf16|fp32]",
      "perplexity of the model (with its current quantization) on a token file",
      "Splits FILE (uint16 tokens) into sequences of seqlen (default 256), scores every next\n"
      "token of the first seqs sequences (default all) with the model as it is: quantized weights,\n"
-     "activation and KV quantization, online rotations. Ctrl-C stops it.",
+     "activation and KV quantization, online rotations. Ctrl-C stops it.\n"
+     "On the GPU (`set device`), the model is uploaded for the command; dtype=bf16 (default)\n"
+     "runs bf16 GEMMs with fp32 accumulation, dtype=fp32 matches the CPU to ~1e-7.",
      cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",
@@ -287,6 +289,7 @@ const command command_table[] = {
      "                        layer: eig-double (dsyevd, default), eig-float (ssyevd, ~3x faster),\n"
      "                        cholesky (dpotrf: the same log-det, no eigenvalues, fastest)\n"
      "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
+     "set device cpu|gpu|auto where `ppl` runs: auto (default) = the GPU when one is usable\n"
      "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
      "                        evenly spaced tokens when tokens x in x out > 2^30, so live\n"
      "                        updates of big layers stay fast; results say how many\n"

@@ -26,14 +26,14 @@
 #include "qsur/llama.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
+#include "qsur/safetensors.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef enum { QSUR_DT_F32 = 0, QSUR_DT_BF16, QSUR_DT_F16 } qsur_dtype;
-
-/* A borrowed rows x cols row-major weight in some dtype. */
+/* A borrowed rows x cols row-major weight in some dtype (F32, F16 or BF16;
+ * qsur_dtype from safetensors.h). */
 typedef struct {
     const void *data;
     qsur_dtype dtype;

@@ -3,6 +3,7 @@
 #include <string.h>
 #include "gpu_util.h"
 #include "kernels.h"
+#include "qsur/safetensors.h"
 
 #define STAGING_BYTES ((size_t)64 << 20)
 
@@ -49,7 +50,9 @@ int qsur_gpu_ctx_init(qsur_gpu_ctx *c, qsur_error *err)
     }
     int rc = qsur_gpu_check(cudaSetDevice(0), "select device 0", err);
     if (!rc)
-        rc = qsur_gpu_check(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "stream", err);
+        /* a blocking stream: plain cudaMemcpy calls (legacy stream) are ordered
+         * after the kernels queued here, and before the ones queued after them */
+        rc = qsur_gpu_check(cudaStreamCreate(&c->stream), "stream", err);
     if (!rc)
         rc = qsur_gpu_blas_check(cublasCreate(&c->blas), "create handle", err);
     if (!rc)
@@ -74,8 +77,12 @@ int qsur_gpu_upload_convert(qsur_gpu_ctx *c, void *dst, int bf16, const void *sr
 {
     if (n <= 0)
         return QSUR_OK;
-    size_t esz = src_dtype == 0 ? 4 : 2;
-    if (!bf16 && src_dtype == 0)
+    if (src_dtype != QSUR_DTYPE_F32 && src_dtype != QSUR_DTYPE_BF16 && src_dtype != QSUR_DTYPE_F16)
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu: weights of dtype %d cannot be uploaded (F32, F16, BF16)",
+                         src_dtype);
+    size_t esz = src_dtype == QSUR_DTYPE_F32 ? 4 : 2;
+    int code = src_dtype == QSUR_DTYPE_F32 ? 0 : src_dtype == QSUR_DTYPE_BF16 ? 1 : 2; /* kernels.h */
+    if (!bf16 && src_dtype == QSUR_DTYPE_F32)
         return qsur_gpu_check(cudaMemcpy(dst, src, (size_t)n * 4, cudaMemcpyHostToDevice), "upload", err);
     if (!c->staging) {
         int rc = qsur_gpu_malloc(&c->staging, STAGING_BYTES, "upload staging", err);
@@ -93,7 +100,7 @@ int qsur_gpu_upload_convert(qsur_gpu_ctx *c, void *dst, int bf16, const void *sr
                                            (size_t)k * esz, cudaMemcpyHostToDevice), "upload", err);
         if (rc)
             return rc;
-        qsur_cu_convert((char *)dst + (size_t)i * (bf16 ? 2 : 4), bf16, c->staging, src_dtype, k,
+        qsur_cu_convert((char *)dst + (size_t)i * (bf16 ? 2 : 4), bf16, c->staging, code, k,
                         c->stream);
     }
     return qsur_gpu_check(cudaStreamSynchronize(c->stream), "upload", err);

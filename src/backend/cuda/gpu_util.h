@@ -27,7 +27,8 @@ int qsur_gpu_blas_check(cublasStatus_t s, const char *what, qsur_error *err);
 /* cudaMalloc with a message naming what and how much when it fails. */
 int qsur_gpu_malloc(void **p, size_t bytes, const char *what, qsur_error *err);
 
-/* dst (ct: fp32, or bf16 when bf16) = n host values of src_dtype (qsur_dtype). */
+/* dst (ct: fp32, or bf16 when bf16) = n host values of src_dtype (qsur_dtype:
+ * F32, F16 or BF16). */
 int qsur_gpu_upload_convert(qsur_gpu_ctx *c, void *dst, int bf16, const void *src, int src_dtype,
                             int64_t n, qsur_error *err);
 
