@@ -744,6 +744,8 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
         qsur_tokens_free(&t);
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     }
+    /* GPTQ's solves go to the GPU when one is in use and the options are ones it runs */
+    o->gpu = o->method == QSUR_MWQ_GPTQ && !o->gptq.act_order && !s->wq.clip_search && session_use_gpu(s);
     double t0 = qsur_seconds();
     rc = qsur_llama_wquant(s->model, &t, &s->wq, o, rows, &s->progress, err);
     qsur_tokens_free(&t);
@@ -768,6 +770,7 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     rep_table_end(r);
     rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / n, "%.5f");
     rep_num(r, "mean_error", "mean output error", se / n, "%.5f");
+    rep_str(r, "device", "solves on", o->gpu ? "gpu" : "cpu");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     free(rows);
     return QSUR_OK;
