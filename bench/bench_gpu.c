@@ -8,7 +8,9 @@
  *   2. stories260K perplexity (real checkpoint) in bf16 and fp32 modes;
  *   3. GPTQ (Hessian from 2048 tokens, Cholesky, column loop) of the seven
  *      linears of one 7B-shape block, and that time x 32 for the whole model.
- * Usage: bench_gpu [batch (8)] [layers (32)] [sequences (16)]
+ *   4. the whole-model GPTQ pass on the GPU (qsur_gpu_gptq_model) of the 7B
+ *      shape with calibration sequences x 2048 tokens (0: skip).
+ * Usage: bench_gpu [batch (8)] [layers (32)] [sequences (16)] [calibration sequences (128)]
  * Prints "no GPU" and exits 0 where none is usable. */
 #include <math.h>
 #include <stdio.h>
@@ -135,6 +137,42 @@ static int gptq_block(void)
     return 0;
 }
 
+/* The whole-model pass (qsur_gpu_gptq_model) on the 7B shape, bf16 forward,
+ * `seqs` x 2048 random calibration tokens, int4 per row. */
+static int gptq_model(int layers, int seqs)
+{
+    qsur_error err;
+    qsur_llama_config c = qsur_llama_config_default();
+    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = layers, c.n_heads = 32, c.n_kv_heads = 32;
+    c.vocab_size = 32000, c.seq_len = 2048, c.shared_classifier = 0;
+    qsur_gpu_model *g = NULL;
+    if (qsur_llama_config_check(&c, "7b shape", &err) ||
+        qsur_gpu_model_random(&g, &c, QSUR_GPU_BF16, 1, 8, 2048, &err))
+        return fprintf(stderr, "%s\n", err.msg), 1;
+    qsur_tokens t = {0};
+    t.seq_len = 2048;
+    t.n = (int64_t)seqs * 2048;
+    t.ids = malloc((size_t)t.n * sizeof(int));
+    qsur_rng r;
+    qsur_rng_seed(&r, 7);
+    for (int64_t i = 0; i < t.n; i++)
+        t.ids[i] = (int)qsur_rng_below(&r, (uint64_t)c.vocab_size);
+    qsur_quant_spec spec = qsur_quant_default();
+    qsur_gptq_opts o = qsur_gptq_default();
+    double t0 = qsur_seconds();
+    int rc = qsur_gpu_gptq_model(g, NULL, &t, 2048, seqs, &spec, &o, NULL, NULL, &err);
+    double dt = qsur_seconds() - t0;
+    if (rc)
+        fprintf(stderr, "%s\n", err.msg);
+    else
+        printf("gptq model, 7B shape (%d layers), int4 per row, %d x 2048 calibration tokens, all on "
+               "the GPU (bf16 forward, fp64 Hessians and GPTQ): %.1f s = %.2f min\n", layers, seqs, dt,
+               dt / 60);
+    free(t.ids);
+    qsur_gpu_model_free(g);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int batch = argc > 1 ? atoi(argv[1]) : 8, layers = argc > 2 ? atoi(argv[2]) : 32;
@@ -154,5 +192,8 @@ int main(int argc, char **argv)
     int rc = stories();
     rc |= llama7b(peak, batch, layers, seqs);
     rc |= gptq_block();
+    int calib = argc > 4 ? atoi(argv[4]) : 128;
+    if (calib > 0)
+        rc |= gptq_model(layers, calib);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include "qsur/clock.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
+#include "qsur/llama_wquant.h"
 #include "qsur/wquant.h"
 
 static double ppl_cpu(const qsur_llama *m, const qsur_tokens *t, int seq, int seqs)
@@ -172,6 +173,54 @@ static void gptq_one(const char *what, const qsur_quant_spec *spec, int64_t rows
     free(W), free(X), free(Qc), free(Qg), free(H);
 }
 
+/* Whole-model GPTQ: the GPU pass (stream kept on the GPU, block by block)
+ * against qsur_llama_wquant (CPU captures from the whole model per group). */
+static void gptq_model(const qsur_quant_spec *spec, const char *what)
+{
+    qsur_error err;
+    qsur_llama *mc = NULL, *mg = NULL;
+    qsur_tokens cal;
+    CHECK_OK(qsur_llama_load(&mc, check_shared("data/stories260K.bin"), NULL, &err), err);
+    CHECK_OK(qsur_llama_load(&mg, check_shared("data/stories260K.bin"), NULL, &err), err);
+    CHECK_OK(qsur_tokens_load(&cal, check_shared("data/stories260K.calib.u16"), 256, 512, &err), err);
+    if (!mc || !mg || !cal.ids)
+        return;
+    int n = qsur_llama_linear_count(mc);
+    qsur_llama_wquant_row *rc_rows = calloc((size_t)n, sizeof *rc_rows), *rg_rows = calloc((size_t)n, sizeof *rg_rows);
+    qsur_llama_wquant_opts o = qsur_llama_wquant_default();
+    o.seq_len = 256, o.max_seqs = 16;
+    double t0 = qsur_seconds();
+    CHECK_OK(qsur_llama_wquant(mc, &cal, spec, &o, rc_rows, NULL, &err), err);
+    double t1 = qsur_seconds();
+    qsur_gpu_model *g = NULL;
+    CHECK_OK(qsur_gpu_model_new(&g, mg, QSUR_GPU_F32, 8, 256, NULL, &err), err);
+    if (g)
+        CHECK_OK(qsur_gpu_gptq_model(g, mg, &cal, 256, 16, spec, &o.gptq, rg_rows, NULL, &err), err);
+    double t2 = qsur_seconds();
+    qsur_gpu_model_free(g);
+    int64_t same = 0, total = 0;
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        qsur_llama_linear *a = qsur_llama_linear_at(mc, i), *b = qsur_llama_linear_at(mg, i);
+        if (!a->wq || !b->wq)
+            continue;
+        for (int64_t k = 0; k < a->rows * a->cols; k++)
+            same += a->wq[k] == b->wq[k];
+        total += a->rows * a->cols;
+        double d = fabs(rc_rows[i].error - rg_rows[i].error) / rc_rows[i].error;
+        worst = d > worst ? d : worst;
+    }
+    double frac = total ? (double)same / (double)total : 0;
+    printf("gptq model %s: %.4f%% of %lld values identical, output errors within %.2g relative "
+           "(cpu %.2f s, gpu %.2f s)\n", what, 100 * frac, (long long)total, worst, t1 - t0, t2 - t1);
+    CHECK_MSG(frac >= 0.999, "gptq model %s: %.5f identical", what, frac);
+    CHECK_MSG(worst < 1e-3, "gptq model %s: output errors differ by %g relative", what, worst);
+    free(rc_rows), free(rg_rows);
+    qsur_tokens_free(&cal);
+    qsur_llama_free(mc);
+    qsur_llama_free(mg);
+}
+
 static void gptq(void)
 {
     qsur_quant_spec row = qsur_quant_default(); /* int4 sym per row */
@@ -179,6 +228,10 @@ static void gptq(void)
     grp.symmetric = 0, grp.gran = QSUR_GRAN_GROUP, grp.group = 128;
     gptq_one("gptq int4 sym row, H given", &row, 1024, 2048, 4096, 0);
     gptq_one("gptq int4 asym g128, H from X on the GPU", &grp, 1024, 2048, 4096, 1);
+    gptq_model(&row, "int4 sym row");
+    qsur_quant_spec g32 = grp;
+    g32.group = 32; /* 172 = hidden: qsur_llama_linear_spec picks 43 for w2 */
+    gptq_model(&g32, "int4 asym g32");
 }
 
 int main(void)

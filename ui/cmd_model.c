@@ -724,6 +724,22 @@ static void model_weights_quantized(session *s, const char *canon, report *r)
     rep_str(r, "method", "method", canon);
 }
 
+/* Whole-model GPTQ on the GPU: the model uploaded in fp32 (the CPU's numbers),
+ * calibrated layer by layer there, the results back as the wq copies. */
+static int gptq_model_gpu(session *s, const qsur_tokens *t, const qsur_llama_wquant_opts *o,
+                          qsur_llama_wquant_row *rows, qsur_error *err)
+{
+    int seq = o->seq_len > 0 ? o->seq_len : t->seq_len;
+    qsur_gpu_model *g = NULL;
+    int rc = qsur_gpu_model_new(&g, s->model, QSUR_GPU_F32, o->batch > 0 ? o->batch : 8, seq,
+                                &s->progress, err);
+    if (!rc)
+        rc = qsur_gpu_gptq_model(g, s->model, t, seq, o->max_seqs, &s->wq, &o->gptq, rows,
+                                 &s->progress, err);
+    qsur_gpu_model_free(g);
+    return rc;
+}
+
 int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, report *r,
                  qsur_error *err)
 {
@@ -747,7 +763,11 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     /* GPTQ's solves go to the GPU when one is in use and the options are ones it runs */
     o->gpu = o->method == QSUR_MWQ_GPTQ && !o->gptq.act_order && !s->wq.clip_search && session_use_gpu(s);
     double t0 = qsur_seconds();
-    rc = qsur_llama_wquant(s->model, &t, &s->wq, o, rows, &s->progress, err);
+    int whole_gpu = o->gpu && o->max_tokens == 0; /* the GPU pass uses every calibration token */
+    if (whole_gpu)
+        rc = gptq_model_gpu(s, &t, o, rows, err);
+    else
+        rc = qsur_llama_wquant(s->model, &t, &s->wq, o, rows, &s->progress, err);
     qsur_tokens_free(&t);
     if (rc) {
         free(rows);
@@ -770,7 +790,7 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     rep_table_end(r);
     rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / n, "%.5f");
     rep_num(r, "mean_error", "mean output error", se / n, "%.5f");
-    rep_str(r, "device", "solves on", o->gpu ? "gpu" : "cpu");
+    rep_str(r, "device", "runs on", whole_gpu ? "gpu (captures, Hessians, GPTQ)" : o->gpu ? "gpu (GPTQ solves; captures on the cpu)" : "cpu");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     free(rows);
     return QSUR_OK;

@@ -24,6 +24,7 @@
 #include "qsur/error.h"
 #include "qsur/gptq.h"
 #include "qsur/llama.h"
+#include "qsur/llama_wquant.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
 #include "qsur/safetensors.h"
@@ -96,6 +97,25 @@ int qsur_gpu_forward_logits(qsur_gpu_model *g, const int *tokens, int B, int T, 
  * weight. Not supported (QSUR_ERR_ARG): act_order, clip search. */
 int qsur_gpu_gptq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
                   const qsur_gptq_opts *opt, float *Q, qsur_error *err);
+
+/* Whole-model GPTQ on the GPU, in qsur_llama_wquant's order (layer by layer:
+ * {wq wk wv} {wo} {w1 w3} {w2}) with its inputs: the calibration sequences'
+ * residual stream stays on the GPU at the current layer's input; for each
+ * group the layer runs on it and H = X^T X of the group's input (after online
+ * transforms, before activation quantization) is accumulated in double; each
+ * linear of the group is GPTQ-quantized (qsur_llama_linear_spec of spec) and
+ * its result becomes the linear's weight on the GPU, so the next groups and
+ * layers see it; after the four groups the stream moves through the quantized
+ * layer. m (may be NULL) gives the float weights and receives the results as
+ * its wq copies (all-or-nothing; on failure the GPU model's weights are left
+ * partly quantized); without m the GPU model's own weights are quantized.
+ * rows (optional, qsur_llama_linear_count entries): per-linear output errors
+ * of RTN and GPTQ on the calibration inputs, from H. All calibration tokens
+ * are used (no subset). Ticks "gptq layer N" with the fraction done. */
+int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *calib,
+                        int seq_len, int max_seqs, const qsur_quant_spec *spec,
+                        const qsur_gptq_opts *opt, qsur_llama_wquant_row *rows,
+                        const qsur_progress *prog, qsur_error *err);
 
 /* Peak of the device's dense bf16 GEMM (TFLOP/s): n x n x n with fp32
  * accumulation, mean of `reps` after warm-up. For benchmarks. */

@@ -72,3 +72,13 @@ int qsur_gpu_bf16_peak(int n, int reps, double *tflops, qsur_error *err)
     *tflops = 0;
     return no_cuda(err);
 }
+
+int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *calib,
+                        int seq_len, int max_seqs, const qsur_quant_spec *spec,
+                        const qsur_gptq_opts *opt, qsur_llama_wquant_row *rows,
+                        const qsur_progress *prog, qsur_error *err)
+{
+    (void)g, (void)m, (void)calib, (void)seq_len, (void)max_seqs, (void)spec, (void)opt, (void)rows,
+        (void)prog;
+    return no_cuda(err);
+}

@@ -21,43 +21,10 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include "../../llama_sink.h"
-#include "gpu_util.h"
+#include "gpu_model.h"
 #include "kernels.h"
 #include "qsur/backend.h"
 #include "qsur/clock.h"
-
-#define ATT_CHUNK 512
-
-typedef struct {
-    void *wqkv, *wo, *w13, *w2; /* ct */
-    float *attention_norm, *ffn_norm;
-} gpu_layer;
-
-/* An online transform as a dense n x n fp32 matrix (NULL: none). */
-typedef struct {
-    float *R;
-    int n;
-} gpu_online;
-
-struct qsur_gpu_model {
-    qsur_gpu_ctx ctx;
-    qsur_llama_config cfg;
-    int bf16;
-    size_t esz; /* bytes of one ct element */
-    gpu_layer *layers;
-    float *tok_embeddings, *norm;
-    void *output; /* ct [vocab][dim] */
-    qsur_cu_quant act, kv;
-    gpu_online qk, wo_in, w2_in;
-    int max_batch, max_seq;
-    /* run buffers */
-    float *x, *xn, *qkv, *q, *k, *v, *att, *gu, *h, *tmp, *logits, *rope_cos, *rope_sin;
-    void *in_ct, *q_ct, *k_ct, *v_ct, *probs;
-    float *scores;
-    int *tok;
-    double *nll;
-    double bytes;
-};
 
 static int gpu_alloc(qsur_gpu_model *g, void **p, size_t bytes, const char *what, qsur_error *err)
 {
@@ -212,6 +179,7 @@ static int model_begin(qsur_gpu_model **out, const qsur_llama_config *cfg, qsur_
     g->esz = g->bf16 ? 2 : 4;
     g->max_batch = max_batch;
     g->max_seq = max_seq;
+    g->cap_point = -1;
     qsur_quant_spec off = {16, 1, QSUR_GRAN_ROW, 0, 1.0, 0};
     g->act = g->kv = cu_quant(&off);
     int rc = qsur_gpu_ctx_init(&g->ctx, err);
@@ -407,7 +375,17 @@ static int attention(qsur_gpu_model *g, int B, int T, qsur_error *err)
     return rc;
 }
 
-static int layer_forward(qsur_gpu_model *g, int l, int B, int T, qsur_error *err)
+/* Adds X^T X of the rows at capture point `point` to g->cap_H when it is the one asked for. */
+static int capture(qsur_gpu_model *g, int point, const float *x, int64_t N, int cols, qsur_error *err)
+{
+    if (g->cap_point != point)
+        return QSUR_OK;
+    int rc = qsur_gpu_gram_add(&g->ctx, x, N, cols, g->cap_Xd, g->cap_H, g->cap_first, err);
+    g->cap_first = 0;
+    return rc;
+}
+
+int qsur_gpu_layer_forward(qsur_gpu_model *g, int l, int B, int T, qsur_error *err)
 {
     const qsur_llama_config *c = &g->cfg;
     const gpu_layer *L = &g->layers[l];
@@ -417,6 +395,8 @@ static int layer_forward(qsur_gpu_model *g, int l, int B, int T, qsur_error *err
     int rc;
 
     qsur_cu_rmsnorm(g->xn, g->x, L->attention_norm, N, d, c->norm_eps, st);
+    if ((rc = capture(g, QSUR_CAP_ATTN_IN, g->xn, N, d, err)))
+        return rc;
     qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, d, &g->act, st);
     if ((rc = linear(g, L->wqkv, d + 2 * kv, d, g->in_ct, N, g->qkv, d + 2 * kv, 0.0f, err)))
         return rc;
@@ -430,18 +410,21 @@ static int layer_forward(qsur_gpu_model *g, int l, int B, int T, qsur_error *err
     qsur_cu_quant_cast(g->q_ct, g->bf16, g->bf16 ? NULL : g->q_ct, g->q, N, d, &(qsur_cu_quant){16, 1, 1, 0, 1.0}, st);
     qsur_cu_quant_cast(g->k_ct, g->bf16, g->bf16 ? NULL : g->k_ct, g->k, N, kv, &(qsur_cu_quant){16, 1, 1, 0, 1.0}, st);
     qsur_cu_quant_cast(g->v_ct, g->bf16, g->bf16 ? NULL : g->v_ct, g->v, N, kv, &(qsur_cu_quant){16, 1, 1, 0, 1.0}, st);
-    if ((rc = attention(g, B, T, err)) || (rc = online(g, &g->wo_in, g->att, N * c->n_heads, err)))
+    if ((rc = attention(g, B, T, err)) || (rc = online(g, &g->wo_in, g->att, N * c->n_heads, err)) ||
+        (rc = capture(g, QSUR_CAP_WO_IN, g->att, N, d, err)))
         return rc;
     qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->att, N, d, &g->act, st);
     if ((rc = linear(g, L->wo, d, d, g->in_ct, N, g->x, d, 1.0f, err)))
         return rc;
 
     qsur_cu_rmsnorm(g->xn, g->x, L->ffn_norm, N, d, c->norm_eps, st);
+    if ((rc = capture(g, QSUR_CAP_FFN_IN, g->xn, N, d, err)))
+        return rc;
     qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, d, &g->act, st);
     if ((rc = linear(g, L->w13, 2 * h, d, g->in_ct, N, g->gu, 2 * h, 0.0f, err)))
         return rc;
     qsur_cu_swiglu(g->h, g->gu, N, h, st);
-    if ((rc = online(g, &g->w2_in, g->h, N, err)))
+    if ((rc = online(g, &g->w2_in, g->h, N, err)) || (rc = capture(g, QSUR_CAP_W2_IN, g->h, N, h, err)))
         return rc;
     qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->h, N, h, &g->act, st);
     return linear(g, L->w2, d, h, g->in_ct, N, g->x, d, 1.0f, err);
@@ -466,7 +449,7 @@ static int forward(qsur_gpu_model *g, const int *tokens, int B, int T, qsur_erro
         return rc;
     qsur_cu_embed(g->x, g->tok_embeddings, g->tok, N, c->dim, st);
     for (int l = 0; l < c->n_layers && !rc; l++)
-        rc = layer_forward(g, l, B, T, err);
+        rc = qsur_gpu_layer_forward(g, l, B, T, err);
     if (rc)
         return rc;
     qsur_cu_rmsnorm(g->xn, g->x, g->norm, N, c->dim, c->norm_eps, st);

@@ -326,9 +326,83 @@ __global__ void gptq_block_kernel(double *W1, double *E1, const double *U, int64
     }
 }
 
+__global__ void fit_maps_kernel(qsur_cu_qmap *maps, const float *W, int64_t span, qsur_cu_quant q)
+{
+    __shared__ float sh[32];
+    const float *xs = W + (int64_t)blockIdx.x * span;
+    float mn = xs[0], mx = xs[0];
+    for (int64_t i = threadIdx.x; i < span; i += blockDim.x) {
+        float v = xs[i];
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    mn = block_reduce(mn, Min(), sh, FLT_MAX);
+    mx = block_reduce(mx, Max(), sh, -FLT_MAX);
+    if (threadIdx.x == 0) {
+        QMap m = map_for(q, mn, mx);
+        maps[blockIdx.x] = qsur_cu_qmap{m.inv, m.scale, m.zp, m.lo, m.hi};
+    }
+}
+
+__global__ void gptq_prepare_kernel(float *W, int64_t rows, int64_t cols, double *H, double add)
+{
+    int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols)
+        return;
+    double *d = H + j * cols + j;
+    if (*d == 0.0) {
+        for (int64_t r = 0; r < rows; r++)
+            W[r * cols + j] = 0.0f;
+        *d = 1.0;
+    }
+    *d += add;
+}
+
+__global__ void row_dots_kernel(double *out, const double *A, const double *B, int64_t n)
+{
+    __shared__ double sh[32];
+    const double *a = A + (int64_t)blockIdx.x * n, *b = B + (int64_t)blockIdx.x * n;
+    double s = 0;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+        s += a[j] * b[j];
+    s = block_reduce(s, Sum(), sh, 0.0);
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = s;
+}
+
+__global__ void diff_double_kernel(double *d, const float *a, const float *b, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        d[i] = b ? (double)a[i] - (double)b[i] : (double)a[i];
+}
+
 } // namespace
 
 extern "C" {
+
+void qsur_cu_fit_maps(qsur_cu_qmap *maps, const float *W, int64_t n, int64_t span,
+                      const qsur_cu_quant *q, qsur_cu_stream st)
+{
+    fit_maps_kernel<<<(unsigned)(n / span), kThreads, 0, st>>>(maps, W, span, *q);
+}
+
+void qsur_cu_gptq_prepare(float *W, int64_t rows, int64_t cols, double *H, double add,
+                          qsur_cu_stream st)
+{
+    gptq_prepare_kernel<<<grid_for(cols), kThreads, 0, st>>>(W, rows, cols, H, add);
+}
+
+void qsur_cu_row_dots(double *out, const double *A, const double *B, int64_t rows, int64_t n,
+                      qsur_cu_stream st)
+{
+    row_dots_kernel<<<(unsigned)rows, kThreads, 0, st>>>(out, A, B, n);
+}
+
+void qsur_cu_diff_double(double *d, const float *a, const float *b, int64_t n, qsur_cu_stream st)
+{
+    diff_double_kernel<<<grid_for(n), kThreads, 0, st>>>(d, a, b, n);
+}
 
 void qsur_cu_embed(float *x, const float *emb, const int *tok, int64_t rows, int dim,
                    qsur_cu_stream st)

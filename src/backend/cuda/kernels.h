@@ -67,6 +67,21 @@ void qsur_cu_gptq_block(double *W1, double *E1, const double *U, int64_t n, int6
                         int64_t i1, int64_t nb, const qsur_cu_qmap *maps, int map_stride,
                         const qsur_cu_quant *q, int64_t G, float *Q, qsur_cu_stream st);
 
+/* maps[s] = the fake-quant map of span s (span values each) of W (fp32),
+ * exactly as qsur_qparams_fit (no clip search). */
+void qsur_cu_fit_maps(qsur_cu_qmap *maps, const float *W, int64_t n, int64_t span,
+                      const qsur_cu_quant *q, qsur_cu_stream st);
+/* W[r][j] = 0 (rows x cols row-major fp32) for every dead column, H[j][j] == 0;
+ * then H[j][j] = (H[j][j] == 0 ? 1 : H[j][j]) + add. */
+void qsur_cu_gptq_prepare(float *W, int64_t rows, int64_t cols, double *H, double add,
+                          qsur_cu_stream st);
+/* out[i] = sum over j of A[i*n + j] * B[i*n + j] (rows of length n), in double;
+ * then the caller sums out. A row-major. */
+void qsur_cu_row_dots(double *out, const double *A, const double *B, int64_t rows, int64_t n,
+                      qsur_cu_stream st);
+/* d (double, rows x cols row-major) = a - b (fp32; b may be NULL: d = a). */
+void qsur_cu_diff_double(double *d, const float *a, const float *b, int64_t n, qsur_cu_stream st);
+
 #ifdef __cplusplus
 }
 #endif
