@@ -204,8 +204,14 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what)
         qsur_llama_linear *a = qsur_llama_linear_at(mc, i), *b = qsur_llama_linear_at(mg, i);
         if (!a->wq || !b->wq)
             continue;
+        int64_t s1 = 0;
         for (int64_t k = 0; k < a->rows * a->cols; k++)
-            same += a->wq[k] == b->wq[k];
+            s1 += a->wq[k] == b->wq[k];
+        if (s1 < a->rows * a->cols)
+            printf("  %s: %lld of %lld differ, error cpu %.6g gpu %.6g\n", a->name,
+                   (long long)(a->rows * a->cols - s1), (long long)(a->rows * a->cols),
+                   rc_rows[i].error, rg_rows[i].error);
+        same += s1;
         total += a->rows * a->cols;
         double d = fabs(rc_rows[i].error - rg_rows[i].error) / rc_rows[i].error;
         worst = d > worst ? d : worst;
@@ -228,6 +234,11 @@ static void gptq(void)
     grp.symmetric = 0, grp.gran = QSUR_GRAN_GROUP, grp.group = 128;
     gptq_one("gptq int4 sym row, H given", &row, 1024, 2048, 4096, 0);
     gptq_one("gptq int4 asym g128, H from X on the GPU", &grp, 1024, 2048, 4096, 1);
+    qsur_quant_spec g43 = grp;
+    g43.group = 43;
+    gptq_one("gptq int4 asym g43, 64 x 172", &g43, 64, 172, 256, 1);
+    g43.group = 32;
+    gptq_one("gptq int4 asym g32, 172 x 64", &g43, 172, 64, 256, 1);
     gptq_model(&row, "int4 sym row");
     qsur_quant_spec g32 = grp;
     g32.group = 32; /* 172 = hidden: qsur_llama_linear_spec picks 43 for w2 */

@@ -339,8 +339,9 @@ static int online(qsur_gpu_model *g, const gpu_online *o, float *x, int64_t rows
     return rc;
 }
 
-/* Attention of B sequences of T rows: q_ct, k_ct, v_ct -> att (fp32 [N][dim]). */
-static int attention(qsur_gpu_model *g, int B, int T, qsur_error *err)
+/* Attention of B sequences of T rows: q_ct, k_ct, v_ct -> out ([N][dim], fp32,
+ * or ct when out_ct). */
+static int attention(qsur_gpu_model *g, int B, int T, void *out, int out_ct, qsur_error *err)
 {
     const qsur_llama_config *c = &g->cfg;
     const int hs = c->head_size, group = c->n_heads / c->n_kv_heads, dim = c->dim, kv = c->kv_dim;
@@ -365,11 +366,11 @@ static int attention(qsur_gpu_model *g, int B, int T, qsur_error *err)
                 break;
             void *P = g->bf16 ? g->probs : (void *)g->scores;
             qsur_cu_softmax_causal(P, g->bf16, g->scores, c->n_heads, R, S, r0, 1.0f, g->ctx.stream);
-            float *ob = g->att + ((size_t)b * T + r0) * dim;
+            char *ob = (char *)out + ((size_t)b * T + r0) * dim * (out_ct ? e : 4);
             for (int j = 0; j < group && !rc; j++)
                 rc = qsur_gpu_gemm_batched(&g->ctx, g->bf16, 0, 0, hs, R, S, 1.0f, vb, kv, (long long)hs,
                                            (const char *)P + (size_t)j * R * S * e, S,
-                                           (long long)group * R * S, 0.0f, ob + (size_t)j * hs, 0, dim,
+                                           (long long)group * R * S, 0.0f, ob + (size_t)j * hs * (out_ct ? e : 4), out_ct, dim,
                                            (long long)group * hs, c->n_kv_heads, err);
         }
     return rc;
@@ -385,49 +386,91 @@ static int capture(qsur_gpu_model *g, int point, const float *x, int64_t N, int 
     return rc;
 }
 
-int qsur_gpu_layer_forward(qsur_gpu_model *g, int l, int B, int T, qsur_error *err)
+/* The normed (or SwiGLU) input of a linear as the GEMM reads it: when no fake
+ * quantization, transform or capture needs the fp32 value, kernels write
+ * in_ct directly (one pass less over the activation each). */
+static int direct_input(const qsur_gpu_model *g, int point)
+{
+    return g->act.bits >= 16 && g->cap_point != point;
+}
+
+static int attention_block(qsur_gpu_model *g, const gpu_layer *L, int B, int T, qsur_error *err)
 {
     const qsur_llama_config *c = &g->cfg;
-    const gpu_layer *L = &g->layers[l];
     cudaStream_t st = g->ctx.stream;
     const int64_t N = (int64_t)B * T;
-    const int d = c->dim, h = c->hidden_dim, kv = c->kv_dim, hs = c->head_size;
+    const int d = c->dim, kv = c->kv_dim, hs = c->head_size;
+    const qsur_cu_quant off = {16, 1, 1, 0, 1.0};
     int rc;
-
-    qsur_cu_rmsnorm(g->xn, g->x, L->attention_norm, N, d, c->norm_eps, st);
-    if ((rc = capture(g, QSUR_CAP_ATTN_IN, g->xn, N, d, err)))
-        return rc;
-    qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, d, &g->act, st);
+    if (direct_input(g, QSUR_CAP_ATTN_IN)) {
+        qsur_cu_rmsnorm(g->in_ct, g->bf16, g->x, L->attention_norm, N, d, c->norm_eps, st);
+    } else {
+        qsur_cu_rmsnorm(g->xn, 0, g->x, L->attention_norm, N, d, c->norm_eps, st);
+        if ((rc = capture(g, QSUR_CAP_ATTN_IN, g->xn, N, d, err)))
+            return rc;
+        qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, d, &g->act, st);
+    }
     if ((rc = linear(g, L->wqkv, d + 2 * kv, d, g->in_ct, N, g->qkv, d + 2 * kv, 0.0f, err)))
         return rc;
-    qsur_cu_split_rope(g->q, g->k, g->v, g->qkv, N, T, d, kv, hs, g->rope_cos, g->rope_sin, st);
-    if ((rc = online(g, &g->qk, g->q, N * c->n_heads, err)) ||
-        (rc = online(g, &g->qk, g->k, N * c->n_kv_heads, err)))
-        return rc;
-    /* K/V fake quant on rows of head_size, then every operand to ct */
-    qsur_cu_quant_cast(NULL, 0, g->k, g->k, N * kv / hs, hs, &g->kv, st);
-    qsur_cu_quant_cast(NULL, 0, g->v, g->v, N * kv / hs, hs, &g->kv, st);
-    qsur_cu_quant_cast(g->q_ct, g->bf16, g->bf16 ? NULL : g->q_ct, g->q, N, d, &(qsur_cu_quant){16, 1, 1, 0, 1.0}, st);
-    qsur_cu_quant_cast(g->k_ct, g->bf16, g->bf16 ? NULL : g->k_ct, g->k, N, kv, &(qsur_cu_quant){16, 1, 1, 0, 1.0}, st);
-    qsur_cu_quant_cast(g->v_ct, g->bf16, g->bf16 ? NULL : g->v_ct, g->v, N, kv, &(qsur_cu_quant){16, 1, 1, 0, 1.0}, st);
-    if ((rc = attention(g, B, T, err)) || (rc = online(g, &g->wo_in, g->att, N * c->n_heads, err)) ||
-        (rc = capture(g, QSUR_CAP_WO_IN, g->att, N, d, err)))
-        return rc;
-    qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->att, N, d, &g->act, st);
-    if ((rc = linear(g, L->wo, d, d, g->in_ct, N, g->x, d, 1.0f, err)))
-        return rc;
+    if (!g->qk.R && g->kv.bits >= 16) {
+        qsur_cu_split_rope(g->q_ct, g->k_ct, g->v_ct, g->bf16, g->qkv, N, T, d, kv, hs, g->rope_cos,
+                           g->rope_sin, st);
+    } else {
+        qsur_cu_split_rope(g->q, g->k, g->v, 0, g->qkv, N, T, d, kv, hs, g->rope_cos, g->rope_sin, st);
+        if ((rc = online(g, &g->qk, g->q, N * c->n_heads, err)) ||
+            (rc = online(g, &g->qk, g->k, N * c->n_kv_heads, err)))
+            return rc;
+        /* K/V fake quant on rows of head_size, then every operand to ct */
+        qsur_cu_quant_cast(NULL, 0, g->k, g->k, N * kv / hs, hs, &g->kv, st);
+        qsur_cu_quant_cast(NULL, 0, g->v, g->v, N * kv / hs, hs, &g->kv, st);
+        qsur_cu_quant_cast(g->q_ct, g->bf16, g->bf16 ? NULL : g->q_ct, g->q, N, d, &off, st);
+        qsur_cu_quant_cast(g->k_ct, g->bf16, g->bf16 ? NULL : g->k_ct, g->k, N, kv, &off, st);
+        qsur_cu_quant_cast(g->v_ct, g->bf16, g->bf16 ? NULL : g->v_ct, g->v, N, kv, &off, st);
+    }
+    if (!g->wo_in.R && direct_input(g, QSUR_CAP_WO_IN)) {
+        if ((rc = attention(g, B, T, g->in_ct, 1, err)))
+            return rc;
+    } else {
+        if ((rc = attention(g, B, T, g->att, 0, err)) || (rc = online(g, &g->wo_in, g->att, N * c->n_heads, err)) ||
+            (rc = capture(g, QSUR_CAP_WO_IN, g->att, N, d, err)))
+            return rc;
+        qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->att, N, d, &g->act, st);
+    }
+    return linear(g, L->wo, d, d, g->in_ct, N, g->x, d, 1.0f, err);
+}
 
-    qsur_cu_rmsnorm(g->xn, g->x, L->ffn_norm, N, d, c->norm_eps, st);
-    if ((rc = capture(g, QSUR_CAP_FFN_IN, g->xn, N, d, err)))
-        return rc;
-    qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, d, &g->act, st);
+static int ffn_block(qsur_gpu_model *g, const gpu_layer *L, int B, int T, qsur_error *err)
+{
+    const qsur_llama_config *c = &g->cfg;
+    cudaStream_t st = g->ctx.stream;
+    const int64_t N = (int64_t)B * T;
+    const int d = c->dim, h = c->hidden_dim;
+    int rc;
+    if (direct_input(g, QSUR_CAP_FFN_IN)) {
+        qsur_cu_rmsnorm(g->in_ct, g->bf16, g->x, L->ffn_norm, N, d, c->norm_eps, st);
+    } else {
+        qsur_cu_rmsnorm(g->xn, 0, g->x, L->ffn_norm, N, d, c->norm_eps, st);
+        if ((rc = capture(g, QSUR_CAP_FFN_IN, g->xn, N, d, err)))
+            return rc;
+        qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, d, &g->act, st);
+    }
     if ((rc = linear(g, L->w13, 2 * h, d, g->in_ct, N, g->gu, 2 * h, 0.0f, err)))
         return rc;
-    qsur_cu_swiglu(g->h, g->gu, N, h, st);
-    if ((rc = online(g, &g->w2_in, g->h, N, err)) || (rc = capture(g, QSUR_CAP_W2_IN, g->h, N, h, err)))
-        return rc;
-    qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->h, N, h, &g->act, st);
+    if (!g->w2_in.R && direct_input(g, QSUR_CAP_W2_IN)) {
+        qsur_cu_swiglu(g->in_ct, g->bf16, g->gu, N, h, st);
+    } else {
+        qsur_cu_swiglu(g->h, 0, g->gu, N, h, st);
+        if ((rc = online(g, &g->w2_in, g->h, N, err)) || (rc = capture(g, QSUR_CAP_W2_IN, g->h, N, h, err)))
+            return rc;
+        qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->h, N, h, &g->act, st);
+    }
     return linear(g, L->w2, d, h, g->in_ct, N, g->x, d, 1.0f, err);
+}
+
+int qsur_gpu_layer_forward(qsur_gpu_model *g, int l, int B, int T, qsur_error *err)
+{
+    int rc = attention_block(g, &g->layers[l], B, T, err);
+    return rc ? rc : ffn_block(g, &g->layers[l], B, T, err);
 }
 
 /* Logits of B x T tokens (host ids) into g->logits; g->tok holds the ids. */
@@ -452,8 +495,7 @@ static int forward(qsur_gpu_model *g, const int *tokens, int B, int T, qsur_erro
         rc = qsur_gpu_layer_forward(g, l, B, T, err);
     if (rc)
         return rc;
-    qsur_cu_rmsnorm(g->xn, g->x, g->norm, N, c->dim, c->norm_eps, st);
-    qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, c->dim, &(qsur_cu_quant){16, 1, 1, 0, 1.0}, st);
+    qsur_cu_rmsnorm(g->in_ct, g->bf16, g->x, g->norm, N, c->dim, c->norm_eps, st);
     return linear(g, g->output, c->vocab_size, c->dim, g->in_ct, N, g->logits, c->vocab_size, 0.0f, err);
 }
 

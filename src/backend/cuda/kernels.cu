@@ -156,7 +156,8 @@ __global__ void embed_kernel(float *x, const float *emb, const int *tok, int dim
         x[r * dim + j] = e[j];
 }
 
-__global__ void rmsnorm_kernel(float *out, const float *x, const float *g, int n, double eps)
+template <typename T>
+__global__ void rmsnorm_kernel(T *out, const float *x, const float *g, int n, double eps)
 {
     __shared__ double sh[32];
     const float *xr = x + (int64_t)blockIdx.x * n;
@@ -165,16 +166,17 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *g, int n
         ss += (double)xr[j] * xr[j];
     ss = block_reduce(ss, Sum(), sh, 0.0);
     float inv = (float)(1.0 / sqrt(ss / (double)n + eps));
-    float *o = out + (int64_t)blockIdx.x * n;
+    T *o = out + (int64_t)blockIdx.x * n;
     for (int j = threadIdx.x; j < n; j += blockDim.x)
-        o[j] = __fmul_rn(__fmul_rn(xr[j], inv), g[j]);
+        o[j] = from_f<T>(__fmul_rn(__fmul_rn(xr[j], inv), g[j]));
 }
 
-__global__ void split_rope_kernel(float *q, float *k, float *v, const float *qkv, int T, int dim,
-                                  int kv, int hs, const float *cos_t, const float *sin_t)
+template <typename T>
+__global__ void split_rope_kernel(T *q, T *k, T *v, const float *qkv, int T_, int dim, int kv,
+                                  int hs, const float *cos_t, const float *sin_t)
 {
     int64_t r = blockIdx.x;
-    int t = (int)(r % T), half = hs / 2, ld = dim + 2 * kv;
+    int t = (int)(r % T_), half = hs / 2, ld = dim + 2 * kv;
     const float *src = qkv + r * ld;
     const float *c = cos_t + (int64_t)t * half, *s = sin_t + (int64_t)t * half;
     /* pairs of q then k (RoPE), then plain copies of v */
@@ -183,22 +185,23 @@ __global__ void split_rope_kernel(float *q, float *k, float *v, const float *qkv
         float a = src[col], b = src[col + 1];
         float ra = __fsub_rn(__fmul_rn(a, c[i]), __fmul_rn(b, s[i]));
         float rb = __fadd_rn(__fmul_rn(a, s[i]), __fmul_rn(b, c[i]));
-        float *dst = col < dim ? q + r * dim + col : k + r * kv + (col - dim);
-        dst[0] = ra;
-        dst[1] = rb;
+        T *dst = col < dim ? q + r * dim + col : k + r * kv + (col - dim);
+        dst[0] = from_f<T>(ra);
+        dst[1] = from_f<T>(rb);
     }
     for (int j = threadIdx.x; j < kv; j += blockDim.x)
-        v[r * kv + j] = src[dim + kv + j];
+        v[r * kv + j] = from_f<T>(src[dim + kv + j]);
 }
 
-__global__ void swiglu_kernel(float *out, const float *gu, int64_t N, int h)
+template <typename T>
+__global__ void swiglu_kernel(T *out, const float *gu, int64_t N, int h)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * h)
         return;
     int64_t r = i / h, j = i % h;
     float g = gu[r * 2 * h + j], u = gu[r * 2 * h + h + j];
-    out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+    out[i] = from_f<T>(__fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u));
 }
 
 template <typename T>
@@ -410,10 +413,13 @@ void qsur_cu_embed(float *x, const float *emb, const int *tok, int64_t rows, int
     embed_kernel<<<(unsigned)rows, kThreads, 0, st>>>(x, emb, tok, dim);
 }
 
-void qsur_cu_rmsnorm(float *out, const float *x, const float *g, int64_t rows, int n,
+void qsur_cu_rmsnorm(void *out, int bf16, const float *x, const float *g, int64_t rows, int n,
                      double eps, qsur_cu_stream st)
 {
-    rmsnorm_kernel<<<(unsigned)rows, kThreads, 0, st>>>(out, x, g, n, eps);
+    if (bf16)
+        rmsnorm_kernel<<<(unsigned)rows, kThreads, 0, st>>>((__nv_bfloat16 *)out, x, g, n, eps);
+    else
+        rmsnorm_kernel<<<(unsigned)rows, kThreads, 0, st>>>((float *)out, x, g, n, eps);
 }
 
 void qsur_cu_quant_cast(void *out, int bf16, float *out_f32, const float *x, int64_t rows,
@@ -439,16 +445,25 @@ void qsur_cu_quant_cast(void *out, int bf16, float *out_f32, const float *x, int
         quant_span_kernel<<<spans, kThreads, 0, st>>>((float *)out, out_f32, x, span, *q);
 }
 
-void qsur_cu_split_rope(float *q, float *k, float *v, const float *qkv, int64_t N, int T,
+void qsur_cu_split_rope(void *q, void *k, void *v, int bf16, const float *qkv, int64_t N, int T,
                         int dim, int kv, int hs, const float *cos_t, const float *sin_t,
                         qsur_cu_stream st)
 {
-    split_rope_kernel<<<(unsigned)N, kThreads, 0, st>>>(q, k, v, qkv, T, dim, kv, hs, cos_t, sin_t);
+    if (bf16)
+        split_rope_kernel<<<(unsigned)N, kThreads, 0, st>>>((__nv_bfloat16 *)q, (__nv_bfloat16 *)k,
+                                                            (__nv_bfloat16 *)v, qkv, T, dim, kv, hs,
+                                                            cos_t, sin_t);
+    else
+        split_rope_kernel<<<(unsigned)N, kThreads, 0, st>>>((float *)q, (float *)k, (float *)v, qkv, T,
+                                                            dim, kv, hs, cos_t, sin_t);
 }
 
-void qsur_cu_swiglu(float *f32, const float *gu, int64_t N, int h, qsur_cu_stream st)
+void qsur_cu_swiglu(void *out, int bf16, const float *gu, int64_t N, int h, qsur_cu_stream st)
 {
-    swiglu_kernel<<<grid_for(N * h), kThreads, 0, st>>>(f32, gu, N, h);
+    if (bf16)
+        swiglu_kernel<<<grid_for(N * h), kThreads, 0, st>>>((__nv_bfloat16 *)out, gu, N, h);
+    else
+        swiglu_kernel<<<grid_for(N * h), kThreads, 0, st>>>((float *)out, gu, N, h);
 }
 
 void qsur_cu_softmax_causal(void *probs, int bf16, const float *scores, int heads, int R, int S,

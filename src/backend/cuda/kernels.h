@@ -23,22 +23,21 @@ typedef struct {
 /* x[r][:] = emb[tok[r]][:] (fp32). */
 void qsur_cu_embed(float *x, const float *emb, const int *tok, int64_t rows, int dim,
                    qsur_cu_stream st);
-/* out = x / sqrt(mean(x^2) + eps) * g per row (sum of squares in double). */
-void qsur_cu_rmsnorm(float *out, const float *x, const float *g, int64_t rows, int n,
+/* out (ct) = x / sqrt(mean(x^2) + eps) * g per row (sum of squares in double). */
+void qsur_cu_rmsnorm(void *out, int bf16, const float *x, const float *g, int64_t rows, int n,
                      double eps, qsur_cu_stream st);
 /* out (ct) = Q(x) (or x when q->bits >= 16), rows x cols fp32 in; spans as
  * qsur_fake_quant (tensor, row, group). out_f32 != NULL: fp32 output instead
  * (may equal x). */
 void qsur_cu_quant_cast(void *out, int bf16, float *out_f32, const float *x, int64_t rows,
                         int64_t cols, const qsur_cu_quant *q, qsur_cu_stream st);
-/* From qkv [N][ld] (q | k | v): q [N][dim], k [N][kv], v [N][kv], RoPE on q and
- * k (adjacent pairs), row b*T + t at position t; cos/sin [T][hs/2]. */
-void qsur_cu_split_rope(float *q, float *k, float *v, const float *qkv, int64_t N, int T,
+/* From qkv [N][ld] (q | k | v): q [N][dim], k [N][kv], v [N][kv] (ct), RoPE on
+ * q and k (adjacent pairs), row b*T + t at position t; cos/sin [T][hs/2]. */
+void qsur_cu_split_rope(void *q, void *k, void *v, int bf16, const float *qkv, int64_t N, int T,
                         int dim, int kv, int hs, const float *cos_t, const float *sin_t,
                         qsur_cu_stream st);
-/* out (ct, [N][h]) = silu(gu[:, :h]) * gu[:, h:2h] and, when f32 != NULL, the fp32
- * value there too. */
-void qsur_cu_swiglu(float *f32, const float *gu, int64_t N, int h, qsur_cu_stream st);
+/* out (ct, [N][h]) = silu(gu[:, :h]) * gu[:, h:2h]. */
+void qsur_cu_swiglu(void *out, int bf16, const float *gu, int64_t N, int h, qsur_cu_stream st);
 /* Causal softmax of R query rows (global positions r0 + t) against S keys, for
  * `heads` blocks of R x S fp32 scores (row stride S, block stride R*S), into
  * probs (ct, same layout; may alias scores when fp32):
