@@ -239,6 +239,35 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
     qsur_llama_free(mg);
 }
 
+/* RTN of the whole model: the GPU's wq against the CPU's (clip search too). */
+static void rtn(const qsur_quant_spec *spec, const char *what, double min_frac)
+{
+    qsur_error err;
+    qsur_llama *mc = NULL, *mg = NULL;
+    CHECK_OK(qsur_llama_load(&mc, check_shared("data/stories260K.bin"), NULL, &err), err);
+    CHECK_OK(qsur_llama_load(&mg, check_shared("data/stories260K.bin"), NULL, &err), err);
+    if (!mc || !mg)
+        return;
+    double t0 = qsur_seconds();
+    CHECK_OK(qsur_llama_quantize_rtn(mc, spec, NULL, &err), err);
+    double t1 = qsur_seconds();
+    CHECK_OK(qsur_gpu_quantize_rtn(mg, spec, NULL, &err), err);
+    double t2 = qsur_seconds();
+    int64_t same = 0, total = 0;
+    for (int i = 0; i < qsur_llama_linear_count(mc); i++) {
+        qsur_llama_linear *a = qsur_llama_linear_at(mc, i), *b = qsur_llama_linear_at(mg, i);
+        CHECK(a->wq && b->wq);
+        for (int64_t k = 0; a->wq && b->wq && k < a->rows * a->cols; k++)
+            same += a->wq[k] == b->wq[k];
+        total += a->rows * a->cols;
+    }
+    double frac = (double)same / (double)total;
+    printf("rtn model %s: %.4f%% identical (cpu %.3f s, gpu %.3f s)\n", what, 100 * frac, t1 - t0, t2 - t1);
+    CHECK_MSG(frac >= min_frac, "rtn model %s: %.5f identical", what, frac);
+    qsur_llama_free(mc);
+    qsur_llama_free(mg);
+}
+
 static void gptq(void)
 {
     qsur_quant_spec row = qsur_quant_default(); /* int4 sym per row */
@@ -251,6 +280,10 @@ static void gptq(void)
     gptq_one("gptq int4 asym g43, 64 x 172", &g43, 64, 172, 256, 1);
     g43.group = 32;
     gptq_one("gptq int4 asym g32, 172 x 64", &g43, 172, 64, 256, 1);
+    rtn(&row, "int4 sym row", 1.0);
+    qsur_quant_spec cs = grp;
+    cs.group = 32, cs.clip_search = 1;
+    rtn(&cs, "int4 asym g32 clip search", 0.999);
     gptq_model(&row, "int4 sym row", 0.999, 1e-6);
     qsur_quant_spec g32 = grp;
     g32.group = 32; /* 172 = hidden: qsur_llama_linear_spec picks 43 for w2 */

@@ -114,7 +114,8 @@ static int model_changed(session *s, report *r, qsur_error *err)
     if (!rc && s->mstate->has_calib)
         rc = capture_float(s, &s->ws, &s->mstate->calib_tokens, err);
     if (!rc && s->mstate->quantized && s->wq.bits < 16) {
-        rc = qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
+        rc = session_use_gpu(s) ? qsur_gpu_quantize_rtn(s->model, &s->wq, &s->progress, err)
+                                : qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
         snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
         if (!rc)
             rep_str(r, "requantized", "weights", "re-quantized with RTN (run gptq/awq/quantease model again)");
@@ -493,7 +494,8 @@ int model_apply_quant(session *s, report *r, qsur_error *err)
         return QSUR_ERR_ARG;
     if (kv.bits < 16 && qsur_quant_validate(&kv, m->cfg.head_size, err))
         return QSUR_ERR_ARG;
-    int rc = qsur_llama_quantize_rtn(m, &s->wq, &s->progress, err);
+    int rc = session_use_gpu(s) ? qsur_gpu_quantize_rtn(m, &s->wq, &s->progress, err)
+                                : qsur_llama_quantize_rtn(m, &s->wq, &s->progress, err);
     if (rc)
         return rc;
     m->hooks.act = a;

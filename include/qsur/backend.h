@@ -64,8 +64,7 @@ typedef struct qsur_gpu_model qsur_gpu_model;
 
 /* Uploads m. Online transforms are taken as dense n x n matrices (each hook's
  * apply on the identity), so any orthogonal hook works. Fails with a one-line
- * message when no GPU is usable, memory runs out, or a hook cannot run on the
- * GPU (activation/KV clip search). Ticks "upload" per layer. */
+ * message when no GPU is usable or its memory runs out. Ticks "upload" per layer. */
 int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_precision prec,
                        int max_batch, int max_seq, const qsur_progress *prog, qsur_error *err);
 void qsur_gpu_model_free(qsur_gpu_model *g);
@@ -116,6 +115,14 @@ int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *cal
                         int seq_len, int max_seqs, const qsur_quant_spec *spec,
                         const qsur_gptq_opts *opt, qsur_llama_wquant_row *rows,
                         const qsur_progress *prog, qsur_error *err);
+
+/* Round-to-nearest of every per-layer linear on the GPU: wq = Q(w) with
+ * qsur_llama_linear_spec(spec, cols), the grid, rounding and clip search of
+ * qsur_fake_quant (the search's squared errors summed in double, so a near-tie
+ * may pick the neighbouring ratio). All-or-nothing; bits >= 16 drops the
+ * copies. Ticks "quantize weights" per linear. */
+int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur_progress *prog,
+                          qsur_error *err);
 
 /* Peak of the device's dense bf16 GEMM (TFLOP/s): n x n x n with fp32
  * accumulation, mean of `reps` after warm-up. For benchmarks. */

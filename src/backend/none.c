@@ -82,3 +82,10 @@ int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *cal
         (void)prog;
     return no_cuda(err);
 }
+
+int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur_progress *prog,
+                          qsur_error *err)
+{
+    (void)m, (void)spec, (void)prog;
+    return no_cuda(err);
+}

@@ -103,7 +103,7 @@ static int quantize_linear(qsur_gpu_model *g, qsur_gpu_solver *sol, calib_work *
         rc = qsur_gpu_check(cudaMemcpyAsync(w->Hw, w->H, (size_t)(n * n) * 8, cudaMemcpyDeviceToDevice, st),
                             "H", err);
     if (rows && !rc) { /* RTN of the float weights, for the report */
-        qsur_cu_quant cq = {q.bits, q.symmetric, (int)q.gran, q.group, q.clip};
+        qsur_cu_quant cq = {q.bits, q.symmetric, (int)q.gran, q.group, q.clip, q.clip_search};
         qsur_cu_quant_cast(NULL, 0, w->R, w->W, m, n, &cq, st);
     }
     if (!rc)

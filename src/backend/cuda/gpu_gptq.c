@@ -121,7 +121,7 @@ int qsur_gpu_gptq_run(qsur_gpu_solver *s, float *W, int64_t m, int64_t n, double
         B = G >= B ? G : (B / G) * G;
     if (B > n)
         B = n;
-    qsur_cu_quant q = {spec->bits, spec->symmetric, (int)spec->gran, spec->group, spec->clip};
+    qsur_cu_quant q = {spec->bits, spec->symmetric, (int)spec->gran, spec->group, spec->clip, 0};
     double *Wd = NULL, *Wt = NULL, *E1 = NULL;
     qsur_cu_qmap *maps = NULL;
     int rc = prepare(c, W, m, n, H, o->percdamp, err);

@@ -36,7 +36,7 @@ static int gpu_alloc(qsur_gpu_model *g, void **p, size_t bytes, const char *what
 
 static qsur_cu_quant cu_quant(const qsur_quant_spec *q)
 {
-    qsur_cu_quant c = {q->bits, q->symmetric, (int)q->gran, q->group, q->clip};
+    qsur_cu_quant c = {q->bits, q->symmetric, (int)q->gran, q->group, q->clip, q->clip_search};
     return c;
 }
 
@@ -200,9 +200,6 @@ int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_preci
 {
     *out = NULL;
     const qsur_llama_hooks *hk = &m->hooks;
-    if ((hk->act.bits < 16 && hk->act.clip_search) || (hk->kv.bits < 16 && hk->kv.clip_search))
-        return qsur_fail(err, QSUR_ERR_ARG, "gpu: activation/KV quantizers with clip search run on "
-                         "the CPU only (set device cpu)");
     qsur_gpu_model *g;
     int rc = model_begin(&g, &m->cfg, prec, max_batch, max_seq, err);
     if (rc)
@@ -400,7 +397,7 @@ static int attention_block(qsur_gpu_model *g, const gpu_layer *L, int B, int T, 
     cudaStream_t st = g->ctx.stream;
     const int64_t N = (int64_t)B * T;
     const int d = c->dim, kv = c->kv_dim, hs = c->head_size;
-    const qsur_cu_quant off = {16, 1, 1, 0, 1.0};
+    const qsur_cu_quant off = {16, 1, 1, 0, 1.0, 0};
     int rc;
     if (direct_input(g, QSUR_CAP_ATTN_IN)) {
         qsur_cu_rmsnorm(g->in_ct, g->bf16, g->x, L->attention_norm, N, d, c->norm_eps, st);

@@ -61,10 +61,9 @@ struct QMap {
     float inv, scale, zp, lo, hi;
 };
 
-__device__ QMap map_for(const qsur_cu_quant &q, float fmn, float fmx)
+__device__ QMap map_for(const qsur_cu_quant &q, float fmn, float fmx, double ratio)
 {
     QMap m;
-    double ratio = q.clip;
     if (q.symmetric) {
         double qmax = (double)((1 << (q.bits - 1)) - 1);
         double absmax = fmax(fabs((double)fmn), fabs((double)fmx));
@@ -112,6 +111,17 @@ __device__ inline float quant_one(float x, const QMap &m)
     return __fmul_rn(__fsub_rn(quant_code(x, m.inv, m.zp, m.lo, m.hi), m.zp), m.scale);
 }
 
+/* Squared error of the map over a span, summed in double (block-wide). */
+__device__ double span_sse(const float *xs, int64_t span, const QMap &m, double *sh)
+{
+    double e = 0;
+    for (int64_t i = threadIdx.x; i < span; i += blockDim.x) {
+        double d = (double)xs[i] - (double)quant_one(xs[i], m);
+        e += d * d;
+    }
+    return block_reduce(e, Sum(), sh, 0.0);
+}
+
 /* One block per span of `span` values. NaN/Inf propagate as NaN (the caller's
  * loss check reports them). */
 template <typename T>
@@ -130,7 +140,18 @@ __global__ void quant_span_kernel(T *out, float *out_f32, const float *x, int64_
     mn = block_reduce(mn, Min(), sh, FLT_MAX);
     mx = block_reduce(mx, Max(), sh, -FLT_MAX);
     bad = block_reduce(bad, Sum(), sh, 0.0f);
-    QMap m = map_for(q, mn, mx);
+    QMap m = map_for(q, mn, mx, q.clip_search ? 1.0 : q.clip);
+    if (q.clip_search && m.scale > 0.0f && bad == 0.0f) {
+        /* src/quant.c's search: strictly smaller error wins, so ties keep the larger ratio */
+        __shared__ double shd[32];
+        double best = span_sse(xs, span, m, shd);
+        for (int k = 1; k < 51; k++) {
+            QMap c = map_for(q, mn, mx, 1.0 - 0.01 * k);
+            double e = span_sse(xs, span, c, shd);
+            if (e < best)
+                best = e, m = c;
+        }
+    }
     for (int64_t i = threadIdx.x; i < span; i += blockDim.x) {
         float v = bad != 0.0f ? __int_as_float(0x7fc00000) : quant_one(xs[i], m);
         if (out_f32)
@@ -314,7 +335,7 @@ __global__ void gptq_block_kernel(double *W1, double *E1, const double *U, int64
                 mn = v < mn ? v : mn;
                 mx = v > mx ? v : mx;
             }
-            cur = map_for(q, mn, mx);
+            cur = map_for(q, mn, mx, q.clip);
         }
         const double d = U[j * n + j];
         double x = W1[i * m + r];
@@ -342,7 +363,7 @@ __global__ void fit_maps_kernel(qsur_cu_qmap *maps, const float *W, int64_t span
     mn = block_reduce(mn, Min(), sh, FLT_MAX);
     mx = block_reduce(mx, Max(), sh, -FLT_MAX);
     if (threadIdx.x == 0) {
-        QMap m = map_for(q, mn, mx);
+        QMap m = map_for(q, mn, mx, q.clip);
         maps[blockIdx.x] = qsur_cu_qmap{m.inv, m.scale, m.zp, m.lo, m.hi};
     }
 }

@@ -18,6 +18,7 @@ typedef struct CUstream_st *qsur_cu_stream;
 typedef struct {
     int bits, symmetric, gran, group;
     double clip;
+    int clip_search; /* per span: the ratio 1.00 .. 0.50 with the least squared error */
 } qsur_cu_quant;
 
 /* x[r][:] = emb[tok[r]][:] (fp32). */
