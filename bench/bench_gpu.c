@@ -29,28 +29,47 @@ static const char *shared(const char *rel, char *buf, size_t n)
     return buf;
 }
 
+/* A Llama-2-7B-shape model with `layers` layers, random bf16 weights made on
+ * the GPU, buffers for batch x 2048 tokens; and `seqs` x 2048 random tokens. */
+static qsur_gpu_model *model7b(int layers, int batch, int seqs, uint64_t seed, qsur_llama_config *c,
+                               qsur_tokens *t)
+{
+    qsur_error err;
+    *c = qsur_llama_config_default();
+    c->dim = 4096, c->hidden_dim = 11008, c->n_layers = layers, c->n_heads = 32, c->n_kv_heads = 32;
+    c->vocab_size = 32000, c->seq_len = 2048, c->shared_classifier = 0;
+    qsur_gpu_model *g = NULL;
+    if (qsur_llama_config_check(c, "7b shape", &err) ||
+        qsur_gpu_model_random(&g, c, QSUR_GPU_BF16, 1, batch, 2048, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    t->seq_len = 2048;
+    t->n = (int64_t)seqs * 2048;
+    t->ids = malloc((size_t)t->n * sizeof(int));
+    qsur_rng r;
+    qsur_rng_seed(&r, seed);
+    for (int64_t i = 0; t->ids && i < t->n; i++)
+        t->ids[i] = (int)qsur_rng_below(&r, (uint64_t)c->vocab_size);
+    if (!t->ids) {
+        qsur_gpu_model_free(g);
+        return NULL;
+    }
+    return g;
+}
+
 static int llama7b(double peak, int batch, int layers, int seqs)
 {
     qsur_error err;
-    qsur_llama_config c = qsur_llama_config_default();
-    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = layers, c.n_heads = 32, c.n_kv_heads = 32;
-    c.vocab_size = 32000, c.seq_len = 2048, c.shared_classifier = 0;
-    if (qsur_llama_config_check(&c, "7b shape", &err))
-        return fprintf(stderr, "%s\n", err.msg), 1;
-    qsur_gpu_model *g = NULL;
+    qsur_llama_config c;
+    qsur_tokens t;
     double t0 = qsur_seconds();
-    if (qsur_gpu_model_random(&g, &c, QSUR_GPU_BF16, 1, batch, 2048, &err))
-        return fprintf(stderr, "%s\n", err.msg), 1;
+    qsur_gpu_model *g = model7b(layers, batch, seqs, 5, &c, &t);
+    if (!g)
+        return 1;
     printf("7B shape (%d layers) bf16 on the GPU: %.1f GiB, made in %.1f s\n", layers,
            qsur_gpu_model_bytes(g) / (1 << 30), qsur_seconds() - t0);
-    qsur_tokens t = {0};
-    t.seq_len = 2048;
-    t.n = (int64_t)seqs * 2048;
-    t.ids = malloc((size_t)t.n * sizeof(int));
-    qsur_rng r;
-    qsur_rng_seed(&r, 5);
-    for (int64_t i = 0; i < t.n; i++)
-        t.ids[i] = (int)qsur_rng_below(&r, (uint64_t)c.vocab_size);
     qsur_llama_ppl p;
     qsur_gpu_timing tm;
     int rc = qsur_gpu_perplexity(g, &t, 2048, batch, batch, NULL, &p, &tm, &err); /* warm-up */
@@ -142,21 +161,11 @@ static int gptq_block(void)
 static int gptq_model(int layers, int seqs)
 {
     qsur_error err;
-    qsur_llama_config c = qsur_llama_config_default();
-    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = layers, c.n_heads = 32, c.n_kv_heads = 32;
-    c.vocab_size = 32000, c.seq_len = 2048, c.shared_classifier = 0;
-    qsur_gpu_model *g = NULL;
-    if (qsur_llama_config_check(&c, "7b shape", &err) ||
-        qsur_gpu_model_random(&g, &c, QSUR_GPU_BF16, 1, 8, 2048, &err))
-        return fprintf(stderr, "%s\n", err.msg), 1;
-    qsur_tokens t = {0};
-    t.seq_len = 2048;
-    t.n = (int64_t)seqs * 2048;
-    t.ids = malloc((size_t)t.n * sizeof(int));
-    qsur_rng r;
-    qsur_rng_seed(&r, 7);
-    for (int64_t i = 0; i < t.n; i++)
-        t.ids[i] = (int)qsur_rng_below(&r, (uint64_t)c.vocab_size);
+    qsur_llama_config c;
+    qsur_tokens t;
+    qsur_gpu_model *g = model7b(layers, 8, seqs, 7, &c, &t);
+    if (!g)
+        return 1;
     qsur_quant_spec spec = qsur_quant_default();
     qsur_gptq_opts o = qsur_gptq_default();
     double t0 = qsur_seconds();

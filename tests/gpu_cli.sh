@@ -21,7 +21,7 @@ cpu=$(run 'set device cpu')
 gpu=$(run 'set device gpu')
 echo "$gpu" | grep -q '"device":"gpu (' || { echo "FAIL: ppl did not run on the GPU"; exit 1; }
 echo "$gpu" | grep -q '"command":"gptq".*"device":"gpu (captures' || { echo "FAIL: gptq solves not on the GPU"; exit 1; }
-echo "$gpu" | grep -q 'uploads it to the GPU' || { echo "FAIL: model info does not name the GPU"; exit 1; }
+echo "$gpu" | grep -q 'upload it to the GPU' || { echo "FAIL: model info does not name the GPU"; exit 1; }
 c1=$(echo "$cpu" | grep '"command":"ppl"' | head -1 | num ppl ppl)
 g1=$(echo "$gpu" | grep '"command":"ppl"' | head -1 | num ppl ppl)
 c2=$(echo "$cpu" | grep '"command":"ppl"' | tail -1 | num ppl ppl)

@@ -276,7 +276,7 @@ static int model_info(session *s, report *r, qsur_error *err)
         rep_str(r, "calibration", "calibration", "none (`calib FILE`)");
     }
     if (session_use_gpu(s))
-        snprintf(buf, sizeof buf, "host memory; `ppl` uploads it to the GPU (%s, %.0f GiB) per command",
+        snprintf(buf, sizeof buf, "host memory; ppl, gptq model and quant upload it to the GPU (%s, %.0f GiB) per command",
                  s->gpu_info.name, s->gpu_info.mem_gib);
     else if (s->set.device == 0)
         snprintf(buf, sizeof buf, "host memory; everything runs on the CPU (`set device cpu`)");
