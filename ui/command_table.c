@@ -289,7 +289,7 @@ const command command_table[] = {
      "                        layer: eig-double (dsyevd, default), eig-float (ssyevd, ~3x faster),\n"
      "                        cholesky (dpotrf: the same log-det, no eigenvalues, fastest)\n"
      "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
-     "set device cpu|gpu|auto where `ppl` runs: auto (default) = the GPU when one is usable\n"
+     "set device cpu|gpu|auto where ppl, gptq model and quant run: auto (default) = the GPU when usable\n"
      "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
      "                        evenly spaced tokens when tokens x in x out > 2^30, so live\n"
      "                        updates of big layers stay fast; results say how many\n"
