@@ -18,13 +18,13 @@ lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 PRE="set format json; model load $M; calib $C seqs=4; quant w4a4kv4"
 
 for W in fake int; do
-  "$QSUR_BIN" -c "$PRE; ostquant model steps=3 seqs=4 batch=2 seq-len=64; ppl $E seqs=4; export $T/ex_$W weights=$W format=both eval=$E seqs=4; model load $T/ex_$W; ppl $E seqs=4" > "$T/$W.json" 2> "$T/$W.err"
+  "$QSUR_BIN" -c "$PRE; ostquant model steps=3 seqs=4 batch=2 seq-len=64; ppl $E seqs=4; export $T/ex_$W weights=$W format=hf runtime=qsur eval=$E seqs=4; model load $T/ex_$W; ppl $E seqs=4" > "$T/$W.json" 2> "$T/$W.err"
   expect_eq "$?" 0 "ostquant model + export weights=$W + model load succeed"
   p1=$(grep '"command":"ppl"' "$T/$W.json" | head -1 | grep -o '"ppl":[^,}]*' | cut -d: -f2)
   p2=$(json ppl "$T/$W.json")
   expect_true "weights=$W: ppl of the loaded export equals the session's ($p1 vs $p2)" near "$p2" "$p1" 1e-4
   expect_true "weights=$W: ppl is a number ($p1)" lt 1 "$p1"
-  for f in model.safetensors config.json model.bin report.md report.json; do
+  for f in model.safetensors config.json report.md report.json; do
     expect_true "weights=$W: $f written" test -s "$T/ex_$W/$f"
   done
   expect_eq "$(ls -d "$T"/ex_$W.tmp-* 2>/dev/null | wc -l)" 0 "weights=$W: no temporary directory left"
@@ -52,7 +52,7 @@ expect_true "int export is smaller than fake ($si < $sf)" lt "$si" "$sf"
 expect_eq "$(grep -o '"ppl":[^,}]*' "$T/asym.json" | sort -u | wc -l)" 1 "asym g32 int export reproduces ppl exactly"
 expect_grep 'layers.0.mlp.down_proj.qweight":{"dtype":"U8","shape":[64,172]' "$T/ex_asym/model.safetensors" "asym codes are U8"
 expect_grep 'layers.0.mlp.down_proj.zeros":{"dtype":"F32","shape":[64,4]' "$T/ex_asym/model.safetensors" "w2 zeros: 4 groups of 43"
-"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2 seqlen=128; rotate model hadamard 5; quant w3a16; gptq model; ppl $E seqs=4; export $T/ex_gptq weights=int; model load $T/ex_gptq; ppl $E seqs=4" > "$T/gptq.json" 2>&1
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2 seqlen=128; rotate model hadamard 5; quant w3a16; gptq model; ppl $E seqs=4; export $T/ex_gptq weights=int runtime=qsur; model load $T/ex_gptq; ppl $E seqs=4" > "$T/gptq.json" 2>&1
 expect_eq "$(grep -o '"ppl":[^,}]*' "$T/gptq.json" | sort -u | wc -l)" 1 "QuaRot + GPTQ int export reproduces ppl exactly"
 expect_grep 'random signs (seed 6) then hadamard 172 (williamson 43)' "$T/gptq.json" "randomized w2 plan restored with its seed"
 
