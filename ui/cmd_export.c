@@ -195,32 +195,30 @@ static int dir_is_empty(const char *dir)
 }
 
 /* A plain runtime (llama2.c's run.c, transformers' LlamaForCausalLM, vLLM)
- * runs the weights only: a model that needs an online rotation would run
- * wrong there (perplexity ~33,500 instead of 17 for stories260K), so such
- * exports are refused unless qsur's runtime metadata is asked for, and never
- * written to llama2.c files, which cannot carry it. */
+ * runs the weights only. The online rotation before w2 is part of the weights'
+ * function (w2 <- w2 H): without it a plain runtime runs a broken model
+ * (perplexity ~33,500 instead of 17 for stories260K), so such exports are
+ * refused unless qsur's runtime metadata is asked for, and never written to
+ * llama2.c files, which cannot carry it. The q,k rotation is not: q H (k H)^T
+ * = q k^T, it only serves KV-cache quantization, so a runtime without it runs
+ * the model exactly (with a float KV cache); the report says so. */
 static int refuse_online(const qsur_llama_runtime *rt, int hf, int l2c, int qsur_rt, qsur_error *err)
 {
-    if (!rt->has_w2 && !rt->has_qk)
+    if (!rt->has_w2)
         return QSUR_OK;
-    char w2[240] = "", qk[240] = "", what[520];
-    if (rt->has_w2)
-        snprintf(w2, sizeof w2, "the online rotation before w2 (%.190s)", rt->w2_desc);
-    if (rt->has_qk)
-        snprintf(qk, sizeof qk, "the online q,k rotation (%.190s)", rt->qk_desc);
-    snprintf(what, sizeof what, "%s%s%s", w2, w2[0] && qk[0] ? " and " : "", qk);
     if (l2c)
         return qsur_fail(err, QSUR_ERR_ARG,
-                         "format=%s cannot carry %s that this model needs; use format=hf "
-                         "runtime=qsur, or a weight-only config (quant wNa16kv16 before rotate "
-                         "model / ostquant model) that fuses everything offline",
-                         hf ? "both (llama2c)" : "llama2c", what);
+                         "format=%s cannot carry the online rotation before w2 (%.190s) that this "
+                         "model needs; use format=hf runtime=qsur, or a weight-only config (quant "
+                         "wNa16 before rotate model / ostquant model) that fuses everything offline",
+                         hf ? "both (llama2c)" : "llama2c", rt->w2_desc);
     if (hf && !qsur_rt)
         return qsur_fail(err, QSUR_ERR_ARG,
-                         "a plain HF runtime would run this model without %s; add "
-                         "runtime=qsur to record it in qsur's metadata (docs/export.md), or use a "
-                         "weight-only config (quant wNa16kv16 before rotate model / ostquant model)",
-                         what);
+                         "a plain HF runtime would run this model without the online rotation "
+                         "before w2 (%.190s); add runtime=qsur to record it in qsur's metadata "
+                         "(docs/export.md), or use a weight-only config (quant wNa16 before rotate "
+                         "model / ostquant model)",
+                         rt->w2_desc);
     return QSUR_OK;
 }
 
