@@ -13,12 +13,12 @@
 const char *qsur_dtype_name(qsur_dtype d)
 {
     return d == QSUR_DTYPE_F32 ? "F32" : d == QSUR_DTYPE_F16 ? "F16" : d == QSUR_DTYPE_BF16 ? "BF16"
-         : d == QSUR_DTYPE_I8 ? "I8" : d == QSUR_DTYPE_U8 ? "U8" : "?";
+         : d == QSUR_DTYPE_I8 ? "I8" : d == QSUR_DTYPE_U8 ? "U8" : d == QSUR_DTYPE_I32 ? "I32" : "?";
 }
 
 int qsur_dtype_size(qsur_dtype d)
 {
-    return d == QSUR_DTYPE_F32 ? 4 : d == QSUR_DTYPE_I8 || d == QSUR_DTYPE_U8 ? 1 : 2;
+    return d == QSUR_DTYPE_F32 || d == QSUR_DTYPE_I32 ? 4 : d == QSUR_DTYPE_I8 || d == QSUR_DTYPE_U8 ? 1 : 2;
 }
 
 void qsur_safetensors_close(qsur_safetensors *st)
@@ -68,9 +68,11 @@ static int parse_entry(const char *path, const char *name, const qsur_json *v,
         e->dtype = QSUR_DTYPE_I8;
     else if (strcmp(dt, "U8") == 0)
         e->dtype = QSUR_DTYPE_U8;
+    else if (strcmp(dt, "I32") == 0)
+        e->dtype = QSUR_DTYPE_I32;
     else
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s: dtype %s not supported "
-                         "(expected F32, F16, BF16, I8 or U8)", path, name, dt);
+                         "(expected F32, F16, BF16, I8, U8 or I32)", path, name, dt);
     if (shape->type != QSUR_JSON_ARRAY || shape->count > QSUR_ST_MAX_DIMS)
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s: shape must be an array of at "
                          "most %d integers", path, name, QSUR_ST_MAX_DIMS);
@@ -261,7 +263,7 @@ int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *
     for (size_t i0 = 0; i0 < numel; i0 += ST_CHUNK) {
         size_t i1 = numel - i0 < ST_CHUNK ? numel : i0 + ST_CHUNK;
         for (size_t k = i0; k < i1; k++) {
-            if (e->dtype == QSUR_DTYPE_F32) {
+            if (e->dtype == QSUR_DTYPE_F32 || e->dtype == QSUR_DTYPE_I32) { /* I32: the bits */
                 const unsigned char *q = p + 4 * k;
                 uint32_t u = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
                              (uint32_t)q[3] << 24;
@@ -275,7 +277,7 @@ int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *
                 t->data[k] = e->dtype == QSUR_DTYPE_F16 ? qsur_f16_to_f32(h) : qsur_bf16_to_f32(h);
             }
         }
-        int64_t bad = qsur_find_nonfinite(t->data + i0, (int64_t)(i1 - i0));
+        int64_t bad = e->dtype == QSUR_DTYPE_I32 ? -1 : qsur_find_nonfinite(t->data + i0, (int64_t)(i1 - i0));
         if (bad >= 0) {
             rc = qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s has a non-finite value (%g) "
                            "at element %lld (expected finite floats)", st->path, e->name,
@@ -401,7 +403,7 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
         const qsur_tensor *t = tensors[i];
         qsur_dtype dt = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
         if (dt != QSUR_DTYPE_F32 && dt != QSUR_DTYPE_F16 && dt != QSUR_DTYPE_BF16 &&
-            dt != QSUR_DTYPE_I8 && dt != QSUR_DTYPE_U8)
+            dt != QSUR_DTYPE_I8 && dt != QSUR_DTYPE_U8 && dt != QSUR_DTYPE_I32)
             return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s: unknown dtype %d", path,
                              t->name, (int)dt);
         if (!t->name[0] || strcmp(t->name, "__metadata__") == 0)
@@ -412,7 +414,7 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
                 return qsur_fail(err, QSUR_ERR_ARG, "%s: duplicate tensor name %s", path,
                                  t->name);
         int64_t n = qsur_tensor_numel(t);
-        int64_t bad = qsur_find_nonfinite(t->data, n);
+        int64_t bad = dt == QSUR_DTYPE_I32 ? -1 : qsur_find_nonfinite(t->data, n);
         if (bad >= 0)
             return qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s has a non-finite value at "
                              "element %lld", path, t->name, (long long)bad);
@@ -487,7 +489,7 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
         const qsur_tensor *t = tensors[i];
         qsur_dtype dt = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
         size_t n = (size_t)qsur_tensor_numel(t);
-        if (dt == QSUR_DTYPE_F32) {
+        if (dt == QSUR_DTYPE_F32 || dt == QSUR_DTYPE_I32) { /* I32: the bits, as stored */
             rc = qsur_atomic_write_f32le(&f, t->data, n, err);
         } else if (dt == QSUR_DTYPE_I8 || dt == QSUR_DTYPE_U8) {
             unsigned char tmp[4096]; /* integer-valued, range checked above */

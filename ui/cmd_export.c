@@ -27,7 +27,7 @@
 #include "qsur/qsur.h"
 
 static const char *const export_files[] = {"model.safetensors", "config.json", "model.bin", "report.md",
-                                           "report.json"};
+                                           "report.json", "quantize_config.json"};
 
 /* A growing text buffer (report.md / report.json). */
 typedef struct {
@@ -260,7 +260,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (!s->model || !s->mstate)
         return qsur_fail(err, QSUR_ERR_ARG, "export: no model loaded (use `model load PATH`)");
     session_log_as(s, "%s", ""); /* writes files, changes nothing */
-    int hf = 1, l2c = 0, as_int = 0, qsur_rt = 0;
+    int hf = 1, l2c = 0, as_int = 0, gptq = 0, qsur_rt = 0;
     const char *eval = NULL;
     long seqs = 16;
     for (int i = 1; i < argc; i++) {
@@ -276,9 +276,11 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         else if (!strcmp(a, "runtime=qsur"))
             qsur_rt = 1;
         else if (!strcmp(a, "weights=fake"))
-            as_int = 0;
+            as_int = 0, gptq = 0;
         else if (!strcmp(a, "weights=int"))
-            as_int = 1;
+            as_int = 1, gptq = 0;
+        else if (!strcmp(a, "weights=gptq"))
+            as_int = 1, gptq = 1;
         else if (!strncmp(a, "eval=", 5))
             eval = a + 5;
         else if (!strncmp(a, "seqs=", 5) && !parse_long(a + 5, 0, 1L << 20, &seqs))
@@ -290,9 +292,11 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
     model_state *ms = s->mstate;
     int quantized = m->layers[0].wq.wq != NULL;
     if (as_int && (!quantized || s->wq.bits >= 16))
-        return qsur_fail(err, QSUR_ERR_ARG, "export weights=int: the model's weights are not quantized (`quant wNaN...` first)");
+        return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s: the model's weights are not quantized (`quant wNaN...` first)",
+                         gptq ? "gptq" : "int");
     if (as_int && !hf)
-        return qsur_fail(err, QSUR_ERR_ARG, "export weights=int needs format=hf or both (llama2c files hold floats)");
+        return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s needs format=hf or both (llama2c files hold floats)",
+                         gptq ? "gptq" : "int");
     const qsur_hadamard_plan *w2p, *qkp;
     session_plans(s, &w2p, &qkp);
     qsur_llama_runtime rt;
@@ -333,7 +337,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         meta[2 * nm + 1] = rm.kv[2 * i + 1];
         nm++;
     }
-    const char *extra[] = {"qsur.weights", as_int ? "int" : quantized ? "fake" : "float",
+    const char *extra[] = {"qsur.weights", gptq ? "gptq" : as_int ? "int" : quantized ? "fake" : "float",
                            "qsur.wspec", quantized ? wspec : "float",
                            "qsur.group_size", gsize,
                            "qsur.method", quantized ? ms->wmethod : "none",
@@ -344,7 +348,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         nm++;
     }
     if (hf) {
-        qsur_llama_hf_save_opts o = {"F32", 1, as_int ? &s->wq : NULL, meta, nm};
+        qsur_llama_hf_save_opts o = {"F32", 1, as_int ? &s->wq : NULL, meta, nm, gptq};
         rc = qsur_llama_save_hf_ex(m, tmp, &o, err);
     }
     if (!rc && l2c) {
@@ -428,7 +432,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         if (rt.kv.bits >= 16)
             snprintf(qk, sizeof qk, "off");
         const char *fmt = hf && l2c ? "both" : hf ? "hf" : "llama2c";
-        const char *wkind = as_int ? "int" : "fake";
+        const char *wkind = gptq ? "gptq" : as_int ? "int" : "fake";
         char w2d[260], qkd[260];
         snprintf(w2d, sizeof w2d, rt.has_w2 ? "%s (randomized %d, seed %llu)" : "none", rt.w2_desc,
                  rt.w2.randomized, (unsigned long long)rt.w2.seed);
