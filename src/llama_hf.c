@@ -469,6 +469,19 @@ done:
 
 /* ---- saving ----------------------------------------------------------------- */
 
+static int write_text_file(const char *path, const char *text, qsur_error *err)
+{
+    qsur_atomic_file f;
+    int rc = qsur_atomic_open(&f, path, err);
+    if (rc)
+        return rc;
+    if ((rc = qsur_atomic_write(&f, text, strlen(text), err))) {
+        qsur_atomic_abort(&f);
+        return rc;
+    }
+    return qsur_atomic_commit(&f, err);
+}
+
 static int write_config(const qsur_llama_config *c, const char *path, const char *dtype,
                         const char *quant_cfg, qsur_error *err)
 {
@@ -498,15 +511,9 @@ static int write_config(const qsur_llama_config *c, const char *path, const char
         c->seq_len, c->rope_theta, c->norm_eps, c->shared_classifier ? "true" : "false",
         quant_cfg ? "  \"quantization_config\": " : "", quant_cfg ? quant_cfg : "",
         quant_cfg ? ",\n" : "", torch);
-    qsur_atomic_file f;
-    int rc = qsur_atomic_open(&f, path, err);
-    if (rc)
-        return rc;
-    if ((rc = qsur_atomic_write(&f, text, (size_t)n, err))) {
-        qsur_atomic_abort(&f);
-        return rc;
-    }
-    return qsur_atomic_commit(&f, err);
+    if (n < 0 || (size_t)n >= sizeof text)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: config text too long", path);
+    return write_text_file(path, text, err);
 }
 
 /* Base name of a ".weight" slot: "model.layers.0.mlp.down_proj". */
@@ -657,19 +664,6 @@ static int add_gptq_tensors(const hf_slot *sl, qsur_qweight *qw, const qsur_quan
     if (!rc)
         *n += 4;
     return rc;
-}
-
-static int write_text_file(const char *path, const char *text, qsur_error *err)
-{
-    qsur_atomic_file f;
-    int rc = qsur_atomic_open(&f, path, err);
-    if (rc)
-        return rc;
-    if ((rc = qsur_atomic_write(&f, text, strlen(text), err))) {
-        qsur_atomic_abort(&f);
-        return rc;
-    }
-    return qsur_atomic_commit(&f, err);
 }
 
 int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
