@@ -165,36 +165,42 @@ int qsur_gptq_to_tensors(const qsur_gptq_packed *p, const char *base, qsur_tenso
     return rc;
 }
 
-int qsur_gptq_from_tensors(const qsur_tensor *qweight, const qsur_tensor *qzeros,
-                           const qsur_tensor *scales, const qsur_tensor *g_idx, int64_t out,
-                           int64_t in, const char *what, qsur_gptq_packed *p, qsur_error *err)
+int qsur_gptq_from_parts(int32_t *qweight, const int64_t qw_shape[2], int32_t *qzeros,
+                         const int64_t qz_shape[2], const qsur_tensor *scales, int32_t *g_idx,
+                         int64_t gi_n, int64_t out, int64_t in, const char *what,
+                         qsur_gptq_packed *p, qsur_error *err)
 {
     memset(p, 0, sizeof *p);
-    int64_t kr = qweight->ndim == 2 ? qweight->shape[0] : 0;
+    p->qweight = qweight;
+    p->qzeros = qzeros;
+    p->g_idx = g_idx;
+    int64_t kr = qw_shape[0];
     int64_t k = kr > 0 && in % kr == 0 ? in / kr : 0;
-    if (qweight->ndim != 2 || qweight->shape[1] != out || (k != 4 && k != 8 && k != 16))
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s.qweight: shape must be [%lld / (32 / bits)][%lld] "
-                         "for 2, 4 or 8 bits", what, (long long)in, (long long)out);
-    p->bits = (int)(32 / k);
-    p->out = out;
-    p->in = in;
-    p->groups = scales->ndim == 2 ? scales->shape[0] : 0;
-    if (p->groups < 1 || scales->shape[1] != out || qzeros->ndim != 2 ||
-        qzeros->shape[0] != p->groups || qzeros->shape[1] * k != out ||
-        qsur_tensor_numel(g_idx) != in)
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: qzeros/scales/g_idx shapes do not match "
-                         "qweight (%lld x %lld at %d bits)", what, (long long)out, (long long)in,
-                         p->bits);
-    p->group_size = in / p->groups;
-    int rc = alloc_arrays(p, what, err);
-    if (rc)
-        return rc;
-    memcpy(p->qweight, qweight->data, (size_t)(in / k * out) * sizeof(int32_t));
-    memcpy(p->qzeros, qzeros->data, (size_t)(p->groups * (out / k)) * sizeof(int32_t));
-    memcpy(p->g_idx, g_idx->data, (size_t)in * sizeof(int32_t));
-    for (int64_t i = 0; i < p->groups * out; i++)
+    int rc = QSUR_OK;
+    if (qw_shape[1] != out || (k != 4 && k != 8 && k != 16))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s.qweight: shape must be [%lld / (32 / bits)][%lld] "
+                       "for 2, 4 or 8 bits", what, (long long)in, (long long)out);
+    int64_t groups = scales->ndim == 2 ? scales->shape[0] : 0;
+    if (!rc && (groups < 1 || scales->shape[1] != out || qz_shape[0] != groups ||
+                qz_shape[1] * k != out || gi_n != in))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: qzeros/scales/g_idx shapes do not match "
+                       "qweight (%lld x %lld at %d bits)", what, (long long)out, (long long)in,
+                       k ? (int)(32 / k) : 0);
+    if (!rc) {
+        p->bits = (int)(32 / k);
+        p->out = out;
+        p->in = in;
+        p->groups = groups;
+        p->group_size = in / groups;
+        p->scales = malloc((size_t)(groups * out) * sizeof *p->scales);
+        if (!p->scales)
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", what);
+    }
+    for (int64_t i = 0; !rc && i < groups * out; i++)
         p->scales[i] = qsur_f32_to_f16(scales->data[i]);
-    if ((rc = qsur_gptq_validate(p, what, err)))
+    if (!rc)
+        rc = qsur_gptq_validate(p, what, err);
+    if (rc)
         qsur_gptq_packed_free(p);
     return rc;
 }

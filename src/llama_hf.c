@@ -352,20 +352,31 @@ static int load_gptq_slot(const hf_shards *sh, const hf_slot *sl, const char *ba
                           const char *what, qsur_error *err)
 {
     static const char *const sfx[4] = {"qweight", "qzeros", "scales", "g_idx"};
-    qsur_tensor *t[4] = {NULL, NULL, NULL, NULL};
+    int32_t *iv[4] = {NULL, NULL, NULL, NULL};
+    int64_t shape[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}}, nv = 0;
+    qsur_tensor *scales = NULL;
     int rc = QSUR_OK;
     for (int k = 0; k < 4 && !rc; k++) {
         char name[QSUR_NAME_MAX + 16];
         snprintf(name, sizeof name, "%s.%s", base, sfx[k]);
         qsur_safetensors *f = NULL;
         int e = -1;
-        if (!(rc = shards_find(sh, name, what, &f, &e, err)))
-            rc = qsur_safetensors_read_tensor(f, e, NULL, &t[k], NULL, err);
+        if ((rc = shards_find(sh, name, what, &f, &e, err)))
+            break;
+        const qsur_st_entry *en = &f->entries[e];
+        shape[k][0] = en->ndim >= 1 ? en->shape[0] : 0;
+        shape[k][1] = en->ndim == 2 ? en->shape[1] : en->ndim == 1 ? 1 : 0;
+        rc = k == 2 ? qsur_safetensors_read_tensor(f, e, NULL, &scales, NULL, err)
+                    : qsur_safetensors_read_i32(f, e, &iv[k], &nv, err);
     }
     qsur_gptq_packed pk;
     memset(&pk, 0, sizeof pk);
-    if (!rc)
-        rc = qsur_gptq_from_tensors(t[0], t[1], t[2], t[3], sl->rows, sl->cols, base, &pk, err);
+    if (!rc) /* the parts belong to pk from here on */
+        rc = qsur_gptq_from_parts(iv[0], shape[0], iv[1], shape[1], scales, iv[3],
+                                  shape[3][0] * shape[3][1], sl->rows, sl->cols, base, &pk, err);
+    else
+        for (int k = 0; k < 4; k++)
+            free(iv[k]);
     float *tmp = rc ? NULL : malloc((size_t)(sl->rows * sl->cols) * sizeof(float));
     if (!rc && !tmp)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", base);
@@ -378,8 +389,7 @@ static int load_gptq_slot(const hf_shards *sh, const hf_slot *sl, const char *ba
     }
     free(tmp);
     qsur_gptq_packed_free(&pk);
-    for (int k = 0; k < 4; k++)
-        qsur_tensor_free(t[k]);
+    qsur_tensor_free(scales);
     return rc;
 }
 

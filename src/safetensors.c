@@ -238,6 +238,30 @@ const char *qsur_safetensors_meta(const qsur_safetensors *st, const char *key)
     return qsur_json_get_string(st->metadata, key);
 }
 
+int qsur_safetensors_read_i32(const qsur_safetensors *st, int i, int32_t **out, int64_t *n,
+                              qsur_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    const qsur_st_entry *e = &st->entries[i];
+    if (e->dtype != QSUR_DTYPE_I32)
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s is %s (expected I32)", st->path,
+                         e->name, qsur_dtype_name(e->dtype));
+    size_t count = (size_t)((e->end - e->begin) / 4);
+    int32_t *v = malloc(count ? count * sizeof *v : 1);
+    if (!v)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: tensor %s: out of memory", st->path, e->name);
+    const unsigned char *p = st->map.data + st->data_start + e->begin;
+    for (size_t k = 0; k < count; k++) {
+        uint32_t u = (uint32_t)p[4 * k] | (uint32_t)p[4 * k + 1] << 8 |
+                     (uint32_t)p[4 * k + 2] << 16 | (uint32_t)p[4 * k + 3] << 24;
+        memcpy(&v[k], &u, 4);
+    }
+    *out = v;
+    *n = (int64_t)count;
+    return QSUR_OK;
+}
+
 int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *name,
                                  qsur_tensor **out, const qsur_progress *progress,
                                  qsur_error *err)
@@ -254,6 +278,9 @@ int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *
                          "1..%d)", st->path, e->name, e->ndim, QSUR_MAX_DIMS);
     if (e->begin == e->end)
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s is zero-size", st->path, e->name);
+    if (e->dtype == QSUR_DTYPE_I32) /* packed words, not values: qsur_safetensors_read_i32 */
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s: dtype I32 not supported here "
+                         "(expected F32, F16, BF16, I8 or U8)", st->path, e->name);
     qsur_tensor *t;
     int rc = qsur_tensor_new(&t, name, e->ndim, e->shape, err);
     if (rc)
@@ -263,7 +290,7 @@ int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *
     for (size_t i0 = 0; i0 < numel; i0 += ST_CHUNK) {
         size_t i1 = numel - i0 < ST_CHUNK ? numel : i0 + ST_CHUNK;
         for (size_t k = i0; k < i1; k++) {
-            if (e->dtype == QSUR_DTYPE_F32 || e->dtype == QSUR_DTYPE_I32) { /* I32: the bits */
+            if (e->dtype == QSUR_DTYPE_F32) {
                 const unsigned char *q = p + 4 * k;
                 uint32_t u = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
                              (uint32_t)q[3] << 24;
@@ -277,7 +304,7 @@ int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *
                 t->data[k] = e->dtype == QSUR_DTYPE_F16 ? qsur_f16_to_f32(h) : qsur_bf16_to_f32(h);
             }
         }
-        int64_t bad = e->dtype == QSUR_DTYPE_I32 ? -1 : qsur_find_nonfinite(t->data + i0, (int64_t)(i1 - i0));
+        int64_t bad = qsur_find_nonfinite(t->data + i0, (int64_t)(i1 - i0));
         if (bad >= 0) {
             rc = qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s has a non-finite value (%g) "
                            "at element %lld (expected finite floats)", st->path, e->name,

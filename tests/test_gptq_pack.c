@@ -285,6 +285,24 @@ static void test_bit_order(void)
     qw->params[3].zero = 0;
     CHECK(qsur_gptq_pack(qw, "z0", &p, &err) == QSUR_ERR_ARG && strstr(err.msg, "zero point"));
     qsur_qweight_free(qw);
+
+    /* reading back: inconsistent shapes and an act-order g_idx are format errors */
+    qsur_tensor *sc = NULL;
+    CHECK_OK(qsur_tensor_new2(&sc, "s", 1, 8, &err), err);
+    int64_t qws[2] = {1, 8}, qzs[2] = {1, 1};
+    int32_t *a = calloc(8, 4), *z = calloc(1, 4), *g = calloc(8, 4);
+    CHECK(qsur_gptq_from_parts(a, qws, z, qzs, sc, g, 8, 8, 8, "ok", &p, &err) == QSUR_OK &&
+          p.bits == 4 && p.group_size == 8);
+    qsur_gptq_packed_free(&p);
+    a = calloc(8, 4), z = calloc(1, 4), g = calloc(8, 4);
+    int64_t bad[2] = {1, 4};
+    CHECK(qsur_gptq_from_parts(a, bad, z, qzs, sc, g, 8, 8, 8, "bad", &p, &err) == QSUR_ERR_FORMAT &&
+          strstr(err.msg, "bad.qweight"));
+    a = calloc(8, 4), z = calloc(1, 4), g = calloc(8, 4);
+    g[5] = 1; /* not c / group_size for any group size */
+    CHECK(qsur_gptq_from_parts(a, qws, z, qzs, sc, g, 8, 8, 8, "act", &p, &err) == QSUR_ERR_FORMAT &&
+          strstr(err.msg, "g_idx"));
+    qsur_tensor_free(sc);
 }
 
 int main(void)

@@ -53,11 +53,14 @@ void qsur_gptq_packed_free(qsur_gptq_packed *p); /* frees the arrays */
  * see qsur/safetensors.h) with their dtypes; caller frees out[0..3]. */
 int qsur_gptq_to_tensors(const qsur_gptq_packed *p, const char *base, qsur_tensor *out[4],
                          qsur_dtype dts[4], qsur_error *err);
-/* The inverse for a linear of out x in: bits from qweight's shape (in / rows
- * codes per int32), then qsur_gptq_validate. */
-int qsur_gptq_from_tensors(const qsur_tensor *qweight, const qsur_tensor *qzeros,
-                           const qsur_tensor *scales, const qsur_tensor *g_idx, int64_t out,
-                           int64_t in, const char *what, qsur_gptq_packed *p, qsur_error *err);
+/* The inverse for a linear of out x in: takes ownership of qweight (qw_n
+ * values), qzeros (qz_n) and g_idx (gi_n) (freed on error too); scales is the
+ * F16 tensor read as floats. Bits from qweight's row count (in / rows codes
+ * per int32), then the shapes and qsur_gptq_validate. */
+int qsur_gptq_from_parts(int32_t *qweight, const int64_t qw_shape[2], int32_t *qzeros,
+                         const int64_t qz_shape[2], const qsur_tensor *scales, int32_t *g_idx,
+                         int64_t gi_n, int64_t out, int64_t in, const char *what,
+                         qsur_gptq_packed *p, qsur_error *err);
 
 /* quantize_config.json text (also the value of config.json's
  * "quantization_config"): bits, group_size (-1: one group), desc_act false,

@@ -24,10 +24,11 @@
 #define QSUR_ST_MAX_HEADER (100u << 20)
 
 /* I8/U8 hold integers (quantized weight codes): read as their float value;
- * writing them requires integer values in range. I32 (GPTQ's packed words,
- * which a float cannot hold as a value) travels as bit patterns: each float
- * of the tensor holds the 4 bytes of one int32 (memcpy in and out), read and
- * written unchanged and never checked for NaN/Inf. */
+ * writing them requires integer values in range. I32 holds GPTQ's packed
+ * words, which a float cannot hold as a value: read only through
+ * qsur_safetensors_read_i32 (read_tensor refuses it); written from a tensor
+ * whose floats carry the int32 bit patterns (memcpy in), unchanged and never
+ * checked for NaN/Inf. */
 typedef enum {
     QSUR_DTYPE_F32 = 0, QSUR_DTYPE_F16, QSUR_DTYPE_BF16, QSUR_DTYPE_I8, QSUR_DTYPE_U8, QSUR_DTYPE_I32
 } qsur_dtype;
@@ -65,6 +66,11 @@ const char *qsur_safetensors_meta(const qsur_safetensors *st, const char *key);
 int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *name,
                                  qsur_tensor **out, const qsur_progress *progress,
                                  qsur_error *err);
+
+/* Entry i (dtype I32) as a new array of *n int32 values (little-endian in the
+ * file); QSUR_ERR_FORMAT for any other dtype. */
+int qsur_safetensors_read_i32(const qsur_safetensors *st, int i, int32_t **out, int64_t *n,
+                              qsur_error *err);
 
 /* Every tensor of path into ws as PREFIX+name; all-or-nothing. */
 int qsur_safetensors_load(qsur_workspace *ws, const char *path, const char *prefix,
