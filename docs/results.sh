@@ -198,6 +198,24 @@ ostquant_section() {
     [ -f "$TMP/t1-QuaRot-$c.json" ] || continue
     echo "| $c | ${old_q[$c]} | $(fmt "$(val ppl "t1-QuaRot-$c")") | ${old_qg[$c]} | $(fmt "$(val ppl "t1-QuaRot+GPTQ-$c")") |"
   done
+  echo
+  echo "Seed spread (measured once when the change was made; old = the build before it, with the"
+  echo "random 43-block; \`quant CONFIG; rotate model hadamard SEED\` for seeds 1, 2, 3):"
+  echo
+  echo "| QuaRot | seed 1 | seed 2 | seed 3 | mean ± sd |"
+  echo "|---|---|---|---|---|"
+  echo "| W4A8, random 43-block | 261.14 | 231.54 | 244.35 | 245.7 ± 14.8 |"
+  echo "| W4A8, Williamson 172 | 273.52 | 243.33 | 245.47 | 254.1 ± 16.8 |"
+  echo "| W4A4KV4, random 43-block | 762.65 | 731.98 | 767.02 | 753.9 ± 19.1 |"
+  echo "| W4A4KV4, Williamson 172 | 779.62 | 734.41 | 725.83 | 746.6 ± 28.9 |"
+  echo
+  echo "So on this model the true Hadamard moves QuaRot's perplexity by less than the spread"
+  echo "over seeds, in either direction; what it buys is a rotation of the order QuaRot and"
+  echo "OSTQuant use that any runtime can rebuild from docs/export.md (the random block needed"
+  echo "qsur's generator). The W4A16 column changes for another reason: weight-only QuaRot no"
+  echo "longer rotates w2's input online, which costs GPTQ a little (its w2 sees an unrotated"
+  echo "input) and makes the model run in any Llama runtime."
+  echo
   echo "- **SmoothQuant**: alpha 0.5, scales folded into the RMSNorm gains (qkv, w1/w3), the rows of"
   echo "  wv (wo) and of w3 (w2); then RTN."
   echo "- **GPTQ**: \`gptq model\` (damping 0.01, natural column order), sequential: each group of"

@@ -230,6 +230,12 @@ abl_row() {
   done
   echo "| OSTQuant W4A4KV4, mean of seeds 1-3 | 633.1 ± 45.6 | $(stats_of full | awk '{ printf "%.1f ± %.1f", $1, $2 }') |"
   echo
+  echo "Read the W4A16KV16 rows as the price of an export that any Llama runtime runs: with"
+  echo "activations in float the online w2 rotation is gone (before, it also flattened w2's weights"
+  echo "for weight quantization). The W4A8KV8 and W4A4KV4 rows keep it and change only by its"
+  echo "matrix (Williamson 172 instead of Walsh 4 x a random 43-block); read them against the seed"
+  echo "spread of the ablation table."
+  echo
   echo "- **QuaRot-style**: as in table 1 (randomized Hadamard on the residual stream, Hadamard on"
   echo "  the value heads; online Hadamard before w2 when activations are quantized, on q/k when the"
   echo "  KV cache is), then RTN."
