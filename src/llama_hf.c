@@ -20,6 +20,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "qsur/gptq_pack.h"
+#include "qsur/half.h"
 #include "qsur/atomic_file.h"
 #include "qsur/json.h"
 #include "qsur/llama.h"
@@ -370,6 +372,53 @@ static int load_int_slot(const hf_shards *sh, const hf_slot *sl, const char *bas
     return rc;
 }
 
+/* Reads the GPTQ tensors of slot sl into its float weights (dequantized the
+ * way GPTQ loaders do), undoing the q/k row permutation. */
+static int load_gptq_slot(const hf_shards *sh, const hf_slot *sl, const char *base,
+                          const char *what, qsur_error *err)
+{
+    static const char *const sfx[4] = {"qweight", "qzeros", "scales", "g_idx"};
+    int32_t *iv[4] = {NULL, NULL, NULL, NULL};
+    int64_t shape[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}}, nv = 0;
+    qsur_tensor *scales = NULL;
+    int rc = QSUR_OK;
+    for (int k = 0; k < 4 && !rc; k++) {
+        char name[QSUR_NAME_MAX + 16];
+        snprintf(name, sizeof name, "%s.%s", base, sfx[k]);
+        qsur_safetensors *f = NULL;
+        int e = -1;
+        if ((rc = shards_find(sh, name, what, &f, &e, err)))
+            break;
+        const qsur_st_entry *en = &f->entries[e];
+        shape[k][0] = en->ndim >= 1 ? en->shape[0] : 0;
+        shape[k][1] = en->ndim == 2 ? en->shape[1] : en->ndim == 1 ? 1 : 0;
+        rc = k == 2 ? qsur_safetensors_read_tensor(f, e, NULL, &scales, NULL, err)
+                    : qsur_safetensors_read_i32(f, e, &iv[k], &nv, err);
+    }
+    qsur_gptq_packed pk;
+    memset(&pk, 0, sizeof pk);
+    if (!rc) /* the parts belong to pk from here on */
+        rc = qsur_gptq_from_parts(iv[0], shape[0], iv[1], shape[1], scales, iv[3],
+                                  shape[3][0] * shape[3][1], sl->rows, sl->cols, base, &pk, err);
+    else
+        for (int k = 0; k < 4; k++)
+            free(iv[k]);
+    float *tmp = rc ? NULL : malloc((size_t)(sl->rows * sl->cols) * sizeof(float));
+    if (!rc && !tmp)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", base);
+    if (!rc) {
+        qsur_gptq_dequant(&pk, tmp);
+        if (sl->rope_heads)
+            permute_rows(sl->data, tmp, sl->rope_heads, sl->rows, sl->cols, 0);
+        else
+            memcpy(sl->data, tmp, (size_t)(sl->rows * sl->cols) * sizeof(float));
+    }
+    free(tmp);
+    qsur_gptq_packed_free(&pk);
+    qsur_tensor_free(scales);
+    return rc;
+}
+
 /* Shape of entry en as "AxB" (or "scalar"). */
 static void entry_shape(const qsur_st_entry *en, char *got, size_t n)
 {
@@ -516,7 +565,10 @@ static int fill_slot(const hf_shards *sh, hf_slot *sl, const hf_found *fd, const
         if (rc)
             return rc;
         sl->data = sl->lin->w;
-        return load_int_slot(sh, sl, fd->int_base, what, err);
+        char gi[QSUR_NAME_MAX + 16];
+        snprintf(gi, sizeof gi, "%s.g_idx", fd->int_base);
+        return shards_has(sh, gi) ? load_gptq_slot(sh, sl, fd->int_base, what, err)
+                                  : load_int_slot(sh, sl, fd->int_base, what, err);
     }
     const qsur_st_entry *en = &fd->f->entries[fd->e];
     if (sl->lin) {
@@ -583,8 +635,21 @@ done:
 
 /* ---- saving ----------------------------------------------------------------- */
 
-int qsur_llama_write_config(const qsur_llama_config *c, const char *path, const char *dtype,
-                            qsur_error *err)
+static int write_text_file(const char *path, const char *text, qsur_error *err)
+{
+    qsur_atomic_file f;
+    int rc = qsur_atomic_open(&f, path, err);
+    if (rc)
+        return rc;
+    if ((rc = qsur_atomic_write(&f, text, strlen(text), err))) {
+        qsur_atomic_abort(&f);
+        return rc;
+    }
+    return qsur_atomic_commit(&f, err);
+}
+
+static int write_config(const qsur_llama_config *c, const char *path, const char *dtype,
+                        const char *quant_cfg, qsur_error *err)
 {
     char text[2048];
     const char *torch = strcmp(dtype, "F16") == 0 ? "float16"
@@ -605,19 +670,22 @@ int qsur_llama_write_config(const qsur_llama_config *c, const char *path, const 
         "  \"rms_norm_eps\": %.17g,\n"
         "  \"rope_scaling\": null,\n"
         "  \"tie_word_embeddings\": %s,\n"
+        "%s%s%s"
         "  \"torch_dtype\": \"%s\"\n"
         "}\n",
         c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-        c->seq_len, c->rope_theta, c->norm_eps, c->shared_classifier ? "true" : "false", torch);
-    qsur_atomic_file f;
-    int rc = qsur_atomic_open(&f, path, err);
-    if (rc)
-        return rc;
-    if ((rc = qsur_atomic_write(&f, text, (size_t)n, err))) {
-        qsur_atomic_abort(&f);
-        return rc;
-    }
-    return qsur_atomic_commit(&f, err);
+        c->seq_len, c->rope_theta, c->norm_eps, c->shared_classifier ? "true" : "false",
+        quant_cfg ? "  \"quantization_config\": " : "", quant_cfg ? quant_cfg : "",
+        quant_cfg ? ",\n" : "", torch);
+    if (n < 0 || (size_t)n >= sizeof text)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: config text too long", path);
+    return write_text_file(path, text, err);
+}
+
+int qsur_llama_write_config(const qsur_llama_config *c, const char *path, const char *dtype,
+                            qsur_error *err)
+{
+    return write_config(c, path, dtype, NULL, err);
 }
 
 /* Base name of a ".weight" slot: "model.layers.0.mlp.down_proj". */
@@ -685,8 +753,32 @@ typedef struct {
     qsur_st_desc d;
     char name[QSUR_NAME_MAX + 16];
     const hf_slot *sl;
-    int part;        /* 0: the weights; int linears: 1 codes, 2 scales, 3 zeros */
+    int part;        /* 0: the weights; int linears: 1 codes, 2 scales, 3 zeros;
+                        GPTQ-packed: 4 qweight, 5 qzeros, 6 scales, 7 g_idx */
 } out_tensor;
+
+/* The four GPTQ tensors of slot sl quantized by q, shaped the way
+ * qsur_gptq_pack lays them out (qsur/gptq_pack.h); returns 4. */
+static int describe_gptq(const hf_slot *sl, const qsur_quant_spec *q, out_tensor *o)
+{
+    static const char *const sfx[4] = {"qweight", "qzeros", "scales", "g_idx"};
+    int64_t k = 32 / q->bits, out = sl->rows, in = sl->cols;
+    int64_t groups = q->gran == QSUR_GRAN_GROUP ? in / q->group : 1;
+    const int64_t shape[4][2] = {{in / k, out}, {groups, out / k}, {groups, out}, {in, 0}};
+    char base[QSUR_NAME_MAX];
+    slot_base(sl, base, sizeof base);
+    for (int t = 0; t < 4; t++) {
+        memset(&o[t], 0, sizeof o[t]);
+        snprintf(o[t].name, sizeof o[t].name, "%s.%s", base, sfx[t]);
+        o[t].d.dtype = t == 2 ? QSUR_DTYPE_F16 : QSUR_DTYPE_I32;
+        o[t].d.ndim = t == 3 ? 1 : 2;
+        o[t].d.shape[0] = shape[t][0];
+        o[t].d.shape[1] = shape[t][1];
+        o[t].sl = sl;
+        o[t].part = 4 + t;
+    }
+    return 4;
+}
 
 /* Describes the tensors of slot sl (1, or 2-3 for an int linear); returns
  * how many. */
@@ -705,6 +797,8 @@ static int describe_slot(const hf_slot *sl, const qsur_llama_hf_save_opts *opts,
         return 1;
     }
     qsur_quant_spec q = qsur_llama_linear_spec(opts->int_spec, sl->cols);
+    if (opts->gptq)
+        return describe_gptq(sl, &q, o);
     int64_t prow = q.gran == QSUR_GRAN_TENSOR ? 1 : sl->rows;
     int64_t pcol = q.gran == QSUR_GRAN_GROUP ? sl->cols / q.group : 1;
     char base[QSUR_NAME_MAX];
@@ -803,10 +897,75 @@ static int write_index(const char *path, const qsur_st_desc *d, int n, const int
     return qsur_atomic_commit(&f, err);
 }
 
+/* Packs the codes of slot sl GPTQ-style into pk (qsur/gptq_pack.h); q/k
+ * rows (codes and their maps) go to the HF layout first, like float weights.
+ * GPTQ has one group size: a linear whose width forces another
+ * (stories260K's w2: 172 = 4 x 43 for 32) is refused. */
+static int gptq_pack_slot(const hf_slot *sl, qsur_qweight *qw, const qsur_quant_spec *spec,
+                          qsur_gptq_packed *pk, qsur_error *err)
+{
+    char base[QSUR_NAME_MAX];
+    slot_base(sl, base, sizeof base);
+    if (spec->gran == QSUR_GRAN_GROUP && qw->spec.group != spec->group)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: %lld input columns need groups of %d, but a GPTQ "
+                         "checkpoint has one group_size (%d); use weights=int", base,
+                         (long long)qw->cols, qw->spec.group, spec->group);
+    if (sl->rope_heads) {
+        int64_t rows = qw->rows, cols = qw->cols, pn = qw->nparams / rows;
+        int16_t *c = malloc((size_t)(rows * cols) * sizeof *c);
+        qsur_qparams *p = malloc((size_t)qw->nparams * sizeof *p);
+        if (!c || !p) {
+            free(c);
+            free(p);
+            return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", base);
+        }
+        memcpy(c, qw->codes, (size_t)(rows * cols) * sizeof *c);
+        memcpy(p, qw->params, (size_t)qw->nparams * sizeof *p);
+        int64_t hs = rows / sl->rope_heads, half = hs / 2;
+        for (int64_t h = 0; h < sl->rope_heads; h++)
+            for (int64_t i = 0; i < half; i++)
+                for (int k = 0; k < 2; k++) {
+                    int64_t meta = h * hs + 2 * i + k, hf = h * hs + k * half + i;
+                    memcpy(qw->codes + hf * cols, c + meta * cols, (size_t)cols * sizeof *c);
+                    if (pn >= 1 && qw->nparams == rows * pn)
+                        memcpy(qw->params + hf * pn, p + meta * pn, (size_t)pn * sizeof *p);
+                }
+        free(c);
+        free(p);
+    }
+    return qsur_gptq_pack(qw, base, pk, err);
+}
+
+/* Streams part o->part of a packed linear (int32 words as their bits, fp16
+ * scales as floats that round back to the same bits), `wide` values at a time. */
+static int put_gptq(qsur_st_stream *w, const out_tensor *o, const qsur_gptq_packed *pk,
+                    float *row, int64_t wide, qsur_error *err)
+{
+    int64_t k = 32 / pk->bits;
+    int64_t n[4] = {pk->in / k * pk->out, pk->groups * (pk->out / k), pk->groups * pk->out, pk->in};
+    int t = o->part - 4;
+    int64_t want = o->d.shape[0] * (o->d.ndim == 2 ? o->d.shape[1] : 1);
+    if (n[t] != want)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: packed as %lld values, %lld expected", o->name,
+                         (long long)n[t], (long long)want);
+    const int32_t *src = t == 0 ? pk->qweight : t == 1 ? pk->qzeros : t == 3 ? pk->g_idx : NULL;
+    int rc = QSUR_OK;
+    for (int64_t i0 = 0; i0 < n[t] && !rc; i0 += wide) {
+        int64_t m = n[t] - i0 < wide ? n[t] - i0 : wide;
+        if (src)
+            memcpy(row, src + i0, (size_t)m * sizeof(float));
+        else
+            for (int64_t i = 0; i < m; i++)
+                row[i] = qsur_f16_to_f32(pk->scales[i0 + i]);
+        rc = qsur_st_stream_put(w, row, m, err);
+    }
+    return rc;
+}
+
 int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
                        qsur_error *err)
 {
-    qsur_llama_hf_save_opts o = {dtype, 0, NULL, NULL, 0, 0, NULL};
+    qsur_llama_hf_save_opts o = {.dtype = dtype};
     return qsur_llama_save_hf_ex(m, dir, &o, err);
 }
 
@@ -890,21 +1049,28 @@ int qsur_hf_write_sharded(const char *dir, const qsur_st_desc *d, int nt, int64_
 typedef struct {
     const out_tensor *o;
     const qsur_llama_hf_save_opts *opts;
-    float *row;
+    float *row;        /* `wide` floats */
+    int64_t wide;
     qsur_qweight *qw;  /* codes of the int linear being written */
+    qsur_gptq_packed pk; /* its GPTQ packing (weights=gptq) */
 } export_ctx;
 
 static int export_put(void *ctx, int i, qsur_st_stream *w, qsur_error *err)
 {
     export_ctx *x = ctx;
     const out_tensor *o = &x->o[i];
-    if (o->part == 1) {
+    if (o->part == 1 || o->part == 4) {
         qsur_qweight_free(x->qw);
         x->qw = NULL;
+        qsur_gptq_packed_free(&x->pk);
         int rc = int_weights(o->sl->lin, x->opts->int_spec, &x->qw, err);
+        if (!rc && o->part == 4)
+            rc = gptq_pack_slot(o->sl, x->qw, x->opts->int_spec, &x->pk, err);
         if (rc)
             return rc;
     }
+    if (o->part >= 4)
+        return put_gptq(w, o, &x->pk, x->row, x->wide, err);
     return o->part ? put_int(w, o, x->qw, x->row, err)
                    : put_weights(w, o->sl, x->opts->use_wq, x->row, err);
 }
@@ -931,14 +1097,23 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
     qsur_llama *m = (qsur_llama *)m_in; /* slots only read through it */
     hf_slot *slots = calloc((size_t)m->cfg.n_layers * 9 + 3, sizeof *slots);
     int n = slots ? hf_slots(m, slots) : 0, rc = QSUR_OK, nt = 0;
-    out_tensor *o = calloc((size_t)3 * n + 1, sizeof *o);
+    /* up to 4 tensors per slot (codes, scales, zeros; GPTQ: qweight, qzeros, scales, g_idx) */
+    out_tensor *o = calloc((size_t)4 * n + 1, sizeof *o);
+    char gcfg[512] = "";
+    if (opts->gptq && opts->int_spec)
+        qsur_gptq_config_json(opts->int_spec->bits,
+                              opts->int_spec->gran == QSUR_GRAN_GROUP ? opts->int_spec->group : -1,
+                              opts->int_spec->symmetric, gcfg, sizeof gcfg);
     if (!slots || !o)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
     for (int i = 0; i < n && !rc; i++)
         nt += describe_slot(&slots[i], opts, dt, &o[nt]);
     qsur_st_desc *d = rc ? NULL : calloc((size_t)nt + 1, sizeof *d);
     int64_t wide = m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim;
-    export_ctx x = {o, opts, rc ? NULL : malloc((size_t)wide * sizeof(float)), NULL};
+    export_ctx x;
+    memset(&x, 0, sizeof x);
+    x.o = o, x.opts = opts, x.wide = wide;
+    x.row = rc ? NULL : malloc((size_t)wide * sizeof(float));
     if (!rc && (!d || !x.row))
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
     for (int i = 0; i < nt && !rc; i++) {
@@ -949,12 +1124,19 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
         rc = qsur_hf_write_sharded(dir, d, nt, opts->shard_bytes, opts->meta_kv, opts->meta_count,
                                    export_put, &x, opts->progress, err);
     qsur_qweight_free(x.qw);
+    qsur_gptq_packed_free(&x.pk);
     free(x.row);
     free(d);
+    char path[4200];
     if (!rc) {
-        char path[4200];
         snprintf(path, sizeof path, "%s/config.json", dir);
-        rc = qsur_llama_write_config(&m->cfg, path, qsur_dtype_name(dt), err);
+        rc = write_config(&m->cfg, path, qsur_dtype_name(dt), opts->gptq ? gcfg : NULL, err);
+    }
+    if (!rc && opts->gptq) { /* AutoGPTQ reads quantize_config.json, transformers config.json */
+        snprintf(path, sizeof path, "%s/quantize_config.json", dir);
+        size_t len = strlen(gcfg);
+        snprintf(gcfg + len, sizeof gcfg - len, "\n");
+        rc = write_text_file(path, gcfg, err);
     }
     free(o);
     free(slots);

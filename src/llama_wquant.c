@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "qsur/backend.h"
 #include "qsur/llama_wquant.h"
 
 const char *qsur_llama_wquant_method_name(qsur_llama_wquant_method m)
@@ -101,6 +102,8 @@ static int quantize_one(const qsur_llama_linear *l, const float *W, const float 
     case QSUR_MWQ_RTN:
         return qsur_fake_quant(q, W, l->rows, l->cols, Q, prog, err);
     case QSUR_MWQ_GPTQ:
+        if (o->gpu) /* Q only: set_quant packs it when it is on the grid */
+            return qsur_gpu_gptq(&L, q, &o->gptq, Q, err);
         return qsur_gptq(&L, q, &o->gptq, Q, qw, prog, err);
     case QSUR_MWQ_AWQ: {
         qsur_awq_result res;
@@ -221,7 +224,7 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
             double a = mid + (hi - mid) * j / k, b = mid + (hi - mid) * (j + 1) / k;
             /* GPTQ and QuantEase also give their codes: kept packed, not as floats */
             qsur_qweight *qw = NULL;
-            if (o->method == QSUR_MWQ_GPTQ || o->method == QSUR_MWQ_QUANTEASE)
+            if ((o->method == QSUR_MWQ_GPTQ && !o->gpu) || o->method == QSUR_MWQ_QUANTEASE)
                 rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err);
             if (!rc)
                 rc = quantize_one(l, W, xt->data, n, H, &q, o, Q, qw, &nout,

@@ -265,7 +265,7 @@ int main(void)
     /* sharded export: files of at most ~20 KB plus the index, read back equal;
      * a shard cut in the middle of a tensor fails naming that shard */
     const char *sh = subdir("sharded");
-    qsur_llama_hf_save_opts o = {"F32", 0, NULL, NULL, 0, 20000, NULL};
+    qsur_llama_hf_save_opts o = {.dtype = "F32", .shard_bytes = 20000};
     CHECK_OK(qsur_llama_save_hf_ex(m, sh, &o, &err), err);
     char p[1200];
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", sh);

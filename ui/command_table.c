@@ -5,7 +5,7 @@
 #include "commands.h"
 
 static const char *const set_words[] = {"format", "errexit", "echo", "color", "outlier_k", "alpha",
-                                        "cube", "qsur_method", "bins", "error_tokens", "seed", NULL};
+                                        "cube", "qsur_method", "bins", "error_tokens", "seed", "device", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
@@ -171,19 +171,23 @@ const command command_table[] = {
      "       of the session model (`set alpha|cube|qsur_method` apply; docs/ostquant.md).",
      cmd_ostquant},
 
-    {"export", 1, 8, CMD_LONG, COMPLETE_FILE, NULL,
-     "export DIR [format=hf|llama2c|both] [weights=fake|int] [eval=FILE] [seqs=N] [dtype=f32|f16|bf16] "
-     "[shard=SIZE]",
+    {"export", 1, 9, CMD_LONG, COMPLETE_FILE, NULL,
+     "export DIR [format=hf|llama2c|both] [runtime=plain|qsur] [weights=fake|int|gptq] [eval=FILE] "
+     "[seqs=N] [dtype=f32|f16|bf16] [shard=SIZE]",
      "write the session model (fused, quantized) and a report into a new directory",
-     "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the online\n"
-     "         rotations (plan, seed), the activation/KV quantizers and the weight quantizer,\n"
-     "         so `model load DIR` runs the same model (same perplexity).\n"
+     "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the activation/KV\n"
+     "         quantizers and the weight quantizer, so `model load DIR` runs the same model.\n"
      "         Written tensor by tensor; more than shard=SIZE (default 5GB; B, KB, MB, GB)\n"
      "         goes to model-0000K-of-0000N.safetensors + model.safetensors.index.json.\n"
      "         dtype= of the float tensors (default f32).\n"
      "llama2c  DIR/model.bin (weights only). both: all three.\n"
+     "runtime  plain (default): the files must run exactly in any Llama runtime, so a model\n"
+     "         that needs an online rotation (before w2 or on q,k) is refused; qsur: format=hf\n"
+     "         only, the online rotations are recorded in __metadata__ for qsur (or a runtime\n"
+     "         that applies them as docs/export.md says).\n"
      "weights  fake: the fake-quantized values as F32; int: NAME.qweight (I8/U8 codes),\n"
-     "         NAME.scales (F32), NAME.zeros (asymmetric) per linear (docs/export.md).\n"
+     "         NAME.scales (F32), NAME.zeros (asymmetric) per linear; gptq: the GPTQ/AutoGPTQ\n"
+     "         packed int32 layout (4 or 8 bits) with quantize_config.json (docs/export.md).\n"
      "Report: DIR/report.md and DIR/report.json: settings, per-linear log10 QSUR of the\n"
      "captured calibration inputs and weights and output error, before (RTN on the original\n"
      "model) and after, and perplexities on eval=FILE (float, before, after, reloaded export;\n"
@@ -196,8 +200,9 @@ const command command_table[] = {
      "rotate hadamard|rhadamard|random [SEED] | rotate pca | rotate model hadamard [SEED] [steps=LIST]",
      "rotate the layer: X' = X R, W' = W R (the product X W^T is unchanged)",
      "hadamard   fast Walsh-Hadamard for 2^k channels; for n = 2^k m a Kronecker product with\n"
-     "           an m x m Hadamard (Sylvester, Paley I/II) where one exists, else with a seeded\n"
-     "           random orthogonal m x m block (172 = 4 x 43 is such a size); the output says which\n"
+     "           an m x m Hadamard (Sylvester, Paley I/II, Williamson: 172 = 4 x 43) where one\n"
+     "           exists, else with a seeded random orthogonal m x m block (86 = 2 x 43 is such a\n"
+     "           size); the output says which\n"
      "rhadamard  the same after random +-1 signs (QuaRot's randomized Hadamard)\n"
      "random     Haar-random orthogonal matrix (QR of a Gaussian matrix, sign-fixed)\n"
      "pca        eigenvectors of the activation covariance (needs X)\n"
@@ -209,7 +214,10 @@ const command command_table[] = {
      "           writers (wo, w2) Q^T W; w2: online Hadamard on w2's input, w2 -> w2 H;\n"
      "           heads: per value head, fused into wv rows and wo columns; qk: online Hadamard\n"
      "           on q and k (rotated K cache). steps=LIST picks some (default all:\n"
-     "           norm,resid,w2,heads,qk). Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
+     "           norm,resid,w2,heads,qk, but without w2 when activations are at 16 bits and\n"
+     "           without qk when the KV cache is: the online steps only serve their quantization,\n"
+     "           and a model without them exports to any Llama runtime).\n"
+     "           Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
      cmd_rotate},
     {"scale", 1, 2, CMD_LOGGED, COMPLETE_WORDS, scale_words, "scale smooth [ALPHA] | scale file FILE",
      "scale channels: X' = X S^-1, W' = W S (SmoothQuant or a vector from a file)",
@@ -266,12 +274,13 @@ const command command_table[] = {
      "(feed_forward.w2.in: every layer of the range) or `current` (the selected layer).\n"
      "The memory the capture takes is shown before it runs and reported.",
      cmd_calib},
-    {"ppl", 1, 4, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N]",
+    {"ppl", 1, 5, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N] [dtype=bf16|fp32]",
      "perplexity of the model (with its current quantization) on a token file",
      "Splits FILE (a token file: .u16, .u32 or int32 .npy) into sequences of seqlen (default\n"
      "256), scores every next token of the first seqs sequences (default all) with the model as\n"
      "it is: quantized weights, activation and KV quantization, online rotations. Ctrl-C stops\n"
-     "it.",
+     "it. On the GPU (`set device`), the model is uploaded for the command; dtype=bf16 (default)\n"
+     "runs bf16 GEMMs with fp32 accumulation, dtype=fp32 matches the CPU to ~1e-7.",
      cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",
@@ -301,6 +310,7 @@ const command command_table[] = {
      "                        layer: eig-double (dsyevd, default), eig-float (ssyevd, ~3x faster),\n"
      "                        cholesky (dpotrf: the same log-det, no eigenvalues, fastest)\n"
      "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
+     "set device cpu|gpu|auto where ppl, gptq model and quant run: auto (default) = the GPU when usable\n"
      "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
      "                        evenly spaced tokens when tokens x in x out > 2^30, so live\n"
      "                        updates of big layers stay fast; results say how many\n"

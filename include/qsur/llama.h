@@ -170,7 +170,8 @@ int qsur_llama_load_llama2c(qsur_llama **out, const char *path,
                             const qsur_progress *prog, qsur_error *err);
 /* Hugging Face Llama directory: config.json plus model.safetensors or a
  * sharded model.safetensors.index.json; F32/F16/BF16; a linear stored as
- * NAME.qweight/.scales/.zeros (see qsur_llama_save_hf_ex) is dequantized. */
+ * NAME.qweight/.scales/.zeros (see qsur_llama_save_hf_ex) or GPTQ-packed
+ * (NAME.qweight/.qzeros/.scales/.g_idx, qsur/gptq_pack.h) is dequantized. */
 int qsur_llama_load_hf(qsur_llama **out, const char *dir,
                        const qsur_progress *prog, qsur_error *err);
 /* The safetensors file of an HF directory that holds the metadata: the
@@ -205,6 +206,9 @@ typedef struct {
                                         goes to model-0000K-of-0000N.safetensors
                                         shards plus model.safetensors.index.json */
     const qsur_progress *progress;   /* may be NULL */
+    int gptq;                        /* with int_spec: GPTQ-packed (qsur/gptq_pack.h), plus
+                                        quantize_config.json and config.json's
+                                        quantization_config */
 } qsur_llama_hf_save_opts;
 /* Hugging Face's default shard size (5 GB). */
 #define QSUR_HF_SHARD_BYTES ((int64_t)5000000000)

@@ -52,6 +52,8 @@ typedef struct {
     int64_t max_tokens;
     uint64_t seed;
     int layers;      /* > 0: only the first `layers` blocks (the rest keep their form) */
+    int gpu;           /* GPTQ: each linear's Hessian, Cholesky and column loop on
+                          the GPU (qsur_gpu_gptq); captures stay on the CPU */
 } qsur_llama_wquant_opts;
 
 qsur_llama_wquant_opts qsur_llama_wquant_default(void);
