@@ -49,34 +49,44 @@ int command_tokenize(char *buf, char **argv, int max_words, qsur_error *err)
     return argc;
 }
 
-/* Quote a word for the log only when it needs it, so saved scripts stay readable. */
-static void append_word(char **line, size_t *len, const char *w)
+char *command_quote(const char *w)
 {
     int plain = *w != '\0';
     for (const char *p = w; *p; p++)
-        if (strchr(" \t'\"#;\\", *p))
+        if (strchr(" \t\n\r'\"#;\\", *p))
             plain = 0;
-    size_t need = *len + strlen(w) * 2 + 4;
-    char *n = realloc(*line, need);
-    if (!n)
+    char *q = malloc(strlen(w) * 2 + 3);
+    if (!q)
+        return NULL;
+    if (plain)
+        return strcpy(q, w);
+    char *o = q;
+    *o++ = '"';
+    for (const char *p = w; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            *o++ = '\\';
+        *o++ = *p;
+    }
+    *o++ = '"';
+    *o = '\0';
+    return q;
+}
+
+static void append_word(char **line, size_t *len, const char *w)
+{
+    char *q = command_quote(w);
+    char *n = q ? realloc(*line, *len + strlen(q) + 2) : NULL;
+    if (!n) {
+        free(q);
         return;
+    }
     *line = n;
     char *o = n + *len;
     if (*len)
         *o++ = ' ';
-    if (plain) {
-        o = stpcpy(o, w);
-    } else {
-        *o++ = '"';
-        for (const char *p = w; *p; p++) {
-            if (*p == '"' || *p == '\\')
-                *o++ = '\\';
-            *o++ = *p;
-        }
-        *o++ = '"';
-        *o = '\0';
-    }
+    o = stpcpy(o, q);
     *len = (size_t)(o - n);
+    free(q);
 }
 
 /* Errors found before a handler runs still give JSON readers their one object. */
