@@ -113,6 +113,7 @@ static void test_matrices_exact(void)
         free(H);
     }
     CHECK(built > 40); /* 1,2,4,..,256 plus dozens of Paley orders */
+    CHECK(good == built);
     /* The largest Paley I and Paley II orders <= 1100, through exact dgemm. */
     for (int kind = QSUR_HBLOCK_PALEY1; kind <= QSUR_HBLOCK_PALEY2; kind++) {
         int64_t m = 1100;
