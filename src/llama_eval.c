@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include "llama_sink.h"
 #include "qsur/llama.h"
@@ -17,6 +18,11 @@ int qsur_tokens_load(qsur_tokens *t, const char *path, int seq_len, int vocab_si
     FILE *f = fopen(path, "rb");
     if (!f)
         return qsur_fail(err, QSUR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st; /* a directory opens too, and "reports" a size of LONG_MAX */
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return qsur_fail(err, QSUR_ERR_IO, "%s: not a regular file (expected uint16 tokens)", path);
+    }
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0)
         size = ftell(f);

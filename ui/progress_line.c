@@ -7,6 +7,7 @@
 #include "qsur/clock.h"
 #include "ostquant_live.h"
 #include "progress_line.h"
+#include "text_escape.h"
 
 static volatile sig_atomic_t sigint_seen;
 
@@ -57,10 +58,12 @@ static int progress_cb(void *ctx, double done, const char *what, double value)
             memset(bar, '#', (size_t)fill);
             memset(bar + fill, '.', (size_t)(width - fill));
             bar[width] = '\0';
+            char safe[128]; /* `what` may name a tensor from a file */
+            text_escape(safe, sizeof safe, what ? what : "");
             if (isnan(value))
-                fprintf(stderr, "\r[%s] %5.1f%% %-30.30s", bar, 100.0 * done, what);
+                fprintf(stderr, "\r[%s] %5.1f%% %-30.30s", bar, 100.0 * done, safe);
             else
-                fprintf(stderr, "\r[%s] %5.1f%% %-20.20s %.6g", bar, 100.0 * done, what, value);
+                fprintf(stderr, "\r[%s] %5.1f%% %-20.20s %.6g", bar, 100.0 * done, safe, value);
             fflush(stderr);
             pstate.drawn = 1;
         }
