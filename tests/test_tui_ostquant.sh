@@ -7,7 +7,8 @@
 #  - TUI: while training runs, the live panel shows the loss and the table of
 #    every transformed layer (X and W blocks, 5 layers, wo/w2 weights
 #    singular) whose L0 qkv cell and summary are the batch run's step-0
-#    numbers; Esc stops training, keeps the best transforms (status "ok"),
+#    numbers; Esc stops training and, with keep-partial=1, keeps the best
+#    transforms (status "ok"),
 #    the panels come back and `ostquant status` prints the per-layer table.
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -54,7 +55,7 @@ tm new-session -d -s qsur -x 120 -y 40 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM
   "cd '$T' && env HOME='$T' OPENBLAS_NUM_THREADS=1 '$QSUR_BIN' --tui -c '$PRE'; echo EXIT=\$?; sleep 60"
 wait_for "layers (" 15 || { fail "the TUI did not open"; finish; exit 1; }
 # a long run whose only measurement is step 0: the table stays at the start point
-keys : "ostquant model steps=100000 seq-len=64 qsur-every=100000 seed=1" Enter
+keys : "ostquant model steps=100000 seq-len=64 qsur-every=100000 seed=1 keep-partial=1" Enter
 wait_for "OSTQuant live: step" 30 && pass || fail "the live panel opens while training runs"
 wait_for "kl " 30 && pass || fail "the live panel shows the loss"
 expect_true "the live table is the step-0 measurement" grep -qF "QSUR of every transformed layer, step 0: log10 ^(1/d)" "$T/screen"
