@@ -91,19 +91,23 @@ static void append_word(char **line, size_t *len, const char *w)
     free(q);
 }
 
-/* The option a word sets: "KEY=" or "KEY:" (KEY of letters, digits, '_', '-'),
- * or the whole word when it is one of the command's flag words (`no-scale`);
- * length 0 for other words (names, paths, numbers). */
+/* The option a word sets: "KEY=" (KEY of letters, digits, '_', '-'), "KEY:"
+ * when the command's words have that prefix (`quant w:...`; a tensor may be
+ * named "x:0"), or the whole word when it is one of the command's flag words
+ * (`no-scale`); length 0 for other words (names, paths, numbers). */
 static size_t option_key(const command *c, const char *w)
 {
     size_t i = 0;
     while (isalnum((unsigned char)w[i]) || w[i] == '_' || w[i] == '-')
         i++;
-    if (i > 0 && (w[i] == '=' || w[i] == ':'))
+    if (i > 0 && w[i] == '=')
         return i + 1;
-    for (const char *const *k = c->words; k && *k; k++)
+    for (const char *const *k = c->words; k && *k; k++) {
+        if (i > 0 && w[i] == ':' && !strncmp(*k, w, i + 1))
+            return i + 1;
         if (!strcmp(*k, w) && !strchr(w, '='))
             return strlen(w);
+    }
     return 0;
 }
 
