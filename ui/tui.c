@@ -863,6 +863,7 @@ int tui_run(session *s, qsur_error *err)
     tui_refresh(t);
     tui_output(t, "qsur workbench: F1 or ? for keys, : for a command line, q to leave.");
     tui_status(t, "%s", s->current >= 0 ? "ready" : "pick a layer: Up/Down, Enter");
+    int errs = 0;
     while (!t->quit) {
         int ch;
         if (t->npending > 0) {
@@ -872,8 +873,15 @@ int tui_run(session *s, qsur_error *err)
             draw_all(t);
             ch = getch();
         }
-        if (ch == ERR)
+        if (ch == ERR) {
+            /* A blocking getch fails again and again only when the terminal
+             * is gone (closed with SIGHUP ignored or intercepted): leave
+             * rather than redraw to nowhere at full speed. */
+            if (++errs >= 100)
+                t->quit = 1;
             continue;
+        }
+        errs = 0;
         handle_key(t, ch);
     }
 
