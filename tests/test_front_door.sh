@@ -23,6 +23,12 @@ expect_eq "$(val "$T/fd" "layer output error")" "$(val "$T/ref" "layer output er
 # two .npy files, in order: W alone first (selected), then the pair
 "$QSUR_BIN" sample_data/W.npy sample_data/X.npy -c 'info' > "$T/two" 2>&1
 expect_eq "$(val "$T/two" "activation (X)")" "X" "W.npy X.npy selects the pair W X"
+# ...also when the weight came first from -c (the workspace's only pair)
+"$QSUR_BIN" -c 'load sample_data/W.npy' sample_data/X.npy -c 'info' > "$T/two" 2>&1
+expect_eq "$(val "$T/two" "weight (W)") $(val "$T/two" "activation (X)")" "W X" "-c 'load W.npy' X.npy selects W X"
+# the file decides, not the workspace: one tensor beside a loaded model is selected
+"$QSUR_BIN" "$M" sample_data/W.npy -c 'info' > "$T/mw" 2>&1
+expect_eq "$(val "$T/mw" "weight (W)")" "W" "a one-tensor file is selected beside a model's tensors"
 # the log replays: load and use are recorded with absolute paths
 "$QSUR_BIN" sample_data/layer.safetensors -c "save $T/s.qs" > /dev/null 2>&1
 expect_eq "$(grep -v '^#' "$T/s.qs" | sed 's|"/.*/sample_data/|"sample_data/|')" \

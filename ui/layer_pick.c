@@ -44,19 +44,18 @@ words:;
     return 0;
 }
 
-int layer_pick_obvious(const qsur_workspace *ws, char *w, char *x, size_t n)
+int layer_pick_obvious(qsur_tensor *const *t, int count, char *w, char *x, size_t n)
 {
     w[0] = x[0] = '\0';
-    if (ws->count == 1) {
-        const qsur_tensor *t = ws->items[0];
-        int act = t->ndim == 2 && layer_is_activation_name(t->name);
-        snprintf(act ? x : w, n, "%s", t->name);
+    if (count == 1) {
+        int act = t[0]->ndim == 2 && layer_is_activation_name(t[0]->name);
+        snprintf(act ? x : w, n, "%s", t[0]->name);
         return 1;
     }
-    if (ws->count != 2)
+    if (count != 2)
         return 0;
     for (int i = 0; i < 2; i++) {
-        const qsur_tensor *a = ws->items[i], *b = ws->items[1 - i];
+        const qsur_tensor *a = t[i], *b = t[1 - i];
         if (a->ndim == 2 && b->ndim == 2 && !layer_is_activation_name(a->name) &&
             layer_is_activation_name(b->name) && qsur_tensor_cols(a) == qsur_tensor_cols(b)) {
             snprintf(w, n, "%s", a->name);

@@ -14,10 +14,11 @@ int layer_is_activation_name(const char *name);
  * weight -> input/act/x/activation. */
 int layer_names_pair(const char *w, const char *x);
 
-/* The obvious layer of a workspace: its only tensor (as the weight, or as the
- * activation when named like one), or its only two tensors when they are a 2-D
- * weight and a 2-D activation (by name) with the same input width. Fills
- * w/x ("" for none) and returns 1, or returns 0 when there is no such layer. */
-int layer_pick_obvious(const qsur_workspace *ws, char *w, char *x, size_t n);
+/* The obvious layer of count tensors (a workspace's, or those one file
+ * brought): the only tensor (as the weight, or as the activation when named
+ * like one), or the only two when they are a 2-D weight and a 2-D activation
+ * (by name) with the same input width. Fills w/x ("" for none) and returns 1,
+ * or returns 0 when there is no such layer. */
+int layer_pick_obvious(qsur_tensor *const *t, int count, char *w, char *x, size_t n);
 
 #endif
