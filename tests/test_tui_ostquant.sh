@@ -44,8 +44,12 @@ tm new-session -d -s qsur -x 200 -y 50 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM
   "cd '$T' && env HOME='$T' OPENBLAS_NUM_THREADS=1 '$QSUR_BIN'; echo EXIT=\$?; sleep 60"
 wait_for "qsur [" || { fail "the REPL did not start"; finish; exit 1; }
 keys "$PRE; $RUN" Enter
-# the command is over when the prompt is back; the lines are complete then
-wait_true "the prompt after the run" grep -q "^qsur \[.*W4A4.*\] > $" "$T/screen"
+# the command is over when a second, empty prompt is the last line (the first
+# one holds the typed command; right after Enter it may still look empty)
+prompt_back() {
+  [ "$(grep -c '^qsur \[' "$T/screen")" -ge 2 ] && grep -v '^ *$' "$T/screen" | tail -1 | grep -q '^qsur \[.*\] > *$'
+}
+wait_true "the prompt after the run" prompt_back
 expect_true "the REPL prints the last step's QSUR line" grep -qF "ostq 3/3 " "$T/screen"
 expect_true "start line: mean log10 QSUR $mean0 as the batch history" \
   grep -qF "ostq 0/3 start | X log10 QSUR mean $mean0, ^(1/d) mean $pd0" "$T/screen"
