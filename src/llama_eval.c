@@ -4,80 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include "llama_sink.h"
 #include "qsur/llama.h"
-
-int qsur_tokens_load(qsur_tokens *t, const char *path, int seq_len, int vocab_size,
-                     qsur_error *err)
-{
-    memset(t, 0, sizeof *t);
-    if (seq_len < 1)
-        return qsur_fail(err, QSUR_ERR_ARG, "%s: sequence length %d must be >= 1", path, seq_len);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return qsur_fail(err, QSUR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st; /* a directory opens too, and "reports" a size of LONG_MAX */
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return qsur_fail(err, QSUR_ERR_IO, "%s: not a regular file (expected uint16 tokens)", path);
-    }
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return qsur_fail(err, QSUR_ERR_IO, "%s: cannot determine the file size", path);
-    }
-    if (size % 2) {
-        fclose(f);
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: %ld bytes is odd (expected uint16 tokens)",
-                         path, size);
-    }
-    int64_t n = size / 2;
-    if (n == 0 || n % seq_len) {
-        fclose(f);
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: %lld tokens is not a positive multiple of "
-                         "the sequence length %d", path, (long long)n, seq_len);
-    }
-    unsigned char *raw = malloc((size_t)size);
-    int *ids = qsur_alloc((size_t)n, sizeof(int));
-    if (!raw || !ids) {
-        free(raw);
-        free(ids);
-        fclose(f);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate %lld tokens", path, (long long)n);
-    }
-    size_t got = fread(raw, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) {
-        free(raw);
-        free(ids);
-        return qsur_fail(err, QSUR_ERR_IO, "%s: short read (%zu of %ld bytes)", path, got, size);
-    }
-    for (int64_t i = 0; i < n; i++) {
-        ids[i] = raw[2 * i] | (raw[2 * i + 1] << 8); /* little-endian on any host */
-        if (ids[i] >= vocab_size) {
-            int v = ids[i];
-            free(raw);
-            free(ids);
-            return qsur_fail(err, QSUR_ERR_FORMAT, "%s: token %lld = %d is not below the "
-                             "vocabulary size %d", path, (long long)i, v, vocab_size);
-        }
-    }
-    free(raw);
-    t->ids = ids;
-    t->n = n;
-    t->seq_len = seq_len;
-    return QSUR_OK;
-}
-
-void qsur_tokens_free(qsur_tokens *t)
-{
-    free(t->ids);
-    memset(t, 0, sizeof *t);
-}
 
 int qsur_llama_plan_sequences(const qsur_tokens *t, int *seq_len, int *n_seqs, int *batch,
                               qsur_error *err)

@@ -93,7 +93,7 @@ static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qs
     model_state *ms = s->mstate;
     qsur_llama *m = s->model;
     qsur_tokens t;
-    int rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+    int rc = qsur_tokens_read(&t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, m->cfg.vocab_size, err);
     if (!rc)
         rc = check_seqs(&t, ms->calib_path, ms->calib_seqs, err);
     if (rc) {
@@ -480,7 +480,7 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
         return rc;
     qsur_tokens t;
-    rc = qsur_tokens_load(&t, argv[0], (int)seqlen, s->model->cfg.vocab_size, err);
+    rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
     if (!rc)
         rc = check_seqs(&t, argv[0], seqs, err);
     if (rc) {
@@ -747,7 +747,7 @@ static int load_calib_tokens(session *s, qsur_tokens *t, qsur_error *err)
     const model_state *ms = s->mstate;
     if (!ms->has_calib)
         return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
-    return qsur_tokens_load(t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
+    return qsur_tokens_read(t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, s->model->cfg.vocab_size, err);
 }
 
 /* After a whole-model weight quantizer ran: the model state records it, the
