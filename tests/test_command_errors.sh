@@ -23,8 +23,8 @@ mkdir "$T/dir"
 
 # a directory where a file belongs
 fails "run $T/dir" "-c:1: run: $T/dir: is a directory (expected a script of commands)"
-fails "model load $M; ppl $T/dir" "-c:1: ppl: $T/dir: not a regular file (expected uint16 tokens)"
-fails "model load $M; calib $T/dir" "-c:1: calib: $T/dir: not a regular file (expected uint16 tokens)"
+fails "model load $M; ppl $T/dir" "-c:1: ppl: $T/dir: not a regular file (expected a token file)"
+fails "model load $M; calib $T/dir" "-c:1: calib: $T/dir: not a regular file (expected a token file)"
 # counts: 0 sequences, more than the file holds, beyond the model's context (512)
 fails "model load $M; ppl $E seqs=0" "-c:1: ppl: bad value in 'seqs=0' (seqs=N, seqlen=N, batch=N)"
 fails "model load $M; calib $C seqs=0" "-c:1: calib: bad value in 'seqs=0' (seqs=N, seqlen=N, max_tokens=N, seed=N)"
