@@ -63,6 +63,28 @@ static void remove_captures(session *s, int n_layers)
         }
 }
 
+/* A token file holds n / seqlen sequences: asking for more is an error, not a
+ * silent "all" (the log would record a count that never ran). */
+static int check_seqs(const qsur_tokens *t, const char *path, long seqs, qsur_error *err)
+{
+    int64_t avail = t->n / t->seq_len;
+    if (seqs > avail)
+        return qsur_fail(err, QSUR_ERR_ARG, "seqs=%ld: %s holds %lld sequence%s of %d tokens", seqs, path,
+                         (long long)avail, avail == 1 ? "" : "s", t->seq_len);
+    return QSUR_OK;
+}
+
+/* seqlen=N beyond the model's context would run positions it never saw
+ * (RoPE angles, attention spans): refuse it; the default fits the model. */
+static int pick_seqlen(const session *s, long given, long *seqlen, qsur_error *err)
+{
+    int ctx = s->model->cfg.seq_len;
+    if (given > ctx)
+        return qsur_fail(err, QSUR_ERR_ARG, "seqlen=%ld is beyond the model's context of %d tokens", given, ctx);
+    *seqlen = given > 0 ? given : ctx < 256 ? ctx : 256;
+    return QSUR_OK;
+}
+
 /* Captures the float model's linear inputs into ws: wq copies and
  * activation/KV quantization are switched off for the run, online rotations
  * stay (they are part of the float model's function). */
@@ -72,8 +94,12 @@ static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qs
     qsur_llama *m = s->model;
     qsur_tokens t;
     int rc = qsur_tokens_read(&t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, m->cfg.vocab_size, err);
-    if (rc)
+    if (!rc)
+        rc = check_seqs(&t, ms->calib_path, ms->calib_seqs, err);
+    if (rc) {
+        qsur_tokens_free(&t);
         return rc;
+    }
     int n = qsur_llama_linear_count(m);
     float **stash = calloc((size_t)n + 1, sizeof *stash);
     if (!stash) {
@@ -345,16 +371,18 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = 16, seqlen = 256, max_tokens = 0, seed = -1;
+    long seqs = 16, seqlen = 0, max_tokens = 0, seed = -1;
     for (int i = 1; i < argc; i++) {
         int a = 0;
-        (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
+        (void)((a = opt_long(argv[i], "seqs", 1, 1L << 30, &seqs)) ||
                (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
                (a = opt_long(argv[i], "max_tokens", 0, LONG_MAX, &max_tokens)) ||
                (a = opt_long(argv[i], "seed", 0, LONG_MAX, &seed)));
         if (a != 1) /* -1: a known key with a bad value; 0: no such key */
             return option_fail(err, argv[i], "seqs=N, seqlen=N, max_tokens=N, seed=N");
     }
+    if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
+        return rc;
     char abs[PATH_MAX];
     const char *path = realpath(argv[0], abs) ? abs : argv[0];
     model_state *ms = s->mstate, saved = *ms;
@@ -409,12 +437,62 @@ static int ppl_gpu(session *s, const qsur_tokens *t, int seqlen, int seqs, int b
     return rc;
 }
 
+/* The largest |w| so far: its size and the tensor that holds it. */
+typedef struct {
+    double abs;
+    char name[QSUR_NAME_MAX];
+} largest_weight;
+
+/* Looks at n floats of tensor `name`; 1 when one is not finite (then the
+ * search can stop: that is the cause). */
+static int largest(const float *w, int64_t n, const char *name, largest_weight *lw)
+{
+    for (int64_t j = 0; w && j < n; j++) {
+        double a = fabs((double)w[j]);
+        if (!isfinite(a) || a > lw->abs) {
+            lw->abs = a;
+            snprintf(lw->name, sizeof lw->name, "%s", name);
+            if (!isfinite(a))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* A perplexity of inf/nan is no result: say why. Weights that are finite but
+ * huge (or not finite at all) make the logits huge, and exp(mean NLL)
+ * overflows; name the tensor that holds the largest weight. */
+static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    largest_weight lw = {0, ""};
+    int bad = largest(m->tok_embeddings, (int64_t)c->vocab_size * c->dim, "tok_embeddings", &lw) ||
+              largest(m->norm, c->dim, "norm", &lw);
+    for (int i = 0; i < c->n_layers && !bad; i++) {
+        char name[QSUR_NAME_MAX];
+        snprintf(name, sizeof name, "layers.%d.attention_norm", i);
+        bad = largest(m->layers[i].attention_norm, c->dim, name, &lw);
+        snprintf(name, sizeof name, "layers.%d.ffn_norm", i);
+        bad = bad || largest(m->layers[i].ffn_norm, c->dim, name, &lw);
+    }
+    int n = qsur_llama_linear_count(m);
+    for (int i = 0; i <= n && !bad; i++) {
+        const qsur_llama_linear *l = i < n ? qsur_llama_linear_at(m, i) : &m->output;
+        bad = largest(l->wq ? l->wq : l->w, l->rows * l->cols, l->name, &lw);
+    }
+    if (bad)
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "the perplexity is not finite (mean NLL %.3g nats/token): %s "
+                         "holds a weight that is not finite", p->nll, lw.name);
+    return qsur_fail(err, QSUR_ERR_NUMERIC, "the perplexity is not finite (mean NLL %.3g nats/token): the "
+                     "logits are far too large; the largest weight is |w| = %.3g in %s", p->nll, lw.abs, lw.name);
+}
+
 int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = 0, seqlen = 256, batch = 8;
+    long seqs = 0, seqlen = 0, batch = 8; /* seqs 0: every sequence of the file */
     int fp32 = 0;
     for (int i = 1; i < argc; i++) {
         int a = 0;
@@ -422,16 +500,22 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
             fp32 = !strcmp(argv[i], "dtype=fp32");
             continue;
         }
-        (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
+        (void)((a = opt_long(argv[i], "seqs", 1, 1L << 30, &seqs)) ||
                (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
                (a = opt_long(argv[i], "batch", 1, 4096, &batch)));
         if (a != 1)
             return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N, dtype=bf16|fp32");
     }
+    if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
+        return rc;
     qsur_tokens t;
     rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
-    if (rc)
+    if (!rc)
+        rc = check_seqs(&t, argv[0], seqs, err);
+    if (rc) {
+        qsur_tokens_free(&t);
         return rc;
+    }
     qsur_llama_ppl p;
     double t0 = qsur_seconds(), upload = 0;
     int gpu = session_use_gpu(s);
@@ -446,6 +530,8 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     qsur_tokens_free(&t);
     if (rc)
         return rc;
+    if (!isfinite(p.nll) || !isfinite(p.ppl))
+        return not_finite(s->model, &p, err);
     double seconds = qsur_seconds() - t0;
     model_state *ms = s->mstate;
     if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))

@@ -4,7 +4,9 @@
  * error panels update like after `rotate`/`scale`.
  * model: trains the transform pairs of the loaded model on calibration tokens
  * and replaces the session's model by the fused, weight-quantized one (online
- * Hadamards kept in s->model_rot). Ctrl-C keeps the best transforms so far.
+ * Hadamards kept in s->model_rot). Ctrl-C keeps the model from before the
+ * command (the state file is still written), or, with keep-partial=1, the
+ * best transforms so far.
  * resume: continues from a state file (state=FILE of model) on the model the
  * state started from. */
 #include <math.h>
@@ -127,8 +129,8 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
  * fuses it, quantizes the weights, saves the state (state_out) and replaces
  * the session model. Log line: canon_head steps=N canon_tail. */
 static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_seqlen, const char *eval,
-                    const char *state_out, const char *canon_head, const char *canon_tail, report *r,
-                    qsur_error *err)
+                    const char *state_out, int keep_partial, const char *canon_head, const char *canon_tail,
+                    report *r, qsur_error *err)
 {
     qsur_ostquant_opts o = os->opts;
     qsur_tokens ct, et;
@@ -148,6 +150,19 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
     s->training = NULL;
     int interrupted = rc == QSUR_ERR_INTERRUPTED;
+    if (interrupted && !keep_partial) {
+        /* A stopped run is not the result the user asked for: the session
+         * keeps its model; the state file still lets `ostquant resume` go on. */
+        qsur_error serr;
+        int saved = state_out && qsur_ostquant_save(os, state_out, &serr) == QSUR_OK;
+        qsur_tokens_free(&ct);
+        if (eval)
+            qsur_tokens_free(&et);
+        return qsur_fail(err, QSUR_ERR_INTERRUPTED, "interrupted at step %d of %d: the model is the one from "
+                         "before the command (keep-partial=1 keeps the best transforms so far)%s%s%s",
+                         os->step, o.steps, saved ? "; state saved to " : "", saved ? state_out : "",
+                         state_out && !saved ? "; the state file could not be written" : "");
+    }
     if (interrupted && s->interrupted)
         *s->interrupted = 0; /* honoured: the fusion and capture below must run */
     qsur_llama *fm = NULL;
@@ -205,6 +220,8 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_bool(r, "scales", "learned scales", o.learn_scales);
         rep_int(r, "steps_done", "steps done", os->step);
         rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
+        if (interrupted)
+            rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
         rep_int(r, "best_step", "best step (selection batch)", os->best_step);
         rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
         rep_str(r, "online", "online rotations", rd);
@@ -289,6 +306,7 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
     o.seed = session_next_seed(s);
     const char *calib = NULL, *eval = NULL, *state = NULL;
     long v;
+    int keep = 0; /* keep-partial=1: Ctrl-C keeps the best transforms so far */
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 0, 1000000, &v))
@@ -325,10 +343,12 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
             eval = a + 5;
         else if (!strncmp(a, "state=", 6))
             state = a + 6;
+        else if (!strcmp(a, "keep-partial=0") || !strcmp(a, "keep-partial=1"))
+            keep = a[13] == '1';
         else
             return option_fail(err, a, "steps=N lr=X lr-scale=X loss=kltop|ce|mse topk=K batch=B seqs=N "
                                        "seq-len=T eval-every=N qsur-every=N qsur-tokens=N seed=N no-womi "
-                                       "no-scale calib=FILE eval=FILE state=OUT; see `help ostquant`");
+                                       "no-scale calib=FILE eval=FILE state=OUT keep-partial=0|1; see `help ostquant`");
     }
     int seqlen = 0, rc = pick_calib(s, calib, &calib, &seqlen, &o.max_seqs, err);
     if (rc)
@@ -345,7 +365,7 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
              o.eval_every, o.qsur_every, o.qsur_tokens, (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale",
              calib, eval ? " eval=\"" : "", eval ? eval : "", eval ? "\"" : "", state ? " state=\"" : "",
              state ? state : "", state ? "\"" : "");
-    rc = ostq_run(s, os, calib, seqlen, eval, state, "ostquant model", canon, r, err);
+    rc = ostq_run(s, os, calib, seqlen, eval, state, keep, "ostquant model", canon, r, err);
     qsur_ostquant_free(os);
     return rc;
 }
@@ -363,6 +383,7 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
         return QSUR_ERR_ARG;
     const char *file = argv[0], *calib = NULL, *eval = NULL, *state = NULL;
     long more = -1, qsur_every = -1, v;
+    int keep = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 1, 1000000, &v))
@@ -375,8 +396,10 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
             eval = a + 5;
         else if (!strncmp(a, "state=", 6))
             state = a + 6;
+        else if (!strcmp(a, "keep-partial=0") || !strcmp(a, "keep-partial=1"))
+            keep = a[13] == '1';
         else
-            return option_fail(err, a, "steps=M qsur-every=N calib=FILE eval=FILE state=OUT");
+            return option_fail(err, a, "steps=M qsur-every=N calib=FILE eval=FILE state=OUT keep-partial=0|1");
     }
     qsur_ostquant *os = NULL;
     int rc = qsur_ostquant_load(&os, s->model, file, err);
@@ -405,7 +428,7 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
     snprintf(canon, sizeof canon, "%scalib=\"%s\"%s%s%s%s%s%s", qe, calib, eval ? " eval=\"" : "", eval ? eval : "",
              eval ? "\"" : "", state ? " state=\"" : "", state ? state : "", state ? "\"" : "");
     rep_int(r, "resumed_from", "resumed at step", os->step);
-    rc = ostq_run(s, os, calib, seqlen, eval, state, head, canon, r, err);
+    rc = ostq_run(s, os, calib, seqlen, eval, state, keep, head, canon, r, err);
     qsur_ostquant_free(os);
     return rc;
 }

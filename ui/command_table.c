@@ -18,7 +18,7 @@ static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "p
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const ostquant_words[] = {"layer", "model", "resume", "status", "state=", "steps=", "lr=", "loss=kltop",
                                              "loss=ce", "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
-                                             "qsur-every=", "qsur-tokens=", "calib=", "eval=", NULL};
+                                             "qsur-every=", "qsur-tokens=", "calib=", "eval=", "keep-partial=1", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
@@ -157,12 +157,14 @@ const command command_table[] = {
      "       calib=FILE (token file; default: the file of `calib`, with its seqs) eval=FILE\n"
      "       (scored only) steps=150 lr=0.01 lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4\n"
      "       seqs=N seq-len=N eval-every=N seed=N no-womi no-scale state=FILE (optimiser state,\n"
-     "       saved at the end and on Ctrl-C). Ctrl-C keeps the best transforms so far.\n"
+     "       saved at the end and on Ctrl-C). Ctrl-C stops training and keeps the model from\n"
+     "       before the command (an error says so); keep-partial=1: the best transforms so far\n"
+     "       replace it instead (the report says so).\n"
      "       Live QSUR: every qsur-every=N steps (default 10; 0 off), at the start and at the\n"
      "       last step, log10 QSUR and QSUR^(1/d) of every transformed layer (q/k/v, wo, w1/w3\n"
      "       and w2 inputs, and their stacked fused weights) on qsur-tokens=N (512) calibration\n"
      "       tokens: a line per measurement at the prompt, a live table in the TUI.\n"
-     "resume FILE [steps=M] [qsur-every=N] [calib=FILE] [eval=FILE] [state=OUT]: M more steps\n"
+     "resume FILE [steps=M] [qsur-every=N] [calib=FILE] [eval=FILE] [state=OUT] [keep-partial=1]: M more steps\n"
      "       (default: the rest of the saved run) from a state file, on the model the state\n"
      "       started from (load it and set the same `quant` first; another model is refused).\n"
      "status  the last run's QSUR: the measurements during training and the per-layer table\n"
