@@ -62,6 +62,7 @@ typedef struct session {
     const struct qsur_ostquant *training;
     int training_shown;        /* QSUR tables of `training` the REPL has printed */
     demo_state demo;           /* the `demo` teaching model (zeroed: not started) */
+    struct text_state *text;   /* tokenizer and tokenized-text cache (text_state.h), or NULL */
 } session;
 
 void session_init(session *s, FILE *out);
