@@ -71,10 +71,20 @@ void qsur_token_ids_free(qsur_token_ids *v)
 
 /* ---- encoding ------------------------------------------------------------ */
 
+static int push_all(qsur_token_ids *out, const int *ids, int64_t n, qsur_error *err)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (qsur_token_ids_push(out, ids[i]))
+            return qsur_fail(err, QSUR_ERR_NOMEM, "tokenizer: out of memory for %lld ids", (long long)out->n);
+    return QSUR_OK;
+}
+
 /* Scratch of one encode call: symbol ids of the current word, normalized text. */
 typedef struct {
     int *sym;
     int64_t cap;
+    int64_t *word;    /* symbol index where each word starts (split_marker) */
+    int64_t nword;
     char *norm;
     size_t norm_cap;
 } scratch;
@@ -88,15 +98,38 @@ static int reserve_syms(scratch *sc, int64_t n)
     if (!s)
         return -1;
     sc->sym = s;
+    int64_t *w = realloc(sc->word, (size_t)(nc + 1) * sizeof *w);
+    if (!w)
+        return -1;
+    sc->word = w;
     sc->cap = nc;
     return 0;
 }
 
-static int push_all(qsur_token_ids *out, const int *ids, int64_t n, qsur_error *err)
+/* A word starts at a marker that follows a non-marker (tok_check_split). */
+static int word_starts(const qsur_tokenizer *t, const char *s, size_t i)
 {
-    for (int64_t i = 0; i < n; i++)
-        if (qsur_token_ids_push(out, ids[i]))
-            return qsur_fail(err, QSUR_ERR_NOMEM, "tokenizer: out of memory for %lld ids", (long long)out->n);
+    size_t ml = strlen(t->split_marker);
+    return ml && i >= ml && !memcmp(s + i, t->split_marker, ml) && memcmp(s + i - ml, t->split_marker, ml);
+}
+
+/* Merges each word of sc->sym[0..m) (starts in sc->word) on its own and
+ * appends the ids. */
+static int merge_words(const qsur_tokenizer *t, scratch *sc, int64_t m, qsur_token_ids *out, qsur_error *err)
+{
+    sc->word[sc->nword] = m;
+    int64_t from = 0;
+    for (int64_t w = 0; w <= sc->nword; w++) {
+        int64_t end = w < sc->nword ? sc->word[w] : m, n = end - from;
+        if (n <= 0)
+            continue;
+        int rc = tok_bpe_merge(t, sc->sym + from, &n, err);
+        if (!rc)
+            rc = push_all(out, sc->sym + from, n, err);
+        if (rc)
+            return rc;
+        from = end;
+    }
     return QSUR_OK;
 }
 
@@ -192,7 +225,10 @@ static int encode_sentencepiece(const qsur_tokenizer *t, const char *s, size_t n
         return nomem(err);
     const unsigned char *u = (const unsigned char *)sc->norm;
     int64_t m = 0;
+    sc->nword = 0;
     for (int64_t i = 0; i < len;) {
+        if (word_starts(t, sc->norm, (size_t)i))
+            sc->word[sc->nword++] = m;
         int cl;
         qsur_utf8_decode(u + i, (size_t)(len - i), &cl);
         int id = tok_map_find(t, sc->norm + i, cl);
@@ -212,8 +248,7 @@ static int encode_sentencepiece(const qsur_tokenizer *t, const char *s, size_t n
         }
         i += cl;
     }
-    int rc = tok_bpe_merge(t, sc->sym, &m, err);
-    return rc ? rc : push_all(out, sc->sym, m, err);
+    return merge_words(t, sc, m, out, err);
 }
 
 /* llama2.c's encode(): dummy-prefix " ", then each UTF-8 sequence (at most
@@ -230,9 +265,12 @@ static int encode_llama2c(const qsur_tokenizer *t, const unsigned char *s, size_
     if (space >= 0)
         sc->sym[m++] = space;
     size_t start = 0;
+    sc->nword = 0;
     for (size_t i = 0; i < n; i++) {
         if ((s[i] & 0xC0) != 0x80)
             start = i;
+        if (start == i && word_starts(t, (const char *)s, i))
+            sc->word[sc->nword++] = m;
         if (i + 1 < n && (s[i + 1] & 0xC0) == 0x80 && i + 1 - start < 4)
             continue;
         int id = tok_map_find(t, (const char *)s + start, (int)(i + 1 - start));
@@ -243,8 +281,7 @@ static int encode_llama2c(const qsur_tokenizer *t, const unsigned char *s, size_
                 sc->sym[m++] = s[k] + 3;
         start = i + 1;
     }
-    int rc = tok_bpe_merge(t, sc->sym, &m, err);
-    return rc ? rc : push_all(out, sc->sym, m, err);
+    return merge_words(t, sc, m, out, err);
 }
 
 static int encode_segment(const qsur_tokenizer *t, const char *s, size_t n, scratch *sc, qsur_token_ids *out,
@@ -273,7 +310,7 @@ static int added_at(const qsur_tokenizer *t, const char *s, size_t n, size_t i)
 int qsur_tokenizer_encode(const qsur_tokenizer *t, const char *text, size_t len, int add_bos,
                           qsur_token_ids *out, qsur_error *err)
 {
-    scratch sc = {NULL, 0, NULL, 0};
+    scratch sc = {NULL, 0, NULL, 0, NULL, 0};
     int rc = QSUR_OK;
     if (add_bos && t->bos >= 0)
         rc = push_all(out, &t->bos, 1, err);
@@ -298,6 +335,7 @@ int qsur_tokenizer_encode(const qsur_tokenizer *t, const char *text, size_t len,
         }
     }
     free(sc.sym);
+    free(sc.word);
     free(sc.norm);
     return rc;
 }

@@ -55,6 +55,10 @@ struct qsur_tokenizer {
     int n_added;
     int bos, eos, unk;
     int byte_fallback, fuse_unk, ignore_merges;
+    /* SentencePiece kinds: the word marker ("▁", llama2.c: " ") when no merge
+     * result has a marker right after another character (tok_check_split),
+     * so a marker after a non-marker starts an independent word; else "" */
+    char split_marker[4];
     tok_step norm[TOK_MAX_STEPS], dec[TOK_MAX_STEPS];
     int n_norm, n_dec;
 };
@@ -71,6 +75,9 @@ int tok_map_find(const qsur_tokenizer *t, const char *s, int len);
 int tok_pair_put(tok_pairmap *m, int a, int b, int new_id, double prio);
 /* 1 and *new_id, *prio when (a, b) merges; 0 when not. */
 int tok_pair_get(const tok_pairmap *m, int a, int b, int *new_id, double *prio);
+
+/* Sets t->split_marker to marker when the merges allow it (see above). */
+void tok_check_split(qsur_tokenizer *t, const char *marker);
 
 /* BPE merges on the symbols ids[0..n) in place; *n shrinks. Priority and
  * result of a pair come from t->merges (rank) or, for llama2.c, from the

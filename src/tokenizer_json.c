@@ -431,6 +431,8 @@ int qsur_tokenizer_load_hf_json(qsur_tokenizer **out, const char *text, size_t l
         return rc;
     }
     find_eos(t);
+    if (!L.byte_level)
+        tok_check_split(t, "\xE2\x96\x81"); /* ▁ */
     *out = t;
     return QSUR_OK;
 }

@@ -112,6 +112,7 @@ int qsur_tokenizer_load_llama2c(qsur_tokenizer **out, const unsigned char *d, si
     strcpy(t->dec[2].from, " ");
     t->dec[2].start = 1;
     t->n_dec = 3;
+    tok_check_split(t, " ");
     *out = t;
     return QSUR_OK;
 }

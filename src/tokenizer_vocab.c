@@ -211,3 +211,23 @@ int tok_pair_get(const tok_pairmap *m, int a, int b, int *new_id, double *prio)
         }
     return 0;
 }
+
+/* No merge result may hold "x<marker>" with x not the marker's last byte:
+ * then no merge ever joins the symbol before a word-starting marker with the
+ * marker, and words split there merge exactly as the whole text would (each
+ * word's merges keep their relative order: rank, then position). */
+void tok_check_split(qsur_tokenizer *t, const char *marker)
+{
+    size_t ml = strlen(marker);
+    for (size_t i = 0; i < t->merges.cap; i++) {
+        if (!t->merges.key[i])
+            continue;
+        int id = t->merges.new_id[i];
+        const char *s = t->raw + t->raw_off[id];
+        size_t n = (size_t)t->raw_len[id];
+        for (size_t k = 1; k + ml <= n; k++)
+            if (!memcmp(s + k, marker, ml) && !(k >= ml && !memcmp(s + k - ml, marker, ml)))
+                return;
+    }
+    memcpy(t->split_marker, marker, ml + 1);
+}

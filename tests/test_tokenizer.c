@@ -8,6 +8,7 @@
 #include "qsur/mapped_file.h"
 #include "qsur/tokenizer.h"
 #include "../src/tokenizer_impl.h"
+#include "../src/unicode.h"
 
 static char *read_text(const char *path, size_t *len)
 {
@@ -92,6 +93,9 @@ static void test_reference(void)
     CHECK(qsur_tokenizer_bos(sp) == 1);
     CHECK(qsur_tokenizer_bos(l3) == -1);
     CHECK(qsur_tokenizer_eos(l3) == 128001);
+    /* the real SentencePiece vocabularies allow splitting words at the marker
+     * (the fast path the reference comparison below then covers) */
+    CHECK(!strcmp(sp->split_marker, "\xE2\x96\x81") && !strcmp(l2c->split_marker, " "));
     size_t len;
     char *jl = read_text(check_shared("data/tokenizers/reference_ids.jsonl"), &len);
     CHECK(jl != NULL);
@@ -172,6 +176,33 @@ static void test_known_ids(void)
     qsur_tokenizer_free(l2c);
 }
 
+/* Character classes from the Unicode database (UnicodeData.txt categories),
+ * and GPT-2's byte map: 'A' stays, space -> U+0120 'Ġ', newline -> U+010A. */
+static void test_unicode(void)
+{
+    CHECK(qsur_unicode_class(0xE9) == QSUR_UC_LETTER);    /* é  Ll */
+    CHECK(qsur_unicode_class(0x4E2D) == QSUR_UC_LETTER);  /* 中 Lo */
+    CHECK(qsur_unicode_class(0x01C5) == QSUR_UC_LETTER);  /* ǅ  Lt */
+    CHECK(qsur_unicode_class(0x0663) == QSUR_UC_NUMBER);  /* ٣  Nd */
+    CHECK(qsur_unicode_class(0x2167) == QSUR_UC_NUMBER);  /* Ⅷ Nl */
+    CHECK(qsur_unicode_class(0x00BD) == QSUR_UC_NUMBER);  /* ½  No */
+    CHECK(qsur_unicode_class(0x00A0) == QSUR_UC_SPACE);   /* NBSP */
+    CHECK(qsur_unicode_class(0x3000) == QSUR_UC_SPACE);   /* ideographic space */
+    CHECK(qsur_unicode_class(0x200B) == 0);               /* zero width space: Cf */
+    CHECK(qsur_unicode_class(0x1F642) == 0);              /* 🙂 So */
+    CHECK(qsur_unicode_class(0x0301) == 0);               /* combining acute: Mn */
+    CHECK(qsur_byte_to_unicode('A') == 'A' && qsur_byte_to_unicode(' ') == 0x120 &&
+          qsur_byte_to_unicode('\n') == 0x10A && qsur_byte_to_unicode(0xAD) == 0x143);
+    int ok = 1;
+    for (int b = 0; b < 256; b++)
+        ok &= qsur_unicode_to_byte(qsur_byte_to_unicode((unsigned char)b)) == b;
+    CHECK(ok);
+    int len;
+    CHECK(qsur_utf8_decode((const unsigned char *)"\xC0\x80", 2, &len) == QSUR_UNICODE_INVALID && len == 1);
+    CHECK(qsur_utf8_decode((const unsigned char *)"\xED\xA0\x80", 3, &len) == QSUR_UNICODE_INVALID);
+    CHECK(qsur_utf8_decode((const unsigned char *)"\xF0\x9F\x99\x82", 4, &len) == 0x1F642 && len == 4);
+}
+
 /* The Llama-3 split, piece by piece, worked out from the regex by hand. */
 static void test_split(void)
 {
@@ -250,6 +281,18 @@ static void test_bad_files(void)
         free(back);
         qsur_tokenizer_free(t);
     }
+    /* a merge result with "a▁" inside: words may not be split at ▁, and
+     * "a b" -> ▁ a▁b through the merges a+▁ (rank 0), a▁+b (rank 1) */
+    const char *js2 = "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":"
+                      "\"\\u2581\"},{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\\u2581\"}]},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\u2581\":0,\"a\":1,\"b\":2,\"a\\u2581\":3,"
+                      "\"a\\u2581b\":4},\"merges\":[\"a \\u2581\",\"a\\u2581 b\"]}}";
+    CHECK_OK(qsur_tokenizer_load_hf_json(&t, js2, strlen(js2), "tiny2.json", &err), err);
+    if (t) {
+        CHECK(t->split_marker[0] == '\0');
+        expect_ids(t, "a b", (const int[]){0, 4}, 2);
+        qsur_tokenizer_free(t);
+    }
     /* llama2.c: a truncated entry and a too-small vocabulary */
     unsigned char bin[16] = {8, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0, 'a'};
     CHECK(qsur_tokenizer_load_llama2c(&t, bin, sizeof bin, 0, "t.bin", &err) == QSUR_ERR_FORMAT &&
@@ -281,6 +324,7 @@ int main(void)
 {
     test_reference();
     test_known_ids();
+    test_unicode();
     test_split();
     test_bad_files();
     test_json_duplicates();
