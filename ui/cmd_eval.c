@@ -88,24 +88,28 @@ static int score_item(eval_ctx *e, const qsur_json *j, int *label, int *pred, in
     int64_t lab;
     int V = e->s->model->cfg.vocab_size;
     if (!c || (c->type != QSUR_JSON_STRING && c->type != QSUR_JSON_ARRAY))
-        return item_fail(e, err, "\"context\" must be a string or an array of token ids");
+        return item_fail(e, err, "\"context\" must be a string, an array of token ids or one string per choice");
     if (!ch || ch->type != QSUR_JSON_ARRAY || ch->count < 2 || ch->count > EVAL_MAX_CHOICES)
         return item_fail(e, err, "\"choices\" must be an array of 2..64 choices");
+    /* one context per choice (WinoGrande's partial scoring) */
+    int per_choice = c->type == QSUR_JSON_ARRAY && c->count > 0 && c->items[0]->type == QSUR_JSON_STRING;
+    if (per_choice && c->count != ch->count)
+        return item_fail(e, err, "a \"context\" array of strings needs one context per choice");
     if (qsur_json_get_int(j, "label", &lab) || lab < 0 || lab >= ch->count)
         return item_fail(e, err, "\"label\" must be an integer index into \"choices\"");
     *label = (int)lab;
     double best = -INFINITY, best_norm = -INFINITY;
     for (int k = 0; k < ch->count; k++) {
-        const qsur_json *x = ch->items[k];
+        const qsur_json *x = ch->items[k], *ck = per_choice ? c->items[k] : c;
         qsur_token_ids ctx = {0}, cont = {0};
         double len = 0;
         int rc = QSUR_OK;
-        if (c->type == QSUR_JSON_STRING && x->type == QSUR_JSON_STRING) {
+        if (ck->type == QSUR_JSON_STRING && x->type == QSUR_JSON_STRING) {
             if (!e->t && (rc = text_need_tokenizer(e->s, "eval", &e->t, err)))
                 return rc;
-            rc = encode_pair(e->t, c->string, x->string, &ctx, &cont, err);
+            rc = encode_pair(e->t, ck->string, x->string, &ctx, &cont, err);
             len = (double)utf8_chars(x->string);
-        } else if (c->type == QSUR_JSON_ARRAY && x->type == QSUR_JSON_ARRAY) {
+        } else if (!per_choice && c->type == QSUR_JSON_ARRAY && x->type == QSUR_JSON_ARRAY) {
             if (json_ids(c, V, &ctx) || json_ids(x, V, &cont))
                 rc = item_fail(e, err, "token ids must be integers below the model's vocabulary");
             len = (double)cont.n;
