@@ -9,7 +9,8 @@
 /* String -> id, open addressing over an arena of strings (not NUL-ended:
  * byte-level pieces may hold any byte). */
 typedef struct {
-    int *slot;        /* id + 1, 0 = empty */
+    uint64_t *slot;   /* high 32 bits of the key's hash << 32 | (id + 1); 0 = empty
+                         (the hash bits let most misses skip the memcmp) */
     size_t cap;       /* power of two */
 } tok_strmap;
 
@@ -72,6 +73,8 @@ int tok_set_piece(qsur_tokenizer *t, int id, const char *raw, int raw_len, const
 int tok_build_map(qsur_tokenizer *t, qsur_error *err);
 int tok_map_find(const qsur_tokenizer *t, const char *s, int len);
 
+/* Room for n pairs without rehashing; -1 when out of memory. */
+int tok_pair_reserve(tok_pairmap *m, size_t n);
 int tok_pair_put(tok_pairmap *m, int a, int b, int new_id, double prio);
 /* 1 and *new_id, *prio when (a, b) merges; 0 when not. */
 int tok_pair_get(const tok_pairmap *m, int a, int b, int *new_id, double *prio);

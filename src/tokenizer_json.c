@@ -93,6 +93,8 @@ static int load_merges(qsur_tokenizer *t, const loader *L, const qsur_json *merg
     if (!merges || merges->type != QSUR_JSON_ARRAY)
         return qsur_fail(L->err, QSUR_ERR_FORMAT, "%s: model.merges: expected an array", L->what);
     char a_raw[1024], b_raw[1024], ab[2048];
+    if (tok_pair_reserve(&t->merges, (size_t)merges->count))
+        return qsur_fail(L->err, QSUR_ERR_NOMEM, "%s: out of memory for %d merges", L->what, merges->count);
     for (int i = 0; i < merges->count; i++) {
         const qsur_json *m = merges->items[i];
         const char *a, *b;

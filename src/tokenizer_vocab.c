@@ -4,12 +4,15 @@
 #include <string.h>
 #include "tokenizer_impl.h"
 
+static uint64_t hash_pair(uint64_t k);
+
+/* FNV-1a, then murmur3's finalizer so the low bits (the slot) are mixed too */
 static uint64_t hash_bytes(const char *s, int len)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    uint64_t h = 1469598103934665603ULL;
     for (int i = 0; i < len; i++)
         h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return h;
+    return hash_pair(h);
 }
 
 static uint64_t hash_pair(uint64_t k)
@@ -109,7 +112,7 @@ int tok_set_piece(qsur_tokenizer *t, int id, const char *raw, int raw_len, const
 int tok_build_map(qsur_tokenizer *t, qsur_error *err)
 {
     size_t cap = 16;
-    while (cap < (size_t)t->n_ids * 2)
+    while (cap < (size_t)t->n_ids * 4)
         cap *= 2;
     free(t->map.slot);
     t->map.slot = calloc(cap, sizeof *t->map.slot);
@@ -119,18 +122,14 @@ int tok_build_map(qsur_tokenizer *t, qsur_error *err)
     for (int id = 0; id < t->n_ids; id++) {
         if (t->raw_len[id] < 0 || t->special[id])
             continue;
-        const char *s = t->raw + t->raw_off[id];
-        size_t h = (size_t)hash_bytes(s, t->raw_len[id]) & (cap - 1);
-        int dup = 0;
-        for (; t->map.slot[h]; h = (h + 1) & (cap - 1)) {
-            int o = t->map.slot[h] - 1;
-            if (t->raw_len[o] == t->raw_len[id] && !memcmp(t->raw + t->raw_off[o], s, (size_t)t->raw_len[id])) {
-                dup = 1; /* the first id keeps the spelling (llama2.c's sorted lookup finds either) */
-                break;
-            }
-        }
-        if (!dup)
-            t->map.slot[h] = id + 1;
+        /* the first id of a spelling keeps it (llama2.c's sorted lookup finds either) */
+        if (tok_map_find(t, t->raw + t->raw_off[id], t->raw_len[id]) >= 0)
+            continue;
+        uint64_t hv = hash_bytes(t->raw + t->raw_off[id], t->raw_len[id]);
+        size_t h = (size_t)hv & (cap - 1);
+        while (t->map.slot[h])
+            h = (h + 1) & (cap - 1);
+        t->map.slot[h] = (hv >> 32 << 32) | (uint64_t)(id + 1);
     }
     return QSUR_OK;
 }
@@ -139,18 +138,19 @@ int tok_map_find(const qsur_tokenizer *t, const char *s, int len)
 {
     if (!t->map.cap)
         return -1;
-    size_t h = (size_t)hash_bytes(s, len) & (t->map.cap - 1);
-    for (; t->map.slot[h]; h = (h + 1) & (t->map.cap - 1)) {
-        int id = t->map.slot[h] - 1;
-        if (t->raw_len[id] == len && !memcmp(t->raw + t->raw_off[id], s, (size_t)len))
+    uint64_t hv = hash_bytes(s, len), tag = hv >> 32 << 32;
+    size_t h = (size_t)hv & (t->map.cap - 1);
+    for (uint64_t e; (e = t->map.slot[h]); h = (h + 1) & (t->map.cap - 1)) {
+        int id = (int)(uint32_t)e - 1;
+        if ((e & 0xFFFFFFFF00000000ULL) == tag && t->raw_len[id] == len &&
+            !memcmp(t->raw + t->raw_off[id], s, (size_t)len))
             return id;
     }
     return -1;
 }
 
-static int pairmap_grow(tok_pairmap *m)
+static int pairmap_grow(tok_pairmap *m, size_t nc)
 {
-    size_t nc = m->cap ? m->cap * 2 : 1024;
     uint64_t *key = calloc(nc, sizeof *key);
     int *nid = malloc(nc * sizeof *nid);
     double *prio = malloc(nc * sizeof *prio);
@@ -180,11 +180,19 @@ static int pairmap_grow(tok_pairmap *m)
     return 0;
 }
 
+int tok_pair_reserve(tok_pairmap *m, size_t n)
+{
+    size_t nc = m->cap ? m->cap : 1024;
+    while (nc < (m->count + n) * 2 + 2)
+        nc *= 2;
+    return nc > m->cap ? pairmap_grow(m, nc) : 0;
+}
+
 /* A pair given twice keeps the last entry, as the `tokenizers` crate's
  * HashMap collect does. */
 int tok_pair_put(tok_pairmap *m, int a, int b, int new_id, double prio)
 {
-    if ((m->count + 1) * 2 > m->cap && pairmap_grow(m))
+    if ((m->count + 1) * 2 > m->cap && pairmap_grow(m, m->cap ? m->cap * 2 : 1024))
         return -1;
     uint64_t k = (uint64_t)(a + 1) << 32 | (uint64_t)(b + 1);
     size_t h = (size_t)hash_pair(k) & (m->cap - 1);

@@ -97,25 +97,22 @@ static int byte_kept(unsigned b)
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
+/* The 68 other bytes, in order: 0x00..0x20, 0x7F..0xA0, 0xAD. */
 uint32_t qsur_byte_to_unicode(unsigned char b)
 {
     if (byte_kept(b))
         return b;
-    unsigned n = 0; /* the other bytes are numbered in byte order from U+0100 */
-    for (unsigned i = 0; i < b; i++)
-        n += !byte_kept(i);
-    return 0x100 + n;
+    if (b <= 0x20)
+        return 0x100u + b;
+    if (b >= 0x7F && b <= 0xA0)
+        return 0x100u + 33 + (b - 0x7Fu);
+    return 0x143; /* 0xAD, soft hyphen */
 }
 
 int qsur_unicode_to_byte(uint32_t cp)
 {
     if (cp < 0x100)
         return byte_kept(cp) ? (int)cp : -1;
-    if (cp >= 0x100 + 68)
-        return -1;
-    unsigned n = cp - 0x100;
-    for (unsigned b = 0; b < 256; b++)
-        if (!byte_kept(b) && n-- == 0)
-            return (int)b;
-    return -1;
+    uint32_t n = cp - 0x100;
+    return n < 33 ? (int)n : n < 67 ? (int)(0x7F + n - 33) : n == 67 ? 0xAD : -1;
 }
