@@ -291,6 +291,7 @@ static int model_info(session *s, report *r, qsur_error *err)
     rep_str(r, "kv", "KV cache (per head per token)", buf);
     rep_str(r, "rotation", "rotations", ms->rotation[0] ? ms->rotation : "none");
     rep_str(r, "smoothing", "smoothquant", ms->smoothing[0] ? ms->smoothing : "none");
+    rep_str(r, "tokenizer", "tokenizer", s->text && s->text->tok ? s->text->tok_path : "none (`tokenizer load FILE`)");
     if (ms->has_calib) {
         snprintf(buf, sizeof buf, "%s, %d seqs x %d, %lld tokens kept", ms->calib_path, ms->calib_seqs,
                  ms->calib_seqlen, ms->calib_tokens);
