@@ -36,10 +36,7 @@ int qsur_llama_loglik(const qsur_llama *m, qsur_llama_state *s, const int *ctx, 
     int all_greedy = 1;
     for (int i = 0; !rc && i < n_cont; i++) {
         const float *z = s->logits + (int64_t)(n_ctx - 1 + i) * V;
-        int best = 0;
-        for (int j = 1; j < V; j++)
-            if (z[j] > z[best])
-                best = j;
+        int best = qsur_argmax(z, V);
         double se = 0;
         for (int j = 0; j < V; j++)
             se += exp((double)z[j] - z[best]);

@@ -24,7 +24,7 @@ void qsur_sampler_free(qsur_sampler *sp)
     sp->cand = NULL;
 }
 
-static int argmax(const float *x, int n)
+int qsur_argmax(const float *x, int n)
 {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -43,8 +43,8 @@ int qsur_sample(qsur_sampler *sp, const float *logits, const qsur_sample_opts *o
 {
     int V = sp->n;
     if (o->temperature <= 0)
-        return argmax(logits, V);
-    float mx = logits[argmax(logits, V)];
+        return qsur_argmax(logits, V);
+    float mx = logits[qsur_argmax(logits, V)];
     double sum = 0;
     for (int i = 0; i < V; i++) {
         sp->prob[i] = (float)exp((logits[i] - mx) / o->temperature);

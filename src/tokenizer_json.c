@@ -206,17 +206,34 @@ static int replace_step(const loader *L, const qsur_json *j, tok_step *st, const
     return rc ? rc : copy_field(L, st->to, sizeof st->to, qsur_json_get_string(j, "content"), where);
 }
 
+/* The steps of a normalizer/decoder: a Sequence's `key` list, or j alone.
+ * Returns the count, or -1 after filling the error. */
+static int steps_of(const loader *L, const qsur_json *j, const char *key, const char *what,
+                    const qsur_json *const **items)
+{
+    *items = NULL; /* one step: j itself */
+    if (strcmp(type_of(j), "Sequence"))
+        return 1;
+    const qsur_json *list = qsur_json_get(j, key);
+    if (!list || list->type != QSUR_JSON_ARRAY || list->count > TOK_MAX_STEPS) {
+        qsur_fail(L->err, QSUR_ERR_FORMAT, "%s: %s: expected a list of at most %d steps", L->what, what,
+                  TOK_MAX_STEPS);
+        return -1;
+    }
+    *items = (const qsur_json *const *)list->items;
+    return list->count;
+}
+
 static int load_normalizer(qsur_tokenizer *t, const loader *L, const qsur_json *n)
 {
     if (!n || n->type == QSUR_JSON_NULL)
         return QSUR_OK;
-    const qsur_json *list = qsur_json_get(n, "normalizers");
-    int count = strcmp(type_of(n), "Sequence") ? 1 : list && list->type == QSUR_JSON_ARRAY ? list->count : -1;
-    if (count < 0 || count > TOK_MAX_STEPS)
-        return qsur_fail(L->err, QSUR_ERR_FORMAT, "%s: normalizer: expected at most %d steps", L->what,
-                         TOK_MAX_STEPS);
+    const qsur_json *const *items;
+    int count = steps_of(L, n, "normalizers", "normalizer", &items);
+    if (count < 0)
+        return QSUR_ERR_FORMAT;
     for (int i = 0; i < count; i++) {
-        const qsur_json *s = strcmp(type_of(n), "Sequence") ? n : list->items[i];
+        const qsur_json *s = items ? items[i] : n;
         tok_step *st = &t->norm[t->n_norm++];
         int rc;
         if (!strcmp(type_of(s), "Prepend")) {
@@ -238,12 +255,12 @@ static int load_decoder(qsur_tokenizer *t, const loader *L, const qsur_json *d)
 {
     if (!d || d->type == QSUR_JSON_NULL)
         return QSUR_OK;
-    const qsur_json *list = qsur_json_get(d, "decoders");
-    int count = strcmp(type_of(d), "Sequence") ? 1 : list && list->type == QSUR_JSON_ARRAY ? list->count : -1;
-    if (count < 0 || count > TOK_MAX_STEPS)
-        return qsur_fail(L->err, QSUR_ERR_FORMAT, "%s: decoder: expected at most %d steps", L->what, TOK_MAX_STEPS);
+    const qsur_json *const *items;
+    int count = steps_of(L, d, "decoders", "decoder", &items);
+    if (count < 0)
+        return QSUR_ERR_FORMAT;
     for (int i = 0; i < count; i++) {
-        const qsur_json *s = strcmp(type_of(d), "Sequence") ? d : list->items[i];
+        const qsur_json *s = items ? items[i] : d;
         tok_step *st = &t->dec[t->n_dec++];
         const char *ty = type_of(s);
         int rc = QSUR_OK;

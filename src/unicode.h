@@ -24,8 +24,6 @@ extern const int qsur_unicode_numbers_count;
 /* Decodes the character at s[0..n), n >= 1; *len gets its byte length (1 for
  * an invalid or truncated sequence, which returns QSUR_UNICODE_INVALID). */
 uint32_t qsur_utf8_decode(const unsigned char *s, size_t n, int *len);
-/* Encodes cp (<= 0x10FFFF) into out (4 bytes); returns the length. */
-int qsur_utf8_encode(uint32_t cp, char *out);
 
 enum { QSUR_UC_LETTER = 1, QSUR_UC_NUMBER = 2, QSUR_UC_SPACE = 4 };
 /* Bit set of QSUR_UC_* for cp (0 for QSUR_UNICODE_INVALID). */

@@ -20,21 +20,6 @@
 
 #define V 32000 /* sp32k */
 
-static char *slurp(const char *path, size_t *len)
-{
-    qsur_mapped_file f;
-    qsur_error err;
-    if (qsur_mapped_file_open(&f, path, &err))
-        return NULL;
-    char *s = malloc(f.size + 1);
-    memcpy(s, f.data, f.size);
-    s[f.size] = '\0';
-    if (len)
-        *len = f.size;
-    qsur_mapped_file_close(&f);
-    return s;
-}
-
 static void write_file(const char *path, const char *text, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -81,7 +66,7 @@ static void make_model_v(const char *dir, int hot, double L, int vocab, const ch
     snprintf(src, sizeof src, "%s", check_shared(tokenizer));
     snprintf(dst, sizeof dst, "%s/tokenizer.json", dir);
     size_t n;
-    char *tj = slurp(src, &n);
+    char *tj = check_read_file(src, &n);
     CHECK(tj != NULL);
     if (tj)
         write_file(dst, tj, n);
@@ -109,13 +94,35 @@ static int run(session *s, const char *fmt, const char *arg, qsur_error *err)
     return command_execute(s, line, err);
 }
 
-/* The output written since *mark (JSON lines in this test). */
-static const char *since(FILE *out, char **buf, size_t *mark, size_t *len)
+/* A session writing into memory; cli_out gives what was written since the
+ * last call (one JSON line per command in this test). */
+typedef struct {
+    char *buf;
+    size_t len, mark;
+    FILE *out;
+    session s;
+} cli;
+
+static void cli_open(cli *c)
 {
-    fflush(out);
-    const char *p = *buf + *mark;
-    *mark = *len;
+    memset(c, 0, sizeof *c);
+    c->out = open_memstream(&c->buf, &c->len);
+    session_init(&c->s, c->out);
+}
+
+static const char *cli_out(cli *c)
+{
+    fflush(c->out);
+    const char *p = c->buf + c->mark;
+    c->mark = c->len;
     return p;
+}
+
+static void cli_close(cli *c)
+{
+    session_free(&c->s);
+    fclose(c->out);
+    free(c->buf);
 }
 
 static void test_uniform_model(const char *tmp)
@@ -124,44 +131,42 @@ static void test_uniform_model(const char *tmp)
     snprintf(dir, sizeof dir, "%s/uniform", tmp);
     snprintf(english, sizeof english, "%s", check_shared("data/tokenizers/english.txt"));
     make_model(dir, -1, 0);
-    char *buf = NULL;
-    size_t len = 0, mark = 0;
-    FILE *out = open_memstream(&buf, &len);
-    session s;
-    session_init(&s, out);
-    s.set.format = FORMAT_JSON;
+    cli c;
+    cli_open(&c);
+    session *s = &c.s;
+    s->set.format = FORMAT_JSON;
     qsur_error err;
-    CHECK_OK(run(&s, "model load \"%s\"", dir, &err), err);
-    const char *o = since(out, &buf, &mark, &len);
+    CHECK_OK(run(s, "model load \"%s\"", dir, &err), err);
+    const char *o = cli_out(&c);
     CHECK_MSG(strstr(o, "tokenizer.json") != NULL, "model load picks up tokenizer.json: %s", o);
     /* "Hello world" -> ▁Hello ▁world in the 32k vocabulary */
-    CHECK_OK(command_execute(&s, "tokenize \"Hello world\"", &err), err);
-    o = since(out, &buf, &mark, &len);
+    CHECK_OK(command_execute(s, "tokenize \"Hello world\"", &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"ids\":[22557,1526]") != NULL, "tokenize: %s", o);
-    CHECK_OK(command_execute(&s, "detokenize 22557,1526", &err), err);
-    o = since(out, &buf, &mark, &len);
+    CHECK_OK(command_execute(s, "detokenize 22557,1526", &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"text\":\"Hello world\"") != NULL, "detokenize: %s", o);
     /* ppl: 136 ids + BOS = 137 -> 4 windows of 32, 31 predictions each;
      * uniform logits: NLL = log V exactly */
-    CHECK_OK(run(&s, "ppl \"%s\" seqlen=32", english, &err), err);
-    o = since(out, &buf, &mark, &len);
+    CHECK_OK(run(s, "ppl \"%s\" seqlen=32", english, &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"predicted\":124") != NULL, "ppl: %s", o);
     CHECK_REL(json_num(o, "ppl"), 32000.0, 1e-9);
-    CHECK_OK(run(&s, "ppl \"%s\" seqlen=32 max-tokens=64", english, &err), err);
-    o = since(out, &buf, &mark, &len);
+    CHECK_OK(run(s, "ppl \"%s\" seqlen=32 max-tokens=64", english, &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"predicted\":62") != NULL, "ppl max-tokens: %s", o);
-    CHECK(run(&s, "ppl \"%s\" seqlen=200", english, &err) == QSUR_ERR_ARG && strstr(err.msg, "fewer than one"));
-    since(out, &buf, &mark, &len);
+    CHECK(run(s, "ppl \"%s\" seqlen=200", english, &err) == QSUR_ERR_ARG && strstr(err.msg, "fewer than one"));
+    cli_out(&c);
 
     /* calibration windows: GPTQ's random offsets into the BOS + reference ids */
     size_t jn;
-    char *jl = slurp(check_shared("data/tokenizers/reference_ids.jsonl"), &jn);
+    char *jl = check_read_file(check_shared("data/tokenizers/reference_ids.jsonl"), &jn);
     qsur_json *j = NULL;
     char *nl = jl ? strchr(jl, '\n') : NULL;
     CHECK_OK(qsur_json_parse(jl, nl ? (size_t)(nl - jl) : jn, "ref", &j, &err), err);
     const qsur_json *ref = j ? qsur_json_get(j, "sp32k") : NULL;
     qsur_tokens t;
-    CHECK_OK(text_calib_tokens(&s, english, 16, 5, 7, &t, &err), err);
+    CHECK_OK(text_calib_tokens(s, english, 16, 5, 7, &t, &err), err);
     qsur_rng rng;
     qsur_rng_seed(&rng, 7);
     int same = ref && t.n == 80;
@@ -176,16 +181,14 @@ static void test_uniform_model(const char *tmp)
     qsur_tokens_free(&t);
     qsur_json_free(j);
     free(jl);
-    CHECK_OK(run(&s, "calib \"%s\" samples=5 seqlen=16 seed=7", english, &err), err);
-    o = since(out, &buf, &mark, &len);
+    CHECK_OK(run(s, "calib \"%s\" samples=5 seqlen=16 seed=7", english, &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"tokens\":80") != NULL, "calib text: %s", o);
     /* the methods re-read the calibration text through the same windows */
-    CHECK_OK(command_execute(&s, "quant w4a16", &err), err);
-    CHECK_OK(command_execute(&s, "gptq model", &err), err);
-    since(out, &buf, &mark, &len);
-    session_free(&s);
-    fclose(out);
-    free(buf);
+    CHECK_OK(command_execute(s, "quant w4a16", &err), err);
+    CHECK_OK(command_execute(s, "gptq model", &err), err);
+    cli_out(&c);
+    cli_close(&c);
 }
 
 static void test_hot_model(const char *tmp)
@@ -203,24 +206,22 @@ static void test_hot_model(const char *tmp)
     qsur_token_ids_free(&p);
     qsur_tokenizer_free(tok);
     make_model(dir, paris, 20.0);
-    char *buf = NULL;
-    size_t len = 0, mark = 0;
-    FILE *out = open_memstream(&buf, &len);
-    session s;
-    session_init(&s, out);
+    cli c;
+    cli_open(&c);
+    session *s = &c.s;
     qsur_error e2;
-    CHECK_OK(run(&s, "model load \"%s\"", dir, &err), err);
-    since(out, &buf, &mark, &len);
+    CHECK_OK(run(s, "model load \"%s\"", dir, &err), err);
+    cli_out(&c);
     /* greedy: ▁Paris every time; the text streams to the output */
-    CHECK_OK(command_execute(&s, "generate \"The capital is\" n=3", &err), err);
-    const char *o = since(out, &buf, &mark, &len);
+    CHECK_OK(command_execute(s, "generate \"The capital is\" n=3", &err), err);
+    const char *o = cli_out(&c);
     CHECK_MSG(strstr(o, "The capital is Paris Paris Paris\n") != NULL, "generate: %s", o);
     /* sampling: p(Paris) = e^20 / (e^20 + 31999) > 0.99, so the 0.9 nucleus is Paris alone */
-    CHECK_OK(command_execute(&s, "generate \"x\" n=4 temp=1 top-p=0.9 seed=5", &err), err);
-    o = since(out, &buf, &mark, &len);
+    CHECK_OK(command_execute(s, "generate \"x\" n=4 temp=1 top-p=0.9 seed=5", &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "x Paris Paris Paris Paris\n") != NULL, "generate top-p: %s", o);
-    CHECK(command_execute(&s, "generate \"x\" n=999", &e2) == QSUR_ERR_ARG && strstr(e2.msg, "positions"));
-    since(out, &buf, &mark, &len);
+    CHECK(command_execute(s, "generate \"x\" n=999", &e2) == QSUR_ERR_ARG && strstr(e2.msg, "positions"));
+    cli_out(&c);
 
     /* eval: the choice made of ▁Paris wins by construction; task "wrong"
      * labels another choice, so its accuracy is 0 */
@@ -234,21 +235,19 @@ static void test_hot_model(const char *tmp)
         "{\"context\": [\"Lyon Paris\", \"Lyon Paris Paris\"], \"choices\": [\" x\", \" Paris\"], \"label\": 1, "
         "\"task\": \"capitals\"}\n";
     write_file(path, tasks, strlen(tasks));
-    s.set.format = FORMAT_JSON;
-    CHECK_OK(run(&s, "eval \"%s\"", path, &err), err);
-    o = since(out, &buf, &mark, &len);
+    s->set.format = FORMAT_JSON;
+    CHECK_OK(run(s, "eval \"%s\"", path, &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "{\"task\":\"capitals\",\"n\":3,\"acc\":1,") != NULL &&
                   strstr(o, "{\"task\":\"wrong\",\"n\":1,\"acc\":0,") != NULL &&
                   strstr(o, "\"task\":\"overall\",\"n\":4,") != NULL,
               "eval: %s", o);
     const char *bad = "{\"context\": \"a\", \"choices\": [\"b\"], \"label\": 0}\n";
     write_file(path, bad, strlen(bad));
-    CHECK(run(&s, "eval \"%s\"", path, &e2) == QSUR_ERR_FORMAT && strstr(e2.msg, "tasks.jsonl:1") &&
+    CHECK(run(s, "eval \"%s\"", path, &e2) == QSUR_ERR_FORMAT && strstr(e2.msg, "tasks.jsonl:1") &&
           strstr(e2.msg, "choices"));
-    since(out, &buf, &mark, &len);
-    session_free(&s);
-    fclose(out);
-    free(buf);
+    cli_out(&c);
+    cli_close(&c);
 }
 
 /* stories260K has no tokenizer here: items in token ids. The choice that is
@@ -287,27 +286,23 @@ static void test_stories_ids(const char *tmp)
     fclose(f);
     qsur_tokens_free(&ev);
     qsur_llama_free(m);
-    char *buf = NULL;
-    size_t len = 0, mark = 0;
-    FILE *out = open_memstream(&buf, &len);
-    session s;
-    session_init(&s, out);
-    s.set.format = FORMAT_JSON;
-    CHECK_OK(run(&s, "model load \"%s\"", check_shared("data/stories260K.bin"), &err), err);
-    since(out, &buf, &mark, &len);
-    CHECK_OK(run(&s, "eval \"%s\"", path, &err), err);
-    const char *o = since(out, &buf, &mark, &len);
+    cli c;
+    cli_open(&c);
+    session *s = &c.s;
+    s->set.format = FORMAT_JSON;
+    CHECK_OK(run(s, "model load \"%s\"", check_shared("data/stories260K.bin"), &err), err);
+    cli_out(&c);
+    CHECK_OK(run(s, "eval \"%s\"", path, &err), err);
+    const char *o = cli_out(&c);
     CHECK_MSG(strstr(o, "{\"task\":\"greedy\",\"n\":6,\"acc\":1,") != NULL, "eval stories ids: %s", o);
-    CHECK_OK(run(&s, "eval \"%s\" limit=2", path, &err), err);
-    o = since(out, &buf, &mark, &len);
+    CHECK_OK(run(s, "eval \"%s\" limit=2", path, &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"n\":2,") != NULL, "eval limit: %s", o);
     /* text items need a tokenizer: a clear error, not a crash */
     write_file(path, "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 0}\n", 52);
-    CHECK(run(&s, "eval \"%s\"", path, &err) == QSUR_ERR_ARG && strstr(err.msg, "no tokenizer"));
-    since(out, &buf, &mark, &len);
-    session_free(&s);
-    fclose(out);
-    free(buf);
+    CHECK(run(s, "eval \"%s\"", path, &err) == QSUR_ERR_ARG && strstr(err.msg, "no tokenizer"));
+    cli_out(&c);
+    cli_close(&c);
 }
 
 
@@ -320,25 +315,21 @@ static void test_llama3_vocab(const char *tmp)
     snprintf(dir, sizeof dir, "%s/llama3", tmp);
     snprintf(english, sizeof english, "%s", check_shared("data/tokenizers/english.txt"));
     make_model_v(dir, -1, 0, 128256, "data/tokenizers/llama3-tokenizer.json");
-    char *buf = NULL;
-    size_t len = 0, mark = 0;
-    FILE *out = open_memstream(&buf, &len);
-    session s;
-    session_init(&s, out);
-    s.set.format = FORMAT_JSON;
+    cli c;
+    cli_open(&c);
+    session *s = &c.s;
+    s->set.format = FORMAT_JSON;
     qsur_error err;
-    CHECK_OK(run(&s, "model load \"%s\"", dir, &err), err);
-    since(out, &buf, &mark, &len);
-    CHECK_OK(run(&s, "ppl \"%s\" seqlen=32", english, &err), err);
-    const char *o = since(out, &buf, &mark, &len);
+    CHECK_OK(run(s, "model load \"%s\"", dir, &err), err);
+    cli_out(&c);
+    CHECK_OK(run(s, "ppl \"%s\" seqlen=32", english, &err), err);
+    const char *o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"predicted\":93") != NULL && strstr(o, "no BOS") != NULL, "ppl llama3: %s", o);
     CHECK_REL(json_num(o, "ppl"), 128256.0, 1e-9);
-    CHECK_OK(command_execute(&s, "tokenize \"<|begin_of_text|>Hello world\"", &err), err);
-    o = since(out, &buf, &mark, &len);
+    CHECK_OK(command_execute(s, "tokenize \"<|begin_of_text|>Hello world\"", &err), err);
+    o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"ids\":[128000,9906,1917]") != NULL, "tokenize llama3: %s", o);
-    session_free(&s);
-    fclose(out);
-    free(buf);
+    cli_close(&c);
 }
 
 int main(void)

@@ -10,21 +10,6 @@
 #include "../src/tokenizer_impl.h"
 #include "../src/unicode.h"
 
-static char *read_text(const char *path, size_t *len)
-{
-    qsur_mapped_file f;
-    qsur_error err;
-    if (qsur_mapped_file_open(&f, path, &err))
-        return NULL;
-    char *s = malloc(f.size + 1);
-    if (f.size)
-        memcpy(s, f.data, f.size);
-    s[f.size] = '\0';
-    *len = f.size;
-    qsur_mapped_file_close(&f);
-    return s;
-}
-
 static qsur_tokenizer *load(const char *rel)
 {
     qsur_tokenizer *t = NULL;
@@ -38,7 +23,7 @@ static qsur_tokenizer *load(const char *rel)
 static void compare(const qsur_tokenizer *t, const char *name, const char *file, const qsur_json *ref)
 {
     size_t len;
-    char *text = read_text(check_shared(file), &len);
+    char *text = check_read_file(check_shared(file), &len);
     CHECK_MSG(text != NULL, "read %s", file);
     if (!text)
         return;
@@ -97,7 +82,7 @@ static void test_reference(void)
      * (the fast path the reference comparison below then covers) */
     CHECK(!strcmp(sp->split_marker, "\xE2\x96\x81") && !strcmp(l2c->split_marker, " "));
     size_t len;
-    char *jl = read_text(check_shared("data/tokenizers/reference_ids.jsonl"), &len);
+    char *jl = check_read_file(check_shared("data/tokenizers/reference_ids.jsonl"), &len);
     CHECK(jl != NULL);
     int lines = 0;
     for (char *line = jl, *nl; jl && line && *line; line = nl ? nl + 1 : NULL) {

@@ -28,6 +28,9 @@ typedef struct {
     int n;
 } qsur_sampler;
 
+/* Index of the largest of x[0..n) (the first on ties). */
+int qsur_argmax(const float *x, int n);
+
 int qsur_sampler_new(qsur_sampler *sp, int vocab, qsur_error *err);
 void qsur_sampler_free(qsur_sampler *sp);
 /* Draws the next token from logits[0..V) (not modified). */
