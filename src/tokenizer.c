@@ -110,7 +110,8 @@ static int reserve_syms(scratch *sc, int64_t n)
 static int word_starts(const qsur_tokenizer *t, const char *s, size_t i)
 {
     size_t ml = strlen(t->split_marker);
-    return ml && i >= ml && !memcmp(s + i, t->split_marker, ml) && memcmp(s + i - ml, t->split_marker, ml);
+    return ml && i >= ml && !memcmp(s + i, t->split_marker, ml) &&
+           (t->split_every || memcmp(s + i - ml, t->split_marker, ml));
 }
 
 /* Merges each word of sc->sym[0..m) (starts in sc->word) on its own and
@@ -178,8 +179,9 @@ static int norm_add(scratch *sc, size_t *k, const char *s, size_t n)
 }
 
 /* Applies the normalizer steps to s[0..n) into sc->norm; returns the length
- * or -1 when out of memory. Prepend adds to non-empty text only. */
-static int64_t normalize(const qsur_tokenizer *t, const char *s, size_t n, scratch *sc)
+ * or -1 when out of memory. Prepend adds to non-empty text only; first: the
+ * segment starts the text (Metaspace's prepend_scheme "first"). */
+static int64_t normalize(const qsur_tokenizer *t, const char *s, size_t n, int first, scratch *sc)
 {
     size_t k = 0;
     if (norm_add(sc, &k, s, n))
@@ -193,9 +195,14 @@ static int64_t normalize(const qsur_tokenizer *t, const char *s, size_t n, scrat
         size_t len = k, from = strlen(p->from);
         k = 0;
         int bad = 0;
-        if (p->kind == STEP_PREPEND) {
-            if (len)
-                bad = norm_add(sc, &k, p->to, strlen(p->to)) || norm_add(sc, &k, src, len);
+        size_t tl = strlen(p->to);
+        int meta_skip = p->kind == STEP_META_PREPEND &&
+                        ((p->start && !first) || (len >= tl && !memcmp(src, p->to, tl)));
+        if (p->kind == STEP_PREPEND || p->kind == STEP_META_PREPEND) {
+            if (len && !meta_skip)
+                bad = norm_add(sc, &k, p->to, tl);
+            if (!bad && len)
+                bad = norm_add(sc, &k, src, len);
         } else {
             for (size_t i = 0; i < len && !bad;) {
                 if (from && i + from <= len && !memcmp(src + i, p->from, from)) {
@@ -217,10 +224,10 @@ static int64_t normalize(const qsur_tokenizer *t, const char *s, size_t n, scrat
 /* SentencePiece BPE: the normalized segment is one word of characters; a
  * character missing from the vocabulary becomes its <0xXX> byte tokens
  * (byte_fallback) or <unk> (runs fused when fuse_unk). */
-static int encode_sentencepiece(const qsur_tokenizer *t, const char *s, size_t n, scratch *sc,
+static int encode_sentencepiece(const qsur_tokenizer *t, const char *s, size_t n, int first, scratch *sc,
                                 qsur_token_ids *out, qsur_error *err)
 {
-    int64_t len = normalize(t, s, n, sc);
+    int64_t len = normalize(t, s, n, first, sc);
     if (len < 0 || reserve_syms(sc, len))
         return nomem(err);
     const unsigned char *u = (const unsigned char *)sc->norm;
@@ -284,14 +291,14 @@ static int encode_llama2c(const qsur_tokenizer *t, const unsigned char *s, size_
     return merge_words(t, sc, m, out, err);
 }
 
-static int encode_segment(const qsur_tokenizer *t, const char *s, size_t n, scratch *sc, qsur_token_ids *out,
-                          qsur_error *err)
+static int encode_segment(const qsur_tokenizer *t, const char *s, size_t n, int first, scratch *sc,
+                          qsur_token_ids *out, qsur_error *err)
 {
     if (n == 0)
         return QSUR_OK;
     if (t->kind == QSUR_TOK_BYTE_LEVEL)
         return encode_byte_level(t, (const unsigned char *)s, n, sc, out, err);
-    return encode_sentencepiece(t, s, n, sc, out, err);
+    return encode_sentencepiece(t, s, n, first, sc, out, err);
 }
 
 /* The longest added token that starts at s[i], or -1. */
@@ -328,7 +335,7 @@ int qsur_tokenizer_encode(const qsur_tokenizer *t, const char *text, size_t len,
             for (; at < len; at++)
                 if (first[(unsigned char)text[at]] && (k = added_at(t, text, len, at)) >= 0)
                     break;
-            rc = encode_segment(t, text + pos, at - pos, &sc, out, err);
+            rc = encode_segment(t, text + pos, at - pos, pos == 0, &sc, out, err);
             if (!rc && k >= 0)
                 rc = push_all(out, &t->added[k].id, 1, err);
             pos = k >= 0 ? at + (size_t)t->added[k].len : len;

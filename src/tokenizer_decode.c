@@ -121,6 +121,8 @@ int qsur_tokenizer_decode(const qsur_tokenizer *t, const int *ids, int64_t n, ch
                 byte_fallback(&ps[i]);
             else if (d->kind == STEP_STRIP)
                 strip(&ps[i], d->from[0], d->start, d->stop);
+            else if (d->kind == STEP_META_DEC)
+                bad = replace_all(&ps[i], d->from, i == 0 && d->start ? "" : " ") != 0;
             /* STEP_BYTE_LEVEL: the pieces already hold the bytes */
         }
     }

@@ -29,7 +29,12 @@ typedef struct {
 
 /* One normalizer or decoder step of a tokenizer.json. */
 typedef enum { STEP_PREPEND, STEP_REPLACE, STEP_BYTE_FALLBACK, STEP_FUSE, STEP_STRIP,
-               STEP_BYTE_LEVEL } tok_step_kind;
+               STEP_BYTE_LEVEL,
+               STEP_META_PREPEND, /* Metaspace: prepend `to` unless the text starts with it;
+                                     start = 1: only to the text's first segment */
+               STEP_META_DEC      /* Metaspace decoder: `from` -> " ", dropped in the first
+                                     token when start = 1 */
+} tok_step_kind;
 typedef struct {
     tok_step_kind kind;
     char from[16], to[16]; /* PREPEND: to; REPLACE: from -> to; STRIP: from (one char) */
@@ -60,6 +65,7 @@ struct qsur_tokenizer {
      * result has a marker right after another character (tok_check_split),
      * so a marker after a non-marker starts an independent word; else "" */
     char split_marker[4];
+    int split_every;        /* Metaspace split: every marker starts a word */
     tok_step norm[TOK_MAX_STEPS], dec[TOK_MAX_STEPS];
     int n_norm, n_dec;
 };

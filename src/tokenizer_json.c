@@ -18,6 +18,7 @@ typedef struct {
     const char *what;
     qsur_error *err;
     int byte_level;
+    const qsur_json *metaspace; /* a Metaspace pre-tokenizer, or NULL */
 } loader;
 
 static const char *type_of(const qsur_json *j)
@@ -251,6 +252,27 @@ static int load_normalizer(qsur_tokenizer *t, const loader *L, const qsur_json *
     return QSUR_OK;
 }
 
+/* Metaspace's replacement (one character) and prepend scheme: *first = 1
+ * for "first" and "always" (the legacy add_prefix_space: true), 0 for
+ * "never"; *only_first (may be NULL) = 1 for "first"; splits not 0/1. */
+static int metaspace(const loader *L, const qsur_json *m, char *rep, size_t n, int *first, int *only_first)
+{
+    const char *r = qsur_json_get_string(m, "replacement");
+    const char *scheme = qsur_json_get_string(m, "prepend_scheme");
+    int aps = 1;
+    qsur_json_get_bool(m, "add_prefix_space", &aps);
+    if (!scheme)
+        scheme = aps ? "always" : "never";
+    if (!r || !*r || strlen(r) >= n || (strcmp(scheme, "first") && strcmp(scheme, "always") && strcmp(scheme, "never")))
+        return qsur_fail(L->err, QSUR_ERR_FORMAT, "%s: Metaspace: expected a replacement character and "
+                         "prepend_scheme first, always or never", L->what);
+    strcpy(rep, r);
+    *first = strcmp(scheme, "never") != 0;
+    if (only_first)
+        *only_first = !strcmp(scheme, "first");
+    return QSUR_OK;
+}
+
 static int load_decoder(qsur_tokenizer *t, const loader *L, const qsur_json *d)
 {
     if (!d || d->type == QSUR_JSON_NULL)
@@ -273,6 +295,9 @@ static int load_decoder(qsur_tokenizer *t, const loader *L, const qsur_json *d)
             st->kind = STEP_FUSE;
         } else if (!strcmp(ty, "ByteLevel")) {
             st->kind = STEP_BYTE_LEVEL;
+        } else if (!strcmp(ty, "Metaspace")) {
+            st->kind = STEP_META_DEC;
+            rc = metaspace(L, s, st->from, sizeof st->from, &st->start, NULL);
         } else if (!strcmp(ty, "Strip")) {
             st->kind = STEP_STRIP;
             rc = copy_field(L, st->from, sizeof st->from, qsur_json_get_string(s, "content"), "decoder Strip");
@@ -288,13 +313,47 @@ static int load_decoder(qsur_tokenizer *t, const loader *L, const qsur_json *d)
     return QSUR_OK;
 }
 
-/* null (SentencePiece kind), or ByteLevel(use_regex false) after a Split on
- * the Llama-3 regex (byte-level kind). Sets L->byte_level. */
+/* Metaspace as normalizer steps: spaces -> the replacement, then the
+ * replacement prepended (when the text does not start with it); split: every
+ * replacement starts a word (MergedWithNext). */
+static int load_metaspace(qsur_tokenizer *t, const loader *L)
+{
+    int prepend, only_first, split = 0;
+    char rep[16];
+    int rc = metaspace(L, L->metaspace, rep, sizeof rep, &prepend, &only_first);
+    if (rc)
+        return rc;
+    if (t->n_norm + 2 > TOK_MAX_STEPS)
+        return qsur_fail(L->err, QSUR_ERR_FORMAT, "%s: too many normalizer steps", L->what);
+    tok_step *st = &t->norm[t->n_norm++];
+    st->kind = STEP_REPLACE;
+    strcpy(st->from, " ");
+    strcpy(st->to, rep);
+    if (prepend) {
+        st = &t->norm[t->n_norm++];
+        st->kind = STEP_META_PREPEND;
+        strcpy(st->to, rep);
+        st->start = only_first;
+    }
+    qsur_json_get_bool(L->metaspace, "split", &split);
+    if (split && strlen(rep) < sizeof t->split_marker) {
+        strcpy(t->split_marker, rep);
+        t->split_every = 1;
+    }
+    return QSUR_OK;
+}
+
+/* null or Metaspace (SentencePiece kind), or ByteLevel(use_regex false) after
+ * a Split on the Llama-3 regex (byte-level kind). Sets L->byte_level. */
 static int check_pre_tokenizer(loader *L, const qsur_json *p)
 {
     L->byte_level = 0;
     if (!p || p->type == QSUR_JSON_NULL)
         return QSUR_OK;
+    if (!strcmp(type_of(p), "Metaspace")) {
+        L->metaspace = p;
+        return QSUR_OK;
+    }
     const qsur_json *list = qsur_json_get(p, "pretokenizers");
     int is_seq = !strcmp(type_of(p), "Sequence");
     int count = is_seq ? (list && list->type == QSUR_JSON_ARRAY ? list->count : 0) : 1;
@@ -322,7 +381,7 @@ static int check_pre_tokenizer(loader *L, const qsur_json *p)
                                  "add_prefix_space false (after a Split) is supported", L->what);
             L->byte_level = 1;
         } else {
-            return qsur_fail(L->err, QSUR_ERR_FORMAT, "%s: pre_tokenizer %s is not supported (Split, ByteLevel)",
+            return qsur_fail(L->err, QSUR_ERR_FORMAT, "%s: pre_tokenizer %s is not supported (Metaspace, Split, ByteLevel)",
                              L->what, ty);
         }
     }
@@ -408,7 +467,7 @@ int qsur_tokenizer_load_hf_json(qsur_tokenizer **out, const char *text, size_t l
     int rc = qsur_json_parse(text, len, what, &root, err);
     if (rc)
         return rc;
-    loader L = {what, err, 0};
+    loader L = {what, err, 0, NULL};
     const qsur_json *model = qsur_json_get(root, "model");
     const qsur_json *vocab = model ? qsur_json_get(model, "vocab") : NULL;
     const qsur_json *added = qsur_json_get(root, "added_tokens");
@@ -433,6 +492,8 @@ int qsur_tokenizer_load_hf_json(qsur_tokenizer **out, const char *text, size_t l
         rc = load_added(t, &L, added);
     if (!rc)
         rc = load_normalizer(t, &L, qsur_json_get(root, "normalizer"));
+    if (!rc && L.metaspace)
+        rc = load_metaspace(t, &L);
     if (!rc)
         rc = load_decoder(t, &L, qsur_json_get(root, "decoder"));
     if (!rc)
@@ -450,7 +511,7 @@ int qsur_tokenizer_load_hf_json(qsur_tokenizer **out, const char *text, size_t l
         return rc;
     }
     find_eos(t);
-    if (!L.byte_level)
+    if (!L.byte_level && !t->split_every)
         tok_check_split(t, "\xE2\x96\x81"); /* ▁ */
     *out = t;
     return QSUR_OK;

@@ -127,6 +127,75 @@ static void expect_ids(const qsur_tokenizer *t, const char *text, const int *wan
     qsur_token_ids_free(&ids);
 }
 
+
+/* Replaces the first occurrence of `from` (from .. the matching end text) */
+static char *replace_block(const char *s, const char *start, const char *end, const char *with)
+{
+    const char *a = strstr(s, start), *b = a ? strstr(a, end) : NULL;
+    if (!b)
+        return NULL;
+    b += strlen(end);
+    size_t n = strlen(s) - (size_t)(b - a) + strlen(with);
+    char *o = malloc(n + 1);
+    memcpy(o, s, (size_t)(a - s));
+    strcpy(o + (a - s), with);
+    strcat(o, b);
+    return o;
+}
+
+/* The same 32k vocabulary declared the newer way (transformers >= 4.x with
+ * legacy=false, Mistral): no normalizer, a Metaspace pre-tokenizer and
+ * decoder. On texts that start with a letter the ids are the legacy ones;
+ * Metaspace adds no second "▁" before a leading space, and with
+ * prepend_scheme "first" nothing after an added token. */
+static void test_metaspace(void)
+{
+    char *orig = check_read_file(check_shared("data/tokenizers/sp32k-tokenizer.json"), NULL);
+    if (!orig)
+        return;
+    char *a = replace_block(orig, "\"normalizer\": {", "\n  },", "\"normalizer\": null,");
+    char *b = a ? replace_block(a, "\"pre_tokenizer\": null", ",", "\"pre_tokenizer\": {\"type\": \"Metaspace\", "
+                                "\"replacement\": \"\\u2581\", \"prepend_scheme\": \"first\", \"split\": false},") : NULL;
+    char *c = b ? replace_block(b, "\"decoder\": {", "\n  },", "\"decoder\": {\"type\": \"Sequence\", \"decoders\": "
+                                "[{\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"first\", "
+                                "\"split\": false}, {\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"}]},") : NULL;
+    CHECK(c != NULL);
+    qsur_tokenizer *t = NULL;
+    qsur_error err;
+    if (c)
+        CHECK_OK(qsur_tokenizer_load_hf_json(&t, c, strlen(c), "metaspace.json", &err), err);
+    free(orig);
+    free(a);
+    free(b);
+    free(c);
+    if (!t)
+        return;
+    char *jl = check_read_file(check_shared("data/tokenizers/reference_ids.jsonl"), NULL);
+    for (char *line = jl, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        qsur_json *j = NULL;
+        if (qsur_json_parse(line, nl ? (size_t)(nl - line) : strlen(line), "ref", &j, &err))
+            break;
+        char file[256];
+        snprintf(file, sizeof file, "data/tokenizers/%s", qsur_json_get_string(j, "file"));
+        compare(t, "metaspace", file, qsur_json_get(j, "sp32k"));
+        qsur_json_free(j);
+    }
+    free(jl);
+    qsur_token_ids x = {0}, y = {0};
+    CHECK_OK(qsur_tokenizer_encode(t, " x", 2, 0, &x, &err), err);
+    CHECK(x.n == 1 && !strcmp(qsur_tokenizer_piece(t, x.ids[0]), "\xE2\x96\x81x"));
+    CHECK_OK(qsur_tokenizer_encode(t, "<s>Hello", 8, 0, &y, &err), err);
+    CHECK(y.n >= 2 && y.ids[0] == 1 && strncmp(qsur_tokenizer_piece(t, y.ids[1]), "\xE2\x96\x81", 3));
+    char *back = NULL;
+    CHECK_OK(qsur_tokenizer_decode(t, x.ids, x.n, &back, NULL, &err), err);
+    CHECK(back && !strcmp(back, "x")); /* the first token's marker is dropped */
+    free(back);
+    qsur_token_ids_free(&x);
+    qsur_token_ids_free(&y);
+    qsur_tokenizer_free(t);
+}
+
 /* Ids everyone can look up: Llama-3 "Hello" 9906, " world" 1917 (the same
  * in Meta's file); Meta's Llama-2 " Hello" 15043, " world" 3186; an added
  * token inside text is its id; a character outside the 32k vocabulary falls
@@ -309,6 +378,7 @@ int main(void)
 {
     test_reference();
     test_known_ids();
+    test_metaspace();
     test_unicode();
     test_split();
     test_bad_files();

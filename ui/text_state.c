@@ -34,11 +34,9 @@ int text_tokenizer_load(session *s, const char *path, qsur_error *err)
     if (rc)
         return rc;
     qsur_tokenizer *t = NULL;
-    /* a llama2.c tokenizer.bin holds exactly the model's vocabulary */
-    int hint = s->model ? s->model->cfg.vocab_size : 0;
-    rc = qsur_tokenizer_load(&t, path, hint, err);
-    if (rc && hint) /* a .bin of another size, or not matching the model: read it whole */
-        rc = qsur_tokenizer_load(&t, path, 0, err);
+    /* a tokenizer.bin is read to its end, never cut at the model's vocabulary
+     * size: a mismatch is reported by text_need_tokenizer, not hidden */
+    rc = qsur_tokenizer_load(&t, path, 0, err);
     if (rc)
         return rc;
     qsur_tokenizer_free(s->text->tok);
