@@ -31,6 +31,23 @@ static void escape_bytes(const char *s, size_t n, char *out, size_t cap)
     out[k] = '\0';
 }
 
+/* Human tables pad by bytes: pad a UTF-8 cell to `width` characters here so
+ * "▁the" (6 bytes, 4 characters) lines up with ASCII cells. */
+static void pad_chars(char *s, size_t cap, int width, const report *r)
+{
+    if (r->format != FORMAT_HUMAN)
+        return;
+    int chars = 0;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++)
+        chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+    while (chars < width && n + 1 < cap) {
+        s[n++] = ' ';
+        s[n] = '\0';
+        chars++;
+    }
+}
+
 /* A table of the ids with their vocabulary spelling and the text each one
  * decodes to on its own; at most `show` rows (JSON gets every id). */
 static int piece_table(const qsur_tokenizer *t, const int *ids, int64_t n, int64_t show, report *r,
@@ -52,6 +69,8 @@ static int piece_table(const qsur_tokenizer *t, const int *ids, int64_t n, int64
         escape_bytes(sp, strlen(sp), piece, sizeof piece);
         escape_bytes(txt, len, text, sizeof text);
         free(txt);
+        pad_chars(piece, sizeof piece, 24, r);
+        pad_chars(text, sizeof text, 24, r);
         rep_cell_int(r, i);
         rep_cell_int(r, ids[i]);
         rep_cell_str(r, piece);
