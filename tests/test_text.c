@@ -233,14 +233,15 @@ static void test_hot_model(const char *tmp)
         "\n"
         "{\"context\": \"Not\", \"choices\": [\" Paris\", \" Madrid\"], \"label\": 1, \"task\": \"wrong\"}\n"
         "{\"context\": [\"Lyon Paris\", \"Lyon Paris Paris\"], \"choices\": [\" x\", \" Paris\"], \"label\": 1, "
-        "\"task\": \"capitals\"}\n";
+        "\"task\": \"capitals\"}\n"
+        "{\"context\": \"\", \"choices\": [\"Paris\", \"Oslo\"], \"label\": 0, \"task\": \"capitals\"}\n";
     write_file(path, tasks, strlen(tasks));
     s->set.format = FORMAT_JSON;
     CHECK_OK(run(s, "eval \"%s\"", path, &err), err);
     o = cli_out(&c);
-    CHECK_MSG(strstr(o, "{\"task\":\"capitals\",\"n\":3,\"acc\":1,") != NULL &&
+    CHECK_MSG(strstr(o, "{\"task\":\"capitals\",\"n\":4,\"acc\":1,") != NULL &&
                   strstr(o, "{\"task\":\"wrong\",\"n\":1,\"acc\":0,") != NULL &&
-                  strstr(o, "\"task\":\"overall\",\"n\":4,") != NULL,
+                  strstr(o, "\"task\":\"overall\",\"n\":5,") != NULL,
               "eval: %s", o);
     const char *bad = "{\"context\": \"a\", \"choices\": [\"b\"], \"label\": 0}\n";
     write_file(path, bad, strlen(bad));

@@ -2,7 +2,9 @@
  *
  * Scoring follows lm-evaluation-harness: the context's trailing spaces move
  * to the front of the continuation, context+continuation is encoded whole
- * and the continuation's tokens are those after the context's own encoding;
+ * (without BOS, as the harness encodes for causal LMs; an empty context is
+ * the end-of-text token) and the continuation's tokens are those after the
+ * context's own encoding;
  * a choice's score is the sum of its tokens' log-probabilities; acc takes the
  * argmax of the score, acc_norm of score / characters of the choice. */
 #include <limits.h>
@@ -58,10 +60,14 @@ static int encode_pair(const qsur_tokenizer *t, const char *context, const char 
     memcpy(whole, context, cl);
     memcpy(whole + cl, choice, chl + 1);
     qsur_token_ids all = {0};
-    int rc = qsur_tokenizer_encode(t, context, cl - sp, 1, ctx, err);
+    int rc = qsur_tokenizer_encode(t, context, cl - sp, 0, ctx, err);
     if (!rc)
-        rc = qsur_tokenizer_encode(t, whole, cl + chl, 1, &all, err);
-    for (int64_t i = ctx->n; !rc && i < all.n; i++)
+        rc = qsur_tokenizer_encode(t, whole, cl + chl, 0, &all, err);
+    int64_t skip = ctx->n;
+    int eot = qsur_tokenizer_eos(t) >= 0 ? qsur_tokenizer_eos(t) : qsur_tokenizer_bos(t);
+    if (!rc && ctx->n == 0 && eot >= 0 && qsur_token_ids_push(ctx, eot))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    for (int64_t i = skip; !rc && i < all.n; i++)
         if (qsur_token_ids_push(cont, all.ids[i]))
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     free(whole);

@@ -311,7 +311,7 @@ const command command_table[] = {
      "zero-shot multiple-choice accuracy (acc, acc_norm per task and overall)",
      "One task item per line: {\"context\": TEXT, \"choices\": [TEXT, ...], \"label\": K,\n"
      "\"task\": NAME (optional)}. Each choice is scored by the log-likelihood of its tokens after\n"
-     "the context's (BOS first when the tokenizer adds one); acc counts the argmax, acc_norm the\n"
+     "the context's (no BOS, as lm-evaluation-harness); acc counts the argmax, acc_norm the\n"
      "argmax of log-likelihood / bytes of the choice text (lm-evaluation-harness's definitions).\n"
      "context and choices may also be arrays of token ids (no tokenizer needed; acc_norm then\n"
      "divides by the token count). limit=N: the first N items. docs/eval.md converts ARC,\n"
