@@ -106,11 +106,12 @@ static int reserve_syms(scratch *sc, int64_t n)
     return 0;
 }
 
-/* A word starts at a marker that follows a non-marker (tok_check_split). */
-static int word_starts(const qsur_tokenizer *t, const char *s, size_t i)
+/* A word starts at a marker that follows a non-marker (tok_check_split);
+ * s holds n bytes. */
+static int word_starts(const qsur_tokenizer *t, const char *s, size_t n, size_t i)
 {
     size_t ml = strlen(t->split_marker);
-    return ml && i >= ml && !memcmp(s + i, t->split_marker, ml) &&
+    return ml && i >= ml && i + ml <= n && !memcmp(s + i, t->split_marker, ml) &&
            (t->split_every || memcmp(s + i - ml, t->split_marker, ml));
 }
 
@@ -234,7 +235,7 @@ static int encode_sentencepiece(const qsur_tokenizer *t, const char *s, size_t n
     int64_t m = 0;
     sc->nword = 0;
     for (int64_t i = 0; i < len;) {
-        if (word_starts(t, sc->norm, (size_t)i))
+        if (word_starts(t, sc->norm, (size_t)len, (size_t)i))
             sc->word[sc->nword++] = m;
         int cl;
         qsur_utf8_decode(u + i, (size_t)(len - i), &cl);
@@ -276,7 +277,7 @@ static int encode_llama2c(const qsur_tokenizer *t, const unsigned char *s, size_
     for (size_t i = 0; i < n; i++) {
         if ((s[i] & 0xC0) != 0x80)
             start = i;
-        if (start == i && word_starts(t, (const char *)s, i))
+        if (start == i && word_starts(t, (const char *)s, n, i))
             sc->word[sc->nword++] = m;
         if (i + 1 < n && (s[i + 1] & 0xC0) == 0x80 && i + 1 - start < 4)
             continue;
