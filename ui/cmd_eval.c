@@ -242,9 +242,8 @@ int cmd_eval(session *s, int argc, char **argv, report *r, qsur_error *err)
         static const char *const keys[] = {"task", "n", "acc", "acc_stderr", "acc_norm", "acc_norm_stderr"};
         static const int widths[] = {-20, 6, 8, 10, 9, 15};
         rep_str(r, "file", "tasks", argv[0]);
-        char q[96] = "float";
-        if (s->model->layers[0].wq.wq)
-            qsur_quant_describe(&s->wq, q, sizeof q);
+        char q[96];
+        text_weights_desc(s, q, sizeof q);
         rep_str(r, "weights", "weights", q);
         rep_table_begin(r, "tasks", 6, keys, widths);
         for (int k = 0; k < nt; k++)

@@ -359,9 +359,8 @@ int cmd_generate(session *s, int argc, char **argv, report *r, qsur_error *err)
         rep_str(r, "stopped", "stopped", last == qsur_tokenizer_eos(t) ? "end-of-text token"
                                          : made == n ? "n tokens" : "interrupted");
         rep_num(r, "tokens_per_s", "tokens/s", dt > 0 ? made / dt : 0, "%.1f");
-        char q[96] = "float";
-        if (s->model->layers[0].wq.wq)
-            qsur_quant_describe(&s->wq, q, sizeof q);
+        char q[96];
+        text_weights_desc(s, q, sizeof q);
         rep_str(r, "weights", "weights", q);
         if (temp > 0) {
             rep_num(r, "temp", "temperature", temp, "%g");

@@ -15,6 +15,14 @@ void text_state_free(text_state *t)
     free(t);
 }
 
+void text_weights_desc(const session *s, char *buf, int n)
+{
+    if (s->model && s->model->layers[0].wq.wq)
+        qsur_quant_describe(&s->wq, buf, n);
+    else
+        snprintf(buf, (size_t)n, "float");
+}
+
 int text_is_text(const char *path)
 {
     size_t n = strlen(path);

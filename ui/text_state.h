@@ -31,6 +31,9 @@ typedef struct text_state {
 
 void text_state_free(text_state *t);
 
+/* "float" or the weight quantizer of the session model, for reports. */
+void text_weights_desc(const session *s, char *buf, int n);
+
 /* 1 when path names a text file (.txt). */
 int text_is_text(const char *path);
 /* Loads a tokenizer into the session (replacing the old one). */
