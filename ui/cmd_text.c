@@ -334,7 +334,8 @@ int cmd_generate(session *s, int argc, char **argv, report *r, qsur_error *err)
         qsur_token_ids_free(&g.all);
         return rc;
     }
-    qsur_sample_opts o = {temp, top_p, seed >= 0 ? (uint64_t)seed : session_next_seed(s)};
+    /* greedy decoding draws nothing: it takes no seed from the session */
+    qsur_sample_opts o = {temp, top_p, seed >= 0 ? (uint64_t)seed : temp > 0 ? session_next_seed(s) : 0};
     if (g.stream && tui_active(s))
         tui_stream(s, NULL);
     emit(&g, 0); /* the prompt first */
@@ -348,6 +349,9 @@ int cmd_generate(session *s, int argc, char **argv, report *r, qsur_error *err)
         fputs("\n", s->out);
         fflush(s->out);
     }
+    if (!rc && g.failed)
+        rc = qsur_fail(err, QSUR_ERR_ARG, "generate: token %d has no text in the tokenizer (%d ids; the model has %d)",
+                       g.all.ids[g.all.n - 1], qsur_tokenizer_vocab_size(t), s->model->cfg.vocab_size);
     if (!rc) {
         int last = made ? g.all.ids[g.all.n - 1] : -1;
         char *text = NULL;
