@@ -312,9 +312,10 @@ const command command_table[] = {
      "One task item per line: {\"context\": TEXT, \"choices\": [TEXT, ...], \"label\": K,\n"
      "\"task\": NAME (optional)}. Each choice is scored by the log-likelihood of its tokens after\n"
      "the context's (no BOS, as lm-evaluation-harness); acc counts the argmax, acc_norm the\n"
-     "argmax of log-likelihood / bytes of the choice text (lm-evaluation-harness's definitions).\n"
+     "argmax of log-likelihood / characters of the choice (lm-evaluation-harness's definitions).\n"
      "context and choices may also be arrays of token ids (no tokenizer needed; acc_norm then\n"
-     "divides by the token count). limit=N: the first N items. docs/eval.md converts ARC,\n"
+     "divides by the token count); one context per choice as an array of strings (WinoGrande).\n"
+     "limit=N: the first N items. docs/eval.md converts ARC,\n"
      "HellaSwag, PIQA, WinoGrande, BoolQ to this schema.",
      cmd_eval},
 
