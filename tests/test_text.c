@@ -188,6 +188,14 @@ static void test_uniform_model(const char *tmp)
     CHECK_OK(command_execute(s, "quant w4a16", &err), err);
     CHECK_OK(command_execute(s, "gptq model", &err), err);
     cli_out(&c);
+    /* export reads the calibration windows and an eval text too (windows of
+     * 256: mixed.txt's 436 tokens hold one) */
+    char line[9000];
+    snprintf(line, sizeof line, "export \"%s/exported\" eval=\"%s\" seqs=2", tmp,
+             check_shared("data/tokenizers/mixed.txt"));
+    CHECK_OK(command_execute(s, line, &err), err);
+    o = cli_out(&c);
+    CHECK_MSG(strstr(o, "\"ok\":true") != NULL, "export with text: %s", o);
     cli_close(&c);
 }
 
