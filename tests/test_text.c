@@ -196,6 +196,11 @@ static void test_uniform_model(const char *tmp)
     CHECK_OK(command_execute(s, line, &err), err);
     o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"ok\":true") != NULL, "export with text: %s", o);
+    /* ostquant's own calib= takes text (windows of 256 drawn from its seed) */
+    CHECK_OK(run(s, "ostquant model calib=\"%s\" steps=2 seqs=2 seq-len=16 qsur-every=0",
+                 check_shared("data/tokenizers/mixed.txt"), &err), err);
+    o = cli_out(&c);
+    CHECK_MSG(strstr(o, "\"ok\":true") != NULL, "ostquant calib=text: %s", o);
     cli_close(&c);
 }
 
