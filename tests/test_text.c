@@ -118,6 +118,19 @@ static const char *cli_out(cli *c)
     return p;
 }
 
+/* Opens a session (JSON reports when json) with the model at path loaded;
+ * returns what `model load` printed. */
+static const char *cli_model(cli *c, const char *path, int json)
+{
+    cli_open(c);
+    c->s.set.format = json ? FORMAT_JSON : FORMAT_HUMAN;
+    qsur_error err;
+    char line[4300];
+    snprintf(line, sizeof line, "model load \"%s\"", path);
+    CHECK_OK(command_execute(&c->s, line, &err), err);
+    return cli_out(c);
+}
+
 static void cli_close(cli *c)
 {
     session_free(&c->s);
@@ -132,12 +145,9 @@ static void test_uniform_model(const char *tmp)
     snprintf(english, sizeof english, "%s", check_shared("data/tokenizers/english.txt"));
     make_model(dir, -1, 0);
     cli c;
-    cli_open(&c);
+    const char *o = cli_model(&c, dir, 1);
     session *s = &c.s;
-    s->set.format = FORMAT_JSON;
     qsur_error err;
-    CHECK_OK(run(s, "model load \"%s\"", dir, &err), err);
-    const char *o = cli_out(&c);
     CHECK_MSG(strstr(o, "tokenizer.json") != NULL, "model load picks up tokenizer.json: %s", o);
     /* "Hello world" -> ▁Hello ▁world in the 32k vocabulary */
     CHECK_OK(command_execute(s, "tokenize \"Hello world\"", &err), err);
@@ -220,11 +230,9 @@ static void test_hot_model(const char *tmp)
     qsur_tokenizer_free(tok);
     make_model(dir, paris, 20.0);
     cli c;
-    cli_open(&c);
+    cli_model(&c, dir, 0);
     session *s = &c.s;
     qsur_error e2;
-    CHECK_OK(run(s, "model load \"%s\"", dir, &err), err);
-    cli_out(&c);
     /* greedy: ▁Paris every time; the text streams to the output */
     CHECK_OK(command_execute(s, "generate \"The capital is\" n=3", &err), err);
     const char *o = cli_out(&c);
@@ -301,11 +309,8 @@ static void test_stories_ids(const char *tmp)
     qsur_tokens_free(&ev);
     qsur_llama_free(m);
     cli c;
-    cli_open(&c);
+    cli_model(&c, check_shared("data/stories260K.bin"), 1);
     session *s = &c.s;
-    s->set.format = FORMAT_JSON;
-    CHECK_OK(run(s, "model load \"%s\"", check_shared("data/stories260K.bin"), &err), err);
-    cli_out(&c);
     CHECK_OK(run(s, "eval \"%s\"", path, &err), err);
     const char *o = cli_out(&c);
     CHECK_MSG(strstr(o, "{\"task\":\"greedy\",\"n\":6,\"acc\":1,") != NULL, "eval stories ids: %s", o);
@@ -330,12 +335,9 @@ static void test_llama3_vocab(const char *tmp)
     snprintf(english, sizeof english, "%s", check_shared("data/tokenizers/english.txt"));
     make_model_v(dir, -1, 0, 128256, "data/tokenizers/llama3-tokenizer.json");
     cli c;
-    cli_open(&c);
+    cli_model(&c, dir, 1);
     session *s = &c.s;
-    s->set.format = FORMAT_JSON;
     qsur_error err;
-    CHECK_OK(run(s, "model load \"%s\"", dir, &err), err);
-    cli_out(&c);
     CHECK_OK(run(s, "ppl \"%s\" seqlen=32", english, &err), err);
     const char *o = cli_out(&c);
     CHECK_MSG(strstr(o, "\"predicted\":93") != NULL && strstr(o, "no BOS") != NULL, "ppl llama3: %s", o);
