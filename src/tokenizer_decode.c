@@ -96,7 +96,7 @@ int qsur_tokenizer_decode(const qsur_tokenizer *t, const int *ids, int64_t n, ch
     *out = NULL;
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= t->n_ids || t->raw_len[ids[i]] < 0)
-            return qsur_fail(err, QSUR_ERR_ARG, "detokenize: id %d (position %lld) is not in the vocabulary "
+            return qsur_fail(err, QSUR_ERR_ARG, "token id %d (position %lld) is not in the tokenizer's vocabulary "
                              "(0..%d)", ids[i], (long long)i, t->n_ids - 1);
     piece *ps = calloc((size_t)(n > 0 ? n : 1), sizeof *ps);
     int64_t np = n, bad = !ps;
@@ -142,7 +142,7 @@ int qsur_tokenizer_decode(const qsur_tokenizer *t, const int *ids, int64_t n, ch
     free(ps);
     if (bad) {
         free(o);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "detokenize: out of memory for %lld ids", (long long)n);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "decoding: out of memory for %lld ids", (long long)n);
     }
     char *r = realloc(o, k + 1);
     if (r)

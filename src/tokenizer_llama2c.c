@@ -76,7 +76,8 @@ int qsur_tokenizer_load_llama2c(qsur_tokenizer **out, const unsigned char *d, si
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: %zu bytes, too short for a llama2.c tokenizer", what, n);
     int max_len = rd_i32(d), count = 0;
     if (max_len < 1 || max_len > 4096)
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: max_token_length %d (expected 1..4096)", what, max_len);
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: neither a tokenizer.json (no '{' first) nor a llama2.c "
+                         "tokenizer.bin (max_token_length %d, expected 1..4096)", what, max_len);
     int rc = count_entries(d, n, max_len, vocab_hint > 0 ? vocab_hint : 0, &count, what, err);
     qsur_tokenizer *t = NULL;
     if (!rc)

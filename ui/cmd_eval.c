@@ -111,7 +111,7 @@ static int score_item(eval_ctx *e, const qsur_json *j, int *label, int *pred, in
         double len = 0;
         int rc = QSUR_OK;
         if (ck->type == QSUR_JSON_STRING && x->type == QSUR_JSON_STRING) {
-            if (!e->t && (rc = text_need_tokenizer(e->s, "eval", &e->t, err)))
+            if (!e->t && (rc = text_need_tokenizer(e->s, "", &e->t, err)))
                 return rc;
             rc = encode_pair(e->t, ck->string, x->string, &ctx, &cont, err);
             len = (double)utf8_chars(x->string);

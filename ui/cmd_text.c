@@ -151,7 +151,7 @@ int cmd_tokenize(session *s, int argc, char **argv, report *r, qsur_error *err)
     long show = 64;
     int rc = take_show(&argc, argv, &show, err);
     if (!rc)
-        rc = text_need_tokenizer(s, "tokenize", &t, err);
+        rc = text_need_tokenizer(s, "", &t, err);
     if (rc)
         return rc;
     if (argc != 1)
@@ -200,7 +200,7 @@ static int parse_ids(int argc, char **argv, qsur_token_ids *ids, qsur_error *err
             char *end;
             long v = strtol(p, &end, 10);
             if (end == p || v < 0 || v > INT_MAX)
-                return qsur_fail(err, QSUR_ERR_ARG, "detokenize: '%s' is not a list of ids (e.g. 1,2,3)", argv[a]);
+                return qsur_fail(err, QSUR_ERR_ARG, "'%s' is not a list of ids (e.g. 1,2,3)", argv[a]);
             if (qsur_token_ids_push(ids, (int)v))
                 return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
             p = end;
@@ -215,7 +215,7 @@ int cmd_detokenize(session *s, int argc, char **argv, report *r, qsur_error *err
     long show = 64;
     int rc = take_show(&argc, argv, &show, err);
     if (!rc)
-        rc = text_need_tokenizer(s, "detokenize", &t, err);
+        rc = text_need_tokenizer(s, "", &t, err);
     if (rc)
         return rc;
     qsur_token_ids ids = {0};
@@ -308,7 +308,7 @@ int cmd_generate(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (!s->model)
         return qsur_fail(err, QSUR_ERR_ARG, "no model loaded (use `model load PATH`)");
     const qsur_tokenizer *t;
-    int rc = text_need_tokenizer(s, "generate", &t, err);
+    int rc = text_need_tokenizer(s, "", &t, err);
     if (rc)
         return rc;
     long n = 64, seed = -1;
@@ -325,10 +325,10 @@ int cmd_generate(session *s, int argc, char **argv, report *r, qsur_error *err)
     gen_ctx g = {s, t, {0}, 0, s->set.format == FORMAT_HUMAN, 0};
     rc = qsur_tokenizer_encode(t, argv[0], strlen(argv[0]), 1, &g.all, err);
     if (!rc && g.all.n == 0)
-        rc = qsur_fail(err, QSUR_ERR_ARG, "generate: an empty prompt and no BOS: give some text");
+        rc = qsur_fail(err, QSUR_ERR_ARG, "an empty prompt and no BOS: give some text");
     int n_prompt = (int)g.all.n;
     if (!rc && n_prompt + n > s->model->cfg.seq_len)
-        rc = qsur_fail(err, QSUR_ERR_ARG, "generate: %d prompt + %ld new tokens exceed the model's %d positions",
+        rc = qsur_fail(err, QSUR_ERR_ARG, "%d prompt + %ld new tokens exceed the model's %d positions",
                        n_prompt, n, s->model->cfg.seq_len);
     if (rc) {
         qsur_token_ids_free(&g.all);
@@ -350,7 +350,7 @@ int cmd_generate(session *s, int argc, char **argv, report *r, qsur_error *err)
         fflush(s->out);
     }
     if (!rc && g.failed)
-        rc = qsur_fail(err, QSUR_ERR_ARG, "generate: token %d has no text in the tokenizer (%d ids; the model has %d)",
+        rc = qsur_fail(err, QSUR_ERR_ARG, "token %d has no text in the tokenizer (%d ids; the model has %d)",
                        g.all.ids[g.all.n - 1], qsur_tokenizer_vocab_size(t), s->model->cfg.vocab_size);
     if (!rc) {
         int last = made ? g.all.ids[g.all.n - 1] : -1;

@@ -55,12 +55,13 @@ int text_tokenizer_load(session *s, const char *path, qsur_error *err)
 
 int text_need_tokenizer(session *s, const char *who, const qsur_tokenizer **tok, qsur_error *err)
 {
+    const char *sep = who[0] ? ": " : "";
     if (!s->text || !s->text->tok)
-        return qsur_fail(err, QSUR_ERR_ARG, "%s: no tokenizer (use `tokenizer load FILE`, or `model load DIR` "
-                         "with a tokenizer.json beside the weights)", who);
+        return qsur_fail(err, QSUR_ERR_ARG, "%s%sno tokenizer (use `tokenizer load FILE`, or `model load DIR` "
+                         "with a tokenizer.json beside the weights)", who, sep);
     int nv = qsur_tokenizer_vocab_size(s->text->tok);
     if (s->model && nv > s->model->cfg.vocab_size)
-        return qsur_fail(err, QSUR_ERR_ARG, "%s: the tokenizer has %d ids, the model's vocabulary only %d", who,
+        return qsur_fail(err, QSUR_ERR_ARG, "%s%sthe tokenizer has %d ids, the model's vocabulary only %d", who, sep,
                          nv, s->model->cfg.vocab_size);
     *tok = s->text->tok;
     return QSUR_OK;

@@ -38,8 +38,8 @@ void text_weights_desc(const session *s, char *buf, int n);
 int text_is_text(const char *path);
 /* Loads a tokenizer into the session (replacing the old one). */
 int text_tokenizer_load(session *s, const char *path, qsur_error *err);
-/* The session tokenizer, or an error naming `who` when none is loaded or its
- * ids do not fit the loaded model's vocabulary. */
+/* The session tokenizer, or an error (starting with `who`, a file name, when
+ * not "") when none is loaded or its ids do not fit the model's vocabulary. */
 int text_need_tokenizer(session *s, const char *who, const qsur_tokenizer **tok, qsur_error *err);
 
 /* The token stream of a text file (cached; borrowed until the next call). */
