@@ -272,11 +272,10 @@ static void test_hot_model(const char *tmp)
     cli_close(&c);
 }
 
-/* stories260K has no tokenizer here: items in token ids. The choice that is
- * the model's own greedy next token has the highest log-likelihood of all
- * one-token choices, so acc = 1 is forced; the two-token item's label is the
- * model's greedy two-token continuation against two continuations whose first
- * token is not greedy... which need not lose, so only one-token items count. */
+/* stories260K has no tokenizer here: items in token ids. Every choice is one
+ * token, and the labelled one is the model's own greedy next token, which has
+ * the highest log-likelihood of all tokens by definition: acc = 1 is forced,
+ * with the label at each of the three positions. */
 static void test_stories_ids(const char *tmp)
 {
     qsur_llama *m = NULL;
