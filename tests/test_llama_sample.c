@@ -115,6 +115,18 @@ static void test_loglik(qsur_llama *m, const int *seq)
     CHECK(greedy == 1 && ll < 0);
     int bad = V;
     CHECK(qsur_llama_loglik(m, NULL, seq, 6, &bad, 1, &ll, NULL, &err) == QSUR_ERR_ARG);
+    /* the shared context run once, continuations from its cache: the same
+     * numbers as one full pass per choice */
+    const int *conts[3] = {seq + 6, seq + 20, next};
+    int lens[3] = {4, 1, 3};
+    double many[3];
+    CHECK_OK(qsur_llama_loglik_choices(m, seq, 6, conts, lens, 3, many, &err), err);
+    for (int j = 0; j < 3; j++) {
+        CHECK_OK(qsur_llama_loglik(m, NULL, seq, 6, conts[j], lens[j], &ll, NULL, &err), err);
+        CHECK_NEAR(many[j], ll, 1e-4 * (1 + fabs(ll)));
+    }
+    conts[1] = &bad;
+    CHECK(qsur_llama_loglik_choices(m, seq, 6, conts, lens, 3, many, &err) == QSUR_ERR_ARG);
     qsur_llama_state_free(s);
 }
 

@@ -87,6 +87,38 @@ static int item_fail(const eval_ctx *e, qsur_error *err, const char *what)
     return qsur_fail(err, QSUR_ERR_FORMAT, "%s:%d: %s", e->path, e->line, what);
 }
 
+/* One choice: its context and continuation ids, the length acc_norm divides
+ * by, and its log-likelihood. */
+typedef struct {
+    qsur_token_ids ctx, cont;
+    double len, ll;
+} choice_ids;
+
+/* The log-likelihood of every choice: a shared context runs once
+ * (qsur_llama_loglik_choices); per-choice contexts each with their choice. */
+static int score_choices(const qsur_llama *m, choice_ids *cs, int n, int per_choice, qsur_error *err)
+{
+    const int *conts[EVAL_MAX_CHOICES];
+    int lens[EVAL_MAX_CHOICES];
+    for (int k = 0; k < n; k++) {
+        conts[k] = cs[k].cont.ids;
+        lens[k] = (int)cs[k].cont.n;
+    }
+    if (!per_choice) {
+        double ll[EVAL_MAX_CHOICES];
+        int rc = qsur_llama_loglik_choices(m, cs[0].ctx.ids, (int)cs[0].ctx.n, conts, lens, n, ll, err);
+        for (int k = 0; !rc && k < n; k++)
+            cs[k].ll = ll[k];
+        return rc;
+    }
+    for (int k = 0; k < n; k++) {
+        int rc = qsur_llama_loglik_choices(m, cs[k].ctx.ids, (int)cs[k].ctx.n, &conts[k], &lens[k], 1, &cs[k].ll, err);
+        if (rc)
+            return rc;
+    }
+    return QSUR_OK;
+}
+
 /* Scores one item: *pred and *pred_norm get the chosen indices. */
 static int score_item(eval_ctx *e, const qsur_json *j, int *label, int *pred, int *pred_norm, qsur_error *err)
 {
@@ -104,45 +136,50 @@ static int score_item(eval_ctx *e, const qsur_json *j, int *label, int *pred, in
     if (qsur_json_get_int(j, "label", &lab) || lab < 0 || lab >= ch->count)
         return item_fail(e, err, "\"label\" must be an integer index into \"choices\"");
     *label = (int)lab;
-    double best = -INFINITY, best_norm = -INFINITY;
-    for (int k = 0; k < ch->count; k++) {
+    int n = ch->count, rc = QSUR_OK;
+    choice_ids *cs = calloc((size_t)n, sizeof *cs);
+    if (!cs)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < n && !rc; k++) {
         const qsur_json *x = ch->items[k], *ck = per_choice ? c->items[k] : c;
-        qsur_token_ids ctx = {0}, cont = {0};
-        double len = 0;
-        int rc = QSUR_OK;
         if (ck->type == QSUR_JSON_STRING && x->type == QSUR_JSON_STRING) {
-            if (!e->t && (rc = text_need_tokenizer(e->s, "", &e->t, err)))
-                return rc;
-            rc = encode_pair(e->t, ck->string, x->string, &ctx, &cont, err);
-            len = (double)utf8_chars(x->string);
+            if (!e->t)
+                rc = text_need_tokenizer(e->s, "", &e->t, err);
+            if (!rc)
+                rc = encode_pair(e->t, ck->string, x->string, &cs[k].ctx, &cs[k].cont, err);
+            cs[k].len = (double)utf8_chars(x->string);
         } else if (!per_choice && c->type == QSUR_JSON_ARRAY && x->type == QSUR_JSON_ARRAY) {
-            if (json_ids(c, V, &ctx) || json_ids(x, V, &cont))
+            if (json_ids(c, V, &cs[k].ctx) || json_ids(x, V, &cs[k].cont))
                 rc = item_fail(e, err, "token ids must be integers below the model's vocabulary");
-            len = (double)cont.n;
+            cs[k].len = (double)cs[k].cont.n;
         } else {
             rc = item_fail(e, err, "context and choices must both be text or both be id arrays");
         }
-        if (!rc && (ctx.n < 1 || cont.n < 1))
+        if (!rc && (cs[k].ctx.n < 1 || cs[k].cont.n < 1))
             rc = item_fail(e, err, "a context or a choice encodes to no tokens");
-        if (!rc && ctx.n + cont.n - 1 > e->s->model->cfg.seq_len)
+        if (!rc && cs[k].ctx.n + cs[k].cont.n - 1 > e->s->model->cfg.seq_len)
             rc = item_fail(e, err, "context + choice are longer than the model's positions");
-        double ll = 0;
-        if (!rc)
-            rc = qsur_llama_loglik(e->s->model, NULL, ctx.ids, (int)ctx.n, cont.ids, (int)cont.n, &ll, NULL, err);
-        qsur_token_ids_free(&ctx);
-        qsur_token_ids_free(&cont);
-        if (rc)
-            return rc;
-        if (ll > best) {
-            best = ll;
+    }
+    if (!rc)
+        rc = score_choices(e->s->model, cs, n, per_choice, err);
+    double best = -INFINITY, best_norm = -INFINITY;
+    for (int k = 0; k < n && !rc; k++) {
+        double norm = cs[k].ll / (cs[k].len > 0 ? cs[k].len : 1);
+        if (cs[k].ll > best) {
+            best = cs[k].ll;
             *pred = k;
         }
-        if (ll / (len > 0 ? len : 1) > best_norm) {
-            best_norm = ll / (len > 0 ? len : 1);
+        if (norm > best_norm) {
+            best_norm = norm;
             *pred_norm = k;
         }
     }
-    return QSUR_OK;
+    for (int k = 0; k < n; k++) {
+        qsur_token_ids_free(&cs[k].ctx);
+        qsur_token_ids_free(&cs[k].cont);
+    }
+    free(cs);
+    return rc;
 }
 
 static task_score *task_of(task_score *ts, int *nt, const char *name, eval_ctx *e, qsur_error *err)

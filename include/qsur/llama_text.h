@@ -57,4 +57,11 @@ int qsur_llama_sample_stream(const qsur_llama *m, const int *prompt, int n_promp
 int qsur_llama_loglik(const qsur_llama *m, qsur_llama_state *s, const int *ctx, int n_ctx, const int *cont,
                       int n_cont, double *loglik, int *greedy, qsur_error *err);
 
+/* The same for k continuations of one context, with the context run once:
+ * its K/V stay in the cache and each continuation runs from position n_ctx
+ * (what lm-evaluation-harness computes, without recomputing the shared
+ * context). ll[j] gets continuation j's log-likelihood. */
+int qsur_llama_loglik_choices(const qsur_llama *m, const int *ctx, int n_ctx, const int *const *conts,
+                              const int *n_conts, int k, double *ll, qsur_error *err);
+
 #endif
