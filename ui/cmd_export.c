@@ -329,7 +329,8 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         orig->hooks.kv = s->kvq;
     }
     if (!rc && ms->has_calib) {
-        rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, ms->calib_seed, &ct, err);
+        rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, text_is_text(ms->calib_path) ? ms->calib_seqs : 0,
+                                  ms->calib_seed, &ct, err);
         have_calib = !rc;
         if (!rc)
             rc = layer_rows(s, m, &ct, after, err);

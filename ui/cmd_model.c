@@ -448,7 +448,7 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
         return qsur_fail(err, QSUR_ERR_ARG, "max-tokens= is for text files (token files: seqs=N)");
     qsur_tokens t;
     rc = text ? text_eval_tokens(s, argv[0], (int)seqlen, max_tokens, &t, err)
-              : qsur_tokens_load(&t, argv[0], (int)seqlen, cfg->vocab_size, err);
+              : qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, cfg->vocab_size, err);
     if (rc)
         return rc;
     qsur_llama_ppl p;

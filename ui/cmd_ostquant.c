@@ -138,6 +138,8 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     const model_state *ms = s->mstate;
     int same = ms && ms->has_calib && !strcmp(calib, ms->calib_path);
     int samples = same && ms->calib_seqs > 0 ? ms->calib_seqs : o.max_seqs > 0 ? o.max_seqs : 128;
+    if (!text_is_text(calib))
+        samples = 0; /* a token file is read whole: the QSUR measurements use the whole stream */
     int rc = text_or_tokens_calib(s, calib, calib_seqlen, samples, same ? ms->calib_seed : o.seed, &ct, err);
     if (rc)
         return rc;

@@ -253,7 +253,8 @@ const command command_table[] = {
      "FILE.txt (text, tokenized with the session tokenizer, BOS as its post-processor says):\n"
      "samples windows of seqlen tokens at seeded uniform random offsets, as GPTQ's data loaders\n"
      "(defaults 128 x 2048, or the model's length when shorter). A token file: its first\n"
-     "samples (= seqs) sequences of seqlen (defaults 16 x 256). max_tokens=N keeps a seeded\n"
+     "samples (= seqs) sequences of seqlen (defaults 16 x 256; .u16, .u32 or int32 .npy,\n"
+     "docs/model.md). max_tokens=N keeps a seeded\n"
      "random subset of token positions. `use layers.0.feed_forward.w2` then pairs the weight\n"
      "with its input. gptq/quantease/awq/cqe model, smoothquant, ostquant and export use these\n"
      "settings. Never calibrate on evaluation data.",
@@ -265,7 +266,8 @@ const command command_table[] = {
      "non-overlapping windows of seqlen (default 2048, or the model's length when shorter; the\n"
      "tail is dropped), each window run on its own, perplexity = exp(mean NLL over every\n"
      "predicted token: seqlen - 1 per window). max-tokens=N uses the first N tokens.\n"
-     "A token file: sequences of seqlen (default 256). seqs=N: the first N windows only.\n"
+     "A token file (.u16, .u32 or int32 .npy): sequences of seqlen (default 256). seqs=N: the\n"
+     "first N windows only.\n"
      "Scored with the model as it is: quantized weights, activation and KV quantization,\n"
      "online rotations. Ctrl-C stops it.",
      cmd_ppl},

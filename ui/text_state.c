@@ -160,7 +160,7 @@ int text_or_tokens_calib(session *s, const char *path, int seq_len, int samples,
 {
     if (text_is_text(path))
         return text_calib_tokens(s, path, seq_len, samples, seed, t, err);
-    return qsur_tokens_load(t, path, seq_len, s->model->cfg.vocab_size, err);
+    return qsur_tokens_read(t, path, seq_len, samples, s->model->cfg.vocab_size, err);
 }
 
 int text_or_tokens_eval(session *s, const char *path, int seq_len, qsur_tokens *t, qsur_error *err)

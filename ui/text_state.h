@@ -51,7 +51,8 @@ int text_eval_tokens(session *s, const char *path, int seq_len, int64_t max_toke
 int text_calib_tokens(session *s, const char *path, int seq_len, int samples, uint64_t seed, qsur_tokens *t,
                       qsur_error *err);
 /* Calibration tokens from either kind of file: text -> text_calib_tokens,
- * else the token file with its sequences of seq_len (samples, seed unused). */
+ * else the first `samples` sequences of seq_len of the token file (0: all;
+ * seed unused). */
 int text_or_tokens_calib(session *s, const char *path, int seq_len, int samples, uint64_t seed,
                          qsur_tokens *t, qsur_error *err);
 /* Evaluation tokens from either kind of file (text: all windows). */
