@@ -5,7 +5,7 @@
 #include "commands.h"
 
 static const char *const set_words[] = {"format", "errexit", "echo", "color", "outlier_k", "alpha",
-                                        "cube", "qsur_method", "bins", "error_tokens", "seed", NULL};
+                                        "cube", "qsur_method", "bins", "error_tokens", "seed", "device", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
@@ -267,7 +267,7 @@ const command command_table[] = {
      "with its input. gptq/quantease/awq/cqe model, smoothquant, ostquant and export use these\n"
      "settings. Never calibrate on evaluation data.",
      cmd_calib},
-    {"ppl", 1, 5, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqlen=N] [max-tokens=N] [seqs=N] [batch=N]",
+    {"ppl", 1, 5, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqlen=N] [max-tokens=N] [seqs=N] [batch=N] [dtype=bf16|fp32]",
      "perplexity of the model (with its current quantization) on a text or token file",
      "FILE.txt: the papers' protocol (GPTQ, QuaRot, OSTQuant on WikiText-2): the whole file\n"
      "tokenized once (BOS first when the tokenizer's post-processor adds one), cut into\n"
@@ -277,7 +277,9 @@ const command command_table[] = {
      "A token file (.u16, .u32 or int32 .npy): sequences of seqlen (default 256). seqs=N: the\n"
      "first N windows only.\n"
      "Scored with the model as it is: quantized weights, activation and KV quantization,\n"
-     "online rotations. Ctrl-C stops it.",
+     "online rotations. Ctrl-C stops it. On the GPU (`set device`), the model is uploaded for\n"
+     "the command; dtype=bf16 (default) runs bf16 GEMMs with fp32 accumulation, dtype=fp32\n"
+     "matches the CPU to ~1e-7.",
      cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",
@@ -348,6 +350,7 @@ const command command_table[] = {
      "                        layer: eig-double (dsyevd, default), eig-float (ssyevd, ~3x faster),\n"
      "                        cholesky (dpotrf: the same log-det, no eigenvalues, fastest)\n"
      "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
+     "set device cpu|gpu|auto where ppl, gptq model and quant run: auto (default) = the GPU when usable\n"
      "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
      "                        evenly spaced tokens when tokens x in x out > 2^30, so live\n"
      "                        updates of big layers stay fast; results say how many\n"
