@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "text_state.h"
 #include "commands.h"
 #include "model_state.h"
 #include "qsur/atomic_file.h"
@@ -389,13 +390,14 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         orig->hooks.kv = rt.kv;
     }
     if (!rc && ms->has_calib) {
-        rc = qsur_tokens_load(&ct, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+        rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, text_is_text(ms->calib_path) ? ms->calib_seqs : 0,
+                                  ms->calib_seed, &ct, err);
         have_calib = !rc;
         if (!rc)
             rc = layer_rows(s, m, &ct, after, err);
     }
     if (!rc && eval) {
-        rc = qsur_tokens_load(&et, eval, 256 < m->cfg.seq_len ? 256 : m->cfg.seq_len, m->cfg.vocab_size, err);
+        rc = text_or_tokens_eval(s, eval, 256 < m->cfg.seq_len ? 256 : m->cfg.seq_len, &et, err);
         have_eval = !rc;
         if (!rc)
             rc = ppl_of(s, m, &et, (int)seqs, &ppl_after, err);

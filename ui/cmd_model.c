@@ -17,6 +17,7 @@
 #include "qsur/llama_smooth.h"
 #include "qsur/safetensors.h"
 #include "ostquant_live.h"
+#include "text_state.h"
 
 static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
                                             "feed_forward.w2.in", "attention.k", "attention.v"};
@@ -93,10 +94,10 @@ static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qs
     model_state *ms = s->mstate;
     qsur_llama *m = s->model;
     qsur_tokens t;
-    int rc = qsur_tokens_read(&t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, m->cfg.vocab_size, err);
-    if (!rc)
-        rc = check_seqs(&t, ms->calib_path, ms->calib_seqs, err);
-    if (rc) {
+    int rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, ms->calib_seed, &t, err);
+    if (rc)
+        return rc;
+    if (!text_is_text(ms->calib_path) && (rc = check_seqs(&t, ms->calib_path, ms->calib_seqs, err))) {
         qsur_tokens_free(&t);
         return rc;
     }
@@ -166,6 +167,28 @@ int model_replaced(session *s, const char *how, qsur_error *err)
 }
 
 /* ---- model load | info | save-hf ----------------------------------------- */
+
+/* A tokenizer beside the weights becomes the session's: DIR/tokenizer.json
+ * for a Hugging Face directory, tokenizer.bin next to a llama2.c file. A
+ * broken one is reported, the model stays loaded. */
+static void pick_up_tokenizer(session *s, const char *path, report *r)
+{
+    char tp[4200];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(tp, sizeof tp, "%s/tokenizer.json", path);
+    } else {
+        const char *slash = strrchr(path, '/');
+        snprintf(tp, sizeof tp, "%.*stokenizer.bin", slash ? (int)(slash - path + 1) : 0, path);
+    }
+    if (stat(tp, &st) != 0)
+        return;
+    qsur_error terr;
+    if (text_tokenizer_load(s, tp, &terr) == QSUR_OK)
+        rep_str(r, "tokenizer", "tokenizer", tp);
+    else
+        rep_str(r, "tokenizer_error", "tokenizer not loaded", terr.msg);
+}
 
 static int model_load(session *s, const char *path, report *r, qsur_error *err)
 {
@@ -252,6 +275,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     } else {
         rep_str(r, "state", "state", "float (`quant` quantizes it; weights are in the workspace)");
     }
+    pick_up_tokenizer(s, path, r);
     return QSUR_OK;
 }
 
@@ -294,6 +318,7 @@ static int model_info(session *s, report *r, qsur_error *err)
     rep_str(r, "kv", "KV cache (per head per token)", buf);
     rep_str(r, "rotation", "rotations", ms->rotation[0] ? ms->rotation : "none");
     rep_str(r, "smoothing", "smoothquant", ms->smoothing[0] ? ms->smoothing : "none");
+    rep_str(r, "tokenizer", "tokenizer", s->text && s->text->tok ? s->text->tok_path : "none (`tokenizer load FILE`)");
     if (ms->has_calib) {
         snprintf(buf, sizeof buf, "%s, %d seqs x %d, %lld tokens kept", ms->calib_path, ms->calib_seqs,
                  ms->calib_seqlen, ms->calib_tokens);
@@ -371,18 +396,27 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = 16, seqlen = 0, max_tokens = 0, seed = -1;
+    /* text: GPTQ's defaults (128 random windows of 2048, or the model's
+     * length when shorter); token files: their first 16 sequences of 256 */
+    int text = text_is_text(argv[0]);
+    long seqs = -1, seqlen = -1, max_tokens = 0, seed = -1;
     for (int i = 1; i < argc; i++) {
         int a = 0;
         (void)((a = opt_long(argv[i], "seqs", 1, 1L << 30, &seqs)) ||
+               (a = opt_long(argv[i], "samples", 1, 1L << 30, &seqs)) ||
                (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
                (a = opt_long(argv[i], "max_tokens", 0, LONG_MAX, &max_tokens)) ||
                (a = opt_long(argv[i], "seed", 0, LONG_MAX, &seed)));
         if (a != 1) /* -1: a known key with a bad value; 0: no such key */
-            return option_fail(err, argv[i], "seqs=N, seqlen=N, max_tokens=N, seed=N");
+            return option_fail(err, argv[i], "samples=N (= seqs=N), seqlen=N, max_tokens=N, seed=N");
     }
+    if (seqs < 0)
+        seqs = text ? 128 : 16;
+    long given = seqlen;
     if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
         return rc;
+    if (text && given < 0)
+        seqlen = s->model->cfg.seq_len < 2048 ? s->model->cfg.seq_len : 2048;
     char abs[PATH_MAX];
     const char *path = realpath(argv[0], abs) ? abs : argv[0];
     model_state *ms = s->mstate, saved = *ms;
@@ -390,7 +424,7 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     ms->calib_seqs = (int)seqs;
     ms->calib_seqlen = (int)seqlen;
     ms->calib_max_tokens = max_tokens;
-    ms->calib_seed = seed >= 0 ? (unsigned long long)seed : max_tokens > 0 ? session_next_seed(s) : 1;
+    ms->calib_seed = seed >= 0 ? (unsigned long long)seed : max_tokens > 0 || text ? session_next_seed(s) : 1;
     /* Capture into a scratch workspace first: a failure leaves the old one. */
     qsur_workspace tmp;
     qsur_workspace_init(&tmp);
@@ -492,7 +526,10 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = 0, seqlen = 0, batch = 8; /* seqs 0: every sequence of the file */
+    /* text: the papers' protocol (text_state.h), windows of 2048 (or the
+     * model's length) and a batch whose logits stay within 1 GiB */
+    int text = text_is_text(argv[0]);
+    long seqs = 0, seqlen = -1, batch = -1, max_tokens = 0; /* seqs 0: every sequence of the file */
     int fp32 = 0;
     for (int i = 1; i < argc; i++) {
         int a = 0;
@@ -502,17 +539,28 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
         }
         (void)((a = opt_long(argv[i], "seqs", 1, 1L << 30, &seqs)) ||
                (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
-               (a = opt_long(argv[i], "batch", 1, 4096, &batch)));
+               (a = opt_long(argv[i], "batch", 1, 4096, &batch)) ||
+               (a = opt_long(argv[i], "max-tokens", 0, LONG_MAX, &max_tokens)));
         if (a != 1)
-            return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N, dtype=bf16|fp32");
+            return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N, max-tokens=N, dtype=bf16|fp32");
     }
+    const qsur_llama_config *cfg = &s->model->cfg;
+    long given = seqlen;
     if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
         return rc;
+    if (text && given < 0)
+        seqlen = cfg->seq_len < 2048 ? cfg->seq_len : 2048;
+    if (batch < 0)
+        batch = text ? (long)((1LL << 28) / ((long long)seqlen * cfg->vocab_size)) : 8;
+    batch = batch < 1 ? 1 : batch > 8 && text ? 8 : batch;
+    if (max_tokens && !text)
+        return qsur_fail(err, QSUR_ERR_ARG, "max-tokens= is for text files (token files: seqs=N)");
     qsur_tokens t;
-    rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
-    if (!rc)
-        rc = check_seqs(&t, argv[0], seqs, err);
-    if (rc) {
+    rc = text ? text_eval_tokens(s, argv[0], (int)seqlen, max_tokens, &t, err)
+              : qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, cfg->vocab_size, err);
+    if (rc)
+        return rc;
+    if (!text && (rc = check_seqs(&t, argv[0], seqs, err))) {
         qsur_tokens_free(&t);
         return rc;
     }
@@ -542,7 +590,12 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
         qsur_quant_describe(&s->wq, wq, sizeof wq);
     describe_hook(aq, sizeof aq, &s->model->hooks.act);
     describe_hook(kq, sizeof kq, &s->model->hooks.kv);
-    rep_str(r, "file", "tokens", argv[0]);
+    rep_str(r, "file", text ? "text" : "tokens", argv[0]);
+    if (text)
+        rep_str(r, "protocol", "protocol", qsur_tokenizer_bos(s->text->tok) >= 0
+                ? "whole file tokenized once, BOS first, non-overlapping windows"
+                : "whole file tokenized once, no BOS (post-processor), non-overlapping windows");
+    rep_int(r, "seqlen", "window", seqlen);
     rep_int(r, "seqs", "sequences", p.n_seqs);
     rep_int(r, "predicted", "tokens scored", p.n_predicted);
     rep_str(r, "weights", "weights", nq ? wq : "float");
@@ -810,7 +863,7 @@ static int load_calib_tokens(session *s, qsur_tokens *t, qsur_error *err)
     const model_state *ms = s->mstate;
     if (!ms->has_calib)
         return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
-    return qsur_tokens_read(t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, s->model->cfg.vocab_size, err);
+    return text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, ms->calib_seed, t, err);
 }
 
 /* After a whole-model weight quantizer ran: the model state records it, the

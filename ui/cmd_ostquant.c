@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "text_state.h"
 #include "commands.h"
 #include "plot.h"
 #include "model_state.h"
@@ -135,10 +136,16 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     qsur_ostquant_opts o = os->opts;
     qsur_tokens ct, et;
     memset(&et, 0, sizeof et);
-    int rc = qsur_tokens_load(&ct, calib, calib_seqlen, s->model->cfg.vocab_size, err);
+    /* text: `calib`'s windows when it is the session's file, else seqs= (128) from seed= */
+    const model_state *ms = s->mstate;
+    int same = ms && ms->has_calib && !strcmp(calib, ms->calib_path);
+    int samples = same && ms->calib_seqs > 0 ? ms->calib_seqs : o.max_seqs > 0 ? o.max_seqs : 128;
+    if (!text_is_text(calib))
+        samples = 0; /* a token file is read whole: the QSUR measurements use the whole stream */
+    int rc = text_or_tokens_calib(s, calib, calib_seqlen, samples, same ? ms->calib_seed : o.seed, &ct, err);
     if (rc)
         return rc;
-    if (eval && (rc = qsur_tokens_load(&et, eval, ct.seq_len, s->model->cfg.vocab_size, err))) {
+    if (eval && (rc = text_or_tokens_eval(s, eval, ct.seq_len, &et, err))) {
         qsur_tokens_free(&ct);
         return rc;
     }

@@ -20,6 +20,7 @@ static const char *const ostquant_words[] = {"layer", "model", "resume", "status
                                              "loss=ce", "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
                                              "qsur-every=", "qsur-tokens=", "calib=", "eval=", "keep-partial=1", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
+static const char *const tokenizer_words[] = {"load", "info", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
@@ -154,7 +155,7 @@ const command command_table[] = {
      "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
      "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
      "       model is replaced by the fused, weight-quantized one (docs/ostquant.md).\n"
-     "       calib=FILE (token file; default: the file of `calib`, with its seqs) eval=FILE\n"
+     "       calib=FILE (tokens or .txt; default: the file of `calib`, with its seqs) eval=FILE\n"
      "       (scored only) steps=150 lr=0.01 lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4\n"
      "       seqs=N seq-len=N eval-every=N seed=N no-womi no-scale state=FILE (optimiser state,\n"
      "       saved at the end and on Ctrl-C). Ctrl-C stops training and keeps the model from\n"
@@ -254,23 +255,33 @@ const command command_table[] = {
      "save-hf  config.json + model.safetensors of the float weights (atomically; DIR is created)",
      cmd_model},
     {"calib", 1, 5, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL,
-     "calib FILE [seqs=N] [seqlen=N] [max_tokens=N] [seed=N]",
+     "calib FILE [samples=N] [seqlen=N] [max_tokens=N] [seed=N]",
      "capture the model's calibration activations into the workspace",
-     "Runs seqs sequences of seqlen tokens of FILE (a token file: .u16, .u32 or int32 .npy,\n"
-     "docs/model.md; defaults 16 x 256) through the FLOAT model and stores the input of every\n"
-     "linear as layers.N.attention.in, layers.N.attention.wo.in, layers.N.feed_forward.in,\n"
-     "layers.N.feed_forward.w2.in (and K, V as layers.N.attention.k/v). max_tokens=N keeps a\n"
-     "seeded random subset of token positions. `use layers.0.feed_forward.w2` then pairs the\n"
-     "weight with its input. gptq/quantease/awq model and smoothquant use these settings.\n"
-     "Never calibrate on evaluation data.",
+     "Runs calibration sequences through the FLOAT model and stores the input of every linear as\n"
+     "layers.N.attention.in, layers.N.attention.wo.in, layers.N.feed_forward.in,\n"
+     "layers.N.feed_forward.w2.in (and K, V as layers.N.attention.k/v).\n"
+     "FILE.txt (text, tokenized with the session tokenizer, BOS as its post-processor says):\n"
+     "samples windows of seqlen tokens at seeded uniform random offsets, as GPTQ's data loaders\n"
+     "(defaults 128 x 2048, or the model's length when shorter). A token file: its first\n"
+     "samples (= seqs) sequences of seqlen (defaults 16 x 256; .u16, .u32 or int32 .npy,\n"
+     "docs/model.md). max_tokens=N keeps a seeded\n"
+     "random subset of token positions. `use layers.0.feed_forward.w2` then pairs the weight\n"
+     "with its input. gptq/quantease/awq/cqe model, smoothquant, ostquant and export use these\n"
+     "settings. Never calibrate on evaluation data.",
      cmd_calib},
-    {"ppl", 1, 5, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N] [dtype=bf16|fp32]",
-     "perplexity of the model (with its current quantization) on a token file",
-     "Splits FILE (a token file: .u16, .u32 or int32 .npy) into sequences of seqlen (default\n"
-     "256), scores every next token of the first seqs sequences (default all) with the model as\n"
-     "it is: quantized weights, activation and KV quantization, online rotations. Ctrl-C stops\n"
-     "it. On the GPU (`set device`), the model is uploaded for the command; dtype=bf16 (default)\n"
-     "runs bf16 GEMMs with fp32 accumulation, dtype=fp32 matches the CPU to ~1e-7.",
+    {"ppl", 1, 5, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqlen=N] [max-tokens=N] [seqs=N] [batch=N] [dtype=bf16|fp32]",
+     "perplexity of the model (with its current quantization) on a text or token file",
+     "FILE.txt: the papers' protocol (GPTQ, QuaRot, OSTQuant on WikiText-2): the whole file\n"
+     "tokenized once (BOS first when the tokenizer's post-processor adds one), cut into\n"
+     "non-overlapping windows of seqlen (default 2048, or the model's length when shorter; the\n"
+     "tail is dropped), each window run on its own, perplexity = exp(mean NLL over every\n"
+     "predicted token: seqlen - 1 per window). max-tokens=N uses the first N tokens.\n"
+     "A token file (.u16, .u32 or int32 .npy): sequences of seqlen (default 256). seqs=N: the\n"
+     "first N windows only.\n"
+     "Scored with the model as it is: quantized weights, activation and KV quantization,\n"
+     "online rotations. Ctrl-C stops it. On the GPU (`set device`), the model is uploaded for\n"
+     "the command; dtype=bf16 (default) runs bf16 GEMMs with fp32 accumulation, dtype=fp32\n"
+     "matches the CPU to ~1e-7.",
      cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",
@@ -280,6 +291,47 @@ const command command_table[] = {
      "softmax(.)V; with GQA one scale per kv channel) and the rows of w3 (w2's input is\n"
      "silu(w1 h) * w3 h; skipped when an online rotation sits before w2). Exact in float.",
      cmd_smoothquant},
+
+    /* ---- text ---- */
+    {"tokenizer", 1, 2, CMD_LOGGED, COMPLETE_WORDS, tokenizer_words, "tokenizer load FILE | tokenizer info",
+     "load a tokenizer (tokenizer.json or llama2.c tokenizer.bin) or describe the session's",
+     "load  a Hugging Face tokenizer.json (byte-level BPE of the Llama-3 kind, or SentencePiece\n"
+     "      BPE with byte fallback of the Llama-2 kind) or a llama2.c tokenizer.bin. `model load\n"
+     "      DIR` loads DIR/tokenizer.json by itself (tokenizer.bin beside a llama2.c file).\n"
+     "info  kind, number of ids, BOS (what ppl/calib/generate put first) and EOS.\n"
+     "Encoding equals the Hugging Face tokenizers library id for id (docs/text.md).",
+     cmd_tokenizer},
+    {"tokenize", 1, 2, 0, COMPLETE_FILE, NULL, "tokenize TEXT|FILE [show=N]",
+     "the token ids of a text (or a file) with each token's piece",
+     "Encodes TEXT (quote it) or the contents of FILE when it names a file, without BOS, and\n"
+     "lists position, id, the vocabulary spelling (Ġ/▁ mark a space) and the text each token\n"
+     "stands for, so you see what the model sees. show=N rows (default 64); JSON has every id.",
+     cmd_tokenize},
+    {"detokenize", 1, -1, 0, COMPLETE_NONE, NULL, "detokenize IDS [show=N]",
+     "the text of a list of token ids (1,2,3 or [1, 2, 3] or 1 2 3), with each piece",
+     "Decodes the ids with the tokenizer's decoder (byte tokens become bytes, the leading\n"
+     "space marker is dropped as the decoder says) and lists each id's piece.",
+     cmd_detokenize},
+    {"generate", 1, 5, CMD_LONG, COMPLETE_NONE, NULL, "generate \"PROMPT\" [n=64] [temp=0] [top-p=0.9] [seed=S]",
+     "continue a prompt with the session model as it is (quantized, transformed), streaming",
+     "Encodes PROMPT (BOS first when the tokenizer adds one), runs it through the model and\n"
+     "samples n tokens one at a time with the KV cache: temp=0 greedy (argmax); temp > 0\n"
+     "softmax(logits / temp) restricted to the top-p nucleus. Stops at the end-of-text token.\n"
+     "The text streams as it comes (the TUI's output panel too). Uses the model exactly as\n"
+     "ppl does: compare `generate` before and after `quant` to see what quantization does to\n"
+     "the text. Ctrl-C stops it and keeps what was generated.",
+     cmd_generate},
+    {"eval", 1, 2, CMD_LONG, COMPLETE_FILE, NULL, "eval FILE.jsonl [limit=N]",
+     "zero-shot multiple-choice accuracy (acc, acc_norm per task and overall)",
+     "One task item per line: {\"context\": TEXT, \"choices\": [TEXT, ...], \"label\": K,\n"
+     "\"task\": NAME (optional)}. Each choice is scored by the log-likelihood of its tokens after\n"
+     "the context's (no BOS, as lm-evaluation-harness); acc counts the argmax, acc_norm the\n"
+     "argmax of log-likelihood / characters of the choice (lm-evaluation-harness's definitions).\n"
+     "context and choices may also be arrays of token ids (no tokenizer needed; acc_norm then\n"
+     "divides by the token count); one context per choice as an array of strings (WinoGrande).\n"
+     "limit=N: the first N items. docs/eval.md converts ARC,\n"
+     "HellaSwag, PIQA, WinoGrande, BoolQ to this schema.",
+     cmd_eval},
 
     /* ---- session ---- */
     {"help", 0, 1, 0, COMPLETE_COMMAND, NULL, "help [COMMAND]",

@@ -64,6 +64,7 @@ typedef struct session {
     const struct qsur_ostquant *training;
     int training_shown;        /* QSUR tables of `training` the REPL has printed */
     demo_state demo;           /* the `demo` teaching model (zeroed: not started) */
+    struct text_state *text;   /* tokenizer and tokenized-text cache (text_state.h), or NULL */
     int gpu_probed;            /* gpu_info is filled (probed once, when first needed) */
     qsur_gpu_info gpu_info;
 } session;

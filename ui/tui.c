@@ -46,6 +46,39 @@ void tui_output(tui *t, const char *text)
     t->out_scroll = 0;
 }
 
+void tui_stream(struct session *s, const char *text)
+{
+    if (!tui_active(s))
+        return;
+    tui *t = s->progress.ctx;
+    if (!text) { /* a new stream starts on a line of its own */
+        output_line(t, "", 0);
+        return;
+    }
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (!t->nout)
+            output_line(t, "", 0);
+        int last = (t->out_head + t->nout - 1) % TUI_OUTPUT_MAX;
+        size_t old = strlen(t->out[last]);
+        char *grown = realloc(t->out[last], old + n + 1);
+        if (grown) {
+            memcpy(grown + old, p, n);
+            grown[old + n] = '\0';
+            t->out[last] = grown;
+        }
+        if (nl)
+            output_line(t, "", 0);
+        p += n + (nl ? 1 : 0);
+    }
+    t->out_scroll = 0;
+    if (t->output.visible && t->output.draw) {
+        t->output.draw(t, &t->output);
+        refresh();
+    }
+}
+
 void tui_status(tui *t, const char *fmt, ...)
 {
     va_list ap;
