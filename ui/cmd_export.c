@@ -326,6 +326,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         have_orig = 1;
         orig->hooks.act = s->aq;
         orig->hooks.kv = s->kvq;
+        orig->hooks.act_wo = s->aoq;
     }
     if (!rc && ms->has_calib) {
         rc = qsur_tokens_load(&ct, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);

@@ -48,6 +48,9 @@ typedef struct {
     int seq_len, max_seqs, batch;
     int64_t max_tokens;
     uint64_t seed;
+    int float_acts;   /* 1: capture with the activation/KV quantizers off (online
+                         rotations kept), as the QuaRot / OSTQuant code calibrates
+                         GPTQ; 0: with the model's hooks on (see above) */
 } qsur_llama_wquant_opts;
 
 qsur_llama_wquant_opts qsur_llama_wquant_default(void);

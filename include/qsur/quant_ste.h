@@ -11,7 +11,9 @@
  *   - symmetric quantizers: the scale s = clip * absmax / qmax is NOT treated as
  *     a constant — dq/ds = c - x/s for an unclamped element (the frozen rounding
  *     residual) and c for a clamped one, and ds/dx = s/absmax * sign(x) goes to
- *     the element holding the absmax (the first one on ties); the clipping ratio
+ *     the element holding the absmax (the first one on ties; with a `full`
+ *     grid, to the minimum or maximum that sets max(-min/(qmax+1), max/qmax),
+ *     again ds/dx = s/x there); the clipping ratio
  *     (fixed, or the one clip search chose) is a constant;
  *   - asymmetric quantizers: scale and zero point are treated as constants
  *     (identity inside the range, zero outside).
