@@ -219,7 +219,7 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
 {
     *out = NULL;
     const qsur_llama_config *bc = &base->cfg;
-    if (opts->steps < 0 || opts->batch < 1 || opts->topk < 1 || !(opts->lr >= 0) ||
+    if (opts->steps < 0 || opts->batch < 1 || opts->topk < 1 || !(opts->lr >= 0) || !(opts->clip_grad >= 0) ||
         !(opts->lr_scale >= 0) || opts->eval_every < 0 || opts->qsur_every < 0 || opts->qsur_tokens < 1)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant: bad options (steps >= 0, batch >= 1, "
                          "topk >= 1, lr >= 0, eval/qsur every >= 0, qsur tokens >= 1)");
@@ -281,11 +281,14 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
         qsur_ostquant_free(o);
         return rc;
     }
-    for (int i = 0; i < L * c->n_kv_heads; i++)
+    o->opt_res->canonical = opts->radam;
+    for (int i = 0; i < L * c->n_kv_heads; i++) {
         if ((rc = qsur_stiefel_adam_new(&o->opt_ov[i], hs, err))) {
             qsur_ostquant_free(o);
             return rc;
         }
+        o->opt_ov[i]->canonical = opts->radam;
+    }
     memcpy(o->best_r_res, o->r_res, (size_t)(d * d) * sizeof(double));
     memcpy(o->best_r_ov, o->r_ov, (size_t)r_ov_size(o) * sizeof(double));
     o->best_ema = INFINITY;
@@ -455,6 +458,7 @@ int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_ro
     scratch_free(&f);
     m->hooks = qsur_llama_hooks_none();
     m->hooks.act = o->aspec;
+    m->hooks.act_wo = o->aospec;
     m->hooks.kv = o->kvspec;
     qsur_llama_rotations_attach(r, m);
     *model = m;

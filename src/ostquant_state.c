@@ -187,6 +187,14 @@ int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *er
         meta(&m, "eval_seqs", "%d", op->eval_seqs);
         meta(&m, "kv_hadamard", "%d", op->kv_hadamard);
         meta(&m, "seed", "%llu", (unsigned long long)op->seed);
+        meta(&m, "no_wquant", "%d", op->no_wquant);
+        meta(&m, "clip_grad", "%.17g", op->clip_grad);
+        meta(&m, "lr_decay", "%d", op->lr_decay);
+        meta(&m, "radam", "%d", op->radam);
+        meta(&m, "keep_last", "%d", op->keep_last);
+        meta(&m, "reshuffle", "%d", op->reshuffle);
+        qsur_quant_spec_format(&o->aospec, sb, sizeof sb);
+        meta(&m, "aospec", "%s", sb);
         meta(&m, "qsur_every", "%d", op->qsur_every);
         meta(&m, "qsur_tokens", "%d", op->qsur_tokens);
         meta(&m, "qsur_alpha", "%.17g", o->qsur_opt.alpha);
@@ -378,6 +386,21 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
         rc = m_int(st, "qsur_every", &op.qsur_every, err);
     if (!rc && qsur_safetensors_meta(st, "qsur_tokens"))
         rc = m_int(st, "qsur_tokens", &op.qsur_tokens, err);
+    /* the protocol options: absent in state files written before them (0 = off) */
+    int *pint[] = {&op.no_wquant, &op.lr_decay, &op.radam, &op.keep_last, &op.reshuffle};
+    const char *pk[] = {"no_wquant", "lr_decay", "radam", "keep_last", "reshuffle"};
+    for (int i = 0; i < 5 && !rc; i++)
+        if (qsur_safetensors_meta(st, pk[i]))
+            rc = m_int(st, pk[i], pint[i], err);
+    if (!rc && qsur_safetensors_meta(st, "clip_grad"))
+        rc = m_num(st, "clip_grad", &op.clip_grad, err);
+    qsur_quant_spec aos;
+    memset(&aos, 0, sizeof aos);
+    if (!rc && (v = qsur_safetensors_meta(st, "aospec")) && qsur_quant_spec_parse(v, &aos)) {
+        if (strncmp(v, "bits=0 ", 7))
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata aospec = \"%s\" is malformed", path, v);
+        memset(&aos, 0, sizeof aos); /* bits 0: follows aspec */
+    }
     const char *sk[3] = {"wspec", "aspec", "kvspec"};
     qsur_quant_spec *sp[3] = {&ws, &as, &ks};
     for (int i = 0; i < 3 && !rc; i++)
@@ -388,6 +411,8 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
     qsur_ostquant *o = NULL;
     if (!rc)
         rc = qsur_ostquant_new(&o, base, &op, &ws, &as, &ks, err);
+    if (!rc)
+        o->aospec = aos;
     if (rc) {
         qsur_safetensors_close(st);
         return rc;

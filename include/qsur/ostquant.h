@@ -77,6 +77,16 @@ typedef struct {
     int qsur_tokens;      /* probe tokens of that measurement (default 512, see
                              qsur_ostquant_qsur) */
     uint64_t seed;        /* batch order, Hadamard fallback blocks */
+    /* Options of the OSTQuant code's protocol (docs/ostquant.md); 0 = the
+     * original qsur behaviour in each. */
+    int no_wquant;        /* 1: weights stay float during training (GPTQ after) */
+    double clip_grad;     /* > 0: scale the step's gradients (R_res, R_ov, and the scales
+                             as d/ds = e^-ls d/dls) to this global L2 norm when above */
+    int lr_decay;         /* 1: both lrs decay linearly, lr (steps - t) / steps at step t */
+    int radam;            /* 1: geoopt's RiemannianAdam scaling (qsur_stiefel_adam.canonical) */
+    int keep_last;        /* 1: keep the last step's parameters (no selection batch) */
+    int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
+                             (0: one order, cycled) */
 } qsur_ostquant_opts;
 
 qsur_ostquant_opts qsur_ostquant_default(void);
@@ -108,6 +118,8 @@ typedef struct {
 typedef struct qsur_ostquant {
     qsur_ostquant_opts opts;
     qsur_quant_spec wspec, aspec, kvspec;
+    qsur_quant_spec aospec;         /* wo's input (hooks.act_wo; bits 0: aspec), set by the
+                                       caller after _new (zeroed there) */
     qsur_llama_config cfg;          /* of the fused model (untied classifier) */
     /* folded base (norm gains in the next linear), owned copies */
     float *E, *C;                   /* [V][d] embeddings, classifier diag(g_final) */
