@@ -10,7 +10,7 @@
 #include "qsur/safetensors.h"
 
 #define NARR 11
-#define NMETA 40
+#define NMETA 56
 #define QLOG_COLS 8 /* step layer site tokens x_log10 x_per_dim w_log10 w_per_dim */
 
 static int64_t r_ov_n(const qsur_ostquant *o)

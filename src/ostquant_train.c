@@ -329,29 +329,26 @@ static void epoch_order(int *perm, int n, uint64_t seed)
 typedef struct {
     float *z;           /* [nseq][T][V] or NULL */
     unsigned char *have;
-    int *miss, *mtok;   /* batch rows to compute, their tokens */
 } teacher_cache;
 
 #define TEACHER_CACHE_MAX ((int64_t)512 << 20) /* bytes */
 
-static void teacher_cache_init(teacher_cache *tc, int nseq, int B, int T, int64_t V)
+static void teacher_cache_init(teacher_cache *tc, int nseq, int T, int64_t V)
 {
     memset(tc, 0, sizeof *tc);
     if ((int64_t)nseq * T * V * (int64_t)sizeof(float) > TEACHER_CACHE_MAX)
         return;
     tc->z = malloc((size_t)nseq * T * V * sizeof(float));
     tc->have = calloc((size_t)nseq, 1);
-    tc->miss = malloc((size_t)B * sizeof(int));
-    tc->mtok = malloc((size_t)B * T * sizeof(int));
-    if (!tc->z || !tc->have || !tc->miss || !tc->mtok) {
-        free(tc->z), free(tc->have), free(tc->miss), free(tc->mtok);
+    if (!tc->z || !tc->have) {
+        free(tc->z), free(tc->have);
         memset(tc, 0, sizeof *tc);
     }
 }
 
 static void teacher_cache_free(teacher_cache *tc)
 {
-    free(tc->z), free(tc->have), free(tc->miss), free(tc->mtok);
+    free(tc->z), free(tc->have);
 }
 
 /* zfp [B][T][V] = the teacher's logits of the batch (rows seq[b]). */
@@ -365,23 +362,17 @@ static int teacher_logits(const qsur_llama *teacher, qsur_llama_state *st, teach
             memcpy(zfp, st->logits, (size_t)B * row * sizeof(float));
         return rc;
     }
-    int nm = 0;
+    /* one sequence per forward: a sequence's logits then do not depend on which
+     * batch first needed it (GEMM rounding can depend on the row count), so a
+     * resumed run computes the same values */
     for (int b = 0; b < B; b++)
         if (!tc->have[seq[b]]) {
-            tc->miss[nm] = b;
-            memcpy(tc->mtok + (size_t)nm * T, tok + (size_t)b * T, (size_t)T * sizeof(int));
-            nm++;
+            int rc = qsur_llama_forward(teacher, st, tok + (size_t)b * T, 1, T, 0, err);
+            if (rc)
+                return rc;
+            memcpy(tc->z + (size_t)seq[b] * row, st->logits, row * sizeof(float));
+            tc->have[seq[b]] = 1;
         }
-    if (nm > 0) {
-        int rc = qsur_llama_forward(teacher, st, tc->mtok, nm, T, 0, err);
-        if (rc)
-            return rc;
-        for (int i = 0; i < nm; i++) {
-            int sq = seq[tc->miss[i]];
-            memcpy(tc->z + (size_t)sq * row, st->logits + (size_t)i * row, row * sizeof(float));
-            tc->have[sq] = 1;
-        }
-    }
     for (int b = 0; b < B; b++)
         memcpy(zfp + (size_t)b * row, tc->z + (size_t)seq[b] * row, row * sizeof(float));
     return QSUR_OK;
@@ -459,7 +450,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
         rc = qsur_log_add(o, calib, err);
     teacher_cache tc;
-    teacher_cache_init(&tc, nseq, B, T, V);
+    teacher_cache_init(&tc, nseq, T, V);
     int *bseq = malloc((size_t)B * sizeof(int));
     if (!rc && !bseq)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory");
