@@ -89,10 +89,28 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
         return QSUR_OK;
     }
     if (!q->symmetric) {
-        /* scale and zero point constant: identity inside the range, zero outside */
+        /* identity inside the range, zero outside; the scale s = ratio (max - min)
+         * / levels moves with the extremes (the zero point is an integer constant):
+         * dL/ds = sum_in dq (c - u) + sum_out dq (c - z), u = x/s + z */
+        double ds = 0.0;
+        int64_t imn = 0, imx = 0;
         for (int64_t i = 0; i < n; i++) {
-            float u = x[i] * p.inv + p.zero;
-            dx[i] = (u < p.lo || u > p.hi) ? 0.0f : dq[i];
+            float u = x[i] * p.inv + p.zero, g = dq[i];
+            int out = u < p.lo || u > p.hi;
+            float c = qsur_qparams_code(&p, x[i]);
+            ds += out ? (double)g * ((double)c - p.zero) : (double)g * ((double)c - (double)u);
+            dx[i] = out ? 0.0f : g;
+            imn = x[i] < x[imn] ? i : imn;
+            imx = x[i] > x[imx] ? i : imx;
+        }
+        /* s = ratio (mx - mn) / hi with mn = min(x, 0), mx = max(x, 0):
+         * ds/dx_max = s / (mx - mn), ds/dx_min = -s / (mx - mn) */
+        double mn = fmin((double)x[imn], 0.0), mx = fmax((double)x[imx], 0.0), w = mx - mn;
+        if (w > 0) {
+            if (x[imx] > 0.0f)
+                dx[imx] += (float)(ds * (double)p.scale / w);
+            if (x[imn] < 0.0f)
+                dx[imn] -= (float)(ds * (double)p.scale / w);
         }
         return QSUR_OK;
     }

@@ -228,7 +228,7 @@ static void test_ste(qsur_rng *rng)
             fill(rng, c, R * C, 1.0);
             CHECK_OK(qsur_fake_quant_backward(&q, x, R, C, c, dx, &err), err);
             /* surrogate per group: q~(x) = x + s(x) r (unclamped), c s(x) (clamped),
-             * s = clip absmax / qmax (sym); s fixed (asym) */
+             * s = clip absmax / qmax (sym), clip (max - min) / (2^b - 1) (asym) */
             double an[R * C], fd[R * C];
             for (int i = 0; i < R * C; i++)
                 an[i] = dx[i];
@@ -254,7 +254,10 @@ static void test_ste(qsur_rng *rng)
                         mn = fmin(mn, xs[j]);
                         mx = fmax(mx, xs[j]);
                     }
-                    double s = full ? q.clip * fmax(-mn / 8.0, mx / 7.0) : sym ? q.clip * amax / 7.0 : p.scale;
+                    /* asym: s = clip (max - min) / 15, z the integer of the evaluation point */
+                    double s = full  ? q.clip * fmax(-mn / 8.0, mx / 7.0)
+                               : sym ? q.clip * amax / 7.0
+                                     : q.clip * (mx - mn) / 15.0;
                     double L = 0;
                     for (int j = 0; j < 8; j++) {
                         double qv = clampd[j] ? (code[j] - p.zero) * s : xs[j] + s * res[j];
@@ -484,6 +487,7 @@ static void test_chain(qsur_rng *rng)
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     qsur_ostquant_opts op = qsur_ostquant_default();
+    op.learn_qk = 1; /* S_qk too: its chain rule and the exact q.k through RoPE */
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     off.bits = 16;
     qsur_ostquant *o = NULL;
@@ -521,9 +525,11 @@ static void test_chain(qsur_rng *rng)
     chain_check("R_ov", o->r_ov, dov, nov, o, fm, C, rng);
     chain_check("log scales", o->ls, dls, o->n_ls, o, fm, C, rng);
     /* each scale group alone, so one wrong group cannot hide behind the others */
-    const char *names[4] = {"S_attn", "S_ov", "S_ffn", "S_ud"};
-    int64_t off4[5] = {0, c->n_layers * d, c->n_layers * (d + kv), c->n_layers * (2 * d + kv), o->n_ls};
-    for (int k = 0; k < 4; k++)
+    const char *names[5] = {"S_attn", "S_ov", "S_ffn", "S_ud", "S_qk"};
+    int64_t off4[6] = {0, c->n_layers * d, c->n_layers * (d + kv), c->n_layers * (2 * d + kv),
+                       c->n_layers * (2 * d + kv + hd), o->n_ls};
+    CHECK(o->n_ls == c->n_layers * (2 * d + kv + hd + kv / 2));
+    for (int k = 0; k < 5; k++)
         chain_check(names[k], o->ls + off4[k], dls + off4[k], off4[k + 1] - off4[k], o, fm, C, rng);
     /* fused float model == original model (equivalence, hooks on) */
     qsur_llama *fz = NULL;

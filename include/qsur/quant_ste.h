@@ -15,12 +15,17 @@
  *     grid, to the minimum or maximum that sets max(-min/(qmax+1), max/qmax),
  *     again ds/dx = s/x there); the clipping ratio
  *     (fixed, or the one clip search chose) is a constant;
- *   - asymmetric quantizers: scale and zero point are treated as constants
- *     (identity inside the range, zero outside).
+ *   - asymmetric quantizers: the zero point z is an integer constant, the
+ *     scale s = clip (max - min) / (2^b - 1) (min, max widened to 0) is not:
+ *     dq/ds = c - u for an unclamped element (u = x/s + z, the frozen rounding
+ *     residual) and c - z for a clamped one; ds/dx = s / (max - min) goes to
+ *     the first maximum (when > 0) and -s / (max - min) to the first minimum
+ *     (when < 0) — what autograd gives for a dynamic per-token quantizer whose
+ *     scale is computed from x (OmniQuant's / OSTQuant's round_ste quantizer).
  * The gradient is therefore the exact derivative of the surrogate
- *     q~(x) = x + s(x) r  (unclamped),  q~(x) = c s(x)  (clamped)
- * with r = c - x/s frozen at the evaluation point, which the tests differentiate
- * numerically. */
+ *     q~(x) = x + s(x) r  (unclamped),  q~(x) = (c - z) s(x)  (clamped)
+ * with r = c - x/s - z frozen at the evaluation point, which the tests
+ * differentiate numerically. */
 #ifndef QSUR_QUANT_STE_H
 #define QSUR_QUANT_STE_H
 
