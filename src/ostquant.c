@@ -313,6 +313,7 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
     o->wspec = *wspec;
     o->aspec = *aspec;
     o->kvspec = *kvspec;
+    o->aspec.ste_const = o->kvspec.ste_const = opts->ste_const;
     o->cfg = *bc;
     o->cfg.shared_classifier = 0;
     o->base_hash = qsur_ostquant_base_hash(base);

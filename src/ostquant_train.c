@@ -282,6 +282,7 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape 
     fm->hooks = qsur_llama_hooks_none();
     fm->hooks.act = o->aspec;
     fm->hooks.act_wo = o->aospec;
+    fm->hooks.act_wo.ste_const = o->opts.ste_const;
     fm->hooks.kv = o->kvspec;
     qsur_llama_rotations_attach(o->rot, fm);
     int rc = QSUR_OK;
@@ -472,6 +473,8 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         fm->hooks = qsur_llama_hooks_none();
         fm->hooks.act = o->aspec;
         fm->hooks.act_wo = o->aospec;
+        fm->hooks.act_wo.ste_const = o->opts.ste_const;
+    fm->hooks.act_wo.ste_const = o->opts.ste_const;
         fm->hooks.kv = o->kvspec;
         qsur_llama_rotations_attach(o->rot, fm);
         lap(&o->time.fuse, &tp);

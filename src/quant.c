@@ -43,7 +43,7 @@ int qsur_quant_spec_equal(const qsur_quant_spec *a, const qsur_quant_spec *b)
 
 qsur_quant_spec qsur_quant_default(void)
 {
-    qsur_quant_spec q = {4, 1, QSUR_GRAN_ROW, 128, 1.0, 0, 0, 0.0, 0};
+    qsur_quant_spec q = {4, 1, QSUR_GRAN_ROW, 128, 1.0, 0, 0, 0.0, 0, 0};
     return q;
 }
 

@@ -96,9 +96,11 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
         int64_t imn = 0, imx = 0;
         for (int64_t i = 0; i < n; i++) {
             float u = x[i] * p.inv + p.zero, g = dq[i];
-            int out = u < p.lo || u > p.hi;
-            float c = qsur_qparams_code(&p, x[i]);
-            ds += out ? (double)g * ((double)c - p.zero) : (double)g * ((double)c - (double)u);
+            float v = u < p.lo ? p.lo : u;
+            v = v > p.hi ? p.hi : v;
+            float c = round_half_away(v); /* qsur_qparams_code */
+            int out = v != u;
+            ds += (double)g * ((double)c - (out ? (double)p.zero : (double)u));
             dx[i] = out ? 0.0f : g;
             imn = x[i] < x[imn] ? i : imn;
             imx = x[i] > x[imx] ? i : imx;
@@ -106,7 +108,7 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
         /* s = ratio (mx - mn) / hi with mn = min(x, 0), mx = max(x, 0):
          * ds/dx_max = s / (mx - mn), ds/dx_min = -s / (mx - mn) */
         double mn = fmin((double)x[imn], 0.0), mx = fmax((double)x[imx], 0.0), w = mx - mn;
-        if (w > 0) {
+        if (w > 0 && !q->ste_const) {
             if (x[imx] > 0.0f)
                 dx[imx] += (float)(ds * (double)p.scale / w);
             if (x[imn] < 0.0f)

@@ -272,6 +272,31 @@ static void test_ste(qsur_rng *rng)
         }
 }
 
+/* ---- STE with a constant asymmetric scale (ste_const): identity inside, 0 outside ---- */
+static void test_ste_const(qsur_rng *rng)
+{
+    qsur_error err;
+    enum { C = 16 };
+    float x[C], c[C], dx[C];
+    qsur_quant_spec q = qsur_quant_default();
+    q.symmetric = 0;
+    q.clip = 0.6;
+    q.ste_const = 1;
+    fill(rng, x, C, 1.0);
+    fill(rng, c, C, 1.0);
+    CHECK_OK(qsur_fake_quant_backward(&q, x, 1, C, c, dx, &err), err);
+    qsur_qparams p;
+    qsur_qparams_fit(&q, x, C, &p, &err);
+    int clamped = 0;
+    for (int i = 0; i < C; i++) {
+        float u = x[i] * p.inv + p.zero;
+        int out = u < p.lo || u > p.hi;
+        clamped += out;
+        CHECK(dx[i] == (out ? 0.0f : c[i]));
+    }
+    CHECK_MSG(clamped > 0, "clip 0.6 clamps something");
+}
+
 /* ---- a tiny random model ---- */
 static qsur_llama *tiny_model(qsur_rng *rng)
 {
@@ -759,6 +784,7 @@ int main(void)
     test_attention(&rng);
     test_rope(&rng);
     test_ste(&rng);
+    test_ste_const(&rng);
     test_model(&rng);
     test_chain(&rng);
     test_losses(&rng);

@@ -10,7 +10,7 @@
 
 static qsur_quant_spec spec(int bits, int sym, qsur_granularity g, int group, double clip)
 {
-    qsur_quant_spec q = {bits, sym, g, group, clip, 0, 0, 0.0, 0};
+    qsur_quant_spec q = {bits, sym, g, group, clip, 0, 0, 0.0, 0, 0};
     return q;
 }
 

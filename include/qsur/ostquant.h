@@ -98,6 +98,8 @@ typedef struct {
     int learn_qk;         /* 1: also learn S_qk, one scale per RoPE pair of each kv head:
                              wk rows times s, the matching wq rows divided by s (q.k
                              and RoPE unchanged); log-scales after ud in ls */
+    int ste_const;        /* 1: asymmetric act/KV quantizers' scale treated as a constant
+                             in the STE (qsur before issue 14; ablation) */
     int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
                              (0: one order, cycled) */
 } qsur_ostquant_opts;

@@ -21,7 +21,9 @@
  *     residual) and c - z for a clamped one; ds/dx = s / (max - min) goes to
  *     the first maximum (when > 0) and -s / (max - min) to the first minimum
  *     (when < 0) — what autograd gives for a dynamic per-token quantizer whose
- *     scale is computed from x (OmniQuant's / OSTQuant's round_ste quantizer).
+ *     scale is computed from x (OmniQuant's / OSTQuant's round_ste quantizer);
+ *     with spec.ste_const the scale is a constant instead (identity inside the
+ *     range, zero outside: qsur's rule before issue 14, kept for ablations).
  * The gradient is therefore the exact derivative of the surrogate
  *     q~(x) = x + s(x) r  (unclamped),  q~(x) = (c - z) s(x)  (clamped)
  * with r = c - x/s - z frozen at the evaluation point, which the tests
