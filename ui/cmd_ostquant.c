@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "commands.h"
 #include "plot.h"
 #include "model_state.h"
@@ -141,11 +142,13 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         return rc;
     }
     int start = os->step;
+    double wall0 = os->time.total, cpu0 = (double)clock() / CLOCKS_PER_SEC;
     os->qsur_opt = ostquant_session_qsur_options(s);
     /* the progress callbacks show os->qlog live (REPL lines, TUI table) */
     s->training = os;
     s->training_shown = os->nqlog;
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
+    double train_wall = os->time.total - wall0, train_cpu = (double)clock() / CLOCKS_PER_SEC - cpu0;
     s->training = NULL;
     int interrupted = rc == QSUR_ERR_INTERRUPTED;
     if (interrupted && s->interrupted)
@@ -204,6 +207,8 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_bool(r, "womi", "WOMI init", o.womi);
         rep_bool(r, "scales", "learned scales", o.learn_scales);
         rep_int(r, "steps_done", "steps done", os->step);
+        rep_num(r, "train_seconds", "training wall time (s)", train_wall, "%.2f");
+        rep_num(r, "train_cpu_seconds", "training CPU time of the process (s)", train_cpu, "%.2f");
         rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
         rep_int(r, "best_step", "best step (selection batch)", os->best_step);
         rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
