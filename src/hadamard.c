@@ -1,5 +1,5 @@
-/* Fast Walsh–Hadamard transform, Sylvester/Paley Hadamard matrices and
- * Kronecker-factored rotation plans for any size. */
+/* Fast Walsh–Hadamard transform and Kronecker-factored rotation plans for any
+ * size (the ±1 matrices themselves are built in hadamard_matrix.c). */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,134 +19,6 @@
 #define APPLY_CHUNK_FLOATS (INT64_C(1) << 18)
 
 static int is_pow2(int64_t n) { return n >= 1 && (n & (n - 1)) == 0; }
-
-static int is_prime(int64_t q)
-{
-    if (q < 2)
-        return 0;
-    if (q % 2 == 0)
-        return q == 2;
-    for (int64_t d = 3; d * d <= q; d += 2)
-        if (q % d == 0)
-            return 0;
-    return 1;
-}
-
-qsur_hblock_kind qsur_hadamard_kind(int64_t m, int64_t *q)
-{
-    if (q)
-        *q = 0;
-    if (m < 1)
-        return QSUR_HBLOCK_NONE;
-    if (is_pow2(m))
-        return QSUR_HBLOCK_SYLVESTER;
-    if (is_prime(m - 1) && (m - 1) % 4 == 3) {
-        if (q)
-            *q = m - 1;
-        return QSUR_HBLOCK_PALEY1;
-    }
-    if (m % 2 == 0 && is_prime(m / 2 - 1) && (m / 2 - 1) % 4 == 1) {
-        if (q)
-            *q = m / 2 - 1;
-        return QSUR_HBLOCK_PALEY2;
-    }
-    return QSUR_HBLOCK_NONE;
-}
-
-/* Legendre symbol table chi[x] for x in [0, q): 0, +1 (nonzero square), -1. */
-static int8_t *legendre_table(int64_t q)
-{
-    int8_t *chi = malloc((size_t)q);
-    if (!chi)
-        return NULL;
-    for (int64_t x = 0; x < q; x++)
-        chi[x] = -1;
-    chi[0] = 0;
-    for (int64_t x = 1; x < q; x++)
-        chi[(x * x) % q] = 1;
-    return chi;
-}
-
-/* Writes the ±1 Hadamard matrix of order m either as int8 (H8) or directly as
- * floats times `scale` (Hf), so plans skip an m*m int8 pass. */
-#define SET(idx, v)                                  \
-    do {                                             \
-        if (H8)                                      \
-            H8[idx] = (int8_t)(v);                   \
-        else                                         \
-            Hf[idx] = (float)(v) * scale;            \
-    } while (0)
-
-static int hadamard_build(int64_t m, int8_t *H8, float *Hf, float scale, qsur_error *err)
-{
-    int64_t q;
-    qsur_hblock_kind kind = qsur_hadamard_kind(m, &q);
-    if (kind == QSUR_HBLOCK_NONE)
-        return qsur_fail(err, QSUR_ERR_ARG,
-                         "hadamard matrix: no Sylvester/Paley construction of order %lld",
-                         (long long)m);
-    if (kind == QSUR_HBLOCK_SYLVESTER) {
-        for (int64_t a = 0; a < m; a++)
-            for (int64_t c = 0; c < m; c++)
-                SET(a * m + c, (__builtin_popcountll((unsigned long long)(a & c)) & 1) ? -1 : 1);
-        return QSUR_OK;
-    }
-    int8_t *chi = legendre_table(q);
-    if (!chi)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "hadamard matrix %lld: no memory", (long long)m);
-    if (kind == QSUR_HBLOCK_PALEY1) {
-        /* H = I + S, S = [[0, 1^T], [-1, Q]] with Q_ij = chi(j - i) the Jacobsthal
-         * matrix; q ≡ 3 (mod 4) makes chi(-1) = -1, so S is skew and S S^T = q I,
-         * giving H H^T = I + S S^T = (q + 1) I. */
-        for (int64_t j = 0; j < m; j++)
-            SET(j, 1); /* row 0: 1 + 0 on the diagonal, 1 elsewhere */
-        for (int64_t i = 1; i < m; i++) {
-            int64_t row = i * m;
-            SET(row, -1);
-            /* k runs through (j - i) mod q for j = 1..q without a division per entry. */
-            int64_t k = (1 - i + q) % q;
-            for (int64_t j = 1; j < m; j++) {
-                SET(row + j, chi[k] + (i == j));
-                if (++k == q)
-                    k = 0;
-            }
-        }
-    } else {
-        /* Paley II: C = [[0, 1^T], [1, Q]] is a symmetric conference matrix
-         * (q ≡ 1 mod 4); replace 0 by [[1,-1],[-1,-1]] and ±1 by ±[[1,1],[1,-1]]. */
-        int64_t c = q + 1;
-        for (int64_t i = 0; i < c; i++) {
-            int64_t k = (1 - i + q) % q;
-            for (int64_t j = 0; j < c; j++) {
-                int v;
-                if (i == 0 && j == 0)
-                    v = 0;
-                else if (i == 0 || j == 0)
-                    v = 1;
-                else {
-                    v = chi[k];
-                    if (++k == q)
-                        k = 0;
-                }
-                int64_t t = (2 * i) * m + 2 * j, b = t + m;
-                if (v == 0) {
-                    SET(t, 1); SET(t + 1, -1); SET(b, -1); SET(b + 1, -1);
-                } else {
-                    SET(t, v); SET(t + 1, v); SET(b, v); SET(b + 1, -v);
-                }
-            }
-        }
-    }
-    free(chi);
-    return QSUR_OK;
-}
-
-#undef SET
-
-int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err)
-{
-    return hadamard_build(m, H, NULL, 1.0f, err);
-}
 
 /* Butterflies u, v <- u + v, u - v over FW lanes: a fixed trip count, so the
  * compiler turns it into vector adds without a cost model or runtime checks. */
@@ -283,6 +155,20 @@ int qsur_hadamard_factor(int64_t n, int64_t *p2, int64_t *m, qsur_hblock_kind *k
     return exact;
 }
 
+/* B_m = H_m / sqrt(m) as floats, through the ±1 matrix. */
+static int block_fill(float *B, int64_t m, qsur_error *err)
+{
+    int8_t *H = malloc((size_t)(m * m));
+    if (!H)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "hadamard block %lld: no memory", (long long)m);
+    int rc = qsur_hadamard_matrix(m, H, err);
+    const float scale = (float)(1.0 / sqrt((double)m));
+    for (int64_t i = 0; rc == QSUR_OK && i < m * m; i++)
+        B[i] = (float)H[i] * scale;
+    free(H);
+    return rc;
+}
+
 void qsur_hadamard_plan_free(qsur_hadamard_plan *p)
 {
     if (!p)
@@ -327,7 +213,7 @@ int qsur_hadamard_plan_new(qsur_hadamard_plan **out, int64_t n,
                 return rc;
             }
         } else {
-            int rc = hadamard_build(m, NULL, p->block, (float)(1.0 / sqrt((double)m)), err);
+            int rc = block_fill(p->block, m, err);
             if (rc != QSUR_OK) {
                 qsur_hadamard_plan_free(p);
                 return rc;
@@ -353,6 +239,9 @@ int qsur_hadamard_plan_new(qsur_hadamard_plan **out, int64_t n,
         break;
     case QSUR_HBLOCK_PALEY2:
         snprintf(blk, sizeof blk, "hadamard %lld (paley II q=%lld)", (long long)m, (long long)p->q);
+        break;
+    case QSUR_HBLOCK_WILLIAMSON:
+        snprintf(blk, sizeof blk, "hadamard %lld (williamson %lld)", (long long)m, (long long)p->q);
         break;
     case QSUR_HBLOCK_RANDOM:
         snprintf(blk, sizeof blk, "random-orthogonal %lld (seed %llu)", (long long)m,

@@ -29,7 +29,7 @@ for W in fake int; do
   done
   expect_eq "$(ls -d "$T"/ex_$W.tmp-* 2>/dev/null | wc -l)" 0 "weights=$W: no temporary directory left"
   expect_grep "\"weights\": \"$W\"" "$T/ex_$W/report.json" "report.json records weights=$W"
-  expect_grep '"online_w2_in": {"desc": "hadamard 4 (walsh) x random-orthogonal 43' "$T/ex_$W/report.json" "report.json: w2 plan"
+  expect_grep '"online_w2_in": {"desc": "hadamard 172 (williamson 43)' "$T/ex_$W/report.json" "report.json: w2 plan"
   expect_grep '"online_qk": {"desc": "hadamard 8 (walsh)"' "$T/ex_$W/report.json" "report.json: qk plan"
   expect_grep '"name": "layers.4.feed_forward.w2", "x_log10_qsur_before":' "$T/ex_$W/report.json" "report.json: per-layer rows"
   expect_grep '| reloaded export |' "$T/ex_$W/report.md" "report.md: perplexity table"
@@ -54,7 +54,7 @@ expect_grep 'layers.0.mlp.down_proj.qweight":{"dtype":"U8","shape":[64,172]' "$T
 expect_grep 'layers.0.mlp.down_proj.zeros":{"dtype":"F32","shape":[64,4]' "$T/ex_asym/model.safetensors" "w2 zeros: 4 groups of 43"
 "$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2 seqlen=128; rotate model hadamard 5; quant w3a16; gptq model; ppl $E seqs=4; export $T/ex_gptq weights=int; model load $T/ex_gptq; ppl $E seqs=4" > "$T/gptq.json" 2>&1
 expect_eq "$(grep -o '"ppl":[^,}]*' "$T/gptq.json" | sort -u | wc -l)" 1 "QuaRot + GPTQ int export reproduces ppl exactly"
-expect_grep 'random signs (seed 6) then hadamard 4 (walsh)' "$T/gptq.json" "randomized w2 plan restored with its seed"
+expect_grep 'random signs (seed 6) then hadamard 172 (williamson 43)' "$T/gptq.json" "randomized w2 plan restored with its seed"
 
 # ostquant model takes the session's calibration file; none at all is an error
 expect_grep "\"calib\":\"$(cd "$D" && pwd -P)/stories260K.calib.u16\"" "$T/fake.json" "ostquant model used the file of calib"

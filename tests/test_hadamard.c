@@ -91,10 +91,59 @@ static void test_kinds(void)
     CHECK(qsur_hadamard_kind(44, &q) == QSUR_HBLOCK_PALEY1 && q == 43);
     CHECK(qsur_hadamard_kind(43, &q) == QSUR_HBLOCK_NONE && q == 0);
     CHECK(qsur_hadamard_kind(6, &q) == QSUR_HBLOCK_NONE);
-    CHECK(qsur_hadamard_kind(172, &q) == QSUR_HBLOCK_NONE);
+    /* New with GF(p^k) and Williamson: orders with no prime-field Paley matrix. */
+    CHECK(qsur_hadamard_kind(52, &q) == QSUR_HBLOCK_PALEY2 && q == 25);
+    CHECK(qsur_hadamard_kind(344, &q) == QSUR_HBLOCK_PALEY1 && q == 343);
+    CHECK(qsur_hadamard_kind(244, &q) == QSUR_HBLOCK_PALEY1 && q == 243);
+    CHECK(qsur_hadamard_kind(340, &q) == QSUR_HBLOCK_PALEY2 && q == 169);
+    CHECK(qsur_hadamard_kind(116, &q) == QSUR_HBLOCK_WILLIAMSON && q == 29);
+    CHECK(qsur_hadamard_kind(156, &q) == QSUR_HBLOCK_WILLIAMSON && q == 39);
+    CHECK(qsur_hadamard_kind(172, &q) == QSUR_HBLOCK_WILLIAMSON && q == 43);
+    CHECK(qsur_hadamard_kind(40, &q) == QSUR_HBLOCK_NONE); /* 2 x 20: by doubling */
+    int64_t b = 0;
+    CHECK(qsur_hadamard_order_base(40, &b) == 1 && b == 20);
+    CHECK(qsur_hadamard_order_base(11008, &b) == 1 && b == 5504); /* Paley I q=5503 */
+    CHECK(qsur_hadamard_order_base(43, &b) == 0 && qsur_hadamard_order_base(86, NULL) == 0);
     qsur_error err;
     int8_t H[43 * 43];
     CHECK(qsur_hadamard_matrix(43, H, &err) == QSUR_ERR_ARG && strstr(err.msg, "43"));
+}
+
+/* Every order QuaRot/OSTQuant's hadamard_utils use, each exact. */
+static void test_quarot_orders(void)
+{
+    static const int64_t orders[] = {12, 20, 28, 36, 40, 44, 52, 60, 108, 140, 148, 156, 172};
+    qsur_error err;
+    for (size_t i = 0; i < sizeof orders / sizeof orders[0]; i++) {
+        int64_t m = orders[i];
+        int8_t *H = malloc((size_t)(m * m));
+        CHECK_OK(qsur_hadamard_matrix(m, H, &err), err);
+        CHECK_MSG(hadamard_exact(H, m), "H H^T != %lld I", (long long)m);
+        free(H);
+    }
+}
+
+/* Every width of the common LLaMA/Mistral/Qwen shapes gets a true Hadamard
+ * plan (no random block). */
+static void test_llm_sizes(void)
+{
+    static const int64_t sizes[] = {64,    128,   896,   2048,  3584,  4096,  4864, 5120,
+                                    5632,  8192,  11008, 13824, 14336, 18944, 27648, 28672};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        int64_t m = 0;
+        qsur_hblock_kind k;
+        CHECK_MSG(qsur_hadamard_factor(sizes[i], NULL, &m, &k, NULL) == 1 &&
+                      k != QSUR_HBLOCK_RANDOM,
+                  "size %lld: no true Hadamard plan", (long long)sizes[i]);
+    }
+    int64_t p2, m, q;
+    qsur_hblock_kind k;
+    CHECK(qsur_hadamard_factor(11008, &p2, &m, &k, &q) == 1 && p2 == 64 && m == 172 &&
+          k == QSUR_HBLOCK_WILLIAMSON && q == 43);
+    CHECK(qsur_hadamard_factor(13824, &p2, &m, &k, &q) == 1 && p2 == 128 && m == 108 &&
+          k == QSUR_HBLOCK_PALEY1 && q == 107);
+    CHECK(qsur_hadamard_factor(5632, &p2, &m, &k, &q) == 1 && p2 == 128 && m == 44);
+    CHECK(qsur_hadamard_factor(28672, &p2, &m, &k, &q) == 1 && p2 == 1024 && m == 28);
 }
 
 static void test_matrices_exact(void)
@@ -102,7 +151,7 @@ static void test_matrices_exact(void)
     qsur_error err;
     int built = 0, good = 0;
     for (int64_t m = 1; m <= 256; m++) {
-        if (qsur_hadamard_kind(m, NULL) == QSUR_HBLOCK_NONE)
+        if (!qsur_hadamard_order_base(m, NULL))
             continue;
         int8_t *H = malloc((size_t)(m * m));
         CHECK_OK(qsur_hadamard_matrix(m, H, &err), err);
@@ -112,7 +161,9 @@ static void test_matrices_exact(void)
         CHECK_MSG(ok, "H H^T != %lld I", (long long)m);
         free(H);
     }
-    CHECK(built > 40); /* 1,2,4,..,256 plus dozens of Paley orders */
+    /* 1, 2 and every multiple of 4 up to 256 except 188 = 4 x 47 and 236 = 4 x 59
+     * (no Paley field, no Williamson quadruple in the table, no Hadamard half). */
+    CHECK(built == 2 + 256 / 4 - 2);
     /* The largest Paley I and Paley II orders <= 1100, through exact dgemm. */
     for (int kind = QSUR_HBLOCK_PALEY1; kind <= QSUR_HBLOCK_PALEY2; kind++) {
         int64_t m = 1100;
@@ -121,6 +172,23 @@ static void test_matrices_exact(void)
         int8_t *H = malloc((size_t)(m * m));
         CHECK_OK(qsur_hadamard_matrix(m, H, &err), err);
         CHECK_MSG(hadamard_exact_dgemm(H, m), "H H^T != %lld I (dgemm)", (long long)m);
+        free(H);
+    }
+}
+
+/* Paley over proper prime-power fields, checked through exact dgemm:
+ * GF(7^3) (Paley I, 344), GF(3^6) (Paley II, 1460), GF(3^3) (Paley I, 28). */
+static void test_prime_power_fields(void)
+{
+    qsur_error err;
+    static const int64_t orders[] = {344, 1460};
+    for (size_t i = 0; i < sizeof orders / sizeof orders[0]; i++) {
+        int64_t m = orders[i], q;
+        CHECK(qsur_hadamard_kind(m, &q) != QSUR_HBLOCK_NONE && q > 100);
+        int8_t *H = malloc((size_t)(m * m));
+        CHECK_OK(qsur_hadamard_matrix(m, H, &err), err);
+        CHECK_MSG(hadamard_exact_dgemm(H, m), "H H^T != %lld I (GF(%lld))", (long long)m,
+                  (long long)q);
         free(H);
     }
 }
@@ -157,8 +225,8 @@ static void test_factor_and_desc(void)
     qsur_error err;
     int64_t p2, m, q;
     qsur_hblock_kind k;
-    CHECK(qsur_hadamard_factor(172, &p2, &m, &k, &q) == 0 && p2 == 4 && m == 43 &&
-          k == QSUR_HBLOCK_RANDOM);
+    CHECK(qsur_hadamard_factor(172, &p2, &m, &k, &q) == 1 && p2 == 1 && m == 172 &&
+          k == QSUR_HBLOCK_WILLIAMSON);
     CHECK(qsur_hadamard_factor(768, &p2, &m, &k, &q) == 1 && p2 == 64 && m == 12 &&
           k == QSUR_HBLOCK_PALEY1 && q == 11);
     CHECK(qsur_hadamard_factor(5120, &p2, &m, &k, &q) == 1 && p2 == 256 && m == 20);
@@ -168,7 +236,10 @@ static void test_factor_and_desc(void)
     CHECK(qsur_hadamard_factor(86, &p2, &m, &k, &q) == 0 && p2 == 2 && m == 43);
 
     struct { int64_t n; int randomized; const char *desc; } cases[] = {
-        {172, 0, "hadamard 4 (walsh) x random-orthogonal 43 (seed 7)"},
+        {172, 0, "hadamard 172 (williamson 43)"},
+        {688, 0, "hadamard 4 (walsh) x hadamard 172 (williamson 43)"},
+        {86, 0, "hadamard 2 (walsh) x random-orthogonal 43 (seed 7)"},
+        {52, 0, "hadamard 52 (paley II q=25)"},
         {12, 0, "hadamard 12 (paley I q=11)"},
         {28, 0, "hadamard 28 (paley II q=13)"},
         {768, 0, "hadamard 64 (walsh) x hadamard 12 (paley I q=11)"},
@@ -262,6 +333,9 @@ int main(void)
     test_kinds();
     test_matrices_exact();
     test_fwht_reference();
+    test_quarot_orders();
+    test_llm_sizes();
+    test_prime_power_fields();
     test_factor_and_desc();
     /* Every n <= 1024 here; every n <= 4096 in slow_hadamard_plans.c (the
      * Paley blocks up to order 4092 alone are ~2e9 entries to build). */

@@ -143,7 +143,7 @@ int main(void)
     CHECK_OK(layer_transform_equivalence(&s, &s.layers[0], &eq, &err), err);
     CHECK_MSG(eq > 0 && eq < 1e-5, "equivalence error after a Hadamard %g", eq);
 
-    /* A real weight whose input size (172 = 4 x 43) has no Hadamard matrix. */
+    /* A real weight whose input size 172 = 4 x 43 takes the Williamson matrix. */
     snprintf(line, sizeof line, "load %s", check_shared("data/stories260K.bin"));
     run(&s, line);
     run(&s, "use layers.0.feed_forward.w2");
@@ -151,7 +151,7 @@ int main(void)
     run(&s, "qsur");
     run(&s, "rotate hadamard 5");
     const qsur_transform *t = qsur_stack_step(s.layers[s.current].stack, 1);
-    CHECK(t && strstr(t->desc, "random-orthogonal 43") && strstr(t->desc, "hadamard 4"));
+    CHECK(t && strstr(t->desc, "hadamard 172 (williamson 43)"));
     run(&s, "error");
 
     session_free(&s);

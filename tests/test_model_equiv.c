@@ -87,10 +87,10 @@ static void test_quarot(const char *path)
     double p2 = ppl(m);
     CHECK_REL(p2, p0, 1e-4);
 
-    /* 3. online Hadamard before w2: 172 = 4 x 43 takes the random 43-block */
+    /* 3. online Hadamard before w2: 172 = 4 x 43 takes the Williamson matrix */
     qsur_llama_online_hadamard *h2 = NULL, *hqk = NULL;
     CHECK_OK(qsur_llama_online_hadamard_new(&h2, c.hidden_dim, 13, &err), err);
-    CHECK_MSG(strstr(h2->plan->desc, "random-orthogonal 43") != NULL, "w2 plan: %s", h2->plan->desc);
+    CHECK_MSG(strstr(h2->plan->desc, "hadamard 172 (williamson 43)") != NULL, "w2 plan: %s", h2->plan->desc);
     float *w2_before = copy(m->layers[1].w2.w, m->layers[1].w2.rows * m->layers[1].w2.cols);
     CHECK_OK(qsur_llama_rotate_w2(m, h2, &err), err);
     CHECK(max_abs_diff(w2_before, m->layers[1].w2.w, m->layers[1].w2.rows * m->layers[1].w2.cols) > 0.01);

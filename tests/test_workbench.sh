@@ -44,9 +44,9 @@ expect_eq "$b" "$a" "scaling by ones leaves QSUR unchanged"
 "$QSUR_BIN" -c "load sample_data/layer.safetensors; use W; scale file sample_data/W.npy" >/dev/null 2>"$T/err"
 expect_grep "W.npy: expected one tensor of 256 scales" "$T/err" "wrong scale vector length is named"
 
-# the real checkpoint: w2's input size 172 has no Hadamard matrix; the fallback is named
+# the real checkpoint: w2's input size 172 = 4 x 43 takes the Williamson Hadamard matrix
 out=$(J "load $QSUR_SHARED/data/stories260K.bin; use layers.0.feed_forward.w2; stats w; qsur; rotate hadamard 9" )
-printf '%s' "$out" | grep -q 'hadamard 4 (walsh) x random-orthogonal 43 (seed 9)'; expect_eq $? 0 "172-channel fallback described"
+printf '%s' "$out" | grep -q 'hadamard 172 (williamson 43)'; expect_eq $? 0 "172-channel Williamson block described"
 printf '%s' "$out" | grep -q '"w_singular_reason":"covariance is singular: n=64 samples <= d=172 dimensions"'; expect_eq $? 0 "singular weight QSUR says why"
 
 # the three log-det methods agree on the sample layer (cholesky and eig-float are the fast paths)

@@ -12,13 +12,15 @@
  *
  * Choice of m: the odd part o of n must be absorbed by the block. The plan takes
  * the SMALLEST m = o * 2^j that has a Hadamard matrix we can build (Sylvester,
- * Paley I, Paley II), i.e. the largest Walsh factor, because the GEMM part is the
- * expensive one (768 = 64 x 12, not 2 x 384). When no such m divides n (e.g.
- * 172 = 4 x 43: no order 43 exists, 172 is neither q+1 with q ≡ 3 mod 4 prime nor
- * 2(q+1) with q ≡ 1 mod 4 prime), B is a seeded Haar-random orthogonal o x o
- * block instead, and the description says so:
- *   "hadamard 4 (walsh) x random-orthogonal 43 (seed 7)", "hadamard 12 (paley I q=11)",
+ * Paley I/II over GF(q) for odd prime powers q, Williamson), i.e. the largest
+ * Walsh factor, because the GEMM part is the expensive one (768 = 64 x 12, not
+ * 2 x 384). Every LLaMA/Mistral/Qwen width gets a true Hadamard plan, e.g.
+ * 11008 = 64 x 172 (Williamson 43), 13824 = 128 x 108 (Paley I q=107),
+ * 14336 = 512 x 28. When no such m divides n (86 = 2 x 43, any odd n > 1), B is
+ * a seeded Haar-random orthogonal o x o block instead, and the description says so:
+ *   "hadamard 2 (walsh) x random-orthogonal 43 (seed 7)", "hadamard 12 (paley I q=11)",
  *   "hadamard 64 (walsh) x hadamard 12 (paley I q=11)", "hadamard 8 (walsh)",
+ *   "hadamard 4 (walsh) x hadamard 172 (williamson 43)",
  *   "random signs (seed 7) then hadamard 64 (walsh)".
  * Seeds: the random block is qsur_random_orthogonal_f(o, seed); the signs come
  * from an rng seeded with seed + 0x9e3779b97f4a7c15 (a separate stream). */
@@ -32,17 +34,25 @@
 typedef enum {
     QSUR_HBLOCK_NONE = 0,    /* no block (m == 1) / no construction known */
     QSUR_HBLOCK_SYLVESTER,   /* m = 2^j */
-    QSUR_HBLOCK_PALEY1,      /* m = q + 1, q prime, q ≡ 3 (mod 4) */
-    QSUR_HBLOCK_PALEY2,      /* m = 2(q + 1), q prime, q ≡ 1 (mod 4) */
-    QSUR_HBLOCK_RANDOM       /* fallback: Haar-random orthogonal block */
+    QSUR_HBLOCK_PALEY1,      /* m = q + 1, q odd prime power, q ≡ 3 (mod 4) */
+    QSUR_HBLOCK_PALEY2,      /* m = 2(q + 1), q odd prime power, q ≡ 1 (mod 4) */
+    QSUR_HBLOCK_RANDOM,      /* fallback: Haar-random orthogonal block */
+    QSUR_HBLOCK_WILLIAMSON   /* m = 4w from a published Williamson quadruple (w = 23, 29, 39, 43) */
 } qsur_hblock_kind;
 
-/* Which construction builds a ±1 Hadamard matrix of order m (SYLVESTER for
- * m = 1, 2, 4, ...; PALEY1/2 with *q set, q may be NULL; NONE if none known). */
+/* Which construction builds a ±1 Hadamard matrix of exactly order m (SYLVESTER
+ * for m = 1, 2, 4, ...; PALEY1/2 with *q the field order, prime fields preferred
+ * over prime powers; WILLIAMSON with *q = m/4; NONE if none known). q may be NULL.
+ * Constructions and sources: hadamard_matrix.c and docs/transforms.md. */
 qsur_hblock_kind qsur_hadamard_kind(int64_t m, int64_t *q);
 
-/* H: caller-owned m*m row-major entries ±1 with H H^T = m I (unnormalised).
- * QSUR_ERR_ARG when qsur_hadamard_kind(m) is NONE. */
+/* 1 when qsur_hadamard_matrix can build order m: m = 2^j * b with b the
+ * smallest such factor that qsur_hadamard_kind knows (*base = b, may be NULL). */
+int qsur_hadamard_order_base(int64_t m, int64_t *base);
+
+/* H: caller-owned m*m row-major entries ±1 with H H^T = m I (unnormalised):
+ * the base matrix of qsur_hadamard_order_base, Sylvester-doubled
+ * (H_2b = [[H_b, H_b], [H_b, -H_b]]) up to m. QSUR_ERR_ARG when none is known. */
 int qsur_hadamard_matrix(int64_t m, int8_t *H, qsur_error *err);
 
 /* In place x <- x H_n / sqrt(n) for each of rows rows of length n (Sylvester
@@ -66,7 +76,7 @@ typedef struct {
     int64_t p2;                  /* 2^k, the FWHT factor */
     int64_t m;                   /* block order; 1 means no block */
     qsur_hblock_kind block_kind; /* NONE iff m == 1 */
-    int64_t q;                   /* Paley prime, else 0 */
+    int64_t q;                   /* Paley field order or Williamson w, else 0 */
     int randomized;
     uint64_t seed;
     float *block;                /* m*m orthonormal row-major (B_m); NULL when m == 1 */
