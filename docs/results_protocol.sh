@@ -6,7 +6,8 @@
 #     cmake -S . -B build && cmake --build build -j2 && bash docs/results_protocol.sh
 #
 # Environment: QSUR_BIN (default ./build/qsur), QSUR_SHARED (default ../shared),
-# SEEDS (default "1 2 3"), ABL_BATCH (batch of the ablation runs, default 8),
+# SEEDS (default "1 2 3"), W16_SEEDS (the W4A16KV16 OSTQuant seeds, default
+# SEEDS), ABL_BATCH (batch of the ablation runs, default 8),
 # ABLATIONS (default "full init ste-const qk-off no-scale klt"), JOBS (runs at
 # a time, default 2). Every cell is one fresh `qsur -c '...'` run with BLAS on
 # one thread; the exact scripts are printed in the document. The protocol's
@@ -19,8 +20,9 @@ cd "$(dirname "$0")/.."
 Q=${QSUR_BIN:-./build/qsur}
 S=${QSUR_SHARED:-../shared}
 read -r -a SEEDS <<< "${SEEDS:-1 2 3}"
+read -r -a W16_SEEDS <<< "${W16_SEEDS:-${SEEDS[*]}}"
 ABL_BATCH=${ABL_BATCH:-8}
-read -r -a ABLATIONS <<< "${ABLATIONS:-full init ste-const qk-off no-scale klt}"
+read -r -a ABLATIONS <<< "${ABLATIONS-full init ste-const qk-off no-scale klt}"
 JOBS=${JOBS:-2}
 [ -x "$Q" ] || { echo "results_protocol.sh: $Q not found; build first" >&2; exit 1; }
 M=$(realpath "$S/data/stories260K.bin")
@@ -32,8 +34,8 @@ BEGIN='<!-- protocol:begin -->'
 END='<!-- protocol:end -->'
 grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
   { echo "results_protocol.sh: $OUT has no '$BEGIN' ... '$END' lines" >&2; exit 1; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+# RESULTS_TMP=DIR keeps the runs' outputs there (and reuses finished runs)
+if [ -n "${RESULTS_TMP:-}" ]; then TMP=$RESULTS_TMP; mkdir -p "$TMP"; else TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT; fi
 
 PPL="ppl $E seqs=64"
 HEAD="model load $M; calib $C seqs=64"
@@ -57,8 +59,13 @@ for c in W4A4KV4 W4A16KV16; do
   ids+=("none/$c")
   script["none/$c"]="$HEAD; ${qpreset[$c]}; $PPL; gptq model float-acts; $PPL"
   for sd in "${SEEDS[@]}"; do
-    ids+=("quarot-s$sd/$c" "ostq-s$sd/$c")
+    ids+=("quarot-s$sd/$c")
     script["quarot-s$sd/$c"]="$HEAD; ${qpreset[$c]}; rotate model hadamard $sd; $PPL; gptq model float-acts; $PPL"
+  done
+  oseeds=("${SEEDS[@]}")
+  [ "$c" = W4A16KV16 ] && oseeds=("${W16_SEEDS[@]}")
+  for sd in "${oseeds[@]}"; do
+    ids+=("ostq-s$sd/$c")
     script["ostq-s$sd/$c"]="$HEAD; ${qpreset[$c]}; ostquant model preset=paper seed=$sd; $PPL; gptq model float-acts; $PPL"
   done
 done
@@ -76,6 +83,7 @@ val() { grep -o "\"$1\":[^,}]*" "$(file_of "$2").json" | tail -1 | cut -d: -f2 |
 run_one() {
   local f
   f=$(file_of "$1")
+  [ -s "$f.json" ] && [ ! -f "$f.failed" ] && grep -q '"ppl"' "$f.json" && return 0 # kept from before
   echo "${script[$1]}" > "$f.cmd"
   "$Q" -c "set format json; ${script[$1]}" > "$f.json" 2> "$f.err" || echo failed > "$f.failed"
 }
@@ -98,17 +106,20 @@ for id in "${ids[@]}"; do
   fi
 done
 # ms PREFIX SUFFIX N: "mean ± sd" of the N-th perplexity of runs PREFIX-sSEED SUFFIX
+# over the seeds that ran (n = 1: the value alone)
 ms() {
   local v=()
-  for sd in "${SEEDS[@]}"; do v+=("$(nth_ppl "$1-s$sd$2" "$3")"); done
+  for sd in "${SEEDS[@]}"; do [ -f "$(file_of "$1-s$sd$2").json" ] && v+=("$(nth_ppl "$1-s$sd$2" "$3")"); done
   printf '%s\n' "${v[*]}" | awk '{ n = NF; for (i = 1; i <= n; i++) { s += $i; q += $i * $i }
-    m = s / n; var = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (var < 0) var = 0; printf "%.1f ± %.1f", m, sqrt(var) }'
+    m = s / n; var = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (var < 0) var = 0
+    if (n > 1) printf "%.1f ± %.1f", m, sqrt(var); else printf "%.1f (1 seed)", m }'
 }
 msval() { # ms of a report key
   local v=()
-  for sd in "${SEEDS[@]}"; do v+=("$(val "$2" "$1-s$sd$3")"); done
+  for sd in "${SEEDS[@]}"; do [ -f "$(file_of "$1-s$sd$3").json" ] && v+=("$(val "$2" "$1-s$sd$3")"); done
   printf '%s\n' "${v[*]}" | awk '{ n = NF; for (i = 1; i <= n; i++) { s += $i; q += $i * $i }
-    m = s / n; var = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (var < 0) var = 0; printf "%.1f ± %.1f", m, sqrt(var) }'
+    m = s / n; var = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (var < 0) var = 0
+    if (n > 1) printf "%.1f ± %.1f", m, sqrt(var); else printf "%.1f (1 seed)", m }'
 }
 f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
 {
@@ -145,16 +156,18 @@ f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
   echo "weights fake-quantized every step) wall $(msval ostq train_seconds /W4A16KV16), CPU $(msval ostq train_cpu_seconds /W4A16KV16). The official code: 14.3 s"
   echo "and 108 s on one H200."
   echo
-  echo "**Ablations under the protocol** (W4A4KV4, \`ostquant model preset=paper batch=$ABL_BATCH\`"
-  echo "plus the variant's words: the same 100 steps with $ABL_BATCH instead of 32 sequences per"
-  echo "step, to fit the CPU budget; eval perplexity, mean ± sd over seeds ${SEEDS[*]}):"
-  echo
-  echo "| variant | words | RTN | GPTQ |"
-  echo "|---|---|---|---|"
-  for v in "${ABLATIONS[@]}"; do
-    echo "| ${abl_label[$v]} | \`${abl_args[$v]:-—}\` | $(ms "abl-$v" "" 1) | $(ms "abl-$v" "" 2) |"
-  done
-  echo
+  if [ ${#ABLATIONS[@]} -gt 0 ]; then
+    echo "**Ablations under the protocol** (W4A4KV4, \`ostquant model preset=paper batch=$ABL_BATCH\`"
+    echo "plus the variant's words: the same 100 steps with $ABL_BATCH instead of 32 sequences per"
+    echo "step, to fit the CPU budget; eval perplexity, mean ± sd over seeds ${SEEDS[*]}):"
+    echo
+    echo "| variant | words | RTN | GPTQ |"
+    echo "|---|---|---|---|"
+    for v in "${ABLATIONS[@]}"; do
+      echo "| ${abl_label[$v]} | \`${abl_args[$v]:-—}\` | $(ms "abl-$v" "" 1) | $(ms "abl-$v" "" 2) |"
+    done
+    echo
+  fi
   echo "Exact commands (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
   echo
   echo '```'
