@@ -27,14 +27,7 @@ BEGIN='<!-- ostquant:begin -->'
 END='<!-- ostquant:end -->'
 grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
   { echo "results_ostquant.sh: $OUT has no '$BEGIN' ... '$END' lines; run docs/results.sh first" >&2; exit 1; }
-# splice_section SECTION DOC BEGIN END: prints DOC with its lines from BEGIN to END
-# (both included) replaced by the file SECTION (tests/test_results_doc.sh runs it)
-splice_section() {
-  awk -v b="$3" -v e="$4" -v f="$1" '
-    $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
-    $0 == e { skip = 0; next }
-    !skip { print }' "$2"
-}
+. docs/results_lib.sh
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 

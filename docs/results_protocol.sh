@@ -36,6 +36,7 @@ grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
   { echo "results_protocol.sh: $OUT has no '$BEGIN' ... '$END' lines" >&2; exit 1; }
 # RESULTS_TMP=DIR keeps the runs' outputs there (and reuses finished runs)
 if [ -n "${RESULTS_TMP:-}" ]; then TMP=$RESULTS_TMP; mkdir -p "$TMP"; else TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT; fi
+. docs/results_lib.sh
 
 PPL="ppl $E seqs=64"
 HEAD="model load $M; calib $C seqs=64"
@@ -171,17 +172,11 @@ f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
   echo "Exact commands (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
   echo
   echo '```'
-  for id in "${ids[@]}"; do
-    s=$(cat "$(file_of "$id").cmd")
-    printf '%-22s %s\n' "$id" "${s//$(dirname "$(dirname "$M")")/\$SHARED}"
-  done
+  print_commands "$(dirname "$(dirname "$M")")" "${ids[@]}"
   echo '```'
   echo
   echo "$END"
 } > "$TMP/section.md"
-awk -v b="$BEGIN" -v e="$END" -v f="$TMP/section.md" '
-  $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
-  $0 == e { skip = 0; next }
-  !skip { print }' "$OUT" > "$OUT.tmp"
+splice_section "$TMP/section.md" "$OUT" "$BEGIN" "$END" > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo "wrote the protocol section of $OUT ($n runs, ${SECONDS}s)" >&2

@@ -42,7 +42,7 @@ expect_eq "$(head -1 "$T/ph")" "$B" "placeholder starts with the begin marker"
 expect_eq "$(tail -1 "$T/ph")" "$E" "placeholder ends with the end marker"
 
 # results_ostquant.sh replaces exactly the block, markers included, and nothing else
-eval "$(sed -n '/^splice_section() {/,/^}/p' docs/results_ostquant.sh)"
+. docs/results_lib.sh
 printf '%s\nnew A\nnew B\n%s\n' "$B" "$E" > "$T/section"
 splice_section "$T/section" "$T/doc.md" "$B" "$E" > "$T/out"
 expect_eq "$(cat "$T/out")" "$(printf 'old head\n%s\nnew A\nnew B\n%s\nold tail' "$B" "$E")" "results_ostquant.sh splice"
