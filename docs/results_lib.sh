@@ -19,3 +19,19 @@ print_commands() {
     printf '%-26s %s\n' "$id" "${s//$pre/\$SHARED}"
   done
 }
+
+# results_setup NAME MARKER: checks $Q, sets M C E (the model and token files
+# under $S/data, absolute), OUT, BEGIN and END (the "<!-- MARKER:begin -->" lines
+# that must be in $OUT) and pins BLAS to one thread
+results_setup() {
+  [ -x "$Q" ] || { echo "$1: $Q not found; build first (cmake -S . -B build && cmake --build build -j2)" >&2; exit 1; }
+  M=$(realpath "$S/data/stories260K.bin")
+  C=$(realpath "$S/data/stories260K.calib.u16")
+  E=$(realpath "$S/data/stories260K.eval.u16")
+  export OPENBLAS_NUM_THREADS=1
+  OUT=docs/results.md
+  BEGIN="<!-- $2:begin -->"
+  END="<!-- $2:end -->"
+  grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
+    { echo "$1: $OUT has no '$BEGIN' ... '$END' lines; run docs/results.sh first" >&2; exit 1; }
+}

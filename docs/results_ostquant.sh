@@ -17,17 +17,8 @@ Q=${QSUR_BIN:-./build/qsur}
 S=${QSUR_SHARED:-../shared}
 STEPS=${OSTQ_STEPS:-150}
 LR=0.01
-[ -x "$Q" ] || { echo "results_ostquant.sh: $Q not found; build first (cmake -S . -B build && cmake --build build -j2)" >&2; exit 1; }
-M=$(realpath "$S/data/stories260K.bin")
-C=$(realpath "$S/data/stories260K.calib.u16")
-E=$(realpath "$S/data/stories260K.eval.u16")
-export OPENBLAS_NUM_THREADS=1
-OUT=docs/results.md
-BEGIN='<!-- ostquant:begin -->'
-END='<!-- ostquant:end -->'
-grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
-  { echo "results_ostquant.sh: $OUT has no '$BEGIN' ... '$END' lines; run docs/results.sh first" >&2; exit 1; }
 . docs/results_lib.sh
+results_setup results_ostquant.sh ostquant # <!-- ostquant:begin --> ... <!-- ostquant:end -->
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 

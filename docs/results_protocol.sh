@@ -24,19 +24,10 @@ read -r -a W16_SEEDS <<< "${W16_SEEDS:-${SEEDS[*]}}"
 ABL_BATCH=${ABL_BATCH:-8}
 read -r -a ABLATIONS <<< "${ABLATIONS-full init ste-const qk-off no-scale klt}"
 JOBS=${JOBS:-2}
-[ -x "$Q" ] || { echo "results_protocol.sh: $Q not found; build first" >&2; exit 1; }
-M=$(realpath "$S/data/stories260K.bin")
-C=$(realpath "$S/data/stories260K.calib.u16")
-E=$(realpath "$S/data/stories260K.eval.u16")
-export OPENBLAS_NUM_THREADS=1
-OUT=docs/results.md
-BEGIN='<!-- protocol:begin -->'
-END='<!-- protocol:end -->'
-grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
-  { echo "results_protocol.sh: $OUT has no '$BEGIN' ... '$END' lines" >&2; exit 1; }
+. docs/results_lib.sh
+results_setup results_protocol.sh protocol # <!-- protocol:begin --> ... <!-- protocol:end -->
 # RESULTS_TMP=DIR keeps the runs' outputs there (and reuses finished runs)
 if [ -n "${RESULTS_TMP:-}" ]; then TMP=$RESULTS_TMP; mkdir -p "$TMP"; else TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT; fi
-. docs/results_lib.sh
 
 PPL="ppl $E seqs=64"
 HEAD="model load $M; calib $C seqs=64"
