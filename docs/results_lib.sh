@@ -35,3 +35,10 @@ results_setup() {
   grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
     { echo "$1: $OUT has no '$BEGIN' ... '$END' lines; run docs/results.sh first" >&2; exit 1; }
 }
+
+# write_section WHAT: $TMP/section.md replaces the BEGIN..END block of $OUT
+write_section() {
+  splice_section "$TMP/section.md" "$OUT" "$BEGIN" "$END" > "$OUT.tmp"
+  mv "$OUT.tmp" "$OUT"
+  echo "wrote the $1 section of $OUT ($n runs, ${SECONDS}s)" >&2
+}

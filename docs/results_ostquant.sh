@@ -213,14 +213,9 @@ abl_row() {
   echo "Exact commands (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
   echo
   echo '```'
-  for id in "${ids[@]}"; do
-    s=$(cat "$(file_of "$id").cmd")
-    printf '%-26s %s\n' "$id" "${s//$(dirname "$(dirname "$M")")/\$SHARED}"
-  done
+  print_commands "$(dirname "$(dirname "$M")")" "${ids[@]}"
   echo '```'
   echo
   echo "$END"
 } > "$TMP/section.md"
-splice_section "$TMP/section.md" "$OUT" "$BEGIN" "$END" > "$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-echo "wrote the OSTQuant section of $OUT ($n runs, ${SECONDS}s)" >&2
+write_section OSTQuant

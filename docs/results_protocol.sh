@@ -168,6 +168,4 @@ f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
   echo
   echo "$END"
 } > "$TMP/section.md"
-splice_section "$TMP/section.md" "$OUT" "$BEGIN" "$END" > "$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-echo "wrote the protocol section of $OUT ($n runs, ${SECONDS}s)" >&2
+write_section protocol
