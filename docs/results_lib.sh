@@ -9,15 +9,22 @@ splice_section() {
     !skip { print }' "$2"
 }
 
-# print_commands PATH_PREFIX ID...: the script of each run ID ($TMP/ID.cmd, "/"
-# in IDs as "_") with PATH_PREFIX shortened to $SHARED, one line each
-print_commands() {
-  local pre=$1 id s
-  shift
+# commands_block ID...: the section's closing part: the script of each run ID
+# ($TMP/ID.cmd, "/" in IDs as "_") with the shared folder shortened to $SHARED,
+# in a code block, then the END marker
+commands_block() {
+  local pre id s
+  pre=$(dirname "$(dirname "$M")")
+  echo "Exact commands (paths shortened to \$SHARED = $pre):"
+  echo
+  echo '```'
   for id in "$@"; do
     s=$(cat "$TMP/${id//\//_}.cmd")
     printf '%-26s %s\n' "$id" "${s//$pre/\$SHARED}"
   done
+  echo '```'
+  echo
+  echo "$END"
 }
 
 # results_setup NAME MARKER: checks $Q, sets M C E (the model and token files

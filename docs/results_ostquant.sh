@@ -210,12 +210,6 @@ abl_row() {
   echo "  **no WOMI**: starts from Hadamards; **no learned scales**: scales stay 1; **CE**: cross"
   echo "  entropy against the next calibration token instead of KL-Top to the float model."
   echo
-  echo "Exact commands (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
-  echo
-  echo '```'
-  print_commands "$(dirname "$(dirname "$M")")" "${ids[@]}"
-  echo '```'
-  echo
-  echo "$END"
+  commands_block "${ids[@]}"
 } > "$TMP/section.md"
 write_section OSTQuant

@@ -160,12 +160,6 @@ f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
     done
     echo
   fi
-  echo "Exact commands (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
-  echo
-  echo '```'
-  print_commands "$(dirname "$(dirname "$M")")" "${ids[@]}"
-  echo '```'
-  echo
-  echo "$END"
+  commands_block "${ids[@]}"
 } > "$TMP/section.md"
 write_section protocol
