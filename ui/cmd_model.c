@@ -71,7 +71,7 @@ static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qs
     model_state *ms = s->mstate;
     qsur_llama *m = s->model;
     qsur_tokens t;
-    int rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+    int rc = qsur_tokens_read(&t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, m->cfg.vocab_size, err);
     if (rc)
         return rc;
     int n = qsur_llama_linear_count(m);
@@ -401,7 +401,7 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
             return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N");
     }
     qsur_tokens t;
-    rc = qsur_tokens_load(&t, argv[0], (int)seqlen, s->model->cfg.vocab_size, err);
+    rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
     if (rc)
         return rc;
     qsur_llama_ppl p;
@@ -526,17 +526,27 @@ int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *e
     if (argc < 1 || strcmp(argv[0], "hadamard"))
         return qsur_fail(err, QSUR_ERR_ARG, "usage: rotate model hadamard [SEED] [steps=norm,resid,w2,heads,qk]");
     long seed = -1;
-    int steps = STEP_ALL;
+    int steps = STEP_ALL, explicit_steps = 0;
     for (int i = 1; i < argc; i++) {
         if (!strncmp(argv[i], "steps=", 6)) {
             if ((rc = parse_steps(argv[i] + 6, &steps, err)))
                 return rc;
+            explicit_steps = 1;
         } else if (parse_long(argv[i], 0, LONG_MAX, &seed)) {
             return qsur_fail(err, QSUR_ERR_ARG, "expected a seed or steps=..., got '%s'", argv[i]);
         }
     }
     qsur_llama *m = s->model;
     model_state *ms = s->mstate;
+    /* The online rotations only serve activation (w2) and KV-cache (qk)
+     * quantization; without it the default fuses everything offline, so the
+     * model runs in any Llama runtime (issue 12). */
+    int skipped = 0;
+    if (!explicit_steps && s->aq.bits >= 16)
+        skipped |= steps & STEP_W2;
+    if (!explicit_steps && s->kvq.bits >= 16)
+        skipped |= steps & STEP_QK;
+    steps &= ~skipped;
     /* Everything that can be refused is checked before the model changes. */
     if ((steps & STEP_W2) && m->hooks.w2_in.apply)
         return qsur_fail(err, QSUR_ERR_ARG, "the model already has an online rotation before w2 (drop w2 from steps=)");
@@ -613,6 +623,11 @@ changed:;
         steps_str(steps, st, sizeof st);
         session_log_as(s, "rotate model hadamard %llu steps=%s", (unsigned long long)sd, st);
         rep_int(r, "seed", "seed", (long long)sd);
+        if (skipped)
+            rep_str(r, "online_skipped", "online steps left out",
+                    skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
+                    : skipped == STEP_W2       ? "w2 (activations at 16 bits)"
+                                               : "qk (KV cache at 16 bits)");
     }
 out:
     qsur_hadamard_plan_free(Q);
@@ -663,7 +678,7 @@ static int load_calib_tokens(session *s, qsur_tokens *t, qsur_error *err)
     const model_state *ms = s->mstate;
     if (!ms->has_calib)
         return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
-    return qsur_tokens_load(t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
+    return qsur_tokens_read(t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, s->model->cfg.vocab_size, err);
 }
 
 /* After a whole-model weight quantizer ran: the model state records it, the

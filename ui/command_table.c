@@ -166,7 +166,7 @@ const command command_table[] = {
      "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
      "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
      "       model is replaced by the fused, weight-quantized one (docs/ostquant.md).\n"
-     "       calib=FILE (uint16 tokens; default: the file of `calib`, with its seqs) eval=FILE\n"
+     "       calib=FILE (token file; default: the file of `calib`, with its seqs) eval=FILE\n"
      "       (scored only) steps=150 lr=0.01 lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4\n"
      "       seqs=N seq-len=N eval-every=N seed=N no-womi no-scale state=FILE (optimiser state,\n"
      "       saved at the end and on Ctrl-C). Ctrl-C keeps the best transforms so far.\n"
@@ -186,15 +186,19 @@ const command command_table[] = {
      "       of the session model (`set alpha|cube|qsur_method` apply; docs/ostquant.md).",
      cmd_ostquant},
 
-    {"export", 1, 6, CMD_LONG, COMPLETE_FILE, NULL,
-     "export DIR [format=hf|llama2c|both] [weights=fake|int] [eval=FILE] [seqs=N]",
+    {"export", 1, 7, CMD_LONG, COMPLETE_FILE, NULL,
+     "export DIR [format=hf|llama2c|both] [runtime=plain|qsur] [weights=fake|int|gptq] [eval=FILE] [seqs=N]",
      "write the session model (fused, quantized) and a report into a new directory",
-     "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the online\n"
-     "         rotations (plan, seed), the activation/KV quantizers and the weight quantizer,\n"
-     "         so `model load DIR` runs the same model (same perplexity).\n"
+     "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the activation/KV\n"
+     "         quantizers and the weight quantizer, so `model load DIR` runs the same model.\n"
      "llama2c  DIR/model.bin (weights only). both: all three.\n"
+     "runtime  plain (default): the files must run exactly in any Llama runtime, so a model\n"
+     "         that needs an online rotation (before w2 or on q,k) is refused; qsur: format=hf\n"
+     "         only, the online rotations are recorded in __metadata__ for qsur (or a runtime\n"
+     "         that applies them as docs/export.md says).\n"
      "weights  fake: the fake-quantized values as F32; int: NAME.qweight (I8/U8 codes),\n"
-     "         NAME.scales (F32), NAME.zeros (asymmetric) per linear (docs/export.md).\n"
+     "         NAME.scales (F32), NAME.zeros (asymmetric) per linear; gptq: the GPTQ/AutoGPTQ\n"
+     "         packed int32 layout (4 or 8 bits) with quantize_config.json (docs/export.md).\n"
      "Report: DIR/report.md and DIR/report.json: settings, per-linear log10 QSUR of the\n"
      "captured calibration inputs and weights and output error, before (RTN on the original\n"
      "model) and after, and perplexities on eval=FILE (float, before, after, reloaded export;\n"
@@ -207,8 +211,9 @@ const command command_table[] = {
      "rotate hadamard|rhadamard|random [SEED] | rotate pca | rotate model hadamard [SEED] [steps=LIST]",
      "rotate the layer: X' = X R, W' = W R (the product X W^T is unchanged)",
      "hadamard   fast Walsh-Hadamard for 2^k channels; for n = 2^k m a Kronecker product with\n"
-     "           an m x m Hadamard (Sylvester, Paley I/II) where one exists, else with a seeded\n"
-     "           random orthogonal m x m block (172 = 4 x 43 is such a size); the output says which\n"
+     "           an m x m Hadamard (Sylvester, Paley I/II, Williamson: 172 = 4 x 43) where one\n"
+     "           exists, else with a seeded random orthogonal m x m block (86 = 2 x 43 is such a\n"
+     "           size); the output says which\n"
      "rhadamard  the same after random +-1 signs (QuaRot's randomized Hadamard)\n"
      "random     Haar-random orthogonal matrix (QR of a Gaussian matrix, sign-fixed)\n"
      "pca        eigenvectors of the activation covariance (needs X)\n"
@@ -220,7 +225,10 @@ const command command_table[] = {
      "           writers (wo, w2) Q^T W; w2: online Hadamard on w2's input, w2 -> w2 H;\n"
      "           heads: per value head, fused into wv rows and wo columns; qk: online Hadamard\n"
      "           on q and k (rotated K cache). steps=LIST picks some (default all:\n"
-     "           norm,resid,w2,heads,qk). Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
+     "           norm,resid,w2,heads,qk, but without w2 when activations are at 16 bits and\n"
+     "           without qk when the KV cache is: the online steps only serve their quantization,\n"
+     "           and a model without them exports to any Llama runtime).\n"
+     "           Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
      cmd_rotate},
     {"scale", 1, 2, CMD_LOGGED, COMPLETE_WORDS, scale_words, "scale smooth [ALPHA] | scale file FILE",
      "scale channels: X' = X S^-1, W' = W S (SmoothQuant or a vector from a file)",
@@ -263,18 +271,20 @@ const command command_table[] = {
     {"calib", 1, 5, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL,
      "calib FILE [seqs=N] [seqlen=N] [max_tokens=N] [seed=N]",
      "capture the model's calibration activations into the workspace",
-     "Runs seqs sequences of seqlen tokens of FILE (uint16 token stream; defaults 16 x 256)\n"
-     "through the FLOAT model and stores the input of every linear as layers.N.attention.in,\n"
-     "layers.N.attention.wo.in, layers.N.feed_forward.in, layers.N.feed_forward.w2.in (and K, V\n"
-     "as layers.N.attention.k/v). max_tokens=N keeps a seeded random subset of token positions.\n"
-     "`use layers.0.feed_forward.w2` then pairs the weight with its input. gptq/quantease/awq\n"
-     "model and smoothquant use these settings. Never calibrate on evaluation data.",
+     "Runs seqs sequences of seqlen tokens of FILE (a token file: .u16, .u32 or int32 .npy,\n"
+     "docs/model.md; defaults 16 x 256) through the FLOAT model and stores the input of every\n"
+     "linear as layers.N.attention.in, layers.N.attention.wo.in, layers.N.feed_forward.in,\n"
+     "layers.N.feed_forward.w2.in (and K, V as layers.N.attention.k/v). max_tokens=N keeps a\n"
+     "seeded random subset of token positions. `use layers.0.feed_forward.w2` then pairs the\n"
+     "weight with its input. gptq/quantease/awq model and smoothquant use these settings.\n"
+     "Never calibrate on evaluation data.",
      cmd_calib},
     {"ppl", 1, 4, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N]",
      "perplexity of the model (with its current quantization) on a token file",
-     "Splits FILE (uint16 tokens) into sequences of seqlen (default 256), scores every next\n"
-     "token of the first seqs sequences (default all) with the model as it is: quantized weights,\n"
-     "activation and KV quantization, online rotations. Ctrl-C stops it.",
+     "Splits FILE (a token file: .u16, .u32 or int32 .npy) into sequences of seqlen (default\n"
+     "256), scores every next token of the first seqs sequences (default all) with the model as\n"
+     "it is: quantized weights, activation and KV quantization, online rotations. Ctrl-C stops\n"
+     "it.",
      cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",

@@ -33,6 +33,7 @@
 #include "qsur/progress.h"
 #include "qsur/quant.h"
 #include "qsur/tensor.h"
+#include "qsur/tokens.h"
 #include "qsur/workspace.h"
 
 /* ---- configuration ------------------------------------------------------ */
@@ -143,7 +144,8 @@ int qsur_llama_load_llama2c(qsur_llama **out, const char *path,
                             const qsur_progress *prog, qsur_error *err);
 /* Hugging Face Llama directory: config.json plus model.safetensors or a
  * sharded model.safetensors.index.json; F32/F16/BF16; a linear stored as
- * NAME.qweight/.scales/.zeros (see qsur_llama_save_hf_ex) is dequantized. */
+ * NAME.qweight/.scales/.zeros (see qsur_llama_save_hf_ex) or GPTQ-packed
+ * (NAME.qweight/.qzeros/.scales/.g_idx, qsur/gptq_pack.h) is dequantized. */
 int qsur_llama_load_hf(qsur_llama **out, const char *dir,
                        const qsur_progress *prog, qsur_error *err);
 /* A directory -> HF, a file -> llama2.c. */
@@ -170,6 +172,9 @@ typedef struct {
     const qsur_quant_spec *int_spec;
     const char *const *meta_kv;
     int meta_count;
+    int gptq;                        /* with int_spec: GPTQ-packed (qsur/gptq_pack.h), plus
+                                        quantize_config.json and config.json's
+                                        quantization_config */
 } qsur_llama_hf_save_opts;
 int qsur_llama_save_hf_ex(const qsur_llama *m, const char *dir,
                           const qsur_llama_hf_save_opts *opts, qsur_error *err);
@@ -260,19 +265,7 @@ void qsur_llama_swiglu(float *g, const float *u, int64_t n);
 
 /* ---- evaluation ---------------------------------------------------------- */
 
-/* A token stream (uint16 little-endian file) split into sequences. */
-typedef struct {
-    int *ids;          /* owned, n values */
-    int64_t n;
-    int seq_len;       /* the file's sequence length */
-} qsur_tokens;
-
-/* Loads path; the byte size must be even and the token count a positive
- * multiple of seq_len; every id must be < vocab_size (message names the file,
- * index and value). */
-int qsur_tokens_load(qsur_tokens *t, const char *path, int seq_len, int vocab_size,
-                     qsur_error *err);
-void qsur_tokens_free(qsur_tokens *t);
+/* Token files (qsur_tokens, qsur_tokens_load): qsur/tokens.h. */
 
 typedef struct {
     double nll;          /* mean negative log-likelihood per predicted token (nats) */
