@@ -156,12 +156,20 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
     float *rtn = NULL;
     int rc = QSUR_OK;
     const int ngroups = 4 * m->cfg.n_layers;
+    /* the model the captures run: m itself, or a view of it (same layers, so
+     * the wq copies set below are seen) with the act/KV quantizers off */
+    qsur_llama view = *m;
+    if (o->float_acts) {
+        view.hooks.act.bits = 16;
+        view.hooks.kv.bits = 16;
+        view.hooks.act_wo.bits = 0;
+    }
     for (int gi = 0; gi < ngroups && !rc; gi++) {
         int layer = gi / 4, g = gi % 4;
         sub_progress sp;
         double lo = (double)gi / ngroups, mid = (gi + 0.3) / ngroups, hi = (gi + 1.0) / ngroups;
         qsur_workspace_clear(&cap);
-        rc = qsur_llama_capture(m, NULL, calib, o->seq_len, o->max_seqs, o->batch, o->max_tokens,
+        rc = qsur_llama_capture(&view, NULL, calib, o->seq_len, o->max_seqs, o->batch, o->max_tokens,
                                 o->seed, &cap, NULL, sub_progress_set(&sp, prog, lo, mid), err);
         if (rc)
             break;

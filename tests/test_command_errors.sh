@@ -58,7 +58,7 @@ expect_eq "$out" "a=1 a=1" "free text (echo) may repeat words"
 # a known quantizer option with a bad value
 fails "quant w:clip=0" "-c:1: quant: bad value in 'clip=0' (clip=R: a ratio R in [0.01, 1], or clip=search)"
 fails "quant a:g0" "-c:1: quant: bad value in 'g0' (gN: a group of N = 1..1048576 columns)"
-fails "quant w:bogus" "-c:1: quant: unknown quantizer option 'bogus' (sym, asym, tensor, row, token, gN, clip=R, clip=search)"
+fails "quant w:bogus" "-c:1: quant: unknown quantizer option 'bogus' (sym, sym-full, asym, tensor, row, token, gN, clip=R, clip=search, clip-norm=P, clip-grid=N)"
 # one command prefix, never two
 fails "export $T/x" "-c:1: export: no model loaded (use \`model load PATH\`)"
 fails "model load $M; ostquant status" "-c:1: ostquant status: no \`ostquant model|resume\` since the model was loaded"

@@ -388,6 +388,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         have_orig = 1;
         orig->hooks.act = rt.act; /* the model's quantizers, not the session's */
         orig->hooks.kv = rt.kv;
+        orig->hooks.act_wo = rt.act_wo;
     }
     if (!rc && ms->has_calib) {
         rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, text_is_text(ms->calib_path) ? ms->calib_seqs : 0,

@@ -246,6 +246,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
         /* an export: its hooks (already on m) and quantizers become the session's */
         s->aq = rt.act;
         s->kvq = rt.kv;
+        s->aoq = rt.act_wo;
         if (wspec_ok)
             s->wq = wspec;
         snprintf(ms->rotation, sizeof ms->rotation, "from export: online w2_in %s; online qk %s",
@@ -639,6 +640,7 @@ int model_apply_quant(session *s, report *r, qsur_error *err)
         return rc;
     m->hooks.act = a;
     m->hooks.kv = kv;
+    m->hooks.act_wo = s->aoq; /* bits 0: follows act */
     s->mstate->quantized = 1;
     snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
     char kq[96];

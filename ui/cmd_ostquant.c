@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "text_state.h"
 #include "commands.h"
 #include "plot.h"
@@ -150,11 +151,13 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         return rc;
     }
     int start = os->step;
+    double wall0 = os->time.total, cpu0 = (double)clock() / CLOCKS_PER_SEC;
     os->qsur_opt = ostquant_session_qsur_options(s);
     /* the progress callbacks show os->qlog live (REPL lines, TUI table) */
     s->training = os;
     s->training_shown = os->nqlog;
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
+    double train_wall = os->time.total - wall0, train_cpu = (double)clock() / CLOCKS_PER_SEC - cpu0;
     s->training = NULL;
     int interrupted = rc == QSUR_ERR_INTERRUPTED;
     if (interrupted && !keep_partial) {
@@ -226,6 +229,8 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_bool(r, "womi", "WOMI init", o.womi);
         rep_bool(r, "scales", "learned scales", o.learn_scales);
         rep_int(r, "steps_done", "steps done", os->step);
+        rep_num(r, "train_seconds", "training wall time (s)", train_wall, "%.2f");
+        rep_num(r, "train_cpu_seconds", "training CPU time of the process (s)", train_cpu, "%.2f");
         rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
         if (interrupted)
             rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
@@ -256,6 +261,7 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         s->wq = os->wspec;
         s->aq = os->aspec;
         s->kvq = os->kvspec;
+        s->aoq = os->aospec;
         ostquant_record *rec = NULL;
         if (s->mstate && ostquant_record_new(&rec, os, &final, how, interrupted, &merr) == QSUR_OK) {
             ostquant_record_free(s->mstate->ostq);
@@ -303,6 +309,38 @@ static int check_no_hooks(const session *s, const char *who, qsur_error *err)
     return QSUR_OK;
 }
 
+/* `preset=paper`: the OSTQuant code's training protocol (docs/ostquant.md).
+ * With quantized activations or KV cache (W4A4KV4): WOMI start, weights float
+ * during training (GPTQ after), batch 32; weight-only (W4A16KV16): Hadamard
+ * start, weights fake-quantized, batch 16. Both: 100 steps over every
+ * sequence of the calibration file, KL-Top with k = 1000 (>= the vocabulary:
+ * the full KL), Riemannian Adam lr 0.0169 on the orthogonals, Adam lr 0.00179
+ * on the scales, both decaying linearly to 0, gradients clipped to norm 1,
+ * a new batch order every pass, the last step's parameters kept; learned:
+ * R_res, R_ov, S_attn/S_ffn (norm->linear), S_ov, S_ud and S_qk. */
+static void paper_preset(const session *s, qsur_ostquant_opts *o)
+{
+    int weight_only = s->aq.bits >= 16 && s->kvq.bits >= 16;
+    o->steps = 100;
+    o->batch = weight_only ? 16 : 32;
+    o->max_seqs = 1 << 30; /* every sequence of the file, whatever `calib` took */
+    o->lr = 0.01689753172873217;
+    o->lr_scale = 0.0017898822675917248;
+    o->loss = QSUR_OSTQ_KLTOP;
+    o->topk = 1000;
+    o->womi = !weight_only;
+    o->learn_scales = 1;
+    o->no_wquant = !weight_only;
+    o->clip_grad = 1.0;
+    o->lr_decay = 1;
+    o->radam = 1;
+    o->keep_last = 1;
+    o->reshuffle = 1;
+    o->learn_qk = 1;
+    o->klt = 0; /* WOMI: the KLT start measured worse on calib (docs/ostquant.md) */
+    o->ste_const = 0;
+}
+
 static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     if (!s->model)
@@ -318,10 +356,32 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
         const char *a = argv[i];
         if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 0, 1000000, &v))
             o.steps = (int)v;
+        else if (!strcmp(a, "preset=paper"))
+            paper_preset(s, &o);
         else if (!strncmp(a, "lr=", 3) && !parse_double(a + 3, 0.0, 10.0, &o.lr))
             ;
         else if (!strncmp(a, "lr-scale=", 9) && !parse_double(a + 9, 0.0, 10.0, &o.lr_scale))
             ;
+        else if (!strcmp(a, "wquant=off") || !strcmp(a, "wquant=on"))
+            o.no_wquant = a[8] == 'f';
+        else if (!strncmp(a, "clip-grad=", 10) && !parse_double(a + 10, 0.0, 1e6, &o.clip_grad))
+            ;
+        else if (!strcmp(a, "lr-decay=linear") || !strcmp(a, "lr-decay=none"))
+            o.lr_decay = a[9] == 'l';
+        else if (!strcmp(a, "adam-norm=canonical") || !strcmp(a, "adam-norm=mean"))
+            o.radam = a[10] == 'c';
+        else if (!strcmp(a, "keep=last") || !strcmp(a, "keep=best"))
+            o.keep_last = a[5] == 'l';
+        else if (!strcmp(a, "shuffle=epoch") || !strcmp(a, "shuffle=once"))
+            o.reshuffle = a[8] == 'e';
+        else if (!strcmp(a, "womi"))
+            o.womi = 1, o.klt = 0;
+        else if (!strcmp(a, "ste=minmax") || !strcmp(a, "ste=const"))
+            o.ste_const = a[4] == 'c';
+        else if (!strcmp(a, "qk-scale=on") || !strcmp(a, "qk-scale=off"))
+            o.learn_qk = a[10] == 'n';
+        else if (!strcmp(a, "klt"))
+            o.womi = 1, o.klt = 1;
         else if (!strcmp(a, "loss=kltop") || !strcmp(a, "loss=ce") || !strcmp(a, "loss=mse"))
             o.loss = a[5] == 'k' ? QSUR_OSTQ_KLTOP : a[5] == 'c' ? QSUR_OSTQ_CE : QSUR_OSTQ_MSE;
         else if (!strncmp(a, "topk=", 5) && !parse_long(a + 5, 1, 1 << 20, &v))
@@ -353,9 +413,11 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
         else if (!strcmp(a, "keep-partial=0") || !strcmp(a, "keep-partial=1"))
             keep = a[13] == '1';
         else
-            return option_fail(err, a, "steps=N lr=X lr-scale=X loss=kltop|ce|mse topk=K batch=B seqs=N "
-                                       "seq-len=T eval-every=N qsur-every=N qsur-tokens=N seed=N no-womi "
-                                       "no-scale calib=FILE eval=FILE state=OUT keep-partial=0|1; see `help ostquant`");
+            return option_fail(err, a, "preset=paper steps=N lr=X lr-scale=X loss=kltop|ce|mse topk=K batch=B "
+                                       "seqs=N seq-len=T eval-every=N qsur-every=N qsur-tokens=N seed=N "
+                                       "no-womi womi klt qk-scale=on|off ste=minmax|const no-scale wquant=on|off clip-grad=X lr-decay=linear|none "
+                                       "adam-norm=canonical|mean keep=last|best shuffle=epoch|once calib=FILE eval=FILE "
+                                       "state=OUT keep-partial=0|1; see `help ostquant`");
     }
     int seqlen = 0, rc = pick_calib(s, calib, &calib, &seqlen, &o.max_seqs, err);
     if (rc)
@@ -364,12 +426,17 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
     rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
     if (rc)
         return rc;
+    os->aospec = s->aoq;
     char canon[8192];
     snprintf(canon, sizeof canon,
              "lr=%.17g lr-scale=%.17g loss=%s topk=%d batch=%d seqs=%d seq-len=%d "
-             "eval-every=%d qsur-every=%d qsur-tokens=%d seed=%llu%s%s calib=\"%s\"%s%s%s%s%s%s",
+             "eval-every=%d qsur-every=%d qsur-tokens=%d seed=%llu%s%s%s qk-scale=%s ste=%s wquant=%s clip-grad=%.17g "
+             "lr-decay=%s adam-norm=%s keep=%s shuffle=%s calib=\"%s\"%s%s%s%s%s%s",
              o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch, o.max_seqs, o.seq_len,
-             o.eval_every, o.qsur_every, o.qsur_tokens, (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale",
+             o.eval_every, o.qsur_every, o.qsur_tokens, (unsigned long long)o.seed, o.womi ? " womi" : " no-womi", o.womi && o.klt ? " klt" : "",
+             o.learn_scales ? "" : " no-scale", o.learn_qk ? "on" : "off", o.ste_const ? "const" : "minmax", o.no_wquant ? "off" : "on", o.clip_grad,
+             o.lr_decay ? "linear" : "none", o.radam ? "canonical" : "mean", o.keep_last ? "last" : "best",
+             o.reshuffle ? "epoch" : "once",
              calib, eval ? " eval=\"" : "", eval ? eval : "", eval ? "\"" : "", state ? " state=\"" : "",
              state ? state : "", state ? "\"" : "");
     rc = ostq_run(s, os, calib, seqlen, eval, state, keep, "ostquant model", canon, r, err);

@@ -9,8 +9,10 @@ static const char *const set_words[] = {"format", "errexit", "echo", "color", "o
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
-                                          "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search", NULL};
-static const char *const gptq_words[] = {"model", "act", "damp=0.01", NULL};
+                                          "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search",
+                                          "preset=paper-w4a4kv4", "preset=paper-w4a16kv16", "ao:head", "w:sym-full",
+                                          NULL};
+static const char *const gptq_words[] = {"model", "act", "damp=0.01", "float-acts", NULL};
 static const char *const quantease_words[] = {"model", "outliers=0.005", "init=gptq", "init=rtn", NULL};
 static const char *const awq_words[] = {"model", NULL};
 static const char *const cqe_words[] = {"model", "steps=100", "lr=0.001", "band=1", "rank=0", "window=2", "window=0", NULL};
@@ -18,7 +20,8 @@ static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "p
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const ostquant_words[] = {"layer", "model", "resume", "status", "state=", "steps=", "lr=", "loss=kltop",
                                              "loss=ce", "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
-                                             "qsur-every=", "qsur-tokens=", "calib=", "eval=", "keep-partial=1", NULL};
+                                             "qsur-every=", "qsur-tokens=", "calib=", "eval=", "keep-partial=1", "preset=paper",
+                                             "wquant=off", "qk-scale=on", "ste=const", "keep=best", "klt", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
 static const char *const tokenizer_words[] = {"load", "info", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
@@ -69,14 +72,21 @@ const command command_table[] = {
      cmd_heatmap},
 
     /* ---- quantize and measure ---- */
-    {"quant", 0, 6, CMD_LOGGED, COMPLETE_WORDS, quant_words,
-     "quant [wBaB[kvB]] [w:OPTS] [a:OPTS] [kv:OPTS]",
+    {"quant", 0, 8, CMD_LOGGED, COMPLETE_WORDS, quant_words,
+     "quant [preset=NAME] [wBaB[kvB]] [w:OPTS] [a:OPTS] [ao:OPTS] [kv:OPTS]",
      "show or set the weight, activation and KV-cache quantizers (and quantize the model)",
      "Bits: w4a8kv4 sets 4-bit weights, 8-bit activations, 4-bit KV cache (2..8; 16 = not\n"
      "quantized). A bits word without kv turns KV quantization off; options alone keep the widths.\n"
-     "OPTS (comma-separated): sym | asym, tensor | row (= channel for W, token for X, head for KV)\n"
-     "| gN (groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group,\n"
-     "the ratio minimising MSE). Example: quant w4a4 w:sym,row a:asym,token,clip=0.9\n"
+     "OPTS (comma-separated): sym | sym-full (the extra code -2^(b-1), scale max(-min/2^(b-1),\n"
+     "max/(2^(b-1)-1))) | asym, tensor | row (= channel for W, token for X, head for KV) | gN\n"
+     "(groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group, the\n"
+     "ratio minimising the error), clip-norm=P (that error is sum |x-Q(x)|^P, default 2),\n"
+     "clip-grid=N (ratios 1, 0.99, .. 1-0.01(N-1); default 51). ao:OPTS: wo's input alone (its\n"
+     "width follows a:), plus `head` (groups of head_size) and `same` (back to a:).\n"
+     "Example: quant w4a4 w:sym,row a:asym,token,clip=0.9\n"
+     "preset=paper-w4a4kv4 | paper-w4a16kv16: the OSTQuant code's quantizers (docs/ostquant.md):\n"
+     "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80 a:asym,token ao:asym,head kv:asym,row\n"
+     "(W4A16KV16: a16 kv16); later words override the preset.\n"
      "With a model loaded the model is quantized too: weights round-to-nearest from the float\n"
      "weights (a group size that does not divide a linear's width uses the closest divisor, e.g.\n"
      "g32 -> g43 for hidden 172), activations of every linear per token, K and V per head per\n"
@@ -101,7 +111,7 @@ const command command_table[] = {
      "A table of every metric on the original layer and after its transforms, with the\n"
      "change, and the channel absmax bars of both states on one scale ('!' = outlier).",
      cmd_compare},
-    {"gptq", 0, 3, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [model] [act] [damp=P]",
+    {"gptq", 0, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [model] [act] [damp=P] [float-acts]",
      "GPTQ the current layer's weight on its activations (or every linear of the model)",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
      "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
@@ -110,7 +120,9 @@ const command command_table[] = {
      "`gptq model`: every linear of the model, sequentially: layer by layer, for each group of\n"
      "linears sharing an input ({wq,wk,wv} {wo} {w1,w3} {w2}) the calibration sequences (`calib`)\n"
      "are run again through the partly quantized model and the group is quantized on the captured\n"
-     "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.",
+     "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.\n"
+     "float-acts: capture those inputs with the activation/KV quantizers off (online rotations on),\n"
+     "as the QuaRot/OSTQuant code calibrates GPTQ.",
      cmd_gptq},
     {"quantease", 0, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, quantease_words,
      "quantease [model] [SWEEPS] [outliers=P] [init=rtn|gptq]",
@@ -161,6 +173,11 @@ const command command_table[] = {
      "       saved at the end and on Ctrl-C). Ctrl-C stops training and keeps the model from\n"
      "       before the command (an error says so); keep-partial=1: the best transforms so far\n"
      "       replace it instead (the report says so).\n"
+     "       The OSTQuant code's protocol: preset=paper (100 steps, batch 32 (16 weight-only),\n"
+     "       lr 0.0169 / 0.00179, and:) wquant=off (weights float while training; GPTQ after)\n"
+     "       clip-grad=X (global gradient norm) lr-decay=linear|none adam-norm=canonical|mean\n"
+     "       (geoopt's Riemannian Adam scaling) keep=last|best shuffle=epoch|once womi|klt\n"
+     "       qk-scale=on|off (S_qk per RoPE pair) ste=minmax|const (asymmetric STE scale).\n"
      "       Live QSUR: every qsur-every=N steps (default 10; 0 off), at the start and at the\n"
      "       last step, log10 QSUR and QSUR^(1/d) of every transformed layer (q/k/v, wo, w1/w3\n"
      "       and w2 inputs, and their stacked fused weights) on qsur-tokens=N (512) calibration\n"
