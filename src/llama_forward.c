@@ -159,14 +159,14 @@ void qsur_llama_swiglu(float *g, const float *u, int64_t n)
 
 /* The input a linear actually sees: `in` itself, or its per-token fake
  * quantization in s->xq when activation quantization is on. */
-static int linear_input(const qsur_llama *m, qsur_llama_state *s, const float *in,
+static int linear_input(const qsur_quant_spec *spec, qsur_llama_state *s, const float *in,
                         int64_t N, int64_t cols, const float **use, qsur_error *err)
 {
     *use = in;
-    if (m->hooks.act.bits >= 16)
+    if (spec->bits >= 16)
         return QSUR_OK;
     double t0 = qsur_seconds();
-    int rc = qsur_fake_quant(&m->hooks.act, in, N, cols, s->xq, NULL, err);
+    int rc = qsur_fake_quant(spec, in, N, cols, s->xq, NULL, err);
     s->timers.quant += qsur_seconds() - t0;
     *use = s->xq;
     return rc;
@@ -297,7 +297,7 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     /* attention block */
     qsur_llama_rmsnorm(s->xb, s->x, L->attention_norm, N, d, c->norm_eps);
     capture(s, QSUR_CAP_ATTN_IN, l, s->xb, d);
-    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+    if ((rc = linear_input(&m->hooks.act, s, s->xb, N, d, &in, err)))
         return rc;
     linear(s, &L->wq, in, N, s->q);
     linear(s, &L->wk, in, N, s->k);
@@ -320,7 +320,7 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     if (m->hooks.wo_in.apply)
         m->hooks.wo_in.apply(m->hooks.wo_in.ctx, s->xb, N * c->n_heads, c->head_size);
     capture(s, QSUR_CAP_WO_IN, l, s->xb, d);
-    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+    if ((rc = linear_input(qsur_llama_act_wo(&m->hooks), s, s->xb, N, d, &in, err)))
         return rc;
     linear(s, &L->wo, in, N, s->xb2);
     for (int64_t i = 0; i < N * d; i++)
@@ -329,7 +329,7 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     /* feed-forward block: w2(silu(w1 x) * w3 x) */
     qsur_llama_rmsnorm(s->xb, s->x, L->ffn_norm, N, d, c->norm_eps);
     capture(s, QSUR_CAP_FFN_IN, l, s->xb, d);
-    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+    if ((rc = linear_input(&m->hooks.act, s, s->xb, N, d, &in, err)))
         return rc;
     linear(s, &L->w1, in, N, s->hb);
     linear(s, &L->w3, in, N, s->hb2);
@@ -337,7 +337,7 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     if (m->hooks.w2_in.apply)
         m->hooks.w2_in.apply(m->hooks.w2_in.ctx, s->hb, N, h);
     capture(s, QSUR_CAP_W2_IN, l, s->hb, h);
-    if ((rc = linear_input(m, s, s->hb, N, h, &in, err)))
+    if ((rc = linear_input(&m->hooks.act, s, s->hb, N, h, &in, err)))
         return rc;
     linear(s, &L->w2, in, N, s->xb2);
     for (int64_t i = 0; i < N * d; i++)

@@ -57,7 +57,13 @@ qsur_llama_hooks qsur_llama_hooks_none(void)
     h.act = qsur_quant_default();
     h.act.bits = 16;
     h.kv = h.act;
+    h.act_wo.bits = 0; /* follow act */
     return h;
+}
+
+const qsur_quant_spec *qsur_llama_act_wo(const qsur_llama_hooks *h)
+{
+    return h->act_wo.bits > 0 ? &h->act_wo : &h->act;
 }
 
 /* ---- allocation -------------------------------------------------------- */

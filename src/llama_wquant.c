@@ -158,6 +158,14 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
     float *rtn = NULL, *wtmp = NULL;
     int rc = QSUR_OK;
     const int ngroups = 4 * layers;
+    /* the model the captures run: m itself, or a view of it (same layers, so
+     * the quantized forms set below are seen) with the act/KV quantizers off */
+    qsur_llama view = *m;
+    if (o->float_acts) {
+        view.hooks.act.bits = 16;
+        view.hooks.kv.bits = 16;
+        view.hooks.act_wo.bits = 0;
+    }
     for (int gi = 0; gi < ngroups && !rc; gi++) {
         int layer = gi / 4, g = gi % 4;
         sub_progress sp;
@@ -165,7 +173,7 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
         qsur_workspace_clear(&cap);
         /* only this group's input, through the blocks before it as quantized so far */
         qsur_llama_capture_sel sel = {layer, 1, 1u << g};
-        rc = qsur_llama_capture_some(m, NULL, calib, o->seq_len, o->max_seqs, o->batch,
+        rc = qsur_llama_capture_some(&view, NULL, calib, o->seq_len, o->max_seqs, o->batch,
                                      o->max_tokens, o->seed, &sel, &cap, NULL,
                                      sub_progress_set(&sp, prog, lo, mid), err);
         if (rc)

@@ -103,3 +103,31 @@ void check_write_text(const char *dir, const char *file, const char *text)
     fputs(text, f);
     fclose(f);
 }
+
+char *check_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *s = NULL;
+    size_t n = 0, cap = 0, got;
+    do {
+        if (n + 4096 + 1 > cap) {
+            cap = (n + 4096 + 1) * 2;
+            char *b = realloc(s, cap);
+            if (!b) {
+                free(s);
+                fclose(f);
+                return NULL;
+            }
+            s = b;
+        }
+        got = fread(s + n, 1, 4096, f);
+        n += got;
+    } while (got > 0);
+    fclose(f);
+    s[n] = '\0';
+    if (len)
+        *len = n;
+    return s;
+}

@@ -17,6 +17,9 @@ int check_done(void);
 const char *check_shared(const char *rel);
 /* Path under the project source tree ($QSUR_SOURCE or "."); static buffer. */
 const char *check_source(const char *rel);
+/* The whole file, NUL-terminated (malloc'ed), or NULL; *len (may be NULL)
+ * gets its size. */
+char *check_read_file(const char *path, size_t *len);
 /* A fresh temporary directory for this test (created once, removed by nobody:
  * it lives under $TMPDIR so CI machines throw it away). */
 const char *check_tmpdir(void);

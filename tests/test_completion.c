@@ -90,7 +90,8 @@ int main(void)
     CHECK(strstr(want, "help") != NULL && strstr(want, "history") != NULL);
     CHECK(strcmp(cands(&s, "h", &files), want) == 0 && files == 0);
     CHECK(strcmp(cands(&s, "hel", NULL), "help") == 0);
-    CHECK(strcmp(cands(&s, "de", NULL), "demo") == 0);
+    CHECK(strcmp(cands(&s, "dem", NULL), "demo") == 0);
+    CHECK(strcmp(cands(&s, "det", NULL), "detokenize") == 0);
     snprintf(want, sizeof want, "%s", names_with(""));
     CHECK(strcmp(cands(&s, "", NULL), want) == 0); /* all of them, sorted */
     CHECK(strstr(want, "echo") != NULL && strstr(want, "sleep") != NULL);

@@ -163,7 +163,7 @@ static void round_trip(const char *spec_text, int bits, int sym, int group)
 {
     qsur_error err;
     const int want_bits = bits;
-    qsur_quant_spec q = {bits, sym, group ? QSUR_GRAN_GROUP : QSUR_GRAN_ROW, group, 1.0, 0};
+    qsur_quant_spec q = {bits, sym, group ? QSUR_GRAN_GROUP : QSUR_GRAN_ROW, group, 1.0, 0, 0, 0.0, 0, 0};
     qsur_llama *m = random_model();
     CHECK_OK(qsur_llama_quantize_rtn(m, &q, NULL, &err), err);
     char dir[1024];
@@ -260,7 +260,7 @@ static void round_trip(const char *spec_text, int bits, int sym, int group)
 static void test_bit_order(void)
 {
     qsur_error err;
-    qsur_quant_spec q = {4, 0, QSUR_GRAN_ROW, 0, 1, 0};
+    qsur_quant_spec q = {4, 0, QSUR_GRAN_ROW, 0, 1, 0, 0, 0.0, 0, 0};
     qsur_qweight *qw = NULL;
     CHECK_OK(qsur_qweight_new(&qw, &q, 8, 8, &err), err);
     for (int o = 0; o < 8; o++) {

@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "text_state.h"
 #include "commands.h"
 #include "model_state.h"
 #include "qsur/atomic_file.h"
@@ -419,6 +420,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         have_orig = 1;
         orig->hooks.act = rt.act; /* the model's quantizers, not the session's */
         orig->hooks.kv = rt.kv;
+        orig->hooks.act_wo = rt.act_wo;
     }
     /* the per-linear report captures every input of the model twice: only
      * when that stays small (docs/scale.md) */
@@ -429,13 +431,14 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
     double cap_mib = (double)qsur_llama_capture_bytes(m, &all, ntok) / (1 << 20);
     int report_layers = cap_mib <= QSUR_EXPORT_REPORT_MIB;
     if (!rc && ms->has_calib && report_layers) {
-        rc = qsur_tokens_load(&ct, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+        rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, text_is_text(ms->calib_path) ? ms->calib_seqs : 0,
+                                  ms->calib_seed, &ct, err);
         have_calib = !rc;
         if (!rc)
             rc = layer_rows(s, m, &ct, after, err);
     }
     if (!rc && eval) {
-        rc = qsur_tokens_load(&et, eval, 256 < m->cfg.seq_len ? 256 : m->cfg.seq_len, m->cfg.vocab_size, err);
+        rc = text_or_tokens_eval(s, eval, 256 < m->cfg.seq_len ? 256 : m->cfg.seq_len, &et, err);
         have_eval = !rc;
         if (!rc)
             rc = ppl_of(s, m, &et, (int)seqs, &ppl_after, err);

@@ -12,11 +12,13 @@
 #include "layer_state.h"
 #include "model_state.h"
 #include "qsur/llama.h"
+#include "qsur/llama_store.h"
 #include "qsur/llama_rotations.h"
 #include "qsur/llama_runtime.h"
 #include "qsur/llama_smooth.h"
 #include "qsur/safetensors.h"
 #include "ostquant_live.h"
+#include "text_state.h"
 
 static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
                                             "feed_forward.w2.in", "attention.k", "attention.v"};
@@ -63,6 +65,28 @@ static void remove_captures(session *s, int n_layers)
         }
 }
 
+/* A token file holds n / seqlen sequences: asking for more is an error, not a
+ * silent "all" (the log would record a count that never ran). */
+static int check_seqs(const qsur_tokens *t, const char *path, long seqs, qsur_error *err)
+{
+    int64_t avail = t->n / t->seq_len;
+    if (seqs > avail)
+        return qsur_fail(err, QSUR_ERR_ARG, "seqs=%ld: %s holds %lld sequence%s of %d tokens", seqs, path,
+                         (long long)avail, avail == 1 ? "" : "s", t->seq_len);
+    return QSUR_OK;
+}
+
+/* seqlen=N beyond the model's context would run positions it never saw
+ * (RoPE angles, attention spans): refuse it; the default fits the model. */
+static int pick_seqlen(const session *s, long given, long *seqlen, qsur_error *err)
+{
+    int ctx = s->model->cfg.seq_len;
+    if (given > ctx)
+        return qsur_fail(err, QSUR_ERR_ARG, "seqlen=%ld is beyond the model's context of %d tokens", given, ctx);
+    *seqlen = given > 0 ? given : ctx < 256 ? ctx : 256;
+    return QSUR_OK;
+}
+
 /* Captures the float model's linear inputs into ws: wq copies and
  * activation/KV quantization are switched off for the run, online rotations
  * stay (they are part of the float model's function). */
@@ -71,9 +95,13 @@ static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qs
     model_state *ms = s->mstate;
     qsur_llama *m = s->model;
     qsur_tokens t;
-    int rc = qsur_tokens_read(&t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, m->cfg.vocab_size, err);
+    int rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, ms->calib_seed, &t, err);
     if (rc)
         return rc;
+    if (!text_is_text(ms->calib_path) && (rc = check_seqs(&t, ms->calib_path, ms->calib_seqs, err))) {
+        qsur_tokens_free(&t);
+        return rc;
+    }
     qsur_llama_quant_stash stash;
     if ((rc = qsur_llama_quant_stash_take(m, &stash, err))) {
         qsur_tokens_free(&t);
@@ -134,6 +162,28 @@ int model_replaced(session *s, const char *how, qsur_error *err)
 
 /* ---- model load | info | save-hf ----------------------------------------- */
 
+/* A tokenizer beside the weights becomes the session's: DIR/tokenizer.json
+ * for a Hugging Face directory, tokenizer.bin next to a llama2.c file. A
+ * broken one is reported, the model stays loaded. */
+static void pick_up_tokenizer(session *s, const char *path, report *r)
+{
+    char tp[4200];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(tp, sizeof tp, "%s/tokenizer.json", path);
+    } else {
+        const char *slash = strrchr(path, '/');
+        snprintf(tp, sizeof tp, "%.*stokenizer.bin", slash ? (int)(slash - path + 1) : 0, path);
+    }
+    if (stat(tp, &st) != 0)
+        return;
+    qsur_error terr;
+    if (text_tokenizer_load(s, tp, &terr) == QSUR_OK)
+        rep_str(r, "tokenizer", "tokenizer", tp);
+    else
+        rep_str(r, "tokenizer_error", "tokenizer not loaded", terr.msg);
+}
+
 static int model_load(session *s, const char *path, report *r, qsur_error *err)
 {
     qsur_llama *m = NULL;
@@ -190,6 +240,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
         /* an export: its hooks (already on m) and quantizers become the session's */
         s->aq = rt.act;
         s->kvq = rt.kv;
+        s->aoq = rt.act_wo;
         if (wspec_ok)
             s->wq = wspec;
         snprintf(ms->rotation, sizeof ms->rotation, "from export: online w2_in %s; online qk %s",
@@ -219,6 +270,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     } else {
         rep_str(r, "state", "state", "float (`quant` quantizes it; weights are in the workspace)");
     }
+    pick_up_tokenizer(s, path, r);
     return QSUR_OK;
 }
 
@@ -261,6 +313,7 @@ static int model_info(session *s, report *r, qsur_error *err)
     rep_str(r, "kv", "KV cache (per head per token)", buf);
     rep_str(r, "rotation", "rotations", ms->rotation[0] ? ms->rotation : "none");
     rep_str(r, "smoothing", "smoothquant", ms->smoothing[0] ? ms->smoothing : "none");
+    rep_str(r, "tokenizer", "tokenizer", s->text && s->text->tok ? s->text->tok_path : "none (`tokenizer load FILE`)");
     if (ms->has_calib) {
         snprintf(buf, sizeof buf, "%s, %d seqs x %d, %lld tokens kept", ms->calib_path, ms->calib_seqs,
                  ms->calib_seqlen, ms->calib_tokens);
@@ -372,7 +425,10 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = 16, seqlen = 256, max_tokens = 0, seed = -1;
+    /* text: GPTQ's defaults (128 random windows of 2048, or the model's
+     * length when shorter); token files: their first 16 sequences of 256 */
+    int text = text_is_text(argv[0]);
+    long seqs = -1, seqlen = -1, max_tokens = 0, seed = -1;
     qsur_llama_capture_sel sel = {0, s->model->cfg.n_layers, (1u << 6) - 1};
     for (int i = 1; i < argc; i++) {
         int a = 0;
@@ -393,14 +449,22 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
             sel.first = lo, sel.count = hi - lo + 1;
             continue;
         }
-        (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
+        (void)((a = opt_long(argv[i], "seqs", 1, 1L << 30, &seqs)) ||
+               (a = opt_long(argv[i], "samples", 1, 1L << 30, &seqs)) ||
                (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
                (a = opt_long(argv[i], "max_tokens", 0, LONG_MAX, &max_tokens)) ||
                (a = opt_long(argv[i], "seed", 0, LONG_MAX, &seed)));
         if (a != 1) /* -1: a known key with a bad value; 0: no such key */
-            return option_fail(err, argv[i], "seqs=N, seqlen=N, max_tokens=N, seed=N, only=NAME, "
-                               "layers=A-B");
+            return option_fail(err, argv[i], "samples=N (= seqs=N), seqlen=N, max_tokens=N, seed=N, "
+                               "only=NAME, layers=A-B");
     }
+    if (seqs < 0)
+        seqs = text ? 128 : 16;
+    long given = seqlen;
+    if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
+        return rc;
+    if (text && given < 0)
+        seqlen = s->model->cfg.seq_len < 2048 ? s->model->cfg.seq_len : 2048;
     char abs[PATH_MAX];
     const char *path = realpath(argv[0], abs) ? abs : argv[0];
     model_state *ms = s->mstate, saved = *ms;
@@ -408,7 +472,7 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     ms->calib_seqs = (int)seqs;
     ms->calib_seqlen = (int)seqlen;
     ms->calib_max_tokens = max_tokens;
-    ms->calib_seed = seed >= 0 ? (unsigned long long)seed : max_tokens > 0 ? session_next_seed(s) : 1;
+    ms->calib_seed = seed >= 0 ? (unsigned long long)seed : max_tokens > 0 || text ? session_next_seed(s) : 1;
     ms->calib_first = sel.first, ms->calib_count = sel.count, ms->calib_kinds = sel.kinds;
     /* what it will take, said before it is taken */
     long long ntok = seqs > 0 ? (long long)seqs * seqlen : 0;
@@ -478,12 +542,75 @@ static int ppl_gpu(session *s, const qsur_tokens *t, int seqlen, int seqs, int b
     return rc;
 }
 
+/* The largest |w| so far: its size and the tensor that holds it. */
+typedef struct {
+    double abs;
+    char name[QSUR_NAME_MAX];
+} largest_weight;
+
+/* Looks at n floats of tensor `name`; 1 when one is not finite (then the
+ * search can stop: that is the cause). */
+static int largest(const float *w, int64_t n, const char *name, largest_weight *lw)
+{
+    for (int64_t j = 0; w && j < n; j++) {
+        double a = fabs((double)w[j]);
+        if (!isfinite(a) || a > lw->abs) {
+            lw->abs = a;
+            snprintf(lw->name, sizeof lw->name, "%s", name);
+            if (!isfinite(a))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* A perplexity of inf/nan is no result: say why. Weights that are finite but
+ * huge (or not finite at all) make the logits huge, and exp(mean NLL)
+ * overflows; name the tensor that holds the largest weight. */
+static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    largest_weight lw = {0, ""};
+    int bad = largest(m->tok_embeddings, (int64_t)c->vocab_size * c->dim, "tok_embeddings", &lw) ||
+              largest(m->norm, c->dim, "norm", &lw);
+    for (int i = 0; i < c->n_layers && !bad; i++) {
+        char name[QSUR_NAME_MAX];
+        snprintf(name, sizeof name, "layers.%d.attention_norm", i);
+        bad = largest(m->layers[i].attention_norm, c->dim, name, &lw);
+        snprintf(name, sizeof name, "layers.%d.ffn_norm", i);
+        bad = bad || largest(m->layers[i].ffn_norm, c->dim, name, &lw);
+    }
+    int n = qsur_llama_linear_count(m);
+    /* the weights the forward pass used (packed codes decoded, mapped ones
+     * converted), a row at a time */
+    float *row = malloc((size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim) * sizeof *row);
+    if (!row)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "the perplexity is not finite (mean NLL %.3g nats/token)",
+                         p->nll);
+    for (int i = 0; i <= n && !bad; i++) {
+        const qsur_llama_linear *l = i < n ? qsur_llama_linear_at(m, i) : &m->output;
+        for (int64_t r = 0; r < l->rows && !bad; r++) {
+            qsur_llama_linear_forward_rows(l, r, r + 1, row);
+            bad = largest(row, l->cols, l->name, &lw);
+        }
+    }
+    free(row);
+    if (bad)
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "the perplexity is not finite (mean NLL %.3g nats/token): %s "
+                         "holds a weight that is not finite", p->nll, lw.name);
+    return qsur_fail(err, QSUR_ERR_NUMERIC, "the perplexity is not finite (mean NLL %.3g nats/token): the "
+                     "logits are far too large; the largest weight is |w| = %.3g in %s", p->nll, lw.abs, lw.name);
+}
+
 int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = 0, seqlen = 256, batch = 8;
+    /* text: the papers' protocol (text_state.h), windows of 2048 (or the
+     * model's length) and a batch whose logits stay within 1 GiB */
+    int text = text_is_text(argv[0]);
+    long seqs = 0, seqlen = -1, batch = -1, max_tokens = 0; /* seqs 0: every sequence of the file */
     int fp32 = 0;
     for (int i = 1; i < argc; i++) {
         int a = 0;
@@ -491,16 +618,33 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
             fp32 = !strcmp(argv[i], "dtype=fp32");
             continue;
         }
-        (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
+        (void)((a = opt_long(argv[i], "seqs", 1, 1L << 30, &seqs)) ||
                (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
-               (a = opt_long(argv[i], "batch", 1, 4096, &batch)));
+               (a = opt_long(argv[i], "batch", 1, 4096, &batch)) ||
+               (a = opt_long(argv[i], "max-tokens", 0, LONG_MAX, &max_tokens)));
         if (a != 1)
-            return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N, dtype=bf16|fp32");
+            return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N, max-tokens=N, dtype=bf16|fp32");
     }
+    const qsur_llama_config *cfg = &s->model->cfg;
+    long given = seqlen;
+    if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
+        return rc;
+    if (text && given < 0)
+        seqlen = cfg->seq_len < 2048 ? cfg->seq_len : 2048;
+    if (batch < 0)
+        batch = text ? (long)((1LL << 28) / ((long long)seqlen * cfg->vocab_size)) : 8;
+    batch = batch < 1 ? 1 : batch > 8 && text ? 8 : batch;
+    if (max_tokens && !text)
+        return qsur_fail(err, QSUR_ERR_ARG, "max-tokens= is for text files (token files: seqs=N)");
     qsur_tokens t;
-    rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
+    rc = text ? text_eval_tokens(s, argv[0], (int)seqlen, max_tokens, &t, err)
+              : qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, cfg->vocab_size, err);
     if (rc)
         return rc;
+    if (!text && (rc = check_seqs(&t, argv[0], seqs, err))) {
+        qsur_tokens_free(&t);
+        return rc;
+    }
     qsur_llama_ppl p;
     double t0 = qsur_seconds(), upload = 0;
     int gpu = session_use_gpu(s);
@@ -515,6 +659,8 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     qsur_tokens_free(&t);
     if (rc)
         return rc;
+    if (!isfinite(p.nll) || !isfinite(p.ppl))
+        return not_finite(s->model, &p, err);
     double seconds = qsur_seconds() - t0;
     model_state *ms = s->mstate;
     if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))
@@ -525,7 +671,12 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
         qsur_quant_describe(&s->wq, wq, sizeof wq);
     describe_hook(aq, sizeof aq, &s->model->hooks.act);
     describe_hook(kq, sizeof kq, &s->model->hooks.kv);
-    rep_str(r, "file", "tokens", argv[0]);
+    rep_str(r, "file", text ? "text" : "tokens", argv[0]);
+    if (text)
+        rep_str(r, "protocol", "protocol", qsur_tokenizer_bos(s->text->tok) >= 0
+                ? "whole file tokenized once, BOS first, non-overlapping windows"
+                : "whole file tokenized once, no BOS (post-processor), non-overlapping windows");
+    rep_int(r, "seqlen", "window", seqlen);
     rep_int(r, "seqs", "sequences", p.n_seqs);
     rep_int(r, "predicted", "tokens scored", p.n_predicted);
     rep_str(r, "weights", "weights", nq ? wq : "float");
@@ -569,6 +720,7 @@ int model_apply_quant(session *s, report *r, qsur_error *err)
         return rc;
     m->hooks.act = a;
     m->hooks.kv = kv;
+    m->hooks.act_wo = s->aoq; /* bits 0: follows act */
     s->mstate->quantized = 1;
     snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
     char kq[96];
@@ -793,7 +945,7 @@ static int load_calib_tokens(session *s, qsur_tokens *t, qsur_error *err)
     const model_state *ms = s->mstate;
     if (!ms->has_calib)
         return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
-    return qsur_tokens_read(t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, s->model->cfg.vocab_size, err);
+    return text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, ms->calib_seed, t, err);
 }
 
 /* After a whole-model weight quantizer ran: the model state records it, the

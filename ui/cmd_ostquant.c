@@ -4,12 +4,16 @@
  * error panels update like after `rotate`/`scale`.
  * model: trains the transform pairs of the loaded model on calibration tokens
  * and replaces the session's model by the fused, weight-quantized one (online
- * Hadamards kept in s->model_rot). Ctrl-C keeps the best transforms so far.
+ * Hadamards kept in s->model_rot). Ctrl-C keeps the model from before the
+ * command (the state file is still written), or, with keep-partial=1, the
+ * best transforms so far.
  * resume: continues from a state file (state=FILE of model) on the model the
  * state started from. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include "text_state.h"
 #include "commands.h"
 #include "plot.h"
 #include "model_state.h"
@@ -127,27 +131,48 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
  * fuses it, quantizes the weights, saves the state (state_out) and replaces
  * the session model. Log line: canon_head steps=N canon_tail. */
 static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_seqlen, const char *eval,
-                    const char *state_out, const char *canon_head, const char *canon_tail, report *r,
-                    qsur_error *err)
+                    const char *state_out, int keep_partial, const char *canon_head, const char *canon_tail,
+                    report *r, qsur_error *err)
 {
     qsur_ostquant_opts o = os->opts;
     qsur_tokens ct, et;
     memset(&et, 0, sizeof et);
-    int rc = qsur_tokens_load(&ct, calib, calib_seqlen, s->model->cfg.vocab_size, err);
+    /* text: `calib`'s windows when it is the session's file, else seqs= (128) from seed= */
+    const model_state *ms = s->mstate;
+    int same = ms && ms->has_calib && !strcmp(calib, ms->calib_path);
+    int samples = same && ms->calib_seqs > 0 ? ms->calib_seqs : o.max_seqs > 0 ? o.max_seqs : 128;
+    if (!text_is_text(calib))
+        samples = 0; /* a token file is read whole: the QSUR measurements use the whole stream */
+    int rc = text_or_tokens_calib(s, calib, calib_seqlen, samples, same ? ms->calib_seed : o.seed, &ct, err);
     if (rc)
         return rc;
-    if (eval && (rc = qsur_tokens_load(&et, eval, ct.seq_len, s->model->cfg.vocab_size, err))) {
+    if (eval && (rc = text_or_tokens_eval(s, eval, ct.seq_len, &et, err))) {
         qsur_tokens_free(&ct);
         return rc;
     }
     int start = os->step;
+    double wall0 = os->time.total, cpu0 = (double)clock() / CLOCKS_PER_SEC;
     os->qsur_opt = ostquant_session_qsur_options(s);
     /* the progress callbacks show os->qlog live (REPL lines, TUI table) */
     s->training = os;
     s->training_shown = os->nqlog;
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
+    double train_wall = os->time.total - wall0, train_cpu = (double)clock() / CLOCKS_PER_SEC - cpu0;
     s->training = NULL;
     int interrupted = rc == QSUR_ERR_INTERRUPTED;
+    if (interrupted && !keep_partial) {
+        /* A stopped run is not the result the user asked for: the session
+         * keeps its model; the state file still lets `ostquant resume` go on. */
+        qsur_error serr;
+        int saved = state_out && qsur_ostquant_save(os, state_out, &serr) == QSUR_OK;
+        qsur_tokens_free(&ct);
+        if (eval)
+            qsur_tokens_free(&et);
+        return qsur_fail(err, QSUR_ERR_INTERRUPTED, "interrupted at step %d of %d: the model is the one from "
+                         "before the command (keep-partial=1 keeps the best transforms so far)%s%s%s",
+                         os->step, o.steps, saved ? "; state saved to " : "", saved ? state_out : "",
+                         state_out && !saved ? "; the state file could not be written" : "");
+    }
     if (interrupted && s->interrupted)
         *s->interrupted = 0; /* honoured: the fusion and capture below must run */
     qsur_llama *fm = NULL;
@@ -204,7 +229,11 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_bool(r, "womi", "WOMI init", o.womi);
         rep_bool(r, "scales", "learned scales", o.learn_scales);
         rep_int(r, "steps_done", "steps done", os->step);
+        rep_num(r, "train_seconds", "training wall time (s)", train_wall, "%.2f");
+        rep_num(r, "train_cpu_seconds", "training CPU time of the process (s)", train_cpu, "%.2f");
         rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
+        if (interrupted)
+            rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
         rep_int(r, "best_step", "best step (selection batch)", os->best_step);
         rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
         rep_str(r, "online", "online rotations", rd);
@@ -232,6 +261,7 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         s->wq = os->wspec;
         s->aq = os->aspec;
         s->kvq = os->kvspec;
+        s->aoq = os->aospec;
         ostquant_record *rec = NULL;
         if (s->mstate && ostquant_record_new(&rec, os, &final, how, interrupted, &merr) == QSUR_OK) {
             ostquant_record_free(s->mstate->ostq);
@@ -279,6 +309,38 @@ static int check_no_hooks(const session *s, const char *who, qsur_error *err)
     return QSUR_OK;
 }
 
+/* `preset=paper`: the OSTQuant code's training protocol (docs/ostquant.md).
+ * With quantized activations or KV cache (W4A4KV4): WOMI start, weights float
+ * during training (GPTQ after), batch 32; weight-only (W4A16KV16): Hadamard
+ * start, weights fake-quantized, batch 16. Both: 100 steps over every
+ * sequence of the calibration file, KL-Top with k = 1000 (>= the vocabulary:
+ * the full KL), Riemannian Adam lr 0.0169 on the orthogonals, Adam lr 0.00179
+ * on the scales, both decaying linearly to 0, gradients clipped to norm 1,
+ * a new batch order every pass, the last step's parameters kept; learned:
+ * R_res, R_ov, S_attn/S_ffn (norm->linear), S_ov, S_ud and S_qk. */
+static void paper_preset(const session *s, qsur_ostquant_opts *o)
+{
+    int weight_only = s->aq.bits >= 16 && s->kvq.bits >= 16;
+    o->steps = 100;
+    o->batch = weight_only ? 16 : 32;
+    o->max_seqs = 1 << 30; /* every sequence of the file, whatever `calib` took */
+    o->lr = 0.01689753172873217;
+    o->lr_scale = 0.0017898822675917248;
+    o->loss = QSUR_OSTQ_KLTOP;
+    o->topk = 1000;
+    o->womi = !weight_only;
+    o->learn_scales = 1;
+    o->no_wquant = !weight_only;
+    o->clip_grad = 1.0;
+    o->lr_decay = 1;
+    o->radam = 1;
+    o->keep_last = 1;
+    o->reshuffle = 1;
+    o->learn_qk = 1;
+    o->klt = 0; /* WOMI: the KLT start measured worse on calib (docs/ostquant.md) */
+    o->ste_const = 0;
+}
+
 static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     if (!s->model)
@@ -289,14 +351,37 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
     o.seed = session_next_seed(s);
     const char *calib = NULL, *eval = NULL, *state = NULL;
     long v;
+    int keep = 0; /* keep-partial=1: Ctrl-C keeps the best transforms so far */
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 0, 1000000, &v))
             o.steps = (int)v;
+        else if (!strcmp(a, "preset=paper"))
+            paper_preset(s, &o);
         else if (!strncmp(a, "lr=", 3) && !parse_double(a + 3, 0.0, 10.0, &o.lr))
             ;
         else if (!strncmp(a, "lr-scale=", 9) && !parse_double(a + 9, 0.0, 10.0, &o.lr_scale))
             ;
+        else if (!strcmp(a, "wquant=off") || !strcmp(a, "wquant=on"))
+            o.no_wquant = a[8] == 'f';
+        else if (!strncmp(a, "clip-grad=", 10) && !parse_double(a + 10, 0.0, 1e6, &o.clip_grad))
+            ;
+        else if (!strcmp(a, "lr-decay=linear") || !strcmp(a, "lr-decay=none"))
+            o.lr_decay = a[9] == 'l';
+        else if (!strcmp(a, "adam-norm=canonical") || !strcmp(a, "adam-norm=mean"))
+            o.radam = a[10] == 'c';
+        else if (!strcmp(a, "keep=last") || !strcmp(a, "keep=best"))
+            o.keep_last = a[5] == 'l';
+        else if (!strcmp(a, "shuffle=epoch") || !strcmp(a, "shuffle=once"))
+            o.reshuffle = a[8] == 'e';
+        else if (!strcmp(a, "womi"))
+            o.womi = 1, o.klt = 0;
+        else if (!strcmp(a, "ste=minmax") || !strcmp(a, "ste=const"))
+            o.ste_const = a[4] == 'c';
+        else if (!strcmp(a, "qk-scale=on") || !strcmp(a, "qk-scale=off"))
+            o.learn_qk = a[10] == 'n';
+        else if (!strcmp(a, "klt"))
+            o.womi = 1, o.klt = 1;
         else if (!strcmp(a, "loss=kltop") || !strcmp(a, "loss=ce") || !strcmp(a, "loss=mse"))
             o.loss = a[5] == 'k' ? QSUR_OSTQ_KLTOP : a[5] == 'c' ? QSUR_OSTQ_CE : QSUR_OSTQ_MSE;
         else if (!strncmp(a, "topk=", 5) && !parse_long(a + 5, 1, 1 << 20, &v))
@@ -325,10 +410,14 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
             eval = a + 5;
         else if (!strncmp(a, "state=", 6))
             state = a + 6;
+        else if (!strcmp(a, "keep-partial=0") || !strcmp(a, "keep-partial=1"))
+            keep = a[13] == '1';
         else
-            return option_fail(err, a, "steps=N lr=X lr-scale=X loss=kltop|ce|mse topk=K batch=B seqs=N "
-                                       "seq-len=T eval-every=N qsur-every=N qsur-tokens=N seed=N no-womi "
-                                       "no-scale calib=FILE eval=FILE state=OUT; see `help ostquant`");
+            return option_fail(err, a, "preset=paper steps=N lr=X lr-scale=X loss=kltop|ce|mse topk=K batch=B "
+                                       "seqs=N seq-len=T eval-every=N qsur-every=N qsur-tokens=N seed=N "
+                                       "no-womi womi klt qk-scale=on|off ste=minmax|const no-scale wquant=on|off clip-grad=X lr-decay=linear|none "
+                                       "adam-norm=canonical|mean keep=last|best shuffle=epoch|once calib=FILE eval=FILE "
+                                       "state=OUT keep-partial=0|1; see `help ostquant`");
     }
     int seqlen = 0, rc = pick_calib(s, calib, &calib, &seqlen, &o.max_seqs, err);
     if (rc)
@@ -339,15 +428,20 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
         rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
     if (rc)
         return rc;
+    os->aospec = s->aoq;
     char canon[8192];
     snprintf(canon, sizeof canon,
              "lr=%.17g lr-scale=%.17g loss=%s topk=%d batch=%d seqs=%d seq-len=%d "
-             "eval-every=%d qsur-every=%d qsur-tokens=%d seed=%llu%s%s calib=\"%s\"%s%s%s%s%s%s",
+             "eval-every=%d qsur-every=%d qsur-tokens=%d seed=%llu%s%s%s qk-scale=%s ste=%s wquant=%s clip-grad=%.17g "
+             "lr-decay=%s adam-norm=%s keep=%s shuffle=%s calib=\"%s\"%s%s%s%s%s%s",
              o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch, o.max_seqs, o.seq_len,
-             o.eval_every, o.qsur_every, o.qsur_tokens, (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale",
+             o.eval_every, o.qsur_every, o.qsur_tokens, (unsigned long long)o.seed, o.womi ? " womi" : " no-womi", o.womi && o.klt ? " klt" : "",
+             o.learn_scales ? "" : " no-scale", o.learn_qk ? "on" : "off", o.ste_const ? "const" : "minmax", o.no_wquant ? "off" : "on", o.clip_grad,
+             o.lr_decay ? "linear" : "none", o.radam ? "canonical" : "mean", o.keep_last ? "last" : "best",
+             o.reshuffle ? "epoch" : "once",
              calib, eval ? " eval=\"" : "", eval ? eval : "", eval ? "\"" : "", state ? " state=\"" : "",
              state ? state : "", state ? "\"" : "");
-    rc = ostq_run(s, os, calib, seqlen, eval, state, "ostquant model", canon, r, err);
+    rc = ostq_run(s, os, calib, seqlen, eval, state, keep, "ostquant model", canon, r, err);
     qsur_ostquant_free(os);
     return rc;
 }
@@ -365,6 +459,7 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
         return QSUR_ERR_ARG;
     const char *file = argv[0], *calib = NULL, *eval = NULL, *state = NULL;
     long more = -1, qsur_every = -1, v;
+    int keep = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 1, 1000000, &v))
@@ -377,8 +472,10 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
             eval = a + 5;
         else if (!strncmp(a, "state=", 6))
             state = a + 6;
+        else if (!strcmp(a, "keep-partial=0") || !strcmp(a, "keep-partial=1"))
+            keep = a[13] == '1';
         else
-            return option_fail(err, a, "steps=M qsur-every=N calib=FILE eval=FILE state=OUT");
+            return option_fail(err, a, "steps=M qsur-every=N calib=FILE eval=FILE state=OUT keep-partial=0|1");
     }
     qsur_ostquant *os = NULL;
     int rc = qsur_llama_own_all(s->model, err); /* the base hash reads float weights */
@@ -409,7 +506,7 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
     snprintf(canon, sizeof canon, "%scalib=\"%s\"%s%s%s%s%s%s", qe, calib, eval ? " eval=\"" : "", eval ? eval : "",
              eval ? "\"" : "", state ? " state=\"" : "", state ? state : "", state ? "\"" : "");
     rep_int(r, "resumed_from", "resumed at step", os->step);
-    rc = ostq_run(s, os, calib, seqlen, eval, state, head, canon, r, err);
+    rc = ostq_run(s, os, calib, seqlen, eval, state, keep, head, canon, r, err);
     qsur_ostquant_free(os);
     return rc;
 }

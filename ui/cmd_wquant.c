@@ -116,7 +116,7 @@ static void canon_layers(char *canon, size_t n, long layers)
 int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     qsur_gptq_opts o = qsur_gptq_default();
-    int model = model_mode(&argc, &argv);
+    int model = model_mode(&argc, &argv), float_acts = 0;
     long nlayers = 0;
     if (model_layers(model, &argc, argv, &nlayers, err))
         return QSUR_ERR_ARG;
@@ -125,15 +125,19 @@ int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
             o.act_order = 1;
         else if (!strncmp(argv[i], "damp=", 5) && !parse_double(argv[i] + 5, 0.0, 1.0, &o.percdamp))
             ;
+        else if (model && !strcmp(argv[i], "float-acts"))
+            float_acts = 1;
         else
-            return option_fail(err, argv[i], "act, damp=P");
+            return option_fail(err, argv[i], model ? "act, damp=P, float-acts" : "act, damp=P");
     }
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_GPTQ;
         mo.gptq = o;
+        mo.float_acts = float_acts;
         char canon[96];
-        snprintf(canon, sizeof canon, "gptq model%s damp=%.17g", o.act_order ? " act" : "", o.percdamp);
+        snprintf(canon, sizeof canon, "gptq model%s damp=%.17g%s", o.act_order ? " act" : "", o.percdamp,
+                 float_acts ? " float-acts" : "");
         mo.layers = (int)nlayers;
         canon_layers(canon, sizeof canon, nlayers);
         return model_wquant(s, &mo, canon, r, err);

@@ -9,8 +9,10 @@ static const char *const set_words[] = {"format", "errexit", "echo", "color", "o
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
-                                          "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search", NULL};
-static const char *const gptq_words[] = {"model", "act", "damp=0.01", NULL};
+                                          "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search",
+                                          "preset=paper-w4a4kv4", "preset=paper-w4a16kv16", "ao:head", "w:sym-full",
+                                          NULL};
+static const char *const gptq_words[] = {"model", "act", "damp=0.01", "float-acts", NULL};
 static const char *const quantease_words[] = {"model", "outliers=0.005", "init=gptq", "init=rtn", NULL};
 static const char *const awq_words[] = {"model", NULL};
 static const char *const cqe_words[] = {"model", "steps=100", "lr=0.001", "band=1", "rank=0", "window=2", "window=0", NULL};
@@ -18,8 +20,10 @@ static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "p
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const ostquant_words[] = {"layer", "model", "resume", "status", "state=", "steps=", "lr=", "loss=kltop",
                                              "loss=ce", "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
-                                             "qsur-every=", "qsur-tokens=", "calib=", "eval=", NULL};
+                                             "qsur-every=", "qsur-tokens=", "calib=", "eval=", "keep-partial=1", "preset=paper",
+                                             "wquant=off", "qk-scale=on", "ste=const", "keep=best", "klt", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
+static const char *const tokenizer_words[] = {"load", "info", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
@@ -68,14 +72,21 @@ const command command_table[] = {
      cmd_heatmap},
 
     /* ---- quantize and measure ---- */
-    {"quant", 0, 6, CMD_LOGGED, COMPLETE_WORDS, quant_words,
-     "quant [wBaB[kvB]] [w:OPTS] [a:OPTS] [kv:OPTS]",
+    {"quant", 0, 8, CMD_LOGGED, COMPLETE_WORDS, quant_words,
+     "quant [preset=NAME] [wBaB[kvB]] [w:OPTS] [a:OPTS] [ao:OPTS] [kv:OPTS]",
      "show or set the weight, activation and KV-cache quantizers (and quantize the model)",
      "Bits: w4a8kv4 sets 4-bit weights, 8-bit activations, 4-bit KV cache (2..8; 16 = not\n"
      "quantized). A bits word without kv turns KV quantization off; options alone keep the widths.\n"
-     "OPTS (comma-separated): sym | asym, tensor | row (= channel for W, token for X, head for KV)\n"
-     "| gN (groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group,\n"
-     "the ratio minimising MSE). Example: quant w4a4 w:sym,row a:asym,token,clip=0.9\n"
+     "OPTS (comma-separated): sym | sym-full (the extra code -2^(b-1), scale max(-min/2^(b-1),\n"
+     "max/(2^(b-1)-1))) | asym, tensor | row (= channel for W, token for X, head for KV) | gN\n"
+     "(groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group, the\n"
+     "ratio minimising the error), clip-norm=P (that error is sum |x-Q(x)|^P, default 2),\n"
+     "clip-grid=N (ratios 1, 0.99, .. 1-0.01(N-1); default 51). ao:OPTS: wo's input alone (its\n"
+     "width follows a:), plus `head` (groups of head_size) and `same` (back to a:).\n"
+     "Example: quant w4a4 w:sym,row a:asym,token,clip=0.9\n"
+     "preset=paper-w4a4kv4 | paper-w4a16kv16: the OSTQuant code's quantizers (docs/ostquant.md):\n"
+     "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80 a:asym,token ao:asym,head kv:asym,row\n"
+     "(W4A16KV16: a16 kv16); later words override the preset.\n"
      "With a model loaded the model is quantized too: weights round-to-nearest from the float\n"
      "weights (a group size that does not divide a linear's width uses the closest divisor, e.g.\n"
      "g32 -> g43 for hidden 172), activations of every linear per token, K and V per head per\n"
@@ -100,7 +111,8 @@ const command command_table[] = {
      "A table of every metric on the original layer and after its transforms, with the\n"
      "change, and the channel absmax bars of both states on one scale ('!' = outlier).",
      cmd_compare},
-    {"gptq", 0, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [model [layers=N]] [act] [damp=P]",
+    {"gptq", 0, 5, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words,
+     "gptq [model [layers=N]] [act] [damp=P] [float-acts]",
      "GPTQ the current layer's weight on its activations (or every linear of the model)",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
      "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
@@ -111,7 +123,9 @@ const command command_table[] = {
      "are run again through the partly quantized model and the group is quantized on the captured\n"
      "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.\n"
      "The forward stops after the group's block and keeps only its input: memory is one group's\n"
-     "input whatever the depth. layers=N: only the first N blocks (the others keep their form).",
+     "input whatever the depth. layers=N: only the first N blocks (the others keep their form).\n"
+     "float-acts: capture those inputs with the activation/KV quantizers off (online rotations on),\n"
+     "as the QuaRot/OSTQuant code calibrates GPTQ.",
      cmd_gptq},
     {"quantease", 0, 5, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, quantease_words,
      "quantease [model [layers=N]] [SWEEPS] [outliers=P] [init=rtn|gptq]",
@@ -156,15 +170,22 @@ const command command_table[] = {
      "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
      "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
      "       model is replaced by the fused, weight-quantized one (docs/ostquant.md).\n"
-     "       calib=FILE (token file; default: the file of `calib`, with its seqs) eval=FILE\n"
+     "       calib=FILE (tokens or .txt; default: the file of `calib`, with its seqs) eval=FILE\n"
      "       (scored only) steps=150 lr=0.01 lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4\n"
      "       seqs=N seq-len=N eval-every=N seed=N no-womi no-scale state=FILE (optimiser state,\n"
-     "       saved at the end and on Ctrl-C). Ctrl-C keeps the best transforms so far.\n"
+     "       saved at the end and on Ctrl-C). Ctrl-C stops training and keeps the model from\n"
+     "       before the command (an error says so); keep-partial=1: the best transforms so far\n"
+     "       replace it instead (the report says so).\n"
+     "       The OSTQuant code's protocol: preset=paper (100 steps, batch 32 (16 weight-only),\n"
+     "       lr 0.0169 / 0.00179, and:) wquant=off (weights float while training; GPTQ after)\n"
+     "       clip-grad=X (global gradient norm) lr-decay=linear|none adam-norm=canonical|mean\n"
+     "       (geoopt's Riemannian Adam scaling) keep=last|best shuffle=epoch|once womi|klt\n"
+     "       qk-scale=on|off (S_qk per RoPE pair) ste=minmax|const (asymmetric STE scale).\n"
      "       Live QSUR: every qsur-every=N steps (default 10; 0 off), at the start and at the\n"
      "       last step, log10 QSUR and QSUR^(1/d) of every transformed layer (q/k/v, wo, w1/w3\n"
      "       and w2 inputs, and their stacked fused weights) on qsur-tokens=N (512) calibration\n"
      "       tokens: a line per measurement at the prompt, a live table in the TUI.\n"
-     "resume FILE [steps=M] [qsur-every=N] [calib=FILE] [eval=FILE] [state=OUT]: M more steps\n"
+     "resume FILE [steps=M] [qsur-every=N] [calib=FILE] [eval=FILE] [state=OUT] [keep-partial=1]: M more steps\n"
      "       (default: the rest of the saved run) from a state file, on the model the state\n"
      "       started from (load it and set the same `quant` first; another model is refused).\n"
      "status  the last run's QSUR: the measurements during training and the per-layer table\n"
@@ -260,27 +281,37 @@ const command command_table[] = {
      "save-hf  config.json + model.safetensors of the float weights (atomically; DIR is created)",
      cmd_model},
     {"calib", 1, 7, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL,
-     "calib FILE [seqs=N] [seqlen=N] [max_tokens=N] [seed=N] [layers=A-B] [only=NAME]",
+     "calib FILE [samples=N] [seqlen=N] [max_tokens=N] [seed=N] [layers=A-B] [only=NAME]",
      "capture the model's calibration activations into the workspace",
-     "Runs seqs sequences of seqlen tokens of FILE (a token file: .u16, .u32 or int32 .npy,\n"
-     "docs/model.md; defaults 16 x 256) through the FLOAT model and stores the input of every\n"
-     "linear as layers.N.attention.in, layers.N.attention.wo.in, layers.N.feed_forward.in,\n"
-     "layers.N.feed_forward.w2.in (and K, V as layers.N.attention.k/v). max_tokens=N keeps a\n"
-     "seeded random subset of token positions. `use layers.0.feed_forward.w2` then pairs the\n"
-     "weight with its input. gptq/quantease/awq model and smoothquant use these settings.\n"
-     "Never calibrate on evaluation data.\n"
+     "Runs calibration sequences through the FLOAT model and stores the input of every linear as\n"
+     "layers.N.attention.in, layers.N.attention.wo.in, layers.N.feed_forward.in,\n"
+     "layers.N.feed_forward.w2.in (and K, V as layers.N.attention.k/v).\n"
+     "FILE.txt (text, tokenized with the session tokenizer, BOS as its post-processor says):\n"
+     "samples windows of seqlen tokens at seeded uniform random offsets, as GPTQ's data loaders\n"
+     "(defaults 128 x 2048, or the model's length when shorter). A token file: its first\n"
+     "samples (= seqs) sequences of seqlen (defaults 16 x 256; .u16, .u32 or int32 .npy,\n"
+     "docs/model.md). max_tokens=N keeps a seeded\n"
+     "random subset of token positions. `use layers.0.feed_forward.w2` then pairs the weight\n"
+     "with its input. gptq/quantease/awq/cqe model, smoothquant, ostquant and export use these\n"
+     "settings. Never calibrate on evaluation data.\n"
      "layers=A-B (or N) keeps those layers only, and the forward stops after the last;\n"
      "only=NAME one capture kind: a linear (layers.N.feed_forward.w2, its input), a kind\n"
      "(feed_forward.w2.in: every layer of the range) or `current` (the selected layer).\n"
      "The memory the capture takes is shown before it runs and reported.",
      cmd_calib},
-    {"ppl", 1, 5, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N] [dtype=bf16|fp32]",
-     "perplexity of the model (with its current quantization) on a token file",
-     "Splits FILE (a token file: .u16, .u32 or int32 .npy) into sequences of seqlen (default\n"
-     "256), scores every next token of the first seqs sequences (default all) with the model as\n"
-     "it is: quantized weights, activation and KV quantization, online rotations. Ctrl-C stops\n"
-     "it. On the GPU (`set device`), the model is uploaded for the command; dtype=bf16 (default)\n"
-     "runs bf16 GEMMs with fp32 accumulation, dtype=fp32 matches the CPU to ~1e-7.",
+    {"ppl", 1, 5, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqlen=N] [max-tokens=N] [seqs=N] [batch=N] [dtype=bf16|fp32]",
+     "perplexity of the model (with its current quantization) on a text or token file",
+     "FILE.txt: the papers' protocol (GPTQ, QuaRot, OSTQuant on WikiText-2): the whole file\n"
+     "tokenized once (BOS first when the tokenizer's post-processor adds one), cut into\n"
+     "non-overlapping windows of seqlen (default 2048, or the model's length when shorter; the\n"
+     "tail is dropped), each window run on its own, perplexity = exp(mean NLL over every\n"
+     "predicted token: seqlen - 1 per window). max-tokens=N uses the first N tokens.\n"
+     "A token file (.u16, .u32 or int32 .npy): sequences of seqlen (default 256). seqs=N: the\n"
+     "first N windows only.\n"
+     "Scored with the model as it is: quantized weights, activation and KV quantization,\n"
+     "online rotations. Ctrl-C stops it. On the GPU (`set device`), the model is uploaded for\n"
+     "the command; dtype=bf16 (default) runs bf16 GEMMs with fp32 accumulation, dtype=fp32\n"
+     "matches the CPU to ~1e-7.",
      cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",
@@ -290,6 +321,47 @@ const command command_table[] = {
      "softmax(.)V; with GQA one scale per kv channel) and the rows of w3 (w2's input is\n"
      "silu(w1 h) * w3 h; skipped when an online rotation sits before w2). Exact in float.",
      cmd_smoothquant},
+
+    /* ---- text ---- */
+    {"tokenizer", 1, 2, CMD_LOGGED, COMPLETE_WORDS, tokenizer_words, "tokenizer load FILE | tokenizer info",
+     "load a tokenizer (tokenizer.json or llama2.c tokenizer.bin) or describe the session's",
+     "load  a Hugging Face tokenizer.json (byte-level BPE of the Llama-3 kind, or SentencePiece\n"
+     "      BPE with byte fallback of the Llama-2 kind) or a llama2.c tokenizer.bin. `model load\n"
+     "      DIR` loads DIR/tokenizer.json by itself (tokenizer.bin beside a llama2.c file).\n"
+     "info  kind, number of ids, BOS (what ppl/calib/generate put first) and EOS.\n"
+     "Encoding equals the Hugging Face tokenizers library id for id (docs/text.md).",
+     cmd_tokenizer},
+    {"tokenize", 1, 2, 0, COMPLETE_FILE, NULL, "tokenize TEXT|FILE [show=N]",
+     "the token ids of a text (or a file) with each token's piece",
+     "Encodes TEXT (quote it) or the contents of FILE when it names a file, without BOS, and\n"
+     "lists position, id, the vocabulary spelling (Ġ/▁ mark a space) and the text each token\n"
+     "stands for, so you see what the model sees. show=N rows (default 64); JSON has every id.",
+     cmd_tokenize},
+    {"detokenize", 1, -1, 0, COMPLETE_NONE, NULL, "detokenize IDS [show=N]",
+     "the text of a list of token ids (1,2,3 or [1, 2, 3] or 1 2 3), with each piece",
+     "Decodes the ids with the tokenizer's decoder (byte tokens become bytes, the leading\n"
+     "space marker is dropped as the decoder says) and lists each id's piece.",
+     cmd_detokenize},
+    {"generate", 1, 5, CMD_LONG, COMPLETE_NONE, NULL, "generate \"PROMPT\" [n=64] [temp=0] [top-p=0.9] [seed=S]",
+     "continue a prompt with the session model as it is (quantized, transformed), streaming",
+     "Encodes PROMPT (BOS first when the tokenizer adds one), runs it through the model and\n"
+     "samples n tokens one at a time with the KV cache: temp=0 greedy (argmax); temp > 0\n"
+     "softmax(logits / temp) restricted to the top-p nucleus. Stops at the end-of-text token.\n"
+     "The text streams as it comes (the TUI's output panel too). Uses the model exactly as\n"
+     "ppl does: compare `generate` before and after `quant` to see what quantization does to\n"
+     "the text. Ctrl-C stops it and keeps what was generated.",
+     cmd_generate},
+    {"eval", 1, 2, CMD_LONG, COMPLETE_FILE, NULL, "eval FILE.jsonl [limit=N]",
+     "zero-shot multiple-choice accuracy (acc, acc_norm per task and overall)",
+     "One task item per line: {\"context\": TEXT, \"choices\": [TEXT, ...], \"label\": K,\n"
+     "\"task\": NAME (optional)}. Each choice is scored by the log-likelihood of its tokens after\n"
+     "the context's (no BOS, as lm-evaluation-harness); acc counts the argmax, acc_norm the\n"
+     "argmax of log-likelihood / characters of the choice (lm-evaluation-harness's definitions).\n"
+     "context and choices may also be arrays of token ids (no tokenizer needed; acc_norm then\n"
+     "divides by the token count); one context per choice as an array of strings (WinoGrande).\n"
+     "limit=N: the first N items. docs/eval.md converts ARC,\n"
+     "HellaSwag, PIQA, WinoGrande, BoolQ to this schema.",
+     cmd_eval},
 
     /* ---- session ---- */
     {"help", 0, 1, 0, COMPLETE_COMMAND, NULL, "help [COMMAND]",

@@ -63,6 +63,13 @@ HANDLER(cmd_sleep);
 HANDLER(cmd_ostquant);
 /* cmd_export.c */
 HANDLER(cmd_export);
+/* cmd_text.c */
+HANDLER(cmd_tokenizer);
+HANDLER(cmd_tokenize);
+HANDLER(cmd_detokenize);
+HANDLER(cmd_generate);
+/* cmd_eval.c */
+HANDLER(cmd_eval);
 
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "layer_pick.h"
 #include "layer_state.h"
 #include "layer_transform.h"
 #include "session.h"
@@ -19,6 +20,11 @@ void layer_state_free(layer_state *l)
 
 layer_state *session_layer(session *s, qsur_error *err)
 {
+    /* Nothing selected but only one layer to look at (`load W.npy`, then
+     * `qsur`): select it rather than send the user to `use`. */
+    char w[QSUR_NAME_MAX], x[QSUR_NAME_MAX];
+    if ((s->current < 0 || s->current >= s->nlayers) && layer_pick_obvious(s->ws.items, s->ws.count, w, x, sizeof w))
+        session_use_layer(s, w[0] ? w : NULL, x[0] ? x : NULL, err);
     if (s->current < 0 || s->current >= s->nlayers) {
         qsur_fail(err, QSUR_ERR_ARG, "no layer selected (use `use NAME [ACTIVATION]`; `layers` lists names)");
         return NULL;
@@ -319,15 +325,10 @@ static int output_error(session *s, layer_state *l, const layer_view *v, const f
     return rc;
 }
 
-static int same_spec(const qsur_quant_spec *a, const qsur_quant_spec *b)
-{
-    return a->bits == b->bits && a->symmetric == b->symmetric && a->gran == b->gran &&
-           a->group == b->group && a->clip == b->clip && a->clip_search == b->clip_search;
-}
 
 static int cache_hit(const session *s, const layer_metrics_cache *c, uint64_t state)
 {
-    return c->valid && c->state == state && same_spec(&c->wq, &s->wq) && same_spec(&c->aq, &s->aq) &&
+    return c->valid && c->state == state && qsur_quant_spec_equal(&c->wq, &s->wq) && qsur_quant_spec_equal(&c->aq, &s->aq) &&
            c->alpha == s->set.qsur_alpha && c->asym == s->set.qsur_asym &&
            c->error_tokens == s->set.error_tokens;
 }

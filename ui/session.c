@@ -6,6 +6,7 @@
 #include "model_state.h"
 #include "qsur/llama.h"
 #include "session.h"
+#include "text_state.h"
 #include "qsur/llama_rotations.h"
 
 void session_init(session *s, FILE *out)
@@ -40,6 +41,7 @@ void session_free(session *s)
     model_state_free(s->mstate); /* after the model: its hooks point into it */
     qsur_llama_rotations_free(s->model_rot);
     qsur_workspace_clear(&s->ws);
+    text_state_free(s->text);
     memset(s, 0, sizeof *s);
 }
 

@@ -42,6 +42,8 @@ typedef struct session {
     session_log log;
     qsur_quant_spec wq, aq;    /* weight and activation quantizers */
     qsur_quant_spec kvq;       /* KV-cache quantizer of the model (bits 16 = off) */
+    qsur_quant_spec aoq;       /* wo's input (`quant ao:...`, e.g. per head); bits 0:
+                                  the same as aq (its bits always follow aq's) */
     struct qsur_llama *model;  /* the loaded model (`model load`), or NULL; owned */
     struct qsur_llama_rotations *model_rot; /* online Hadamards the model's hooks point at
                                               (set by `ostquant model`), owned, or NULL */
@@ -64,6 +66,7 @@ typedef struct session {
     const struct qsur_ostquant *training;
     int training_shown;        /* QSUR tables of `training` the REPL has printed */
     demo_state demo;           /* the `demo` teaching model (zeroed: not started) */
+    struct text_state *text;   /* tokenizer and tokenized-text cache (text_state.h), or NULL */
     int gpu_probed;            /* gpu_info is filled (probed once, when first needed) */
     qsur_gpu_info gpu_info;
 } session;

@@ -22,4 +22,9 @@ int tui_run(struct session *s, qsur_error *err);
  * the `tui` command refuses to nest. */
 int tui_active(const struct session *s);
 
+/* While a command runs in the TUI: appends text to the output panel as it
+ * comes (`generate` streams tokens); NULL starts a new line. No-op outside
+ * the TUI. */
+void tui_stream(struct session *s, const char *text);
+
 #endif

@@ -107,6 +107,11 @@ typedef struct {
     qsur_quant_spec act;      /* input of every per-layer linear (wq..w3), applied
                                  to the T x in matrix, so QSUR_GRAN_ROW = per token;
                                  bits >= 16: off. The classifier input stays float. */
+    qsur_quant_spec act_wo;   /* the input of wo alone when bits > 0 (e.g. per head:
+                                 QSUR_GRAN_GROUP of head_size, as the OSTQuant/QuaRot
+                                 code quantizes the attention output); bits 0
+                                 (hooks_none): wo's input uses `act` like the others.
+                                 Read it through qsur_llama_act_wo. */
     qsur_quant_spec kv;       /* K (after RoPE) and V as they enter the cache, on
                                  rows of head_size: QSUR_GRAN_ROW = per head per
                                  token; bits >= 16: off */
@@ -129,8 +134,10 @@ typedef struct qsur_llama {
                                            weights map into, or NULL */
 } qsur_llama;
 
-/* Hooks with everything off (bits 16, no online transforms). */
+/* Hooks with everything off (bits 16, no online transforms; act_wo follows act). */
 qsur_llama_hooks qsur_llama_hooks_none(void);
+/* The quantizer of wo's input: h->act_wo when its bits are set, else h->act. */
+const qsur_quant_spec *qsur_llama_act_wo(const qsur_llama_hooks *h);
 
 /* A model with zeroed weights for a checked config (unit norms are NOT set). */
 int qsur_llama_new(qsur_llama **out, const qsur_llama_config *cfg, qsur_error *err);

@@ -52,6 +52,9 @@ typedef struct {
     int64_t max_tokens;
     uint64_t seed;
     int layers;      /* > 0: only the first `layers` blocks (the rest keep their form) */
+    int float_acts;   /* 1: capture with the activation/KV quantizers off (online
+                         rotations kept), as the QuaRot / OSTQuant code calibrates
+                         GPTQ; 0: with the model's hooks on (see above) */
     int gpu;           /* GPTQ: each linear's Hessian, Cholesky and column loop on
                           the GPU (qsur_gpu_gptq); captures stay on the CPU */
 } qsur_llama_wquant_opts;

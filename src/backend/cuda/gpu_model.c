@@ -188,7 +188,7 @@ static int model_begin(qsur_gpu_model **out, const qsur_llama_config *cfg, qsur_
     g->max_batch = max_batch;
     g->max_seq = max_seq;
     g->cap_point = -1;
-    qsur_quant_spec off = {16, 1, QSUR_GRAN_ROW, 0, 1.0, 0};
+    qsur_quant_spec off = {16, 1, QSUR_GRAN_ROW, 0, 1.0, 0, 0, 0.0, 0, 0};
     g->act = g->kv = cu_quant(&off);
     int rc = qsur_gpu_ctx_init(&g->ctx, err);
     if (!rc)
