@@ -70,7 +70,7 @@ int text_need_tokenizer(session *s, const char *who, const qsur_tokenizer **tok,
 
 int text_file_ids(session *s, const char *path, const qsur_token_ids **ids, qsur_error *err)
 {
-    const qsur_tokenizer *tok;
+    const qsur_tokenizer *tok = NULL;
     int rc = text_need_tokenizer(s, path, &tok, err);
     if (rc)
         return rc;
