@@ -240,8 +240,8 @@ static void set_packed(qsur_llama_linear *l, qsur_llama_packed *p)
 int qsur_llama_linear_quant_rtn(qsur_llama_linear *l, const qsur_quant_spec *spec,
                                 qsur_error *err)
 {
-    const float *w;
-    float *tmp;
+    const float *w = NULL;
+    float *tmp = NULL;
     qsur_qweight *qw = NULL;
     int rc = qsur_quant_validate(spec, l->cols, err);
     if (!rc)
@@ -307,8 +307,8 @@ int qsur_llama_linear_set_quant(qsur_llama_linear *l, const float *Q, const qsur
 {
     size_t n = (size_t)(l->rows * l->cols);
     if (spec->bits >= 2 && spec->bits <= 8 && qsur_quant_validate(spec, l->cols, NULL) == QSUR_OK) {
-        const float *w;
-        float *tmp, *dec = qsur_alloc(n, sizeof(float));
+        const float *w = NULL;
+        float *tmp = NULL, *dec = qsur_alloc(n, sizeof(float));
         if (dec && qsur_llama_linear_weights_alloc(l, &w, &tmp, err) == QSUR_OK) {
             qsur_qweight *qw = grid_of(l, w, Q, spec, dec);
             if (!qw)
