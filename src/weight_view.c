@@ -1,4 +1,5 @@
 /* The weights a linear's forward pass uses, as a backend-neutral view. */
+#include <stdio.h>
 #include <stdlib.h>
 #include "qsur/backend.h"
 #include "qsur/llama_store.h"
@@ -32,4 +33,27 @@ int qsur_llama_linear_view(const qsur_llama_linear *l, qsur_weight_view *v, void
     v->data = f;
     *tmp = f;
     return QSUR_OK;
+}
+
+int qsur_gpu_quant_supported(const qsur_quant_spec *q, char *why, size_t n)
+{
+    if (q->bits >= 16)
+        return 1;
+    const char *bad = q->symmetric && q->full ? "the full symmetric grid (sym-full)"
+                      : q->clip_search && q->clip_norm != 0 && q->clip_norm != 2 ? "a clip-search norm other than 2"
+                      : q->clip_search && q->clip_grid != 0 && q->clip_grid != 51 ? "a clip-search grid other than 51"
+                      : NULL;
+    if (bad && why)
+        snprintf(why, n, "the GPU kernels do not implement %s", bad);
+    return bad == NULL;
+}
+
+int qsur_gpu_hooks_supported(const qsur_llama_hooks *h, char *why, size_t n)
+{
+    if (h->act_wo.bits > 0 && h->act.bits < 16) {
+        if (why)
+            snprintf(why, n, "the GPU forward pass has no separate quantizer for wo's input (ao:)");
+        return 0;
+    }
+    return qsur_gpu_quant_supported(&h->act, why, n) && qsur_gpu_quant_supported(&h->kv, why, n);
 }

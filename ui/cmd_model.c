@@ -87,6 +87,14 @@ static int pick_seqlen(const session *s, long given, long *seqlen, qsur_error *e
     return QSUR_OK;
 }
 
+/* Weight passes (RTN, GPTQ) go to the GPU when one is in use and its kernels
+ * implement the weight quantizer (sym-full and other clip searches run here,
+ * rather than give other numbers there). */
+static int gpu_for_weights(session *s)
+{
+    return session_use_gpu(s) && qsur_gpu_quant_supported(&s->wq, NULL, 0);
+}
+
 /* Captures the float model's linear inputs into ws: wq copies and
  * activation/KV quantization are switched off for the run, online rotations
  * stay (they are part of the float model's function). */
@@ -135,7 +143,7 @@ static int model_changed(session *s, report *r, qsur_error *err)
     if (!rc && s->mstate->has_calib)
         rc = capture_float(s, &s->ws, &s->mstate->calib_tokens, err);
     if (!rc && s->mstate->quantized && s->wq.bits < 16) {
-        rc = session_use_gpu(s) ? qsur_gpu_quantize_rtn(s->model, &s->wq, &s->progress, err)
+        rc = gpu_for_weights(s) ? qsur_gpu_quantize_rtn(s->model, &s->wq, &s->progress, err)
                                 : qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
         snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
         if (!rc)
@@ -647,7 +655,8 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
     }
     qsur_llama_ppl p;
     double t0 = qsur_seconds(), upload = 0;
-    int gpu = session_use_gpu(s);
+    /* the GPU forward lacks some quantizers (qsur_gpu_hooks_supported): those run here */
+    int gpu = session_use_gpu(s) && qsur_gpu_hooks_supported(&s->model->hooks, NULL, 0);
     if (gpu) {
         int n = (int)(t.n / seqlen), b = (int)batch; /* buffers for the batch actually run */
         if (seqs > 0 && seqs < n)
@@ -714,7 +723,7 @@ int model_apply_quant(session *s, report *r, qsur_error *err)
         return QSUR_ERR_ARG;
     if (kv.bits < 16 && qsur_quant_validate(&kv, m->cfg.head_size, err))
         return QSUR_ERR_ARG;
-    int rc = session_use_gpu(s) ? qsur_gpu_quantize_rtn(m, &s->wq, &s->progress, err)
+    int rc = gpu_for_weights(s) ? qsur_gpu_quantize_rtn(m, &s->wq, &s->progress, err)
                                 : qsur_llama_quantize_rtn(m, &s->wq, &s->progress, err);
     if (rc)
         return rc;
@@ -999,7 +1008,7 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     }
     /* GPTQ's solves go to the GPU when one is in use and the options are ones it runs */
-    o->gpu = o->method == QSUR_MWQ_GPTQ && !o->gptq.act_order && !s->wq.clip_search && session_use_gpu(s);
+    o->gpu = o->method == QSUR_MWQ_GPTQ && !o->gptq.act_order && !s->wq.clip_search && gpu_for_weights(s);
     double t0 = qsur_seconds();
     /* the GPU pass uses every calibration token and runs every layer */
     int whole_gpu = o->gpu && o->max_tokens == 0 && o->layers <= 0;

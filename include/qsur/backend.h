@@ -60,6 +60,15 @@ typedef struct {
 /* Fills info; never fails. The first call initialises the CUDA runtime. */
 void qsur_gpu_probe(qsur_gpu_info *info);
 
+/* Whether the GPU kernels implement quantizer q (bits >= 16: off, always
+ * fine): they know the symmetric grid +-(2^(b-1)-1), the asymmetric grid and
+ * the MSE clip search over 51 ratios, not the full symmetric grid (`full`) or
+ * another clip-search norm/grid. 0 with `why` filled otherwise. */
+int qsur_gpu_quant_supported(const qsur_quant_spec *q, char *why, size_t n);
+/* The same for every quantizer a model's forward pass runs (activations, KV,
+ * wo's own input quantizer, which the GPU forward does not have). */
+int qsur_gpu_hooks_supported(const qsur_llama_hooks *h, char *why, size_t n);
+
 typedef enum { QSUR_GPU_F32 = 0, QSUR_GPU_BF16 } qsur_gpu_precision;
 
 /* A model resident on the GPU: weights, norms, hooks (activation/KV fake

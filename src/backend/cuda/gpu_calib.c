@@ -154,6 +154,9 @@ static int check_args(const qsur_gpu_model *g, const qsur_llama *m, const qsur_q
         return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq model: the weight quantizer is off (w16)");
     if (o->act_order || spec->clip_search)
         return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq model: act order and clip search run on the CPU only");
+    char why[160];
+    if (!qsur_gpu_quant_supported(spec, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq model: %s", why);
     if (!(o->percdamp >= 0.0) || o->block < 1)
         return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq model: percdamp=%g block=%d", o->percdamp, o->block);
     if (m && memcmp(&m->cfg, &g->cfg, sizeof m->cfg))

@@ -208,6 +208,9 @@ int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_preci
 {
     *out = NULL;
     const qsur_llama_hooks *hk = &m->hooks;
+    char why[160];
+    if (!qsur_gpu_hooks_supported(hk, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu: %s", why);
     qsur_gpu_model *g;
     int rc = model_begin(&g, &m->cfg, prec, max_batch, max_seq, err);
     if (rc)

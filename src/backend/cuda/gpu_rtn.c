@@ -16,6 +16,9 @@ int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur
         qsur_llama_dequantize_weights(m);
         return QSUR_OK;
     }
+    char why[160];
+    if (!qsur_gpu_quant_supported(spec, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu quant: %s", why);
     const int n = qsur_llama_linear_count(m);
     int64_t big = 0;
     for (int i = 0; i < n; i++) {
