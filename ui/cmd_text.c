@@ -134,24 +134,25 @@ int cmd_tokenizer(session *s, int argc, char **argv, report *r, qsur_error *err)
 
 /* ---- tokenize TEXT|FILE, detokenize IDS ------------------------------------- */
 
-/* Trailing show=N option (rows of the table). */
-static int take_show(int *argc, char **argv, long *show, qsur_error *err)
+/* The start of tokenize and detokenize: the trailing show=N option (rows of
+ * the table, default 64) taken off argv, and the session's tokenizer. */
+static int text_table_begin(session *s, int *argc, char **argv, long *show,
+                            const qsur_tokenizer **t, qsur_error *err)
 {
+    *show = 64;
     if (*argc > 1 && !strncmp(argv[*argc - 1], "show=", 5)) {
         if (parse_long(argv[*argc - 1] + 5, 0, LONG_MAX, show))
             return option_fail(err, argv[*argc - 1], "show=N");
         (*argc)--;
     }
-    return QSUR_OK;
+    return text_need_tokenizer(s, "", t, err);
 }
 
 int cmd_tokenize(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     const qsur_tokenizer *t;
-    long show = 64;
-    int rc = take_show(&argc, argv, &show, err);
-    if (!rc)
-        rc = text_need_tokenizer(s, "", &t, err);
+    long show;
+    int rc = text_table_begin(s, &argc, argv, &show, &t, err);
     if (rc)
         return rc;
     if (argc != 1)
@@ -212,10 +213,8 @@ static int parse_ids(int argc, char **argv, qsur_token_ids *ids, qsur_error *err
 int cmd_detokenize(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     const qsur_tokenizer *t;
-    long show = 64;
-    int rc = take_show(&argc, argv, &show, err);
-    if (!rc)
-        rc = text_need_tokenizer(s, "", &t, err);
+    long show;
+    int rc = text_table_begin(s, &argc, argv, &show, &t, err);
     if (rc)
         return rc;
     qsur_token_ids ids = {0};
