@@ -8,17 +8,18 @@
 #include "llama_sink.h"
 #include "qsur/llama.h"
 
-struct qsur_llama_capture_sink {
-    qsur_tensor **t;   /* [n_layers * QSUR_CAP_KINDS] */
-    int64_t *dst;      /* output row of each global token position, -1 = skipped */
-    int64_t base;      /* global position of row 0 of the current forward call */
-    int64_t nrows;     /* rows of the current call */
-};
-
 void qsur_llama_sink_rows(struct qsur_llama_capture_sink *c, int kind, int layer,
                           const float *x, int64_t cols)
 {
-    qsur_tensor *t = c->t[layer * QSUR_CAP_KINDS + kind];
+    qsur_tensor *t = c->t ? c->t[layer * QSUR_CAP_KINDS + kind] : NULL;
+    for (int u = 0; u < c->nuse; u++) {
+        const qsur_llama_sink_use *use = &c->use[u];
+        if (use->layer != layer || use->kind != kind)
+            continue;
+        for (int64_t r = 0; r < c->nrows; r++)
+            if (c->dst[c->base + r] >= 0)
+                use->row(use->ctx, x + r * cols, cols);
+    }
     if (!t)
         return; /* a layer this capture does not keep */
     for (int64_t r = 0; r < c->nrows; r++) {
@@ -66,7 +67,7 @@ static uint64_t splitmix64(uint64_t *s)
 
 /* Knuth's selection sampling (TAOCP 3.4.2, Algorithm S): every subset of k of
  * the N positions is equally likely and the chosen ones come out in order. */
-static void choose_rows(int64_t *dst, int64_t N, int64_t k, uint64_t seed)
+void qsur_llama_choose_rows(int64_t *dst, int64_t N, int64_t k, uint64_t seed)
 {
     uint64_t st = seed;
     int64_t chosen = 0;
@@ -149,7 +150,7 @@ int qsur_llama_capture_some(const qsur_llama *m, qsur_llama_state *s, const qsur
         rc = qsur_tensor_new2(&sink.t[i], name, n, cols, err);
     }
     if (!rc)
-        choose_rows(sink.dst, N, n, seed);
+        qsur_llama_choose_rows(sink.dst, N, n, seed);
 
     s->capture = &sink;
     s->run_layers = sel->first + sel->count; /* later layers have nothing to keep */

@@ -345,14 +345,37 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     return QSUR_OK;
 }
 
-int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *tokens,
-                       int B, int T, int pos, qsur_error *err)
+static int state_fits(const qsur_llama_config *c, const qsur_llama_state *s, qsur_error *err)
 {
-    const qsur_llama_config *c = &m->cfg;
     if (s->dim != c->dim || s->hidden_dim != c->hidden_dim || s->kv_dim != c->kv_dim ||
         s->n_heads != c->n_heads || s->head_size != c->head_size ||
         s->n_layers != c->n_layers || s->vocab_size != c->vocab_size)
         return qsur_fail(err, QSUR_ERR_ARG, "forward: run state was made for another model shape");
+    return QSUR_OK;
+}
+
+int qsur_llama_forward_block(const qsur_llama *m, qsur_llama_state *s, int layer, int B, int T,
+                             qsur_error *err)
+{
+    int rc = state_fits(&m->cfg, s, err);
+    if (rc)
+        return rc;
+    if (layer < 0 || layer >= m->cfg.n_layers || B < 1 || B > s->max_batch || T < 1 ||
+        T > s->max_seq)
+        return qsur_fail(err, QSUR_ERR_ARG, "forward block: block %d of %d, batch %d x %d tokens "
+                         "(run state: batch %d, seq %d)", layer, m->cfg.n_layers, B, T,
+                         s->max_batch, s->max_seq);
+    s->pos = 0; /* the cache holds this block's keys only */
+    return layer_forward(m, s, layer, B, T, 0, err);
+}
+
+int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *tokens,
+                       int B, int T, int pos, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    int rc0 = state_fits(c, s, err);
+    if (rc0)
+        return rc0;
     if (B < 1 || B > s->max_batch || T < 1 || pos < 0 || pos + T > s->max_seq)
         return qsur_fail(err, QSUR_ERR_ARG, "forward: batch %d x %d tokens at position %d "
                          "exceeds the run state (batch %d, seq %d)", B, T, pos, s->max_batch,

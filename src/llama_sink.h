@@ -17,9 +17,33 @@ enum {
     QSUR_CAP_KINDS
 };
 
+/* Something fed the selected rows of one capture point as they pass, one row
+ * at a time in stream order (block-by-block calibration: a streamed X^T X, an
+ * output-error sum, or a tensor). */
+typedef struct {
+    int layer, kind;
+    void (*row)(void *ctx, const float *x, int64_t cols);
+    void *ctx;
+} qsur_llama_sink_use;
+
+enum { QSUR_SINK_USES = 4 };
+
+struct qsur_llama_capture_sink {
+    qsur_tensor **t;   /* [n_layers * QSUR_CAP_KINDS] or NULL */
+    qsur_llama_sink_use use[QSUR_SINK_USES];
+    int nuse;
+    int64_t *dst;      /* output row of each global token position, -1 = skipped */
+    int64_t base;      /* global position of row 0 of the current forward call */
+    int64_t nrows;     /* rows of the current call */
+};
+
 /* x holds the rows of the current forward call (B*T of them, cols each). */
 void qsur_llama_sink_rows(struct qsur_llama_capture_sink *c, int kind, int layer,
                           const float *x, int64_t cols);
+
+/* dst[i] = the rank of position i among k positions chosen uniformly at
+ * random (seeded) out of N, -1 for the others. */
+void qsur_llama_choose_rows(int64_t *dst, int64_t N, int64_t k, uint64_t seed);
 
 /* Resolves the seq_len (0: the file's), number of sequences (<= 0: all) and
  * batch (<= 0: 8, at most n_seqs) shared by perplexity and capture. */

@@ -1,12 +1,15 @@
 /* Sequential layer-wise weight quantization of a Llama model (see
  * llama_wquant.h): capture a group's input from the partly quantized model,
  * quantize the group's linears on it, move on. */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "qsur/backend.h"
+#include "qsur/llama_calib.h"
 #include "qsur/llama_wquant.h"
+#include "qsur/wquant.h"
 
 const char *qsur_llama_wquant_method_name(qsur_llama_wquant_method m)
 {
@@ -87,9 +90,6 @@ static const qsur_progress *sub_progress_set(sub_progress *s, const qsur_progres
     return &s->p;
 }
 
-static const char *const group_input[4] = {"attention.in", "attention.wo.in", "feed_forward.in",
-                                           "feed_forward.w2.in"};
-
 /* Quantizes one linear on X (n x cols) with H = X^T X; Q receives the result. */
 static int quantize_one(const qsur_llama_linear *l, const float *W, const float *X, int64_t n,
                         const double *H, const qsur_quant_spec *q, const qsur_llama_wquant_opts *o,
@@ -125,11 +125,233 @@ static int quantize_one(const qsur_llama_linear *l, const float *W, const float 
     return qsur_fail(err, QSUR_ERR_ARG, "model quantization: unknown method %d", (int)o->method);
 }
 
-int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spec *spec,
-                      const qsur_llama_wquant_opts *o, qsur_llama_wquant_row *rows,
-                      const qsur_progress *prog, qsur_error *err)
+/* ---- what a group's block run feeds ------------------------------------- */
+
+/* The method's view of a group's input: H = X^T X streamed (GPTQ, QuantEase,
+ * CQE+), or X itself (AWQ searches its scales on X; RTN needs neither). */
+typedef struct {
+    qsur_gram_acc g;
+    double *H;
+    float *X;
+    int64_t n, cols;
+} group_input;
+
+static void input_row(void *ctx, const float *x, int64_t cols)
+{
+    group_input *in = ctx;
+    if (in->H)
+        qsur_gram_acc_rows(&in->g, x, 1);
+    if (in->X)
+        memcpy(in->X + in->n * cols, x, (size_t)cols * sizeof(float));
+    in->n++;
+}
+
+static void input_free(group_input *in)
+{
+    qsur_gram_acc_free(&in->g);
+    free(in->H);
+    free(in->X);
+    memset(in, 0, sizeof *in);
+}
+
+static int input_new(group_input *in, const qsur_llama_wquant_opts *o, int64_t n, int64_t cols,
+                     const char *mname, qsur_error *err)
+{
+    memset(in, 0, sizeof *in);
+    in->cols = cols;
+    if (o->method == QSUR_MWQ_AWQ) {
+        if (!(in->X = qsur_alloc((size_t)n, (size_t)cols * sizeof(float))))
+            return qsur_fail(err, QSUR_ERR_NOMEM, "%s model: cannot hold %lld x %lld inputs", mname,
+                             (long long)n, (long long)cols);
+    } else if (o->method != QSUR_MWQ_RTN) {
+        if (!(in->H = qsur_alloc((size_t)(cols * cols), sizeof(double))))
+            return qsur_fail(err, QSUR_ERR_NOMEM, "%s model: cannot allocate H (%lld x %lld)", mname,
+                             (long long)cols, (long long)cols);
+        return qsur_gram_acc_init(&in->g, cols, in->H, err);
+    }
+    return QSUR_OK;
+}
+
+/* Output errors ||X W^T - X Q^T||_F / ||X W^T||_F of a quantized group (and
+ * of RTN), summed over the group's input as it passes again in the next
+ * block run (that input does not depend on the group's own weights): blocks
+ * of OUT_ROWS tokens, the blocking qsur_layer_output_error uses, so the
+ * figures are the ones it gives on the stored X. */
+#define OUT_ROWS 256
+typedef struct {
+    qsur_llama_wquant_row *row;
+    const float *W;
+    float *Wtmp, *Q, *R;      /* owned: W converted, the method's and RTN's weights */
+    int64_t rows;
+    double den, num, num_rtn;
+} pending_linear;
+
+typedef struct {
+    int count;
+    pending_linear lin[3];
+    int64_t cols, fill;
+    float *buf, *y, *yq;      /* OUT_ROWS x cols, OUT_ROWS x rows (twice) */
+} pending_group;
+
+static double sq_diff(const float *a, const float *b, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)a[i] - (double)b[i];
+        s += e * e;
+    }
+    return s;
+}
+
+static void pending_flush(pending_group *p)
+{
+    int nb = (int)p->fill, c = (int)p->cols;
+    for (int k = 0; k < p->count && nb > 0; k++) {
+        pending_linear *l = &p->lin[k];
+        int r = (int)l->rows;
+        /* Row-major: Y (nb x rows) = X_block (nb x cols) W^T, W stored rows x cols. */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, r, c, 1.0f, p->buf, c, l->W, c,
+                    0.0f, p->y, r);
+        for (int64_t i = 0; i < (int64_t)nb * r; i++)
+            l->den += (double)p->y[i] * p->y[i];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, r, c, 1.0f, p->buf, c, l->Q, c,
+                    0.0f, p->yq, r);
+        l->num += sq_diff(p->y, p->yq, (int64_t)nb * r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, r, c, 1.0f, p->buf, c, l->R, c,
+                    0.0f, p->yq, r);
+        l->num_rtn += sq_diff(p->y, p->yq, (int64_t)nb * r);
+    }
+    p->fill = 0;
+}
+
+static void pending_row(void *ctx, const float *x, int64_t cols)
+{
+    pending_group *p = ctx;
+    memcpy(p->buf + p->fill * cols, x, (size_t)cols * sizeof(float));
+    if (++p->fill == OUT_ROWS)
+        pending_flush(p);
+}
+
+static double rel_error(double num, double den)
+{
+    return num == 0.0 ? 0.0 : den == 0.0 ? INFINITY : sqrt(num / den);
+}
+
+/* The errors into the rows, everything freed. */
+static void pending_done(pending_group *p, int fill_rows)
+{
+    if (fill_rows)
+        pending_flush(p);
+    for (int k = 0; k < p->count; k++) {
+        pending_linear *l = &p->lin[k];
+        if (fill_rows && l->row) {
+            l->row->rtn_error = rel_error(l->num_rtn, l->den);
+            l->row->error = rel_error(l->num, l->den);
+        }
+        free(l->Wtmp), free(l->Q), free(l->R);
+    }
+    free(p->buf), free(p->y), free(p->yq);
+    memset(p, 0, sizeof *p);
+}
+
+static int pending_scratch(pending_group *p, int64_t cols, int64_t max_rows, qsur_error *err)
+{
+    p->cols = cols;
+    p->buf = qsur_alloc((size_t)OUT_ROWS, (size_t)cols * sizeof(float));
+    p->y = qsur_alloc((size_t)OUT_ROWS, (size_t)max_rows * sizeof(float));
+    p->yq = qsur_alloc((size_t)OUT_ROWS, (size_t)max_rows * sizeof(float));
+    if (!p->buf || !p->y || !p->yq)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "model quantization: out of memory for output errors");
+    return QSUR_OK;
+}
+
+/* ---- the sequential driver ------------------------------------------------ */
+
+/* Linear indices of group g of a block: {wq wk wv} {wo} {w1 w3} {w2}. */
+static int group_linears(int layer, int g, int idx[3])
+{
+    static const int first[4] = {0, 3, 4, 5};
+    if (g == 2) {
+        idx[0] = layer * 7 + 4, idx[1] = layer * 7 + 6;
+        return 2;
+    }
+    int k = g == 0 ? 3 : 1;
+    for (int j = 0; j < k; j++)
+        idx[j] = layer * 7 + first[g] + j;
+    return k;
+}
+
+/* The quantized forms from before: put back on error or interruption. */
+typedef struct {
+    float **old;
+    qsur_llama_packed **oldp;
+    int *done;
+} undo_quant;
+
+/* Quantizes the linears of one group on its input; their errors wait in p
+ * for the next block run. */
+static int quantize_group(qsur_llama *m, int layer, int g, const group_input *in,
+                          const qsur_quant_spec *spec, const qsur_llama_wquant_opts *o,
+                          qsur_llama_wquant_row *rows, undo_quant *u, pending_group *p,
+                          double lo, double hi, const qsur_progress *prog, qsur_error *err)
 {
     const char *mname = qsur_llama_wquant_method_name(o->method);
+    int idx[3], k = group_linears(layer, g, idx), rc = QSUR_OK;
+    int64_t max_rows = 0;
+    for (int j = 0; j < k; j++) {
+        int64_t r = qsur_llama_linear_at(m, idx[j])->rows;
+        max_rows = r > max_rows ? r : max_rows;
+    }
+    if ((rc = pending_scratch(p, in->cols, max_rows, err)))
+        return rc;
+    for (int j = 0; j < k && !rc; j++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(m, idx[j]);
+        qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
+        size_t sz = (size_t)(l->rows * l->cols);
+        pending_linear *pl = &p->lin[p->count++];
+        pl->rows = l->rows;
+        pl->Q = qsur_alloc(sz, sizeof(float));
+        pl->R = qsur_alloc(sz, sizeof(float));
+        if (!pl->Q || !pl->R)
+            return qsur_fail(err, QSUR_ERR_NOMEM, "%s model: out of memory at %s", mname, l->name);
+        if ((rc = qsur_llama_linear_weights_alloc(l, &pl->W, &pl->Wtmp, err)))
+            return rc;
+        int64_t nout = 0;
+        sub_progress sp;
+        double a = lo + (hi - lo) * j / k, b = lo + (hi - lo) * (j + 1) / k;
+        /* GPTQ and QuantEase also give their codes: kept packed, not as floats */
+        qsur_qweight *qw = NULL;
+        if ((o->method == QSUR_MWQ_GPTQ && !o->gpu) || o->method == QSUR_MWQ_QUANTEASE)
+            rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err);
+        if (!rc)
+            rc = quantize_one(l, pl->W, in->X, in->X ? in->n : 0, in->H, &q, o, pl->Q, qw, &nout,
+                              sub_progress_set(&sp, prog, a, b), err);
+        if (!rc)
+            rc = qsur_fake_quant(&q, pl->W, l->rows, l->cols, pl->R, NULL, err);
+        if (!rc) {
+            /* the old form waits in u until the end */
+            u->old[idx[j]] = l->wq, u->oldp[idx[j]] = l->qp;
+            l->wq = NULL, l->qp = NULL;
+            u->done[idx[j]] = 1;
+            rc = qw ? qsur_llama_linear_set_quant_qw(l, pl->Q, qw, err)
+                    : qsur_llama_linear_set_quant(l, pl->Q, &q, err); /* packed when on the grid */
+        }
+        qsur_qweight_free(qw);
+        if (!rc && rows) {
+            qsur_llama_wquant_row *r = &rows[idx[j]];
+            snprintf(r->name, sizeof r->name, "%s", l->name);
+            r->group = q.gran == QSUR_GRAN_GROUP ? q.group : 0;
+            r->rtn_error = r->error = NAN; /* filled by the next block run */
+            r->outliers = nout;
+            pl->row = r;
+        }
+    }
+    return rc;
+}
+
+static int check_specs(qsur_llama *m, const qsur_quant_spec *spec, const char *mname,
+                       qsur_error *err)
+{
     if (spec->bits >= 16)
         return qsur_fail(err, QSUR_ERR_ARG, "%s model: the weight quantizer is off (w16); set bits with `quant w4`",
                          mname);
@@ -143,142 +365,98 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
         if (rc)
             return rc;
     }
+    return QSUR_OK;
+}
+
+/* Block l: four runs, each feeding one group's input to the method (and the
+ * previous group's input to its output errors), the group quantized after
+ * its run; a fifth run gives the last group's errors and the next block's
+ * input. */
+static int wquant_block(qsur_llama *m, const qsur_llama *view, qsur_llama_calib *cal, int layer,
+                        int layers, const qsur_quant_spec *spec, const qsur_llama_wquant_opts *o,
+                        qsur_llama_wquant_row *rows, undo_quant *u, const qsur_progress *prog,
+                        qsur_error *err)
+{
+    const char *mname = qsur_llama_wquant_method_name(o->method);
+    const int64_t n = qsur_llama_calib_tokens(cal);
+    pending_group prev = {0};
+    int rc = QSUR_OK;
+    for (int g = 0; g <= 4 && !rc; g++) {
+        double lo = (layer + g / 5.0) / layers, mid = (layer + (g + 0.3) / 5.0) / layers,
+               hi = (layer + (g + 1) / 5.0) / layers;
+        group_input in = {0};
+        qsur_llama_calib_use uses[2];
+        int nuse = 0;
+        if (g < 4) {
+            /* group g's input is capture kind g: attention.in, wo.in, feed_forward.in, w2.in */
+            int64_t cols = g == 3 ? m->cfg.hidden_dim : m->cfg.dim;
+            if ((rc = input_new(&in, o, n, cols, mname, err))) {
+                input_free(&in);
+                break;
+            }
+            uses[nuse++] = (qsur_llama_calib_use){g, input_row, &in};
+        }
+        if (g > 0)
+            uses[nuse++] = (qsur_llama_calib_use){g - 1, pending_row, &prev};
+        sub_progress sp;
+        rc = qsur_llama_calib_run(cal, view, uses, nuse, g == 4 && layer + 1 < layers,
+                                  sub_progress_set(&sp, prog, lo, g < 4 ? mid : hi), err);
+        pending_done(&prev, !rc);
+        if (!rc && g < 4) {
+            if (in.H)
+                qsur_gram_acc_finish(&in.g);
+            rc = quantize_group(m, layer, g, &in, spec, o, rows, u, &prev, mid, hi, prog, err);
+        }
+        input_free(&in);
+    }
+    pending_done(&prev, 0);
+    return rc;
+}
+
+int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spec *spec,
+                      const qsur_llama_wquant_opts *o, qsur_llama_wquant_row *rows,
+                      const qsur_progress *prog, qsur_error *err)
+{
+    const char *mname = qsur_llama_wquant_method_name(o->method);
+    int rc = check_specs(m, spec, mname, err);
+    if (rc)
+        return rc;
+    const int nlin = qsur_llama_linear_count(m);
     int layers = o->layers > 0 && o->layers < m->cfg.n_layers ? o->layers : m->cfg.n_layers;
-    /* the quantized forms from before: put back on error or interruption */
-    float **old = calloc((size_t)nlin, sizeof *old);
-    qsur_llama_packed **oldp = calloc((size_t)nlin, sizeof *oldp);
-    int *done = calloc((size_t)nlin, sizeof *done);
-    if (!old || !oldp || !done) {
-        free(old), free(oldp), free(done);
+    undo_quant u;
+    u.old = calloc((size_t)nlin, sizeof *u.old);
+    u.oldp = calloc((size_t)nlin, sizeof *u.oldp);
+    u.done = calloc((size_t)nlin, sizeof *u.done);
+    if (!u.old || !u.oldp || !u.done) {
+        free(u.old), free(u.oldp), free(u.done);
         return qsur_fail(err, QSUR_ERR_NOMEM, "%s model: out of memory", mname);
     }
-    qsur_workspace cap;
-    qsur_workspace_init(&cap);
-    double *H = NULL;
-    float *rtn = NULL, *wtmp = NULL;
-    int rc = QSUR_OK;
-    const int ngroups = 4 * layers;
-    /* the model the captures run: m itself, or a view of it (same layers, so
-     * the quantized forms set below are seen) with the act/KV quantizers off */
+    /* the model the calibration runs: m itself, or a view of it (same layers,
+     * so the quantized forms set below are seen) with the act/KV quantizers off */
     qsur_llama view = *m;
     if (o->float_acts) {
         view.hooks.act.bits = 16;
         view.hooks.kv.bits = 16;
         view.hooks.act_wo.bits = 0;
     }
-    for (int gi = 0; gi < ngroups && !rc; gi++) {
-        int layer = gi / 4, g = gi % 4;
-        sub_progress sp;
-        double lo = (double)gi / ngroups, mid = (gi + 0.3) / ngroups, hi = (gi + 1.0) / ngroups;
-        qsur_workspace_clear(&cap);
-        /* only this group's input, through the blocks before it as quantized so far */
-        qsur_llama_capture_sel sel = {layer, 1, 1u << g};
-        rc = qsur_llama_capture_some(&view, NULL, calib, o->seq_len, o->max_seqs, o->batch,
-                                     o->max_tokens, o->seed, &sel, &cap, NULL,
-                                     sub_progress_set(&sp, prog, lo, mid), err);
-        if (rc)
-            break;
-        char xname[QSUR_NAME_MAX];
-        snprintf(xname, sizeof xname, "layers.%d.%s", layer, group_input[g]);
-        const qsur_tensor *xt = qsur_workspace_find(&cap, xname);
-        if (!xt) {
-            rc = qsur_fail(err, QSUR_ERR_ARG, "%s model: capture lacks %s", mname, xname);
-            break;
-        }
-        const int64_t n = qsur_tensor_rows(xt), cols = qsur_tensor_cols(xt);
-        free(H);
-        H = NULL;
-        if (o->method == QSUR_MWQ_GPTQ || o->method == QSUR_MWQ_QUANTEASE || o->method == QSUR_MWQ_CQE) {
-            H = qsur_alloc((size_t)(cols * cols), sizeof *H);
-            if (!H) {
-                rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s model: cannot allocate H for %s", mname, xname);
-                break;
-            }
-            rc = qsur_gram(xt->data, n, cols, H, NULL, err);
-            if (rc)
-                break;
-        }
-        /* linear indices of the group: layer*7 + {0,1,2} {3} {4,6} {5} */
-        int idx[3], k = 0;
-        if (g == 0)
-            idx[k++] = layer * 7, idx[k++] = layer * 7 + 1, idx[k++] = layer * 7 + 2;
-        else if (g == 1)
-            idx[k++] = layer * 7 + 3;
-        else if (g == 2)
-            idx[k++] = layer * 7 + 4, idx[k++] = layer * 7 + 6;
-        else
-            idx[k++] = layer * 7 + 5;
-        for (int j = 0; j < k && !rc; j++) {
-            qsur_llama_linear *l = qsur_llama_linear_at(m, idx[j]);
-            qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
-            size_t sz = (size_t)(l->rows * l->cols);
-            float *Q = qsur_alloc(sz, sizeof(float));
-            free(rtn), free(wtmp);
-            rtn = qsur_alloc(sz, sizeof(float));
-            wtmp = NULL;
-            const float *W = NULL;
-            if (Q && rtn)
-                rc = qsur_llama_linear_weights_alloc(l, &W, &wtmp, err);
-            if (rc) {
-                free(Q);
-                break;
-            }
-            if (!Q || !rtn) {
-                free(Q);
-                rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s model: out of memory at %s", mname, l->name);
-                break;
-            }
-            int64_t nout = 0;
-            double a = mid + (hi - mid) * j / k, b = mid + (hi - mid) * (j + 1) / k;
-            /* GPTQ and QuantEase also give their codes: kept packed, not as floats */
-            qsur_qweight *qw = NULL;
-            if ((o->method == QSUR_MWQ_GPTQ && !o->gpu) || o->method == QSUR_MWQ_QUANTEASE)
-                rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err);
-            if (!rc)
-                rc = quantize_one(l, W, xt->data, n, H, &q, o, Q, qw, &nout,
-                                  sub_progress_set(&sp, prog, a, b), err);
-            double e_rtn = NAN, e = NAN;
-            if (!rc)
-                rc = qsur_fake_quant(&q, W, l->rows, l->cols, rtn, NULL, err);
-            if (!rc)
-                rc = qsur_layer_output_error(xt->data, NULL, W, rtn, n, cols, l->rows, &e_rtn, err);
-            if (!rc)
-                rc = qsur_layer_output_error(xt->data, NULL, W, Q, n, cols, l->rows, &e, err);
-            if (!rc) {
-                /* the old form waits in old[] until the end */
-                old[idx[j]] = l->wq, oldp[idx[j]] = l->qp;
-                l->wq = NULL, l->qp = NULL;
-                done[idx[j]] = 1;
-                rc = qw ? qsur_llama_linear_set_quant_qw(l, Q, qw, err)
-                        : qsur_llama_linear_set_quant(l, Q, &q, err); /* packed when on the grid */
-            }
-            qsur_qweight_free(qw);
-            free(Q);
-            if (rc)
-                break;
-            if (rows) {
-                qsur_llama_wquant_row *r = &rows[idx[j]];
-                snprintf(r->name, sizeof r->name, "%s", l->name);
-                r->group = q.gran == QSUR_GRAN_GROUP ? q.group : 0;
-                r->rtn_error = e_rtn;
-                r->error = e;
-                r->outliers = nout;
-            }
-        }
-    }
+    qsur_llama_calib *cal = NULL;
+    rc = qsur_llama_calib_new(&cal, &view, calib, o->seq_len, o->max_seqs, o->batch,
+                              o->max_tokens, o->seed, err);
+    for (int layer = 0; layer < layers && !rc; layer++)
+        rc = wquant_block(m, &view, cal, layer, layers, spec, o, rows, &u, prog, err);
+    qsur_llama_calib_free(cal);
     for (int i = 0; i < nlin; i++) {
         qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        if (!done[i])
+        if (!u.done[i])
             continue;
         if (rc) {
             qsur_llama_linear_drop_quant(l);
-            l->wq = old[i], l->qp = oldp[i];
+            l->wq = u.old[i], l->qp = u.oldp[i];
         } else {
-            free(old[i]);
-            qsur_llama_packed_free(oldp[i]);
+            free(u.old[i]);
+            qsur_llama_packed_free(u.oldp[i]);
         }
     }
-    qsur_workspace_clear(&cap);
-    free(H), free(rtn), free(wtmp), free(old), free(oldp), free(done);
+    free(u.old), free(u.oldp), free(u.done);
     return rc;
 }

@@ -42,35 +42,80 @@ int qsur_wquant_check(const qsur_wquant_layer *L, const char *who, qsur_error *e
     return QSUR_OK;
 }
 
+int qsur_gram_acc_init(qsur_gram_acc *g, int64_t cols, double *H, qsur_error *err)
+{
+    memset(g, 0, sizeof *g);
+    if (!H || cols <= 0 || cols > INT32_MAX)
+        return qsur_fail(err, QSUR_ERR_ARG, "gram: bad width %lld", (long long)cols);
+    g->buf = qsur_alloc((size_t)(QSUR_GRAM_BLOCK * cols), sizeof(double));
+    if (!g->buf)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "gram: cannot allocate %dx%lld scratch",
+                         QSUR_GRAM_BLOCK, (long long)cols);
+    g->cols = cols;
+    g->H = H;
+    return QSUR_OK;
+}
+
+/* H += buf^T buf for the waiting rows (the first block sets H: beta 0). */
+static void gram_flush(qsur_gram_acc *g)
+{
+    if (g->fill == 0)
+        return;
+    int c = (int)g->cols;
+    /* Row-major, upper triangle: H += Xb^T Xb with Xb fill x cols. */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, c, g->fill, 1.0, g->buf, c,
+                g->n == g->fill ? 0.0 : 1.0, g->H, c);
+    g->fill = 0;
+}
+
+void qsur_gram_acc_rows(qsur_gram_acc *g, const float *X, int64_t n)
+{
+    for (int64_t r = 0; r < n; r++) {
+        double *dst = g->buf + (int64_t)g->fill * g->cols;
+        const float *src = X + r * g->cols;
+        for (int64_t j = 0; j < g->cols; j++)
+            dst[j] = src[j];
+        g->fill++;
+        g->n++;
+        if (g->fill == QSUR_GRAM_BLOCK)
+            gram_flush(g);
+    }
+}
+
+void qsur_gram_acc_finish(qsur_gram_acc *g)
+{
+    gram_flush(g);
+    int64_t cols = g->cols;
+    if (g->n == 0)
+        memset(g->H, 0, (size_t)(cols * cols) * sizeof *g->H);
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < i; j++)
+            g->H[i * cols + j] = g->H[j * cols + i];
+}
+
+void qsur_gram_acc_free(qsur_gram_acc *g)
+{
+    free(g->buf);
+    memset(g, 0, sizeof *g);
+}
+
 int qsur_gram(const float *X, int64_t n, int64_t cols, double *H,
               const qsur_progress *prog, qsur_error *err)
 {
     if (!X || !H || n <= 0 || cols <= 0 || n > INT32_MAX || cols > INT32_MAX)
         return qsur_fail(err, QSUR_ERR_ARG, "gram: bad shape X %lldx%lld", (long long)n,
                          (long long)cols);
-    double *xb = qsur_alloc((size_t)(ROW_BLOCK * cols), sizeof(double));
-    if (!xb)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "gram: cannot allocate %dx%lld scratch", ROW_BLOCK,
-                         (long long)cols);
-    int c = (int)cols;
-    for (int64_t t0 = 0; t0 < n; t0 += ROW_BLOCK) {
-        int rc = qsur_progress_tick(prog, (double)t0 / (double)n, "gram", NAN, err);
-        if (rc != QSUR_OK) {
-            free(xb);
-            return rc;
-        }
-        int nb = (int)(n - t0 < ROW_BLOCK ? n - t0 : ROW_BLOCK);
-        for (int64_t i = 0; i < (int64_t)nb * cols; i++)
-            xb[i] = X[t0 * cols + i];
-        /* Row-major, upper triangle: H += Xb^T Xb with Xb nb x cols. */
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, c, nb, 1.0, xb, c,
-                    t0 == 0 ? 0.0 : 1.0, H, c);
+    qsur_gram_acc g;
+    int rc = qsur_gram_acc_init(&g, cols, H, err);
+    for (int64_t t0 = 0; t0 < n && !rc; t0 += QSUR_GRAM_BLOCK) {
+        rc = qsur_progress_tick(prog, (double)t0 / (double)n, "gram", NAN, err);
+        if (!rc)
+            qsur_gram_acc_rows(&g, X + t0 * cols, n - t0 < QSUR_GRAM_BLOCK ? n - t0 : QSUR_GRAM_BLOCK);
     }
-    free(xb);
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = 0; j < i; j++)
-            H[i * cols + j] = H[j * cols + i];
-    return QSUR_OK;
+    if (!rc)
+        qsur_gram_acc_finish(&g);
+    qsur_gram_acc_free(&g);
+    return rc;
 }
 
 int qsur_wquant_objective(const float *W, const float *Q, int64_t rows, int64_t cols,

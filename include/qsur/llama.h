@@ -317,6 +317,14 @@ void qsur_llama_state_free(qsur_llama_state *s);
 int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *tokens,
                        int B, int T, int pos, qsur_error *err);
 
+/* One transformer block (layer) on the residual stream s->x of B fresh
+ * sequences of T positions, in place: what qsur_llama_forward does to s->x
+ * at that layer (same hooks, capture points and sgemm shapes, so the same
+ * bits). Block-by-block calibration (qsur/llama_calib.h) runs it on the
+ * stream it keeps. Leaves the KV cache invalid for decoding (s->pos = 0). */
+int qsur_llama_forward_block(const qsur_llama *m, qsur_llama_state *s, int layer, int B, int T,
+                             qsur_error *err);
+
 /* Building blocks (exposed for methods that re-implement pieces, e.g. a
  * backward pass): out = x / sqrt(mean(x^2) + eps) * g, per row. out may be x. */
 void qsur_llama_rmsnorm(float *out, const float *x, const float *g, int64_t rows,

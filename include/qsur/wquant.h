@@ -31,6 +31,29 @@ int qsur_wquant_check(const qsur_wquant_layer *L, const char *who, qsur_error *e
 int qsur_gram(const float *X, int64_t n, int64_t cols, double *H,
               const qsur_progress *prog, qsur_error *err);
 
+/* X^T X accumulated as tokens pass (the whole-model methods never hold a
+ * calibration set's X): rows are gathered into blocks of QSUR_GRAM_BLOCK,
+ * widened to double and added with one dsyrk per full block, so feeding the
+ * rows of X in any chunks gives H bit for bit equal to qsur_gram(X) (which
+ * is this accumulator fed at once). Memory: H plus one block of rows. */
+#define QSUR_GRAM_BLOCK 256
+typedef struct {
+    int64_t cols;
+    int64_t n;        /* rows added so far */
+    int fill;         /* rows waiting in buf */
+    double *H;        /* cols x cols, borrowed: the upper triangle accumulates */
+    double *buf;      /* QSUR_GRAM_BLOCK x cols, owned */
+} qsur_gram_acc;
+/* H (cols x cols) receives the result; nothing is read from it. */
+int qsur_gram_acc_init(qsur_gram_acc *g, int64_t cols, double *H, qsur_error *err);
+/* Adds n rows of cols floats (row-major). */
+void qsur_gram_acc_rows(qsur_gram_acc *g, const float *X, int64_t n);
+/* Adds the waiting rows and fills the lower triangle: H = X^T X of every row
+ * added (zero when none). The accumulator can be freed or fed again after
+ * another init. */
+void qsur_gram_acc_finish(qsur_gram_acc *g);
+void qsur_gram_acc_free(qsur_gram_acc *g);
+
 /* H (cols x cols) = the layer's H when given, else X^T X (qsur_gram). */
 int qsur_wquant_hessian(const qsur_wquant_layer *L, double *H, const qsur_progress *prog,
                         qsur_error *err);
