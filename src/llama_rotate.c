@@ -2,6 +2,7 @@
  * for the algebra of each step). */
 #include <stdlib.h>
 #include <string.h>
+#include "qsur/llama_edit.h"
 #include "qsur/llama_rotate.h"
 #include "qsur/tensor.h"
 
@@ -48,9 +49,9 @@ static void scale_cols(float *w, int64_t rows, int64_t cols, const float *g)
 
 /* l's columns scaled by g, one linear in float at a time (copy-on-write,
  * then back to its dtype); the quantized form is dropped (stale). */
-static int scale_linear(qsur_llama_linear *l, const float *g, qsur_error *err)
+static int scale_linear(qsur_llama_edit *e, qsur_llama_linear *l, const float *g, qsur_error *err)
 {
-    int dt, rc = qsur_llama_linear_edit_begin(l, &dt, err);
+    int dt, rc = qsur_llama_edit_linear(e, l, &dt, err);
     if (rc)
         return rc;
     scale_cols(l->w, l->rows, l->cols, g);
@@ -58,12 +59,13 @@ static int scale_linear(qsur_llama_linear *l, const float *g, qsur_error *err)
 }
 
 /* Every row of l times the plan (x -> x Q on the input side). */
-static int hadamard_linear(const qsur_hadamard_plan *Q, qsur_llama_linear *l, int64_t nrows,
-                           qsur_error *err)
+static int hadamard_linear(qsur_llama_edit *e, const qsur_hadamard_plan *Q, qsur_llama_linear *l,
+                           int64_t nrows, qsur_error *err)
 {
-    int dt, rc = qsur_llama_linear_edit_begin(l, &dt, err);
-    if (!rc)
-        rc = qsur_hadamard_plan_apply(Q, l->w, nrows, NULL, err);
+    int dt, rc = qsur_llama_edit_linear(e, l, &dt, err);
+    if (rc)
+        return rc;
+    rc = qsur_hadamard_plan_apply(Q, l->w, nrows, NULL, err);
     int rc2 = qsur_llama_linear_edit_end(l, dt, err);
     return rc ? rc : rc2;
 }
@@ -74,11 +76,13 @@ static void fill_ones(float *g, int64_t n)
         g[i] = 1.0f;
 }
 
-int qsur_llama_fuse_norms(qsur_llama *m, qsur_error *err)
+int qsur_llama_fuse_norms(qsur_llama *m, qsur_llama_edit *e, qsur_error *err)
 {
     /* The classifier must own its weights before the final gain goes into it:
      * the embedding lookup does not pass through that norm. */
-    int rc = qsur_llama_untie_classifier(m, err);
+    int rc = qsur_llama_edit_save(e, &m->output, err);
+    if (!rc)
+        rc = qsur_llama_untie_classifier(m, err);
     if (rc)
         return rc;
     const int64_t d = m->cfg.dim;
@@ -86,15 +90,22 @@ int qsur_llama_fuse_norms(qsur_llama *m, qsur_error *err)
         qsur_llama_layer *L = &m->layers[i];
         qsur_llama_linear *att[3] = {&L->wq, &L->wk, &L->wv}, *ffn[2] = {&L->w1, &L->w3};
         for (int k = 0; k < 3 && !rc; k++)
-            rc = scale_linear(att[k], L->attention_norm, err);
+            rc = scale_linear(e, att[k], L->attention_norm, err);
         for (int k = 0; k < 2 && !rc; k++)
-            rc = scale_linear(ffn[k], L->ffn_norm, err);
+            rc = scale_linear(e, ffn[k], L->ffn_norm, err);
+        if (!rc)
+            rc = qsur_llama_edit_floats(e, L->attention_norm, d, err);
+        if (!rc)
+            rc = qsur_llama_edit_floats(e, L->ffn_norm, d, err);
         if (rc)
-            return rc; /* only memory fails; earlier layers are fused */
+            return rc; /* without an edit journal, earlier layers stay fused */
         fill_ones(L->attention_norm, d);
         fill_ones(L->ffn_norm, d);
+        if ((rc = qsur_llama_edit_tick(e, (i + 1.0) / (m->cfg.n_layers + 1), "rotate: fuse norms", err)))
+            return rc;
     }
-    if ((rc = scale_linear(&m->output, m->norm, err)))
+    if ((rc = scale_linear(e, &m->output, m->norm, err)) ||
+        (rc = qsur_llama_edit_floats(e, m->norm, d, err)))
         return rc;
     fill_ones(m->norm, d);
     return QSUR_OK;
@@ -110,10 +121,10 @@ static void transpose(const float *a, int64_t rows, int64_t cols, float *t)
 /* W (rows x cols) <- blockdiag(R)^T W where R (n x n) acts on consecutive
  * blocks of n rows: computed as (W^T blockdiag(R))^T, i.e. the plan applied to
  * the rows of W^T split into blocks of n. tmp holds rows*cols floats. */
-static int rotate_rows_left(const qsur_hadamard_plan *R, qsur_llama_linear *l, float *tmp,
-                            qsur_error *err)
+static int rotate_rows_left(qsur_llama_edit *e, const qsur_hadamard_plan *R, qsur_llama_linear *l,
+                            float *tmp, qsur_error *err)
 {
-    int dt, rc = qsur_llama_linear_edit_begin(l, &dt, err);
+    int dt, rc = qsur_llama_edit_linear(e, l, &dt, err);
     if (rc)
         return rc;
     int64_t rows = l->rows, cols = l->cols;
@@ -144,7 +155,8 @@ static float *layer_scratch(const qsur_llama *m, qsur_error *err)
     return tmp;
 }
 
-int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_error *err)
+int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_llama_edit *e,
+                               qsur_error *err)
 {
     const int64_t d = m->cfg.dim;
     if (Q->n != d)
@@ -159,27 +171,33 @@ int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_
     float *tmp = layer_scratch(m, err);
     if (!tmp)
         return QSUR_ERR_NOMEM;
-    /* Only the plan's scratch allocation can fail below; it happens before
-     * any row is touched in that call, but earlier linears would already be
-     * rotated, so the caller treats a failure as "model unusable". */
-    int rc = qsur_hadamard_plan_apply(Q, m->tok_embeddings, m->cfg.vocab_size, NULL, err);
+    /* Without an edit journal, a failure (memory, or Ctrl-C) part-way leaves
+     * earlier linears rotated: the caller treats it as "model unusable". */
+    int rc = qsur_llama_edit_floats(e, m->tok_embeddings, (int64_t)m->cfg.vocab_size * d, err);
+    if (!rc)
+        rc = qsur_llama_edit_save(e, &m->output, err);
+    if (!rc)
+        rc = qsur_hadamard_plan_apply(Q, m->tok_embeddings, m->cfg.vocab_size, NULL, err);
     if (!rc && !m->cfg.shared_classifier)
-        rc = hadamard_linear(Q, &m->output, m->output.rows, err);
+        rc = hadamard_linear(e, Q, &m->output, m->output.rows, err);
     qsur_llama_linear_drop_quant(&m->output);
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_layer *L = &m->layers[i];
         qsur_llama_linear *readers[5] = {&L->wq, &L->wk, &L->wv, &L->w1, &L->w3};
         for (int k = 0; k < 5 && !rc; k++)
-            rc = hadamard_linear(Q, readers[k], readers[k]->rows, err);
+            rc = hadamard_linear(e, Q, readers[k], readers[k]->rows, err);
         qsur_llama_linear *writers[2] = {&L->wo, &L->w2};
         for (int k = 0; k < 2 && !rc; k++)
-            rc = rotate_rows_left(Q, writers[k], tmp, err);
+            rc = rotate_rows_left(e, Q, writers[k], tmp, err);
+        if (!rc)
+            rc = qsur_llama_edit_tick(e, (i + 1.0) / m->cfg.n_layers, "rotate: residual", err);
     }
     free(tmp);
     return rc;
 }
 
-int qsur_llama_rotate_w2(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_error *err)
+int qsur_llama_rotate_w2(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_llama_edit *e,
+                         qsur_error *err)
 {
     if (h->plan->n != m->cfg.hidden_dim)
         return qsur_fail(err, QSUR_ERR_ARG, "rotate w2: plan has size %lld, hidden_dim is %d",
@@ -189,14 +207,17 @@ int qsur_llama_rotate_w2(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_erro
     int rc = QSUR_OK;
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_linear *w2 = &m->layers[i].w2;
-        rc = hadamard_linear(h->plan, w2, w2->rows, err);
+        rc = hadamard_linear(e, h->plan, w2, w2->rows, err);
+        if (!rc)
+            rc = qsur_llama_edit_tick(e, (i + 1.0) / m->cfg.n_layers, "rotate: w2", err);
     }
     if (!rc)
         m->hooks.w2_in = (qsur_llama_online){qsur_llama_online_hadamard_apply, h};
     return rc;
 }
 
-int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_error *err)
+int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_llama_edit *e,
+                            qsur_error *err)
 {
     const int64_t hs = m->cfg.head_size;
     if (H->n != hs)
@@ -209,10 +230,12 @@ int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_err
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_layer *L = &m->layers[i];
         /* wv (kv_dim x dim): each kv head's hs rows -> H^T wv_g */
-        rc = rotate_rows_left(H, &L->wv, tmp, err);
+        rc = rotate_rows_left(e, H, &L->wv, tmp, err);
         /* wo (dim x n_heads*hs): every head's block of columns -> wo_h H */
         if (!rc)
-            rc = hadamard_linear(H, &L->wo, L->wo.rows * (L->wo.cols / hs), err);
+            rc = hadamard_linear(e, H, &L->wo, L->wo.rows * (L->wo.cols / hs), err);
+        if (!rc)
+            rc = qsur_llama_edit_tick(e, (i + 1.0) / m->cfg.n_layers, "rotate: heads", err);
     }
     free(tmp);
     return rc;

@@ -45,7 +45,7 @@ static double smooth_scale(double xmax, double wmax, double alpha)
 }
 
 int qsur_llama_smoothquant(qsur_llama *m, const qsur_workspace *cap, double alpha,
-                           qsur_llama_smooth_result *res, qsur_error *err)
+                           qsur_llama_edit *e, qsur_llama_smooth_result *res, qsur_error *err)
 {
     if (!(alpha >= 0 && alpha <= 1))
         return qsur_fail(err, QSUR_ERR_ARG, "smoothquant: alpha must be in [0, 1], got %g", alpha);
@@ -94,7 +94,9 @@ int qsur_llama_smoothquant(qsur_llama *m, const qsur_workspace *cap, double alph
                 ed[1] = g == G_WO ? &L->wv : &L->w3;
             int dts[4] = {0, 0, 0, 0}, rc = QSUR_OK;
             for (int k = 0; k < 4 && ed[k] && !rc; k++)
-                rc = qsur_llama_linear_edit_begin(ed[k], &dts[k], err);
+                rc = qsur_llama_edit_linear(e, ed[k], &dts[k], err);
+            if (!rc && (g == G_ATT || g == G_FFN))
+                rc = qsur_llama_edit_floats(e, g == G_ATT ? L->attention_norm : L->ffn_norm, d, err);
             if (rc) {
                 free(xm), free(wm), free(s);
                 return rc;
@@ -152,6 +154,11 @@ int qsur_llama_smoothquant(qsur_llama *m, const qsur_workspace *cap, double alph
                 return rc;
             }
             r.groups++;
+        }
+        int rc = qsur_llama_edit_tick(e, (i + 1.0) / c->n_layers, "smoothquant", err);
+        if (rc) {
+            free(xm), free(wm), free(s);
+            return rc;
         }
     }
     free(xm), free(wm), free(s);

@@ -63,10 +63,10 @@ static void test_quarot(const char *path)
     CHECK_OK(qsur_hadamard_plan_new(&Q, c.dim, &o, &err), err);
     o.seed = 12;
     CHECK_OK(qsur_hadamard_plan_new(&Hh, c.head_size, &o, &err), err);
-    CHECK(qsur_llama_rotate_residual(m, Q, &err) == QSUR_ERR_ARG && strstr(err.msg, "fuse"));
+    CHECK(qsur_llama_rotate_residual(m, Q, NULL, &err) == QSUR_ERR_ARG && strstr(err.msg, "fuse"));
 
     /* 1. norm fusion: wq's columns carry the gain, gains are 1 */
-    CHECK_OK(qsur_llama_fuse_norms(m, &err), err);
+    CHECK_OK(qsur_llama_fuse_norms(m, NULL, &err), err);
     CHECK(!m->cfg.shared_classifier && m->layers[0].attention_norm[3] == 1.0f && m->norm[5] == 1.0f);
     CHECK_REL(m->layers[2].wq.w[7 * c.dim + 5],
               ref->layers[2].wq.w[7 * c.dim + 5] * ref->layers[2].attention_norm[5], 1e-6);
@@ -75,7 +75,7 @@ static void test_quarot(const char *path)
     CHECK_REL(p1, p0, 1e-4);
 
     /* 2. residual rotation: the embeddings really move, the norm of each row stays */
-    CHECK_OK(qsur_llama_rotate_residual(m, Q, &err), err);
+    CHECK_OK(qsur_llama_rotate_residual(m, Q, NULL, &err), err);
     int64_t ne = (int64_t)c.vocab_size * c.dim;
     CHECK(max_abs_diff(m->tok_embeddings, ref->tok_embeddings, ne) > 0.05);
     double n0 = 0, n1 = 0;
@@ -92,16 +92,16 @@ static void test_quarot(const char *path)
     CHECK_OK(qsur_llama_online_hadamard_new(&h2, c.hidden_dim, 13, &err), err);
     CHECK_MSG(strstr(h2->plan->desc, "hadamard 172 (williamson 43)") != NULL, "w2 plan: %s", h2->plan->desc);
     float *w2_before = copy(m->layers[1].w2.w, m->layers[1].w2.rows * m->layers[1].w2.cols);
-    CHECK_OK(qsur_llama_rotate_w2(m, h2, &err), err);
+    CHECK_OK(qsur_llama_rotate_w2(m, h2, NULL, &err), err);
     CHECK(max_abs_diff(w2_before, m->layers[1].w2.w, m->layers[1].w2.rows * m->layers[1].w2.cols) > 0.01);
     free(w2_before);
-    CHECK(qsur_llama_rotate_w2(m, h2, &err) == QSUR_ERR_ARG); /* one online w2 transform only */
+    CHECK(qsur_llama_rotate_w2(m, h2, NULL, &err) == QSUR_ERR_ARG); /* one online w2 transform only */
     double p3 = ppl(m);
     CHECK_REL(p3, p0, 1e-4);
 
     /* 4. head-wise Hadamard fused into wv rows and wo columns */
     float *wv_before = copy(m->layers[0].wv.w, (int64_t)c.kv_dim * c.dim);
-    CHECK_OK(qsur_llama_rotate_heads(m, Hh, &err), err);
+    CHECK_OK(qsur_llama_rotate_heads(m, Hh, NULL, &err), err);
     CHECK(max_abs_diff(wv_before, m->layers[0].wv.w, (int64_t)c.kv_dim * c.dim) > 0.01);
     free(wv_before);
     double p4 = ppl(m);
@@ -145,16 +145,16 @@ static void test_smoothquant(const char *path)
     CHECK_OK(qsur_llama_capture(m, NULL, &cal, 0, 4, 4, 0, 1, &cap, NULL, NULL, &err), err);
     float g0 = m->layers[1].ffn_norm[0], v0 = m->layers[1].wv.w[3];
     qsur_llama_smooth_result res;
-    CHECK_OK(qsur_llama_smoothquant(m, &cap, 0.5, &res, &err), err);
+    CHECK_OK(qsur_llama_smoothquant(m, &cap, 0.5, NULL, &res, &err), err);
     CHECK(res.groups == 4 * m->cfg.n_layers && !res.w2_skipped);
     CHECK(res.max_scale > 1.5 * res.min_scale); /* it did scale something */
     CHECK(m->layers[1].ffn_norm[0] != g0 && m->layers[1].wv.w[3] != v0);
     double p1 = ppl(m);
     printf("smoothquant 0.5: %.6f -> %.6f (scales %.3g..%.3g)\n", p0, p1, res.min_scale, res.max_scale);
     CHECK_REL(p1, p0, 1e-4);
-    CHECK(qsur_llama_smoothquant(m, &cap, 1.5, NULL, &err) == QSUR_ERR_ARG);
+    CHECK(qsur_llama_smoothquant(m, &cap, 1.5, NULL, NULL, &err) == QSUR_ERR_ARG);
     qsur_workspace_clear(&cap);
-    CHECK(qsur_llama_smoothquant(m, &cap, 0.5, NULL, &err) == QSUR_ERR_ARG && strstr(err.msg, "calib"));
+    CHECK(qsur_llama_smoothquant(m, &cap, 0.5, NULL, NULL, &err) == QSUR_ERR_ARG && strstr(err.msg, "calib"));
     qsur_llama_free(m);
 }
 

@@ -794,6 +794,13 @@ static void append_rotation(model_state *ms, const char *fmt, const char *desc)
     snprintf(ms->rotation + len, sizeof ms->rotation - len, fmt, desc);
 }
 
+/* The progress bar's share of the next of nsteps rotation steps. */
+static void next_step(qsur_llama_edit *e, int *step, int nsteps)
+{
+    qsur_llama_edit_range(e, (double)*step / nsteps, (double)(*step + 1) / nsteps);
+    (*step)++;
+}
+
 int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     int rc = need_model(s, "rotate model: ", err);
@@ -853,58 +860,77 @@ int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *e
         rc = qsur_llama_online_hadamard_new(&hqk, m->cfg.head_size, sd + 3, err);
     if (rc)
         goto out;
-    /* Each step is an exact equivalence, so a failure part-way (only memory can
-     * fail now) leaves a model that still computes the same function. */
+    /* Every step journals what it changes: Ctrl-C (or memory) part-way puts
+     * the model back as it was before the command. */
+    qsur_llama_edit *e = NULL;
+    char rotation_before[sizeof ms->rotation];
+    snprintf(rotation_before, sizeof rotation_before, "%s", ms->rotation);
+    if ((rc = qsur_llama_edit_new(&e, m, &s->progress, err)))
+        goto out;
+    int nsteps = 0, step = 0;
+    for (int b = STEP_NORM; b <= STEP_HEADS; b <<= 1)
+        nsteps += (steps & b) != 0;
     if (steps & STEP_NORM) {
-        if ((rc = qsur_llama_fuse_norms(m, err)))
-            goto changed;
+        next_step(e, &step, nsteps);
+        if ((rc = qsur_llama_fuse_norms(m, e, err)))
+            goto failed;
         append_rotation(ms, "%s", "norms fused");
         rep_str(r, "norm", "RMSNorm gains", "fused into wq/wk/wv, w1/w3, classifier (untied)");
     }
     if (steps & STEP_RESID) {
-        if ((rc = qsur_llama_rotate_residual(m, Q, err)))
-            goto changed;
+        next_step(e, &step, nsteps);
+        if ((rc = qsur_llama_rotate_residual(m, Q, e, err)))
+            goto failed;
         append_rotation(ms, "residual: %s", Q->desc);
         rep_str(r, "resid", "residual stream Q", Q->desc);
     }
     if (steps & STEP_W2) {
-        if ((rc = qsur_llama_rotate_w2(m, h2, err)))
-            goto changed;
-        ms->w2_online = h2;
-        h2 = NULL;
-        append_rotation(ms, "online before w2: %s", ms->w2_online->plan->desc);
-        rep_str(r, "w2", "online before w2", ms->w2_online->plan->desc);
+        next_step(e, &step, nsteps);
+        if ((rc = qsur_llama_rotate_w2(m, h2, e, err)))
+            goto failed;
+        append_rotation(ms, "online before w2: %s", h2->plan->desc);
+        rep_str(r, "w2", "online before w2", h2->plan->desc);
     }
     if (steps & STEP_HEADS) {
-        if ((rc = qsur_llama_rotate_heads(m, H, err)))
-            goto changed;
+        next_step(e, &step, nsteps);
+        if ((rc = qsur_llama_rotate_heads(m, H, e, err)))
+            goto failed;
         append_rotation(ms, "value heads (wv rows, wo columns): %s", H->desc);
         rep_str(r, "heads", "value heads (fused)", H->desc);
     }
     if (steps & STEP_QK) {
         if ((rc = qsur_llama_rotate_qk(m, hqk, err)))
-            goto changed;
-        ms->qk_online = hqk;
-        hqk = NULL;
-        append_rotation(ms, "online q,k: %s", ms->qk_online->plan->desc);
-        rep_str(r, "qk", "online q,k (K cache)", ms->qk_online->plan->desc);
+            goto failed;
+        append_rotation(ms, "online q,k: %s", hqk->plan->desc);
+        rep_str(r, "qk", "online q,k (K cache)", hqk->plan->desc);
     }
-changed:;
-    qsur_error ignored;
-    int rc2 = model_changed(s, r, rc ? &ignored : err);
-    if (!rc)
-        rc = rc2;
-    if (!rc) {
-        char st[64];
-        steps_str(steps, st, sizeof st);
-        session_log_as(s, "rotate model hadamard %llu steps=%s", (unsigned long long)sd, st);
-        rep_int(r, "seed", "seed", (long long)sd);
-        if (skipped)
-            rep_str(r, "online_skipped", "online steps left out",
-                    skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
-                    : skipped == STEP_W2       ? "w2 (activations at 16 bits)"
-                                               : "qk (KV cache at 16 bits)");
-    }
+    qsur_llama_edit_keep(e);
+    /* the hooks now point at these: the model state owns them */
+    if (steps & STEP_W2)
+        ms->w2_online = h2, h2 = NULL;
+    if (steps & STEP_QK)
+        ms->qk_online = hqk, hqk = NULL;
+    if ((rc = model_changed(s, r, err)))
+        goto out;
+    char st[64];
+    steps_str(steps, st, sizeof st);
+    session_log_as(s, "rotate model hadamard %llu steps=%s", (unsigned long long)sd, st);
+    rep_int(r, "seed", "seed", (long long)sd);
+    if (skipped)
+        rep_str(r, "online_skipped", "online steps left out",
+                skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
+                : skipped == STEP_W2       ? "w2 (activations at 16 bits)"
+                                           : "qk (KV cache at 16 bits)");
+    goto out;
+failed:;
+    /* the model as before the command (hooks included), then the message */
+    qsur_error lost;
+    if (qsur_llama_edit_undo(e, &lost))
+        *err = lost;
+    else if (rc == QSUR_ERR_INTERRUPTED)
+        snprintf(err->msg, sizeof err->msg, "rotate model: interrupted: the model is the one from "
+                 "before the command");
+    snprintf(ms->rotation, sizeof ms->rotation, "%s", rotation_before);
 out:
     qsur_hadamard_plan_free(Q);
     qsur_hadamard_plan_free(H);
@@ -926,9 +952,21 @@ int cmd_smoothquant(session *s, int argc, char **argv, report *r, qsur_error *er
     if (!s->mstate->has_calib)
         return qsur_fail(err, QSUR_ERR_ARG, "needs calibration activations: run `calib FILE` first");
     qsur_llama_smooth_result res;
-    rc = qsur_llama_smoothquant(s->model, &s->ws, alpha, &res, err);
-    if (rc)
+    qsur_llama_edit *e = NULL;
+    if ((rc = qsur_llama_edit_new(&e, s->model, &s->progress, err)))
         return rc;
+    rc = qsur_llama_smoothquant(s->model, &s->ws, alpha, e, &res, err);
+    if (rc) {
+        /* the model as before the command */
+        qsur_error lost;
+        if (qsur_llama_edit_undo(e, &lost))
+            *err = lost;
+        else if (rc == QSUR_ERR_INTERRUPTED)
+            snprintf(err->msg, sizeof err->msg, "smoothquant: interrupted: the model is the one "
+                     "from before the command");
+        return rc;
+    }
+    qsur_llama_edit_keep(e);
     snprintf(s->mstate->smoothing, sizeof s->mstate->smoothing, "alpha %g (%d groups%s)", alpha, res.groups,
              res.w2_skipped ? ", w2 skipped" : "");
     rc = model_changed(s, r, err);

@@ -28,6 +28,7 @@
 #include "qsur/error.h"
 #include "qsur/hadamard.h"
 #include "qsur/llama.h"
+#include "qsur/llama_edit.h"
 
 /* An online Hadamard for a forward hook. The hook has no error channel: a
  * failed scratch allocation inside qsur_hadamard_plan_apply leaves the rows
@@ -44,14 +45,20 @@ void qsur_llama_online_hadamard_free(qsur_llama_online_hadamard *h);
 /* The hook function: rows <- rows R (ctx is a qsur_llama_online_hadamard). */
 void qsur_llama_online_hadamard_apply(void *ctx, float *rows, int64_t nrows, int64_t n);
 
-int qsur_llama_fuse_norms(qsur_llama *m, qsur_error *err);
+/* The steps below edit linear by linear (one in float at a time) and tick e
+ * once per block; e (qsur/llama_edit.h, may be NULL) journals every change,
+ * so that a step that fails or is interrupted part-way can be undone. */
+int qsur_llama_fuse_norms(qsur_llama *m, qsur_llama_edit *e, qsur_error *err);
 /* Q: a plan of size dim. Fails when a gain is not exactly 1 (fuse first). */
-int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_error *err);
+int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_llama_edit *e,
+                               qsur_error *err);
 /* h: size hidden_dim; must outlive the model's use of the hook. Fails when
  * the w2_in hook is already set. */
-int qsur_llama_rotate_w2(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_error *err);
+int qsur_llama_rotate_w2(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_llama_edit *e,
+                         qsur_error *err);
 /* H: a plan of size head_size. */
-int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_error *err);
+int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_llama_edit *e,
+                            qsur_error *err);
 /* h: size head_size; sets the qk hook (fails when already set). */
 int qsur_llama_rotate_qk(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_error *err);
 

@@ -23,6 +23,7 @@
 
 #include "qsur/error.h"
 #include "qsur/llama.h"
+#include "qsur/llama_edit.h"
 #include "qsur/workspace.h"
 
 typedef struct {
@@ -33,8 +34,10 @@ typedef struct {
 
 /* alpha in [0, 1]. cap holds the captured activations of m (the float model).
  * Drops the wq copies of every changed linear. Shapes are checked before any
- * weight changes. res may be NULL. */
+ * weight changes. res may be NULL. Ticks e once per block; e (may be NULL)
+ * journals every change so that an interrupted run can be undone
+ * (qsur/llama_edit.h). */
 int qsur_llama_smoothquant(qsur_llama *m, const qsur_workspace *cap, double alpha,
-                           qsur_llama_smooth_result *res, qsur_error *err);
+                           qsur_llama_edit *e, qsur_llama_smooth_result *res, qsur_error *err);
 
 #endif
