@@ -861,10 +861,9 @@ int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *e
     if (rc)
         goto out;
     /* Every step journals what it changes: Ctrl-C (or memory) part-way puts
-     * the model back as it was before the command. */
+     * the model back as it was before the command; the report and the model
+     * state say what was done only once every step has. */
     qsur_llama_edit *e = NULL;
-    char rotation_before[sizeof ms->rotation];
-    snprintf(rotation_before, sizeof rotation_before, "%s", ms->rotation);
     if ((rc = qsur_llama_edit_new(&e, m, &s->progress, err)))
         goto out;
     int nsteps = 0, step = 0;
@@ -874,42 +873,47 @@ int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *e
         next_step(e, &step, nsteps);
         if ((rc = qsur_llama_fuse_norms(m, e, err)))
             goto failed;
-        append_rotation(ms, "%s", "norms fused");
-        rep_str(r, "norm", "RMSNorm gains", "fused into wq/wk/wv, w1/w3, classifier (untied)");
     }
     if (steps & STEP_RESID) {
         next_step(e, &step, nsteps);
         if ((rc = qsur_llama_rotate_residual(m, Q, e, err)))
             goto failed;
-        append_rotation(ms, "residual: %s", Q->desc);
-        rep_str(r, "resid", "residual stream Q", Q->desc);
     }
     if (steps & STEP_W2) {
         next_step(e, &step, nsteps);
         if ((rc = qsur_llama_rotate_w2(m, h2, e, err)))
             goto failed;
-        append_rotation(ms, "online before w2: %s", h2->plan->desc);
-        rep_str(r, "w2", "online before w2", h2->plan->desc);
     }
     if (steps & STEP_HEADS) {
         next_step(e, &step, nsteps);
         if ((rc = qsur_llama_rotate_heads(m, H, e, err)))
             goto failed;
+    }
+    if ((steps & STEP_QK) && (rc = qsur_llama_rotate_qk(m, hqk, err)))
+        goto failed;
+    qsur_llama_edit_keep(e);
+    if (steps & STEP_NORM) {
+        append_rotation(ms, "%s", "norms fused");
+        rep_str(r, "norm", "RMSNorm gains", "fused into wq/wk/wv, w1/w3, classifier (untied)");
+    }
+    if (steps & STEP_RESID) {
+        append_rotation(ms, "residual: %s", Q->desc);
+        rep_str(r, "resid", "residual stream Q", Q->desc);
+    }
+    if (steps & STEP_W2) {
+        append_rotation(ms, "online before w2: %s", h2->plan->desc);
+        rep_str(r, "w2", "online before w2", h2->plan->desc);
+        ms->w2_online = h2, h2 = NULL; /* the hook points at it: the model state owns it */
+    }
+    if (steps & STEP_HEADS) {
         append_rotation(ms, "value heads (wv rows, wo columns): %s", H->desc);
         rep_str(r, "heads", "value heads (fused)", H->desc);
     }
     if (steps & STEP_QK) {
-        if ((rc = qsur_llama_rotate_qk(m, hqk, err)))
-            goto failed;
         append_rotation(ms, "online q,k: %s", hqk->plan->desc);
         rep_str(r, "qk", "online q,k (K cache)", hqk->plan->desc);
-    }
-    qsur_llama_edit_keep(e);
-    /* the hooks now point at these: the model state owns them */
-    if (steps & STEP_W2)
-        ms->w2_online = h2, h2 = NULL;
-    if (steps & STEP_QK)
         ms->qk_online = hqk, hqk = NULL;
+    }
     if ((rc = model_changed(s, r, err)))
         goto out;
     char st[64];
@@ -930,7 +934,6 @@ failed:;
     else if (rc == QSUR_ERR_INTERRUPTED)
         snprintf(err->msg, sizeof err->msg, "rotate model: interrupted: the model is the one from "
                  "before the command");
-    snprintf(ms->rotation, sizeof ms->rotation, "%s", rotation_before);
 out:
     qsur_hadamard_plan_free(Q);
     qsur_hadamard_plan_free(H);

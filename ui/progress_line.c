@@ -23,6 +23,8 @@ typedef struct {
     int drawn;
     double start, last_done; /* of the task being shown: a smaller done starts a new one */
     int sigint_at_step;  /* QSUR_TEST_SIGINT_AT_STEP, -1 when unset */
+    char sigint_what[64]; /* QSUR_TEST_SIGINT_AT_TICK=WHAT:N: the N-th tick whose label */
+    int sigint_at_tick;   /* starts with WHAT raises SIGINT ("" when unset) */
 } progress_state;
 
 static progress_state pstate; /* part of the UI session's terminal state */
@@ -51,6 +53,12 @@ static int progress_cb(void *ctx, double done, const char *what, double value)
      * outside that a loaded machine would deliver early or late. */
     if (s->training && pstate.sigint_at_step >= 0 && s->training->step >= pstate.sigint_at_step) {
         pstate.sigint_at_step = -1;
+        raise(SIGINT);
+    }
+    /* the same for any long command, at its N-th tick of a given label */
+    if (pstate.sigint_what[0] && what && !strncmp(what, pstate.sigint_what, strlen(pstate.sigint_what)) &&
+        --pstate.sigint_at_tick <= 0) {
+        pstate.sigint_what[0] = '\0';
         raise(SIGINT);
     }
     if (s->set.progress)
@@ -103,6 +111,11 @@ void progress_line_install(session *s)
     s->set.progress = isatty(STDERR_FILENO);
     const char *at = getenv("QSUR_TEST_SIGINT_AT_STEP");
     pstate.sigint_at_step = at && *at ? atoi(at) : -1;
+    const char *tick = getenv("QSUR_TEST_SIGINT_AT_TICK"), *colon = tick ? strrchr(tick, ':') : NULL;
+    if (colon && colon - tick < (long)sizeof pstate.sigint_what) {
+        snprintf(pstate.sigint_what, sizeof pstate.sigint_what, "%.*s", (int)(colon - tick), tick);
+        pstate.sigint_at_tick = atoi(colon + 1);
+    }
 }
 
 void progress_line_done(session *s)
