@@ -3,6 +3,8 @@
  * packed quantized codes. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "qsur/half.h"
 #include "qsur/llama.h"
 #include "qsur/llama_store.h"
@@ -121,8 +123,24 @@ int qsur_llama_linear_dtype(const qsur_llama_linear *l)
     return l->w || !l->st.data ? QSUR_DTYPE_F32 : l->st.dtype;
 }
 
+/* Pages of a mapped linear that became owned leave the process: they stay
+ * in the file (and the page cache), and reading the stored form again (an
+ * edit journal putting it back) faults them in. Only whole pages inside the
+ * tensor: its neighbours in the file may still be in use. Without this, a
+ * whole-model edit of a mapped checkpoint counts the file once more in its
+ * resident set. */
+static void release_pages(const void *data, int64_t bytes)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)data + pg - 1) & ~(pg - 1), b = ((uintptr_t)data + (uintptr_t)bytes) & ~(pg - 1);
+    if (pg > 0 && b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 static void stored_release(qsur_llama_linear *l)
 {
+    if (l->st.data && !l->st.owned) /* mapped (st.owned is NULL only then) */
+        release_pages(l->st.data, l->rows * l->cols * qsur_dtype_size((qsur_dtype)l->st.dtype));
     free(l->st.owned);
     l->st.owned = NULL;
     l->st.data = NULL;
