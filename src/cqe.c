@@ -150,6 +150,11 @@ int qsur_cqe_problem_new(qsur_cqe_problem **out, const qsur_wquant_layer *L,
     return QSUR_OK;
 }
 
+const float *qsur_cqe_shifted_weights(const qsur_cqe_problem *p)
+{
+    return p->Wp;
+}
+
 int qsur_cqe_apply(qsur_cqe_problem *p, const double *D, float *Q, qsur_error *err)
 {
     const int64_t m = p->m, d = p->d, r = p->r;

@@ -38,15 +38,10 @@ static float *grad_of(qsur_llama_layer_grads *G, const qsur_llama_layer *L, cons
     return G->d_w3;
 }
 
-/* The residual after block l in the tape. */
-static const float *hidden_after(const qsur_llama_tape *t, int l, int64_t nd)
-{
-    return l + 1 < t->n_layers ? t->x_in + (size_t)(l + 1) * nd : t->x_final;
-}
-
 typedef struct {
     qsur_llama_linear *l;
-    int layer;
+    int layer;                /* in the window */
+    float *wtmp;              /* the weights converted to float32 (NULL when held so) */
     qsur_cqe_problem *p;
     qsur_adam *adam;
     double *D, *best, *G;
@@ -58,7 +53,7 @@ static void lin_free(cross_lin *c)
 {
     qsur_cqe_problem_free(c->p);
     qsur_adam_free(c->adam);
-    free(c->D), free(c->best), free(c->G);
+    free(c->D), free(c->best), free(c->G), free(c->wtmp);
     memset(c, 0, sizeof *c);
 }
 
@@ -69,8 +64,12 @@ static int lin_init(cross_lin *c, qsur_llama *m, int layer, int j, const qsur_qu
     c->l = qsur_llama_linear_at(m, layer * 7 + j);
     c->layer = layer;
     qsur_quant_spec q = qsur_llama_linear_spec(spec, c->l->cols);
-    qsur_wquant_layer L = {c->l->w, c->l->rows, c->l->cols, NULL, 0, NULL};
-    int rc = qsur_cqe_problem_new(&c->p, &L, &q, o->rank, o->band, err);
+    const float *W = NULL;
+    int rc = qsur_llama_linear_weights_alloc(c->l, &W, &c->wtmp, err);
+    if (rc)
+        return rc;
+    qsur_wquant_layer L = {W, c->l->rows, c->l->cols, NULL, 0, NULL};
+    rc = qsur_cqe_problem_new(&c->p, &L, &q, o->rank, o->band, err);
     if (rc)
         return rc;
     c->nb = qsur_cqe_band_size(c->p);
@@ -99,6 +98,124 @@ static double mse(const float *a, const float *b, int64_t n)
     return s / (double)n;
 }
 
+/* Blocks first..first+n-1 of m as a model of their own (the stream enters
+ * it; the classifier is never reached: vocab 1 keeps the tape's logits and
+ * the gradients' embedding rows to one row). */
+static qsur_llama window_view(const qsur_llama *m, int first, int n)
+{
+    qsur_llama v = *m;
+    v.layers = m->layers + first;
+    v.cfg.n_layers = n;
+    v.cfg.vocab_size = 1;
+    return v;
+}
+
+/* The window's linears without their quantized forms (the float model), and back. */
+static void hide_quant(qsur_llama *v, float **wq, qsur_llama_packed **qp, int put)
+{
+    for (int i = 0; i < qsur_llama_linear_count(v); i++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(v, i);
+        if (put) {
+            l->wq = wq[i], l->qp = qp[i];
+        } else {
+            wq[i] = l->wq, qp[i] = l->qp;
+            l->wq = NULL, l->qp = NULL;
+        }
+    }
+}
+
+typedef struct {
+    float **old;              /* [nper] the forms before the command */
+    qsur_llama_packed **oldp;
+    int *done;
+} cross_undo;
+
+/* Trains the D's of one window (its blocks as the view v) on the stream xq
+ * entering it, against the float model's residual href after it; the
+ * window's linears end with their CQE+ weights, packed when on the grid. */
+static int train_window(qsur_llama *v, int first, qsur_llama_tape *t,
+                        qsur_llama_grads *g, const float *xq, const float *href,
+                        const qsur_quant_spec *spec, const qsur_cqe_cross_opts *o, cross_lin *lins,
+                        cross_undo *u, qsur_cqe_window_row *row, double w0, double w1,
+                        const qsur_progress *prog, qsur_error *err)
+{
+    const int K = v->cfg.n_layers, nl = 7 * K, B = t->B, T = t->T;
+    const int64_t nd = t->N * v->cfg.dim;
+    int rc = QSUR_OK;
+    for (int k = 0; k < nl && !rc; k++) {
+        if ((rc = lin_init(&lins[k], v, k / 7, k % 7, spec, &o->layer, err)))
+            break;
+        int idx = (first + k / 7) * 7 + k % 7;
+        qsur_llama_linear *l = lins[k].l;
+        float *fresh = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float));
+        if (!fresh) {
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory at %s", l->name);
+            break;
+        }
+        u->old[idx] = l->wq, u->oldp[idx] = l->qp, u->done[idx] = 1;
+        l->wq = fresh, l->qp = NULL;
+    }
+    double fbest = INFINITY;
+    int best_step = 0;
+    for (int s = 0; s <= o->layer.steps && !rc; s++) {
+        for (int k = 0; k < nl && !rc; k++)
+            rc = qsur_cqe_apply(lins[k].p, lins[k].D, lins[k].l->wq, err);
+        if (rc || (rc = qsur_llama_train_blocks(v, t, xq, B, T, err)))
+            break;
+        double f = mse(t->x_final, href, nd);
+        if (s == 0)
+            row->rtn_loss = f;
+        if (f < fbest) {
+            fbest = f;
+            best_step = s;
+            for (int k = 0; k < nl; k++)
+                memcpy(lins[k].best, lins[k].D, (size_t)lins[k].nb * sizeof(double));
+        }
+        if (s == o->layer.steps)
+            break;
+        /* dL/dh = 2 (h - h_ref) / (N dim) */
+        float *dh = qsur_alloc((size_t)nd, sizeof(float));
+        if (!dh) {
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory");
+            break;
+        }
+        for (int64_t i = 0; i < nd; i++)
+            dh[i] = (float)(2.0 * ((double)t->x_final[i] - href[i]) / (double)nd);
+        qsur_llama_grads_zero(g, v);
+        rc = qsur_llama_backward_hidden(v, t, 0, K - 1, dh, NULL, g, err);
+        free(dh);
+        for (int k = 0; k < nl && !rc; k++) {
+            cross_lin *cl = &lins[k];
+            float *dW = grad_of(&g->layers[cl->layer], &v->layers[cl->layer], cl->l);
+            /* the STE runs at this linear's W' of the _apply above */
+            if (!(rc = qsur_cqe_backward(cl->p, dW, cl->G, err)))
+                qsur_adam_step(cl->adam, cl->D, cl->G, cl->lr);
+        }
+        if (!rc)
+            rc = qsur_progress_tick(prog, w0 + (w1 - w0) * (s + 1.0) / (o->layer.steps + 1.0),
+                                    "cqe cross", f, err);
+    }
+    /* the kept D's, stored compactly: Q's codes on the grid of W' (the
+     * float copy goes; it stays only if they do not decode to Q) */
+    for (int k = 0; k < nl && !rc; k++) {
+        qsur_llama_linear *l = lins[k].l;
+        qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
+        qsur_qweight *qw = NULL;
+        if (!(rc = qsur_cqe_apply(lins[k].p, lins[k].best, l->wq, err)) &&
+            !(rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err)) &&
+            !(rc = qsur_qweight_fit_rtn(qw, qsur_cqe_shifted_weights(lins[k].p), err))) {
+            qsur_qweight_encode(qw, l->wq);
+            rc = qsur_llama_linear_set_quant_qw(l, l->wq, qw, err);
+        }
+        qsur_qweight_free(qw);
+    }
+    if (!rc) {
+        row->loss = fbest;
+        row->best_step = best_step;
+    }
+    return rc;
+}
+
 int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spec *spec,
                    const qsur_cqe_cross_opts *o, qsur_cqe_window_row *rows,
                    const qsur_progress *prog, qsur_error *err)
@@ -121,7 +238,7 @@ int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spe
     int B = o->n_seqs;
     if ((int64_t)B * S > calib->n)
         B = (int)(calib->n / S);
-    const int nlin = qsur_llama_linear_count(m), nper = 7 * c->n_layers;
+    const int nper = 7 * c->n_layers;
     for (int i = 0; i < nper; i++) {
         qsur_llama_linear *l = qsur_llama_linear_at(m, i);
         qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
@@ -129,132 +246,79 @@ int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spe
         if (rc)
             return rc;
     }
-    /* this method trains on float weights and swaps float quantized copies
-     * (wq): the model is made float, packed codes become copies */
-    for (int i = 0; i < nper; i++) {
-        int rc = qsur_llama_linear_unpack(qsur_llama_linear_at(m, i), err);
-        if (rc)
-            return rc;
-    }
-    {
-        int rc = qsur_llama_own_all(m, err);
-        if (rc)
-            return rc;
-    }
     const int64_t N = (int64_t)B * T, nd = N * c->dim;
-    const int K = o->window, nwin = qsur_cqe_cross_windows(m, K);
-    int *tok = malloc((size_t)N * sizeof *tok);
-    float **old = calloc((size_t)nlin, sizeof *old), **fresh = calloc((size_t)nlin, sizeof *fresh);
-    float *ref = qsur_alloc((size_t)(nd * c->n_layers), sizeof(float));
-    cross_lin *lins = calloc((size_t)(7 * K), sizeof *lins);
-    qsur_llama_tape *t = NULL;
-    qsur_llama_grads *g = NULL;
-    int rc = QSUR_OK;
-    if (!tok || !old || !fresh || !ref || !lins) {
-        rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory");
-        goto out;
+    for (int64_t i = 0; i < N; i++) {
+        int id = calib->ids[(i / T) * S + i % T];
+        if (id < 0 || id >= c->vocab_size)
+            return qsur_fail(err, QSUR_ERR_ARG, "cqe cross: token %d out of range 0..%d", id, c->vocab_size - 1);
     }
-    for (int b = 0; b < B; b++)
-        memcpy(tok + (size_t)b * T, calib->ids + (size_t)b * S, (size_t)T * sizeof *tok);
-    if ((rc = qsur_llama_tape_new(&t, m, B, T, err)) || (rc = qsur_llama_grads_new(&g, m, err)))
-        goto out;
-    for (int i = 0; i < nlin; i++)
-        old[i] = qsur_llama_linear_at(m, i)->wq;
-    /* float reference: per-layer linears detached (the classifier does not matter) */
-    for (int i = 0; i < nper; i++)
-        qsur_llama_linear_at(m, i)->wq = NULL;
-    rc = qsur_llama_train_forward(m, t, tok, B, T, err);
-    for (int i = 0; i < nper; i++)
-        qsur_llama_linear_at(m, i)->wq = old[i];
-    if (rc)
-        goto out;
-    for (int l = 0; l < c->n_layers; l++)
-        memcpy(ref + (size_t)l * nd, hidden_after(t, l, nd), (size_t)nd * sizeof(float));
-
+    /* Window by window: the quantized model's stream xq and the float model's
+     * xf enter it (both start as the embeddings); the window's blocks alone
+     * are taped and trained; its float output is the target and the next xf,
+     * its output with the kept D's the next xq. Memory: two streams, one
+     * window's tape, gradients and CQE+ problems, never the model in float. */
+    const int K = o->window, nwin = qsur_cqe_cross_windows(m, K);
+    float *xq = qsur_alloc((size_t)nd, sizeof(float)), *xf = qsur_alloc((size_t)nd, sizeof(float));
+    float **hwq = calloc(7 * (size_t)K, sizeof *hwq);
+    qsur_llama_packed **hqp = calloc(7 * (size_t)K, sizeof *hqp);
+    cross_undo u = {calloc((size_t)nper, sizeof(float *)), calloc((size_t)nper, sizeof(qsur_llama_packed *)),
+                    calloc((size_t)nper, sizeof(int))};
+    cross_lin *lins = calloc((size_t)(7 * K), sizeof *lins);
+    qsur_llama_tape *t = NULL, *tlast = NULL;
+    qsur_llama_grads *g = NULL, *glast = NULL;
+    int rc = QSUR_OK;
+    if (!xq || !xf || !hwq || !hqp || !u.old || !u.oldp || !u.done || !lins)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory");
+    for (int64_t i = 0; i < N && !rc; i++) {
+        int id = calib->ids[(i / T) * S + i % T];
+        memcpy(xq + i * c->dim, m->tok_embeddings + (size_t)id * c->dim, (size_t)c->dim * sizeof(float));
+    }
+    if (!rc)
+        memcpy(xf, xq, (size_t)nd * sizeof(float));
     for (int w = 0; w < nwin && !rc; w++) {
-        const int first = w * K, last = first + K - 1 < c->n_layers ? first + K - 1 : c->n_layers - 1;
-        const int nl = 7 * (last - first + 1);
-        for (int k = 0; k < nl && !rc; k++) {
-            rc = lin_init(&lins[k], m, first + k / 7, k % 7, spec, &o->layer, err);
-            if (rc)
-                break;
-            int idx = (first + k / 7) * 7 + k % 7;
-            qsur_llama_linear *l = lins[k].l;
-            fresh[idx] = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float));
-            if (!fresh[idx])
-                rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory at %s", l->name);
-            else
-                l->wq = fresh[idx];
-        }
-        double fbest = INFINITY;
-        int best_step = 0;
-        for (int s = 0; s <= o->layer.steps && !rc; s++) {
-            for (int k = 0; k < nl && !rc; k++)
-                rc = qsur_cqe_apply(lins[k].p, lins[k].D, lins[k].l->wq, err);
-            if (rc || (rc = qsur_llama_train_forward(m, t, tok, B, T, err)))
-                break;
-            const float *h = hidden_after(t, last, nd), *hr = ref + (size_t)last * nd;
-            double f = mse(h, hr, nd);
-            if (s == 0 && rows)
-                rows[w].rtn_loss = f;
-            if (f < fbest) {
-                fbest = f;
-                best_step = s;
-                for (int k = 0; k < nl; k++)
-                    memcpy(lins[k].best, lins[k].D, (size_t)lins[k].nb * sizeof(double));
-            }
-            if (s == o->layer.steps)
-                break;
-            /* dL/dh = 2 (h - h_ref) / (N dim) */
-            float *dh = qsur_alloc((size_t)nd, sizeof(float));
-            if (!dh) {
-                rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory");
-                break;
-            }
-            for (int64_t i = 0; i < nd; i++)
-                dh[i] = (float)(2.0 * ((double)h[i] - hr[i]) / (double)nd);
-            qsur_llama_grads_zero(g, m);
-            rc = qsur_llama_backward_hidden(m, t, first, last, dh, NULL, g, err);
-            free(dh);
-            for (int k = 0; k < nl && !rc; k++) {
-                cross_lin *cl = &lins[k];
-                float *dW = grad_of(&g->layers[cl->layer], &m->layers[cl->layer], cl->l);
-                /* the STE runs at this linear's W' of the _apply above */
-                if (!(rc = qsur_cqe_backward(cl->p, dW, cl->G, err)))
-                    qsur_adam_step(cl->adam, cl->D, cl->G, cl->lr);
-            }
-            if (!rc)
-                rc = qsur_progress_tick(prog, (w + (s + 1.0) / (o->layer.steps + 1.0)) / nwin, "cqe cross", f, err);
-        }
-        for (int k = 0; k < nl && !rc; k++)
-            rc = qsur_cqe_apply(lins[k].p, lins[k].best, lins[k].l->wq, err);
-        if (!rc && rows) {
-            rows[w].first = first;
-            rows[w].last = last;
-            rows[w].loss = fbest;
-            rows[w].best_step = best_step;
-        }
+        const int first = w * K, n = first + K <= c->n_layers ? K : c->n_layers - first;
+        qsur_llama v = window_view(m, first, n);
+        /* a shorter last window gets a tape and gradients of its own size */
+        qsur_llama_tape **tp = n == K ? &t : &tlast;
+        qsur_llama_grads **gp = n == K ? &g : &glast;
+        if (!*tp && ((rc = qsur_llama_tape_new(tp, &v, B, T, err)) || (rc = qsur_llama_grads_new(gp, &v, err))))
+            break;
+        /* the float model's output of the window: the target, and the next xf */
+        hide_quant(&v, hwq, hqp, 0);
+        rc = qsur_llama_train_blocks(&v, *tp, xf, B, T, err);
+        hide_quant(&v, hwq, hqp, 1);
+        if (rc)
+            break;
+        memcpy(xf, (*tp)->x_final, (size_t)nd * sizeof(float));
+        qsur_cqe_window_row row = {first, first + n - 1, 0, 0, 0};
+        rc = train_window(&v, first, *tp, *gp, xq, xf, spec, o, lins, &u, &row, (double)w / nwin,
+                          (w + 1.0) / nwin, prog, err);
         for (int k = 0; k < 7 * K; k++)
             lin_free(&lins[k]);
+        if (rc || (rc = qsur_llama_train_blocks(&v, *tp, xq, B, T, err)))
+            break;
+        memcpy(xq, (*tp)->x_final, (size_t)nd * sizeof(float)); /* through the kept weights */
+        if (rows)
+            rows[w] = row;
     }
-out:
-    /* all-or-nothing: replaced copies are kept (old freed) or dropped (old back) */
-    if (old && fresh)
-        for (int i = 0; i < nlin; i++) {
-            if (!fresh[i])
-                continue;
-            if (rc) {
-                qsur_llama_linear_at(m, i)->wq = old[i];
-                free(fresh[i]);
-            } else {
-                free(old[i]);
-            }
+    /* all-or-nothing: the new forms stay (old freed) or go (old back) */
+    for (int i = 0; u.done && i < nper; i++) {
+        if (!u.done[i])
+            continue;
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        if (rc) {
+            qsur_llama_linear_drop_quant(l);
+            l->wq = u.old[i], l->qp = u.oldp[i];
+        } else {
+            free(u.old[i]);
+            qsur_llama_packed_free(u.oldp[i]);
         }
+    }
     if (lins)
         for (int k = 0; k < 7 * K; k++)
             lin_free(&lins[k]);
-    qsur_llama_grads_free(g);
-    qsur_llama_tape_free(t);
-    free(tok), free(old), free(fresh), free(ref), free(lins);
+    qsur_llama_grads_free(g), qsur_llama_grads_free(glast);
+    qsur_llama_tape_free(t), qsur_llama_tape_free(tlast);
+    free(xq), free(xf), free(hwq), free(hqp), free(u.old), free(u.oldp), free(u.done), free(lins);
     return rc;
 }

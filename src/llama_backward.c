@@ -162,10 +162,10 @@ void qsur_llama_grads_zero(qsur_llama_grads *g, const qsur_llama *m)
 /* ---- the backward pass ---------------------------------------------------- */
 
 /* dW += dY^T X (dW rows x cols), dX (=|+=) dY W for a linear Y = X W^T. */
-static void linear_backward(const qsur_llama_linear *l, const float *x, const float *dy,
-                            int64_t N, float *dw, float *dx, float beta)
+static void linear_backward(const qsur_llama_tape *t, const qsur_llama_linear *l, const float *x,
+                            const float *dy, int64_t N, float *dw, float *dx, float beta)
 {
-    const float *w = l->wq ? l->wq : l->w;
+    const float *w = qsur_llama_tape_weights(t, l);
     int R = (int)l->rows, C = (int)l->cols;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, (int)N, 1.0f, dy, R, x, C, 1.0f, dw,
                 C);
@@ -192,14 +192,14 @@ static int layers_backward(const qsur_llama *m, const qsur_llama_tape *t, const 
         const float *P = t->p + (size_t)l * B * c->n_heads * T * T;
 
         /* feed-forward: x += Q(w2_in(silu(h1) h3)) W2^T */
-        linear_backward(&L->w2, t->gq + oh, dx, N, G->d_w2, dwide, 0.0f);
+        linear_backward(t, &L->w2, t->gq + oh, dx, N, G->d_w2, dwide, 0.0f);
         if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->g + oh, N, hd, dwide, dwide, err)))
             break;
         if (m->hooks.w2_in.apply)
             ot->w2_in.apply(ot->w2_in.ctx, dwide, N, hd);
         qsur_llama_swiglu_backward(t->h1 + oh, t->h3 + oh, dwide, N * hd, dh1, dh3);
-        linear_backward(&L->w1, t->xq2 + od, dh1, N, G->d_w1, dn, 0.0f);
-        linear_backward(&L->w3, t->xq2 + od, dh3, N, G->d_w3, dn, 1.0f);
+        linear_backward(t, &L->w1, t->xq2 + od, dh1, N, G->d_w1, dn, 0.0f);
+        linear_backward(t, &L->w3, t->xq2 + od, dh3, N, G->d_w3, dn, 1.0f);
         if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->xn2 + od, N, d, dn, dn, err)))
             break;
         qsur_llama_rmsnorm_backward(t->x_mid + od, L->ffn_norm, dn, N, d, c->norm_eps, dwide,
@@ -208,7 +208,7 @@ static int layers_backward(const qsur_llama *m, const qsur_llama_tape *t, const 
             dx[i] += dwide[i];
 
         /* attention: x += Q(wo_in(attn)) Wo^T */
-        linear_backward(&L->wo, t->aq + od, dx, N, G->d_wo, dn, 0.0f);
+        linear_backward(t, &L->wo, t->aq + od, dx, N, G->d_wo, dn, 0.0f);
         if ((rc = qsur_fake_quant_backward(qsur_llama_act_wo(&m->hooks), t->a + od, N, d, dn, dn, err)))
             break;
         if (m->hooks.wo_in.apply)
@@ -239,9 +239,9 @@ static int layers_backward(const qsur_llama *m, const qsur_llama_tape *t, const 
             qsur_llama_rope(dk + (size_t)b * T * kv, T, c->n_kv_heads, (int)hs, 0, t->rope_cos,
                             t->rope_nsin);
         }
-        linear_backward(&L->wq, t->xq1 + od, dq, N, G->d_wq, dn, 0.0f);
-        linear_backward(&L->wk, t->xq1 + od, dk, N, G->d_wk, dn, 1.0f);
-        linear_backward(&L->wv, t->xq1 + od, dv, N, G->d_wv, dn, 1.0f);
+        linear_backward(t, &L->wq, t->xq1 + od, dq, N, G->d_wq, dn, 0.0f);
+        linear_backward(t, &L->wk, t->xq1 + od, dk, N, G->d_wk, dn, 1.0f);
+        linear_backward(t, &L->wv, t->xq1 + od, dv, N, G->d_wv, dn, 1.0f);
         if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->xn1 + od, N, d, dn, dn, err)))
             break;
         qsur_llama_rmsnorm_backward(t->x_in + od, L->attention_norm, dn, N, d, c->norm_eps, dwide,
@@ -305,8 +305,12 @@ int qsur_llama_backward(const qsur_llama *m, const qsur_llama_tape *t, const flo
     if (!buf)
         return qsur_fail(err, QSUR_ERR_NOMEM, "backward: out of memory for %lld tokens", (long long)N);
 
-    /* classifier and final norm */
-    const float *wout = m->output.wq ? m->output.wq : m->output.w;
+    /* classifier and final norm (held as floats: the whole matrix in one product) */
+    const float *wout = m->output.qp ? NULL : m->output.wq ? m->output.wq : m->output.w;
+    if (!wout) {
+        free(buf);
+        return qsur_fail(err, QSUR_ERR_ARG, "backward: the classifier is not held as float32 weights");
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)V, (int)d, (int)N, 1.0f, dlogits,
                 (int)V, t->xnf, (int)d, 1.0f, g->d_output, (int)d);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)d, (int)V, 1.0f, dlogits,

@@ -14,7 +14,7 @@ void qsur_llama_tape_free(qsur_llama_tape *t)
     float **bufs[] = {&t->x_in, &t->xn1, &t->xq1, &t->q, &t->k, &t->kq, &t->v, &t->vq, &t->p,
                       &t->a, &t->aq, &t->x_mid, &t->xn2, &t->xq2, &t->h1, &t->h3, &t->g, &t->gq,
                       &t->x_final, &t->xnf, &t->logits, &t->rope_cos, &t->rope_sin,
-                      &t->rope_nsin, &t->s1, &t->s2, &t->s3, &t->s4, &t->sp};
+                      &t->rope_nsin, &t->s1, &t->s2, &t->s3, &t->s4, &t->sp, &t->wbuf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(*bufs[i]);
     free(t->tokens);
@@ -97,12 +97,61 @@ int qsur_llama_tape_new(qsur_llama_tape **out, const qsur_llama *m, int B, int T
     return QSUR_OK;
 }
 
-/* out[N][rows] = in[N][cols] W^T with the weight the forward pass uses. */
-static void linear(const qsur_llama_linear *l, const float *in, int64_t N, float *out)
+static int held_as_floats(const qsur_llama_linear *l)
 {
-    const float *w = l->wq ? l->wq : l->w;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols, 1.0f,
-                in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);
+    return !l->qp && (l->wq || l->w);
+}
+
+const float *qsur_llama_tape_weights(const qsur_llama_tape *t, const qsur_llama_linear *l)
+{
+    if (held_as_floats(l))
+        return l->wq ? l->wq : l->w;
+    qsur_llama_linear_forward_rows(l, 0, l->rows, t->wbuf);
+    return t->wbuf;
+}
+
+/* wbuf for the largest per-layer linear of m not held as floats (the
+ * classifier goes through it in slices). */
+static int tape_wbuf(qsur_llama_tape *t, const qsur_llama *m, qsur_error *err)
+{
+    int64_t need = 0;
+    for (int i = 0; i < qsur_llama_linear_count((qsur_llama *)m); i++) {
+        const qsur_llama_linear *l = qsur_llama_linear_at((qsur_llama *)m, i);
+        if (!held_as_floats(l) && l->rows * l->cols > need)
+            need = l->rows * l->cols;
+    }
+    if (!held_as_floats(&m->output) && m->output.cols > need)
+        need = m->output.cols;
+    if (need <= t->wbuf_floats)
+        return QSUR_OK;
+    free(t->wbuf);
+    t->wbuf_floats = 0;
+    if (!(t->wbuf = qsur_alloc((size_t)need, sizeof(float))))
+        return qsur_fail(err, QSUR_ERR_NOMEM, "training tape: cannot allocate %lld floats of weights",
+                         (long long)need);
+    t->wbuf_floats = need;
+    return QSUR_OK;
+}
+
+/* out[N][rows] = in[N][cols] W^T with the weight the forward pass uses: in
+ * place when held as floats, else converted into wbuf as many rows at a time
+ * as fit (a per-layer linear at once). */
+static void linear(const qsur_llama_tape *t, const qsur_llama_linear *l, const float *in, int64_t N,
+                   float *out)
+{
+    if (held_as_floats(l)) {
+        const float *w = l->wq ? l->wq : l->w;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols, 1.0f,
+                    in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);
+        return;
+    }
+    int64_t step = t->wbuf_floats / l->cols;
+    for (int64_t r0 = 0; r0 < l->rows; r0 += step) {
+        int64_t r1 = r0 + step < l->rows ? r0 + step : l->rows;
+        qsur_llama_linear_forward_rows(l, r0, r1, t->wbuf);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(r1 - r0), (int)l->cols,
+                    1.0f, in, (int)l->cols, t->wbuf, (int)l->cols, 0.0f, out + r0, (int)l->rows);
+    }
 }
 
 void qsur_llama_attention_head(const float *q, int ldq, const float *k, const float *v, int ldkv,
@@ -139,8 +188,7 @@ static int act_quant(const qsur_quant_spec *spec, const float *x, int64_t N, int
     return qsur_fake_quant(spec, x, N, cols, out, NULL, err);
 }
 
-int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int *tokens,
-                             int B, int T, qsur_error *err)
+static int tape_fits(const qsur_llama *m, const qsur_llama_tape *t, int B, int T, qsur_error *err)
 {
     const qsur_llama_config *c = &m->cfg;
     if (c->dim != t->dim || c->hidden_dim != t->hidden_dim || c->n_layers != t->n_layers ||
@@ -149,16 +197,16 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
     if (B != t->B || T != t->T)
         return qsur_fail(err, QSUR_ERR_ARG, "train forward: batch %d x %d but the tape holds %d x %d",
                          B, T, t->B, t->T);
+    return QSUR_OK;
+}
+
+/* Every block of m on the residual stream x = t->s4 ([N][dim], in place),
+ * keeping the tape; t->x_final gets the result. */
+static int run_blocks(const qsur_llama *m, qsur_llama_tape *t, int B, int T, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
     int64_t N = t->N, d = c->dim, kv = c->kv_dim, hd = c->hidden_dim, hs = c->head_size;
-    for (int64_t i = 0; i < N; i++) {
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return qsur_fail(err, QSUR_ERR_ARG, "train forward: token %lld = %d out of range 0..%d",
-                             (long long)i, tokens[i], c->vocab_size - 1);
-        t->tokens[i] = tokens[i];
-    }
     float *x = t->s4; /* the running residual stream */
-    for (int64_t i = 0; i < N; i++)
-        memcpy(x + i * d, m->tok_embeddings + (size_t)tokens[i] * d, (size_t)d * sizeof(float));
     int rc, group = c->n_heads / c->n_kv_heads;
     for (int l = 0; l < c->n_layers; l++) {
         const qsur_llama_layer *L = &m->layers[l];
@@ -174,9 +222,9 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
         qsur_llama_rmsnorm(xn1, x, L->attention_norm, N, d, c->norm_eps);
         if ((rc = act_quant(&m->hooks.act, xn1, N, d, xq1, err)))
             return rc;
-        linear(&L->wq, xq1, N, q);
-        linear(&L->wk, xq1, N, k);
-        linear(&L->wv, xq1, N, v);
+        linear(t, &L->wq, xq1, N, q);
+        linear(t, &L->wk, xq1, N, k);
+        linear(t, &L->wv, xq1, N, v);
         for (int b = 0; b < B; b++) {
             qsur_llama_rope(q + (size_t)b * T * d, T, c->n_heads, (int)hs, 0, t->rope_cos,
                             t->rope_sin);
@@ -204,7 +252,7 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
             m->hooks.wo_in.apply(m->hooks.wo_in.ctx, a, N * c->n_heads, hs);
         if ((rc = act_quant(qsur_llama_act_wo(&m->hooks), a, N, d, aq, err)))
             return rc;
-        linear(&L->wo, aq, N, t->s1);
+        linear(t, &L->wo, aq, N, t->s1);
         for (int64_t i = 0; i < N * d; i++)
             x[i] += t->s1[i];
         memcpy(xmid, x, (size_t)(N * d) * sizeof(float));
@@ -212,20 +260,51 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
         qsur_llama_rmsnorm(xn2, x, L->ffn_norm, N, d, c->norm_eps);
         if ((rc = act_quant(&m->hooks.act, xn2, N, d, xq2, err)))
             return rc;
-        linear(&L->w1, xq2, N, h1);
-        linear(&L->w3, xq2, N, h3);
+        linear(t, &L->w1, xq2, N, h1);
+        linear(t, &L->w3, xq2, N, h3);
         memcpy(g, h1, (size_t)(N * hd) * sizeof(float));
         qsur_llama_swiglu(g, h3, N * hd);
         if (m->hooks.w2_in.apply)
             m->hooks.w2_in.apply(m->hooks.w2_in.ctx, g, N, hd);
         if ((rc = act_quant(&m->hooks.act, g, N, hd, gq, err)))
             return rc;
-        linear(&L->w2, gq, N, t->s1);
+        linear(t, &L->w2, gq, N, t->s1);
         for (int64_t i = 0; i < N * d; i++)
             x[i] += t->s1[i];
     }
     memcpy(t->x_final, x, (size_t)(N * d) * sizeof(float));
-    qsur_llama_rmsnorm(t->xnf, x, m->norm, N, d, c->norm_eps);
-    linear(&m->output, t->xnf, N, t->logits);
     return QSUR_OK;
+}
+
+int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int *tokens,
+                             int B, int T, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    int rc = tape_fits(m, t, B, T, err);
+    if (rc || (rc = tape_wbuf(t, m, err)))
+        return rc;
+    int64_t N = t->N, d = c->dim;
+    for (int64_t i = 0; i < N; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return qsur_fail(err, QSUR_ERR_ARG, "train forward: token %lld = %d out of range 0..%d",
+                             (long long)i, tokens[i], c->vocab_size - 1);
+        t->tokens[i] = tokens[i];
+    }
+    for (int64_t i = 0; i < N; i++)
+        memcpy(t->s4 + i * d, m->tok_embeddings + (size_t)tokens[i] * d, (size_t)d * sizeof(float));
+    if ((rc = run_blocks(m, t, B, T, err)))
+        return rc;
+    qsur_llama_rmsnorm(t->xnf, t->x_final, m->norm, N, d, c->norm_eps);
+    linear(t, &m->output, t->xnf, N, t->logits);
+    return QSUR_OK;
+}
+
+int qsur_llama_train_blocks(const qsur_llama *m, qsur_llama_tape *t, const float *x0, int B, int T,
+                            qsur_error *err)
+{
+    int rc = tape_fits(m, t, B, T, err);
+    if (rc || (rc = tape_wbuf(t, m, err)))
+        return rc;
+    memcpy(t->s4, x0, (size_t)(t->N * m->cfg.dim) * sizeof(float));
+    return run_blocks(m, t, B, T, err);
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
+#include "qsur/safetensors.h"
 #include "qsur/cqe.h"
 #include "qsur/cqe_cross.h"
 #include "qsur/llama_train.h"
@@ -373,14 +374,68 @@ static void test_cross_stories(void)
     CHECK(rows[0].first == 0 && rows[0].last == 1 && rows[2].first == 4 && rows[2].last == 4);
     CHECK_MSG(rows[0].loss < 0.99 * rows[0].rtn_loss, "window 0 did not improve: %g vs %g", rows[0].loss,
               rows[0].rtn_loss);
-    int have = 0;
+    /* the numbers of the whole-model implementation this block-wise one
+     * replaced (one taped forward of every block per step, main at 9879b12,
+     * one OpenBLAS thread), to the last bit */
+    static const qsur_cqe_window_row golden[3] = {
+        {0, 1, 0.16461967257608534, 0.13802909701169658, 8},
+        {2, 3, 1.5947307273453131, 1.501737253956231, 8},
+        {4, 4, 3.9358997201706316, 3.8518120441636725, 8}};
+    for (int w = 0; w < nw; w++)
+        CHECK_MSG(rows[w].rtn_loss == golden[w].rtn_loss && rows[w].loss == golden[w].loss &&
+                  rows[w].best_step == golden[w].best_step, "window %d: %.17g %.17g vs %.17g %.17g", w,
+                  rows[w].rtn_loss, rows[w].loss, golden[w].rtn_loss, golden[w].loss);
+    int packed = 0;
     for (int i = 0; i < 35; i++)
-        have += qsur_llama_linear_at(m, i)->wq != NULL;
-    CHECK(have == 35);
-    float *before = qsur_llama_linear_at(m, 3)->wq;
+        packed += qsur_llama_linear_at(m, i)->qp != NULL; /* compact: codes, not float copies */
+    CHECK(packed == 35);
+    const void *before = qsur_llama_linear_at(m, 3)->qp;
     o.window = 9;
     CHECK(qsur_cqe_cross(m, &cal, &q, &o, NULL, NULL, &err) == QSUR_ERR_ARG);
-    CHECK(qsur_llama_linear_at(m, 3)->wq == before);
+    CHECK(qsur_llama_linear_at(m, 3)->qp == before);
+
+    /* bf16 weights go through as they are stored: no linear becomes float,
+     * the model holds what it held plus the codes, and the numbers are those
+     * of the same weights converted to float32 (bf16 widens exactly) */
+    qsur_llama *b16 = NULL, *f32 = NULL;
+    CHECK_OK(qsur_llama_load(&b16, check_shared("data/stories260K.bin"), NULL, &err), err);
+    CHECK_OK(qsur_llama_load(&f32, check_shared("data/stories260K.bin"), NULL, &err), err);
+    for (int i = 0; i < 35 && b16 && f32; i++) {
+        CHECK_OK(qsur_llama_linear_store_back(qsur_llama_linear_at(b16, i), QSUR_DTYPE_BF16, &err), err);
+        CHECK_OK(qsur_llama_linear_store_back(qsur_llama_linear_at(f32, i), QSUR_DTYPE_BF16, &err), err);
+        CHECK_OK(qsur_llama_linear_own(qsur_llama_linear_at(f32, i), &err), err);
+    }
+    if (!b16 || !f32 || check_failed) {
+        qsur_llama_free(b16), qsur_llama_free(f32), qsur_llama_free(m);
+        qsur_tokens_free(&cal);
+        return;
+    }
+    qsur_llama_memory mb, ma;
+    qsur_llama_memory_use(b16, &mb);
+    o.window = 2;
+    qsur_cqe_window_row rb[3], rf[3];
+    CHECK_OK(qsur_cqe_cross(b16, &cal, &q, &o, rb, NULL, &err), err);
+    CHECK_OK(qsur_cqe_cross(f32, &cal, &q, &o, rf, NULL, &err), err);
+    qsur_llama_memory_use(b16, &ma);
+    int stored = 0, same = 0;
+    for (int i = 0; i < 35; i++) {
+        qsur_llama_linear *lb = qsur_llama_linear_at(b16, i), *lf = qsur_llama_linear_at(f32, i);
+        stored += lb->w == NULL && lb->st.dtype == QSUR_DTYPE_BF16 && lb->qp != NULL;
+        size_t n = (size_t)(lb->rows * lb->cols);
+        float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+        qsur_llama_linear_forward_rows(lb, 0, lb->rows, x);
+        qsur_llama_linear_forward_rows(lf, 0, lf->rows, y);
+        same += !memcmp(x, y, n * sizeof(float));
+        free(x), free(y);
+    }
+    printf("cross on bf16 weights: %d/35 linears still bf16 with packed codes, %d/35 the float32 run's; "
+           "owned %lld -> %lld bytes, quantized %lld bytes\n", stored, same, (long long)mb.owned,
+           (long long)ma.owned, (long long)ma.quantized);
+    CHECK(stored == 35 && same == 35);
+    CHECK(ma.owned == mb.owned);
+    for (int w = 0; w < 3; w++)
+        CHECK(rb[w].loss == rf[w].loss && rb[w].rtn_loss == rf[w].rtn_loss);
+    qsur_llama_free(b16), qsur_llama_free(f32);
     qsur_tokens_free(&cal);
     qsur_llama_free(m);
 }

@@ -67,6 +67,9 @@ int qsur_cqe_eval(qsur_cqe_problem *p, const double *D, float *Q, double *loss, 
  * _backward turns dQ = dL/dQ (rows x cols, overwritten) into dL/dD (band
  * storage) through the STE at the W' of the last _apply. */
 int qsur_cqe_apply(qsur_cqe_problem *p, const double *D, float *Q, qsur_error *err);
+/* W' = W + U_r D V_r^T of the last qsur_cqe_apply: Q is its fake
+ * quantization, so a grid fitted on W' gives Q's codes. */
+const float *qsur_cqe_shifted_weights(const qsur_cqe_problem *p);
 int qsur_cqe_backward(qsur_cqe_problem *p, float *dQ, double *G, qsur_error *err);
 
 typedef struct {

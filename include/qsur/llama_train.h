@@ -47,6 +47,9 @@ typedef struct {
     float *rope_cos, *rope_sin, *rope_nsin; /* [T][hs/2]; nsin = -sin for the backward */
     float *s1, *s2, *s3, *s4; /* scratch: [N][max(dim, hidden)] each, plus [T][T] */
     float *sp;
+    float *wbuf;              /* weights of a linear not held as floats (bf16, packed
+                                 codes), converted for one product; NULL until needed */
+    int64_t wbuf_floats;
 } qsur_llama_tape;
 
 int qsur_llama_tape_new(qsur_llama_tape **out, const qsur_llama *m, int B, int T,
@@ -76,6 +79,19 @@ void qsur_llama_grads_free(qsur_llama_grads *g);
  * activations; logits land in t->logits. */
 int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int *tokens,
                              int B, int T, qsur_error *err);
+
+/* The same from a given residual x0 ([B*T][dim]) instead of the embeddings:
+ * every block of m (a view of some blocks of a model, qsur/llama_calib.h's
+ * way), no final norm and no classifier; t->x_final receives the residual
+ * after the last block. Block-wise methods keep the stream between calls. */
+int qsur_llama_train_blocks(const qsur_llama *m, qsur_llama_tape *t, const float *x0, int B, int T,
+                            qsur_error *err);
+
+/* The float32 weights a training pass multiplies for l (packed codes
+ * decoded, else wq, else the weights): in place when l holds them as floats,
+ * else converted into t->wbuf (valid until the next call; the tape must
+ * have been run on a model with l, which sizes wbuf). */
+const float *qsur_llama_tape_weights(const qsur_llama_tape *t, const qsur_llama_linear *l);
 
 /* Accumulates (+=) into g the gradients of L given dlogits = dL/dlogits
  * ([B*T][vocab], as in the last train_forward). ot: transposes of the set online
