@@ -12,9 +12,11 @@
  *   bench_scale throughput DIR EVAL [THREADS]      ppl GFLOP/s vs sgemm peak
  *
  * steps: model load; ppl 1 x 512; calib of one down_proj's input on 2 x 512
- * + use + qsur + error; gptq model layers=2 (calibration of just those blocks);
- * export to sharded safetensors (bf16, 5 GB shards) into OUTDIR. Target:
- * every step's peak RSS <= the checkpoint's bytes + 3 GiB, load < 5 s. */
+ * + use + qsur + error; gptq model layers=2 (block-by-block calibration of
+ * just those blocks, X^T X streamed); export to sharded safetensors (bf16,
+ * 5 GB shards) into OUTDIR; rotate model steps=heads (every block's wv and
+ * wo edited through the undo journal; not in the default set: ONLY=rotate).
+ * Target: every step's peak RSS <= the checkpoint's bytes + 3 GiB, load < 5 s. */
 #include <cblas.h>
 #include <dirent.h>
 #include <math.h>
@@ -85,7 +87,7 @@ static int steps(int argc, char **argv)
     }
     /* ONLY: some of load,ppl,calib,gptq,export (default: all) */
     const char *only = argc > 7 ? argv[7] : "load,ppl,calib,gptq,export";
-    static const char *const keys[5] = {"load", "ppl", "calib", "gptq", "export"};
+    static const char *const keys[6] = {"load", "ppl", "calib", "gptq", "export", "rotate"};
     const char *qsur = argv[2], *dir = argv[3], *calib = argv[4], *eval = argv[5], *out = argv[6];
     long long bytes = dir_bytes(dir);
     printf("checkpoint %s: %.2f GiB of safetensors; budget per step %.2f GiB (+3 GiB)\n", dir,
@@ -95,7 +97,7 @@ static int steps(int argc, char **argv)
     struct {
         const char *name;
         char cmds[16384];
-    } st[5];
+    } st[6];
     snprintf(st[0].cmds, sizeof st[0].cmds, "%s", load);
     snprintf(st[1].cmds, sizeof st[1].cmds, "%s; ppl \"%s\" seqs=1 seqlen=512", load, eval);
     snprintf(st[2].cmds, sizeof st[2].cmds, "%s; calib \"%s\" seqs=2 seqlen=512 only=layers.1.feed_forward.w2; "
@@ -103,13 +105,15 @@ static int steps(int argc, char **argv)
     snprintf(st[3].cmds, sizeof st[3].cmds, "%s; calib \"%s\" seqs=2 seqlen=512 only=layers.0.feed_forward.w2; "
              "gptq model layers=2", load, calib);
     snprintf(st[4].cmds, sizeof st[4].cmds, "%s; export \"%s\" dtype=bf16", load, out);
+    snprintf(st[5].cmds, sizeof st[5].cmds, "%s; rotate model hadamard 1 steps=heads", load);
     st[0].name = "model load";
     st[1].name = "ppl 1x512";
     st[2].name = "calib w2 input 2x512 + use + qsur/error";
     st[3].name = "gptq model layers=2";
     st[4].name = "export (bf16, 5 GB shards)";
+    st[5].name = "rotate model steps=heads (wv, wo)";
     int bad = 0;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         if (!strstr(only, keys[i]))
             continue;
         long rss = 0;
