@@ -124,19 +124,13 @@ static void hide_quant(qsur_llama *v, float **wq, qsur_llama_packed **qp, int pu
     }
 }
 
-typedef struct {
-    float **old;              /* [nper] the forms before the command */
-    qsur_llama_packed **oldp;
-    int *done;
-} cross_undo;
-
 /* Trains the D's of one window (its blocks as the view v) on the stream xq
  * entering it, against the float model's residual href after it; the
  * window's linears end with their CQE+ weights, packed when on the grid. */
-static int train_window(qsur_llama *v, int first, qsur_llama_tape *t,
+static int train_window(qsur_llama *m, qsur_llama *v, int first, qsur_llama_tape *t,
                         qsur_llama_grads *g, const float *xq, const float *href,
                         const qsur_quant_spec *spec, const qsur_cqe_cross_opts *o, cross_lin *lins,
-                        cross_undo *u, qsur_cqe_window_row *row, double w0, double w1,
+                        qsur_llama_quant_undo *u, qsur_cqe_window_row *row, double w0, double w1,
                         const qsur_progress *prog, qsur_error *err)
 {
     const int K = v->cfg.n_layers, nl = 7 * K, B = t->B, T = t->T;
@@ -152,8 +146,8 @@ static int train_window(qsur_llama *v, int first, qsur_llama_tape *t,
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory at %s", l->name);
             break;
         }
-        u->old[idx] = l->wq, u->oldp[idx] = l->qp, u->done[idx] = 1;
-        l->wq = fresh, l->qp = NULL;
+        qsur_llama_quant_undo_take(u, m, idx);
+        l->wq = fresh;
     }
     double fbest = INFINITY;
     int best_step = 0;
@@ -261,13 +255,12 @@ int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spe
     float *xq = qsur_alloc((size_t)nd, sizeof(float)), *xf = qsur_alloc((size_t)nd, sizeof(float));
     float **hwq = calloc(7 * (size_t)K, sizeof *hwq);
     qsur_llama_packed **hqp = calloc(7 * (size_t)K, sizeof *hqp);
-    cross_undo u = {calloc((size_t)nper, sizeof(float *)), calloc((size_t)nper, sizeof(qsur_llama_packed *)),
-                    calloc((size_t)nper, sizeof(int))};
+    qsur_llama_quant_undo u;
+    int rc = qsur_llama_quant_undo_new(&u, m, err);
     cross_lin *lins = calloc((size_t)(7 * K), sizeof *lins);
     qsur_llama_tape *t = NULL, *tlast = NULL;
     qsur_llama_grads *g = NULL, *glast = NULL;
-    int rc = QSUR_OK;
-    if (!xq || !xf || !hwq || !hqp || !u.old || !u.oldp || !u.done || !lins)
+    if (!rc && (!xq || !xf || !hwq || !hqp || !lins))
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory");
     for (int64_t i = 0; i < N && !rc; i++) {
         int id = calib->ids[(i / T) * S + i % T];
@@ -291,7 +284,7 @@ int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spe
             break;
         memcpy(xf, (*tp)->x_final, (size_t)nd * sizeof(float));
         qsur_cqe_window_row row = {first, first + n - 1, 0, 0, 0};
-        rc = train_window(&v, first, *tp, *gp, xq, xf, spec, o, lins, &u, &row, (double)w / nwin,
+        rc = train_window(m, &v, first, *tp, *gp, xq, xf, spec, o, lins, &u, &row, (double)w / nwin,
                           (w + 1.0) / nwin, prog, err);
         for (int k = 0; k < 7 * K; k++)
             lin_free(&lins[k]);
@@ -301,24 +294,12 @@ int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spe
         if (rows)
             rows[w] = row;
     }
-    /* all-or-nothing: the new forms stay (old freed) or go (old back) */
-    for (int i = 0; u.done && i < nper; i++) {
-        if (!u.done[i])
-            continue;
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        if (rc) {
-            qsur_llama_linear_drop_quant(l);
-            l->wq = u.old[i], l->qp = u.oldp[i];
-        } else {
-            free(u.old[i]);
-            qsur_llama_packed_free(u.oldp[i]);
-        }
-    }
+    qsur_llama_quant_undo_end(&u, m, rc); /* all-or-nothing */
     if (lins)
         for (int k = 0; k < 7 * K; k++)
             lin_free(&lins[k]);
     qsur_llama_grads_free(g), qsur_llama_grads_free(glast);
     qsur_llama_tape_free(t), qsur_llama_tape_free(tlast);
-    free(xq), free(xf), free(hwq), free(hqp), free(u.old), free(u.oldp), free(u.done), free(lins);
+    free(xq), free(xf), free(hwq), free(hqp), free(lins);
     return rc;
 }

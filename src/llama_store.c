@@ -440,6 +440,45 @@ void qsur_llama_quant_stash_drop(qsur_llama *m, qsur_llama_quant_stash *st)
     st->wq = NULL, st->qp = NULL, st->n = 0;
 }
 
+int qsur_llama_quant_undo_new(qsur_llama_quant_undo *u, qsur_llama *m, qsur_error *err)
+{
+    u->n = qsur_llama_linear_count(m);
+    u->old = calloc((size_t)u->n, sizeof *u->old);
+    u->oldp = calloc((size_t)u->n, sizeof *u->oldp);
+    u->taken = calloc((size_t)u->n, 1);
+    if (u->old && u->oldp && u->taken)
+        return QSUR_OK;
+    qsur_llama_quant_undo_end(u, m, 0);
+    return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+}
+
+void qsur_llama_quant_undo_take(qsur_llama_quant_undo *u, qsur_llama *m, int i)
+{
+    if (u->taken[i])
+        return;
+    qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+    u->old[i] = l->wq, u->oldp[i] = l->qp, u->taken[i] = 1;
+    l->wq = NULL, l->qp = NULL;
+}
+
+void qsur_llama_quant_undo_end(qsur_llama_quant_undo *u, qsur_llama *m, int rc)
+{
+    for (int i = 0; u->taken && i < u->n; i++) {
+        if (!u->taken[i])
+            continue;
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        if (rc) {
+            qsur_llama_linear_drop_quant(l);
+            l->wq = u->old[i], l->qp = u->oldp[i];
+        } else {
+            free(u->old[i]);
+            qsur_llama_packed_free(u->oldp[i]);
+        }
+    }
+    free(u->old), free(u->oldp), free(u->taken);
+    memset(u, 0, sizeof *u);
+}
+
 static void linear_use(const qsur_llama_linear *l, qsur_llama_memory *u)
 {
     int64_t n = l->rows * l->cols;

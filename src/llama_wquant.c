@@ -281,18 +281,11 @@ static int group_linears(int layer, int g, int idx[3])
     return k;
 }
 
-/* The quantized forms from before: put back on error or interruption. */
-typedef struct {
-    float **old;
-    qsur_llama_packed **oldp;
-    int *done;
-} undo_quant;
-
 /* Quantizes the linears of one group on its input; their errors wait in p
  * for the next block run. */
 static int quantize_group(qsur_llama *m, int layer, int g, const group_input *in,
                           const qsur_quant_spec *spec, const qsur_llama_wquant_opts *o,
-                          qsur_llama_wquant_row *rows, undo_quant *u, pending_group *p,
+                          qsur_llama_wquant_row *rows, qsur_llama_quant_undo *u, pending_group *p,
                           double lo, double hi, const qsur_progress *prog, qsur_error *err)
 {
     const char *mname = qsur_llama_wquant_method_name(o->method);
@@ -329,10 +322,7 @@ static int quantize_group(qsur_llama *m, int layer, int g, const group_input *in
         if (!rc)
             rc = qsur_fake_quant(&q, pl->W, l->rows, l->cols, pl->R, NULL, err);
         if (!rc) {
-            /* the old form waits in u until the end */
-            u->old[idx[j]] = l->wq, u->oldp[idx[j]] = l->qp;
-            l->wq = NULL, l->qp = NULL;
-            u->done[idx[j]] = 1;
+            qsur_llama_quant_undo_take(u, m, idx[j]); /* the old form waits until the end */
             rc = qw ? qsur_llama_linear_set_quant_qw(l, pl->Q, qw, err)
                     : qsur_llama_linear_set_quant(l, pl->Q, &q, err); /* packed when on the grid */
         }
@@ -374,7 +364,7 @@ static int check_specs(qsur_llama *m, const qsur_quant_spec *spec, const char *m
  * input. */
 static int wquant_block(qsur_llama *m, const qsur_llama *view, qsur_llama_calib *cal, int layer,
                         int layers, const qsur_quant_spec *spec, const qsur_llama_wquant_opts *o,
-                        qsur_llama_wquant_row *rows, undo_quant *u, const qsur_progress *prog,
+                        qsur_llama_wquant_row *rows, qsur_llama_quant_undo *u, const qsur_progress *prog,
                         qsur_error *err)
 {
     const char *mname = qsur_llama_wquant_method_name(o->method);
@@ -421,16 +411,10 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
     int rc = check_specs(m, spec, mname, err);
     if (rc)
         return rc;
-    const int nlin = qsur_llama_linear_count(m);
     int layers = o->layers > 0 && o->layers < m->cfg.n_layers ? o->layers : m->cfg.n_layers;
-    undo_quant u;
-    u.old = calloc((size_t)nlin, sizeof *u.old);
-    u.oldp = calloc((size_t)nlin, sizeof *u.oldp);
-    u.done = calloc((size_t)nlin, sizeof *u.done);
-    if (!u.old || !u.oldp || !u.done) {
-        free(u.old), free(u.oldp), free(u.done);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "%s model: out of memory", mname);
-    }
+    qsur_llama_quant_undo u;
+    if ((rc = qsur_llama_quant_undo_new(&u, m, err)))
+        return rc;
     /* the model the calibration runs: m itself, or a view of it (same layers,
      * so the quantized forms set below are seen) with the act/KV quantizers off */
     qsur_llama view = *m;
@@ -445,18 +429,6 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
     for (int layer = 0; layer < layers && !rc; layer++)
         rc = wquant_block(m, &view, cal, layer, layers, spec, o, rows, &u, prog, err);
     qsur_llama_calib_free(cal);
-    for (int i = 0; i < nlin; i++) {
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        if (!u.done[i])
-            continue;
-        if (rc) {
-            qsur_llama_linear_drop_quant(l);
-            l->wq = u.old[i], l->qp = u.oldp[i];
-        } else {
-            free(u.old[i]);
-            qsur_llama_packed_free(u.oldp[i]);
-        }
-    }
-    free(u.old), free(u.oldp), free(u.done);
+    qsur_llama_quant_undo_end(&u, m, rc);
     return rc;
 }

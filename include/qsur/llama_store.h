@@ -100,6 +100,22 @@ void qsur_llama_quant_stash_put(qsur_llama *m, qsur_llama_quant_stash *st);
  * classifier gets its stashed form back. */
 void qsur_llama_quant_stash_drop(qsur_llama *m, qsur_llama_quant_stash *st);
 
+/* The quantized forms a whole-model method replaces, kept until it ends so
+ * that an error or Ctrl-C puts them back (all-or-nothing). */
+typedef struct {
+    int n;                    /* qsur_llama_linear_count */
+    float **old;
+    qsur_llama_packed **oldp;
+    unsigned char *taken;
+} qsur_llama_quant_undo;
+int qsur_llama_quant_undo_new(qsur_llama_quant_undo *u, qsur_llama *m, qsur_error *err);
+/* Takes linear i's (qsur_llama_linear_at order) quantized form out, the
+ * first time: the method sets the new one. */
+void qsur_llama_quant_undo_take(qsur_llama_quant_undo *u, qsur_llama *m, int i);
+/* rc != 0: every taken linear gets its old form back (its new one dropped);
+ * rc == 0: the old forms are freed. Frees u's arrays. */
+void qsur_llama_quant_undo_end(qsur_llama_quant_undo *u, qsur_llama *m, int rc);
+
 /* What the model holds, in bytes. */
 typedef struct {
     int64_t mapped;    /* stored weights mapped from files (page cache, reclaimable) */
