@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "qsur/cqe_cross.h"
+#include "qsur/llama_calib.h"
 #include "qsur/llama_train.h"
 #include "qsur/llama_wquant.h"
 #include "qsur/stiefel.h"
@@ -96,18 +97,6 @@ static double mse(const float *a, const float *b, int64_t n)
         s += e * e;
     }
     return s / (double)n;
-}
-
-/* Blocks first..first+n-1 of m as a model of their own (the stream enters
- * it; the classifier is never reached: vocab 1 keeps the tape's logits and
- * the gradients' embedding rows to one row). */
-static qsur_llama window_view(const qsur_llama *m, int first, int n)
-{
-    qsur_llama v = *m;
-    v.layers = m->layers + first;
-    v.cfg.n_layers = n;
-    v.cfg.vocab_size = 1;
-    return v;
 }
 
 /* The window's linears without their quantized forms (the float model), and back. */
@@ -270,7 +259,7 @@ int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spe
         memcpy(xf, xq, (size_t)nd * sizeof(float));
     for (int w = 0; w < nwin && !rc; w++) {
         const int first = w * K, n = first + K <= c->n_layers ? K : c->n_layers - first;
-        qsur_llama v = window_view(m, first, n);
+        qsur_llama v = qsur_llama_blocks_view(m, first, n);
         /* a shorter last window gets a tape and gradients of its own size */
         qsur_llama_tape **tp = n == K ? &t : &tlast;
         qsur_llama_grads **gp = n == K ? &g : &glast;

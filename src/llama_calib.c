@@ -15,14 +15,11 @@ struct qsur_llama_calib {
     qsur_llama_state *s; /* run state of a one-block model */
 };
 
-/* The model as one block: its layer `l` is the view's layer 0, so the run
- * state and its KV cache hold one layer. The classifier is never reached
- * (vocab 1 keeps the state's logits to one float per token). */
-static qsur_llama one_block(const qsur_llama *m, int l)
+qsur_llama qsur_llama_blocks_view(const qsur_llama *m, int first, int n)
 {
     qsur_llama v = *m;
-    v.layers = m->layers + l;
-    v.cfg.n_layers = 1;
+    v.layers = m->layers + first;
+    v.cfg.n_layers = n;
     v.cfg.vocab_size = 1;
     return v;
 }
@@ -61,7 +58,7 @@ int qsur_llama_calib_new(qsur_llama_calib **out, const qsur_llama *m, const qsur
     c->dst = qsur_alloc((size_t)N, sizeof *c->dst);
     c->in = qsur_alloc((size_t)N, (size_t)cfg->dim * sizeof(float));
     c->out = qsur_alloc((size_t)N, (size_t)cfg->dim * sizeof(float));
-    qsur_llama v = one_block(m, 0);
+    qsur_llama v = qsur_llama_blocks_view(m, 0, 1);
     if (!c->dst || !c->in || !c->out)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "calibration: cannot hold the stream of %lld tokens "
                        "x %d", (long long)N, cfg->dim);
@@ -106,7 +103,7 @@ int qsur_llama_calib_run(qsur_llama_calib *c, const qsur_llama *m, const qsur_ll
                          QSUR_LLAMA_CALIB_USES);
     if (m->cfg.dim != c->s->dim || m->cfg.n_layers != c->n_layers)
         return qsur_fail(err, QSUR_ERR_ARG, "calibration: the stream was made for another model");
-    qsur_llama v = one_block(m, c->block);
+    qsur_llama v = qsur_llama_blocks_view(m, c->block, 1);
     struct qsur_llama_capture_sink sink = {0};
     sink.dst = c->dst;
     for (int u = 0; u < nuses; u++)

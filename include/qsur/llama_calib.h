@@ -21,6 +21,13 @@
 #include "qsur/progress.h"
 #include "qsur/tokens.h"
 
+/* Blocks first..first+n-1 of m as a model of their own, sharing m's layers
+ * (so changes to their linears are seen), hooks and config: a run state or
+ * training tape made for it holds n layers. The classifier is never reached
+ * from a stream: vocab 1 keeps the logits (and gradient rows of embeddings)
+ * to one per token. */
+qsur_llama qsur_llama_blocks_view(const qsur_llama *m, int first, int n);
+
 typedef struct qsur_llama_calib qsur_llama_calib;
 
 /* A statistic fed the selected rows of one capture point of the block
