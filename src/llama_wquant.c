@@ -174,23 +174,25 @@ static int input_new(group_input *in, const qsur_llama_wquant_opts *o, int64_t n
 
 /* Output errors ||X W^T - X Q^T||_F / ||X W^T||_F of a quantized group (and
  * of RTN), summed over the group's input as it passes again in the next
- * block run (that input does not depend on the group's own weights): blocks
- * of OUT_ROWS tokens, the blocking qsur_layer_output_error uses, so the
- * figures are the ones it gives on the stored X. */
+ * block run (that input does not depend on the group's own weights), in
+ * blocks of OUT_ROWS tokens. W and Q are read back from the model (the
+ * weights and the quantized form just set, bit for bit the method's Q) a
+ * slice of rows at a time; only RTN's weights are held. */
 #define OUT_ROWS 256
+#define SLICE_FLOATS ((int64_t)1 << 22)
 typedef struct {
     qsur_llama_wquant_row *row;
-    const float *W;
-    float *Wtmp, *Q, *R;      /* owned: W converted, the method's and RTN's weights */
-    int64_t rows;
+    const qsur_llama_linear *l;
+    float *R;                 /* owned: RTN's weights */
     double den, num, num_rtn;
 } pending_linear;
 
 typedef struct {
     int count;
     pending_linear lin[3];
-    int64_t cols, fill;
-    float *buf, *y, *yq;      /* OUT_ROWS x cols, OUT_ROWS x rows (twice) */
+    int64_t cols, fill, slice;
+    float *buf, *y, *yq;      /* OUT_ROWS x cols, OUT_ROWS x slice (twice) */
+    float *ws, *qs;           /* slice x cols: W's and Q's rows */
 } pending_group;
 
 static double sq_diff(const float *a, const float *b, int64_t n)
@@ -203,23 +205,31 @@ static double sq_diff(const float *a, const float *b, int64_t n)
     return s;
 }
 
+/* Y (nb x r) = X_block (nb x cols) W^T, W row-major r x cols. */
+static void block_product(const pending_group *p, int nb, const float *w, int r, float *y)
+{
+    int c = (int)p->cols;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, r, c, 1.0f, p->buf, c, w, c, 0.0f, y, r);
+}
+
 static void pending_flush(pending_group *p)
 {
-    int nb = (int)p->fill, c = (int)p->cols;
+    int nb = (int)p->fill;
     for (int k = 0; k < p->count && nb > 0; k++) {
-        pending_linear *l = &p->lin[k];
-        int r = (int)l->rows;
-        /* Row-major: Y (nb x rows) = X_block (nb x cols) W^T, W stored rows x cols. */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, r, c, 1.0f, p->buf, c, l->W, c,
-                    0.0f, p->y, r);
-        for (int64_t i = 0; i < (int64_t)nb * r; i++)
-            l->den += (double)p->y[i] * p->y[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, r, c, 1.0f, p->buf, c, l->Q, c,
-                    0.0f, p->yq, r);
-        l->num += sq_diff(p->y, p->yq, (int64_t)nb * r);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, r, c, 1.0f, p->buf, c, l->R, c,
-                    0.0f, p->yq, r);
-        l->num_rtn += sq_diff(p->y, p->yq, (int64_t)nb * r);
+        pending_linear *pl = &p->lin[k];
+        for (int64_t r0 = 0; r0 < pl->l->rows; r0 += p->slice) {
+            int64_t r1 = r0 + p->slice < pl->l->rows ? r0 + p->slice : pl->l->rows;
+            int r = (int)(r1 - r0);
+            qsur_llama_linear_read_rows(pl->l, r0, r1, p->ws);
+            qsur_llama_linear_forward_rows(pl->l, r0, r1, p->qs);
+            block_product(p, nb, p->ws, r, p->y);
+            for (int64_t i = 0; i < (int64_t)nb * r; i++)
+                pl->den += (double)p->y[i] * p->y[i];
+            block_product(p, nb, p->qs, r, p->yq);
+            pl->num += sq_diff(p->y, p->yq, (int64_t)nb * r);
+            block_product(p, nb, pl->R + r0 * p->cols, r, p->yq);
+            pl->num_rtn += sq_diff(p->y, p->yq, (int64_t)nb * r);
+        }
     }
     p->fill = 0;
 }
@@ -248,19 +258,23 @@ static void pending_done(pending_group *p, int fill_rows)
             l->row->rtn_error = rel_error(l->num_rtn, l->den);
             l->row->error = rel_error(l->num, l->den);
         }
-        free(l->Wtmp), free(l->Q), free(l->R);
+        free(l->R);
     }
-    free(p->buf), free(p->y), free(p->yq);
+    free(p->buf), free(p->y), free(p->yq), free(p->ws), free(p->qs);
     memset(p, 0, sizeof *p);
 }
 
 static int pending_scratch(pending_group *p, int64_t cols, int64_t max_rows, qsur_error *err)
 {
     p->cols = cols;
+    p->slice = SLICE_FLOATS / cols > 0 ? SLICE_FLOATS / cols : 1;
+    p->slice = p->slice < max_rows ? p->slice : max_rows;
     p->buf = qsur_alloc((size_t)OUT_ROWS, (size_t)cols * sizeof(float));
-    p->y = qsur_alloc((size_t)OUT_ROWS, (size_t)max_rows * sizeof(float));
-    p->yq = qsur_alloc((size_t)OUT_ROWS, (size_t)max_rows * sizeof(float));
-    if (!p->buf || !p->y || !p->yq)
+    p->y = qsur_alloc((size_t)OUT_ROWS, (size_t)p->slice * sizeof(float));
+    p->yq = qsur_alloc((size_t)OUT_ROWS, (size_t)p->slice * sizeof(float));
+    p->ws = qsur_alloc((size_t)p->slice, (size_t)cols * sizeof(float));
+    p->qs = qsur_alloc((size_t)p->slice, (size_t)cols * sizeof(float));
+    if (!p->buf || !p->y || !p->yq || !p->ws || !p->qs)
         return qsur_fail(err, QSUR_ERR_NOMEM, "model quantization: out of memory for output errors");
     return QSUR_OK;
 }
@@ -302,31 +316,33 @@ static int quantize_group(qsur_llama *m, int layer, int g, const group_input *in
         qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
         size_t sz = (size_t)(l->rows * l->cols);
         pending_linear *pl = &p->lin[p->count++];
-        pl->rows = l->rows;
-        pl->Q = qsur_alloc(sz, sizeof(float));
+        pl->l = l;
+        const float *W = NULL;
+        float *Wtmp = NULL, *Q = qsur_alloc(sz, sizeof(float));
         pl->R = qsur_alloc(sz, sizeof(float));
-        if (!pl->Q || !pl->R)
-            return qsur_fail(err, QSUR_ERR_NOMEM, "%s model: out of memory at %s", mname, l->name);
-        if ((rc = qsur_llama_linear_weights_alloc(l, &pl->W, &pl->Wtmp, err)))
-            return rc;
+        if (!Q || !pl->R)
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s model: out of memory at %s", mname, l->name);
+        if (!rc)
+            rc = qsur_llama_linear_weights_alloc(l, &W, &Wtmp, err);
         int64_t nout = 0;
         sub_progress sp;
         double a = lo + (hi - lo) * j / k, b = lo + (hi - lo) * (j + 1) / k;
         /* GPTQ and QuantEase also give their codes: kept packed, not as floats */
         qsur_qweight *qw = NULL;
-        if ((o->method == QSUR_MWQ_GPTQ && !o->gpu) || o->method == QSUR_MWQ_QUANTEASE)
+        if (!rc && ((o->method == QSUR_MWQ_GPTQ && !o->gpu) || o->method == QSUR_MWQ_QUANTEASE))
             rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err);
         if (!rc)
-            rc = quantize_one(l, pl->W, in->X, in->X ? in->n : 0, in->H, &q, o, pl->Q, qw, &nout,
+            rc = quantize_one(l, W, in->X, in->X ? in->n : 0, in->H, &q, o, Q, qw, &nout,
                               sub_progress_set(&sp, prog, a, b), err);
         if (!rc)
-            rc = qsur_fake_quant(&q, pl->W, l->rows, l->cols, pl->R, NULL, err);
+            rc = qsur_fake_quant(&q, W, l->rows, l->cols, pl->R, NULL, err);
         if (!rc) {
             qsur_llama_quant_undo_take(u, m, idx[j]); /* the old form waits until the end */
-            rc = qw ? qsur_llama_linear_set_quant_qw(l, pl->Q, qw, err)
-                    : qsur_llama_linear_set_quant(l, pl->Q, &q, err); /* packed when on the grid */
+            rc = qw ? qsur_llama_linear_set_quant_qw(l, Q, qw, err)
+                    : qsur_llama_linear_set_quant(l, Q, &q, err); /* packed when on the grid */
         }
         qsur_qweight_free(qw);
+        free(Q), free(Wtmp);
         if (!rc && rows) {
             qsur_llama_wquant_row *r = &rows[idx[j]];
             snprintf(r->name, sizeof r->name, "%s", l->name);
