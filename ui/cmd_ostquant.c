@@ -40,27 +40,31 @@ static void loss_curve(session *s, report *r, const qsur_ostquant *os)
     free(v);
 }
 
-static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *err)
+/* ostquant layer: defaults are qsur_ostquant_layer_default()'s (a test checks). */
+enum { OL_STEPS, OL_LR, OL_LR_SCALE, OL_BLOCK, OL_SEED, OL_NO_SCALE };
+const opt_spec ostq_layer_opts[] = {
+    {"steps", OPT_INT, 0, 100000, NULL, "100", NULL, OPT_LOG_ALWAYS, "training steps"},
+    {"lr", OPT_REAL, 0, 10, NULL, "0.005", NULL, OPT_LOG_ALWAYS, "learning rate of the rotation (Cayley-Adam)"},
+    {"lr-scale", OPT_REAL, 0, 10, NULL, "0.05", NULL, OPT_LOG_ALWAYS, "learning rate of the scales (Adam on log s)"},
+    {"block", OPT_INT, 1, 65536, NULL, "64", "B", OPT_LOG_ALWAYS, "channels per learned orthogonal block"},
+    {"seed", OPT_INT, 0, 2147483647L, NULL, NULL, NULL, OPT_LOG_ALWAYS, "random seed (default: the session's next)"},
+    {"no-scale", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "learn the rotation only"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+
+static int ostq_layer(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc;
+    (void)argv;
     qsur_ostquant_layer_opts o = qsur_ostquant_layer_default();
-    o.seed = session_next_seed(s);
-    long v;
-    for (int i = 0; i < argc; i++) {
-        if (!strncmp(argv[i], "steps=", 6) && !parse_long(argv[i] + 6, 0, 100000, &v))
-            o.steps = (int)v;
-        else if (!strncmp(argv[i], "lr=", 3) && !parse_double(argv[i] + 3, 0.0, 10.0, &o.lr))
-            ;
-        else if (!strncmp(argv[i], "lr-scale=", 9) && !parse_double(argv[i] + 9, 0.0, 10.0, &o.lr_scale))
-            ;
-        else if (!strncmp(argv[i], "block=", 6) && !parse_long(argv[i] + 6, 1, 65536, &v))
-            o.block = (int)v;
-        else if (!strncmp(argv[i], "seed=", 5) && !parse_long(argv[i] + 5, 0, 2147483647L, &v))
-            o.seed = (uint64_t)v;
-        else if (!strcmp(argv[i], "no-scale"))
-            o.learn_scales = 0;
-        else
-            return option_fail(err, argv[i], "steps=N lr=X lr-scale=X block=B seed=N no-scale");
-    }
+    long next_seed = (long)session_next_seed(s); /* drawn even when given: later seeds stay put */
+    if (!a->v[OL_SEED].given)
+        a->v[OL_SEED].i = next_seed;
+    o.steps = (int)a->v[OL_STEPS].i;
+    o.lr = a->v[OL_LR].d;
+    o.lr_scale = a->v[OL_LR_SCALE].d;
+    o.block = (int)a->v[OL_BLOCK].i;
+    o.seed = (uint64_t)a->v[OL_SEED].i;
+    o.learn_scales = !a->v[OL_NO_SCALE].i;
     layer_state *l = session_layer(s, err);
     if (!l)
         return QSUR_ERR_ARG;
@@ -102,8 +106,7 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
         qsur_transform_free(tr);
     if (rc)
         return rc;
-    session_log_as(s, "ostquant layer steps=%d lr=%g lr-scale=%g block=%d seed=%llu%s", o.steps, o.lr,
-                   o.lr_scale, o.block, (unsigned long long)o.seed, o.learn_scales ? "" : " no-scale");
+    session_log_opts(s, "ostquant layer", a);
     rep_str(r, "hadamard", "start rotation H", res.hadamard);
     rep_int(r, "steps", "steps", o.steps);
     rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
@@ -125,9 +128,10 @@ static int ostq_layer(session *s, int argc, char **argv, report *r, qsur_error *
 
 /* Trains os (fresh or resumed) on the session model's calibration tokens, then
  * fuses it, quantizes the weights, saves the state (state_out) and replaces
- * the session model. Log line: canon_head steps=N canon_tail. */
+ * the session model. Logged as head and the options of a, the steps option
+ * (index steps_opt) set to the steps it did. */
 static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_seqlen, const char *eval,
-                    const char *state_out, const char *canon_head, const char *canon_tail, report *r,
+                    const char *state_out, const char *head, opt_args *a, int steps_opt, report *r,
                     qsur_error *err)
 {
     qsur_ostquant_opts o = os->opts;
@@ -227,8 +231,9 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         if (model_replaced(s, how, &merr) != QSUR_OK)
             rep_str(r, "workspace_warning", "warning", merr.msg);
         /* an interrupted run is logged with the steps it did, so a replay matches */
-        session_log_as(s, "%s steps=%d %s", canon_head, interrupted ? os->step - start : o.steps - start,
-                       canon_tail);
+        a->v[steps_opt].i = interrupted ? os->step - start : o.steps - start;
+        a->v[steps_opt].given = 1;
+        session_log_opts(s, head, a);
         s->wq = os->wspec;
         s->aq = os->aspec;
         s->kvq = os->kvspec;
@@ -279,57 +284,58 @@ static int check_no_hooks(const session *s, const char *who, qsur_error *err)
     return QSUR_OK;
 }
 
-static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *err)
+/* ostquant model: defaults are qsur_ostquant_default()'s (a test checks);
+ * the order is the log line's. */
+enum { OM_STEPS, OM_LR, OM_LR_SCALE, OM_LOSS, OM_TOPK, OM_BATCH, OM_SEQS, OM_SEQ_LEN, OM_EVAL_EVERY,
+       OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_NO_WOMI, OM_NO_SCALE, OM_CALIB, OM_EVAL, OM_STATE };
+const opt_spec ostq_model_opts[] = {
+    {"steps", OPT_INT, 0, 1000000, NULL, "150", NULL, OPT_LOG_ALWAYS, "training steps"},
+    {"lr", OPT_REAL, 0, 10, NULL, "0.01", NULL, OPT_LOG_ALWAYS, "learning rate of the orthogonals"},
+    {"lr-scale", OPT_REAL, 0, 10, NULL, "0.01", NULL, OPT_LOG_ALWAYS, "learning rate of the scales"},
+    {"loss", OPT_CHOICE, 0, 0, "kltop|ce|mse", "kltop", NULL, OPT_LOG_ALWAYS, "training loss"},
+    {"topk", OPT_INT, 1, 1 << 20, NULL, "64", "K", OPT_LOG_ALWAYS, "logits the KL-Top loss keeps"},
+    {"batch", OPT_INT, 1, 4096, NULL, "4", "B", OPT_LOG_ALWAYS, "sequences per step"},
+    {"seqs", OPT_INT, 0, 1 << 20, NULL, "0", NULL, OPT_LOG_ALWAYS, "calibration sequences (0: all, or those of `calib`)"},
+    {"seq-len", OPT_INT, 0, 1 << 20, NULL, "0", "T", OPT_LOG_ALWAYS, "tokens per sequence (0: the calibration's)"},
+    {"eval-every", OPT_INT, 0, 1000000, NULL, "0", NULL, OPT_LOG_ALWAYS, "steps between eval perplexities (0: off)"},
+    {"qsur-every", OPT_INT, 0, 1000000, NULL, "10", NULL, OPT_LOG_ALWAYS, "steps between live QSUR measurements (0: off)"},
+    {"qsur-tokens", OPT_INT, 1, 1 << 24, NULL, "512", NULL, OPT_LOG_ALWAYS, "calibration tokens of the live QSUR"},
+    {"seed", OPT_INT, 0, 2147483647L, NULL, NULL, NULL, OPT_LOG_ALWAYS, "random seed (default: the session's next)"},
+    {"no-womi", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "no WOMI initialisation"},
+    {"no-scale", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "learn the rotations only"},
+    {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "uint16 calibration tokens (default: the file of `calib`)"},
+    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "uint16 tokens scored only"},
+    {"state", OPT_FILE, 0, 0, NULL, NULL, "OUT", OPT_LOG_GIVEN, "optimiser state, saved at the end and on Ctrl-C"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+
+static int ostq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc;
+    (void)argv;
     if (!s->model)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant model: no model loaded (`model load FILE`)");
     if (check_no_hooks(s, "ostquant model", err))
         return QSUR_ERR_ARG;
     qsur_ostquant_opts o = qsur_ostquant_default();
-    o.seed = session_next_seed(s);
-    const char *calib = NULL, *eval = NULL, *state = NULL;
-    long v;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 0, 1000000, &v))
-            o.steps = (int)v;
-        else if (!strncmp(a, "lr=", 3) && !parse_double(a + 3, 0.0, 10.0, &o.lr))
-            ;
-        else if (!strncmp(a, "lr-scale=", 9) && !parse_double(a + 9, 0.0, 10.0, &o.lr_scale))
-            ;
-        else if (!strcmp(a, "loss=kltop") || !strcmp(a, "loss=ce") || !strcmp(a, "loss=mse"))
-            o.loss = a[5] == 'k' ? QSUR_OSTQ_KLTOP : a[5] == 'c' ? QSUR_OSTQ_CE : QSUR_OSTQ_MSE;
-        else if (!strncmp(a, "topk=", 5) && !parse_long(a + 5, 1, 1 << 20, &v))
-            o.topk = (int)v;
-        else if (!strncmp(a, "batch=", 6) && !parse_long(a + 6, 1, 4096, &v))
-            o.batch = (int)v;
-        else if (!strncmp(a, "seqs=", 5) && !parse_long(a + 5, 0, 1 << 20, &v))
-            o.max_seqs = (int)v;
-        else if (!strncmp(a, "seq-len=", 8) && !parse_long(a + 8, 0, 1 << 20, &v))
-            o.seq_len = (int)v;
-        else if (!strncmp(a, "eval-every=", 11) && !parse_long(a + 11, 0, 1000000, &v))
-            o.eval_every = (int)v;
-        else if (!strncmp(a, "qsur-every=", 11) && !parse_long(a + 11, 0, 1000000, &v))
-            o.qsur_every = (int)v;
-        else if (!strncmp(a, "qsur-tokens=", 12) && !parse_long(a + 12, 1, 1 << 24, &v))
-            o.qsur_tokens = (int)v;
-        else if (!strncmp(a, "seed=", 5) && !parse_long(a + 5, 0, 2147483647L, &v))
-            o.seed = (uint64_t)v;
-        else if (!strcmp(a, "no-womi"))
-            o.womi = 0;
-        else if (!strcmp(a, "no-scale"))
-            o.learn_scales = 0;
-        else if (!strncmp(a, "calib=", 6))
-            calib = a + 6;
-        else if (!strncmp(a, "eval=", 5))
-            eval = a + 5;
-        else if (!strncmp(a, "state=", 6))
-            state = a + 6;
-        else
-            return option_fail(err, a, "steps=N lr=X lr-scale=X loss=kltop|ce|mse topk=K batch=B seqs=N "
-                                       "seq-len=T eval-every=N qsur-every=N qsur-tokens=N seed=N no-womi "
-                                       "no-scale calib=FILE eval=FILE state=OUT; see `help ostquant`");
-    }
+    long next_seed = (long)session_next_seed(s); /* drawn even when given: later seeds stay put */
+    if (!a->v[OM_SEED].given)
+        a->v[OM_SEED].i = next_seed;
+    static const qsur_ostquant_loss losses[] = {QSUR_OSTQ_KLTOP, QSUR_OSTQ_CE, QSUR_OSTQ_MSE};
+    o.steps = (int)a->v[OM_STEPS].i;
+    o.lr = a->v[OM_LR].d;
+    o.lr_scale = a->v[OM_LR_SCALE].d;
+    o.loss = losses[a->v[OM_LOSS].i];
+    o.topk = (int)a->v[OM_TOPK].i;
+    o.batch = (int)a->v[OM_BATCH].i;
+    o.max_seqs = (int)a->v[OM_SEQS].i;
+    o.seq_len = (int)a->v[OM_SEQ_LEN].i;
+    o.eval_every = (int)a->v[OM_EVAL_EVERY].i;
+    o.qsur_every = (int)a->v[OM_QSUR_EVERY].i;
+    o.qsur_tokens = (int)a->v[OM_QSUR_TOKENS].i;
+    o.seed = (uint64_t)a->v[OM_SEED].i;
+    o.womi = !a->v[OM_NO_WOMI].i;
+    o.learn_scales = !a->v[OM_NO_SCALE].i;
+    const char *calib = a->v[OM_CALIB].s, *eval = a->v[OM_EVAL].s, *state = a->v[OM_STATE].s;
     int seqlen = 0, rc = pick_calib(s, calib, &calib, &seqlen, &o.max_seqs, err);
     if (rc)
         return rc;
@@ -337,15 +343,9 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
     rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
     if (rc)
         return rc;
-    char canon[8192];
-    snprintf(canon, sizeof canon,
-             "lr=%.17g lr-scale=%.17g loss=%s topk=%d batch=%d seqs=%d seq-len=%d "
-             "eval-every=%d qsur-every=%d qsur-tokens=%d seed=%llu%s%s calib=\"%s\"%s%s%s%s%s%s",
-             o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch, o.max_seqs, o.seq_len,
-             o.eval_every, o.qsur_every, o.qsur_tokens, (unsigned long long)o.seed, o.womi ? "" : " no-womi", o.learn_scales ? "" : " no-scale",
-             calib, eval ? " eval=\"" : "", eval ? eval : "", eval ? "\"" : "", state ? " state=\"" : "",
-             state ? state : "", state ? "\"" : "");
-    rc = ostq_run(s, os, calib, seqlen, eval, state, "ostquant model", canon, r, err);
+    a->v[OM_SEQS].i = o.max_seqs; /* logged as used: the seqs of `calib` */
+    a->v[OM_CALIB].s = calib;
+    rc = ostq_run(s, os, calib, seqlen, eval, state, "ostquant model", a, OM_STEPS, r, err);
     qsur_ostquant_free(os);
     return rc;
 }
@@ -353,31 +353,25 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
 /* ostquant resume FILE [steps=M] [calib=FILE] [eval=FILE] [state=OUT]: M more
  * steps (default: what the saved run had left) from the state file, on the
  * session model, which must be the model the state started from. */
-static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error *err)
+enum { OR_STEPS, OR_QSUR_EVERY, OR_CALIB, OR_EVAL, OR_STATE };
+const opt_spec ostq_resume_opts[] = {
+    {"steps", OPT_INT, 1, 1000000, NULL, NULL, "M", OPT_LOG_ALWAYS, "more steps (default: the rest of the saved run)"},
+    {"qsur-every", OPT_INT, 0, 1000000, NULL, NULL, NULL, OPT_LOG_GIVEN, "steps between live QSUR measurements"},
+    {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "uint16 calibration tokens (default: the file of `calib`)"},
+    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "uint16 tokens scored only"},
+    {"state", OPT_FILE, 0, 0, NULL, NULL, "OUT", OPT_LOG_GIVEN, "optimiser state, saved at the end and on Ctrl-C"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+
+static int ostq_resume(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc;
     if (!s->model)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant resume: no model loaded (load the model the state started from)");
-    if (argc < 1)
-        return qsur_fail(err, QSUR_ERR_ARG, "usage: ostquant resume FILE [steps=M] [calib=FILE] [eval=FILE] [state=OUT]");
     if (check_no_hooks(s, "ostquant resume", err))
         return QSUR_ERR_ARG;
-    const char *file = argv[0], *calib = NULL, *eval = NULL, *state = NULL;
-    long more = -1, qsur_every = -1, v;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strncmp(a, "steps=", 6) && !parse_long(a + 6, 1, 1000000, &v))
-            more = v;
-        else if (!strncmp(a, "qsur-every=", 11) && !parse_long(a + 11, 0, 1000000, &v))
-            qsur_every = v;
-        else if (!strncmp(a, "calib=", 6))
-            calib = a + 6;
-        else if (!strncmp(a, "eval=", 5))
-            eval = a + 5;
-        else if (!strncmp(a, "state=", 6))
-            state = a + 6;
-        else
-            return option_fail(err, a, "steps=M qsur-every=N calib=FILE eval=FILE state=OUT");
-    }
+    const char *file = argv[0], *calib = a->v[OR_CALIB].s, *eval = a->v[OR_EVAL].s, *state = a->v[OR_STATE].s;
+    long more = a->v[OR_STEPS].given ? a->v[OR_STEPS].i : -1;
+    long qsur_every = a->v[OR_QSUR_EVERY].given ? a->v[OR_QSUR_EVERY].i : -1;
     qsur_ostquant *os = NULL;
     int rc = qsur_ostquant_load(&os, s->model, file, err);
     if (rc)
@@ -397,25 +391,21 @@ static int ostq_resume(session *s, int argc, char **argv, report *r, qsur_error 
         qsur_ostquant_free(os);
         return rc;
     }
-    char head[4200], canon[8192];
+    char head[4200];
     snprintf(head, sizeof head, "ostquant resume \"%s\"", file);
-    char qe[40] = "";
-    if (qsur_every >= 0)
-        snprintf(qe, sizeof qe, "qsur-every=%ld ", qsur_every);
-    snprintf(canon, sizeof canon, "%scalib=\"%s\"%s%s%s%s%s%s", qe, calib, eval ? " eval=\"" : "", eval ? eval : "",
-             eval ? "\"" : "", state ? " state=\"" : "", state ? state : "", state ? "\"" : "");
+    a->v[OR_CALIB].s = calib;
     rep_int(r, "resumed_from", "resumed at step", os->step);
-    rc = ostq_run(s, os, calib, seqlen, eval, state, head, canon, r, err);
+    rc = ostq_run(s, os, calib, seqlen, eval, state, head, a, OR_STEPS, r, err);
     qsur_ostquant_free(os);
     return rc;
 }
 
 /* ostquant status: the live QSUR record of the last run (per-layer table of
  * the session model, the measurements during training). Not logged. */
-static int ostq_status(session *s, int argc, report *r, qsur_error *err)
+static int ostq_status(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
-    if (argc > 0)
-        return qsur_fail(err, QSUR_ERR_ARG, "usage: ostquant status");
+    (void)argc;
+    (void)argv;
     session_log_as(s, "%s", "");
     if (!s->mstate || !s->mstate->ostq)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant status: no `ostquant model|resume` since the model was loaded");
@@ -423,15 +413,16 @@ static int ostq_status(session *s, int argc, report *r, qsur_error *err)
     return QSUR_OK;
 }
 
-int cmd_ostquant(session *s, int argc, char **argv, report *r, qsur_error *err)
-{
-    if (!strcmp(argv[0], "layer"))
-        return ostq_layer(s, argc - 1, argv + 1, r, err);
-    if (!strcmp(argv[0], "model"))
-        return ostq_model(s, argc - 1, argv + 1, r, err);
-    if (!strcmp(argv[0], "resume"))
-        return ostq_resume(s, argc - 1, argv + 1, r, err);
-    if (!strcmp(argv[0], "status"))
-        return ostq_status(s, argc - 1, r, err);
-    return qsur_fail(err, QSUR_ERR_ARG, "expected `ostquant layer|model|resume|status ...`, got '%s'", argv[0]);
-}
+/* The sub-commands of `ostquant` (the parent entry is in command_table.c). */
+const command ostquant_subs[] = {
+    {"layer", 0, 0, 0, COMPLETE_NONE, NULL, "ostquant layer",
+     "learn R and S for the current layer; push a scale and a rotation step", NULL, NULL, NULL,
+     ostq_layer_opts, ostq_layer},
+    {"model", 0, 0, 0, COMPLETE_NONE, NULL, "ostquant model",
+     "train the loaded model's transform pairs; replace it by the fused, quantized one", NULL, NULL, NULL,
+     ostq_model_opts, ostq_model},
+    {"resume", 1, 1, 0, COMPLETE_FILE, NULL, "ostquant resume FILE",
+     "continue a run from its state file", NULL, NULL, NULL, ostq_resume_opts, ostq_resume},
+    {"status", 0, 0, 0, COMPLETE_NONE, NULL, "ostquant status",
+     "the last run's QSUR record", NULL, ostq_status, NULL, NULL, NULL},
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}};

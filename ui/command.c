@@ -89,6 +89,130 @@ static void report_error_only(session *s, const char *name, const char *msg)
     report_end(&r, 0, msg);
 }
 
+void session_log_opts(session *s, const char *head, const opt_args *a)
+{
+    char *line = opt_log_line(head, a);
+    free(s->log_override);
+    s->log_override = line;
+}
+
+const command *command_sub(const command *c, const char *name)
+{
+    for (const command *sub = c->subs; sub && sub->name; sub++)
+        if (!strcmp(sub->name, name))
+            return sub;
+    return NULL;
+}
+
+void command_opt_usage(const command *c, char *buf, size_t n)
+{
+    opt_usage(c->opts, buf, n);
+}
+
+void command_usage(const command *c, char *buf, size_t n)
+{
+    size_t len = (size_t)snprintf(buf, n, "%s", c->usage);
+    char word[512];
+    for (int i = 0; c->opts && c->opts[i].key && len < n; i++) {
+        opt_usage_word(&c->opts[i], word, sizeof word);
+        len += (size_t)snprintf(buf + len, n - len, " [%s]", word);
+    }
+}
+
+/* "ostquant: expected 1 argument, got 0 (usage: ...)" */
+static int arity_fail(const command *c, const char *name, int nargs, qsur_error *err)
+{
+    return qsur_fail(err, QSUR_ERR_ARG, "%s: expected %s%d argument%s, got %d (usage: %s)", name,
+                     c->max_args < 0 ? "at least " : (c->min_args == c->max_args ? "" : "up to "),
+                     c->max_args < 0 || c->min_args == c->max_args ? c->min_args : c->max_args,
+                     (c->max_args < 0 ? c->min_args : c->max_args) == 1 ? "" : "s", nargs, c->usage);
+}
+
+/* The sub-command argv[0] names: "expected `ostquant layer|model ...`, got 'x'". */
+static const command *pick_sub(const command *c, const char *word, qsur_error *err)
+{
+    const command *sub = command_sub(c, word);
+    if (sub)
+        return sub;
+    char names[512] = "";
+    size_t len = 0;
+    for (const command *p = c->subs; p->name && len < sizeof names; p++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", p == c->subs ? "" : "|", p->name);
+    qsur_fail(err, QSUR_ERR_ARG, "expected `%s %s ...`, got '%s'", c->name, names, word);
+    return NULL;
+}
+
+/* Runs c's handler, or, for a command with options, parses them first. */
+static int run_handler(session *s, const command *c, int nargs, char **args, report *r, qsur_error *herr)
+{
+    if (!c->opts) {
+        if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args))
+            return qsur_fail(herr, QSUR_ERR_ARG, "usage: %s", c->usage);
+        return c->handler(s, nargs, args, r, herr);
+    }
+    char usage[1024];
+    command_opt_usage(c, usage, sizeof usage);
+    opt_args *a = malloc(sizeof *a);
+    if (!a)
+        return qsur_fail(herr, QSUR_ERR_NOMEM, "out of memory");
+    int rc = opt_parse(c->opts, c->max_args, nargs, args, a, usage, herr);
+    if (!rc && a->npos < c->min_args) {
+        command_usage(c, usage, sizeof usage);
+        rc = qsur_fail(herr, QSUR_ERR_ARG, "usage: %s", usage);
+    }
+    if (!rc)
+        rc = c->run(s, a->npos, a->pos, a, r, herr);
+    free(a);
+    return rc;
+}
+
+/* Dispatches to the entry (or sub-command entry) and runs it with its report. */
+static int run_command(session *s, const command *c, int argc, char **argv, qsur_error *err)
+{
+    report r;
+    report_begin(&r, s->out, s->set.format, c->name);
+    qsur_error herr;
+    herr.msg[0] = '\0';
+    const command *e = c;
+    int nargs = argc - 1, rc = QSUR_OK;
+    char **args = argv + 1;
+    if (c->subs) {
+        e = pick_sub(c, args[0], &herr);
+        rc = e ? QSUR_OK : QSUR_ERR_ARG;
+        nargs--;
+        args++;
+    }
+    if (!rc)
+        rc = e->run || e->handler ? run_handler(s, e, nargs, args, &r, &herr) : QSUR_ERR_ARG;
+    progress_line_done(s); /* the result must not share a line with a half-drawn bar */
+    if (rc != QSUR_OK) {
+        /* Engine messages already name the file or tensor; prefix the command. */
+        qsur_fail(err, rc, "%s: %s", c->name, herr.msg[0] ? herr.msg : qsur_status_name(rc));
+        report_end(&r, 0, err->msg);
+    } else {
+        report_end(&r, 1, NULL);
+    }
+    return rc;
+}
+
+/* Records a successful state-changing command: the handler's canonical form,
+ * or the words as typed (quoted where needed). */
+static void log_command(session *s, int argc, char **argv)
+{
+    if (s->log_override) {
+        if (s->log_override[0]) /* "" means: nothing to replay */
+            session_log_append(s, s->log_override);
+        return;
+    }
+    char *canon = NULL;
+    size_t len = 0;
+    for (int i = 0; i < argc; i++)
+        append_word(&canon, &len, argv[i]);
+    if (canon)
+        session_log_append(s, canon);
+    free(canon);
+}
+
 int command_execute(session *s, const char *line, qsur_error *err)
 {
     char *buf = strdup(line);
@@ -97,67 +221,27 @@ int command_execute(session *s, const char *line, qsur_error *err)
     char *argv[MAX_WORDS];
     qsur_error terr;
     int argc = command_tokenize(buf, argv, MAX_WORDS, &terr);
+    int rc = QSUR_OK;
+    const command *c = NULL;
     if (argc < 0) {
-        free(buf);
-        return qsur_fail(err, QSUR_ERR_ARG, "%s", terr.msg);
-    }
-    if (argc == 0) {
-        free(buf);
-        return QSUR_OK;
-    }
-    const command *c = command_find(argv[0]);
-    if (!c) {
-        int rc = qsur_fail(err, QSUR_ERR_ARG, "%s: unknown command (try `help`)", argv[0]);
+        rc = qsur_fail(err, QSUR_ERR_ARG, "%s", terr.msg);
+    } else if (argc > 0 && !(c = command_find(argv[0]))) {
+        rc = qsur_fail(err, QSUR_ERR_ARG, "%s: unknown command (try `help`)", argv[0]);
         report_error_only(s, argv[0], err->msg);
-        free(buf);
-        return rc;
-    }
-    int nargs = argc - 1;
-    if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args)) {
-        int rc = qsur_fail(err, QSUR_ERR_ARG, "%s: expected %s%d argument%s, got %d (usage: %s)",
-                           c->name,
-                           c->max_args < 0 ? "at least " : (c->min_args == c->max_args ? "" : "up to "),
-                           c->max_args < 0 || c->min_args == c->max_args ? c->min_args : c->max_args,
-                           (c->max_args < 0 ? c->min_args : c->max_args) == 1 ? "" : "s",
-                           nargs, c->usage);
+    } else if (c && (argc - 1 < c->min_args || (c->max_args >= 0 && argc - 1 > c->max_args))) {
+        rc = arity_fail(c, c->name, argc - 1, err);
         report_error_only(s, c->name, err->msg);
-        free(buf);
-        return rc;
+    } else if (c) {
+        if (s->interrupted)
+            *s->interrupted = 0;
+        free(s->log_override);
+        s->log_override = NULL;
+        rc = run_command(s, c, argc, argv, err);
+        if (rc == QSUR_OK && (c->flags & CMD_LOGGED))
+            log_command(s, argc, argv);
+        free(s->log_override);
+        s->log_override = NULL;
     }
-    if (s->interrupted)
-        *s->interrupted = 0;
-    free(s->log_override);
-    s->log_override = NULL;
-
-    report r;
-    report_begin(&r, s->out, s->set.format, c->name);
-    qsur_error herr;
-    herr.msg[0] = '\0';
-    int rc = c->handler(s, nargs, argv + 1, &r, &herr);
-    progress_line_done(s); /* the result must not share a line with a half-drawn bar */
-    if (rc != QSUR_OK) {
-        /* Engine messages already name the file or tensor; prefix the command. */
-        qsur_fail(err, rc, "%s: %s", c->name, herr.msg[0] ? herr.msg : qsur_status_name(rc));
-        report_end(&r, 0, err->msg);
-    } else {
-        report_end(&r, 1, NULL);
-        if (c->flags & CMD_LOGGED) {
-            if (s->log_override) {
-                if (s->log_override[0]) /* "" means: nothing to replay */
-                    session_log_append(s, s->log_override);
-            } else {
-                char *canon = NULL;
-                size_t len = 0;
-                for (int i = 0; i < argc; i++)
-                    append_word(&canon, &len, argv[i]);
-                if (canon)
-                    session_log_append(s, canon);
-                free(canon);
-            }
-        }
-    }
-    free(s->log_override);
-    s->log_override = NULL;
     free(buf);
     return rc;
 }

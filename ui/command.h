@@ -6,6 +6,7 @@
 #define QSUR_UI_COMMAND_H
 
 #include "qsur/error.h"
+#include "option.h"
 #include "report.h"
 
 struct session;
@@ -27,9 +28,16 @@ typedef enum {
 typedef int (*command_handler)(struct session *s, int argc, char **argv,
                                report *r, qsur_error *err);
 
-typedef struct {
+/* A handler of a command with typed options: the options are parsed and
+ * range-checked before it runs; it gets the positional words (argc/argv, the
+ * sub-command's name already taken off) and the parsed values. */
+typedef int (*command_opt_handler)(struct session *s, int argc, char **argv, opt_args *opt,
+                                   report *r, qsur_error *err);
+
+typedef struct command {
     const char *name;
-    int min_args, max_args;  /* arguments after the name; max -1 = any */
+    int min_args, max_args;  /* arguments after the name; max -1 = any (with
+                                opts: positional words only, options not counted) */
     int flags;
     complete_kind complete;
     const char *const *words;  /* sub-arguments for COMPLETE_WORDS, NULL-terminated */
@@ -37,12 +45,27 @@ typedef struct {
     const char *summary;       /* one line */
     const char *help;          /* paragraph(s) for `help NAME` */
     command_handler handler;
+    /* A command with sub-commands (`ostquant model|layer|...`) names its
+     * entries here (NULL-terminated by name); the first argument picks one and
+     * the rest goes to it. */
+    const struct command *subs;
+    const opt_spec *opts;      /* typed KEY=VALUE options (NULL-terminated), or NULL */
+    command_opt_handler run;   /* with opts: the handler that gets them */
 } command;
 
 extern const command command_table[];
 extern const int command_count;
 
 const command *command_find(const char *name);
+/* Records the running command as head and a's options (option.h's
+ * opt_log_line) for the session log. */
+void session_log_opts(struct session *s, const char *head, const opt_args *a);
+/* The sub-command of c named name, or NULL. */
+const command *command_sub(const command *c, const char *name);
+/* "steps=N lr=X ..." for c's options: the text of option errors. */
+void command_opt_usage(const command *c, char *buf, size_t n);
+/* The full usage: c->usage, then "[key=VALUE]" for each option. */
+void command_usage(const command *c, char *buf, size_t n);
 
 /* Split a command line into words: whitespace separates, '...' and "..."
  * quote, backslash escapes inside double quotes. Returns the word count or -1

@@ -59,8 +59,9 @@ HANDLER(cmd_demo);
 /* cmd_sleep.c */
 HANDLER(cmd_sleep);
 
-/* cmd_ostquant.c */
-HANDLER(cmd_ostquant);
+/* cmd_ostquant.c: sub-commands layer|model|resume|status and their options */
+extern const command ostquant_subs[];
+extern const opt_spec ostq_layer_opts[], ostq_model_opts[], ostq_resume_opts[];
 /* cmd_export.c */
 HANDLER(cmd_export);
 

@@ -63,6 +63,7 @@ char *repl_prompt(const session *s)
 typedef struct {
     char **v;
     int n, cap;
+    const char *text; /* the word being completed (for cand_add_word) */
 } cand_list;
 
 static void cand_add(cand_list *l, const char *text, const char *word)
@@ -101,6 +102,58 @@ void repl_candidates_free(char **c)
     free(c);
 }
 
+static void cand_add_word(void *ctx, const char *word)
+{
+    cand_list *l = ctx;
+    cand_add(l, l->text, word);
+}
+
+/* Candidates for argument number nargs of command c (args: the words before
+ * it): a sub-command's name first, then at any position the `key=` words of
+ * the entry's options beside what its positional arguments take. */
+static void complete_args(const session *s, const command *c, char **args, int nargs, const char *text,
+                          cand_list *l, int *want_files)
+{
+    if (!c)
+        return;
+    if (c->subs) {
+        if (nargs == 0) {
+            for (const command *sub = c->subs; sub->name; sub++)
+                cand_add(l, text, sub->name);
+            return;
+        }
+        complete_args(s, command_sub(c, args[0]), args + 1, nargs - 1, text, l, want_files);
+        return;
+    }
+    if (c->opts) {
+        l->text = text;
+        opt_complete(c->opts, cand_add_word, l);
+        int npos = 0; /* positional words before this one */
+        for (int i = 0; i < nargs; i++)
+            npos += opt_find(c->opts, args[i]) < 0;
+        if (c->max_args >= 0 && npos >= c->max_args)
+            return;
+    }
+    complete_kind k = c->complete;
+    if (k == COMPLETE_FILE && !c->opts) {
+        *want_files = 1;
+    } else if (k == COMPLETE_FILE) {
+        /* options and file names both fit: readline's file completion runs
+         * when no option matches (repl's rl hook) */
+        if (l->n == 0)
+            *want_files = 1;
+    } else if (k == COMPLETE_COMMAND && nargs == 0) {
+        for (int i = 0; i < command_count; i++)
+            cand_add(l, text, command_table[i].name);
+    } else if (k == COMPLETE_WORDS && nargs == 0 && c->words) {
+        for (const char *const *w = c->words; *w; w++)
+            cand_add(l, text, *w);
+    } else if (k == COMPLETE_TENSOR || (k == COMPLETE_WORDS && nargs > 0)) {
+        for (int i = 0; i < s->ws.count; i++)
+            cand_add(l, text, s->ws.items[i]->name);
+    }
+}
+
 char **repl_candidates(const session *s, const char *line, int start, const char *text,
                        int *want_files)
 {
@@ -134,21 +187,7 @@ char **repl_candidates(const session *s, const char *line, int start, const char
         for (int i = 0; i < command_count; i++)
             cand_add(&l, text, command_table[i].name);
     } else if (nw > 0) {
-        const command *c = command_find(words[0]);
-        int argi = nw - 1; /* index of the argument being completed */
-        complete_kind k = c ? c->complete : COMPLETE_NONE;
-        if (k == COMPLETE_FILE) {
-            *want_files = 1;
-        } else if (k == COMPLETE_COMMAND && argi == 0) {
-            for (int i = 0; i < command_count; i++)
-                cand_add(&l, text, command_table[i].name);
-        } else if (k == COMPLETE_WORDS && argi == 0 && c->words) {
-            for (const char *const *w = c->words; *w; w++)
-                cand_add(&l, text, *w);
-        } else if (k == COMPLETE_TENSOR || (k == COMPLETE_WORDS && argi > 0)) {
-            for (int i = 0; i < s->ws.count; i++)
-                cand_add(&l, text, s->ws.items[i]->name);
-        }
+        complete_args(s, command_find(words[0]), words + 1, nw - 1, text, &l, want_files);
     }
     free(prefix);
     if (l.n == 0) {
