@@ -127,6 +127,43 @@ int main(void)
     /* commands with nothing to complete offer nothing (no filename fallback) */
     CHECK(strcmp(cands(&s, "echo l", &files), "") == 0 && files == 0);
     CHECK(strcmp(cands(&s, "bogus x", &files), "") == 0 && files == 0);
+    /* sub-commands, then their key= options at every position */
+    CHECK(strcmp(cands(&s, "ostquant ", NULL), "layer model resume status") == 0);
+    CHECK(strcmp(cands(&s, "ostquant m", NULL), "model") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model st", NULL), "state= steps=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model steps=3 lr=0.1 st", NULL), "state= steps=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model loss=", NULL), "loss=ce loss=kltop loss=mse") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model no-", NULL), "no-scale no-womi") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model qsur-", NULL), "qsur-every= qsur-tokens=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant layer b", NULL), "block=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant layer t", NULL), "") == 0); /* options only, no tensors */
+    CHECK(strcmp(cands(&s, "ostquant status ", NULL), "") == 0);
+    /* resume FILE: the file position hands over to file names when no option
+     * matches; after FILE only options */
+    cands(&s, "ostquant resume st", &files);
+    CHECK(files == 0);
+    CHECK_MSG(strcmp(cands(&s, "ostquant resume st", NULL), "state= steps=") == 0, "[%s]", cands(&s, "ostquant resume st", NULL));
+    cands(&s, "ostquant resume my", &files);
+    CHECK(files == 1);
+    cands(&s, "ostquant resume f.st q", &files);
+    CHECK(files == 0 && strcmp(cands(&s, "ostquant resume f.st q", NULL), "qsur-every=") == 0);
+    /* every option of every spec is offered at positions 1, 2 and 3 */
+    static const char *const subs[] = {"layer", "model", "resume"};
+    static const char *const before[] = {"", "steps=1 ", "steps=1 no-scale "};
+    for (int k = 0; k < 3; k++) {
+        const command *c = command_sub(command_find("ostquant"), subs[k]);
+        CHECK(c != NULL && c->opts != NULL);
+        for (int i = 0; c && c->opts[i].key; i++)
+            for (int b = 0; b < 3; b++) {
+                char line[256], word[128];
+                snprintf(word, sizeof word, "%s%s", c->opts[i].key,
+                         c->opts[i].type == OPT_FLAG ? "" : c->opts[i].type == OPT_CHOICE ? "=ce" : "=");
+                snprintf(line, sizeof line, "ostquant %s %s%s%.*s", subs[k], k == 2 ? "f " : "", before[b],
+                         (int)strlen(c->opts[i].key), c->opts[i].key);
+                const char *got = cands(&s, line, NULL);
+                CHECK_MSG(strstr(got, c->opts[i].key) != NULL, "[%s] -> [%s]", line, got);
+            }
+    }
     session_free(&s);
     return check_done();
 }

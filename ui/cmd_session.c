@@ -11,6 +11,11 @@
 #include "script.h"
 #include "session.h"
 
+static void help_line(void *ctx, const char *line)
+{
+    rep_line(ctx, "  %s", line);
+}
+
 int cmd_help(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     (void)s;
@@ -29,6 +34,10 @@ int cmd_help(session *s, int argc, char **argv, report *r, qsur_error *err)
             int n = nl ? (int)(nl - p) : (int)strlen(p);
             rep_line(r, "  %.*s", n, p);
             p = nl ? nl + 1 : p + n;
+        }
+        if (c->subs || c->opts) {
+            rep_line(r, "%s", "");
+            command_each_option_line(c, help_line, r);
         }
         return QSUR_OK;
     }

@@ -109,6 +109,27 @@ void command_opt_usage(const command *c, char *buf, size_t n)
     opt_usage(c->opts, buf, n);
 }
 
+void command_each_option_line(const command *c, void (*fn)(void *ctx, const char *line), void *ctx)
+{
+    char line[1400];
+    for (const command *sub = c->subs ? c->subs : c; sub && sub->name; sub = c->subs ? sub + 1 : NULL) {
+        if (!sub->opts && !c->subs)
+            break;
+        if (c->subs) {
+            char usage[1024];
+            command_usage(sub, usage, sizeof usage);
+            snprintf(line, sizeof line, "%s: %s", usage, sub->summary ? sub->summary : "");
+            fn(ctx, line);
+        }
+        for (int i = 0; sub->opts && sub->opts[i].key; i++) {
+            char d[900];
+            opt_describe(&sub->opts[i], d, sizeof d);
+            snprintf(line, sizeof line, "    %s", d);
+            fn(ctx, line);
+        }
+    }
+}
+
 void command_usage(const command *c, char *buf, size_t n)
 {
     size_t len = (size_t)snprintf(buf, n, "%s", c->usage);

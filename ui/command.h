@@ -64,6 +64,9 @@ void session_log_opts(struct session *s, const char *head, const opt_args *a);
 const command *command_sub(const command *c, const char *name);
 /* "steps=N lr=X ..." for c's options: the text of option errors. */
 void command_opt_usage(const command *c, char *buf, size_t n);
+/* The generated part of `help NAME` and docs/commands.md: for each
+ * sub-command its usage and summary, and one line per option (opt_describe). */
+void command_each_option_line(const command *c, void (*fn)(void *ctx, const char *line), void *ctx);
 /* The full usage: c->usage, then "[key=VALUE]" for each option. */
 void command_usage(const command *c, char *buf, size_t n);
 

@@ -4,6 +4,11 @@
 #include "command.h"
 #include "command_doc.h"
 
+static void doc_line(void *ctx, const char *line)
+{
+    fprintf(ctx, "%s\n", line);
+}
+
 void command_doc_markdown(FILE *out)
 {
     fputs("# Command reference\n\n"
@@ -20,5 +25,10 @@ void command_doc_markdown(FILE *out)
         fprintf(out, "\n## %s\n\n```\n%s\n```\n\n%s.%s\n\n", c->name, c->usage, c->summary,
                 c->flags & CMD_LOGGED ? " Recorded in the session log (replayed by `save`)." : "");
         fprintf(out, "```\n%s\n```\n", c->help);
+        if (c->subs || c->opts) {
+            fputs("\nSub-commands and options (from their typed specs):\n\n```\n", out);
+            command_each_option_line(c, doc_line, out);
+            fputs("```\n", out);
+        }
     }
 }

@@ -144,29 +144,24 @@ const command command_table[] = {
      cmd_cqe},
 
     {"ostquant", 1, 20, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL,
-     "ostquant layer [steps=N] [lr=X] [lr-scale=X] [block=B] [no-scale] | ostquant model [calib=FILE] [OPTS] | "
-     "ostquant resume FILE [steps=M] | ostquant status",
+     "ostquant layer|model|resume|status [OPTIONS]",
      "OSTQuant: learn orthogonal + scaling transforms through the quantizers (STE)",
      "layer  the current layer: R = H B (Hadamard, then learned block-diagonal orthogonal\n"
-     "       blocks of B channels, default 64) and S minimising ||XW^T - Q(X S^-1 R) Q(W S R)^T||;\n"
+     "       blocks of B channels) and S minimising ||XW^T - Q(X S^-1 R) Q(W S R)^T||;\n"
      "       pushes a scale step and a dense rotation step onto the layer's stack.\n"
-     "       steps=100 lr=0.005 (Cayley-Adam) lr-scale=0.05 (Adam on log s) block=64 seed=N no-scale\n"
      "model  the loaded model with the session's w/a/kv quantizers: global residual rotation,\n"
      "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
      "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
      "       model is replaced by the fused, weight-quantized one (docs/ostquant.md).\n"
-     "       calib=FILE (uint16 tokens; default: the file of `calib`, with its seqs) eval=FILE\n"
-     "       (scored only) steps=150 lr=0.01 lr-scale=0.01 loss=kltop|ce|mse topk=64 batch=4\n"
-     "       seqs=N seq-len=N eval-every=N seed=N no-womi no-scale state=FILE (optimiser state,\n"
-     "       saved at the end and on Ctrl-C). Ctrl-C keeps the best transforms so far.\n"
-     "       Live QSUR: every qsur-every=N steps (default 10; 0 off), at the start and at the\n"
-     "       last step, log10 QSUR and QSUR^(1/d) of every transformed layer (q/k/v, wo, w1/w3\n"
-     "       and w2 inputs, and their stacked fused weights) on qsur-tokens=N (512) calibration\n"
-     "       tokens: a line per measurement at the prompt, a live table in the TUI.\n"
-     "resume FILE [steps=M] [qsur-every=N] [calib=FILE] [eval=FILE] [state=OUT]: M more steps\n"
-     "       (default: the rest of the saved run) from a state file, on the model the state\n"
-     "       started from (load it and set the same `quant` first; another model is refused).\n"
-     "status  the last run's QSUR: the measurements during training and the per-layer table\n"
+     "       calib defaults to the file of `calib`, with its seqs. Ctrl-C keeps the best\n"
+     "       transforms so far. Live QSUR: every qsur-every steps (0 off), at the start and\n"
+     "       at the last step, log10 QSUR and QSUR^(1/d) of every transformed layer (q/k/v,\n"
+     "       wo, w1/w3 and w2 inputs, and their stacked fused weights) on qsur-tokens\n"
+     "       calibration tokens: a line per measurement at the prompt, a live table in the TUI.\n"
+     "resume M more steps (default: the rest of the saved run) from a state file, on the\n"
+     "       model the state started from (load it and set the same `quant` first; another\n"
+     "       model is refused).\n"
+     "status the last run's QSUR: the measurements during training and the per-layer table\n"
      "       of the session model (`set alpha|cube|qsur_method` apply; docs/ostquant.md).",
      NULL, ostquant_subs},
 

@@ -213,3 +213,16 @@ void opt_complete(const opt_spec *spec, void (*add)(void *ctx, const char *word)
         }
     }
 }
+
+void opt_describe(const opt_spec *o, char *buf, size_t n)
+{
+    char word[256], range[96] = "", def[96] = "";
+    opt_usage_word(o, word, sizeof word);
+    if (o->type == OPT_INT)
+        snprintf(range, sizeof range, "; %ld..%ld", (long)o->lo, (long)o->hi);
+    else if (o->type == OPT_REAL)
+        snprintf(range, sizeof range, "; %g..%g", o->lo, o->hi);
+    if (o->def)
+        snprintf(def, sizeof def, "; default %s", o->def);
+    snprintf(buf, n, "%-18s %s%s%s", word, o->help ? o->help : "", def, range);
+}

@@ -74,6 +74,9 @@ void opt_usage_word(const opt_spec *o, char *buf, size_t n);
 /* "steps=N lr=X loss=kltop|ce|mse no-scale calib=FILE" into buf. */
 void opt_usage(const opt_spec *spec, char *buf, size_t n);
 
+/* One line for `help` and the docs: "steps=N  training steps; default 150; 0..1000000". */
+void opt_describe(const opt_spec *o, char *buf, size_t n);
+
 /* A value as logged: numbers in the shortest text that reads back to the
  * same double, files quoted. Writes "key=value" (or the flag word). */
 void opt_format(const opt_spec *o, const opt_value *v, char *buf, size_t n);
