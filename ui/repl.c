@@ -19,6 +19,7 @@
 #include "layer_state.h"
 #include "progress_line.h"
 #include "repl.h"
+#include "run_line.h"
 #include "script.h"
 
 /* ---- prompt ------------------------------------------------------------------- */
@@ -289,20 +290,6 @@ static void history_remember(repl_state *st, const char *line)
     }
 }
 
-static int run_piece(void *vctx, const char *cmd)
-{
-    session *s = vctx;
-    qsur_error err;
-    int rc = command_execute(s, cmd, &err);
-    progress_line_done(s);
-    if (rc != QSUR_OK) {
-        fflush(s->out);
-        fprintf(stderr, "%s\n", err.msg);
-        return rc; /* the rest of the line is skipped, like errexit in a script */
-    }
-    return s->quit ? -1 : 0;
-}
-
 /* Waits for input on stdin; returns 1 when there is some, 0 when Ctrl-C was
  * pressed (the flag is consumed), -1 on an error. SIGINT is blocked except
  * inside pselect so a Ctrl-C cannot slip in between the check and the wait. */
@@ -407,7 +394,7 @@ int repl_run(session *s)
         }
         if (pending.buf) {
             history_remember(&st, pending.buf);
-            script_split_line(pending.buf, run_piece, s);
+            session_run_line(s, pending.buf, RUN_PROMPT, NULL);
         }
         strbuf_free(&pending);
         fflush(s->out);

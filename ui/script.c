@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include "command.h"
+#include "run_line.h"
 #include "script.h"
 #include "session.h"
 
@@ -49,33 +49,6 @@ int script_split_line(const char *line, int (*fn)(void *ctx, const char *cmd), v
     return rc;
 }
 
-typedef struct {
-    session *s;
-    int last_rc;
-} run_ctx;
-
-static int run_piece(void *vctx, const char *cmd)
-{
-    run_ctx *ctx = vctx;
-    qsur_error err;
-    if (ctx->s->set.echo) {
-        fprintf(ctx->s->out, "qsur> %s\n", cmd);
-        fflush(ctx->s->out);
-    }
-    int rc = command_execute(ctx->s, cmd, &err);
-    if (rc != QSUR_OK) {
-        fflush(ctx->s->out);
-        if (ctx->s->origin)
-            fprintf(stderr, "%s:%d: %s\n", ctx->s->origin, ctx->s->line, err.msg);
-        else
-            fprintf(stderr, "%s\n", err.msg);
-        ctx->last_rc = rc;
-        if (ctx->s->set.errexit)
-            return rc;
-    }
-    return ctx->s->quit ? -1 : 0;
-}
-
 /* Reads one logical line (joining lines that end in a backslash). Returns the
  * number of physical lines consumed, 0 at end of file. */
 static int read_logical_line(FILE *fp, char **buf, size_t *cap)
@@ -118,7 +91,7 @@ int script_run_stream(session *s, FILE *fp, const char *origin)
     int saved_line = s->line;
     s->origin = origin;
     s->line = 0;
-    run_ctx ctx = {s, QSUR_OK};
+    int last_rc = QSUR_OK;
     char *buf = NULL;
     size_t cap = 0;
     int n;
@@ -127,15 +100,17 @@ int script_run_stream(session *s, FILE *fp, const char *origin)
         s->line += n;
         int line_after = s->line;
         s->line = start; /* messages name the line where the command starts */
-        int rc = script_split_line(buf, run_piece, &ctx);
+        int rc = session_run_line(s, buf, RUN_SCRIPT, NULL);
         s->line = line_after;
-        if (rc > 0 && s->set.errexit)
+        if (rc != QSUR_OK)
+            last_rc = rc;
+        if (rc != QSUR_OK && s->set.errexit)
             break;
     }
     free(buf);
     s->origin = saved_origin;
     s->line = saved_line;
-    return ctx.last_rc;
+    return last_rc;
 }
 
 int script_run_file(session *s, const char *path, qsur_error *err)

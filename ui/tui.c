@@ -12,7 +12,7 @@
 #include "channel_analysis.h"
 #include "command.h"
 #include "layer_state.h"
-#include "script.h"
+#include "run_line.h"
 #include "tui.h"
 #include "tui_panel.h"
 
@@ -170,23 +170,8 @@ static void free_stack_lines(tui *t)
 /* Runs one read-only command and returns its human output (caller frees). */
 static char *capture_command(tui *t, const char *line)
 {
-    session *s = t->s;
     char *buf = NULL;
-    size_t len = 0;
-    FILE *mem = open_memstream(&buf, &len);
-    if (!mem)
-        return NULL;
-    FILE *old = s->out;
-    report_format fmt = s->set.format;
-    s->out = mem;
-    s->set.format = FORMAT_HUMAN;
-    qsur_error err;
-    int rc = command_execute(s, line, &err);
-    s->out = old;
-    s->set.format = fmt;
-    if (rc != QSUR_OK)
-        fprintf(mem, "%s\n", err.msg);
-    fclose(mem);
+    session_run_captured_human(t->s, line, &buf);
     return buf;
 }
 
@@ -335,25 +320,6 @@ static void tui_refresh(tui *t)
 
 /* --------------------------------------------------------------- commands */
 
-typedef struct {
-    tui *t;
-    int rc;
-} exec_ctx;
-
-static int exec_piece(void *vctx, const char *cmd)
-{
-    exec_ctx *ctx = vctx;
-    session *s = ctx->t->s;
-    qsur_error err;
-    int rc = command_execute(s, cmd, &err);
-    if (rc != QSUR_OK) {
-        fprintf(s->out, "error: %s\n", err.msg);
-        ctx->rc = rc;
-        return rc;
-    }
-    return s->quit ? -1 : 0;
-}
-
 int tui_exec(tui *t, const char *line, int flags)
 {
     session *s = t->s;
@@ -369,58 +335,25 @@ int tui_exec(tui *t, const char *line, int flags)
     tui_text(t, t->rows - 2, 0, t->cols, t->status);
     refresh();
 
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *mem = open_memstream(&buf, &len);
-    FILE *old = s->out;
-    if (mem)
-        s->out = mem;
-    /* Anything a command writes to stderr (script errors of `run`) would
-     * scribble over the screen: catch it in a temporary file for the log. */
-    fflush(stderr);
-    FILE *errf = tmpfile();
-    int saved = errf ? dup(STDERR_FILENO) : -1;
-    if (saved >= 0)
-        dup2(fileno(errf), STDERR_FILENO);
-
     t->interrupt = 0;
-    exec_ctx ctx = {t, QSUR_OK};
-    script_split_line(line, exec_piece, &ctx);
-
-    fflush(stderr);
-    if (saved >= 0) {
-        dup2(saved, STDERR_FILENO);
-        close(saved);
-    }
-    if (errf) {
-        rewind(errf);
-        char chunk[512];
-        size_t n;
-        while ((n = fread(chunk, 1, sizeof chunk, errf)) > 0)
-            if (mem)
-                fwrite(chunk, 1, n, mem);
-        fclose(errf);
-    }
-    if (mem) {
-        s->out = old;
-        fclose(mem);
-        if (buf && (!(flags & TUI_QUIET) || ctx.rc != QSUR_OK))
-            tui_output(t, buf);
-        free(buf);
-    }
+    char *buf = NULL;
+    int rc = session_run_line(s, line, RUN_CAPTURE, &buf);
+    if (buf && (!(flags & TUI_QUIET) || rc != QSUR_OK))
+        tui_output(t, buf);
+    free(buf);
     if (s->quit) {
         /* `quit` typed in the TUI leaves the TUI, not the program around it. */
         s->quit = 0;
         t->quit = 1;
     }
-    if (ctx.rc == QSUR_ERR_INTERRUPTED)
+    if (rc == QSUR_ERR_INTERRUPTED)
         tui_status(t, "interrupted: %s (the session is unchanged)", line);
-    else if (ctx.rc != QSUR_OK)
+    else if (rc != QSUR_OK)
         tui_status(t, "failed: %s (see the output)", line);
     else
         tui_status(t, "ok: %s", line);
     tui_refresh(t);
-    return ctx.rc;
+    return rc;
 }
 
 int tui_exec_fmt(tui *t, const char *fmt, ...)
