@@ -28,8 +28,9 @@ int main(void)
     s.line = 7;
     s.set.errexit = 0;
     o = run("echo a; bogus; echo b", RUN_SCRIPT, &rc);
-    /* a script runs on (errexit off) and names ORIGIN:LINE */
-    CHECK_MSG(rc == QSUR_ERR_ARG && !strcmp(o, "a\nt.qs:7: bogus: unknown command (try `help`)\nb\n"), "[%s]", o);
+    /* a script runs on (errexit off) and names ORIGIN:LINE (results first:
+     * the capture appends stderr after the output) */
+    CHECK_MSG(rc == QSUR_ERR_ARG && !strcmp(o, "a\nb\nt.qs:7: bogus: unknown command (try `help`)\n"), "[%s]", o);
     free(o);
     o = run("set errexit on; bogus; echo b", RUN_SCRIPT, &rc);
     CHECK_MSG(rc == QSUR_ERR_ARG && !strstr(o, "b\n"), "[%s]", o);
