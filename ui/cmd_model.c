@@ -10,6 +10,7 @@
 #include <time.h>
 #include "qsur/clock.h"
 #include "layer_state.h"
+#include "model_session.h"
 #include "model_state.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
@@ -18,124 +19,11 @@
 #include "qsur/safetensors.h"
 #include "ostquant_live.h"
 
-static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
-                                            "feed_forward.w2.in", "attention.k", "attention.v"};
-
-void model_state_free(model_state *ms)
-{
-    if (!ms)
-        return;
-    qsur_llama_online_hadamard_free(ms->w2_online);
-    qsur_llama_online_hadamard_free(ms->qk_online);
-    ostquant_record_free(ms->ostq);
-    free(ms);
-}
-
 static int need_model(session *s, const char *who, qsur_error *err)
 {
     if (!s->model || !s->mstate)
         return qsur_fail(err, QSUR_ERR_ARG, "%sno model loaded (use `model load PATH`)", who);
     return QSUR_OK;
-}
-
-/* Layer states on model tensors hold stacks of stale copies once the model's
- * weights change: forget them. */
-static int is_model_layer(const session *s, const layer_state *l)
-{
-    (void)s;
-    return !strncmp(l->w_name, "layers.", 7) || !strncmp(l->x_name, "layers.", 7) ||
-           !strcmp(l->w_name, "tok_embeddings") || !strcmp(l->w_name, "output") ||
-           !strcmp(l->w_name, "norm");
-}
-
-static void drop_model_layers(session *s)
-{
-    session_drop_layers(s, is_model_layer);
-}
-
-static void remove_captures(session *s, int n_layers)
-{
-    char name[QSUR_NAME_MAX];
-    for (int i = 0; i < n_layers; i++)
-        for (int k = 0; k < 6; k++) {
-            snprintf(name, sizeof name, "layers.%d.%s", i, capture_kinds[k]);
-            qsur_workspace_remove(&s->ws, name);
-        }
-}
-
-/* Captures the float model's linear inputs into ws: wq copies and
- * activation/KV quantization are switched off for the run, online rotations
- * stay (they are part of the float model's function). */
-static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qsur_error *err)
-{
-    model_state *ms = s->mstate;
-    qsur_llama *m = s->model;
-    qsur_tokens t;
-    int rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
-    if (rc)
-        return rc;
-    int n = qsur_llama_linear_count(m);
-    float **stash = calloc((size_t)n + 1, sizeof *stash);
-    if (!stash) {
-        qsur_tokens_free(&t);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    }
-    for (int i = 0; i < n; i++) {
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        stash[i] = l->wq;
-        l->wq = NULL;
-    }
-    stash[n] = m->output.wq;
-    m->output.wq = NULL;
-    qsur_llama_hooks saved = m->hooks;
-    m->hooks.act.bits = 16;
-    m->hooks.kv.bits = 16;
-    int64_t got = 0;
-    rc = qsur_llama_capture(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
-                            (int64_t)ms->calib_max_tokens, ms->calib_seed, ws, &got, &s->progress, err);
-    m->hooks = saved;
-    for (int i = 0; i < n; i++)
-        qsur_llama_linear_at(m, i)->wq = stash[i];
-    m->output.wq = stash[n];
-    free(stash);
-    qsur_tokens_free(&t);
-    if (!rc && n_tokens)
-        *n_tokens = got;
-    return rc;
-}
-
-/* After the model's float weights changed: copy them to the workspace again,
- * forget stale layer states, capture the calibration inputs again and
- * re-apply round-to-nearest when the model was quantized. */
-static int model_changed(session *s, report *r, qsur_error *err)
-{
-    drop_model_layers(s);
-    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
-    if (!rc && s->mstate->has_calib)
-        rc = capture_float(s, &s->ws, &s->mstate->calib_tokens, err);
-    if (!rc && s->mstate->quantized && s->wq.bits < 16) {
-        rc = qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
-        snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
-        if (!rc)
-            rep_str(r, "requantized", "weights", "re-quantized with RTN (run gptq/awq/quantease model again)");
-    }
-    return rc;
-}
-
-int model_replaced(session *s, const char *how, qsur_error *err)
-{
-    model_state *ms = s->mstate;
-    if (!s->model || !ms)
-        return QSUR_OK;
-    snprintf(ms->rotation, sizeof ms->rotation, "%s", how);
-    ms->smoothing[0] = '\0';
-    ms->quantized = s->model->layers[0].wq.wq != NULL;
-    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", how);
-    drop_model_layers(s);
-    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
-    if (!rc && ms->has_calib)
-        rc = capture_float(s, &s->ws, &ms->calib_tokens, err);
-    return rc;
 }
 
 /* ---- model load | info | save-hf ----------------------------------------- */
@@ -176,22 +64,8 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
             return rc;
         }
     }
-    if (s->model)
-        remove_captures(s, s->model->cfg.n_layers);
-    drop_model_layers(s);
-    rc = qsur_llama_to_workspace(m, &s->ws, NULL, err);
-    if (rc) {
-        qsur_llama_free(m);
-        qsur_llama_rotations_free(rot);
-        free(ms);
+    if ((rc = model_session_install(s, m, rot, ms, err)))
         return rc;
-    }
-    qsur_llama_free(s->model);
-    model_state_free(s->mstate);
-    qsur_llama_rotations_free(s->model_rot);
-    s->model_rot = rot;
-    s->model = m;
-    s->mstate = ms;
     if (rt_found) {
         /* an export: its hooks (already on m) and quantizers become the session's */
         s->aq = rt.act;
@@ -358,13 +232,13 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     qsur_workspace tmp;
     qsur_workspace_init(&tmp);
     double t0 = qsur_seconds();
-    rc = capture_float(s, &tmp, &ms->calib_tokens, err);
+    rc = model_session_capture(s, &tmp, &ms->calib_tokens, err);
     if (rc) {
         qsur_workspace_clear(&tmp);
         *ms = saved;
         return rc;
     }
-    drop_model_layers(s);
+    model_session_drop_layers(s);
     int ntensors = tmp.count;
     for (int i = 0; i < tmp.count && !rc; i++) {
         rc = qsur_workspace_put(&s->ws, tmp.items[i], err);
@@ -603,7 +477,7 @@ int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *e
     }
 changed:;
     qsur_error ignored;
-    int rc2 = model_changed(s, r, rc ? &ignored : err);
+    int rc2 = model_session_changed(s, r, rc ? &ignored : err);
     if (!rc)
         rc = rc2;
     if (!rc) {
@@ -638,7 +512,7 @@ int cmd_smoothquant(session *s, int argc, char **argv, report *r, qsur_error *er
         return rc;
     snprintf(s->mstate->smoothing, sizeof s->mstate->smoothing, "alpha %g (%d groups%s)", alpha, res.groups,
              res.w2_skipped ? ", w2 skipped" : "");
-    rc = model_changed(s, r, err);
+    rc = model_session_changed(s, r, err);
     if (rc)
         return rc;
     session_log_as(s, "smoothquant %.17g", alpha);

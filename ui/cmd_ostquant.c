@@ -12,6 +12,7 @@
 #include <string.h>
 #include "commands.h"
 #include "plot.h"
+#include "model_session.h"
 #include "model_state.h"
 #include "layer_transform.h"
 #include "ostquant_live.h"
@@ -214,21 +215,14 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_str(r, "online", "online rotations", rd);
         if (state_out)
             rep_str(r, "state", "optimiser state saved to", state_out);
-        qsur_llama_free(s->model);
-        qsur_llama_rotations_free(s->model_rot);
-        s->model = fm;
-        s->model_rot = rot;
-        /* the hooks of `rotate model` no longer apply: the fused model uses s->model_rot */
-        qsur_llama_online_hadamard_free(s->mstate->w2_online);
-        qsur_llama_online_hadamard_free(s->mstate->qk_online);
-        s->mstate->w2_online = s->mstate->qk_online = NULL;
-        /* keep the workspace copies and calibration activations current */
         qsur_error merr;
         char how[160];
         snprintf(how, sizeof how, "ostquant (%d steps, %s, lr %g, seed %llu%s%s)", os->step,
                  qsur_ostquant_loss_name(o.loss), o.lr, (unsigned long long)o.seed, o.womi ? "" : ", no-womi",
                  o.learn_scales ? "" : ", no-scale");
-        if (model_replaced(s, how, &merr) != QSUR_OK)
+        /* the session's model becomes the fused one; the workspace copies
+         * and calibration activations follow */
+        if (model_session_replace(s, fm, rot, how, &merr) != QSUR_OK)
             rep_str(r, "workspace_warning", "warning", merr.msg);
         /* an interrupted run is logged with the steps it did, so a replay matches */
         a->v[steps_opt].i = interrupted ? os->step - start : o.steps - start;

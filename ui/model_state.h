@@ -48,10 +48,6 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
  * the `calib` sequences (at most `seqs`, default 8 when calib took all). */
 int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, report *r,
                     qsur_error *err);
-/* Another command replaced s->model by a transformed model (`ostquant model`):
- * records `how`, copies the new weights into the workspace and captures the
- * calibration activations again. Errors leave the new model in place. */
-int model_replaced(session *s, const char *how, qsur_error *err);
 /* `rotate model hadamard [SEED] [steps=...]` (argv after "model"). */
 int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *err);
 

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "layer_state.h"
+#include "model_session.h"
 #include "model_state.h"
 #include "qsur/llama.h"
 #include "session.h"
@@ -35,9 +36,7 @@ void session_free(session *s)
         free(s->log.lines[i]);
     free(s->log.lines);
     free(s->log_override);
-    qsur_llama_free(s->model);
-    model_state_free(s->mstate); /* after the model: its hooks point into it */
-    qsur_llama_rotations_free(s->model_rot);
+    model_session_free(s);
     qsur_workspace_clear(&s->ws);
     memset(s, 0, sizeof *s);
 }

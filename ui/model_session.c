@@ -1,0 +1,173 @@
+/* The session model's lifecycle (see model_session.h): the only code that
+ * loads into, replaces or frees s->model, s->model_rot and s->mstate, and
+ * keeps the workspace copies and calibration captures consistent with them. */
+#include <stdlib.h>
+#include <string.h>
+#include "layer_state.h"
+#include "model_session.h"
+#include "model_state.h"
+#include "ostquant_live.h"
+#include "qsur/llama.h"
+#include "qsur/llama_rotations.h"
+
+static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
+                                            "feed_forward.w2.in", "attention.k", "attention.v"};
+
+void model_state_free(model_state *ms)
+{
+    if (!ms)
+        return;
+    qsur_llama_online_hadamard_free(ms->w2_online);
+    qsur_llama_online_hadamard_free(ms->qk_online);
+    ostquant_record_free(ms->ostq);
+    free(ms);
+}
+
+/* Layer states on model tensors hold stacks of stale copies once the model's
+ * weights change: forget them. */
+static int is_model_layer(const session *s, const layer_state *l)
+{
+    (void)s;
+    return !strncmp(l->w_name, "layers.", 7) || !strncmp(l->x_name, "layers.", 7) ||
+           !strcmp(l->w_name, "tok_embeddings") || !strcmp(l->w_name, "output") ||
+           !strcmp(l->w_name, "norm");
+}
+
+void model_session_drop_layers(session *s)
+{
+    session_drop_layers(s, is_model_layer);
+}
+
+static void remove_captures(session *s, int n_layers)
+{
+    char name[QSUR_NAME_MAX];
+    for (int i = 0; i < n_layers; i++)
+        for (int k = 0; k < 6; k++) {
+            snprintf(name, sizeof name, "layers.%d.%s", i, capture_kinds[k]);
+            qsur_workspace_remove(&s->ws, name);
+        }
+}
+
+/* Captures the float model's linear inputs into ws: wq copies and
+ * activation/KV quantization are switched off for the run, online rotations
+ * stay (they are part of the float model's function). */
+int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, qsur_error *err)
+{
+    model_state *ms = s->mstate;
+    qsur_llama *m = s->model;
+    qsur_tokens t;
+    int rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+    if (rc)
+        return rc;
+    int n = qsur_llama_linear_count(m);
+    float **stash = calloc((size_t)n + 1, sizeof *stash);
+    if (!stash) {
+        qsur_tokens_free(&t);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        stash[i] = l->wq;
+        l->wq = NULL;
+    }
+    stash[n] = m->output.wq;
+    m->output.wq = NULL;
+    qsur_llama_hooks saved = m->hooks;
+    m->hooks.act.bits = 16;
+    m->hooks.kv.bits = 16;
+    int64_t got = 0;
+    rc = qsur_llama_capture(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
+                            (int64_t)ms->calib_max_tokens, ms->calib_seed, ws, &got, &s->progress, err);
+    m->hooks = saved;
+    for (int i = 0; i < n; i++)
+        qsur_llama_linear_at(m, i)->wq = stash[i];
+    m->output.wq = stash[n];
+    free(stash);
+    qsur_tokens_free(&t);
+    if (!rc && n_tokens)
+        *n_tokens = got;
+    return rc;
+}
+
+/* After the model's float weights changed: copy them to the workspace again,
+ * forget stale layer states, capture the calibration inputs again and
+ * re-apply round-to-nearest when the model was quantized. */
+int model_session_changed(session *s, report *r, qsur_error *err)
+{
+    model_session_drop_layers(s);
+    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    if (!rc && s->mstate->has_calib)
+        rc = model_session_capture(s, &s->ws, &s->mstate->calib_tokens, err);
+    if (!rc && s->mstate->quantized && s->wq.bits < 16) {
+        rc = qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
+        snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
+        if (!rc)
+            rep_str(r, "requantized", "weights", "re-quantized with RTN (run gptq/awq/quantease model again)");
+    }
+    return rc;
+}
+
+/* The bookkeeping after the session model became another (see
+ * model_session_replace). */
+static int model_replaced(session *s, const char *how, qsur_error *err)
+{
+    model_state *ms = s->mstate;
+    if (!s->model || !ms)
+        return QSUR_OK;
+    snprintf(ms->rotation, sizeof ms->rotation, "%s", how);
+    ms->smoothing[0] = '\0';
+    ms->quantized = s->model->layers[0].wq.wq != NULL;
+    snprintf(ms->wmethod, sizeof ms->wmethod, "%s", how);
+    model_session_drop_layers(s);
+    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    if (!rc && ms->has_calib)
+        rc = model_session_capture(s, &s->ws, &ms->calib_tokens, err);
+    return rc;
+}
+
+
+int model_session_install(session *s, qsur_llama *m, qsur_llama_rotations *rot, model_state *ms,
+                          qsur_error *err)
+{
+    if (s->model)
+        remove_captures(s, s->model->cfg.n_layers);
+    model_session_drop_layers(s);
+    int rc = qsur_llama_to_workspace(m, &s->ws, NULL, err);
+    if (rc) {
+        qsur_llama_free(m);
+        qsur_llama_rotations_free(rot);
+        free(ms);
+        return rc;
+    }
+    model_session_free(s);
+    s->model_rot = rot;
+    s->model = m;
+    s->mstate = ms;
+    return QSUR_OK;
+}
+
+int model_session_replace(session *s, qsur_llama *m, qsur_llama_rotations *rot, const char *how,
+                          qsur_error *err)
+{
+    qsur_llama_free(s->model);
+    qsur_llama_rotations_free(s->model_rot);
+    s->model = m;
+    s->model_rot = rot;
+    /* the hooks of `rotate model` no longer apply: the new model uses s->model_rot */
+    if (s->mstate) {
+        qsur_llama_online_hadamard_free(s->mstate->w2_online);
+        qsur_llama_online_hadamard_free(s->mstate->qk_online);
+        s->mstate->w2_online = s->mstate->qk_online = NULL;
+    }
+    return model_replaced(s, how, err);
+}
+
+void model_session_free(session *s)
+{
+    qsur_llama_free(s->model);
+    model_state_free(s->mstate); /* after the model: its hooks point into it */
+    qsur_llama_rotations_free(s->model_rot);
+    s->model = NULL;
+    s->mstate = NULL;
+    s->model_rot = NULL;
+}
