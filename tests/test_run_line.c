@@ -46,12 +46,6 @@ int main(void)
     CHECK_MSG(rc == QSUR_OK && s.quit == 1 && !strcmp(o, "a;b\n"), "[%s]", o);
     free(o);
     s.quit = 0;
-    /* the human form is caught even with format json, which stays set */
-    CHECK(session_run_line(&s, "set format json", RUN_PROMPT, NULL) == QSUR_OK);
-    char *h = NULL;
-    CHECK(session_run_captured_human(&s, "echo z", &h) == QSUR_OK);
-    CHECK_MSG(h && !strcmp(h, "z\n") && s.set.format == FORMAT_JSON, "[%s]", h);
-    free(h);
     CHECK(s.out == stdout);
     session_free(&s);
     return check_done();

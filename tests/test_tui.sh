@@ -102,6 +102,8 @@ if "$QSUR_BIN" -f sample_data/sample.qs -c 'rotate hadamard; qsur; error' > "$T/
   keys h
   wait_for "stack 1" 15
   wait_for "> rotate hadamard" 5
+  # the stack panel lists the steps from the layer's stack, current marked
+  wait_for "> 1. rotate hadamard" 5 && pass || fail "stack panel shows step 1 as current"
   check_rows "$T/base" "$T/had" "after h (rotate hadamard)"
   q0=$(value "$T/base" "X log10 QSUR"); q1=$(value "$T/had" "X log10 QSUR")
   e0=$(value "$T/base" "layer output error"); e1=$(value "$T/had" "layer output error")
@@ -109,6 +111,7 @@ if "$QSUR_BIN" -f sample_data/sample.qs -c 'rotate hadamard; qsur; error' > "$T/
   expect_true "hadamard lowers the output error ($e0 -> $e1)" awk -v a="$e0" -v b="$e1" 'BEGIN { exit !(b < a) }'
   keys u
   wait_for "stack 0" 10
+  wait_for "  1. rotate hadamard" 5 && pass || fail "stack panel marks the undone step"
   check_rows "$T/base" "$T/base" "after u (undo)"
 else
   echo "SKIP: h/u (batch \`rotate hadamard\` fails: $(head -1 "$T/had"))" >&2

@@ -102,18 +102,3 @@ int session_run_line(session *s, const char *line, run_mode mode, char **capture
         *captured = capture_end(s, &cap);
     return ctx.rc;
 }
-
-int session_run_captured_human(session *s, const char *line, char **captured)
-{
-    report_format fmt = s->set.format;
-    s->set.format = FORMAT_HUMAN;
-    capture cap;
-    capture_begin(s, &cap);
-    qsur_error err;
-    int rc = command_execute(s, line, &err);
-    if (rc != QSUR_OK)
-        fprintf(s->out, "%s\n", err.msg);
-    *captured = capture_end(s, &cap);
-    s->set.format = fmt;
-    return rc;
-}

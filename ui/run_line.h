@@ -23,8 +23,4 @@ typedef enum {
  * the last failed command; `quit` sets s->quit and stops the line. */
 int session_run_line(struct session *s, const char *line, run_mode mode, char **captured);
 
-/* Runs one command with its result in human form caught in *captured (the
- * caller's format setting is kept). Returns the command's code. */
-int session_run_captured_human(struct session *s, const char *line, char **captured);
-
 #endif

@@ -158,80 +158,6 @@ static void memo_store(tui *t, const layer_state *l, const layer_metrics *m)
     e->qw = m->has_w ? m->qw.log10_qsur : NAN;
 }
 
-static void free_stack_lines(tui *t)
-{
-    for (int i = 0; i < t->nstack; i++)
-        free(t->stack_lines[i]);
-    free(t->stack_lines);
-    t->stack_lines = NULL;
-    t->nstack = 0;
-}
-
-/* Runs one read-only command and returns its human output (caller frees). */
-static char *capture_command(tui *t, const char *line)
-{
-    char *buf = NULL;
-    session_run_captured_human(t->s, line, &buf);
-    return buf;
-}
-
-/* "   12. text" or "-> 12. text": one step of the `stack` listing. */
-static int is_step_line(const char *p)
-{
-    if (!strncmp(p, "->", 2) || !strncmp(p, "  ", 2))
-        p += 2;
-    while (*p == ' ')
-        p++;
-    if (*p < '0' || *p > '9')
-        return 0;
-    while (*p >= '0' && *p <= '9')
-        p++;
-    return p[0] == '.' && p[1] == ' ';
-}
-
-static void refresh_stack(tui *t, layer_state *l)
-{
-    free_stack_lines(t);
-    char *text = NULL;
-    if (command_find("stack"))
-        text = capture_command(t, "stack");
-    if (!text) {
-        if (asprintf(&text, "%d transform%s on the stack", layer_stack_depth(l),
-                     layer_stack_depth(l) == 1 ? "" : "s") < 0)
-            return;
-    }
-    /* The panel is narrow: when `stack` lists numbered steps ("   1. rotate
-     * ...", "-> 2. ..." for the current one), show only those lines. */
-    int steps_only = 0;
-    for (char *p = text; p && *p && !steps_only; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        steps_only = is_step_line(p);
-    for (char *p = text, *nl; *p; p = nl ? nl + 1 : p + strlen(p)) {
-        nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        if (steps_only && !is_step_line(p)) {
-            if (!nl)
-                break;
-            continue;
-        }
-        char *step = NULL;
-        if (steps_only && n >= 3) /* "-> " / "   " become "> " / "  ": narrow panel */
-            if (asprintf(&step, "%s%.*s", p[0] == '-' ? "> " : "  ", (int)(n - 3), p + 3) < 0)
-                step = NULL;
-        char **q = realloc(t->stack_lines, (size_t)(t->nstack + 1) * sizeof *q);
-        if (!q) {
-            free(step);
-            break;
-        }
-        t->stack_lines = q;
-        if (!(q[t->nstack] = step ? step : strndup(p, n)))
-            break;
-        t->nstack++;
-        if (!nl)
-            break;
-    }
-    free(text);
-}
-
 /* Full statistics (std, kurtosis, ...) of the selected channel only: the
  * other channels need just their absmax, which one vectorised pass gives
  * (a quarter of the full statistics' time on every redraw of a big layer). */
@@ -299,8 +225,8 @@ static void tui_refresh(tui *t)
     if (s->current < 0 || s->current >= s->nlayers) {
         snprintf(t->metrics_msg, sizeof t->metrics_msg,
                  "no layer selected: pick one in the layer list (Up/Down, Enter)");
-        free_stack_lines(t);
         refresh_channels(t);
+        t->stack.update(t, &t->stack);
         return;
     }
     layer_state *l = &s->layers[s->current];
@@ -315,7 +241,7 @@ static void tui_refresh(tui *t)
         snprintf(t->metrics_msg, sizeof t->metrics_msg, "%s", err.msg);
     }
     refresh_channels(t);
-    refresh_stack(t, l);
+    t->stack.update(t, &t->stack);
 }
 
 /* --------------------------------------------------------------- commands */
@@ -727,7 +653,7 @@ static void tui_free(tui *t)
     free(t->memo);
     free(t->st);
     free(t->outlier);
-    free_stack_lines(t);
+    t->stack.free_state(&t->stack);
 }
 
 int tui_run(session *s, qsur_error *err)

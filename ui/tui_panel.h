@@ -24,12 +24,19 @@ typedef struct {
 
 struct tui;
 
+/* A panel that owns its data (htop's Meter: update separate from draw) keeps
+ * it behind state: update reads it from the session and the engine APIs
+ * after every command (never from text a command printed), draw only
+ * paints it, free_state releases it. */
 typedef struct tui_panel {
     const char *title;
     tui_rect r;        /* outer rectangle including the border */
     int visible;
     void (*draw)(struct tui *t, struct tui_panel *p);
     int (*key)(struct tui *t, struct tui_panel *p, int ch); /* 1 = consumed */
+    void (*update)(struct tui *t, struct tui_panel *p);     /* NULL: reads tui's shared data */
+    void (*free_state)(struct tui_panel *p);
+    void *state;
 } tui_panel;
 
 /* Distribution panel views, cycled by `d`. */
@@ -79,8 +86,6 @@ typedef struct tui {
     unsigned char *outlier;
     int64_t nchan, noutliers;
     double median_absmax;
-    char **stack_lines;
-    int nstack;
 
     /* output log (ring of lines) and its scroll offset from the bottom */
     char *out[TUI_OUTPUT_MAX];
