@@ -117,6 +117,14 @@ else
   echo "SKIP: h/u (batch \`rotate hadamard\` fails: $(head -1 "$T/had"))" >&2
 fi
 
+# ------------------------------------------- the help screen and the F-key bar (one key table)
+wait_for "F5Undo" 2 && pass || fail "the function-key bar labels F5 from the key table"
+keys F1
+wait_for "u F5        undo" 3 && pass || fail "F1 shows the help screen from the key table"
+wait_for "h           rotate hadamard" 1 && pass || fail "the help lists the letter keys"
+keys x
+wait_gone "Any key closes this help." 3 && pass || fail "any key closes the help"
+
 # ------------------------------------------------------------ command line
 keys :
 wait_for ":" 2

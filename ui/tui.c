@@ -344,57 +344,9 @@ static void draw_title(tui *t)
     attroff(A_REVERSE);
 }
 
-static void draw_fkeys(tui *t)
-{
-    static const char *const labels[] = {"Help", "Cmd", "View", "Demo", "Undo", "Redo", "Bits-", "Bits+",
-                                         "Save", "Quit"};
-    int y = t->rows - 1, x = 0;
-    move(y, 0);
-    clrtoeol();
-    for (int i = 0; i < 10 && x < t->cols; i++) {
-        char num[4];
-        snprintf(num, sizeof num, "F%d", i + 1);
-        tui_text(t, y, x, t->cols - x, num);
-        x += (int)strlen(num);
-        int w = t->cols / 10 - (int)strlen(num);
-        if (w < 5)
-            w = 5;
-        attron(tui_attr(t, TUI_PAIR_TITLE, A_REVERSE));
-        tui_textf(t, y, x, t->cols - x, "%-*.*s", w, w, labels[i]);
-        attroff(tui_attr(t, TUI_PAIR_TITLE, A_REVERSE));
-        x += w;
-    }
-}
-
-static void draw_help(tui *t)
-{
-    static const char *const lines[] = {
-        "Keys (each runs a command, so `save FILE` replays it):",
-        "  h / r / p    rotate hadamard / random / pca",
-        "  s  + -       scale smooth ALPHA; +/- change alpha by 0.05 and redo",
-        "  u  U         undo / redo        b  B   fewer / more bits",
-        "  g  c         cycle granularity / clipping (1, 0.9, search)",
-        "  d            view: absmax bars, channel hist, tensor hist, heatmap",
-        "  w            distribution of X or W      Left/Right: channel",
-        "  Up/Down Enter  pick a layer (`use`)   Tab: focus list/distribution",
-        "  t            teaching view: arrows rotate, [ ] scale",
-        "  :            command line (Tab completes, Up/Down history)",
-        "  PgUp/PgDn    scroll the output      Esc/Ctrl-C stop long work",
-        "  q  F10       leave",
-        "",
-        "Any key closes this help.",
-    };
-    int n = (int)(sizeof lines / sizeof lines[0]), w = 74, h = n + 2;
-    tui_rect r = {(t->rows - h) / 2, (t->cols - w) / 2, h, w};
-    for (int j = 0; j < h; j++) {
-        move(r.y + j, r.x);
-        for (int i = 0; i < w; i++)
-            addch(' ');
-    }
-    tui_box(t, &r, "help", TUI_ECHO);
-    for (int i = 0; i < n; i++)
-        tui_text(t, r.y + 1 + i, r.x + 2, w - 4, lines[i]);
-}
+/* draw_fkeys and draw_help: from the key table, below global_key. */
+static void draw_fkeys(tui *t);
+static void draw_help(tui *t);
 
 static void draw_all(tui *t)
 {
@@ -506,95 +458,140 @@ static void smooth_alpha(tui *t, double delta)
     }
 }
 
+/* ---- the key table: global keys, the help screen and the function-key bar --- */
+
+static void key_quit(tui *t) { t->quit = 1; }
+static void key_help(tui *t) { t->show_help = 1; }
+static void key_cmdline(tui *t) { tui_cmdline_start(t, ""); }
+static void key_save(tui *t) { tui_cmdline_start(t, "save "); }
+static void key_focus(tui *t) { t->focus = t->focus == &t->layers ? &t->dist : &t->layers; }
+static void key_hadamard(tui *t) { tui_exec(t, "rotate hadamard", TUI_ECHO); }
+static void key_random(tui *t) { tui_exec(t, "rotate random", TUI_ECHO); }
+static void key_pca(tui *t) { tui_exec(t, "rotate pca", TUI_ECHO); }
+static void key_smooth(tui *t) { smooth(t); }
+static void key_alpha_up(tui *t) { smooth_alpha(t, 0.05); }
+static void key_alpha_down(tui *t) { smooth_alpha(t, -0.05); }
+static void key_undo(tui *t) { tui_exec(t, "undo", TUI_ECHO); }
+static void key_redo(tui *t) { tui_exec(t, "redo", TUI_ECHO); }
+static void key_bits_down(tui *t) { change_bits(t, -1); }
+static void key_bits_up(tui *t) { change_bits(t, +1); }
+static void key_view(tui *t) { t->view = (dist_view)((t->view + 1) % DIST_NVIEWS); }
+static void key_redraw(tui *t)
+{
+    (void)t;
+    clearok(stdscr, TRUE);
+}
+
+static void key_side(tui *t)
+{
+    t->dist_side_w = !t->dist_side_w;
+    t->channel = -1;
+    refresh_channels(t);
+}
+
+static void key_demo(tui *t)
+{
+    t->demo_mode = !t->demo_mode;
+    if (t->demo_mode && t->demo.key)
+        t->demo.key(t, &t->demo, 0); /* lets the demo start its model */
+}
+
+static void key_page_up(tui *t) { t->out_scroll += t->output.r.h - 2; }
+
+static void key_page_down(tui *t)
+{
+    t->out_scroll = t->out_scroll > t->output.r.h - 2 ? t->out_scroll - (t->output.r.h - 2) : 0;
+}
+
+/* One binding: a key and an alternative (a function key), how the help shows
+ * them, the function-key bar's label, the help text and the action. Rows
+ * without an action document keys a panel handles itself. */
+typedef struct {
+    int key, alt;
+    const char *shown, *fkey_label, *help;
+    void (*action)(tui *t);
+} tui_binding;
+
+static const tui_binding bindings[] = {
+    {'?', KEY_F(1), "? F1", "Help", "this help", key_help},
+    {':', KEY_F(2), ": F2", "Cmd", "command line", key_cmdline},
+    {'d', KEY_F(3), "d F3", "View", "view: bars/hists/heatmap", key_view},
+    {'t', KEY_F(4), "t F4", "Demo", "teaching view", key_demo},
+    {'u', KEY_F(5), "u F5", "Undo", "undo", key_undo},
+    {'U', KEY_F(6), "U F6", "Redo", "redo", key_redo},
+    {'b', KEY_F(7), "b F7", "Bits-", "fewer bits", key_bits_down},
+    {'B', KEY_F(8), "B F8", "Bits+", "more bits", key_bits_up},
+    {0, KEY_F(9), "F9", "Save", "save FILE", key_save},
+    {'q', KEY_F(10), "q F10", "Quit", "leave", key_quit},
+    {'h', 0, "h", NULL, "rotate hadamard", key_hadamard},
+    {'r', 0, "r", NULL, "rotate random", key_random},
+    {'p', 0, "p", NULL, "rotate pca", key_pca},
+    {'s', 0, "s", NULL, "scale smooth ALPHA", key_smooth},
+    {'+', '=', "+", NULL, "alpha +0.05 and redo", key_alpha_up},
+    {'-', 0, "-", NULL, "alpha -0.05 and redo", key_alpha_down},
+    {'g', 0, "g", NULL, "cycle granularity", cycle_granularity},
+    {'c', 0, "c", NULL, "cycle clipping", cycle_clipping},
+    {'w', 0, "w", NULL, "distribution of X or W", key_side},
+    {'\t', 0, "Tab", NULL, "focus list/distribution", key_focus},
+    {KEY_PPAGE, 0, "PgUp", NULL, "scroll the output up", key_page_up},
+    {KEY_NPAGE, 0, "PgDn", NULL, "scroll the output down", key_page_down},
+    {12, 0, "Ctrl-L", NULL, "redraw the screen", key_redraw},
+    {0, 0, "Up/Dn Enter", NULL, "pick a layer (`use`)", NULL},
+    {0, 0, "Left/Right", NULL, "channel (histogram)", NULL},
+    {0, 0, "arrows [ ]", NULL, "teaching: rotate, scale", NULL},
+    {0, 0, "Esc Ctrl-C", NULL, "stop long work", NULL},
+};
+#define NBINDINGS ((int)(sizeof bindings / sizeof bindings[0]))
+
 static void global_key(tui *t, int ch)
 {
-    switch (ch) {
-    case 'q':
-    case KEY_F(10):
-        t->quit = 1;
-        break;
-    case '?':
-    case KEY_F(1):
-        t->show_help = 1;
-        break;
-    case ':':
-    case KEY_F(2):
-        tui_cmdline_start(t, "");
-        break;
-    case KEY_F(9):
-        tui_cmdline_start(t, "save ");
-        break;
-    case '\t':
-        t->focus = t->focus == &t->layers ? &t->dist : &t->layers;
-        break;
-    case 'h':
-        tui_exec(t, "rotate hadamard", TUI_ECHO);
-        break;
-    case 'r':
-        tui_exec(t, "rotate random", TUI_ECHO);
-        break;
-    case 'p':
-        tui_exec(t, "rotate pca", TUI_ECHO);
-        break;
-    case 's':
-        smooth(t);
-        break;
-    case '+':
-    case '=':
-        smooth_alpha(t, 0.05);
-        break;
-    case '-':
-        smooth_alpha(t, -0.05);
-        break;
-    case 'u':
-    case KEY_F(5):
-        tui_exec(t, "undo", TUI_ECHO);
-        break;
-    case 'U':
-    case KEY_F(6):
-        tui_exec(t, "redo", TUI_ECHO);
-        break;
-    case 'b':
-    case KEY_F(7):
-        change_bits(t, -1);
-        break;
-    case 'B':
-    case KEY_F(8):
-        change_bits(t, +1);
-        break;
-    case 'g':
-        cycle_granularity(t);
-        break;
-    case 'c':
-        cycle_clipping(t);
-        break;
-    case 'd':
-    case KEY_F(3):
-        t->view = (dist_view)((t->view + 1) % DIST_NVIEWS);
-        break;
-    case 'w':
-        t->dist_side_w = !t->dist_side_w;
-        t->channel = -1;
-        refresh_channels(t);
-        break;
-    case 't':
-    case KEY_F(4):
-        t->demo_mode = !t->demo_mode;
-        if (t->demo_mode && t->demo.key)
-            t->demo.key(t, &t->demo, 0); /* lets the demo start its model */
-        break;
-    case KEY_PPAGE:
-        t->out_scroll += t->output.r.h - 2;
-        break;
-    case KEY_NPAGE:
-        t->out_scroll = t->out_scroll > t->output.r.h - 2 ? t->out_scroll - (t->output.r.h - 2) : 0;
-        break;
-    case 12: /* Ctrl-L */
-        clearok(stdscr, TRUE);
-        break;
-    default:
-        break;
+    for (int i = 0; i < NBINDINGS; i++)
+        if (bindings[i].action && ch && (ch == bindings[i].key || ch == bindings[i].alt)) {
+            bindings[i].action(t);
+            return;
+        }
+}
+
+static void draw_fkeys(tui *t)
+{
+    int y = t->rows - 1, x = 0;
+    move(y, 0);
+    clrtoeol();
+    for (int f = 1; f <= 10 && x < t->cols; f++) {
+        const char *label = "";
+        for (int i = 0; i < NBINDINGS; i++)
+            if (bindings[i].alt == KEY_F(f) && bindings[i].fkey_label)
+                label = bindings[i].fkey_label;
+        char num[4];
+        snprintf(num, sizeof num, "F%d", f);
+        tui_text(t, y, x, t->cols - x, num);
+        x += (int)strlen(num);
+        int w = t->cols / 10 - (int)strlen(num);
+        if (w < 5)
+            w = 5;
+        attron(tui_attr(t, TUI_PAIR_TITLE, A_REVERSE));
+        tui_textf(t, y, x, t->cols - x, "%-*.*s", w, w, label);
+        attroff(tui_attr(t, TUI_PAIR_TITLE, A_REVERSE));
+        x += w;
     }
+}
+
+/* The bindings in two columns (they fit a 24-line terminal that way). */
+static void draw_help(tui *t)
+{
+    int rows = (NBINDINGS + 1) / 2, w = 76, h = rows + 5;
+    tui_rect r = {(t->rows - h) / 2, (t->cols - w) / 2, h, w};
+    for (int j = 0; j < h; j++) {
+        move(r.y + j, r.x);
+        for (int i = 0; i < w; i++)
+            addch(' ');
+    }
+    tui_box(t, &r, "help", TUI_ECHO);
+    tui_text(t, r.y + 1, r.x + 2, w - 4, "Keys (each runs a command, so `save FILE` replays it):");
+    for (int i = 0; i < NBINDINGS; i++)
+        tui_textf(t, r.y + 2 + i % rows, r.x + 2 + (i / rows) * 37, 36, "%-11s %s", bindings[i].shown,
+                  bindings[i].help);
+    tui_text(t, r.y + h - 2, r.x + 2, w - 4, "Any key closes this help.");
 }
 
 static void handle_key(tui *t, int ch)
