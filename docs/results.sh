@@ -241,7 +241,7 @@ ostquant_section() {
   echo
   echo "## Exact commands"
   echo
-  echo "Each row is one \`qsur -c '...'\` run (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
+  echo "Each row is one \`qsur -c '...'\` run (paths shortened to \$SHARED, the shared data directory: \$QSUR_SHARED, default ../shared):"
   echo
   echo '```'
   for f in "$TMP"/t*.json; do

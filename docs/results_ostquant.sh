@@ -226,7 +226,7 @@ abl_row() {
   echo "  **no WOMI**: starts from Hadamards; **no learned scales**: scales stay 1; **CE**: cross"
   echo "  entropy against the next calibration token instead of KL-Top to the float model."
   echo
-  echo "Exact commands (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
+  echo "Exact commands (paths shortened to \$SHARED, the shared data directory: \$QSUR_SHARED, default ../shared):"
   echo
   echo '```'
   for id in "${ids[@]}"; do

@@ -6,6 +6,7 @@
 #include "check.h"
 #include "command.h"
 #include "layer_state.h"
+#include "complete.h"
 #include "repl.h"
 #include "session.h"
 
@@ -16,7 +17,7 @@ static char *cands(const session *s, const char *line, int *files)
     while (start > 0 && !strchr(" \t;\"'", line[start - 1]))
         start--;
     int f = 0;
-    char **c = repl_candidates(s, line, start, line + start, &f);
+    char **c = command_candidates(s, line, start, line + start, &f);
     if (files)
         *files = f;
     static char buf[4096];
@@ -26,7 +27,7 @@ static char *cands(const session *s, const char *line, int *files)
             strcat(buf, " ");
         strcat(buf, *p);
     }
-    repl_candidates_free(c);
+    command_candidates_free(c);
     return buf;
 }
 
@@ -112,7 +113,7 @@ int main(void)
     cands(&s, "save \"my f", &files); /* the helper starts the word at 'f' */
     CHECK(files == 1);
     int f2 = 0;
-    repl_candidates_free(repl_candidates(&s, "save \"my f", 6, "my f", &f2)); /* readline: at the quote */
+    command_candidates_free(command_candidates(&s, "save \"my f", 6, "my f", &f2)); /* readline: at the quote */
     CHECK(f2 == 1);
     /* workspace tensors: COMPLETE_TENSOR (use), and after a COMPLETE_WORDS
      * command's first argument */

@@ -11,6 +11,7 @@
 #include "qsur/clock.h"
 #include "layer_state.h"
 #include "model_session.h"
+#include "model_commands.h"
 #include "model_state.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "commands.h"
 #include "layer_state.h"
+#include "model_commands.h"
 #include "model_state.h"
 #include "plot.h"
 #include "channel_analysis.h"

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "commands.h"
 #include "layer_transform.h"
+#include "model_commands.h"
 #include "model_state.h"
 #include "qsur/loader.h"
 

@@ -9,6 +9,7 @@
 #include "qsur/clock.h"
 #include "commands.h"
 #include "layer_state.h"
+#include "model_commands.h"
 #include "model_state.h"
 #include "qsur/awq.h"
 #include "qsur/cqe.h"

@@ -1,6 +1,7 @@
 /* THE command table. Every front end dispatches through it; `help`, Tab
  * completion and docs/commands.md are generated from it (tests/test_docs.sh
- * fails when docs/commands.md drifts). Keep entries grouped as in DESIGN.md. */
+ * fails when docs/commands.md drifts). Entries are grouped by what they work on:
+ * load and look, quantize and measure, transform, model, session. */
 #include <stddef.h>
 #include "commands.h"
 

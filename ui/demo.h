@@ -1,6 +1,6 @@
 /* The `demo` teaching model: a 2-D Gaussian (one outlier axis, a chosen
  * correlation) whose 99 % confidence ellipse is drawn inside the quantization
- * square, with QSUR in closed form (DESIGN.md, d = 2):
+ * square, with QSUR in closed form (docs/qsur.md with d = 2):
  *     c^2  = chi-square(2 dof) alpha-quantile = -2 ln(1 - alpha)
  *     area = pi c^2 sqrt(det S)
  *     side = 2 max_i (|mu_i| + c sqrt(S_ii))            (symmetric square)

@@ -18,7 +18,7 @@
 #include "qsur/llama_rotate.h"
 #include "qsur/cqe_cross.h"
 #include "qsur/llama_wquant.h"
-#include "commands.h"
+#include "session.h"
 
 typedef struct model_state {
     qsur_llama_online_hadamard *w2_online, *qk_online; /* the hooks point here */
@@ -36,19 +36,5 @@ typedef struct model_state {
 } model_state;
 
 void model_state_free(model_state *ms);
-
-/* Applies s->wq / s->aq / s->kvq to the model (called by `quant`). */
-int model_apply_quant(session *s, report *r, qsur_error *err);
-/* `gptq model ...`, `quantease model ...`, `awq model ...`: o holds the
- * method and its options (calibration fields are filled from `calib`);
- * canon is the canonical command for the log. */
-int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, report *r,
-                 qsur_error *err);
-/* `cqe model window=K ...`: CQE+ cross-layer learning (qsur/cqe_cross.h) on
- * the `calib` sequences (at most `seqs`, default 8 when calib took all). */
-int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, report *r,
-                    qsur_error *err);
-/* `rotate model hadamard [SEED] [steps=...]` (argv after "model"). */
-int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *err);
 
 #endif

@@ -6,7 +6,6 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include "plot.h"
-#include "session.h"
 
 /* Eighth blocks: index = eighths filled (1..8). */
 static const char *const hblocks[9] = {"", "▏", "▎", "▍", "▌", "▋", "▊", "▉", "█"};
@@ -34,16 +33,6 @@ int plot_terminal_width(void)
     if (w <= 0)
         w = 80;
     return w < PLOT_MIN_WIDTH ? PLOT_MIN_WIDTH : w;
-}
-
-plot_style plot_style_for(const session *s)
-{
-    plot_style st;
-    st.width = plot_terminal_width();
-    st.height = PLOT_DEFAULT_HEIGHT;
-    st.utf8 = s->set.utf8;
-    st.color = s->set.color && s->set.format == FORMAT_HUMAN;
-    return st;
 }
 
 static int style_width(const plot_style *st)

@@ -17,7 +17,6 @@
 #include <stdint.h>
 #include "report.h"
 
-struct session;
 
 #define PLOT_MIN_WIDTH 40
 #define PLOT_DEFAULT_HEIGHT 10
@@ -36,10 +35,6 @@ typedef struct {
 
 /* Terminal width: $COLUMNS, else TIOCGWINSZ on stdout, else 80; at least 40. */
 int plot_terminal_width(void);
-/* Style for a command's report: terminal width, the session's utf8, colour only
- * when s->set.color and human output (JSON text never carries escapes). */
-plot_style plot_style_for(const struct session *s);
-
 void plot_lines_free(plot_lines *p);
 /* Appends every line to the report (rep_line) and frees nothing. */
 void plot_lines_to_report(const plot_lines *p, report *r);

@@ -72,3 +72,13 @@ unsigned long long session_next_seed(session *s)
 {
     return s->set.seed++;
 }
+
+plot_style plot_style_for(const session *s)
+{
+    plot_style st;
+    st.width = plot_terminal_width();
+    st.height = PLOT_DEFAULT_HEIGHT;
+    st.utf8 = s->set.utf8;
+    st.color = s->set.color && s->set.format == FORMAT_HUMAN;
+    return st;
+}

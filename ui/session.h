@@ -62,6 +62,9 @@ typedef struct session {
     const struct qsur_ostquant *training;
     int training_shown;        /* QSUR tables of `training` the REPL has printed */
     demo_state demo;           /* the `demo` teaching model (zeroed: not started) */
+    /* The full-screen front end `tui` opens: set by main.c, which knows the
+     * front ends (the command layer below them must not); NULL: none. */
+    int (*open_tui)(struct session *s, qsur_error *err);
 } session;
 
 void session_init(session *s, FILE *out);
@@ -74,5 +77,9 @@ void session_log_append(session *s, const char *line);
 
 /* Next seed for a command given none (logged explicitly so replays match). */
 unsigned long long session_next_seed(session *s);
+
+/* Style for a command's report: terminal width, the session's utf8, colour only
+ * when s->set.color and human output (JSON text never carries escapes). */
+plot_style plot_style_for(const session *s);
 
 #endif

@@ -5,7 +5,7 @@
 #include <curses.h>
 #include <stdlib.h>
 #include <string.h>
-#include "repl.h"
+#include "complete.h"
 #include "tui_panel.h"
 
 #define PROMPT ":"
@@ -67,14 +67,14 @@ static void complete(tui *t)
     snprintf(prefix, sizeof prefix, "%.*s", t->cursor - start, t->line + start);
     snprintf(upto, sizeof upto, "%.*s", t->cursor, t->line);
     int want_files = 0;
-    char **c = repl_candidates(t->s, upto, start, prefix, &want_files);
+    char **c = command_candidates(t->s, upto, start, prefix, &want_files);
     int n = 0;
     while (c && c[n])
         n++;
     if (n == 0) {
         tui_status(t, want_files ? "type the file name (no file completion here)" : "no completion for '%s'",
                    prefix);
-        repl_candidates_free(c);
+        command_candidates_free(c);
         return;
     }
     /* Longest common prefix of the candidates. */
@@ -100,7 +100,7 @@ static void complete(tui *t)
             o += (size_t)snprintf(list + o, sizeof list - o, "%s ", c[i]);
         tui_status(t, "%s", list);
     }
-    repl_candidates_free(c);
+    command_candidates_free(c);
 }
 
 static void run_line(tui *t)
