@@ -2,9 +2,11 @@
 # Installs the Debian 12 packages qsur needs to build and test, when any is missing.
 # Used by the README's first command and by tests/run_all.sh (and so by CI).
 set -euo pipefail
+# libFuzzer for tests/fuzz/run.sh (clang, libclang-rt-14-dev) and llvm-symbolizer (llvm)
+fuzz_pkgs=(clang libclang-rt-14-dev llvm)
 pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libncurses-dev libreadline-dev tmux)
 missing=()
-for p in "${pkgs[@]}"; do
+for p in "${pkgs[@]}" "${fuzz_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -99,6 +99,24 @@ static size_t put_utf8(char *o, unsigned cp)
     return 4;
 }
 
+/* Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+               : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F) || (c == 0xF0 && s[1] < 0x90) ||
+        (c == 0xF4 && s[1] > 0x8F))
+        return 0;
+    return len;
+}
+
 /* p->pos is at the opening quote. An escape never produces more bytes than
  * it occupies (\uXXXX -> at most 3, a surrogate pair 12 -> 4), so the
  * decoded string fits in the raw length. */
@@ -123,6 +141,17 @@ static int parse_string(parser *p, char **out)
         if (c < 0x20) {
             free(o);
             return fail_at(p, "raw control character in string");
+        }
+        if (c >= 0x80) {
+            size_t n = utf8_len((const unsigned char *)p->s + p->pos, end - p->pos);
+            if (n == 0) {
+                free(o);
+                return fail_at(p, "invalid UTF-8 in string");
+            }
+            memcpy(o + k, p->s + p->pos, n);
+            k += n;
+            p->pos += n;
+            continue;
         }
         if (c != '\\') {
             o[k++] = (char)c;

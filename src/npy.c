@@ -44,9 +44,10 @@ static int read_str(hdr_cursor *c, char *out, size_t n)
     char q = *c->s++;
     size_t k = 0;
     while (c->s < c->end && *c->s != q) {
-        if (*c->s == '\\' || k + 1 >= n)
+        unsigned char ch = (unsigned char)*c->s;
+        if (ch == '\\' || ch < 0x20 || ch >= 0x7f || k + 1 >= n)
             return qsur_fail(c->err, QSUR_ERR_FORMAT,
-                             "%s: .npy header: unsupported or overlong string", c->path);
+                             "%s: .npy header: unsupported character or overlong string", c->path);
         out[k++] = *c->s++;
     }
     if (c->s >= c->end)
@@ -117,11 +118,10 @@ static void default_name(const char *path, char *out)
     out[n] = '\0';
 }
 
-int qsur_npy_parse(const unsigned char *data, size_t size, const char *path,
-                   const char *name, qsur_tensor **out, const qsur_progress *progress,
-                   qsur_error *err)
+int qsur_npy_parse_header(const unsigned char *data, size_t size, const char *path,
+                          qsur_npy_header *h, qsur_error *err)
 {
-    *out = NULL;
+    memset(h, 0, sizeof *h);
     if (size == 0)
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: empty file (expected a .npy header)", path);
     if (size < 10)
@@ -152,11 +152,14 @@ int qsur_npy_parse(const unsigned char *data, size_t size, const char *path,
         return qsur_fail(err, QSUR_ERR_FORMAT,
                          "%s: .npy header length %zu runs past the end of the file (%zu bytes)",
                          path, hlen, size);
+    /* numpy evaluates the header as a Python literal: a NUL byte is a syntax
+     * error there, and so is anything but whitespace after the closing '}' */
+    if (memchr(data + hstart, '\0', hlen))
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: .npy header contains a NUL byte", path);
 
     hdr_cursor c = {(const char *)data + hstart, (const char *)data + hstart + hlen, path, err};
-    char descr[32] = "";
-    int fortran = -1, ndim = -1, have_descr = 0;
-    int64_t shape[QSUR_MAX_DIMS];
+    int fortran = -1, have_descr = 0;
+    h->ndim = -1;
     int rc = expect_char(&c, '{');
     if (rc)
         return rc;
@@ -170,11 +173,11 @@ int qsur_npy_parse(const unsigned char *data, size_t size, const char *path,
         if ((rc = read_str(&c, key, sizeof key)) || (rc = expect_char(&c, ':')))
             return rc;
         skip_ws(&c);
-        if (strcmp(key, "descr") == 0) {
-            if ((rc = read_str(&c, descr, sizeof descr)))
+        if (strcmp(key, "descr") == 0 && !have_descr) {
+            if ((rc = read_str(&c, h->descr, sizeof h->descr)))
                 return rc;
             have_descr = 1;
-        } else if (strcmp(key, "fortran_order") == 0) {
+        } else if (strcmp(key, "fortran_order") == 0 && fortran < 0) {
             if (word_is(&c, "True"))
                 fortran = 1;
             else if (word_is(&c, "False"))
@@ -182,13 +185,13 @@ int qsur_npy_parse(const unsigned char *data, size_t size, const char *path,
             else
                 return qsur_fail(err, QSUR_ERR_FORMAT,
                                  "%s: .npy header: fortran_order must be True or False", path);
-        } else if (strcmp(key, "shape") == 0) {
-            if ((rc = read_shape(&c, &ndim, shape)))
+        } else if (strcmp(key, "shape") == 0 && h->ndim < 0) {
+            if ((rc = read_shape(&c, &h->ndim, h->shape)))
                 return rc;
         } else {
             return qsur_fail(err, QSUR_ERR_FORMAT,
-                             "%s: .npy header: unexpected key '%s' (expected descr, "
-                             "fortran_order, shape)", path, key);
+                             "%s: .npy header: unexpected or repeated key '%s' (expected descr, "
+                             "fortran_order, shape once each)", path, key);
         }
         skip_ws(&c);
         if (c.s < c.end && *c.s == ',')
@@ -196,11 +199,62 @@ int qsur_npy_parse(const unsigned char *data, size_t size, const char *path,
         else if (c.s >= c.end || *c.s != '}')
             return qsur_fail(err, QSUR_ERR_FORMAT, "%s: .npy header: expected ',' or '}'", path);
     }
-    if (!have_descr || fortran < 0 || ndim < 0)
+    skip_ws(&c);
+    if (c.s < c.end)
+        return qsur_fail(err, QSUR_ERR_FORMAT,
+                         "%s: .npy header: unexpected '%c' after the closing '}' (numpy rejects "
+                         "the file)", path, *c.s >= 0x20 && *c.s < 0x7f ? *c.s : '?');
+    if (!have_descr || fortran < 0 || h->ndim < 0)
         return qsur_fail(err, QSUR_ERR_FORMAT,
                          "%s: .npy header lacks %s (expected descr, fortran_order and shape)",
                          path, !have_descr ? "descr" : fortran < 0 ? "fortran_order" : "shape");
+    if (fortran)
+        return qsur_fail(err, QSUR_ERR_FORMAT,
+                         "%s: fortran_order True not supported (expected C order; save with "
+                         "np.ascontiguousarray)", path);
+    if (h->ndim == 0)
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: .npy scalar with 0 dimensions (expected 1..%d)",
+                         path, QSUR_MAX_DIMS);
+    h->numel = 1;
+    for (int i = 0; i < h->ndim; i++) {
+        size_t u = strlen(h->shape_text);
+        snprintf(h->shape_text + u, sizeof h->shape_text - u, i ? "x%lld" : "%lld",
+                 (long long)h->shape[i]);
+        if (qsur_mul_size(h->numel, (size_t)h->shape[i], &h->numel) != 0)
+            return qsur_fail(err, QSUR_ERR_FORMAT, "%s: .npy shape %s overflows", path,
+                             h->shape_text);
+    }
+    if (h->numel == 0)
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: zero-size array (shape %s)", path,
+                         h->shape_text);
+    h->data_offset = hstart + hlen;
+    return QSUR_OK;
+}
 
+int qsur_npy_check_data(const qsur_npy_header *h, size_t item, uint64_t file_size,
+                        const char *path, qsur_error *err)
+{
+    size_t bytes;
+    if (qsur_mul_size(h->numel, item, &bytes) != 0)
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: .npy shape %s overflows", path, h->shape_text);
+    if (file_size - h->data_offset != bytes)
+        return qsur_fail(err, QSUR_ERR_FORMAT,
+                         "%s: shape %s x %zu-byte '%s' needs %zu data bytes but the file holds "
+                         "%llu", path, h->shape_text, item, h->descr, bytes,
+                         (unsigned long long)(file_size - h->data_offset));
+    return QSUR_OK;
+}
+
+int qsur_npy_parse(const unsigned char *data, size_t size, const char *path,
+                   const char *name, qsur_tensor **out, const qsur_progress *progress,
+                   qsur_error *err)
+{
+    *out = NULL;
+    qsur_npy_header h;
+    int rc = qsur_npy_parse_header(data, size, path, &h, err);
+    if (rc)
+        return rc;
+    const char *descr = h.descr;
     size_t item;
     if (strcmp(descr, "<f4") == 0)
         item = 4;
@@ -220,30 +274,11 @@ int qsur_npy_parse(const unsigned char *data, size_t size, const char *path,
         return qsur_fail(err, QSUR_ERR_FORMAT,
                          "%s: dtype '%s' not supported (expected '<f4', '<f8' or '<f2')", path,
                          descr);
-    if (fortran)
-        return qsur_fail(err, QSUR_ERR_FORMAT,
-                         "%s: fortran_order True not supported (expected C order; save with "
-                         "np.ascontiguousarray)", path);
-    if (ndim == 0)
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: .npy scalar with 0 dimensions (expected 1..%d)",
-                         path, QSUR_MAX_DIMS);
-    size_t numel = 1, bytes;
-    char shp[96] = "";
-    for (int i = 0; i < ndim; i++) {
-        size_t u = strlen(shp);
-        snprintf(shp + u, sizeof shp - u, i ? "x%lld" : "%lld", (long long)shape[i]);
-        if (qsur_mul_size(numel, (size_t)shape[i], &numel) != 0)
-            return qsur_fail(err, QSUR_ERR_FORMAT, "%s: .npy shape %s overflows", path, shp);
-    }
-    if (numel == 0)
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: zero-size array (shape %s)", path, shp);
-    if (qsur_mul_size(numel, item, &bytes) != 0)
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: .npy shape %s overflows", path, shp);
-    size_t dstart = hstart + hlen;
-    if (size - dstart != bytes)
-        return qsur_fail(err, QSUR_ERR_FORMAT,
-                         "%s: shape %s x %zu-byte '%s' needs %zu data bytes but the file holds "
-                         "%zu", path, shp, item, descr, bytes, size - dstart);
+    if ((rc = qsur_npy_check_data(&h, item, size, path, err)))
+        return rc;
+    size_t numel = h.numel, dstart = h.data_offset;
+    int ndim = h.ndim;
+    const int64_t *shape = h.shape;
 
     char nm[QSUR_NAME_MAX];
     if (name)

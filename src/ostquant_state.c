@@ -1,5 +1,7 @@
 /* OSTQuant state file: parameters, optimiser moments, log (layout: the
  * comment of qsur_ostquant_save in qsur/ostquant.h). */
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -231,15 +233,72 @@ static int m_num(const qsur_safetensors *st, const char *k, double *x, qsur_erro
     return QSUR_OK;
 }
 
-static int m_int(const qsur_safetensors *st, const char *k, int *x, qsur_error *err)
+/* A number that must be finite and in [lo, hi]. */
+static int m_real(const qsur_safetensors *st, const char *k, double lo, double hi, double *x, qsur_error *err)
 {
-    double d;
-    int rc = m_num(st, k, &d, err);
-    if (!rc && (d != floor(d) || fabs(d) > 2e9))
-        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" is not an integer", st->path, k);
-    if (!rc)
-        *x = (int)d;
+    int rc = m_num(st, k, x, err);
+    if (!rc && !(*x >= lo && *x <= hi))
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" = %g is not in [%g, %g]", st->path, k, *x,
+                         lo, hi);
     return rc;
+}
+
+/* A decimal integer literal (what save writes: digits after an optional '-';
+ * no exponent, fraction or hex), parsed as an integer so that no value
+ * reaches a float-to-int cast. Returns 0 with its sign and magnitude, or -1. */
+static int m_integer(const qsur_safetensors *st, const char *k, const char **v, int *neg,
+                     unsigned long long *mag, qsur_error *err)
+{
+    if (m_str(st, k, v, err))
+        return -1;
+    *neg = (*v)[0] == '-';
+    const char *d = *v + *neg;
+    char *end;
+    errno = 0;
+    *mag = strtoull(d, &end, 10);
+    return d[0] >= '0' && d[0] <= '9' && !*end && errno != ERANGE ? 0 : -1;
+}
+
+static int m_i64(const qsur_safetensors *st, const char *k, int64_t lo, int64_t hi, int64_t *x, qsur_error *err)
+{
+    const char *v = NULL;
+    int neg = 0;
+    unsigned long long mag = 0;
+    int bad = m_integer(st, k, &v, &neg, &mag, err) || mag > (unsigned long long)INT64_MAX;
+    int64_t n = bad ? 0 : neg ? -(int64_t)mag : (int64_t)mag;
+    if (bad || n < lo || n > hi)
+        return v ? qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not an integer in [%lld, %lld]",
+                             st->path, k, v, (long long)lo, (long long)hi) : QSUR_ERR_FORMAT;
+    *x = n;
+    return QSUR_OK;
+}
+
+static int m_int(const qsur_safetensors *st, const char *k, int lo, int hi, int *x, qsur_error *err)
+{
+    int64_t n = 0;
+    int rc = m_i64(st, k, lo, hi, &n, err);
+    if (!rc)
+        *x = (int)n;
+    return rc;
+}
+
+/* The seed is a full uint64 (strtoull alone would take "-1"). */
+static int m_u64(const qsur_safetensors *st, const char *k, uint64_t *x, qsur_error *err)
+{
+    const char *v = NULL;
+    int neg = 0;
+    unsigned long long mag = 0;
+    if (m_integer(st, k, &v, &neg, &mag, err) || (neg && mag))
+        return v ? qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not an integer in [0, 2^64)",
+                             st->path, k, v) : QSUR_ERR_FORMAT;
+    *x = mag;
+    return QSUR_OK;
+}
+
+/* A float from a log tensor that is stored as a whole number in [0, hi]. */
+static int whole(float f, double hi)
+{
+    return f >= 0 && f <= hi && f == floorf(f);
 }
 
 static int read_arr(const qsur_safetensors *st, const char *name, double *dst, int64_t n, qsur_error *err)
@@ -296,6 +355,11 @@ static int read_qsur_log(const qsur_safetensors *st, qsur_ostquant *o, qsur_erro
             break;
         }
         o->nqlog = i + 1;
+        if (!whole(r[0], INT_MAX) || !whole(r[3], 9007199254740992.0)) {
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: qsur_log row %d: step %g / tokens %g is not a whole number "
+                           "in range", st->path, i * nsites, (double)r[0], (double)r[3]);
+            break;
+        }
         q->step = (int)r[0];
         q->n_layers = c->n_layers;
         q->nsites = nsites;
@@ -306,7 +370,7 @@ static int read_qsur_log(const qsur_safetensors *st, qsur_ostquant *o, qsur_erro
             qsur_site_qsur *sq = &q->sites[j];
             sq->layer = j / QSUR_SITE_COUNT;
             sq->site = j % QSUR_SITE_COUNT;
-            if ((int)r[0] != q->step || (int)r[1] != sq->layer || (int)r[2] != sq->site) {
+            if (r[0] != (float)q->step || r[1] != (float)sq->layer || r[2] != (float)sq->site) {
                 rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: qsur_log row %d is not step %d layer %d site %d", st->path,
                                i * nsites + j, q->step, sq->layer, sq->site);
                 break;
@@ -336,8 +400,7 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
     const char *v;
     qsur_ostquant_opts op = qsur_ostquant_default();
     qsur_quant_spec ws, as, ks;
-    int tmp = 0, step = 0, nlog = 0, best_step = 0;
-    double x = 0;
+    int step = 0, nlog = 0, best_step = 0;
     rc = m_str(st, "qsur.kind", &v, err);
     if (!rc && strcmp(v, "ostquant-state"))
         rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: qsur.kind is \"%s\" (expected ostquant-state)", path, v);
@@ -357,34 +420,47 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
             rc = qsur_fail(err, QSUR_ERR_ARG, "%s: the state was trained from different weights than the loaded "
                            "model (weight hash %s, loaded %s): load the model it started from", path, v, want);
     }
+    if (!rc && !(rc = m_str(st, "version", &v, err)) && strcmp(v, "1"))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: state file version \"%s\" (this qsur reads version 1)", path, v);
     if (!rc)
-        rc = m_int(st, "steps", &op.steps, err);
+        rc = m_real(st, "lr", 0, 1e6, &op.lr, err);
     if (!rc)
-        rc = m_num(st, "lr", &op.lr, err);
-    if (!rc)
-        rc = m_num(st, "lr_scale", &op.lr_scale, err);
-    if (!rc && !(rc = m_str(st, "loss", &v, err)))
-        op.loss = !strcmp(v, "ce") ? QSUR_OSTQ_CE : !strcmp(v, "mse") ? QSUR_OSTQ_MSE : QSUR_OSTQ_KLTOP;
-    int *ints[] = {&op.topk, &op.womi, &op.learn_scales, &op.batch, &op.seq_len, &op.max_seqs,
+        rc = m_real(st, "lr_scale", 0, 1e6, &op.lr_scale, err);
+    if (!rc && !(rc = m_str(st, "loss", &v, err))) {
+        int l = QSUR_OSTQ_KLTOP;
+        while (l <= QSUR_OSTQ_MSE && strcmp(v, qsur_ostquant_loss_name((qsur_ostquant_loss)l)))
+            l++;
+        if (l > QSUR_OSTQ_MSE)
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"loss\" = \"%s\" (expected kltop, ce or mse)",
+                           path, v);
+        else
+            op.loss = (qsur_ostquant_loss)l;
+    }
+    /* the ranges of the command's options (and what save can write) */
+    static const struct { const char *key; int lo, hi; } ik[] = {
+        {"steps", 0, 1000000}, {"topk", 1, 1 << 20}, {"womi", 0, 1}, {"learn_scales", 0, 1},
+        {"batch", 1, 4096}, {"seq_len", 0, 1 << 20}, {"max_seqs", 0, 1 << 20}, {"eval_every", 0, 1000000},
+        {"eval_seqs", 0, 1 << 20}, {"kv_hadamard", 0, 1}, {"step", 0, 1000000}, {"nlog", 0, 1000001},
+        {"best_step", 0, 1000000}};
+    int *ints[] = {&op.steps, &op.topk, &op.womi, &op.learn_scales, &op.batch, &op.seq_len, &op.max_seqs,
                    &op.eval_every, &op.eval_seqs, &op.kv_hadamard, &step, &nlog, &best_step};
-    const char *ik[] = {"topk", "womi", "learn_scales", "batch", "seq_len", "max_seqs", "eval_every",
-                        "eval_seqs", "kv_hadamard", "step", "nlog", "best_step"};
-    for (int i = 0; i < 12 && !rc; i++)
-        rc = m_int(st, ik[i], ints[i], err);
-    if (!rc && !(rc = m_num(st, "seed", &x, err)))
-        op.seed = (uint64_t)x;
+    for (int i = 0; i < 13 && !rc; i++)
+        rc = m_int(st, ik[i].key, ik[i].lo, ik[i].hi, ints[i], err);
+    if (!rc)
+        rc = m_u64(st, "seed", &op.seed, err);
     /* live-QSUR settings: absent in state files written before them */
     if (!rc && qsur_safetensors_meta(st, "qsur_every"))
-        rc = m_int(st, "qsur_every", &op.qsur_every, err);
+        rc = m_int(st, "qsur_every", 0, 1000000, &op.qsur_every, err);
     if (!rc && qsur_safetensors_meta(st, "qsur_tokens"))
-        rc = m_int(st, "qsur_tokens", &op.qsur_tokens, err);
+        rc = m_int(st, "qsur_tokens", 1, 1 << 24, &op.qsur_tokens, err);
     const char *sk[3] = {"wspec", "aspec", "kvspec"};
     qsur_quant_spec *sp[3] = {&ws, &as, &ks};
     for (int i = 0; i < 3 && !rc; i++)
         if (!(rc = m_str(st, sk[i], &v, err)) && qsur_quant_spec_parse(v, sp[i]))
             rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata %s = \"%s\" is malformed", path, sk[i], v);
-    if (!rc && (step < 0 || nlog < 0 || nlog > step + 1))
-        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: step %d / nlog %d out of range", path, step, nlog);
+    if (!rc && (nlog > step + 1 || best_step > step))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: step %d / nlog %d / best_step %d out of range (nlog <= step + 1, "
+                       "best_step <= step)", path, step, nlog, best_step);
     qsur_ostquant *o = NULL;
     if (!rc)
         rc = qsur_ostquant_new(&o, base, &op, &ws, &as, &ks, err);
@@ -406,9 +482,11 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
         o->opt_ov[i]->v = ov_v[i];
         memcpy(o->opt_ov[i]->m, ov_m + i * hs2, (size_t)hs2 * sizeof(double));
     }
-    double t_res = 0, t_ov = 0, t_ls = 0;
+    int64_t t_res = 0, t_ov = 0, t_ls = 0;
     if (!rc)
         rc = m_num(st, "best_loss", &o->best_ema, err);
+    if (!rc && isnan(o->best_ema))
+        rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"best_loss\" is NaN", path);
     if (!rc)
         rc = m_num(st, "ema", &o->ema, err);
     if (!rc)
@@ -416,16 +494,16 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
     if (!rc)
         rc = m_num(st, "adam_res.v", &o->opt_res->v, err);
     if (!rc)
-        rc = m_num(st, "adam_res.t", &t_res, err);
+        rc = m_i64(st, "adam_res.t", 0, INT64_C(1) << 53, &t_res, err);
     if (!rc)
-        rc = m_num(st, "adam_ov.t", &t_ov, err);
+        rc = m_i64(st, "adam_ov.t", 0, INT64_C(1) << 53, &t_ov, err);
     if (!rc)
-        rc = m_num(st, "adam_ls.t", &t_ls, err);
+        rc = m_i64(st, "adam_ls.t", 0, INT64_C(1) << 53, &t_ls, err);
     if (!rc) {
-        o->opt_res->t = (int64_t)t_res;
+        o->opt_res->t = t_res;
         for (int64_t i = 0; i < nov; i++)
-            o->opt_ov[i]->t = (int64_t)t_ov;
-        o->opt_ls->t = (int64_t)t_ls;
+            o->opt_ov[i]->t = t_ov;
+        o->opt_ls->t = t_ls;
         o->step = step;
         o->best_step = best_step;
     }
@@ -440,19 +518,31 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
         for (int i = 0; i < nlog && !rc; i++) {
             const float *r = lt->data + 4 * i;
-            o->log[i] = (qsur_ostquant_log){(int)r[0], r[1], r[2], r[3] < 0 ? NAN : r[3]};
+            if (!whole(r[0], 1000000))
+                rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: log row %d: step %g is not a whole number in [0, 1000000]",
+                               path, i, (double)r[0]);
+            else
+                o->log[i] = (qsur_ostquant_log){(int)r[0], r[1], r[2], r[3] < 0 ? NAN : r[3]};
         }
         if (!rc)
             o->nlog = o->caplog = nlog;
     }
     qsur_tensor_free(lt);
-    if (!rc && qsur_safetensors_meta(st, "qsur_alpha"))
+    if (!rc && qsur_safetensors_meta(st, "qsur_alpha")) {
         rc = m_num(st, "qsur_alpha", &o->qsur_opt.alpha, err);
-    if (!rc && (v = qsur_safetensors_meta(st, "qsur_cube")))
-        o->qsur_opt.cube = !strcmp(v, "asym") ? QSUR_CUBE_ASYM : QSUR_CUBE_SYM;
+        if (!rc && !(o->qsur_opt.alpha > 0 && o->qsur_opt.alpha < 1))
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"qsur_alpha\" = %g is not in (0, 1)", path,
+                           o->qsur_opt.alpha);
+    }
+    if (!rc && (v = qsur_safetensors_meta(st, "qsur_cube"))) {
+        if (strcmp(v, "asym") && strcmp(v, qsur_cube_name(QSUR_CUBE_SYM)))
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata \"qsur_cube\" = \"%s\" (expected %s or asym)", path,
+                           v, qsur_cube_name(QSUR_CUBE_SYM));
+        else
+            o->qsur_opt.cube = !strcmp(v, "asym") ? QSUR_CUBE_ASYM : QSUR_CUBE_SYM;
+    }
     if (!rc)
         rc = read_qsur_log(st, o, err);
-    (void)tmp;
     free(ov_v);
     free(ov_m);
     qsur_safetensors_close(st);

@@ -114,7 +114,7 @@ int main(void)
     const char *F4 = "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 4), }";
     const char *okst = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}";
     bytes b;
-    bad_case cases[64];
+    bad_case cases[96];
     int nc = 0;
 #define ADD(f, c, code_, s) cases[nc++] = (bad_case){f, c, code_, s}
 
@@ -158,6 +158,17 @@ int main(void)
     ADD("no_fortran_key.npy", b, QSUR_ERR_FORMAT, "lacks fortran_order");
     b = npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 4)", 0); put_f32(&b, 1, 16);
     ADD("unclosed_dict.npy", b, QSUR_ERR_FORMAT, "expected ',' or '}'");
+    /* issue 13: numpy's literal_eval refuses anything after the dict and any NUL */
+    b = npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 4), } x", 0); put_f32(&b, 1, 16);
+    ADD("garbage_after_dict.npy", b, QSUR_ERR_FORMAT, "unexpected 'x' after the closing '}'");
+    b = npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 4), }}", 0); put_f32(&b, 1, 16);
+    ADD("second_brace.npy", b, QSUR_ERR_FORMAT, "after the closing '}'");
+    b = npy(1, "{'descr': '<f4@', 'fortran_order': False, 'shape': (4, 4), }", 0); put_f32(&b, 1, 16);
+    *(unsigned char *)memchr(b.b, '@', b.n) = 0;
+    ADD("descr_nul.npy", b, QSUR_ERR_FORMAT, "NUL byte");
+    b = npy(1, "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (4, 4), }", 0);
+    put_f32(&b, 1, 16);
+    ADD("repeated_key.npy", b, QSUR_ERR_FORMAT, "repeated key 'descr'");
 
     /* ---- safetensors ---- */
     ADD("empty.safetensors", (bytes){0}, QSUR_ERR_FORMAT, "empty file");
@@ -202,6 +213,15 @@ int main(void)
     ADD("bf16_inf.safetensors", b, QSUR_ERR_NUMERIC, "non-finite value (inf) at element 1");
     b = st("[1,2,3]", 0, 0);
     ADD("array_header.safetensors", b, QSUR_ERR_FORMAT, "is a JSON array");
+    /* issue 13: names must be UTF-8 (the reference reader parses the header as a Rust str) */
+    b = st("{\"a\xff\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, 1);
+    ADD("name_not_utf8.safetensors", b, QSUR_ERR_FORMAT, "invalid UTF-8");
+    b = st("{\"a\xc0\xaf\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, 1);
+    ADD("name_overlong_utf8.safetensors", b, QSUR_ERR_FORMAT, "invalid UTF-8");
+    b = st("{\"a\xed\xa0\x80\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, 1);
+    ADD("name_surrogate_utf8.safetensors", b, QSUR_ERR_FORMAT, "invalid UTF-8");
+    b = st("{\"a\xe2\x82\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, 1);
+    ADD("name_truncated_utf8.safetensors", b, QSUR_ERR_FORMAT, "invalid UTF-8");
     b = st("{\"__metadata__\":{\"k\":3},\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, 1);
     ADD("bad_metadata.safetensors", b, QSUR_ERR_FORMAT, "__metadata__ \"k\" is a number");
 
@@ -285,6 +305,15 @@ int main(void)
     fclose(f);
     free(ok.b);
     CHECK(qsur_load_file(&ws, path, NULL, NULL, &err) == 1);
+    /* well-formed UTF-8 names (2- and 4-byte sequences) still load */
+    ok = st("{\"caf\xc3\xa9\xf0\x9f\x98\x80\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, 2);
+    snprintf(path, sizeof path, "%s/utf8.safetensors", dir);
+    f = fopen(path, "wb");
+    fwrite(ok.b, 1, ok.n, f);
+    fclose(f);
+    free(ok.b);
+    CHECK_MSG(qsur_load_file(&ws, path, NULL, NULL, &err) == 1, "%s", err.msg);
+    CHECK(qsur_workspace_find(&ws, "caf\xc3\xa9\xf0\x9f\x98\x80") != NULL);
     ok = l2c(good, 0, 0.01f);
     snprintf(path, sizeof path, "%s/good.bin", dir);
     f = fopen(path, "wb");
@@ -292,7 +321,7 @@ int main(void)
     fclose(f);
     free(ok.b);
     CHECK_MSG(qsur_load_file(&ws, path, "g.", NULL, &err) == 11, "%s", err.msg);
-    CHECK(ws.count == 13 && qsur_workspace_find(&ws, "good") &&
+    CHECK(ws.count == 14 && qsur_workspace_find(&ws, "good") &&
           qsur_workspace_find(&ws, "a") && qsur_workspace_find(&ws, "g.norm"));
     qsur_workspace_clear(&ws);
     printf("%d malformed files checked\n", nc);

@@ -2,6 +2,7 @@
  * parameters and optimiser moments to N + M steps in one go (same seed);
  * save -> load round-trips every array exactly (the hi/lo/lo2 float split);
  * a different base model, a missing file and a foreign file are refused. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,49 @@ static int same_trajectory(const qsur_ostquant *a, const qsur_ostquant *b)
     for (int i = 0; ok && i < a->cfg.n_layers * a->cfg.n_kv_heads; i++)
         ok = same(a->opt_ov[i]->m, b->opt_ov[i]->m, hs2) && a->opt_ov[i]->v == b->opt_ov[i]->v;
     return ok;
+}
+
+/* Copies the state file src to dst with metadata key's value replaced by val
+ * (the header is rewritten; data offsets are relative to the data section, so
+ * only the header length changes). */
+static int mutate(const char *src, const char *dst, const char *key, const char *val)
+{
+    FILE *f = fopen(src, "rb");
+    if (!f)
+        return -1;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)size);
+    size_t got = fread(b, 1, (size_t)size, f);
+    fclose(f);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--)
+        n = n << 8 | b[i];
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    char *hdr = malloc(n + 1);
+    memcpy(hdr, b + 8, n);
+    hdr[n] = 0;
+    char *at = strstr(hdr, pat);
+    if (got != (size_t)size || !at) {
+        free(b);
+        free(hdr);
+        return -1;
+    }
+    char *vs = at + strlen(pat), *ve = strchr(vs, '"');
+    size_t nn = (size_t)(vs - hdr) + strlen(val) + strlen(ve);
+    f = fopen(dst, "wb");
+    for (int i = 0; i < 8; i++)
+        fputc((int)((nn >> (8 * i)) & 0xff), f);
+    fwrite(hdr, 1, (size_t)(vs - hdr), f);
+    fputs(val, f);
+    fputs(ve, f);
+    fwrite(b + 8 + n, 1, (size_t)size - 8 - n, f);
+    fclose(f);
+    free(b);
+    free(hdr);
+    return 0;
 }
 
 int main(void)
@@ -115,6 +159,45 @@ int main(void)
     m->layers[2].w1.w[7] -= 1e-3f;
     rc = qsur_ostquant_load(&e, m, "/nonexistent/ostq.safetensors", &err);
     CHECK(rc != QSUR_OK && strstr(err.msg, "/nonexistent/ostq.safetensors"));
+    /* issue 13: every metadata value is validated as what save writes; each
+     * of these files was accepted before (the seed went through a float cast) */
+    static const char *const bad[][3] = {
+        {"seed", "1e308", "\"seed\" = \"1e308\" is not an integer"},
+        {"seed", "-1", "\"seed\" = \"-1\" is not an integer"},
+        {"seed", "nan", "is not an integer"},
+        {"seed", "18446744073709551616", "is not an integer in [0, 2^64)"},
+        {"version", "2", "version \"2\" (this qsur reads version 1)"},
+        {"loss", "kl", "\"loss\" = \"kl\" (expected kltop, ce or mse)"},
+        {"best_step", "999", "best_step 999 out of range"},
+        {"best_step", "-1", "\"best_step\" = \"-1\" is not an integer in [0, 1000000]"},
+        {"lr", "nan", "\"lr\" = nan is not in [0, 1e+06]"},
+        {"lr", "-0.5", "is not in"},
+        {"lr_scale", "inf", "is not in"},
+        {"seq_len", "2000000", "\"seq_len\" = \"2000000\" is not an integer in [0, 1048576]"},
+        {"seq_len", "1.5", "is not an integer"},
+        {"steps", "0x10", "is not an integer"},
+        {"batch", "0", "is not an integer in [1, 4096]"},
+        {"womi", "2", "is not an integer in [0, 1]"},
+        {"adam_res.t", "1e300", "is not an integer"},
+        {"qsur_alpha", "1.5", "\"qsur_alpha\" = 1.5 is not in (0, 1)"},
+        {"qsur_alpha", "nan", "is not in (0, 1)"},
+        {"qsur_cube", "box", "\"qsur_cube\" = \"box\""},
+        {"best_loss", "nan", "best_loss\" is NaN"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_MSG(mutate(path, path2, bad[i][0], bad[i][1]) == 0, "cannot rewrite %s", bad[i][0]);
+        rc = qsur_ostquant_load(&e, m, path2, &err);
+        CHECK_MSG(rc == QSUR_ERR_FORMAT && e == NULL && strstr(err.msg, bad[i][2]) && strstr(err.msg, path2),
+                  "%s = %s: rc %d, \"%s\" (expected \"%s\")", bad[i][0], bad[i][1], rc, err.msg, bad[i][2]);
+        qsur_ostquant_free(e);
+        e = NULL;
+    }
+    /* the largest seed is an integer like any other; the rewriter itself is sound */
+    CHECK(mutate(path, path2, "seed", "18446744073709551615") == 0);
+    CHECK_OK(qsur_ostquant_load(&e, m, path2, &err), err);
+    CHECK(e && e->opts.seed == UINT64_MAX);
+    qsur_ostquant_free(e);
+    e = NULL;
     /* a safetensors file that is not a state */
     qsur_tensor *one = NULL;
     int64_t n1 = 1;

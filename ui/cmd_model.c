@@ -275,7 +275,7 @@ int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
             return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N");
     }
     qsur_tokens t;
-    rc = qsur_tokens_load(&t, argv[0], (int)seqlen, s->model->cfg.vocab_size, err);
+    rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
     if (rc)
         return rc;
     qsur_llama_ppl p;
@@ -536,7 +536,7 @@ static int load_calib_tokens(session *s, qsur_tokens *t, qsur_error *err)
     const model_state *ms = s->mstate;
     if (!ms->has_calib)
         return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
-    return qsur_tokens_load(t, ms->calib_path, ms->calib_seqlen, s->model->cfg.vocab_size, err);
+    return qsur_tokens_read(t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, s->model->cfg.vocab_size, err);
 }
 
 /* After a whole-model weight quantizer ran: the model state records it, the

@@ -297,8 +297,8 @@ const opt_spec ostq_model_opts[] = {
     {"seed", OPT_INT, 0, 2147483647L, NULL, NULL, NULL, OPT_LOG_ALWAYS, "random seed (default: the session's next)"},
     {"no-womi", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "no WOMI initialisation"},
     {"no-scale", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "learn the rotations only"},
-    {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "uint16 calibration tokens (default: the file of `calib`)"},
-    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "uint16 tokens scored only"},
+    {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "calibration token file (default: the file of `calib`)"},
+    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "token file scored only"},
     {"state", OPT_FILE, 0, 0, NULL, NULL, "OUT", OPT_LOG_GIVEN, "optimiser state, saved at the end and on Ctrl-C"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
@@ -351,8 +351,8 @@ enum { OR_STEPS, OR_QSUR_EVERY, OR_CALIB, OR_EVAL, OR_STATE };
 const opt_spec ostq_resume_opts[] = {
     {"steps", OPT_INT, 1, 1000000, NULL, NULL, "M", OPT_LOG_ALWAYS, "more steps (default: the rest of the saved run)"},
     {"qsur-every", OPT_INT, 0, 1000000, NULL, NULL, NULL, OPT_LOG_GIVEN, "steps between live QSUR measurements"},
-    {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "uint16 calibration tokens (default: the file of `calib`)"},
-    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "uint16 tokens scored only"},
+    {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "calibration token file (default: the file of `calib`)"},
+    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "token file scored only"},
     {"state", OPT_FILE, 0, 0, NULL, NULL, "OUT", OPT_LOG_GIVEN, "optimiser state, saved at the end and on Ctrl-C"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 

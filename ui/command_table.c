@@ -243,18 +243,20 @@ const command command_table[] = {
     {"calib", 1, 5, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL,
      "calib FILE [seqs=N] [seqlen=N] [max_tokens=N] [seed=N]",
      "capture the model's calibration activations into the workspace",
-     "Runs seqs sequences of seqlen tokens of FILE (uint16 token stream; defaults 16 x 256)\n"
-     "through the FLOAT model and stores the input of every linear as layers.N.attention.in,\n"
-     "layers.N.attention.wo.in, layers.N.feed_forward.in, layers.N.feed_forward.w2.in (and K, V\n"
-     "as layers.N.attention.k/v). max_tokens=N keeps a seeded random subset of token positions.\n"
-     "`use layers.0.feed_forward.w2` then pairs the weight with its input. gptq/quantease/awq\n"
-     "model and smoothquant use these settings. Never calibrate on evaluation data.",
+     "Runs seqs sequences of seqlen tokens of FILE (a token file: .u16, .u32 or int32 .npy,\n"
+     "docs/model.md; defaults 16 x 256) through the FLOAT model and stores the input of every\n"
+     "linear as layers.N.attention.in, layers.N.attention.wo.in, layers.N.feed_forward.in,\n"
+     "layers.N.feed_forward.w2.in (and K, V as layers.N.attention.k/v). max_tokens=N keeps a\n"
+     "seeded random subset of token positions. `use layers.0.feed_forward.w2` then pairs the\n"
+     "weight with its input. gptq/quantease/awq model and smoothquant use these settings.\n"
+     "Never calibrate on evaluation data.",
      cmd_calib},
     {"ppl", 1, 4, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N]",
      "perplexity of the model (with its current quantization) on a token file",
-     "Splits FILE (uint16 tokens) into sequences of seqlen (default 256), scores every next\n"
-     "token of the first seqs sequences (default all) with the model as it is: quantized weights,\n"
-     "activation and KV quantization, online rotations. Ctrl-C stops it.",
+     "Splits FILE (a token file: .u16, .u32 or int32 .npy) into sequences of seqlen (default\n"
+     "256), scores every next token of the first seqs sequences (default all) with the model as\n"
+     "it is: quantized weights, activation and KV quantization, online rotations. Ctrl-C stops\n"
+     "it.",
      cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",

@@ -56,7 +56,7 @@ int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, q
     model_state *ms = s->mstate;
     qsur_llama *m = s->model;
     qsur_tokens t;
-    int rc = qsur_tokens_load(&t, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+    int rc = qsur_tokens_read(&t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, m->cfg.vocab_size, err);
     if (rc)
         return rc;
     int n = qsur_llama_linear_count(m);

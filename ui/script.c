@@ -49,9 +49,7 @@ int script_split_line(const char *line, int (*fn)(void *ctx, const char *cmd), v
     return rc;
 }
 
-/* Reads one logical line (joining lines that end in a backslash). Returns the
- * number of physical lines consumed, 0 at end of file. */
-static int read_logical_line(FILE *fp, char **buf, size_t *cap)
+int script_read_line(FILE *fp, char **buf, size_t *cap)
 {
     size_t len = 0;
     int lines = 0;
@@ -95,7 +93,7 @@ int script_run_stream(session *s, FILE *fp, const char *origin)
     char *buf = NULL;
     size_t cap = 0;
     int n;
-    while (!s->quit && (n = read_logical_line(fp, &buf, &cap)) > 0) {
+    while (!s->quit && (n = script_read_line(fp, &buf, &cap)) > 0) {
         int start = s->line + 1;
         s->line += n;
         int line_after = s->line;

@@ -17,6 +17,11 @@ int script_run_stream(struct session *s, FILE *fp, const char *origin);
 int script_run_file(struct session *s, const char *path, qsur_error *err);
 int script_run_string(struct session *s, const char *text, const char *origin);
 
+/* Reads one logical line into *buf (grown as needed; *cap its size), joining
+ * lines that end in a backslash. Returns the number of physical lines
+ * consumed, 0 at end of file. */
+int script_read_line(FILE *fp, char **buf, size_t *cap);
+
 /* Splits one logical line at ';' outside quotes and strips a '#' comment;
  * calls fn for each non-empty piece. Returns the first non-zero fn result. */
 int script_split_line(const char *line, int (*fn)(void *ctx, const char *cmd), void *ctx);

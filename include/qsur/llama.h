@@ -33,6 +33,7 @@
 #include "qsur/progress.h"
 #include "qsur/quant.h"
 #include "qsur/tensor.h"
+#include "qsur/tokens.h"
 #include "qsur/workspace.h"
 
 /* ---- configuration ------------------------------------------------------ */
@@ -253,19 +254,7 @@ void qsur_llama_swiglu(float *g, const float *u, int64_t n);
 
 /* ---- evaluation ---------------------------------------------------------- */
 
-/* A token stream (uint16 little-endian file) split into sequences. */
-typedef struct {
-    int *ids;          /* owned, n values */
-    int64_t n;
-    int seq_len;       /* the file's sequence length */
-} qsur_tokens;
-
-/* Loads path; the byte size must be even and the token count a positive
- * multiple of seq_len; every id must be < vocab_size (message names the file,
- * index and value). */
-int qsur_tokens_load(qsur_tokens *t, const char *path, int seq_len, int vocab_size,
-                     qsur_error *err);
-void qsur_tokens_free(qsur_tokens *t);
+/* Token files (qsur_tokens, qsur_tokens_load): qsur/tokens.h. */
 
 typedef struct {
     double nll;          /* mean negative log-likelihood per predicted token (nats) */
