@@ -148,6 +148,12 @@ int main(void)
     CHECK(files == 1);
     cands(&s, "ostquant resume f.st q", &files);
     CHECK(files == 0 && strcmp(cands(&s, "ostquant resume f.st q", NULL), "qsur-every=") == 0);
+    /* a method with its own options and a `model` sub-command */
+    CHECK_MSG(strcmp(cands(&s, "gptq ", NULL), "act damp= model") == 0, "[%s]", cands(&s, "gptq ", NULL));
+    CHECK(strcmp(cands(&s, "gptq model ", NULL), "act damp=") == 0);
+    CHECK(strcmp(cands(&s, "gptq act d", NULL), "damp=") == 0);
+    CHECK(strcmp(cands(&s, "cqe model steps=3 w", NULL), "window=") == 0);
+    CHECK(strcmp(cands(&s, "quantease model 3 i", NULL), "init=gptq init=rtn") == 0);
     /* every option of every spec is offered at positions 1, 2 and 3 */
     static const char *const subs[] = {"layer", "model", "resume"};
     static const char *const before[] = {"", "steps=1 ", "steps=1 no-scale "};

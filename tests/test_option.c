@@ -7,7 +7,10 @@
 #include "command.h"
 #include "commands.h"
 #include "option.h"
+#include "qsur/cqe.h"
+#include "qsur/gptq.h"
 #include "qsur/ostquant.h"
+#include "qsur/quantease.h"
 #include "qsur/ostquant_layer.h"
 #include "session.h"
 
@@ -63,7 +66,7 @@ static void check_text(void)
 {
     char buf[512];
     opt_usage(spec, buf, sizeof buf);
-    CHECK_MSG(!strcmp(buf, "n=N x=X loss=kltop|ce|mse file=OUT no-thing name=TEXT"), "[%s]", buf);
+    CHECK_MSG(!strcmp(buf, "n=N, x=X, loss=kltop|ce|mse, file=OUT, no-thing, name=TEXT"), "[%s]", buf);
     opt_args a;
     qsur_error err;
     CHECK_OK(parse(0, "x=0.1 file=\"a b\" name=q", &a, &err), err);
@@ -96,6 +99,16 @@ static void check_ostquant_defaults(void)
     CHECK_OK(opt_parse(ostq_layer_opts, 0, 0, NULL, &a, "", &err), err);
     qsur_ostquant_layer_opts l = qsur_ostquant_layer_default();
     CHECK(a.v[0].i == l.steps && a.v[1].d == l.lr && a.v[2].d == l.lr_scale && a.v[3].i == l.block);
+    /* the weight quantizers' specs */
+    CHECK_OK(opt_parse(gptq_opts, 0, 0, NULL, &a, "", &err), err);
+    qsur_gptq_opts g = qsur_gptq_default();
+    CHECK(a.v[0].i == g.act_order && a.v[1].d == g.percdamp);
+    CHECK_OK(opt_parse(quantease_opts, 0, 0, NULL, &a, "", &err), err);
+    qsur_quantease_opts q = qsur_quantease_default();
+    CHECK(a.v[0].d == q.outlier_frac && a.v[1].i == (q.init == QSUR_QE_INIT_GPTQ));
+    CHECK_OK(opt_parse(cqe_opts, 0, 0, NULL, &a, "", &err), err);
+    qsur_cqe_opts c = qsur_cqe_default();
+    CHECK(a.v[0].i == c.steps && a.v[1].d == c.lr && a.v[2].i == c.band && a.v[3].i == c.rank);
 }
 
 /* Through command_execute: sub-command errors, logging from the spec. */
@@ -115,6 +128,14 @@ static void check_dispatch(void)
           strstr(err.msg, "unknown option 'zz'"));
     CHECK(command_execute(&s, "ostquant model steps=x", &err) == QSUR_ERR_ARG && strstr(err.msg, "bad value in 'steps=x'"));
     CHECK(command_execute(&s, "ostquant", &err) == QSUR_ERR_ARG);
+    /* an entry with its own options and an optional `model` sub-command */
+    CHECK(command_execute(&s, "gptq damp=2", &err) == QSUR_ERR_ARG);
+    CHECK_MSG(!strcmp(err.msg, "gptq: bad value in 'damp=2' (act, damp=P)"), "[%s]", err.msg);
+    CHECK(command_execute(&s, "gptq model act2", &err) == QSUR_ERR_ARG);
+    CHECK_MSG(!strcmp(err.msg, "gptq: unknown option 'act2' (act, damp=P)"), "[%s]", err.msg);
+    CHECK(command_execute(&s, "quantease 3 4", &err) == QSUR_ERR_ARG && strstr(err.msg, "unknown option '4'"));
+    CHECK(command_execute(&s, "cqe window=2", &err) == QSUR_ERR_ARG && strstr(err.msg, "needs model mode"));
+    CHECK(command_execute(&s, "gptq model", &err) == QSUR_ERR_ARG && strstr(err.msg, "no model loaded"));
     CHECK(s.log.count == 0);
     fclose(s.out);
     session_free(&s);

@@ -79,36 +79,28 @@ static int job_end(session *s, wq_job *j, report *r, const char *method, double 
     return rc;
 }
 
-/* `METHOD model ...` selects the whole-model mode (model_state.h). */
-static int model_mode(int *argc, char ***argv)
-{
-    if (*argc > 0 && !strcmp((*argv)[0], "model")) {
-        (*argc)--;
-        (*argv)++;
-        return 1;
-    }
-    return 0;
-}
+/* Each method runs on the current layer (the entry's own options) or, as
+ * `METHOD model ...`, on every linear of the model (the sub-command entry);
+ * both share one handler, which tells them apart by the spec it got. */
+enum { GPTQ_ACT, GPTQ_DAMP };
+const opt_spec gptq_opts[] = {
+    {"act", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "quantize columns in decreasing H_jj order"},
+    {"damp", OPT_REAL, 0, 1, NULL, "0.01", "P", OPT_LOG_ALWAYS, "damping, times mean(diag H)"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
-int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
+static int run_gptq(session *s, int model, opt_args *a, report *r, qsur_error *err)
 {
     qsur_gptq_opts o = qsur_gptq_default();
-    int model = model_mode(&argc, &argv);
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "act"))
-            o.act_order = 1;
-        else if (!strncmp(argv[i], "damp=", 5) && !parse_double(argv[i] + 5, 0.0, 1.0, &o.percdamp))
-            ;
-        else
-            return option_fail(err, argv[i], "act, damp=P");
-    }
+    o.act_order = (int)a->v[GPTQ_ACT].i;
+    o.percdamp = a->v[GPTQ_DAMP].d;
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_GPTQ;
         mo.gptq = o;
-        char canon[96];
-        snprintf(canon, sizeof canon, "gptq model%s damp=%.17g", o.act_order ? " act" : "", o.percdamp);
-        return model_wquant(s, &mo, canon, r, err);
+        char *canon = opt_log_line("gptq model", a);
+        int rc = canon ? model_wquant(s, &mo, canon, r, err) : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+        free(canon);
+        return rc;
     }
     session_log_as(s, "%s", ""); /* the layer mode changes nothing */
     wq_job j;
@@ -126,31 +118,45 @@ int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
     return job_end(s, &j, r, "gptq", t0, err);
 }
 
-int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
+int cmd_gptq(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv;
+    return run_gptq(s, 0, a, r, err);
+}
+
+static int cmd_gptq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv;
+    return run_gptq(s, 1, a, r, err);
+}
+
+enum { QE_OUTLIERS, QE_INIT };
+const opt_spec quantease_opts[] = {
+    {"outliers", OPT_REAL, 0, 0.5, NULL, "0", "P", OPT_LOG_ALWAYS, "fraction of the weights kept in float"},
+    {"init", OPT_CHOICE, 0, 0, "rtn|gptq", "rtn", NULL, OPT_LOG_ALWAYS, "grid and start point"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+
+/* argv: [SWEEPS] */
+static int run_quantease(session *s, int model, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     qsur_quantease_opts o = qsur_quantease_default();
     long sweeps;
-    int model = model_mode(&argc, &argv);
-    for (int i = 0; i < argc; i++) {
-        if (!parse_long(argv[i], 1, 1000, &sweeps))
-            o.sweeps = (int)sweeps;
-        else if (!strncmp(argv[i], "outliers=", 9) && !parse_double(argv[i] + 9, 0.0, 0.5, &o.outlier_frac))
-            ;
-        else if (!strcmp(argv[i], "init=gptq"))
-            o.init = QSUR_QE_INIT_GPTQ;
-        else if (!strcmp(argv[i], "init=rtn"))
-            o.init = QSUR_QE_INIT_RTN;
-        else
-            return option_fail(err, argv[i], "SWEEPS, outliers=P, init=rtn|gptq");
-    }
+    if (argc > 0 && parse_long(argv[0], 1, 1000, &sweeps))
+        return option_fail(err, argv[0], "SWEEPS, outliers=P, init=rtn|gptq");
+    if (argc > 0)
+        o.sweeps = (int)sweeps;
+    o.outlier_frac = a->v[QE_OUTLIERS].d;
+    o.init = a->v[QE_INIT].i == 1 ? QSUR_QE_INIT_GPTQ : QSUR_QE_INIT_RTN;
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_QUANTEASE;
         mo.quantease = o;
-        char canon[128];
-        snprintf(canon, sizeof canon, "quantease model %d outliers=%.17g init=%s", o.sweeps, o.outlier_frac,
-                 o.init == QSUR_QE_INIT_GPTQ ? "gptq" : "rtn");
-        return model_wquant(s, &mo, canon, r, err);
+        char head[64];
+        snprintf(head, sizeof head, "quantease model %d", o.sweeps);
+        char *canon = opt_log_line(head, a);
+        int rc = canon ? model_wquant(s, &mo, canon, r, err) : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+        free(canon);
+        return rc;
     }
     session_log_as(s, "%s", "");
     wq_job j;
@@ -190,13 +196,23 @@ int cmd_quantease(session *s, int argc, char **argv, report *r, qsur_error *err)
     return job_end(s, &j, r, "quantease", t0, err);
 }
 
-int cmd_awq(session *s, int argc, char **argv, report *r, qsur_error *err)
+int cmd_quantease(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    return run_quantease(s, 0, argc, argv, a, r, err);
+}
+
+static int cmd_quantease_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    return run_quantease(s, 1, argc, argv, a, r, err);
+}
+
+const opt_spec awq_opts[] = {{NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}}; /* GRID only */
+
+/* argv: [GRID] */
+static int run_awq(session *s, int model, int argc, char **argv, report *r, qsur_error *err)
 {
     qsur_awq_opts o = qsur_awq_default();
     long grid;
-    int model = model_mode(&argc, &argv);
-    if (argc > 1)
-        return qsur_fail(err, QSUR_ERR_ARG, "usage: awq [model] [GRID]");
     if (argc == 1) {
         if (parse_long(argv[0], 1, 1000, &grid))
             return qsur_fail(err, QSUR_ERR_ARG, "expected a grid size 1..1000, got '%s'", argv[0]);
@@ -226,48 +242,60 @@ int cmd_awq(session *s, int argc, char **argv, report *r, qsur_error *err)
     return job_end(s, &j, r, "awq", t0, err);
 }
 
-int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
+int cmd_awq(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    qsur_cqe_opts o = qsur_cqe_default();
-    long v;
-    int window = -1; /* model mode: 0 = sequential layer scope, K > 0 cross-layer */
-    int model = model_mode(&argc, &argv);
-    for (int i = 0; i < argc; i++) {
-        if (!strncmp(argv[i], "steps=", 6) && !parse_long(argv[i] + 6, 0, 100000, &v))
-            o.steps = (int)v;
-        else if (!strncmp(argv[i], "lr=", 3) && !parse_double(argv[i] + 3, 0.0, 1.0, &o.lr))
-            ;
-        else if (!strncmp(argv[i], "band=", 5) && !parse_long(argv[i] + 5, 0, 1000, &v))
-            o.band = (int)v;
-        else if (!strncmp(argv[i], "rank=", 5) && !parse_long(argv[i] + 5, 0, 1L << 30, &v))
-            o.rank = v;
-        else if (!strncmp(argv[i], "window=", 7) && !parse_long(argv[i] + 7, 0, 1000, &v))
-            window = (int)v;
-        else
-            return option_fail(err, argv[i], "steps=N, lr=X, band=B, rank=R, window=K");
-    }
-    if (model && window < 0)
-        window = 2;
-    if (window >= 0 && !model)
-        return qsur_fail(err, QSUR_ERR_ARG, "window=K (cross-layer learning) needs model mode: `cqe model window=K`");
-    if (model && window > 0) {
+    (void)a;
+    return run_awq(s, 0, argc, argv, r, err);
+}
+
+static int cmd_awq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)a;
+    return run_awq(s, 1, argc, argv, r, err);
+}
+
+enum { CQE_STEPS, CQE_LR, CQE_BAND, CQE_RANK, CQE_WINDOW };
+const opt_spec cqe_opts[] = {
+    {"steps", OPT_INT, 0, 100000, NULL, "100", NULL, OPT_LOG_ALWAYS, "Adam steps"},
+    {"lr", OPT_REAL, 0, 1, NULL, "0.001", NULL, OPT_LOG_ALWAYS, "learning rate, times the rms singular value"},
+    {"band", OPT_INT, 0, 1000, NULL, "1", "B", OPT_LOG_ALWAYS, "band half-width of D (0: diagonal)"},
+    {"rank", OPT_INT, 0, 1L << 30, NULL, "0", "R", OPT_LOG_ALWAYS, "top singular triplets (0: all)"},
+    {"window", OPT_INT, 0, 1000, NULL, "2", "K", OPT_LOG_ALWAYS,
+     "model mode: blocks learned jointly (0: the layer scope per linear)"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+
+static int cqe_model(session *s, qsur_cqe_opts o, opt_args *a, report *r, qsur_error *err)
+{
+    int window = (int)a->v[CQE_WINDOW].i, rc;
+    char *canon = opt_log_line("cqe model", a);
+    if (!canon)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    if (window > 0) {
         qsur_cqe_cross_opts co = qsur_cqe_cross_default();
         co.layer = o;
         co.window = window;
-        char canon[160];
-        snprintf(canon, sizeof canon, "cqe model steps=%d lr=%.17g band=%d rank=%lld window=%d", o.steps, o.lr,
-                 o.band, (long long)o.rank, window);
-        return model_cqe_cross(s, &co, canon, r, err);
-    }
-    if (model) {
+        rc = model_cqe_cross(s, &co, canon, r, err);
+    } else {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_CQE;
         mo.cqe = o;
-        char canon[128];
-        snprintf(canon, sizeof canon, "cqe model steps=%d lr=%.17g band=%d rank=%lld window=0", o.steps, o.lr,
-                 o.band, (long long)o.rank);
-        return model_wquant(s, &mo, canon, r, err);
+        rc = model_wquant(s, &mo, canon, r, err);
     }
+    free(canon);
+    return rc;
+}
+
+static int run_cqe(session *s, int model, opt_args *a, report *r, qsur_error *err)
+{
+    qsur_cqe_opts o = qsur_cqe_default();
+    o.steps = (int)a->v[CQE_STEPS].i;
+    o.lr = a->v[CQE_LR].d;
+    o.band = (int)a->v[CQE_BAND].i;
+    o.rank = a->v[CQE_RANK].i;
+    if (a->v[CQE_WINDOW].given && !model)
+        return qsur_fail(err, QSUR_ERR_ARG, "window=K (cross-layer learning) needs model mode: `cqe model window=K`");
+    if (model)
+        return cqe_model(s, o, a, r, err);
     session_log_as(s, "%s", "");
     wq_job j;
     double t0 = qsur_seconds();
@@ -288,3 +316,24 @@ int cmd_cqe(session *s, int argc, char **argv, report *r, qsur_error *err)
     rep_num(r, "loss_ratio", "objective vs RTN", res.rtn_loss > 0 ? res.loss / res.rtn_loss : 1.0, "%.4f");
     return job_end(s, &j, r, "cqe", t0, err);
 }
+
+int cmd_cqe(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv;
+    return run_cqe(s, 0, a, r, err);
+}
+
+static int cmd_cqe_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv;
+    return run_cqe(s, 1, a, r, err);
+}
+
+/* The `model` sub-command of each method (the parent entries are in command_table.c). */
+#define MODEL_SUB(usage, npos, spec, run) \
+    {{"model", 0, npos, 0, COMPLETE_NONE, NULL, usage, "every linear of the model", NULL, NULL, NULL, spec, run}, \
+     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}}
+const command gptq_subs[] = MODEL_SUB("gptq model", 0, gptq_opts, cmd_gptq_model);
+const command quantease_subs[] = MODEL_SUB("quantease model [SWEEPS]", 1, quantease_opts, cmd_quantease_model);
+const command awq_subs[] = MODEL_SUB("awq model [GRID]", 1, awq_opts, cmd_awq_model);
+const command cqe_subs[] = MODEL_SUB("cqe model", 0, cqe_opts, cmd_cqe_model);

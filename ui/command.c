@@ -112,6 +112,19 @@ void command_opt_usage(const command *c, char *buf, size_t n)
 void command_each_option_line(const command *c, void (*fn)(void *ctx, const char *line), void *ctx)
 {
     char line[1400];
+    for (int i = 0; c->subs && c->opts && c->opts[i].key; i++) { /* the entry's own mode first */
+        char d[900];
+        opt_describe(&c->opts[i], d, sizeof d);
+        snprintf(line, sizeof line, "    %s", d);
+        if (i == 0) {
+            char usage[1024];
+            command_usage(c, usage, sizeof usage);
+            snprintf(line, sizeof line, "%s: %s", usage, c->summary);
+            fn(ctx, line);
+            snprintf(line, sizeof line, "    %s", d);
+        }
+        fn(ctx, line);
+    }
     for (const command *sub = c->subs ? c->subs : c; sub && sub->name; sub = c->subs ? sub + 1 : NULL) {
         if (!sub->opts && !c->subs)
             break;
@@ -197,11 +210,14 @@ static int run_command(session *s, const command *c, int argc, char **argv, qsur
     const command *e = c;
     int nargs = argc - 1, rc = QSUR_OK;
     char **args = argv + 1;
-    if (c->subs) {
-        e = pick_sub(c, args[0], &herr);
-        rc = e ? QSUR_OK : QSUR_ERR_ARG;
+    const command *sub = c->subs && nargs > 0 ? command_sub(c, args[0]) : NULL;
+    if (sub) {
+        e = sub;
         nargs--;
         args++;
+    } else if (c->subs && !c->run && !c->handler) { /* a sub-command is required */
+        e = nargs > 0 ? pick_sub(c, args[0], &herr) : NULL;
+        rc = QSUR_ERR_ARG;
     }
     if (!rc)
         rc = e->run || e->handler ? run_handler(s, e, nargs, args, &r, &herr) : QSUR_ERR_ARG;
@@ -249,7 +265,8 @@ int command_execute(session *s, const char *line, qsur_error *err)
     } else if (argc > 0 && !(c = command_find(argv[0]))) {
         rc = qsur_fail(err, QSUR_ERR_ARG, "%s: unknown command (try `help`)", argv[0]);
         report_error_only(s, argv[0], err->msg);
-    } else if (c && (argc - 1 < c->min_args || (c->max_args >= 0 && argc - 1 > c->max_args))) {
+    } else if (c && !c->opts && (argc - 1 < c->min_args || (c->max_args >= 0 && argc - 1 > c->max_args))) {
+        /* (an entry with options counts its positional words when they are parsed) */
         rc = arity_fail(c, c->name, argc - 1, err);
         report_error_only(s, c->name, err->msg);
     } else if (c) {

@@ -15,10 +15,6 @@ static const char *const set_words[] = {"format", "errexit", "echo", "color", "o
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
                                           "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search", NULL};
-static const char *const gptq_words[] = {"model", "act", "damp=0.01", NULL};
-static const char *const quantease_words[] = {"model", "outliers=0.005", "init=gptq", "init=rtn", NULL};
-static const char *const awq_words[] = {"model", NULL};
-static const char *const cqe_words[] = {"model", "steps=100", "lr=0.001", "band=1", "rank=0", "window=2", "window=0", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
@@ -102,7 +98,7 @@ const command command_table[] = {
      "A table of every metric on the original layer and after its transforms, with the\n"
      "change, and the channel absmax bars of both states on one scale ('!' = outlier).",
      cmd_compare},
-    {"gptq", 0, 3, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words, "gptq [model] [act] [damp=P]",
+    {"gptq", 0, 0, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "gptq [model]",
      "GPTQ the current layer's weight on its activations (or every linear of the model)",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
      "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
@@ -112,25 +108,23 @@ const command command_table[] = {
      "linears sharing an input ({wq,wk,wv} {wo} {w1,w3} {w2}) the calibration sequences (`calib`)\n"
      "are run again through the partly quantized model and the group is quantized on the captured\n"
      "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.",
-     cmd_gptq},
-    {"quantease", 0, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, quantease_words,
-     "quantease [model] [SWEEPS] [outliers=P] [init=rtn|gptq]",
+     NULL, gptq_subs, gptq_opts, cmd_gptq},
+    {"quantease", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "quantease [model] [SWEEPS]",
      "QuantEase coordinate descent on the current layer; objective per sweep",
      "Cyclic coordinate descent on ||XW^T - XQ^T||^2 with closed-form one-column updates\n"
      "(no matrix inversion), from RTN or GPTQ, SWEEPS passes (default 3); the objective\n"
      "never increases. outliers=P keeps a fraction P of the weights in float, chosen and\n"
      "updated jointly, and reports their memory overhead.\n"
      "`quantease model ...`: every linear, sequentially as `gptq model`.",
-     cmd_quantease},
-    {"awq", 0, 2, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, awq_words, "awq [model] [GRID]",
+     NULL, quantease_subs, quantease_opts, cmd_quantease},
+    {"awq", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "awq [model] [GRID]",
      "AWQ activation-aware channel scaling search on the current layer",
      "Searches s_j = mean|X_j|^a over a grid of GRID+1 exponents in [0,1] (default 20),\n"
      "quantizes W diag(s), unscales, and keeps the a with the lowest output error.\n"
      "`awq model [GRID]`: every linear, sequentially as `gptq model`; the scale stays inside\n"
      "the fake-quantized weight quant(W diag(s)) diag(1/s) (exact for weight-only quantization).",
-     cmd_awq},
-    {"cqe", 0, 6, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, cqe_words,
-     "cqe [model] [steps=N] [lr=X] [band=B] [rank=R] [window=K]",
+     NULL, awq_subs, awq_opts, cmd_awq},
+    {"cqe", 0, 0, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "cqe [model]",
      "CQE+ on the current layer: learn a banded D in W' = U(S+D)V^T through the quantizer",
      "CQE+ (arXiv 2407.15508) in the SVD basis W = U S V^T (dgesdd): quantizes\n"
      "W' = W + U_r D V_r^T, D zero outside the band |i-j| <= B (default 1; B=0 is LSI's\n"
@@ -142,7 +136,7 @@ const command command_table[] = {
      "model's residual stream after the window, on the `calib` sequences (8 unless `seqs=`).\n"
      "`cqe model window=0 ...`: the layer scope per linear, sequentially as `gptq model`.\n"
      "See docs/methods.md.",
-     cmd_cqe},
+     NULL, cqe_subs, cqe_opts, cmd_cqe},
 
     {"ostquant", 1, 20, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL,
      "ostquant layer|model|resume|status [OPTIONS]",

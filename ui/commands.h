@@ -49,11 +49,14 @@ HANDLER(cmd_calib);
 HANDLER(cmd_ppl);
 HANDLER(cmd_smoothquant);
 
-/* cmd_wquant.c */
-HANDLER(cmd_gptq);
-HANDLER(cmd_quantease);
-HANDLER(cmd_awq);
-HANDLER(cmd_cqe);
+/* cmd_wquant.c: the layer mode (typed options) and the `model` sub-command */
+#define OPT_HANDLER(name) int name(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+OPT_HANDLER(cmd_gptq);
+OPT_HANDLER(cmd_quantease);
+OPT_HANDLER(cmd_awq);
+OPT_HANDLER(cmd_cqe);
+extern const command gptq_subs[], quantease_subs[], awq_subs[], cqe_subs[];
+extern const opt_spec gptq_opts[], quantease_opts[], awq_opts[], cqe_opts[];
 /* cmd_demo.c (state: session.demo, see demo.h) */
 HANDLER(cmd_demo);
 /* cmd_sleep.c */

@@ -63,13 +63,16 @@ static void complete_args(const session *s, const command *c, char **args, int n
     if (!c)
         return;
     if (c->subs) {
-        if (nargs == 0) {
-            for (const command *sub = c->subs; sub->name; sub++)
-                cand_add(l, text, sub->name);
+        const command *sub = nargs > 0 ? command_sub(c, args[0]) : NULL;
+        if (sub) {
+            complete_args(s, sub, args + 1, nargs - 1, text, l, want_files);
             return;
         }
-        complete_args(s, command_sub(c, args[0]), args + 1, nargs - 1, text, l, want_files);
-        return;
+        if (nargs == 0)
+            for (sub = c->subs; sub->name; sub++)
+                cand_add(l, text, sub->name);
+        if (!c->opts) /* a sub-command is required */
+            return;
     }
     if (c->opts) {
         l->text = text;

@@ -134,8 +134,10 @@ void opt_usage(const opt_spec *spec, char *buf, size_t n)
     if (n)
         buf[0] = '\0';
     for (int i = 0; spec && spec[i].key && len + 1 < n; i++) {
-        if (i)
+        if (i && len + 3 < n) {
+            buf[len++] = ',';
             buf[len++] = ' ';
+        }
         opt_usage_word(&spec[i], buf + len, n - len);
         len += strlen(buf + len);
     }

@@ -71,7 +71,7 @@ int opt_parse(const opt_spec *spec, int max_pos, int argc, char **argv, opt_args
 
 /* One option as the usage shows it: "steps=N", "loss=kltop|ce|mse", "no-scale". */
 void opt_usage_word(const opt_spec *o, char *buf, size_t n);
-/* "steps=N lr=X loss=kltop|ce|mse no-scale calib=FILE" into buf. */
+/* "steps=N, lr=X, loss=kltop|ce|mse, no-scale, calib=FILE" into buf. */
 void opt_usage(const opt_spec *spec, char *buf, size_t n);
 
 /* One line for `help` and the docs: "steps=N  training steps; default 150; 0..1000000". */
