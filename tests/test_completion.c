@@ -148,6 +148,9 @@ int main(void)
     CHECK(files == 1);
     cands(&s, "ostquant resume f.st q", &files);
     CHECK(files == 0 && strcmp(cands(&s, "ostquant resume f.st q", NULL), "qsur-every=") == 0);
+    /* rotate: its own words and the `model` sub-command with its option */
+    CHECK(strcmp(cands(&s, "rotate ", NULL), "hadamard model pca random rhadamard") == 0);
+    CHECK(strcmp(cands(&s, "rotate model hadamard 3 st", NULL), "steps=") == 0);
     /* a method with its own options and a `model` sub-command */
     CHECK_MSG(strcmp(cands(&s, "gptq ", NULL), "act damp= model") == 0, "[%s]", cands(&s, "gptq ", NULL));
     CHECK(strcmp(cands(&s, "gptq model ", NULL), "act damp=") == 0);

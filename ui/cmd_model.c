@@ -391,26 +391,16 @@ static void append_rotation(model_state *ms, const char *fmt, const char *desc)
     snprintf(ms->rotation + len, sizeof ms->rotation - len, fmt, desc);
 }
 
-int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *err)
+/* rotate model: the steps as typed; the list is checked by parse_steps. */
+enum { RM_STEPS };
+const opt_spec rotate_model_opts[] = {
+    {"steps", OPT_TEXT, 0, 0, NULL, "norm,resid,w2,heads,qk", "norm,resid,w2,heads,qk", OPT_LOG_ALWAYS,
+     "the rotation steps to apply, comma-separated"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+
+/* Everything that can be refused is checked before the model changes. */
+static int rotate_model_refuse(const qsur_llama *m, int steps, qsur_error *err)
 {
-    int rc = need_model(s, "rotate model: ", err);
-    if (rc)
-        return rc;
-    if (argc < 1 || strcmp(argv[0], "hadamard"))
-        return qsur_fail(err, QSUR_ERR_ARG, "usage: rotate model hadamard [SEED] [steps=norm,resid,w2,heads,qk]");
-    long seed = -1;
-    int steps = STEP_ALL;
-    for (int i = 1; i < argc; i++) {
-        if (!strncmp(argv[i], "steps=", 6)) {
-            if ((rc = parse_steps(argv[i] + 6, &steps, err)))
-                return rc;
-        } else if (parse_long(argv[i], 0, LONG_MAX, &seed)) {
-            return qsur_fail(err, QSUR_ERR_ARG, "expected a seed or steps=..., got '%s'", argv[i]);
-        }
-    }
-    qsur_llama *m = s->model;
-    model_state *ms = s->mstate;
-    /* Everything that can be refused is checked before the model changes. */
     if ((steps & STEP_W2) && m->hooks.w2_in.apply)
         return qsur_fail(err, QSUR_ERR_ARG, "the model already has an online rotation before w2 (drop w2 from steps=)");
     if ((steps & STEP_QK) && m->hooks.qk.apply)
@@ -425,6 +415,27 @@ int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *e
         if (!ok)
             return qsur_fail(err, QSUR_ERR_ARG, "steps=resid needs unit RMSNorm gains: add norm to steps=");
     }
+    return QSUR_OK;
+}
+
+/* rotate model hadamard [SEED] [steps=...]: argv is "hadamard" [SEED]. */
+int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    int rc = need_model(s, "rotate model: ", err);
+    if (rc)
+        return rc;
+    if (strcmp(argv[0], "hadamard"))
+        return qsur_fail(err, QSUR_ERR_ARG, "usage: rotate model hadamard [SEED] [steps=norm,resid,w2,heads,qk]");
+    long seed = -1;
+    int steps;
+    if ((rc = parse_steps(a->v[RM_STEPS].s, &steps, err)))
+        return rc;
+    if (argc > 1 && parse_long(argv[1], 0, LONG_MAX, &seed))
+        return qsur_fail(err, QSUR_ERR_ARG, "expected a seed or steps=..., got '%s'", argv[1]);
+    if ((rc = rotate_model_refuse(s->model, steps, err)))
+        return rc;
+    qsur_llama *m = s->model;
+    model_state *ms = s->mstate;
     uint64_t sd = seed >= 0 ? (uint64_t)seed : session_next_seed(s);
     qsur_hadamard_plan *Q = NULL, *H = NULL;
     qsur_llama_online_hadamard *h2 = NULL, *hqk = NULL;
@@ -482,9 +493,11 @@ changed:;
     if (!rc)
         rc = rc2;
     if (!rc) {
-        char st[64];
+        char st[64], head[64];
         steps_str(steps, st, sizeof st);
-        session_log_as(s, "rotate model hadamard %llu steps=%s", (unsigned long long)sd, st);
+        snprintf(head, sizeof head, "rotate model hadamard %llu", (unsigned long long)sd);
+        a->v[RM_STEPS].s = st;
+        session_log_opts(s, head, a);
         rep_int(r, "seed", "seed", (long long)sd);
     }
 out:

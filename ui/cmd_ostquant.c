@@ -127,6 +127,43 @@ static int ostq_layer(session *s, int argc, char **argv, opt_args *a, report *r,
     return QSUR_OK;
 }
 
+/* The training's results: the loss log (thinned to <= 20 rows) and its
+ * curve, the live QSUR history, and the QSUR of the kept transforms. */
+static void ostq_report_training(session *s, const qsur_ostquant *os, const qsur_llama_qsur *final, report *r)
+{
+    /* table of the log, thinned to <= 20 rows */
+    static const char *const keys[] = {"step", "loss", "kltop", "eval_ppl"};
+    static const int widths[] = {6, 12, 12, 12};
+    rep_table_begin(r, "log", 4, keys, widths);
+    int every = os->nlog > 20 ? os->nlog / 20 : 1;
+    for (int i = 0; i < os->nlog; i++)
+        if (i % every == every - 1 || i == os->nlog - 1 || !isnan(os->log[i].ppl)) {
+            rep_cell_int(r, os->log[i].step);
+            rep_cell_num(r, os->log[i].loss, "%.6g");
+            rep_cell_num(r, os->log[i].kltop, "%.6g");
+            rep_cell_num(r, os->log[i].ppl, "%.4f");
+        }
+    rep_table_end(r);
+    loss_curve(s, r, os);
+    if (os->nqlog > 0) {
+        rep_line(r, "QSUR of every transformed layer during training (X: activations, W: stacked weights; "
+                    "`ostquant status` for the per-layer table):");
+        ostquant_qsur_history(r, "qsur_history", os->qlog, os->nqlog);
+    }
+    if (final->nsites > 0) {
+        /* "kept": of the parameters the session model now has (the best
+         * step on the selection batch), not of the last step. */
+        char worst[32] = "-";
+        if (final->x_worst >= 0)
+            ostquant_site_label(&final->sites[final->x_worst], worst, sizeof worst);
+        rep_num(r, "x_log10_qsur_mean", "X log10 QSUR mean (kept)", final->x_log10_mean, "%.4f");
+        rep_num(r, "x_qsur_d_mean", "X QSUR^(1/d) mean (kept)", final->x_pd_mean, "%.6f");
+        rep_num(r, "x_qsur_d_min", "X QSUR^(1/d) min (kept)", final->x_pd_min, "%.6f");
+        rep_str(r, "x_worst", "X worst layer (kept)", worst);
+        rep_num(r, "w_qsur_d_mean", "W QSUR^(1/d) mean (kept)", final->w_pd_mean, "%.6f");
+    }
+}
+
 /* Trains os (fresh or resumed) on the session model's calibration tokens, then
  * fuses it, quantizes the weights, saves the state (state_out) and replaces
  * the session model. Logged as head and the options of a, the steps option
@@ -170,37 +207,7 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
             rc = qsur_llama_quantize_rtn(fm, &os->wspec, NULL, err);
     }
     if (!rc) {
-        /* table of the log, thinned to <= 20 rows */
-        static const char *const keys[] = {"step", "loss", "kltop", "eval_ppl"};
-        static const int widths[] = {6, 12, 12, 12};
-        rep_table_begin(r, "log", 4, keys, widths);
-        int every = os->nlog > 20 ? os->nlog / 20 : 1;
-        for (int i = 0; i < os->nlog; i++)
-            if (i % every == every - 1 || i == os->nlog - 1 || !isnan(os->log[i].ppl)) {
-                rep_cell_int(r, os->log[i].step);
-                rep_cell_num(r, os->log[i].loss, "%.6g");
-                rep_cell_num(r, os->log[i].kltop, "%.6g");
-                rep_cell_num(r, os->log[i].ppl, "%.4f");
-            }
-        rep_table_end(r);
-        loss_curve(s, r, os);
-        if (os->nqlog > 0) {
-            rep_line(r, "QSUR of every transformed layer during training (X: activations, W: stacked weights; "
-                        "`ostquant status` for the per-layer table):");
-            ostquant_qsur_history(r, "qsur_history", os->qlog, os->nqlog);
-        }
-        if (final.nsites > 0) {
-            /* "kept": of the parameters the session model now has (the best
-             * step on the selection batch), not of the last step. */
-            char worst[32] = "-";
-            if (final.x_worst >= 0)
-                ostquant_site_label(&final.sites[final.x_worst], worst, sizeof worst);
-            rep_num(r, "x_log10_qsur_mean", "X log10 QSUR mean (kept)", final.x_log10_mean, "%.4f");
-            rep_num(r, "x_qsur_d_mean", "X QSUR^(1/d) mean (kept)", final.x_pd_mean, "%.6f");
-            rep_num(r, "x_qsur_d_min", "X QSUR^(1/d) min (kept)", final.x_pd_min, "%.6f");
-            rep_str(r, "x_worst", "X worst layer (kept)", worst);
-            rep_num(r, "w_qsur_d_mean", "W QSUR^(1/d) mean (kept)", final.w_pd_mean, "%.6f");
-        }
+        ostq_report_training(s, os, &final, r);
         char rd[512];
         qsur_llama_rotations_describe(rot, rd, sizeof rd);
         rep_str(r, "calib", "calibration", calib);

@@ -50,10 +50,14 @@ static int parse_seed(session *s, int argc, char **argv, int at, unsigned long l
     return QSUR_OK;
 }
 
+/* `rotate model ...` is a sub-command entry (rotate_subs, cmd_model.c's handler). */
+const command rotate_subs[] = {
+    {"model", 1, 2, 0, COMPLETE_NONE, NULL, "rotate model hadamard [SEED]",
+     "QuaRot-style rotation of the whole model", NULL, NULL, NULL, rotate_model_opts, cmd_rotate_model},
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}};
+
 int cmd_rotate(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
-    if (!strcmp(argv[0], "model"))
-        return cmd_rotate_model(s, argc - 1, argv + 1, r, err);
     if (argc > 2)
         return qsur_fail(err, QSUR_ERR_ARG, "expected `rotate KIND [SEED]` (or `rotate model hadamard ...`)");
     layer_state *l = session_layer(s, err);

@@ -195,7 +195,7 @@ const command command_table[] = {
      "           heads: per value head, fused into wv rows and wo columns; qk: online Hadamard\n"
      "           on q and k (rotated K cache). steps=LIST picks some (default all:\n"
      "           norm,resid,w2,heads,qk). Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
-     cmd_rotate},
+     cmd_rotate, rotate_subs},
     {"scale", 1, 2, CMD_LOGGED, COMPLETE_WORDS, scale_words, "scale smooth [ALPHA] | scale file FILE",
      "scale channels: X' = X S^-1, W' = W S (SmoothQuant or a vector from a file)",
      "smooth [ALPHA]  SmoothQuant: s_j = max|X_j|^ALPHA / max|W_j|^(1-ALPHA), ALPHA in [0,1]\n"

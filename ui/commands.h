@@ -37,6 +37,7 @@ HANDLER(cmd_tui);
 
 /* cmd_transform.c */
 HANDLER(cmd_rotate);
+extern const command rotate_subs[];
 HANDLER(cmd_scale);
 HANDLER(cmd_undo);
 HANDLER(cmd_redo);

@@ -71,7 +71,7 @@ static void complete_args(const session *s, const command *c, char **args, int n
         if (nargs == 0)
             for (sub = c->subs; sub->name; sub++)
                 cand_add(l, text, sub->name);
-        if (!c->opts) /* a sub-command is required */
+        if (!c->opts && !c->handler) /* a sub-command is required */
             return;
     }
     if (c->opts) {

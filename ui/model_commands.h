@@ -19,6 +19,7 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
 int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, report *r,
                     qsur_error *err);
 /* `rotate model hadamard [SEED] [steps=...]` (argv after "model"). */
-int cmd_rotate_model(session *s, int argc, char **argv, report *r, qsur_error *err);
+int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
+extern const opt_spec rotate_model_opts[];
 
 #endif
