@@ -1,6 +1,7 @@
 /* Typed option specs (ui/option.c) and the dispatch through sub-command
  * entries (ui/command.c): parsing, ranges, defaults, usage and log lines,
  * worked out by hand; and the ostquant specs' defaults against the engine's. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
@@ -60,6 +61,13 @@ static void check_parsing(void)
     /* "nn=3" is not "n=" */
     CHECK(opt_find(spec, "nn=3") == -1 && opt_find(spec, "n=3") == T_N && opt_find(spec, "no-thing") == T_FLAG);
     CHECK(opt_find(spec, "n") == -1);
+    /* a range up to LONG_MAX (a double cannot hold it exactly) */
+    static const opt_spec big[] = {{"m", OPT_INT, 0, (double)LONG_MAX, NULL, "0", NULL, OPT_LOG_GIVEN, "big"},
+                                   {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+    char w1[] = "m=9223372036854775807", w2[] = "m=9223372036854775808", *v1[] = {w1}, *v2[] = {w2};
+    CHECK_OK(opt_parse(big, 0, 1, v1, &a, "U", &err), err);
+    CHECK(a.v[0].i == LONG_MAX);
+    CHECK(opt_parse(big, 0, 1, v2, &a, "U", &err) == QSUR_ERR_ARG);
 }
 
 static void check_text(void)

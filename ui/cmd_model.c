@@ -174,53 +174,54 @@ static int model_save_hf(session *s, int argc, char **argv, report *r, qsur_erro
     return QSUR_OK;
 }
 
-int cmd_model(session *s, int argc, char **argv, report *r, qsur_error *err)
+static int cmd_model_load(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
-    if (!strcmp(argv[0], "load")) {
-        if (argc != 2)
-            return qsur_fail(err, QSUR_ERR_ARG, "usage: model load PATH");
-        return model_load(s, argv[1], r, err);
-    }
-    session_log_as(s, "%s", ""); /* info and save-hf change nothing */
-    if (!strcmp(argv[0], "info")) {
-        if (argc != 1)
-            return qsur_fail(err, QSUR_ERR_ARG, "usage: model info");
-        return model_info(s, r, err);
-    }
-    if (!strcmp(argv[0], "save-hf")) {
-        if (argc < 2 || argc > 3)
-            return qsur_fail(err, QSUR_ERR_ARG, "usage: model save-hf DIR [F32|F16|BF16]");
-        return model_save_hf(s, argc - 1, argv + 1, r, err);
-    }
-    return qsur_fail(err, QSUR_ERR_ARG, "unknown subcommand '%s' (load, info, save-hf)", argv[0]);
+    (void)argc;
+    return model_load(s, argv[0], r, err);
 }
+
+static int cmd_model_info(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv;
+    session_log_as(s, "%s", ""); /* info and save-hf change nothing */
+    return model_info(s, r, err);
+}
+
+static int cmd_model_save_hf(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    session_log_as(s, "%s", "");
+    return model_save_hf(s, argc, argv, r, err);
+}
+
+/* The sub-commands of `model` (the parent entry is in command_table.c). */
+const command model_subs[] = {
+    {"load", 1, 1, 0, COMPLETE_FILE, NULL, "model load PATH", "load a llama2.c file or a HF directory", NULL,
+     cmd_model_load, NULL, NULL, NULL},
+    {"info", 0, 0, 0, COMPLETE_NONE, NULL, "model info", "show the model", NULL, cmd_model_info, NULL, NULL, NULL},
+    {"save-hf", 1, 2, 0, COMPLETE_FILE, NULL, "model save-hf DIR [F32|F16|BF16]", "save the float weights", NULL,
+     cmd_model_save_hf, NULL, NULL, NULL},
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}};
 
 /* ---- calib, ppl ------------------------------------------------------------ */
 
 /* KEY=N options; returns 1 when a matched, 0 when not, -1 on a bad value. */
-static int opt_long(const char *a, const char *key, long lo, long hi, long *out)
-{
-    size_t k = strlen(key);
-    if (strncmp(a, key, k) || a[k] != '=')
-        return 0;
-    return parse_long(a + k + 1, lo, hi, out) ? -1 : 1;
-}
+enum { CAL_SEQS, CAL_SEQLEN, CAL_MAX_TOKENS, CAL_SEED };
+const opt_spec calib_opts[] = {
+    {"seqs", OPT_INT, 0, 1L << 30, NULL, "16", NULL, OPT_LOG_ALWAYS, "sequences (0: all)"},
+    {"seqlen", OPT_INT, 2, 1L << 20, NULL, "256", NULL, OPT_LOG_ALWAYS, "tokens per sequence"},
+    {"max_tokens", OPT_INT, 0, LONG_MAX, NULL, "0", NULL, OPT_LOG_ALWAYS,
+     "keep a seeded random subset of this many token positions (0: all)"},
+    {"seed", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_ALWAYS, "seed of that subset (default: the session's next)"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
-int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
+int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc;
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = 16, seqlen = 256, max_tokens = 0, seed = -1;
-    for (int i = 1; i < argc; i++) {
-        int a = 0;
-        (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
-               (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
-               (a = opt_long(argv[i], "max_tokens", 0, LONG_MAX, &max_tokens)) ||
-               (a = opt_long(argv[i], "seed", 0, LONG_MAX, &seed)));
-        if (a != 1) /* -1: a known key with a bad value; 0: no such key */
-            return option_fail(err, argv[i], "seqs=N, seqlen=N, max_tokens=N, seed=N");
-    }
+    long seqs = a->v[CAL_SEQS].i, seqlen = a->v[CAL_SEQLEN].i, max_tokens = a->v[CAL_MAX_TOKENS].i;
+    long seed = a->v[CAL_SEED].given ? a->v[CAL_SEED].i : -1;
     char abs[PATH_MAX];
     const char *path = realpath(argv[0], abs) ? abs : argv[0];
     model_state *ms = s->mstate, saved = *ms;
@@ -250,8 +251,10 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (rc)
         return rc;
     ms->has_calib = 1;
-    session_log_as(s, "calib \"%s\" seqs=%d seqlen=%d max_tokens=%lld seed=%llu", path, ms->calib_seqs,
-                   ms->calib_seqlen, ms->calib_max_tokens, ms->calib_seed);
+    char head[PATH_MAX + 16];
+    snprintf(head, sizeof head, "calib \"%s\"", path);
+    a->v[CAL_SEED].i = (long)ms->calib_seed;
+    session_log_opts(s, head, a);
     rep_str(r, "file", "calibration", path);
     rep_int(r, "tokens", "tokens captured", ms->calib_tokens);
     rep_int(r, "tensors", "tensors (layers.N.*.in, .k, .v)", ntensors);
@@ -260,20 +263,20 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     return QSUR_OK;
 }
 
-int cmd_ppl(session *s, int argc, char **argv, report *r, qsur_error *err)
+enum { PPL_SEQS, PPL_SEQLEN, PPL_BATCH };
+const opt_spec ppl_opts[] = {
+    {"seqs", OPT_INT, 0, 1L << 30, NULL, "0", NULL, OPT_LOG_GIVEN, "sequences scored (0: all)"},
+    {"seqlen", OPT_INT, 2, 1L << 20, NULL, "256", NULL, OPT_LOG_GIVEN, "tokens per sequence"},
+    {"batch", OPT_INT, 1, 4096, NULL, "8", NULL, OPT_LOG_GIVEN, "sequences per forward pass"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+
+int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc;
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = 0, seqlen = 256, batch = 8;
-    for (int i = 1; i < argc; i++) {
-        int a = 0;
-        (void)((a = opt_long(argv[i], "seqs", 0, 1L << 30, &seqs)) ||
-               (a = opt_long(argv[i], "seqlen", 2, 1L << 20, &seqlen)) ||
-               (a = opt_long(argv[i], "batch", 1, 4096, &batch)));
-        if (a != 1)
-            return option_fail(err, argv[i], "seqs=N, seqlen=N, batch=N");
-    }
+    long seqs = a->v[PPL_SEQS].i, seqlen = a->v[PPL_SEQLEN].i, batch = a->v[PPL_BATCH].i;
     qsur_tokens t;
     rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
     if (rc)

@@ -16,7 +16,6 @@ static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
                                           "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search", NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
-static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
@@ -222,7 +221,7 @@ const command command_table[] = {
      cmd_stack},
 
     /* ---- model ---- */
-    {"model", 1, 3, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, model_words,
+    {"model", 1, 3, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL,
      "model load PATH | model info | model save-hf DIR [F32|F16|BF16]",
      "load a Llama model (llama2.c file or HF directory), show it, or export it",
      "load     a llama2.c checkpoint (file) or a Hugging Face Llama directory (config.json +\n"
@@ -233,9 +232,8 @@ const command command_table[] = {
      "         them (rotate model, smoothquant). Layer-level transforms never change the model.\n"
      "info     config, quantization, rotations, smoothing and calibration of the model\n"
      "save-hf  config.json + model.safetensors of the float weights (atomically; DIR is created)",
-     cmd_model},
-    {"calib", 1, 5, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL,
-     "calib FILE [seqs=N] [seqlen=N] [max_tokens=N] [seed=N]",
+     NULL, model_subs},
+    {"calib", 1, 1, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL, "calib FILE",
      "capture the model's calibration activations into the workspace",
      "Runs seqs sequences of seqlen tokens of FILE (a token file: .u16, .u32 or int32 .npy,\n"
      "docs/model.md; defaults 16 x 256) through the FLOAT model and stores the input of every\n"
@@ -244,14 +242,14 @@ const command command_table[] = {
      "seeded random subset of token positions. `use layers.0.feed_forward.w2` then pairs the\n"
      "weight with its input. gptq/quantease/awq model and smoothquant use these settings.\n"
      "Never calibrate on evaluation data.",
-     cmd_calib},
-    {"ppl", 1, 4, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE [seqs=N] [seqlen=N] [batch=N]",
+     NULL, NULL, calib_opts, cmd_calib},
+    {"ppl", 1, 1, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE",
      "perplexity of the model (with its current quantization) on a token file",
      "Splits FILE (a token file: .u16, .u32 or int32 .npy) into sequences of seqlen (default\n"
      "256), scores every next token of the first seqs sequences (default all) with the model as\n"
      "it is: quantized weights, activation and KV quantization, online rotations. Ctrl-C stops\n"
      "it.",
-     cmd_ppl},
+     NULL, NULL, ppl_opts, cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",
      "For each group of linears sharing an input, s_j = max|X_j|^ALPHA / max|W_j|^(1-ALPHA)\n"

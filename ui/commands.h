@@ -45,9 +45,10 @@ HANDLER(cmd_reset);
 HANDLER(cmd_stack);
 
 /* cmd_model.c */
-HANDLER(cmd_model);
-HANDLER(cmd_calib);
-HANDLER(cmd_ppl);
+extern const command model_subs[];
+int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
+int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
+extern const opt_spec calib_opts[], ppl_opts[];
 HANDLER(cmd_smoothquant);
 
 /* cmd_wquant.c: the layer mode (typed options) and the `model` sub-command */

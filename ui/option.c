@@ -1,6 +1,7 @@
 /* Typed option specs (see option.h): one parser, one usage writer, one log
  * writer, one completion source for every KEY=VALUE option. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,8 @@ static int set_value(const opt_spec *o, const char *text, opt_value *v)
     switch (o->type) {
     case OPT_INT: {
         long l = strtol(text, &end, 10);
-        if (errno || end == text || *end || l < (long)o->lo || l > (long)o->hi)
+        /* compared as doubles: hi may be LONG_MAX, which no long cast of it holds */
+        if (errno || end == text || *end || (double)l < o->lo || (double)l > o->hi)
             return -1;
         v->i = l;
         return 0;
@@ -221,7 +223,7 @@ void opt_describe(const opt_spec *o, char *buf, size_t n)
     char word[256], range[96] = "", def[96] = "";
     opt_usage_word(o, word, sizeof word);
     if (o->type == OPT_INT)
-        snprintf(range, sizeof range, "; %ld..%ld", (long)o->lo, (long)o->hi);
+        snprintf(range, sizeof range, o->hi >= (double)LONG_MAX ? "; >= %.0f" : "; %.0f..%.0f", o->lo, o->hi);
     else if (o->type == OPT_REAL)
         snprintf(range, sizeof range, "; %g..%g", o->lo, o->hi);
     if (o->def)
