@@ -181,11 +181,8 @@ static int wait_input(session *s)
     return r;
 }
 
-int repl_run(session *s)
+static void readline_setup(repl_state *st)
 {
-    repl_state st = {0};
-    st.s = s;
-    active = &st;
     rl_readline_name = "qsur";
     rl_catch_signals = 0;       /* SIGINT belongs to progress_line.c (see top) */
     rl_change_environment = 0;  /* keep $COLUMNS the user's: plots read it */
@@ -195,48 +192,67 @@ int repl_run(session *s)
     using_history();
     stifle_history(REPL_HISTORY_MAX);
     const char *home = getenv("HOME");
-    if (home && *home && asprintf(&st.history, "%s/.qsur_history", home) < 0)
-        st.history = NULL;
-    if (st.history)
-        read_history(st.history); /* a missing file is the normal first run */
+    if (home && *home && asprintf(&st->history, "%s/.qsur_history", home) < 0)
+        st->history = NULL;
+    if (st->history)
+        read_history(st->history); /* a missing file is the normal first run */
+}
 
+/* Ctrl-C at the prompt: drop the line. "^C" and the newline go out while
+ * readline still owns the terminal: leaving line mode ends bracketed paste
+ * with a '\r'. */
+static void drop_line(void)
+{
+    rl_point = rl_end;
+    rl_redisplay();
+    fputs("^C", rl_outstream ? rl_outstream : stdout);
+    rl_crlf();
+    fflush(rl_outstream ? rl_outstream : stdout);
+    rl_free_line_state();
+    rl_callback_sigcleanup();
+    rl_callback_handler_remove();
+    using_history();
+}
+
+/* Reads one line with prompt into st->line. Returns 1 for a line (st->line
+ * NULL: Ctrl-D on an empty line), 0 when Ctrl-C dropped it, -1 at an error. */
+static int read_line(repl_state *st, const char *prompt)
+{
+    st->got_line = 0;
+    st->line = NULL;
+    rl_callback_handler_install(prompt, on_line);
+    while (!st->got_line) {
+        int w = wait_input(st->s);
+        if (w == 1) {
+            rl_callback_read_char();
+        } else if (w == 0) {
+            drop_line();
+            return 0;
+        } else if (w < 0) {
+            rl_callback_handler_remove();
+            return -1;
+        }
+    }
+    return 1;
+}
+
+int repl_run(session *s)
+{
+    repl_state st = {0};
+    st.s = s;
+    active = &st;
+    readline_setup(&st);
     strbuf pending = {0}; /* a line continued with a trailing backslash */
     while (!s->quit) {
         char *prompt = pending.len ? strdup("   ...> ") : repl_prompt(s);
-        st.got_line = 0;
-        st.line = NULL;
-        rl_callback_handler_install(prompt ? prompt : "qsur> ", on_line);
+        int got = read_line(&st, prompt ? prompt : "qsur> ");
         free(prompt); /* readline keeps its own copy */
-        int eof = 0;
-        while (!st.got_line) {
-            int w = wait_input(s);
-            if (w == 1) {
-                rl_callback_read_char();
-            } else if (w == 0) {
-                /* Ctrl-C at the prompt: drop the line (and any continuation).
-                 * "^C" and the newline go out while readline still owns the
-                 * terminal: leaving line mode ends bracketed paste with a '\r'. */
-                rl_point = rl_end;
-                rl_redisplay();
-                fputs("^C", rl_outstream ? rl_outstream : stdout);
-                rl_crlf();
-                fflush(rl_outstream ? rl_outstream : stdout);
-                rl_free_line_state();
-                rl_callback_sigcleanup();
-                rl_callback_handler_remove();
-                using_history();
-                strbuf_free(&pending);
-                break;
-            } else if (w < 0) {
-                rl_callback_handler_remove();
-                eof = 1;
-                break;
-            }
-        }
-        if (eof)
+        if (got < 0)
             break;
-        if (!st.got_line)
-            continue; /* interrupted: fresh prompt */
+        if (got == 0) { /* interrupted: fresh prompt, any continuation dropped */
+            strbuf_free(&pending);
+            continue;
+        }
         if (!st.line) { /* Ctrl-D on an empty line */
             fputs("\n", stdout);
             break;
