@@ -408,25 +408,6 @@ qsur_llama_linear *qsur_llama_linear_find(qsur_llama *m, const char *name)
     return NULL;
 }
 
-int qsur_llama_quantize_linear(qsur_llama_linear *l, const qsur_quant_spec *spec,
-                               qsur_error *err)
-{
-    int rc = qsur_quant_validate(spec, l->cols, err);
-    if (rc)
-        return rc;
-    float *q = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float));
-    if (!q)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
-    rc = qsur_fake_quant(spec, l->w, l->rows, l->cols, q, NULL, err);
-    if (rc) {
-        free(q);
-        return rc;
-    }
-    free(l->wq);
-    l->wq = q;
-    return QSUR_OK;
-}
-
 static qsur_quant_spec same_spec(const qsur_quant_spec *spec, int64_t cols)
 {
     (void)cols;
