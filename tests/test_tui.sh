@@ -57,16 +57,15 @@ expect_true "the outlier channels are listed as \`outliers\` finds them ($outlie
   grep -qF "ch $outliers" "$T/screen"
 # Marker row: '!' exactly under the columns holding outlier channels. Layout at
 # 120 columns: the distribution panel starts at column 30 (cols/4), its bars at
-# 30 + 1 (border) + 8 (axis labels) = 39, one column per 256/80 channels.
+# 30 + 1 (border) + 8 (axis labels) = 39; channel j of 256 pools into column
+# j * 80 / 256 (plot.c's rule, which the REPL's plots use too).
 marker=$(grep -n '!' "$T/screen" | grep -v 'help' | tail -1)
 line=${marker#*:}
 want=""
 ncol=80; nchan=256
 for j in $outliers; do
-  for ((c = 0; c < ncol; c++)); do
-    lo=$((c * nchan / ncol)); hi=$(((c + 1) * nchan / ncol))
-    if [ "$j" -ge "$lo" ] && [ "$j" -lt "$hi" ]; then want="$want $((39 + c))"; fi
-  done
+  c=$((j * ncol / nchan))
+  case " $want " in *" $((39 + c)) "*) ;; *) want="$want $((39 + c))" ;; esac
 done
 # positions in characters (the line has multi-byte box characters; bash
 # indexes characters under a UTF-8 locale)

@@ -372,6 +372,44 @@ void plot_hist_v(plot_lines *out, const plot_style *st, const int64_t *counts, i
     free(m);
 }
 
+/* ---- max-pooling (the REPL's plots and the TUI's panels share it) ---------------- */
+
+double plot_pool_max(const double *v, int64_t n, int ncol, double *col)
+{
+    double vmax = 0;
+    for (int j = 0; j < ncol; j++)
+        col[j] = 0;
+    for (int64_t c = 0; c < n; c++) {
+        double a = isfinite(v[c]) ? fabs(v[c]) : 0.0;
+        double *d = &col[c * ncol / n];
+        if (a > *d)
+            *d = a;
+        if (a > vmax)
+            vmax = a;
+    }
+    return vmax;
+}
+
+double plot_pool_abs2d(const float *x, int64_t rows, int64_t cols, int H, int W, double *cell)
+{
+    double vmax = 0;
+    for (size_t k = 0; k < (size_t)H * (size_t)W; k++)
+        cell[k] = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        int ci = (int)(i * H / rows);
+        for (int64_t j = 0; j < cols; j++) {
+            float f = x[i * cols + j];
+            double a = isfinite(f) ? fabs((double)f) : 0.0;
+            double *c = &cell[(size_t)ci * (size_t)W + (size_t)(j * W / cols)];
+            if (a > *c)
+                *c = a;
+            if (a > vmax)
+                vmax = a;
+        }
+    }
+    return vmax;
+}
+
 /* ---- channel bars --------------------------------------------------------------- */
 
 static void bars(plot_lines *out, const plot_style *st, const double *absmax, int64_t n,
@@ -426,18 +464,12 @@ static void bars(plot_lines *out, const plot_style *st, const double *absmax, in
     if (!v || !mark || !h)
         goto done;
     /* Max-pool channels into columns so an outlier channel is never averaged away. */
-    double vmax = ymax;
+    double pooled_max = plot_pool_max(absmax, n, ncols, v);
+    double vmax = ymax <= 0 ? fmax(ymax, pooled_max) : ymax;
     int any = 0;
-    for (int64_t c = 0; c < n; c++) {
-        int j = (int)(c * ncols / n);
-        double a = isfinite(absmax[c]) ? fabs(absmax[c]) : 0.0;
-        if (a > v[j])
-            v[j] = a;
-        if (threshold > 0 && a > threshold)
-            mark[j] = any = 1;
-        if (ymax <= 0 && a > vmax)
-            vmax = a;
-    }
+    for (int64_t c = 0; c < n; c++)
+        if (threshold > 0 && isfinite(absmax[c]) && fabs(absmax[c]) > threshold)
+            mark[c * ncols / n] = any = 1;
     int rows = style_height(st);
     for (int j = 0; j < ncols; j++)
         h[j] = bar_eighths(v[j], vmax, rows);
@@ -508,19 +540,7 @@ void plot_heatmap(plot_lines *out, const plot_style *st, const float *x, int64_t
     double *cell = calloc((size_t)W * (size_t)H, sizeof *cell);
     if (!cell)
         return;
-    double vmax = 0;
-    for (int64_t i = 0; i < rows; i++) {
-        int ci = (int)(i * H / rows);
-        for (int64_t j = 0; j < cols; j++) {
-            float f = x[i * cols + j];
-            double a = isfinite(f) ? fabs((double)f) : 0.0;
-            double *c = &cell[(size_t)ci * (size_t)W + (size_t)(j * W / cols)];
-            if (a > *c)
-                *c = a;
-            if (a > vmax)
-                vmax = a;
-        }
-    }
+    double vmax = plot_pool_abs2d(x, rows, cols, H, W, cell);
     int L = st->utf8 ? 5 : (int)strlen(ascii_shades);
     const char *bar = st->utf8 ? "─" : "-";
     row top;

@@ -52,6 +52,13 @@ void plot_hist_h(plot_lines *out, const plot_style *st, const int64_t *counts, i
 void plot_hist_v(plot_lines *out, const plot_style *st, const int64_t *counts, int nbins,
                  double lo, double hi, int64_t count_max, const char *title);
 
+/* Max-pooling shared by every plot (the REPL's and the TUI's): value c of n
+ * goes to column c * ncol / n; NaN and Inf count as 0, so a broken value
+ * never hides or fakes a peak. Return the largest |value|. */
+double plot_pool_max(const double *v, int64_t n, int ncol, double *col);
+/* |x| of a rows x cols matrix into H x W cells (row-major), the same way. */
+double plot_pool_abs2d(const float *x, int64_t rows, int64_t cols, int H, int W, double *cell);
+
 /* Per-channel absmax as vertical bars (channels max-pooled to the width).
  * Channels whose absmax > threshold (e.g. outlier_k x median; <= 0: none) are
  * outliers: their column is red (colour) AND marked '!' on the marker row

@@ -6,40 +6,33 @@
  *   hist     histogram of the selected channel (Left/Right, n/N next outlier);
  *   hist all histogram of the whole tensor;
  *   heatmap  |x| tokens x channels, max-pooled, as shades; outliers marked.
- * Everything is drawn from the CURRENT (transformed) matrix. */
+ * Everything is drawn from the CURRENT (transformed) matrix; the pooling is
+ * plot.c's (the REPL's plots pool, and treat NaN, the same way). */
 #include <curses.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "plot.h"
 #include "tui_panel.h"
 
-/* Channels [lo, hi) that column c of ncol covers. */
-static void column_span(int64_t n, int ncol, int c, int64_t *lo, int64_t *hi)
-{
-    *lo = (int64_t)c * n / ncol;
-    *hi = (int64_t)(c + 1) * n / ncol;
-    if (*hi <= *lo)
-        *hi = *lo + 1;
-}
-
 /* Row of markers under a plot: '!' (reverse, bold) under columns holding an
- * outlier channel, '^' under the selected channel. */
+ * outlier channel, '^' under the selected channel. Channel j sits in column
+ * j * ncol / n, as plot.c's pooling puts it. */
 static void marker_row(tui *t, int y, int x, int ncol)
 {
-    for (int c = 0; c < ncol; c++) {
-        int64_t lo, hi;
-        column_span(t->nchan, ncol, c, &lo, &hi);
-        int out = 0, sel = t->channel >= lo && t->channel < hi;
-        for (int64_t j = lo; j < hi && j < t->nchan; j++)
-            out |= t->outlier[j];
-        if (out) {
+    if (t->nchan <= 0 || ncol <= 0)
+        return;
+    for (int64_t j = 0; j < t->nchan; j++)
+        if (t->outlier[j]) {
             int a = tui_attr(t, TUI_PAIR_OUTLIER, A_REVERSE | A_BOLD) | A_REVERSE;
             attron(a);
-            mvaddch(y, x + c, '!');
+            mvaddch(y, x + (int)(j * ncol / t->nchan), '!');
             attroff(a);
-        } else if (sel) {
-            mvaddch(y, x + c, '^');
         }
+    if (t->channel >= 0 && t->channel < t->nchan) {
+        int c = (int)(t->channel * ncol / t->nchan);
+        if ((mvinch(y, x + c) & A_CHARTEXT) != '!')
+            mvaddch(y, x + c, '^');
     }
 }
 
@@ -52,24 +45,24 @@ static void draw_bars(tui *t, int y, int x, int h, int w)
     int bar_h = h - 1 - axis; /* marker row and axis row below */
     if (ncol < 1 || bar_h < 1)
         return;
-    double ymax = 0;
-    for (int64_t j = 0; j < t->nchan; j++)
-        ymax = fmax(ymax, t->st[j].absmax);
+    double *absmax = malloc((size_t)t->nchan * sizeof *absmax), *col = malloc((size_t)ncol * sizeof *col);
+    int *out = calloc((size_t)ncol, sizeof *out);
+    if (!absmax || !col || !out) {
+        free(absmax), free(col), free(out);
+        return;
+    }
+    for (int64_t j = 0; j < t->nchan; j++) {
+        absmax[j] = t->st[j].absmax;
+        out[j * ncol / t->nchan] |= t->outlier[j];
+    }
+    double ymax = plot_pool_max(absmax, t->nchan, ncol, col);
     if (!(ymax > 0))
         ymax = 1;
     tui_textf(t, y, x, label_w, "%7.3g", ymax);
     tui_textf(t, y + bar_h - 1, x, label_w, "%7s", "0");
     for (int c = 0; c < ncol; c++) {
-        int64_t lo, hi;
-        column_span(t->nchan, ncol, c, &lo, &hi);
-        double v = 0;
-        int out = 0;
-        for (int64_t j = lo; j < hi; j++) {
-            v = fmax(v, t->st[j].absmax);
-            out |= t->outlier[j];
-        }
-        int eighths = (int)(v / ymax * bar_h * 8 + 0.5);
-        int a = out ? tui_attr(t, TUI_PAIR_OUTLIER, A_BOLD) | (int)A_BOLD : tui_attr(t, TUI_PAIR_BAR, A_NORMAL);
+        int eighths = (int)(col[c] / ymax * bar_h * 8 + 0.5);
+        int a = out[c] ? tui_attr(t, TUI_PAIR_OUTLIER, A_BOLD) | (int)A_BOLD : tui_attr(t, TUI_PAIR_BAR, A_NORMAL);
         attron(a);
         for (int r = 0; r < bar_h; r++) {
             int cell = eighths - 8 * (bar_h - 1 - r);
@@ -77,6 +70,7 @@ static void draw_bars(tui *t, int y, int x, int h, int w)
         }
         attroff(a);
     }
+    free(absmax), free(col), free(out);
     marker_row(t, y + bar_h, x + label_w, ncol);
     if (!axis)
         return;
@@ -137,20 +131,7 @@ static void draw_heatmap(tui *t, int y, int x, int h, int w)
     double *cell = calloc((size_t)hr * (size_t)wc, sizeof *cell);
     if (!cell)
         return;
-    double vmax = 0;
-    for (int r = 0; r < hr; r++) {
-        int64_t r0 = (int64_t)r * rows / hr, r1 = (int64_t)(r + 1) * rows / hr;
-        for (int c = 0; c < wc; c++) {
-            int64_t c0, c1;
-            column_span(cols, wc, c, &c0, &c1);
-            double m = 0;
-            for (int64_t i = r0; i < r1; i++)
-                for (int64_t j = c0; j < c1; j++)
-                    m = fmax(m, fabs((double)a[i * cols + j]));
-            cell[r * wc + c] = m;
-            vmax = fmax(vmax, m);
-        }
-    }
+    double vmax = plot_pool_abs2d(a, rows, cols, hr, wc, cell);
     tui_text(t, y, x, 8, "tokens");
     tui_textf(t, y + 1, x, 8, "%lld", (long long)rows);
     for (int r = 0; r < hr; r++)
