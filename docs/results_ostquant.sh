@@ -190,9 +190,8 @@ abl_row() {
   done
   echo
   echo "**What each part buys** (W4A4KV4, the same $STEPS-step run with seeds ${SEEDS[*]}; the seed"
-  echo "sets the calibration batch order, hence the selection batch, and the seeded 43 x 43"
-  echo "block of the w2 Hadamard plan). Read a difference between rows against the spread"
-  echo "within a row:"
+  echo "sets the calibration batch order, hence the selection batch). Read a difference"
+  echo "between rows against the spread within a row:"
   echo
   echo "| variant | seed 1 | seed 2 | seed 3 | mean ± sd | mean vs full OSTQuant |"
   echo "|---|---|---|---|---|---|"
@@ -216,11 +215,35 @@ abl_row() {
     case $id in OSTQuant* | abl-*) echo "| $id | ${secs[$id]} | $(val best_step "$id") |" ;; esac
   done
   echo
-  echo "- **QuaRot-style**: as in table 1 (randomized Hadamard on the residual stream, online"
-  echo "  Hadamard before w2 and on q/k, Hadamard on the value heads), then RTN."
+  echo "What issue 12 changed (previous run: w2's online rotation was Walsh 4 x a seeded random"
+  echo "orthogonal 43-block and was used in every configuration; now the Williamson Hadamard"
+  echo "matrix of order 172, and no online rotation at W4A16KV16):"
+  echo
+  echo "| run | before | now |"
+  echo "|---|---|---|"
+  declare -A old=([QuaRot/W4A16KV16]=260.57 [QuaRot/W4A8KV8]=260.89 [QuaRot/W4A4KV4]=762.65
+                  [OSTQuant/W4A16KV16]=161.93 [OSTQuant/W4A8KV8]=168.05 [OSTQuant/W4A4KV4]=684.87
+                  [OSTQuant-long/W4A4KV4]=574.32)
+  for id in QuaRot/W4A16KV16 QuaRot/W4A8KV8 QuaRot/W4A4KV4 OSTQuant/W4A16KV16 OSTQuant/W4A8KV8 \
+            OSTQuant/W4A4KV4 OSTQuant-long/W4A4KV4; do
+    echo "| $id | ${old[$id]} | $(cell "${id%/*}" "${id#*/}") |"
+  done
+  echo "| OSTQuant W4A4KV4, mean of seeds 1-3 | 633.1 ± 45.6 | $(stats_of full | awk '{ printf "%.1f ± %.1f", $1, $2 }') |"
+  echo
+  echo "Read the W4A16KV16 rows as the price of an export that any Llama runtime runs: with"
+  echo "activations in float the online w2 rotation is gone (before, it also flattened w2's weights"
+  echo "for weight quantization). The W4A8KV8 and W4A4KV4 rows keep it and change only by its"
+  echo "matrix (Williamson 172 instead of Walsh 4 x a random 43-block); read them against the seed"
+  echo "spread of the ablation table."
+  echo
+  echo "- **QuaRot-style**: as in table 1 (randomized Hadamard on the residual stream, Hadamard on"
+  echo "  the value heads; online Hadamard before w2 when activations are quantized, on q/k when the"
+  echo "  KV cache is), then RTN."
   echo "- **OSTQuant** (docs/ostquant.md): learned residual rotation, per-kv-head value/output"
   echo "  rotation + scale, scalings at every norm->linear and up->down pair, online Hadamard"
-  echo "  before w2 (and on q/k when the KV cache is quantized), WOMI initialisation, KL-Top"
+  echo "  before w2 when activations are quantized (172: the Williamson Hadamard matrix; none"
+  echo "  for W4A16KV16, whose export runs in any Llama runtime) and on q/k when the KV cache is"
+  echo "  quantized, WOMI initialisation, KL-Top"
   echo "  loss against the float model; trained through the session's quantizers (STE), then"
   echo "  fused and the weights RTN-quantized. **init only**: the WOMI transforms with no step."
   echo "  **no WOMI**: starts from Hadamards; **no learned scales**: scales stay 1; **CE**: cross"

@@ -119,11 +119,9 @@ int qsur_fwht_rows(float *x, int64_t rows, int64_t n, qsur_error *err)
 int qsur_hadamard_factor(int64_t n, int64_t *p2, int64_t *m, qsur_hblock_kind *kind,
                          int64_t *q)
 {
-    int64_t o = n, v = 1;
-    while (o > 0 && o % 2 == 0) {
+    int64_t o = n; /* the odd part of n */
+    while (o > 0 && o % 2 == 0)
         o /= 2;
-        v *= 2;
-    }
     int64_t bm = 1, bq = 0;
     qsur_hblock_kind bk = QSUR_HBLOCK_NONE;
     int exact = 1;

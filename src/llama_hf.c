@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "qsur/gptq_pack.h"
 #include "qsur/atomic_file.h"
 #include "qsur/json.h"
 #include "qsur/llama.h"
@@ -345,6 +346,53 @@ static int load_int_slot(const hf_shards *sh, const hf_slot *sl, const char *bas
     return rc;
 }
 
+/* Reads the GPTQ tensors of slot sl into its float weights (dequantized the
+ * way GPTQ loaders do), undoing the q/k row permutation. */
+static int load_gptq_slot(const hf_shards *sh, const hf_slot *sl, const char *base,
+                          const char *what, qsur_error *err)
+{
+    static const char *const sfx[4] = {"qweight", "qzeros", "scales", "g_idx"};
+    int32_t *iv[4] = {NULL, NULL, NULL, NULL};
+    int64_t shape[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}}, nv = 0;
+    qsur_tensor *scales = NULL;
+    int rc = QSUR_OK;
+    for (int k = 0; k < 4 && !rc; k++) {
+        char name[QSUR_NAME_MAX + 16];
+        snprintf(name, sizeof name, "%s.%s", base, sfx[k]);
+        qsur_safetensors *f = NULL;
+        int e = -1;
+        if ((rc = shards_find(sh, name, what, &f, &e, err)))
+            break;
+        const qsur_st_entry *en = &f->entries[e];
+        shape[k][0] = en->ndim >= 1 ? en->shape[0] : 0;
+        shape[k][1] = en->ndim == 2 ? en->shape[1] : en->ndim == 1 ? 1 : 0;
+        rc = k == 2 ? qsur_safetensors_read_tensor(f, e, NULL, &scales, NULL, err)
+                    : qsur_safetensors_read_i32(f, e, &iv[k], &nv, err);
+    }
+    qsur_gptq_packed pk;
+    memset(&pk, 0, sizeof pk);
+    if (!rc) /* the parts belong to pk from here on */
+        rc = qsur_gptq_from_parts(iv[0], shape[0], iv[1], shape[1], scales, iv[3],
+                                  shape[3][0] * shape[3][1], sl->rows, sl->cols, base, &pk, err);
+    else
+        for (int k = 0; k < 4; k++)
+            free(iv[k]);
+    float *tmp = rc ? NULL : malloc((size_t)(sl->rows * sl->cols) * sizeof(float));
+    if (!rc && !tmp)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", base);
+    if (!rc) {
+        qsur_gptq_dequant(&pk, tmp);
+        if (sl->rope_heads)
+            permute_rows(sl->data, tmp, sl->rope_heads, sl->rows, sl->cols, 0);
+        else
+            memcpy(sl->data, tmp, (size_t)(sl->rows * sl->cols) * sizeof(float));
+    }
+    free(tmp);
+    qsur_gptq_packed_free(&pk);
+    qsur_tensor_free(scales);
+    return rc;
+}
+
 int qsur_llama_load_hf(qsur_llama **out, const char *dir, const qsur_progress *prog,
                        qsur_error *err)
 {
@@ -378,7 +426,9 @@ int qsur_llama_load_hf(qsur_llama **out, const char *dir, const qsur_progress *p
             slot_base(&slots[i], base, sizeof base);
             snprintf(qn, sizeof qn, "%s.qweight", base);
             if (shards_has(&sh, qn)) {
-                if ((rc = load_int_slot(&sh, &slots[i], base, what, err)))
+                snprintf(qn, sizeof qn, "%s.g_idx", base);
+                if ((rc = shards_has(&sh, qn) ? load_gptq_slot(&sh, &slots[i], base, what, err)
+                                              : load_int_slot(&sh, &slots[i], base, what, err)))
                     break;
                 rc = qsur_progress_tick(prog, (double)(i + 1) / n, "load", NAN, err);
                 continue;
@@ -429,8 +479,21 @@ done:
 
 /* ---- saving ----------------------------------------------------------------- */
 
+static int write_text_file(const char *path, const char *text, qsur_error *err)
+{
+    qsur_atomic_file f;
+    int rc = qsur_atomic_open(&f, path, err);
+    if (rc)
+        return rc;
+    if ((rc = qsur_atomic_write(&f, text, strlen(text), err))) {
+        qsur_atomic_abort(&f);
+        return rc;
+    }
+    return qsur_atomic_commit(&f, err);
+}
+
 static int write_config(const qsur_llama_config *c, const char *path, const char *dtype,
-                        qsur_error *err)
+                        const char *quant_cfg, qsur_error *err)
 {
     char text[2048];
     const char *torch = strcmp(dtype, "F16") == 0 ? "float16"
@@ -451,19 +514,16 @@ static int write_config(const qsur_llama_config *c, const char *path, const char
         "  \"rms_norm_eps\": %.17g,\n"
         "  \"rope_scaling\": null,\n"
         "  \"tie_word_embeddings\": %s,\n"
+        "%s%s%s"
         "  \"torch_dtype\": \"%s\"\n"
         "}\n",
         c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-        c->seq_len, c->rope_theta, c->norm_eps, c->shared_classifier ? "true" : "false", torch);
-    qsur_atomic_file f;
-    int rc = qsur_atomic_open(&f, path, err);
-    if (rc)
-        return rc;
-    if ((rc = qsur_atomic_write(&f, text, (size_t)n, err))) {
-        qsur_atomic_abort(&f);
-        return rc;
-    }
-    return qsur_atomic_commit(&f, err);
+        c->seq_len, c->rope_theta, c->norm_eps, c->shared_classifier ? "true" : "false",
+        quant_cfg ? "  \"quantization_config\": " : "", quant_cfg ? quant_cfg : "",
+        quant_cfg ? ",\n" : "", torch);
+    if (n < 0 || (size_t)n >= sizeof text)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: config text too long", path);
+    return write_text_file(path, text, err);
 }
 
 /* Base name of a ".weight" slot: "model.layers.0.mlp.down_proj". */
@@ -570,10 +630,56 @@ static int add_int_tensors(const hf_slot *sl, const qsur_qweight *qw, qsur_tenso
     return QSUR_OK;
 }
 
+/* Appends the GPTQ-packed BASE.qweight/.qzeros/.scales/.g_idx of slot sl
+ * (qsur/gptq_pack.h); q/k rows (codes and their maps) go to the HF layout
+ * first, like float weights. GPTQ has one group size: a linear whose width
+ * forces another (stories260K's w2: 172 = 4 x 43 for 32) is refused. */
+static int add_gptq_tensors(const hf_slot *sl, qsur_qweight *qw, const qsur_quant_spec *spec,
+                            qsur_tensor **ts, qsur_dtype *dts, int *n, qsur_error *err)
+{
+    char base[QSUR_NAME_MAX];
+    slot_base(sl, base, sizeof base);
+    if (spec->gran == QSUR_GRAN_GROUP && qw->spec.group != spec->group)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: %lld input columns need groups of %d, but a GPTQ "
+                         "checkpoint has one group_size (%d); use weights=int", base,
+                         (long long)qw->cols, qw->spec.group, spec->group);
+    if (sl->rope_heads) {
+        int64_t rows = qw->rows, cols = qw->cols, pn = qw->nparams / rows;
+        int16_t *c = malloc((size_t)(rows * cols) * sizeof *c);
+        qsur_qparams *p = malloc((size_t)qw->nparams * sizeof *p);
+        if (!c || !p) {
+            free(c);
+            free(p);
+            return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", base);
+        }
+        memcpy(c, qw->codes, (size_t)(rows * cols) * sizeof *c);
+        memcpy(p, qw->params, (size_t)qw->nparams * sizeof *p);
+        int64_t hs = rows / sl->rope_heads, half = hs / 2;
+        for (int64_t h = 0; h < sl->rope_heads; h++)
+            for (int64_t i = 0; i < half; i++)
+                for (int k = 0; k < 2; k++) {
+                    int64_t meta = h * hs + 2 * i + k, hf = h * hs + k * half + i;
+                    memcpy(qw->codes + hf * cols, c + meta * cols, (size_t)cols * sizeof *c);
+                    if (pn >= 1 && qw->nparams == rows * pn)
+                        memcpy(qw->params + hf * pn, p + meta * pn, (size_t)pn * sizeof *p);
+                }
+        free(c);
+        free(p);
+    }
+    qsur_gptq_packed pk;
+    int rc = qsur_gptq_pack(qw, base, &pk, err);
+    if (!rc)
+        rc = qsur_gptq_to_tensors(&pk, base, ts + *n, dts + *n, err);
+    qsur_gptq_packed_free(&pk);
+    if (!rc)
+        *n += 4;
+    return rc;
+}
+
 int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
                        qsur_error *err)
 {
-    qsur_llama_hf_save_opts o = {dtype, 0, NULL, NULL, 0};
+    qsur_llama_hf_save_opts o = {dtype, 0, NULL, NULL, 0, 0};
     return qsur_llama_save_hf_ex(m, dir, &o, err);
 }
 
@@ -599,9 +705,14 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
     qsur_llama *m = (qsur_llama *)m_in; /* slots only read through it */
     hf_slot *slots = calloc((size_t)m->cfg.n_layers * 9 + 3, sizeof *slots);
     int n = slots ? hf_slots(m, slots) : 0, rc = QSUR_OK, nt = 0;
-    /* up to 3 tensors per slot (codes, scales, zeros) */
-    qsur_tensor **ts = calloc((size_t)3 * n + 1, sizeof *ts);
-    qsur_dtype *dts = calloc((size_t)3 * n + 1, sizeof *dts);
+    /* up to 4 tensors per slot (codes, scales, zeros; GPTQ: qweight, qzeros, scales, g_idx) */
+    qsur_tensor **ts = calloc((size_t)4 * n + 1, sizeof *ts);
+    qsur_dtype *dts = calloc((size_t)4 * n + 1, sizeof *dts);
+    char gcfg[512] = "";
+    if (opts->gptq && opts->int_spec)
+        qsur_gptq_config_json(opts->int_spec->bits,
+                              opts->int_spec->gran == QSUR_GRAN_GROUP ? opts->int_spec->group : -1,
+                              opts->int_spec->symmetric, gcfg, sizeof gcfg);
     if (!slots || !ts || !dts)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
     for (int i = 0; i < n && !rc; i++) {
@@ -609,7 +720,8 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
         if (sl->lin && opts->int_spec) {
             qsur_qweight *qw = NULL;
             if (!(rc = int_weights(sl, opts->int_spec, &qw, err)))
-                rc = add_int_tensors(sl, qw, ts, dts, &nt, err);
+                rc = opts->gptq ? add_gptq_tensors(sl, qw, opts->int_spec, ts, dts, &nt, err)
+                                : add_int_tensors(sl, qw, ts, dts, &nt, err);
             qsur_qweight_free(qw);
             continue;
         }
@@ -641,7 +753,13 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
     free(meta);
     if (!rc) {
         snprintf(path, sizeof path, "%s/config.json", dir);
-        rc = write_config(&m->cfg, path, qsur_dtype_name(dt), err);
+        rc = write_config(&m->cfg, path, qsur_dtype_name(dt), opts->gptq ? gcfg : NULL, err);
+    }
+    if (!rc && opts->gptq) { /* AutoGPTQ reads quantize_config.json, transformers config.json */
+        snprintf(path, sizeof path, "%s/quantize_config.json", dir);
+        size_t len = strlen(gcfg);
+        snprintf(gcfg + len, sizeof gcfg - len, "\n");
+        rc = write_text_file(path, gcfg, err);
     }
     for (int i = 0; i < nt; i++)
         qsur_tensor_free(ts[i]);

@@ -291,7 +291,11 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
     o->best_ema = INFINITY;
     o->ema = NAN;
     int qk = kvspec->bits < 16 && opts->kv_hadamard;
-    if ((rc = qsur_llama_rotations_new(&o->rot, c, 1, qk, opts->seed, err)) ||
+    /* The online Hadamard before w2 only serves activation quantization: a
+     * weight-only run (a16) fuses everything offline, so its model runs in any
+     * Llama runtime (issue 12). */
+    int w2 = aspec->bits < 16;
+    if ((rc = qsur_llama_rotations_new(&o->rot, c, w2, qk, opts->seed, err)) ||
         (rc = qsur_llama_new(&o->fm, c, err))) {
         qsur_ostquant_free(o);
         return rc;
@@ -415,7 +419,8 @@ static void fuse_with(const qsur_ostquant *o, const fuse_scratch *f, qsur_llama 
         for (int64_t i = 0; i < d; i++)
             for (int64_t j = 0; j < hd; j++)
                 L->w2.w[i * hd + j] *= su[j];
-        qsur_hadamard_plan_apply(o->rot->w2, L->w2.w, d, NULL, NULL);
+        if (o->rot->w2)
+            qsur_hadamard_plan_apply(o->rot->w2, L->w2.w, d, NULL, NULL);
         /* the float weights changed: a stale quantized copy must not be used */
         qsur_llama_linear *lins[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
         for (int i = 0; i < 7; i++) {
@@ -442,7 +447,8 @@ int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_ro
     qsur_llama_rotations *r = NULL;
     int rc = qsur_llama_new(&m, &o->cfg, err);
     if (!rc)
-        rc = qsur_llama_rotations_new(&r, &o->cfg, 1, o->rot->qk != NULL, o->opts.seed, err);
+        rc = qsur_llama_rotations_new(&r, &o->cfg, o->rot->w2 != NULL, o->rot->qk != NULL,
+                                      o->opts.seed, err);
     fuse_scratch f;
     if (!rc && scratch_new(o, &f) != 0)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant fuse: out of memory");
@@ -582,8 +588,10 @@ int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
         float *zs = f.tmp, *dzs = f.tmp2;
         memcpy(zs, L->w2.w, (size_t)(d * hd) * sizeof(float));
         memcpy(dzs, G->d_w2, (size_t)(d * hd) * sizeof(float));
-        int rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, zs, d, NULL, err);
-        if (!rc)
+        int rc = QSUR_OK;
+        if (o->rot->w2) /* no online w2 rotation in a weight-only run: H = I */
+            rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, zs, d, NULL, err);
+        if (!rc && o->rot->w2)
             rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, dzs, d, NULL, err);
         if (rc) {
             scratch_free(&f);

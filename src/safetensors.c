@@ -13,12 +13,12 @@
 const char *qsur_dtype_name(qsur_dtype d)
 {
     return d == QSUR_DTYPE_F32 ? "F32" : d == QSUR_DTYPE_F16 ? "F16" : d == QSUR_DTYPE_BF16 ? "BF16"
-         : d == QSUR_DTYPE_I8 ? "I8" : d == QSUR_DTYPE_U8 ? "U8" : "?";
+         : d == QSUR_DTYPE_I8 ? "I8" : d == QSUR_DTYPE_U8 ? "U8" : d == QSUR_DTYPE_I32 ? "I32" : "?";
 }
 
 int qsur_dtype_size(qsur_dtype d)
 {
-    return d == QSUR_DTYPE_F32 ? 4 : d == QSUR_DTYPE_I8 || d == QSUR_DTYPE_U8 ? 1 : 2;
+    return d == QSUR_DTYPE_F32 || d == QSUR_DTYPE_I32 ? 4 : d == QSUR_DTYPE_I8 || d == QSUR_DTYPE_U8 ? 1 : 2;
 }
 
 void qsur_safetensors_close(qsur_safetensors *st)
@@ -68,9 +68,11 @@ static int parse_entry(const char *path, const char *name, const qsur_json *v,
         e->dtype = QSUR_DTYPE_I8;
     else if (strcmp(dt, "U8") == 0)
         e->dtype = QSUR_DTYPE_U8;
+    else if (strcmp(dt, "I32") == 0)
+        e->dtype = QSUR_DTYPE_I32;
     else
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s: dtype %s not supported "
-                         "(expected F32, F16, BF16, I8 or U8)", path, name, dt);
+                         "(expected F32, F16, BF16, I8, U8 or I32)", path, name, dt);
     if (shape->type != QSUR_JSON_ARRAY || shape->count > QSUR_ST_MAX_DIMS)
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s: shape must be an array of at "
                          "most %d integers", path, name, QSUR_ST_MAX_DIMS);
@@ -236,6 +238,30 @@ const char *qsur_safetensors_meta(const qsur_safetensors *st, const char *key)
     return qsur_json_get_string(st->metadata, key);
 }
 
+int qsur_safetensors_read_i32(const qsur_safetensors *st, int i, int32_t **out, int64_t *n,
+                              qsur_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    const qsur_st_entry *e = &st->entries[i];
+    if (e->dtype != QSUR_DTYPE_I32)
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s is %s (expected I32)", st->path,
+                         e->name, qsur_dtype_name(e->dtype));
+    size_t count = (size_t)((e->end - e->begin) / 4);
+    int32_t *v = malloc(count ? count * sizeof *v : 1);
+    if (!v)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: tensor %s: out of memory", st->path, e->name);
+    const unsigned char *p = st->map.data + st->data_start + e->begin;
+    for (size_t k = 0; k < count; k++) {
+        uint32_t u = (uint32_t)p[4 * k] | (uint32_t)p[4 * k + 1] << 8 |
+                     (uint32_t)p[4 * k + 2] << 16 | (uint32_t)p[4 * k + 3] << 24;
+        memcpy(&v[k], &u, 4);
+    }
+    *out = v;
+    *n = (int64_t)count;
+    return QSUR_OK;
+}
+
 int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *name,
                                  qsur_tensor **out, const qsur_progress *progress,
                                  qsur_error *err)
@@ -252,6 +278,9 @@ int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *
                          "1..%d)", st->path, e->name, e->ndim, QSUR_MAX_DIMS);
     if (e->begin == e->end)
         return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s is zero-size", st->path, e->name);
+    if (e->dtype == QSUR_DTYPE_I32) /* packed words, not values: qsur_safetensors_read_i32 */
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: tensor %s: dtype I32 not supported here "
+                         "(expected F32, F16, BF16, I8 or U8)", st->path, e->name);
     qsur_tensor *t;
     int rc = qsur_tensor_new(&t, name, e->ndim, e->shape, err);
     if (rc)
@@ -401,7 +430,7 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
         const qsur_tensor *t = tensors[i];
         qsur_dtype dt = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
         if (dt != QSUR_DTYPE_F32 && dt != QSUR_DTYPE_F16 && dt != QSUR_DTYPE_BF16 &&
-            dt != QSUR_DTYPE_I8 && dt != QSUR_DTYPE_U8)
+            dt != QSUR_DTYPE_I8 && dt != QSUR_DTYPE_U8 && dt != QSUR_DTYPE_I32)
             return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s: unknown dtype %d", path,
                              t->name, (int)dt);
         if (!t->name[0] || strcmp(t->name, "__metadata__") == 0)
@@ -412,7 +441,7 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
                 return qsur_fail(err, QSUR_ERR_ARG, "%s: duplicate tensor name %s", path,
                                  t->name);
         int64_t n = qsur_tensor_numel(t);
-        int64_t bad = qsur_find_nonfinite(t->data, n);
+        int64_t bad = dt == QSUR_DTYPE_I32 ? -1 : qsur_find_nonfinite(t->data, n);
         if (bad >= 0)
             return qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s has a non-finite value at "
                              "element %lld", path, t->name, (long long)bad);
@@ -487,7 +516,7 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
         const qsur_tensor *t = tensors[i];
         qsur_dtype dt = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
         size_t n = (size_t)qsur_tensor_numel(t);
-        if (dt == QSUR_DTYPE_F32) {
+        if (dt == QSUR_DTYPE_F32 || dt == QSUR_DTYPE_I32) { /* I32: the bits, as stored */
             rc = qsur_atomic_write_f32le(&f, t->data, n, err);
         } else if (dt == QSUR_DTYPE_I8 || dt == QSUR_DTYPE_U8) {
             unsigned char tmp[4096]; /* integer-valued, range checked above */

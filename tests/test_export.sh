@@ -18,13 +18,13 @@ lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 PRE="set format json; model load $M; calib $C seqs=4; quant w4a4kv4"
 
 for W in fake int; do
-  "$QSUR_BIN" -c "$PRE; ostquant model steps=3 seqs=4 batch=2 seq-len=64; ppl $E seqs=4; export $T/ex_$W weights=$W format=both eval=$E seqs=4; model load $T/ex_$W; ppl $E seqs=4" > "$T/$W.json" 2> "$T/$W.err"
+  "$QSUR_BIN" -c "$PRE; ostquant model steps=3 seqs=4 batch=2 seq-len=64; ppl $E seqs=4; export $T/ex_$W weights=$W format=hf runtime=qsur eval=$E seqs=4; model load $T/ex_$W; ppl $E seqs=4" > "$T/$W.json" 2> "$T/$W.err"
   expect_eq "$?" 0 "ostquant model + export weights=$W + model load succeed"
   p1=$(grep '"command":"ppl"' "$T/$W.json" | head -1 | grep -o '"ppl":[^,}]*' | cut -d: -f2)
   p2=$(json ppl "$T/$W.json")
   expect_true "weights=$W: ppl of the loaded export equals the session's ($p1 vs $p2)" near "$p2" "$p1" 1e-4
   expect_true "weights=$W: ppl is a number ($p1)" lt 1 "$p1"
-  for f in model.safetensors config.json model.bin report.md report.json; do
+  for f in model.safetensors config.json report.md report.json; do
     expect_true "weights=$W: $f written" test -s "$T/ex_$W/$f"
   done
   expect_eq "$(ls -d "$T"/ex_$W.tmp-* 2>/dev/null | wc -l)" 0 "weights=$W: no temporary directory left"
@@ -52,9 +52,37 @@ expect_true "int export is smaller than fake ($si < $sf)" lt "$si" "$sf"
 expect_eq "$(grep -o '"ppl":[^,}]*' "$T/asym.json" | sort -u | wc -l)" 1 "asym g32 int export reproduces ppl exactly"
 expect_grep 'layers.0.mlp.down_proj.qweight":{"dtype":"U8","shape":[64,172]' "$T/ex_asym/model.safetensors" "asym codes are U8"
 expect_grep 'layers.0.mlp.down_proj.zeros":{"dtype":"F32","shape":[64,4]' "$T/ex_asym/model.safetensors" "w2 zeros: 4 groups of 43"
-"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2 seqlen=128; rotate model hadamard 5; quant w3a16; gptq model; ppl $E seqs=4; export $T/ex_gptq weights=int; model load $T/ex_gptq; ppl $E seqs=4" > "$T/gptq.json" 2>&1
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2 seqlen=128; rotate model hadamard 5; quant w3a16; gptq model; ppl $E seqs=4; export $T/ex_gptq weights=int runtime=qsur; model load $T/ex_gptq; ppl $E seqs=4" > "$T/gptq.json" 2>&1
 expect_eq "$(grep -o '"ppl":[^,}]*' "$T/gptq.json" | sort -u | wc -l)" 1 "QuaRot + GPTQ int export reproduces ppl exactly"
 expect_grep 'random signs (seed 6) then hadamard 172 (williamson 43)' "$T/gptq.json" "randomized w2 plan restored with its seed"
+
+# weights=gptq: GPTQ-packed int32 (8 bits: stories260K's 172-wide w1/w3/w2 are not multiples
+# of 8, so 4 bits cannot be packed and are refused naming the linear); model load reads it
+# back; the only change against the session model is the fp16 rounding of the scales
+"$QSUR_BIN" -c "set format json; model load $M; quant w8a16kv16 w:row; ppl $E seqs=4; export $T/ex_gptq8 weights=gptq eval=$E seqs=4; model load $T/ex_gptq8; ppl $E seqs=4" > "$T/g8.json" 2> "$T/g8.err"
+expect_eq "$?" 0 "weights=gptq export + model load succeed ($(head -c 300 "$T/g8.err"))"
+p1=$(grep '"command":"ppl"' "$T/g8.json" | head -1 | grep -o '"ppl":[^,}]*' | cut -d: -f2)
+p2=$(json ppl "$T/g8.json")
+expect_true "gptq: reloaded ppl within fp16 scale rounding of the session's ($p2 vs $p1)" near "$p2" "$p1" 2e-3
+expect_grep 'layers.0.self_attn.q_proj.qweight":{"dtype":"I32","shape":[16,64]' "$T/ex_gptq8/model.safetensors" "gptq qweight: int32 [in/4][out]"
+expect_grep 'layers.0.mlp.down_proj.qzeros":{"dtype":"I32","shape":[1,16]' "$T/ex_gptq8/model.safetensors" "gptq qzeros: int32 [groups][out/4]"
+expect_grep 'layers.0.mlp.down_proj.scales":{"dtype":"F16","shape":[1,64]' "$T/ex_gptq8/model.safetensors" "gptq scales: fp16 [groups][out]"
+expect_grep 'layers.0.mlp.down_proj.g_idx":{"dtype":"I32","shape":[172]' "$T/ex_gptq8/model.safetensors" "gptq g_idx: int32 [in]"
+expect_grep '"group_size": -1' "$T/ex_gptq8/quantize_config.json" "quantize_config.json: per-row is group_size -1"
+expect_grep '"quantization_config": {' "$T/ex_gptq8/config.json" "config.json carries quantization_config"
+expect_grep '"weights": "gptq"' "$T/ex_gptq8/report.json" "report records weights=gptq"
+"$QSUR_BIN" -c "model load $M; quant w4a16kv16; export $T/ex_gptq4 weights=gptq" > /dev/null 2> "$T/err"
+expect_grep "model.layers.0.mlp.gate_proj: 172 x 64 is not packable in GPTQ's int32 layout at 4 bits" "$T/err" "4-bit GPTQ of a 172-wide linear is refused, naming it"
+expect_true "refused gptq export leaves nothing" test ! -e "$T/ex_gptq4"
+
+# report: the model's act/KV quantizers (not the session's), per-linear group sizes
+"$QSUR_BIN" -c "model load $M; quant w4a16kv16 w:g32; export $T/ex_rep" > /dev/null 2>&1
+expect_grep '"abits": 16, "kvbits": 16, "group_size": 32' "$T/ex_rep/report.json" "report: a16 kv16 model says 16 bits"
+expect_grep '"w2": 43' "$T/ex_rep/report.json" "report: w2 groups of 43 recorded"
+expect_grep '| group size per linear (where not 32) | w2=43 |' "$T/ex_rep/report.md" "report.md: w2 group size"
+expect_grep 'qsur.group_size.per_linear' "$T/ex_rep/model.safetensors" "metadata: per-linear group sizes"
+"$QSUR_BIN" -c "model load $M; export $T/ex_float" > /dev/null 2>&1
+expect_grep '"abits": 16, "kvbits": 16' "$T/ex_float/report.json" "report: a float model's activations are off (not the session's default a4)"
 
 # ostquant model takes the session's calibration file; none at all is an error
 expect_grep "\"calib\":\"$(cd "$D" && pwd -P)/stories260K.calib.u16\"" "$T/fake.json" "ostquant model used the file of calib"

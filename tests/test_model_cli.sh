@@ -43,11 +43,11 @@ g0=$(json ppl "$T/g0.json")
 expect_true "gptq model beats RTN at w3a16 ($g0 -> $g)" lt "$g" "$g0"
 
 # save + replay reproduces the numbers (explicit seed, absolute paths)
-"$QSUR_BIN" -c "model load $M; calib $C seqs=2; rotate model hadamard; quant w4a8kv4; save $T/s.qs" > /dev/null
+"$QSUR_BIN" -c "model load $M; calib $C seqs=2; quant w4a8kv4; rotate model hadamard; save $T/s.qs" > /dev/null
 expect_grep "rotate model hadamard 1 steps=norm,resid,w2,heads,qk" "$T/s.qs" "rotate logged with its seed"
 expect_grep "calib \"" "$T/s.qs" "calib logged"
 "$QSUR_BIN" -c "set format json; run $T/s.qs; ppl $E seqs=4" > "$T/rep1.json"
-"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2; rotate model hadamard 1; quant w4a8kv4; ppl $E seqs=4" > "$T/rep2.json"
+"$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=2; quant w4a8kv4; rotate model hadamard 1; ppl $E seqs=4" > "$T/rep2.json"
 expect_eq "$(json ppl "$T/rep1.json")" "$(json ppl "$T/rep2.json")" "replayed script gives the same perplexity"
 
 # bad inputs: the command name and the engine's reason

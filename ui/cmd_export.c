@@ -1,4 +1,5 @@
-/* `export DIR [format=hf|llama2c|both] [weights=fake|int] [eval=FILE] [seqs=N]`:
+/* `export DIR [format=hf|llama2c|both] [runtime=plain|qsur] [weights=fake|int|gptq]
+ *  [eval=FILE] [seqs=N]`:
  * the session model as files another run (or another tool) can load, with a
  * report of what was done to it. Layout and tensor names: docs/export.md.
  *
@@ -26,7 +27,7 @@
 #include "qsur/qsur.h"
 
 static const char *const export_files[] = {"model.safetensors", "config.json", "model.bin", "report.md",
-                                           "report.json"};
+                                           "report.json", "quantize_config.json"};
 
 /* A growing text buffer (report.md / report.json). */
 typedef struct {
@@ -193,6 +194,53 @@ static int dir_is_empty(const char *dir)
     return empty;
 }
 
+/* A plain runtime (llama2.c's run.c, transformers' LlamaForCausalLM, vLLM)
+ * runs the weights only. The online rotation before w2 is part of the weights'
+ * function (w2 <- w2 H): without it a plain runtime runs a broken model
+ * (perplexity ~33,500 instead of 17 for stories260K), so such exports are
+ * refused unless qsur's runtime metadata is asked for, and never written to
+ * llama2.c files, which cannot carry it. The q,k rotation is not: q H (k H)^T
+ * = q k^T, it only serves KV-cache quantization, so a runtime without it runs
+ * the model exactly (with a float KV cache); the report says so. */
+static int refuse_online(const qsur_llama_runtime *rt, int hf, int l2c, int qsur_rt, qsur_error *err)
+{
+    if (!rt->has_w2)
+        return QSUR_OK;
+    if (l2c)
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "format=%s cannot carry the online rotation before w2 (%.190s) that this "
+                         "model needs; use format=hf runtime=qsur, or a weight-only config (quant "
+                         "wNa16 before rotate model / ostquant model) that fuses everything offline",
+                         hf ? "both (llama2c)" : "llama2c", rt->w2_desc);
+    if (hf && !qsur_rt)
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "a plain HF runtime would run this model without the online rotation "
+                         "before w2 (%.190s); add runtime=qsur to record it in qsur's metadata "
+                         "(docs/export.md), or use a weight-only config (quant wNa16 before rotate "
+                         "model / ostquant model)",
+                         rt->w2_desc);
+    return QSUR_OK;
+}
+
+/* Linear kinds whose group differs from the nominal one because their input
+ * size is not a multiple of it (w2 of stories260K: 172 columns, groups of 43
+ * for a nominal 32), as "w2=43" ("" when none); qsur_llama_linear_spec picks
+ * the group, so report and files say what the quantizer really used. */
+static void group_overrides(const qsur_quant_spec *wq, const qsur_llama *m, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    if (wq->gran != QSUR_GRAN_GROUP || wq->bits >= 16)
+        return;
+    for (int i = 0; i < 7 && i < qsur_llama_linear_count(m); i++) { /* layer 0: every kind once */
+        const qsur_llama_linear *l = qsur_llama_linear_at((qsur_llama *)m, i);
+        int g = qsur_llama_linear_spec(wq, l->cols).group;
+        const char *kind = strrchr(l->name, '.');
+        size_t len = strlen(buf);
+        if (g != wq->group)
+            snprintf(buf + len, n - len, "%s%.8s=%d", len ? " " : "", kind ? kind + 1 : l->name, g);
+    }
+}
+
 /* The plans the session model's hooks point at. */
 static void session_plans(session *s, const qsur_hadamard_plan **w2, const qsur_hadamard_plan **qk)
 {
@@ -212,7 +260,7 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (!s->model || !s->mstate)
         return qsur_fail(err, QSUR_ERR_ARG, "export: no model loaded (use `model load PATH`)");
     session_log_as(s, "%s", ""); /* writes files, changes nothing */
-    int hf = 1, l2c = 0, as_int = 0;
+    int hf = 1, l2c = 0, as_int = 0, gptq = 0, qsur_rt = 0;
     const char *eval = NULL;
     long seqs = 16;
     for (int i = 1; i < argc; i++) {
@@ -223,29 +271,39 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
             hf = 0, l2c = 1;
         else if (!strcmp(a, "format=both"))
             hf = 1, l2c = 1;
+        else if (!strcmp(a, "runtime=plain"))
+            qsur_rt = 0;
+        else if (!strcmp(a, "runtime=qsur"))
+            qsur_rt = 1;
         else if (!strcmp(a, "weights=fake"))
-            as_int = 0;
+            as_int = 0, gptq = 0;
         else if (!strcmp(a, "weights=int"))
-            as_int = 1;
+            as_int = 1, gptq = 0;
+        else if (!strcmp(a, "weights=gptq"))
+            as_int = 1, gptq = 1;
         else if (!strncmp(a, "eval=", 5))
             eval = a + 5;
         else if (!strncmp(a, "seqs=", 5) && !parse_long(a + 5, 0, 1L << 20, &seqs))
             ;
         else
-            return option_fail(err, a, "format=hf|llama2c|both weights=fake|int eval=FILE seqs=N");
+            return option_fail(err, a, "format=hf|llama2c|both runtime=plain|qsur weights=fake|int|gptq eval=FILE seqs=N");
     }
     qsur_llama *m = s->model;
     model_state *ms = s->mstate;
     int quantized = m->layers[0].wq.wq != NULL;
     if (as_int && (!quantized || s->wq.bits >= 16))
-        return qsur_fail(err, QSUR_ERR_ARG, "export weights=int: the model's weights are not quantized (`quant wNaN...` first)");
+        return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s: the model's weights are not quantized (`quant wNaN...` first)",
+                         gptq ? "gptq" : "int");
     if (as_int && !hf)
-        return qsur_fail(err, QSUR_ERR_ARG, "export weights=int needs format=hf or both (llama2c files hold floats)");
+        return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s needs format=hf or both (llama2c files hold floats)",
+                         gptq ? "gptq" : "int");
     const qsur_hadamard_plan *w2p, *qkp;
     session_plans(s, &w2p, &qkp);
     qsur_llama_runtime rt;
     int rc = qsur_llama_runtime_of(m, w2p, qkp, &rt, err);
     if (rc)
+        return rc;
+    if ((rc = refuse_online(&rt, hf, l2c, qsur_rt, err)))
         return rc;
     /* the target: strip trailing slashes; must not exist, or be empty */
     char dir[4096];
@@ -270,24 +328,27 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
     char wspec[200], gsize[32];
     qsur_quant_spec_format(&s->wq, wspec, sizeof wspec);
     snprintf(gsize, sizeof gsize, "%d", s->wq.gran == QSUR_GRAN_GROUP ? s->wq.group : 0);
-    const char *meta[2 * QSUR_RUNTIME_META_MAX + 8];
+    char gover[128];
+    group_overrides(&s->wq, m, gover, sizeof gover);
+    const char *meta[2 * QSUR_RUNTIME_META_MAX + 10];
     int nm = 0;
     for (int i = 0; i < rm.count; i++) {
         meta[2 * nm] = rm.kv[2 * i];
         meta[2 * nm + 1] = rm.kv[2 * i + 1];
         nm++;
     }
-    const char *extra[] = {"qsur.weights", as_int ? "int" : quantized ? "fake" : "float",
+    const char *extra[] = {"qsur.weights", gptq ? "gptq" : as_int ? "int" : quantized ? "fake" : "float",
                            "qsur.wspec", quantized ? wspec : "float",
                            "qsur.group_size", gsize,
-                           "qsur.method", quantized ? ms->wmethod : "none"};
-    for (int i = 0; i < 4; i++) {
+                           "qsur.method", quantized ? ms->wmethod : "none",
+                           "qsur.group_size.per_linear", gover};
+    for (int i = 0; i < (quantized && gover[0] ? 5 : 4); i++) {
         meta[2 * nm] = extra[2 * i];
         meta[2 * nm + 1] = extra[2 * i + 1];
         nm++;
     }
     if (hf) {
-        qsur_llama_hf_save_opts o = {"F32", 1, as_int ? &s->wq : NULL, meta, nm};
+        qsur_llama_hf_save_opts o = {"F32", 1, as_int ? &s->wq : NULL, meta, nm, gptq};
         rc = qsur_llama_save_hf_ex(m, tmp, &o, err);
     }
     if (!rc && l2c) {
@@ -324,8 +385,8 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
     if (!rc && qsur_llama_load(&orig, s->model_path, NULL, &soft) == QSUR_OK &&
         orig->cfg.n_layers == m->cfg.n_layers) {
         have_orig = 1;
-        orig->hooks.act = s->aq;
-        orig->hooks.kv = s->kvq;
+        orig->hooks.act = rt.act; /* the model's quantizers, not the session's */
+        orig->hooks.kv = rt.kv;
     }
     if (!rc && ms->has_calib) {
         rc = qsur_tokens_load(&ct, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
@@ -363,14 +424,15 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
     }
     if (!rc) {
         char qa[96], qk[96];
-        qsur_quant_describe(&s->aq, qa, sizeof qa);
-        qsur_quant_describe(&s->kvq, qk, sizeof qk);
-        if (s->aq.bits >= 16)
+        /* The model's own quantizers (its hooks), not the session's defaults. */
+        qsur_quant_describe(&rt.act, qa, sizeof qa);
+        qsur_quant_describe(&rt.kv, qk, sizeof qk);
+        if (rt.act.bits >= 16)
             snprintf(qa, sizeof qa, "off");
-        if (s->kvq.bits >= 16)
+        if (rt.kv.bits >= 16)
             snprintf(qk, sizeof qk, "off");
         const char *fmt = hf && l2c ? "both" : hf ? "hf" : "llama2c";
-        const char *wkind = as_int ? "int" : "fake";
+        const char *wkind = gptq ? "gptq" : as_int ? "int" : "fake";
         char w2d[260], qkd[260];
         snprintf(w2d, sizeof w2d, rt.has_w2 ? "%s (randomized %d, seed %llu)" : "none", rt.w2_desc,
                  rt.w2.randomized, (unsigned long long)rt.w2.seed);
@@ -379,6 +441,8 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         tbuf md = {0}, js = {0};
         tb_printf(&md, "# qsur export\n\n## Settings\n\n| setting | value |\n|---|---|\n");
         tb_printf(&md, "| source model | %s |\n| format | %s |\n| weights | %s (%s) |\n", s->model_path, fmt, wkind, wdesc);
+        if (quantized && gover[0])
+            tb_printf(&md, "| group size per linear (where not %s) | %s |\n", gsize, gover);
         tb_printf(&md, "| weight method | %s |\n| activations | %s |\n| KV cache | %s |\n",
                   quantized ? ms->wmethod : "none", qa, qk);
         tb_printf(&md, "| transforms | %s |\n| online w2_in | %s |\n| online qk | %s |\n",
@@ -411,9 +475,17 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         tb_printf(&js, ", \"format\": \"%s\", \"weights\": \"%s\", \"wspec\": ", fmt, wkind);
         tb_json_str(&js, quantized ? wspec : "float");
         tb_printf(&js, ", \"wbits\": %d, \"abits\": %d, \"kvbits\": %d, \"group_size\": %s, \"method\": ",
-                  quantized ? s->wq.bits : 16, s->aq.bits, s->kvq.bits, gsize);
+                  quantized ? s->wq.bits : 16, rt.act.bits < 16 ? rt.act.bits : 16,
+                  rt.kv.bits < 16 ? rt.kv.bits : 16, gsize);
         tb_json_str(&js, quantized ? ms->wmethod : "none");
-        tb_printf(&js, ", \"transforms\": ");
+        tb_printf(&js, ", \"group_sizes\": {");
+        for (int i = 0; quantized && s->wq.gran == QSUR_GRAN_GROUP && i < 7 && i < L; i++) {
+            const qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+            const char *kind = strrchr(l->name, '.');
+            tb_printf(&js, "%s\"%s\": %d", i ? ", " : "", kind ? kind + 1 : l->name,
+                      qsur_llama_linear_spec(&s->wq, l->cols).group);
+        }
+        tb_printf(&js, "}, \"transforms\": ");
         tb_json_str(&js, ms->rotation);
         tb_printf(&js, ",\n    \"online_w2_in\": ");
         if (rt.has_w2) {

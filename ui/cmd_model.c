@@ -398,7 +398,7 @@ static void append_rotation(model_state *ms, const char *fmt, const char *desc)
 enum { RM_STEPS };
 const opt_spec rotate_model_opts[] = {
     {"steps", OPT_TEXT, 0, 0, NULL, "norm,resid,w2,heads,qk", "norm,resid,w2,heads,qk", OPT_LOG_ALWAYS,
-     "the rotation steps to apply, comma-separated"},
+     "rotation steps, comma-separated (default: all but w2/qk when activations/KV are at 16 bits)"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
 /* Everything that can be refused is checked before the model changes. */
@@ -435,6 +435,15 @@ int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, 
         return rc;
     if (argc > 1 && parse_long(argv[1], 0, LONG_MAX, &seed))
         return qsur_fail(err, QSUR_ERR_ARG, "expected a seed or steps=..., got '%s'", argv[1]);
+    /* The online rotations only serve activation (w2) and KV-cache (qk)
+     * quantization; without it the default fuses everything offline, so the
+     * model runs in any Llama runtime (issue 12). */
+    int skipped = 0;
+    if (!a->v[RM_STEPS].given && s->aq.bits >= 16)
+        skipped |= steps & STEP_W2;
+    if (!a->v[RM_STEPS].given && s->kvq.bits >= 16)
+        skipped |= steps & STEP_QK;
+    steps &= ~skipped;
     if ((rc = rotate_model_refuse(s->model, steps, err)))
         return rc;
     qsur_llama *m = s->model;
@@ -502,6 +511,11 @@ changed:;
         a->v[RM_STEPS].s = st;
         session_log_opts(s, head, a);
         rep_int(r, "seed", "seed", (long long)sd);
+        if (skipped)
+            rep_str(r, "online_skipped", "online steps left out",
+                    skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
+                    : skipped == STEP_W2       ? "w2 (activations at 16 bits)"
+                                               : "qk (KV cache at 16 bits)");
     }
 out:
     qsur_hadamard_plan_free(Q);

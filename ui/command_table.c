@@ -159,15 +159,19 @@ const command command_table[] = {
      "       of the session model (`set alpha|cube|qsur_method` apply; docs/ostquant.md).",
      NULL, ostquant_subs},
 
-    {"export", 1, 6, CMD_LONG, COMPLETE_FILE, NULL,
-     "export DIR [format=hf|llama2c|both] [weights=fake|int] [eval=FILE] [seqs=N]",
+    {"export", 1, 7, CMD_LONG, COMPLETE_FILE, NULL,
+     "export DIR [format=hf|llama2c|both] [runtime=plain|qsur] [weights=fake|int|gptq] [eval=FILE] [seqs=N]",
      "write the session model (fused, quantized) and a report into a new directory",
-     "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the online\n"
-     "         rotations (plan, seed), the activation/KV quantizers and the weight quantizer,\n"
-     "         so `model load DIR` runs the same model (same perplexity).\n"
+     "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the activation/KV\n"
+     "         quantizers and the weight quantizer, so `model load DIR` runs the same model.\n"
      "llama2c  DIR/model.bin (weights only). both: all three.\n"
+     "runtime  plain (default): the files must run exactly in any Llama runtime, so a model\n"
+     "         that needs an online rotation (before w2 or on q,k) is refused; qsur: format=hf\n"
+     "         only, the online rotations are recorded in __metadata__ for qsur (or a runtime\n"
+     "         that applies them as docs/export.md says).\n"
      "weights  fake: the fake-quantized values as F32; int: NAME.qweight (I8/U8 codes),\n"
-     "         NAME.scales (F32), NAME.zeros (asymmetric) per linear (docs/export.md).\n"
+     "         NAME.scales (F32), NAME.zeros (asymmetric) per linear; gptq: the GPTQ/AutoGPTQ\n"
+     "         packed int32 layout (4 or 8 bits) with quantize_config.json (docs/export.md).\n"
      "Report: DIR/report.md and DIR/report.json: settings, per-linear log10 QSUR of the\n"
      "captured calibration inputs and weights and output error, before (RTN on the original\n"
      "model) and after, and perplexities on eval=FILE (float, before, after, reloaded export;\n"
@@ -180,8 +184,9 @@ const command command_table[] = {
      "rotate hadamard|rhadamard|random [SEED] | rotate pca | rotate model hadamard [SEED] [steps=LIST]",
      "rotate the layer: X' = X R, W' = W R (the product X W^T is unchanged)",
      "hadamard   fast Walsh-Hadamard for 2^k channels; for n = 2^k m a Kronecker product with\n"
-     "           an m x m Hadamard (Sylvester, Paley I/II) where one exists, else with a seeded\n"
-     "           random orthogonal m x m block (172 = 4 x 43 is such a size); the output says which\n"
+     "           an m x m Hadamard (Sylvester, Paley I/II, Williamson: 172 = 4 x 43) where one\n"
+     "           exists, else with a seeded random orthogonal m x m block (86 = 2 x 43 is such a\n"
+     "           size); the output says which\n"
      "rhadamard  the same after random +-1 signs (QuaRot's randomized Hadamard)\n"
      "random     Haar-random orthogonal matrix (QR of a Gaussian matrix, sign-fixed)\n"
      "pca        eigenvectors of the activation covariance (needs X)\n"
@@ -193,7 +198,10 @@ const command command_table[] = {
      "           writers (wo, w2) Q^T W; w2: online Hadamard on w2's input, w2 -> w2 H;\n"
      "           heads: per value head, fused into wv rows and wo columns; qk: online Hadamard\n"
      "           on q and k (rotated K cache). steps=LIST picks some (default all:\n"
-     "           norm,resid,w2,heads,qk). Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
+     "           norm,resid,w2,heads,qk, but without w2 when activations are at 16 bits and\n"
+     "           without qk when the KV cache is: the online steps only serve their quantization,\n"
+     "           and a model without them exports to any Llama runtime).\n"
+     "           Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
      cmd_rotate, rotate_subs},
     {"scale", 1, 2, CMD_LOGGED, COMPLETE_WORDS, scale_words, "scale smooth [ALPHA] | scale file FILE",
      "scale channels: X' = X S^-1, W' = W S (SmoothQuant or a vector from a file)",

@@ -137,7 +137,8 @@ int qsur_llama_load_llama2c(qsur_llama **out, const char *path,
                             const qsur_progress *prog, qsur_error *err);
 /* Hugging Face Llama directory: config.json plus model.safetensors or a
  * sharded model.safetensors.index.json; F32/F16/BF16; a linear stored as
- * NAME.qweight/.scales/.zeros (see qsur_llama_save_hf_ex) is dequantized. */
+ * NAME.qweight/.scales/.zeros (see qsur_llama_save_hf_ex) or GPTQ-packed
+ * (NAME.qweight/.qzeros/.scales/.g_idx, qsur/gptq_pack.h) is dequantized. */
 int qsur_llama_load_hf(qsur_llama **out, const char *dir,
                        const qsur_progress *prog, qsur_error *err);
 /* A directory -> HF, a file -> llama2.c. */
@@ -164,6 +165,9 @@ typedef struct {
     const qsur_quant_spec *int_spec;
     const char *const *meta_kv;
     int meta_count;
+    int gptq;                        /* with int_spec: GPTQ-packed (qsur/gptq_pack.h), plus
+                                        quantize_config.json and config.json's
+                                        quantization_config */
 } qsur_llama_hf_save_opts;
 int qsur_llama_save_hf_ex(const qsur_llama *m, const char *dir,
                           const qsur_llama_hf_save_opts *opts, qsur_error *err);

@@ -19,9 +19,10 @@
  *   S_ffn   per layer, dim scales shared by w1/w3 (new ffn RMSNorm gain 1/S).
  *   S_ud    per layer, hidden scales between w3 (up) and w2 (down): w3 rows / S,
  *           w2 columns * S (silu sits on w1 only, so the product scales exactly).
- *   H       an online Hadamard on the input of w2 (rows of hidden_dim): w2 <- w2 H
- *           and the w2_in hook applies x <- x H; hidden 172 = 4 x 43 uses the
- *           engine's documented fallback (Walsh 4 x seeded random orthogonal 43).
+ *   H       only when activations are quantized (aspec bits < 16): an online
+ *           Hadamard on the input of w2 (rows of hidden_dim): w2 <- w2 H and the
+ *           w2_in hook applies x <- x H; hidden 172 = 4 x 43 is the Williamson
+ *           matrix. Weight-only runs have H = I: everything is fused offline.
  *   H_qk    when the KV cache is quantized (bits < 16) and kv_hadamard is on: an
  *           online Hadamard of head_size on q and k after RoPE (QuaRot).
  * Scalings are learned as log s (Adam); orthogonals with Cayley-Adam on the

@@ -8,7 +8,7 @@
  * exactly dtype/shape/data_offsets, dtype is F32, F16 or BF16, begin <= end
  * inside the data section, ranges do not overlap and cover the data section
  * with no gap, shape product x dtype size == END - BEGIN (overflow-checked),
- * no duplicate names, __metadata__ maps strings to strings. I8/U8 are also read. Values are
+ * no duplicate names, __metadata__ maps strings to strings. I8/U8/I32 are also read. Values are
  * converted to float32 and NaN/Inf is refused when a tensor is read. */
 #ifndef QSUR_SAFETENSORS_H
 #define QSUR_SAFETENSORS_H
@@ -24,11 +24,17 @@
 #define QSUR_ST_MAX_HEADER (100u << 20)
 
 /* I8/U8 hold integers (quantized weight codes): read as their float value;
- * writing them requires integer values in range. */
-typedef enum { QSUR_DTYPE_F32 = 0, QSUR_DTYPE_F16, QSUR_DTYPE_BF16, QSUR_DTYPE_I8, QSUR_DTYPE_U8 } qsur_dtype;
+ * writing them requires integer values in range. I32 holds GPTQ's packed
+ * words, which a float cannot hold as a value: read only through
+ * qsur_safetensors_read_i32 (read_tensor refuses it); written from a tensor
+ * whose floats carry the int32 bit patterns (memcpy in), unchanged and never
+ * checked for NaN/Inf. */
+typedef enum {
+    QSUR_DTYPE_F32 = 0, QSUR_DTYPE_F16, QSUR_DTYPE_BF16, QSUR_DTYPE_I8, QSUR_DTYPE_U8, QSUR_DTYPE_I32
+} qsur_dtype;
 
-const char *qsur_dtype_name(qsur_dtype d);  /* "F32", "F16", "BF16", "I8", "U8" */
-int qsur_dtype_size(qsur_dtype d);          /* 4, 2, 2, 1, 1 */
+const char *qsur_dtype_name(qsur_dtype d);  /* "F32", "F16", "BF16", "I8", "U8", "I32" */
+int qsur_dtype_size(qsur_dtype d);          /* 4, 2, 2, 1, 1, 4 */
 
 typedef struct {
     const char *name;    /* points into the parsed header */
@@ -60,6 +66,11 @@ const char *qsur_safetensors_meta(const qsur_safetensors *st, const char *key);
 int qsur_safetensors_read_tensor(const qsur_safetensors *st, int i, const char *name,
                                  qsur_tensor **out, const qsur_progress *progress,
                                  qsur_error *err);
+
+/* Entry i (dtype I32) as a new array of *n int32 values (little-endian in the
+ * file); QSUR_ERR_FORMAT for any other dtype. */
+int qsur_safetensors_read_i32(const qsur_safetensors *st, int i, int32_t **out, int64_t *n,
+                              qsur_error *err);
 
 /* Every tensor of path into ws as PREFIX+name; all-or-nothing. */
 int qsur_safetensors_load(qsur_workspace *ws, const char *path, const char *prefix,
