@@ -255,39 +255,162 @@ static void session_plans(session *s, const qsur_hadamard_plan **w2, const qsur_
         *qk = s->mstate->qk_online->plan;
 }
 
-int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
+/* DIR/model.bin: the llama2.c file of the model's weights (the quantized
+ * copies where there are some). */
+static int write_llama2c(qsur_llama *m, const char *tmp, qsur_error *err)
 {
+    char path[4600];
+    qsur_workspace ws;
+    qsur_workspace_init(&ws);
+    int rc = qsur_llama_to_workspace(m, &ws, NULL, err);
+    for (int i = 0; i < qsur_llama_linear_count(m) && !rc; i++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        qsur_tensor *t = qsur_workspace_find(&ws, l->name);
+        if (l->wq && t)
+            memcpy(t->data, l->wq, (size_t)(l->rows * l->cols) * sizeof(float));
+    }
+    qsur_llama2c_config c = {m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_layers, m->cfg.n_heads,
+                             m->cfg.n_kv_heads, m->cfg.vocab_size, m->cfg.seq_len, m->cfg.shared_classifier};
+    snprintf(path, sizeof path, "%s/model.bin", tmp);
+    if (!rc)
+        rc = qsur_llama2c_write(&ws, NULL, &c, path, NULL, err);
+    qsur_workspace_clear(&ws);
+    return rc;
+}
+
+/* What the report of an export says (filled by cmd_export, read by the two
+ * writers below). */
+typedef struct {
+    session *s;
+    qsur_llama *m;
+    model_state *ms;
+    const qsur_llama_runtime *rt;
+    const char *fmt, *wkind, *wdesc, *gover, *gsize, *qa, *qk, *w2d, *qkd, *eval, *wspec;
+    int quantized, have_calib, have_eval, l2c, L;
+    double ppl_float, ppl_before, ppl_after, ppl_reload;
+    const lin_row *before, *after;
+} export_report;
+
+static void report_md(const export_report *e, tbuf *md)
+{
+    tb_printf(md, "# qsur export\n\n## Settings\n\n| setting | value |\n|---|---|\n");
+    tb_printf(md, "| source model | %s |\n| format | %s |\n| weights | %s (%s) |\n", e->s->model_path, e->fmt, e->wkind, e->wdesc);
+    if (e->quantized && e->gover[0])
+        tb_printf(md, "| group size per linear (where not %s) | %s |\n", e->gsize, e->gover);
+    tb_printf(md, "| weight method | %s |\n| activations | %s |\n| KV cache | %s |\n",
+              e->quantized ? e->ms->wmethod : "none", e->qa, e->qk);
+    tb_printf(md, "| transforms | %s |\n| online w2_in | %s |\n| online qk | %s |\n",
+              e->ms->rotation[0] ? e->ms->rotation : "none", e->w2d, e->qkd);
+    if (e->have_calib)
+        tb_printf(md, "| calibration | %s, %d seqs x %d, seed %llu |\n", e->ms->calib_path, e->ms->calib_seqs,
+                  e->ms->calib_seqlen, e->ms->calib_seed);
+    tb_printf(md, "\n## Perplexity%s%s\n\n", e->have_eval ? " on " : " (no eval=FILE given)", e->have_eval ? e->eval : "");
+    if (e->have_eval) {
+        tb_printf(md, "| model | ppl |\n|---|---|\n| float (original) | %.4f |\n", e->ppl_float);
+        tb_printf(md, "| before (RTN, same quantizers, no transforms) | %.4f |\n", e->ppl_before);
+        tb_printf(md, "| after (this model) | %.4f |\n| reloaded export | %.4f |\n", e->ppl_after, e->ppl_reload);
+    }
+    tb_printf(md, "\n## Per layer (log10 QSUR of captured calibration inputs and weights; output error)\n\n");
+    if (e->have_calib) {
+        tb_printf(md, "| linear | X qsur before | X qsur after | W qsur before | W qsur after | err before | err after |\n"
+                       "|---|---|---|---|---|---|---|\n");
+        for (int i = 0; i < e->L; i++)
+            tb_printf(md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", e->after[i].name, e->before[i].x_qsur,
+                      e->after[i].x_qsur, e->before[i].w_qsur, e->after[i].w_qsur, e->before[i].out_err, e->after[i].out_err);
+    } else {
+        tb_printf(md, "No calibration activations (`calib FILE` before export).\n");
+    }
+    if (e->l2c && (e->rt->has_w2 || e->rt->has_qk || e->rt->act.bits < 16 || e->rt->kv.bits < 16))
+        tb_printf(md, "\nNote: model.bin (llama2.c) holds the weights only; the online rotations and the "
+                       "activation/KV quantizers above are recorded in model.safetensors and here.\n");
+}
+
+static void report_json(const export_report *e, tbuf *js)
+{
+    tb_printf(js, "{\n  \"settings\": {\"source\": ");
+    tb_json_str(js, e->s->model_path);
+    tb_printf(js, ", \"format\": \"%s\", \"weights\": \"%s\", \"wspec\": ", e->fmt, e->wkind);
+    tb_json_str(js, e->quantized ? e->wspec : "float");
+    tb_printf(js, ", \"wbits\": %d, \"abits\": %d, \"kvbits\": %d, \"group_size\": %s, \"method\": ",
+              e->quantized ? e->s->wq.bits : 16, e->rt->act.bits < 16 ? e->rt->act.bits : 16,
+              e->rt->kv.bits < 16 ? e->rt->kv.bits : 16, e->gsize);
+    tb_json_str(js, e->quantized ? e->ms->wmethod : "none");
+    tb_printf(js, ", \"group_sizes\": {");
+    for (int i = 0; e->quantized && e->s->wq.gran == QSUR_GRAN_GROUP && i < 7 && i < e->L; i++) {
+        const qsur_llama_linear *l = qsur_llama_linear_at(e->m, i);
+        const char *kind = strrchr(l->name, '.');
+        tb_printf(js, "%s\"%s\": %d", i ? ", " : "", kind ? kind + 1 : l->name,
+                  qsur_llama_linear_spec(&e->s->wq, l->cols).group);
+    }
+    tb_printf(js, "}, \"transforms\": ");
+    tb_json_str(js, e->ms->rotation);
+    tb_printf(js, ",\n    \"online_w2_in\": ");
+    if (e->rt->has_w2) {
+        tb_printf(js, "{\"desc\": ");
+        tb_json_str(js, e->rt->w2_desc);
+        tb_printf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->w2.randomized, (unsigned long long)e->rt->w2.seed);
+    } else {
+        tb_printf(js, "null");
+    }
+    tb_printf(js, ", \"online_qk\": ");
+    if (e->rt->has_qk) {
+        tb_printf(js, "{\"desc\": ");
+        tb_json_str(js, e->rt->qk_desc);
+        tb_printf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->qk.randomized, (unsigned long long)e->rt->qk.seed);
+    } else {
+        tb_printf(js, "null");
+    }
+    tb_printf(js, ", \"calib_seed\": %llu},\n  \"ppl\": {\"float\": ", e->have_calib ? e->ms->calib_seed : 0ULL);
+    tb_json_num(js, e->ppl_float);
+    tb_printf(js, ", \"before\": ");
+    tb_json_num(js, e->ppl_before);
+    tb_printf(js, ", \"after\": ");
+    tb_json_num(js, e->ppl_after);
+    tb_printf(js, ", \"reloaded\": ");
+    tb_json_num(js, e->ppl_reload);
+    tb_printf(js, "},\n  \"layers\": [");
+    for (int i = 0; e->have_calib && i < e->L; i++) {
+        tb_printf(js, "%s\n    {\"name\": \"%s\", \"x_log10_qsur_before\": ", i ? "," : "", e->after[i].name);
+        tb_json_num(js, e->before[i].x_qsur);
+        tb_printf(js, ", \"x_log10_qsur_after\": ");
+        tb_json_num(js, e->after[i].x_qsur);
+        tb_printf(js, ", \"w_log10_qsur_before\": ");
+        tb_json_num(js, e->before[i].w_qsur);
+        tb_printf(js, ", \"w_log10_qsur_after\": ");
+        tb_json_num(js, e->after[i].w_qsur);
+        tb_printf(js, ", \"error_before\": ");
+        tb_json_num(js, e->before[i].out_err);
+        tb_printf(js, ", \"error_after\": ");
+        tb_json_num(js, e->after[i].out_err);
+        tb_printf(js, "}");
+    }
+    tb_printf(js, "\n  ]\n}\n");
+}
+
+enum { EX_FORMAT, EX_RUNTIME, EX_WEIGHTS, EX_EVAL, EX_SEQS };
+const opt_spec export_opts[] = {
+    {"format", OPT_CHOICE, 0, 0, "hf|llama2c|both", "hf", NULL, OPT_LOG_NEVER, "files to write"},
+    {"runtime", OPT_CHOICE, 0, 0, "plain|qsur", "plain", NULL, OPT_LOG_NEVER,
+     "plain: exact in any Llama runtime; qsur: online rotations in the metadata"},
+    {"weights", OPT_CHOICE, 0, 0, "fake|int|gptq", "fake", NULL, OPT_LOG_NEVER, "how quantized weights are stored"},
+    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, "token file for the report's perplexities"},
+    {"seqs", OPT_INT, 0, 1L << 20, NULL, "16", NULL, OPT_LOG_NEVER, "eval sequences"},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+
+/* One transaction from the checks to the rename: every failure after the
+ * temporary directory exists must reach the cleanup at the end, which is why
+ * this stays one function (its report writers and file writers are apart). */
+int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc;
     if (!s->model || !s->mstate)
         return qsur_fail(err, QSUR_ERR_ARG, "export: no model loaded (use `model load PATH`)");
     session_log_as(s, "%s", ""); /* writes files, changes nothing */
-    int hf = 1, l2c = 0, as_int = 0, gptq = 0, qsur_rt = 0;
-    const char *eval = NULL;
-    long seqs = 16;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "format=hf"))
-            hf = 1, l2c = 0;
-        else if (!strcmp(a, "format=llama2c"))
-            hf = 0, l2c = 1;
-        else if (!strcmp(a, "format=both"))
-            hf = 1, l2c = 1;
-        else if (!strcmp(a, "runtime=plain"))
-            qsur_rt = 0;
-        else if (!strcmp(a, "runtime=qsur"))
-            qsur_rt = 1;
-        else if (!strcmp(a, "weights=fake"))
-            as_int = 0, gptq = 0;
-        else if (!strcmp(a, "weights=int"))
-            as_int = 1, gptq = 0;
-        else if (!strcmp(a, "weights=gptq"))
-            as_int = 1, gptq = 1;
-        else if (!strncmp(a, "eval=", 5))
-            eval = a + 5;
-        else if (!strncmp(a, "seqs=", 5) && !parse_long(a + 5, 0, 1L << 20, &seqs))
-            ;
-        else
-            return option_fail(err, a, "format=hf|llama2c|both runtime=plain|qsur weights=fake|int|gptq eval=FILE seqs=N");
-    }
+    long format = a->v[EX_FORMAT].i, weights = a->v[EX_WEIGHTS].i;
+    int hf = format != 1, l2c = format != 0, as_int = weights >= 1, gptq = weights == 2;
+    int qsur_rt = a->v[EX_RUNTIME].i == 1;
+    const char *eval = a->v[EX_EVAL].s;
+    long seqs = a->v[EX_SEQS].i;
     qsur_llama *m = s->model;
     model_state *ms = s->mstate;
     int quantized = m->layers[0].wq.wq != NULL;
@@ -351,23 +474,8 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         qsur_llama_hf_save_opts o = {"F32", 1, as_int ? &s->wq : NULL, meta, nm, gptq};
         rc = qsur_llama_save_hf_ex(m, tmp, &o, err);
     }
-    if (!rc && l2c) {
-        qsur_workspace ws;
-        qsur_workspace_init(&ws);
-        rc = qsur_llama_to_workspace(m, &ws, NULL, err);
-        for (int i = 0; i < qsur_llama_linear_count(m) && !rc; i++) {
-            qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-            qsur_tensor *t = qsur_workspace_find(&ws, l->name);
-            if (l->wq && t)
-                memcpy(t->data, l->wq, (size_t)(l->rows * l->cols) * sizeof(float));
-        }
-        qsur_llama2c_config c = {m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_layers, m->cfg.n_heads,
-                                 m->cfg.n_kv_heads, m->cfg.vocab_size, m->cfg.seq_len, m->cfg.shared_classifier};
-        snprintf(path, sizeof path, "%s/model.bin", tmp);
-        if (!rc)
-            rc = qsur_llama2c_write(&ws, NULL, &c, path, NULL, err);
-        qsur_workspace_clear(&ws);
-    }
+    if (!rc && l2c)
+        rc = write_llama2c(m, tmp, err);
 
     /* ---- report: per-layer numbers before (RTN on the original model) and after ---- */
     int L = qsur_llama_linear_count(m);
@@ -439,95 +547,11 @@ int cmd_export(session *s, int argc, char **argv, report *r, qsur_error *err)
         snprintf(qkd, sizeof qkd, rt.has_qk ? "%s (randomized %d, seed %llu)" : "none", rt.qk_desc,
                  rt.qk.randomized, (unsigned long long)rt.qk.seed);
         tbuf md = {0}, js = {0};
-        tb_printf(&md, "# qsur export\n\n## Settings\n\n| setting | value |\n|---|---|\n");
-        tb_printf(&md, "| source model | %s |\n| format | %s |\n| weights | %s (%s) |\n", s->model_path, fmt, wkind, wdesc);
-        if (quantized && gover[0])
-            tb_printf(&md, "| group size per linear (where not %s) | %s |\n", gsize, gover);
-        tb_printf(&md, "| weight method | %s |\n| activations | %s |\n| KV cache | %s |\n",
-                  quantized ? ms->wmethod : "none", qa, qk);
-        tb_printf(&md, "| transforms | %s |\n| online w2_in | %s |\n| online qk | %s |\n",
-                  ms->rotation[0] ? ms->rotation : "none", w2d, qkd);
-        if (have_calib)
-            tb_printf(&md, "| calibration | %s, %d seqs x %d, seed %llu |\n", ms->calib_path, ms->calib_seqs,
-                      ms->calib_seqlen, ms->calib_seed);
-        tb_printf(&md, "\n## Perplexity%s%s\n\n", have_eval ? " on " : " (no eval=FILE given)", have_eval ? eval : "");
-        if (have_eval) {
-            tb_printf(&md, "| model | ppl |\n|---|---|\n| float (original) | %.4f |\n", ppl_float);
-            tb_printf(&md, "| before (RTN, same quantizers, no transforms) | %.4f |\n", ppl_before);
-            tb_printf(&md, "| after (this model) | %.4f |\n| reloaded export | %.4f |\n", ppl_after, ppl_reload);
-        }
-        tb_printf(&md, "\n## Per layer (log10 QSUR of captured calibration inputs and weights; output error)\n\n");
-        if (have_calib) {
-            tb_printf(&md, "| linear | X qsur before | X qsur after | W qsur before | W qsur after | err before | err after |\n"
-                           "|---|---|---|---|---|---|---|\n");
-            for (int i = 0; i < L; i++)
-                tb_printf(&md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", after[i].name, before[i].x_qsur,
-                          after[i].x_qsur, before[i].w_qsur, after[i].w_qsur, before[i].out_err, after[i].out_err);
-        } else {
-            tb_printf(&md, "No calibration activations (`calib FILE` before export).\n");
-        }
-        if (l2c && (rt.has_w2 || rt.has_qk || rt.act.bits < 16 || rt.kv.bits < 16))
-            tb_printf(&md, "\nNote: model.bin (llama2.c) holds the weights only; the online rotations and the "
-                           "activation/KV quantizers above are recorded in model.safetensors and here.\n");
-        /* JSON */
-        tb_printf(&js, "{\n  \"settings\": {\"source\": ");
-        tb_json_str(&js, s->model_path);
-        tb_printf(&js, ", \"format\": \"%s\", \"weights\": \"%s\", \"wspec\": ", fmt, wkind);
-        tb_json_str(&js, quantized ? wspec : "float");
-        tb_printf(&js, ", \"wbits\": %d, \"abits\": %d, \"kvbits\": %d, \"group_size\": %s, \"method\": ",
-                  quantized ? s->wq.bits : 16, rt.act.bits < 16 ? rt.act.bits : 16,
-                  rt.kv.bits < 16 ? rt.kv.bits : 16, gsize);
-        tb_json_str(&js, quantized ? ms->wmethod : "none");
-        tb_printf(&js, ", \"group_sizes\": {");
-        for (int i = 0; quantized && s->wq.gran == QSUR_GRAN_GROUP && i < 7 && i < L; i++) {
-            const qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-            const char *kind = strrchr(l->name, '.');
-            tb_printf(&js, "%s\"%s\": %d", i ? ", " : "", kind ? kind + 1 : l->name,
-                      qsur_llama_linear_spec(&s->wq, l->cols).group);
-        }
-        tb_printf(&js, "}, \"transforms\": ");
-        tb_json_str(&js, ms->rotation);
-        tb_printf(&js, ",\n    \"online_w2_in\": ");
-        if (rt.has_w2) {
-            tb_printf(&js, "{\"desc\": ");
-            tb_json_str(&js, rt.w2_desc);
-            tb_printf(&js, ", \"randomized\": %d, \"seed\": %llu}", rt.w2.randomized, (unsigned long long)rt.w2.seed);
-        } else {
-            tb_printf(&js, "null");
-        }
-        tb_printf(&js, ", \"online_qk\": ");
-        if (rt.has_qk) {
-            tb_printf(&js, "{\"desc\": ");
-            tb_json_str(&js, rt.qk_desc);
-            tb_printf(&js, ", \"randomized\": %d, \"seed\": %llu}", rt.qk.randomized, (unsigned long long)rt.qk.seed);
-        } else {
-            tb_printf(&js, "null");
-        }
-        tb_printf(&js, ", \"calib_seed\": %llu},\n  \"ppl\": {\"float\": ", have_calib ? ms->calib_seed : 0ULL);
-        tb_json_num(&js, ppl_float);
-        tb_printf(&js, ", \"before\": ");
-        tb_json_num(&js, ppl_before);
-        tb_printf(&js, ", \"after\": ");
-        tb_json_num(&js, ppl_after);
-        tb_printf(&js, ", \"reloaded\": ");
-        tb_json_num(&js, ppl_reload);
-        tb_printf(&js, "},\n  \"layers\": [");
-        for (int i = 0; have_calib && i < L; i++) {
-            tb_printf(&js, "%s\n    {\"name\": \"%s\", \"x_log10_qsur_before\": ", i ? "," : "", after[i].name);
-            tb_json_num(&js, before[i].x_qsur);
-            tb_printf(&js, ", \"x_log10_qsur_after\": ");
-            tb_json_num(&js, after[i].x_qsur);
-            tb_printf(&js, ", \"w_log10_qsur_before\": ");
-            tb_json_num(&js, before[i].w_qsur);
-            tb_printf(&js, ", \"w_log10_qsur_after\": ");
-            tb_json_num(&js, after[i].w_qsur);
-            tb_printf(&js, ", \"error_before\": ");
-            tb_json_num(&js, before[i].out_err);
-            tb_printf(&js, ", \"error_after\": ");
-            tb_json_num(&js, after[i].out_err);
-            tb_printf(&js, "}");
-        }
-        tb_printf(&js, "\n  ]\n}\n");
+        export_report e = {s, m, ms, &rt, fmt, wkind, wdesc, gover, gsize, qa, qk, w2d, qkd, eval, wspec,
+                           quantized, have_calib, have_eval, l2c, L, ppl_float, ppl_before, ppl_after, ppl_reload,
+                           before, after};
+        report_md(&e, &md);
+        report_json(&e, &js);
         snprintf(path, sizeof path, "%s/report.json", tmp);
         rc = write_text(path, &js, err);
         snprintf(path, sizeof path, "%s/report.md", tmp);

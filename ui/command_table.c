@@ -159,8 +159,7 @@ const command command_table[] = {
      "       of the session model (`set alpha|cube|qsur_method` apply; docs/ostquant.md).",
      NULL, ostquant_subs},
 
-    {"export", 1, 7, CMD_LONG, COMPLETE_FILE, NULL,
-     "export DIR [format=hf|llama2c|both] [runtime=plain|qsur] [weights=fake|int|gptq] [eval=FILE] [seqs=N]",
+    {"export", 1, 1, CMD_LONG, COMPLETE_FILE, NULL, "export DIR",
      "write the session model (fused, quantized) and a report into a new directory",
      "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the activation/KV\n"
      "         quantizers and the weight quantizer, so `model load DIR` runs the same model.\n"
@@ -177,7 +176,7 @@ const command command_table[] = {
      "model) and after, and perplexities on eval=FILE (float, before, after, reloaded export;\n"
      "seqs=N sequences, default 16). Written into DIR.tmp-XXXXXX, renamed at the end: a\n"
      "failure leaves no DIR. DIR must not exist (or be empty).",
-     cmd_export},
+     NULL, NULL, export_opts, cmd_export},
 
     /* ---- transform ---- */
     {"rotate", 1, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words,

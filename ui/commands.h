@@ -68,7 +68,8 @@ HANDLER(cmd_sleep);
 extern const command ostquant_subs[];
 extern const opt_spec ostq_layer_opts[], ostq_model_opts[], ostq_resume_opts[];
 /* cmd_export.c */
-HANDLER(cmd_export);
+int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
+extern const opt_spec export_opts[];
 
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
