@@ -1,5 +1,5 @@
-/* Typed option specs (ui/option.c) and the dispatch through sub-command
- * entries (ui/command.c): parsing, ranges, defaults, usage and log lines,
+/* Typed option specs (ui/commands/option.c) and the dispatch through sub-command
+ * entries (ui/commands/command.c): parsing, ranges, defaults, usage and log lines,
  * worked out by hand; and the ostquant specs' defaults against the engine's. */
 #include <limits.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* The one line runner (ui/run_line.c) in its three modes: which commands of a
+/* The one line runner (ui/commands/run_line.c) in its three modes: which commands of a
  * ';' line run after an error, where errors go, echo, and the capture of
  * stdout results and stderr that the TUI shows in its output panel. */
 #include <stdlib.h>

@@ -121,7 +121,7 @@ int layer_reference_get(struct session *s, layer_state *l, int64_t k, const floa
 int64_t layer_error_tokens(const struct session *s, const layer_view *v);
 float *layer_sample_rows(const float *a, int64_t n, int64_t d, int64_t k);
 
-/* Transform stack operations on a layer (see ui/layer_transform.c). */
+/* Transform stack operations on a layer (see ui/session/layer_transform.c). */
 int layer_stack_depth(const layer_state *l);
 
 #endif

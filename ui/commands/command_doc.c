@@ -12,7 +12,7 @@ static void doc_line(void *ctx, const char *line)
 void command_doc_markdown(FILE *out)
 {
     fputs("# Command reference\n\n"
-          "Generated from the command table (`ui/command_table.c`) by `qsur --commands-md`;\n"
+          "Generated from the command table (`ui/commands/command_table.c`) by `qsur --commands-md`;\n"
           "a test fails when this file and the table disagree. The same commands run at the\n"
           "prompt, in script files (`qsur -f`, `run`), in `qsur -c` strings and on the TUI's\n"
           "command line.\n\n", out);

@@ -3,7 +3,7 @@
  * interactive. Left/Right rotate by 5 degrees, Up/Down by 15, `[`/`]` shrink
  * or stretch the x (outlier) axis, `0` resets. Each key runs the matching
  * `demo rotate|scale|reset` command (logged, replayable); the picture and the
- * closed-form QSUR come from ui/demo.c, the same code the REPL uses. */
+ * closed-form QSUR come from ui/session/demo.c, the same code the REPL uses. */
 #include <curses.h>
 #include <math.h>
 #include "demo.h"

@@ -1,4 +1,4 @@
-/* Internals of the TUI shared by ui/tui.c and the panels (ui/tui_panel_*.c).
+/* Internals of the TUI shared by ui/tui/tui.c and the panels (ui/tui/tui_panel_*.c).
  *
  * A panel is one struct with its own draw and key functions (htop/tig style);
  * tui.c lays the panels out, routes keys to the focused one first, and owns

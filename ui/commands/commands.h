@@ -1,4 +1,4 @@
-/* Handlers of the command table (ui/command_table.c), grouped by the file
+/* Handlers of the command table (ui/commands/command_table.c), grouped by the file
  * that implements them. Each returns a qsur_status and fills err. */
 #ifndef QSUR_UI_COMMANDS_H
 #define QSUR_UI_COMMANDS_H
