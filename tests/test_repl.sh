@@ -21,6 +21,9 @@ mkdir -p "$T/home"
 # lands in $T/status (the pane then lingers so the screen can still be read).
 start() {
   tm kill-server >/dev/null 2>&1
+  # wait until the old server no longer answers, or the next new-session can
+  # reach the dying server under load ("server exited unexpectedly")
+  for _ in $(seq 100); do tm ls 2>&1 | grep -q "no server running\|error connecting" && break; sleep 0.05; done
   rm -f "$T/status"
   tm new-session -d -x 120 -y 40 \
     "cd '$T' && env -u COLUMNS HOME='$1' LC_ALL=C.UTF-8 '$QSUR_BIN'; echo \$? > '$T/status'; sleep 60"

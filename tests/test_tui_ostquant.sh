@@ -48,6 +48,9 @@ expect_true "the line names the worst layer" grep -qE '^ostq 3/3 .* min [0-9.]+ 
 keys "quit" Enter
 wait_for "EXIT=0" 10 && pass || fail "the REPL quits"
 tm kill-session -t qsur
+# The last session gone, the server exits: wait until it no longer answers, or
+# the next new-session can reach the dying server ("server exited unexpectedly").
+for _ in $(seq 100); do tm ls 2>&1 | grep -q "no server running" && break; sleep 0.05; done
 
 # --------------------------------------------------------------------- TUI
 tm new-session -d -s qsur -x 120 -y 40 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM=xterm-256color \

@@ -48,6 +48,8 @@ typedef struct {
     int seq_len, max_seqs, batch;
     int64_t max_tokens;
     uint64_t seed;
+    int gpu;           /* GPTQ: each linear's Hessian, Cholesky and column loop on
+                          the GPU (qsur_gpu_gptq); captures stay on the CPU */
 } qsur_llama_wquant_opts;
 
 qsur_llama_wquant_opts qsur_llama_wquant_default(void);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include "llama_sink.h"
+#include "qsur/clock.h"
 #include "qsur/llama.h"
 
 int qsur_llama_plan_sequences(const qsur_tokens *t, int *seq_len, int *n_seqs, int *batch,
@@ -49,7 +50,7 @@ int qsur_llama_perplexity(const qsur_llama *m, qsur_llama_state *s, const qsur_t
         batch = s->max_batch;
     }
     int V = m->cfg.vocab_size;
-    double nll = 0;
+    double nll = 0, t_start = qsur_seconds();
     int64_t count = 0;
     for (int first = 0; first < n_seqs && !rc; first += batch) {
         int B = n_seqs - first < batch ? n_seqs - first : batch;
@@ -77,8 +78,12 @@ int qsur_llama_perplexity(const qsur_llama *m, qsur_llama_state *s, const qsur_t
         if (!isfinite(nll))
             rc = qsur_fail(err, QSUR_ERR_NUMERIC, "perplexity: non-finite loss in sequences "
                            "%d..%d", first, first + B - 1);
-        else
-            rc = qsur_progress_tick(prog, (double)(first + B) / n_seqs, "ppl", exp(nll / count), err);
+        else {
+            char what[48];
+            snprintf(what, sizeof what, "ppl %.0f tok/s",
+                     (double)(first + B) * seq_len / (qsur_seconds() - t_start));
+            rc = qsur_progress_tick(prog, (double)(first + B) / n_seqs, what, exp(nll / count), err);
+        }
     }
     qsur_llama_state_free(own);
     if (rc)

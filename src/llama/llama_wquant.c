@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "qsur/backend.h"
 #include "qsur/llama_wquant.h"
 
 const char *qsur_llama_wquant_method_name(qsur_llama_wquant_method m)
@@ -100,6 +101,8 @@ static int quantize_one(const qsur_llama_linear *l, const float *X, int64_t n, c
     case QSUR_MWQ_RTN:
         return qsur_fake_quant(q, l->w, l->rows, l->cols, Q, prog, err);
     case QSUR_MWQ_GPTQ:
+        if (o->gpu)
+            return qsur_gpu_gptq(&L, q, &o->gptq, Q, err);
         return qsur_gptq(&L, q, &o->gptq, Q, NULL, prog, err);
     case QSUR_MWQ_AWQ: {
         qsur_awq_result res;

@@ -17,7 +17,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 build=build-fuzz
 
 echo "== build $build (clang, libFuzzer, ASan + UBSan)"
-CC=clang cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQSUR_FUZZ=ON >/dev/null
+# -DQSUR_CUDA=OFF: nvcc takes neither the fuzz flags nor libFuzzer links, and no target needs the GPU
+CC=clang cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQSUR_FUZZ=ON -DQSUR_CUDA=OFF >/dev/null
 cmake --build "$build" -j"$jobs" --target fuzz_all >/dev/null
 
 if [ $# -gt 0 ]; then

@@ -149,6 +149,14 @@ static int model_info(session *s, report *r, qsur_error *err)
     } else {
         rep_str(r, "calibration", "calibration", "none (`calib FILE`)");
     }
+    if (session_use_gpu(s))
+        snprintf(buf, sizeof buf, "host memory; ppl, gptq model and quant upload it to the GPU (%s, %.0f GiB) per command",
+                 s->gpu_info.name, s->gpu_info.mem_gib);
+    else if (s->set.device == 0)
+        snprintf(buf, sizeof buf, "host memory; everything runs on the CPU (`set device cpu`)");
+    else
+        snprintf(buf, sizeof buf, "host memory; everything runs on the CPU (no GPU: %s)", s->gpu_info.why);
+    rep_str(r, "device", "where", buf);
     return QSUR_OK;
 }
 
@@ -263,11 +271,28 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
     return QSUR_OK;
 }
 
-enum { PPL_SEQS, PPL_SEQLEN, PPL_BATCH };
+/* Perplexity on the GPU: upload the model as it is now, run, free. */
+static int ppl_gpu(session *s, const qsur_tokens *t, int seqlen, int seqs, int batch, int fp32,
+                   qsur_llama_ppl *p, double *upload, qsur_error *err)
+{
+    qsur_gpu_model *g = NULL;
+    double t0 = qsur_seconds();
+    int rc = qsur_gpu_model_new(&g, s->model, fp32 ? QSUR_GPU_F32 : QSUR_GPU_BF16, batch, seqlen,
+                                &s->progress, err);
+    *upload = qsur_seconds() - t0;
+    if (!rc)
+        rc = qsur_gpu_perplexity(g, t, seqlen, seqs, batch, &s->progress, p, NULL, err);
+    qsur_gpu_model_free(g);
+    return rc;
+}
+
+enum { PPL_SEQS, PPL_SEQLEN, PPL_BATCH, PPL_DTYPE };
 const opt_spec ppl_opts[] = {
     {"seqs", OPT_INT, 0, 1L << 30, NULL, "0", NULL, OPT_LOG_GIVEN, "sequences scored (0: all)"},
     {"seqlen", OPT_INT, 2, 1L << 20, NULL, "256", NULL, OPT_LOG_GIVEN, "tokens per sequence"},
     {"batch", OPT_INT, 1, 4096, NULL, "8", NULL, OPT_LOG_GIVEN, "sequences per forward pass"},
+    {"dtype", OPT_CHOICE, 0, 0, "bf16|fp32", "bf16", NULL, OPT_LOG_GIVEN,
+     "on the GPU: bf16 GEMMs with fp32 accumulation, or fp32 (the CPU's numbers to ~1e-7)"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
 int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
@@ -277,16 +302,26 @@ int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_erro
     if (rc)
         return rc;
     long seqs = a->v[PPL_SEQS].i, seqlen = a->v[PPL_SEQLEN].i, batch = a->v[PPL_BATCH].i;
+    int fp32 = a->v[PPL_DTYPE].i == 1;
     qsur_tokens t;
     rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
     if (rc)
         return rc;
     qsur_llama_ppl p;
-    double t0 = qsur_seconds();
-    rc = qsur_llama_perplexity(s->model, NULL, &t, (int)seqlen, (int)seqs, (int)batch, &s->progress, &p, err);
+    double t0 = qsur_seconds(), upload = 0;
+    int gpu = session_use_gpu(s);
+    if (gpu) {
+        int n = (int)(t.n / seqlen), b = (int)batch; /* buffers for the batch actually run */
+        if (seqs > 0 && seqs < n)
+            n = (int)seqs;
+        rc = ppl_gpu(s, &t, (int)seqlen, (int)seqs, b < n ? b : n > 0 ? n : 1, fp32, &p, &upload, err);
+    } else {
+        rc = qsur_llama_perplexity(s->model, NULL, &t, (int)seqlen, (int)seqs, (int)batch, &s->progress, &p, err);
+    }
     qsur_tokens_free(&t);
     if (rc)
         return rc;
+    double seconds = qsur_seconds() - t0;
     model_state *ms = s->mstate;
     if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))
         return qsur_fail(err, QSUR_ERR_NOMEM, "an online rotation could not allocate scratch memory; result invalid");
@@ -306,7 +341,16 @@ int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_erro
     rep_str(r, "kv", "KV cache", kq);
     rep_num(r, "nll", "NLL (nats/token)", p.nll, "%.6f");
     rep_num(r, "ppl", "perplexity", p.ppl, "%.4f");
-    rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
+    char dev[200];
+    if (gpu)
+        snprintf(dev, sizeof dev, "gpu (%s, %s)", s->gpu_info.name, fp32 ? "fp32" : "bf16 GEMMs, fp32 accumulation");
+    else
+        snprintf(dev, sizeof dev, "cpu");
+    rep_str(r, "device", "device", dev);
+    if (gpu)
+        rep_num(r, "upload_seconds", "  upload (s)", upload, "%.3f");
+    rep_num(r, "seconds", "time (s)", seconds, "%.3f");
+    rep_num(r, "tokens_per_second", "tokens/s", (double)p.n_seqs * (double)seqlen / (seconds - upload), "%.0f");
     return QSUR_OK;
 }
 
@@ -325,7 +369,8 @@ int model_apply_quant(session *s, report *r, qsur_error *err)
         return QSUR_ERR_ARG;
     if (kv.bits < 16 && qsur_quant_validate(&kv, m->cfg.head_size, err))
         return QSUR_ERR_ARG;
-    int rc = qsur_llama_quantize_rtn(m, &s->wq, &s->progress, err);
+    int rc = session_use_gpu(s) ? qsur_gpu_quantize_rtn(m, &s->wq, &s->progress, err)
+                                : qsur_llama_quantize_rtn(m, &s->wq, &s->progress, err);
     if (rc)
         return rc;
     m->hooks.act = a;
@@ -583,6 +628,22 @@ static void model_weights_quantized(session *s, const char *canon, report *r)
     rep_str(r, "method", "method", canon);
 }
 
+/* Whole-model GPTQ on the GPU: the model uploaded in fp32 (the CPU's numbers),
+ * calibrated layer by layer there, the results back as the wq copies. */
+static int gptq_model_gpu(session *s, const qsur_tokens *t, const qsur_llama_wquant_opts *o,
+                          qsur_llama_wquant_row *rows, qsur_error *err)
+{
+    int seq = o->seq_len > 0 ? o->seq_len : t->seq_len;
+    qsur_gpu_model *g = NULL;
+    int rc = qsur_gpu_model_new(&g, s->model, QSUR_GPU_F32, o->batch > 0 ? o->batch : 8, seq,
+                                &s->progress, err);
+    if (!rc)
+        rc = qsur_gpu_gptq_model(g, s->model, t, seq, o->max_seqs, &s->wq, &o->gptq, rows,
+                                 &s->progress, err);
+    qsur_gpu_model_free(g);
+    return rc;
+}
+
 int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, report *r,
                  qsur_error *err)
 {
@@ -603,8 +664,14 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
         qsur_tokens_free(&t);
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     }
+    /* GPTQ's solves go to the GPU when one is in use and the options are ones it runs */
+    o->gpu = o->method == QSUR_MWQ_GPTQ && !o->gptq.act_order && !s->wq.clip_search && session_use_gpu(s);
     double t0 = qsur_seconds();
-    rc = qsur_llama_wquant(s->model, &t, &s->wq, o, rows, &s->progress, err);
+    int whole_gpu = o->gpu && o->max_tokens == 0; /* the GPU pass uses every calibration token */
+    if (whole_gpu)
+        rc = gptq_model_gpu(s, &t, o, rows, err);
+    else
+        rc = qsur_llama_wquant(s->model, &t, &s->wq, o, rows, &s->progress, err);
     qsur_tokens_free(&t);
     if (rc) {
         free(rows);
@@ -627,6 +694,7 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     rep_table_end(r);
     rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / n, "%.5f");
     rep_num(r, "mean_error", "mean output error", se / n, "%.5f");
+    rep_str(r, "device", "runs on", whole_gpu ? "gpu (captures, Hessians, GPTQ)" : o->gpu ? "gpu (GPTQ solves; captures on the cpu)" : "cpu");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     free(rows);
     return QSUR_OK;

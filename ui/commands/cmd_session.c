@@ -127,6 +127,8 @@ static void show_settings(session *s, report *r)
     else
         rep_int(r, "error_tokens", "error_tokens", s->set.error_tokens);
     rep_int(r, "seed", "seed (next)", (long long)s->set.seed);
+    rep_str(r, "device", "device (ppl, gptq model, quant)", s->set.device < 0 ? "auto (gpu when one is usable)"
+                                          : s->set.device ? "gpu" : "cpu");
 }
 
 int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
@@ -203,9 +205,23 @@ int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
         if (parse_long(v, 0, 0x7fffffffL, &l))
             return qsur_fail(err, QSUR_ERR_ARG, "seed: expected an integer >= 0, got '%s'", v);
         s->set.seed = (unsigned long long)l;
+    } else if (!strcmp(k, "device")) {
+        if (!strcmp(v, "cpu")) {
+            s->set.device = 0;
+        } else if (!strcmp(v, "gpu")) {
+            s->set.device = 1;
+            if (!session_use_gpu(s)) {
+                s->set.device = -1;
+                return qsur_fail(err, QSUR_ERR_ARG, "device gpu: no usable GPU (%s)", s->gpu_info.why);
+            }
+        } else if (!strcmp(v, "auto")) {
+            s->set.device = -1;
+        } else {
+            return qsur_fail(err, QSUR_ERR_ARG, "device: expected cpu, gpu or auto, got '%s'", v);
+        }
     } else {
         return qsur_fail(err, QSUR_ERR_ARG,
-                         "unknown setting '%s' (format, errexit, echo, color, outlier_k, alpha, cube, qsur_method, bins, error_tokens, seed)", k);
+                         "unknown setting '%s' (format, errexit, echo, color, outlier_k, alpha, cube, qsur_method, bins, error_tokens, seed, device)", k);
     }
     return QSUR_OK;
 }

@@ -10,7 +10,7 @@
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 static const char *const set_words[] = {"format", "errexit", "echo", "color", "outlier_k", "alpha",
-                                        "cube", "qsur_method", "bins", "error_tokens", "seed", NULL};
+                                        "cube", "qsur_method", "bins", "error_tokens", "seed", "device", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
@@ -255,7 +255,7 @@ const command command_table[] = {
      "Splits FILE (a token file: .u16, .u32 or int32 .npy) into sequences of seqlen (default\n"
      "256), scores every next token of the first seqs sequences (default all) with the model as\n"
      "it is: quantized weights, activation and KV quantization, online rotations. Ctrl-C stops\n"
-     "it.",
+     "it. On the GPU (`set device`), the model is uploaded for the command.",
      NULL, NULL, ppl_opts, cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",
@@ -285,6 +285,7 @@ const command command_table[] = {
      "                        layer: eig-double (dsyevd, default), eig-float (ssyevd, ~3x faster),\n"
      "                        cholesky (dpotrf: the same log-det, no eigenvalues, fastest)\n"
      "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
+     "set device cpu|gpu|auto where ppl, gptq model and quant run: auto (default) = the GPU when usable\n"
      "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
      "                        evenly spaced tokens when tokens x in x out > 2^30, so live\n"
      "                        updates of big layers stay fast; results say how many\n"

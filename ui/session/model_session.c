@@ -99,7 +99,8 @@ int model_session_changed(session *s, report *r, qsur_error *err)
     if (!rc && s->mstate->has_calib)
         rc = model_session_capture(s, &s->ws, &s->mstate->calib_tokens, err);
     if (!rc && s->mstate->quantized && s->wq.bits < 16) {
-        rc = qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
+        rc = session_use_gpu(s) ? qsur_gpu_quantize_rtn(s->model, &s->wq, &s->progress, err)
+                                : qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
         snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
         if (!rc)
             rep_str(r, "requantized", "weights", "re-quantized with RTN (run gptq/awq/quantease model again)");

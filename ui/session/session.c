@@ -19,6 +19,7 @@ void session_init(session *s, FILE *out)
     s->set.outlier_k = 8.0;
     s->set.qsur_alpha = 0.99;
     s->set.seed = 1;
+    s->set.device = -1;
     s->set.error_tokens = -1;
     s->wq = qsur_quant_default();
     s->aq = qsur_quant_default();
@@ -81,4 +82,15 @@ plot_style plot_style_for(const session *s)
     st.utf8 = s->set.utf8;
     st.color = s->set.color && s->set.format == FORMAT_HUMAN;
     return st;
+}
+
+int session_use_gpu(session *s)
+{
+    if (s->set.device == 0)
+        return 0;
+    if (!s->gpu_probed) {
+        qsur_gpu_probe(&s->gpu_info);
+        s->gpu_probed = 1;
+    }
+    return s->gpu_info.count > 0;
 }

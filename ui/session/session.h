@@ -5,6 +5,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include "qsur/backend.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
 #include "qsur/workspace.h"
@@ -25,6 +26,7 @@ typedef struct {
     int hist_bins;             /* 0 = automatic */
     long error_tokens;         /* tokens for the layer output error: -1 auto, 0 all, N at most N */
     unsigned long long seed;   /* next seed for commands given none */
+    int device;                /* set device: -1 auto (gpu when one is usable), 0 cpu, 1 gpu */
 } session_settings;
 
 /* The command log: state-changing commands in the order they succeeded, in the
@@ -65,9 +67,14 @@ typedef struct session {
     /* The full-screen front end `tui` opens: set by main.c, which knows the
      * front ends (the command layer below them must not); NULL: none. */
     int (*open_tui)(struct session *s, qsur_error *err);
+    int gpu_probed;            /* gpu_info is filled (probed once, when first needed) */
+    qsur_gpu_info gpu_info;
 } session;
 
 void session_init(session *s, FILE *out);
+/* 1 when whole-model work (ppl) runs on the GPU: `set device gpu`, or auto
+ * with a usable GPU. Probes the GPU once. */
+int session_use_gpu(session *s);
 void session_free(session *s);
 
 /* Record the canonical form of the running command (printf style); an empty

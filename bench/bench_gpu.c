@@ -1,0 +1,208 @@
+/* GPU backend throughput against the GPU's own bf16 GEMM peak, measured in
+ * the same run (an 8192^3 cuBLAS bf16 GEMM with fp32 accumulation on random
+ * data, mean of 10 after 3 warm-ups).
+ *   1. perplexity forward pass of a Llama-2-7B-shape model (random weights made
+ *      on the device, bf16), B x 2048 tokens per call: tokens/s and the model
+ *      FLOP/s (2 x linear parameters per token + causal attention
+ *      4 x dim x T/2 per layer per token) as a fraction of the peak;
+ *   2. stories260K perplexity (real checkpoint) in bf16 and fp32 modes;
+ *   3. GPTQ (Hessian from 2048 tokens, Cholesky, column loop) of the seven
+ *      linears of one 7B-shape block, and that time x 32 for the whole model.
+ *   4. the whole-model GPTQ pass on the GPU (qsur_gpu_gptq_model) of the 7B
+ *      shape with calibration sequences x 2048 tokens (0: skip).
+ * Usage: bench_gpu [batch (8)] [layers (32)] [sequences (16)] [calibration sequences (128)]
+ * Prints "no GPU" and exits 0 where none is usable. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "qsur/backend.h"
+#include "qsur/clock.h"
+#include "qsur/llama.h"
+#include "qsur/rng.h"
+#include "qsur/wquant.h"
+
+static const char *shared(const char *rel, char *buf, size_t n)
+{
+    const char *root = getenv("QSUR_SHARED");
+    snprintf(buf, n, "%s/%s", root ? root : "../shared", rel);
+    return buf;
+}
+
+/* A Llama-2-7B-shape model with `layers` layers, random bf16 weights made on
+ * the GPU, buffers for batch x 2048 tokens; and `seqs` x 2048 random tokens. */
+static qsur_gpu_model *model7b(int layers, int batch, int seqs, uint64_t seed, qsur_llama_config *c,
+                               qsur_tokens *t)
+{
+    qsur_error err;
+    *c = qsur_llama_config_default();
+    c->dim = 4096, c->hidden_dim = 11008, c->n_layers = layers, c->n_heads = 32, c->n_kv_heads = 32;
+    c->vocab_size = 32000, c->seq_len = 2048, c->shared_classifier = 0;
+    qsur_gpu_model *g = NULL;
+    if (qsur_llama_config_check(c, "7b shape", &err) ||
+        qsur_gpu_model_random(&g, c, QSUR_GPU_BF16, 1, batch, 2048, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    t->seq_len = 2048;
+    t->n = (int64_t)seqs * 2048;
+    t->ids = malloc((size_t)t->n * sizeof(int));
+    qsur_rng r;
+    qsur_rng_seed(&r, seed);
+    for (int64_t i = 0; t->ids && i < t->n; i++)
+        t->ids[i] = (int)qsur_rng_below(&r, (uint64_t)c->vocab_size);
+    if (!t->ids) {
+        qsur_gpu_model_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+static int llama7b(double peak, int batch, int layers, int seqs)
+{
+    qsur_error err;
+    qsur_llama_config c;
+    qsur_tokens t;
+    double t0 = qsur_seconds();
+    qsur_gpu_model *g = model7b(layers, batch, seqs, 5, &c, &t);
+    if (!g)
+        return 1;
+    printf("7B shape (%d layers) bf16 on the GPU: %.1f GiB, made in %.1f s\n", layers,
+           qsur_gpu_model_bytes(g) / (1 << 30), qsur_seconds() - t0);
+    qsur_llama_ppl p;
+    qsur_gpu_timing tm;
+    int rc = qsur_gpu_perplexity(g, &t, 2048, batch, batch, NULL, &p, &tm, &err); /* warm-up */
+    if (!rc)
+        rc = qsur_gpu_perplexity(g, &t, 2048, seqs, batch, NULL, &p, &tm, &err);
+    if (rc) {
+        fprintf(stderr, "%s\n", err.msg);
+    } else {
+        double lin = (double)layers * (4.0 * c.dim * c.dim + 3.0 * c.dim * c.hidden_dim) +
+                     (double)c.vocab_size * c.dim;
+        double flop_tok = 2.0 * lin + (double)layers * 4.0 * c.dim * (2048 / 2.0);
+        double tps = (double)tm.tokens / tm.seconds, tf = tps * flop_tok / 1e12;
+        printf("ppl forward, seqlen 2048, batch %d, %d sequences: %.0f tokens/s, %.1f TFLOP/s "
+               "(%.2f GFLOP/token) = %.1f %% of the bf16 GEMM peak (ppl %.1f)\n",
+               batch, seqs, tps, tf, flop_tok / 1e9, 100.0 * tf / peak, p.ppl);
+    }
+    free(t.ids);
+    qsur_gpu_model_free(g);
+    return rc;
+}
+
+static int stories(void)
+{
+    char path[1024];
+    qsur_error err;
+    qsur_llama *m = NULL;
+    qsur_tokens t;
+    if (qsur_llama_load(&m, shared("data/stories260K.bin", path, sizeof path), NULL, &err) ||
+        qsur_tokens_load(&t, shared("data/stories260K.eval.u16", path, sizeof path), 512, 512, &err))
+        return fprintf(stderr, "%s\n", err.msg), 1;
+    for (int prec = 0; prec < 2; prec++) {
+        qsur_gpu_model *g = NULL;
+        qsur_llama_ppl p;
+        qsur_gpu_timing tm;
+        if (qsur_gpu_model_new(&g, m, prec ? QSUR_GPU_BF16 : QSUR_GPU_F32, 32, 512, NULL, &err) ||
+            qsur_gpu_perplexity(g, &t, 512, 0, 32, NULL, &p, &tm, &err) ||
+            qsur_gpu_perplexity(g, &t, 512, 0, 32, NULL, &p, &tm, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            qsur_gpu_model_free(g);
+            break;
+        }
+        printf("stories260K %s, seqlen 512, %d sequences: %.0f tokens/s (ppl %.4f)\n",
+               prec ? "bf16" : "fp32", p.n_seqs, (double)tm.tokens / tm.seconds, p.ppl);
+        qsur_gpu_model_free(g);
+    }
+    qsur_tokens_free(&t);
+    qsur_llama_free(m);
+    return 0;
+}
+
+static int gptq_block(void)
+{
+    const int64_t n_tok = 2048, shapes[4][2] = {{4096, 4096}, {4096, 4096}, {11008, 4096}, {4096, 11008}};
+    const int count[4] = {3, 1, 2, 1}; /* wq wk wv | wo | w1 w3 | w2 */
+    qsur_rng r;
+    qsur_rng_seed(&r, 9);
+    qsur_quant_spec spec = qsur_quant_default();
+    qsur_gptq_opts o = qsur_gptq_default();
+    double total = 0;
+    for (int s = 0; s < 4; s++) {
+        int64_t rows = shapes[s][0], cols = shapes[s][1];
+        float *W = malloc((size_t)(rows * cols) * 4), *X = malloc((size_t)(n_tok * cols) * 4);
+        float *Q = malloc((size_t)(rows * cols) * 4);
+        if (!W || !X || !Q)
+            return fprintf(stderr, "out of memory\n"), 1;
+        for (int64_t i = 0; i < rows * cols; i++)
+            W[i] = (float)((qsur_rng_uniform(&r) - 0.5) * 0.03);
+        for (int64_t i = 0; i < n_tok * cols; i++)
+            X[i] = (float)qsur_rng_normal(&r);
+        qsur_wquant_layer L = {W, rows, cols, X, n_tok, NULL};
+        qsur_error err;
+        double t0 = qsur_seconds();
+        int rc = qsur_gpu_gptq(&L, &spec, &o, Q, &err);
+        double dt = qsur_seconds() - t0;
+        if (rc)
+            return fprintf(stderr, "%s\n", err.msg), 1;
+        printf("gptq %lldx%lld (H from %lld tokens on the GPU): %.2f s\n", (long long)rows,
+               (long long)cols, (long long)n_tok, dt);
+        total += dt * count[s];
+        free(W), free(X), free(Q);
+    }
+    printf("gptq of one 7B block (7 linears): %.1f s; 32 blocks: %.1f min (capture forward passes "
+           "not included)\n", total, total * 32 / 60);
+    return 0;
+}
+
+/* The whole-model pass (qsur_gpu_gptq_model) on the 7B shape, bf16 forward,
+ * `seqs` x 2048 random calibration tokens, int4 per row. */
+static int gptq_model(int layers, int seqs)
+{
+    qsur_error err;
+    qsur_llama_config c;
+    qsur_tokens t;
+    qsur_gpu_model *g = model7b(layers, 8, seqs, 7, &c, &t);
+    if (!g)
+        return 1;
+    qsur_quant_spec spec = qsur_quant_default();
+    qsur_gptq_opts o = qsur_gptq_default();
+    double t0 = qsur_seconds();
+    int rc = qsur_gpu_gptq_model(g, NULL, &t, 2048, seqs, &spec, &o, NULL, NULL, &err);
+    double dt = qsur_seconds() - t0;
+    if (rc)
+        fprintf(stderr, "%s\n", err.msg);
+    else
+        printf("gptq model, 7B shape (%d layers), int4 per row, %d x 2048 calibration tokens, all on "
+               "the GPU (bf16 forward, fp64 Hessians and GPTQ): %.1f s = %.2f min\n", layers, seqs, dt,
+               dt / 60);
+    free(t.ids);
+    qsur_gpu_model_free(g);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int batch = argc > 1 ? atoi(argv[1]) : 8, layers = argc > 2 ? atoi(argv[2]) : 32;
+    int seqs = argc > 3 ? atoi(argv[3]) : 16;
+    qsur_gpu_info info;
+    qsur_gpu_probe(&info);
+    if (info.count == 0) {
+        printf("no GPU (%s)\n", info.why);
+        return 0;
+    }
+    qsur_error err;
+    double peak = 0;
+    if (qsur_gpu_bf16_peak(8192, 10, &peak, &err))
+        return fprintf(stderr, "%s\n", err.msg), 1;
+    printf("GPU %s, %.1f GiB; bf16 GEMM peak (8192^3, fp32 accumulation): %.1f TFLOP/s\n", info.name,
+           info.mem_gib, peak);
+    int rc = stories();
+    rc |= llama7b(peak, batch, layers, seqs);
+    rc |= gptq_block();
+    int calib = argc > 4 ? atoi(argv[4]) : 128;
+    if (calib > 0)
+        rc |= gptq_model(layers, calib);
+    return rc;
+}

@@ -1,0 +1,142 @@
+/* The accelerator seam: whole-model kernels (perplexity forward pass, GPTQ
+ * Hessians and column loop) on a GPU.
+ *
+ * This header is the only way the engine and the front ends reach the GPU;
+ * it is plain C and names no CUDA type. Two implementations exist:
+ *   src/backend/cuda/  (CUDA runtime, cuBLAS, cuSOLVER; built with
+ *                       -DQSUR_CUDA=ON, the default where nvcc is found),
+ *   src/backend/none.c (every entry reports "built without CUDA").
+ * A build with CUDA still runs on a machine without a GPU: qsur_gpu_probe
+ * says so and callers stay on the CPU.
+ *
+ * Weights reach the backend through qsur_weight_view (pointer + dtype +
+ * shape), never through qsur_llama_linear itself, so the backend does not
+ * care how the model store holds them (float today, the file's dtype later).
+ *
+ * Numerics. QSUR_GPU_F32: every GEMM in fp32 with fp32 accumulation (no
+ * TF32), the mode the GPU-vs-CPU tests use (perplexity within 1e-4 relative).
+ * QSUR_GPU_BF16: weights and GEMM inputs in bf16, fp32 accumulation and fp32
+ * residual stream, norms, RoPE, softmax statistics and losses (the speed mode). */
+#ifndef QSUR_BACKEND_H
+#define QSUR_BACKEND_H
+
+#include <stdint.h>
+#include "qsur/error.h"
+#include "qsur/gptq.h"
+#include "qsur/llama.h"
+#include "qsur/llama_wquant.h"
+#include "qsur/progress.h"
+#include "qsur/quant.h"
+#include "qsur/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A borrowed rows x cols row-major weight in some dtype (F32, F16 or BF16;
+ * qsur_dtype from safetensors.h). */
+typedef struct {
+    const void *data;
+    qsur_dtype dtype;
+    int64_t rows, cols;
+} qsur_weight_view;
+
+/* The weights a linear's forward pass uses: its fake-quantized copy when set,
+ * else the float weights. */
+qsur_weight_view qsur_llama_linear_view(const qsur_llama_linear *l);
+
+typedef struct {
+    int count;            /* usable GPUs (0: none, or built without CUDA) */
+    char name[128];       /* device 0, e.g. "NVIDIA H200" */
+    double mem_gib;       /* device 0 memory */
+    char why[160];        /* when count == 0: why ("built without CUDA", driver message) */
+} qsur_gpu_info;
+
+/* Fills info; never fails. The first call initialises the CUDA runtime. */
+void qsur_gpu_probe(qsur_gpu_info *info);
+
+typedef enum { QSUR_GPU_F32 = 0, QSUR_GPU_BF16 } qsur_gpu_precision;
+
+/* A model resident on the GPU: weights, norms, hooks (activation/KV fake
+ * quantization, online transforms as dense matrices) and the run buffers for
+ * batch x seq tokens. A snapshot: later edits of the host model are not seen. */
+typedef struct qsur_gpu_model qsur_gpu_model;
+
+/* Uploads m. Online transforms are taken as dense n x n matrices (each hook's
+ * apply on the identity), so any orthogonal hook works. Fails with a one-line
+ * message when no GPU is usable or its memory runs out. Ticks "upload" per layer. */
+int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_precision prec,
+                       int max_batch, int max_seq, const qsur_progress *prog, qsur_error *err);
+void qsur_gpu_model_free(qsur_gpu_model *g);
+/* Bytes of GPU memory the model's weights and buffers take. */
+double qsur_gpu_model_bytes(const qsur_gpu_model *g);
+
+/* Timers of the last call (seconds, device-synchronised). */
+typedef struct {
+    double seconds;       /* wall time of the whole call */
+    int64_t tokens;       /* tokens run through the model */
+} qsur_gpu_timing;
+
+/* As qsur_llama_perplexity, on the GPU: same sequence plan, same NLL
+ * definition (per-row log-sum-exp in double), sums in the same order. Ticks
+ * "ppl N tok/s" per batch with the running perplexity. */
+int qsur_gpu_perplexity(qsur_gpu_model *g, const qsur_tokens *t, int seq_len, int max_seqs,
+                        int batch, const qsur_progress *prog, qsur_llama_ppl *out,
+                        qsur_gpu_timing *timing, qsur_error *err);
+
+/* Logits of one forward pass of B x T tokens from position 0, copied to
+ * logits[(b*T + t) * vocab + j] (host memory, caller-owned). For tests. */
+int qsur_gpu_forward_logits(qsur_gpu_model *g, const int *tokens, int B, int T, float *logits,
+                            qsur_error *err);
+
+/* GPTQ of one linear on the GPU: the same algorithm and grid as qsur_gptq
+ * (Cholesky of the damped Hessian through cuSOLVER, lazy-batch column loop,
+ * one thread per output row), fp32 arithmetic, H in double from L->H or
+ * accumulated from L->X on the GPU. Q (rows x cols) receives the dequantized
+ * weight. Not supported (QSUR_ERR_ARG): act_order, clip search. */
+int qsur_gpu_gptq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
+                  const qsur_gptq_opts *opt, float *Q, qsur_error *err);
+
+/* Whole-model GPTQ on the GPU, in qsur_llama_wquant's order (layer by layer:
+ * {wq wk wv} {wo} {w1 w3} {w2}) with its inputs: the calibration sequences'
+ * residual stream stays on the GPU at the current layer's input; for each
+ * group the layer runs on it and H = X^T X of the group's input (after online
+ * transforms, before activation quantization) is accumulated in double; each
+ * linear of the group is GPTQ-quantized (qsur_llama_linear_spec of spec) and
+ * its result becomes the linear's weight on the GPU, so the next groups and
+ * layers see it; after the four groups the stream moves through the quantized
+ * layer. m (may be NULL) gives the float weights and receives the results as
+ * its wq copies (all-or-nothing; on failure the GPU model's weights are left
+ * partly quantized); without m the GPU model's own weights are quantized.
+ * rows (optional, qsur_llama_linear_count entries): per-linear output errors
+ * of RTN and GPTQ on the calibration inputs, from H. All calibration tokens
+ * are used (no subset). Ticks "gptq layer N" with the fraction done. */
+int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *calib,
+                        int seq_len, int max_seqs, const qsur_quant_spec *spec,
+                        const qsur_gptq_opts *opt, qsur_llama_wquant_row *rows,
+                        const qsur_progress *prog, qsur_error *err);
+
+/* Round-to-nearest of every per-layer linear on the GPU: wq = Q(w) with
+ * qsur_llama_linear_spec(spec, cols), the grid, rounding and clip search of
+ * qsur_fake_quant (the search's squared errors summed in double, so a near-tie
+ * may pick the neighbouring ratio). All-or-nothing; bits >= 16 drops the
+ * copies. Ticks "quantize weights" per linear. */
+int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur_progress *prog,
+                          qsur_error *err);
+
+/* Peak of the device's dense bf16 GEMM (TFLOP/s): n x n x n with fp32
+ * accumulation, mean of `reps` after warm-up. For benchmarks. */
+int qsur_gpu_bf16_peak(int n, int reps, double *tflops, qsur_error *err);
+
+/* A random-weight model of shape cfg made on the device (weights uniform in
+ * +-1/sqrt(cols), unit norms, seeded), for benchmarks of shapes whose host
+ * copy would not fit: real shapes without a checkpoint. */
+int qsur_gpu_model_random(qsur_gpu_model **out, const qsur_llama_config *cfg,
+                          qsur_gpu_precision prec, uint64_t seed, int max_batch, int max_seq,
+                          qsur_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

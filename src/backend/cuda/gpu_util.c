@@ -1,0 +1,136 @@
+/* The CUDA backend's device context, errors, uploads and GEMM wrappers. */
+#include <stdint.h>
+#include <string.h>
+#include "gpu_util.h"
+#include "kernels.h"
+#include "qsur/safetensors.h"
+
+#define STAGING_BYTES ((size_t)64 << 20)
+
+int qsur_gpu_check(cudaError_t e, const char *what, qsur_error *err)
+{
+    if (e == cudaSuccess)
+        return QSUR_OK;
+    return qsur_fail(err, e == cudaErrorMemoryAllocation ? QSUR_ERR_NOMEM : QSUR_ERR_NUMERIC,
+                     "gpu: %s: %s", what, cudaGetErrorString(e));
+}
+
+int qsur_gpu_blas_check(cublasStatus_t s, const char *what, qsur_error *err)
+{
+    if (s == CUBLAS_STATUS_SUCCESS)
+        return QSUR_OK;
+    return qsur_fail(err, s == CUBLAS_STATUS_ALLOC_FAILED ? QSUR_ERR_NOMEM : QSUR_ERR_NUMERIC,
+                     "gpu: %s: cuBLAS %s", what, cublasGetStatusString(s));
+}
+
+int qsur_gpu_malloc(void **p, size_t bytes, const char *what, qsur_error *err)
+{
+    *p = NULL;
+    if (bytes == 0)
+        return QSUR_OK;
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        *p = NULL;
+        (void)cudaGetLastError(); /* clear the sticky-free error state */
+        return qsur_fail(err, QSUR_ERR_NOMEM, "gpu: cannot allocate %.2f GiB for %s: %s",
+                         (double)bytes / (1 << 30), what, cudaGetErrorString(e));
+    }
+    return QSUR_OK;
+}
+
+int qsur_gpu_ctx_init(qsur_gpu_ctx *c, qsur_error *err)
+{
+    memset(c, 0, sizeof *c);
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n < 1) {
+        (void)cudaGetLastError();
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu: no usable GPU (%s); use `set device cpu`",
+                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    }
+    int rc = qsur_gpu_check(cudaSetDevice(0), "select device 0", err);
+    if (!rc)
+        /* a blocking stream: plain cudaMemcpy calls (legacy stream) are ordered
+         * after the kernels queued here, and before the ones queued after them */
+        rc = qsur_gpu_check(cudaStreamCreate(&c->stream), "stream", err);
+    if (!rc)
+        rc = qsur_gpu_blas_check(cublasCreate(&c->blas), "create handle", err);
+    if (!rc)
+        rc = qsur_gpu_blas_check(cublasSetStream(c->blas, c->stream), "set stream", err);
+    if (rc)
+        qsur_gpu_ctx_free(c);
+    return rc;
+}
+
+void qsur_gpu_ctx_free(qsur_gpu_ctx *c)
+{
+    if (c->blas)
+        cublasDestroy(c->blas);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    cudaFree(c->staging);
+    memset(c, 0, sizeof *c);
+}
+
+int qsur_gpu_upload_convert(qsur_gpu_ctx *c, void *dst, int bf16, const void *src, int src_dtype,
+                            int64_t n, qsur_error *err)
+{
+    if (n <= 0)
+        return QSUR_OK;
+    if (src_dtype != QSUR_DTYPE_F32 && src_dtype != QSUR_DTYPE_BF16 && src_dtype != QSUR_DTYPE_F16)
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu: weights of dtype %d cannot be uploaded (F32, F16, BF16)",
+                         src_dtype);
+    size_t esz = src_dtype == QSUR_DTYPE_F32 ? 4 : 2;
+    int code = src_dtype == QSUR_DTYPE_F32 ? 0 : src_dtype == QSUR_DTYPE_BF16 ? 1 : 2; /* kernels.h */
+    if (!bf16 && src_dtype == QSUR_DTYPE_F32)
+        return qsur_gpu_check(cudaMemcpy(dst, src, (size_t)n * 4, cudaMemcpyHostToDevice), "upload", err);
+    if (!c->staging) {
+        int rc = qsur_gpu_malloc(&c->staging, STAGING_BYTES, "upload staging", err);
+        if (rc)
+            return rc;
+        c->staging_bytes = STAGING_BYTES;
+    }
+    int64_t per = (int64_t)(c->staging_bytes / esz);
+    for (int64_t i = 0; i < n; i += per) {
+        int64_t k = n - i < per ? n - i : per;
+        /* synchronous copy: the staging buffer is reused by the next chunk */
+        int rc = qsur_gpu_check(cudaStreamSynchronize(c->stream), "upload", err);
+        if (!rc)
+            rc = qsur_gpu_check(cudaMemcpy(c->staging, (const char *)src + (size_t)i * esz,
+                                           (size_t)k * esz, cudaMemcpyHostToDevice), "upload", err);
+        if (rc)
+            return rc;
+        qsur_cu_convert((char *)dst + (size_t)i * (bf16 ? 2 : 4), bf16, c->staging, code, k,
+                        c->stream);
+    }
+    return qsur_gpu_check(cudaStreamSynchronize(c->stream), "upload", err);
+}
+
+static cublasOperation_t op(int t)
+{
+    return t ? CUBLAS_OP_T : CUBLAS_OP_N;
+}
+
+int qsur_gpu_gemm(qsur_gpu_ctx *c, int bf16, int transa, int transb, int m, int n, int k,
+                  float alpha, const void *A, int lda, const void *B, int ldb, float beta, void *C,
+                  int c_ct, int ldc, qsur_error *err)
+{
+    cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F, ct = bf16 && c_ct ? CUDA_R_16BF : CUDA_R_32F;
+    return qsur_gpu_blas_check(cublasGemmEx(c->blas, op(transa), op(transb), m, n, k, &alpha, A, ab,
+                                            lda, B, ab, ldb, &beta, C, ct, ldc, CUBLAS_COMPUTE_32F,
+                                            CUBLAS_GEMM_DEFAULT),
+                               "gemm", err);
+}
+
+int qsur_gpu_gemm_batched(qsur_gpu_ctx *c, int bf16, int transa, int transb, int m, int n, int k,
+                          float alpha, const void *A, int lda, long long sA, const void *B, int ldb,
+                          long long sB, float beta, void *C, int c_ct, int ldc, long long sC,
+                          int batch, qsur_error *err)
+{
+    cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F, ct = bf16 && c_ct ? CUDA_R_16BF : CUDA_R_32F;
+    return qsur_gpu_blas_check(cublasGemmStridedBatchedEx(c->blas, op(transa), op(transb), m, n, k,
+                                                          &alpha, A, ab, lda, sA, B, ab, ldb, sB,
+                                                          &beta, C, ct, ldc, sC, batch,
+                                                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                               "batched gemm", err);
+}

@@ -1,0 +1,91 @@
+/* The backend of a build without CUDA (-DQSUR_CUDA=OFF, or no nvcc found):
+ * no GPU is ever usable and every GPU entry point says so. */
+#include <stdio.h>
+#include <string.h>
+#include "qsur/backend.h"
+
+static int no_cuda(qsur_error *err)
+{
+    return qsur_fail(err, QSUR_ERR_ARG, "gpu: this qsur was built without CUDA "
+                     "(rebuild with -DQSUR_CUDA=ON where nvcc is installed); use `set device cpu`");
+}
+
+void qsur_gpu_probe(qsur_gpu_info *info)
+{
+    memset(info, 0, sizeof *info);
+    snprintf(info->why, sizeof info->why, "built without CUDA");
+}
+
+int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_precision prec,
+                       int max_batch, int max_seq, const qsur_progress *prog, qsur_error *err)
+{
+    (void)m, (void)prec, (void)max_batch, (void)max_seq, (void)prog;
+    *out = NULL;
+    return no_cuda(err);
+}
+
+int qsur_gpu_model_random(qsur_gpu_model **out, const qsur_llama_config *cfg,
+                          qsur_gpu_precision prec, uint64_t seed, int max_batch, int max_seq,
+                          qsur_error *err)
+{
+    (void)cfg, (void)prec, (void)seed, (void)max_batch, (void)max_seq;
+    *out = NULL;
+    return no_cuda(err);
+}
+
+void qsur_gpu_model_free(qsur_gpu_model *g)
+{
+    (void)g;
+}
+
+double qsur_gpu_model_bytes(const qsur_gpu_model *g)
+{
+    (void)g;
+    return 0;
+}
+
+int qsur_gpu_perplexity(qsur_gpu_model *g, const qsur_tokens *t, int seq_len, int max_seqs,
+                        int batch, const qsur_progress *prog, qsur_llama_ppl *out,
+                        qsur_gpu_timing *timing, qsur_error *err)
+{
+    (void)g, (void)t, (void)seq_len, (void)max_seqs, (void)batch, (void)prog, (void)out, (void)timing;
+    return no_cuda(err);
+}
+
+int qsur_gpu_forward_logits(qsur_gpu_model *g, const int *tokens, int B, int T, float *logits,
+                            qsur_error *err)
+{
+    (void)g, (void)tokens, (void)B, (void)T, (void)logits;
+    return no_cuda(err);
+}
+
+int qsur_gpu_gptq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
+                  const qsur_gptq_opts *opt, float *Q, qsur_error *err)
+{
+    (void)L, (void)spec, (void)opt, (void)Q;
+    return no_cuda(err);
+}
+
+int qsur_gpu_bf16_peak(int n, int reps, double *tflops, qsur_error *err)
+{
+    (void)n, (void)reps;
+    *tflops = 0;
+    return no_cuda(err);
+}
+
+int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *calib,
+                        int seq_len, int max_seqs, const qsur_quant_spec *spec,
+                        const qsur_gptq_opts *opt, qsur_llama_wquant_row *rows,
+                        const qsur_progress *prog, qsur_error *err)
+{
+    (void)g, (void)m, (void)calib, (void)seq_len, (void)max_seqs, (void)spec, (void)opt, (void)rows,
+        (void)prog;
+    return no_cuda(err);
+}
+
+int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur_progress *prog,
+                          qsur_error *err)
+{
+    (void)m, (void)spec, (void)prog;
+    return no_cuda(err);
+}

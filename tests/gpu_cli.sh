@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU from the command language (label gpu; exit 77 = skipped without a
+# GPU): `set device gpu`, `ppl` on the GPU in fp32 equal to the CPU's to 1e-4
+# relative, `gptq model` with its solves on the GPU giving the CPU's
+# perplexity to 1e-3, `model info` naming the GPU.
+set -euo pipefail
+QSUR=${QSUR_BIN:-./build/qsur}
+D=${QSUR_SHARED:-../shared}/data
+if ! "$QSUR" -c 'set device gpu' >/dev/null 2>&1; then
+  echo "skipped: no GPU"
+  exit 77
+fi
+num() { sed -n "s/.*\"command\":\"$1\".*\"$2\":\([-0-9.e+]*\).*/\1/p" | tail -1; }
+run() {
+  "$QSUR" -c 'set format json' -c "model load $D/stories260K.bin" -c "$1" \
+    -c "ppl $D/stories260K.eval.u16 seqlen=256 dtype=fp32" \
+    -c 'calib '"$D"'/stories260K.calib.u16 seqs=16 seqlen=256' -c 'quant w4a16' -c 'gptq model' \
+    -c "ppl $D/stories260K.eval.u16 seqlen=256 dtype=fp32" -c 'model info'
+}
+cpu=$(run 'set device cpu')
+gpu=$(run 'set device gpu')
+echo "$gpu" | grep -q '"device":"gpu (' || { echo "FAIL: ppl did not run on the GPU"; exit 1; }
+echo "$gpu" | grep -q '"command":"gptq".*"device":"gpu (captures' || { echo "FAIL: gptq solves not on the GPU"; exit 1; }
+echo "$gpu" | grep -q 'upload it to the GPU' || { echo "FAIL: model info does not name the GPU"; exit 1; }
+c1=$(echo "$cpu" | grep '"command":"ppl"' | head -1 | num ppl ppl)
+g1=$(echo "$gpu" | grep '"command":"ppl"' | head -1 | num ppl ppl)
+c2=$(echo "$cpu" | grep '"command":"ppl"' | tail -1 | num ppl ppl)
+g2=$(echo "$gpu" | grep '"command":"ppl"' | tail -1 | num ppl ppl)
+echo "float ppl cpu $c1 gpu $g1; after gptq model cpu $c2 gpu $g2"
+awk -v a="$c1" -v b="$g1" -v c="$c2" -v d="$g2" 'BEGIN {
+  r1 = (a - b) / a; if (r1 < 0) r1 = -r1
+  r2 = (c - d) / c; if (r2 < 0) r2 = -r2
+  if (a == "" || c == "" || r1 > 1e-4 || r2 > 1e-3) { print "FAIL: rel diffs " r1 " " r2; exit 1 }
+  print "ok: rel diffs " r1 " " r2 }'
