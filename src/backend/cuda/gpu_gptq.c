@@ -22,6 +22,8 @@
 
 static int sol_check(cusolverStatus_t s, const char *what, qsur_error *err)
 {
+    if (s == CUSOLVER_STATUS_NOT_INITIALIZED && qsur_gpu_libs_error())
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "gpu gptq: %s", qsur_gpu_libs_error());
     return s == CUSOLVER_STATUS_SUCCESS ? QSUR_OK
                                         : qsur_fail(err, QSUR_ERR_NUMERIC, "gpu gptq: cuSOLVER %s failed (status %d)",
                                                     what, (int)s);

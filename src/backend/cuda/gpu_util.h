@@ -24,6 +24,9 @@ void qsur_gpu_ctx_free(qsur_gpu_ctx *c);
 /* QSUR_OK, or the CUDA error as a one-line message naming `what`. */
 int qsur_gpu_check(cudaError_t e, const char *what, qsur_error *err);
 int qsur_gpu_blas_check(cublasStatus_t s, const char *what, qsur_error *err);
+/* NULL when cuBLAS and cuSOLVER were loaded (src/backend/cuda/cuda_libs.c loads
+ * them on first use), else why not. */
+const char *qsur_gpu_libs_error(void);
 /* cudaMalloc with a message naming what and how much when it fails. */
 int qsur_gpu_malloc(void **p, size_t bytes, const char *what, qsur_error *err);
 
