@@ -466,7 +466,9 @@ static int rotate_model_refuse(const qsur_llama *m, int steps, qsur_error *err)
     return QSUR_OK;
 }
 
-/* rotate model hadamard [SEED] [steps=...]: argv is "hadamard" [SEED]. */
+/* rotate model hadamard [SEED] [steps=...]: argv is "hadamard" [SEED].
+ * Long (about 100 lines) on purpose: the five steps share the plans and one
+ * cleanup, and a failure part-way must still refresh the workspace (changed:). */
 int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     int rc = need_model(s, "rotate model: ", err);

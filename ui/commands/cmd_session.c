@@ -131,6 +131,8 @@ static void show_settings(session *s, report *r)
                                           : s->set.device ? "gpu" : "cpu");
 }
 
+/* One branch per setting, in the order `set` lists them (about 90 lines): a
+ * table would need a parser per kind of value for the same result. */
 int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     if (argc == 0) {

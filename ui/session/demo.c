@@ -79,6 +79,8 @@ int demo_qsur_2d(const double cov[2][2], const double mean[2], double alpha, int
     return 0;
 }
 
+/* Draws the picture top to bottom in one pass over a character grid (about 90
+ * lines): the square, the ellipse and the labels share the grid's scale. */
 void demo_draw(plot_lines *out, const plot_style *st, const demo_state *d, double alpha, int asym)
 {
     demo_qsur q;

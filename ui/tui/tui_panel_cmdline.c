@@ -128,6 +128,8 @@ static void run_line(tui *t)
     tui_exec(t, line, TUI_ECHO);
 }
 
+/* One switch over the line editor's keys (about 90 lines), kept whole so the
+ * key map reads in one place. */
 static int key(tui *t, tui_panel *p, int ch)
 {
     (void)p;
