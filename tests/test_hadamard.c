@@ -164,6 +164,7 @@ static void test_matrices_exact(void)
     /* 1, 2 and every multiple of 4 up to 256 except 188 = 4 x 47 and 236 = 4 x 59
      * (no Paley field, no Williamson quadruple in the table, no Hadamard half). */
     CHECK(built == 2 + 256 / 4 - 2);
+    CHECK(good == built);
     /* The largest Paley I and Paley II orders <= 1100, through exact dgemm. */
     for (int kind = QSUR_HBLOCK_PALEY1; kind <= QSUR_HBLOCK_PALEY2; kind++) {
         int64_t m = 1100;

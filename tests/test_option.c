@@ -130,7 +130,7 @@ static void check_dispatch(void)
               err.msg);
     CHECK(command_execute(&s, "ostquant resume", &err) == QSUR_ERR_ARG);
     CHECK_MSG(!strcmp(err.msg, "ostquant: usage: ostquant resume FILE [steps=M] [qsur-every=N] [calib=FILE] "
-                               "[eval=FILE] [state=OUT]"), "[%s]", err.msg);
+                               "[eval=FILE] [state=OUT] [keep-partial=0|1]"), "[%s]", err.msg);
     CHECK(command_execute(&s, "ostquant status now", &err) == QSUR_ERR_ARG && strstr(err.msg, "usage: ostquant status"));
     CHECK(command_execute(&s, "ostquant model steps=1 zz", &err) == QSUR_ERR_ARG &&
           strstr(err.msg, "unknown option 'zz'"));

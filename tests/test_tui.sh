@@ -7,6 +7,9 @@
 # resize below 80x24 shows only the too-small message and back restores the
 # panels, `save` from the TUI replays in batch mode, TERM=screen/linux and
 # NO_COLOR + an ASCII locale work, and quitting leaves a sane terminal.
+# The TUI opens the way the README's first command does (`qsur --tui FILE`).
+# Every check of what a key changed waits for a whole frame drawn after the
+# key (the redraw counter of QSUR_TUI_FRAMES, see tmux_lib.sh), never for time.
 set -u
 . "$(dirname "$0")/lib.sh"
 command -v tmux >/dev/null || { echo "tmux is missing (scripts/deps.sh installs it)" >&2; exit 1; }
@@ -43,10 +46,11 @@ expect_true "the sample layer has outlier channels" test -n "$outliers"
 # ------------------------------------------------------- start in a shell pane
 tm new-session -d -s qsur -x 120 -y 40 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM=xterm-256color \
   "env PS1='qsur-test\$ ' bash --norc --noprofile -i"
-wait_for 'qsur-test$' 5 || { fail "the shell did not start"; finish; exit 1; }
-keys "cd '$PWD' && TERM=xterm-256color '$QSUR_BIN' --tui -f sample_data/sample.qs; echo EXIT=\$?" Enter
-if ! wait_for "QSUR and quantization error" 15; then fail "the TUI did not open"; finish; exit 1; fi
-wait_for "output error" 5
+wait_for 'qsur-test$' || { fail "the shell did not start"; finish; exit 1; }
+FRAME0=0
+keys "cd '$PWD' && QSUR_TUI_FRAMES=1 TERM=xterm-256color '$QSUR_BIN' --tui sample_data/layer.safetensors; echo EXIT=\$?" Enter
+if ! wait_frame "QSUR and quantization error"; then fail "the TUI did not open"; finish; exit 1; fi
+wait_frame "output error"
 expect_true "UTF-8 box drawing under a UTF-8 locale" grep -q '┌─ layers' "$T/screen"
 
 # metrics before any transform: before = now = batch values
@@ -78,8 +82,8 @@ expect_eq "$marks" "$(echo $outliers | wc -w)" "every outlier marker is drawn in
 # --------------------------------- Right: the next channel's full statistics
 # (the bars need only absmax; std and kurtosis are computed for the selected
 # channel when it is selected: they must be numbers, not the placeholders)
-keys Right
-if wait_for "kurtosis" 5; then
+press Right
+if wait_frame "kurtosis"; then
   st=$(grep -o 'channel [0-9]*: absmax [^ ]*  std [^ ]*  kurtosis [^ ]*' "$T/screen" | head -1)
   expect_true "the selected channel's std and kurtosis are finite ($st)" \
     awk -v l="$st" 'BEGIN { n = split(l, f, " "); exit !(f[6] + 0 > 0 && f[8] != "nan" && f[8] != "-nan") }'
@@ -88,29 +92,29 @@ else
 fi
 
 # ------------------------------------------------ b: fewer bits via `quant`
-keys b
-wait_for "W: int3" 10
-wait_for "> quant w3a3" 5
+press b
+wait_frame "W: int3"
+expect_true "the output shows the key's command" grep -qF "> quant w3a3" "$T/screen"
 check_rows "$T/w3a3" "$T/w3a3" "after b (quant w3a3)"
-keys B
-wait_for "W: int4" 10 && pass || fail "B goes back to 4 bits"
+press B
+wait_frame "W: int4" && pass || fail "B goes back to 4 bits"
 check_rows "$T/base" "$T/base" "after B (quant w4a4)"
 
 # ------------------------------------------- h: rotate hadamard, u: undo
 if "$QSUR_BIN" -f sample_data/sample.qs -c 'rotate hadamard; qsur; error' > "$T/had" 2>&1; then
-  keys h
-  wait_for "stack 1" 15
-  wait_for "> rotate hadamard" 5
+  press h
+  wait_frame "stack 1"
+  expect_true "the output shows the key's command" grep -qF "> rotate hadamard" "$T/screen"
   # the stack panel lists the steps from the layer's stack, current marked
-  wait_for "> 1. rotate hadamard" 5 && pass || fail "stack panel shows step 1 as current"
+  grep -qF "> 1. rotate hadamard" "$T/screen" && pass || fail "stack panel shows step 1 as current"
   check_rows "$T/base" "$T/had" "after h (rotate hadamard)"
   q0=$(value "$T/base" "X log10 QSUR"); q1=$(value "$T/had" "X log10 QSUR")
   e0=$(value "$T/base" "layer output error"); e1=$(value "$T/had" "layer output error")
   expect_true "hadamard raises X QSUR ($q0 -> $q1)" awk -v a="$q0" -v b="$q1" 'BEGIN { exit !(b > a) }'
   expect_true "hadamard lowers the output error ($e0 -> $e1)" awk -v a="$e0" -v b="$e1" 'BEGIN { exit !(b < a) }'
-  keys u
-  wait_for "stack 0" 10
-  wait_for "  1. rotate hadamard" 5 && pass || fail "stack panel marks the undone step"
+  press u
+  wait_frame "stack 0"
+  grep -qF "  1. rotate hadamard" "$T/screen" && pass || fail "stack panel marks the undone step"
   check_rows "$T/base" "$T/base" "after u (undo)"
 else
   echo "SKIP: h/u (batch \`rotate hadamard\` fails: $(head -1 "$T/had"))" >&2
@@ -125,55 +129,57 @@ keys x
 wait_gone "Any key closes this help." 3 && pass || fail "any key closes the help"
 
 # ------------------------------------------------------------ command line
-keys :
-wait_for ":" 2
-keys q s u r Enter
-wait_for "ok: qsur" 5
+press :
+wait_frame ":"
+press q s u r Enter
+wait_frame "ok: qsur"
 qline=$(grep '^  X log10 QSUR' "$T/base" | head -1 | sed 's/ *$//')
-wait_for "${qline#  }" 5 && pass || fail "the command line runs qsur: [${qline}] not in the output"
+expect_true "the command line runs qsur: [${qline}] in the output" grep -qF "${qline#  }" "$T/screen"
 # (capture-pane trims trailing blanks: type on after Tab to see the space)
-keys : h e l Tab q s Tab e
-wait_for ":help qsur e" 3 && pass || fail "Tab completes hel to help and qs to qsur (with the spaces)"
-keys C-u h e l p Enter
-wait_for "help NAME shows a command's usage and details." 5 && pass || fail "the command line runs help"
-keys : b o g u s Enter
-wait_for "error: bogus: unknown command" 5 && pass || fail "errors of the command line are shown"
+press : h e l Tab q s Tab e
+wait_frame ":help qsur e" && pass || fail "Tab completes hel to help and qs to qsur (with the spaces)"
+press C-u h e l p Enter
+wait_frame "help NAME shows a command's usage and details." && pass || fail "the command line runs help"
+press : b o g u s Enter
+wait_frame "error: bogus: unknown command" && pass || fail "errors of the command line are shown"
 # history: Up recalls the previous line
-keys : Up
-wait_for ":bogus" 3 && pass || fail "Up recalls the last command"
-keys Escape
+press : Up
+wait_frame ":bogus" && pass || fail "Up recalls the last command"
+press Escape
+wait_gone ":bogus"
 
 # ------------------------------------------- long work: progress bar and Esc
-keys : s l e e p ' ' 3 0 Enter
-wait_for "Esc: stop" 5 && pass || fail "a progress bar shows while a long command runs"
-keys Escape
-wait_for "interrupted: sleep 30" 5 && pass || fail "Esc stops the long command"
+press : s l e e p ' ' 3 0 Enter
+wait_for "Esc: stop" && pass || fail "a progress bar shows while a long command runs"
+press Escape
+wait_frame "interrupted: sleep 30" && pass || fail "Esc stops the long command"
 
 # ------------------------------------------------------------ teaching view
 d0=$("$QSUR_BIN" -c 'demo' | awk '/QSUR = area/ {print $NF}')
 d1=$("$QSUR_BIN" -c 'demo; demo rotate 5' | awk '/QSUR = area/ {print $NF}')
-keys t
-wait_for "QSUR        $d0" 5 && pass || fail "teaching view shows the demo's QSUR $d0"
-keys Left
-wait_for "QSUR        $d1" 5 && pass || fail "Left rotates by 5 degrees: QSUR $d1 as \`demo rotate 5\`"
-keys t
-wait_for "QSUR and quantization error" 5
+press t
+wait_frame "QSUR        $d0" && pass || fail "teaching view shows the demo's QSUR $d0"
+press Left
+wait_frame "QSUR        $d1" && pass || fail "Left rotates by 5 degrees: QSUR $d1 as \`demo rotate 5\`"
+press t
+wait_frame "QSUR and quantization error"
 
 # ------------------------------------------------------------------ resize
+press # only notes the frame: the resize is the key
 tm resize-window -t qsur -x 60 -y 20
-wait_for "terminal too small (need 80x24)" 5
+wait_frame "terminal too small (need 80x24)"
 msg_line=$(grep -F "terminal too small" "$T/screen")
 expect_eq "$msg_line" "$(printf '%*s%s' 14 '' 'terminal too small (need 80x24)')" "too-small message centred"
 expect_eq "$(grep -c '[┌│]' "$T/screen")" 0 "no panels while too small"
+press
 tm resize-window -t qsur -x 120 -y 40
-wait_for "QSUR and quantization error" 5 && pass || fail "panels come back at 120x40"
+wait_frame "QSUR and quantization error" && pass || fail "panels come back at 120x40"
 
 # ------------------------------------------------------ save replays in batch
-keys b
-wait_for "W: int3" 10
-keys : "save $T/saved.qs" Enter
-wait_for "> save" 5
-sleep 0.3
+press b
+wait_frame "W: int3"
+press : "save $T/saved.qs" Enter
+wait_frame "ok: save"
 expect_true "save wrote the script" test -s "$T/saved.qs"
 "$QSUR_BIN" -f "$T/saved.qs" -c 'qsur; error' > "$T/replay" 2>&1
 expect_eq "$(value "$T/replay" "layer output error")" "$(value "$T/w3a3" "layer output error")" \
@@ -182,22 +188,19 @@ expect_true "the log holds the key's command" grep -q '^quant w3a3$' "$T/saved.q
 
 # -------------------------------------------------------------------- quit
 keys q
-wait_for "EXIT=0" 5 && pass || fail "q leaves with exit status 0"
-wait_gone "QSUR and quantization error" 3 && pass || fail "the screen is restored after quitting"
+wait_for "EXIT=0" && pass || fail "q leaves with exit status 0"
+wait_gone "QSUR and quantization error" && pass || fail "the screen is restored after quitting"
 keys "stty -a | tr ' ;' '\\n\\n' | grep -x -e echo -e icanon -e -echo -e -icanon | sort | tr '\\n' ,; echo" Enter
-wait_for "echo,icanon," 5 && pass || fail "the terminal is back in cooked mode with echo (stty)"
+wait_for "echo,icanon," && pass || fail "the terminal is back in cooked mode with echo (stty)"
 
 # ------------------------------------------ other terminals, ASCII, NO_COLOR
 for term in screen linux; do
   keys clear Enter
-  keys "TERM=$term NO_COLOR=1 LC_ALL=C LANG=C '$QSUR_BIN' --tui -f sample_data/sample.qs; echo EXIT=\$?" Enter
-  if wait_for "+- layers" 10; then
+  FRAME0=0
+  keys "TERM=$term NO_COLOR=1 LC_ALL=C LANG=C QSUR_TUI_FRAMES=1 '$QSUR_BIN' --tui -f sample_data/sample.qs; echo EXIT=\$?" Enter
+  if wait_frame "+- layers"; then
     pass
-    # The boxes come first; the panels' content follows once the metrics are
-    # computed, so poll for the marker row instead of reading the first frame.
-    for _ in $(seq 100); do
-      cap > "$T/screen" 2>/dev/null; grep -qE '^\|.*\|\| +!' "$T/screen" && break; sleep 0.05
-    done
+    # a whole frame is on the screen: its marker row too
     expect_true "ASCII marker row under TERM=$term" grep -qE '^\|.*\|\| +!' "$T/screen"
     cap -e > "$T/screen_e"
     if grep -q $'\e\\[[0-9;]*3[0-7]m' "$T/screen_e"; then fail "NO_COLOR: colour codes on the screen ($term)"; else pass; fi
@@ -205,22 +208,23 @@ for term in screen linux; do
     fail "TERM=$term with an ASCII locale did not draw ASCII boxes"
   fi
   keys F10
-  wait_for "EXIT=0" 5 && pass || fail "F10 quits under TERM=$term"
+  wait_for "EXIT=0" && pass || fail "F10 quits under TERM=$term"
 done
 
 # ------------------------------------------------ the `tui` command in the REPL
 keys clear Enter
-keys "HOME='$T' '$QSUR_BIN'; echo EXIT=\$?" Enter
-wait_for "qsur" 5
+keys "HOME='$T' QSUR_TUI_FRAMES=1 '$QSUR_BIN'; echo EXIT=\$?" Enter
+wait_for "qsur ["
 keys "run sample_data/sample.qs" Enter
-wait_for "layer output error" 10
+wait_for "layer output error"
+FRAME0=0
 keys "tui" Enter
-wait_for "QSUR and quantization error" 10 && pass || fail "\`tui\` at the prompt opens the TUI on the session"
+wait_frame "QSUR and quantization error" && pass || fail "\`tui\` at the prompt opens the TUI on the session"
 keys q
-wait_for "tui                        closed" 5 && pass || fail "q returns to the REPL"
+wait_for "tui                        closed" && pass || fail "q returns to the REPL"
 keys "echo back at the prompt" Enter
-wait_for "back at the prompt" 5 && pass || fail "the REPL reads commands again after the TUI"
+wait_for "back at the prompt" && pass || fail "the REPL reads commands again after the TUI"
 keys "quit" Enter
-wait_for "EXIT=0" 5 && pass || fail "the REPL exits cleanly after using the TUI"
+wait_for "EXIT=0" && pass || fail "the REPL exits cleanly after using the TUI"
 
 finish

@@ -7,7 +7,8 @@
 #  - TUI: while training runs, the live panel shows the loss and the table of
 #    every transformed layer (X and W blocks, 5 layers, wo/w2 weights
 #    singular) whose L0 qkv cell and summary are the batch run's step-0
-#    numbers; Esc stops training, keeps the best transforms (status "ok"),
+#    numbers; Esc stops training and, with keep-partial=1, keeps the best
+#    transforms (status "ok"),
 #    the panels come back and `ostquant status` prints the per-layer table.
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -17,7 +18,12 @@ D=$(cd "$QSUR_SHARED/data" && pwd)
 M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"
 T=$(mktemp -d)
 SOCK=qsur-ostq-$$
-trap 'tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$T"' EXIT
+# The REPL and the TUI get a tmux server each: killing the first one's only
+# session makes that server exit, and a new session started on the same
+# socket meanwhile fails ("server exited unexpectedly").
+SOCK_REPL=qsur-ostq-repl-$$; SOCK_TUI=qsur-ostq-tui-$$
+trap 'tmux -L "$SOCK_REPL" kill-server 2>/dev/null; tmux -L "$SOCK_TUI" kill-server 2>/dev/null; rm -rf "$T"' EXIT
+SOCK=$SOCK_REPL
 export OPENBLAS_NUM_THREADS=1
 CAPTURE_ARGS="-J -S -200"
 . "$(dirname "$0")/tmux_lib.sh"
@@ -36,9 +42,15 @@ expect_true "the batch reference has steps 0, 2 and 3 ($mean0 $mean2 $mean3)" te
 # -------------------------------------------------------------------- REPL
 tm new-session -d -s qsur -x 200 -y 50 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM=xterm-256color \
   "cd '$T' && env HOME='$T' OPENBLAS_NUM_THREADS=1 '$QSUR_BIN'; echo EXIT=\$?; sleep 60"
-wait_for "qsur [" 10 || { fail "the REPL did not start"; finish; exit 1; }
+wait_for "qsur [" || { fail "the REPL did not start"; finish; exit 1; }
 keys "$PRE; $RUN" Enter
-wait_for "ostq 3/3 " 60 && pass || fail "the REPL prints the last step's QSUR line"
+# the command is over when a second, empty prompt is the last line (the first
+# one holds the typed command; right after Enter it may still look empty)
+prompt_back() {
+  [ "$(grep -c '^qsur \[' "$T/screen")" -ge 2 ] && grep -v '^ *$' "$T/screen" | tail -1 | grep -q '^qsur \[.*\] > *$'
+}
+wait_true "the prompt after the run" prompt_back
+expect_true "the REPL prints the last step's QSUR line" grep -qF "ostq 3/3 " "$T/screen"
 expect_true "start line: mean log10 QSUR $mean0 as the batch history" \
   grep -qF "ostq 0/3 start | X log10 QSUR mean $mean0, ^(1/d) mean $pd0" "$T/screen"
 expect_true "step 2 line with its KL-Top and mean $mean2" grep -qE "^ostq 2/3 kl [0-9.]+ \| X log10 QSUR mean $mean2," "$T/screen"
@@ -46,20 +58,25 @@ expect_true "step 3 line with mean $mean3" grep -qF "X log10 QSUR mean $mean3," 
 expect_eq "$(grep -c '^ostq [0-9]/3 ' "$T/screen")" 3 "one line per measurement (steps 0, 2, 3), none for step 1"
 expect_true "the line names the worst layer" grep -qE '^ostq 3/3 .* min [0-9.]+ \(L[0-9] [a-z]+\) \| W \^\(1/d\) mean' "$T/screen"
 keys "quit" Enter
-wait_for "EXIT=0" 10 && pass || fail "the REPL quits"
-tm kill-session -t qsur
-# The last session gone, the server exits: wait until it no longer answers, or
-# the next new-session can reach the dying server ("server exited unexpectedly").
-for _ in $(seq 100); do tm ls 2>&1 | grep -q "no server running" && break; sleep 0.05; done
+wait_for "EXIT=0" && pass || fail "the REPL quits"
+SOCK=$SOCK_TUI
 
 # --------------------------------------------------------------------- TUI
 tm new-session -d -s qsur -x 120 -y 40 -e LANG=C.UTF-8 -e LC_ALL=C.UTF-8 -e TERM=xterm-256color \
-  "cd '$T' && env HOME='$T' OPENBLAS_NUM_THREADS=1 '$QSUR_BIN' --tui -c '$PRE'; echo EXIT=\$?; sleep 60"
-wait_for "layers (" 15 || { fail "the TUI did not open"; finish; exit 1; }
+  "cd '$T' && env HOME='$T' OPENBLAS_NUM_THREADS=1 QSUR_TUI_FRAMES=1 '$QSUR_BIN' --tui -c '$PRE'; echo EXIT=\$?; sleep 60"
+wait_frame "layers (" || { fail "the TUI did not open"; finish; exit 1; }
 # a long run whose only measurement is step 0: the table stays at the start point
-keys : "ostquant model steps=100000 seq-len=64 qsur-every=100000 seed=1" Enter
-wait_for "OSTQuant live: step" 30 && pass || fail "the live panel opens while training runs"
-wait_for "kl " 30 && pass || fail "the live panel shows the loss"
+press : "ostquant model steps=100000 seq-len=64 qsur-every=100000 seed=1 keep-partial=1" Enter
+wait_for "OSTQuant live: step" && pass || fail "the live panel opens while training runs"
+wait_for "kl " && pass || fail "the live panel shows the loss"
+# the progress callback redraws the panel while training runs: wait until the
+# whole table is on the screen (the terminal may get a redraw in pieces)
+rows_drawn() {
+  grep -qF "X log10 mean $mean0  ^(1/d) mean $pd0" "$T/screen" || return 1
+  for l in 0 1 2 3 4; do [ "$(grep -c "│L$l  " "$T/screen")" -eq 2 ] || return 1; done
+  [ "$(grep -o 'sing\.' "$T/screen" | wc -l)" -eq 10 ]
+}
+wait_true "the whole live table" rows_drawn
 expect_true "the live table is the step-0 measurement" grep -qF "QSUR of every transformed layer, step 0: log10 ^(1/d)" "$T/screen"
 for l in 0 1 2 3 4; do
   expect_eq "$(grep -c "│L$l  " "$T/screen")" 2 "layer $l has an X row and a W row"
@@ -70,12 +87,12 @@ expect_true "X summary == the batch history at step 0" \
   grep -qF "X log10 mean $mean0  ^(1/d) mean $pd0" "$T/screen"
 expect_eq "$(grep -o 'sing\.' "$T/screen" | wc -l)" 10 "wo and w2 weights are singular in every layer (n <= d)"
 expect_true "the columns are the four sites" grep -qE 'X +qkv +o +up +down' "$T/screen"
-keys Escape
-wait_for "ok: ostquant model" 30 && pass || fail "Esc stops training and keeps the best transforms"
-wait_gone "OSTQuant live" 5 && pass || fail "the panels come back after the run"
+press Escape
+wait_frame "ok: ostquant model" && pass || fail "Esc stops training and keep-partial=1 keeps the best transforms"
+expect_true "the panels come back after the run" bash -c "! grep -qF 'OSTQuant live' '$T/screen'"
 expect_true "no capture warning after Esc" bash -c "! grep -qF 'interrupted during capture' '$T/screen'"
-keys : "ostquant status" Enter
-wait_for "feed_forward.w2.in" 10 && pass || fail "ostquant status prints the per-layer table"
+press : "ostquant status" Enter
+wait_frame "feed_forward.w2.in" && pass || fail "ostquant status prints the per-layer table"
 keys q
-wait_for "EXIT=0" 5 && pass || fail "q leaves the TUI"
+wait_for "EXIT=0" && pass || fail "q leaves the TUI"
 finish

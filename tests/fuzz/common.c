@@ -39,7 +39,11 @@ const char *fuzz_dir(void)
 
 const char *fuzz_write(const char *name, const uint8_t *data, size_t size)
 {
-    snprintf(path_buf, sizeof path_buf, "%s/%s", fuzz_dir(), name);
+    int n = snprintf(path_buf, sizeof path_buf, "%s/%s", fuzz_dir(), name);
+    if (n < 0 || (size_t)n >= sizeof path_buf) { /* checked: gcc -O3 warns of truncation */
+        fprintf(stderr, "fuzz: path too long: %s/%s\n", fuzz_dir(), name);
+        abort();
+    }
     FILE *f = fopen(path_buf, "wb");
     if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0) {
         perror("fuzz: write");

@@ -120,6 +120,10 @@ int cmd_info(session *s, int argc, char **argv, report *r, qsur_error *err)
 static int pick_side(session *s, int *argc, char ***argv, const float **a, int64_t *rows, int64_t *cols,
               const char **which, qsur_error *err)
 {
+    /* Set on every path: GCC -O3 cannot see that callers read them only on success. */
+    *a = NULL;
+    *rows = *cols = 0;
+    *which = "";
     layer_state *l = session_layer(s, err);
     if (!l)
         return QSUR_ERR_ARG;

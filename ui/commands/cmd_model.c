@@ -27,6 +27,28 @@ static int need_model(session *s, const char *who, qsur_error *err)
     return QSUR_OK;
 }
 
+/* A token file holds n / seqlen sequences: asking for more is an error, not a
+ * silent "all" (the log would record a count that never ran). */
+static int check_seqs(const qsur_tokens *t, const char *path, long seqs, qsur_error *err)
+{
+    int64_t avail = t->n / t->seq_len;
+    if (seqs > avail)
+        return qsur_fail(err, QSUR_ERR_ARG, "seqs=%ld: %s holds %lld sequence%s of %d tokens", seqs, path,
+                         (long long)avail, avail == 1 ? "" : "s", t->seq_len);
+    return QSUR_OK;
+}
+
+/* seqlen=N beyond the model's context would run positions it never saw
+ * (RoPE angles, attention spans): refuse it; the default fits the model. */
+static int pick_seqlen(const session *s, long given, long *seqlen, qsur_error *err)
+{
+    int ctx = s->model->cfg.seq_len;
+    if (given > ctx)
+        return qsur_fail(err, QSUR_ERR_ARG, "seqlen=%ld is beyond the model's context of %d tokens", given, ctx);
+    *seqlen = given > 0 ? given : ctx < 256 ? ctx : 256;
+    return QSUR_OK;
+}
+
 /* ---- model load | info | save-hf ----------------------------------------- */
 
 static int model_load(session *s, const char *path, report *r, qsur_error *err)
@@ -215,8 +237,8 @@ const command model_subs[] = {
 /* KEY=N options; returns 1 when a matched, 0 when not, -1 on a bad value. */
 enum { CAL_SEQS, CAL_SEQLEN, CAL_MAX_TOKENS, CAL_SEED };
 const opt_spec calib_opts[] = {
-    {"seqs", OPT_INT, 0, 1L << 30, NULL, "16", NULL, OPT_LOG_ALWAYS, "sequences (0: all)"},
-    {"seqlen", OPT_INT, 2, 1L << 20, NULL, "256", NULL, OPT_LOG_ALWAYS, "tokens per sequence"},
+    {"seqs", OPT_INT, 1, 1L << 30, NULL, "16", NULL, OPT_LOG_ALWAYS, "sequences"},
+    {"seqlen", OPT_INT, 2, 1L << 20, NULL, NULL, NULL, OPT_LOG_ALWAYS, "tokens per sequence (default: the model's context, at most 256)"},
     {"max_tokens", OPT_INT, 0, LONG_MAX, NULL, "0", NULL, OPT_LOG_ALWAYS,
      "keep a seeded random subset of this many token positions (0: all)"},
     {"seed", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_ALWAYS, "seed of that subset (default: the session's next)"},
@@ -230,6 +252,8 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
         return rc;
     long seqs = a->v[CAL_SEQS].i, seqlen = a->v[CAL_SEQLEN].i, max_tokens = a->v[CAL_MAX_TOKENS].i;
     long seed = a->v[CAL_SEED].given ? a->v[CAL_SEED].i : -1;
+    if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
+        return rc;
     char abs[PATH_MAX];
     const char *path = realpath(argv[0], abs) ? abs : argv[0];
     model_state *ms = s->mstate, saved = *ms;
@@ -262,6 +286,7 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
     char head[PATH_MAX + 16];
     snprintf(head, sizeof head, "calib \"%s\"", path);
     a->v[CAL_SEED].i = (long)ms->calib_seed;
+    a->v[CAL_SEQLEN].i = ms->calib_seqlen; /* as used: the model's context when not given */
     session_log_opts(s, head, a);
     rep_str(r, "file", "calibration", path);
     rep_int(r, "tokens", "tokens captured", ms->calib_tokens);
@@ -286,10 +311,60 @@ static int ppl_gpu(session *s, const qsur_tokens *t, int seqlen, int seqs, int b
     return rc;
 }
 
+/* The largest |w| so far: its size and the tensor that holds it. */
+typedef struct {
+    double abs;
+    char name[QSUR_NAME_MAX];
+} largest_weight;
+
+/* Looks at n floats of tensor `name`; 1 when one is not finite (then the
+ * search can stop: that is the cause). */
+static int largest(const float *w, int64_t n, const char *name, largest_weight *lw)
+{
+    for (int64_t j = 0; w && j < n; j++) {
+        double a = fabs((double)w[j]);
+        if (!isfinite(a) || a > lw->abs) {
+            lw->abs = a;
+            snprintf(lw->name, sizeof lw->name, "%s", name);
+            if (!isfinite(a))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* A perplexity of inf/nan is no result: say why. Weights that are finite but
+ * huge (or not finite at all) make the logits huge, and exp(mean NLL)
+ * overflows; name the tensor that holds the largest weight. */
+static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
+{
+    const qsur_llama_config *c = &m->cfg;
+    largest_weight lw = {0, ""};
+    int bad = largest(m->tok_embeddings, (int64_t)c->vocab_size * c->dim, "tok_embeddings", &lw) ||
+              largest(m->norm, c->dim, "norm", &lw);
+    for (int i = 0; i < c->n_layers && !bad; i++) {
+        char name[QSUR_NAME_MAX];
+        snprintf(name, sizeof name, "layers.%d.attention_norm", i);
+        bad = largest(m->layers[i].attention_norm, c->dim, name, &lw);
+        snprintf(name, sizeof name, "layers.%d.ffn_norm", i);
+        bad = bad || largest(m->layers[i].ffn_norm, c->dim, name, &lw);
+    }
+    int n = qsur_llama_linear_count(m);
+    for (int i = 0; i <= n && !bad; i++) {
+        const qsur_llama_linear *l = i < n ? qsur_llama_linear_at(m, i) : &m->output;
+        bad = largest(l->wq ? l->wq : l->w, l->rows * l->cols, l->name, &lw);
+    }
+    if (bad)
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "the perplexity is not finite (mean NLL %.3g nats/token): %s "
+                         "holds a weight that is not finite", p->nll, lw.name);
+    return qsur_fail(err, QSUR_ERR_NUMERIC, "the perplexity is not finite (mean NLL %.3g nats/token): the "
+                     "logits are far too large; the largest weight is |w| = %.3g in %s", p->nll, lw.abs, lw.name);
+}
+
 enum { PPL_SEQS, PPL_SEQLEN, PPL_BATCH, PPL_DTYPE };
 const opt_spec ppl_opts[] = {
-    {"seqs", OPT_INT, 0, 1L << 30, NULL, "0", NULL, OPT_LOG_GIVEN, "sequences scored (0: all)"},
-    {"seqlen", OPT_INT, 2, 1L << 20, NULL, "256", NULL, OPT_LOG_GIVEN, "tokens per sequence"},
+    {"seqs", OPT_INT, 1, 1L << 30, NULL, NULL, NULL, OPT_LOG_GIVEN, "sequences scored (default: all)"},
+    {"seqlen", OPT_INT, 2, 1L << 20, NULL, NULL, NULL, OPT_LOG_GIVEN, "tokens per sequence (default: the model's context, at most 256)"},
     {"batch", OPT_INT, 1, 4096, NULL, "8", NULL, OPT_LOG_GIVEN, "sequences per forward pass"},
     {"dtype", OPT_CHOICE, 0, 0, "bf16|fp32", "bf16", NULL, OPT_LOG_GIVEN,
      "on the GPU: bf16 GEMMs with fp32 accumulation, or fp32 (the CPU's numbers to ~1e-7)"},
@@ -303,10 +378,16 @@ int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_erro
         return rc;
     long seqs = a->v[PPL_SEQS].i, seqlen = a->v[PPL_SEQLEN].i, batch = a->v[PPL_BATCH].i;
     int fp32 = a->v[PPL_DTYPE].i == 1;
+    if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
+        return rc;
     qsur_tokens t;
     rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
-    if (rc)
+    if (!rc)
+        rc = check_seqs(&t, argv[0], seqs, err);
+    if (rc) {
+        qsur_tokens_free(&t);
         return rc;
+    }
     qsur_llama_ppl p;
     double t0 = qsur_seconds(), upload = 0;
     int gpu = session_use_gpu(s);
@@ -321,6 +402,8 @@ int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_erro
     qsur_tokens_free(&t);
     if (rc)
         return rc;
+    if (!isfinite(p.nll) || !isfinite(p.ppl))
+        return not_finite(s->model, &p, err);
     double seconds = qsur_seconds() - t0;
     model_state *ms = s->mstate;
     if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))

@@ -4,7 +4,9 @@
  * error panels update like after `rotate`/`scale`.
  * model: trains the transform pairs of the loaded model on calibration tokens
  * and replaces the session's model by the fused, weight-quantized one (online
- * Hadamards kept in s->model_rot). Ctrl-C keeps the best transforms so far.
+ * Hadamards kept in s->model_rot). Ctrl-C keeps the model from before the
+ * command (the state file is still written), or, with keep-partial=1, the
+ * best transforms so far.
  * resume: continues from a state file (state=FILE of model) on the model the
  * state started from. */
 #include <math.h>
@@ -169,8 +171,8 @@ static void ostq_report_training(session *s, const qsur_ostquant *os, const qsur
  * the session model. Logged as head and the options of a, the steps option
  * (index steps_opt) set to the steps it did. */
 static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_seqlen, const char *eval,
-                    const char *state_out, const char *head, opt_args *a, int steps_opt, report *r,
-                    qsur_error *err)
+                    const char *state_out, int keep_partial, const char *head, opt_args *a, int steps_opt,
+                    report *r, qsur_error *err)
 {
     qsur_ostquant_opts o = os->opts;
     qsur_tokens ct, et;
@@ -190,8 +192,34 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
     s->training = NULL;
     int interrupted = rc == QSUR_ERR_INTERRUPTED;
+    if (interrupted && !keep_partial) {
+        /* A stopped run is not the result the user asked for: the session
+         * keeps its model; the state file still lets `ostquant resume` go on. */
+        qsur_error serr;
+        int saved = state_out && qsur_ostquant_save(os, state_out, &serr) == QSUR_OK;
+        qsur_tokens_free(&ct);
+        if (eval)
+            qsur_tokens_free(&et);
+        return qsur_fail(err, QSUR_ERR_INTERRUPTED, "interrupted at step %d of %d: the model is the one from "
+                         "before the command (keep-partial=1 keeps the best transforms so far)%s%s%s",
+                         os->step, o.steps, saved ? "; state saved to " : "", saved ? state_out : "",
+                         state_out && !saved ? "; the state file could not be written" : "");
+    }
     if (interrupted && s->interrupted)
         *s->interrupted = 0; /* honoured: the fusion and capture below must run */
+    if (interrupted && !keep_partial) {
+        /* A stopped run is not the result the user asked for: the session
+         * keeps its model; the state file still lets `ostquant resume` go on. */
+        qsur_error serr;
+        int saved = state_out && qsur_ostquant_save(os, state_out, &serr) == QSUR_OK;
+        qsur_tokens_free(&ct);
+        if (eval)
+            qsur_tokens_free(&et);
+        return qsur_fail(err, QSUR_ERR_INTERRUPTED, "interrupted at step %d of %d: the model is the one from "
+                         "before the command (keep-partial=1 keeps the best transforms so far)%s%s%s",
+                         os->step, o.steps, saved ? "; state saved to " : "", saved ? state_out : "",
+                         state_out && !saved ? "; the state file could not be written" : "");
+    }
     qsur_llama *fm = NULL;
     qsur_llama_rotations *rot = NULL;
     qsur_llama_qsur final;
@@ -217,11 +245,15 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_bool(r, "scales", "learned scales", o.learn_scales);
         rep_int(r, "steps_done", "steps done", os->step);
         rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
+        if (interrupted)
+            rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
         rep_int(r, "best_step", "best step (selection batch)", os->best_step);
         rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
         rep_str(r, "online", "online rotations", rd);
         if (state_out)
             rep_str(r, "state", "optimiser state saved to", state_out);
+        if (interrupted)
+            rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
         qsur_error merr;
         char how[160];
         snprintf(how, sizeof how, "ostquant (%d steps, %s, lr %g, seed %llu%s%s)", os->step,
@@ -288,7 +320,7 @@ static int check_no_hooks(const session *s, const char *who, qsur_error *err)
 /* ostquant model: defaults are qsur_ostquant_default()'s (a test checks);
  * the order is the log line's. */
 enum { OM_STEPS, OM_LR, OM_LR_SCALE, OM_LOSS, OM_TOPK, OM_BATCH, OM_SEQS, OM_SEQ_LEN, OM_EVAL_EVERY,
-       OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_NO_WOMI, OM_NO_SCALE, OM_CALIB, OM_EVAL, OM_STATE };
+       OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_NO_WOMI, OM_NO_SCALE, OM_CALIB, OM_EVAL, OM_STATE, OM_KEEP };
 const opt_spec ostq_model_opts[] = {
     {"steps", OPT_INT, 0, 1000000, NULL, "150", NULL, OPT_LOG_ALWAYS, "training steps"},
     {"lr", OPT_REAL, 0, 10, NULL, "0.01", NULL, OPT_LOG_ALWAYS, "learning rate of the orthogonals"},
@@ -307,6 +339,8 @@ const opt_spec ostq_model_opts[] = {
     {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "calibration token file (default: the file of `calib`)"},
     {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "token file scored only"},
     {"state", OPT_FILE, 0, 0, NULL, NULL, "OUT", OPT_LOG_GIVEN, "optimiser state, saved at the end and on Ctrl-C"},
+    {"keep-partial", OPT_CHOICE, 0, 0, "0|1", "0", NULL, OPT_LOG_NEVER,
+     "1: Ctrl-C keeps the best transforms so far (0: the model from before)"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
 static int ostq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
@@ -346,7 +380,7 @@ static int ostq_model(session *s, int argc, char **argv, opt_args *a, report *r,
         return rc;
     a->v[OM_SEQS].i = o.max_seqs; /* logged as used: the seqs of `calib` */
     a->v[OM_CALIB].s = calib;
-    rc = ostq_run(s, os, calib, seqlen, eval, state, "ostquant model", a, OM_STEPS, r, err);
+    rc = ostq_run(s, os, calib, seqlen, eval, state, (int)a->v[OM_KEEP].i, "ostquant model", a, OM_STEPS, r, err);
     qsur_ostquant_free(os);
     return rc;
 }
@@ -354,13 +388,15 @@ static int ostq_model(session *s, int argc, char **argv, opt_args *a, report *r,
 /* ostquant resume FILE [steps=M] [calib=FILE] [eval=FILE] [state=OUT]: M more
  * steps (default: what the saved run had left) from the state file, on the
  * session model, which must be the model the state started from. */
-enum { OR_STEPS, OR_QSUR_EVERY, OR_CALIB, OR_EVAL, OR_STATE };
+enum { OR_STEPS, OR_QSUR_EVERY, OR_CALIB, OR_EVAL, OR_STATE, OR_KEEP };
 const opt_spec ostq_resume_opts[] = {
     {"steps", OPT_INT, 1, 1000000, NULL, NULL, "M", OPT_LOG_ALWAYS, "more steps (default: the rest of the saved run)"},
     {"qsur-every", OPT_INT, 0, 1000000, NULL, NULL, NULL, OPT_LOG_GIVEN, "steps between live QSUR measurements"},
     {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "calibration token file (default: the file of `calib`)"},
     {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "token file scored only"},
     {"state", OPT_FILE, 0, 0, NULL, NULL, "OUT", OPT_LOG_GIVEN, "optimiser state, saved at the end and on Ctrl-C"},
+    {"keep-partial", OPT_CHOICE, 0, 0, "0|1", "0", NULL, OPT_LOG_NEVER,
+     "1: Ctrl-C keeps the best transforms so far (0: the model from before)"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
 static int ostq_resume(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
@@ -396,7 +432,7 @@ static int ostq_resume(session *s, int argc, char **argv, opt_args *a, report *r
     snprintf(head, sizeof head, "ostquant resume \"%s\"", file);
     a->v[OR_CALIB].s = calib;
     rep_int(r, "resumed_from", "resumed at step", os->step);
-    rc = ostq_run(s, os, calib, seqlen, eval, state, head, a, OR_STEPS, r, err);
+    rc = ostq_run(s, os, calib, seqlen, eval, state, (int)a->v[OR_KEEP].i, head, a, OR_STEPS, r, err);
     qsur_ostquant_free(os);
     return rc;
 }

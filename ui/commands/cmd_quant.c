@@ -9,32 +9,47 @@
 #include "plot.h"
 #include "channel_analysis.h"
 
-/* One option of a quantizer: sym, asym, tensor, row|channel|token, gN, clip=R, clip=search. */
-static int parse_quant_opt(const char *o, qsur_quant_spec *q, qsur_error *err)
+/* One option of a quantizer: sym, asym, tensor, row|channel|token, gN, clip=R,
+ * clip=search. *set gets the bit of what it sets (symmetry 1, granularity 2,
+ * clipping 4), so a spec that sets one thing twice ("sym,asym") is refused. */
+static int parse_quant_opt(const char *o, qsur_quant_spec *q, int *set, qsur_error *err)
 {
+    static const char *const known = "sym, asym, tensor, row, token, gN, clip=R, clip=search";
     long g;
     double c;
-    if (!strcmp(o, "sym"))
-        q->symmetric = 1;
-    else if (!strcmp(o, "asym"))
-        q->symmetric = 0;
-    else if (!strcmp(o, "tensor"))
+    int what;
+    if (!strcmp(o, "sym") || !strcmp(o, "asym")) {
+        q->symmetric = o[0] == 's';
+        what = 1;
+    } else if (!strcmp(o, "tensor")) {
         q->gran = QSUR_GRAN_TENSOR;
-    else if (!strcmp(o, "row") || !strcmp(o, "channel") || !strcmp(o, "token"))
+        what = 2;
+    } else if (!strcmp(o, "row") || !strcmp(o, "channel") || !strcmp(o, "token")) {
         q->gran = QSUR_GRAN_ROW;
-    else if (o[0] == 'g' && !parse_long(o + 1, 1, 1 << 20, &g)) {
+        what = 2;
+    } else if (o[0] == 'g' && o[1] >= '0' && o[1] <= '9') {
+        if (parse_long(o + 1, 1, 1 << 20, &g))
+            return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s' (gN: a group of N = 1..%d columns)", o, 1 << 20);
         q->gran = QSUR_GRAN_GROUP;
         q->group = (int)g;
+        what = 2;
     } else if (!strcmp(o, "clip=search")) {
         q->clip_search = 1;
         q->clip = 1.0;
-    } else if (!strncmp(o, "clip=", 5) && !parse_double(o + 5, 0.01, 1.0, &c)) {
+        what = 4;
+    } else if (!strncmp(o, "clip=", 5)) {
+        if (parse_double(o + 5, 0.01, 1.0, &c))
+            return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s' (clip=R: a ratio R in [0.01, 1], or clip=search)", o);
         q->clip = c;
         q->clip_search = 0;
+        what = 4;
     } else {
-        return qsur_fail(err, QSUR_ERR_ARG,
-                         "unknown quantizer option '%s' (sym, asym, tensor, row, token, gN, clip=R, clip=search)", o);
+        return qsur_fail(err, QSUR_ERR_ARG, "unknown quantizer option '%s' (%s)", o, known);
     }
+    if (*set & what)
+        return qsur_fail(err, QSUR_ERR_ARG, "'%s' sets the %s a second time in one spec", o,
+                         what == 1 ? "symmetry" : what == 2 ? "granularity" : "clipping");
+    *set |= what;
     return QSUR_OK;
 }
 
@@ -89,9 +104,9 @@ int cmd_quant(session *s, int argc, char **argv, report *r, qsur_error *err)
             char *opts = strdup(a + (a[0] == 'k' ? 3 : 2)), *save = NULL;
             if (!opts)
                 return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-            int rc = QSUR_OK;
+            int rc = QSUR_OK, set = 0;
             for (char *o = strtok_r(opts, ",", &save); o && rc == QSUR_OK; o = strtok_r(NULL, ",", &save))
-                rc = parse_quant_opt(o, q, err);
+                rc = parse_quant_opt(o, q, &set, err);
             free(opts);
             if (rc != QSUR_OK)
                 return rc;

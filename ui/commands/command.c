@@ -1,9 +1,11 @@
 /* Dispatch: tokenize a line, find the command, check arity, run, log. */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include "command.h"
 #include "progress_line.h"
 #include "session.h"
+#include "text_escape.h"
 
 #define MAX_WORDS 64
 
@@ -49,34 +51,85 @@ int command_tokenize(char *buf, char **argv, int max_words, qsur_error *err)
     return argc;
 }
 
-/* Quote a word for the log only when it needs it, so saved scripts stay readable. */
-static void append_word(char **line, size_t *len, const char *w)
+char *command_quote(const char *w)
 {
     int plain = *w != '\0';
     for (const char *p = w; *p; p++)
-        if (strchr(" \t'\"#;\\", *p))
+        if (strchr(" \t\n\r'\"#;\\", *p))
             plain = 0;
-    size_t need = *len + strlen(w) * 2 + 4;
-    char *n = realloc(*line, need);
-    if (!n)
+    char *q = malloc(strlen(w) * 2 + 3);
+    if (!q)
+        return NULL;
+    if (plain)
+        return strcpy(q, w);
+    char *o = q;
+    *o++ = '"';
+    for (const char *p = w; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            *o++ = '\\';
+        *o++ = *p;
+    }
+    *o++ = '"';
+    *o = '\0';
+    return q;
+}
+
+static void append_word(char **line, size_t *len, const char *w)
+{
+    char *q = command_quote(w);
+    char *n = q ? realloc(*line, *len + strlen(q) + 2) : NULL;
+    if (!n) {
+        free(q);
         return;
+    }
     *line = n;
     char *o = n + *len;
     if (*len)
         *o++ = ' ';
-    if (plain) {
-        o = stpcpy(o, w);
-    } else {
-        *o++ = '"';
-        for (const char *p = w; *p; p++) {
-            if (*p == '"' || *p == '\\')
-                *o++ = '\\';
-            *o++ = *p;
-        }
-        *o++ = '"';
-        *o = '\0';
-    }
+    o = stpcpy(o, q);
     *len = (size_t)(o - n);
+    free(q);
+}
+
+/* The option a word sets: "KEY=" (KEY of letters, digits, '_', '-'), "KEY:"
+ * when the command's words have that prefix (`quant w:...`; a tensor may be
+ * named "x:0"), or the whole word when it is one of the command's flag words
+ * (`no-scale`); length 0 for other words (names, paths, numbers). */
+static size_t option_key(const command *c, const char *w)
+{
+    size_t i = 0;
+    while (isalnum((unsigned char)w[i]) || w[i] == '_' || w[i] == '-')
+        i++;
+    if (i > 0 && w[i] == '=')
+        return i + 1;
+    if (!strchr(w, '=') && (opt_find(c->opts, w) >= 0))
+        return strlen(w);
+    for (const command *sub = c->subs; sub && sub->name; sub++)
+        if (!strchr(w, '=') && opt_find(sub->opts, w) >= 0)
+            return strlen(w);
+    for (const char *const *k = c->words; k && *k; k++) {
+        if (i > 0 && w[i] == ':' && !strncmp(*k, w, i + 1))
+            return i + 1;
+        if (!strcmp(*k, w) && !strchr(w, '='))
+            return strlen(w);
+    }
+    return 0;
+}
+
+/* An option given twice would silently take the last value: refuse it here,
+ * once for every command (free-text commands like `echo` excepted). */
+static int check_repeated_options(const command *c, int argc, char **argv, qsur_error *err)
+{
+    if (c->max_args < 0)
+        return QSUR_OK;
+    for (int i = 1; i < argc; i++) {
+        size_t k = option_key(c, argv[i]);
+        for (int j = 0; j < i && k; j++)
+            if (option_key(c, argv[j]) == k && !strncmp(argv[i], argv[j], k))
+                return qsur_fail(err, QSUR_ERR_ARG, "%s: option '%.*s' given twice ('%s', then '%s'): give it once",
+                                 c->name, (int)k, argv[i], argv[j], argv[i]);
+    }
+    return QSUR_OK;
 }
 
 /* Errors found before a handler runs still give JSON readers their one object. */
@@ -223,8 +276,15 @@ static int run_command(session *s, const command *c, int argc, char **argv, qsur
         rc = e->run || e->handler ? run_handler(s, e, nargs, args, &r, &herr) : QSUR_ERR_ARG;
     progress_line_done(s); /* the result must not share a line with a half-drawn bar */
     if (rc != QSUR_OK) {
-        /* Engine messages already name the file or tensor; prefix the command. */
-        qsur_fail(err, rc, "%s: %s", c->name, herr.msg[0] ? herr.msg : qsur_status_name(rc));
+        /* Engine messages already name the file or tensor; prefix the command
+         * unless the message already starts with it ("export: ...",
+         * "ostquant model: ..."): one prefix, never "export: export:". */
+        const char *m = herr.msg[0] ? herr.msg : qsur_status_name(rc);
+        size_t n = strlen(c->name);
+        if (!strncmp(m, c->name, n) && (m[n] == ':' || m[n] == ' '))
+            qsur_fail(err, rc, "%s", m);
+        else
+            qsur_fail(err, rc, "%s: %s", c->name, m);
         report_end(&r, 0, err->msg);
     } else {
         report_end(&r, 1, NULL);
@@ -250,7 +310,7 @@ static void log_command(session *s, int argc, char **argv)
     free(canon);
 }
 
-int command_execute(session *s, const char *line, qsur_error *err)
+static int execute_line(session *s, const char *line, qsur_error *err)
 {
     char *buf = strdup(line);
     if (!buf)
@@ -269,6 +329,9 @@ int command_execute(session *s, const char *line, qsur_error *err)
         /* (an entry with options counts its positional words when they are parsed) */
         rc = arity_fail(c, c->name, argc - 1, err);
         report_error_only(s, c->name, err->msg);
+    } else if (c && check_repeated_options(c, argc - 1, argv + 1, err) != QSUR_OK) {
+        rc = QSUR_ERR_ARG;
+        report_error_only(s, c->name, err->msg);
     } else if (c) {
         if (s->interrupted)
             *s->interrupted = 0;
@@ -281,5 +344,18 @@ int command_execute(session *s, const char *line, qsur_error *err)
         s->log_override = NULL;
     }
     free(buf);
+    return rc;
+}
+
+int command_execute(session *s, const char *line, qsur_error *err)
+{
+    int rc = execute_line(s, line, err);
+    /* Messages quote names from files: every front end prints them to a
+     * terminal, so control characters in them are escaped here, once. */
+    if (rc != QSUR_OK && text_needs_escape(err->msg)) {
+        char tmp[sizeof err->msg];
+        text_escape(tmp, sizeof tmp, err->msg);
+        memcpy(err->msg, tmp, sizeof tmp);
+    }
     return rc;
 }

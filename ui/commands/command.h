@@ -75,6 +75,11 @@ void command_usage(const command *c, char *buf, size_t n);
  * with err filled (unterminated quote, too many words). argv points into buf. */
 int command_tokenize(char *buf, char **argv, int max_words, qsur_error *err);
 
+/* A word as the tokenizer reads it back: as is when plain, else in double
+ * quotes with " and \ escaped (malloc'ed; NULL when out of memory). Used for
+ * the session log and to build command lines from paths. */
+char *command_quote(const char *w);
+
 /* Runs one command line (no comments, no ';'). Returns QSUR_OK or an error code
  * with err filled as "CMD: message". An empty line is OK. */
 int command_execute(struct session *s, const char *line, qsur_error *err);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "run_line.h"
 #include "script.h"
 #include "session.h"
@@ -105,6 +106,11 @@ int script_run_stream(session *s, FILE *fp, const char *origin)
         if (rc != QSUR_OK && s->set.errexit)
             break;
     }
+    if (ferror(fp) && !s->quit) { /* not a silent success: the rest was never read */
+        fflush(s->out);
+        fprintf(stderr, "%s:%d: cannot read on: %s\n", origin, s->line + 1, strerror(errno));
+        last_rc = QSUR_ERR_IO;
+    }
     free(buf);
     s->origin = saved_origin;
     s->line = saved_line;
@@ -118,6 +124,11 @@ int script_run_file(session *s, const char *path, qsur_error *err)
     FILE *fp = fopen(path, "r");
     if (!fp)
         return qsur_fail(err, QSUR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(fp);
+        return qsur_fail(err, QSUR_ERR_IO, "%s: is a directory (expected a script of commands)", path);
+    }
     s->depth++;
     int rc = script_run_stream(s, fp, path);
     s->depth--;

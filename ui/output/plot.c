@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include "plot.h"
+#include "text_escape.h"
 
 /* Eighth blocks: index = eighths filled (1..8). */
 static const char *const hblocks[9] = {"", "▏", "▎", "▍", "▌", "▋", "▊", "▉", "█"};
@@ -56,7 +57,7 @@ void plot_lines_free(plot_lines *p)
 void plot_lines_to_report(const plot_lines *p, report *r)
 {
     for (int i = 0; i < p->count; i++)
-        rep_line(r, "%s", p->lines[i]);
+        rep_line_styled(r, p->lines[i]);
 }
 
 /* Skips an ANSI CSI sequence starting at p (ESC '[' ... final byte). */
@@ -199,7 +200,9 @@ static void add_text(plot_lines *out, const plot_style *st, const char *fmt, ...
     va_end(ap);
     if (n < 0)
         return;
-    plot_lines_add(out, st, t);
+    char *e = text_escape_dup(t); /* titles name tensors */
+    plot_lines_add(out, st, e ? e : "");
+    free(e);
     free(t);
 }
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "report.h"
+#include "text_escape.h"
 
 static void strbuf_reserve(strbuf *b, size_t more)
 {
@@ -105,12 +106,22 @@ void rep_int(report *r, const char *key, const char *label, long long v)
     strbuf_addf(&r->human, "%lld\n", v);
 }
 
+/* Strings from files (tensor names, paths) reach the terminal escaped. */
+static void human_escaped(strbuf *b, const char *fmt, const char *v)
+{
+    char *e = text_escape_dup(v);
+    if (!e)
+        abort(); /* as strbuf_reserve: UI text buffers are tiny */
+    strbuf_addf(b, fmt, e);
+    free(e);
+}
+
 void rep_str(report *r, const char *key, const char *label, const char *v)
 {
     json_key(r, key);
     strbuf_add_json_string(&r->json, v);
     human_label(r, key, label);
-    strbuf_addf(&r->human, "%s\n", v);
+    human_escaped(&r->human, "%s\n", v);
 }
 
 void rep_bool(report *r, const char *key, const char *label, int v)
@@ -142,6 +153,16 @@ void rep_json_ints(report *r, const char *key, const int64_t *v, int64_t n)
     strbuf_addf(&r->json, "]");
 }
 
+static void add_line(report *r, const char *line, int styled)
+{
+    if (styled)
+        strbuf_addf(&r->human, "%s\n", line);
+    else
+        human_escaped(&r->human, "%s\n", line);
+    strbuf_addf(&r->text, r->text.len ? "," : "");
+    strbuf_add_json_string(&r->text, line);
+}
+
 void rep_line(report *r, const char *fmt, ...)
 {
     va_list ap;
@@ -151,10 +172,13 @@ void rep_line(report *r, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         abort();
-    strbuf_addf(&r->human, "%s\n", line);
-    strbuf_addf(&r->text, r->text.len ? "," : "");
-    strbuf_add_json_string(&r->text, line);
+    add_line(r, line, 0);
     free(line);
+}
+
+void rep_line_styled(report *r, const char *line)
+{
+    add_line(r, line, 1);
 }
 
 void rep_table_begin(report *r, const char *name, int ncols, const char *const *keys, const int *widths)
@@ -222,7 +246,11 @@ void rep_cell_str(report *r, const char *v)
 {
     cell_start(r);
     strbuf_add_json_string(&r->json, v);
-    strbuf_addf(&r->human, " %*s", r->widths[r->row_cells], v);
+    char *e = text_escape_dup(v);
+    if (!e)
+        abort();
+    strbuf_addf(&r->human, " %*s", r->widths[r->row_cells], e);
+    free(e);
     cell_end(r);
 }
 

@@ -50,8 +50,12 @@ void rep_bool(report *r, const char *key, const char *label, int v);
  * values): JSON only; the human view shows a plot of them instead. */
 void rep_json_nums(report *r, const char *key, const double *v, int64_t n);
 void rep_json_ints(report *r, const char *key, const int64_t *v, int64_t n);
-/* A line of human text (plots, notes). In JSON it goes to the "text" array. */
+/* A line of human text (notes). In JSON it goes to the "text" array. Control
+ * characters in it are escaped for the terminal (text_escape.h). */
 void rep_line(report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A line the program styled itself (a plot with its ANSI colours): printed
+ * as is; whatever came from files in it was escaped when it was built. */
+void rep_line_styled(report *r, const char *line);
 /* Tables: keys are JSON keys and human headers; widths are human column widths
  * (negative: left-aligned). In JSON a table is an array of objects under name. */
 void rep_table_begin(report *r, const char *name, int ncols, const char *const *keys, const int *widths);

@@ -21,6 +21,7 @@
 #include "progress_line.h"
 #include "repl.h"
 #include "run_line.h"
+#include "text_escape.h"
 #include "script.h"
 
 /* ---- prompt ------------------------------------------------------------------- */
@@ -53,9 +54,11 @@ char *repl_prompt(const session *s)
     const char *layer = s->current >= 0 && s->current < s->nlayers ? s->layers[s->current].name : NULL;
     char *p = NULL;
     int n;
-    if (layer && *layer)
-        n = asprintf(&p, "qsur [%s | W%sA%s %s/%s] > ", layer, wb, ab, ag, wg);
-    else
+    if (layer && *layer) {
+        char safe[2 * QSUR_NAME_MAX];
+        text_escape(safe, sizeof safe, layer);
+        n = asprintf(&p, "qsur [%s | W%sA%s %s/%s] > ", safe, wb, ab, ag, wg);
+    } else
         n = asprintf(&p, "qsur [W%sA%s %s/%s] > ", wb, ab, ag, wg);
     return n < 0 ? strdup("qsur> ") : p;
 }

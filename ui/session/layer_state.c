@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "layer_pick.h"
 #include "layer_state.h"
 #include "layer_transform.h"
 #include "session.h"
@@ -19,6 +20,11 @@ void layer_state_free(layer_state *l)
 
 layer_state *session_layer(session *s, qsur_error *err)
 {
+    /* Nothing selected but only one layer to look at (`load W.npy`, then
+     * `qsur`): select it rather than send the user to `use`. */
+    char w[QSUR_NAME_MAX], x[QSUR_NAME_MAX];
+    if ((s->current < 0 || s->current >= s->nlayers) && layer_pick_obvious(s->ws.items, s->ws.count, w, x, sizeof w))
+        session_use_layer(s, w[0] ? w : NULL, x[0] ? x : NULL, err);
     if (s->current < 0 || s->current >= s->nlayers) {
         qsur_fail(err, QSUR_ERR_ARG, "no layer selected (use `use NAME [ACTIVATION]`; `layers` lists names)");
         return NULL;

@@ -57,8 +57,13 @@ int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, q
     qsur_llama *m = s->model;
     qsur_tokens t;
     int rc = qsur_tokens_read(&t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, m->cfg.vocab_size, err);
-    if (rc)
+    if (!rc && ms->calib_seqs > t.n / t.seq_len) /* asking for more is an error, not a silent "all" */
+        rc = qsur_fail(err, QSUR_ERR_ARG, "seqs=%d: %s holds %lld sequence%s of %d tokens", ms->calib_seqs,
+                       ms->calib_path, (long long)(t.n / t.seq_len), t.n / t.seq_len == 1 ? "" : "s", t.seq_len);
+    if (rc) {
+        qsur_tokens_free(&t);
         return rc;
+    }
     int n = qsur_llama_linear_count(m);
     float **stash = calloc((size_t)n + 1, sizeof *stash);
     if (!stash) {

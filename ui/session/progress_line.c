@@ -1,12 +1,14 @@
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "qsur/clock.h"
 #include "ostquant_live.h"
 #include "progress_line.h"
+#include "text_escape.h"
 
 static volatile sig_atomic_t sigint_seen;
 
@@ -19,6 +21,7 @@ static void on_sigint(int sig)
 typedef struct {
     double last_draw;
     int drawn;
+    int sigint_at_step;  /* QSUR_TEST_SIGINT_AT_STEP, -1 when unset */
 } progress_state;
 
 static progress_state pstate; /* part of the UI session's terminal state */
@@ -42,6 +45,13 @@ static void live_lines(session *s)
 static int progress_cb(void *ctx, double done, const char *what, double value)
 {
     session *s = ctx;
+    /* Tests stop training at an exact step through the real Ctrl-C path
+     * (handler, flag, the command's clean-up), not with a kill timed from
+     * outside that a loaded machine would deliver early or late. */
+    if (s->training && pstate.sigint_at_step >= 0 && s->training->step >= pstate.sigint_at_step) {
+        pstate.sigint_at_step = -1;
+        raise(SIGINT);
+    }
     if (s->set.progress)
         live_lines(s);
     if (s->set.progress) {
@@ -57,10 +67,12 @@ static int progress_cb(void *ctx, double done, const char *what, double value)
             memset(bar, '#', (size_t)fill);
             memset(bar + fill, '.', (size_t)(width - fill));
             bar[width] = '\0';
+            char safe[128]; /* `what` may name a tensor from a file */
+            text_escape(safe, sizeof safe, what ? what : "");
             if (isnan(value))
-                fprintf(stderr, "\r[%s] %5.1f%% %-30.30s", bar, 100.0 * done, what);
+                fprintf(stderr, "\r[%s] %5.1f%% %-30.30s", bar, 100.0 * done, safe);
             else
-                fprintf(stderr, "\r[%s] %5.1f%% %-20.20s %.6g", bar, 100.0 * done, what, value);
+                fprintf(stderr, "\r[%s] %5.1f%% %-20.20s %.6g", bar, 100.0 * done, safe, value);
             fflush(stderr);
             pstate.drawn = 1;
         }
@@ -79,6 +91,8 @@ void progress_line_install(session *s)
     s->progress.fn = progress_cb;
     s->progress.ctx = s;
     s->set.progress = isatty(STDERR_FILENO);
+    const char *at = getenv("QSUR_TEST_SIGINT_AT_STEP");
+    pstate.sigint_at_step = at && *at ? atoi(at) : -1;
 }
 
 void progress_line_done(session *s)

@@ -348,6 +348,19 @@ static void draw_title(tui *t)
 static void draw_fkeys(tui *t);
 static void draw_help(tui *t);
 
+/* The redraw counter of tests (see tui.show_frames): drawn after everything
+ * else of the frame, in the last cells of the last row, which curses sends
+ * last (it updates the screen top to bottom). */
+static void draw_frame_count(tui *t)
+{
+    t->frames++;
+    if (!t->show_frames || t->cols < 16)
+        return;
+    char c[32];
+    int n = snprintf(c, sizeof c, " frame %lu", t->frames);
+    mvaddnstr(t->rows - 1, t->cols - n - 1, c, n);
+}
+
 static void draw_all(tui *t)
 {
     layout(t);
@@ -357,6 +370,7 @@ static void draw_all(tui *t)
         int len = (int)strlen(TUI_TOO_SMALL);
         int x = (t->cols - len) / 2, y = t->rows / 2;
         mvaddnstr(y < 0 ? 0 : y, x < 0 ? 0 : x, TUI_TOO_SMALL, t->cols > 0 ? t->cols : len);
+        draw_frame_count(t);
         refresh();
         return;
     }
@@ -371,6 +385,7 @@ static void draw_all(tui *t)
     draw_fkeys(t);
     if (t->show_help)
         draw_help(t);
+    draw_frame_count(t);
     /* The command line last, so the cursor ends up in it when focused. */
     t->cmdline.draw(t, &t->cmdline);
     curs_set(t->focus == &t->cmdline ? 1 : 0);
@@ -677,6 +692,7 @@ int tui_run(session *s, qsur_error *err)
     t->utf8 = s->set.utf8;
     t->smooth_alpha = 0.5;
     t->channel = -1;
+    t->show_frames = getenv("QSUR_TUI_FRAMES") != NULL;
     raw(); /* Ctrl-C arrives as a key: it stops long work instead of killing us */
     noecho();
     nonl();
@@ -703,6 +719,7 @@ int tui_run(session *s, qsur_error *err)
     tui_refresh(t);
     tui_output(t, "qsur workbench: F1 or ? for keys, : for a command line, q to leave.");
     tui_status(t, "%s", s->current >= 0 ? "ready" : "pick a layer: Up/Down, Enter");
+    int errs = 0;
     while (!t->quit) {
         int ch;
         if (t->npending > 0) {
@@ -712,8 +729,15 @@ int tui_run(session *s, qsur_error *err)
             draw_all(t);
             ch = getch();
         }
-        if (ch == ERR)
+        if (ch == ERR) {
+            /* A blocking getch fails again and again only when the terminal
+             * is gone (closed with SIGHUP ignored or intercepted): leave
+             * rather than redraw to nowhere at full speed. */
+            if (++errs >= 100)
+                t->quit = 1;
             continue;
+        }
+        errs = 0;
         handle_key(t, ch);
     }
 

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include "text_escape.h"
 #include "tui_panel.h"
 
 int tui_attr(tui *t, int pair, int fallback)
@@ -42,11 +43,14 @@ void tui_text(tui *t, int y, int x, int w, const char *s)
         return;
     if (x + w > t->cols)
         w = t->cols - x;
-    /* Cut at w code points; in ASCII mode non-ASCII bytes become '?'. */
+    /* Control characters (a tensor name from a file) shown as \xHH; then cut
+     * at w code points; in ASCII mode non-ASCII bytes become '?'. */
+    char safe[1024];
+    text_escape(safe, sizeof safe, s);
     char buf[1024];
     size_t o = 0;
     int cols = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p && cols < w && o + 5 < sizeof buf;) {
+    for (const unsigned char *p = (const unsigned char *)safe; *p && cols < w && o + 5 < sizeof buf;) {
         int n = utf8_len(*p);
         if (n > 1 && !t->utf8) {
             buf[o++] = '?';

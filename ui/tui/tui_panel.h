@@ -67,6 +67,11 @@ typedef struct tui {
     int too_small;
     int show_help;
     int demo_mode;     /* teaching view replaces the distribution panel */
+    /* QSUR_TUI_FRAMES set: "frame N" in the bottom-right corner, the last cell
+     * curses sends, so a test that sees frame N knows the whole of frame N
+     * reached the terminal (not just its top rows) */
+    int show_frames;
+    unsigned long frames;
 
     tui_panel layers, dist, metrics, stack, output, cmdline, demo;
     tui_panel *focus;  /* &layers, &dist, or &cmdline */

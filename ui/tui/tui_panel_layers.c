@@ -3,54 +3,11 @@
  * QSUR. Enter runs `use W X` (or `use W`, `use -x X`) through the command
  * table, so the choice is logged. */
 #include <curses.h>
-#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "layer_pick.h"
 #include "tui_panel.h"
-
-/* An activation by name: X, x, X0, layer.x, *.input, *act*, *inp*. */
-static int is_activation_name(const char *name)
-{
-    const char *base = strrchr(name, '.');
-    base = base ? base + 1 : name;
-    if ((base[0] == 'X' || base[0] == 'x') &&
-        (base[1] == '\0' || base[1] == '_' || isdigit((unsigned char)base[1])))
-        return 1;
-    return strstr(base, "input") || strstr(base, "act") || strstr(base, "inp") || strstr(base, "calib");
-}
-
-/* Candidate names of the activation that feeds weight w: W->X (last
- * standalone W or w), weight->input/act/x. */
-static int names_pair(const char *w, const char *x)
-{
-    size_t n = strlen(w);
-    if (n != strlen(x))
-        goto words;
-    /* identical except one W/w that is X/x in the activation */
-    int diff = 0, ok = 1;
-    for (size_t i = 0; i < n && ok; i++) {
-        if (w[i] == x[i])
-            continue;
-        diff++;
-        ok = (w[i] == 'W' && x[i] == 'X') || (w[i] == 'w' && x[i] == 'x');
-    }
-    if (ok && diff == 1)
-        return 1;
-words:;
-    static const char *const from[] = {"weight", "weight", "weight", "weight"};
-    static const char *const to[] = {"input", "act", "x", "activation"};
-    for (int k = 0; k < 4; k++) {
-        const char *p = strstr(w, from[k]);
-        if (!p)
-            continue;
-        size_t pre = (size_t)(p - w), fl = strlen(from[k]), tl = strlen(to[k]);
-        if (strlen(x) == n - fl + tl && !strncmp(x, w, pre) && !strncmp(x + pre, to[k], tl) &&
-            !strcmp(x + pre + tl, p + fl))
-            return 1;
-    }
-    return 0;
-}
 
 static int add_item(tui *t, int *cap, const qsur_tensor *w, const qsur_tensor *x)
 {
@@ -87,17 +44,17 @@ void tui_layers_rebuild(tui *t)
      * only activation with the same input width when there is exactly one. */
     for (int i = 0; i < ws->count; i++) {
         const qsur_tensor *w = ws->items[i];
-        if (is_activation_name(w->name) || w->ndim != 2)
+        if (layer_is_activation_name(w->name) || w->ndim != 2)
             continue;
         int match = -1, same_cols = 0, last_same = -1;
         for (int j = 0; j < ws->count; j++) {
             const qsur_tensor *x = ws->items[j];
-            if (j == i || x->ndim != 2 || !is_activation_name(x->name) ||
+            if (j == i || x->ndim != 2 || !layer_is_activation_name(x->name) ||
                 qsur_tensor_cols(x) != qsur_tensor_cols(w))
                 continue;
             same_cols++;
             last_same = j;
-            if (match < 0 && names_pair(w->name, x->name))
+            if (match < 0 && layer_names_pair(w->name, x->name))
                 match = j;
         }
         if (match < 0 && same_cols == 1)
@@ -110,7 +67,7 @@ void tui_layers_rebuild(tui *t)
     for (int i = 0; i < ws->count; i++)
         if (!used[i]) {
             const qsur_tensor *x = ws->items[i];
-            int act = is_activation_name(x->name) && x->ndim == 2;
+            int act = layer_is_activation_name(x->name) && x->ndim == 2;
             add_item(t, &cap, act ? NULL : x, act ? x : NULL);
         }
     free(used);
