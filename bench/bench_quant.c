@@ -42,10 +42,10 @@ int main(int argc, char **argv)
     printf("matrix %lldx%lld (%.1f MB)\n", (long long)rows, (long long)cols, gb * 1e3);
     printf("%-32s %8.2f GB/s\n", "memcpy", memcpy_gbs);
     struct { const char *name; qsur_quant_spec q; } cases[] = {
-        {"int4 sym per-row", {4, 1, QSUR_GRAN_ROW, 0, 1.0, 0}},
-        {"int4 sym per-group-128", {4, 1, QSUR_GRAN_GROUP, 128, 1.0, 0}},
-        {"int4 asym per-group-128", {4, 0, QSUR_GRAN_GROUP, 128, 1.0, 0}},
-        {"int4 sym per-row clip-search", {4, 1, QSUR_GRAN_ROW, 0, 1.0, 1}},
+        {"int4 sym per-row", {4, 1, QSUR_GRAN_ROW, 0, 1.0, 0, 0, 0.0, 0, 0}},
+        {"int4 sym per-group-128", {4, 1, QSUR_GRAN_GROUP, 128, 1.0, 0, 0, 0.0, 0, 0}},
+        {"int4 asym per-group-128", {4, 0, QSUR_GRAN_GROUP, 128, 1.0, 0, 0, 0.0, 0, 0}},
+        {"int4 sym per-row clip-search", {4, 1, QSUR_GRAN_ROW, 0, 1.0, 1, 0, 0.0, 0, 0}},
     };
     double rates[4];
     qsur_error err;

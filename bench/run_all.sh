@@ -28,6 +28,7 @@ run "$b/bench_rotate"
 run "$b/bench_quant"
 run "$b/bench_wquant"
 run "$b/bench_llama" "$shared" 8 1
+run "$b/bench_tokenizer" "$shared" 2
 [ -x "$b/bench_ostquant" ] && run "$b/bench_ostquant" "$shared" && run "$b/bench_ostquant" layer
 mv "$tmp" "$out"
 trap - EXIT

@@ -129,19 +129,25 @@ for c in "${wconfigs[@]}"; do
 done
 
 # ---- the document ----------------------------------------------------------
-# The OSTQuant section belongs to docs/results_ostquant.sh: keep what is between
-# its markers in the current document, or write the placeholder.
+# The OSTQuant sections belong to docs/results_ostquant.sh and
+# docs/results_protocol.sh: keep what is between their markers in the current
+# document, or write a placeholder.
 OSTQ_BEGIN='<!-- ostquant:begin -->'
 OSTQ_END='<!-- ostquant:end -->'
-ostquant_section() {
-  if [ -f "$OUT" ] && grep -qx -- "$OSTQ_BEGIN" "$OUT" && grep -qx -- "$OSTQ_END" "$OUT"; then
-    awk -v b="$OSTQ_BEGIN" -v e="$OSTQ_END" '$0 == b { on = 1 } on { print } $0 == e { on = 0 }' "$OUT"
+PROT_BEGIN='<!-- protocol:begin -->'
+PROT_END='<!-- protocol:end -->'
+# kept_section BEGIN END SCRIPT: the block BEGIN..END of $OUT, or a placeholder naming SCRIPT
+kept_section() {
+  if [ -f "$OUT" ] && grep -qx -- "$1" "$OUT" && grep -qx -- "$2" "$OUT"; then
+    awk -v b="$1" -v e="$2" '$0 == b { on = 1 } on { print } $0 == e { on = 0 }' "$OUT"
   else
-    echo "$OSTQ_BEGIN"
-    echo "(to be measured: \`bash docs/results_ostquant.sh\` fills this section)"
-    echo "$OSTQ_END"
+    echo "$1"
+    echo "(to be measured: \`bash $3\` fills this section)"
+    echo "$2"
   fi
 }
+ostquant_section() { kept_section "$OSTQ_BEGIN" "$OSTQ_END" docs/results_ostquant.sh; }
+protocol_section() { kept_section "$PROT_BEGIN" "$PROT_END" docs/results_protocol.sh; }
 
 {
   echo "# Results: stories260K under post-training quantization"
@@ -272,6 +278,14 @@ ostquant_section() {
   echo "## 3. OSTQuant"
   echo
   ostquant_section
+  echo
+  echo "## 4. OSTQuant under the official protocol"
+  echo
+  echo "The same model and data under the OSTQuant authors' code's protocol (quantizers, training,"
+  echo "GPTQ), side by side with that code's own numbers; what each setting is and why it matters is in"
+  echo "docs/ostquant.md (\"The official protocol\"). Regenerate with \`bash docs/results_protocol.sh\`."
+  echo
+  protocol_section
   echo
   echo "## Exact commands"
   echo

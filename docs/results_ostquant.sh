@@ -17,24 +17,8 @@ Q=${QSUR_BIN:-./build/qsur}
 S=${QSUR_SHARED:-../shared}
 STEPS=${OSTQ_STEPS:-150}
 LR=0.01
-[ -x "$Q" ] || { echo "results_ostquant.sh: $Q not found; build first (cmake -S . -B build && cmake --build build -j2)" >&2; exit 1; }
-M=$(realpath "$S/data/stories260K.bin")
-C=$(realpath "$S/data/stories260K.calib.u16")
-E=$(realpath "$S/data/stories260K.eval.u16")
-export OPENBLAS_NUM_THREADS=1
-OUT=docs/results.md
-BEGIN='<!-- ostquant:begin -->'
-END='<!-- ostquant:end -->'
-grep -qx -- "$BEGIN" "$OUT" && grep -qx -- "$END" "$OUT" ||
-  { echo "results_ostquant.sh: $OUT has no '$BEGIN' ... '$END' lines; run docs/results.sh first" >&2; exit 1; }
-# splice_section SECTION DOC BEGIN END: prints DOC with its lines from BEGIN to END
-# (both included) replaced by the file SECTION (tests/test_results_doc.sh runs it)
-splice_section() {
-  awk -v b="$3" -v e="$4" -v f="$1" '
-    $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
-    $0 == e { skip = 0; next }
-    !skip { print }' "$2"
-}
+. docs/results_lib.sh
+results_setup results_ostquant.sh ostquant # <!-- ostquant:begin --> ... <!-- ostquant:end -->
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -249,17 +233,6 @@ abl_row() {
   echo "  **no WOMI**: starts from Hadamards; **no learned scales**: scales stay 1; **CE**: cross"
   echo "  entropy against the next calibration token instead of KL-Top to the float model."
   echo
-  echo "Exact commands (paths shortened to \$SHARED, the shared data directory: \$QSUR_SHARED, default ../shared):"
-  echo
-  echo '```'
-  for id in "${ids[@]}"; do
-    s=$(cat "$(file_of "$id").cmd")
-    printf '%-26s %s\n' "$id" "${s//$(dirname "$(dirname "$M")")/\$SHARED}"
-  done
-  echo '```'
-  echo
-  echo "$END"
+  commands_block "${ids[@]}"
 } > "$TMP/section.md"
-splice_section "$TMP/section.md" "$OUT" "$BEGIN" "$END" > "$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-echo "wrote the OSTQuant section of $OUT ($n runs, ${SECONDS}s)" >&2
+write_section OSTQuant

@@ -185,7 +185,12 @@ int qsur_cqe_backward(qsur_cqe_problem *p, float *dQ, double *G, qsur_error *err
 {
     const int64_t m = p->m, d = p->d, r = p->r;
     const int b = p->b, bw = p->bw;
-    int rc = qsur_fake_quant_backward(&p->spec, p->Wp, m, d, dQ, dQ, err);
+    /* CQE+ moves the weights themselves: it keeps the constant-scale STE for
+     * asymmetric groups (a scale following the group's extremes lets the
+     * extremes run and the loss stalls: tests/test_cqe.c) */
+    qsur_quant_spec spec = p->spec;
+    spec.ste_const = 1;
+    int rc = qsur_fake_quant_backward(&spec, p->Wp, m, d, dQ, dQ, err);
     if (rc)
         return rc;
     /* A = U_r^T dW' (r x d), then dD_ij = A_i . Vt_j on the band only */

@@ -129,6 +129,18 @@ int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spe
         if (rc)
             return rc;
     }
+    /* this method trains on float weights and swaps float quantized copies
+     * (wq): the model is made float, packed codes become copies */
+    for (int i = 0; i < nper; i++) {
+        int rc = qsur_llama_linear_unpack(qsur_llama_linear_at(m, i), err);
+        if (rc)
+            return rc;
+    }
+    {
+        int rc = qsur_llama_own_all(m, err);
+        if (rc)
+            return rc;
+    }
     const int64_t N = (int64_t)B * T, nd = N * c->dim;
     const int K = o->window, nwin = qsur_cqe_cross_windows(m, K);
     int *tok = malloc((size_t)N * sizeof *tok);

@@ -14,12 +14,6 @@ qsur_gptq_opts qsur_gptq_default(void)
     return o;
 }
 
-static int same_spec(const qsur_quant_spec *a, const qsur_quant_spec *b)
-{
-    return a->bits == b->bits && a->symmetric == b->symmetric && a->gran == b->gran &&
-           (a->gran != QSUR_GRAN_GROUP || a->group == b->group) && a->clip == b->clip &&
-           a->clip_search == b->clip_search;
-}
 
 /* Stable order of decreasing diag(H): the paper's "act order" heuristic
  * (columns with the largest activations go first, while the most columns are
@@ -97,7 +91,7 @@ int qsur_gptq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
     if (!Q || Q == L->W)
         return qsur_fail(err, QSUR_ERR_ARG, "gptq: output Q must be a separate rows x cols buffer");
     const int64_t m = L->rows, n = L->cols;
-    if (qw && (qw->rows != m || qw->cols != n || !same_spec(&qw->spec, spec)))
+    if (qw && (qw->rows != m || qw->cols != n || !qsur_quant_spec_equal(&qw->spec, spec)))
         return qsur_fail(err, QSUR_ERR_ARG,
                          "gptq: quantized-weight output is %lldx%lld with another spec "
                          "(expected %lldx%lld, the same spec)",

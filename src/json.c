@@ -331,7 +331,54 @@ static int push_item(parser *p, qsur_json *parent, int *cap, qsur_json *item, ch
     return QSUR_OK;
 }
 
-static int parse_container(parser *p, qsur_json *j, int depth)
+/* Duplicate keys are found with an open-addressing set of key indices
+ * (a tokenizer.json vocabulary object has 128k keys: a linear scan per key
+ * would be quadratic). slot[i] = index + 1 of a key in j->keys, 0 = empty. */
+typedef struct {
+    int *slot;
+    size_t cap;
+} key_set;
+
+static uint64_t hash_key(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Inserts keys[0..count) when the set grows; p->pos = kpos for the message. */
+static int key_seen(parser *p, key_set *ks, const qsur_json *j, const char *key, size_t kpos)
+{
+    if ((size_t)j->count * 2 + 2 > ks->cap) {
+        size_t nc = ks->cap ? ks->cap * 2 : 64;
+        while ((size_t)j->count * 2 + 2 > nc)
+            nc *= 2;
+        int *slot = calloc(nc, sizeof *slot);
+        if (!slot)
+            return qsur_fail(p->err, QSUR_ERR_NOMEM, "%s: out of memory parsing JSON", p->what);
+        free(ks->slot);
+        ks->slot = slot;
+        ks->cap = nc;
+        for (int i = 0; i < j->count; i++) {
+            size_t h = (size_t)hash_key(j->keys[i]) & (nc - 1);
+            while (slot[h])
+                h = (h + 1) & (nc - 1);
+            slot[h] = i + 1;
+        }
+    }
+    size_t h = (size_t)hash_key(key) & (ks->cap - 1);
+    for (; ks->slot[h]; h = (h + 1) & (ks->cap - 1))
+        if (strcmp(j->keys[ks->slot[h] - 1], key) == 0) {
+            p->pos = kpos;
+            return qsur_fail(p->err, QSUR_ERR_FORMAT, "%s: malformed JSON at byte %zu: duplicate key \"%s\"",
+                             p->what, p->pos, key);
+        }
+    ks->slot[h] = j->count + 1; /* the index push_item will give this key */
+    return QSUR_OK;
+}
+
+static int parse_items(parser *p, qsur_json *j, int depth, key_set *seen)
 {
     int is_obj = j->type == QSUR_JSON_OBJECT;
     char close = is_obj ? '}' : ']';
@@ -351,16 +398,10 @@ static int parse_container(parser *p, qsur_json *j, int depth)
             size_t kpos = p->pos;
             if ((rc = parse_string(p, &key)))
                 return rc;
-            /* Linear scan: headers have a few hundred keys at most. */
-            for (int i = 0; i < j->count; i++)
-                if (strcmp(j->keys[i], key) == 0) {
-                    p->pos = kpos;
-                    rc = qsur_fail(p->err, QSUR_ERR_FORMAT,
-                                   "%s: malformed JSON at byte %zu: duplicate key \"%s\"",
-                                   p->what, p->pos, key);
-                    free(key);
-                    return rc;
-                }
+            if ((rc = key_seen(p, seen, j, key, kpos))) {
+                free(key);
+                return rc;
+            }
             skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != ':') {
                 free(key);
@@ -386,6 +427,14 @@ static int parse_container(parser *p, qsur_json *j, int depth)
         }
         return fail_at(p, is_obj ? "expected ',' or '}'" : "expected ',' or ']'");
     }
+}
+
+static int parse_container(parser *p, qsur_json *j, int depth)
+{
+    key_set seen = {NULL, 0};
+    int rc = parse_items(p, j, depth, &seen);
+    free(seen.slot);
+    return rc;
 }
 
 static int literal(parser *p, const char *w)

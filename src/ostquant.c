@@ -50,6 +50,31 @@ static int64_t ls_ud(const qsur_ostquant *o, int l)
     return (int64_t)o->cfg.n_layers * (2 * o->cfg.dim + o->cfg.kv_dim) +
            (int64_t)l * o->cfg.hidden_dim;
 }
+/* [L][kv_dim / 2] after ud, present only with learn_qk: one scale per RoPE
+ * pair of k (and of q, divided), so q.k is unchanged through RoPE. */
+static int64_t ls_qk(const qsur_ostquant *o, int l)
+{
+    return (int64_t)o->cfg.n_layers * (2 * o->cfg.dim + o->cfg.kv_dim + o->cfg.hidden_dim) +
+           (int64_t)l * (o->cfg.kv_dim / 2);
+}
+
+/* Rows of wq (rows = n_heads * hs) and wk (n_kv_heads * hs): row r of wk times
+ * s[pair], row of wq of head h divided by the scale of its kv head's pair. */
+static void qk_rows(const qsur_ostquant *o, const float *s, float *wq, float *wk)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hs = c->head_size;
+    int group = c->n_heads / c->n_kv_heads;
+    for (int64_t r = 0; r < (int64_t)c->n_kv_heads * hs; r++)
+        for (int64_t j = 0; j < d; j++)
+            wk[r * d + j] *= s[r / 2];
+    for (int64_t r = 0; r < (int64_t)c->n_heads * hs; r++) {
+        int64_t kr = (r / hs / group) * hs + r % hs; /* the matching row of the kv head */
+        for (int64_t j = 0; j < d; j++)
+            wq[r * d + j] /= s[kr / 2];
+    }
+}
+
 static int64_t r_ov_size(const qsur_ostquant *o)
 {
     return (int64_t)o->cfg.n_layers * o->cfg.n_kv_heads * o->cfg.head_size * o->cfg.head_size;
@@ -130,11 +155,31 @@ static void gram_add(double *sigma, int64_t n, const float *w, int64_t rows, int
     free(wd);
 }
 
-/* R = Q H (WOMI) from Sigma, or R = H when sigma is NULL. */
-static int womi_rotation(double *sigma, int64_t n, uint64_t seed, double *R, qsur_error *err)
+/* Sigma += (W - mean)^T (W - mean) over the rows of W (rows x cols, ld): the
+ * centred covariance of the rows (up to a factor), in double. */
+static void cov_add(double *sigma, const float *w, int64_t rows, int64_t cols, int64_t ld)
+{
+    double *mu = calloc((size_t)cols, sizeof(double)), *wd = malloc((size_t)(rows * cols) * sizeof(double));
+    if (mu && wd) {
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++)
+                mu[j] += w[i * ld + j] / (double)rows;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++)
+                wd[i * cols + j] = w[i * ld + j] - mu[j];
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)cols, (int)cols, (int)rows, 1.0, wd, (int)cols, wd,
+                    (int)cols, 1.0, sigma, (int)cols);
+    }
+    free(mu);
+    free(wd);
+}
+
+/* R = Q H (WOMI) from Sigma, or R = H when sigma is NULL. klt: the OSTQuant
+ * code's variant (eigenvectors in ascending order, H with random signs D H). */
+static int womi_rotation(double *sigma, int64_t n, uint64_t seed, int klt, double *R, qsur_error *err)
 {
     qsur_hadamard_plan *p = NULL;
-    qsur_hadamard_opts ho = {0, seed};
+    qsur_hadamard_opts ho = {klt, seed};
     int rc = qsur_hadamard_plan_new(&p, n, &ho, err);
     if (rc)
         return rc;
@@ -163,7 +208,7 @@ static int womi_rotation(double *sigma, int64_t n, uint64_t seed, double *R, qsu
     }
     for (int64_t i = 0; i < n; i++) /* descending order: column j of Q = column n-1-j */
         for (int64_t j = 0; j < n; j++)
-            Q[i * n + j] = sigma[i * n + (n - 1 - j)];
+            Q[i * n + j] = sigma[i * n + (klt ? j : n - 1 - j)];
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0, Q, (int)n, H,
                 (int)n, 0.0, R, (int)n);
 done:
@@ -183,7 +228,26 @@ static int init_rotations(qsur_ostquant *o, qsur_error *err)
     double *sigma = calloc((size_t)(d * d), sizeof(double));
     if (!sigma)
         return qsur_fail(err, QSUR_ERR_NOMEM, "womi: out of memory");
-    if (o->opts.womi) {
+    int klt = o->opts.womi && o->opts.klt;
+    if (klt) { /* KLT: centred covariance of all input-side weight rows stacked */
+        int64_t rows[5] = {d, kv, kv, hd, hd}, total = 0;
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < 5; i++)
+                total += rows[i];
+        float *all = malloc((size_t)(total * d) * sizeof(float));
+        if (!all) {
+            free(sigma);
+            return qsur_fail(err, QSUR_ERR_NOMEM, "klt: out of memory");
+        }
+        int64_t at = 0;
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < 5; i++) {
+                memcpy(all + at * d, o->A[5 * l + i], (size_t)(rows[i] * d) * sizeof(float));
+                at += rows[i];
+            }
+        cov_add(sigma, all, total, d, d);
+        free(all);
+    } else if (o->opts.womi) {
         int64_t rows[5] = {d, kv, kv, hd, hd};
         for (int l = 0; l < L; l++) {
             for (int i = 0; i < 5; i++)
@@ -192,7 +256,7 @@ static int init_rotations(qsur_ostquant *o, qsur_error *err)
             gram_add(sigma, d, o->Wout[2 * l + 1], d, hd, hd, 0);
         }
     }
-    rc = womi_rotation(o->opts.womi ? sigma : NULL, d, o->opts.seed, o->r_res, err);
+    rc = womi_rotation(o->opts.womi ? sigma : NULL, d, o->opts.seed, klt, o->r_res, err);
     free(sigma);
     if (rc)
         return rc;
@@ -202,11 +266,25 @@ static int init_rotations(qsur_ostquant *o, qsur_error *err)
     for (int l = 0; l < L && !rc; l++)
         for (int g = 0; g < c->n_kv_heads && !rc; g++) {
             memset(sg, 0, (size_t)(hs * hs) * sizeof(double));
-            const float *wv = o->A[5 * l + 2] + (size_t)g * hs * d; /* hs x d */
-            gram_add(sg, hs, wv, hs, d, d, 0);
-            for (int h = g * group; h < (g + 1) * group; h++) /* wo columns: d x hs, ld = d */
-                gram_add(sg, hs, o->Wout[2 * l] + (size_t)h * hs, d, hs, d, 1);
-            rc = womi_rotation(o->opts.womi ? sg : NULL, hs, o->opts.seed,
+            if (klt) { /* the wo column blocks of the group's heads, rows stacked, centred */
+                float *blk = malloc((size_t)(d * group * hs) * sizeof(float));
+                if (!blk) {
+                    rc = qsur_fail(err, QSUR_ERR_NOMEM, "klt: out of memory");
+                    break;
+                }
+                for (int64_t i = 0; i < d; i++)
+                    for (int h = 0; h < group; h++)
+                        memcpy(blk + (i * group + h) * hs, o->Wout[2 * l] + i * d + (size_t)(g * group + h) * hs,
+                               (size_t)hs * sizeof(float));
+                cov_add(sg, blk, d * group, hs, hs);
+                free(blk);
+            } else {
+                const float *wv = o->A[5 * l + 2] + (size_t)g * hs * d; /* hs x d */
+                gram_add(sg, hs, wv, hs, d, d, 0);
+                for (int h = g * group; h < (g + 1) * group; h++) /* wo columns: d x hs, ld = d */
+                    gram_add(sg, hs, o->Wout[2 * l] + (size_t)h * hs, d, hs, d, 1);
+            }
+            rc = womi_rotation(o->opts.womi ? sg : NULL, hs, o->opts.seed, klt,
                                o->r_ov + ((size_t)l * c->n_kv_heads + g) * hs * hs, err);
         }
     free(sg);
@@ -219,7 +297,7 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
 {
     *out = NULL;
     const qsur_llama_config *bc = &base->cfg;
-    if (opts->steps < 0 || opts->batch < 1 || opts->topk < 1 || !(opts->lr >= 0) ||
+    if (opts->steps < 0 || opts->batch < 1 || opts->topk < 1 || !(opts->lr >= 0) || !(opts->clip_grad >= 0) ||
         !(opts->lr_scale >= 0) || opts->eval_every < 0 || opts->qsur_every < 0 || opts->qsur_tokens < 1)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant: bad options (steps >= 0, batch >= 1, "
                          "topk >= 1, lr >= 0, eval/qsur every >= 0, qsur tokens >= 1)");
@@ -235,13 +313,14 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
     o->wspec = *wspec;
     o->aspec = *aspec;
     o->kvspec = *kvspec;
+    o->aspec.ste_const = o->kvspec.ste_const = opts->ste_const;
     o->cfg = *bc;
     o->cfg.shared_classifier = 0;
     o->base_hash = qsur_ostquant_base_hash(base);
     qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, V = c->vocab_size, hs = c->head_size;
     int L = c->n_layers;
-    o->n_ls = (int64_t)L * (2 * d + c->kv_dim + c->hidden_dim);
+    o->n_ls = (int64_t)L * (2 * d + c->kv_dim + c->hidden_dim + (opts->learn_qk ? c->kv_dim / 2 : 0));
     o->E = fold_gain(base->tok_embeddings, V, d, NULL);
     o->C = fold_gain(base->output.w, V, d, base->norm);
     o->A = calloc((size_t)(5 * L), sizeof(float *));
@@ -281,11 +360,14 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
         qsur_ostquant_free(o);
         return rc;
     }
-    for (int i = 0; i < L * c->n_kv_heads; i++)
+    o->opt_res->canonical = opts->radam;
+    for (int i = 0; i < L * c->n_kv_heads; i++) {
         if ((rc = qsur_stiefel_adam_new(&o->opt_ov[i], hs, err))) {
             qsur_ostquant_free(o);
             return rc;
         }
+        o->opt_ov[i]->canonical = opts->radam;
+    }
     memcpy(o->best_r_res, o->r_res, (size_t)(d * d) * sizeof(double));
     memcpy(o->best_r_ov, o->r_ov, (size_t)r_ov_size(o) * sizeof(double));
     o->best_ema = INFINITY;
@@ -393,6 +475,8 @@ static void fuse_with(const qsur_ostquant *o, const fuse_scratch *f, qsur_llama 
         }
         input_side(o->A[5 * l], d, d, f->R, sa, L->wq.w);
         input_side(o->A[5 * l + 1], kv, d, f->R, sa, L->wk.w);
+        if (o->opts.learn_qk)
+            qk_rows(o, f->s + ls_qk(o, l), L->wq.w, L->wk.w);
         input_side(o->A[5 * l + 2], kv, d, f->R, sa, f->tmp);
         ov_rows(o, f, l, f->tmp, L->wv.w);
         /* wo' = R^T wo, then column block of head h times R_g S_g */
@@ -424,8 +508,7 @@ static void fuse_with(const qsur_ostquant *o, const fuse_scratch *f, qsur_llama 
         /* the float weights changed: a stale quantized copy must not be used */
         qsur_llama_linear *lins[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
         for (int i = 0; i < 7; i++) {
-            free(lins[i]->wq);
-            lins[i]->wq = NULL;
+            qsur_llama_linear_drop_quant(lins[i]);
         }
     }
 }
@@ -461,6 +544,7 @@ int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_ro
     scratch_free(&f);
     m->hooks = qsur_llama_hooks_none();
     m->hooks.act = o->aspec;
+    m->hooks.act_wo = o->aospec;
     m->hooks.kv = o->kvspec;
     qsur_llama_rotations_attach(r, m);
     *model = m;
@@ -482,6 +566,28 @@ static void input_side_grad(const float *A, int64_t rows, int64_t d, const float
         }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)rows, 1.0f, A, (int)d, dW,
                 (int)d, 1.0f, dR, (int)d);
+}
+
+/* The q/k pair scales' part of the chain rule for wq (is_k 0) or wk (1): W the
+ * fused rows, dW their gradient, turned into the gradient w.r.t. the rows
+ * before the pair scaling (in place), Wpp the rows before it; dls += the
+ * log-scale gradients. */
+static void qk_rows_grad(const qsur_ostquant *o, const float *s, const float *W, float *dW, float *Wpp,
+                         double *dls, int is_k)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hs = c->head_size, rows = (int64_t)(is_k ? c->n_kv_heads : c->n_heads) * hs;
+    int group = c->n_heads / c->n_kv_heads;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t kr = is_k ? r : (r / hs / group) * hs + r % hs, p = kr / 2;
+        double dot = 0;
+        for (int64_t j = 0; j < d; j++) {
+            dot += (double)dW[r * d + j] * W[r * d + j];
+            dW[r * d + j] = is_k ? dW[r * d + j] * s[p] : dW[r * d + j] / s[p];
+            Wpp[r * d + j] = is_k ? W[r * d + j] / s[p] : W[r * d + j] * s[p];
+        }
+        dls[p] += is_k ? dot : -dot;
+    }
 }
 
 int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
@@ -521,10 +627,17 @@ int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
             da[j] -= (double)G->d_attention_norm[j] * L->attention_norm[j];
             dff[j] -= (double)G->d_ffn_norm[j] * L->ffn_norm[j];
         }
+        /* with S_qk: wq' = wq'' / s (rows), wk' = wk'' s; the rest of the chain
+         * sees wq'', wk'' (in f.tmp2) and their gradients */
+        int qk = o->opts.learn_qk;
         memcpy(dW, G->d_wq, (size_t)(d * d) * sizeof(float));
-        input_side_grad(o->A[5 * l], d, d, L->wq.w, dW, sa, dR, da);
+        if (qk)
+            qk_rows_grad(o, f.s + ls_qk(o, l), L->wq.w, dW, f.tmp2, d_ls + ls_qk(o, l), 0);
+        input_side_grad(o->A[5 * l], d, d, qk ? f.tmp2 : L->wq.w, dW, sa, dR, da);
         memcpy(dW, G->d_wk, (size_t)(kv * d) * sizeof(float));
-        input_side_grad(o->A[5 * l + 1], kv, d, L->wk.w, dW, sa, dR, da);
+        if (qk)
+            qk_rows_grad(o, f.s + ls_qk(o, l), L->wk.w, dW, f.tmp2, d_ls + ls_qk(o, l), 1);
+        input_side_grad(o->A[5 * l + 1], kv, d, qk ? f.tmp2 : L->wk.w, dW, sa, dR, da);
         /* wv' = S_o^-1 R_g^T wv''_g with wv'' = A_v R S_a */
         float *vpp = f.tmp, *dvpp = f.tmp2;
         input_side(o->A[5 * l + 2], kv, d, f.R, sa, vpp);

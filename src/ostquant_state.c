@@ -12,7 +12,7 @@
 #include "qsur/safetensors.h"
 
 #define NARR 11
-#define NMETA 40
+#define NMETA 56
 #define QLOG_COLS 8 /* step layer site tokens x_log10 x_per_dim w_log10 w_per_dim */
 
 static int64_t r_ov_n(const qsur_ostquant *o)
@@ -189,6 +189,17 @@ int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *er
         meta(&m, "eval_seqs", "%d", op->eval_seqs);
         meta(&m, "kv_hadamard", "%d", op->kv_hadamard);
         meta(&m, "seed", "%llu", (unsigned long long)op->seed);
+        meta(&m, "no_wquant", "%d", op->no_wquant);
+        meta(&m, "clip_grad", "%.17g", op->clip_grad);
+        meta(&m, "lr_decay", "%d", op->lr_decay);
+        meta(&m, "radam", "%d", op->radam);
+        meta(&m, "keep_last", "%d", op->keep_last);
+        meta(&m, "reshuffle", "%d", op->reshuffle);
+        meta(&m, "klt", "%d", op->klt);
+        meta(&m, "learn_qk", "%d", op->learn_qk);
+        meta(&m, "ste_const", "%d", op->ste_const);
+        qsur_quant_spec_format(&o->aospec, sb, sizeof sb);
+        meta(&m, "aospec", "%s", sb);
         meta(&m, "qsur_every", "%d", op->qsur_every);
         meta(&m, "qsur_tokens", "%d", op->qsur_tokens);
         meta(&m, "qsur_alpha", "%.17g", o->qsur_opt.alpha);
@@ -453,6 +464,22 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
         rc = m_int(st, "qsur_every", 0, 1000000, &op.qsur_every, err);
     if (!rc && qsur_safetensors_meta(st, "qsur_tokens"))
         rc = m_int(st, "qsur_tokens", 1, 1 << 24, &op.qsur_tokens, err);
+    /* the protocol options: absent in state files written before them (0 = off) */
+    int *pint[] = {&op.no_wquant, &op.lr_decay, &op.radam, &op.keep_last, &op.reshuffle, &op.klt, &op.learn_qk,
+                   &op.ste_const};
+    const char *pk[] = {"no_wquant", "lr_decay", "radam", "keep_last", "reshuffle", "klt", "learn_qk", "ste_const"};
+    for (int i = 0; i < 8 && !rc; i++)
+        if (qsur_safetensors_meta(st, pk[i]))
+            rc = m_int(st, pk[i], 0, 1, pint[i], err);
+    if (!rc && qsur_safetensors_meta(st, "clip_grad"))
+        rc = m_num(st, "clip_grad", &op.clip_grad, err);
+    qsur_quant_spec aos;
+    memset(&aos, 0, sizeof aos);
+    if (!rc && (v = qsur_safetensors_meta(st, "aospec")) && qsur_quant_spec_parse(v, &aos)) {
+        if (strncmp(v, "bits=0 ", 7))
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata aospec = \"%s\" is malformed", path, v);
+        memset(&aos, 0, sizeof aos); /* bits 0: follows aspec */
+    }
     const char *sk[3] = {"wspec", "aspec", "kvspec"};
     qsur_quant_spec *sp[3] = {&ws, &as, &ks};
     for (int i = 0; i < 3 && !rc; i++)
@@ -464,6 +491,8 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
     qsur_ostquant *o = NULL;
     if (!rc)
         rc = qsur_ostquant_new(&o, base, &op, &ws, &as, &ks, err);
+    if (!rc)
+        o->aospec = aos;
     if (rc) {
         qsur_safetensors_close(st);
         return rc;

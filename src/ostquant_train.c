@@ -21,12 +21,43 @@ static int by_value_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
+/* KL(p || q) over the whole vocabulary of one token (p = softmax(fr), q =
+ * softmax(zr)); dz row = (q - p) / N when dz is given. What KL-Top is when
+ * k >= V, without sorting. */
+static double full_kl_row(const float *zr, const float *fr, int V, double N, float *dz)
+{
+    double mf = fr[0], mz = zr[0], sf = 0, sz = 0;
+    for (int j = 1; j < V; j++) {
+        mf = fmax(mf, fr[j]);
+        mz = fmax(mz, zr[j]);
+    }
+    for (int j = 0; j < V; j++) {
+        sf += exp(fr[j] - mf);
+        sz += exp(zr[j] - mz);
+    }
+    double lf = mf + log(sf), lz = mz + log(sz), kl = 0;
+    for (int j = 0; j < V; j++) {
+        double lp = fr[j] - lf, lq = zr[j] - lz, p = exp(lp);
+        kl += p * (lp - lq);
+        if (dz)
+            dz[j] = (float)((exp(lq) - p) / N);
+    }
+    return kl;
+}
+
 double qsur_ostquant_loss_eval(qsur_ostquant_loss kind, int topk, const float *z,
                                const float *z_fp, const int *tokens, int B, int T, int V,
                                float *dz, double *kltop)
 {
     int64_t N = (int64_t)B * T;
     int k = topk < V ? topk : V;
+    if (kind == QSUR_OSTQ_KLTOP && k == V) {
+        double kl = 0;
+        for (int64_t t = 0; t < N; t++)
+            kl += full_kl_row(z + t * V, z_fp + t * V, V, (double)N, dz ? dz + t * V : NULL);
+        *kltop = kl / (double)N;
+        return *kltop;
+    }
     scored *sc = malloc((size_t)V * sizeof *sc);
     double *p = malloc((size_t)k * sizeof(double)), *q = malloc((size_t)k * sizeof(double));
     if (!sc || !p || !q) {
@@ -198,6 +229,42 @@ static int qsur_due(const qsur_ostquant *o)
 
 #define SELECT_EVERY 10
 
+/* Weights fake-quantized in the training forward (a weight quantizer is set
+ * and not turned off for training). */
+static int train_wquant(const qsur_ostquant *o)
+{
+    return o->wspec.bits < 16 && !o->opts.no_wquant;
+}
+
+/* Gradient clipping by the global L2 norm (torch's clip_grad_norm_, as the
+ * HF Trainer of the OSTQuant code does with max_grad_norm 1.0): over the
+ * Euclidean gradients of R_res, every R_ov and the scales s = e^ls (d/ds =
+ * e^-ls d/dls: the code learns s itself). */
+static void clip_gradients(const qsur_ostquant *o, double *dr, double *drov, double *dls)
+{
+    int64_t d2 = (int64_t)o->cfg.dim * o->cfg.dim, nov = r_ov_count(o);
+    double ss = 0.0;
+    for (int64_t i = 0; i < d2; i++)
+        ss += dr[i] * dr[i];
+    for (int64_t i = 0; i < nov; i++)
+        ss += drov[i] * drov[i];
+    if (o->opts.learn_scales)
+        for (int64_t i = 0; i < o->n_ls; i++) {
+            double g = dls[i] * exp(-o->ls[i]);
+            ss += g * g;
+        }
+    double norm = sqrt(ss), c = o->opts.clip_grad;
+    if (!(norm > c))
+        return;
+    double f = c / (norm + 1e-6); /* torch: max_norm / (total_norm + 1e-6) */
+    for (int64_t i = 0; i < d2; i++)
+        dr[i] *= f;
+    for (int64_t i = 0; i < nov; i++)
+        drov[i] *= f;
+    for (int64_t i = 0; i < o->n_ls; i++)
+        dls[i] *= f;
+}
+
 /* Adds the time since *t to *acc and restarts *t (phase timers of o->time). */
 static void lap(double *acc, double *t)
 {
@@ -214,10 +281,12 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape 
     qsur_ostquant_fuse_into(o, fm);
     fm->hooks = qsur_llama_hooks_none();
     fm->hooks.act = o->aspec;
+    fm->hooks.act_wo = o->aospec;
+    fm->hooks.act_wo.ste_const = o->opts.ste_const;
     fm->hooks.kv = o->kvspec;
     qsur_llama_rotations_attach(o->rot, fm);
     int rc = QSUR_OK;
-    if (o->wspec.bits < 16 && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
+    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
         return rc;
     if ((rc = qsur_llama_train_forward(fm, tape, sel, B, T, err)))
         return rc;
@@ -239,6 +308,75 @@ static int select_check(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape,
     int rc = select_check_timed(o, fm, tape, sel, zsel, B, T, err);
     lap(&o->time.select, &t);
     return rc;
+}
+
+/* perm = a seeded random order of 0..n-1 (Fisher-Yates). */
+static void epoch_order(int *perm, int n, uint64_t seed)
+{
+    qsur_rng rng;
+    qsur_rng_seed(&rng, seed);
+    for (int i = 0; i < n; i++)
+        perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)qsur_rng_below(&rng, (uint64_t)i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* The float teacher's logits of each calibration sequence, computed once:
+ * they depend only on the tokens, and every sequence is seen steps * B / nseq
+ * times (50 times in the OSTQuant protocol). NULL cache (too big): recompute. */
+typedef struct {
+    float *z;           /* [nseq][T][V] or NULL */
+    unsigned char *have;
+} teacher_cache;
+
+#define TEACHER_CACHE_MAX ((int64_t)512 << 20) /* bytes */
+
+static void teacher_cache_init(teacher_cache *tc, int nseq, int T, int64_t V)
+{
+    memset(tc, 0, sizeof *tc);
+    if ((int64_t)nseq * T * V * (int64_t)sizeof(float) > TEACHER_CACHE_MAX)
+        return;
+    tc->z = malloc((size_t)nseq * T * V * sizeof(float));
+    tc->have = calloc((size_t)nseq, 1);
+    if (!tc->z || !tc->have) {
+        free(tc->z), free(tc->have);
+        memset(tc, 0, sizeof *tc);
+    }
+}
+
+static void teacher_cache_free(teacher_cache *tc)
+{
+    free(tc->z), free(tc->have);
+}
+
+/* zfp [B][T][V] = the teacher's logits of the batch (rows seq[b]). */
+static int teacher_logits(const qsur_llama *teacher, qsur_llama_state *st, teacher_cache *tc, const int *seq,
+                          const int *tok, int B, int T, int64_t V, float *zfp, qsur_error *err)
+{
+    size_t row = (size_t)T * V;
+    if (!tc->z) {
+        int rc = qsur_llama_forward(teacher, st, tok, B, T, 0, err);
+        if (!rc)
+            memcpy(zfp, st->logits, (size_t)B * row * sizeof(float));
+        return rc;
+    }
+    /* one sequence per forward: a sequence's logits then do not depend on which
+     * batch first needed it (GEMM rounding can depend on the row count), so a
+     * resumed run computes the same values */
+    for (int b = 0; b < B; b++)
+        if (!tc->have[seq[b]]) {
+            int rc = qsur_llama_forward(teacher, st, tok + (size_t)b * T, 1, T, 0, err);
+            if (rc)
+                return rc;
+            memcpy(tc->z + (size_t)seq[b] * row, st->logits, row * sizeof(float));
+            tc->have[seq[b]] = 1;
+        }
+    for (int b = 0; b < B; b++)
+        memcpy(zfp + (size_t)b * row, tc->z + (size_t)seq[b] * row, row * sizeof(float));
+    return QSUR_OK;
 }
 
 int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
@@ -281,9 +419,10 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
                                         &teacher.layers[l].wo, &teacher.layers[l].w1, &teacher.layers[l].w2,
                                         &teacher.layers[l].w3};
             for (int i = 0; i < 7; i++)
-                ls[i]->wq = NULL;
+                ls[i]->wq = NULL, ls[i]->qp = NULL;
         }
         teacher.output.wq = NULL;
+        teacher.output.qp = NULL;
         rc = qsur_llama_tape_new(&tape, o->fm, B, T, err);
     }
     if (!rc)
@@ -291,15 +430,8 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     if (!rc)
         rc = qsur_llama_state_new(&st, &teacher, B, T, err);
     /* seeded batch order: the same permutation on resume */
-    qsur_rng rng;
-    qsur_rng_seed(&rng, o->opts.seed);
-    for (int i = 0; i < nseq && !rc; i++)
-        perm[i] = i;
-    for (int i = nseq - 1; i > 0 && !rc; i--) {
-        int j = (int)qsur_rng_below(&rng, (uint64_t)i + 1), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    if (!rc)
+        epoch_order(perm, nseq, o->opts.seed);
     qsur_llama_online_t ot = qsur_llama_rotations_transpose(o->rot);
     qsur_llama *fm = o->fm;
     /* The selection batch: the first B sequences of the order, fixed, so "best"
@@ -314,14 +446,26 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
             sel[b * T + t] = calib->ids[(int64_t)perm[b] * calib->seq_len + t];
     if (!rc && !(rc = qsur_llama_forward(&teacher, st, sel, B, T, 0, err)))
         memcpy(zsel, st->logits, (size_t)(N * V) * sizeof(float));
-    if (!rc && !isfinite(o->best_ema))
+    if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
         rc = select_check(o, fm, tape, sel, zsel, B, T, err);
     /* the start point of this call (step 0, or where a resumed run stands) */
     if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
         rc = qsur_log_add(o, calib, err);
+    teacher_cache tc;
+    teacher_cache_init(&tc, nseq, T, V);
+    int *bseq = malloc((size_t)B * sizeof(int));
+    if (!rc && !bseq)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory");
+    int64_t perm_epoch = 0; /* the epoch perm[] holds */
     while (!rc && o->step < o->opts.steps) {
         for (int b = 0; b < B; b++) {
-            int sidx = perm[(int)(((int64_t)o->step * B + b) % nseq)];
+            int64_t at = (int64_t)o->step * B + b, ep = o->opts.reshuffle ? at / nseq : 0;
+            if (ep != perm_epoch) { /* a new order every pass (the paper code's data loader) */
+                epoch_order(perm, nseq, o->opts.seed + 0x9e3779b97f4a7c15ull * (uint64_t)ep);
+                perm_epoch = ep;
+            }
+            int sidx = perm[(int)(at % nseq)];
+            bseq[b] = sidx;
             for (int t = 0; t < T; t++)
                 tok[b * T + t] = calib->ids[(int64_t)sidx * calib->seq_len + t];
         }
@@ -329,18 +473,20 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         qsur_ostquant_fuse_into(o, fm);
         fm->hooks = qsur_llama_hooks_none();
         fm->hooks.act = o->aspec;
+        fm->hooks.act_wo = o->aospec;
+        fm->hooks.act_wo.ste_const = o->opts.ste_const;
+    fm->hooks.act_wo.ste_const = o->opts.ste_const;
         fm->hooks.kv = o->kvspec;
         qsur_llama_rotations_attach(o->rot, fm);
         lap(&o->time.fuse, &tp);
-        if (o->wspec.bits < 16 && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
+        if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
             break;
         lap(&o->time.wquant, &tp);
         if ((rc = qsur_llama_train_forward(fm, tape, tok, B, T, err)))
             break;
         lap(&o->time.forward, &tp);
-        if ((rc = qsur_llama_forward(&teacher, st, tok, B, T, 0, err)))
+        if ((rc = teacher_logits(&teacher, st, &tc, bseq, tok, B, T, V, zfp, err)))
             break;
-        memcpy(zfp, st->logits, (size_t)(N * V) * sizeof(float));
         lap(&o->time.teacher, &tp);
         double kl, loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, tape->logits, zfp, tok,
                                                   B, T, (int)V, dz, &kl);
@@ -355,7 +501,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
             break;
         lap(&o->time.backward, &tp);
         /* STE from the quantized weights the forward used to the fused floats */
-        for (int l = 0; l < c->n_layers && !rc && o->wspec.bits < 16; l++) {
+        for (int l = 0; l < c->n_layers && !rc && train_wquant(o); l++) {
             qsur_llama_layer *L = &fm->layers[l];
             qsur_llama_layer_grads *G = &grads->layers[l];
             qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
@@ -368,19 +514,23 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         if (rc || (rc = qsur_ostquant_param_grads(o, fm, grads, dr, drov, dls, err)))
             break;
         lap(&o->time.chain, &tp);
-        if ((rc = qsur_stiefel_adam_step(o->opt_res, o->r_res, dr, o->opts.lr, err)))
+        if (o->opts.clip_grad > 0)
+            clip_gradients(o, dr, drov, dls);
+        /* linear decay: step t (0-based) of N runs at lr (N - t) / N */
+        double f = o->opts.lr_decay && o->opts.steps > 0 ? (double)(o->opts.steps - o->step) / o->opts.steps : 1.0;
+        if ((rc = qsur_stiefel_adam_step(o->opt_res, o->r_res, dr, f * o->opts.lr, err)))
             break;
         int64_t hs2 = (int64_t)c->head_size * c->head_size;
         for (int i = 0; i < c->n_layers * c->n_kv_heads && !rc; i++)
-            rc = qsur_stiefel_adam_step(o->opt_ov[i], o->r_ov + i * hs2, drov + i * hs2, o->opts.lr, err);
+            rc = qsur_stiefel_adam_step(o->opt_ov[i], o->r_ov + i * hs2, drov + i * hs2, f * o->opts.lr, err);
         if (rc)
             break;
         if (o->opts.learn_scales)
-            qsur_adam_step(o->opt_ls, o->ls, dls, o->opts.lr_scale);
+            qsur_adam_step(o->opt_ls, o->ls, dls, f * o->opts.lr_scale);
         lap(&o->time.optim, &tp);
         o->step++;
         o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
-        if ((o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
+        if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
             (rc = select_check(o, fm, tape, sel, zsel, B, T, err)))
             break;
         qsur_ostquant_log row = {o->step, loss, kl, NAN};
@@ -407,12 +557,19 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     }
     /* keep the best parameters on the selection batch (the final ones were
      * checked too), on success and on interruption alike */
-    if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && isfinite(o->best_ema)) {
+    if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && o->opts.keep_last) {
+        current(o, 1); /* the kept parameters are the current ones */
+        o->has_cur = 1;
+        o->best_step = o->step;
+        snapshot(o, 1);
+    } else if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && isfinite(o->best_ema)) {
         current(o, 1);
         o->has_cur = 1;
         snapshot(o, 0);
     }
     o->time.total += qsur_seconds() - t_start;
+    teacher_cache_free(&tc);
+    free(bseq);
     free(teacher.layers);
     free(sel);
     free(zsel);

@@ -27,12 +27,23 @@
 
 #define QLANES 16
 
-/* Clip search grid: 1.00, 0.99, ..., 0.50 (first = no clipping). */
+/* Default clip search grid: 1.00, 0.99, ..., 0.50 (first = no clipping). */
 #define CLIP_STEPS 51
+
+static int clip_steps(const qsur_quant_spec *q) { return q->clip_grid > 0 ? q->clip_grid : CLIP_STEPS; }
+static double clip_norm(const qsur_quant_spec *q) { return q->clip_norm > 0 ? q->clip_norm : 2.0; }
+
+int qsur_quant_spec_equal(const qsur_quant_spec *a, const qsur_quant_spec *b)
+{
+    return a->bits == b->bits && a->symmetric == b->symmetric && a->gran == b->gran &&
+           (a->gran != QSUR_GRAN_GROUP || a->group == b->group) && a->clip == b->clip &&
+           a->clip_search == b->clip_search && (a->symmetric ? a->full == b->full : 1) &&
+           clip_norm(a) == clip_norm(b) && clip_steps(a) == clip_steps(b);
+}
 
 qsur_quant_spec qsur_quant_default(void)
 {
-    qsur_quant_spec q = {4, 1, QSUR_GRAN_ROW, 128, 1.0, 0};
+    qsur_quant_spec q = {4, 1, QSUR_GRAN_ROW, 128, 1.0, 0, 0, 0.0, 0, 0};
     return q;
 }
 
@@ -47,6 +58,10 @@ int qsur_quant_validate(const qsur_quant_spec *q, int64_t cols, qsur_error *err)
         return qsur_fail(err, QSUR_ERR_ARG, "quantizer: unknown granularity %d", (int)q->gran);
     if (!(q->clip > 0.0 && q->clip <= 1.0))
         return qsur_fail(err, QSUR_ERR_ARG, "quantizer: clip=%g (expected a ratio in (0,1])", q->clip);
+    if (q->clip_grid < 0 || q->clip_grid > 100 || !(q->clip_norm >= 0.0 && q->clip_norm <= 16.0))
+        return qsur_fail(err, QSUR_ERR_ARG,
+                         "quantizer: clip grid %d / norm %g (expected 1..100 candidates, norm in (0,16])",
+                         q->clip_grid, q->clip_norm);
     if (q->gran == QSUR_GRAN_GROUP) {
         if (q->group <= 0)
             return qsur_fail(err, QSUR_ERR_ARG, "quantizer: group=%d (expected > 0)", q->group);
@@ -73,12 +88,16 @@ void qsur_quant_describe(const qsur_quant_spec *q, char *buf, int n)
         snprintf(gran, sizeof gran, "row");
     else
         snprintf(gran, sizeof gran, "group%d", q->group);
-    if (q->clip_search)
-        snprintf(buf, (size_t)n, "int%d %s %s clip=search", q->bits,
-                 q->symmetric ? "sym" : "asym", gran);
+    const char *kind = q->symmetric ? (q->full ? "sym-full" : "sym") : "asym";
+    if (q->clip_search && (q->clip_grid > 0 && q->clip_grid != CLIP_STEPS))
+        snprintf(buf, (size_t)n, "int%d %s %s clip=search(norm %g, down to %.2f)", q->bits, kind, gran,
+                 clip_norm(q), 1.0 - 0.01 * (clip_steps(q) - 1));
+    else if (q->clip_search && clip_norm(q) != 2.0)
+        snprintf(buf, (size_t)n, "int%d %s %s clip=search(norm %g)", q->bits, kind, gran, clip_norm(q));
+    else if (q->clip_search)
+        snprintf(buf, (size_t)n, "int%d %s %s clip=search", q->bits, kind, gran);
     else
-        snprintf(buf, (size_t)n, "int%d %s %s clip=%.2f", q->bits,
-                 q->symmetric ? "sym" : "asym", gran, q->clip);
+        snprintf(buf, (size_t)n, "int%d %s %s clip=%.2f", q->bits, kind, gran, q->clip);
 }
 
 /* The affine map of one scale group: q = clamp(round(x*inv) + zp, lo, hi),
@@ -131,7 +150,14 @@ QSUR_INLINE
 static qmap map_for(const qsur_quant_spec *q, span_range r, double ratio)
 {
     qmap m;
-    if (q->symmetric) {
+    if (q->symmetric && q->full) {
+        double qmax = (double)((1 << (q->bits - 1)) - 1);
+        double neg = -fmin((double)r.mn, 0.0) / (qmax + 1.0), pos = fmax((double)r.mx, 0.0) / qmax;
+        m.scale = (float)(ratio * fmax(neg, pos));
+        m.zp = 0.0f;
+        m.lo = (float)-(qmax + 1.0);
+        m.hi = (float)qmax;
+    } else if (q->symmetric) {
         double qmax = (double)((1 << (q->bits - 1)) - 1);
         double absmax = fmax(fabs((double)r.mn), fabs((double)r.mx));
         double scale = ratio * absmax / qmax;
@@ -214,6 +240,16 @@ static double map_sse(const float *x, int64_t n, qmap m)
     return total;
 }
 
+/* sum |x - Q(x)|^p over the span (the clip search of the GPTQ/QuaRot code
+ * uses p = 2.4); a plain loop: only weights take this path. */
+static double map_err_p(const float *x, int64_t n, qmap m, double p)
+{
+    double total = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        total += pow(fabs((double)x[i] - (double)quant_one(x[i], m)), p);
+    return total;
+}
+
 /* The map of one span, clip search included; 0 when the span holds NaN/Inf. */
 QSUR_INLINE
 static int fit_span(const qsur_quant_spec *q, const float *x, int64_t n, qmap *out)
@@ -225,10 +261,11 @@ static int fit_span(const qsur_quant_spec *q, const float *x, int64_t n, qmap *o
     if (q->clip_search && best.scale > 0.0f) {
         /* Strictly smaller wins, so ties keep the larger ratio and the result
          * is never worse than clip = 1 (the first candidate). */
-        double best_sse = map_sse(x, n, best);
-        for (int k = 1; k < CLIP_STEPS; k++) {
+        double p = clip_norm(q);
+        double best_sse = p == 2.0 ? map_sse(x, n, best) : map_err_p(x, n, best, p);
+        for (int k = 1; k < clip_steps(q); k++) {
             qmap m = map_for(q, r, 1.0 - 0.01 * k);
-            double s = map_sse(x, n, m);
+            double s = p == 2.0 ? map_sse(x, n, m) : map_err_p(x, n, m, p);
             if (s < best_sse) {
                 best_sse = s;
                 best = m;

@@ -50,6 +50,32 @@ static void sym_kernel(const float *x, const float *dq, float *dx, int64_t n, fl
     *sgx = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
 }
 
+/* The absmax element (the first one on ties): it sets a plain symmetric scale. */
+static int64_t absmax_arg(const float *x, int64_t n, float amax)
+{
+    int64_t arg = 0;
+    while (arg < n - 1 && fabsf(x[arg]) != amax)
+        arg++;
+    return arg;
+}
+
+/* The element that sets a full-grid scale max(-min / (qmax + 1), max / qmax)
+ * (qmax = hi): the first minimum when the negative side wins (ties too, as
+ * fmax in quant.c then returns either value: the same scale), else the first
+ * maximum. */
+static int64_t full_scale_arg(const float *x, int64_t n, float hi)
+{
+    int64_t imn = 0, imx = 0;
+    for (int64_t i = 1; i < n; i++) {
+        if (x[i] < x[imn])
+            imn = i;
+        if (x[i] > x[imx])
+            imx = i;
+    }
+    double neg = -fmin((double)x[imn], 0.0) / ((double)hi + 1.0), pos = fmax((double)x[imx], 0.0) / hi;
+    return neg >= pos ? imn : imx;
+}
+
 /* One scale group of n values: x, upstream dq -> dx (dx may alias dq). */
 static int span_backward(const qsur_quant_spec *q, const float *x, const float *dq, float *dx,
                          int64_t n, qsur_error *err)
@@ -63,10 +89,30 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
         return QSUR_OK;
     }
     if (!q->symmetric) {
-        /* scale and zero point constant: identity inside the range, zero outside */
+        /* identity inside the range, zero outside; the scale s = ratio (max - min)
+         * / levels moves with the extremes (the zero point is an integer constant):
+         * dL/ds = sum_in dq (c - u) + sum_out dq (c - z), u = x/s + z */
+        double ds = 0.0;
+        int64_t imn = 0, imx = 0;
         for (int64_t i = 0; i < n; i++) {
-            float u = x[i] * p.inv + p.zero;
-            dx[i] = (u < p.lo || u > p.hi) ? 0.0f : dq[i];
+            float u = x[i] * p.inv + p.zero, g = dq[i];
+            float v = u < p.lo ? p.lo : u;
+            v = v > p.hi ? p.hi : v;
+            float c = round_half_away(v); /* qsur_qparams_code */
+            int out = v != u;
+            ds += (double)g * ((double)c - (out ? (double)p.zero : (double)u));
+            dx[i] = out ? 0.0f : g;
+            imn = x[i] < x[imn] ? i : imn;
+            imx = x[i] > x[imx] ? i : imx;
+        }
+        /* s = ratio (mx - mn) / hi with mn = min(x, 0), mx = max(x, 0):
+         * ds/dx_max = s / (mx - mn), ds/dx_min = -s / (mx - mn) */
+        double mn = fmin((double)x[imn], 0.0), mx = fmax((double)x[imx], 0.0), w = mx - mn;
+        if (w > 0 && !q->ste_const) {
+            if (x[imx] > 0.0f)
+                dx[imx] += (float)(ds * (double)p.scale / w);
+            if (x[imn] < 0.0f)
+                dx[imn] -= (float)(ds * (double)p.scale / w);
         }
         return QSUR_OK;
     }
@@ -74,13 +120,11 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
     float amax;
     sym_kernel(x, dq, dx, n, p.inv, p.lo, p.hi, &sgc, &sgx, &amax);
     double ds = sgc - sgx / (double)p.scale;
-    /* the absmax element (the first one on ties) receives ds/dx */
-    int64_t arg = 0;
-    while (arg < n - 1 && fabsf(x[arg]) != amax)
-        arg++;
-    if (amax > 0.0f)
-        /* s = ratio * absmax / qmax  =>  ds/d|x_arg| = s / absmax */
-        dx[arg] += (float)(ds * (double)p.scale / (double)amax) * (x[arg] < 0 ? -1.0f : 1.0f);
+    int64_t arg = q->full ? full_scale_arg(x, n, p.hi) : absmax_arg(x, n, amax);
+    /* s is proportional to x_arg (s = ratio |x_arg| / qmax, or / (qmax + 1)
+     * for the negative extreme of a full grid): ds/dx_arg = s / x_arg */
+    if (amax > 0.0f && x[arg] != 0.0f)
+        dx[arg] += (float)(ds * (double)p.scale / (double)x[arg]);
     return QSUR_OK;
 }
 

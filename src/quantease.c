@@ -304,12 +304,6 @@ static int outlier_step(qe_work *w, double lam, qsur_error *err)
     return QSUR_OK;
 }
 
-static int same_spec(const qsur_quant_spec *a, const qsur_quant_spec *b)
-{
-    return a->bits == b->bits && a->symmetric == b->symmetric && a->gran == b->gran &&
-           (a->gran != QSUR_GRAN_GROUP || a->group == b->group) && a->clip == b->clip &&
-           a->clip_search == b->clip_search;
-}
 
 int qsur_quantease(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
                    const qsur_quantease_opts *opt, float *Q, qsur_qweight *qw,
@@ -335,7 +329,7 @@ int qsur_quantease(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
         return qsur_fail(err, QSUR_ERR_ARG,
                          "quantease: output Q must be a separate rows x cols buffer");
     const int64_t m = L->rows, n = L->cols;
-    if (qw && (qw->rows != m || qw->cols != n || !same_spec(&qw->spec, spec)))
+    if (qw && (qw->rows != m || qw->cols != n || !qsur_quant_spec_equal(&qw->spec, spec)))
         return qsur_fail(err, QSUR_ERR_ARG,
                          "quantease: quantized-weight output is %lldx%lld with another spec "
                          "(expected %lldx%lld, the same spec)",

@@ -422,49 +422,91 @@ static void sb_json_string(strbuf *b, const char *s)
     sb_add(b, "\"", 1);
 }
 
-int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, int count,
-                           const qsur_dtype *dtypes, const char *const *meta_kv,
-                           int meta_count, const qsur_progress *progress, qsur_error *err)
+/* Checks and writes n values of tensor `name` in dtype dt. */
+static int write_values(qsur_atomic_file *f, qsur_dtype dt, const float *x, int64_t n,
+                        const char *path, const char *name, qsur_error *err)
 {
+    int64_t bad = dt == QSUR_DTYPE_I32 ? -1 : qsur_find_nonfinite(x, n);
+    if (bad >= 0)
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s has a non-finite value at "
+                         "element %lld", path, name, (long long)bad);
+    if (dt == QSUR_DTYPE_F16)
+        for (int64_t k = 0; k < n; k++)
+            if (fabsf(x[k]) >= 65520.0f)  /* rounds to Inf in binary16 */
+                return qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s: value %g at "
+                                 "element %lld overflows F16 (max 65504)", path, name,
+                                 (double)x[k], (long long)k);
+    if (dt == QSUR_DTYPE_I8 || dt == QSUR_DTYPE_U8) {
+        float lo = dt == QSUR_DTYPE_I8 ? -128.0f : 0.0f, hi = dt == QSUR_DTYPE_I8 ? 127.0f : 255.0f;
+        for (int64_t k = 0; k < n; k++)
+            if (x[k] != floorf(x[k]) || x[k] < lo || x[k] > hi)
+                return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s: value %g at element %lld "
+                                 "is not an integer in [%g, %g] (dtype %s)", path, name,
+                                 (double)x[k], (long long)k, (double)lo, (double)hi,
+                                 qsur_dtype_name(dt));
+    }
+    int rc = QSUR_OK;
+    if (dt == QSUR_DTYPE_F32 || dt == QSUR_DTYPE_I32) /* I32: the bits, as stored */
+        return qsur_atomic_write_f32le(f, x, (size_t)n, err);
+    unsigned char tmp[4096];
+    int es = qsur_dtype_size(dt);
+    size_t per = sizeof tmp / (size_t)es;
+    for (size_t k0 = 0; k0 < (size_t)n && rc == QSUR_OK; k0 += per) {
+        size_t k1 = (size_t)n - k0 < per ? (size_t)n : k0 + per;
+        for (size_t k = k0; k < k1; k++) {
+            if (es == 1) { /* integer-valued, range checked above */
+                tmp[k - k0] = dt == QSUR_DTYPE_I8 ? (unsigned char)(int8_t)x[k] : (unsigned char)x[k];
+                continue;
+            }
+            uint16_t h = dt == QSUR_DTYPE_F16 ? qsur_f32_to_f16(x[k]) : qsur_f32_to_bf16(x[k]);
+            tmp[2 * (k - k0)] = (unsigned char)h;
+            tmp[2 * (k - k0) + 1] = (unsigned char)(h >> 8);
+        }
+        rc = qsur_atomic_write(f, tmp, (k1 - k0) * (size_t)es, err);
+    }
+    return rc;
+}
+
+int64_t qsur_st_desc_bytes(const qsur_st_desc *d)
+{
+    int64_t n = qsur_dtype_size(d->dtype);
+    for (int k = 0; k < d->ndim; k++)
+        n *= d->shape[k];
+    return n;
+}
+
+static int64_t desc_numel(const qsur_st_desc *d)
+{
+    int64_t n = 1;
+    for (int k = 0; k < d->ndim; k++)
+        n *= d->shape[k];
+    return n;
+}
+
+int qsur_st_stream_open(qsur_st_stream *w, const char *path, const qsur_st_desc *d, int count,
+                        const char *const *meta_kv, int meta_count, qsur_error *err)
+{
+    memset(w, 0, sizeof *w);
     for (int i = 0; i < count; i++) {
-        const qsur_tensor *t = tensors[i];
-        qsur_dtype dt = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
+        qsur_dtype dt = d[i].dtype;
         if (dt != QSUR_DTYPE_F32 && dt != QSUR_DTYPE_F16 && dt != QSUR_DTYPE_BF16 &&
             dt != QSUR_DTYPE_I8 && dt != QSUR_DTYPE_U8 && dt != QSUR_DTYPE_I32)
             return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s: unknown dtype %d", path,
-                             t->name, (int)dt);
-        if (!t->name[0] || strcmp(t->name, "__metadata__") == 0)
+                             d[i].name, (int)dt);
+        if (!d[i].name[0] || strcmp(d[i].name, "__metadata__") == 0)
             return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor name \"%s\" not allowed", path,
-                             t->name);
+                             d[i].name);
+        if (d[i].ndim < 0 || d[i].ndim > QSUR_MAX_DIMS)
+            return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s: %d dimensions", path, d[i].name,
+                             d[i].ndim);
         for (int k = 0; k < i; k++)
-            if (strcmp(tensors[k]->name, t->name) == 0)
+            if (strcmp(d[k].name, d[i].name) == 0)
                 return qsur_fail(err, QSUR_ERR_ARG, "%s: duplicate tensor name %s", path,
-                                 t->name);
-        int64_t n = qsur_tensor_numel(t);
-        int64_t bad = dt == QSUR_DTYPE_I32 ? -1 : qsur_find_nonfinite(t->data, n);
-        if (bad >= 0)
-            return qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s has a non-finite value at "
-                             "element %lld", path, t->name, (long long)bad);
-        if (dt == QSUR_DTYPE_F16)
-            for (int64_t k = 0; k < n; k++)
-                if (fabsf(t->data[k]) >= 65520.0f)  /* rounds to Inf in binary16 */
-                    return qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s: value %g at "
-                                     "element %lld overflows F16 (max 65504)", path, t->name,
-                                     (double)t->data[k], (long long)k);
-        if (dt == QSUR_DTYPE_I8 || dt == QSUR_DTYPE_U8) {
-            float lo = dt == QSUR_DTYPE_I8 ? -128.0f : 0.0f, hi = dt == QSUR_DTYPE_I8 ? 127.0f : 255.0f;
-            for (int64_t k = 0; k < n; k++)
-                if (t->data[k] != floorf(t->data[k]) || t->data[k] < lo || t->data[k] > hi)
-                    return qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s: value %g at element %lld "
-                                     "is not an integer in [%g, %g] (dtype %s)", path, t->name,
-                                     (double)t->data[k], (long long)k, (double)lo, (double)hi,
-                                     qsur_dtype_name(dt));
-        }
+                                 d[i].name);
     }
     for (int k = 0; k < meta_count; k++)
         if (!meta_kv[2 * k] || !meta_kv[2 * k + 1])
             return qsur_fail(err, QSUR_ERR_ARG, "%s: metadata entry %d is NULL", path, k);
-
     strbuf b = {0};
     sb_add(&b, "{", 1);
     if (meta_count > 0) {
@@ -480,15 +522,13 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
     }
     uint64_t off = 0;
     for (int i = 0; i < count; i++) {
-        const qsur_tensor *t = tensors[i];
-        qsur_dtype dt = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
         if (i || meta_count > 0)
             sb_add(&b, ",", 1);
-        sb_json_string(&b, t->name);
-        sb_printf(&b, ":{\"dtype\":\"%s\",\"shape\":[", qsur_dtype_name(dt));
-        for (int d = 0; d < t->ndim; d++)
-            sb_printf(&b, d ? ",%lld" : "%lld", (long long)t->shape[d]);
-        uint64_t bytes = (uint64_t)qsur_tensor_numel(t) * (uint64_t)qsur_dtype_size(dt);
+        sb_json_string(&b, d[i].name);
+        sb_printf(&b, ":{\"dtype\":\"%s\",\"shape\":[", qsur_dtype_name(d[i].dtype));
+        for (int k = 0; k < d[i].ndim; k++)
+            sb_printf(&b, k ? ",%lld" : "%lld", (long long)d[i].shape[k]);
+        uint64_t bytes = (uint64_t)qsur_st_desc_bytes(&d[i]);
         sb_printf(&b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                   (unsigned long long)(off + bytes));
         off += bytes;
@@ -503,50 +543,99 @@ int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, 
     unsigned char len8[8];
     for (int k = 0; k < 8; k++)
         len8[k] = (unsigned char)((uint64_t)b.len >> (8 * k));
-    qsur_atomic_file f;
-    int rc = qsur_atomic_open(&f, path, err);
+    w->desc = d;
+    w->count = count;
+    int rc = qsur_atomic_open(&w->f, path, err);
     if (rc) {
         free(b.s);
         return rc;
     }
-    if ((rc = qsur_atomic_write(&f, len8, 8, err)) == QSUR_OK)
-        rc = qsur_atomic_write(&f, b.s, b.len, err);
+    w->open = 1;
+    while (w->cur < count && desc_numel(&d[w->cur]) == 0)
+        w->cur++;
+    if ((rc = qsur_atomic_write(&w->f, len8, 8, err)) == QSUR_OK)
+        rc = qsur_atomic_write(&w->f, b.s, b.len, err);
     free(b.s);
-    for (int i = 0; i < count && rc == QSUR_OK; i++) {
-        const qsur_tensor *t = tensors[i];
-        qsur_dtype dt = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
-        size_t n = (size_t)qsur_tensor_numel(t);
-        if (dt == QSUR_DTYPE_F32 || dt == QSUR_DTYPE_I32) { /* I32: the bits, as stored */
-            rc = qsur_atomic_write_f32le(&f, t->data, n, err);
-        } else if (dt == QSUR_DTYPE_I8 || dt == QSUR_DTYPE_U8) {
-            unsigned char tmp[4096]; /* integer-valued, range checked above */
-            for (size_t k0 = 0; k0 < n && rc == QSUR_OK; k0 += sizeof tmp) {
-                size_t k1 = n - k0 < sizeof tmp ? n : k0 + sizeof tmp;
-                for (size_t k = k0; k < k1; k++)
-                    tmp[k - k0] = dt == QSUR_DTYPE_I8 ? (unsigned char)(int8_t)t->data[k]
-                                                      : (unsigned char)t->data[k];
-                rc = qsur_atomic_write(&f, tmp, k1 - k0, err);
-            }
-        } else {
-            unsigned char tmp[4096];
-            for (size_t k0 = 0; k0 < n && rc == QSUR_OK; k0 += sizeof tmp / 2) {
-                size_t k1 = n - k0 < sizeof tmp / 2 ? n : k0 + sizeof tmp / 2;
-                for (size_t k = k0; k < k1; k++) {
-                    uint16_t h = dt == QSUR_DTYPE_F16 ? qsur_f32_to_f16(t->data[k])
-                                                      : qsur_f32_to_bf16(t->data[k]);
-                    tmp[2 * (k - k0)] = (unsigned char)h;
-                    tmp[2 * (k - k0) + 1] = (unsigned char)(h >> 8);
-                }
-                rc = qsur_atomic_write(&f, tmp, 2 * (k1 - k0), err);
-            }
-        }
-        if (rc == QSUR_OK)
-            rc = qsur_progress_tick(progress, (double)(i + 1) / count, "write safetensors", NAN,
-                                    err);
+    if (rc)
+        qsur_st_stream_abort(w);
+    return rc;
+}
+
+int qsur_st_stream_put(qsur_st_stream *w, const float *x, int64_t n, qsur_error *err)
+{
+    while (n > 0) {
+        if (w->cur >= w->count)
+            return qsur_fail(err, QSUR_ERR_ARG, "%s: more values than the header declares",
+                             w->f.path);
+        const qsur_st_desc *d = &w->desc[w->cur];
+        int64_t left = desc_numel(d) - w->done, k = n < left ? n : left;
+        int rc = write_values(&w->f, d->dtype, x, k, w->f.path, d->name, err);
+        if (rc)
+            return rc;
+        x += k, n -= k, w->done += k;
+        if (w->done == desc_numel(d))
+            w->cur++, w->done = 0;
+        while (w->cur < w->count && desc_numel(&w->desc[w->cur]) == 0)
+            w->cur++;
     }
-    if (rc) {
-        qsur_atomic_abort(&f);
+    return QSUR_OK;
+}
+
+int qsur_st_stream_commit(qsur_st_stream *w, qsur_error *err)
+{
+    if (w->cur < w->count) {
+        int rc = qsur_fail(err, QSUR_ERR_ARG, "%s: tensor %s not written", w->f.path,
+                           w->desc[w->cur].name);
+        qsur_st_stream_abort(w);
         return rc;
     }
-    return qsur_atomic_commit(&f, err);
+    w->open = 0;
+    return qsur_atomic_commit(&w->f, err);
+}
+
+void qsur_st_stream_abort(qsur_st_stream *w)
+{
+    if (w->open)
+        qsur_atomic_abort(&w->f);
+    w->open = 0;
+}
+
+int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, int count,
+                           const qsur_dtype *dtypes, const char *const *meta_kv,
+                           int meta_count, const qsur_progress *progress, qsur_error *err)
+{
+    qsur_st_desc *d = calloc((size_t)count + 1, sizeof *d);
+    if (!d)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
+    for (int i = 0; i < count; i++) {
+        d[i].name = tensors[i]->name;
+        d[i].dtype = dtypes ? dtypes[i] : QSUR_DTYPE_F32;
+        d[i].ndim = tensors[i]->ndim;
+        for (int k = 0; k < tensors[i]->ndim; k++)
+            d[i].shape[k] = tensors[i]->shape[k];
+    }
+    /* values are checked before the file is created */
+    int rc = QSUR_OK;
+    for (int i = 0; i < count && !rc; i++) {
+        int64_t bad = d[i].dtype == QSUR_DTYPE_I32 ? -1
+                    : qsur_find_nonfinite(tensors[i]->data, qsur_tensor_numel(tensors[i]));
+        if (bad >= 0)
+            rc = qsur_fail(err, QSUR_ERR_NUMERIC, "%s: tensor %s has a non-finite value at "
+                           "element %lld", path, tensors[i]->name, (long long)bad);
+    }
+    qsur_st_stream w;
+    if (!rc)
+        rc = qsur_st_stream_open(&w, path, d, count, meta_kv, meta_count, err);
+    for (int i = 0; i < count && !rc; i++) {
+        rc = qsur_st_stream_put(&w, tensors[i]->data, qsur_tensor_numel(tensors[i]), err);
+        if (!rc)
+            rc = qsur_progress_tick(progress, (double)(i + 1) / count, "write safetensors", NAN,
+                                    err);
+        if (rc)
+            qsur_st_stream_abort(&w);
+    }
+    if (!rc)
+        rc = qsur_st_stream_commit(&w, err);
+    free(d);
+    return rc;
 }

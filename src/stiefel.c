@@ -101,9 +101,9 @@ static int adam_cayley(qsur_stiefel_adam *o, double *R, double *A, double lr, qs
         return qsur_fail(err, QSUR_ERR_NUMERIC, "stiefel step: non-finite gradient (%lld x %lld)",
                          (long long)n, (long long)n);
     o->t++;
-    o->v = o->b2 * o->v + (1.0 - o->b2) * ss / (double)(n * n);
+    o->v = o->b2 * o->v + (1.0 - o->b2) * (o->canonical ? 0.5 * ss : ss / (double)(n * n));
     double c1 = 1.0 - pow(o->b1, (double)o->t), c2 = 1.0 - pow(o->b2, (double)o->t);
-    double denom = sqrt(o->v / c2) + o->eps;
+    double denom = (sqrt(o->v / c2) + o->eps) / (o->canonical ? 2.0 : 1.0);
     for (int64_t i = 0; i < n * n; i++) {
         o->m[i] = o->b1 * o->m[i] + (1.0 - o->b1) * A[i];
         A[i] = o->m[i] / c1 / denom;

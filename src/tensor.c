@@ -87,9 +87,50 @@ int qsur_tensor_clone(qsur_tensor **out, const qsur_tensor *t, const char *name,
                       qsur_error *err)
 {
     int rc = qsur_tensor_new(out, name ? name : t->name, t->ndim, t->shape, err);
-    if (rc == QSUR_OK)
+    if (rc == QSUR_OK && t->data)
         memcpy((*out)->data, t->data, (size_t)qsur_tensor_numel(t) * sizeof(float));
+    else if (rc == QSUR_OK && t->fill)
+        t->fill(t->src, (*out)->data, qsur_tensor_numel(t));
     return rc;
+}
+
+int qsur_tensor_view_new(qsur_tensor **out, const char *name, int ndim, const int64_t *shape,
+                         void (*fill)(const void *src, float *dst, int64_t n), const void *src,
+                         qsur_error *err)
+{
+    /* a 1-element tensor checks the shape; its data is dropped */
+    int64_t one = 1;
+    int rc = qsur_tensor_new(out, name, 1, &one, err);
+    if (rc)
+        return rc;
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0 || qsur_mul_size(numel, (size_t)shape[i], &numel) != 0 ||
+            ndim > QSUR_MAX_DIMS) {
+            qsur_tensor_free(*out);
+            *out = NULL;
+            return qsur_fail(err, QSUR_ERR_ARG, "tensor %s: bad view shape", name);
+        }
+    qsur_tensor *t = *out;
+    free(t->data);
+    t->data = NULL;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    t->fill = fill;
+    t->src = src;
+    return QSUR_OK;
+}
+
+int qsur_tensor_materialize(qsur_tensor *t)
+{
+    if (t->data || !t->fill)
+        return 0;
+    t->data = qsur_alloc((size_t)qsur_tensor_numel(t), sizeof(float));
+    if (!t->data)
+        return -1;
+    t->fill(t->src, t->data, qsur_tensor_numel(t));
+    return 0;
 }
 
 void qsur_tensor_free(qsur_tensor *t)

@@ -49,7 +49,9 @@ int qsur_workspace_put(qsur_workspace *ws, qsur_tensor *t, qsur_error *err)
 qsur_tensor *qsur_workspace_find(const qsur_workspace *ws, const char *name)
 {
     int i = find_index(ws, name);
-    return i >= 0 ? ws->items[i] : NULL;
+    if (i < 0 || qsur_tensor_materialize(ws->items[i]) != 0)
+        return NULL; /* a view that cannot be materialized reads as missing */
+    return ws->items[i];
 }
 
 int qsur_workspace_remove(qsur_workspace *ws, const char *name)

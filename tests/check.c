@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "check.h"
 
@@ -82,4 +83,51 @@ const char *check_tmpdir(void)
         }
     }
     return buf;
+}
+
+const char *check_subdir(const char *name)
+{
+    static char buf[4200];
+    snprintf(buf, sizeof buf, "%s/%s", check_tmpdir(), name);
+    mkdir(buf, 0755);
+    return buf;
+}
+
+void check_write_text(const char *dir, const char *file, const char *text)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    FILE *f = fopen(p, "w");
+    if (!f)
+        return;
+    fputs(text, f);
+    fclose(f);
+}
+
+char *check_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *s = NULL;
+    size_t n = 0, cap = 0, got;
+    do {
+        if (n + 4096 + 1 > cap) {
+            cap = (n + 4096 + 1) * 2;
+            char *b = realloc(s, cap);
+            if (!b) {
+                free(s);
+                fclose(f);
+                return NULL;
+            }
+            s = b;
+        }
+        got = fread(s + n, 1, 4096, f);
+        n += got;
+    } while (got > 0);
+    fclose(f);
+    s[n] = '\0';
+    if (len)
+        *len = n;
+    return s;
 }

@@ -17,9 +17,16 @@ int check_done(void);
 const char *check_shared(const char *rel);
 /* Path under the project source tree ($QSUR_SOURCE or "."); static buffer. */
 const char *check_source(const char *rel);
+/* The whole file, NUL-terminated (malloc'ed), or NULL; *len (may be NULL)
+ * gets its size. */
+char *check_read_file(const char *path, size_t *len);
 /* A fresh temporary directory for this test (created once, removed by nobody:
  * it lives under $TMPDIR so CI machines throw it away). */
 const char *check_tmpdir(void);
+/* check_tmpdir()/name, created; static buffer, one at a time. */
+const char *check_subdir(const char *name);
+/* Writes text to dir/file (a test fails later when it is missing). */
+void check_write_text(const char *dir, const char *file, const char *text);
 
 /* Test data: splitmix64 + Box-Muller, deliberately separate from the engine's
  * qsur_rng so that a bug there cannot shape the data that tests it. One stream

@@ -14,6 +14,7 @@
 #include "qsur/clock.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
+#include "qsur/llama_store.h"
 #include "qsur/llama_wquant.h"
 #include "qsur/wquant.h"
 
@@ -79,8 +80,13 @@ static void stories(void)
      * where one flipped activation code moves the result: a looser check. */
     qsur_llama_rotations *r = NULL;
     CHECK_OK(qsur_llama_rotations_new(&r, &m->cfg, 1, 1, 7, &err), err);
-    for (int l = 0; r && l < m->cfg.n_layers; l++)
-        CHECK_OK(qsur_hadamard_plan_apply(r->w2, m->layers[l].w2.w, m->layers[l].w2.rows, NULL, &err), err);
+    for (int l = 0; r && l < m->cfg.n_layers; l++) {
+        qsur_llama_linear *w2 = &m->layers[l].w2;
+        int dt = 0;
+        CHECK_OK(qsur_llama_linear_edit_begin(w2, &dt, &err), err);
+        CHECK_OK(qsur_hadamard_plan_apply(r->w2, w2->w, w2->rows, NULL, &err), err);
+        CHECK_OK(qsur_llama_linear_edit_end(w2, dt, &err), err);
+    }
     qsur_llama_rotations_attach(r, m);
     compare("stories260K float, online Hadamards", m, &t, 256, 32, 1e-4, 2e-2);
     qsur_quant_spec w4 = qsur_quant_default();
@@ -175,6 +181,23 @@ static void gptq_one(const char *what, const qsur_quant_spec *spec, int64_t rows
     free(W), free(X), free(Qc), free(Qg), free(H);
 }
 
+/* How many of the weights the forward passes of a and b use (packed codes
+ * decoded, or the wq copies) are equal. */
+static int64_t same_forward(const qsur_llama_linear *a, const qsur_llama_linear *b)
+{
+    size_t n = (size_t)(a->rows * a->cols);
+    float *fa = malloc(n * sizeof(float)), *fb = malloc(n * sizeof(float));
+    int64_t same = 0;
+    if (fa && fb) {
+        qsur_llama_linear_forward_rows(a, 0, a->rows, fa);
+        qsur_llama_linear_forward_rows(b, 0, b->rows, fb);
+        for (size_t k = 0; k < n; k++)
+            same += fa[k] == fb[k];
+    }
+    free(fa), free(fb);
+    return same;
+}
+
 /* Whole-model GPTQ: the GPU pass (stream kept on the GPU, block by block)
  * against qsur_llama_wquant (CPU captures from the whole model per group).
  * The first group (layer 0's q/k/v) sees the same input on both and must give
@@ -210,11 +233,9 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
     double worst = 0;
     for (int i = 0; i < n; i++) {
         qsur_llama_linear *a = qsur_llama_linear_at(mc, i), *b = qsur_llama_linear_at(mg, i);
-        if (!a->wq || !b->wq)
+        if (!qsur_llama_linear_is_quantized(a) || !qsur_llama_linear_is_quantized(b))
             continue;
-        int64_t s1 = 0;
-        for (int64_t k = 0; k < a->rows * a->cols; k++)
-            s1 += a->wq[k] == b->wq[k];
+        int64_t s1 = same_forward(a, b);
         if (s1 < a->rows * a->cols)
             printf("  %s: %lld of %lld differ, error cpu %.6g gpu %.6g\n", a->name,
                    (long long)(a->rows * a->cols - s1), (long long)(a->rows * a->cols),
@@ -239,7 +260,7 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
     qsur_llama_free(mg);
 }
 
-/* RTN of the whole model: the GPU's wq against the CPU's (clip search too). */
+/* RTN of the whole model: the GPU's quantized weights against the CPU's (clip search too). */
 static void rtn(const qsur_quant_spec *spec, const char *what, double min_frac)
 {
     qsur_error err;
@@ -256,9 +277,8 @@ static void rtn(const qsur_quant_spec *spec, const char *what, double min_frac)
     int64_t same = 0, total = 0;
     for (int i = 0; i < qsur_llama_linear_count(mc); i++) {
         qsur_llama_linear *a = qsur_llama_linear_at(mc, i), *b = qsur_llama_linear_at(mg, i);
-        CHECK(a->wq && b->wq);
-        for (int64_t k = 0; a->wq && b->wq && k < a->rows * a->cols; k++)
-            same += a->wq[k] == b->wq[k];
+        CHECK(qsur_llama_linear_is_quantized(a) && qsur_llama_linear_is_quantized(b));
+        same += same_forward(a, b);
         total += a->rows * a->cols;
     }
     double frac = (double)same / (double)total;

@@ -26,8 +26,8 @@ fails "run $T/dir" "-c:1: run: $T/dir: is a directory (expected a script of comm
 fails "model load $M; ppl $T/dir" "-c:1: ppl: $T/dir: not a regular file (expected a token file)"
 fails "model load $M; calib $T/dir" "-c:1: calib: $T/dir: not a regular file (expected a token file)"
 # counts: 0 sequences, more than the file holds, beyond the model's context (512)
-fails "model load $M; ppl $E seqs=0" "-c:1: ppl: bad value in 'seqs=0' (seqs=N, seqlen=N, batch=N, dtype=bf16|fp32)"
-fails "model load $M; calib $C seqs=0" "-c:1: calib: bad value in 'seqs=0' (seqs=N, seqlen=N, max_tokens=N, seed=N)"
+fails "model load $M; ppl $E seqs=0" "-c:1: ppl: bad value in 'seqs=0' (seqs=N, seqlen=N, batch=N, max-tokens=N, dtype=bf16|fp32)"
+fails "model load $M; calib $C seqs=0" "-c:1: calib: bad value in 'seqs=0' (samples=N, seqs=N, seqlen=N, max_tokens=N, seed=N, layers=A-B, only=NAME)"
 fails "model load $M; calib $C seqs=1000000" "-c:1: calib: seqs=1000000: $C holds 64 sequences of 256 tokens"
 "$QSUR_BIN" -c "model load $M; set errexit off; calib $C seqs=1000000; save $T/log.qs" > /dev/null 2>&1
 expect_true "the refused calib is not in the session log" bash -c "! grep -q 'calib' '$T/log.qs'"
@@ -58,7 +58,7 @@ expect_eq "$out" "a=1 a=1" "free text (echo) may repeat words"
 # a known quantizer option with a bad value
 fails "quant w:clip=0" "-c:1: quant: bad value in 'clip=0' (clip=R: a ratio R in [0.01, 1], or clip=search)"
 fails "quant a:g0" "-c:1: quant: bad value in 'g0' (gN: a group of N = 1..1048576 columns)"
-fails "quant w:bogus" "-c:1: quant: unknown quantizer option 'bogus' (sym, asym, tensor, row, token, gN, clip=R, clip=search)"
+fails "quant w:bogus" "-c:1: quant: unknown quantizer option 'bogus' (sym, sym-full, asym, tensor, row, token, gN, clip=R, clip=search, clip-norm=P, clip-grid=N)"
 # one command prefix, never two
 fails "export $T/x" "-c:1: export: no model loaded (use \`model load PATH\`)"
 fails "model load $M; ostquant status" "-c:1: ostquant status: no \`ostquant model|resume\` since the model was loaded"

@@ -91,7 +91,8 @@ int main(void)
     CHECK(strstr(want, "help") != NULL && strstr(want, "history") != NULL);
     CHECK(strcmp(cands(&s, "h", &files), want) == 0 && files == 0);
     CHECK(strcmp(cands(&s, "hel", NULL), "help") == 0);
-    CHECK(strcmp(cands(&s, "de", NULL), "demo") == 0);
+    CHECK(strcmp(cands(&s, "dem", NULL), "demo") == 0);
+    CHECK(strcmp(cands(&s, "det", NULL), "detokenize") == 0);
     snprintf(want, sizeof want, "%s", names_with(""));
     CHECK(strcmp(cands(&s, "", NULL), want) == 0); /* all of them, sorted */
     CHECK(strstr(want, "echo") != NULL && strstr(want, "sleep") != NULL);
@@ -131,8 +132,9 @@ int main(void)
     /* sub-commands, then their key= options at every position */
     CHECK(strcmp(cands(&s, "ostquant ", NULL), "layer model resume status") == 0);
     CHECK(strcmp(cands(&s, "ostquant m", NULL), "model") == 0);
-    CHECK(strcmp(cands(&s, "ostquant model st", NULL), "state= steps=") == 0);
-    CHECK(strcmp(cands(&s, "ostquant model steps=3 lr=0.1 st", NULL), "state= steps=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model st", NULL), "state= ste=const ste=minmax steps=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model steps=3 lr=0.1 st", NULL), "state= ste=const ste=minmax steps=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model pre", NULL), "preset=paper") == 0);
     CHECK(strcmp(cands(&s, "ostquant model loss=", NULL), "loss=ce loss=kltop loss=mse") == 0);
     CHECK(strcmp(cands(&s, "ostquant model no-", NULL), "no-scale no-womi") == 0);
     CHECK(strcmp(cands(&s, "ostquant model qsur-", NULL), "qsur-every= qsur-tokens=") == 0);
@@ -153,7 +155,8 @@ int main(void)
     CHECK(strcmp(cands(&s, "rotate model hadamard 3 st", NULL), "steps=") == 0);
     /* a method with its own options and a `model` sub-command */
     CHECK_MSG(strcmp(cands(&s, "gptq ", NULL), "act damp= model") == 0, "[%s]", cands(&s, "gptq ", NULL));
-    CHECK(strcmp(cands(&s, "gptq model ", NULL), "act damp=") == 0);
+    CHECK(strcmp(cands(&s, "gptq model ", NULL), "act damp= float-acts layers=") == 0);
+    CHECK(strcmp(cands(&s, "awq model 10 l", NULL), "layers=") == 0);
     CHECK(strcmp(cands(&s, "gptq act d", NULL), "damp=") == 0);
     CHECK(strcmp(cands(&s, "cqe model steps=3 w", NULL), "window=") == 0);
     CHECK(strcmp(cands(&s, "quantease model 3 i", NULL), "init=gptq init=rtn") == 0);

@@ -12,6 +12,7 @@
 #include "check.h"
 #include "qsur/gptq_pack.h"
 #include "qsur/llama.h"
+#include "qsur/llama_store.h"
 #include "qsur/llama_wquant.h"
 #include "qsur/qweight.h"
 
@@ -162,13 +163,13 @@ static void round_trip(const char *spec_text, int bits, int sym, int group)
 {
     qsur_error err;
     const int want_bits = bits;
-    qsur_quant_spec q = {bits, sym, group ? QSUR_GRAN_GROUP : QSUR_GRAN_ROW, group, 1.0, 0};
+    qsur_quant_spec q = {bits, sym, group ? QSUR_GRAN_GROUP : QSUR_GRAN_ROW, group, 1.0, 0, 0, 0.0, 0, 0};
     qsur_llama *m = random_model();
     CHECK_OK(qsur_llama_quantize_rtn(m, &q, NULL, &err), err);
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/gptq_%d_%d_%d", check_tmpdir(), q.bits, q.symmetric, q.group);
     mkdir(dir, 0755);
-    qsur_llama_hf_save_opts o = {"F32", 1, &q, NULL, 0, 1};
+    qsur_llama_hf_save_opts o = {.dtype = "F32", .use_wq = 1, .int_spec = &q, .gptq = 1};
     CHECK_OK(qsur_llama_save_hf_ex(m, dir, &o, &err), err);
     qsur_llama *back = NULL;
     CHECK_OK(qsur_llama_load_hf(&back, dir, NULL, &err), err);
@@ -195,6 +196,11 @@ static void round_trip(const char *spec_text, int bits, int sym, int group)
         qsur_qweight *qw = NULL;
         CHECK_OK(qsur_qweight_new(&qw, &lq, l->rows, l->cols, &err), err);
         CHECK_OK(qsur_qweight_fit_rtn(qw, l->w, &err), err);
+        /* the weights the model runs (packed codes decoded) and those loaded back */
+        float *fw = malloc(sizeof(float) * l->rows * l->cols);
+        float *bw = malloc(sizeof(float) * l->rows * l->cols);
+        qsur_llama_linear_forward_rows(l, 0, l->rows, fw);
+        qsur_llama_linear_forward_rows(lb, 0, lb->rows, bw);
         long heads = i % 7 == 0 ? NH : i % 7 == 1 ? NKV : 0;
         for (long hr = 0; b && hr < l->rows; hr++) {
             long mr = heads ? meta_row(hr, heads, l->rows) : hr;
@@ -202,13 +208,15 @@ static void round_trip(const char *spec_text, int bits, int sym, int group)
                 const qsur_qparams *p = qsur_qweight_map(qw, mr, c);
                 int code = qw->codes[mr * l->cols + c];
                 codes_match &= qz[hr * l->cols + c] == code - (int)p->zero;
-                double v = W[hr * l->cols + c], wq = l->wq[mr * l->cols + c];
+                double v = W[hr * l->cols + c], wq = fw[mr * l->cols + c];
                 worst = fmax(worst, fabs(v - wq) / fmax(fabs(wq), 1e-30));
-                bit_identical &= (float)v == lb->w[mr * l->cols + c];
+                bit_identical &= (float)v == bw[mr * l->cols + c];
             }
         }
         checked += b != 0;
         qsur_qweight_free(qw);
+        free(fw);
+        free(bw);
         free(qz);
         free(W);
     }
@@ -252,7 +260,7 @@ static void round_trip(const char *spec_text, int bits, int sym, int group)
 static void test_bit_order(void)
 {
     qsur_error err;
-    qsur_quant_spec q = {4, 0, QSUR_GRAN_ROW, 0, 1, 0};
+    qsur_quant_spec q = {4, 0, QSUR_GRAN_ROW, 0, 1, 0, 0, 0.0, 0, 0};
     qsur_qweight *qw = NULL;
     CHECK_OK(qsur_qweight_new(&qw, &q, 8, 8, &err), err);
     for (int o = 0; o < 8; o++) {

@@ -324,7 +324,7 @@ int main(void)
         qsur_quant_spec q8 = qsur_quant_default();
         q8.bits = 8;
         CHECK_OK(qsur_llama_quantize_weights(m, &q8, NULL, &err), err);
-        CHECK(m->layers[1].w2.wq != NULL && m->output.wq == NULL);
+        CHECK(m->layers[1].w2.wq != NULL && !qsur_llama_linear_is_quantized(&m->output));
         m->hooks.act = q8;
         m->hooks.kv = q8;
         CHECK_OK(qsur_llama_forward(m, s, tok, 1, T, 0, &err), err);

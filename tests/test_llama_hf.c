@@ -73,22 +73,8 @@ static double max_rel(const float *a, const float *b, int64_t n)
     return d / s;
 }
 
-static const char *subdir(const char *name)
-{
-    static char buf[1024];
-    snprintf(buf, sizeof buf, "%s/%s", check_tmpdir(), name);
-    mkdir(buf, 0755);
-    return buf;
-}
-
-static void write_text(const char *dir, const char *file, const char *text)
-{
-    char p[1200];
-    snprintf(p, sizeof p, "%s/%s", dir, file);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-}
+#define subdir check_subdir
+#define write_text check_write_text
 
 /* HF's Llama attention RoPE: q' = q cos + rotate_half(q) sin with
  * rotate_half(x) = (-x2, x1) on the halves, frequency index i for both
@@ -241,12 +227,18 @@ int main(void)
                 for (int i = 0; i < qsur_llama_linear_count(m); i++) {
                     const qsur_llama_linear *a = qsur_llama_linear_at(m, i);
                     const qsur_llama_linear *b = qsur_llama_linear_at(back, i);
+                    /* loaded lazily: the file's dtype, read through the store */
+                    CHECK(b->w == NULL && b->st.dtype == (k ? QSUR_DTYPE_BF16 : QSUR_DTYPE_F16));
+                    const float *bw;
+                    float *tmp;
+                    CHECK_OK(qsur_llama_linear_weights_alloc(b, &bw, &tmp, &err), err);
                     /* F16 subnormals below 2^-14 have a fixed absolute step 2^-24 */
                     for (int64_t j = 0; j < a->rows * a->cols; j++)
                         if (k == 1 || fabs(a->w[j]) >= 0x1.0p-14)
-                            wrel = fmax(wrel, fabs((double)b->w[j] - a->w[j]) / fabs(a->w[j]));
+                            wrel = fmax(wrel, fabs((double)bw[j] - a->w[j]) / fabs(a->w[j]));
                         else
-                            wabs = fmax(wabs, fabs((double)b->w[j] - a->w[j]));
+                            wabs = fmax(wabs, fabs((double)bw[j] - a->w[j]));
+                    free(tmp);
                 }
                 CHECK_MSG(wrel > 0 && wrel <= ulp[k] && wabs <= 0x1.0p-25,
                           "%s: weight rel error %g (half-ulp %g), subnormal abs error %g",

@@ -140,7 +140,7 @@ static void check_dispatch(void)
     CHECK(command_execute(&s, "gptq damp=2", &err) == QSUR_ERR_ARG);
     CHECK_MSG(!strcmp(err.msg, "gptq: bad value in 'damp=2' (act, damp=P)"), "[%s]", err.msg);
     CHECK(command_execute(&s, "gptq model act2", &err) == QSUR_ERR_ARG);
-    CHECK_MSG(!strcmp(err.msg, "gptq: unknown option 'act2' (act, damp=P)"), "[%s]", err.msg);
+    CHECK_MSG(!strcmp(err.msg, "gptq: unknown option 'act2' (act, damp=P, float-acts, layers=N)"), "[%s]", err.msg);
     CHECK(command_execute(&s, "quantease 3 4", &err) == QSUR_ERR_ARG && strstr(err.msg, "unknown option '4'"));
     CHECK(command_execute(&s, "cqe window=2", &err) == QSUR_ERR_ARG && strstr(err.msg, "needs model mode"));
     CHECK(command_execute(&s, "gptq model", &err) == QSUR_ERR_ARG && strstr(err.msg, "no model loaded"));

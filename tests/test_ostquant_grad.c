@@ -214,10 +214,13 @@ static void test_ste(qsur_rng *rng)
     qsur_error err;
     enum { R = 3, C = 16 };
     float x[R * C], c[R * C], dx[R * C];
-    for (int sym = 1; sym >= 0; sym--)
+    /* mode 2: symmetric on the full grid -8..7, s = clip max(-min/8, max/7) */
+    for (int mode = 2; mode >= 0; mode--)
         for (int clipped = 0; clipped <= 1; clipped++) {
+            int sym = mode >= 1, full = mode == 2;
             qsur_quant_spec q = qsur_quant_default();
             q.symmetric = sym;
+            q.full = full;
             q.clip = clipped ? 0.7 : 1.0;
             q.gran = QSUR_GRAN_GROUP;
             q.group = 8;
@@ -225,7 +228,7 @@ static void test_ste(qsur_rng *rng)
             fill(rng, c, R * C, 1.0);
             CHECK_OK(qsur_fake_quant_backward(&q, x, R, C, c, dx, &err), err);
             /* surrogate per group: q~(x) = x + s(x) r (unclamped), c s(x) (clamped),
-             * s = clip absmax / qmax (sym); s fixed (asym) */
+             * s = clip absmax / qmax (sym), clip (max - min) / (2^b - 1) (asym) */
             double an[R * C], fd[R * C];
             for (int i = 0; i < R * C; i++)
                 an[i] = dx[i];
@@ -243,12 +246,18 @@ static void test_ste(qsur_rng *rng)
                 }
                 double h = 1e-6, Ls[2];
                 for (int side = 0; side < 2; side++) {
-                    double xs[8], amax = 0;
+                    double xs[8], amax = 0, mn = 0, mx = 0;
                     for (int j = 0; j < 8; j++)
                         xs[j] = x[g0 + j] + ((g0 + j == i) ? (side ? -h : h) : 0);
-                    for (int j = 0; j < 8; j++)
+                    for (int j = 0; j < 8; j++) {
                         amax = fmax(amax, fabs(xs[j]));
-                    double s = sym ? q.clip * amax / 7.0 : p.scale;
+                        mn = fmin(mn, xs[j]);
+                        mx = fmax(mx, xs[j]);
+                    }
+                    /* asym: s = clip (max - min) / 15, z the integer of the evaluation point */
+                    double s = full  ? q.clip * fmax(-mn / 8.0, mx / 7.0)
+                               : sym ? q.clip * amax / 7.0
+                                     : q.clip * (mx - mn) / 15.0;
                     double L = 0;
                     for (int j = 0; j < 8; j++) {
                         double qv = clampd[j] ? (code[j] - p.zero) * s : xs[j] + s * res[j];
@@ -258,9 +267,34 @@ static void test_ste(qsur_rng *rng)
                 }
                 fd[i] = (Ls[0] - Ls[1]) / (2 * h);
             }
-            CHECK_MSG(rel_err(an, fd, R * C) < 1e-4, "STE sym=%d clip=%d rel err %g", sym, clipped,
+            CHECK_MSG(rel_err(an, fd, R * C) < 1e-4, "STE sym=%d full=%d clip=%d rel err %g", sym, full, clipped,
                       rel_err(an, fd, R * C));
         }
+}
+
+/* ---- STE with a constant asymmetric scale (ste_const): identity inside, 0 outside ---- */
+static void test_ste_const(qsur_rng *rng)
+{
+    qsur_error err;
+    enum { C = 16 };
+    float x[C], c[C], dx[C];
+    qsur_quant_spec q = qsur_quant_default();
+    q.symmetric = 0;
+    q.clip = 0.6;
+    q.ste_const = 1;
+    fill(rng, x, C, 1.0);
+    fill(rng, c, C, 1.0);
+    CHECK_OK(qsur_fake_quant_backward(&q, x, 1, C, c, dx, &err), err);
+    qsur_qparams p;
+    qsur_qparams_fit(&q, x, C, &p, &err);
+    int clamped = 0;
+    for (int i = 0; i < C; i++) {
+        float u = x[i] * p.inv + p.zero;
+        int out = u < p.lo || u > p.hi;
+        clamped += out;
+        CHECK(dx[i] == (out ? 0.0f : c[i]));
+    }
+    CHECK_MSG(clamped > 0, "clip 0.6 clamps something");
 }
 
 /* ---- a tiny random model ---- */
@@ -478,6 +512,7 @@ static void test_chain(qsur_rng *rng)
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     qsur_ostquant_opts op = qsur_ostquant_default();
+    op.learn_qk = 1; /* S_qk too: its chain rule and the exact q.k through RoPE */
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     off.bits = 16;
     qsur_ostquant *o = NULL;
@@ -515,9 +550,11 @@ static void test_chain(qsur_rng *rng)
     chain_check("R_ov", o->r_ov, dov, nov, o, fm, C, rng);
     chain_check("log scales", o->ls, dls, o->n_ls, o, fm, C, rng);
     /* each scale group alone, so one wrong group cannot hide behind the others */
-    const char *names[4] = {"S_attn", "S_ov", "S_ffn", "S_ud"};
-    int64_t off4[5] = {0, c->n_layers * d, c->n_layers * (d + kv), c->n_layers * (2 * d + kv), o->n_ls};
-    for (int k = 0; k < 4; k++)
+    const char *names[5] = {"S_attn", "S_ov", "S_ffn", "S_ud", "S_qk"};
+    int64_t off4[6] = {0, c->n_layers * d, c->n_layers * (d + kv), c->n_layers * (2 * d + kv),
+                       c->n_layers * (2 * d + kv + hd), o->n_ls};
+    CHECK(o->n_ls == c->n_layers * (2 * d + kv + hd + kv / 2));
+    for (int k = 0; k < 5; k++)
         chain_check(names[k], o->ls + off4[k], dls + off4[k], off4[k + 1] - off4[k], o, fm, C, rng);
     /* fused float model == original model (equivalence, hooks on) */
     qsur_llama *fz = NULL;
@@ -576,6 +613,33 @@ static void test_losses(qsur_rng *rng)
         CHECK_MSG(rel_err(an, fd, B * T * V) < 1e-3, "loss %s: dz rel err %g",
                   qsur_ostquant_loss_name((qsur_ostquant_loss)kind), rel_err(an, fd, B * T * V));
     }
+    /* k >= V: the full KL(softmax(zf) || softmax(z)), against a plain sum, and its dz */
+    double full = 0;
+    for (int t = 0; t < B * T; t++) {
+        double sf = 0, sz = 0;
+        for (int j = 0; j < V; j++)
+            sf += exp(zf[t * V + j]), sz += exp(z[t * V + j]);
+        for (int j = 0; j < V; j++) {
+            double p = exp(zf[t * V + j]) / sf, q = exp(z[t * V + j]) / sz;
+            full += p * log(p / q) / (B * T);
+        }
+    }
+    double klf, Lf = qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 1000, z, zf, tok, B, T, V, dz, &klf);
+    CHECK_MSG(fabs(Lf - full) < 1e-9 && fabs(klf - full) < 1e-9, "KL-Top k >= V: %.12g, full KL %.12g", Lf,
+              full);
+    double an2[B * T * V], fd2[B * T * V];
+    for (int i = 0; i < B * T * V; i++) {
+        float o = z[i];
+        double h = 1e-2, kk;
+        z[i] = o + (float)h;
+        double P = qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 1000, z, zf, tok, B, T, V, NULL, &kk);
+        z[i] = o - (float)h;
+        double M = qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 1000, z, zf, tok, B, T, V, NULL, &kk);
+        z[i] = o;
+        fd2[i] = (P - M) / (2 * h);
+        an2[i] = dz[i];
+    }
+    CHECK_MSG(rel_err(an2, fd2, B * T * V) < 1e-3, "full KL: dz rel err %g", rel_err(an2, fd2, B * T * V));
     /* KL-Top of identical logits is 0; k = V equals the full KL */
     double kl;
     double L = qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 5, zf, zf, tok, B, T, V, NULL, &kl);
@@ -612,6 +676,60 @@ static void test_stiefel(qsur_rng *rng)
      * loosely — the loss must have dropped a lot */
     CHECK_MSG(f1 < 0.2 * f0, "Cayley-Adam descends: f %g -> %g", f0, f1);
     qsur_stiefel_adam_free(o);
+}
+
+/* ---- wo's own input quantizer (hooks.act_wo, per head) ---- */
+static void test_act_wo(qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *m = tiny_model(rng);
+    if (!m)
+        return;
+    qsur_llama_hooks none = qsur_llama_hooks_none();
+    CHECK(qsur_llama_act_wo(&none) == &none.act);
+    m->hooks.act = qsur_quant_default();
+    m->hooks.act.symmetric = 0;
+    m->hooks.act_wo = m->hooks.act;
+    m->hooks.act_wo.gran = QSUR_GRAN_GROUP;
+    m->hooks.act_wo.group = m->cfg.head_size;
+    CHECK(qsur_llama_act_wo(&m->hooks) == &m->hooks.act_wo);
+    int B = 2, T = 7, tok[14], V = m->cfg.vocab_size;
+    for (int i = 0; i < B * T; i++)
+        tok[i] = (int)qsur_rng_below(rng, (uint64_t)V);
+    qsur_llama_tape *t = NULL;
+    qsur_llama_state *st = NULL;
+    CHECK_OK(qsur_llama_tape_new(&t, m, B, T, &err), err);
+    CHECK_OK(qsur_llama_state_new(&st, m, B, T, &err), err);
+    if (t && st) {
+        /* the training forward quantizes wo's input the same way as inference */
+        CHECK_OK(qsur_llama_forward(m, st, tok, B, T, 0, &err), err);
+        CHECK_OK(qsur_llama_train_forward(m, t, tok, B, T, &err), err);
+        double md = 0, moved = 0;
+        for (int i = 0; i < B * T * V; i++)
+            md = fmax(md, fabs(st->logits[i] - t->logits[i]));
+        CHECK_MSG(md < 1e-4, "act_wo: train vs inference forward max diff %g", md);
+        /* the tape's aq is the per-head quantization of a: check one head of one row by hand */
+        qsur_qparams p;
+        int hs = m->cfg.head_size;
+        const float *a = t->a + 3 * m->cfg.dim + hs, *aq = t->aq + 3 * m->cfg.dim + hs;
+        CHECK_OK(qsur_qparams_fit(&m->hooks.act_wo, a, hs, &p, &err), err);
+        for (int j = 0; j < hs; j++)
+            CHECK(aq[j] == qsur_qparams_apply(&p, a[j]));
+        /* per token (follow act) gives other logits */
+        float *before = malloc((size_t)(B * T * V) * sizeof(float));
+        if (before) {
+            memcpy(before, st->logits, (size_t)(B * T * V) * sizeof(float));
+            m->hooks.act_wo.bits = 0;
+            CHECK_OK(qsur_llama_forward(m, st, tok, B, T, 0, &err), err);
+            for (int i = 0; i < B * T * V; i++)
+                moved = fmax(moved, fabs(st->logits[i] - before[i]));
+            CHECK_MSG(moved > 1e-6, "act_wo per head vs per token: logits equal (%g)", moved);
+            free(before);
+        }
+    }
+    qsur_llama_tape_free(t);
+    qsur_llama_state_free(st);
+    qsur_llama_free(m);
 }
 
 /* ---- phase timers of the training loop ---- */
@@ -666,10 +784,12 @@ int main(void)
     test_attention(&rng);
     test_rope(&rng);
     test_ste(&rng);
+    test_ste_const(&rng);
     test_model(&rng);
     test_chain(&rng);
     test_losses(&rng);
     test_stiefel(&rng);
     test_train_timing(&rng);
+    test_act_wo(&rng);
     return check_done();
 }

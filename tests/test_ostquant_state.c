@@ -130,6 +130,36 @@ int main(void)
     for (int i = 0; logs && i < a->nlog; i++)
         logs = a->log[i].step == c->log[i].step && (float)a->log[i].loss == (float)c->log[i].loss;
     CHECK_MSG(logs, "loss log of the resumed run equals the one-go run");
+    {
+        /* the protocol options (a new order every pass: N = 3 crosses the
+         * 2-step passes; canonical Riemannian Adam; clipping; float weights;
+         * last step kept) are saved and resume exactly too */
+        qsur_ostquant_opts pp = op;
+        pp.reshuffle = pp.radam = pp.no_wquant = pp.keep_last = 1;
+        pp.clip_grad = 1e-3; /* small enough to bind */
+        qsur_ostquant *pa = NULL, *pb = NULL, *pc = NULL;
+        pp.steps = N + M;
+        CHECK_OK(qsur_ostquant_new(&pa, m, &pp, &w4, &a4, &a4, &err), err);
+        CHECK_OK(qsur_ostquant_train(pa, m, &t, NULL, NULL, &err), err);
+        pp.steps = N;
+        CHECK_OK(qsur_ostquant_new(&pb, m, &pp, &w4, &a4, &a4, &err), err);
+        CHECK_OK(qsur_ostquant_train(pb, m, &t, NULL, NULL, &err), err);
+        CHECK_OK(qsur_ostquant_save(pb, path2, &err), err);
+        CHECK_OK(qsur_ostquant_load(&pc, m, path2, &err), err);
+        if (pa && pb && pc) {
+            CHECK(pc->opts.reshuffle && pc->opts.radam && pc->opts.no_wquant && pc->opts.keep_last &&
+                  pc->opts.clip_grad == 1e-3 && pc->opt_res->canonical && pc->opt_ov[0]->canonical);
+            pc->opts.steps = N + M;
+            CHECK_OK(qsur_ostquant_train(pc, m, &t, NULL, NULL, &err), err);
+            CHECK_MSG(same_trajectory(pa, pc), "protocol options: N + save/load + M == N + M steps");
+            CHECK_MSG(pa->best_step == N + M && same(pa->r_res, pa->cur_r_res, d2),
+                      "keep=last: the kept parameters are the last step's (best step %d)", pa->best_step);
+            CHECK_MSG(!same(pa->r_res, a->r_res, d2), "the protocol options change the trajectory");
+        }
+        qsur_ostquant_free(pa);
+        qsur_ostquant_free(pb);
+        qsur_ostquant_free(pc);
+    }
     /* save -> load -> save writes the same file */
     CHECK_OK(qsur_ostquant_save(c, path, &err), err);
     qsur_ostquant *d = NULL;

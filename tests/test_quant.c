@@ -10,7 +10,7 @@
 
 static qsur_quant_spec spec(int bits, int sym, qsur_granularity g, int group, double clip)
 {
-    qsur_quant_spec q = {bits, sym, g, group, clip, 0};
+    qsur_quant_spec q = {bits, sym, g, group, clip, 0, 0, 0.0, 0, 0};
     return q;
 }
 
@@ -367,9 +367,89 @@ static void test_measure(void)
     free(inplace);
 }
 
+/* The symmetric grid with the extra negative code (QuaRot / OSTQuant weights),
+ * by hand: 4 bits, codes -8..7, scale = max(-min/8, max/7). */
+static void test_sym_full(void)
+{
+    qsur_error err;
+    float out[4];
+    /* negative side wins: scale 1/8 = 0.125; x/s = -8, 4, 2.4, 5.6 -> -8, 4, 2, 6 */
+    float x1[4] = {-1.0f, 0.5f, 0.3f, 0.7f}, w1[4] = {-1.0f, 0.5f, 0.25f, 0.75f};
+    qsur_quant_spec q = spec(4, 1, QSUR_GRAN_ROW, 0, 1.0);
+    q.full = 1;
+    CHECK_OK(qsur_fake_quant(&q, x1, 1, 4, out, NULL, &err), err);
+    EXPECT(out, w1, 4, 1e-7);
+    /* positive side wins: scale 0.7/7 = 0.1; -0.3 -> -3 */
+    float x2[4] = {0.7f, -0.3f, 0.05f, -0.26f}, w2[4] = {0.7f, -0.3f, 0.1f, -0.3f};
+    CHECK_OK(qsur_fake_quant(&q, x2, 1, 4, out, NULL, &err), err);
+    EXPECT(out, w2, 4, 1e-7);
+    /* plain sym on x1: scale 1/7, 0.3*7 = 2.1 -> 2/7 */
+    q.full = 0;
+    CHECK_OK(qsur_fake_quant(&q, x1, 1, 4, out, NULL, &err), err);
+    CHECK_NEAR(out[2], 2.0 / 7.0, 1e-7);
+    qsur_qparams p;
+    q.full = 1;
+    CHECK_OK(qsur_qparams_fit(&q, x1, 4, &p, &err), err);
+    CHECK(p.lo == -8.0f && p.hi == 7.0f);
+}
+
+/* The clip search of the GPTQ/QuaRot code (error sum |x - Q(x)|^2.4, ratios
+ * 1 - i/100 for i < 80) against a plain re-implementation here. */
+static void test_clip_grid_norm(void)
+{
+    enum { R = 16, C = 48 };
+    float *x = malloc(sizeof(float) * R * C), *got = malloc(sizeof(float) * R * C);
+    for (int i = 0; i < R * C; i++)
+        x[i] = (float)((check_uniform() < 0.5 ? -1 : 1) * pow(-log(check_uniform()), 1.5));
+    qsur_quant_spec q = spec(4, 1, QSUR_GRAN_ROW, 0, 1.0);
+    q.full = 1;
+    q.clip_search = 1;
+    q.clip_norm = 2.4;
+    q.clip_grid = 80;
+    qsur_error err;
+    CHECK_OK(qsur_fake_quant(&q, x, R, C, got, NULL, &err), err);
+    int norm_matters = 0;
+    for (int r = 0; r < R; r++) {
+        const float *xr = x + r * C;
+        double mn = 0, mx = 0;
+        for (int j = 0; j < C; j++)
+            mn = fmin(mn, xr[j]), mx = fmax(mx, xr[j]);
+        double best = INFINITY, bestp = 1, best2 = INFINITY, bestp2 = 1;
+        for (int i = 0; i < 80; i++) {
+            double p = 1 - i / 100.0;
+            float s = (float)(p * fmax(-mn / 8, mx / 7)), inv = 1.0f / s, e = 0;
+            double err_p = 0, err_2 = 0;
+            for (int j = 0; j < C; j++) {
+                float v = fminf(fmaxf(xr[j] * inv, -8.0f), 7.0f);
+                float c = v < 0 ? -floorf(-v + 0.5f) : floorf(v + 0.5f);
+                e = fabsf(xr[j] - c * s);
+                err_p += pow(e, 2.4);
+                err_2 += (double)e * e;
+            }
+            if (err_p < best)
+                best = err_p, bestp = p;
+            if (err_2 < best2)
+                best2 = err_2, bestp2 = p;
+        }
+        norm_matters += bestp != bestp2;
+        float s = (float)(bestp * fmax(-mn / 8, mx / 7)), inv = 1.0f / s;
+        for (int j = 0; j < C; j++) {
+            float v = fminf(fmaxf(xr[j] * inv, -8.0f), 7.0f);
+            float c = v < 0 ? -floorf(-v + 0.5f) : floorf(v + 0.5f);
+            check_report(fabsf(got[r * C + j] - c * s) <= 1e-6f * fabsf(s) + 1e-12f, __FILE__, __LINE__,
+                         "row %d col %d: got %.9g want %.9g (ratio %.2f)", r, j, got[r * C + j], c * s, bestp);
+        }
+    }
+    /* the norm changes the choice somewhere (else this test could not tell) */
+    CHECK_MSG(norm_matters > 0, "no row where |.|^2.4 and |.|^2 pick different ratios");
+    free(x), free(got);
+}
+
 int main(void)
 {
     check_seed(777);
+    test_sym_full();
+    test_clip_grid_norm();
     test_hand();
     test_against_reference();
     test_sqnr_law();

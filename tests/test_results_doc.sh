@@ -8,6 +8,8 @@ set -u
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 B='<!-- ostquant:begin -->'
 E='<!-- ostquant:end -->'
+PB='<!-- protocol:begin -->'
+PE='<!-- protocol:end -->'
 
 # the committed document: each marker once, begin before end
 expect_eq "$(grep -cxF -- "$B" docs/results.md)" 1 "begin marker count in docs/results.md"
@@ -15,6 +17,11 @@ expect_eq "$(grep -cxF -- "$E" docs/results.md)" 1 "end marker count in docs/res
 lb=$(grep -nxF -- "$B" docs/results.md | cut -d: -f1)
 le=$(grep -nxF -- "$E" docs/results.md | cut -d: -f1)
 expect_true "begin (line $lb) before end (line $le)" test "${lb:-0}" -lt "${le:-0}"
+expect_eq "$(grep -cxF -- "$PB" docs/results.md)" 1 "protocol begin marker count in docs/results.md"
+expect_eq "$(grep -cxF -- "$PE" docs/results.md)" 1 "protocol end marker count in docs/results.md"
+expect_grep "$PB" docs/results.sh "results.sh keeps the protocol block"
+expect_grep "$PB" docs/results_protocol.sh "results_protocol.sh names its begin marker"
+expect_grep "$PE" docs/results_protocol.sh "results_protocol.sh names its end marker"
 for f in docs/results.sh docs/results_ostquant.sh; do
   expect_true "$f parses" bash -n "$f"
   expect_grep "$B" "$f" "$f names the begin marker"
@@ -22,7 +29,8 @@ for f in docs/results.sh docs/results_ostquant.sh; do
 done
 
 # results.sh keeps what is between the markers of the current document ...
-eval "$(sed -n '/^ostquant_section() {/,/^}/p' docs/results.sh)"
+eval "$(sed -n '/^kept_section() {/,/^}/p' docs/results.sh)"
+eval "$(grep '^ostquant_section() {' docs/results.sh)"
 OSTQ_BEGIN=$B OSTQ_END=$E
 printf 'old head\n%s\nkept 1\n\nkept 2\n%s\nold tail\n' "$B" "$E" > "$T/doc.md"
 OUT=$T/doc.md ostquant_section > "$T/kept"
@@ -34,7 +42,7 @@ expect_eq "$(head -1 "$T/ph")" "$B" "placeholder starts with the begin marker"
 expect_eq "$(tail -1 "$T/ph")" "$E" "placeholder ends with the end marker"
 
 # results_ostquant.sh replaces exactly the block, markers included, and nothing else
-eval "$(sed -n '/^splice_section() {/,/^}/p' docs/results_ostquant.sh)"
+. docs/results_lib.sh
 printf '%s\nnew A\nnew B\n%s\n' "$B" "$E" > "$T/section"
 splice_section "$T/section" "$T/doc.md" "$B" "$E" > "$T/out"
 expect_eq "$(cat "$T/out")" "$(printf 'old head\n%s\nnew A\nnew B\n%s\nold tail' "$B" "$E")" "results_ostquant.sh splice"

@@ -134,9 +134,37 @@ static void test_step_left(void)
     qsur_stiefel_adam_free(o2);
 }
 
+/* One Adam step from R = I in 2 x 2 with G = [[0, g], [0, 0]]: A = G - G^T =
+ * a J with J = [[0, 1], [-1, 0]], a = g. At t = 1 the bias-corrected moments
+ * are m^ = A and v^ = mean(A^2) = a^2 / 2 (mean form: D = sqrt 2 sign(a) J) or
+ * v^ = ||A||^2 / 2 = a^2 (canonical, geoopt: D = 2 m^/sqrt(v^) = 2 sign(a) J).
+ * The Cayley step of a skew c J is the rotation [[1-u^2, -2u], [2u, 1-u^2]] /
+ * (1+u^2) with u = lr c / 2. */
+static void test_adam_scaling(void)
+{
+    qsur_error err;
+    for (int canonical = 0; canonical <= 1; canonical++) {
+        qsur_stiefel_adam *o = NULL;
+        CHECK_OK(qsur_stiefel_adam_new(&o, 2, &err), err);
+        if (!o)
+            return;
+        o->canonical = canonical;
+        double R[4] = {1, 0, 0, 1}, G[4] = {0, -0.37, 0, 0}, lr = 0.3;
+        CHECK_OK(qsur_stiefel_adam_step(o, R, G, lr, &err), err);
+        double c = (canonical ? 2.0 : sqrt(2.0)) * -1.0, u = lr * c / 2;
+        double want[4] = {(1 - u * u) / (1 + u * u), -2 * u / (1 + u * u), 2 * u / (1 + u * u),
+                          (1 - u * u) / (1 + u * u)};
+        for (int i = 0; i < 4; i++)
+            CHECK_MSG(fabs(R[i] - want[i]) < 1e-7, "canonical %d: R[%d] = %.9f, want %.9f", canonical, i, R[i],
+                      want[i]);
+        qsur_stiefel_adam_free(o);
+    }
+}
+
 int main(void)
 {
     check_seed(17);
+    test_adam_scaling();
     test_cayley(5, 0.7);
     test_cayley(70, 0.3);
     test_step_left();

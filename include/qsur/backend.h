@@ -11,7 +11,7 @@
  *
  * Weights reach the backend through qsur_weight_view (pointer + dtype +
  * shape), never through qsur_llama_linear itself, so the backend does not
- * care how the model store holds them (float today, the file's dtype later).
+ * care how the model store holds them (float, or mapped in the file's dtype).
  *
  * Numerics. QSUR_GPU_F32: every GEMM in fp32 with fp32 accumulation (no
  * TF32), the mode the GPU-vs-CPU tests use (perplexity within 1e-4 relative).
@@ -41,9 +41,14 @@ typedef struct {
     int64_t rows, cols;
 } qsur_weight_view;
 
-/* The weights a linear's forward pass uses: its fake-quantized copy when set,
- * else the float weights. */
-qsur_weight_view qsur_llama_linear_view(const qsur_llama_linear *l);
+/* The weights a linear's forward pass uses (qsur/llama_store.h): its
+ * quantized form when set (packed codes decoded to float32, or the wq copy),
+ * else the float weights, else the stored bytes in their dtype (mapped F32,
+ * F16 or BF16) when their rows are in the Meta order, else float32. What had
+ * to be materialised is in *tmp (free() it after the upload; NULL when v
+ * borrows the model's memory). */
+int qsur_llama_linear_view(const qsur_llama_linear *l, qsur_weight_view *v, void **tmp,
+                           qsur_error *err);
 
 typedef struct {
     int count;            /* usable GPUs (0: none, or built without CUDA) */
@@ -54,6 +59,15 @@ typedef struct {
 
 /* Fills info; never fails. The first call initialises the CUDA runtime. */
 void qsur_gpu_probe(qsur_gpu_info *info);
+
+/* Whether the GPU kernels implement quantizer q (bits >= 16: off, always
+ * fine): they know the symmetric grid +-(2^(b-1)-1), the asymmetric grid and
+ * the MSE clip search over 51 ratios, not the full symmetric grid (`full`) or
+ * another clip-search norm/grid. 0 with `why` filled otherwise. */
+int qsur_gpu_quant_supported(const qsur_quant_spec *q, char *why, size_t n);
+/* The same for every quantizer a model's forward pass runs (activations, KV,
+ * wo's own input quantizer, which the GPU forward does not have). */
+int qsur_gpu_hooks_supported(const qsur_llama_hooks *h, char *why, size_t n);
 
 typedef enum { QSUR_GPU_F32 = 0, QSUR_GPU_BF16 } qsur_gpu_precision;
 

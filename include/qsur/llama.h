@@ -19,11 +19,15 @@
  * (i, i + hs/2)); the HF loader undoes that permutation and the HF writer
  * applies it, so inside the engine every model is in the adjacent-pair layout.
  *
- * Every linear weight is `out x in` row-major (rows = output channels) and is
- * held twice: `w`, the float weights that transforms (rotations, scalings,
- * GPTQ updates) edit, and `wq`, an optional fake-quantized copy. The forward
- * pass uses `wq` when it is set, so quantization can be changed or undone
- * without touching `w`. */
+ * Every linear weight is `out x in` row-major (rows = output channels). A
+ * linear's weights are held ONCE (docs/scale.md): in their stored form `st`
+ * (the file's dtype, memory-mapped from the checkpoint where the layout
+ * allows, owned otherwise) or, once a method has edited them, as owned float
+ * weights `w`. Quantized weights are packed codes + scales `qp` (or, from
+ * methods whose result is not on a grid, a float copy `wq`); the forward pass
+ * uses qp, else wq, else the weights, materialized per linear in reused
+ * scratch (qsur/llama_store.h). Quantization can be changed or undone without
+ * touching the weights. */
 #ifndef QSUR_LLAMA_H
 #define QSUR_LLAMA_H
 
@@ -32,6 +36,7 @@
 #include "qsur/error.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
+#include "qsur/safetensors.h"
 #include "qsur/tensor.h"
 #include "qsur/tokens.h"
 #include "qsur/workspace.h"
@@ -58,11 +63,28 @@ int qsur_llama_config_check(qsur_llama_config *c, const char *what, qsur_error *
 
 /* ---- model ------------------------------------------------------------- */
 
+/* A linear's weights in the dtype they were stored in (QSUR_DTYPE_F32, F16 or
+ * BF16 of qsur/safetensors.h), rows x cols. */
+typedef struct {
+    int dtype;               /* a qsur_dtype */
+    const void *data;        /* NULL when `w` holds the weights */
+    void *owned;             /* == data when the model owns it, NULL when mapped */
+    int rope_heads;          /* > 0: rows are in HF's rotate-half order for this many
+                                heads; reading them gives the Meta order */
+} qsur_llama_stored;
+
+typedef struct qsur_llama_packed qsur_llama_packed; /* codes + scales, llama_store.c */
+
 typedef struct {
     char name[QSUR_NAME_MAX]; /* Meta name, e.g. "layers.0.attention.wk" */
     int64_t rows, cols;       /* out, in */
-    float *w;                 /* owned float weights, rows x cols */
-    float *wq;                /* owned fake-quantized copy or NULL (forward uses w) */
+    float *w;                 /* owned float weights, rows x cols, or NULL while the
+                                 linear is in its stored form (st); read through
+                                 qsur_llama_linear_weights, edit after
+                                 qsur_llama_linear_own */
+    float *wq;                /* owned fake-quantized float copy or NULL */
+    qsur_llama_stored st;     /* the stored form (st.data NULL once w is set) */
+    qsur_llama_packed *qp;    /* packed quantized weights or NULL */
 } qsur_llama_linear;
 
 typedef struct {
@@ -85,6 +107,11 @@ typedef struct {
     qsur_quant_spec act;      /* input of every per-layer linear (wq..w3), applied
                                  to the T x in matrix, so QSUR_GRAN_ROW = per token;
                                  bits >= 16: off. The classifier input stays float. */
+    qsur_quant_spec act_wo;   /* the input of wo alone when bits > 0 (e.g. per head:
+                                 QSUR_GRAN_GROUP of head_size, as the OSTQuant/QuaRot
+                                 code quantizes the attention output); bits 0
+                                 (hooks_none): wo's input uses `act` like the others.
+                                 Read it through qsur_llama_act_wo. */
     qsur_quant_spec kv;       /* K (after RoPE) and V as they enter the cache, on
                                  rows of head_size: QSUR_GRAN_ROW = per head per
                                  token; bits >= 16: off */
@@ -103,13 +130,20 @@ typedef struct qsur_llama {
     qsur_llama_linear output;   /* [vocab][dim]; when cfg.shared_classifier,
                                    output.w == tok_embeddings (borrowed) */
     qsur_llama_hooks hooks;
+    struct qsur_llama_mapping *mapping; /* the checkpoint files the stored
+                                           weights map into, or NULL */
 } qsur_llama;
 
-/* Hooks with everything off (bits 16, no online transforms). */
+/* Hooks with everything off (bits 16, no online transforms; act_wo follows act). */
 qsur_llama_hooks qsur_llama_hooks_none(void);
+/* The quantizer of wo's input: h->act_wo when its bits are set, else h->act. */
+const qsur_quant_spec *qsur_llama_act_wo(const qsur_llama_hooks *h);
 
 /* A model with zeroed weights for a checked config (unit norms are NOT set). */
 int qsur_llama_new(qsur_llama **out, const qsur_llama_config *cfg, qsur_error *err);
+/* The same, but the linears get no storage: a loader points each one's `st`
+ * at its stored weights (every linear must be given one). */
+int qsur_llama_new_stored(qsur_llama **out, const qsur_llama_config *cfg, qsur_error *err);
 void qsur_llama_free(qsur_llama *m);
 
 /* Copies the Meta-named tensors (`prefix` + name, prefix may be NULL) of ws
@@ -119,10 +153,16 @@ void qsur_llama_free(qsur_llama *m);
 int qsur_llama_from_workspace(qsur_llama **out, const qsur_workspace *ws,
                               const char *prefix, const qsur_llama_config *cfg,
                               qsur_error *err);
-/* Puts copies of the float weights `w` (not wq) into ws under Meta names;
- * all-or-nothing. */
+/* Puts float32 copies of the weights (not the quantized forms) into ws under
+ * Meta names; all-or-nothing. */
 int qsur_llama_to_workspace(const qsur_llama *m, qsur_workspace *ws, const char *prefix,
                             qsur_error *err);
+/* The same as views: a view's float32 data is made when it is first looked
+ * up (qsur_workspace_find), so listing costs nothing and only the tensors the
+ * user touches cost memory. The views read the model: put them again after
+ * the model changes, and before it is freed (a put replaces them). */
+int qsur_llama_view_workspace(const qsur_llama *m, qsur_workspace *ws, const char *prefix,
+                              qsur_error *err);
 
 /* Copies back into m every Meta-named tensor (`prefix` + name) that ws holds,
  * e.g. after a rotation was applied to the workspace copies; tensors ws lacks
@@ -141,11 +181,15 @@ int qsur_llama_load_llama2c(qsur_llama **out, const char *path,
  * (NAME.qweight/.qzeros/.scales/.g_idx, qsur/gptq_pack.h) is dequantized. */
 int qsur_llama_load_hf(qsur_llama **out, const char *dir,
                        const qsur_progress *prog, qsur_error *err);
+/* The safetensors file of an HF directory that holds the metadata: the
+ * model.safetensors, or the first shard its index names. */
+int qsur_llama_hf_first_file(const char *dir, char *path, size_t n);
 /* A directory -> HF, a file -> llama2.c. */
 int qsur_llama_load(qsur_llama **out, const char *path, const qsur_progress *prog,
                     qsur_error *err);
 /* Writes dir/config.json and dir/model.safetensors (each atomically; dir must
- * exist) from the float weights `w`. dtype: "F32", "F16" or "BF16". */
+ * exist) from the weights (not the quantized forms). dtype: "F32", "F16" or
+ * "BF16". Tensors are streamed one by one: nothing model-sized is allocated. */
 int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
                        qsur_error *err);
 
@@ -165,10 +209,29 @@ typedef struct {
     const qsur_quant_spec *int_spec;
     const char *const *meta_kv;
     int meta_count;
+    int64_t shard_bytes;             /* 0: QSUR_HF_SHARD_BYTES; more data than this
+                                        goes to model-0000K-of-0000N.safetensors
+                                        shards plus model.safetensors.index.json */
+    const qsur_progress *progress;   /* may be NULL */
     int gptq;                        /* with int_spec: GPTQ-packed (qsur/gptq_pack.h), plus
                                         quantize_config.json and config.json's
                                         quantization_config */
 } qsur_llama_hf_save_opts;
+/* Hugging Face's default shard size (5 GB). */
+#define QSUR_HF_SHARD_BYTES ((int64_t)5000000000)
+/* HF config.json of c (atomically); dtype "F32", "F16" or "BF16". */
+int qsur_llama_write_config(const qsur_llama_config *c, const char *path, const char *dtype,
+                            qsur_error *err);
+/* Writes nt tensors into dir the way Hugging Face shards a checkpoint:
+ * model.safetensors, or model-0000K-of-0000N.safetensors files of at most
+ * shard_bytes (0: 5 GB) plus model.safetensors.index.json. put(ctx, i, w)
+ * streams the values of tensor i into w. Every file is complete before any
+ * takes its name; on failure nothing is left (a stale index or single file
+ * of an older checkpoint is removed on success). */
+int qsur_hf_write_sharded(const char *dir, const qsur_st_desc *d, int nt, int64_t shard_bytes,
+                          const char *const *meta_kv, int meta_count,
+                          int (*put)(void *ctx, int i, qsur_st_stream *w, qsur_error *err),
+                          void *ctx, const qsur_progress *prog, qsur_error *err);
 int qsur_llama_save_hf_ex(const qsur_llama *m, const char *dir,
                           const qsur_llama_hf_save_opts *opts, qsur_error *err);
 
@@ -183,13 +246,15 @@ qsur_llama_linear *qsur_llama_linear_at(qsur_llama *m, int i);
 /* By Meta name ("layers.3.feed_forward.w2", or "output"); NULL if unknown. */
 qsur_llama_linear *qsur_llama_linear_find(qsur_llama *m, const char *name);
 
-/* Sets wq = Q(w) for every per-layer linear (embeddings and classifier stay
- * float, as in QuaRot/OSTQuant). All-or-nothing: on error or interruption the
- * previous wq copies are kept. */
+/* Sets wq = Q(w), float copies, for every per-layer linear (embeddings and
+ * classifier stay float, as in QuaRot/OSTQuant): for training paths that read
+ * wq (OSTQuant's fused model). All-or-nothing: on error or interruption the
+ * previous quantized forms are kept. */
 int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
                                 const qsur_progress *prog, qsur_error *err);
-/* The same with a per-linear spec: spec_for(spec, cols) gives the quantizer of a
- * linear with cols input columns (e.g. a group size adapted to the width). */
+/* Round to nearest into packed codes (qsur/llama_store.h) with a per-linear
+ * spec: spec_for(spec, cols) gives the quantizer of a linear with cols input
+ * columns (e.g. a group size adapted to the width). All-or-nothing. */
 int qsur_llama_quantize_each(qsur_llama *m, const qsur_quant_spec *spec,
                              qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
                              const qsur_progress *prog, qsur_error *err);
@@ -203,7 +268,11 @@ typedef struct {
     double attention;  /* scores, softmax, P V (including their sgemm) */
     double quant;      /* activation and KV fake quantization */
     double other;      /* embedding, norms, RoPE, SwiGLU, online transforms, loss */
+    double convert;    /* of gemm: weights converted to float32 into scratch */
 } qsur_llama_timers;
+
+/* Floats of weight scratch a run state holds at most (64 MiB). */
+#define QSUR_WBUF_FLOATS ((int64_t)16 << 20)
 
 struct qsur_llama_capture_sink; /* private to llama_capture.c */
 
@@ -228,6 +297,9 @@ typedef struct {
     int pos;           /* positions already in the cache (next free position) */
     qsur_llama_timers timers;
     struct qsur_llama_capture_sink *capture; /* NULL unless capturing */
+    int run_layers;    /* > 0: forward stops after this many layers (capture) */
+    float *wbuf;       /* scratch: a slice of one linear's weights in float32 */
+    int64_t wbuf_floats;
 } qsur_llama_state;
 
 int qsur_llama_state_new(qsur_llama_state **out, const qsur_llama *m, int max_batch,
@@ -299,6 +371,24 @@ int qsur_llama_capture(const qsur_llama *m, qsur_llama_state *s, const qsur_toke
                        uint64_t seed, qsur_workspace *ws, int64_t *n_tokens,
                        const qsur_progress *prog, qsur_error *err);
 
+/* Which captures to keep: layers first..first+count-1, kinds a bit mask of
+ * (1 << k) for k in 0 attention.in, 1 attention.wo.in, 2 feed_forward.in,
+ * 3 feed_forward.w2.in, 4 attention.k, 5 attention.v. The forward pass stops
+ * after the last selected layer, so capturing layer N costs N + 1 layers. */
+typedef struct {
+    int first, count;
+    unsigned kinds;
+} qsur_llama_capture_sel;
+/* qsur_llama_capture of the selected tensors only. */
+int qsur_llama_capture_some(const qsur_llama *m, qsur_llama_state *s, const qsur_tokens *t,
+                            int seq_len, int max_seqs, int batch, int64_t max_tokens,
+                            uint64_t seed, const qsur_llama_capture_sel *sel,
+                            qsur_workspace *ws, int64_t *n_tokens,
+                            const qsur_progress *prog, qsur_error *err);
+/* Bytes the selected captures of n_tokens token positions take. */
+int64_t qsur_llama_capture_bytes(const qsur_llama *m, const qsur_llama_capture_sel *sel,
+                                 int64_t n_tokens);
+
 /* Name of the captured activation that enters a weight:
  * layers.N.attention.{wq,wk,wv} -> layers.N.attention.in,
  * layers.N.attention.wo -> layers.N.attention.wo.in,
@@ -306,5 +396,8 @@ int qsur_llama_capture(const qsur_llama *m, qsur_llama_state *s, const qsur_toke
  * layers.N.feed_forward.w2 -> layers.N.feed_forward.w2.in.
  * Writes into buf and returns it, or NULL for any other name. */
 const char *qsur_llama_input_of(const char *weight_name, char *buf, size_t n);
+
+/* Accessors for a linear's weights (declared apart, used everywhere). */
+#include "qsur/llama_store.h"
 
 #endif

@@ -6,6 +6,8 @@
  *   "qsur.runtime"        "1"
  *   "qsur.act", "qsur.kv" "bits=4 sym=1 gran=row group=0 clip=1 clip_search=0"
  *                         (bits=16: off)
+ *   "qsur.act_wo"         the quantizer of wo's input when it has its own
+ *                         (hooks.act_wo; absent: wo's input uses qsur.act)
  *   "qsur.online.w2_in"   "hadamard n=172 randomized=0 seed=7" (absent: none)
  *   "qsur.online.qk"      "hadamard n=8 randomized=0 seed=7"
  *   "qsur.online.*.desc"  the plan's description (for people)
@@ -20,6 +22,7 @@
 
 typedef struct {
     qsur_quant_spec act, kv;     /* bits >= 16: off */
+    qsur_quant_spec act_wo;      /* bits 0: wo's input uses act */
     int has_w2, has_qk;
     qsur_hadamard_opts w2, qk;   /* sizes: hidden_dim and head_size */
     char w2_desc[192], qk_desc[192];

@@ -5,9 +5,12 @@
  * groups (linears sharing one input) the calibration sequences are run again
  * through the model AS IT IS NOW (earlier groups already quantized, the
  * model's activation/KV quantization hooks on) and the group's input X is
- * captured (after online transforms, before activation quantization). The
+ * captured (after online transforms, before activation quantization); the
+ * forward stops after that block and only that group's input is kept, so
+ * calibration memory is one group's X whatever the model's depth. The
  * method then quantizes each linear of the group on that X, and its result
- * becomes the linear's wq copy (the float w is kept). So every linear is
+ * becomes the linear's quantized form (packed codes when on the grid; the
+ * weights are kept). So every linear is
  * calibrated on inputs that carry the error of everything before it. That is
  * 4 captures per layer; for stories260K with 16 x 256 calibration tokens
  * each capture is a fraction of a second.
@@ -48,6 +51,10 @@ typedef struct {
     int seq_len, max_seqs, batch;
     int64_t max_tokens;
     uint64_t seed;
+    int layers;      /* > 0: only the first `layers` blocks (the rest keep their form) */
+    int float_acts;   /* 1: capture with the activation/KV quantizers off (online
+                         rotations kept), as the QuaRot / OSTQuant code calibrates
+                         GPTQ; 0: with the model's hooks on (see above) */
     int gpu;           /* GPTQ: each linear's Hessian, Cholesky and column loop on
                           the GPU (qsur_gpu_gptq); captures stay on the CPU */
 } qsur_llama_wquant_opts;

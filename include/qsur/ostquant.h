@@ -17,6 +17,11 @@
  *           wv rows of head g <- S_g^-1 R_g^T wv_g, wo columns of every query head
  *           h of group g <- wo_h R_g S_g.
  *   S_ffn   per layer, dim scales shared by w1/w3 (new ffn RMSNorm gain 1/S).
+ *   S_qk    (learn_qk) per layer, kv_dim/2 scales, one per RoPE pair (2i, 2i+1) of
+ *           each kv head: wk rows times s, wq rows of the group's query heads
+ *           divided by s; a pair's common scale commutes with its rotation, so
+ *           q.k is exact (the OSTQuant code scales single channels before RoPE,
+ *           which is not an exact equivalence).
  *   S_ud    per layer, hidden scales between w3 (up) and w2 (down): w3 rows / S,
  *           w2 columns * S (silu sits on w1 only, so the product scales exactly).
  *   H       only when activations are quantized (aspec bits < 16): an online
@@ -78,6 +83,26 @@ typedef struct {
     int qsur_tokens;      /* probe tokens of that measurement (default 512, see
                              qsur_ostquant_qsur) */
     uint64_t seed;        /* batch order, Hadamard fallback blocks */
+    /* Options of the OSTQuant code's protocol (docs/ostquant.md); 0 = the
+     * original qsur behaviour in each. */
+    int no_wquant;        /* 1: weights stay float during training (GPTQ after) */
+    double clip_grad;     /* > 0: scale the step's gradients (R_res, R_ov, and the scales
+                             as d/ds = e^-ls d/dls) to this global L2 norm when above */
+    int lr_decay;         /* 1: both lrs decay linearly, lr (steps - t) / steps at step t */
+    int radam;            /* 1: geoopt's RiemannianAdam scaling (qsur_stiefel_adam.canonical) */
+    int keep_last;        /* 1: keep the last step's parameters (no selection batch) */
+    int klt;              /* with womi: the OSTQuant code's KLT start instead of WOMI:
+                             R_res from the centred covariance of every input-side
+                             weight row (wq wk wv w1 w3, all layers) stacked, R_ov
+                             from the wo columns of the group's heads; eigenvectors
+                             ascending, times a Hadamard with random signs (D H) */
+    int learn_qk;         /* 1: also learn S_qk, one scale per RoPE pair of each kv head:
+                             wk rows times s, the matching wq rows divided by s (q.k
+                             and RoPE unchanged); log-scales after ud in ls */
+    int ste_const;        /* 1: asymmetric act/KV quantizers' scale treated as a constant
+                             in the STE (qsur before issue 14; ablation) */
+    int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
+                             (0: one order, cycled) */
 } qsur_ostquant_opts;
 
 qsur_ostquant_opts qsur_ostquant_default(void);
@@ -109,6 +134,8 @@ typedef struct {
 typedef struct qsur_ostquant {
     qsur_ostquant_opts opts;
     qsur_quant_spec wspec, aspec, kvspec;
+    qsur_quant_spec aospec;         /* wo's input (hooks.act_wo; bits 0: aspec), set by the
+                                       caller after _new (zeroed there) */
     qsur_llama_config cfg;          /* of the fused model (untied classifier) */
     /* folded base (norm gains in the next linear), owned copies */
     float *E, *C;                   /* [V][d] embeddings, classifier diag(g_final) */

@@ -2,7 +2,11 @@
  *
  * A quantizer maps a float to one of 2^bits levels and back (fake quant returns
  * the dequantized value). Symmetric: levels q in [-(2^(b-1)-1), 2^(b-1)-1],
- * scale = clip * absmax / (2^(b-1)-1). Asymmetric: q in [0, 2^b-1],
+ * scale = clip * absmax / (2^(b-1)-1); with `full` the extra negative code
+ * -2^(b-1) is used too (QuaRot's / OSTQuant's weight grid): q in
+ * [-2^(b-1), 2^(b-1)-1], scale = clip * max(-min / 2^(b-1), max / (2^(b-1)-1))
+ * (min, max widened to include 0), so a row whose extreme is negative gets a
+ * grid 2^(b-1)/(2^(b-1)-1) finer. Asymmetric: q in [0, 2^b-1],
  * scale = clip * (max-min) / (2^b-1), zero point = round(-clip*min/scale)
  * (min/max first widened to include 0). The statistics (absmax, min, max)
  * are taken per tensor, per row (per output channel of a weight, per token of an
@@ -26,13 +30,27 @@ typedef struct {
     qsur_granularity gran;
     int group;              /* G for QSUR_GRAN_GROUP */
     double clip;            /* clipping ratio in (0,1]; 1 = no clipping */
-    int clip_search;        /* 1: per scale group, search the ratio minimising MSE */
+    int clip_search;        /* 1: per scale group, search the ratio minimising the error */
+    /* The fields below are 0 in every older initializer and then mean the
+     * original behaviour. */
+    int full;               /* symmetric only: use the code -2^(b-1) (see above) */
+    double clip_norm;       /* clip search error sum |x - Q(x)|^p: p (0 = 2, MSE) */
+    int clip_grid;          /* clip search candidates 1, 0.99, ..., 1 - 0.01 (N-1)
+                               (0 = 51: down to 0.50; the GPTQ/QuaRot code's
+                               grid 100, maxshrink 0.8 is N = 80: down to 0.21) */
+    int ste_const;          /* STE only (qsur/quant_ste.h): an asymmetric scale is a
+                               constant (no gradient through min/max); the forward
+                               ignores it */
 } qsur_quant_spec;
 
 /* 4-bit, symmetric, per-row, no clipping. */
 qsur_quant_spec qsur_quant_default(void);
 /* Checks ranges and that group divides cols when gran is GROUP. */
 int qsur_quant_validate(const qsur_quant_spec *q, int64_t cols, qsur_error *err);
+/* Every field that changes what the quantizer computes is equal (the group
+ * only matters for QSUR_GRAN_GROUP; clip_norm 0 and 2, clip_grid 0 and 51
+ * are the same). */
+int qsur_quant_spec_equal(const qsur_quant_spec *a, const qsur_quant_spec *b);
 /* "int4 sym row clip=1.00" style text. */
 void qsur_quant_describe(const qsur_quant_spec *q, char *buf, int n);
 

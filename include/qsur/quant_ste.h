@@ -11,14 +11,23 @@
  *   - symmetric quantizers: the scale s = clip * absmax / qmax is NOT treated as
  *     a constant — dq/ds = c - x/s for an unclamped element (the frozen rounding
  *     residual) and c for a clamped one, and ds/dx = s/absmax * sign(x) goes to
- *     the element holding the absmax (the first one on ties); the clipping ratio
+ *     the element holding the absmax (the first one on ties; with a `full`
+ *     grid, to the minimum or maximum that sets max(-min/(qmax+1), max/qmax),
+ *     again ds/dx = s/x there); the clipping ratio
  *     (fixed, or the one clip search chose) is a constant;
- *   - asymmetric quantizers: scale and zero point are treated as constants
- *     (identity inside the range, zero outside).
+ *   - asymmetric quantizers: the zero point z is an integer constant, the
+ *     scale s = clip (max - min) / (2^b - 1) (min, max widened to 0) is not:
+ *     dq/ds = c - u for an unclamped element (u = x/s + z, the frozen rounding
+ *     residual) and c - z for a clamped one; ds/dx = s / (max - min) goes to
+ *     the first maximum (when > 0) and -s / (max - min) to the first minimum
+ *     (when < 0) — what autograd gives for a dynamic per-token quantizer whose
+ *     scale is computed from x (OmniQuant's / OSTQuant's round_ste quantizer);
+ *     with spec.ste_const the scale is a constant instead (identity inside the
+ *     range, zero outside: qsur's rule before issue 14, kept for ablations).
  * The gradient is therefore the exact derivative of the surrogate
- *     q~(x) = x + s(x) r  (unclamped),  q~(x) = c s(x)  (clamped)
- * with r = c - x/s frozen at the evaluation point, which the tests differentiate
- * numerically. */
+ *     q~(x) = x + s(x) r  (unclamped),  q~(x) = (c - z) s(x)  (clamped)
+ * with r = c - x/s - z frozen at the evaluation point, which the tests
+ * differentiate numerically. */
 #ifndef QSUR_QUANT_STE_H
 #define QSUR_QUANT_STE_H
 

@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 #include "qsur/error.h"
+#include "qsur/atomic_file.h"
 #include "qsur/json.h"
 #include "qsur/mapped_file.h"
 #include "qsur/progress.h"
@@ -83,5 +84,29 @@ int qsur_safetensors_load(qsur_workspace *ws, const char *path, const char *pref
 int qsur_safetensors_write(const char *path, const qsur_tensor *const *tensors, int count,
                            const qsur_dtype *dtypes, const char *const *meta_kv,
                            int meta_count, const qsur_progress *progress, qsur_error *err);
+
+/* Streaming writer: the header of `count` tensors first, then their values
+ * in order, any number of values per put (a tensor may span puts), so a
+ * model is written tensor by tensor without holding it. The file appears
+ * under its name only at commit (atomic); abort, or any failed put followed
+ * by abort, leaves nothing. Values are checked as in qsur_safetensors_write. */
+typedef struct {
+    const char *name;
+    qsur_dtype dtype;
+    int ndim;
+    int64_t shape[QSUR_MAX_DIMS];
+} qsur_st_desc;
+int64_t qsur_st_desc_bytes(const qsur_st_desc *d);
+typedef struct {
+    qsur_atomic_file f;
+    const qsur_st_desc *desc; /* borrowed until commit/abort */
+    int count, cur, open;
+    int64_t done;             /* values of desc[cur] written */
+} qsur_st_stream;
+int qsur_st_stream_open(qsur_st_stream *w, const char *path, const qsur_st_desc *d, int count,
+                        const char *const *meta_kv, int meta_count, qsur_error *err);
+int qsur_st_stream_put(qsur_st_stream *w, const float *x, int64_t n, qsur_error *err);
+int qsur_st_stream_commit(qsur_st_stream *w, qsur_error *err);
+void qsur_st_stream_abort(qsur_st_stream *w);
 
 #endif

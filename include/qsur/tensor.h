@@ -20,7 +20,13 @@ typedef struct {
     char name[QSUR_NAME_MAX];
     int ndim;
     int64_t shape[QSUR_MAX_DIMS];
-    float *data;             /* owned, 64-byte aligned, numel floats */
+    float *data;             /* owned, 64-byte aligned, numel floats; NULL in a view
+                                not yet materialized */
+    /* A view (qsur_tensor_view_new): the data is produced from src by fill
+     * when qsur_workspace_find first returns the tensor, so listing a model's
+     * tensors costs nothing and using one costs that one tensor. */
+    void (*fill)(const void *src, float *dst, int64_t n);
+    const void *src;
 } qsur_tensor;
 
 /* Allocate a zeroed tensor. Fails with QSUR_ERR_NOMEM on overflow/alloc failure
@@ -33,6 +39,13 @@ int qsur_tensor_new2(qsur_tensor **out, const char *name, int64_t rows,
 int qsur_tensor_clone(qsur_tensor **out, const qsur_tensor *t, const char *name,
                       qsur_error *err);
 void qsur_tensor_free(qsur_tensor *t);
+/* A view of shape `shape` whose data fill(src, data, numel) will produce (it must
+ * stay valid while the view lives). */
+int qsur_tensor_view_new(qsur_tensor **out, const char *name, int ndim, const int64_t *shape,
+                         void (*fill)(const void *src, float *dst, int64_t n), const void *src,
+                         qsur_error *err);
+/* Makes a view's data (a no-op for other tensors); -1 when out of memory. */
+int qsur_tensor_materialize(qsur_tensor *t);
 
 int64_t qsur_tensor_numel(const qsur_tensor *t);
 int64_t qsur_tensor_rows(const qsur_tensor *t);  /* product of leading dims */

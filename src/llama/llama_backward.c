@@ -209,7 +209,7 @@ static int layers_backward(const qsur_llama *m, const qsur_llama_tape *t, const 
 
         /* attention: x += Q(wo_in(attn)) Wo^T */
         linear_backward(&L->wo, t->aq + od, dx, N, G->d_wo, dn, 0.0f);
-        if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->a + od, N, d, dn, dn, err)))
+        if ((rc = qsur_fake_quant_backward(qsur_llama_act_wo(&m->hooks), t->a + od, N, d, dn, dn, err)))
             break;
         if (m->hooks.wo_in.apply)
             ot->wo_in.apply(ot->wo_in.ctx, dn, N * c->n_heads, hs);

@@ -19,6 +19,8 @@ void qsur_llama_sink_rows(struct qsur_llama_capture_sink *c, int kind, int layer
                           const float *x, int64_t cols)
 {
     qsur_tensor *t = c->t[layer * QSUR_CAP_KINDS + kind];
+    if (!t)
+        return; /* a layer this capture does not keep */
     for (int64_t r = 0; r < c->nrows; r++) {
         int64_t d = c->dst[c->base + r];
         if (d >= 0)
@@ -82,6 +84,32 @@ int qsur_llama_capture(const qsur_llama *m, qsur_llama_state *s, const qsur_toke
                        uint64_t seed, qsur_workspace *ws, int64_t *n_tokens,
                        const qsur_progress *prog, qsur_error *err)
 {
+    qsur_llama_capture_sel all = {0, m->cfg.n_layers, (1u << QSUR_CAP_KINDS) - 1};
+    return qsur_llama_capture_some(m, s, t, seq_len, max_seqs, batch, max_tokens, seed, &all, ws,
+                                   n_tokens, prog, err);
+}
+
+int64_t qsur_llama_capture_bytes(const qsur_llama *m, const qsur_llama_capture_sel *sel,
+                                 int64_t n_tokens)
+{
+    const qsur_llama_config *c = &m->cfg;
+    int64_t per = 0;
+    for (int k = 0; k < QSUR_CAP_KINDS; k++)
+        if (sel->kinds & (1u << k))
+            per += k == QSUR_CAP_W2_IN ? c->hidden_dim
+                 : k == QSUR_CAP_K || k == QSUR_CAP_V ? c->kv_dim : c->dim;
+    return per * sel->count * n_tokens * (int64_t)sizeof(float);
+}
+
+int qsur_llama_capture_some(const qsur_llama *m, qsur_llama_state *s, const qsur_tokens *t,
+                            int seq_len, int max_seqs, int batch, int64_t max_tokens,
+                            uint64_t seed, const qsur_llama_capture_sel *sel,
+                            qsur_workspace *ws, int64_t *n_tokens,
+                            const qsur_progress *prog, qsur_error *err)
+{
+    if (sel->first < 0 || sel->count < 1 || sel->first + sel->count > m->cfg.n_layers)
+        return qsur_fail(err, QSUR_ERR_ARG, "capture: layers %d..%d of %d", sel->first,
+                         sel->first + sel->count - 1, m->cfg.n_layers);
     int n_seqs = max_seqs;
     int rc = qsur_llama_plan_sequences(t, &seq_len, &n_seqs, &batch, err);
     if (rc)
@@ -89,7 +117,7 @@ int qsur_llama_capture(const qsur_llama *m, qsur_llama_state *s, const qsur_toke
     const qsur_llama_config *c = &m->cfg;
     int64_t N = (int64_t)n_seqs * seq_len;
     int64_t n = max_tokens > 0 && max_tokens < N ? max_tokens : N;
-    int nt = c->n_layers * QSUR_CAP_KINDS;
+    int nt = c->n_layers * QSUR_CAP_KINDS, kept = 0;
 
     qsur_llama_state *own = NULL;
     if (!s) {
@@ -110,7 +138,10 @@ int qsur_llama_capture(const qsur_llama *m, qsur_llama_state *s, const qsur_toke
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "capture: out of memory for %lld positions",
                        (long long)N);
     for (int i = 0; i < nt && !rc; i++) {
-        int kind = i % QSUR_CAP_KINDS;
+        int kind = i % QSUR_CAP_KINDS, layer = i / QSUR_CAP_KINDS;
+        if (layer < sel->first || layer >= sel->first + sel->count || !(sel->kinds & (1u << kind)))
+            continue;
+        kept++;
         int64_t cols = kind == QSUR_CAP_W2_IN ? c->hidden_dim
                      : kind == QSUR_CAP_K || kind == QSUR_CAP_V ? c->kv_dim : c->dim;
         char name[QSUR_NAME_MAX];
@@ -121,6 +152,7 @@ int qsur_llama_capture(const qsur_llama *m, qsur_llama_state *s, const qsur_toke
         choose_rows(sink.dst, N, n, seed);
 
     s->capture = &sink;
+    s->run_layers = sel->first + sel->count; /* later layers have nothing to keep */
     for (int first = 0; first < n_seqs && !rc; first += batch) {
         int B = n_seqs - first < batch ? n_seqs - first : batch;
         sink.base = (int64_t)first * seq_len;
@@ -130,15 +162,16 @@ int qsur_llama_capture(const qsur_llama *m, qsur_llama_state *s, const qsur_toke
             rc = qsur_progress_tick(prog, (double)(first + B) / n_seqs, "capture", NAN, err);
     }
     s->capture = NULL;
+    s->run_layers = 0;
 
     /* Reserve the workspace's capacity first so that no put fails half-way. */
-    if (!rc && ws->count + nt > ws->cap) {
-        qsur_tensor **items = realloc(ws->items, (size_t)(ws->count + nt) * sizeof *items);
+    if (!rc && ws->count + kept > ws->cap) {
+        qsur_tensor **items = realloc(ws->items, (size_t)(ws->count + kept) * sizeof *items);
         if (!items)
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "capture: workspace out of memory");
         else {
             ws->items = items;
-            ws->cap = ws->count + nt;
+            ws->cap = ws->count + kept;
         }
     }
     for (int i = 0; sink.t && i < nt; i++) {

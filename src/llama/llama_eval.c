@@ -8,6 +8,7 @@
 #include "llama_sink.h"
 #include "qsur/clock.h"
 #include "qsur/llama.h"
+#include "qsur/llama_text.h"
 
 int qsur_llama_plan_sequences(const qsur_tokens *t, int *seq_len, int *n_seqs, int *batch,
                               qsur_error *err)
@@ -95,15 +96,6 @@ int qsur_llama_perplexity(const qsur_llama *m, qsur_llama_state *s, const qsur_t
     return QSUR_OK;
 }
 
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
 int qsur_llama_generate(const qsur_llama *m, qsur_llama_state *s, const int *prompt,
                         int n_prompt, int n_new, int *out, qsur_error *err)
 {
@@ -126,11 +118,11 @@ int qsur_llama_generate(const qsur_llama *m, qsur_llama_state *s, const int *pro
     int V = m->cfg.vocab_size;
     rc = qsur_llama_forward(m, s, prompt, 1, n_prompt, 0, err);
     if (!rc)
-        out[0] = argmax(s->logits + (int64_t)(n_prompt - 1) * V, V);
+        out[0] = qsur_argmax(s->logits + (int64_t)(n_prompt - 1) * V, V);
     for (int i = 1; i < n_new && !rc; i++) {
         rc = qsur_llama_forward(m, s, &out[i - 1], 1, 1, n_prompt + i - 1, err);
         if (!rc)
-            out[i] = argmax(s->logits, V);
+            out[i] = qsur_argmax(s->logits, V);
     }
     qsur_llama_state_free(own);
     return rc;

@@ -41,6 +41,7 @@ void qsur_llama_state_free(qsur_llama_state *s)
     free(s->rope_cos);
     free(s->rope_sin);
     free(s->logits);
+    free(s->wbuf);
     free(s);
 }
 
@@ -85,9 +86,17 @@ int qsur_llama_state_new(qsur_llama_state **out, const qsur_llama *m, int max_ba
     s->rope_cos = qsur_alloc(S, (size_t)(c->head_size / 2) * sizeof(float));
     s->rope_sin = qsur_alloc(S, (size_t)(c->head_size / 2) * sizeof(float));
     s->logits = qsur_alloc(N, (size_t)c->vocab_size * sizeof(float));
+    /* weight scratch: the widest matrix (the classifier) or QSUR_WBUF_FLOATS,
+     * whichever is smaller, and at least one row of the widest linear */
+    int64_t big = (int64_t)c->vocab_size * c->dim, hd = (int64_t)c->hidden_dim * c->dim;
+    big = big > hd ? big : hd;
+    s->wbuf_floats = big < QSUR_WBUF_FLOATS ? big : QSUR_WBUF_FLOATS;
+    if (s->wbuf_floats < (int64_t)wide)
+        s->wbuf_floats = (int64_t)wide;
+    s->wbuf = qsur_alloc((size_t)s->wbuf_floats, sizeof(float));
     if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->hb || !s->hb2 ||
         !s->xq || !s->att || !s->key_cache || !s->value_cache || !s->rope_cos ||
-        !s->rope_sin || !s->logits) {
+        !s->rope_sin || !s->logits || !s->wbuf) {
         qsur_llama_state_free(s);
         return qsur_fail(err, QSUR_ERR_NOMEM, "run state: cannot allocate buffers for "
                          "batch %d x seq %d", max_batch, max_seq);
@@ -150,27 +159,43 @@ void qsur_llama_swiglu(float *g, const float *u, int64_t n)
 
 /* The input a linear actually sees: `in` itself, or its per-token fake
  * quantization in s->xq when activation quantization is on. */
-static int linear_input(const qsur_llama *m, qsur_llama_state *s, const float *in,
+static int linear_input(const qsur_quant_spec *spec, qsur_llama_state *s, const float *in,
                         int64_t N, int64_t cols, const float **use, qsur_error *err)
 {
     *use = in;
-    if (m->hooks.act.bits >= 16)
+    if (spec->bits >= 16)
         return QSUR_OK;
     double t0 = qsur_seconds();
-    int rc = qsur_fake_quant(&m->hooks.act, in, N, cols, s->xq, NULL, err);
+    int rc = qsur_fake_quant(spec, in, N, cols, s->xq, NULL, err);
     s->timers.quant += qsur_seconds() - t0;
     *use = s->xq;
     return rc;
 }
 
-/* out[N][rows] = in[N][cols] W^T (W row-major rows x cols; wq when set). */
+/* out[N][rows] = in[N][cols] W^T (W row-major rows x cols: the packed codes,
+ * wq, or the weights, whichever the forward uses). Float weights are used in
+ * place; any other form is converted slice by slice (as many rows as fit in
+ * s->wbuf) and each slice is one sgemm writing its columns of out (ldc = rows). */
 static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float *in,
                    int64_t N, float *out)
 {
     const float *w = l->wq ? l->wq : l->w;
     double t0 = qsur_seconds();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols,
-                1.0f, in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);
+    if (!l->qp && w) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols,
+                    1.0f, in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);
+        s->timers.gemm += qsur_seconds() - t0;
+        return;
+    }
+    int64_t step = s->wbuf_floats / l->cols;
+    for (int64_t r0 = 0; r0 < l->rows; r0 += step) {
+        int64_t r1 = r0 + step < l->rows ? r0 + step : l->rows;
+        double tc = qsur_seconds();
+        qsur_llama_linear_forward_rows(l, r0, r1, s->wbuf);
+        s->timers.convert += qsur_seconds() - tc;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(r1 - r0), (int)l->cols,
+                    1.0f, in, (int)l->cols, s->wbuf, (int)l->cols, 0.0f, out + r0, (int)l->rows);
+    }
     s->timers.gemm += qsur_seconds() - t0;
 }
 
@@ -272,7 +297,7 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     /* attention block */
     qsur_llama_rmsnorm(s->xb, s->x, L->attention_norm, N, d, c->norm_eps);
     capture(s, QSUR_CAP_ATTN_IN, l, s->xb, d);
-    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+    if ((rc = linear_input(&m->hooks.act, s, s->xb, N, d, &in, err)))
         return rc;
     linear(s, &L->wq, in, N, s->q);
     linear(s, &L->wk, in, N, s->k);
@@ -295,7 +320,7 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     if (m->hooks.wo_in.apply)
         m->hooks.wo_in.apply(m->hooks.wo_in.ctx, s->xb, N * c->n_heads, c->head_size);
     capture(s, QSUR_CAP_WO_IN, l, s->xb, d);
-    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+    if ((rc = linear_input(qsur_llama_act_wo(&m->hooks), s, s->xb, N, d, &in, err)))
         return rc;
     linear(s, &L->wo, in, N, s->xb2);
     for (int64_t i = 0; i < N * d; i++)
@@ -304,7 +329,7 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     /* feed-forward block: w2(silu(w1 x) * w3 x) */
     qsur_llama_rmsnorm(s->xb, s->x, L->ffn_norm, N, d, c->norm_eps);
     capture(s, QSUR_CAP_FFN_IN, l, s->xb, d);
-    if ((rc = linear_input(m, s, s->xb, N, d, &in, err)))
+    if ((rc = linear_input(&m->hooks.act, s, s->xb, N, d, &in, err)))
         return rc;
     linear(s, &L->w1, in, N, s->hb);
     linear(s, &L->w3, in, N, s->hb2);
@@ -312,7 +337,7 @@ static int layer_forward(const qsur_llama *m, qsur_llama_state *s, int l, int B,
     if (m->hooks.w2_in.apply)
         m->hooks.w2_in.apply(m->hooks.w2_in.ctx, s->hb, N, h);
     capture(s, QSUR_CAP_W2_IN, l, s->hb, h);
-    if ((rc = linear_input(m, s, s->hb, N, h, &in, err)))
+    if ((rc = linear_input(&m->hooks.act, s, s->hb, N, h, &in, err)))
         return rc;
     linear(s, &L->w2, in, N, s->xb2);
     for (int64_t i = 0; i < N * d; i++)
@@ -346,10 +371,14 @@ int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *toke
     for (int64_t i = 0; i < N; i++)
         memcpy(s->x + i * c->dim, m->tok_embeddings + (size_t)tokens[i] * c->dim,
                (size_t)c->dim * sizeof(float));
-    int rc = QSUR_OK;
-    for (int l = 0; l < c->n_layers && !rc; l++)
+    int rc = QSUR_OK, layers = s->run_layers > 0 && s->run_layers < c->n_layers ? s->run_layers
+                                                                                : c->n_layers;
+    for (int l = 0; l < layers && !rc; l++)
         rc = layer_forward(m, s, l, B, T, pos, err);
-    if (!rc) {
+    if (!rc && layers < c->n_layers) {
+        /* a capture that needs only the first layers: the cache is incomplete */
+        s->pos = 0;
+    } else if (!rc) {
         qsur_llama_rmsnorm(s->x, s->x, m->norm, N, c->dim, c->norm_eps);
         if (!s->capture)
             linear(s, &m->output, s->x, N, s->logits);

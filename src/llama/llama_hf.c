@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "qsur/gptq_pack.h"
+#include "qsur/half.h"
 #include "qsur/atomic_file.h"
 #include "qsur/json.h"
 #include "qsur/llama.h"
@@ -60,7 +62,7 @@ static int hf_slots(qsur_llama *m, hf_slot *s)
     }
     SLOT(m->norm, 0, c->dim, 0, "model.norm.weight");
     if (!c->shared_classifier)
-        SLOT(m->output.w, c->vocab_size, c->dim, 0, "lm_head.weight");
+        LSLOT(&m->output, c->vocab_size, c->dim, 0, "lm_head.weight");
 #undef SLOT
 #undef LSLOT
     return n;
@@ -252,6 +254,30 @@ static int shards_open(hf_shards *sh, const char *dir, char *what, size_t what_n
     return rc;
 }
 
+int qsur_llama_hf_first_file(const char *dir, char *path, size_t n)
+{
+    struct stat st;
+    snprintf(path, n, "%s/model.safetensors", dir);
+    if (stat(path, &st) == 0)
+        return QSUR_OK;
+    snprintf(path, n, "%s/model.safetensors.index.json", dir);
+    qsur_json *j = NULL;
+    qsur_error ig;
+    if (qsur_json_parse_file(path, &j, &ig))
+        return QSUR_ERR_IO;
+    const qsur_json *wm = qsur_json_get(j, "weight_map");
+    const char *first = NULL;
+    for (int i = 0; wm && wm->type == QSUR_JSON_OBJECT && i < wm->count; i++)
+        if (wm->items[i]->type == QSUR_JSON_STRING && !strchr(wm->items[i]->string, '/') &&
+            (!first || strcmp(wm->items[i]->string, first) < 0))
+            first = wm->items[i]->string;
+    int rc = first ? QSUR_OK : QSUR_ERR_FORMAT;
+    if (first)
+        snprintf(path, n, "%s/%s", dir, first);
+    qsur_json_free(j);
+    return rc;
+}
+
 /* Finds tensor `name` in the shards; sets *file and *entry. */
 static int shards_find(const hf_shards *sh, const char *name, const char *what,
                        qsur_safetensors **file, int *entry, qsur_error *err)
@@ -393,6 +419,170 @@ static int load_gptq_slot(const hf_shards *sh, const hf_slot *sl, const char *ba
     return rc;
 }
 
+/* Shape of entry en as "AxB" (or "scalar"). */
+static void entry_shape(const qsur_st_entry *en, char *got, size_t n)
+{
+    size_t used = 0;
+    got[0] = '\0';
+    for (int d = 0; d < en->ndim && used < n; d++)
+        used += (size_t)snprintf(got + used, n - used, d ? "x%lld" : "%lld", (long long)en->shape[d]);
+    if (!en->ndim)
+        snprintf(got, n, "scalar");
+}
+
+/* Before anything is allocated: the sizes config.json declares must agree
+ * with the tensors present, so a config of a bigger model beside a small
+ * checkpoint costs nothing (every later allocation is then bounded by the
+ * bytes on disk). */
+static int check_config_fits(const hf_shards *sh, const qsur_llama_config *c, const char *cfg_path,
+                             const char *what, qsur_error *err)
+{
+    qsur_safetensors *f = NULL;
+    int e = -1;
+    qsur_error inner;
+    if (shards_find(sh, "model.embed_tokens.weight", what, &f, &e, &inner))
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s", inner.msg);
+    const qsur_st_entry *en = &f->entries[e];
+    if (en->ndim != 2 || en->shape[0] != c->vocab_size || en->shape[1] != c->dim) {
+        char got[128];
+        entry_shape(en, got, sizeof got);
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: vocab_size x hidden_size = %dx%d disagrees "
+                         "with model.embed_tokens.weight %s in %s", cfg_path, c->vocab_size,
+                         c->dim, got, f->path);
+    }
+    /* layer by layer, so a huge num_hidden_layers stops at the first one
+     * missing; the slots allocated next are then bounded by the index */
+    for (int i = 0; i < c->n_layers; i++) {
+        char name[QSUR_NAME_MAX];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
+        if (!shards_has(sh, name))
+            return qsur_fail(err, QSUR_ERR_FORMAT, "%s: num_hidden_layers = %d but %s has no %s",
+                             cfg_path, c->n_layers, what, name);
+    }
+    return QSUR_OK;
+}
+
+/* The stored form of a float tensor (F32/F16/BF16), or -1. */
+static int float_dtype(qsur_dtype d)
+{
+    return d == QSUR_DTYPE_F32 || d == QSUR_DTYPE_F16 || d == QSUR_DTYPE_BF16 ? (int)d : -1;
+}
+
+/* Converts a 1-D/2-D float entry into dst (rows x cols floats, Meta row
+ * order when rope_heads) and refuses NaN/Inf: for the small tensors kept as
+ * float (norms, embeddings). */
+static int read_floats(const qsur_safetensors *f, const qsur_st_entry *en, float *dst,
+                       int64_t rows, int64_t cols, int rope_heads, const char *name,
+                       qsur_error *err)
+{
+    qsur_llama_linear tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.rows = rows, tmp.cols = cols;
+    tmp.st.dtype = en->dtype;
+    tmp.st.data = f->map.data + f->data_start + en->begin;
+    tmp.st.rope_heads = rope_heads;
+    qsur_llama_linear_read_rows(&tmp, 0, rows, dst);
+    int64_t bad = qsur_find_nonfinite(dst, rows * cols);
+    if (bad >= 0)
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "%s: %s has a non-finite value at element %lld",
+                         f->path, name, (long long)bad);
+    return QSUR_OK;
+}
+
+static void close_safetensors(void *f)
+{
+    qsur_safetensors_close(f);
+}
+
+/* Hands the open shards to the model: its mapped linears point into them. */
+static int adopt_shards(qsur_llama *m, hf_shards *sh, qsur_error *err)
+{
+    struct qsur_llama_mapping *mp = calloc(1, sizeof *mp);
+    if (!mp)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "model: out of memory");
+    mp->count = sh->count;
+    mp->files = (void **)sh->open;
+    mp->close = close_safetensors;
+    for (int i = 0; i < sh->count; i++)
+        free(sh->files[i]);
+    free(sh->files);
+    sh->files = NULL;
+    sh->open = NULL;
+    sh->count = 0;
+    m->mapping = mp;
+    return QSUR_OK;
+}
+
+/* Where each slot's tensor is: found and shape-checked before any weight
+ * memory is allocated. int_base[0] != 0: an int linear (BASE.qweight ...). */
+typedef struct {
+    qsur_safetensors *f;
+    int e;
+    char int_base[QSUR_NAME_MAX];
+} hf_found;
+
+static int locate_slot(const hf_shards *sh, const hf_slot *sl, const char *what, hf_found *fd,
+                       qsur_error *err)
+{
+    memset(fd, 0, sizeof *fd);
+    if (sl->lin && !shards_has(sh, sl->name)) {
+        char qn[QSUR_NAME_MAX + 16];
+        slot_base(sl, fd->int_base, sizeof fd->int_base);
+        snprintf(qn, sizeof qn, "%s.qweight", fd->int_base);
+        if (shards_has(sh, qn))
+            return QSUR_OK;
+        fd->int_base[0] = '\0';
+    }
+    int rc = shards_find(sh, sl->name, what, &fd->f, &fd->e, err);
+    if (rc)
+        return rc;
+    const qsur_st_entry *en = &fd->f->entries[fd->e];
+    int ok = sl->rows ? en->ndim == 2 && en->shape[0] == sl->rows && en->shape[1] == sl->cols
+                      : en->ndim == 1 && en->shape[0] == sl->cols;
+    if (!ok) {
+        char got[128], want[64];
+        entry_shape(en, got, sizeof got);
+        if (sl->rows)
+            snprintf(want, sizeof want, "%lldx%lld", (long long)sl->rows, (long long)sl->cols);
+        else
+            snprintf(want, sizeof want, "%lld", (long long)sl->cols);
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: %s has shape %s (expected %s); config.json disagrees",
+                         fd->f->path, sl->name, got, want);
+    }
+    if (float_dtype(en->dtype) < 0)
+        return qsur_fail(err, QSUR_ERR_FORMAT, "%s: %s is %s (expected F32, F16 or BF16)",
+                         fd->f->path, sl->name, qsur_dtype_name(en->dtype));
+    return QSUR_OK;
+}
+
+/* Fills slot sl of m from fd: a linear maps the stored bytes (nothing is
+ * read now), a vector or the embeddings become float. */
+static int fill_slot(const hf_shards *sh, hf_slot *sl, const hf_found *fd, const char *what,
+                     qsur_error *err)
+{
+    if (fd->int_base[0]) {
+        int rc = qsur_llama_linear_own(sl->lin, err);
+        if (rc)
+            return rc;
+        sl->data = sl->lin->w;
+        char gi[QSUR_NAME_MAX + 16];
+        snprintf(gi, sizeof gi, "%s.g_idx", fd->int_base);
+        return shards_has(sh, gi) ? load_gptq_slot(sh, sl, fd->int_base, what, err)
+                                  : load_int_slot(sh, sl, fd->int_base, what, err);
+    }
+    const qsur_st_entry *en = &fd->f->entries[fd->e];
+    if (sl->lin) {
+        qsur_llama_linear *l = sl->lin;
+        l->st.dtype = en->dtype;
+        l->st.data = fd->f->map.data + fd->f->data_start + en->begin;
+        l->st.owned = NULL;
+        l->st.rope_heads = sl->rope_heads;
+        return QSUR_OK;
+    }
+    return read_floats(fd->f, en, sl->data, sl->rows ? sl->rows : 1, sl->cols, sl->rope_heads,
+                       sl->name, err);
+}
+
 int qsur_llama_load_hf(qsur_llama **out, const char *dir, const qsur_progress *prog,
                        qsur_error *err)
 {
@@ -404,70 +594,36 @@ int qsur_llama_load_hf(qsur_llama **out, const char *dir, const qsur_progress *p
     if (rc)
         return rc;
     hf_shards sh;
-    if ((rc = shards_open(&sh, dir, what, sizeof what, err))) {
+    if ((rc = shards_open(&sh, dir, what, sizeof what, err)) ||
+        (rc = check_config_fits(&sh, &cfg, cfg_path, what, err))) {
         shards_close(&sh);
         return rc;
     }
+    /* every tensor located and checked on a weightless model first */
     qsur_llama *m = NULL;
     hf_slot *slots = NULL;
-    if ((rc = qsur_llama_new(&m, &cfg, err)))
+    hf_found *found = NULL;
+    if ((rc = qsur_llama_new_stored(&m, &cfg, err)))
         goto done;
     slots = calloc((size_t)cfg.n_layers * 9 + 3, sizeof *slots);
-    if (!slots) {
+    found = calloc((size_t)cfg.n_layers * 9 + 3, sizeof *found);
+    if (!slots || !found) {
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", dir);
         goto done;
     }
     int n = hf_slots(m, slots);
+    for (int i = 0; i < n && !rc; i++)
+        rc = locate_slot(&sh, &slots[i], what, &found[i], err);
     for (int i = 0; i < n && !rc; i++) {
-        qsur_safetensors *f = NULL;
-        int e = -1;
-        if (slots[i].lin && !shards_has(&sh, slots[i].name)) {
-            char base[QSUR_NAME_MAX], qn[QSUR_NAME_MAX + 16];
-            slot_base(&slots[i], base, sizeof base);
-            snprintf(qn, sizeof qn, "%s.qweight", base);
-            if (shards_has(&sh, qn)) {
-                snprintf(qn, sizeof qn, "%s.g_idx", base);
-                if ((rc = shards_has(&sh, qn) ? load_gptq_slot(&sh, &slots[i], base, what, err)
-                                              : load_int_slot(&sh, &slots[i], base, what, err)))
-                    break;
-                rc = qsur_progress_tick(prog, (double)(i + 1) / n, "load", NAN, err);
-                continue;
-            }
-        }
-        if ((rc = shards_find(&sh, slots[i].name, what, &f, &e, err)))
-            break;
-        const qsur_st_entry *en = &f->entries[e];
-        int ok = slots[i].rows ? en->ndim == 2 && en->shape[0] == slots[i].rows &&
-                                 en->shape[1] == slots[i].cols
-                               : en->ndim == 1 && en->shape[0] == slots[i].cols;
-        if (!ok) {
-            char got[128] = "", want[64];
-            size_t used = 0;
-            for (int d = 0; d < en->ndim && used < sizeof got; d++)
-                used += (size_t)snprintf(got + used, sizeof got - used, d ? "x%lld" : "%lld",
-                                         (long long)en->shape[d]);
-            if (slots[i].rows)
-                snprintf(want, sizeof want, "%lldx%lld", (long long)slots[i].rows,
-                         (long long)slots[i].cols);
-            else
-                snprintf(want, sizeof want, "%lld", (long long)slots[i].cols);
-            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: %s has shape %s (expected %s)", f->path,
-                           slots[i].name, en->ndim ? got : "scalar", want);
-            break;
-        }
-        qsur_tensor *t = NULL;
-        if ((rc = qsur_safetensors_read_tensor(f, e, NULL, &t, NULL, err)))
-            break;
-        if (slots[i].rope_heads)
-            permute_rows(slots[i].data, t->data, slots[i].rope_heads, slots[i].rows,
-                         slots[i].cols, 0);
-        else
-            memcpy(slots[i].data, t->data, (size_t)qsur_tensor_numel(t) * sizeof(float));
-        qsur_tensor_free(t);
-        rc = qsur_progress_tick(prog, (double)(i + 1) / n, "load", NAN, err);
+        rc = fill_slot(&sh, &slots[i], &found[i], what, err);
+        if (!rc)
+            rc = qsur_progress_tick(prog, (double)(i + 1) / n, "load", NAN, err);
     }
+    if (!rc)
+        rc = adopt_shards(m, &sh, err);
 done:
     free(slots);
+    free(found);
     shards_close(&sh);
     if (rc) {
         qsur_llama_free(m);
@@ -526,6 +682,12 @@ static int write_config(const qsur_llama_config *c, const char *path, const char
     return write_text_file(path, text, err);
 }
 
+int qsur_llama_write_config(const qsur_llama_config *c, const char *path, const char *dtype,
+                            qsur_error *err)
+{
+    return write_config(c, path, dtype, NULL, err);
+}
+
 /* Base name of a ".weight" slot: "model.layers.0.mlp.down_proj". */
 static void slot_base(const hf_slot *sl, char *buf, size_t n)
 {
@@ -536,32 +698,43 @@ static void slot_base(const hf_slot *sl, char *buf, size_t n)
 }
 
 /* Integer codes + scales (+ zeros) of one linear whose forward weights are
- * `fw` (its wq copy, or w): maps fitted by RTN on w (the way `quant` made wq),
- * or on fw itself (a grid from another method), whichever decodes to fw bit
- * for bit; else an error, since writing integers would change the model. */
-static int int_weights(const hf_slot *sl, const qsur_quant_spec *spec, qsur_qweight **out,
+ * fw (packed codes, wq, or the weights): the linear's own packed codes when
+ * their grid is the export's, else maps fitted by RTN on the weights (the way
+ * `quant` made them) or on fw itself, whichever decodes to fw bit for bit;
+ * else an error, since writing integers would change the model. */
+static int int_weights(const qsur_llama_linear *l, const qsur_quant_spec *spec, qsur_qweight **out,
                        qsur_error *err)
 {
     *out = NULL;
-    const qsur_llama_linear *l = sl->lin;
-    const float *fw = l->wq ? l->wq : l->w;
     qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
-    float *dec = malloc((size_t)(l->rows * l->cols) * sizeof(float));
-    if (!dec)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", l->name);
-    qsur_qweight *qw = NULL;
+    const qsur_llama_packed *p = l->qp;
+    if (p && p->spec.bits == q.bits && p->spec.symmetric == q.symmetric &&
+        p->spec.gran == q.gran && (q.gran != QSUR_GRAN_GROUP || p->spec.group == q.group)) {
+        *out = qsur_llama_linear_qweight(l);
+        return *out ? QSUR_OK : qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", l->name);
+    }
+    size_t n = (size_t)(l->rows * l->cols);
+    float *dec = qsur_alloc(n, sizeof(float)), *fw = qsur_alloc(n, sizeof(float)), *tmp = NULL;
+    const float *w = NULL;
     int rc = QSUR_OK, ok = 0;
+    if (!dec || !fw)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", l->name);
+    if (!rc)
+        rc = qsur_llama_linear_weights_alloc(l, &w, &tmp, err);
+    if (!rc)
+        qsur_llama_linear_forward_rows(l, 0, l->rows, fw);
+    qsur_qweight *qw = NULL;
     for (int attempt = 0; attempt < 2 && !rc && !ok; attempt++) {
         qsur_qweight_free(qw);
         qw = NULL;
         if ((rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err)) ||
-            (rc = qsur_qweight_fit_rtn(qw, attempt == 0 ? l->w : fw, err)))
+            (rc = qsur_qweight_fit_rtn(qw, attempt == 0 ? w : fw, err)))
             break;
         qsur_qweight_encode(qw, fw);
         qsur_qweight_decode(qw, dec);
-        ok = memcmp(dec, fw, (size_t)(l->rows * l->cols) * sizeof(float)) == 0;
+        ok = memcmp(dec, fw, n * sizeof(float)) == 0;
     }
-    free(dec);
+    free(dec), free(fw), free(tmp);
     if (!rc && !ok)
         rc = qsur_fail(err, QSUR_ERR_ARG, "%s: the quantized weights are not on a %d-bit grid of the "
                        "weight quantizer (export them with weights=fake)", l->name, q.bits);
@@ -573,69 +746,163 @@ static int int_weights(const hf_slot *sl, const qsur_quant_spec *spec, qsur_qwei
     return QSUR_OK;
 }
 
-/* Appends NAME.qweight / .scales / .zeros of slot sl to ts/dts at *n. */
-static int add_int_tensors(const hf_slot *sl, const qsur_qweight *qw, qsur_tensor **ts,
-                           qsur_dtype *dts, int *n, qsur_error *err)
+/* ---- streaming, sharded writing ---------------------------------------------- */
+
+/* One tensor of the export: its header entry and where its values come from. */
+typedef struct {
+    qsur_st_desc d;
+    char name[QSUR_NAME_MAX + 16];
+    const hf_slot *sl;
+    int part;        /* 0: the weights; int linears: 1 codes, 2 scales, 3 zeros;
+                        GPTQ-packed: 4 qweight, 5 qzeros, 6 scales, 7 g_idx */
+} out_tensor;
+
+/* The four GPTQ tensors of slot sl quantized by q, shaped the way
+ * qsur_gptq_pack lays them out (qsur/gptq_pack.h); returns 4. */
+static int describe_gptq(const hf_slot *sl, const qsur_quant_spec *q, out_tensor *o)
 {
-    char base[QSUR_NAME_MAX], name[QSUR_NAME_MAX + 16];
+    static const char *const sfx[4] = {"qweight", "qzeros", "scales", "g_idx"};
+    int64_t k = 32 / q->bits, out = sl->rows, in = sl->cols;
+    int64_t groups = q->gran == QSUR_GRAN_GROUP ? in / q->group : 1;
+    const int64_t shape[4][2] = {{in / k, out}, {groups, out / k}, {groups, out}, {in, 0}};
+    char base[QSUR_NAME_MAX];
     slot_base(sl, base, sizeof base);
-    int64_t rows = qw->rows, cols = qw->cols;
-    int64_t prow = qw->spec.gran == QSUR_GRAN_TENSOR ? 1 : rows, pcol = qw->spec.gran == QSUR_GRAN_TENSOR ? 1 : qw->groups;
-    int rope = sl->rope_heads && prow == rows;
-    qsur_tensor *c = NULL, *sc = NULL, *z = NULL;
-    snprintf(name, sizeof name, "%s.qweight", base);
-    int rc = qsur_tensor_new2(&c, name, rows, cols, err);
-    snprintf(name, sizeof name, "%s.scales", base);
-    if (!rc)
-        rc = qsur_tensor_new2(&sc, name, prow, pcol, err);
-    snprintf(name, sizeof name, "%s.zeros", base);
-    if (!rc && !qw->spec.symmetric)
-        rc = qsur_tensor_new2(&z, name, prow, pcol, err);
-    float *tmp = malloc((size_t)(rows * cols) * sizeof(float));
-    if (!rc && !tmp)
-        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", base);
-    if (rc) {
-        qsur_tensor_free(c);
-        qsur_tensor_free(sc);
-        qsur_tensor_free(z);
-        free(tmp);
-        return rc;
+    for (int t = 0; t < 4; t++) {
+        memset(&o[t], 0, sizeof o[t]);
+        snprintf(o[t].name, sizeof o[t].name, "%s.%s", base, sfx[t]);
+        o[t].d.dtype = t == 2 ? QSUR_DTYPE_F16 : QSUR_DTYPE_I32;
+        o[t].d.ndim = t == 3 ? 1 : 2;
+        o[t].d.shape[0] = shape[t][0];
+        o[t].d.shape[1] = shape[t][1];
+        o[t].sl = sl;
+        o[t].part = 4 + t;
     }
-    for (int64_t i = 0; i < rows * cols; i++)
-        tmp[i] = (float)qw->codes[i];
-    if (sl->rope_heads)
-        permute_rows(c->data, tmp, sl->rope_heads, rows, cols, 1);
-    else
-        memcpy(c->data, tmp, (size_t)(rows * cols) * sizeof(float));
-    for (int pass = 0; pass < 2; pass++) {
-        qsur_tensor *t = pass ? z : sc;
-        if (!t)
-            continue;
-        for (int64_t i = 0; i < prow * pcol; i++)
-            tmp[i] = pass ? qw->params[i].zero : qw->params[i].scale;
-        if (rope)
-            permute_rows(t->data, tmp, sl->rope_heads, prow, pcol, 1);
-        else
-            memcpy(t->data, tmp, (size_t)(prow * pcol) * sizeof(float));
-    }
-    free(tmp);
-    ts[*n] = c;
-    dts[(*n)++] = qw->spec.symmetric ? QSUR_DTYPE_I8 : QSUR_DTYPE_U8;
-    ts[*n] = sc;
-    dts[(*n)++] = QSUR_DTYPE_F32;
-    if (z) {
-        ts[*n] = z;
-        dts[(*n)++] = QSUR_DTYPE_F32;
-    }
-    return QSUR_OK;
+    return 4;
 }
 
-/* Appends the GPTQ-packed BASE.qweight/.qzeros/.scales/.g_idx of slot sl
- * (qsur/gptq_pack.h); q/k rows (codes and their maps) go to the HF layout
- * first, like float weights. GPTQ has one group size: a linear whose width
- * forces another (stories260K's w2: 172 = 4 x 43 for 32) is refused. */
-static int add_gptq_tensors(const hf_slot *sl, qsur_qweight *qw, const qsur_quant_spec *spec,
-                            qsur_tensor **ts, qsur_dtype *dts, int *n, qsur_error *err)
+/* Describes the tensors of slot sl (1, or 2-3 for an int linear); returns
+ * how many. */
+static int describe_slot(const hf_slot *sl, const qsur_llama_hf_save_opts *opts, qsur_dtype dt,
+                         out_tensor *o)
+{
+    /* integers for the per-layer linears only: embeddings, norms, lm_head stay float */
+    if (!(sl->lin && strncmp(sl->name, "model.layers.", 13) == 0 && opts->int_spec)) {
+        memset(o, 0, sizeof *o);
+        snprintf(o->name, sizeof o->name, "%s", sl->name);
+        o->d.dtype = dt;
+        o->d.ndim = sl->rows ? 2 : 1;
+        o->d.shape[0] = sl->rows ? sl->rows : sl->cols;
+        o->d.shape[1] = sl->cols;
+        o->sl = sl;
+        return 1;
+    }
+    qsur_quant_spec q = qsur_llama_linear_spec(opts->int_spec, sl->cols);
+    if (opts->gptq)
+        return describe_gptq(sl, &q, o);
+    int64_t prow = q.gran == QSUR_GRAN_TENSOR ? 1 : sl->rows;
+    int64_t pcol = q.gran == QSUR_GRAN_GROUP ? sl->cols / q.group : 1;
+    char base[QSUR_NAME_MAX];
+    slot_base(sl, base, sizeof base);
+    static const char *const sfx[3] = {"qweight", "scales", "zeros"};
+    int n = q.symmetric ? 2 : 3;
+    for (int k = 0; k < n; k++) {
+        memset(&o[k], 0, sizeof o[k]);
+        snprintf(o[k].name, sizeof o[k].name, "%s.%s", base, sfx[k]);
+        o[k].d.dtype = k ? QSUR_DTYPE_F32 : q.symmetric ? QSUR_DTYPE_I8 : QSUR_DTYPE_U8;
+        o[k].d.ndim = 2;
+        o[k].d.shape[0] = k ? prow : sl->rows;
+        o[k].d.shape[1] = k ? pcol : sl->cols;
+        o[k].sl = sl;
+        o[k].part = k + 1;
+    }
+    return n;
+}
+
+/* Streams the weights part of slot sl: HF row j of a q/k weight is Meta row
+ * 2i + c for j = c*hs/2 + i (within a head). */
+static int put_weights(qsur_st_stream *w, const hf_slot *sl, int use_wq, float *row,
+                       qsur_error *err)
+{
+    if (!sl->lin)
+        return qsur_st_stream_put(w, sl->data, (sl->rows ? sl->rows : 1) * sl->cols, err);
+    const qsur_llama_linear *l = sl->lin;
+    int64_t hs = sl->rope_heads ? l->rows / sl->rope_heads : 0, half = hs / 2;
+    int rc = QSUR_OK;
+    for (int64_t j = 0; j < l->rows && !rc; j++) {
+        int64_t r = j;
+        if (hs) {
+            int64_t h = j / hs, k = j % hs;
+            r = h * hs + 2 * (k % half) + k / half;
+        }
+        if (use_wq)
+            qsur_llama_linear_forward_rows(l, r, r + 1, row);
+        else
+            qsur_llama_linear_read_rows(l, r, r + 1, row);
+        rc = qsur_st_stream_put(w, row, l->cols, err);
+    }
+    return rc;
+}
+
+/* Streams codes, scales and zeros of an int linear (qw of this linear). */
+static int put_int(qsur_st_stream *w, const out_tensor *o, const qsur_qweight *qw, float *row,
+                   qsur_error *err)
+{
+    const hf_slot *sl = o->sl;
+    int64_t rows = o->d.shape[0], cols = o->d.shape[1];
+    int permute = sl->rope_heads && rows == sl->rows;
+    int64_t hs = permute ? rows / sl->rope_heads : 0, half = hs / 2;
+    int rc = QSUR_OK;
+    for (int64_t j = 0; j < rows && !rc; j++) {
+        int64_t r = j;
+        if (hs) {
+            int64_t h = j / hs, k = j % hs;
+            r = h * hs + 2 * (k % half) + k / half;
+        }
+        for (int64_t c = 0; c < cols; c++) {
+            if (o->part == 1)
+                row[c] = (float)qw->codes[r * cols + c];
+            else {
+                const qsur_qparams *p = &qw->params[r * cols + c];
+                row[c] = o->part == 2 ? p->scale : p->zero;
+            }
+        }
+        rc = qsur_st_stream_put(w, row, cols, err);
+    }
+    return rc;
+}
+
+/* Writes the index of a sharded checkpoint (atomically), as Hugging Face does. */
+static int write_index(const char *path, const qsur_st_desc *d, int n, const int *shard,
+                       char names[][64], int64_t total, qsur_error *err)
+{
+    qsur_atomic_file f;
+    int rc = qsur_atomic_open(&f, path, err);
+    if (rc)
+        return rc;
+    char line[512];
+    int len = snprintf(line, sizeof line, "{\n  \"metadata\": {\"total_size\": %lld},\n"
+                       "  \"weight_map\": {\n", (long long)total);
+    rc = qsur_atomic_write(&f, line, (size_t)len, err);
+    for (int i = 0; i < n && !rc; i++) {
+        len = snprintf(line, sizeof line, "    \"%s\": \"%s\"%s\n", d[i].name, names[shard[i]],
+                       i + 1 < n ? "," : "");
+        rc = qsur_atomic_write(&f, line, (size_t)len, err);
+    }
+    if (!rc)
+        rc = qsur_atomic_write(&f, "  }\n}\n", 6, err);
+    if (rc) {
+        qsur_atomic_abort(&f);
+        return rc;
+    }
+    return qsur_atomic_commit(&f, err);
+}
+
+/* Packs the codes of slot sl GPTQ-style into pk (qsur/gptq_pack.h); q/k
+ * rows (codes and their maps) go to the HF layout first, like float weights.
+ * GPTQ has one group size: a linear whose width forces another
+ * (stories260K's w2: 172 = 4 x 43 for 32) is refused. */
+static int gptq_pack_slot(const hf_slot *sl, qsur_qweight *qw, const qsur_quant_spec *spec,
+                          qsur_gptq_packed *pk, qsur_error *err)
 {
     char base[QSUR_NAME_MAX];
     slot_base(sl, base, sizeof base);
@@ -666,21 +933,146 @@ static int add_gptq_tensors(const hf_slot *sl, qsur_qweight *qw, const qsur_quan
         free(c);
         free(p);
     }
-    qsur_gptq_packed pk;
-    int rc = qsur_gptq_pack(qw, base, &pk, err);
-    if (!rc)
-        rc = qsur_gptq_to_tensors(&pk, base, ts + *n, dts + *n, err);
-    qsur_gptq_packed_free(&pk);
-    if (!rc)
-        *n += 4;
+    return qsur_gptq_pack(qw, base, pk, err);
+}
+
+/* Streams part o->part of a packed linear (int32 words as their bits, fp16
+ * scales as floats that round back to the same bits), `wide` values at a time. */
+static int put_gptq(qsur_st_stream *w, const out_tensor *o, const qsur_gptq_packed *pk,
+                    float *row, int64_t wide, qsur_error *err)
+{
+    int64_t k = 32 / pk->bits;
+    int64_t n[4] = {pk->in / k * pk->out, pk->groups * (pk->out / k), pk->groups * pk->out, pk->in};
+    int t = o->part - 4;
+    int64_t want = o->d.shape[0] * (o->d.ndim == 2 ? o->d.shape[1] : 1);
+    if (n[t] != want)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: packed as %lld values, %lld expected", o->name,
+                         (long long)n[t], (long long)want);
+    const int32_t *src = t == 0 ? pk->qweight : t == 1 ? pk->qzeros : t == 3 ? pk->g_idx : NULL;
+    int rc = QSUR_OK;
+    for (int64_t i0 = 0; i0 < n[t] && !rc; i0 += wide) {
+        int64_t m = n[t] - i0 < wide ? n[t] - i0 : wide;
+        if (src)
+            memcpy(row, src + i0, (size_t)m * sizeof(float));
+        else
+            for (int64_t i = 0; i < m; i++)
+                row[i] = qsur_f16_to_f32(pk->scales[i0 + i]);
+        rc = qsur_st_stream_put(w, row, m, err);
+    }
     return rc;
 }
 
 int qsur_llama_save_hf(const qsur_llama *m, const char *dir, const char *dtype,
                        qsur_error *err)
 {
-    qsur_llama_hf_save_opts o = {dtype, 0, NULL, NULL, 0, 0};
+    qsur_llama_hf_save_opts o = {.dtype = dtype};
     return qsur_llama_save_hf_ex(m, dir, &o, err);
+}
+
+int qsur_hf_write_sharded(const char *dir, const qsur_st_desc *d, int nt, int64_t shard_bytes,
+                          const char *const *meta_kv, int meta_count,
+                          int (*put)(void *ctx, int i, qsur_st_stream *w, qsur_error *err),
+                          void *ctx, const qsur_progress *prog, qsur_error *err)
+{
+    if (shard_bytes < 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "save %s: shard size %lld must be positive", dir,
+                         (long long)shard_bytes);
+    /* shards of at most shard_bytes (a bigger tensor gets a shard of its own) */
+    int64_t limit = shard_bytes ? shard_bytes : QSUR_HF_SHARD_BYTES, used = 0, total = 0;
+    int *shard = calloc((size_t)nt + 1, sizeof *shard), nshards = nt ? 1 : 0;
+    if (!shard)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
+    for (int i = 0; i < nt; i++) {
+        int64_t b = qsur_st_desc_bytes(&d[i]);
+        if (used > 0 && used + b > limit)
+            nshards++, used = 0;
+        used += b;
+        total += b;
+        shard[i] = nshards - 1;
+    }
+    if (nshards > 99999) {
+        free(shard);
+        return qsur_fail(err, QSUR_ERR_ARG, "save %s: %d shards (raise the shard size)", dir, nshards);
+    }
+    char (*names)[64] = calloc((size_t)nshards + 1, sizeof *names);
+    qsur_st_stream *ws = calloc((size_t)nshards + 1, sizeof *ws);
+    const char **meta = malloc((size_t)(2 * meta_count + 2) * sizeof *meta);
+    int rc = names && ws && meta ? QSUR_OK : qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
+    if (!rc) {
+        meta[0] = "format";
+        meta[1] = "pt";
+        for (int k = 0; k < 2 * meta_count; k++)
+            meta[2 + k] = meta_kv[k];
+    }
+    int opened = 0, first = 0;
+    char path[4200];
+    for (int sh = 0; sh < nshards && !rc; sh++) {
+        if (nshards == 1)
+            snprintf(names[sh], sizeof names[sh], "model.safetensors");
+        else
+            snprintf(names[sh], sizeof names[sh], "model-%05d-of-%05d.safetensors", sh + 1, nshards);
+        snprintf(path, sizeof path, "%s/%s", dir, names[sh]);
+        int count = 0;
+        while (first + count < nt && shard[first + count] == sh)
+            count++;
+        if ((rc = qsur_st_stream_open(&ws[sh], path, d + first, count, meta, 1 + meta_count, err)))
+            break;
+        opened = sh + 1;
+        for (int i = first; i < first + count && !rc; i++) {
+            rc = put(ctx, i, &ws[sh], err);
+            if (!rc)
+                rc = qsur_progress_tick(prog, (double)(i + 1) / nt, "write", NAN, err);
+        }
+        first += count;
+    }
+    /* every shard complete before any takes its name */
+    for (int sh = 0; sh < opened; sh++) {
+        if (rc)
+            qsur_st_stream_abort(&ws[sh]);
+        else
+            rc = qsur_st_stream_commit(&ws[sh], err);
+    }
+    if (!rc && nshards > 1) {
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        rc = write_index(path, d, nt, shard, names, total, err);
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        unlink(path); /* a stale single file would only confuse */
+    } else if (!rc) {
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        unlink(path); /* the loader would prefer a stale index */
+    }
+    free(shard), free(names), free(ws), free(meta);
+    return rc;
+}
+
+/* The export's source of values: tensor i of o[]. */
+typedef struct {
+    const out_tensor *o;
+    const qsur_llama_hf_save_opts *opts;
+    float *row;        /* `wide` floats */
+    int64_t wide;
+    qsur_qweight *qw;  /* codes of the int linear being written */
+    qsur_gptq_packed pk; /* its GPTQ packing (weights=gptq) */
+} export_ctx;
+
+static int export_put(void *ctx, int i, qsur_st_stream *w, qsur_error *err)
+{
+    export_ctx *x = ctx;
+    const out_tensor *o = &x->o[i];
+    if (o->part == 1 || o->part == 4) {
+        qsur_qweight_free(x->qw);
+        x->qw = NULL;
+        qsur_gptq_packed_free(&x->pk);
+        int rc = int_weights(o->sl->lin, x->opts->int_spec, &x->qw, err);
+        if (!rc && o->part == 4)
+            rc = gptq_pack_slot(o->sl, x->qw, x->opts->int_spec, &x->pk, err);
+        if (rc)
+            return rc;
+    }
+    if (o->part >= 4)
+        return put_gptq(w, o, &x->pk, x->row, x->wide, err);
+    return o->part ? put_int(w, o, x->qw, x->row, err)
+                   : put_weights(w, o->sl, x->opts->use_wq, x->row, err);
 }
 
 int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
@@ -706,51 +1098,36 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
     hf_slot *slots = calloc((size_t)m->cfg.n_layers * 9 + 3, sizeof *slots);
     int n = slots ? hf_slots(m, slots) : 0, rc = QSUR_OK, nt = 0;
     /* up to 4 tensors per slot (codes, scales, zeros; GPTQ: qweight, qzeros, scales, g_idx) */
-    qsur_tensor **ts = calloc((size_t)4 * n + 1, sizeof *ts);
-    qsur_dtype *dts = calloc((size_t)4 * n + 1, sizeof *dts);
+    out_tensor *o = calloc((size_t)4 * n + 1, sizeof *o);
     char gcfg[512] = "";
     if (opts->gptq && opts->int_spec)
         qsur_gptq_config_json(opts->int_spec->bits,
                               opts->int_spec->gran == QSUR_GRAN_GROUP ? opts->int_spec->group : -1,
                               opts->int_spec->symmetric, gcfg, sizeof gcfg);
-    if (!slots || !ts || !dts)
+    if (!slots || !o)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
-    for (int i = 0; i < n && !rc; i++) {
-        const hf_slot *sl = &slots[i];
-        if (sl->lin && opts->int_spec) {
-            qsur_qweight *qw = NULL;
-            if (!(rc = int_weights(sl, opts->int_spec, &qw, err)))
-                rc = opts->gptq ? add_gptq_tensors(sl, qw, opts->int_spec, ts, dts, &nt, err)
-                                : add_int_tensors(sl, qw, ts, dts, &nt, err);
-            qsur_qweight_free(qw);
-            continue;
-        }
-        const float *src = sl->lin && opts->use_wq && sl->lin->wq ? sl->lin->wq : sl->data;
-        dts[nt] = dt;
-        rc = sl->rows ? qsur_tensor_new2(&ts[nt], sl->name, sl->rows, sl->cols, err)
-                      : qsur_tensor_new(&ts[nt], sl->name, 1, &sl->cols, err);
-        if (rc)
-            break;
-        if (sl->rope_heads)
-            permute_rows(ts[nt]->data, src, sl->rope_heads, sl->rows, sl->cols, 1);
-        else
-            memcpy(ts[nt]->data, src, (size_t)qsur_tensor_numel(ts[nt]) * sizeof(float));
-        nt++;
-    }
-    char path[4096];
-    const char **meta = NULL;
-    if (!rc && !(meta = malloc((size_t)(2 * opts->meta_count + 2) * sizeof *meta)))
+    for (int i = 0; i < n && !rc; i++)
+        nt += describe_slot(&slots[i], opts, dt, &o[nt]);
+    qsur_st_desc *d = rc ? NULL : calloc((size_t)nt + 1, sizeof *d);
+    int64_t wide = m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim;
+    export_ctx x;
+    memset(&x, 0, sizeof x);
+    x.o = o, x.opts = opts, x.wide = wide;
+    x.row = rc ? NULL : malloc((size_t)wide * sizeof(float));
+    if (!rc && (!d || !x.row))
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "save %s: out of memory", dir);
-    if (!rc) {
-        meta[0] = "format";
-        meta[1] = "pt";
-        for (int k = 0; k < 2 * opts->meta_count; k++)
-            meta[2 + k] = opts->meta_kv[k];
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        rc = qsur_safetensors_write(path, (const qsur_tensor *const *)ts, nt, dts, meta,
-                                    1 + opts->meta_count, NULL, err);
+    for (int i = 0; i < nt && !rc; i++) {
+        d[i] = o[i].d;
+        d[i].name = o[i].name;
     }
-    free(meta);
+    if (!rc)
+        rc = qsur_hf_write_sharded(dir, d, nt, opts->shard_bytes, opts->meta_kv, opts->meta_count,
+                                   export_put, &x, opts->progress, err);
+    qsur_qweight_free(x.qw);
+    qsur_gptq_packed_free(&x.pk);
+    free(x.row);
+    free(d);
+    char path[4200];
     if (!rc) {
         snprintf(path, sizeof path, "%s/config.json", dir);
         rc = write_config(&m->cfg, path, qsur_dtype_name(dt), opts->gptq ? gcfg : NULL, err);
@@ -761,10 +1138,7 @@ int qsur_llama_save_hf_ex(const qsur_llama *m_in, const char *dir,
         snprintf(gcfg + len, sizeof gcfg - len, "\n");
         rc = write_text_file(path, gcfg, err);
     }
-    for (int i = 0; i < nt; i++)
-        qsur_tensor_free(ts[i]);
-    free(ts);
-    free(dts);
+    free(o);
     free(slots);
     return rc;
 }

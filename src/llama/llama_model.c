@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include "qsur/llama.h"
 #include "qsur/llama2c.h"
+#include "qsur/safetensors.h"
 
 /* Far above any model this tool targets; keeps every product in 64 bits. */
 #define MAX_SIZE (1 << 20)
@@ -56,7 +57,13 @@ qsur_llama_hooks qsur_llama_hooks_none(void)
     h.act = qsur_quant_default();
     h.act.bits = 16;
     h.kv = h.act;
+    h.act_wo.bits = 0; /* follow act */
     return h;
+}
+
+const qsur_quant_spec *qsur_llama_act_wo(const qsur_llama_hooks *h)
+{
+    return h->act_wo.bits > 0 ? &h->act_wo : &h->act;
 }
 
 /* ---- allocation -------------------------------------------------------- */
@@ -69,12 +76,17 @@ static float *zalloc(int64_t n)
     return p;
 }
 
-static int linear_init(qsur_llama_linear *l, const char *name, int64_t rows, int64_t cols)
+/* alloc = 0: no storage yet (a loader points st at the file). */
+static int linear_init(qsur_llama_linear *l, const char *name, int64_t rows, int64_t cols,
+                       int alloc)
 {
+    memset(l, 0, sizeof *l);
     snprintf(l->name, sizeof l->name, "%s", name);
     l->rows = rows;
     l->cols = cols;
-    l->wq = NULL;
+    l->st.dtype = QSUR_DTYPE_F32;
+    if (!alloc)
+        return 0;
     l->w = zalloc(rows * cols);
     return l->w ? 0 : -1;
 }
@@ -82,8 +94,11 @@ static int linear_init(qsur_llama_linear *l, const char *name, int64_t rows, int
 static void linear_release(qsur_llama_linear *l)
 {
     free(l->w);
-    free(l->wq);
-    l->w = l->wq = NULL;
+    l->w = NULL;
+    free(l->st.owned);
+    l->st.owned = NULL;
+    l->st.data = NULL;
+    qsur_llama_linear_drop_quant(l);
 }
 
 void qsur_llama_free(qsur_llama *m)
@@ -109,10 +124,12 @@ void qsur_llama_free(qsur_llama *m)
     linear_release(&m->output);
     free(m->tok_embeddings);
     free(m->norm);
+    qsur_llama_mapping_free(m->mapping);
     free(m);
 }
 
-int qsur_llama_new(qsur_llama **out, const qsur_llama_config *cfg_in, qsur_error *err)
+static int model_alloc(qsur_llama **out, const qsur_llama_config *cfg_in, int alloc,
+                       qsur_error *err)
 {
     *out = NULL;
     qsur_llama_config cfg = *cfg_in;
@@ -138,7 +155,7 @@ int qsur_llama_new(qsur_llama **out, const qsur_llama_config *cfg_in, qsur_error
         bad |= !L->attention_norm || !L->ffn_norm;
 #define LIN(field, part, r, c)                                        \
         snprintf(nm, sizeof nm, "layers.%d.%s", i, part);              \
-        bad |= linear_init(&L->field, nm, r, c);
+        bad |= linear_init(&L->field, nm, r, c, alloc);
         LIN(wq, "attention.wq", d, d)
         LIN(wk, "attention.wk", kv, d)
         LIN(wv, "attention.wv", kv, d)
@@ -150,12 +167,10 @@ int qsur_llama_new(qsur_llama **out, const qsur_llama_config *cfg_in, qsur_error
     }
     if (!bad) {
         if (cfg.shared_classifier) {
-            snprintf(m->output.name, sizeof m->output.name, "output");
-            m->output.rows = V;
-            m->output.cols = d;
+            linear_init(&m->output, "output", V, d, 0);
             m->output.w = m->tok_embeddings;
         } else {
-            bad |= linear_init(&m->output, "output", V, d);
+            bad |= linear_init(&m->output, "output", V, d, alloc);
         }
     }
     if (bad) {
@@ -166,6 +181,16 @@ int qsur_llama_new(qsur_llama **out, const qsur_llama_config *cfg_in, qsur_error
     }
     *out = m;
     return QSUR_OK;
+}
+
+int qsur_llama_new(qsur_llama **out, const qsur_llama_config *cfg, qsur_error *err)
+{
+    return model_alloc(out, cfg, 1, err);
+}
+
+int qsur_llama_new_stored(qsur_llama **out, const qsur_llama_config *cfg, qsur_error *err)
+{
+    return model_alloc(out, cfg, 0, err);
 }
 
 int qsur_llama_untie_classifier(qsur_llama *m, qsur_error *err)
@@ -186,8 +211,9 @@ int qsur_llama_untie_classifier(qsur_llama *m, qsur_error *err)
 
 typedef struct {
     char name[QSUR_NAME_MAX];
-    float *data;
+    float *data;         /* NULL for a linear in its stored form */
     int64_t rows, cols;  /* rows == 0: a 1-D vector of cols */
+    qsur_llama_linear *lin; /* the linear this slot is, else NULL */
 } tensor_slot;
 
 /* Every tensor of the model in Meta naming; returns the count. */
@@ -197,7 +223,8 @@ static int model_slots(qsur_llama *m, tensor_slot *s)
     int64_t d = m->cfg.dim;
 #define SLOT(nm, ptr, r, c) \
     do { snprintf(s[n].name, sizeof s[n].name, "%s", nm); s[n].data = ptr; \
-         s[n].rows = r; s[n].cols = c; n++; } while (0)
+         s[n].rows = r; s[n].cols = c; s[n].lin = NULL; n++; } while (0)
+#define LSLOT(l) do { SLOT((l)->name, (l)->w, (l)->rows, (l)->cols); s[n - 1].lin = (l); } while (0)
     SLOT("tok_embeddings", m->tok_embeddings, m->cfg.vocab_size, d);
     for (int i = 0; i < m->cfg.n_layers; i++) {
         qsur_llama_layer *L = &m->layers[i];
@@ -206,17 +233,18 @@ static int model_slots(qsur_llama *m, tensor_slot *s)
         SLOT(nm, L->attention_norm, 0, d);
         qsur_llama_linear *lin[4] = {&L->wq, &L->wk, &L->wv, &L->wo};
         for (int j = 0; j < 4; j++)
-            SLOT(lin[j]->name, lin[j]->w, lin[j]->rows, lin[j]->cols);
+            LSLOT(lin[j]);
         snprintf(nm, sizeof nm, "layers.%d.ffn_norm", i);
         SLOT(nm, L->ffn_norm, 0, d);
         qsur_llama_linear *ff[3] = {&L->w1, &L->w2, &L->w3};
         for (int j = 0; j < 3; j++)
-            SLOT(ff[j]->name, ff[j]->w, ff[j]->rows, ff[j]->cols);
+            LSLOT(ff[j]);
     }
     SLOT("norm", m->norm, 0, d);
     if (!m->cfg.shared_classifier)
-        SLOT("output", m->output.w, m->output.rows, m->output.cols);
+        LSLOT(&m->output);
 #undef SLOT
+#undef LSLOT
     return n;
 }
 
@@ -315,13 +343,13 @@ int qsur_llama_sync_from_workspace(qsur_llama *m, const qsur_workspace *ws, cons
     for (int i = 0; i < n && !rc; i++) {
         if (!src[i])
             continue;
-        memcpy(s[i].data, src[i]->data, (size_t)qsur_tensor_numel(src[i]) * sizeof(float));
+        if (s[i].lin && (rc = qsur_llama_linear_own(s[i].lin, err)))
+            break; /* the linears before it are updated: reported as an error */
+        float *dst = s[i].lin ? s[i].lin->w : s[i].data;
+        memcpy(dst, src[i]->data, (size_t)qsur_tensor_numel(src[i]) * sizeof(float));
         count++;
-        qsur_llama_linear *l = qsur_llama_linear_find(m, s[i].name);
-        if (l) {
-            free(l->wq);
-            l->wq = NULL;
-        }
+        if (s[i].lin)
+            qsur_llama_linear_drop_quant(s[i].lin);
     }
     free(src);
     free(s);
@@ -330,8 +358,36 @@ int qsur_llama_sync_from_workspace(qsur_llama *m, const qsur_workspace *ws, cons
     return rc;
 }
 
-int qsur_llama_to_workspace(const qsur_llama *m_in, qsur_workspace *ws, const char *prefix,
+/* Fills of the workspace's views of the model. */
+static void fill_linear(const void *src, float *dst, int64_t n)
+{
+    const qsur_llama_linear *l = src;
+    (void)n;
+    qsur_llama_linear_read_rows(l, 0, l->rows, dst);
+}
+
+static void copy_floats(const void *src, float *dst, int64_t n)
+{
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static int put_model(const qsur_llama *m_in, qsur_workspace *ws, const char *prefix, int views,
+                     qsur_error *err);
+
+int qsur_llama_to_workspace(const qsur_llama *m, qsur_workspace *ws, const char *prefix,
                             qsur_error *err)
+{
+    return put_model(m, ws, prefix, 0, err);
+}
+
+int qsur_llama_view_workspace(const qsur_llama *m, qsur_workspace *ws, const char *prefix,
+                              qsur_error *err)
+{
+    return put_model(m, ws, prefix, 1, err);
+}
+
+static int put_model(const qsur_llama *m_in, qsur_workspace *ws, const char *prefix, int views,
+                     qsur_error *err)
 {
     qsur_llama *m = (qsur_llama *)m_in; /* slots only read through it */
     int n, rc = QSUR_OK;
@@ -352,10 +408,18 @@ int qsur_llama_to_workspace(const qsur_llama *m_in, qsur_workspace *ws, const ch
             rc = qsur_fail(err, QSUR_ERR_ARG, "tensor name %s too long", full);
             break;
         }
-        rc = s[i].rows ? qsur_tensor_new2(&made[i], full, s[i].rows, s[i].cols, err)
-                       : qsur_tensor_new(&made[i], full, 1, &s[i].cols, err);
-        if (!rc)
-            memcpy(made[i]->data, s[i].data, (size_t)qsur_tensor_numel(made[i]) * sizeof(float));
+        int64_t shape[2] = {s[i].rows, s[i].cols};
+        if (s[i].lin)
+            rc = qsur_tensor_view_new(&made[i], full, 2, shape, fill_linear, s[i].lin, err);
+        else
+            rc = s[i].rows ? qsur_tensor_view_new(&made[i], full, 2, shape, copy_floats, s[i].data, err)
+                           : qsur_tensor_view_new(&made[i], full, 1, shape + 1, copy_floats, s[i].data, err);
+        if (!rc && !views) { /* a copy: made now, no link to the model */
+            if (qsur_tensor_materialize(made[i]) != 0)
+                rc = qsur_fail(err, QSUR_ERR_NOMEM, "tensor %s: out of memory", full);
+            made[i]->fill = NULL;
+            made[i]->src = NULL;
+        }
     }
     /* Reserve capacity first so that no put can fail half-way. */
     if (!rc && ws->count + n > ws->cap) {
@@ -408,63 +472,81 @@ qsur_llama_linear *qsur_llama_linear_find(qsur_llama *m, const char *name)
     return NULL;
 }
 
+/* A float copy wq = Q(w) of one linear (replacing its quantized form). */
+static int quant_float_copy(qsur_llama_linear *l, const qsur_quant_spec *spec, qsur_error *err)
+{
+    const float *w;
+    float *tmp = NULL, *q = NULL;
+    int rc = qsur_llama_linear_weights_alloc(l, &w, &tmp, err);
+    if (!rc && !(q = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float))))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
+    if (!rc)
+        rc = qsur_fake_quant(spec, w, l->rows, l->cols, q, NULL, err);
+    free(tmp);
+    if (rc) {
+        free(q);
+        return rc;
+    }
+    qsur_llama_linear_drop_quant(l);
+    l->wq = q;
+    return QSUR_OK;
+}
+
 static qsur_quant_spec same_spec(const qsur_quant_spec *spec, int64_t cols)
 {
     (void)cols;
     return *spec;
 }
 
+/* RTN of every per-layer linear, packed or as float copies; all-or-nothing. */
+static int quantize_all(qsur_llama *m, const qsur_quant_spec *spec,
+                        qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
+                        int packed, const qsur_progress *prog, qsur_error *err)
+{
+    int n = qsur_llama_linear_count(m), rc = QSUR_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        qsur_quant_spec q = spec_for(spec, l->cols);
+        rc = qsur_quant_validate(&q, l->cols, err);
+    }
+    /* the old forms wait in the stash until every linear is done */
+    qsur_llama_quant_stash old;
+    if (rc || (rc = qsur_llama_quant_stash_take(m, &old, err)))
+        return rc;
+    for (int i = 0; i < n && !rc; i++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        qsur_quant_spec q = spec_for(spec, l->cols);
+        rc = packed ? qsur_llama_linear_quant_rtn(l, &q, err) : quant_float_copy(l, &q, err);
+        if (!rc)
+            rc = qsur_progress_tick(prog, (double)(i + 1) / n, "quantize weights", NAN, err);
+    }
+    /* keep the new forms (the classifier's stays as it was), or the old */
+    if (rc)
+        qsur_llama_quant_stash_put(m, &old);
+    else
+        qsur_llama_quant_stash_drop(m, &old);
+    return rc;
+}
+
 int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
                                 const qsur_progress *prog, qsur_error *err)
 {
-    return qsur_llama_quantize_each(m, spec, same_spec, prog, err);
+    /* float copies: the training paths (OSTQuant's STE) read wq directly */
+    return quantize_all(m, spec, same_spec, 0, prog, err);
 }
 
 int qsur_llama_quantize_each(qsur_llama *m, const qsur_quant_spec *spec,
                              qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
                              const qsur_progress *prog, qsur_error *err)
 {
-    int n = qsur_llama_linear_count(m), rc = QSUR_OK;
-    float **fresh = calloc((size_t)n, sizeof *fresh);
-    if (!fresh)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "quantize weights: out of memory");
-    for (int i = 0; i < n && !rc; i++) {
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        qsur_quant_spec q = spec_for(spec, l->cols);
-        rc = qsur_quant_validate(&q, l->cols, err);
-        if (rc)
-            break;
-        fresh[i] = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float));
-        if (!fresh[i]) {
-            rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
-            break;
-        }
-        rc = qsur_fake_quant(&q, l->w, l->rows, l->cols, fresh[i], NULL, err);
-        if (!rc)
-            rc = qsur_progress_tick(prog, (double)(i + 1) / n, "quantize weights", NAN, err);
-    }
-    for (int i = 0; i < n; i++) {
-        if (rc) {
-            free(fresh[i]);
-            continue;
-        }
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        free(l->wq);
-        l->wq = fresh[i];
-    }
-    free(fresh);
-    return rc;
+    return quantize_all(m, spec, spec_for, 1, prog, err);
 }
 
 void qsur_llama_dequantize_weights(qsur_llama *m)
 {
-    for (int i = 0; i < qsur_llama_linear_count(m); i++) {
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        free(l->wq);
-        l->wq = NULL;
-    }
-    free(m->output.wq); /* owned even when output.w is borrowed */
-    m->output.wq = NULL;
+    for (int i = 0; i < qsur_llama_linear_count(m); i++)
+        qsur_llama_linear_drop_quant(qsur_llama_linear_at(m, i));
+    qsur_llama_linear_drop_quant(&m->output); /* owned even when output.w is borrowed */
 }
 
 /* ---- loading ------------------------------------------------------------- */

@@ -162,6 +162,7 @@ int qsur_llama_qsur_measure(const qsur_llama *m, const qsur_tokens *t, int seq_l
     fl.hooks.act.bits = 16;
     fl.hooks.kv.bits = 16;
     fl.output.wq = NULL;
+    fl.output.qp = NULL;
     fl.layers = malloc((size_t)c->n_layers * sizeof *fl.layers);
     qsur_site_qsur *sites = calloc((size_t)c->n_layers * QSUR_SITE_COUNT, sizeof *sites);
     if (!fl.layers || !sites) {
@@ -173,6 +174,7 @@ int qsur_llama_qsur_measure(const qsur_llama *m, const qsur_tokens *t, int seq_l
         qsur_llama_layer *L = &fl.layers[l];
         *L = m->layers[l];
         L->wq.wq = L->wk.wq = L->wv.wq = L->wo.wq = L->w1.wq = L->w2.wq = L->w3.wq = NULL;
+        L->wq.qp = L->wk.qp = L->wv.qp = L->wo.qp = L->w1.qp = L->w2.qp = L->w3.qp = NULL;
     }
     qsur_workspace ws;
     qsur_workspace_init(&ws);

@@ -38,18 +38,34 @@ void qsur_llama_online_hadamard_apply(void *ctx, float *rows, int64_t nrows, int
         h->failures++;
 }
 
-static void drop_wq(qsur_llama_linear *l)
-{
-    free(l->wq);
-    l->wq = NULL;
-}
-
 /* W[:, j] *= g[j] for a rows x cols matrix. */
 static void scale_cols(float *w, int64_t rows, int64_t cols, const float *g)
 {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++)
             w[r * cols + c] *= g[c];
+}
+
+/* l's columns scaled by g, one linear in float at a time (copy-on-write,
+ * then back to its dtype); the quantized form is dropped (stale). */
+static int scale_linear(qsur_llama_linear *l, const float *g, qsur_error *err)
+{
+    int dt, rc = qsur_llama_linear_edit_begin(l, &dt, err);
+    if (rc)
+        return rc;
+    scale_cols(l->w, l->rows, l->cols, g);
+    return qsur_llama_linear_edit_end(l, dt, err);
+}
+
+/* Every row of l times the plan (x -> x Q on the input side). */
+static int hadamard_linear(const qsur_hadamard_plan *Q, qsur_llama_linear *l, int64_t nrows,
+                           qsur_error *err)
+{
+    int dt, rc = qsur_llama_linear_edit_begin(l, &dt, err);
+    if (!rc)
+        rc = qsur_hadamard_plan_apply(Q, l->w, nrows, NULL, err);
+    int rc2 = qsur_llama_linear_edit_end(l, dt, err);
+    return rc ? rc : rc2;
 }
 
 static void fill_ones(float *g, int64_t n)
@@ -69,19 +85,17 @@ int qsur_llama_fuse_norms(qsur_llama *m, qsur_error *err)
     for (int i = 0; i < m->cfg.n_layers; i++) {
         qsur_llama_layer *L = &m->layers[i];
         qsur_llama_linear *att[3] = {&L->wq, &L->wk, &L->wv}, *ffn[2] = {&L->w1, &L->w3};
-        for (int k = 0; k < 3; k++) {
-            scale_cols(att[k]->w, att[k]->rows, d, L->attention_norm);
-            drop_wq(att[k]);
-        }
-        for (int k = 0; k < 2; k++) {
-            scale_cols(ffn[k]->w, ffn[k]->rows, d, L->ffn_norm);
-            drop_wq(ffn[k]);
-        }
+        for (int k = 0; k < 3 && !rc; k++)
+            rc = scale_linear(att[k], L->attention_norm, err);
+        for (int k = 0; k < 2 && !rc; k++)
+            rc = scale_linear(ffn[k], L->ffn_norm, err);
+        if (rc)
+            return rc; /* only memory fails; earlier layers are fused */
         fill_ones(L->attention_norm, d);
         fill_ones(L->ffn_norm, d);
     }
-    scale_cols(m->output.w, m->output.rows, d, m->norm);
-    drop_wq(&m->output);
+    if ((rc = scale_linear(&m->output, m->norm, err)))
+        return rc;
     fill_ones(m->norm, d);
     return QSUR_OK;
 }
@@ -96,15 +110,19 @@ static void transpose(const float *a, int64_t rows, int64_t cols, float *t)
 /* W (rows x cols) <- blockdiag(R)^T W where R (n x n) acts on consecutive
  * blocks of n rows: computed as (W^T blockdiag(R))^T, i.e. the plan applied to
  * the rows of W^T split into blocks of n. tmp holds rows*cols floats. */
-static int rotate_rows_left(const qsur_hadamard_plan *R, float *w, int64_t rows, int64_t cols,
-                            float *tmp, qsur_error *err)
+static int rotate_rows_left(const qsur_hadamard_plan *R, qsur_llama_linear *l, float *tmp,
+                            qsur_error *err)
 {
-    transpose(w, rows, cols, tmp);
-    int rc = qsur_hadamard_plan_apply(R, tmp, cols * (rows / R->n), NULL, err);
+    int dt, rc = qsur_llama_linear_edit_begin(l, &dt, err);
     if (rc)
         return rc;
-    transpose(tmp, cols, rows, w);
-    return QSUR_OK;
+    int64_t rows = l->rows, cols = l->cols;
+    transpose(l->w, rows, cols, tmp);
+    rc = qsur_hadamard_plan_apply(R, tmp, cols * (rows / R->n), NULL, err);
+    if (!rc)
+        transpose(tmp, cols, rows, l->w);
+    int rc2 = qsur_llama_linear_edit_end(l, dt, err);
+    return rc ? rc : rc2;
 }
 
 static int not_one(const float *g, int64_t n)
@@ -146,20 +164,16 @@ int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_
      * rotated, so the caller treats a failure as "model unusable". */
     int rc = qsur_hadamard_plan_apply(Q, m->tok_embeddings, m->cfg.vocab_size, NULL, err);
     if (!rc && !m->cfg.shared_classifier)
-        rc = qsur_hadamard_plan_apply(Q, m->output.w, m->output.rows, NULL, err);
-    drop_wq(&m->output);
+        rc = hadamard_linear(Q, &m->output, m->output.rows, err);
+    qsur_llama_linear_drop_quant(&m->output);
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_layer *L = &m->layers[i];
         qsur_llama_linear *readers[5] = {&L->wq, &L->wk, &L->wv, &L->w1, &L->w3};
-        for (int k = 0; k < 5 && !rc; k++) {
-            rc = qsur_hadamard_plan_apply(Q, readers[k]->w, readers[k]->rows, NULL, err);
-            drop_wq(readers[k]);
-        }
+        for (int k = 0; k < 5 && !rc; k++)
+            rc = hadamard_linear(Q, readers[k], readers[k]->rows, err);
         qsur_llama_linear *writers[2] = {&L->wo, &L->w2};
-        for (int k = 0; k < 2 && !rc; k++) {
-            rc = rotate_rows_left(Q, writers[k]->w, writers[k]->rows, writers[k]->cols, tmp, err);
-            drop_wq(writers[k]);
-        }
+        for (int k = 0; k < 2 && !rc; k++)
+            rc = rotate_rows_left(Q, writers[k], tmp, err);
     }
     free(tmp);
     return rc;
@@ -175,8 +189,7 @@ int qsur_llama_rotate_w2(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_erro
     int rc = QSUR_OK;
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_linear *w2 = &m->layers[i].w2;
-        rc = qsur_hadamard_plan_apply(h->plan, w2->w, w2->rows, NULL, err);
-        drop_wq(w2);
+        rc = hadamard_linear(h->plan, w2, w2->rows, err);
     }
     if (!rc)
         m->hooks.w2_in = (qsur_llama_online){qsur_llama_online_hadamard_apply, h};
@@ -196,12 +209,10 @@ int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_err
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_layer *L = &m->layers[i];
         /* wv (kv_dim x dim): each kv head's hs rows -> H^T wv_g */
-        rc = rotate_rows_left(H, L->wv.w, L->wv.rows, L->wv.cols, tmp, err);
-        drop_wq(&L->wv);
+        rc = rotate_rows_left(H, &L->wv, tmp, err);
         /* wo (dim x n_heads*hs): every head's block of columns -> wo_h H */
         if (!rc)
-            rc = qsur_hadamard_plan_apply(H, L->wo.w, L->wo.rows * (L->wo.cols / hs), NULL, err);
-        drop_wq(&L->wo);
+            rc = hadamard_linear(H, &L->wo, L->wo.rows * (L->wo.cols / hs), err);
     }
     free(tmp);
     return rc;

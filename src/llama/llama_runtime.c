@@ -9,9 +9,13 @@
 void qsur_quant_spec_format(const qsur_quant_spec *q, char *buf, int n)
 {
     static const char *const gran[] = {"tensor", "row", "group"};
-    snprintf(buf, (size_t)n, "bits=%d sym=%d gran=%s group=%d clip=%.17g clip_search=%d", q->bits,
-             q->symmetric, gran[q->gran >= 0 && q->gran <= 2 ? q->gran : 0], q->group, q->clip,
-             q->clip_search);
+    int w = snprintf(buf, (size_t)n, "bits=%d sym=%d gran=%s group=%d clip=%.17g clip_search=%d",
+                     q->bits, q->symmetric, gran[q->gran >= 0 && q->gran <= 2 ? q->gran : 0], q->group,
+                     q->clip, q->clip_search);
+    /* the newer fields only when set, so older readers still parse the usual specs */
+    if ((q->full || q->clip_norm > 0 || q->clip_grid > 0) && w > 0 && w < n)
+        snprintf(buf + w, (size_t)(n - w), " full=%d clip_norm=%.17g clip_grid=%d", q->full, q->clip_norm,
+                 q->clip_grid);
 }
 
 int qsur_quant_spec_parse(const char *s, qsur_quant_spec *q)
@@ -20,8 +24,13 @@ int qsur_quant_spec_parse(const char *s, qsur_quant_spec *q)
     qsur_quant_spec r;
     memset(&r, 0, sizeof r);
     int gran;
-    if (sscanf(s, "bits=%d sym=%d gran=%15s group=%d clip=%lf clip_search=%d", &r.bits, &r.symmetric,
-               g, &r.group, &r.clip, &r.clip_search) != 6)
+    int used = 0;
+    if (sscanf(s, "bits=%d sym=%d gran=%15s group=%d clip=%lf clip_search=%d%n", &r.bits, &r.symmetric,
+               g, &r.group, &r.clip, &r.clip_search, &used) != 6)
+        return -1;
+    if (s[used] && (sscanf(s + used, " full=%d clip_norm=%lf clip_grid=%d", &r.full, &r.clip_norm,
+                           &r.clip_grid) != 3 || (r.full != 0 && r.full != 1) ||
+                    !(r.clip_norm >= 0 && r.clip_norm <= 16) || r.clip_grid < 0 || r.clip_grid > 100))
         return -1;
     if (!strcmp(g, "tensor"))
         gran = QSUR_GRAN_TENSOR;
@@ -44,6 +53,7 @@ int qsur_llama_runtime_of(const qsur_llama *m, const qsur_hadamard_plan *w2,
     memset(rt, 0, sizeof *rt);
     rt->act = m->hooks.act;
     rt->kv = m->hooks.kv;
+    rt->act_wo = m->hooks.act_wo;
     if (m->hooks.wo_in.apply)
         return qsur_fail(err, QSUR_ERR_ARG, "the model has an online rotation before wo that cannot be recorded");
     if ((m->hooks.w2_in.apply && !w2) || (m->hooks.qk.apply && !qk))
@@ -85,6 +95,10 @@ void qsur_llama_runtime_to_meta(const qsur_llama_runtime *rt, qsur_llama_runtime
     meta_add(out, "qsur.act", buf);
     qsur_quant_spec_format(&rt->kv, buf, sizeof buf);
     meta_add(out, "qsur.kv", buf);
+    if (rt->act_wo.bits > 0) {
+        qsur_quant_spec_format(&rt->act_wo, buf, sizeof buf);
+        meta_add(out, "qsur.act_wo", buf);
+    }
     if (rt->has_w2) {
         snprintf(buf, sizeof buf, "hadamard randomized=%d seed=%llu", rt->w2.randomized,
                  (unsigned long long)rt->w2.seed);
@@ -140,6 +154,8 @@ int qsur_llama_runtime_read(const char *path, qsur_llama_runtime *rt, int *found
             if (k == 3)
                 rt->has_qk = v != NULL;
         }
+        if (!rc && (v = qsur_safetensors_meta(st, "qsur.act_wo")) && qsur_quant_spec_parse(v, &rt->act_wo))
+            rc = qsur_fail(err, QSUR_ERR_FORMAT, "%s: metadata qsur.act_wo is \"%s\" (malformed)", path, v);
         if ((v = qsur_safetensors_meta(st, "qsur.online.w2_in.desc")))
             snprintf(rt->w2_desc, sizeof rt->w2_desc, "%s", v);
         if ((v = qsur_safetensors_meta(st, "qsur.online.qk.desc")))
@@ -159,6 +175,8 @@ int qsur_llama_runtime_apply(const qsur_llama_runtime *rt, qsur_llama *m,
         return rc;
     if (rt->kv.bits < 16 && (rc = qsur_quant_validate(&rt->kv, m->cfg.head_size, err)))
         return rc;
+    if (rt->act_wo.bits > 0 && rt->act_wo.bits < 16 && (rc = qsur_quant_validate(&rt->act_wo, m->cfg.dim, err)))
+        return rc;
     qsur_llama_rotations *r = NULL;
     if (rt->has_w2 || rt->has_qk) {
         if (!(r = calloc(1, sizeof *r)))
@@ -174,6 +192,7 @@ int qsur_llama_runtime_apply(const qsur_llama_runtime *rt, qsur_llama *m,
     m->hooks = qsur_llama_hooks_none();
     m->hooks.act = rt->act;
     m->hooks.kv = rt->kv;
+    m->hooks.act_wo = rt->act_wo;
     qsur_llama_rotations_attach(r, m);
     *rot = r;
     return QSUR_OK;

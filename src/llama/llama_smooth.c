@@ -87,6 +87,18 @@ int qsur_llama_smoothquant(qsur_llama *m, const qsur_workspace *cap, double alph
                 ws[0] = &L->w1, ws[1] = &L->w3;
             else
                 ws[0] = &L->w2;
+            /* the consumers and the producer are edited in float, one group
+             * at a time, and stored back in their dtype (copy-on-write) */
+            qsur_llama_linear *ed[4] = {ws[0], ws[1], ws[2], NULL};
+            if (g == G_WO || g == G_W2)
+                ed[1] = g == G_WO ? &L->wv : &L->w3;
+            int dts[4] = {0, 0, 0, 0}, rc = QSUR_OK;
+            for (int k = 0; k < 4 && ed[k] && !rc; k++)
+                rc = qsur_llama_linear_edit_begin(ed[k], &dts[k], err);
+            if (rc) {
+                free(xm), free(wm), free(s);
+                return rc;
+            }
             for (int k = 0; k < 3 && ws[k]; k++)
                 col_absmax(ws[k]->w, ws[k]->rows, n, wm);
             if (g == G_WO) {
@@ -116,8 +128,6 @@ int qsur_llama_smoothquant(qsur_llama *m, const qsur_workspace *cap, double alph
                 for (int64_t row = 0; row < ws[k]->rows; row++)
                     for (int64_t j = 0; j < n; j++)
                         ws[k]->w[row * n + j] *= s[j];
-                free(ws[k]->wq);
-                ws[k]->wq = NULL;
             }
             /* X -> X diag(1/s) in the producer. */
             if (g == G_ATT || g == G_FFN) {
@@ -130,14 +140,16 @@ int qsur_llama_smoothquant(qsur_llama *m, const qsur_workspace *cap, double alph
                     for (int64_t col = 0; col < d; col++)
                         L->wv.w[kc * d + col] /= sv;
                 }
-                free(L->wv.wq);
-                L->wv.wq = NULL;
             } else {
                 for (int64_t j = 0; j < n; j++)
                     for (int64_t col = 0; col < d; col++)
                         L->w3.w[j * d + col] /= s[j];
-                free(L->w3.wq);
-                L->w3.wq = NULL;
+            }
+            for (int k = 0; k < 4 && ed[k] && !rc; k++)
+                rc = qsur_llama_linear_edit_end(ed[k], dts[k], err);
+            if (rc) {
+                free(xm), free(wm), free(s);
+                return rc;
             }
             r.groups++;
         }

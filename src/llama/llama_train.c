@@ -133,10 +133,10 @@ void qsur_llama_attention_head(const float *q, int ldq, const float *k, const fl
                 ldo);
 }
 
-static int act_quant(const qsur_llama *m, const float *x, int64_t N, int64_t cols, float *out,
+static int act_quant(const qsur_quant_spec *spec, const float *x, int64_t N, int64_t cols, float *out,
                      qsur_error *err)
 {
-    return qsur_fake_quant(&m->hooks.act, x, N, cols, out, NULL, err);
+    return qsur_fake_quant(spec, x, N, cols, out, NULL, err);
 }
 
 int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int *tokens,
@@ -172,7 +172,7 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
 
         memcpy(xin, x, (size_t)(N * d) * sizeof(float));
         qsur_llama_rmsnorm(xn1, x, L->attention_norm, N, d, c->norm_eps);
-        if ((rc = act_quant(m, xn1, N, d, xq1, err)))
+        if ((rc = act_quant(&m->hooks.act, xn1, N, d, xq1, err)))
             return rc;
         linear(&L->wq, xq1, N, q);
         linear(&L->wk, xq1, N, k);
@@ -202,7 +202,7 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
             }
         if (m->hooks.wo_in.apply)
             m->hooks.wo_in.apply(m->hooks.wo_in.ctx, a, N * c->n_heads, hs);
-        if ((rc = act_quant(m, a, N, d, aq, err)))
+        if ((rc = act_quant(qsur_llama_act_wo(&m->hooks), a, N, d, aq, err)))
             return rc;
         linear(&L->wo, aq, N, t->s1);
         for (int64_t i = 0; i < N * d; i++)
@@ -210,7 +210,7 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
         memcpy(xmid, x, (size_t)(N * d) * sizeof(float));
 
         qsur_llama_rmsnorm(xn2, x, L->ffn_norm, N, d, c->norm_eps);
-        if ((rc = act_quant(m, xn2, N, d, xq2, err)))
+        if ((rc = act_quant(&m->hooks.act, xn2, N, d, xq2, err)))
             return rc;
         linear(&L->w1, xq2, N, h1);
         linear(&L->w3, xq2, N, h3);
@@ -218,7 +218,7 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
         qsur_llama_swiglu(g, h3, N * hd);
         if (m->hooks.w2_in.apply)
             m->hooks.w2_in.apply(m->hooks.w2_in.ctx, g, N, hd);
-        if ((rc = act_quant(m, g, N, hd, gq, err)))
+        if ((rc = act_quant(&m->hooks.act, g, N, hd, gq, err)))
             return rc;
         linear(&L->w2, gq, N, t->s1);
         for (int64_t i = 0; i < N * d; i++)

@@ -91,19 +91,20 @@ static const char *const group_input[4] = {"attention.in", "attention.wo.in", "f
                                            "feed_forward.w2.in"};
 
 /* Quantizes one linear on X (n x cols) with H = X^T X; Q receives the result. */
-static int quantize_one(const qsur_llama_linear *l, const float *X, int64_t n, const double *H,
-                        const qsur_quant_spec *q, const qsur_llama_wquant_opts *o, float *Q,
-                        int64_t *n_out, const qsur_progress *prog, qsur_error *err)
+static int quantize_one(const qsur_llama_linear *l, const float *W, const float *X, int64_t n,
+                        const double *H, const qsur_quant_spec *q, const qsur_llama_wquant_opts *o,
+                        float *Q, qsur_qweight *qw, int64_t *n_out, const qsur_progress *prog,
+                        qsur_error *err)
 {
-    qsur_wquant_layer L = {l->w, l->rows, l->cols, X, n, H};
+    qsur_wquant_layer L = {W, l->rows, l->cols, X, n, H};
     *n_out = 0;
     switch (o->method) {
     case QSUR_MWQ_RTN:
-        return qsur_fake_quant(q, l->w, l->rows, l->cols, Q, prog, err);
+        return qsur_fake_quant(q, W, l->rows, l->cols, Q, prog, err);
     case QSUR_MWQ_GPTQ:
-        if (o->gpu)
+        if (o->gpu) /* Q only: set_quant packs it when it is on the grid */
             return qsur_gpu_gptq(&L, q, &o->gptq, Q, err);
-        return qsur_gptq(&L, q, &o->gptq, Q, NULL, prog, err);
+        return qsur_gptq(&L, q, &o->gptq, Q, qw, prog, err);
     case QSUR_MWQ_AWQ: {
         qsur_awq_result res;
         return qsur_awq(&L, q, &o->awq, Q, NULL, NULL, &res, prog, err);
@@ -115,7 +116,7 @@ static int quantize_one(const qsur_llama_linear *l, const float *X, int64_t n, c
     case QSUR_MWQ_QUANTEASE: {
         qsur_outliers out;
         memset(&out, 0, sizeof out);
-        int rc = qsur_quantease(&L, q, &o->quantease, Q, NULL, &out, NULL, prog, err);
+        int rc = qsur_quantease(&L, q, &o->quantease, Q, qw, &out, NULL, prog, err);
         *n_out = out.count;
         qsur_outliers_free(&out);
         return rc;
@@ -142,27 +143,39 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
         if (rc)
             return rc;
     }
+    int layers = o->layers > 0 && o->layers < m->cfg.n_layers ? o->layers : m->cfg.n_layers;
+    /* the quantized forms from before: put back on error or interruption */
     float **old = calloc((size_t)nlin, sizeof *old);
+    qsur_llama_packed **oldp = calloc((size_t)nlin, sizeof *oldp);
     int *done = calloc((size_t)nlin, sizeof *done);
-    if (!old || !done) {
-        free(old), free(done);
+    if (!old || !oldp || !done) {
+        free(old), free(oldp), free(done);
         return qsur_fail(err, QSUR_ERR_NOMEM, "%s model: out of memory", mname);
     }
-    for (int i = 0; i < nlin; i++)
-        old[i] = qsur_llama_linear_at(m, i)->wq;
     qsur_workspace cap;
     qsur_workspace_init(&cap);
     double *H = NULL;
-    float *rtn = NULL;
+    float *rtn = NULL, *wtmp = NULL;
     int rc = QSUR_OK;
-    const int ngroups = 4 * m->cfg.n_layers;
+    const int ngroups = 4 * layers;
+    /* the model the captures run: m itself, or a view of it (same layers, so
+     * the quantized forms set below are seen) with the act/KV quantizers off */
+    qsur_llama view = *m;
+    if (o->float_acts) {
+        view.hooks.act.bits = 16;
+        view.hooks.kv.bits = 16;
+        view.hooks.act_wo.bits = 0;
+    }
     for (int gi = 0; gi < ngroups && !rc; gi++) {
         int layer = gi / 4, g = gi % 4;
         sub_progress sp;
         double lo = (double)gi / ngroups, mid = (gi + 0.3) / ngroups, hi = (gi + 1.0) / ngroups;
         qsur_workspace_clear(&cap);
-        rc = qsur_llama_capture(m, NULL, calib, o->seq_len, o->max_seqs, o->batch, o->max_tokens,
-                                o->seed, &cap, NULL, sub_progress_set(&sp, prog, lo, mid), err);
+        /* only this group's input, through the blocks before it as quantized so far */
+        qsur_llama_capture_sel sel = {layer, 1, 1u << g};
+        rc = qsur_llama_capture_some(&view, NULL, calib, o->seq_len, o->max_seqs, o->batch,
+                                     o->max_tokens, o->seed, &sel, &cap, NULL,
+                                     sub_progress_set(&sp, prog, lo, mid), err);
         if (rc)
             break;
         char xname[QSUR_NAME_MAX];
@@ -200,8 +213,16 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
             qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
             size_t sz = (size_t)(l->rows * l->cols);
             float *Q = qsur_alloc(sz, sizeof(float));
-            free(rtn);
+            free(rtn), free(wtmp);
             rtn = qsur_alloc(sz, sizeof(float));
+            wtmp = NULL;
+            const float *W = NULL;
+            if (Q && rtn)
+                rc = qsur_llama_linear_weights_alloc(l, &W, &wtmp, err);
+            if (rc) {
+                free(Q);
+                break;
+            }
             if (!Q || !rtn) {
                 free(Q);
                 rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s model: out of memory at %s", mname, l->name);
@@ -209,20 +230,32 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
             }
             int64_t nout = 0;
             double a = mid + (hi - mid) * j / k, b = mid + (hi - mid) * (j + 1) / k;
-            rc = quantize_one(l, xt->data, n, H, &q, o, Q, &nout, sub_progress_set(&sp, prog, a, b), err);
+            /* GPTQ and QuantEase also give their codes: kept packed, not as floats */
+            qsur_qweight *qw = NULL;
+            if ((o->method == QSUR_MWQ_GPTQ && !o->gpu) || o->method == QSUR_MWQ_QUANTEASE)
+                rc = qsur_qweight_new(&qw, &q, l->rows, l->cols, err);
+            if (!rc)
+                rc = quantize_one(l, W, xt->data, n, H, &q, o, Q, qw, &nout,
+                                  sub_progress_set(&sp, prog, a, b), err);
             double e_rtn = NAN, e = NAN;
             if (!rc)
-                rc = qsur_fake_quant(&q, l->w, l->rows, l->cols, rtn, NULL, err);
+                rc = qsur_fake_quant(&q, W, l->rows, l->cols, rtn, NULL, err);
             if (!rc)
-                rc = qsur_layer_output_error(xt->data, NULL, l->w, rtn, n, cols, l->rows, &e_rtn, err);
+                rc = qsur_layer_output_error(xt->data, NULL, W, rtn, n, cols, l->rows, &e_rtn, err);
             if (!rc)
-                rc = qsur_layer_output_error(xt->data, NULL, l->w, Q, n, cols, l->rows, &e, err);
-            if (rc) {
-                free(Q);
-                break;
+                rc = qsur_layer_output_error(xt->data, NULL, W, Q, n, cols, l->rows, &e, err);
+            if (!rc) {
+                /* the old form waits in old[] until the end */
+                old[idx[j]] = l->wq, oldp[idx[j]] = l->qp;
+                l->wq = NULL, l->qp = NULL;
+                done[idx[j]] = 1;
+                rc = qw ? qsur_llama_linear_set_quant_qw(l, Q, qw, err)
+                        : qsur_llama_linear_set_quant(l, Q, &q, err); /* packed when on the grid */
             }
-            l->wq = Q; /* the old copy stays in old[] until the end */
-            done[idx[j]] = 1;
+            qsur_qweight_free(qw);
+            free(Q);
+            if (rc)
+                break;
             if (rows) {
                 qsur_llama_wquant_row *r = &rows[idx[j]];
                 snprintf(r->name, sizeof r->name, "%s", l->name);
@@ -238,13 +271,14 @@ int qsur_llama_wquant(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_
         if (!done[i])
             continue;
         if (rc) {
-            free(l->wq);
-            l->wq = old[i];
+            qsur_llama_linear_drop_quant(l);
+            l->wq = old[i], l->qp = oldp[i];
         } else {
             free(old[i]);
+            qsur_llama_packed_free(oldp[i]);
         }
     }
     qsur_workspace_clear(&cap);
-    free(H), free(rtn), free(old), free(done);
+    free(H), free(rtn), free(wtmp), free(old), free(oldp), free(done);
     return rc;
 }

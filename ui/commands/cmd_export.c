@@ -1,5 +1,5 @@
 /* `export DIR [format=hf|llama2c|both] [runtime=plain|qsur] [weights=fake|int|gptq]
- *  [eval=FILE] [seqs=N]`:
+ *  [eval=FILE] [seqs=N] [dtype=f32|f16|bf16] [shard=SIZE]`:
  * the session model as files another run (or another tool) can load, with a
  * report of what was done to it. Layout and tensor names: docs/export.md.
  *
@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "text_state.h"
 #include "commands.h"
 #include "model_state.h"
 #include "qsur/atomic_file.h"
@@ -101,6 +102,9 @@ static int write_text(const char *path, const tbuf *b, qsur_error *err)
     return qsur_atomic_commit(&f, err);
 }
 
+/* The per-linear part of the report is skipped above this much capture. */
+#define QSUR_EXPORT_REPORT_MIB 1024
+
 /* Per linear: QSUR of its captured float input and of its weight, and the
  * layer output error with the model's quantized weights and activations. */
 typedef struct {
@@ -114,24 +118,19 @@ static int layer_rows(session *s, qsur_llama *m, const qsur_tokens *t, lin_row *
 {
     model_state *ms = s->mstate;
     int n = qsur_llama_linear_count(m);
-    float **stash = calloc((size_t)n, sizeof *stash);
-    if (!stash)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < n; i++) {
-        stash[i] = qsur_llama_linear_at(m, i)->wq;
-        qsur_llama_linear_at(m, i)->wq = NULL;
-    }
+    qsur_llama_quant_stash stash;
+    int rc = qsur_llama_quant_stash_take(m, &stash, err);
+    if (rc)
+        return rc;
     qsur_llama_hooks saved = m->hooks;
     m->hooks.act.bits = 16;
     m->hooks.kv.bits = 16;
     qsur_workspace ws;
     qsur_workspace_init(&ws);
-    int rc = qsur_llama_capture(m, NULL, t, ms->calib_seqlen, ms->calib_seqs, 8, (int64_t)ms->calib_max_tokens,
-                                ms->calib_seed, &ws, NULL, &s->progress, err);
+    rc = qsur_llama_capture(m, NULL, t, ms->calib_seqlen, ms->calib_seqs, 8, (int64_t)ms->calib_max_tokens,
+                            ms->calib_seed, &ws, NULL, &s->progress, err);
     m->hooks = saved;
-    for (int i = 0; i < n; i++)
-        qsur_llama_linear_at(m, i)->wq = stash[i];
-    free(stash);
+    qsur_llama_quant_stash_put(m, &stash);
     qsur_options opt = qsur_options_default();
     for (int i = 0; i < n && !rc; i++) {
         qsur_llama_linear *l = qsur_llama_linear_at(m, i);
@@ -143,10 +142,20 @@ static int layer_rows(session *s, qsur_llama *m, const qsur_tokens *t, lin_row *
             continue;
         int64_t nt = x->shape[0], d = x->shape[1];
         qsur_result res;
+        const float *W = NULL;
+        float *wtmp = NULL, *wq = NULL;
         if (!(rc = qsur_compute(x->data, nt, d, &opt, &res, NULL, err)))
             rows[i].x_qsur = res.log10_qsur;
-        if (!rc && !(rc = qsur_compute(l->w, l->rows, l->cols, &opt, &res, NULL, err)))
+        if (!rc)
+            rc = qsur_llama_linear_weights_alloc(l, &W, &wtmp, err);
+        if (!rc && !(rc = qsur_compute(W, l->rows, l->cols, &opt, &res, NULL, err)))
             rows[i].w_qsur = res.log10_qsur;
+        if (!rc && qsur_llama_linear_is_quantized(l)) {
+            if (!(wq = qsur_alloc((size_t)(l->rows * l->cols), sizeof(float))))
+                rc = qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+            else
+                qsur_llama_linear_forward_rows(l, 0, l->rows, wq);
+        }
         float *xq = NULL;
         if (!rc && m->hooks.act.bits < 16) {
             if (!(xq = qsur_alloc((size_t)(nt * d), sizeof(float))))
@@ -155,8 +164,8 @@ static int layer_rows(session *s, qsur_llama *m, const qsur_tokens *t, lin_row *
                 rc = qsur_fake_quant(&m->hooks.act, x->data, nt, d, xq, NULL, err);
         }
         if (!rc)
-            rc = qsur_layer_output_error(x->data, xq, l->w, l->wq, nt, d, l->rows, &rows[i].out_err, err);
-        free(xq);
+            rc = qsur_layer_output_error(x->data, xq, W, wq, nt, d, l->rows, &rows[i].out_err, err);
+        free(xq), free(wtmp), free(wq);
     }
     qsur_workspace_clear(&ws);
     return rc;
@@ -255,6 +264,21 @@ static void session_plans(session *s, const qsur_hadamard_plan **w2, const qsur_
         *qk = s->mstate->qk_online->plan;
 }
 
+/* "5GB", "500MB", "64KB" or plain bytes (decimal units, as Hugging Face's
+ * max_shard_size); 0 on success. */
+static int parse_size(const char *a, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(a, &end);
+    double unit = !strcmp(end, "") || !strcmp(end, "B") ? 1 : !strcmp(end, "KB") ? 1e3
+                : !strcmp(end, "MB") ? 1e6 : !strcmp(end, "GB") ? 1e9 : 0;
+    if (errno || end == a || unit == 0 || !(v * unit >= 1) || v * unit > 1e15)
+        return -1;
+    *out = (int64_t)(v * unit);
+    return 0;
+}
+
 /* DIR/model.bin: the llama2.c file of the model's weights (the quantized
  * copies where there are some). */
 static int write_llama2c(qsur_llama *m, const char *tmp, qsur_error *err)
@@ -266,8 +290,8 @@ static int write_llama2c(qsur_llama *m, const char *tmp, qsur_error *err)
     for (int i = 0; i < qsur_llama_linear_count(m) && !rc; i++) {
         qsur_llama_linear *l = qsur_llama_linear_at(m, i);
         qsur_tensor *t = qsur_workspace_find(&ws, l->name);
-        if (l->wq && t)
-            memcpy(t->data, l->wq, (size_t)(l->rows * l->cols) * sizeof(float));
+        if (qsur_llama_linear_is_quantized(l) && t)
+            qsur_llama_linear_forward_rows(l, 0, l->rows, t->data);
     }
     qsur_llama2c_config c = {m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_layers, m->cfg.n_heads,
                              m->cfg.n_kv_heads, m->cfg.vocab_size, m->cfg.seq_len, m->cfg.shared_classifier};
@@ -289,6 +313,7 @@ typedef struct {
     int quantized, have_calib, have_eval, l2c, L;
     double ppl_float, ppl_before, ppl_after, ppl_reload;
     const lin_row *before, *after;
+    double cap_mib; /* what the per-linear captures would take */
 } export_report;
 
 static void report_md(const export_report *e, tbuf *md)
@@ -317,6 +342,9 @@ static void report_md(const export_report *e, tbuf *md)
         for (int i = 0; i < e->L; i++)
             tb_printf(md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", e->after[i].name, e->before[i].x_qsur,
                       e->after[i].x_qsur, e->before[i].w_qsur, e->after[i].w_qsur, e->before[i].out_err, e->after[i].out_err);
+    } else if (e->ms->has_calib) {
+        tb_printf(md, "Skipped: the captures would take %.0f MiB (more than %d; calibrate "
+                  "on fewer tokens for this report).\n", e->cap_mib, QSUR_EXPORT_REPORT_MIB);
     } else {
         tb_printf(md, "No calibration activations (`calib FILE` before export).\n");
     }
@@ -387,7 +415,7 @@ static void report_json(const export_report *e, tbuf *js)
     tb_printf(js, "\n  ]\n}\n");
 }
 
-enum { EX_FORMAT, EX_RUNTIME, EX_WEIGHTS, EX_EVAL, EX_SEQS };
+enum { EX_FORMAT, EX_RUNTIME, EX_WEIGHTS, EX_EVAL, EX_SEQS, EX_DTYPE, EX_SHARD };
 const opt_spec export_opts[] = {
     {"format", OPT_CHOICE, 0, 0, "hf|llama2c|both", "hf", NULL, OPT_LOG_NEVER, "files to write"},
     {"runtime", OPT_CHOICE, 0, 0, "plain|qsur", "plain", NULL, OPT_LOG_NEVER,
@@ -395,7 +423,10 @@ const opt_spec export_opts[] = {
     {"weights", OPT_CHOICE, 0, 0, "fake|int|gptq", "fake", NULL, OPT_LOG_NEVER, "how quantized weights are stored"},
     {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, "token file for the report's perplexities"},
     {"seqs", OPT_INT, 0, 1L << 20, NULL, "16", NULL, OPT_LOG_NEVER, "eval sequences"},
-    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+    {"dtype", OPT_CHOICE, 0, 0, "f32|f16|bf16", "f32", NULL, OPT_LOG_NEVER, "dtype of the float tensors"},
+    {"shard", OPT_TEXT, 0, 0, NULL, NULL, "SIZE", OPT_LOG_NEVER,
+     "largest safetensors shard: 5GB, 500MB, 64KB or bytes (default 5GB, as Hugging Face)"},
+    OPT_END};
 
 /* One transaction from the checks to the rename: every failure after the
  * temporary directory exists must reach the cleanup at the end, which is why
@@ -411,9 +442,14 @@ int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_e
     int qsur_rt = a->v[EX_RUNTIME].i == 1;
     const char *eval = a->v[EX_EVAL].s;
     long seqs = a->v[EX_SEQS].i;
+    const char *dtype = a->v[EX_DTYPE].i == 1 ? "F16" : a->v[EX_DTYPE].i == 2 ? "BF16" : "F32";
+    int64_t shard_bytes = 0; /* 0: 5 GB, Hugging Face's default */
+    if (a->v[EX_SHARD].given && parse_size(a->v[EX_SHARD].s, &shard_bytes))
+        return qsur_fail(err, QSUR_ERR_ARG, "bad value in 'shard=%s' (expected a size: 5GB, 500MB, 64KB or bytes)",
+                         a->v[EX_SHARD].s);
     qsur_llama *m = s->model;
     model_state *ms = s->mstate;
-    int quantized = m->layers[0].wq.wq != NULL;
+    int quantized = qsur_llama_linear_is_quantized(&m->layers[0].wq);
     if (as_int && (!quantized || s->wq.bits >= 16))
         return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s: the model's weights are not quantized (`quant wNaN...` first)",
                          gptq ? "gptq" : "int");
@@ -471,7 +507,10 @@ int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_e
         nm++;
     }
     if (hf) {
-        qsur_llama_hf_save_opts o = {"F32", 1, as_int ? &s->wq : NULL, meta, nm, gptq};
+        qsur_llama_hf_save_opts o = {.dtype = dtype, .use_wq = 1,
+                                     .int_spec = as_int ? &s->wq : NULL, .meta_kv = meta,
+                                     .meta_count = nm, .shard_bytes = shard_bytes,
+                                     .progress = &s->progress, .gptq = gptq};
         rc = qsur_llama_save_hf_ex(m, tmp, &o, err);
     }
     if (!rc && l2c)
@@ -495,15 +534,25 @@ int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_e
         have_orig = 1;
         orig->hooks.act = rt.act; /* the model's quantizers, not the session's */
         orig->hooks.kv = rt.kv;
+        orig->hooks.act_wo = rt.act_wo;
     }
-    if (!rc && ms->has_calib) {
-        rc = qsur_tokens_load(&ct, ms->calib_path, ms->calib_seqlen, m->cfg.vocab_size, err);
+    /* the per-linear report captures every input of the model twice: only
+     * when that stays small (docs/scale.md) */
+    qsur_llama_capture_sel all = {0, m->cfg.n_layers, (1u << 6) - 1};
+    long long ntok = (long long)ms->calib_seqs * ms->calib_seqlen;
+    if (ms->calib_max_tokens > 0 && (ntok == 0 || ms->calib_max_tokens < ntok))
+        ntok = ms->calib_max_tokens;
+    double cap_mib = (double)qsur_llama_capture_bytes(m, &all, ntok) / (1 << 20);
+    int report_layers = cap_mib <= QSUR_EXPORT_REPORT_MIB;
+    if (!rc && ms->has_calib && report_layers) {
+        rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, text_is_text(ms->calib_path) ? ms->calib_seqs : 0,
+                                  ms->calib_seed, &ct, err);
         have_calib = !rc;
         if (!rc)
             rc = layer_rows(s, m, &ct, after, err);
     }
     if (!rc && eval) {
-        rc = qsur_tokens_load(&et, eval, 256 < m->cfg.seq_len ? 256 : m->cfg.seq_len, m->cfg.vocab_size, err);
+        rc = text_or_tokens_eval(s, eval, 256 < m->cfg.seq_len ? 256 : m->cfg.seq_len, &et, err);
         have_eval = !rc;
         if (!rc)
             rc = ppl_of(s, m, &et, (int)seqs, &ppl_after, err);
@@ -525,7 +574,7 @@ int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_e
     if (!rc && hf && have_eval) {
         qsur_llama_runtime rb;
         int found = 0;
-        snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+        qsur_llama_hf_first_file(tmp, path, sizeof path);
         if (!(rc = qsur_llama_load_hf(&back, tmp, NULL, err)) && !(rc = qsur_llama_runtime_read(path, &rb, &found, err)) &&
             !(rc = qsur_llama_runtime_apply(&rb, back, &back_rot, err)))
             rc = ppl_of(s, back, &et, (int)seqs, &ppl_reload, err);
@@ -549,7 +598,7 @@ int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_e
         tbuf md = {0}, js = {0};
         export_report e = {s, m, ms, &rt, fmt, wkind, wdesc, gover, gsize, qa, qk, w2d, qkd, eval, wspec,
                            quantized, have_calib, have_eval, l2c, L, ppl_float, ppl_before, ppl_after, ppl_reload,
-                           before, after};
+                           before, after, cap_mib};
         report_md(&e, &md);
         report_json(&e, &js);
         snprintf(path, sizeof path, "%s/report.json", tmp);

@@ -14,11 +14,13 @@
 #include "model_commands.h"
 #include "model_state.h"
 #include "qsur/llama.h"
+#include "qsur/llama_store.h"
 #include "qsur/llama_rotations.h"
 #include "qsur/llama_runtime.h"
 #include "qsur/llama_smooth.h"
 #include "qsur/safetensors.h"
 #include "ostquant_live.h"
+#include "text_state.h"
 
 static int need_model(session *s, const char *who, qsur_error *err)
 {
@@ -51,6 +53,28 @@ static int pick_seqlen(const session *s, long given, long *seqlen, qsur_error *e
 
 /* ---- model load | info | save-hf ----------------------------------------- */
 
+/* A tokenizer beside the weights becomes the session's: DIR/tokenizer.json
+ * for a Hugging Face directory, tokenizer.bin next to a llama2.c file. A
+ * broken one is reported, the model stays loaded. */
+static void pick_up_tokenizer(session *s, const char *path, report *r)
+{
+    char tp[4200];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(tp, sizeof tp, "%s/tokenizer.json", path);
+    } else {
+        const char *slash = strrchr(path, '/');
+        snprintf(tp, sizeof tp, "%.*stokenizer.bin", slash ? (int)(slash - path + 1) : 0, path);
+    }
+    if (stat(tp, &st) != 0)
+        return;
+    qsur_error terr;
+    if (text_tokenizer_load(s, tp, &terr) == QSUR_OK)
+        rep_str(r, "tokenizer", "tokenizer", tp);
+    else
+        rep_str(r, "tokenizer_error", "tokenizer not loaded", terr.msg);
+}
+
 static int model_load(session *s, const char *path, report *r, qsur_error *err)
 {
     qsur_llama *m = NULL;
@@ -69,8 +93,8 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     int rt_found = 0, wspec_ok = 0;
     char stp[4200];
     struct stat sst;
-    snprintf(stp, sizeof stp, "%s/model.safetensors", path);
-    if (stat(path, &sst) == 0 && S_ISDIR(sst.st_mode) && stat(stp, &sst) == 0) {
+    if (stat(path, &sst) == 0 && S_ISDIR(sst.st_mode) &&
+        qsur_llama_hf_first_file(path, stp, sizeof stp) == QSUR_OK) {
         rc = qsur_llama_runtime_read(stp, &rt, &rt_found, err);
         if (!rc && rt_found)
             rc = qsur_llama_runtime_apply(&rt, m, &rot, err);
@@ -93,6 +117,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
         /* an export: its hooks (already on m) and quantizers become the session's */
         s->aq = rt.act;
         s->kvq = rt.kv;
+        s->aoq = rt.act_wo;
         if (wspec_ok)
             s->wq = wspec;
         snprintf(ms->rotation, sizeof ms->rotation, "from export: online w2_in %s; online qk %s",
@@ -122,6 +147,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     } else {
         rep_str(r, "state", "state", "float (`quant` quantizes it; weights are in the workspace)");
     }
+    pick_up_tokenizer(s, path, r);
     return QSUR_OK;
 }
 
@@ -149,7 +175,7 @@ static int model_info(session *s, report *r, qsur_error *err)
     rep_bool(r, "tied", "classifier tied to embeddings", c->shared_classifier);
     int nq = 0;
     for (int i = 0; i < qsur_llama_linear_count(s->model); i++)
-        nq += qsur_llama_linear_at(s->model, i)->wq != NULL;
+        nq += qsur_llama_linear_is_quantized(qsur_llama_linear_at(s->model, i));
     if (nq) {
         char wq[96];
         qsur_quant_describe(&s->wq, wq, sizeof wq);
@@ -164,6 +190,7 @@ static int model_info(session *s, report *r, qsur_error *err)
     rep_str(r, "kv", "KV cache (per head per token)", buf);
     rep_str(r, "rotation", "rotations", ms->rotation[0] ? ms->rotation : "none");
     rep_str(r, "smoothing", "smoothquant", ms->smoothing[0] ? ms->smoothing : "none");
+    rep_str(r, "tokenizer", "tokenizer", s->text && s->text->tok ? s->text->tok_path : "none (`tokenizer load FILE`)");
     if (ms->has_calib) {
         snprintf(buf, sizeof buf, "%s, %d seqs x %d, %lld tokens kept", ms->calib_path, ms->calib_seqs,
                  ms->calib_seqlen, ms->calib_tokens);
@@ -234,15 +261,94 @@ const command model_subs[] = {
 
 /* ---- calib, ppl ------------------------------------------------------------ */
 
-/* KEY=N options; returns 1 when a matched, 0 when not, -1 on a bad value. */
-enum { CAL_SEQS, CAL_SEQLEN, CAL_MAX_TOKENS, CAL_SEED };
+/* The log line holds every value as used (seqs, seqlen and seed computed when
+ * not given; the capture scope in its canonical form), so a replay captures
+ * the same tokens. */
+enum { CAL_SAMPLES, CAL_SEQS, CAL_SEQLEN, CAL_MAX_TOKENS, CAL_SEED, CAL_LAYERS, CAL_ONLY };
 const opt_spec calib_opts[] = {
-    {"seqs", OPT_INT, 1, 1L << 30, NULL, "16", NULL, OPT_LOG_ALWAYS, "sequences"},
-    {"seqlen", OPT_INT, 2, 1L << 20, NULL, NULL, NULL, OPT_LOG_ALWAYS, "tokens per sequence (default: the model's context, at most 256)"},
+    {"samples", OPT_INT, 1, 1L << 30, NULL, NULL, NULL, OPT_LOG_NEVER,
+     "sequences (default: 128 of text, 16 of a token file); logged as seqs="},
+    {"seqs", OPT_INT, 1, 1L << 30, NULL, NULL, NULL, OPT_LOG_ALWAYS, "the same as samples="},
+    {"seqlen", OPT_INT, 2, 1L << 20, NULL, NULL, NULL, OPT_LOG_ALWAYS,
+     "tokens per sequence (default: text 2048, token files 256, at most the model's context)"},
     {"max_tokens", OPT_INT, 0, LONG_MAX, NULL, "0", NULL, OPT_LOG_ALWAYS,
      "keep a seeded random subset of this many token positions (0: all)"},
-    {"seed", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_ALWAYS, "seed of that subset (default: the session's next)"},
-    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+    {"seed", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_ALWAYS,
+     "seed of the text windows and of that subset (default: the session's next)"},
+    {"layers", OPT_TEXT, 0, 0, NULL, NULL, "A-B", OPT_LOG_GIVEN, "only these layers (or N); the forward stops after the last"},
+    {"only", OPT_TEXT, 0, 0, NULL, NULL, "NAME", OPT_LOG_GIVEN,
+     "one capture kind: a linear, its input, a kind (feed_forward.w2.in) or current"},
+    OPT_END};
+
+/* `layers=` of calib: N or A-B within the model. */
+static int parse_layers(session *s, const char *v, qsur_llama_capture_sel *sel, qsur_error *err)
+{
+    int lo = -1, hi = -1, used = 0;
+    int nf = sscanf(v, "%d%n-%d%n", &lo, &used, &hi, &used);
+    if (nf == 1)
+        hi = lo;
+    if (nf < 1 || v[used] || lo < 0 || hi < lo || hi >= s->model->cfg.n_layers)
+        return qsur_fail(err, QSUR_ERR_ARG, "calib layers=%s: expected layers=N or layers=A-B within 0..%d", v,
+                         s->model->cfg.n_layers - 1);
+    sel->first = lo, sel->count = hi - lo + 1;
+    return QSUR_OK;
+}
+
+/* The canonical calib line: the values as used, the scope as layers=A-B and
+ * only=KIND (the layer of only=layers.N.KIND is in layers=). */
+static void log_calib(session *s, const char *head, const qsur_llama_capture_sel *sel, opt_args *a)
+{
+    const model_state *ms = s->mstate;
+    char range[32];
+    a->v[CAL_SEQS].i = ms->calib_seqs;
+    a->v[CAL_SEQLEN].i = ms->calib_seqlen;
+    a->v[CAL_SEED].i = (long)ms->calib_seed;
+    int all_kinds = sel->kinds == (1u << 6) - 1;
+    a->v[CAL_LAYERS].given = sel->count != s->model->cfg.n_layers || !all_kinds;
+    snprintf(range, sizeof range, "%d-%d", sel->first, sel->first + sel->count - 1);
+    a->v[CAL_LAYERS].s = range;
+    a->v[CAL_ONLY].given = !all_kinds;
+    for (int k = 0; k < 6 && !all_kinds; k++)
+        if (sel->kinds & (1u << k)) {
+            a->v[CAL_ONLY].s = model_capture_kinds[k];
+            break;
+        }
+    session_log_opts(s, head, a);
+}
+
+/* `only=` of calib: a weight (layers.N.feed_forward.w2), its input
+ * (layers.N.feed_forward.w2.in), a capture kind (feed_forward.w2.in, the
+ * layers= range), or `current` (the selected layer's weight). */
+static int parse_only(session *s, const char *v, qsur_llama_capture_sel *sel, qsur_error *err)
+{
+    if (!strcmp(v, "current")) {
+        if (s->current < 0)
+            return qsur_fail(err, QSUR_ERR_ARG, "calib only=current: no layer selected");
+        v = s->layers[s->current].w_name;
+    }
+    char buf[QSUR_NAME_MAX];
+    const char *in = qsur_llama_input_of(v, buf, sizeof buf);
+    if (!in)
+        in = v;
+    int layer = -1, used = 0;
+    const char *kind = in;
+    if (sscanf(in, "layers.%d.%n", &layer, &used) == 1 && used > 0)
+        kind = in + used;
+    for (int k = 0; k < 6; k++)
+        if (!strcmp(kind, model_capture_kinds[k])) {
+            sel->kinds = 1u << k;
+            if (layer >= 0) {
+                if (layer >= s->model->cfg.n_layers)
+                    return qsur_fail(err, QSUR_ERR_ARG, "calib only=%s: the model has %d layers", v,
+                                     s->model->cfg.n_layers);
+                sel->first = layer, sel->count = 1;
+            }
+            return QSUR_OK;
+        }
+    return qsur_fail(err, QSUR_ERR_ARG, "calib only=%s: expected a linear (layers.N.feed_forward.w2), "
+                     "its input (layers.N.feed_forward.w2.in), a kind (attention.in, attention.wo.in, "
+                     "feed_forward.in, feed_forward.w2.in, attention.k, attention.v) or current", v);
+}
 
 int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
@@ -250,10 +356,23 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = a->v[CAL_SEQS].i, seqlen = a->v[CAL_SEQLEN].i, max_tokens = a->v[CAL_MAX_TOKENS].i;
+    /* text: GPTQ's defaults (128 random windows of 2048, or the model's
+     * length when shorter); token files: their first 16 sequences of 256 */
+    int text = text_is_text(argv[0]);
+    long seqs = a->v[CAL_SAMPLES].given ? a->v[CAL_SAMPLES].i : a->v[CAL_SEQS].given ? a->v[CAL_SEQS].i
+                : text ? 128 : 16;
+    long seqlen = a->v[CAL_SEQLEN].given ? a->v[CAL_SEQLEN].i : -1, max_tokens = a->v[CAL_MAX_TOKENS].i;
     long seed = a->v[CAL_SEED].given ? a->v[CAL_SEED].i : -1;
+    qsur_llama_capture_sel sel = {0, s->model->cfg.n_layers, (1u << 6) - 1};
+    if (a->v[CAL_LAYERS].given && (rc = parse_layers(s, a->v[CAL_LAYERS].s, &sel, err)))
+        return rc;
+    if (a->v[CAL_ONLY].given && (rc = parse_only(s, a->v[CAL_ONLY].s, &sel, err)))
+        return rc; /* after layers=: only=layers.N.KIND narrows it to layer N */
+    long given = seqlen;
     if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
         return rc;
+    if (text && given < 0)
+        seqlen = s->model->cfg.seq_len < 2048 ? s->model->cfg.seq_len : 2048;
     char abs[PATH_MAX];
     const char *path = realpath(argv[0], abs) ? abs : argv[0];
     model_state *ms = s->mstate, saved = *ms;
@@ -261,7 +380,19 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
     ms->calib_seqs = (int)seqs;
     ms->calib_seqlen = (int)seqlen;
     ms->calib_max_tokens = max_tokens;
-    ms->calib_seed = seed >= 0 ? (unsigned long long)seed : max_tokens > 0 ? session_next_seed(s) : 1;
+    ms->calib_seed = seed >= 0 ? (unsigned long long)seed : max_tokens > 0 || text ? session_next_seed(s) : 1;
+    ms->calib_first = sel.first, ms->calib_count = sel.count, ms->calib_kinds = sel.kinds;
+    /* what it will take, said before it is taken */
+    long long ntok = seqs > 0 ? (long long)seqs * seqlen : 0;
+    if (max_tokens > 0 && (ntok == 0 || max_tokens < ntok))
+        ntok = max_tokens;
+    double mib = (double)qsur_llama_capture_bytes(s->model, &sel, ntok) / (1 << 20);
+    char what[96];
+    snprintf(what, sizeof what, "calib: capturing %.0f MiB", mib);
+    if ((rc = qsur_progress_tick(&s->progress, 0.0, what, NAN, err))) {
+        *ms = saved;
+        return rc;
+    }
     /* Capture into a scratch workspace first: a failure leaves the old one. */
     qsur_workspace tmp;
     qsur_workspace_init(&tmp);
@@ -272,25 +403,17 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
         *ms = saved;
         return rc;
     }
-    model_session_drop_layers(s);
     int ntensors = tmp.count;
-    for (int i = 0; i < tmp.count && !rc; i++) {
-        rc = qsur_workspace_put(&s->ws, tmp.items[i], err);
-        tmp.items[i] = NULL;
-    }
-    tmp.count = 0;
-    qsur_workspace_clear(&tmp);
-    if (rc)
+    if ((rc = model_session_put_captures(s, &tmp, err)))
         return rc;
     ms->has_calib = 1;
     char head[PATH_MAX + 16];
     snprintf(head, sizeof head, "calib \"%s\"", path);
-    a->v[CAL_SEED].i = (long)ms->calib_seed;
-    a->v[CAL_SEQLEN].i = ms->calib_seqlen; /* as used: the model's context when not given */
-    session_log_opts(s, head, a);
+    log_calib(s, head, &sel, a);
     rep_str(r, "file", "calibration", path);
     rep_int(r, "tokens", "tokens captured", ms->calib_tokens);
     rep_int(r, "tensors", "tensors (layers.N.*.in, .k, .v)", ntensors);
+    rep_num(r, "mib", "memory (MiB)", mib, "%.1f");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     rep_str(r, "hint", "pair", "`use layers.0.feed_forward.w2` selects it with its captured input");
     return QSUR_OK;
@@ -350,10 +473,20 @@ static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
         bad = bad || largest(m->layers[i].ffn_norm, c->dim, name, &lw);
     }
     int n = qsur_llama_linear_count(m);
+    /* the weights the forward pass used (packed codes decoded, mapped ones
+     * converted), a row at a time */
+    float *row = malloc((size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim) * sizeof *row);
+    if (!row)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "the perplexity is not finite (mean NLL %.3g nats/token)",
+                         p->nll);
     for (int i = 0; i <= n && !bad; i++) {
         const qsur_llama_linear *l = i < n ? qsur_llama_linear_at(m, i) : &m->output;
-        bad = largest(l->wq ? l->wq : l->w, l->rows * l->cols, l->name, &lw);
+        for (int64_t r = 0; r < l->rows && !bad; r++) {
+            qsur_llama_linear_forward_rows(l, r, r + 1, row);
+            bad = largest(row, l->cols, l->name, &lw);
+        }
     }
+    free(row);
     if (bad)
         return qsur_fail(err, QSUR_ERR_NUMERIC, "the perplexity is not finite (mean NLL %.3g nats/token): %s "
                          "holds a weight that is not finite", p->nll, lw.name);
@@ -361,11 +494,14 @@ static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
                      "logits are far too large; the largest weight is |w| = %.3g in %s", p->nll, lw.abs, lw.name);
 }
 
-enum { PPL_SEQS, PPL_SEQLEN, PPL_BATCH, PPL_DTYPE };
+enum { PPL_SEQS, PPL_SEQLEN, PPL_BATCH, PPL_MAX_TOKENS, PPL_DTYPE };
 const opt_spec ppl_opts[] = {
-    {"seqs", OPT_INT, 1, 1L << 30, NULL, NULL, NULL, OPT_LOG_GIVEN, "sequences scored (default: all)"},
-    {"seqlen", OPT_INT, 2, 1L << 20, NULL, NULL, NULL, OPT_LOG_GIVEN, "tokens per sequence (default: the model's context, at most 256)"},
-    {"batch", OPT_INT, 1, 4096, NULL, "8", NULL, OPT_LOG_GIVEN, "sequences per forward pass"},
+    {"seqs", OPT_INT, 1, 1L << 30, NULL, NULL, NULL, OPT_LOG_GIVEN, "the first N windows only (default: all)"},
+    {"seqlen", OPT_INT, 2, 1L << 20, NULL, NULL, NULL, OPT_LOG_GIVEN,
+     "tokens per window (default: text 2048, token files 256, at most the model's context)"},
+    {"batch", OPT_INT, 1, 4096, NULL, NULL, NULL, OPT_LOG_GIVEN,
+     "windows per forward pass (default: token files 8; text: logits within 1 GiB, at most 8)"},
+    {"max-tokens", OPT_INT, 0, LONG_MAX, NULL, "0", NULL, OPT_LOG_GIVEN, "text files: the first N tokens only (0: all)"},
     {"dtype", OPT_CHOICE, 0, 0, "bf16|fp32", "bf16", NULL, OPT_LOG_GIVEN,
      "on the GPU: bf16 GEMMs with fp32 accumulation, or fp32 (the CPU's numbers to ~1e-7)"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
@@ -376,21 +512,36 @@ int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_erro
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    long seqs = a->v[PPL_SEQS].i, seqlen = a->v[PPL_SEQLEN].i, batch = a->v[PPL_BATCH].i;
+    /* text: the papers' protocol (text_state.h), windows of 2048 (or the
+     * model's length) and a batch whose logits stay within 1 GiB */
+    int text = text_is_text(argv[0]);
+    long seqs = a->v[PPL_SEQS].i, seqlen = a->v[PPL_SEQLEN].given ? a->v[PPL_SEQLEN].i : -1;
+    long batch = a->v[PPL_BATCH].given ? a->v[PPL_BATCH].i : -1, max_tokens = a->v[PPL_MAX_TOKENS].i;
     int fp32 = a->v[PPL_DTYPE].i == 1;
+    const qsur_llama_config *cfg = &s->model->cfg;
+    long given = seqlen;
     if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
         return rc;
+    if (text && given < 0)
+        seqlen = cfg->seq_len < 2048 ? cfg->seq_len : 2048;
+    if (batch < 0)
+        batch = text ? (long)((1LL << 28) / ((long long)seqlen * cfg->vocab_size)) : 8;
+    batch = batch < 1 ? 1 : batch > 8 && text ? 8 : batch;
+    if (max_tokens && !text)
+        return qsur_fail(err, QSUR_ERR_ARG, "max-tokens= is for text files (token files: seqs=N)");
     qsur_tokens t;
-    rc = qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, s->model->cfg.vocab_size, err);
-    if (!rc)
-        rc = check_seqs(&t, argv[0], seqs, err);
-    if (rc) {
+    rc = text ? text_eval_tokens(s, argv[0], (int)seqlen, max_tokens, &t, err)
+              : qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, cfg->vocab_size, err);
+    if (rc)
+        return rc;
+    if (!text && (rc = check_seqs(&t, argv[0], seqs, err))) {
         qsur_tokens_free(&t);
         return rc;
     }
     qsur_llama_ppl p;
     double t0 = qsur_seconds(), upload = 0;
-    int gpu = session_use_gpu(s);
+    /* the GPU forward lacks some quantizers (qsur_gpu_hooks_supported): those run here */
+    int gpu = session_use_gpu(s) && qsur_gpu_hooks_supported(&s->model->hooks, NULL, 0);
     if (gpu) {
         int n = (int)(t.n / seqlen), b = (int)batch; /* buffers for the batch actually run */
         if (seqs > 0 && seqs < n)
@@ -409,12 +560,17 @@ int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_erro
     if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))
         return qsur_fail(err, QSUR_ERR_NOMEM, "an online rotation could not allocate scratch memory; result invalid");
     char wq[96], aq[96], kq[96];
-    int nq = s->model->layers[0].wq.wq != NULL;
+    int nq = qsur_llama_linear_is_quantized(&s->model->layers[0].wq);
     if (nq)
         qsur_quant_describe(&s->wq, wq, sizeof wq);
     describe_hook(aq, sizeof aq, &s->model->hooks.act);
     describe_hook(kq, sizeof kq, &s->model->hooks.kv);
-    rep_str(r, "file", "tokens", argv[0]);
+    rep_str(r, "file", text ? "text" : "tokens", argv[0]);
+    if (text)
+        rep_str(r, "protocol", "protocol", qsur_tokenizer_bos(s->text->tok) >= 0
+                ? "whole file tokenized once, BOS first, non-overlapping windows"
+                : "whole file tokenized once, no BOS (post-processor), non-overlapping windows");
+    rep_int(r, "seqlen", "window", seqlen);
     rep_int(r, "seqs", "sequences", p.n_seqs);
     rep_int(r, "predicted", "tokens scored", p.n_predicted);
     rep_str(r, "weights", "weights", nq ? wq : "float");
@@ -452,12 +608,13 @@ int model_apply_quant(session *s, report *r, qsur_error *err)
         return QSUR_ERR_ARG;
     if (kv.bits < 16 && qsur_quant_validate(&kv, m->cfg.head_size, err))
         return QSUR_ERR_ARG;
-    int rc = session_use_gpu(s) ? qsur_gpu_quantize_rtn(m, &s->wq, &s->progress, err)
+    int rc = session_gpu_for_weights(s) ? qsur_gpu_quantize_rtn(m, &s->wq, &s->progress, err)
                                 : qsur_llama_quantize_rtn(m, &s->wq, &s->progress, err);
     if (rc)
         return rc;
     m->hooks.act = a;
     m->hooks.kv = kv;
+    m->hooks.act_wo = s->aoq; /* bits 0: follows act */
     s->mstate->quantized = 1;
     snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
     char kq[96];
@@ -696,7 +853,7 @@ static int load_calib_tokens(session *s, qsur_tokens *t, qsur_error *err)
     const model_state *ms = s->mstate;
     if (!ms->has_calib)
         return qsur_fail(err, QSUR_ERR_ARG, "needs calibration data: run `calib FILE` first");
-    return qsur_tokens_read(t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, s->model->cfg.vocab_size, err);
+    return text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, ms->calib_seed, t, err);
 }
 
 /* After a whole-model weight quantizer ran: the model state records it, the
@@ -750,9 +907,10 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
         return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
     }
     /* GPTQ's solves go to the GPU when one is in use and the options are ones it runs */
-    o->gpu = o->method == QSUR_MWQ_GPTQ && !o->gptq.act_order && !s->wq.clip_search && session_use_gpu(s);
+    o->gpu = o->method == QSUR_MWQ_GPTQ && !o->gptq.act_order && !s->wq.clip_search && session_gpu_for_weights(s);
     double t0 = qsur_seconds();
-    int whole_gpu = o->gpu && o->max_tokens == 0; /* the GPU pass uses every calibration token */
+    /* the GPU pass uses every calibration token and runs every layer */
+    int whole_gpu = o->gpu && o->max_tokens == 0 && o->layers <= 0;
     if (whole_gpu)
         rc = gptq_model_gpu(s, &t, o, rows, err);
     else
@@ -767,7 +925,11 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
     static const int widths[] = {-28, 5, 10, 10, 7};
     rep_table_begin(r, "linears", 5, keys, widths);
     double srtn = 0, se = 0;
+    int done = 0;
     for (int i = 0; i < n; i++) {
+        if (!rows[i].name[0])
+            continue; /* beyond layers=N: left as it was */
+        done++;
         rep_cell_str(r, rows[i].name);
         rep_cell_int(r, rows[i].group);
         rep_cell_num(r, rows[i].rtn_error, "%.5f");
@@ -777,8 +939,8 @@ int model_wquant(session *s, qsur_llama_wquant_opts *o, const char *canon, repor
         se += rows[i].error;
     }
     rep_table_end(r);
-    rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / n, "%.5f");
-    rep_num(r, "mean_error", "mean output error", se / n, "%.5f");
+    rep_num(r, "mean_rtn_error", "mean RTN output error", srtn / done, "%.5f");
+    rep_num(r, "mean_error", "mean output error", se / done, "%.5f");
     rep_str(r, "device", "runs on", whole_gpu ? "gpu (captures, Hessians, GPTQ)" : o->gpu ? "gpu (GPTQ solves; captures on the cpu)" : "cpu");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
     free(rows);

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "commands.h"
 #include "plot.h"
 #include "model_session.h"
@@ -20,9 +21,11 @@
 #include "ostquant_live.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
+#include "qsur/llama_store.h"
 #include "qsur/llama_wquant.h"
 #include "qsur/ostquant.h"
 #include "qsur/ostquant_layer.h"
+#include "text_state.h"
 
 /* The loss per step as bars (one column per step, max-pooled to the width):
  * the loss curve in the REPL and in the TUI's output panel. */
@@ -177,19 +180,27 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     qsur_ostquant_opts o = os->opts;
     qsur_tokens ct, et;
     memset(&et, 0, sizeof et);
-    int rc = qsur_tokens_load(&ct, calib, calib_seqlen, s->model->cfg.vocab_size, err);
+    /* text: `calib`'s windows when it is the session's file, else seqs= (128) from seed= */
+    const model_state *ms = s->mstate;
+    int same = ms && ms->has_calib && !strcmp(calib, ms->calib_path);
+    int samples = same && ms->calib_seqs > 0 ? ms->calib_seqs : o.max_seqs > 0 ? o.max_seqs : 128;
+    if (!text_is_text(calib))
+        samples = 0; /* a token file is read whole: the QSUR measurements use the whole stream */
+    int rc = text_or_tokens_calib(s, calib, calib_seqlen, samples, same ? ms->calib_seed : o.seed, &ct, err);
     if (rc)
         return rc;
-    if (eval && (rc = qsur_tokens_load(&et, eval, ct.seq_len, s->model->cfg.vocab_size, err))) {
+    if (eval && (rc = text_or_tokens_eval(s, eval, ct.seq_len, &et, err))) {
         qsur_tokens_free(&ct);
         return rc;
     }
     int start = os->step;
+    double wall0 = os->time.total, cpu0 = (double)clock() / CLOCKS_PER_SEC;
     os->qsur_opt = ostquant_session_qsur_options(s);
     /* the progress callbacks show os->qlog live (REPL lines, TUI table) */
     s->training = os;
     s->training_shown = os->nqlog;
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
+    double train_wall = os->time.total - wall0, train_cpu = (double)clock() / CLOCKS_PER_SEC - cpu0;
     s->training = NULL;
     int interrupted = rc == QSUR_ERR_INTERRUPTED;
     if (interrupted && !keep_partial) {
@@ -207,19 +218,6 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     }
     if (interrupted && s->interrupted)
         *s->interrupted = 0; /* honoured: the fusion and capture below must run */
-    if (interrupted && !keep_partial) {
-        /* A stopped run is not the result the user asked for: the session
-         * keeps its model; the state file still lets `ostquant resume` go on. */
-        qsur_error serr;
-        int saved = state_out && qsur_ostquant_save(os, state_out, &serr) == QSUR_OK;
-        qsur_tokens_free(&ct);
-        if (eval)
-            qsur_tokens_free(&et);
-        return qsur_fail(err, QSUR_ERR_INTERRUPTED, "interrupted at step %d of %d: the model is the one from "
-                         "before the command (keep-partial=1 keeps the best transforms so far)%s%s%s",
-                         os->step, o.steps, saved ? "; state saved to " : "", saved ? state_out : "",
-                         state_out && !saved ? "; the state file could not be written" : "");
-    }
     qsur_llama *fm = NULL;
     qsur_llama_rotations *rot = NULL;
     qsur_llama_qsur final;
@@ -244,6 +242,8 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_bool(r, "womi", "WOMI init", o.womi);
         rep_bool(r, "scales", "learned scales", o.learn_scales);
         rep_int(r, "steps_done", "steps done", os->step);
+        rep_num(r, "train_seconds", "training wall time (s)", train_wall, "%.2f");
+        rep_num(r, "train_cpu_seconds", "training CPU time of the process (s)", train_cpu, "%.2f");
         rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
         if (interrupted)
             rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
@@ -252,8 +252,6 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_str(r, "online", "online rotations", rd);
         if (state_out)
             rep_str(r, "state", "optimiser state saved to", state_out);
-        if (interrupted)
-            rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
         qsur_error merr;
         char how[160];
         snprintf(how, sizeof how, "ostquant (%d steps, %s, lr %g, seed %llu%s%s)", os->step,
@@ -270,6 +268,7 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         s->wq = os->wspec;
         s->aq = os->aspec;
         s->kvq = os->kvspec;
+        s->aoq = os->aospec;
         ostquant_record *rec = NULL;
         if (s->mstate && ostquant_record_new(&rec, os, &final, how, interrupted, &merr) == QSUR_OK) {
             ostquant_record_free(s->mstate->ostq);
@@ -317,10 +316,46 @@ static int check_no_hooks(const session *s, const char *who, qsur_error *err)
     return QSUR_OK;
 }
 
+/* `preset=paper`: the OSTQuant code's training protocol (docs/ostquant.md).
+ * With quantized activations or KV cache (W4A4KV4): WOMI start, weights float
+ * during training (GPTQ after), batch 32; weight-only (W4A16KV16): Hadamard
+ * start, weights fake-quantized, batch 16. Both: 100 steps over every
+ * sequence of the calibration file, KL-Top with k = 1000 (>= the vocabulary:
+ * the full KL), Riemannian Adam lr 0.0169 on the orthogonals, Adam lr 0.00179
+ * on the scales, both decaying linearly to 0, gradients clipped to norm 1,
+ * a new batch order every pass, the last step's parameters kept; learned:
+ * R_res, R_ov, S_attn/S_ffn (norm->linear), S_ov, S_ud and S_qk. */
+static void paper_preset(const session *s, qsur_ostquant_opts *o)
+{
+    int weight_only = s->aq.bits >= 16 && s->kvq.bits >= 16;
+    o->steps = 100;
+    o->batch = weight_only ? 16 : 32;
+    o->max_seqs = 1 << 30; /* every sequence of the file, whatever `calib` took */
+    o->lr = 0.01689753172873217;
+    o->lr_scale = 0.0017898822675917248;
+    o->loss = QSUR_OSTQ_KLTOP;
+    o->topk = 1000;
+    o->womi = !weight_only;
+    o->learn_scales = 1;
+    o->no_wquant = !weight_only;
+    o->clip_grad = 1.0;
+    o->lr_decay = 1;
+    o->radam = 1;
+    o->keep_last = 1;
+    o->reshuffle = 1;
+    o->learn_qk = 1;
+    o->klt = 0; /* WOMI: the KLT start measured worse on calib (docs/ostquant.md) */
+    o->ste_const = 0;
+}
+
 /* ostquant model: defaults are qsur_ostquant_default()'s (a test checks);
- * the order is the log line's. */
+ * the order is the log line's, which holds every value as used (preset=
+ * expanded), so a replay trains the same. preset=paper is applied first and
+ * the options given override it, wherever they stand. */
 enum { OM_STEPS, OM_LR, OM_LR_SCALE, OM_LOSS, OM_TOPK, OM_BATCH, OM_SEQS, OM_SEQ_LEN, OM_EVAL_EVERY,
-       OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_NO_WOMI, OM_NO_SCALE, OM_CALIB, OM_EVAL, OM_STATE, OM_KEEP };
+       OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_WOMI, OM_NO_WOMI, OM_KLT, OM_NO_SCALE, OM_QK_SCALE, OM_STE,
+       OM_WQUANT, OM_CLIP_GRAD, OM_LR_DECAY, OM_ADAM_NORM, OM_KEEP_WHICH, OM_SHUFFLE, OM_CALIB, OM_EVAL, OM_STATE,
+       OM_KEEP, OM_PRESET };
 const opt_spec ostq_model_opts[] = {
     {"steps", OPT_INT, 0, 1000000, NULL, "150", NULL, OPT_LOG_ALWAYS, "training steps"},
     {"lr", OPT_REAL, 0, 10, NULL, "0.01", NULL, OPT_LOG_ALWAYS, "learning rate of the orthogonals"},
@@ -334,14 +369,99 @@ const opt_spec ostq_model_opts[] = {
     {"qsur-every", OPT_INT, 0, 1000000, NULL, "10", NULL, OPT_LOG_ALWAYS, "steps between live QSUR measurements (0: off)"},
     {"qsur-tokens", OPT_INT, 1, 1 << 24, NULL, "512", NULL, OPT_LOG_ALWAYS, "calibration tokens of the live QSUR"},
     {"seed", OPT_INT, 0, 2147483647L, NULL, NULL, NULL, OPT_LOG_ALWAYS, "random seed (default: the session's next)"},
-    {"no-womi", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "no WOMI initialisation"},
+    {"womi", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "WOMI initialisation (the default)"},
+    {"no-womi", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "no WOMI initialisation (Hadamards)"},
+    {"klt", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "WOMI with a KLT start"},
     {"no-scale", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "learn the rotations only"},
-    {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "calibration token file (default: the file of `calib`)"},
-    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "token file scored only"},
+    {"qk-scale", OPT_CHOICE, 0, 0, "on|off", "off", NULL, OPT_LOG_ALWAYS, "learn S_qk per RoPE pair"},
+    {"ste", OPT_CHOICE, 0, 0, "minmax|const", "minmax", NULL, OPT_LOG_ALWAYS, "asymmetric STE scale"},
+    {"wquant", OPT_CHOICE, 0, 0, "on|off", "on", NULL, OPT_LOG_ALWAYS, "off: weights float while training (GPTQ after)"},
+    {"clip-grad", OPT_REAL, 0, 1e6, NULL, "0", NULL, OPT_LOG_ALWAYS, "global gradient norm clip (0: off)"},
+    {"lr-decay", OPT_CHOICE, 0, 0, "linear|none", "none", NULL, OPT_LOG_ALWAYS, "learning rate schedule"},
+    {"adam-norm", OPT_CHOICE, 0, 0, "canonical|mean", "mean", NULL, OPT_LOG_ALWAYS,
+     "Riemannian Adam scaling (canonical: geoopt's)"},
+    {"keep", OPT_CHOICE, 0, 0, "last|best", "best", NULL, OPT_LOG_ALWAYS, "parameters kept: the last step's or the best"},
+    {"shuffle", OPT_CHOICE, 0, 0, "epoch|once", "once", NULL, OPT_LOG_ALWAYS, "batch order: new every pass or once"},
+    {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "calibration tokens or .txt (default: the file of `calib`)"},
+    {"eval", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "tokens or .txt scored only"},
     {"state", OPT_FILE, 0, 0, NULL, NULL, "OUT", OPT_LOG_GIVEN, "optimiser state, saved at the end and on Ctrl-C"},
     {"keep-partial", OPT_CHOICE, 0, 0, "0|1", "0", NULL, OPT_LOG_NEVER,
      "1: Ctrl-C keeps the best transforms so far (0: the model from before)"},
-    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+    {"preset", OPT_CHOICE, 0, 0, "paper", NULL, NULL, OPT_LOG_NEVER,
+     "the OSTQuant code's protocol (docs/ostquant.md); logged expanded"},
+    OPT_END};
+
+/* o from the defaults, preset=paper and the options given. */
+static void ostq_model_opts_from(session *s, const opt_args *a, qsur_ostquant_opts *o)
+{
+    static const qsur_ostquant_loss losses[] = {QSUR_OSTQ_KLTOP, QSUR_OSTQ_CE, QSUR_OSTQ_MSE};
+    const opt_value *v = a->v;
+    *o = qsur_ostquant_default();
+    if (v[OM_PRESET].given)
+        paper_preset(s, o);
+#define GIVEN(i, field, value) \
+    if (v[i].given)            \
+        o->field = (value);
+    GIVEN(OM_STEPS, steps, (int)v[OM_STEPS].i)
+    GIVEN(OM_LR, lr, v[OM_LR].d)
+    GIVEN(OM_LR_SCALE, lr_scale, v[OM_LR_SCALE].d)
+    GIVEN(OM_LOSS, loss, losses[v[OM_LOSS].i])
+    GIVEN(OM_TOPK, topk, (int)v[OM_TOPK].i)
+    GIVEN(OM_BATCH, batch, (int)v[OM_BATCH].i)
+    GIVEN(OM_SEQS, max_seqs, (int)v[OM_SEQS].i)
+    GIVEN(OM_SEQ_LEN, seq_len, (int)v[OM_SEQ_LEN].i)
+    GIVEN(OM_EVAL_EVERY, eval_every, (int)v[OM_EVAL_EVERY].i)
+    GIVEN(OM_QSUR_EVERY, qsur_every, (int)v[OM_QSUR_EVERY].i)
+    GIVEN(OM_QSUR_TOKENS, qsur_tokens, (int)v[OM_QSUR_TOKENS].i)
+    GIVEN(OM_NO_SCALE, learn_scales, 0)
+    GIVEN(OM_QK_SCALE, learn_qk, v[OM_QK_SCALE].i == 0)
+    GIVEN(OM_STE, ste_const, v[OM_STE].i == 1)
+    GIVEN(OM_WQUANT, no_wquant, v[OM_WQUANT].i == 1)
+    GIVEN(OM_CLIP_GRAD, clip_grad, v[OM_CLIP_GRAD].d)
+    GIVEN(OM_LR_DECAY, lr_decay, v[OM_LR_DECAY].i == 0)
+    GIVEN(OM_ADAM_NORM, radam, v[OM_ADAM_NORM].i == 0)
+    GIVEN(OM_KEEP_WHICH, keep_last, v[OM_KEEP_WHICH].i == 0)
+    GIVEN(OM_SHUFFLE, reshuffle, v[OM_SHUFFLE].i == 0)
+#undef GIVEN
+    /* the start: no-womi < womi < klt when more than one is given */
+    if (v[OM_NO_WOMI].given)
+        o->womi = 0;
+    if (v[OM_WOMI].given)
+        o->womi = 1, o->klt = 0;
+    if (v[OM_KLT].given)
+        o->womi = 1, o->klt = 1;
+    o->seed = (uint64_t)v[OM_SEED].i;
+}
+
+/* The values as used go back into a, for the log line. */
+static void ostq_model_opts_to(const qsur_ostquant_opts *o, opt_args *a)
+{
+    opt_value *v = a->v;
+    static const int loss_index[] = {[QSUR_OSTQ_KLTOP] = 0, [QSUR_OSTQ_CE] = 1, [QSUR_OSTQ_MSE] = 2};
+    v[OM_STEPS].i = o->steps;
+    v[OM_LR].d = o->lr;
+    v[OM_LR_SCALE].d = o->lr_scale;
+    v[OM_LOSS].i = loss_index[o->loss];
+    v[OM_TOPK].i = o->topk;
+    v[OM_BATCH].i = o->batch;
+    v[OM_SEQS].i = o->max_seqs;
+    v[OM_SEQ_LEN].i = o->seq_len;
+    v[OM_EVAL_EVERY].i = o->eval_every;
+    v[OM_QSUR_EVERY].i = o->qsur_every;
+    v[OM_QSUR_TOKENS].i = o->qsur_tokens;
+    v[OM_WOMI].i = o->womi;
+    v[OM_NO_WOMI].i = !o->womi;
+    v[OM_KLT].i = o->womi && o->klt;
+    v[OM_NO_SCALE].i = !o->learn_scales;
+    v[OM_QK_SCALE].i = !o->learn_qk;
+    v[OM_STE].i = o->ste_const;
+    v[OM_WQUANT].i = o->no_wquant;
+    v[OM_CLIP_GRAD].d = o->clip_grad;
+    v[OM_LR_DECAY].i = !o->lr_decay;
+    v[OM_ADAM_NORM].i = !o->radam;
+    v[OM_KEEP_WHICH].i = !o->keep_last;
+    v[OM_SHUFFLE].i = !o->reshuffle;
+}
 
 static int ostq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
@@ -351,34 +471,23 @@ static int ostq_model(session *s, int argc, char **argv, opt_args *a, report *r,
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant model: no model loaded (`model load FILE`)");
     if (check_no_hooks(s, "ostquant model", err))
         return QSUR_ERR_ARG;
-    qsur_ostquant_opts o = qsur_ostquant_default();
     long next_seed = (long)session_next_seed(s); /* drawn even when given: later seeds stay put */
     if (!a->v[OM_SEED].given)
         a->v[OM_SEED].i = next_seed;
-    static const qsur_ostquant_loss losses[] = {QSUR_OSTQ_KLTOP, QSUR_OSTQ_CE, QSUR_OSTQ_MSE};
-    o.steps = (int)a->v[OM_STEPS].i;
-    o.lr = a->v[OM_LR].d;
-    o.lr_scale = a->v[OM_LR_SCALE].d;
-    o.loss = losses[a->v[OM_LOSS].i];
-    o.topk = (int)a->v[OM_TOPK].i;
-    o.batch = (int)a->v[OM_BATCH].i;
-    o.max_seqs = (int)a->v[OM_SEQS].i;
-    o.seq_len = (int)a->v[OM_SEQ_LEN].i;
-    o.eval_every = (int)a->v[OM_EVAL_EVERY].i;
-    o.qsur_every = (int)a->v[OM_QSUR_EVERY].i;
-    o.qsur_tokens = (int)a->v[OM_QSUR_TOKENS].i;
-    o.seed = (uint64_t)a->v[OM_SEED].i;
-    o.womi = !a->v[OM_NO_WOMI].i;
-    o.learn_scales = !a->v[OM_NO_SCALE].i;
+    qsur_ostquant_opts o;
+    ostq_model_opts_from(s, a, &o);
     const char *calib = a->v[OM_CALIB].s, *eval = a->v[OM_EVAL].s, *state = a->v[OM_STATE].s;
     int seqlen = 0, rc = pick_calib(s, calib, &calib, &seqlen, &o.max_seqs, err);
     if (rc)
         return rc;
     qsur_ostquant *os = NULL;
-    rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
+    /* OSTQuant trains on the whole model in float32 (a folded copy) */
+    if (!(rc = qsur_llama_own_all(s->model, err)))
+        rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
     if (rc)
         return rc;
-    a->v[OM_SEQS].i = o.max_seqs; /* logged as used: the seqs of `calib` */
+    os->aospec = s->aoq;
+    ostq_model_opts_to(&o, a); /* logged as used: the seqs of `calib`, the preset expanded */
     a->v[OM_CALIB].s = calib;
     rc = ostq_run(s, os, calib, seqlen, eval, state, (int)a->v[OM_KEEP].i, "ostquant model", a, OM_STEPS, r, err);
     qsur_ostquant_free(os);
@@ -410,7 +519,9 @@ static int ostq_resume(session *s, int argc, char **argv, opt_args *a, report *r
     long more = a->v[OR_STEPS].given ? a->v[OR_STEPS].i : -1;
     long qsur_every = a->v[OR_QSUR_EVERY].given ? a->v[OR_QSUR_EVERY].i : -1;
     qsur_ostquant *os = NULL;
-    int rc = qsur_ostquant_load(&os, s->model, file, err);
+    int rc = qsur_llama_own_all(s->model, err); /* the base hash reads float weights */
+    if (!rc)
+        rc = qsur_ostquant_load(&os, s->model, file, err);
     if (rc)
         return rc;
     if (more < 0 && os->opts.steps <= os->step) {

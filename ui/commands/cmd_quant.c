@@ -9,17 +9,21 @@
 #include "plot.h"
 #include "channel_analysis.h"
 
-/* One option of a quantizer: sym, asym, tensor, row|channel|token, gN, clip=R,
- * clip=search. *set gets the bit of what it sets (symmetry 1, granularity 2,
- * clipping 4), so a spec that sets one thing twice ("sym,asym") is refused. */
+/* One option of a quantizer: sym, sym-full, asym, tensor, row|channel|token, gN,
+ * clip=R, clip=search, clip-norm=P, clip-grid=N (qsur/quant.h). *set gets the
+ * bit of what it sets (symmetry 1, granularity 2, clipping 4, clip norm 8, clip
+ * grid 16), so a spec that sets one thing twice ("sym,asym") is refused. */
 static int parse_quant_opt(const char *o, qsur_quant_spec *q, int *set, qsur_error *err)
 {
-    static const char *const known = "sym, asym, tensor, row, token, gN, clip=R, clip=search";
+    static const char *const known = "sym, sym-full, asym, tensor, row, token, gN, clip=R, clip=search, "
+                                     "clip-norm=P, clip-grid=N";
     long g;
     double c;
     int what;
-    if (!strcmp(o, "sym") || !strcmp(o, "asym")) {
+    if (!strcmp(o, "sym") || !strcmp(o, "sym-full") || !strcmp(o, "asym")) {
         q->symmetric = o[0] == 's';
+        if (q->symmetric)
+            q->full = !strcmp(o, "sym-full");
         what = 1;
     } else if (!strcmp(o, "tensor")) {
         q->gran = QSUR_GRAN_TENSOR;
@@ -33,6 +37,16 @@ static int parse_quant_opt(const char *o, qsur_quant_spec *q, int *set, qsur_err
         q->gran = QSUR_GRAN_GROUP;
         q->group = (int)g;
         what = 2;
+    } else if (!strncmp(o, "clip-norm=", 10)) {
+        if (parse_double(o + 10, 0.5, 16.0, &c))
+            return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s' (clip-norm=P: an error norm P in [0.5, 16])", o);
+        q->clip_norm = c;
+        what = 8;
+    } else if (!strncmp(o, "clip-grid=", 10)) {
+        if (parse_long(o + 10, 1, 100, &g))
+            return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s' (clip-grid=N: N = 1..100 ratios)", o);
+        q->clip_grid = (int)g;
+        what = 16;
     } else if (!strcmp(o, "clip=search")) {
         q->clip_search = 1;
         q->clip = 1.0;
@@ -48,7 +62,8 @@ static int parse_quant_opt(const char *o, qsur_quant_spec *q, int *set, qsur_err
     }
     if (*set & what)
         return qsur_fail(err, QSUR_ERR_ARG, "'%s' sets the %s a second time in one spec", o,
-                         what == 1 ? "symmetry" : what == 2 ? "granularity" : "clipping");
+                         what == 1 ? "symmetry" : what == 2 ? "granularity" : what == 4 ? "clipping"
+                         : what == 8 ? "clip norm" : "clip grid");
     *set |= what;
     return QSUR_OK;
 }
@@ -91,32 +106,120 @@ static void show_spec(session *s, report *r)
     qsur_quant_describe(&s->aq, aq, sizeof aq);
     rep_str(r, "weight", "weight quantizer", wq);
     rep_str(r, "activation", "activation quantizer", aq);
+    if (s->aoq.bits > 0) {
+        qsur_quant_describe(&s->aoq, aq, sizeof aq);
+        rep_str(r, "activation_wo", "wo input quantizer", aq);
+    }
+}
+
+/* Named quantizer sets: each expands to its words, in place, so words after
+ * `preset=` override it. paper-*: the OSTQuant / QuaRot code's defaults
+ * (docs/ostquant.md, "The official protocol"): weights symmetric INT4 on the
+ * full grid -8..7 per output channel with that code's clip search (error
+ * |.|^2.4, ratios 1.00 .. 0.21); activations asymmetric per token; wo's
+ * input asymmetric per head; K (after RoPE and the q/k Hadamard) and V
+ * asymmetric per head per token; q is never quantized. */
+typedef struct {
+    const char *name;
+    const char *words[6];
+} quant_preset;
+
+static const quant_preset presets[] = {
+    {"paper-w4a4kv4",
+     {"w4a4kv4", "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "a:asym,token,clip=1",
+      "ao:asym,head,clip=1", "kv:asym,row,clip=1", NULL}},
+    {"paper-w4a16kv16",
+     {"w4a16kv16", "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "a:asym,token,clip=1",
+      "ao:same", "kv:asym,row,clip=1", NULL}},
+};
+
+static const quant_preset *find_preset(const char *name)
+{
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (!strcmp(presets[i].name, name))
+            return &presets[i];
+    return NULL;
+}
+
+/* One comma-separated word of options into q (a copy is cut up). */
+static int parse_quant_opts(const char *word, qsur_quant_spec *q, session *s, int ao, qsur_error *err)
+{
+    char *opts = strdup(word), *save = NULL;
+    if (!opts)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    int rc = QSUR_OK, set = 0;
+    for (char *o = strtok_r(opts, ",", &save); o && rc == QSUR_OK; o = strtok_r(NULL, ",", &save)) {
+        if (ao && !strcmp(o, "same")) {
+            q->bits = 0; /* follow a: */
+        } else if (ao && !strcmp(o, "head")) {
+            if (!s->model)
+                rc = qsur_fail(err, QSUR_ERR_ARG, "ao:head needs a model (its head size): `model load` first");
+            else
+                q->gran = QSUR_GRAN_GROUP, q->group = s->model->cfg.head_size, q->bits = 1;
+        } else {
+            rc = parse_quant_opt(o, q, &set, err);
+            if (ao)
+                q->bits = 1; /* own spec from now on; its width is aq's (below) */
+        }
+    }
+    free(opts);
+    return rc;
+}
+
+/* The words of the command with every preset=NAME expanded in place. */
+static int expand_presets(int argc, char **argv, const char **words, int cap, int *nw, qsur_error *err)
+{
+    *nw = 0;
+    for (int i = 0; i < argc; i++) {
+        const quant_preset *p = NULL;
+        if (!strncmp(argv[i], "preset=", 7) && !(p = find_preset(argv[i] + 7)))
+            return qsur_fail(err, QSUR_ERR_ARG, "quant: unknown preset '%s' (paper-w4a4kv4, paper-w4a16kv16)",
+                             argv[i] + 7);
+        for (int k = 0; p ? p->words[k] != NULL : k < 1; k++) {
+            if (*nw == cap)
+                return qsur_fail(err, QSUR_ERR_ARG, "quant: too many words");
+            words[(*nw)++] = p ? p->words[k] : argv[i];
+        }
+    }
+    return QSUR_OK;
 }
 
 int cmd_quant(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
-    qsur_quant_spec wq = s->wq, aq = s->aq, kvq = s->kvq;
-    int kv = s->kvq.bits, kv_named = 0, bits_token = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strncmp(a, "w:", 2) || !strncmp(a, "a:", 2) || !strncmp(a, "kv:", 3)) {
+    qsur_quant_spec wq = s->wq, aq = s->aq, kvq = s->kvq, aoq = s->aoq;
+    int kv = s->kvq.bits, kv_named = 0, bits_token = 0, nw;
+    const char *words[64];
+    int rc = expand_presets(argc, argv, words, 64, &nw, err);
+    if (rc != QSUR_OK)
+        return rc;
+    /* ao: words start from aq as it is after every a: word */
+    const char *ao[64];
+    int nao = 0;
+    for (int i = 0; i < nw; i++) {
+        const char *a = words[i];
+        if (!strncmp(a, "ao:", 3)) {
+            ao[nao++] = a + 3;
+        } else if (!strncmp(a, "w:", 2) || !strncmp(a, "a:", 2) || !strncmp(a, "kv:", 3)) {
             qsur_quant_spec *q = a[0] == 'w' ? &wq : a[0] == 'a' ? &aq : &kvq;
-            char *opts = strdup(a + (a[0] == 'k' ? 3 : 2)), *save = NULL;
-            if (!opts)
-                return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-            int rc = QSUR_OK, set = 0;
-            for (char *o = strtok_r(opts, ",", &save); o && rc == QSUR_OK; o = strtok_r(NULL, ",", &save))
-                rc = parse_quant_opt(o, q, &set, err);
-            free(opts);
-            if (rc != QSUR_OK)
+            if ((rc = parse_quant_opts(a + (a[0] == 'k' ? 3 : 2), q, s, 0, err)) != QSUR_OK)
                 return rc;
         } else if (parse_bits(a, &wq, &aq, &kv, &kv_named)) {
             return qsur_fail(err, QSUR_ERR_ARG,
-                             "'%s': expected bit widths like w4a8kv4 (2..8, or 16 = float) or w:OPTS / a:OPTS / kv:OPTS", a);
+                             "'%s': expected bit widths like w4a8kv4 (2..8, or 16 = float), preset=NAME or "
+                             "w:OPTS / a:OPTS / ao:OPTS / kv:OPTS", a);
         } else {
             bits_token = 1;
         }
     }
+    if (nao > 0 && aoq.bits == 0)
+        aoq = aq;
+    for (int i = 0; i < nao; i++)
+        if ((rc = parse_quant_opts(ao[i], &aoq, s, 1, err)) != QSUR_OK)
+            return rc;
+    if (aoq.bits > 0)
+        aoq.bits = aq.bits;
+    if (aoq.bits > 0 && aoq.bits < 16 && s->model && qsur_quant_validate(&aoq, s->model->cfg.dim, err))
+        return QSUR_ERR_ARG;
     /* `quant w4a8` means KV off; `quant w:g128` alone keeps every width. */
     if (bits_token && !kv_named)
         kv = 16;
@@ -134,15 +237,16 @@ int cmd_quant(session *s, int argc, char **argv, report *r, qsur_error *err)
             qsur_quant_validate(&aq, aq.gran == QSUR_GRAN_GROUP ? aq.group : 1, err) != QSUR_OK)
             return QSUR_ERR_ARG;
     }
-    qsur_quant_spec old_w = s->wq, old_a = s->aq, old_kv = s->kvq;
+    qsur_quant_spec old_w = s->wq, old_a = s->aq, old_kv = s->kvq, old_ao = s->aoq;
     s->wq = wq;
     s->aq = aq;
     s->kvq = kvq;
+    s->aoq = aoq;
     /* With a model loaded the same spec quantizes it (weights RTN from the
      * float weights, activations per token, KV per head per token). */
-    int rc = model_apply_quant(s, r, err);
+    rc = model_apply_quant(s, r, err);
     if (rc != QSUR_OK) {
-        s->wq = old_w, s->aq = old_a, s->kvq = old_kv;
+        s->wq = old_w, s->aq = old_a, s->kvq = old_kv, s->aoq = old_ao;
         return rc;
     }
     show_spec(s, r);

@@ -82,11 +82,22 @@ static int job_end(session *s, wq_job *j, report *r, const char *method, double 
 /* Each method runs on the current layer (the entry's own options) or, as
  * `METHOD model ...`, on every linear of the model (the sub-command entry);
  * both share one handler, which tells them apart by the spec it got. */
-enum { GPTQ_ACT, GPTQ_DAMP };
-const opt_spec gptq_opts[] = {
-    {"act", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "quantize columns in decreasing H_jj order"},
-    {"damp", OPT_REAL, 0, 1, NULL, "0.01", "P", OPT_LOG_ALWAYS, "damping, times mean(diag H)"},
-    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+/* `layers=N` of every model mode: only the first N blocks (mo.layers). */
+#define LAYERS_OPT \
+    {"layers", OPT_INT, 1, 1L << 20, NULL, NULL, NULL, OPT_LOG_GIVEN, "only the first N blocks (the others keep their form)"}
+
+/* The model specs repeat the layer specs' rows first, so one index enum
+ * reads both. */
+#define GPTQ_LAYER_ROWS \
+    {"act", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "quantize columns in decreasing H_jj order"}, \
+    {"damp", OPT_REAL, 0, 1, NULL, "0.01", "P", OPT_LOG_ALWAYS, "damping, times mean(diag H)"}
+enum { GPTQ_ACT, GPTQ_DAMP, GPTQ_FLOAT_ACTS, GPTQ_LAYERS };
+const opt_spec gptq_opts[] = {GPTQ_LAYER_ROWS, OPT_END};
+static const opt_spec gptq_model_opts[] = {
+    GPTQ_LAYER_ROWS,
+    {"float-acts", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN,
+     "capture inputs with the activation/KV quantizers off (as the QuaRot/OSTQuant code)"},
+    LAYERS_OPT, OPT_END};
 
 static int run_gptq(session *s, int model, opt_args *a, report *r, qsur_error *err)
 {
@@ -97,6 +108,8 @@ static int run_gptq(session *s, int model, opt_args *a, report *r, qsur_error *e
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_GPTQ;
         mo.gptq = o;
+        mo.float_acts = (int)a->v[GPTQ_FLOAT_ACTS].i;
+        mo.layers = (int)a->v[GPTQ_LAYERS].i;
         char *canon = opt_log_line("gptq model", a);
         int rc = canon ? model_wquant(s, &mo, canon, r, err) : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
         free(canon);
@@ -130,11 +143,12 @@ static int cmd_gptq_model(session *s, int argc, char **argv, opt_args *a, report
     return run_gptq(s, 1, a, r, err);
 }
 
-enum { QE_OUTLIERS, QE_INIT };
-const opt_spec quantease_opts[] = {
-    {"outliers", OPT_REAL, 0, 0.5, NULL, "0", "P", OPT_LOG_ALWAYS, "fraction of the weights kept in float"},
-    {"init", OPT_CHOICE, 0, 0, "rtn|gptq", "rtn", NULL, OPT_LOG_ALWAYS, "grid and start point"},
-    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+#define QE_LAYER_ROWS \
+    {"outliers", OPT_REAL, 0, 0.5, NULL, "0", "P", OPT_LOG_ALWAYS, "fraction of the weights kept in float"}, \
+    {"init", OPT_CHOICE, 0, 0, "rtn|gptq", "rtn", NULL, OPT_LOG_ALWAYS, "grid and start point"}
+enum { QE_OUTLIERS, QE_INIT, QE_LAYERS };
+const opt_spec quantease_opts[] = {QE_LAYER_ROWS, OPT_END};
+static const opt_spec quantease_model_opts[] = {QE_LAYER_ROWS, LAYERS_OPT, OPT_END};
 
 /* argv: [SWEEPS] */
 static int run_quantease(session *s, int model, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
@@ -151,6 +165,7 @@ static int run_quantease(session *s, int model, int argc, char **argv, opt_args 
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_QUANTEASE;
         mo.quantease = o;
+        mo.layers = (int)a->v[QE_LAYERS].i;
         char head[64];
         snprintf(head, sizeof head, "quantease model %d", o.sweeps);
         char *canon = opt_log_line(head, a);
@@ -206,10 +221,11 @@ static int cmd_quantease_model(session *s, int argc, char **argv, opt_args *a, r
     return run_quantease(s, 1, argc, argv, a, r, err);
 }
 
-const opt_spec awq_opts[] = {{NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}}; /* GRID only */
+const opt_spec awq_opts[] = {OPT_END}; /* GRID only */
+static const opt_spec awq_model_opts[] = {LAYERS_OPT, OPT_END};
 
 /* argv: [GRID] */
-static int run_awq(session *s, int model, int argc, char **argv, report *r, qsur_error *err)
+static int run_awq(session *s, int model, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     qsur_awq_opts o = qsur_awq_default();
     long grid;
@@ -222,9 +238,13 @@ static int run_awq(session *s, int model, int argc, char **argv, report *r, qsur
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_AWQ;
         mo.awq = o;
-        char canon[64];
-        snprintf(canon, sizeof canon, "awq model %d", o.grid);
-        return model_wquant(s, &mo, canon, r, err);
+        mo.layers = (int)a->v[0].i;
+        char head[64];
+        snprintf(head, sizeof head, "awq model %d", o.grid);
+        char *canon = opt_log_line(head, a);
+        int rc = canon ? model_wquant(s, &mo, canon, r, err) : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+        free(canon);
+        return rc;
     }
     session_log_as(s, "%s", "");
     wq_job j;
@@ -244,25 +264,25 @@ static int run_awq(session *s, int model, int argc, char **argv, report *r, qsur
 
 int cmd_awq(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    (void)a;
-    return run_awq(s, 0, argc, argv, r, err);
+    return run_awq(s, 0, argc, argv, a, r, err);
 }
 
 static int cmd_awq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    (void)a;
-    return run_awq(s, 1, argc, argv, r, err);
+    return run_awq(s, 1, argc, argv, a, r, err);
 }
 
-enum { CQE_STEPS, CQE_LR, CQE_BAND, CQE_RANK, CQE_WINDOW };
-const opt_spec cqe_opts[] = {
-    {"steps", OPT_INT, 0, 100000, NULL, "100", NULL, OPT_LOG_ALWAYS, "Adam steps"},
-    {"lr", OPT_REAL, 0, 1, NULL, "0.001", NULL, OPT_LOG_ALWAYS, "learning rate, times the rms singular value"},
-    {"band", OPT_INT, 0, 1000, NULL, "1", "B", OPT_LOG_ALWAYS, "band half-width of D (0: diagonal)"},
-    {"rank", OPT_INT, 0, 1L << 30, NULL, "0", "R", OPT_LOG_ALWAYS, "top singular triplets (0: all)"},
-    {"window", OPT_INT, 0, 1000, NULL, "2", "K", OPT_LOG_ALWAYS,
-     "model mode: blocks learned jointly (0: the layer scope per linear)"},
-    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+#define CQE_LAYER_ROWS \
+    {"steps", OPT_INT, 0, 100000, NULL, "100", NULL, OPT_LOG_ALWAYS, "Adam steps"}, \
+    {"lr", OPT_REAL, 0, 1, NULL, "0.001", NULL, OPT_LOG_ALWAYS, "learning rate, times the rms singular value"}, \
+    {"band", OPT_INT, 0, 1000, NULL, "1", "B", OPT_LOG_ALWAYS, "band half-width of D (0: diagonal)"}, \
+    {"rank", OPT_INT, 0, 1L << 30, NULL, "0", "R", OPT_LOG_ALWAYS, "top singular triplets (0: all)"}, \
+    {"window", OPT_INT, 0, 1000, NULL, "2", "K", OPT_LOG_ALWAYS, \
+     "model mode: blocks learned jointly (0: the layer scope per linear)"}
+enum { CQE_STEPS, CQE_LR, CQE_BAND, CQE_RANK, CQE_WINDOW, CQE_LAYERS };
+const opt_spec cqe_opts[] = {CQE_LAYER_ROWS, OPT_END};
+/* layers=N applies to window=0 (the sequential scope) only, as before */
+static const opt_spec cqe_model_opts[] = {CQE_LAYER_ROWS, LAYERS_OPT, OPT_END};
 
 static int cqe_model(session *s, qsur_cqe_opts o, opt_args *a, report *r, qsur_error *err)
 {
@@ -279,6 +299,7 @@ static int cqe_model(session *s, qsur_cqe_opts o, opt_args *a, report *r, qsur_e
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_CQE;
         mo.cqe = o;
+        mo.layers = (int)a->v[CQE_LAYERS].i;
         rc = model_wquant(s, &mo, canon, r, err);
     }
     free(canon);
@@ -333,7 +354,7 @@ static int cmd_cqe_model(session *s, int argc, char **argv, opt_args *a, report 
 #define MODEL_SUB(usage, npos, spec, run) \
     {{"model", 0, npos, 0, COMPLETE_NONE, NULL, usage, "every linear of the model", NULL, NULL, NULL, spec, run}, \
      {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}}
-const command gptq_subs[] = MODEL_SUB("gptq model", 0, gptq_opts, cmd_gptq_model);
-const command quantease_subs[] = MODEL_SUB("quantease model [SWEEPS]", 1, quantease_opts, cmd_quantease_model);
-const command awq_subs[] = MODEL_SUB("awq model [GRID]", 1, awq_opts, cmd_awq_model);
-const command cqe_subs[] = MODEL_SUB("cqe model", 0, cqe_opts, cmd_cqe_model);
+const command gptq_subs[] = MODEL_SUB("gptq model", 0, gptq_model_opts, cmd_gptq_model);
+const command quantease_subs[] = MODEL_SUB("quantease model [SWEEPS]", 1, quantease_model_opts, cmd_quantease_model);
+const command awq_subs[] = MODEL_SUB("awq model [GRID]", 1, awq_model_opts, cmd_awq_model);
+const command cqe_subs[] = MODEL_SUB("cqe model", 0, cqe_model_opts, cmd_cqe_model);

@@ -14,9 +14,12 @@ static const char *const set_words[] = {"format", "errexit", "echo", "color", "o
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
-                                          "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search", NULL};
+                                          "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search",
+                                          "preset=paper-w4a4kv4", "preset=paper-w4a16kv16", "ao:head", "w:sym-full",
+                                          NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
+static const char *const tokenizer_words[] = {"load", "info", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
@@ -65,14 +68,21 @@ const command command_table[] = {
      cmd_heatmap},
 
     /* ---- quantize and measure ---- */
-    {"quant", 0, 6, CMD_LOGGED, COMPLETE_WORDS, quant_words,
-     "quant [wBaB[kvB]] [w:OPTS] [a:OPTS] [kv:OPTS]",
+    {"quant", 0, 8, CMD_LOGGED, COMPLETE_WORDS, quant_words,
+     "quant [preset=NAME] [wBaB[kvB]] [w:OPTS] [a:OPTS] [ao:OPTS] [kv:OPTS]",
      "show or set the weight, activation and KV-cache quantizers (and quantize the model)",
      "Bits: w4a8kv4 sets 4-bit weights, 8-bit activations, 4-bit KV cache (2..8; 16 = not\n"
      "quantized). A bits word without kv turns KV quantization off; options alone keep the widths.\n"
-     "OPTS (comma-separated): sym | asym, tensor | row (= channel for W, token for X, head for KV)\n"
-     "| gN (groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group,\n"
-     "the ratio minimising MSE). Example: quant w4a4 w:sym,row a:asym,token,clip=0.9\n"
+     "OPTS (comma-separated): sym | sym-full (the extra code -2^(b-1), scale max(-min/2^(b-1),\n"
+     "max/(2^(b-1)-1))) | asym, tensor | row (= channel for W, token for X, head for KV) | gN\n"
+     "(groups of N columns), clip=R (fixed clipping ratio 0.01..1) | clip=search (per group, the\n"
+     "ratio minimising the error), clip-norm=P (that error is sum |x-Q(x)|^P, default 2),\n"
+     "clip-grid=N (ratios 1, 0.99, .. 1-0.01(N-1); default 51). ao:OPTS: wo's input alone (its\n"
+     "width follows a:), plus `head` (groups of head_size) and `same` (back to a:).\n"
+     "Example: quant w4a4 w:sym,row a:asym,token,clip=0.9\n"
+     "preset=paper-w4a4kv4 | paper-w4a16kv16: the OSTQuant code's quantizers (docs/ostquant.md):\n"
+     "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80 a:asym,token ao:asym,head kv:asym,row\n"
+     "(W4A16KV16: a16 kv16); later words override the preset.\n"
      "With a model loaded the model is quantized too: weights round-to-nearest from the float\n"
      "weights (a group size that does not divide a linear's width uses the closest divisor, e.g.\n"
      "g32 -> g43 for hidden 172), activations of every linear per token, K and V per head per\n"
@@ -106,7 +116,11 @@ const command command_table[] = {
      "`gptq model`: every linear of the model, sequentially: layer by layer, for each group of\n"
      "linears sharing an input ({wq,wk,wv} {wo} {w1,w3} {w2}) the calibration sequences (`calib`)\n"
      "are run again through the partly quantized model and the group is quantized on the captured\n"
-     "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.",
+     "input; shows each linear's output error against RTN. Run it after `quant`, which it refines.\n"
+     "The forward stops after the group's block and keeps only its input: memory is one group's\n"
+     "input whatever the depth. layers=N: only the first N blocks (the others keep their form).\n"
+     "float-acts: capture those inputs with the activation/KV quantizers off (online rotations on),\n"
+     "as the QuaRot/OSTQuant code calibrates GPTQ.",
      NULL, gptq_subs, gptq_opts, cmd_gptq},
     {"quantease", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "quantease [model] [SWEEPS]",
      "QuantEase coordinate descent on the current layer; objective per sweep",
@@ -147,11 +161,17 @@ const command command_table[] = {
      "       per-kv-head value/output rotation+scale, scalings at every norm->linear and up->down\n"
      "       pair, online Hadamard before w2 (and on q/k when kv < 16); WOMI init; then the\n"
      "       model is replaced by the fused, weight-quantized one (docs/ostquant.md).\n"
-     "       calib defaults to the file of `calib`, with its seqs. Ctrl-C keeps the model\n"
-     "       from before the command (keep-partial=1: the best transforms so far). Live QSUR: every qsur-every steps (0 off), at the start and\n"
-     "       at the last step, log10 QSUR and QSUR^(1/d) of every transformed layer (q/k/v,\n"
-     "       wo, w1/w3 and w2 inputs, and their stacked fused weights) on qsur-tokens\n"
-     "       calibration tokens: a line per measurement at the prompt, a live table in the TUI.\n"
+     "       calib (tokens or .txt) defaults to the file of `calib`, with its seqs. Ctrl-C\n"
+     "       stops training and keeps the model from before the command (an error says so);\n"
+     "       keep-partial=1: the best transforms so far replace it instead (the report says so).\n"
+     "       The OSTQuant code's protocol: preset=paper (100 steps, batch 32 (16 weight-only),\n"
+     "       lr 0.0169 / 0.00179, and:) wquant=off (weights float while training; GPTQ after)\n"
+     "       clip-grad=1 lr-decay=linear adam-norm=canonical (geoopt's Riemannian Adam scaling)\n"
+     "       keep=last shuffle=epoch qk-scale=on; the options given override it.\n"
+     "       Live QSUR: every qsur-every steps (0 off), at the start and at the last step, log10\n"
+     "       QSUR and QSUR^(1/d) of every transformed layer (q/k/v, wo, w1/w3 and w2 inputs, and\n"
+     "       their stacked fused weights) on qsur-tokens calibration tokens: a line per\n"
+     "       measurement at the prompt, a live table in the TUI.\n"
      "resume M more steps (default: the rest of the saved run) from a state file, on the\n"
      "       model the state started from (load it and set the same `quant` first; another\n"
      "       model is refused).\n"
@@ -163,6 +183,9 @@ const command command_table[] = {
      "write the session model (fused, quantized) and a report into a new directory",
      "hf       DIR/config.json + DIR/model.safetensors; __metadata__ records the activation/KV\n"
      "         quantizers and the weight quantizer, so `model load DIR` runs the same model.\n"
+     "         Written tensor by tensor; more than shard=SIZE (default 5GB; B, KB, MB, GB)\n"
+     "         goes to model-0000K-of-0000N.safetensors + model.safetensors.index.json.\n"
+     "         dtype= of the float tensors (default f32).\n"
      "llama2c  DIR/model.bin (weights only). both: all three.\n"
      "runtime  plain (default): the files must run exactly in any Llama runtime, so a model\n"
      "         that needs an online rotation (before w2 or on q,k) is refused; qsur: format=hf\n"
@@ -233,29 +256,46 @@ const command command_table[] = {
      "load a Llama model (llama2.c file or HF directory), show it, or export it",
      "load     a llama2.c checkpoint (file) or a Hugging Face Llama directory (config.json +\n"
      "         safetensors; an `export` directory also restores its online rotations and\n"
-     "         activation/KV quantizers from the metadata, and dequantizes int weights). The model is the source of truth: its float weights are also put\n"
-     "         into the workspace under Meta names (layers.N.attention.wq, ...) so `layers`, `use`,\n"
-     "         `stats` work on them, and are copied there again after every command that changes\n"
-     "         them (rotate model, smoothquant). Layer-level transforms never change the model.\n"
+     "         activation/KV quantizers from the metadata, and dequantizes int weights). The model is the source of truth: its weights stay in the\n"
+     "         file's dtype, memory-mapped (docs/scale.md), and appear in the workspace as views\n"
+     "         under Meta names (layers.N.attention.wq, ...) so `layers`, `use`, `stats` work on\n"
+     "         them; a view becomes a float32 copy only when used, and the views are put again\n"
+     "         after every command that changes the weights (rotate model, smoothquant).\n"
+     "         Layer-level transforms never change the model.\n"
      "info     config, quantization, rotations, smoothing and calibration of the model\n"
      "save-hf  config.json + model.safetensors of the float weights (atomically; DIR is created)",
      NULL, model_subs},
     {"calib", 1, 1, CMD_LOGGED | CMD_LONG, COMPLETE_FILE, NULL, "calib FILE",
      "capture the model's calibration activations into the workspace",
-     "Runs seqs sequences of seqlen tokens of FILE (a token file: .u16, .u32 or int32 .npy,\n"
-     "docs/model.md; defaults 16 x 256) through the FLOAT model and stores the input of every\n"
-     "linear as layers.N.attention.in, layers.N.attention.wo.in, layers.N.feed_forward.in,\n"
-     "layers.N.feed_forward.w2.in (and K, V as layers.N.attention.k/v). max_tokens=N keeps a\n"
-     "seeded random subset of token positions. `use layers.0.feed_forward.w2` then pairs the\n"
-     "weight with its input. gptq/quantease/awq model and smoothquant use these settings.\n"
-     "Never calibrate on evaluation data.",
+     "Runs calibration sequences through the FLOAT model and stores the input of every linear as\n"
+     "layers.N.attention.in, layers.N.attention.wo.in, layers.N.feed_forward.in,\n"
+     "layers.N.feed_forward.w2.in (and K, V as layers.N.attention.k/v).\n"
+     "FILE.txt (text, tokenized with the session tokenizer, BOS as its post-processor says):\n"
+     "samples windows of seqlen tokens at seeded uniform random offsets, as GPTQ's data loaders\n"
+     "(defaults 128 x 2048, or the model's length when shorter). A token file: its first\n"
+     "samples (= seqs) sequences of seqlen (defaults 16 x 256; .u16, .u32 or int32 .npy,\n"
+     "docs/model.md). max_tokens=N keeps a seeded\n"
+     "random subset of token positions. `use layers.0.feed_forward.w2` then pairs the weight\n"
+     "with its input. gptq/quantease/awq/cqe model, smoothquant, ostquant and export use these\n"
+     "settings. Never calibrate on evaluation data.\n"
+     "layers=A-B (or N) keeps those layers only, and the forward stops after the last;\n"
+     "only=NAME one capture kind: a linear (layers.N.feed_forward.w2, its input), a kind\n"
+     "(feed_forward.w2.in: every layer of the range) or `current` (the selected layer).\n"
+     "The memory the capture takes is shown before it runs and reported.",
      NULL, NULL, calib_opts, cmd_calib},
     {"ppl", 1, 1, CMD_LONG, COMPLETE_FILE, NULL, "ppl FILE",
-     "perplexity of the model (with its current quantization) on a token file",
-     "Splits FILE (a token file: .u16, .u32 or int32 .npy) into sequences of seqlen (default\n"
-     "256), scores every next token of the first seqs sequences (default all) with the model as\n"
-     "it is: quantized weights, activation and KV quantization, online rotations. Ctrl-C stops\n"
-     "it. On the GPU (`set device`), the model is uploaded for the command.",
+     "perplexity of the model (with its current quantization) on a text or token file",
+     "FILE.txt: the papers' protocol (GPTQ, QuaRot, OSTQuant on WikiText-2): the whole file\n"
+     "tokenized once (BOS first when the tokenizer's post-processor adds one), cut into\n"
+     "non-overlapping windows of seqlen (default 2048, or the model's length when shorter; the\n"
+     "tail is dropped), each window run on its own, perplexity = exp(mean NLL over every\n"
+     "predicted token: seqlen - 1 per window). max-tokens=N uses the first N tokens.\n"
+     "A token file (.u16, .u32 or int32 .npy): sequences of seqlen (default 256). seqs=N: the\n"
+     "first N windows only.\n"
+     "Scored with the model as it is: quantized weights, activation and KV quantization,\n"
+     "online rotations. Ctrl-C stops it. On the GPU (`set device`), the model is uploaded for\n"
+     "the command; dtype=bf16 (default) runs bf16 GEMMs with fp32 accumulation, dtype=fp32\n"
+     "matches the CPU to ~1e-7.",
      NULL, NULL, ppl_opts, cmd_ppl},
     {"smoothquant", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "smoothquant [ALPHA]",
      "SmoothQuant the model: per-channel scales folded into the producers of each input",
@@ -265,6 +305,47 @@ const command command_table[] = {
      "softmax(.)V; with GQA one scale per kv channel) and the rows of w3 (w2's input is\n"
      "silu(w1 h) * w3 h; skipped when an online rotation sits before w2). Exact in float.",
      cmd_smoothquant},
+
+    /* ---- text ---- */
+    {"tokenizer", 1, 2, CMD_LOGGED, COMPLETE_WORDS, tokenizer_words, "tokenizer load FILE | tokenizer info",
+     "load a tokenizer (tokenizer.json or llama2.c tokenizer.bin) or describe the session's",
+     "load  a Hugging Face tokenizer.json (byte-level BPE of the Llama-3 kind, or SentencePiece\n"
+     "      BPE with byte fallback of the Llama-2 kind) or a llama2.c tokenizer.bin. `model load\n"
+     "      DIR` loads DIR/tokenizer.json by itself (tokenizer.bin beside a llama2.c file).\n"
+     "info  kind, number of ids, BOS (what ppl/calib/generate put first) and EOS.\n"
+     "Encoding equals the Hugging Face tokenizers library id for id (docs/text.md).",
+     cmd_tokenizer},
+    {"tokenize", 1, 2, 0, COMPLETE_FILE, NULL, "tokenize TEXT|FILE [show=N]",
+     "the token ids of a text (or a file) with each token's piece",
+     "Encodes TEXT (quote it) or the contents of FILE when it names a file, without BOS, and\n"
+     "lists position, id, the vocabulary spelling (Ġ/▁ mark a space) and the text each token\n"
+     "stands for, so you see what the model sees. show=N rows (default 64); JSON has every id.",
+     cmd_tokenize},
+    {"detokenize", 1, -1, 0, COMPLETE_NONE, NULL, "detokenize IDS [show=N]",
+     "the text of a list of token ids (1,2,3 or [1, 2, 3] or 1 2 3), with each piece",
+     "Decodes the ids with the tokenizer's decoder (byte tokens become bytes, the leading\n"
+     "space marker is dropped as the decoder says) and lists each id's piece.",
+     cmd_detokenize},
+    {"generate", 1, 5, CMD_LONG, COMPLETE_NONE, NULL, "generate \"PROMPT\" [n=64] [temp=0] [top-p=0.9] [seed=S]",
+     "continue a prompt with the session model as it is (quantized, transformed), streaming",
+     "Encodes PROMPT (BOS first when the tokenizer adds one), runs it through the model and\n"
+     "samples n tokens one at a time with the KV cache: temp=0 greedy (argmax); temp > 0\n"
+     "softmax(logits / temp) restricted to the top-p nucleus. Stops at the end-of-text token.\n"
+     "The text streams as it comes (the TUI's output panel too). Uses the model exactly as\n"
+     "ppl does: compare `generate` before and after `quant` to see what quantization does to\n"
+     "the text. Ctrl-C stops it and keeps what was generated.",
+     cmd_generate},
+    {"eval", 1, 2, CMD_LONG, COMPLETE_FILE, NULL, "eval FILE.jsonl [limit=N]",
+     "zero-shot multiple-choice accuracy (acc, acc_norm per task and overall)",
+     "One task item per line: {\"context\": TEXT, \"choices\": [TEXT, ...], \"label\": K,\n"
+     "\"task\": NAME (optional)}. Each choice is scored by the log-likelihood of its tokens after\n"
+     "the context's (no BOS, as lm-evaluation-harness); acc counts the argmax, acc_norm the\n"
+     "argmax of log-likelihood / characters of the choice (lm-evaluation-harness's definitions).\n"
+     "context and choices may also be arrays of token ids (no tokenizer needed; acc_norm then\n"
+     "divides by the token count); one context per choice as an array of strings (WinoGrande).\n"
+     "limit=N: the first N items. docs/eval.md converts ARC,\n"
+     "HellaSwag, PIQA, WinoGrande, BoolQ to this schema.",
+     cmd_eval},
 
     /* ---- session ---- */
     {"help", 0, 1, 0, COMPLETE_COMMAND, NULL, "help [COMMAND]",

@@ -70,6 +70,13 @@ extern const opt_spec ostq_layer_opts[], ostq_model_opts[], ostq_resume_opts[];
 /* cmd_export.c */
 int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
 extern const opt_spec export_opts[];
+/* cmd_text.c */
+HANDLER(cmd_tokenizer);
+HANDLER(cmd_tokenize);
+HANDLER(cmd_detokenize);
+HANDLER(cmd_generate);
+/* cmd_eval.c */
+HANDLER(cmd_eval);
 
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */

@@ -158,7 +158,14 @@ void opt_format(const opt_spec *o, const opt_value *v, char *buf, size_t n)
         }
         break;
     }
-    case OPT_CHOICE: snprintf(buf, n, "%s=%s", o->key, v->s ? v->s : ""); break;
+    case OPT_CHOICE: { /* from the index: a handler may set .i to the value it used */
+        const char *p = o->choices;
+        for (long k = 0; p && k < v->i; k++)
+            p = strchr(p, '|') ? strchr(p, '|') + 1 : NULL;
+        const char *bar = p ? strchr(p, '|') : NULL;
+        snprintf(buf, n, "%s=%.*s", o->key, p ? bar ? (int)(bar - p) : (int)strlen(p) : 0, p ? p : "");
+        break;
+    }
     case OPT_TEXT: snprintf(buf, n, "%s=%s", o->key, v->s ? v->s : ""); break;
     case OPT_FILE: snprintf(buf, n, "%s=\"%s\"", o->key, v->s ? v->s : ""); break;
     case OPT_FLAG: snprintf(buf, n, "%s", o->key); break;

@@ -39,6 +39,9 @@ typedef struct {
     const char *help;     /* one line for `help` and docs/commands.md */
 } opt_spec;
 
+/* The row that ends a spec array. */
+#define OPT_END {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}
+
 typedef struct {
     int given;      /* the user typed it */
     long i;         /* OPT_INT value, OPT_CHOICE index, OPT_FLAG 0/1 */

@@ -325,15 +325,10 @@ static int output_error(session *s, layer_state *l, const layer_view *v, const f
     return rc;
 }
 
-static int same_spec(const qsur_quant_spec *a, const qsur_quant_spec *b)
-{
-    return a->bits == b->bits && a->symmetric == b->symmetric && a->gran == b->gran &&
-           a->group == b->group && a->clip == b->clip && a->clip_search == b->clip_search;
-}
 
 static int cache_hit(const session *s, const layer_metrics_cache *c, uint64_t state)
 {
-    return c->valid && c->state == state && same_spec(&c->wq, &s->wq) && same_spec(&c->aq, &s->aq) &&
+    return c->valid && c->state == state && qsur_quant_spec_equal(&c->wq, &s->wq) && qsur_quant_spec_equal(&c->aq, &s->aq) &&
            c->alpha == s->set.qsur_alpha && c->asym == s->set.qsur_asym &&
            c->error_tokens == s->set.error_tokens;
 }

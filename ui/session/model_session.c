@@ -9,8 +9,10 @@
 #include "ostquant_live.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
+#include "qsur/llama_store.h"
+#include "text_state.h"
 
-static const char *const capture_kinds[] = {"attention.in", "attention.wo.in", "feed_forward.in",
+const char *const model_capture_kinds[6] = {"attention.in", "attention.wo.in", "feed_forward.in",
                                             "feed_forward.w2.in", "attention.k", "attention.v"};
 
 void model_state_free(model_state *ms)
@@ -43,7 +45,7 @@ static void remove_captures(session *s, int n_layers)
     char name[QSUR_NAME_MAX];
     for (int i = 0; i < n_layers; i++)
         for (int k = 0; k < 6; k++) {
-            snprintf(name, sizeof name, "layers.%d.%s", i, capture_kinds[k]);
+            snprintf(name, sizeof name, "layers.%d.%s", i, model_capture_kinds[k]);
             qsur_workspace_remove(&s->ws, name);
         }
 }
@@ -56,41 +58,50 @@ int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, q
     model_state *ms = s->mstate;
     qsur_llama *m = s->model;
     qsur_tokens t;
-    int rc = qsur_tokens_read(&t, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, m->cfg.vocab_size, err);
-    if (!rc && ms->calib_seqs > t.n / t.seq_len) /* asking for more is an error, not a silent "all" */
+    int rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, ms->calib_seqs, ms->calib_seed, &t, err);
+    if (rc)
+        return rc;
+    /* a token file: asking for more sequences than it holds is an error, not a silent "all" */
+    if (!text_is_text(ms->calib_path) && ms->calib_seqs > t.n / t.seq_len) {
         rc = qsur_fail(err, QSUR_ERR_ARG, "seqs=%d: %s holds %lld sequence%s of %d tokens", ms->calib_seqs,
                        ms->calib_path, (long long)(t.n / t.seq_len), t.n / t.seq_len == 1 ? "" : "s", t.seq_len);
-    if (rc) {
         qsur_tokens_free(&t);
         return rc;
     }
-    int n = qsur_llama_linear_count(m);
-    float **stash = calloc((size_t)n + 1, sizeof *stash);
-    if (!stash) {
+    qsur_llama_quant_stash stash;
+    if ((rc = qsur_llama_quant_stash_take(m, &stash, err))) {
         qsur_tokens_free(&t);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+        return rc;
     }
-    for (int i = 0; i < n; i++) {
-        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        stash[i] = l->wq;
-        l->wq = NULL;
-    }
-    stash[n] = m->output.wq;
-    m->output.wq = NULL;
     qsur_llama_hooks saved = m->hooks;
     m->hooks.act.bits = 16;
     m->hooks.kv.bits = 16;
     int64_t got = 0;
-    rc = qsur_llama_capture(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
-                            (int64_t)ms->calib_max_tokens, ms->calib_seed, ws, &got, &s->progress, err);
+    qsur_llama_capture_sel sel = {ms->calib_first, ms->calib_count, ms->calib_kinds};
+    if (sel.count <= 0 || sel.first + sel.count > m->cfg.n_layers)
+        sel = (qsur_llama_capture_sel){0, m->cfg.n_layers, (1u << 6) - 1};
+    rc = qsur_llama_capture_some(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
+                                 (int64_t)ms->calib_max_tokens, ms->calib_seed, &sel, ws, &got,
+                                 &s->progress, err);
     m->hooks = saved;
-    for (int i = 0; i < n; i++)
-        qsur_llama_linear_at(m, i)->wq = stash[i];
-    m->output.wq = stash[n];
-    free(stash);
+    qsur_llama_quant_stash_put(m, &stash);
     qsur_tokens_free(&t);
     if (!rc && n_tokens)
         *n_tokens = got;
+    return rc;
+}
+
+int model_session_put_captures(session *s, qsur_workspace *tmp, qsur_error *err)
+{
+    int rc = QSUR_OK;
+    model_session_drop_layers(s);
+    remove_captures(s, s->model->cfg.n_layers); /* a narrower capture leaves none stale */
+    for (int i = 0; i < tmp->count && !rc; i++) {
+        rc = qsur_workspace_put(&s->ws, tmp->items[i], err);
+        tmp->items[i] = NULL;
+    }
+    tmp->count = 0;
+    qsur_workspace_clear(tmp);
     return rc;
 }
 
@@ -100,11 +111,11 @@ int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, q
 int model_session_changed(session *s, report *r, qsur_error *err)
 {
     model_session_drop_layers(s);
-    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    int rc = qsur_llama_view_workspace(s->model, &s->ws, NULL, err);
     if (!rc && s->mstate->has_calib)
         rc = model_session_capture(s, &s->ws, &s->mstate->calib_tokens, err);
     if (!rc && s->mstate->quantized && s->wq.bits < 16) {
-        rc = session_use_gpu(s) ? qsur_gpu_quantize_rtn(s->model, &s->wq, &s->progress, err)
+        rc = session_gpu_for_weights(s) ? qsur_gpu_quantize_rtn(s->model, &s->wq, &s->progress, err)
                                 : qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
         snprintf(s->mstate->wmethod, sizeof s->mstate->wmethod, "rtn");
         if (!rc)
@@ -122,10 +133,10 @@ static int model_replaced(session *s, const char *how, qsur_error *err)
         return QSUR_OK;
     snprintf(ms->rotation, sizeof ms->rotation, "%s", how);
     ms->smoothing[0] = '\0';
-    ms->quantized = s->model->layers[0].wq.wq != NULL;
+    ms->quantized = qsur_llama_linear_is_quantized(&s->model->layers[0].wq);
     snprintf(ms->wmethod, sizeof ms->wmethod, "%s", how);
     model_session_drop_layers(s);
-    int rc = qsur_llama_to_workspace(s->model, &s->ws, NULL, err);
+    int rc = qsur_llama_view_workspace(s->model, &s->ws, NULL, err);
     if (!rc && ms->has_calib)
         rc = model_session_capture(s, &s->ws, &ms->calib_tokens, err);
     return rc;
@@ -138,7 +149,7 @@ int model_session_install(session *s, qsur_llama *m, qsur_llama_rotations *rot, 
     if (s->model)
         remove_captures(s, s->model->cfg.n_layers);
     model_session_drop_layers(s);
-    int rc = qsur_llama_to_workspace(m, &s->ws, NULL, err);
+    int rc = qsur_llama_view_workspace(m, &s->ws, NULL, err);
     if (rc) {
         qsur_llama_free(m);
         qsur_llama_rotations_free(rot);

@@ -41,6 +41,16 @@ int model_session_changed(session *s, report *r, qsur_error *err);
  * run, online rotations kept); *n_tokens gets the rows captured. */
 int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, qsur_error *err);
 
+/* After a `calib` capture into the scratch workspace tmp succeeded: the
+ * captures replace the old ones (all of them: a narrower capture leaves none
+ * stale) and stale layer states go; tmp is emptied. */
+int model_session_put_captures(session *s, qsur_workspace *tmp, qsur_error *err);
+
+/* The capture kinds of a model layer, in qsur_llama_capture_sel.kinds bit
+ * order: attention.in, attention.wo.in, feed_forward.in, feed_forward.w2.in,
+ * attention.k, attention.v. */
+extern const char *const model_capture_kinds[6];
+
 /* Forgets the layer states on model tensors (their stacks hold stale copies
  * once the model's weights change). */
 void model_session_drop_layers(session *s);

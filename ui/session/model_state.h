@@ -32,6 +32,8 @@ typedef struct model_state {
     long long calib_max_tokens;
     unsigned long long calib_seed;
     long long calib_tokens;   /* rows captured */
+    int calib_first, calib_count; /* layers captured (count 0: all) */
+    unsigned calib_kinds;     /* qsur_llama_capture_sel.kinds */
     struct ostquant_record *ostq; /* the last `ostquant model|resume` (ostquant_live.h), or NULL */
 } model_state;
 

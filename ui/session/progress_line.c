@@ -21,6 +21,7 @@ static void on_sigint(int sig)
 typedef struct {
     double last_draw;
     int drawn;
+    double start, last_done; /* of the task being shown: a smaller done starts a new one */
     int sigint_at_step;  /* QSUR_TEST_SIGINT_AT_STEP, -1 when unset */
 } progress_state;
 
@@ -56,6 +57,14 @@ static int progress_cb(void *ctx, double done, const char *what, double value)
         live_lines(s);
     if (s->set.progress) {
         double t = qsur_seconds();
+        if (done < pstate.last_done || pstate.start == 0)
+            pstate.start = t;
+        pstate.last_done = done;
+        /* linear ETA once a little is done (the rate so far holds for big models:
+         * every layer costs the same) */
+        char eta[32] = "";
+        if (done > 0.02 && done < 1.0 && t - pstate.start > 1.0)
+            snprintf(eta, sizeof eta, " ETA %.0fs", (t - pstate.start) * (1.0 - done) / done);
         if (t - pstate.last_draw > 0.1 || done >= 1.0) {
             pstate.last_draw = t;
             int width = 30, fill = (int)(done * width + 0.5);
@@ -70,9 +79,10 @@ static int progress_cb(void *ctx, double done, const char *what, double value)
             char safe[128]; /* `what` may name a tensor from a file */
             text_escape(safe, sizeof safe, what ? what : "");
             if (isnan(value))
-                fprintf(stderr, "\r[%s] %5.1f%% %-30.30s", bar, 100.0 * done, safe);
+                fprintf(stderr, "\r[%s] %5.1f%% %-30.30s%-10s", bar, 100.0 * done, safe, eta);
             else
-                fprintf(stderr, "\r[%s] %5.1f%% %-20.20s %.6g", bar, 100.0 * done, safe, value);
+                fprintf(stderr, "\r[%s] %5.1f%% %-20.20s %.6g%-10s", bar, 100.0 * done, safe, value,
+                        eta);
             fflush(stderr);
             pstate.drawn = 1;
         }
@@ -98,6 +108,8 @@ void progress_line_install(session *s)
 void progress_line_done(session *s)
 {
     (void)s;
+    pstate.start = 0;
+    pstate.last_done = 0;
     if (pstate.drawn) {
         fprintf(stderr, "\r%*s\r", 80, "");
         fflush(stderr);

@@ -7,6 +7,7 @@
 #include "model_state.h"
 #include "qsur/llama.h"
 #include "session.h"
+#include "text_state.h"
 #include "qsur/llama_rotations.h"
 
 void session_init(session *s, FILE *out)
@@ -39,6 +40,7 @@ void session_free(session *s)
     free(s->log_override);
     model_session_free(s);
     qsur_workspace_clear(&s->ws);
+    text_state_free(s->text);
     memset(s, 0, sizeof *s);
 }
 
@@ -93,4 +95,9 @@ int session_use_gpu(session *s)
         s->gpu_probed = 1;
     }
     return s->gpu_info.count > 0;
+}
+
+int session_gpu_for_weights(session *s)
+{
+    return session_use_gpu(s) && qsur_gpu_quant_supported(&s->wq, NULL, 0);
 }

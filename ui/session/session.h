@@ -42,6 +42,8 @@ typedef struct session {
     session_log log;
     qsur_quant_spec wq, aq;    /* weight and activation quantizers */
     qsur_quant_spec kvq;       /* KV-cache quantizer of the model (bits 16 = off) */
+    qsur_quant_spec aoq;       /* wo's input (`quant ao:...`, e.g. per head); bits 0:
+                                  the same as aq (its bits always follow aq's) */
     struct qsur_llama *model;  /* the loaded model (`model load`), or NULL; owned */
     struct qsur_llama_rotations *model_rot; /* online Hadamards the model's hooks point at
                                               (set by `ostquant model`), owned, or NULL */
@@ -67,6 +69,11 @@ typedef struct session {
     /* The full-screen front end `tui` opens: set by main.c, which knows the
      * front ends (the command layer below them must not); NULL: none. */
     int (*open_tui)(struct session *s, qsur_error *err);
+    /* Where text that comes in pieces goes (`generate` streams tokens): set
+     * by a front end that shows it elsewhere (the TUI's output panel while
+     * the TUI runs; NULL text starts a new line); NULL: straight to out. */
+    void (*stream)(struct session *s, const char *text);
+    struct text_state *text;   /* tokenizer and tokenized-text cache (text_state.h), or NULL */
     int gpu_probed;            /* gpu_info is filled (probed once, when first needed) */
     qsur_gpu_info gpu_info;
 } session;
@@ -75,6 +82,10 @@ void session_init(session *s, FILE *out);
 /* 1 when whole-model work (ppl) runs on the GPU: `set device gpu`, or auto
  * with a usable GPU. Probes the GPU once. */
 int session_use_gpu(session *s);
+/* Weight passes (RTN, GPTQ) go to the GPU when one is in use and its kernels
+ * implement the weight quantizer (sym-full and other clip searches run on the
+ * CPU rather than give other numbers there). */
+int session_gpu_for_weights(session *s);
 void session_free(session *s);
 
 /* Record the canonical form of the running command (printf style); an empty

@@ -46,6 +46,41 @@ void tui_output(tui *t, const char *text)
     t->out_scroll = 0;
 }
 
+/* s->stream while the TUI runs: appends text to the output panel as it
+ * comes (`generate` streams tokens); NULL starts a new line. */
+static void tui_stream(struct session *s, const char *text)
+{
+    if (!tui_active(s))
+        return;
+    tui *t = s->progress.ctx;
+    if (!text) { /* a new stream starts on a line of its own */
+        output_line(t, "", 0);
+        return;
+    }
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (!t->nout)
+            output_line(t, "", 0);
+        int last = (t->out_head + t->nout - 1) % TUI_OUTPUT_MAX;
+        size_t old = strlen(t->out[last]);
+        char *grown = realloc(t->out[last], old + n + 1);
+        if (grown) {
+            memcpy(grown + old, p, n);
+            grown[old + n] = '\0';
+            t->out[last] = grown;
+        }
+        if (nl)
+            output_line(t, "", 0);
+        p += n + (nl ? 1 : 0);
+    }
+    t->out_scroll = 0;
+    if (t->output.visible && t->output.draw) {
+        t->output.draw(t, &t->output);
+        refresh();
+    }
+}
+
 void tui_status(tui *t, const char *fmt, ...)
 {
     va_list ap;
@@ -712,6 +747,7 @@ int tui_run(session *s, qsur_error *err)
     t->saved_progress = s->progress;
     s->progress.fn = tui_progress_cb;
     s->progress.ctx = t;
+    s->stream = tui_stream;
     report_format saved_format = s->set.format;
     s->set.format = FORMAT_HUMAN;
 
@@ -742,6 +778,7 @@ int tui_run(session *s, qsur_error *err)
     }
 
     s->progress = t->saved_progress;
+    s->stream = NULL;
     s->set.format = saved_format;
     erase();
     refresh();

@@ -3,8 +3,8 @@
  * Why: linking libcublas/libcusolver made every qsur process map and relocate
  * ~900 MB of shared libraries at start (peak RSS 6.7 MB -> 265 MB, start-up
  * 0.03 s -> 0.4 s) even when no GPU is ever used, which is every CPU session,
- * every test process and every CPU benchmark's RSS figure. The CUDA runtime is
- * linked statically (it opens the driver itself, lazily), and the 15 library
+ * every test process and every CPU benchmark's RSS figure. The CUDA runtime
+ * (~1 MB, the same shared one cuBLAS uses) stays linked, and the 15 library
  * functions the backend calls are defined here with the headers' own
  * prototypes, forwarding to the real ones found with dlopen/dlsym the first
  * time any of them is called. Call sites stay plain cuBLAS/cuSOLVER calls.

@@ -8,6 +8,7 @@
 #include <string.h>
 #include "../../llama/llama_sink.h"
 #include "gpu_model.h"
+#include "qsur/llama_store.h"
 
 /* One linear of a group: where its host copy and its rows on the GPU are. */
 typedef struct {
@@ -53,11 +54,11 @@ typedef struct {
     int nlin;
 } calib_work;
 
-static void work_free(calib_work *w, int keep_results)
+static void work_free(calib_work *w)
 {
     cudaFree(w->xcal), cudaFree(w->H), cudaFree(w->Hw), cudaFree(w->Xd);
     cudaFree(w->W), cudaFree(w->Q), cudaFree(w->R);
-    if (w->newq && !keep_results)
+    if (w->newq)
         for (int i = 0; i < w->nlin; i++)
             free(w->newq[i]);
     free(w->newq);
@@ -84,6 +85,19 @@ static int layer_pass(qsur_gpu_model *g, calib_work *w, int l, int n_seqs, int T
     return rc;
 }
 
+/* The float32 weights of host linear l (mapped in their dtype, or float) into W. */
+static int upload_host_weights(float *W, const qsur_llama_linear *l, qsur_error *err)
+{
+    const float *v = NULL;
+    float *tmp = NULL;
+    int rc = qsur_llama_linear_weights_alloc(l, &v, &tmp, err);
+    if (!rc)
+        rc = qsur_gpu_check(cudaMemcpy(W, v, (size_t)(l->rows * l->cols) * 4, cudaMemcpyHostToDevice),
+                            "W", err);
+    free(tmp);
+    return rc;
+}
+
 /* GPTQ of one linear with the group's H; its result goes to the GPU weights,
  * to w->newq (host model) and to rows. */
 static int quantize_linear(qsur_gpu_model *g, qsur_gpu_solver *sol, calib_work *w, const group_linear *gl,
@@ -96,7 +110,7 @@ static int quantize_linear(qsur_gpu_model *g, qsur_gpu_solver *sol, calib_work *
     qsur_quant_spec q = qsur_llama_linear_spec(spec, n);
     int rc;
     if (gl->host)
-        rc = qsur_gpu_check(cudaMemcpy(w->W, gl->host->w, mn * 4, cudaMemcpyHostToDevice), "W", err);
+        rc = upload_host_weights(w->W, gl->host, err);
     else
         qsur_cu_convert(w->W, 0, gl->dev, g->bf16 ? 1 : 0, (int64_t)mn, st), rc = QSUR_OK;
     if (!rc)
@@ -111,7 +125,7 @@ static int quantize_linear(qsur_gpu_model *g, qsur_gpu_solver *sol, calib_work *
     if (rows && !rc) {
         qsur_llama_wquant_row *r = &rows[gl->index];
         if (gl->host) /* the report compares with the weights as given (dead columns kept) */
-            rc = qsur_gpu_check(cudaMemcpy(w->W, gl->host->w, mn * 4, cudaMemcpyHostToDevice), "W", err);
+            rc = upload_host_weights(w->W, gl->host, err);
         if (!rc)
             rc = qsur_gpu_output_error(&g->ctx, w->W, w->R, m, n, w->H, &r->rtn_error, err);
         if (!rc)
@@ -140,6 +154,9 @@ static int check_args(const qsur_gpu_model *g, const qsur_llama *m, const qsur_q
         return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq model: the weight quantizer is off (w16)");
     if (o->act_order || spec->clip_search)
         return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq model: act order and clip search run on the CPU only");
+    char why[160];
+    if (!qsur_gpu_quant_supported(spec, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq model: %s", why);
     if (!(o->percdamp >= 0.0) || o->block < 1)
         return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq model: percdamp=%g block=%d", o->percdamp, o->block);
     if (m && memcmp(&m->cfg, &g->cfg, sizeof m->cfg))
@@ -233,12 +250,14 @@ int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *cal
     if (!rc)
         rc = qsur_gpu_check(cudaDeviceSynchronize(), "gptq model", err);
     if (!rc && m)
-        for (int i = 0; i < w.nlin; i++) {
+        for (int i = 0; i < w.nlin && !rc; i++) { /* packed when on the grid */
             qsur_llama_linear *lin = qsur_llama_linear_at(m, i);
-            free(lin->wq);
-            lin->wq = w.newq[i];
+            qsur_quant_spec q = qsur_llama_linear_spec(spec, lin->cols);
+            qsur_llama_linear_drop_quant(lin);
+            if (w.newq[i])
+                rc = qsur_llama_linear_set_quant(lin, w.newq[i], &q, err);
         }
     qsur_gpu_solver_free(&sol);
-    work_free(&w, !rc && m);
+    work_free(&w);
     return rc;
 }

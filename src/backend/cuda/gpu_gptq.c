@@ -205,6 +205,9 @@ int qsur_gpu_gptq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
         rc = qsur_quant_validate(spec, L->cols, err);
     if (rc)
         return rc;
+    char why[160];
+    if (!qsur_gpu_quant_supported(spec, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq: %s", why);
     qsur_gptq_opts o = opt ? *opt : qsur_gptq_default();
     if (!(o.percdamp >= 0.0) || o.block < 1)
         return qsur_fail(err, QSUR_ERR_ARG, "gpu gptq: percdamp=%g block=%d (expected >= 0, >= 1)",

@@ -41,16 +41,24 @@ static qsur_cu_quant cu_quant(const qsur_quant_spec *q)
 }
 
 /* Uploads `count` views stacked row-wise into one ct matrix at dst. */
-static int upload_stacked(qsur_gpu_model *g, void *dst, const qsur_weight_view *v, int count,
-                          qsur_error *err)
+/* Uploads count linears one after another into dst (stacked rows), each
+ * through its view (qsur_llama_linear_view: mapped bytes in their dtype, or
+ * float32 materialised one linear at a time). */
+static int upload_stacked(qsur_gpu_model *g, void *dst, const qsur_llama_linear *const *ls,
+                          int count, qsur_error *err)
 {
     char *d = dst;
     for (int i = 0; i < count; i++) {
-        int rc = qsur_gpu_upload_convert(&g->ctx, d, g->bf16, v[i].data, (int)v[i].dtype,
-                                         v[i].rows * v[i].cols, err);
+        qsur_weight_view v;
+        void *tmp = NULL;
+        int rc = qsur_llama_linear_view(ls[i], &v, &tmp, err);
+        if (!rc)
+            rc = qsur_gpu_upload_convert(&g->ctx, d, g->bf16, v.data, (int)v.dtype,
+                                         v.rows * v.cols, err);
+        free(tmp);
         if (rc)
             return rc;
-        d += (size_t)(v[i].rows * v[i].cols) * g->esz;
+        d += (size_t)(v.rows * v.cols) * g->esz;
     }
     return QSUR_OK;
 }
@@ -180,7 +188,7 @@ static int model_begin(qsur_gpu_model **out, const qsur_llama_config *cfg, qsur_
     g->max_batch = max_batch;
     g->max_seq = max_seq;
     g->cap_point = -1;
-    qsur_quant_spec off = {16, 1, QSUR_GRAN_ROW, 0, 1.0, 0};
+    qsur_quant_spec off = {16, 1, QSUR_GRAN_ROW, 0, 1.0, 0, 0, 0.0, 0, 0};
     g->act = g->kv = cu_quant(&off);
     int rc = qsur_gpu_ctx_init(&g->ctx, err);
     if (!rc)
@@ -200,6 +208,9 @@ int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_preci
 {
     *out = NULL;
     const qsur_llama_hooks *hk = &m->hooks;
+    char why[160];
+    if (!qsur_gpu_hooks_supported(hk, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu: %s", why);
     qsur_gpu_model *g;
     int rc = model_begin(&g, &m->cfg, prec, max_batch, max_seq, err);
     if (rc)
@@ -210,10 +221,8 @@ int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_preci
     for (int l = 0; l < c->n_layers && !rc; l++) {
         const qsur_llama_layer *L = &m->layers[l];
         gpu_layer *G = &g->layers[l];
-        qsur_weight_view qkv[3] = {qsur_llama_linear_view(&L->wq), qsur_llama_linear_view(&L->wk),
-                                   qsur_llama_linear_view(&L->wv)};
-        qsur_weight_view w13[2] = {qsur_llama_linear_view(&L->w1), qsur_llama_linear_view(&L->w3)};
-        qsur_weight_view wo = qsur_llama_linear_view(&L->wo), w2 = qsur_llama_linear_view(&L->w2);
+        const qsur_llama_linear *qkv[3] = {&L->wq, &L->wk, &L->wv}, *w13[2] = {&L->w1, &L->w3};
+        const qsur_llama_linear *wo = &L->wo, *w2 = &L->w2;
         if ((rc = upload_stacked(g, G->wqkv, qkv, 3, err)) ||
             (rc = upload_stacked(g, G->wo, &wo, 1, err)) ||
             (rc = upload_stacked(g, G->w13, w13, 2, err)) ||
@@ -234,7 +243,7 @@ int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_preci
     if (!rc)
         rc = qsur_gpu_check(cudaMemcpy(g->norm, m->norm, (size_t)c->dim * 4, cudaMemcpyHostToDevice),
                             "norms", err);
-    qsur_weight_view ov = qsur_llama_linear_view(&m->output);
+    const qsur_llama_linear *ov = &m->output;
     if (!rc)
         rc = upload_stacked(g, g->output, &ov, 1, err);
     if (!rc)

@@ -6,6 +6,7 @@
 #include "gpu_util.h"
 #include "kernels.h"
 #include "qsur/backend.h"
+#include "qsur/llama_store.h"
 #include "qsur/tensor.h"
 
 int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur_progress *prog,
@@ -15,6 +16,9 @@ int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur
         qsur_llama_dequantize_weights(m);
         return QSUR_OK;
     }
+    char why[160];
+    if (!qsur_gpu_quant_supported(spec, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu quant: %s", why);
     const int n = qsur_llama_linear_count(m);
     int64_t big = 0;
     for (int i = 0; i < n; i++) {
@@ -44,7 +48,12 @@ int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate quantized copy", l->name);
             break;
         }
-        rc = qsur_gpu_check(cudaMemcpy(W, l->w, bytes, cudaMemcpyHostToDevice), "rtn", err);
+        const float *w = NULL;
+        float *tmp = NULL;
+        rc = qsur_llama_linear_weights_alloc(l, &w, &tmp, err);
+        if (!rc)
+            rc = qsur_gpu_check(cudaMemcpy(W, w, bytes, cudaMemcpyHostToDevice), "rtn", err);
+        free(tmp);
         if (!rc)
             qsur_cu_quant_cast(NULL, 0, Q, W, l->rows, l->cols, &cq, c.stream);
         if (!rc)
@@ -59,9 +68,12 @@ int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur
             free(fresh[i]);
             continue;
         }
+        /* packed: RTN's result is on the grid it was fitted on */
         qsur_llama_linear *l = qsur_llama_linear_at(m, i);
-        free(l->wq);
-        l->wq = fresh[i];
+        qsur_quant_spec q = qsur_llama_linear_spec(spec, l->cols);
+        if (!rc)
+            rc = qsur_llama_linear_set_quant(l, fresh[i], &q, err);
+        free(fresh[i]);
     }
     free(fresh);
     return rc;

@@ -1,0 +1,219 @@
+/* Real model sizes (issue 15): peak RSS and time of each whole-model step on a
+ * generated checkpoint (bench/make_checkpoint), each step a fresh `qsur`
+ * process so that its peak RSS (wait4's rusage, the same number getrusage
+ * gives inside) is its own; and ppl throughput against the sgemm peak
+ * measured in the same run. (cblas_sbgemm, bf16 GEMM, would skip the weight
+ * conversion, but Debian 12's OpenBLAS 0.3.21 is built without BFLOAT16: the
+ * header declares it, the library lacks the symbol. The conversion's share of
+ * the time is printed instead.)
+ *
+ *   bench_scale steps QSUR DIR CALIB EVAL OUTDIR [ONLY]   the five steps on DIR
+ *                  (ONLY: a subset such as load,calib,export)
+ *   bench_scale throughput DIR EVAL [THREADS]      ppl GFLOP/s vs sgemm peak
+ *
+ * steps: model load; ppl 1 x 512; calib of one down_proj's input on 2 x 512
+ * + use + qsur + error; gptq model layers=2 (calibration of just those blocks);
+ * export to sharded safetensors (bf16, 5 GB shards) into OUTDIR. Target:
+ * every step's peak RSS <= the checkpoint's bytes + 3 GiB, load < 5 s. */
+#include <cblas.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "qsur/llama.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Bytes of the .safetensors files of dir. */
+static long long dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    long long n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 12 || strcmp(e->d_name + len - 12, ".safetensors"))
+            continue;
+        char p[4400];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &st) == 0)
+            n += st.st_size;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Runs `qsur -c CMDS` (output to /dev/null); *rss_kb and *secs of that run. */
+static int run_qsur(const char *qsur, const char *cmds, long *rss_kb, double *secs)
+{
+    double t0 = now();
+    fflush(stdout); /* or the child inherits what is buffered */
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *f = freopen("/dev/null", "w", stdout);
+        (void)f;
+        execl(qsur, qsur, "-c", cmds, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    if (pid < 0 || wait4(pid, &status, 0, &ru) < 0)
+        return -1;
+    *secs = now() - t0;
+    *rss_kb = ru.ru_maxrss;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int steps(int argc, char **argv)
+{
+    if (argc < 7) {
+        fprintf(stderr, "usage: bench_scale steps QSUR DIR CALIB EVAL OUTDIR [ONLY]\n");
+        return 2;
+    }
+    /* ONLY: some of load,ppl,calib,gptq,export (default: all) */
+    const char *only = argc > 7 ? argv[7] : "load,ppl,calib,gptq,export";
+    static const char *const keys[5] = {"load", "ppl", "calib", "gptq", "export"};
+    const char *qsur = argv[2], *dir = argv[3], *calib = argv[4], *eval = argv[5], *out = argv[6];
+    long long bytes = dir_bytes(dir);
+    printf("checkpoint %s: %.2f GiB of safetensors; budget per step %.2f GiB (+3 GiB)\n", dir,
+           bytes / 1073741824.0, bytes / 1073741824.0 + 3);
+    char load[4400];
+    snprintf(load, sizeof load, "model load \"%s\"", dir);
+    struct {
+        const char *name;
+        char cmds[16384];
+    } st[5];
+    snprintf(st[0].cmds, sizeof st[0].cmds, "%s", load);
+    snprintf(st[1].cmds, sizeof st[1].cmds, "%s; ppl \"%s\" seqs=1 seqlen=512", load, eval);
+    snprintf(st[2].cmds, sizeof st[2].cmds, "%s; calib \"%s\" seqs=2 seqlen=512 only=layers.1.feed_forward.w2; "
+             "use layers.1.feed_forward.w2; qsur; error", load, calib);
+    snprintf(st[3].cmds, sizeof st[3].cmds, "%s; calib \"%s\" seqs=2 seqlen=512 only=layers.0.feed_forward.w2; "
+             "gptq model layers=2", load, calib);
+    snprintf(st[4].cmds, sizeof st[4].cmds, "%s; export \"%s\" dtype=bf16", load, out);
+    st[0].name = "model load";
+    st[1].name = "ppl 1x512";
+    st[2].name = "calib w2 input 2x512 + use + qsur/error";
+    st[3].name = "gptq model layers=2";
+    st[4].name = "export (bf16, 5 GB shards)";
+    int bad = 0;
+    for (int i = 0; i < 5; i++) {
+        if (!strstr(only, keys[i]))
+            continue;
+        long rss = 0;
+        double secs = 0;
+        int rc = run_qsur(qsur, st[i].cmds, &rss, &secs);
+        double gib = rss / 1048576.0, budget = bytes / 1073741824.0 + 3;
+        printf("%-42s peak RSS %6.2f GiB (%s budget) %8.1f s%s\n", st[i].name, gib,
+               gib <= budget ? "within" : "OVER", secs, rc ? "  FAILED" : "");
+        bad |= rc != 0 || gib > budget || (i == 0 && secs >= 5.0);
+    }
+    printf("export wrote %.2f GiB\n", dir_bytes(out) / 1073741824.0);
+    return bad;
+}
+
+/* GFLOP/s of an M x N x K sgemm, best of reps. */
+static double sgemm_gflops(int M, int N, int K, int reps)
+{
+    float *a = malloc((size_t)M * K * sizeof *a), *b = malloc((size_t)N * K * sizeof *b);
+    float *c = malloc((size_t)M * N * sizeof *c);
+    for (size_t i = 0; i < (size_t)M * K; i++)
+        a[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        b[i] = (float)(i % 5) * 0.1f;
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        double t = now() - t0;
+        best = t < best ? t : best;
+    }
+    free(a), free(b), free(c);
+    return 2.0 * M * N * K / best / 1e9;
+}
+
+static int throughput(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: bench_scale throughput DIR EVAL [THREADS]\n");
+        return 2;
+    }
+    int threads = argc > 4 ? atoi(argv[4]) : 2;
+    openblas_set_num_threads(threads);
+    qsur_error err;
+    qsur_llama *m = NULL;
+    double t0 = now();
+    if (qsur_llama_load(&m, argv[2], NULL, &err)) {
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+        return 1;
+    }
+    double tload = now() - t0;
+    const qsur_llama_config *c = &m->cfg;
+    /* the model's own shapes: the sgemm of its widest linear on 512 tokens */
+    double peak = sgemm_gflops(512, c->hidden_dim, c->dim, 3);
+    qsur_tokens t;
+    if (qsur_tokens_load(&t, argv[3], 512, c->vocab_size, &err)) {
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+        return 1;
+    }
+    qsur_llama_state *s = NULL;
+    qsur_llama_ppl p;
+    if (qsur_llama_state_new(&s, m, 1, 512, &err) ||
+        qsur_llama_perplexity(m, s, &t, 512, 1, 1, NULL, &p, &err)) {
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+        return 1;
+    }
+    memset(&s->timers, 0, sizeof s->timers);
+    t0 = now();
+    if (qsur_llama_perplexity(m, s, &t, 512, 1, 1, NULL, &p, &err)) {
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+        return 1;
+    }
+    double secs = now() - t0;
+    /* matmul FLOPs: 2 per weight per token, plus the causal attention
+     * (QK^T and PV, about T^2/2 * dim * 2 each) */
+    double T = 512, per_tok = 0;
+    for (int i = 0; i < qsur_llama_linear_count(m); i++) {
+        const qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        per_tok += 2.0 * (double)l->rows * (double)l->cols;
+    }
+    per_tok += 2.0 * (double)c->vocab_size * c->dim;
+    double flops = per_tok * T + c->n_layers * 2.0 * T * T * c->dim;
+    double gf = flops / secs / 1e9;
+    printf("load %.2f s (lazy); %d threads\n", tload, threads);
+    printf("sgemm peak (512 x %d x %d): %.1f GFLOP/s\n", c->hidden_dim, c->dim, peak);
+    printf("ppl 1 x 512: %.3f s, %.1f GFLOP/s = %.0f%% of sgemm peak (target >= 60%%); "
+           "gemm %.2f s of which weight conversion %.2f s, attention %.2f s, other %.2f s\n",
+           secs, gf, 100 * gf / peak, s->timers.gemm, s->timers.convert, s->timers.attention,
+           s->timers.other);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak RSS %.2f GiB\n", ru.ru_maxrss / 1048576.0);
+    qsur_llama_state_free(s);
+    qsur_tokens_free(&t);
+    qsur_llama_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "steps"))
+        return steps(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "throughput"))
+        return throughput(argc, argv);
+    fprintf(stderr, "usage: bench_scale steps QSUR DIR CALIB EVAL OUTDIR | "
+                    "bench_scale throughput DIR EVAL [THREADS]\n");
+    return 2;
+}
