@@ -221,14 +221,15 @@ static int count_lines(const char *s, size_t n)
     return k;
 }
 
-int cmd_eval(session *s, int argc, char **argv, report *r, qsur_error *err)
+const opt_spec eval_opts[] = {
+    {"limit", OPT_INT, 0, INT_MAX, NULL, "0", NULL, OPT_LOG_NEVER, "the first N items only (0: all)"}, OPT_END};
+
+int cmd_eval(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc;
     if (!s->model)
         return qsur_fail(err, QSUR_ERR_ARG, "no model loaded (use `model load PATH`)");
-    long limit = 0;
-    for (int i = 1; i < argc; i++)
-        if (strncmp(argv[i], "limit=", 6) || parse_long(argv[i] + 6, 0, INT_MAX, &limit))
-            return option_fail(err, argv[i], "limit=N");
+    long limit = a->v[0].i;
     qsur_mapped_file f;
     int rc = qsur_mapped_file_open(&f, argv[0], err);
     if (rc)

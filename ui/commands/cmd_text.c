@@ -105,57 +105,54 @@ static void describe(session *s, report *r)
     }
 }
 
-int cmd_tokenizer(session *s, int argc, char **argv, report *r, qsur_error *err)
+static int tokenizer_load(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
-    if (!strcmp(argv[0], "load")) {
-        if (argc != 2)
-            return qsur_fail(err, QSUR_ERR_ARG, "usage: tokenizer load FILE");
-        char abs[PATH_MAX];
-        const char *p = realpath(argv[1], abs) ? abs : argv[1];
-        double t0 = qsur_seconds();
-        int rc = text_tokenizer_load(s, p, err);
-        if (rc)
-            return rc;
-        session_log_as(s, "tokenizer load \"%s\"", p);
-        describe(s, r);
-        rep_num(r, "seconds", "load time (s)", qsur_seconds() - t0, "%.3f");
-        return QSUR_OK;
-    }
-    session_log_as(s, "%s", "");
-    if (!strcmp(argv[0], "info") && argc == 1) {
-        if (!s->text || !s->text->tok)
-            return qsur_fail(err, QSUR_ERR_ARG, "no tokenizer loaded (`tokenizer load FILE`)");
-        describe(s, r);
-        return QSUR_OK;
-    }
-    return qsur_fail(err, QSUR_ERR_ARG, "usage: tokenizer load FILE | tokenizer info");
+    (void)argc;
+    char abs[PATH_MAX];
+    const char *p = realpath(argv[0], abs) ? abs : argv[0];
+    double t0 = qsur_seconds();
+    int rc = text_tokenizer_load(s, p, err);
+    if (rc)
+        return rc;
+    session_log_as(s, "tokenizer load \"%s\"", p);
+    describe(s, r);
+    rep_num(r, "seconds", "load time (s)", qsur_seconds() - t0, "%.3f");
+    return QSUR_OK;
 }
+
+static int tokenizer_info(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv;
+    session_log_as(s, "%s", "");
+    if (!s->text || !s->text->tok)
+        return qsur_fail(err, QSUR_ERR_ARG, "no tokenizer loaded (`tokenizer load FILE`)");
+    describe(s, r);
+    return QSUR_OK;
+}
+
+/* The sub-commands of `tokenizer` (the parent entry is in command_table.c). */
+const command tokenizer_subs[] = {
+    {"load", 1, 1, 0, COMPLETE_FILE, NULL, "tokenizer load FILE", "load tokenizer.json or tokenizer.bin", NULL,
+     tokenizer_load, NULL, NULL, NULL},
+    {"info", 0, 0, 0, COMPLETE_NONE, NULL, "tokenizer info", "describe the session's tokenizer", NULL,
+     tokenizer_info, NULL, NULL, NULL},
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}};
 
 /* ---- tokenize TEXT|FILE, detokenize IDS ------------------------------------- */
 
-/* The start of tokenize and detokenize: the trailing show=N option (rows of
- * the table, default 64) taken off argv, and the session's tokenizer. */
-static int text_table_begin(session *s, int *argc, char **argv, long *show,
-                            const qsur_tokenizer **t, qsur_error *err)
-{
-    *show = 64;
-    if (*argc > 1 && !strncmp(argv[*argc - 1], "show=", 5)) {
-        if (parse_long(argv[*argc - 1] + 5, 0, LONG_MAX, show))
-            return option_fail(err, argv[*argc - 1], "show=N");
-        (*argc)--;
-    }
-    return text_need_tokenizer(s, "", t, err);
-}
+/* The option of tokenize and detokenize. */
+const opt_spec text_show_opts[] = {
+    {"show", OPT_INT, 0, LONG_MAX, NULL, "64", NULL, OPT_LOG_NEVER, "rows of the table (JSON lists every id)"},
+    OPT_END};
 
-int cmd_tokenize(session *s, int argc, char **argv, report *r, qsur_error *err)
+int cmd_tokenize(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc;
     const qsur_tokenizer *t;
-    long show;
-    int rc = text_table_begin(s, &argc, argv, &show, &t, err);
+    long show = a->v[0].i;
+    int rc = text_need_tokenizer(s, "", &t, err);
     if (rc)
         return rc;
-    if (argc != 1)
-        return qsur_fail(err, QSUR_ERR_ARG, "usage: tokenize TEXT|FILE [show=N] (quote text with spaces)");
     struct stat st;
     qsur_mapped_file f = {NULL, 0};
     int is_file = stat(argv[0], &st) == 0 && S_ISREG(st.st_mode);
@@ -209,11 +206,11 @@ static int parse_ids(int argc, char **argv, qsur_token_ids *ids, qsur_error *err
     return QSUR_OK;
 }
 
-int cmd_detokenize(session *s, int argc, char **argv, report *r, qsur_error *err)
+int cmd_detokenize(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     const qsur_tokenizer *t;
-    long show;
-    int rc = text_table_begin(s, &argc, argv, &show, &t, err);
+    long show = a->v[0].i;
+    int rc = text_need_tokenizer(s, "", &t, err);
     if (rc)
         return rc;
     qsur_token_ids ids = {0};
@@ -301,25 +298,25 @@ static int on_token(void *ctx, int tok)
     return g->failed;
 }
 
-int cmd_generate(session *s, int argc, char **argv, report *r, qsur_error *err)
+enum { GEN_N, GEN_TEMP, GEN_TOP_P, GEN_SEED };
+const opt_spec generate_opts[] = {
+    {"n", OPT_INT, 1, 1 << 20, NULL, "64", NULL, OPT_LOG_NEVER, "new tokens at most"},
+    {"temp", OPT_REAL, 0, 100, NULL, "0", "T", OPT_LOG_NEVER, "temperature (0: greedy)"},
+    {"top-p", OPT_REAL, 0, 1, NULL, "0.9", "P", OPT_LOG_NEVER, "nucleus of the sampling"},
+    {"seed", OPT_INT, 0, LONG_MAX, NULL, NULL, "S", OPT_LOG_NEVER, "seed of the sampling (default: the session's next)"},
+    OPT_END};
+
+int cmd_generate(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc;
     if (!s->model)
         return qsur_fail(err, QSUR_ERR_ARG, "no model loaded (use `model load PATH`)");
     const qsur_tokenizer *t;
     int rc = text_need_tokenizer(s, "", &t, err);
     if (rc)
         return rc;
-    long n = 64, seed = -1;
-    double temp = 0, top_p = 0.9;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int ok = (!strncmp(a, "n=", 2) && !parse_long(a + 2, 1, 1 << 20, &n)) ||
-                 (!strncmp(a, "temp=", 5) && !parse_double(a + 5, 0, 100, &temp)) ||
-                 (!strncmp(a, "top-p=", 6) && !parse_double(a + 6, 0, 1, &top_p)) ||
-                 (!strncmp(a, "seed=", 5) && !parse_long(a + 5, 0, LONG_MAX, &seed));
-        if (!ok)
-            return option_fail(err, a, "n=N temp=T top-p=P seed=S");
-    }
+    long n = a->v[GEN_N].i, seed = a->v[GEN_SEED].given ? a->v[GEN_SEED].i : -1;
+    double temp = a->v[GEN_TEMP].d, top_p = a->v[GEN_TOP_P].d;
     gen_ctx g = {s, t, {0}, 0, s->set.format == FORMAT_HUMAN, 0};
     rc = qsur_tokenizer_encode(t, argv[0], strlen(argv[0]), 1, &g.all, err);
     if (!rc && g.all.n == 0)

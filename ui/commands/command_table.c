@@ -19,7 +19,6 @@ static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4
                                           NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
-static const char *const tokenizer_words[] = {"load", "info", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
@@ -307,26 +306,26 @@ const command command_table[] = {
      cmd_smoothquant},
 
     /* ---- text ---- */
-    {"tokenizer", 1, 2, CMD_LOGGED, COMPLETE_WORDS, tokenizer_words, "tokenizer load FILE | tokenizer info",
+    {"tokenizer", 1, 2, CMD_LOGGED, COMPLETE_NONE, NULL, "tokenizer load|info",
      "load a tokenizer (tokenizer.json or llama2.c tokenizer.bin) or describe the session's",
      "load  a Hugging Face tokenizer.json (byte-level BPE of the Llama-3 kind, or SentencePiece\n"
      "      BPE with byte fallback of the Llama-2 kind) or a llama2.c tokenizer.bin. `model load\n"
      "      DIR` loads DIR/tokenizer.json by itself (tokenizer.bin beside a llama2.c file).\n"
      "info  kind, number of ids, BOS (what ppl/calib/generate put first) and EOS.\n"
      "Encoding equals the Hugging Face tokenizers library id for id (docs/text.md).",
-     cmd_tokenizer},
-    {"tokenize", 1, 2, 0, COMPLETE_FILE, NULL, "tokenize TEXT|FILE [show=N]",
+     NULL, tokenizer_subs},
+    {"tokenize", 1, 1, 0, COMPLETE_FILE, NULL, "tokenize TEXT|FILE",
      "the token ids of a text (or a file) with each token's piece",
      "Encodes TEXT (quote it) or the contents of FILE when it names a file, without BOS, and\n"
      "lists position, id, the vocabulary spelling (Ġ/▁ mark a space) and the text each token\n"
      "stands for, so you see what the model sees. show=N rows (default 64); JSON has every id.",
-     cmd_tokenize},
-    {"detokenize", 1, -1, 0, COMPLETE_NONE, NULL, "detokenize IDS [show=N]",
+     NULL, NULL, text_show_opts, cmd_tokenize},
+    {"detokenize", 1, -1, 0, COMPLETE_NONE, NULL, "detokenize IDS",
      "the text of a list of token ids (1,2,3 or [1, 2, 3] or 1 2 3), with each piece",
      "Decodes the ids with the tokenizer's decoder (byte tokens become bytes, the leading\n"
      "space marker is dropped as the decoder says) and lists each id's piece.",
-     cmd_detokenize},
-    {"generate", 1, 5, CMD_LONG, COMPLETE_NONE, NULL, "generate \"PROMPT\" [n=64] [temp=0] [top-p=0.9] [seed=S]",
+     NULL, NULL, text_show_opts, cmd_detokenize},
+    {"generate", 1, 1, CMD_LONG, COMPLETE_NONE, NULL, "generate \"PROMPT\"",
      "continue a prompt with the session model as it is (quantized, transformed), streaming",
      "Encodes PROMPT (BOS first when the tokenizer adds one), runs it through the model and\n"
      "samples n tokens one at a time with the KV cache: temp=0 greedy (argmax); temp > 0\n"
@@ -334,8 +333,8 @@ const command command_table[] = {
      "The text streams as it comes (the TUI's output panel too). Uses the model exactly as\n"
      "ppl does: compare `generate` before and after `quant` to see what quantization does to\n"
      "the text. Ctrl-C stops it and keeps what was generated.",
-     cmd_generate},
-    {"eval", 1, 2, CMD_LONG, COMPLETE_FILE, NULL, "eval FILE.jsonl [limit=N]",
+     NULL, NULL, generate_opts, cmd_generate},
+    {"eval", 1, 1, CMD_LONG, COMPLETE_FILE, NULL, "eval FILE.jsonl",
      "zero-shot multiple-choice accuracy (acc, acc_norm per task and overall)",
      "One task item per line: {\"context\": TEXT, \"choices\": [TEXT, ...], \"label\": K,\n"
      "\"task\": NAME (optional)}. Each choice is scored by the log-likelihood of its tokens after\n"
@@ -345,7 +344,7 @@ const command command_table[] = {
      "divides by the token count); one context per choice as an array of strings (WinoGrande).\n"
      "limit=N: the first N items. docs/eval.md converts ARC,\n"
      "HellaSwag, PIQA, WinoGrande, BoolQ to this schema.",
-     cmd_eval},
+     NULL, NULL, eval_opts, cmd_eval},
 
     /* ---- session ---- */
     {"help", 0, 1, 0, COMPLETE_COMMAND, NULL, "help [COMMAND]",

@@ -71,12 +71,14 @@ extern const opt_spec ostq_layer_opts[], ostq_model_opts[], ostq_resume_opts[];
 int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
 extern const opt_spec export_opts[];
 /* cmd_text.c */
-HANDLER(cmd_tokenizer);
-HANDLER(cmd_tokenize);
-HANDLER(cmd_detokenize);
-HANDLER(cmd_generate);
+extern const command tokenizer_subs[];
+OPT_HANDLER(cmd_tokenize);
+OPT_HANDLER(cmd_detokenize);
+OPT_HANDLER(cmd_generate);
+extern const opt_spec text_show_opts[], generate_opts[];
 /* cmd_eval.c */
-HANDLER(cmd_eval);
+OPT_HANDLER(cmd_eval);
+extern const opt_spec eval_opts[];
 
 /* Argument parsing shared by handlers: 0 on success, -1 when v is not a
  * number in [lo, hi]. */
