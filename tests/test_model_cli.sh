@@ -83,11 +83,13 @@ expect_grep "KV-cache quantizer         int4 asym row" "$T/p.txt" "paper: KV asy
 "$QSUR_BIN" -c "model load $M; quant preset=paper-w4a4kv4 ao:same a:sym" > "$T/p2.txt" 2>&1
 expect_grep "activation quantizer       int4 sym row" "$T/p2.txt" "words after the preset override it"
 expect_true "ao:same drops wo's own quantizer" sh -c "! grep -q 'wo input' '$T/p2.txt'"
+"$QSUR_BIN" -c "model load $M; quant a:sym preset=paper-w4a4kv4" > "$T/p4.txt" 2>&1
+expect_grep "activation quantizer       int4 sym row" "$T/p4.txt" "a word before preset= overrides it too (the preset comes first)"
 "$QSUR_BIN" -c "quant ao:head" > /dev/null 2> "$T/err"; rc=$?
 expect_eq "$rc" 1 "ao:head without a model fails"
 expect_grep "ao:head needs a model" "$T/err" "ao:head names what it needs"
 "$QSUR_BIN" -c "quant preset=nope" > /dev/null 2> "$T/err"
-expect_grep "quant: unknown preset 'nope'" "$T/err" "unknown preset is named"
+expect_grep "quant: unknown preset 'nope' (expected paper-w4a4kv4|paper-w4a16kv16" "$T/err" "unknown preset is named, with the known ones"
 # W4A16 RTN with the code's weight grid reproduces its 335.9 on the 64 eval sequences
 "$QSUR_BIN" -c "set format json; model load $M; quant preset=paper-w4a16kv16; ppl $E seqs=64" > "$T/p3.json"
 expect_true "paper-w4a16kv16 RTN ppl 335.88 (got $(json ppl "$T/p3.json"))" near "$(json ppl "$T/p3.json")" 335.88 0.001

@@ -51,7 +51,9 @@ static void check_parsing(void)
     CHECK(parse(0, "n=1.5", &a, &err) == QSUR_ERR_ARG);
     CHECK(parse(0, "x=1.0001", &a, &err) == QSUR_ERR_ARG);
     CHECK(parse(0, "x=nan", &a, &err) == QSUR_ERR_ARG);
-    CHECK(parse(0, "loss=kl", &a, &err) == QSUR_ERR_ARG && strstr(err.msg, "bad value"));
+    /* a choice that is none of them: the message lists them */
+    CHECK(parse(0, "loss=kl", &a, &err) == QSUR_ERR_ARG);
+    CHECK_MSG(!strcmp(err.msg, "unknown loss 'kl' (expected kltop|ce|mse; USAGE)"), "[%s]", err.msg);
     /* a key of no option, a flag given a value, a word beyond the positionals */
     CHECK(parse(0, "m=1", &a, &err) == QSUR_ERR_ARG && !strcmp(err.msg, "unknown option 'm=1' (USAGE)"));
     CHECK(parse(0, "no-thing=1", &a, &err) == QSUR_ERR_ARG && strstr(err.msg, "unknown option"));
@@ -104,6 +106,13 @@ static void check_ostquant_defaults(void)
     CHECK(a.v[4].i == o.topk && a.v[5].i == o.batch && a.v[6].i == o.max_seqs && a.v[7].i == o.seq_len);
     CHECK(a.v[8].i == o.eval_every && a.v[9].i == o.qsur_every && a.v[10].i == o.qsur_tokens);
     CHECK(!strcmp(qsur_ostquant_loss_name(o.loss), a.v[3].s));
+    /* the protocol options: choice index 0 is the "on" word of each */
+#define V(key) a.v[opt_find(ostq_model_opts, key)]
+    CHECK(V("qk-scale=").i == !o.learn_qk && V("ste=").i == o.ste_const && V("wquant=").i == o.no_wquant);
+    CHECK(V("clip-grad=").d == o.clip_grad && V("lr-decay=").i == !o.lr_decay && V("adam-norm=").i == !o.radam);
+    CHECK(V("keep=").i == !o.keep_last && V("shuffle=").i == !o.reshuffle);
+    CHECK(!V("womi").i && !V("no-womi").i && !V("klt").i && o.womi && !o.klt);
+#undef V
     CHECK_OK(opt_parse(ostq_layer_opts, 0, 0, NULL, &a, "", &err), err);
     qsur_ostquant_layer_opts l = qsur_ostquant_layer_default();
     CHECK(a.v[0].i == l.steps && a.v[1].d == l.lr && a.v[2].d == l.lr_scale && a.v[3].i == l.block);

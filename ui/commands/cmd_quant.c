@@ -112,8 +112,8 @@ static void show_spec(session *s, report *r)
     }
 }
 
-/* Named quantizer sets: each expands to its words, in place, so words after
- * `preset=` override it. paper-*: the OSTQuant / QuaRot code's defaults
+/* Named quantizer sets (`preset=NAME`): each expands to its words, which
+ * come before the words given, so those override it. paper-*: the OSTQuant / QuaRot code's defaults
  * (docs/ostquant.md, "The official protocol"): weights symmetric INT4 on the
  * full grid -8..7 per output channel with that code's clip search (error
  * |.|^2.4, ratios 1.00 .. 0.21); activations asymmetric per token; wo's
@@ -124,6 +124,7 @@ typedef struct {
     const char *words[6];
 } quant_preset;
 
+/* in the order of quant_opts' choices */
 static const quant_preset presets[] = {
     {"paper-w4a4kv4",
      {"w4a4kv4", "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "a:asym,token,clip=1",
@@ -132,14 +133,6 @@ static const quant_preset presets[] = {
      {"w4a16kv16", "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "a:asym,token,clip=1",
       "ao:same", "kv:asym,row,clip=1", NULL}},
 };
-
-static const quant_preset *find_preset(const char *name)
-{
-    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
-        if (!strcmp(presets[i].name, name))
-            return &presets[i];
-    return NULL;
-}
 
 /* One comma-separated word of options into q (a copy is cut up). */
 static int parse_quant_opts(const char *word, qsur_quant_spec *q, session *s, int ao, qsur_error *err)
@@ -166,47 +159,37 @@ static int parse_quant_opts(const char *word, qsur_quant_spec *q, session *s, in
     return rc;
 }
 
-/* The words of the command with every preset=NAME expanded in place. */
-static int expand_presets(int argc, char **argv, const char **words, int cap, int *nw, qsur_error *err)
-{
-    *nw = 0;
-    for (int i = 0; i < argc; i++) {
-        const quant_preset *p = NULL;
-        if (!strncmp(argv[i], "preset=", 7) && !(p = find_preset(argv[i] + 7)))
-            return qsur_fail(err, QSUR_ERR_ARG, "quant: unknown preset '%s' (paper-w4a4kv4, paper-w4a16kv16)",
-                             argv[i] + 7);
-        for (int k = 0; p ? p->words[k] != NULL : k < 1; k++) {
-            if (*nw == cap)
-                return qsur_fail(err, QSUR_ERR_ARG, "quant: too many words");
-            words[(*nw)++] = p ? p->words[k] : argv[i];
-        }
-    }
-    return QSUR_OK;
-}
+/* The bit-width words and w:/a:/ao:/kv: words are quant's own small
+ * language (positional words, parsed above); its one KEY=VALUE option: */
+const opt_spec quant_opts[] = {
+    {"preset", OPT_CHOICE, 0, 0, "paper-w4a4kv4|paper-w4a16kv16", NULL, "NAME", OPT_LOG_GIVEN,
+     "a named set of quantizers, before the words given"},
+    OPT_END};
 
-int cmd_quant(session *s, int argc, char **argv, report *r, qsur_error *err)
+int cmd_quant(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     qsur_quant_spec wq = s->wq, aq = s->aq, kvq = s->kvq, aoq = s->aoq;
-    int kv = s->kvq.bits, kv_named = 0, bits_token = 0, nw;
-    const char *words[64];
-    int rc = expand_presets(argc, argv, words, 64, &nw, err);
-    if (rc != QSUR_OK)
-        return rc;
+    int kv = s->kvq.bits, kv_named = 0, bits_token = 0, nw = 0, rc;
+    const char *words[OPT_MAX_WORDS + 8];
+    for (int k = 0; a->v[0].given && presets[a->v[0].i].words[k]; k++)
+        words[nw++] = presets[a->v[0].i].words[k];
+    for (int i = 0; i < argc; i++)
+        words[nw++] = argv[i];
     /* ao: words start from aq as it is after every a: word */
     const char *ao[64];
     int nao = 0;
     for (int i = 0; i < nw; i++) {
-        const char *a = words[i];
-        if (!strncmp(a, "ao:", 3)) {
-            ao[nao++] = a + 3;
-        } else if (!strncmp(a, "w:", 2) || !strncmp(a, "a:", 2) || !strncmp(a, "kv:", 3)) {
-            qsur_quant_spec *q = a[0] == 'w' ? &wq : a[0] == 'a' ? &aq : &kvq;
-            if ((rc = parse_quant_opts(a + (a[0] == 'k' ? 3 : 2), q, s, 0, err)) != QSUR_OK)
+        const char *w = words[i];
+        if (!strncmp(w, "ao:", 3)) {
+            ao[nao++] = w + 3;
+        } else if (!strncmp(w, "w:", 2) || !strncmp(w, "a:", 2) || !strncmp(w, "kv:", 3)) {
+            qsur_quant_spec *q = w[0] == 'w' ? &wq : w[0] == 'a' ? &aq : &kvq;
+            if ((rc = parse_quant_opts(w + (w[0] == 'k' ? 3 : 2), q, s, 0, err)) != QSUR_OK)
                 return rc;
-        } else if (parse_bits(a, &wq, &aq, &kv, &kv_named)) {
+        } else if (parse_bits(w, &wq, &aq, &kv, &kv_named)) {
             return qsur_fail(err, QSUR_ERR_ARG,
                              "'%s': expected bit widths like w4a8kv4 (2..8, or 16 = float), preset=NAME or "
-                             "w:OPTS / a:OPTS / ao:OPTS / kv:OPTS", a);
+                             "w:OPTS / a:OPTS / ao:OPTS / kv:OPTS", w);
         } else {
             bits_token = 1;
         }

@@ -15,7 +15,7 @@ static const char *const set_words[] = {"format", "errexit", "echo", "color", "o
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
                                           "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search",
-                                          "preset=paper-w4a4kv4", "preset=paper-w4a16kv16", "ao:head", "w:sym-full",
+                                          "ao:head", "w:sym-full",
                                           NULL};
 static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
@@ -68,7 +68,7 @@ const command command_table[] = {
 
     /* ---- quantize and measure ---- */
     {"quant", 0, 8, CMD_LOGGED, COMPLETE_WORDS, quant_words,
-     "quant [preset=NAME] [wBaB[kvB]] [w:OPTS] [a:OPTS] [ao:OPTS] [kv:OPTS]",
+     "quant [wBaB[kvB]] [w:OPTS] [a:OPTS] [ao:OPTS] [kv:OPTS]",
      "show or set the weight, activation and KV-cache quantizers (and quantize the model)",
      "Bits: w4a8kv4 sets 4-bit weights, 8-bit activations, 4-bit KV cache (2..8; 16 = not\n"
      "quantized). A bits word without kv turns KV quantization off; options alone keep the widths.\n"
@@ -81,12 +81,12 @@ const command command_table[] = {
      "Example: quant w4a4 w:sym,row a:asym,token,clip=0.9\n"
      "preset=paper-w4a4kv4 | paper-w4a16kv16: the OSTQuant code's quantizers (docs/ostquant.md):\n"
      "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80 a:asym,token ao:asym,head kv:asym,row\n"
-     "(W4A16KV16: a16 kv16); later words override the preset.\n"
+     "(W4A16KV16: a16 kv16); the words given override the preset.\n"
      "With a model loaded the model is quantized too: weights round-to-nearest from the float\n"
      "weights (a group size that does not divide a linear's width uses the closest divisor, e.g.\n"
      "g32 -> g43 for hidden 172), activations of every linear per token, K and V per head per\n"
      "token. quant w16a16kv16 makes it float again.",
-     cmd_quant},
+     NULL, NULL, quant_opts, cmd_quant},
     {"qsur", 0, 0, 0, COMPLETE_NONE, NULL, "qsur",
      "QSUR of the current layer's activation and weight (log10 and per-dimension)",
      "Quantization space utilization rate: volume of the alpha-confidence ellipsoid of the\n"

@@ -7,6 +7,8 @@
 #include "session.h"
 
 #define HANDLER(name) int name(session *s, int argc, char **argv, report *r, qsur_error *err)
+/* a handler of an entry with typed options (command.h) */
+#define OPT_HANDLER(name) int name(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 
 /* cmd_session.c */
 HANDLER(cmd_help);
@@ -28,7 +30,8 @@ HANDLER(cmd_hist);
 HANDLER(cmd_heatmap);
 
 /* cmd_quant.c */
-HANDLER(cmd_quant);
+OPT_HANDLER(cmd_quant);
+extern const opt_spec quant_opts[];
 HANDLER(cmd_qsur);
 HANDLER(cmd_error);
 HANDLER(cmd_compare);
@@ -52,7 +55,6 @@ extern const opt_spec calib_opts[], ppl_opts[];
 HANDLER(cmd_smoothquant);
 
 /* cmd_wquant.c: the layer mode (typed options) and the `model` sub-command */
-#define OPT_HANDLER(name) int name(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 OPT_HANDLER(cmd_gptq);
 OPT_HANDLER(cmd_quantease);
 OPT_HANDLER(cmd_awq);

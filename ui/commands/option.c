@@ -97,8 +97,12 @@ int opt_parse(const opt_spec *spec, int max_pos, int argc, char **argv, opt_args
         int i = opt_find(spec, word);
         if (i >= 0) {
             const char *eq = strchr(word, '=');
-            if (set_value(&spec[i], eq ? eq + 1 : word, &a->v[i]))
+            if (set_value(&spec[i], eq ? eq + 1 : word, &a->v[i])) {
+                if (spec[i].type == OPT_CHOICE) /* name the choices: they are the whole answer */
+                    return qsur_fail(err, QSUR_ERR_ARG, "unknown %s '%s' (expected %s; %s)", spec[i].key, eq + 1,
+                                     spec[i].choices, usage);
                 return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s' (%s)", word, usage);
+            }
             a->v[i].given = 1;
         } else if ((max_pos < 0 || a->npos < max_pos) && a->npos < OPT_MAX_WORDS) {
             a->pos[a->npos++] = argv[w];
