@@ -124,8 +124,21 @@ int main(void)
     add_tensor(&s, "tok_embeddings");
     CHECK(strcmp(cands(&s, "use layers.0.", NULL), "layers.0.w1 layers.0.w2") == 0);
     CHECK(strcmp(cands(&s, "use layers.0.w1 t", NULL), "tok_embeddings") == 0);
-    CHECK(strcmp(cands(&s, "set bins layers.0.", NULL), "layers.0.w1 layers.0.w2") == 0);
-    CHECK(strcmp(cands(&s, "set bins t", NULL), "tok_embeddings") == 0);
+    CHECK(strcmp(cands(&s, "stats x layers.0.", NULL), "layers.0.w1 layers.0.w2") == 0);
+    CHECK(strcmp(cands(&s, "stats x t", NULL), "tok_embeddings") == 0);
+    /* typed positional arguments: a choice offers its words, a number nothing */
+    CHECK(strcmp(cands(&s, "set ", NULL), "alpha bins color cube device echo errexit error_tokens format outlier_k "
+                                          "qsur_method seed") == 0);
+    CHECK(strcmp(cands(&s, "set format ", NULL), "human json") == 0);
+    CHECK(strcmp(cands(&s, "set cube a", NULL), "asym") == 0);
+    CHECK(strcmp(cands(&s, "set bins t", NULL), "") == 0);
+    CHECK(strcmp(cands(&s, "set format json ", NULL), "") == 0);
+    CHECK(strcmp(cands(&s, "demo ", NULL), "reset rotate scale") == 0);
+    CHECK(strcmp(cands(&s, "scale ", NULL), "file smooth") == 0);
+    CHECK(strcmp(cands(&s, "rotate hadamard ", NULL), "") == 0);
+    CHECK(strcmp(cands(&s, "tokenizer ", NULL), "info load") == 0);
+    CHECK(strcmp(cands(&s, "generate \"x\" t", NULL), "temp= top-p=") == 0);
+    CHECK(strcmp(cands(&s, "quant w4 pre", NULL), "preset=paper-w4a16kv16 preset=paper-w4a4kv4") == 0);
     /* commands with nothing to complete offer nothing (no filename fallback) */
     CHECK(strcmp(cands(&s, "echo l", &files), "") == 0 && files == 0);
     CHECK(strcmp(cands(&s, "bogus x", &files), "") == 0 && files == 0);

@@ -8,6 +8,7 @@
 #include "command.h"
 #include "commands.h"
 #include "option.h"
+#include "qsur/awq.h"
 #include "qsur/cqe.h"
 #include "qsur/gptq.h"
 #include "qsur/ostquant.h"
@@ -93,6 +94,60 @@ static void check_text(void)
     CHECK_MSG(strstr(buf, "n=N") && strstr(buf, "a count; default 3; 1..10"), "[%s]", buf);
 }
 
+/* Typed positional arguments (command.args): row i types word i; a row not
+ * given takes its default; a word beyond the rows, a bad value or a choice
+ * outside its list is an error naming the row. */
+static void check_args(void)
+{
+    static const opt_spec args[] = {
+        {"KIND", OPT_CHOICE, 0, 0, "a|b|c", NULL, NULL, OPT_LOG_NEVER, "a kind"},
+        {"N", OPT_INT, 1, 9, NULL, "4", NULL, OPT_LOG_NEVER, "a count"},
+        OPT_END};
+    opt_args a;
+    qsur_error err;
+    CHECK_OK(parse(-1, "c", &a, &err), err);
+    CHECK_OK(opt_parse_args(args, &a, &err), err);
+    CHECK(a.arg[0].i == 2 && a.arg[0].given && a.arg[1].i == 4 && !a.arg[1].given);
+    CHECK_OK(parse(-1, "b 9", &a, &err), err);
+    CHECK_OK(opt_parse_args(args, &a, &err), err);
+    CHECK(a.arg[0].i == 1 && a.arg[1].i == 9 && a.arg[1].given);
+    CHECK_OK(parse(-1, "d", &a, &err), err);
+    CHECK(opt_parse_args(args, &a, &err) == QSUR_ERR_ARG);
+    CHECK_MSG(!strcmp(err.msg, "KIND: expected a, b or c, got 'd'"), "[%s]", err.msg);
+    CHECK_OK(parse(-1, "a 10", &a, &err), err);
+    CHECK(opt_parse_args(args, &a, &err) == QSUR_ERR_ARG);
+    CHECK_MSG(!strcmp(err.msg, "N: expected a whole number in 1..9, got '10'"), "[%s]", err.msg);
+    CHECK_OK(parse(-1, "a 1 x", &a, &err), err);
+    CHECK(opt_parse_args(args, &a, &err) == QSUR_ERR_ARG);
+    CHECK_MSG(!strcmp(err.msg, "unexpected argument 'x' (2 at most)"), "[%s]", err.msg);
+    /* the defaults of the methods' positional rows are the engine's */
+    CHECK_OK(parse(-1, "", &a, &err), err);
+    CHECK_OK(opt_parse_args(quantease_args, &a, &err), err);
+    CHECK(a.arg[0].i == qsur_quantease_default().sweeps);
+    CHECK_OK(opt_parse_args(awq_args, &a, &err), err);
+    CHECK(a.arg[0].i == qsur_awq_default().grid);
+    /* through the table: set's rows, demo's sub-commands */
+    session s;
+    session_init(&s, fopen("/dev/null", "w"));
+    CHECK_OK(command_execute(&s, "set bins 12", &err), err);
+    CHECK(s.set.hist_bins == 12);
+    CHECK_OK(command_execute(&s, "set errexit no", &err), err);
+    CHECK(s.set.errexit == 0);
+    CHECK_OK(command_execute(&s, "set errexit true", &err), err);
+    CHECK(s.set.errexit == 1);
+    CHECK_OK(command_execute(&s, "set qsur_method cholesky", &err), err);
+    CHECK(s.set.qsur_method == QSUR_METHOD_CHOLESKY);
+    CHECK_OK(command_execute(&s, "set error_tokens all", &err), err);
+    CHECK(s.set.error_tokens == 0);
+    CHECK(command_execute(&s, "set cube round", &err) == QSUR_ERR_ARG);
+    CHECK_MSG(!strcmp(err.msg, "set: cube: expected sym or asym, got 'round'"), "[%s]", err.msg);
+    CHECK_OK(command_execute(&s, "demo 0.5 2", &err), err);
+    CHECK(s.demo.active && s.demo.cov[0][0] > s.demo.cov[1][1]);
+    CHECK(command_execute(&s, "demo rotate 4000", &err) == QSUR_ERR_ARG && strstr(err.msg, "DEGREES: expected"));
+    fclose(s.out);
+    session_free(&s);
+}
+
 /* The ostquant specs state the engine's defaults (help and docs show them). */
 static void check_ostquant_defaults(void)
 {
@@ -162,6 +217,7 @@ int main(void)
 {
     check_parsing();
     check_text();
+    check_args();
     check_ostquant_defaults();
     check_dispatch();
     return check_done();

@@ -50,36 +50,68 @@ static void show(session *s, report *r)
     }
 }
 
-int cmd_demo(session *s, int argc, char **argv, report *r, qsur_error *err)
+/* The teaching model starts at its defaults the first time it is used. */
+static demo_state *demo_of(session *s)
 {
-    demo_state *d = &s->demo;
-    if (!d->active)
-        demo_start(d, DEMO_CORR_DEFAULT, DEMO_OUTLIER_DEFAULT);
-    double a, b;
-    if (argc >= 1 && !strcmp(argv[0], "rotate")) {
-        if (argc != 2 || parse_double(argv[1], -3600, 3600, &a))
-            return qsur_fail(err, QSUR_ERR_ARG, "expected `demo rotate DEGREES` (-3600..3600)");
-        demo_rotate(d, a);
-    } else if (argc >= 1 && !strcmp(argv[0], "scale")) {
-        if (argc != 3 || parse_double(argv[1], 1e-3, 1e3, &a) || parse_double(argv[2], 1e-3, 1e3, &b))
-            return qsur_fail(err, QSUR_ERR_ARG, "expected `demo scale A B` with A, B in [0.001, 1000]");
-        demo_scale(d, a, b);
-    } else if (argc >= 1 && !strcmp(argv[0], "reset")) {
-        if (argc != 1)
-            return qsur_fail(err, QSUR_ERR_ARG, "expected `demo reset` with no arguments");
-        demo_reset(d);
-    } else if (argc >= 1) {
-        a = DEMO_CORR_DEFAULT;
-        b = DEMO_OUTLIER_DEFAULT;
-        if (argc > 2)
-            return qsur_fail(err, QSUR_ERR_ARG, "expected `demo [CORR] [OUTLIER_SCALE]`, rotate, scale or reset");
-        if (parse_double(argv[0], -0.99, 0.99, &a))
-            return qsur_fail(err, QSUR_ERR_ARG, "CORR: expected a correlation in [-0.99, 0.99], got '%s'", argv[0]);
-        if (argc >= 2 && parse_double(argv[1], 0.01, 100, &b))
-            return qsur_fail(err, QSUR_ERR_ARG, "OUTLIER_SCALE: expected a number in [0.01, 100], got '%s'",
-                             argv[1]);
-        demo_start(d, a, b);
-    }
+    if (!s->demo.active)
+        demo_start(&s->demo, DEMO_CORR_DEFAULT, DEMO_OUTLIER_DEFAULT);
+    return &s->demo;
+}
+
+/* `demo [CORR [OUTLIER_SCALE]]`: a new Gaussian, or (no words) the current one. */
+const opt_spec demo_args[] = {
+    {"CORR", OPT_REAL, -0.99, 0.99, NULL, NULL, NULL, OPT_LOG_NEVER, "correlation of x and y"},
+    {"OUTLIER_SCALE", OPT_REAL, 0.01, 100, NULL, "4", NULL, OPT_LOG_NEVER, "how much wider the x (outlier) axis is"},
+    OPT_END};
+
+int cmd_demo(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argv, (void)err;
+    demo_state *d = demo_of(s);
+    if (argc >= 1)
+        demo_start(d, a->arg[0].d, a->arg[1].d);
     show(s, r);
     return QSUR_OK;
 }
+
+static const opt_spec demo_rotate_args[] = {
+    {"DEGREES", OPT_REAL, -3600, 3600, NULL, NULL, NULL, OPT_LOG_NEVER, "counter-clockwise angle"}, OPT_END};
+
+static int demo_rotate_cmd(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv, (void)err;
+    demo_rotate(demo_of(s), a->arg[0].d);
+    show(s, r);
+    return QSUR_OK;
+}
+
+static const opt_spec demo_scale_args[] = {
+    {"A", OPT_REAL, 1e-3, 1e3, NULL, NULL, NULL, OPT_LOG_NEVER, "factor of x"},
+    {"B", OPT_REAL, 1e-3, 1e3, NULL, NULL, NULL, OPT_LOG_NEVER, "factor of y"},
+    OPT_END};
+
+static int demo_scale_cmd(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv, (void)err;
+    demo_scale(demo_of(s), a->arg[0].d, a->arg[1].d);
+    show(s, r);
+    return QSUR_OK;
+}
+
+static int demo_reset_cmd(session *s, int argc, char **argv, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv, (void)err;
+    demo_reset(demo_of(s));
+    show(s, r);
+    return QSUR_OK;
+}
+
+/* The sub-commands of `demo` (the parent entry is in command_table.c). */
+const command demo_subs[] = {
+    {"rotate", 1, 1, 0, COMPLETE_NONE, NULL, "demo rotate DEGREES", "rotate the points (S -> R S R^T)", NULL, NULL,
+     NULL, NULL, demo_rotate_cmd, demo_rotate_args},
+    {"scale", 2, 2, 0, COMPLETE_NONE, NULL, "demo scale A B", "multiply x by A and y by B (S -> D S D)", NULL, NULL,
+     NULL, NULL, demo_scale_cmd, demo_scale_args},
+    {"reset", 0, 0, 0, COMPLETE_NONE, NULL, "demo reset", "back to the last `demo CORR OUTLIER_SCALE`", NULL,
+     demo_reset_cmd, NULL, NULL, NULL, NULL},
+    COMMAND_END};

@@ -253,11 +253,11 @@ static int cmd_model_save_hf(session *s, int argc, char **argv, report *r, qsur_
 /* The sub-commands of `model` (the parent entry is in command_table.c). */
 const command model_subs[] = {
     {"load", 1, 1, 0, COMPLETE_FILE, NULL, "model load PATH", "load a llama2.c file or a HF directory", NULL,
-     cmd_model_load, NULL, NULL, NULL},
-    {"info", 0, 0, 0, COMPLETE_NONE, NULL, "model info", "show the model", NULL, cmd_model_info, NULL, NULL, NULL},
+     cmd_model_load, NULL, NULL, NULL, NULL},
+    {"info", 0, 0, 0, COMPLETE_NONE, NULL, "model info", "show the model", NULL, cmd_model_info, NULL, NULL, NULL, NULL},
     {"save-hf", 1, 2, 0, COMPLETE_FILE, NULL, "model save-hf DIR [F32|F16|BF16]", "save the float weights", NULL,
-     cmd_model_save_hf, NULL, NULL, NULL},
-    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}};
+     cmd_model_save_hf, NULL, NULL, NULL, NULL},
+    COMMAND_END};
 
 /* ---- calib, ppl ------------------------------------------------------------ */
 

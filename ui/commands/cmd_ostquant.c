@@ -565,12 +565,12 @@ static int ostq_status(session *s, int argc, char **argv, report *r, qsur_error 
 const command ostquant_subs[] = {
     {"layer", 0, 0, 0, COMPLETE_NONE, NULL, "ostquant layer",
      "learn R and S for the current layer; push a scale and a rotation step", NULL, NULL, NULL,
-     ostq_layer_opts, ostq_layer},
+     ostq_layer_opts, ostq_layer, NULL},
     {"model", 0, 0, 0, COMPLETE_NONE, NULL, "ostquant model",
      "train the loaded model's transform pairs; replace it by the fused, quantized one", NULL, NULL, NULL,
-     ostq_model_opts, ostq_model},
+     ostq_model_opts, ostq_model, NULL},
     {"resume", 1, 1, 0, COMPLETE_FILE, NULL, "ostquant resume FILE",
-     "continue a run from its state file", NULL, NULL, NULL, ostq_resume_opts, ostq_resume},
+     "continue a run from its state file", NULL, NULL, NULL, ostq_resume_opts, ostq_resume, NULL},
     {"status", 0, 0, 0, COMPLETE_NONE, NULL, "ostquant status",
-     "the last run's QSUR record", NULL, ostq_status, NULL, NULL, NULL},
-    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}};
+     "the last run's QSUR record", NULL, ostq_status, NULL, NULL, NULL, NULL},
+    COMMAND_END};

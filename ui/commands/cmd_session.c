@@ -53,15 +53,6 @@ int cmd_help(session *s, int argc, char **argv, report *r, qsur_error *err)
     return QSUR_OK;
 }
 
-static int parse_on_off(const char *v, int *out)
-{
-    if (!strcmp(v, "on") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true"))
-        return *out = 1, 0;
-    if (!strcmp(v, "off") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false"))
-        return *out = 0, 0;
-    return -1;
-}
-
 int parse_double(const char *v, double lo, double hi, double *out)
 {
     char *end;
@@ -131,102 +122,156 @@ static void show_settings(session *s, report *r)
                                           : s->set.device ? "gpu" : "cpu");
 }
 
-/* One branch per setting, in the order `set` lists them (about 90 lines): a
- * table would need a parser per kind of value for the same result. */
+/* `set` alone lists the settings; `set KEY VALUE` is a sub-command entry per
+ * setting, its VALUE a typed row (so errors, completion and the docs come
+ * from the rows). */
 int cmd_set(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
-    if (argc == 0) {
-        show_settings(s, r);
-        return QSUR_OK;
-    }
-    if (argc != 2)
-        return qsur_fail(err, QSUR_ERR_ARG, "expected `set KEY VALUE` (or `set` to list)");
-    const char *k = argv[0], *v = argv[1];
-    double d;
-    long l;
-    int b;
-    if (!strcmp(k, "format")) {
-        if (!strcmp(v, "json"))
-            s->set.format = FORMAT_JSON;
-        else if (!strcmp(v, "human"))
-            s->set.format = FORMAT_HUMAN;
-        else
-            return qsur_fail(err, QSUR_ERR_ARG, "format: expected human or json, got '%s'", v);
-        r->format = s->set.format;
-        session_log_as(s, "%s", ""); /* display only: a replay keeps its own format */
-    } else if (!strcmp(k, "errexit")) {
-        if (parse_on_off(v, &b))
-            return qsur_fail(err, QSUR_ERR_ARG, "errexit: expected on or off, got '%s'", v);
-        s->set.errexit = b;
-    } else if (!strcmp(k, "echo")) {
-        if (parse_on_off(v, &b))
-            return qsur_fail(err, QSUR_ERR_ARG, "echo: expected on or off, got '%s'", v);
-        s->set.echo = b;
-        session_log_as(s, "%s", "");
-    } else if (!strcmp(k, "color")) {
-        if (parse_on_off(v, &b))
-            return qsur_fail(err, QSUR_ERR_ARG, "color: expected on or off, got '%s'", v);
-        s->set.color = b && !getenv("NO_COLOR");
-        session_log_as(s, "%s", "");
-    } else if (!strcmp(k, "outlier_k")) {
-        if (parse_double(v, 1.0, 1e6, &d))
-            return qsur_fail(err, QSUR_ERR_ARG, "outlier_k: expected a number >= 1, got '%s'", v);
-        s->set.outlier_k = d;
-    } else if (!strcmp(k, "alpha")) {
-        if (parse_double(v, 1e-6, 1 - 1e-12, &d))
-            return qsur_fail(err, QSUR_ERR_ARG, "alpha: expected a confidence level in (0,1), got '%s'", v);
-        s->set.qsur_alpha = d;
-    } else if (!strcmp(k, "cube")) {
-        if (strcmp(v, "sym") && strcmp(v, "asym"))
-            return qsur_fail(err, QSUR_ERR_ARG, "cube: expected sym or asym, got '%s'", v);
-        s->set.qsur_asym = !strcmp(v, "asym");
-    } else if (!strcmp(k, "qsur_method")) {
-        int m = !strcmp(v, "eig-double") ? QSUR_METHOD_EIG_DOUBLE
-              : !strcmp(v, "eig-float")  ? QSUR_METHOD_EIG_FLOAT
-              : !strcmp(v, "cholesky")   ? QSUR_METHOD_CHOLESKY : -1;
-        if (m < 0)
-            return qsur_fail(err, QSUR_ERR_ARG, "qsur_method: expected eig-double, eig-float or cholesky, got '%s'", v);
-        s->set.qsur_method = m;
-        /* Layers remember the log-det of their original covariance; a new method recomputes it. */
-        for (int i = 0; i < s->nlayers; i++)
-            layer_metrics_forget(&s->layers[i], 1);
-    } else if (!strcmp(k, "bins")) {
-        if (parse_long(v, 0, 10000, &l))
-            return qsur_fail(err, QSUR_ERR_ARG, "bins: expected 0 (auto) .. 10000, got '%s'", v);
-        s->set.hist_bins = (int)l;
-    } else if (!strcmp(k, "error_tokens")) {
-        if (!strcmp(v, "auto"))
-            s->set.error_tokens = -1;
-        else if (!strcmp(v, "all"))
-            s->set.error_tokens = 0;
-        else if (parse_long(v, 1, 1L << 40, &l))
-            return qsur_fail(err, QSUR_ERR_ARG, "error_tokens: expected auto, all or a token count >= 1, got '%s'", v);
-        else
-            s->set.error_tokens = l;
-    } else if (!strcmp(k, "seed")) {
-        if (parse_long(v, 0, 0x7fffffffL, &l))
-            return qsur_fail(err, QSUR_ERR_ARG, "seed: expected an integer >= 0, got '%s'", v);
-        s->set.seed = (unsigned long long)l;
-    } else if (!strcmp(k, "device")) {
-        if (!strcmp(v, "cpu")) {
-            s->set.device = 0;
-        } else if (!strcmp(v, "gpu")) {
-            s->set.device = 1;
-            if (!session_use_gpu(s)) {
-                s->set.device = -1;
-                return qsur_fail(err, QSUR_ERR_ARG, "device gpu: no usable GPU (%s)", s->gpu_info.why);
-            }
-        } else if (!strcmp(v, "auto")) {
-            s->set.device = -1;
-        } else {
-            return qsur_fail(err, QSUR_ERR_ARG, "device: expected cpu, gpu or auto, got '%s'", v);
-        }
-    } else {
-        return qsur_fail(err, QSUR_ERR_ARG,
-                         "unknown setting '%s' (format, errexit, echo, color, outlier_k, alpha, cube, qsur_method, bins, error_tokens, seed, device)", k);
+    if (argc > 0)
+        return qsur_fail(err, QSUR_ERR_ARG, "unknown setting '%s' (format, errexit, echo, color, outlier_k, alpha, "
+                         "cube, qsur_method, bins, error_tokens, seed, device)", argv[0]);
+    show_settings(s, r);
+    return QSUR_OK;
+}
+
+/* on|off and the words that mean the same: an even index is "on" */
+#define ON_OFF "on|off|yes|no|true|false|1|0"
+/* the value's row (its help is the sub-command's summary) */
+#define SET_ROW(key, type, lo, hi, choices, help) \
+    static const char set_##key##_help[] = help; \
+    static const opt_spec set_##key##_arg[] = {{#key, type, lo, hi, choices, NULL, NULL, OPT_LOG_NEVER, NULL}, OPT_END}
+#define SET_FN(key) static int set_##key(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+#define UNUSED (void)argc, (void)argv, (void)r, (void)err
+
+SET_ROW(format, OPT_CHOICE, 0, 0, "human|json", "human tables, or one JSON object per command");
+SET_FN(format)
+{
+    UNUSED;
+    s->set.format = a->arg[0].i ? FORMAT_JSON : FORMAT_HUMAN;
+    r->format = s->set.format;
+    session_log_as(s, "%s", ""); /* display only: a replay keeps its own format */
+    return QSUR_OK;
+}
+
+SET_ROW(errexit, OPT_CHOICE, 0, 0, ON_OFF, "scripts stop at the first error (default on)");
+SET_FN(errexit)
+{
+    UNUSED;
+    s->set.errexit = a->arg[0].i % 2 == 0;
+    return QSUR_OK;
+}
+
+SET_ROW(echo, OPT_CHOICE, 0, 0, ON_OFF, "scripts print each command (as `qsur> CMD`) before running it");
+SET_FN(echo)
+{
+    UNUSED;
+    s->set.echo = a->arg[0].i % 2 == 0;
+    session_log_as(s, "%s", "");
+    return QSUR_OK;
+}
+
+SET_ROW(color, OPT_CHOICE, 0, 0, ON_OFF, "ANSI colour in plots (never when NO_COLOR is set)");
+SET_FN(color)
+{
+    UNUSED;
+    s->set.color = a->arg[0].i % 2 == 0 && !getenv("NO_COLOR");
+    session_log_as(s, "%s", "");
+    return QSUR_OK;
+}
+
+SET_ROW(outlier_k, OPT_REAL, 1, 1e6, NULL, "a channel is an outlier when absmax > K x median absmax (default 8)");
+SET_FN(outlier_k)
+{
+    UNUSED;
+    s->set.outlier_k = a->arg[0].d;
+    return QSUR_OK;
+}
+
+SET_ROW(alpha, OPT_REAL, 1e-6, 1 - 1e-12, NULL, "confidence level of the QSUR ellipsoid (default 0.99)");
+SET_FN(alpha)
+{
+    UNUSED;
+    s->set.qsur_alpha = a->arg[0].d;
+    return QSUR_OK;
+}
+
+SET_ROW(cube, OPT_CHOICE, 0, 0, "sym|asym", "QSUR cube: centred at 0 (sym, default) or spanning [min,max]");
+SET_FN(cube)
+{
+    UNUSED;
+    s->set.qsur_asym = (int)a->arg[0].i;
+    return QSUR_OK;
+}
+
+/* in qsur_method's order: QSUR_METHOD_EIG_DOUBLE, _EIG_FLOAT, _CHOLESKY */
+SET_ROW(qsur_method, OPT_CHOICE, 0, 0, "eig-double|eig-float|cholesky",
+        "how the original covariance's log-det is found (dsyevd; ssyevd, ~3x faster; dpotrf, fastest)");
+SET_FN(qsur_method)
+{
+    UNUSED;
+    static const int methods[] = {QSUR_METHOD_EIG_DOUBLE, QSUR_METHOD_EIG_FLOAT, QSUR_METHOD_CHOLESKY};
+    s->set.qsur_method = methods[a->arg[0].i];
+    /* Layers remember the log-det of their original covariance; a new method recomputes it. */
+    for (int i = 0; i < s->nlayers; i++)
+        layer_metrics_forget(&s->layers[i], 1);
+    return QSUR_OK;
+}
+
+SET_ROW(bins, OPT_INT, 0, 10000, NULL, "histogram bins, 0 = automatic (Freedman-Diaconis)");
+SET_FN(bins)
+{
+    UNUSED;
+    s->set.hist_bins = (int)a->arg[0].i;
+    return QSUR_OK;
+}
+
+/* auto, all or a count: a choice row whose other words are read by the count row */
+SET_ROW(error_tokens, OPT_TEXT, 0, 0, NULL,
+        "auto|all|N tokens for the layer output error (auto: evenly spaced ones when tokens x in x out > 2^30)");
+static const opt_spec error_tokens_count = {"error_tokens", OPT_INT, 1, 1L << 40, NULL, NULL, NULL, OPT_LOG_NEVER, NULL};
+SET_FN(error_tokens)
+{
+    UNUSED;
+    const char *v = a->arg[0].s;
+    opt_value n;
+    if (!strcmp(v, "auto") || !strcmp(v, "all"))
+        s->set.error_tokens = v[1] == 'u' ? -1 : 0;
+    else if (opt_value_parse(&error_tokens_count, v, &n))
+        return qsur_fail(err, QSUR_ERR_ARG, "error_tokens: expected auto, all or a token count >= 1, got '%s'", v);
+    else
+        s->set.error_tokens = n.i;
+    return QSUR_OK;
+}
+
+SET_ROW(seed, OPT_INT, 0, 0x7fffffffL, NULL, "next seed for commands given none (they log the seed they used)");
+SET_FN(seed)
+{
+    UNUSED;
+    s->set.seed = (unsigned long long)a->arg[0].i;
+    return QSUR_OK;
+}
+
+SET_ROW(device, OPT_CHOICE, 0, 0, "cpu|gpu|auto", "where ppl, gptq model and quant run: auto = the GPU when usable");
+SET_FN(device)
+{
+    UNUSED;
+    s->set.device = a->arg[0].i == 2 ? -1 : (int)a->arg[0].i;
+    if (s->set.device == 1 && !session_use_gpu(s)) {
+        s->set.device = -1;
+        return qsur_fail(err, QSUR_ERR_ARG, "device gpu: no usable GPU (%s)", s->gpu_info.why);
     }
     return QSUR_OK;
 }
+
+#define SET_SUB(key, meta) \
+    {#key, 1, 1, 0, COMPLETE_NONE, NULL, "set " #key " " meta, set_##key##_help, NULL, NULL, NULL, NULL, set_##key, \
+     set_##key##_arg}
+/* In the order `set` lists them (the parent entry is in command_table.c). */
+const command set_subs[] = {
+    SET_SUB(format, "human|json"), SET_SUB(errexit, "on|off"), SET_SUB(echo, "on|off"), SET_SUB(color, "on|off"),
+    SET_SUB(outlier_k, "K"), SET_SUB(alpha, "A"), SET_SUB(cube, "sym|asym"),
+    SET_SUB(qsur_method, "eig-double|eig-float|cholesky"), SET_SUB(bins, "N"), SET_SUB(error_tokens, "auto|all|N"),
+    SET_SUB(seed, "N"), SET_SUB(device, "cpu|gpu|auto"), COMMAND_END};
 
 int cmd_run(session *s, int argc, char **argv, report *r, qsur_error *err)
 {

@@ -133,10 +133,10 @@ static int tokenizer_info(session *s, int argc, char **argv, report *r, qsur_err
 /* The sub-commands of `tokenizer` (the parent entry is in command_table.c). */
 const command tokenizer_subs[] = {
     {"load", 1, 1, 0, COMPLETE_FILE, NULL, "tokenizer load FILE", "load tokenizer.json or tokenizer.bin", NULL,
-     tokenizer_load, NULL, NULL, NULL},
+     tokenizer_load, NULL, NULL, NULL, NULL},
     {"info", 0, 0, 0, COMPLETE_NONE, NULL, "tokenizer info", "describe the session's tokenizer", NULL,
-     tokenizer_info, NULL, NULL, NULL},
-    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}};
+     tokenizer_info, NULL, NULL, NULL, NULL},
+    COMMAND_END};
 
 /* ---- tokenize TEXT|FILE, detokenize IDS ------------------------------------- */
 

@@ -36,30 +36,27 @@ static int report_state(session *s, layer_state *l, report *r, qsur_error *err)
     return QSUR_OK;
 }
 
-static int parse_seed(session *s, int argc, char **argv, int at, unsigned long long *seed,
-                      qsur_error *err)
-{
-    if (argc > at) {
-        long v;
-        if (parse_long(argv[at], 0, LONG_MAX, &v))
-            return qsur_fail(err, QSUR_ERR_ARG, "expected a seed (integer >= 0), got '%s'", argv[at]);
-        *seed = (unsigned long long)v;
-    } else {
-        *seed = session_next_seed(s);
-    }
-    return QSUR_OK;
-}
-
 /* `rotate model ...` is a sub-command entry (rotate_subs, cmd_model.c's handler). */
 const command rotate_subs[] = {
     {"model", 1, 2, 0, COMPLETE_NONE, NULL, "rotate model hadamard [SEED]",
-     "QuaRot-style rotation of the whole model", NULL, NULL, NULL, rotate_model_opts, cmd_rotate_model},
-    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}};
+     "QuaRot-style rotation of the whole model", NULL, NULL, NULL, rotate_model_opts, cmd_rotate_model, NULL},
+    COMMAND_END};
 
-int cmd_rotate(session *s, int argc, char **argv, report *r, qsur_error *err)
+enum { ROT_HADAMARD, ROT_RHADAMARD, ROT_RANDOM, ROT_PCA };
+const opt_spec rotate_args[] = {
+    {"KIND", OPT_CHOICE, 0, 0, "hadamard|rhadamard|random|pca", NULL, NULL, OPT_LOG_NEVER, "the rotation"},
+    {"SEED", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_NEVER, "its seed (default: the session's next)"},
+    OPT_END};
+
+int cmd_rotate(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    if (argc > 2)
-        return qsur_fail(err, QSUR_ERR_ARG, "expected `rotate KIND [SEED]` (or `rotate model hadamard ...`)");
+    (void)argc;
+    long kind_i = a->arg[0].i;
+    if (kind_i == ROT_PCA && a->arg[1].given)
+        return qsur_fail(err, QSUR_ERR_ARG, "rotate pca takes no further arguments");
+    /* drawn only when used (pca takes none), as before */
+    unsigned long long seed = kind_i == ROT_PCA ? 0 : a->arg[1].given ? (unsigned long long)a->arg[1].i
+                                                                      : session_next_seed(s);
     layer_state *l = session_layer(s, err);
     if (!l)
         return QSUR_ERR_ARG;
@@ -69,28 +66,18 @@ int cmd_rotate(session *s, int argc, char **argv, report *r, qsur_error *err)
         return rc;
     const char *kind = argv[0];
     qsur_transform *t = NULL;
-    unsigned long long seed = 0;
-    if (!strcmp(kind, "hadamard") || !strcmp(kind, "rhadamard")) {
+    if (kind_i == ROT_HADAMARD || kind_i == ROT_RHADAMARD) {
         /* The seed matters even for the plain Hadamard: sizes with no Hadamard
          * matrix (172 = 4 x 43) use a seeded random block, so it is always logged. */
-        int randomized = kind[0] == 'r';
-        if ((rc = parse_seed(s, argc, argv, 1, &seed, err)) != QSUR_OK)
-            return rc;
-        rc = qsur_transform_hadamard_new(&t, v.d, randomized, seed, err);
+        rc = qsur_transform_hadamard_new(&t, v.d, kind_i == ROT_RHADAMARD, seed, err);
         session_log_as(s, "rotate %s %llu", kind, seed);
-    } else if (!strcmp(kind, "random")) {
-        if ((rc = parse_seed(s, argc, argv, 1, &seed, err)) != QSUR_OK)
-            return rc;
+    } else if (kind_i == ROT_RANDOM) {
         rc = qsur_transform_random_orthogonal_new(&t, v.d, seed, err);
         session_log_as(s, "rotate random %llu", seed);
-    } else if (!strcmp(kind, "pca")) {
-        if (argc > 1)
-            return qsur_fail(err, QSUR_ERR_ARG, "rotate pca takes no further arguments");
+    } else {
         if (!v.x)
             return qsur_fail(err, QSUR_ERR_ARG, "rotate pca needs activations (layer %s has none)", l->name);
         rc = qsur_transform_pca_new(&t, v.x, v.n, v.d, &s->progress, err);
-    } else {
-        return qsur_fail(err, QSUR_ERR_ARG, "unknown rotation '%s' (hadamard, rhadamard, random, pca)", kind);
     }
     if (rc != QSUR_OK)
         return rc;
@@ -124,37 +111,9 @@ static int load_scale_vector(const char *path, int64_t d, float **out, qsur_erro
     return rc;
 }
 
-int cmd_scale(session *s, int argc, char **argv, report *r, qsur_error *err)
+/* The end of both scalings: push t (made by the caller, rc its status). */
+static int scale_push(session *s, layer_state *l, qsur_transform *t, int rc, report *r, qsur_error *err)
 {
-    layer_state *l = session_layer(s, err);
-    if (!l)
-        return QSUR_ERR_ARG;
-    layer_view v;
-    int rc = layer_view_get(s, l, 0, &v, err);
-    if (rc != QSUR_OK)
-        return rc;
-    qsur_transform *t = NULL;
-    if (!strcmp(argv[0], "smooth")) {
-        double alpha = 0.5;
-        if (argc > 1 && parse_double(argv[1], 0.0, 1.0, &alpha))
-            return qsur_fail(err, QSUR_ERR_ARG, "smooth: expected alpha in [0,1], got '%s'", argv[1]);
-        if (!v.x || !v.w)
-            return qsur_fail(err, QSUR_ERR_ARG, "scale smooth needs both activations and a weight (layer %s)", l->name);
-        rc = qsur_transform_smoothquant_new(&t, v.x, v.n, v.w, v.m, v.d, alpha, err);
-        session_log_as(s, "scale smooth %.17g", alpha);
-    } else if (!strcmp(argv[0], "file")) {
-        if (argc != 2)
-            return qsur_fail(err, QSUR_ERR_ARG, "expected `scale file FILE`");
-        float *vec = NULL;
-        rc = load_scale_vector(argv[1], v.d, &vec, err);
-        if (rc == QSUR_OK)
-            rc = qsur_transform_scale_new(&t, vec, v.d, argv[1], err);
-        free(vec);
-        char abs[PATH_MAX];
-        session_log_as(s, "scale file \"%s\"", realpath(argv[1], abs) ? abs : argv[1]);
-    } else {
-        return qsur_fail(err, QSUR_ERR_ARG, "unknown scaling '%s' (smooth [ALPHA], file FILE)", argv[0]);
-    }
     if (rc != QSUR_OK)
         return rc;
     rep_str(r, "step", "applied", t->desc);
@@ -164,6 +123,58 @@ int cmd_scale(session *s, int argc, char **argv, report *r, qsur_error *err)
         return rc;
     return report_state(s, l, r, err);
 }
+
+static const opt_spec smooth_args[] = {
+    {"ALPHA", OPT_REAL, 0, 1, NULL, "0.5", NULL, OPT_LOG_NEVER, "migration strength"}, OPT_END};
+
+static int scale_smooth(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv;
+    layer_view v;
+    layer_state *l = session_layer(s, err);
+    int rc = l ? layer_view_get(s, l, 0, &v, err) : QSUR_ERR_ARG;
+    if (rc != QSUR_OK)
+        return rc;
+    double alpha = a->arg[0].d;
+    if (!v.x || !v.w)
+        return qsur_fail(err, QSUR_ERR_ARG, "scale smooth needs both activations and a weight (layer %s)", l->name);
+    qsur_transform *t = NULL;
+    rc = qsur_transform_smoothquant_new(&t, v.x, v.n, v.w, v.m, v.d, alpha, err);
+    session_log_as(s, "scale smooth %.17g", alpha);
+    return scale_push(s, l, t, rc, r, err);
+}
+
+static const opt_spec file_args[] = {
+    {"FILE", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, ".npy/.safetensors with one tensor of d positive values"},
+    OPT_END};
+
+static int scale_file(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv;
+    layer_view v;
+    layer_state *l = session_layer(s, err);
+    int rc = l ? layer_view_get(s, l, 0, &v, err) : QSUR_ERR_ARG;
+    if (rc != QSUR_OK)
+        return rc;
+    const char *path = a->arg[0].s;
+    float *vec = NULL;
+    qsur_transform *t = NULL;
+    rc = load_scale_vector(path, v.d, &vec, err);
+    if (rc == QSUR_OK)
+        rc = qsur_transform_scale_new(&t, vec, v.d, path, err);
+    free(vec);
+    char abs[PATH_MAX];
+    session_log_as(s, "scale file \"%s\"", realpath(path, abs) ? abs : path);
+    return scale_push(s, l, t, rc, r, err);
+}
+
+/* The sub-commands of `scale` (the parent entry is in command_table.c). */
+const command scale_subs[] = {
+    {"smooth", 0, 1, 0, COMPLETE_NONE, NULL, "scale smooth [ALPHA]", "SmoothQuant scales from X and W", NULL, NULL,
+     NULL, NULL, scale_smooth, smooth_args},
+    {"file", 1, 1, 0, COMPLETE_FILE, NULL, "scale file FILE", "scales from a file", NULL, NULL, NULL, NULL,
+     scale_file, file_args},
+    COMMAND_END};
 
 static int stack_op(session *s, report *r, qsur_error *err, int op)
 {

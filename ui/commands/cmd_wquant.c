@@ -150,15 +150,13 @@ enum { QE_OUTLIERS, QE_INIT, QE_LAYERS };
 const opt_spec quantease_opts[] = {QE_LAYER_ROWS, OPT_END};
 static const opt_spec quantease_model_opts[] = {QE_LAYER_ROWS, LAYERS_OPT, OPT_END};
 
-/* argv: [SWEEPS] */
-static int run_quantease(session *s, int model, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+const opt_spec quantease_args[] = {
+    {"SWEEPS", OPT_INT, 1, 1000, NULL, "3", NULL, OPT_LOG_NEVER, "coordinate-descent passes"}, OPT_END};
+
+static int run_quantease(session *s, int model, opt_args *a, report *r, qsur_error *err)
 {
     qsur_quantease_opts o = qsur_quantease_default();
-    long sweeps;
-    if (argc > 0 && parse_long(argv[0], 1, 1000, &sweeps))
-        return option_fail(err, argv[0], "SWEEPS, outliers=P, init=rtn|gptq");
-    if (argc > 0)
-        o.sweeps = (int)sweeps;
+    o.sweeps = (int)a->arg[0].i;
     o.outlier_frac = a->v[QE_OUTLIERS].d;
     o.init = a->v[QE_INIT].i == 1 ? QSUR_QE_INIT_GPTQ : QSUR_QE_INIT_RTN;
     if (model) {
@@ -213,27 +211,26 @@ static int run_quantease(session *s, int model, int argc, char **argv, opt_args 
 
 int cmd_quantease(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    return run_quantease(s, 0, argc, argv, a, r, err);
+    (void)argc, (void)argv;
+    return run_quantease(s, 0, a, r, err);
 }
 
 static int cmd_quantease_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    return run_quantease(s, 1, argc, argv, a, r, err);
+    (void)argc, (void)argv;
+    return run_quantease(s, 1, a, r, err);
 }
 
 const opt_spec awq_opts[] = {OPT_END}; /* GRID only */
 static const opt_spec awq_model_opts[] = {LAYERS_OPT, OPT_END};
 
-/* argv: [GRID] */
-static int run_awq(session *s, int model, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+const opt_spec awq_args[] = {
+    {"GRID", OPT_INT, 1, 1000, NULL, "20", NULL, OPT_LOG_NEVER, "exponents searched: GRID + 1 in [0, 1]"}, OPT_END};
+
+static int run_awq(session *s, int model, opt_args *a, report *r, qsur_error *err)
 {
     qsur_awq_opts o = qsur_awq_default();
-    long grid;
-    if (argc == 1) {
-        if (parse_long(argv[0], 1, 1000, &grid))
-            return qsur_fail(err, QSUR_ERR_ARG, "expected a grid size 1..1000, got '%s'", argv[0]);
-        o.grid = (int)grid;
-    }
+    o.grid = (int)a->arg[0].i;
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_AWQ;
@@ -264,12 +261,14 @@ static int run_awq(session *s, int model, int argc, char **argv, opt_args *a, re
 
 int cmd_awq(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    return run_awq(s, 0, argc, argv, a, r, err);
+    (void)argc, (void)argv;
+    return run_awq(s, 0, a, r, err);
 }
 
 static int cmd_awq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    return run_awq(s, 1, argc, argv, a, r, err);
+    (void)argc, (void)argv;
+    return run_awq(s, 1, a, r, err);
 }
 
 #define CQE_LAYER_ROWS \
@@ -351,10 +350,11 @@ static int cmd_cqe_model(session *s, int argc, char **argv, opt_args *a, report 
 }
 
 /* The `model` sub-command of each method (the parent entries are in command_table.c). */
-#define MODEL_SUB(usage, npos, spec, run) \
-    {{"model", 0, npos, 0, COMPLETE_NONE, NULL, usage, "every linear of the model", NULL, NULL, NULL, spec, run}, \
-     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}}
-const command gptq_subs[] = MODEL_SUB("gptq model", 0, gptq_model_opts, cmd_gptq_model);
-const command quantease_subs[] = MODEL_SUB("quantease model [SWEEPS]", 1, quantease_model_opts, cmd_quantease_model);
-const command awq_subs[] = MODEL_SUB("awq model [GRID]", 1, awq_model_opts, cmd_awq_model);
-const command cqe_subs[] = MODEL_SUB("cqe model", 0, cqe_model_opts, cmd_cqe_model);
+#define MODEL_SUB(usage, npos, spec, run, args) \
+    {{"model", 0, npos, 0, COMPLETE_NONE, NULL, usage, "every linear of the model", NULL, NULL, NULL, spec, run, args}, \
+     COMMAND_END}
+const command gptq_subs[] = MODEL_SUB("gptq model", 0, gptq_model_opts, cmd_gptq_model, NULL);
+const command quantease_subs[] = MODEL_SUB("quantease model [SWEEPS]", 1, quantease_model_opts, cmd_quantease_model,
+                                           quantease_args);
+const command awq_subs[] = MODEL_SUB("awq model [GRID]", 1, awq_model_opts, cmd_awq_model, awq_args);
+const command cqe_subs[] = MODEL_SUB("cqe model", 0, cqe_model_opts, cmd_cqe_model, NULL);

@@ -162,38 +162,44 @@ void command_opt_usage(const command *c, char *buf, size_t n)
     opt_usage(c->opts, buf, n);
 }
 
-void command_each_option_line(const command *c, void (*fn)(void *ctx, const char *line), void *ctx)
+/* The generated lines of one entry: its positional rows, then its options. */
+static void entry_lines(const command *e, void (*fn)(void *ctx, const char *line), void *ctx)
 {
-    char line[1400];
-    for (int i = 0; c->subs && c->opts && c->opts[i].key; i++) { /* the entry's own mode first */
-        char d[900];
-        opt_describe(&c->opts[i], d, sizeof d);
+    char line[1400], d[900];
+    for (int i = 0; e->args && e->args[i].key; i++) {
+        if (!e->args[i].help && e->args[i].type != OPT_INT && e->args[i].type != OPT_REAL)
+            continue; /* its usage says it all: `set format human|json` */
+        opt_describe_arg(&e->args[i], d, sizeof d);
         snprintf(line, sizeof line, "    %s", d);
-        if (i == 0) {
-            char usage[1024];
-            command_usage(c, usage, sizeof usage);
-            snprintf(line, sizeof line, "%s: %s", usage, c->summary);
-            fn(ctx, line);
-            snprintf(line, sizeof line, "    %s", d);
-        }
         fn(ctx, line);
     }
-    for (const command *sub = c->subs ? c->subs : c; sub && sub->name; sub = c->subs ? sub + 1 : NULL) {
-        if (!sub->opts && !c->subs)
-            break;
-        if (c->subs) {
-            char usage[1024];
-            command_usage(sub, usage, sizeof usage);
-            snprintf(line, sizeof line, "%s: %s", usage, sub->summary ? sub->summary : "");
-            fn(ctx, line);
-        }
-        for (int i = 0; sub->opts && sub->opts[i].key; i++) {
-            char d[900];
-            opt_describe(&sub->opts[i], d, sizeof d);
-            snprintf(line, sizeof line, "    %s", d);
-            fn(ctx, line);
-        }
+    for (int i = 0; e->opts && e->opts[i].key; i++) {
+        opt_describe(&e->opts[i], d, sizeof d);
+        snprintf(line, sizeof line, "    %s", d);
+        fn(ctx, line);
     }
+}
+
+/* The usage and summary of an entry, then its lines. */
+static void entry_block(const command *e, const char *summary, void (*fn)(void *ctx, const char *line), void *ctx)
+{
+    char usage[1024], line[1400];
+    command_usage(e, usage, sizeof usage);
+    snprintf(line, sizeof line, "%s: %s", usage, summary ? summary : "");
+    fn(ctx, line);
+    entry_lines(e, fn, ctx);
+}
+
+void command_each_option_line(const command *c, void (*fn)(void *ctx, const char *line), void *ctx)
+{
+    if (!c->subs) {
+        entry_lines(c, fn, ctx);
+        return;
+    }
+    if (c->opts || c->args) /* the entry's own mode first */
+        entry_block(c, c->summary, fn, ctx);
+    for (const command *sub = c->subs; sub->name; sub++)
+        entry_block(sub, sub->summary, fn, ctx);
 }
 
 void command_usage(const command *c, char *buf, size_t n)
@@ -232,7 +238,7 @@ static const command *pick_sub(const command *c, const char *word, qsur_error *e
 /* Runs c's handler, or, for a command with options, parses them first. */
 static int run_handler(session *s, const command *c, int nargs, char **args, report *r, qsur_error *herr)
 {
-    if (!c->opts) {
+    if (!c->opts && !c->args) {
         if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args))
             return qsur_fail(herr, QSUR_ERR_ARG, "usage: %s", c->usage);
         return c->handler(s, nargs, args, r, herr);
@@ -247,6 +253,8 @@ static int run_handler(session *s, const command *c, int nargs, char **args, rep
         command_usage(c, usage, sizeof usage);
         rc = qsur_fail(herr, QSUR_ERR_ARG, "usage: %s", usage);
     }
+    if (!rc)
+        rc = opt_parse_args(c->args, a, herr);
     if (!rc)
         rc = c->run(s, a->npos, a->pos, a, r, herr);
     free(a);

@@ -50,8 +50,14 @@ typedef struct command {
      * the rest goes to it. */
     const struct command *subs;
     const opt_spec *opts;      /* typed KEY=VALUE options (NULL-terminated), or NULL */
-    command_opt_handler run;   /* with opts: the handler that gets them */
+    command_opt_handler run;   /* with opts or args: the handler that gets them */
+    /* typed positional arguments, in order (option.h's opt_parse_args): the
+     * handler gets their values in opt_args.arg; NULL: untyped words */
+    const opt_spec *args;
 } command;
+
+/* The entry that ends a sub-command array. */
+#define COMMAND_END {0}
 
 extern const command command_table[];
 extern const int command_count;

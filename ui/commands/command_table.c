@@ -9,17 +9,12 @@
  * (subs, opts, run) zero rather than spelling out three NULLs each. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
-static const char *const set_words[] = {"format", "errexit", "echo", "color", "outlier_k", "alpha",
-                                        "cube", "qsur_method", "bins", "error_tokens", "seed", "device", NULL};
 
 static const char *const side_words[] = {"x", "w", NULL};
 static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4kv4", "w16a16kv16", "w:sym", "w:asym",
                                           "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search",
                                           "ao:head", "w:sym-full",
                                           NULL};
-static const char *const rotate_words[] = {"hadamard", "rhadamard", "random", "pca", "model", NULL};
-static const char *const scale_words[] = {"smooth", "file", NULL};
-static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
 
 const command command_table[] = {
     /* ---- load and look ---- */
@@ -128,14 +123,14 @@ const command command_table[] = {
      "never increases. outliers=P keeps a fraction P of the weights in float, chosen and\n"
      "updated jointly, and reports their memory overhead.\n"
      "`quantease model ...`: every linear, sequentially as `gptq model`.",
-     NULL, quantease_subs, quantease_opts, cmd_quantease},
+     NULL, quantease_subs, quantease_opts, cmd_quantease, quantease_args},
     {"awq", 0, 1, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "awq [model] [GRID]",
      "AWQ activation-aware channel scaling search on the current layer",
      "Searches s_j = mean|X_j|^a over a grid of GRID+1 exponents in [0,1] (default 20),\n"
      "quantizes W diag(s), unscales, and keeps the a with the lowest output error.\n"
      "`awq model [GRID]`: every linear, sequentially as `gptq model`; the scale stays inside\n"
      "the fake-quantized weight quant(W diag(s)) diag(1/s) (exact for weight-only quantization).",
-     NULL, awq_subs, awq_opts, cmd_awq},
+     NULL, awq_subs, awq_opts, cmd_awq, awq_args},
     {"cqe", 0, 0, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "cqe [model]",
      "CQE+ on the current layer: learn a banded D in W' = U(S+D)V^T through the quantizer",
      "CQE+ (arXiv 2407.15508) in the SVD basis W = U S V^T (dgesdd): quantizes\n"
@@ -201,8 +196,7 @@ const command command_table[] = {
      NULL, NULL, export_opts, cmd_export},
 
     /* ---- transform ---- */
-    {"rotate", 1, 4, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, rotate_words,
-     "rotate hadamard|rhadamard|random [SEED] | rotate pca | rotate model hadamard [SEED] [steps=LIST]",
+    {"rotate", 1, 4, CMD_LOGGED | CMD_LONG, COMPLETE_NONE, NULL, "rotate KIND [SEED]",
      "rotate the layer: X' = X R, W' = W R (the product X W^T is unchanged)",
      "hadamard   fast Walsh-Hadamard for 2^k channels; for n = 2^k m a Kronecker product with\n"
      "           an m x m Hadamard (Sylvester, Paley I/II, Williamson: 172 = 4 x 43) where one\n"
@@ -223,14 +217,14 @@ const command command_table[] = {
      "           without qk when the KV cache is: the online steps only serve their quantization,\n"
      "           and a model without them exports to any Llama runtime).\n"
      "           Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk).",
-     cmd_rotate, rotate_subs},
-    {"scale", 1, 2, CMD_LOGGED, COMPLETE_WORDS, scale_words, "scale smooth [ALPHA] | scale file FILE",
+     NULL, rotate_subs, NULL, cmd_rotate, rotate_args},
+    {"scale", 1, 2, CMD_LOGGED, COMPLETE_NONE, NULL, "scale smooth|file",
      "scale channels: X' = X S^-1, W' = W S (SmoothQuant or a vector from a file)",
      "smooth [ALPHA]  SmoothQuant: s_j = max|X_j|^ALPHA / max|W_j|^(1-ALPHA), ALPHA in [0,1]\n"
      "                (default 0.5); needs both X and W\n"
      "file FILE       s from a .npy/.safetensors file holding one tensor of d positive values\n"
      "QSUR of X changes by exactly the log-determinant of the scaling (shown as sum ln s).",
-     cmd_scale},
+     NULL, scale_subs},
     {"undo", 0, 0, CMD_LOGGED, COMPLETE_NONE, NULL, "undo",
      "undo the last transform (exactly: the previous floats are restored)",
      "Restores the state before the last transform from its snapshot (bit-exact).",
@@ -352,25 +346,10 @@ const command command_table[] = {
      "Without an argument, lists every command with a one-line summary.\n"
      "With a command name, shows its usage line and this longer help.",
      cmd_help},
-    {"set", 0, 2, CMD_LOGGED, COMPLETE_WORDS, set_words, "set [KEY VALUE]",
+    {"set", 0, 2, CMD_LOGGED, COMPLETE_NONE, NULL, "set [KEY VALUE]",
      "show or change a setting (format, errexit, outlier_k, alpha, cube, ...)",
-     "set format human|json   human tables, or one JSON object per command\n"
-     "set errexit on|off      scripts stop at the first error (default on)\n"
-     "set echo on|off         scripts print each command (as `qsur> CMD`) before running it\n"
-     "set color on|off        ANSI colour in plots (never when NO_COLOR is set)\n"
-     "set outlier_k K         a channel is an outlier when absmax > K x median absmax (default 8)\n"
-     "set alpha A             confidence level of the QSUR ellipsoid (default 0.99)\n"
-     "set cube sym|asym       QSUR cube: centred at 0 (sym, default) or spanning [min,max] (asym)\n"
-     "set qsur_method M       how the original covariance's log-determinant is found, once per\n"
-     "                        layer: eig-double (dsyevd, default), eig-float (ssyevd, ~3x faster),\n"
-     "                        cholesky (dpotrf: the same log-det, no eigenvalues, fastest)\n"
-     "set bins N              histogram bins, 0 = automatic (Freedman-Diaconis)\n"
-     "set device cpu|gpu|auto where ppl, gptq model and quant run: auto (default) = the GPU when usable\n"
-     "set error_tokens auto|all|N  tokens for the layer output error: auto (default) uses\n"
-     "                        evenly spaced tokens when tokens x in x out > 2^30, so live\n"
-     "                        updates of big layers stay fast; results say how many\n"
-     "set seed N              next seed for commands given none (they log the seed they used)",
-     cmd_set},
+     "Without arguments, lists every setting and its value. One sub-command per setting:",
+     cmd_set, set_subs},
     {"run", 1, 1, 0, COMPLETE_FILE, NULL, "run FILE",
      "run the commands of a script file",
      "Runs FILE line by line: '#' starts a comment, a trailing '\\' continues the line,\n"
@@ -403,8 +382,7 @@ const command command_table[] = {
      "Ctrl-C: the prompt comes back and the session is untouched.",
      cmd_sleep},
     /* ---- teaching ---- */
-    {"demo", 0, 3, CMD_LOGGED, COMPLETE_WORDS, demo_words,
-     "demo [CORR] [OUTLIER_SCALE] | demo rotate DEG | demo scale A B | demo reset",
+    {"demo", 0, 3, CMD_LOGGED, COMPLETE_NONE, NULL, "demo [CORR] [OUTLIER_SCALE]",
      "2-D picture of QSUR: a Gaussian's ellipse inside the quantization square",
      "demo CORR [OUTLIER_SCALE] starts a 2-D Gaussian with correlation CORR whose\n"
      "x axis is an outlier axis OUTLIER_SCALE times wider (default 4); plain `demo`\n"
@@ -420,7 +398,7 @@ const command command_table[] = {
      "A rotation that aligns the ellipse with the axes and a scaling that makes it a\n"
      "circle reach the maximum QSUR, pi/4 = 0.785: what rotations and smoothing do\n"
      "to real activations in d dimensions.",
-     cmd_demo},
+     NULL, demo_subs, NULL, cmd_demo, demo_args},
     /* ---- front ends ---- */
     {"tui", 0, 0, 0, COMPLETE_NONE, NULL, "tui",
      "open the full-screen workbench (ncurses) on this session",

@@ -13,6 +13,7 @@
 /* cmd_session.c */
 HANDLER(cmd_help);
 HANDLER(cmd_set);
+extern const command set_subs[];
 HANDLER(cmd_run);
 HANDLER(cmd_save);
 HANDLER(cmd_history);
@@ -39,9 +40,10 @@ HANDLER(cmd_compare);
 HANDLER(cmd_tui);
 
 /* cmd_transform.c */
-HANDLER(cmd_rotate);
+OPT_HANDLER(cmd_rotate);
+extern const opt_spec rotate_args[];
 extern const command rotate_subs[];
-HANDLER(cmd_scale);
+extern const command scale_subs[];
 HANDLER(cmd_undo);
 HANDLER(cmd_redo);
 HANDLER(cmd_reset);
@@ -61,8 +63,11 @@ OPT_HANDLER(cmd_awq);
 OPT_HANDLER(cmd_cqe);
 extern const command gptq_subs[], quantease_subs[], awq_subs[], cqe_subs[];
 extern const opt_spec gptq_opts[], quantease_opts[], awq_opts[], cqe_opts[];
+extern const opt_spec quantease_args[], awq_args[];
 /* cmd_demo.c (state: session.demo, see demo.h) */
-HANDLER(cmd_demo);
+OPT_HANDLER(cmd_demo);
+extern const command demo_subs[];
+extern const opt_spec demo_args[];
 /* cmd_sleep.c */
 HANDLER(cmd_sleep);
 

@@ -71,16 +71,23 @@ static void complete_args(const session *s, const command *c, char **args, int n
         if (nargs == 0)
             for (sub = c->subs; sub->name; sub++)
                 cand_add(l, text, sub->name);
-        if (!c->opts && !c->handler) /* a sub-command is required */
+        if (!c->opts && !c->args && !c->handler && !c->run) /* a sub-command is required */
             return;
     }
+    int npos = 0; /* positional words before this one */
+    for (int i = 0; i < nargs; i++)
+        npos += opt_find(c->opts, args[i]) < 0;
     if (c->opts) {
         l->text = text;
         opt_complete(c->opts, cand_add_word, l);
-        int npos = 0; /* positional words before this one */
-        for (int i = 0; i < nargs; i++)
-            npos += opt_find(c->opts, args[i]) < 0;
         if (c->max_args >= 0 && npos >= c->max_args)
+            return;
+    }
+    if (c->args) { /* typed positionals: the row of this position says what fits */
+        l->text = text;
+        if (npos < opt_count(c->args))
+            opt_complete_arg(&c->args[npos], cand_add_word, l);
+        if (npos >= opt_count(c->args) || c->args[npos].type != OPT_FILE)
             return;
     }
     complete_kind k = c->complete;

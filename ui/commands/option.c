@@ -44,8 +44,7 @@ static int choice_index(const char *choices, const char *word)
     return -1;
 }
 
-/* Sets v from text per o's type; -1 when text is not a valid value. */
-static int set_value(const opt_spec *o, const char *text, opt_value *v)
+int opt_value_parse(const opt_spec *o, const char *text, opt_value *v)
 {
     char *end;
     errno = 0;
@@ -90,14 +89,14 @@ int opt_parse(const opt_spec *spec, int max_pos, int argc, char **argv, opt_args
     memset(a, 0, sizeof *a);
     a->spec = spec;
     for (int i = 0; spec && spec[i].key; i++)
-        if (spec[i].def && set_value(&spec[i], spec[i].def, &a->v[i]))
+        if (spec[i].def && opt_value_parse(&spec[i], spec[i].def, &a->v[i]))
             return qsur_fail(err, QSUR_ERR_ARG, "option %s: bad default '%s'", spec[i].key, spec[i].def);
     for (int w = 0; w < argc; w++) {
         const char *word = argv[w];
         int i = opt_find(spec, word);
         if (i >= 0) {
             const char *eq = strchr(word, '=');
-            if (set_value(&spec[i], eq ? eq + 1 : word, &a->v[i])) {
+            if (opt_value_parse(&spec[i], eq ? eq + 1 : word, &a->v[i])) {
                 if (spec[i].type == OPT_CHOICE) /* name the choices: they are the whole answer */
                     return qsur_fail(err, QSUR_ERR_ARG, "unknown %s '%s' (expected %s; %s)", spec[i].key, eq + 1,
                                      spec[i].choices, usage);
@@ -240,4 +239,76 @@ void opt_describe(const opt_spec *o, char *buf, size_t n)
     if (o->def)
         snprintf(def, sizeof def, "; default %s", o->def);
     snprintf(buf, n, "%-18s %s%s%s", word, o->help ? o->help : "", def, range);
+}
+
+/* "human or json", "eig-double, eig-float or cholesky" */
+static void choices_text(const char *choices, char *buf, size_t n)
+{
+    size_t len = 0;
+    int count = 1;
+    for (const char *p = choices; *p; p++)
+        count += *p == '|';
+    int k = 0;
+    for (const char *p = choices; p && len + 1 < n; k++) {
+        const char *bar = strchr(p, '|');
+        int w = bar ? (int)(bar - p) : (int)strlen(p);
+        len += (size_t)snprintf(buf + len, n - len, "%s%.*s", k == 0 ? "" : k == count - 1 ? " or " : ", ", w, p);
+        p = bar ? bar + 1 : NULL;
+    }
+}
+
+int opt_parse_args(const opt_spec *args, opt_args *a, qsur_error *err)
+{
+    int rows = opt_count(args);
+    if (args && a->npos > rows)
+        return qsur_fail(err, QSUR_ERR_ARG, "unexpected argument '%s' (%d at most)", a->pos[rows], rows);
+    for (int i = 0; args && args[i].key && i < OPT_MAX_ARGS; i++) {
+        const opt_spec *o = &args[i];
+        opt_value *v = &a->arg[i];
+        memset(v, 0, sizeof *v);
+        const char *text = i < a->npos ? a->pos[i] : o->def;
+        v->given = i < a->npos;
+        if (!text || !opt_value_parse(o, text, v))
+            continue;
+        char want[512];
+        if (o->type == OPT_CHOICE)
+            choices_text(o->choices, want, sizeof want);
+        else if (o->type == OPT_INT)
+            snprintf(want, sizeof want, o->hi >= (double)LONG_MAX ? "a whole number >= %.0f" : "a whole number in %.0f..%.0f",
+                     o->lo, o->hi);
+        else
+            snprintf(want, sizeof want, "a number in [%g, %g]", o->lo, o->hi);
+        if (!v->given)
+            return qsur_fail(err, QSUR_ERR_ARG, "%s: bad default '%s'", o->key, text);
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: expected %s, got '%s'", o->key, want, text);
+    }
+    return QSUR_OK;
+}
+
+void opt_describe_arg(const opt_spec *o, char *buf, size_t n)
+{
+    char range[96] = "", def[96] = "";
+    if (o->type == OPT_INT)
+        snprintf(range, sizeof range, o->hi >= (double)LONG_MAX ? "; >= %.0f" : "; %.0f..%.0f", o->lo, o->hi);
+    else if (o->type == OPT_REAL)
+        snprintf(range, sizeof range, "; %g..%g", o->lo, o->hi);
+    if (o->def)
+        snprintf(def, sizeof def, "; default %s", o->def);
+    const char *name = o->type == OPT_CHOICE ? o->choices : o->key;
+    if (o->help)
+        snprintf(buf, n, "%-18s %s%s%s", name, o->help, def, range);
+    else /* no help: the range alone, without its "; " */
+        snprintf(buf, n, "%-18s %s%s", name, range[0] ? range + 2 : "", def);
+}
+
+void opt_complete_arg(const opt_spec *o, void (*add)(void *ctx, const char *word), void *ctx)
+{
+    char word[256];
+    for (const char *p = o->type == OPT_CHOICE ? o->choices : NULL; p;) {
+        const char *bar = strchr(p, '|');
+        int len = bar ? (int)(bar - p) : (int)strlen(p);
+        snprintf(word, sizeof word, "%.*s", len, p);
+        add(ctx, word);
+        p = bar ? bar + 1 : NULL;
+    }
 }

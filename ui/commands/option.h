@@ -11,6 +11,7 @@
 
 #define OPT_MAX 48       /* options of one command, at most */
 #define OPT_MAX_WORDS 64 /* words of one command line, at most */
+#define OPT_MAX_ARGS 8   /* typed positional arguments of one command, at most */
 
 typedef enum {
     OPT_INT,    /* key=N, a whole number in [lo, hi] */
@@ -50,12 +51,15 @@ typedef struct {
 } opt_value;
 
 /* Parsed words of one command: positional arguments in order, options by
- * their index in the spec. */
+ * their index in the spec, and the typed values of the positional arguments
+ * a command declares (command.args: spec rows whose key is the name the
+ * usage shows, "DEGREES"; a row with a default may be left out). */
 typedef struct {
     const opt_spec *spec;
     opt_value v[OPT_MAX];
     char *pos[OPT_MAX_WORDS];
     int npos;
+    opt_value arg[OPT_MAX_ARGS];
 } opt_args;
 
 int opt_count(const opt_spec *spec);
@@ -72,6 +76,14 @@ int opt_find(const opt_spec *spec, const char *word);
 int opt_parse(const opt_spec *spec, int max_pos, int argc, char **argv, opt_args *a,
               const char *usage, qsur_error *err);
 
+/* Types a->pos against the positional rows args (row i for word i; a word
+ * beyond the rows is an error); rows not given take their default. Errors:
+ * "DEGREES: expected a number in [-3600, 3600], got 'x'", "format: expected
+ * human or json, got 'x'" (QSUR_ERR_ARG). */
+int opt_parse_args(const opt_spec *args, opt_args *a, qsur_error *err);
+/* Sets v from text per o's type and range; -1 when text is not a valid value. */
+int opt_value_parse(const opt_spec *o, const char *text, opt_value *v);
+
 /* One option as the usage shows it: "steps=N", "loss=kltop|ce|mse", "no-scale". */
 void opt_usage_word(const opt_spec *o, char *buf, size_t n);
 /* "steps=N, lr=X, loss=kltop|ce|mse, no-scale, calib=FILE" into buf. */
@@ -79,6 +91,9 @@ void opt_usage(const opt_spec *spec, char *buf, size_t n);
 
 /* One line for `help` and the docs: "steps=N  training steps; default 150; 0..1000000". */
 void opt_describe(const opt_spec *o, char *buf, size_t n);
+/* The same for a positional row: "DEGREES  rotation angle; -3600..3600",
+ * "human|json  ...". */
+void opt_describe_arg(const opt_spec *o, char *buf, size_t n);
 
 /* A value as logged: numbers in the shortest text that reads back to the
  * same double, files quoted. Writes "key=value" (or the flag word). */
@@ -92,5 +107,7 @@ char *opt_log_line(const char *head, const opt_args *a);
 /* Completion words for options: "key=" for valued options, "key=CHOICE" for
  * each choice, the flag words. Calls add(ctx, word) for each. */
 void opt_complete(const opt_spec *spec, void (*add)(void *ctx, const char *word), void *ctx);
+/* Completion words of a positional row: its choices (none for other types). */
+void opt_complete_arg(const opt_spec *o, void (*add)(void *ctx, const char *word), void *ctx);
 
 #endif
