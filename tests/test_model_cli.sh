@@ -68,7 +68,7 @@ expect_grep "calib: $T/odd.u16" "$T/err" "calib of an odd-sized token file names
 "$QSUR_BIN" -c "model load $M; gptq model" > /dev/null 2> "$T/err"
 expect_grep "gptq: needs calibration data: run \`calib FILE\` first" "$T/err" "gptq model needs calib"
 "$QSUR_BIN" -c "model load $M; smoothquant 2" > /dev/null 2> "$T/err"
-expect_grep "smoothquant: expected ALPHA in [0, 1], got '2'" "$T/err" "smoothquant alpha range"
+expect_grep "smoothquant: ALPHA: expected a number in [0, 1], got '2'" "$T/err" "smoothquant alpha range"
 "$QSUR_BIN" -c "model load $M; rotate model hadamard 1 steps=w2; rotate model hadamard 2 steps=w2" > /dev/null 2> "$T/err"
 expect_grep "rotate: the model already has an online rotation before w2" "$T/err" "second online w2 rotation refused"
 "$QSUR_BIN" -c "model load $M; quant w4a4 a:g32" > /dev/null 2> "$T/err"; rc=$?

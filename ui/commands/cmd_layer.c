@@ -116,7 +116,11 @@ int cmd_info(session *s, int argc, char **argv, report *r, qsur_error *err)
 }
 
 /* Which matrix of the current layer a command looks at: `x` or `w`, defaulting
- * to the activations when the layer has them (that is where outliers live). */
+ * to the activations when the layer has them (that is where outliers live).
+ * stats/outliers/heatmap/hist check their positional words here and in the
+ * handlers, not with typed rows (command.args): the first word is optional
+ * and a CHANNEL's range is the chosen matrix's width, which no static row
+ * can state. */
 static int pick_side(session *s, int *argc, char ***argv, const float **a, int64_t *rows, int64_t *cols,
               const char **which, qsur_error *err)
 {

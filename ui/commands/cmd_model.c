@@ -684,7 +684,11 @@ enum { RM_STEPS };
 const opt_spec rotate_model_opts[] = {
     {"steps", OPT_TEXT, 0, 0, NULL, "norm,resid,w2,heads,qk", "norm,resid,w2,heads,qk", OPT_LOG_ALWAYS,
      "rotation steps, comma-separated (default: all but w2/qk when activations/KV are at 16 bits)"},
-    {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
+    OPT_END};
+const opt_spec rotate_model_args[] = {
+    {"KIND", OPT_CHOICE, 0, 0, "hadamard", NULL, NULL, OPT_LOG_NEVER, NULL},
+    {"SEED", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_NEVER, "first plan's seed (default: the session's next)"},
+    OPT_END};
 
 /* Everything that can be refused is checked before the model changes. */
 static int rotate_model_refuse(const qsur_llama *m, int steps, qsur_error *err)
@@ -714,14 +718,11 @@ int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, 
     int rc = need_model(s, "rotate model: ", err);
     if (rc)
         return rc;
-    if (strcmp(argv[0], "hadamard"))
-        return qsur_fail(err, QSUR_ERR_ARG, "usage: rotate model hadamard [SEED] [steps=norm,resid,w2,heads,qk]");
-    long seed = -1;
+    (void)argc, (void)argv; /* KIND: hadamard, the only one (its row checked it) */
+    long seed = a->arg[1].given ? a->arg[1].i : -1;
     int steps;
     if ((rc = parse_steps(a->v[RM_STEPS].s, &steps, err)))
         return rc;
-    if (argc > 1 && parse_long(argv[1], 0, LONG_MAX, &seed))
-        return qsur_fail(err, QSUR_ERR_ARG, "expected a seed or steps=..., got '%s'", argv[1]);
     /* The online rotations only serve activation (w2) and KV-cache (qk)
      * quantization; without it the default fuses everything offline, so the
      * model runs in any Llama runtime (issue 12). */
@@ -814,14 +815,16 @@ out:
 
 /* ---- smoothquant ------------------------------------------------------------- */
 
-int cmd_smoothquant(session *s, int argc, char **argv, report *r, qsur_error *err)
+const opt_spec smoothquant_args[] = {
+    {"ALPHA", OPT_REAL, 0, 1, NULL, "0.5", NULL, OPT_LOG_NEVER, "migration strength"}, OPT_END};
+
+int cmd_smoothquant(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
+    (void)argc, (void)argv;
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    double alpha = 0.5;
-    if (argc == 1 && parse_double(argv[0], 0.0, 1.0, &alpha))
-        return qsur_fail(err, QSUR_ERR_ARG, "expected ALPHA in [0, 1], got '%s'", argv[0]);
+    double alpha = a->arg[0].d;
     if (!s->mstate->has_calib)
         return qsur_fail(err, QSUR_ERR_ARG, "needs calibration activations: run `calib FILE` first");
     qsur_llama_smooth_result res;

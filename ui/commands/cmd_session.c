@@ -1,5 +1,4 @@
 /* Session commands: help, set, run, save, history, echo, quit. */
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -73,31 +72,6 @@ int parse_long(const char *v, long lo, long hi, long *out)
         return -1;
     *out = d;
     return 0;
-}
-
-/* 1 when usage names the option key (the word up to and including '='), as
- * a whole word: "seqs=" must not match inside "max_seqs=". */
-static int usage_has_key(const char *usage, const char *word)
-{
-    const char *eq = strchr(word, '=');
-    if (!eq)
-        return 0;
-    size_t k = (size_t)(eq - word) + 1;
-    for (const char *p = usage; *p; p++) {
-        if (strncmp(p, word, k))
-            continue;
-        char before = p == usage ? ' ' : p[-1];
-        if (!isalnum((unsigned char)before) && before != '_' && before != '-')
-            return 1;
-    }
-    return 0;
-}
-
-int option_fail(qsur_error *err, const char *word, const char *usage)
-{
-    if (usage_has_key(usage, word))
-        return qsur_fail(err, QSUR_ERR_ARG, "bad value in '%s' (%s)", word, usage);
-    return qsur_fail(err, QSUR_ERR_ARG, "unknown option '%s' (%s)", word, usage);
 }
 
 static void show_settings(session *s, report *r)

@@ -5,12 +5,13 @@
 #include <time.h>
 #include "commands.h"
 
-int cmd_sleep(session *s, int argc, char **argv, report *r, qsur_error *err)
+const opt_spec sleep_args[] = {
+    {"SECONDS", OPT_REAL, 0, 86400, NULL, NULL, NULL, OPT_LOG_NEVER, "how long (fractions allowed)"}, OPT_END};
+
+int cmd_sleep(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
-    (void)argc;
-    double secs;
-    if (parse_double(argv[0], 0, 86400, &secs))
-        return qsur_fail(err, QSUR_ERR_ARG, "expected SECONDS in [0, 86400], got '%s'", argv[0]);
+    (void)argc, (void)argv;
+    double secs = a->arg[0].d;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     double done = 0;

@@ -39,7 +39,8 @@ static int report_state(session *s, layer_state *l, report *r, qsur_error *err)
 /* `rotate model ...` is a sub-command entry (rotate_subs, cmd_model.c's handler). */
 const command rotate_subs[] = {
     {"model", 1, 2, 0, COMPLETE_NONE, NULL, "rotate model hadamard [SEED]",
-     "QuaRot-style rotation of the whole model", NULL, NULL, NULL, rotate_model_opts, cmd_rotate_model, NULL},
+     "QuaRot-style rotation of the whole model", NULL, NULL, NULL, rotate_model_opts, cmd_rotate_model,
+     rotate_model_args},
     COMMAND_END};
 
 enum { ROT_HADAMARD, ROT_RHADAMARD, ROT_RANDOM, ROT_PCA };

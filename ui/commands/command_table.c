@@ -297,7 +297,7 @@ const command command_table[] = {
      "1/s goes into: attention_norm (wq/wk/wv), ffn_norm (w1/w3), the rows of wv (wo's input is\n"
      "softmax(.)V; with GQA one scale per kv channel) and the rows of w3 (w2's input is\n"
      "silu(w1 h) * w3 h; skipped when an online rotation sits before w2). Exact in float.",
-     cmd_smoothquant},
+     NULL, NULL, NULL, cmd_smoothquant, smoothquant_args},
 
     /* ---- text ---- */
     {"tokenizer", 1, 2, CMD_LOGGED, COMPLETE_NONE, NULL, "tokenizer load|info",
@@ -380,7 +380,7 @@ const command command_table[] = {
      "Waits SECONDS (fractions allowed), checking for Ctrl-C every 10 ms like\n"
      "every long computation does. Useful for pauses in tutorials and to try\n"
      "Ctrl-C: the prompt comes back and the session is untouched.",
-     cmd_sleep},
+     NULL, NULL, NULL, cmd_sleep, sleep_args},
     /* ---- teaching ---- */
     {"demo", 0, 3, CMD_LOGGED, COMPLETE_NONE, NULL, "demo [CORR] [OUTLIER_SCALE]",
      "2-D picture of QSUR: a Gaussian's ellipse inside the quantization square",

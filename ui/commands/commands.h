@@ -54,7 +54,8 @@ extern const command model_subs[];
 int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
 int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
 extern const opt_spec calib_opts[], ppl_opts[];
-HANDLER(cmd_smoothquant);
+OPT_HANDLER(cmd_smoothquant);
+extern const opt_spec smoothquant_args[];
 
 /* cmd_wquant.c: the layer mode (typed options) and the `model` sub-command */
 OPT_HANDLER(cmd_gptq);
@@ -69,7 +70,8 @@ OPT_HANDLER(cmd_demo);
 extern const command demo_subs[];
 extern const opt_spec demo_args[];
 /* cmd_sleep.c */
-HANDLER(cmd_sleep);
+OPT_HANDLER(cmd_sleep);
+extern const opt_spec sleep_args[];
 
 /* cmd_ostquant.c: sub-commands layer|model|resume|status and their options */
 extern const command ostquant_subs[];
@@ -91,10 +93,5 @@ extern const opt_spec eval_opts[];
  * number in [lo, hi]. */
 int parse_double(const char *v, double lo, double hi, double *out);
 int parse_long(const char *v, long lo, long hi, long *out);
-/* The error for an option word that no KEY=VALUE test of a handler took:
- * "bad value in 'steps=-1' (USAGE)" when USAGE lists that KEY= (the value
- * failed its parse or range), else "unknown option 'W' (USAGE)". Returns
- * QSUR_ERR_ARG. USAGE lists the options, e.g. "steps=N lr=X no-scale". */
-int option_fail(qsur_error *err, const char *word, const char *usage);
 
 #endif

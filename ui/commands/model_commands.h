@@ -20,6 +20,6 @@ int model_cqe_cross(session *s, qsur_cqe_cross_opts *o, const char *canon, repor
                     qsur_error *err);
 /* `rotate model hadamard [SEED] [steps=...]` (argv after "model"). */
 int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err);
-extern const opt_spec rotate_model_opts[];
+extern const opt_spec rotate_model_opts[], rotate_model_args[];
 
 #endif
