@@ -271,9 +271,9 @@ const opt_spec calib_opts[] = {
     {"seqs", OPT_INT, 1, 1L << 30, NULL, NULL, NULL, OPT_LOG_ALWAYS, "the same as samples="},
     {"seqlen", OPT_INT, 2, 1L << 20, NULL, NULL, NULL, OPT_LOG_ALWAYS,
      "tokens per sequence (default: text 2048, token files 256, at most the model's context)"},
-    {"max_tokens", OPT_INT, 0, LONG_MAX, NULL, "0", NULL, OPT_LOG_ALWAYS,
+    {"max_tokens", OPT_INT, 0, OPT_NO_MAX, NULL, "0", NULL, OPT_LOG_ALWAYS,
      "keep a seeded random subset of this many token positions (0: all)"},
-    {"seed", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_ALWAYS,
+    {"seed", OPT_INT, 0, OPT_NO_MAX, NULL, NULL, NULL, OPT_LOG_ALWAYS,
      "seed of the text windows and of that subset (default: the session's next)"},
     {"layers", OPT_TEXT, 0, 0, NULL, NULL, "A-B", OPT_LOG_GIVEN, "only these layers (or N); the forward stops after the last"},
     {"only", OPT_TEXT, 0, 0, NULL, NULL, "NAME", OPT_LOG_GIVEN,
@@ -501,7 +501,7 @@ const opt_spec ppl_opts[] = {
      "tokens per window (default: text 2048, token files 256, at most the model's context)"},
     {"batch", OPT_INT, 1, 4096, NULL, NULL, NULL, OPT_LOG_GIVEN,
      "windows per forward pass (default: token files 8; text: logits within 1 GiB, at most 8)"},
-    {"max-tokens", OPT_INT, 0, LONG_MAX, NULL, "0", NULL, OPT_LOG_GIVEN, "text files: the first N tokens only (0: all)"},
+    {"max-tokens", OPT_INT, 0, OPT_NO_MAX, NULL, "0", NULL, OPT_LOG_GIVEN, "text files: the first N tokens only (0: all)"},
     {"dtype", OPT_CHOICE, 0, 0, "bf16|fp32", "bf16", NULL, OPT_LOG_GIVEN,
      "on the GPU: bf16 GEMMs with fp32 accumulation, or fp32 (the CPU's numbers to ~1e-7)"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
@@ -687,7 +687,7 @@ const opt_spec rotate_model_opts[] = {
     OPT_END};
 const opt_spec rotate_model_args[] = {
     {"KIND", OPT_CHOICE, 0, 0, "hadamard", NULL, NULL, OPT_LOG_NEVER, NULL},
-    {"SEED", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_NEVER, "first plan's seed (default: the session's next)"},
+    {"SEED", OPT_INT, 0, OPT_NO_MAX, NULL, NULL, NULL, OPT_LOG_NEVER, "first plan's seed (default: the session's next)"},
     OPT_END};
 
 /* Everything that can be refused is checked before the model changes. */

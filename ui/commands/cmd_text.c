@@ -142,7 +142,7 @@ const command tokenizer_subs[] = {
 
 /* The option of tokenize and detokenize. */
 const opt_spec text_show_opts[] = {
-    {"show", OPT_INT, 0, LONG_MAX, NULL, "64", NULL, OPT_LOG_NEVER, "rows of the table (JSON lists every id)"},
+    {"show", OPT_INT, 0, OPT_NO_MAX, NULL, "64", NULL, OPT_LOG_NEVER, "rows of the table (JSON lists every id)"},
     OPT_END};
 
 int cmd_tokenize(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
@@ -303,7 +303,7 @@ const opt_spec generate_opts[] = {
     {"n", OPT_INT, 1, 1 << 20, NULL, "64", NULL, OPT_LOG_NEVER, "new tokens at most"},
     {"temp", OPT_REAL, 0, 100, NULL, "0", "T", OPT_LOG_NEVER, "temperature (0: greedy)"},
     {"top-p", OPT_REAL, 0, 1, NULL, "0.9", "P", OPT_LOG_NEVER, "nucleus of the sampling"},
-    {"seed", OPT_INT, 0, LONG_MAX, NULL, NULL, "S", OPT_LOG_NEVER, "seed of the sampling (default: the session's next)"},
+    {"seed", OPT_INT, 0, OPT_NO_MAX, NULL, NULL, "S", OPT_LOG_NEVER, "seed of the sampling (default: the session's next)"},
     OPT_END};
 
 int cmd_generate(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)

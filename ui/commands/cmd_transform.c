@@ -46,7 +46,7 @@ const command rotate_subs[] = {
 enum { ROT_HADAMARD, ROT_RHADAMARD, ROT_RANDOM, ROT_PCA };
 const opt_spec rotate_args[] = {
     {"KIND", OPT_CHOICE, 0, 0, "hadamard|rhadamard|random|pca", NULL, NULL, OPT_LOG_NEVER, "the rotation"},
-    {"SEED", OPT_INT, 0, LONG_MAX, NULL, NULL, NULL, OPT_LOG_NEVER, "its seed (default: the session's next)"},
+    {"SEED", OPT_INT, 0, OPT_NO_MAX, NULL, NULL, NULL, OPT_LOG_NEVER, "its seed (default: the session's next)"},
     OPT_END};
 
 int cmd_rotate(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)

@@ -6,6 +6,7 @@
 #ifndef QSUR_UI_OPTION_H
 #define QSUR_UI_OPTION_H
 
+#include <limits.h>
 #include <stddef.h>
 #include "qsur/error.h"
 
@@ -39,6 +40,9 @@ typedef struct {
     opt_log_mode log;
     const char *help;     /* one line for `help` and docs/commands.md */
 } opt_spec;
+
+/* No upper bound for an OPT_INT row (a double: LONG_MAX itself does not fit). */
+#define OPT_NO_MAX ((double)LONG_MAX)
 
 /* The row that ends a spec array. */
 #define OPT_END {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}
