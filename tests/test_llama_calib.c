@@ -3,7 +3,7 @@
  *  - X^T X fed in uneven chunks equals the plain triple-loop product (to
  *    rounding) and qsur_gram on the stored X bit for bit;
  *  - whole-model GPTQ calibrated block by block gives bit for bit the
- *    weights and output errors of a plain reference written here: every
+ *    weights (and the output errors to 1e-4) of a plain reference written here: every
  *    group's input captured by re-running the calibration sequences from the
  *    embeddings through the model as quantized so far, H from the stored X,
  *    GPTQ on it. On stories260K (5 blocks) here, and on a 2-block model of
@@ -124,13 +124,17 @@ static void compare(const char *what, qsur_llama *a, qsur_llama *b, const qsur_l
         qsur_llama_linear_forward_rows(lb, 0, lb->rows, wb);
         same += memcmp(wa, wb, sz * sizeof(float)) == 0;
         packed += la->qp != NULL;
-        /* the same sums over the same 256-token blocks; sgemm on a copy of
-         * the rows may round differently in the last bits */
-        same_err += fabs(rows[i].error - e[i]) <= 1e-12 * e[i] &&
-                    fabs(rows[i].rtn_error - e_rtn[i]) <= 1e-12 * e_rtn[i];
+        /* the same sums over the same 256-token blocks, but the outputs
+         * X W^T come from sgemm on slices of W's rows, which may round them
+         * differently in the last bit; the error divides that by its own size
+         * (y - yq is ~error x y), so 1e-4 relative */
+        same_err += fabs(rows[i].error - e[i]) <= 1e-4 * e[i] &&
+                    fabs(rows[i].rtn_error - e_rtn[i]) <= 1e-4 * e_rtn[i];
+        if (!(fabs(rows[i].error - e[i]) <= 1e-4 * e[i]))
+            printf("  %s: error %.17g, re-run %.17g\n", la->name, rows[i].error, e[i]);
         free(wa), free(wb);
     }
-    printf("%s: %d/%d linears identical to the re-run reference, %d/%d output errors (1e-12), %d packed; "
+    printf("%s: %d/%d linears identical to the re-run reference, %d/%d output errors (1e-4), %d packed; "
            "w2 of the last block: error %.5f (rtn %.5f)\n", what, same, nl, same_err, nl, packed,
            rows[nl - 2].error, rows[nl - 2].rtn_error);
     CHECK_MSG(same == nl, "%s: %d of %d linears differ", what, nl - same, nl);
