@@ -77,56 +77,13 @@ static void pick_up_tokenizer(session *s, const char *path, report *r)
 
 static int model_load(session *s, const char *path, report *r, qsur_error *err)
 {
-    qsur_llama *m = NULL;
-    model_state *ms = calloc(1, sizeof *ms);
-    if (!ms)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    int rc = qsur_llama_load(&m, path, &s->progress, err);
-    if (rc) {
-        free(ms);
+    int from_export = 0;
+    int rc = model_session_load(s, path, &from_export, err);
+    if (rc)
         return rc;
-    }
-    /* an `export` directory: re-create its online hooks and quantizers */
-    qsur_llama_runtime rt;
-    qsur_llama_rotations *rot = NULL;
-    qsur_quant_spec wspec;
-    int rt_found = 0, wspec_ok = 0;
-    char stp[4200];
-    struct stat sst;
-    if (stat(path, &sst) == 0 && S_ISDIR(sst.st_mode) &&
-        qsur_llama_hf_first_file(path, stp, sizeof stp) == QSUR_OK) {
-        rc = qsur_llama_runtime_read(stp, &rt, &rt_found, err);
-        if (!rc && rt_found)
-            rc = qsur_llama_runtime_apply(&rt, m, &rot, err);
-        qsur_safetensors *sf = NULL;
-        qsur_error ig;
-        if (!rc && rt_found && qsur_safetensors_open(&sf, stp, &ig) == QSUR_OK) {
-            const char *v = qsur_safetensors_meta(sf, "qsur.wspec");
-            wspec_ok = v && qsur_quant_spec_parse(v, &wspec) == 0;
-            qsur_safetensors_close(sf);
-        }
-        if (rc) {
-            qsur_llama_free(m);
-            free(ms);
-            return rc;
-        }
-    }
-    if ((rc = model_session_install(s, m, rot, ms, err)))
-        return rc;
-    if (rt_found) {
-        /* an export: its hooks (already on m) and quantizers become the session's */
-        s->aq = rt.act;
-        s->kvq = rt.kv;
-        s->aoq = rt.act_wo;
-        if (wspec_ok)
-            s->wq = wspec;
-        snprintf(ms->rotation, sizeof ms->rotation, "from export: online w2_in %s; online qk %s",
-                 rt.has_w2 ? rt.w2_desc : "none", rt.has_qk ? rt.qk_desc : "none");
-    }
-    char abs[PATH_MAX];
-    const char *p = realpath(path, abs) ? abs : path;
-    snprintf(s->model_path, sizeof s->model_path, "%s", p);
-    session_log_as(s, "model load \"%s\"", p);
+    const qsur_llama *m = s->model;
+    const model_state *ms = s->mstate;
+    session_log_as(s, "model load \"%s\"", s->model_path);
     const qsur_llama_config *c = &m->cfg;
     rep_str(r, "path", "model", s->model_path);
     rep_int(r, "dim", "dim", c->dim);
@@ -136,7 +93,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     rep_int(r, "n_kv_heads", "kv heads", c->n_kv_heads);
     rep_int(r, "vocab_size", "vocab", c->vocab_size);
     rep_int(r, "linears", "linears (quantizable)", qsur_llama_linear_count(m));
-    if (rt_found) {
+    if (from_export) {
         char q[96];
         rep_str(r, "state", "state", "an export: weights as exported; online rotations and quantizers restored");
         rep_str(r, "online", "online rotations", ms->rotation);
