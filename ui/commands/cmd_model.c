@@ -670,104 +670,123 @@ static int rotate_model_refuse(const qsur_llama *m, int steps, qsur_error *err)
 /* rotate model hadamard [SEED] [steps=...]: argv is "hadamard" [SEED].
  * Long (about 100 lines) on purpose: the five steps share the plans and one
  * cleanup, and a failure part-way must still refresh the workspace (changed:). */
-int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+/* The rotations one `rotate model` makes (NULL: its step is not run). */
+typedef struct {
+    qsur_hadamard_plan *Q, *H;               /* residual stream, value heads */
+    qsur_llama_online_hadamard *h2, *hqk;    /* online before w2, on q and k */
+} rotate_plans;
+
+/* Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk). */
+static int rotate_plans_new(const qsur_llama *m, int steps, uint64_t sd, rotate_plans *p, qsur_error *err)
 {
-    int rc = need_model(s, "rotate model: ", err);
+    memset(p, 0, sizeof *p);
+    qsur_hadamard_opts o = {1, sd};
+    int rc = QSUR_OK;
+    if (steps & STEP_RESID)
+        rc = qsur_hadamard_plan_new(&p->Q, m->cfg.dim, &o, err);
+    o.seed = sd + 2;
+    if (!rc && (steps & STEP_HEADS))
+        rc = qsur_hadamard_plan_new(&p->H, m->cfg.head_size, &o, err);
+    if (!rc && (steps & STEP_W2))
+        rc = qsur_llama_online_hadamard_new(&p->h2, m->cfg.hidden_dim, sd + 1, err);
+    if (!rc && (steps & STEP_QK))
+        rc = qsur_llama_online_hadamard_new(&p->hqk, m->cfg.head_size, sd + 3, err);
+    return rc;
+}
+
+static void rotate_plans_free(rotate_plans *p)
+{
+    qsur_hadamard_plan_free(p->Q);
+    qsur_hadamard_plan_free(p->H);
+    qsur_llama_online_hadamard_free(p->h2);
+    qsur_llama_online_hadamard_free(p->hqk);
+}
+
+/* Runs the steps in order. Each is an exact equivalence, so a failure
+ * part-way (only memory can fail here) leaves a model that still computes
+ * the same function. The online rotations move into the model state. */
+static int rotate_apply(session *s, int steps, rotate_plans *p, report *r, qsur_error *err)
+{
+    qsur_llama *m = s->model;
+    model_state *ms = s->mstate;
+    int rc = QSUR_OK;
+    if ((steps & STEP_NORM) && !(rc = qsur_llama_fuse_norms(m, err))) {
+        append_rotation(ms, "%s", "norms fused");
+        rep_str(r, "norm", "RMSNorm gains", "fused into wq/wk/wv, w1/w3, classifier (untied)");
+    }
+    if (!rc && (steps & STEP_RESID) && !(rc = qsur_llama_rotate_residual(m, p->Q, err))) {
+        append_rotation(ms, "residual: %s", p->Q->desc);
+        rep_str(r, "resid", "residual stream Q", p->Q->desc);
+    }
+    if (!rc && (steps & STEP_W2) && !(rc = qsur_llama_rotate_w2(m, p->h2, err))) {
+        ms->w2_online = p->h2;
+        p->h2 = NULL;
+        append_rotation(ms, "online before w2: %s", ms->w2_online->plan->desc);
+        rep_str(r, "w2", "online before w2", ms->w2_online->plan->desc);
+    }
+    if (!rc && (steps & STEP_HEADS) && !(rc = qsur_llama_rotate_heads(m, p->H, err))) {
+        append_rotation(ms, "value heads (wv rows, wo columns): %s", p->H->desc);
+        rep_str(r, "heads", "value heads (fused)", p->H->desc);
+    }
+    if (!rc && (steps & STEP_QK) && !(rc = qsur_llama_rotate_qk(m, p->hqk, err))) {
+        ms->qk_online = p->hqk;
+        p->hqk = NULL;
+        append_rotation(ms, "online q,k: %s", ms->qk_online->plan->desc);
+        rep_str(r, "qk", "online q,k (K cache)", ms->qk_online->plan->desc);
+    }
+    return rc;
+}
+
+/* The steps to run: steps=LIST, or by default all but the online ones the
+ * quantizers do not need (*skipped). */
+static int rotate_steps(session *s, const opt_args *a, int *steps, int *skipped, qsur_error *err)
+{
+    int rc = parse_steps(a->v[RM_STEPS].s, steps, err);
     if (rc)
-        return rc;
-    (void)argc, (void)argv; /* KIND: hadamard, the only one (its row checked it) */
-    long seed = a->arg[1].given ? a->arg[1].i : -1;
-    int steps;
-    if ((rc = parse_steps(a->v[RM_STEPS].s, &steps, err)))
         return rc;
     /* The online rotations only serve activation (w2) and KV-cache (qk)
      * quantization; without it the default fuses everything offline, so the
      * model runs in any Llama runtime (issue 12). */
-    int skipped = 0;
+    *skipped = 0;
     if (!a->v[RM_STEPS].given && s->aq.bits >= 16)
-        skipped |= steps & STEP_W2;
+        *skipped |= *steps & STEP_W2;
     if (!a->v[RM_STEPS].given && s->kvq.bits >= 16)
-        skipped |= steps & STEP_QK;
-    steps &= ~skipped;
-    if ((rc = rotate_model_refuse(s->model, steps, err)))
+        *skipped |= *steps & STEP_QK;
+    *steps &= ~*skipped;
+    return rotate_model_refuse(s->model, *steps, err);
+}
+
+int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv; /* KIND: hadamard, the only one (its row checked it) */
+    int rc = need_model(s, "rotate model: ", err), steps, skipped;
+    if (rc || (rc = rotate_steps(s, a, &steps, &skipped, err)))
         return rc;
-    qsur_llama *m = s->model;
-    model_state *ms = s->mstate;
-    uint64_t sd = seed >= 0 ? (uint64_t)seed : session_next_seed(s);
-    qsur_hadamard_plan *Q = NULL, *H = NULL;
-    qsur_llama_online_hadamard *h2 = NULL, *hqk = NULL;
-    qsur_hadamard_opts o = {1, sd};
-    if (steps & STEP_RESID)
-        rc = qsur_hadamard_plan_new(&Q, m->cfg.dim, &o, err);
-    o.seed = sd + 2;
-    if (!rc && (steps & STEP_HEADS))
-        rc = qsur_hadamard_plan_new(&H, m->cfg.head_size, &o, err);
-    if (!rc && (steps & STEP_W2))
-        rc = qsur_llama_online_hadamard_new(&h2, m->cfg.hidden_dim, sd + 1, err);
-    if (!rc && (steps & STEP_QK))
-        rc = qsur_llama_online_hadamard_new(&hqk, m->cfg.head_size, sd + 3, err);
-    if (rc)
-        goto out;
-    /* Each step is an exact equivalence, so a failure part-way (only memory can
-     * fail now) leaves a model that still computes the same function. */
-    if (steps & STEP_NORM) {
-        if ((rc = qsur_llama_fuse_norms(m, err)))
-            goto changed;
-        append_rotation(ms, "%s", "norms fused");
-        rep_str(r, "norm", "RMSNorm gains", "fused into wq/wk/wv, w1/w3, classifier (untied)");
-    }
-    if (steps & STEP_RESID) {
-        if ((rc = qsur_llama_rotate_residual(m, Q, err)))
-            goto changed;
-        append_rotation(ms, "residual: %s", Q->desc);
-        rep_str(r, "resid", "residual stream Q", Q->desc);
-    }
-    if (steps & STEP_W2) {
-        if ((rc = qsur_llama_rotate_w2(m, h2, err)))
-            goto changed;
-        ms->w2_online = h2;
-        h2 = NULL;
-        append_rotation(ms, "online before w2: %s", ms->w2_online->plan->desc);
-        rep_str(r, "w2", "online before w2", ms->w2_online->plan->desc);
-    }
-    if (steps & STEP_HEADS) {
-        if ((rc = qsur_llama_rotate_heads(m, H, err)))
-            goto changed;
-        append_rotation(ms, "value heads (wv rows, wo columns): %s", H->desc);
-        rep_str(r, "heads", "value heads (fused)", H->desc);
-    }
-    if (steps & STEP_QK) {
-        if ((rc = qsur_llama_rotate_qk(m, hqk, err)))
-            goto changed;
-        ms->qk_online = hqk;
-        hqk = NULL;
-        append_rotation(ms, "online q,k: %s", ms->qk_online->plan->desc);
-        rep_str(r, "qk", "online q,k (K cache)", ms->qk_online->plan->desc);
-    }
-changed:;
-    qsur_error ignored;
-    int rc2 = model_session_changed(s, r, rc ? &ignored : err);
-    if (!rc)
-        rc = rc2;
+    uint64_t sd = a->arg[1].given ? (uint64_t)a->arg[1].i : session_next_seed(s);
+    rotate_plans p;
+    rc = rotate_plans_new(s->model, steps, sd, &p, err);
     if (!rc) {
-        char st[64], head[64];
-        steps_str(steps, st, sizeof st);
-        snprintf(head, sizeof head, "rotate model hadamard %llu", (unsigned long long)sd);
-        a->v[RM_STEPS].s = st;
-        session_log_opts(s, head, a);
-        rep_int(r, "seed", "seed", (long long)sd);
-        if (skipped)
-            rep_str(r, "online_skipped", "online steps left out",
-                    skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
-                    : skipped == STEP_W2       ? "w2 (activations at 16 bits)"
-                                               : "qk (KV cache at 16 bits)");
+        rc = rotate_apply(s, steps, &p, r, err);
+        qsur_error ignored;
+        int rc2 = model_session_changed(s, r, rc ? &ignored : err);
+        if (!rc)
+            rc = rc2;
     }
-out:
-    qsur_hadamard_plan_free(Q);
-    qsur_hadamard_plan_free(H);
-    qsur_llama_online_hadamard_free(h2);
-    qsur_llama_online_hadamard_free(hqk);
-    return rc;
+    rotate_plans_free(&p);
+    if (rc)
+        return rc;
+    char st[64], head[64];
+    steps_str(steps, st, sizeof st);
+    snprintf(head, sizeof head, "rotate model hadamard %llu", (unsigned long long)sd);
+    a->v[RM_STEPS].s = st;
+    session_log_opts(s, head, a);
+    rep_int(r, "seed", "seed", (long long)sd);
+    if (skipped)
+        rep_str(r, "online_skipped", "online steps left out",
+                skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
+                : skipped == STEP_W2           ? "w2 (activations at 16 bits)"
+                                               : "qk (KV cache at 16 bits)");
+    return QSUR_OK;
 }
 
 /* ---- smoothquant ------------------------------------------------------------- */
