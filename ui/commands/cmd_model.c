@@ -463,49 +463,99 @@ const opt_spec ppl_opts[] = {
      "on the GPU: bf16 GEMMs with fp32 accumulation, or fp32 (the CPU's numbers to ~1e-7)"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
+/* One ppl run: what it reads and how. */
+typedef struct {
+    const char *file;
+    int text, fp32, gpu;
+    long seqs, seqlen, batch, max_tokens;
+} ppl_job;
+
+/* The windows: text gets the papers' protocol (text_state.h), windows of
+ * 2048 (or the model's length) and a batch whose logits stay within 1 GiB;
+ * a token file its sequences of 256. */
+static int ppl_tokens(session *s, const opt_args *a, ppl_job *j, qsur_tokens *t, qsur_error *err)
+{
+    const qsur_llama_config *cfg = &s->model->cfg;
+    j->text = text_is_text(j->file);
+    j->seqs = a->v[PPL_SEQS].i;
+    j->batch = a->v[PPL_BATCH].given ? a->v[PPL_BATCH].i : -1;
+    j->max_tokens = a->v[PPL_MAX_TOKENS].i;
+    j->fp32 = a->v[PPL_DTYPE].i == 1;
+    long given = a->v[PPL_SEQLEN].given ? a->v[PPL_SEQLEN].i : -1;
+    int rc = pick_seqlen(s, given, &j->seqlen, err);
+    if (rc)
+        return rc;
+    if (j->text && given < 0)
+        j->seqlen = cfg->seq_len < 2048 ? cfg->seq_len : 2048;
+    if (j->batch < 0)
+        j->batch = j->text ? (long)((1LL << 28) / ((long long)j->seqlen * cfg->vocab_size)) : 8;
+    j->batch = j->batch < 1 ? 1 : j->batch > 8 && j->text ? 8 : j->batch;
+    if (j->max_tokens && !j->text)
+        return qsur_fail(err, QSUR_ERR_ARG, "max-tokens= is for text files (token files: seqs=N)");
+    rc = j->text ? text_eval_tokens(s, j->file, (int)j->seqlen, j->max_tokens, t, err)
+                 : qsur_tokens_read(t, j->file, (int)j->seqlen, (int)j->seqs, cfg->vocab_size, err);
+    if (!rc && !j->text && (rc = check_seqs(t, j->file, j->seqs, err)))
+        qsur_tokens_free(t);
+    return rc;
+}
+
+static void ppl_report(session *s, const ppl_job *j, const qsur_llama_ppl *p, double seconds, double upload,
+                       report *r)
+{
+    char wq[96], aq[96], kq[96], dev[200];
+    int nq = qsur_llama_linear_is_quantized(&s->model->layers[0].wq);
+    if (nq)
+        qsur_quant_describe(&s->wq, wq, sizeof wq);
+    describe_hook(aq, sizeof aq, &s->model->hooks.act);
+    describe_hook(kq, sizeof kq, &s->model->hooks.kv);
+    rep_str(r, "file", j->text ? "text" : "tokens", j->file);
+    if (j->text)
+        rep_str(r, "protocol", "protocol", qsur_tokenizer_bos(s->text->tok) >= 0
+                ? "whole file tokenized once, BOS first, non-overlapping windows"
+                : "whole file tokenized once, no BOS (post-processor), non-overlapping windows");
+    rep_int(r, "seqlen", "window", j->seqlen);
+    rep_int(r, "seqs", "sequences", p->n_seqs);
+    rep_int(r, "predicted", "tokens scored", p->n_predicted);
+    rep_str(r, "weights", "weights", nq ? wq : "float");
+    if (nq)
+        rep_str(r, "method", "  by", s->mstate->wmethod);
+    rep_str(r, "activations", "activations", aq);
+    rep_str(r, "kv", "KV cache", kq);
+    rep_num(r, "nll", "NLL (nats/token)", p->nll, "%.6f");
+    rep_num(r, "ppl", "perplexity", p->ppl, "%.4f");
+    if (j->gpu)
+        snprintf(dev, sizeof dev, "gpu (%s, %s)", s->gpu_info.name, j->fp32 ? "fp32" : "bf16 GEMMs, fp32 accumulation");
+    else
+        snprintf(dev, sizeof dev, "cpu");
+    rep_str(r, "device", "device", dev);
+    if (j->gpu)
+        rep_num(r, "upload_seconds", "  upload (s)", upload, "%.3f");
+    rep_num(r, "seconds", "time (s)", seconds, "%.3f");
+    rep_num(r, "tokens_per_second", "tokens/s", (double)p->n_seqs * (double)j->seqlen / (seconds - upload), "%.0f");
+}
+
 int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     (void)argc;
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    /* text: the papers' protocol (text_state.h), windows of 2048 (or the
-     * model's length) and a batch whose logits stay within 1 GiB */
-    int text = text_is_text(argv[0]);
-    long seqs = a->v[PPL_SEQS].i, seqlen = a->v[PPL_SEQLEN].given ? a->v[PPL_SEQLEN].i : -1;
-    long batch = a->v[PPL_BATCH].given ? a->v[PPL_BATCH].i : -1, max_tokens = a->v[PPL_MAX_TOKENS].i;
-    int fp32 = a->v[PPL_DTYPE].i == 1;
-    const qsur_llama_config *cfg = &s->model->cfg;
-    long given = seqlen;
-    if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
-        return rc;
-    if (text && given < 0)
-        seqlen = cfg->seq_len < 2048 ? cfg->seq_len : 2048;
-    if (batch < 0)
-        batch = text ? (long)((1LL << 28) / ((long long)seqlen * cfg->vocab_size)) : 8;
-    batch = batch < 1 ? 1 : batch > 8 && text ? 8 : batch;
-    if (max_tokens && !text)
-        return qsur_fail(err, QSUR_ERR_ARG, "max-tokens= is for text files (token files: seqs=N)");
+    ppl_job j = {.file = argv[0]};
     qsur_tokens t;
-    rc = text ? text_eval_tokens(s, argv[0], (int)seqlen, max_tokens, &t, err)
-              : qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, cfg->vocab_size, err);
-    if (rc)
+    if ((rc = ppl_tokens(s, a, &j, &t, err)))
         return rc;
-    if (!text && (rc = check_seqs(&t, argv[0], seqs, err))) {
-        qsur_tokens_free(&t);
-        return rc;
-    }
     qsur_llama_ppl p;
     double t0 = qsur_seconds(), upload = 0;
     /* the GPU forward lacks some quantizers (qsur_gpu_hooks_supported): those run here */
-    int gpu = session_use_gpu(s) && qsur_gpu_hooks_supported(&s->model->hooks, NULL, 0);
-    if (gpu) {
-        int n = (int)(t.n / seqlen), b = (int)batch; /* buffers for the batch actually run */
-        if (seqs > 0 && seqs < n)
-            n = (int)seqs;
-        rc = ppl_gpu(s, &t, (int)seqlen, (int)seqs, b < n ? b : n > 0 ? n : 1, fp32, &p, &upload, err);
+    j.gpu = session_use_gpu(s) && qsur_gpu_hooks_supported(&s->model->hooks, NULL, 0);
+    if (j.gpu) {
+        int n = (int)(t.n / j.seqlen), b = (int)j.batch; /* buffers for the batch actually run */
+        if (j.seqs > 0 && j.seqs < n)
+            n = (int)j.seqs;
+        rc = ppl_gpu(s, &t, (int)j.seqlen, (int)j.seqs, b < n ? b : n > 0 ? n : 1, j.fp32, &p, &upload, err);
     } else {
-        rc = qsur_llama_perplexity(s->model, NULL, &t, (int)seqlen, (int)seqs, (int)batch, &s->progress, &p, err);
+        rc = qsur_llama_perplexity(s->model, NULL, &t, (int)j.seqlen, (int)j.seqs, (int)j.batch, &s->progress, &p,
+                                   err);
     }
     qsur_tokens_free(&t);
     if (rc)
@@ -516,37 +566,7 @@ int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_erro
     model_state *ms = s->mstate;
     if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))
         return qsur_fail(err, QSUR_ERR_NOMEM, "an online rotation could not allocate scratch memory; result invalid");
-    char wq[96], aq[96], kq[96];
-    int nq = qsur_llama_linear_is_quantized(&s->model->layers[0].wq);
-    if (nq)
-        qsur_quant_describe(&s->wq, wq, sizeof wq);
-    describe_hook(aq, sizeof aq, &s->model->hooks.act);
-    describe_hook(kq, sizeof kq, &s->model->hooks.kv);
-    rep_str(r, "file", text ? "text" : "tokens", argv[0]);
-    if (text)
-        rep_str(r, "protocol", "protocol", qsur_tokenizer_bos(s->text->tok) >= 0
-                ? "whole file tokenized once, BOS first, non-overlapping windows"
-                : "whole file tokenized once, no BOS (post-processor), non-overlapping windows");
-    rep_int(r, "seqlen", "window", seqlen);
-    rep_int(r, "seqs", "sequences", p.n_seqs);
-    rep_int(r, "predicted", "tokens scored", p.n_predicted);
-    rep_str(r, "weights", "weights", nq ? wq : "float");
-    if (nq)
-        rep_str(r, "method", "  by", ms->wmethod);
-    rep_str(r, "activations", "activations", aq);
-    rep_str(r, "kv", "KV cache", kq);
-    rep_num(r, "nll", "NLL (nats/token)", p.nll, "%.6f");
-    rep_num(r, "ppl", "perplexity", p.ppl, "%.4f");
-    char dev[200];
-    if (gpu)
-        snprintf(dev, sizeof dev, "gpu (%s, %s)", s->gpu_info.name, fp32 ? "fp32" : "bf16 GEMMs, fp32 accumulation");
-    else
-        snprintf(dev, sizeof dev, "cpu");
-    rep_str(r, "device", "device", dev);
-    if (gpu)
-        rep_num(r, "upload_seconds", "  upload (s)", upload, "%.3f");
-    rep_num(r, "seconds", "time (s)", seconds, "%.3f");
-    rep_num(r, "tokens_per_second", "tokens/s", (double)p.n_seqs * (double)seqlen / (seconds - upload), "%.0f");
+    ppl_report(s, &j, &p, seconds, upload, r);
     return QSUR_OK;
 }
 
