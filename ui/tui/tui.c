@@ -174,25 +174,6 @@ const float *tui_dist_matrix(tui *t, int64_t *rows, int64_t *cols, const char **
     return want_w ? v.w : v.x;
 }
 
-static void memo_store(tui *t, const layer_state *l, const layer_metrics *m)
-{
-    tui_qsur_memo *e = NULL;
-    for (int i = 0; i < t->nmemo; i++)
-        if (!strcmp(t->memo[i].w, l->w_name) && !strcmp(t->memo[i].x, l->x_name))
-            e = &t->memo[i];
-    if (!e) {
-        tui_qsur_memo *p = realloc(t->memo, (size_t)(t->nmemo + 1) * sizeof *p);
-        if (!p)
-            return;
-        t->memo = p;
-        e = &t->memo[t->nmemo++];
-        snprintf(e->w, sizeof e->w, "%s", l->w_name);
-        snprintf(e->x, sizeof e->x, "%s", l->x_name);
-    }
-    e->qx = m->has_x ? m->qx.log10_qsur : NAN;
-    e->qw = m->has_w ? m->qw.log10_qsur : NAN;
-}
-
 /* Full statistics (std, kurtosis, ...) of the selected channel only: the
  * other channels need just their absmax, which one vectorised pass gives
  * (a quarter of the full statistics' time on every redraw of a big layer). */
@@ -251,32 +232,16 @@ static void refresh_channels(tui *t)
     tui_channel_detail(t);
 }
 
+/* Every panel that owns its data reads it again (update), after every
+ * command and selection change; draw_all then only paints. */
 static void tui_refresh(tui *t)
 {
-    session *s = t->s;
     tui_layers_rebuild(t);
-    t->have_metrics = 0;
-    t->metrics_msg[0] = '\0';
-    if (s->current < 0 || s->current >= s->nlayers) {
-        snprintf(t->metrics_msg, sizeof t->metrics_msg,
-                 "no layer selected: pick one in the layer list (Up/Down, Enter)");
-        refresh_channels(t);
-        t->stack.update(t, &t->stack);
-        return;
-    }
-    layer_state *l = &s->layers[s->current];
-    qsur_error err;
-    int rc = layer_metrics_compute(s, l, 1, &t->base, &err);
-    if (rc == QSUR_OK)
-        rc = layer_metrics_compute(s, l, 0, &t->cur, &err);
-    if (rc == QSUR_OK) {
-        t->have_metrics = 1;
-        memo_store(t, l, &t->cur);
-    } else {
-        snprintf(t->metrics_msg, sizeof t->metrics_msg, "%s", err.msg);
-    }
     refresh_channels(t);
-    t->stack.update(t, &t->stack);
+    tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
+    for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
+        if (panels[i]->update)
+            panels[i]->update(t, panels[i]);
 }
 
 /* --------------------------------------------------------------- commands */
@@ -697,10 +662,12 @@ static void tui_free(tui *t)
     for (int i = 0; i < t->nhistory; i++)
         free(t->history[i]);
     free(t->items);
-    free(t->memo);
     free(t->st);
     free(t->outlier);
-    t->stack.free_state(&t->stack);
+    tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
+    for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
+        if (panels[i]->free_state)
+            panels[i]->free_state(panels[i]);
 }
 
 int tui_run(session *s, qsur_error *err)

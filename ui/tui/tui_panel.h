@@ -49,12 +49,6 @@ typedef struct {
     int matrix;        /* 2-D: can be selected with `use` */
 } tui_layer_item;
 
-/* Last known log10 QSUR of a layer (shown in the list). */
-typedef struct {
-    char w[QSUR_NAME_MAX], x[QSUR_NAME_MAX];
-    double qx, qw;     /* NAN when unknown / absent */
-} tui_qsur_memo;
-
 #define TUI_OUTPUT_MAX 2000
 #define TUI_HISTORY_MAX 200
 #define TUI_LINE_MAX 512
@@ -79,11 +73,6 @@ typedef struct tui {
     /* data refreshed after every command (tui_refresh) */
     tui_layer_item *items;
     int nitems, layer_sel, layer_top;
-    tui_qsur_memo *memo;
-    int nmemo;
-    int have_metrics;
-    layer_metrics base, cur;
-    char metrics_msg[QSUR_ERROR_MAX];
     int dist_side_w;   /* 0: X (activation), 1: W */
     dist_view view;
     int64_t channel;   /* selected channel (histogram view) */

@@ -84,11 +84,60 @@ static int item_is_current(tui *t, const tui_layer_item *it)
     return !strcmp(l->w_name, it->w) && !strcmp(l->x_name, it->x);
 }
 
-static double memo_qsur(tui *t, const tui_layer_item *it)
+/* Last known log10 QSUR of each layer met so far (shown in the list): the
+ * panel's own data, updated from the current layer's metrics. */
+typedef struct {
+    char w[QSUR_NAME_MAX], x[QSUR_NAME_MAX];
+    double qx, qw; /* NAN when unknown / absent */
+} qsur_memo;
+
+typedef struct {
+    qsur_memo *memo;
+    int n;
+} layers_view;
+
+static void update(tui *t, tui_panel *p)
 {
-    for (int i = 0; i < t->nmemo; i++)
-        if (!strcmp(t->memo[i].w, it->w) && !strcmp(t->memo[i].x, it->x))
-            return !isnan(t->memo[i].qx) ? t->memo[i].qx : t->memo[i].qw;
+    layers_view *v = p->state;
+    session *s = t->s;
+    layer_metrics m;
+    qsur_error err;
+    if (!v || s->current < 0 || s->current >= s->nlayers)
+        return;
+    layer_state *l = &s->layers[s->current];
+    if (layer_metrics_compute(s, l, 0, &m, &err) != QSUR_OK) /* cached: the metrics panel asked too */
+        return;
+    qsur_memo *e = NULL;
+    for (int i = 0; i < v->n && !e; i++)
+        if (!strcmp(v->memo[i].w, l->w_name) && !strcmp(v->memo[i].x, l->x_name))
+            e = &v->memo[i];
+    if (!e) {
+        qsur_memo *grown = realloc(v->memo, (size_t)(v->n + 1) * sizeof *grown);
+        if (!grown)
+            return;
+        v->memo = grown;
+        e = &v->memo[v->n++];
+        snprintf(e->w, sizeof e->w, "%s", l->w_name);
+        snprintf(e->x, sizeof e->x, "%s", l->x_name);
+    }
+    e->qx = m.has_x ? m.qx.log10_qsur : NAN;
+    e->qw = m.has_w ? m.qw.log10_qsur : NAN;
+}
+
+static void free_view(tui_panel *p)
+{
+    layers_view *v = p->state;
+    if (v)
+        free(v->memo);
+    free(v);
+    p->state = NULL;
+}
+
+static double memo_qsur(const layers_view *v, const tui_layer_item *it)
+{
+    for (int i = 0; v && i < v->n; i++)
+        if (!strcmp(v->memo[i].w, it->w) && !strcmp(v->memo[i].x, it->x))
+            return !isnan(v->memo[i].qx) ? v->memo[i].qx : v->memo[i].qw;
     return NAN;
 }
 
@@ -114,7 +163,7 @@ static void draw(tui *t, tui_panel *p)
             snprintf(name, sizeof name, "%s+%s", it->w, it->x);
         else
             snprintf(name, sizeof name, "%s", it->w[0] ? it->w : it->x);
-        double lq = memo_qsur(t, it);
+        double lq = memo_qsur(p->state, it);
         if (!isnan(lq))
             snprintf(q, sizeof q, "%.1f", lq);
         int sel = t->layer_top + i == t->layer_sel;
@@ -198,4 +247,7 @@ void tui_panel_layers_init(tui_panel *p)
     p->visible = 1;
     p->draw = draw;
     p->key = key;
+    p->update = update;
+    p->free_state = free_view;
+    p->state = calloc(1, sizeof(layers_view));
 }
