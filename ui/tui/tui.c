@@ -9,7 +9,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "channel_analysis.h"
 #include "command.h"
 #include "layer_state.h"
 #include "run_line.h"
@@ -156,88 +155,11 @@ int tui_active(const struct session *s)
 
 /* ------------------------------------------------------------------- data */
 
-const float *tui_dist_matrix(tui *t, int64_t *rows, int64_t *cols, const char **name)
-{
-    session *s = t->s;
-    if (s->current < 0 || s->current >= s->nlayers)
-        return NULL;
-    layer_state *l = &s->layers[s->current];
-    layer_view v;
-    qsur_error err;
-    if (layer_view_get(s, l, 0, &v, &err) != QSUR_OK)
-        return NULL;
-    int want_w = t->dist_side_w ? v.w != NULL : v.x == NULL;
-    if (name)
-        *name = want_w ? l->w_name : l->x_name;
-    *rows = want_w ? v.m : v.n;
-    *cols = v.d;
-    return want_w ? v.w : v.x;
-}
-
-/* Full statistics (std, kurtosis, ...) of the selected channel only: the
- * other channels need just their absmax, which one vectorised pass gives
- * (a quarter of the full statistics' time on every redraw of a big layer). */
-void tui_channel_detail(tui *t)
-{
-    int64_t rows, cols;
-    const float *a = tui_dist_matrix(t, &rows, &cols, NULL);
-    if (!a || !t->st || t->channel < 0 || t->channel >= t->nchan || cols != t->nchan)
-        return;
-    float *col = malloc((size_t)rows * sizeof *col);
-    if (!col)
-        return;
-    for (int64_t i = 0; i < rows; i++)
-        col[i] = a[i * cols + t->channel];
-    qsur_channel_stat one;
-    qsur_error err;
-    if (qsur_channel_stats(col, rows, 1, &one, NULL, &err) == QSUR_OK)
-        t->st[t->channel] = one;
-    free(col);
-}
-
-static void refresh_channels(tui *t)
-{
-    free(t->st);
-    free(t->outlier);
-    t->st = NULL;
-    t->outlier = NULL;
-    t->nchan = t->noutliers = 0;
-    int64_t rows, cols;
-    const float *a = tui_dist_matrix(t, &rows, &cols, NULL);
-    if (!a || cols <= 0 || rows <= 0)
-        return;
-    channel_analysis ca;
-    qsur_error err;
-    unsigned char *flag = calloc((size_t)cols, 1);
-    if (!flag || channel_analysis_run(t->s, a, rows, cols, t->s->set.outlier_k, CHANNEL_ABSMAX_ONLY, &ca,
-                                      &err) != QSUR_OK) {
-        free(flag);
-        return;
-    }
-    for (int64_t i = 0; i < ca.nout; i++)
-        flag[ca.idx[i]] = 1;
-    t->st = ca.st; /* taken over; the selected channel gets its full stats below */
-    ca.st = NULL;
-    t->outlier = flag;
-    t->nchan = cols;
-    t->noutliers = ca.nout;
-    t->median_absmax = ca.median;
-    channel_analysis_free(&ca);
-    if (t->channel < 0 || t->channel >= cols) {
-        /* Start on the largest channel: that is the one worth a histogram. */
-        int64_t top;
-        qsur_topk_absmax(t->st, cols, 1, &top);
-        t->channel = top;
-    }
-    tui_channel_detail(t);
-}
-
 /* Every panel that owns its data reads it again (update), after every
  * command and selection change; draw_all then only paints. */
 static void tui_refresh(tui *t)
 {
     tui_layers_rebuild(t);
-    refresh_channels(t);
     tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
     for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
         if (panels[i]->update)
@@ -490,19 +412,14 @@ static void key_undo(tui *t) { tui_exec(t, "undo", TUI_ECHO); }
 static void key_redo(tui *t) { tui_exec(t, "redo", TUI_ECHO); }
 static void key_bits_down(tui *t) { change_bits(t, -1); }
 static void key_bits_up(tui *t) { change_bits(t, +1); }
-static void key_view(tui *t) { t->view = (dist_view)((t->view + 1) % DIST_NVIEWS); }
+static void key_view(tui *t) { tui_dist_next_view(t); }
 static void key_redraw(tui *t)
 {
     (void)t;
     clearok(stdscr, TRUE);
 }
 
-static void key_side(tui *t)
-{
-    t->dist_side_w = !t->dist_side_w;
-    t->channel = -1;
-    refresh_channels(t);
-}
+static void key_side(tui *t) { tui_dist_toggle_side(t); }
 
 static void key_demo(tui *t)
 {
@@ -662,8 +579,6 @@ static void tui_free(tui *t)
     for (int i = 0; i < t->nhistory; i++)
         free(t->history[i]);
     free(t->items);
-    free(t->st);
-    free(t->outlier);
     tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
     for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
         if (panels[i]->free_state)
@@ -693,7 +608,6 @@ int tui_run(session *s, qsur_error *err)
     t->s = s;
     t->utf8 = s->set.utf8;
     t->smooth_alpha = 0.5;
-    t->channel = -1;
     t->show_frames = getenv("QSUR_TUI_FRAMES") != NULL;
     raw(); /* Ctrl-C arrives as a key: it stops long work instead of killing us */
     noecho();

@@ -73,13 +73,6 @@ typedef struct tui {
     /* data refreshed after every command (tui_refresh) */
     tui_layer_item *items;
     int nitems, layer_sel, layer_top;
-    int dist_side_w;   /* 0: X (activation), 1: W */
-    dist_view view;
-    int64_t channel;   /* selected channel (histogram view) */
-    qsur_channel_stat *st;
-    unsigned char *outlier;
-    int64_t nchan, noutliers;
-    double median_absmax;
 
     /* output log (ring of lines) and its scroll offset from the bottom */
     char *out[TUI_OUTPUT_MAX];
@@ -117,11 +110,6 @@ int tui_exec_fmt(tui *t, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* Appends text (may hold several lines) to the output log. */
 void tui_output(tui *t, const char *text);
 void tui_status(tui *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Current matrix of the distribution panel's side: NULL when none. */
-const float *tui_dist_matrix(tui *t, int64_t *rows, int64_t *cols, const char **name);
-/* Fills t->st[t->channel] with the selected channel's full statistics (the
- * other entries only carry absmax). */
-void tui_channel_detail(tui *t);
 
 /* ---- tui_draw.c: drawing primitives (UTF-8 or ASCII) ---- */
 enum { TUI_PAIR_TITLE = 1, TUI_PAIR_OUTLIER, TUI_PAIR_GOOD, TUI_PAIR_BAD, TUI_PAIR_FOCUS, TUI_PAIR_BAR };
@@ -141,6 +129,13 @@ int tui_attr(tui *t, int pair, int fallback);
 /* ---- panels ---- */
 void tui_panel_layers_init(tui_panel *p);
 void tui_panel_dist_init(tui_panel *p);
+/* tui_panel_dist.c: the matrix it shows (X or W of the current layer; NULL
+ * when none), and what the global keys change in it (`d` view, `w` side, a
+ * new layer's channel). */
+const float *tui_dist_matrix(tui *t, int64_t *rows, int64_t *cols, const char **name);
+void tui_dist_next_view(tui *t);
+void tui_dist_toggle_side(tui *t);
+void tui_dist_forget_channel(tui *t);
 void tui_panel_metrics_init(tui_panel *p);
 void tui_panel_stack_init(tui_panel *p);
 void tui_panel_output_init(tui_panel *p);

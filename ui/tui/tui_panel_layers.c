@@ -227,7 +227,7 @@ static int key(tui *t, tui_panel *p, int ch)
             char w[2 * QSUR_NAME_MAX + 3], x[2 * QSUR_NAME_MAX + 3];
             quote(it->w, w, sizeof w);
             quote(it->x, x, sizeof x);
-            t->channel = -1; /* the new layer starts on its largest channel */
+            tui_dist_forget_channel(t); /* the new layer starts on its largest channel */
             if (it->w[0] && it->x[0])
                 tui_exec_fmt(t, "use %s %s", w, x);
             else if (it->w[0])
