@@ -585,26 +585,9 @@ static void tui_free(tui *t)
             panels[i]->free_state(panels[i]);
 }
 
-int tui_run(session *s, qsur_error *err)
+/* The terminal set up for the screen and the panels made. */
+static void tui_start(tui *t, session *s)
 {
-    if (tui_active(s))
-        return qsur_fail(err, QSUR_ERR_ARG, "the TUI is already open");
-    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
-        return qsur_fail(err, QSUR_ERR_ARG, "the TUI needs a terminal on standard input and output");
-    const char *term = getenv("TERM");
-    SCREEN *scr = newterm(NULL, stdout, stdin);
-    if (!scr)
-        return qsur_fail(err, QSUR_ERR_ARG, "cannot open the terminal '%s' (is TERM right?)",
-                         term ? term : "(unset)");
-    set_term(scr);
-    fflush(stdout);
-
-    tui *t = calloc(1, sizeof *t);
-    if (!t) {
-        endwin();
-        delscreen(scr);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    }
     t->s = s;
     t->utf8 = s->set.utf8;
     t->smooth_alpha = 0.5;
@@ -623,19 +606,16 @@ int tui_run(session *s, qsur_error *err)
     tui_panel_cmdline_init(&t->cmdline);
     tui_panel_demo_init(&t->demo);
     t->focus = &t->layers;
-
     /* Long engine work draws its bar here and listens for Esc while the TUI runs. */
     t->saved_progress = s->progress;
     s->progress.fn = tui_progress_cb;
     s->progress.ctx = t;
     s->stream = tui_stream;
-    report_format saved_format = s->set.format;
-    s->set.format = FORMAT_HUMAN;
+}
 
-    layout(t);
-    tui_refresh(t);
-    tui_output(t, "qsur workbench: F1 or ? for keys, : for a command line, q to leave.");
-    tui_status(t, "%s", s->current >= 0 ? "ready" : "pick a layer: Up/Down, Enter");
+/* Keys until `q`: typed-ahead keys first, a redraw before each wait. */
+static void tui_loop(tui *t)
+{
     int errs = 0;
     while (!t->quit) {
         int ch;
@@ -657,7 +637,35 @@ int tui_run(session *s, qsur_error *err)
         errs = 0;
         handle_key(t, ch);
     }
+}
 
+int tui_run(session *s, qsur_error *err)
+{
+    if (tui_active(s))
+        return qsur_fail(err, QSUR_ERR_ARG, "the TUI is already open");
+    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
+        return qsur_fail(err, QSUR_ERR_ARG, "the TUI needs a terminal on standard input and output");
+    const char *term = getenv("TERM");
+    SCREEN *scr = newterm(NULL, stdout, stdin);
+    if (!scr)
+        return qsur_fail(err, QSUR_ERR_ARG, "cannot open the terminal '%s' (is TERM right?)",
+                         term ? term : "(unset)");
+    set_term(scr);
+    fflush(stdout);
+    tui *t = calloc(1, sizeof *t);
+    if (!t) {
+        endwin();
+        delscreen(scr);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    tui_start(t, s);
+    report_format saved_format = s->set.format;
+    s->set.format = FORMAT_HUMAN;
+    layout(t);
+    tui_refresh(t);
+    tui_output(t, "qsur workbench: F1 or ? for keys, : for a command line, q to leave.");
+    tui_status(t, "%s", s->current >= 0 ? "ready" : "pick a layer: Up/Down, Enter");
+    tui_loop(t);
     s->progress = t->saved_progress;
     s->stream = NULL;
     s->set.format = saved_format;
