@@ -130,19 +130,10 @@ static void run_line(tui *t)
 
 /* One switch over the line editor's keys (about 90 lines), kept whole so the
  * key map reads in one place. */
-static int key(tui *t, tui_panel *p, int ch)
+/* Keys that edit the line in place (readline's); 0 when ch is none of them. */
+static int edit_key(tui *t, int ch)
 {
-    (void)p;
     switch (ch) {
-    case 27: /* Esc */
-    case 7:  /* Ctrl-G */
-        t->focus = &t->layers;
-        return 1;
-    case '\r':
-    case '\n':
-    case KEY_ENTER:
-        run_line(t);
-        return 1;
     case KEY_BACKSPACE:
     case 127:
     case 8:
@@ -163,13 +154,11 @@ static int key(tui *t, tui_panel *p, int ch)
         return 1;
     case KEY_LEFT:
     case 2:
-        if (t->cursor > 0)
-            t->cursor--;
+        t->cursor -= t->cursor > 0;
         return 1;
     case KEY_RIGHT:
     case 6:
-        if (t->cursor < t->len)
-            t->cursor++;
+        t->cursor += t->cursor < t->len;
         return 1;
     case KEY_HOME:
     case 1:
@@ -183,6 +172,27 @@ static int key(tui *t, tui_panel *p, int ch)
         memmove(t->line, t->line + t->cursor, (size_t)(t->len - t->cursor + 1));
         t->len -= t->cursor;
         t->cursor = 0;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* History, completion, running the line, scrolling the output, leaving. */
+static int key(tui *t, tui_panel *p, int ch)
+{
+    (void)p;
+    if (edit_key(t, ch))
+        return 1;
+    switch (ch) {
+    case 27: /* Esc */
+    case 7:  /* Ctrl-G */
+        t->focus = &t->layers;
+        return 1;
+    case '\r':
+    case '\n':
+    case KEY_ENTER:
+        run_line(t);
         return 1;
     case KEY_UP:
         if (t->hist_pos > 0)
