@@ -128,8 +128,6 @@ static void run_line(tui *t)
     tui_exec(t, line, TUI_ECHO);
 }
 
-/* One switch over the line editor's keys (about 90 lines), kept whole so the
- * key map reads in one place. */
 /* Keys that edit the line in place (readline's); 0 when ch is none of them. */
 static int edit_key(tui *t, int ch)
 {
