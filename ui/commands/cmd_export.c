@@ -9,7 +9,6 @@
  * partial export. */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,72 +29,23 @@
 static const char *const export_files[] = {"model.safetensors", "config.json", "model.bin", "report.md",
                                            "report.json", "quantize_config.json"};
 
-/* A growing text buffer (report.md / report.json). */
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} tbuf;
-
-static void tb_printf(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tb_printf(tbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (b->len + (size_t)n + 1 > b->cap)) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (n >= 0 && b->len + (size_t)n + 1 > cap)
-            cap *= 2;
-        char *p = n < 0 ? NULL : realloc(b->s, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-/* A JSON string value (quotes, backslashes, control characters escaped). */
-static void tb_json_str(tbuf *b, const char *s)
-{
-    tb_printf(b, "\"");
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            tb_printf(b, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            tb_printf(b, "\\u%04x", (unsigned char)*s);
-        else
-            tb_printf(b, "%c", *s);
-    }
-    tb_printf(b, "\"");
-}
-
-static void tb_json_num(tbuf *b, double v)
+/* report.md and report.json are built in report.h's strbuf; numbers in JSON
+ * with 10 significant digits (null for inf/nan, which JSON lacks). */
+static void json_num10(strbuf *b, double v)
 {
     if (isfinite(v))
-        tb_printf(b, "%.10g", v);
+        strbuf_addf(b, "%.10g", v);
     else
-        tb_printf(b, "null");
+        strbuf_addf(b, "null");
 }
 
-static int write_text(const char *path, const tbuf *b, qsur_error *err)
+static int write_text(const char *path, const strbuf *b, qsur_error *err)
 {
-    if (b->oom)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
     qsur_atomic_file f;
     int rc = qsur_atomic_open(&f, path, err);
     if (rc)
         return rc;
-    if ((rc = qsur_atomic_write(&f, b->s ? b->s : "", b->len, err))) {
+    if ((rc = qsur_atomic_write(&f, b->buf ? b->buf : "", b->len, err))) {
         qsur_atomic_abort(&f);
         return rc;
     }
@@ -316,103 +266,103 @@ typedef struct {
     double cap_mib; /* what the per-linear captures would take */
 } export_report;
 
-static void report_md(const export_report *e, tbuf *md)
+static void report_md(const export_report *e, strbuf *md)
 {
-    tb_printf(md, "# qsur export\n\n## Settings\n\n| setting | value |\n|---|---|\n");
-    tb_printf(md, "| source model | %s |\n| format | %s |\n| weights | %s (%s) |\n", e->s->model_path, e->fmt, e->wkind, e->wdesc);
+    strbuf_addf(md, "# qsur export\n\n## Settings\n\n| setting | value |\n|---|---|\n");
+    strbuf_addf(md, "| source model | %s |\n| format | %s |\n| weights | %s (%s) |\n", e->s->model_path, e->fmt, e->wkind, e->wdesc);
     if (e->quantized && e->gover[0])
-        tb_printf(md, "| group size per linear (where not %s) | %s |\n", e->gsize, e->gover);
-    tb_printf(md, "| weight method | %s |\n| activations | %s |\n| KV cache | %s |\n",
+        strbuf_addf(md, "| group size per linear (where not %s) | %s |\n", e->gsize, e->gover);
+    strbuf_addf(md, "| weight method | %s |\n| activations | %s |\n| KV cache | %s |\n",
               e->quantized ? e->ms->wmethod : "none", e->qa, e->qk);
-    tb_printf(md, "| transforms | %s |\n| online w2_in | %s |\n| online qk | %s |\n",
+    strbuf_addf(md, "| transforms | %s |\n| online w2_in | %s |\n| online qk | %s |\n",
               e->ms->rotation[0] ? e->ms->rotation : "none", e->w2d, e->qkd);
     if (e->have_calib)
-        tb_printf(md, "| calibration | %s, %d seqs x %d, seed %llu |\n", e->ms->calib_path, e->ms->calib_seqs,
+        strbuf_addf(md, "| calibration | %s, %d seqs x %d, seed %llu |\n", e->ms->calib_path, e->ms->calib_seqs,
                   e->ms->calib_seqlen, e->ms->calib_seed);
-    tb_printf(md, "\n## Perplexity%s%s\n\n", e->have_eval ? " on " : " (no eval=FILE given)", e->have_eval ? e->eval : "");
+    strbuf_addf(md, "\n## Perplexity%s%s\n\n", e->have_eval ? " on " : " (no eval=FILE given)", e->have_eval ? e->eval : "");
     if (e->have_eval) {
-        tb_printf(md, "| model | ppl |\n|---|---|\n| float (original) | %.4f |\n", e->ppl_float);
-        tb_printf(md, "| before (RTN, same quantizers, no transforms) | %.4f |\n", e->ppl_before);
-        tb_printf(md, "| after (this model) | %.4f |\n| reloaded export | %.4f |\n", e->ppl_after, e->ppl_reload);
+        strbuf_addf(md, "| model | ppl |\n|---|---|\n| float (original) | %.4f |\n", e->ppl_float);
+        strbuf_addf(md, "| before (RTN, same quantizers, no transforms) | %.4f |\n", e->ppl_before);
+        strbuf_addf(md, "| after (this model) | %.4f |\n| reloaded export | %.4f |\n", e->ppl_after, e->ppl_reload);
     }
-    tb_printf(md, "\n## Per layer (log10 QSUR of captured calibration inputs and weights; output error)\n\n");
+    strbuf_addf(md, "\n## Per layer (log10 QSUR of captured calibration inputs and weights; output error)\n\n");
     if (e->have_calib) {
-        tb_printf(md, "| linear | X qsur before | X qsur after | W qsur before | W qsur after | err before | err after |\n"
+        strbuf_addf(md, "| linear | X qsur before | X qsur after | W qsur before | W qsur after | err before | err after |\n"
                        "|---|---|---|---|---|---|---|\n");
         for (int i = 0; i < e->L; i++)
-            tb_printf(md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", e->after[i].name, e->before[i].x_qsur,
+            strbuf_addf(md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", e->after[i].name, e->before[i].x_qsur,
                       e->after[i].x_qsur, e->before[i].w_qsur, e->after[i].w_qsur, e->before[i].out_err, e->after[i].out_err);
     } else if (e->ms->has_calib) {
-        tb_printf(md, "Skipped: the captures would take %.0f MiB (more than %d; calibrate "
+        strbuf_addf(md, "Skipped: the captures would take %.0f MiB (more than %d; calibrate "
                   "on fewer tokens for this report).\n", e->cap_mib, QSUR_EXPORT_REPORT_MIB);
     } else {
-        tb_printf(md, "No calibration activations (`calib FILE` before export).\n");
+        strbuf_addf(md, "No calibration activations (`calib FILE` before export).\n");
     }
     if (e->l2c && (e->rt->has_w2 || e->rt->has_qk || e->rt->act.bits < 16 || e->rt->kv.bits < 16))
-        tb_printf(md, "\nNote: model.bin (llama2.c) holds the weights only; the online rotations and the "
+        strbuf_addf(md, "\nNote: model.bin (llama2.c) holds the weights only; the online rotations and the "
                        "activation/KV quantizers above are recorded in model.safetensors and here.\n");
 }
 
-static void report_json(const export_report *e, tbuf *js)
+static void report_json(const export_report *e, strbuf *js)
 {
-    tb_printf(js, "{\n  \"settings\": {\"source\": ");
-    tb_json_str(js, e->s->model_path);
-    tb_printf(js, ", \"format\": \"%s\", \"weights\": \"%s\", \"wspec\": ", e->fmt, e->wkind);
-    tb_json_str(js, e->quantized ? e->wspec : "float");
-    tb_printf(js, ", \"wbits\": %d, \"abits\": %d, \"kvbits\": %d, \"group_size\": %s, \"method\": ",
+    strbuf_addf(js, "{\n  \"settings\": {\"source\": ");
+    strbuf_add_json_string(js, e->s->model_path);
+    strbuf_addf(js, ", \"format\": \"%s\", \"weights\": \"%s\", \"wspec\": ", e->fmt, e->wkind);
+    strbuf_add_json_string(js, e->quantized ? e->wspec : "float");
+    strbuf_addf(js, ", \"wbits\": %d, \"abits\": %d, \"kvbits\": %d, \"group_size\": %s, \"method\": ",
               e->quantized ? e->s->wq.bits : 16, e->rt->act.bits < 16 ? e->rt->act.bits : 16,
               e->rt->kv.bits < 16 ? e->rt->kv.bits : 16, e->gsize);
-    tb_json_str(js, e->quantized ? e->ms->wmethod : "none");
-    tb_printf(js, ", \"group_sizes\": {");
+    strbuf_add_json_string(js, e->quantized ? e->ms->wmethod : "none");
+    strbuf_addf(js, ", \"group_sizes\": {");
     for (int i = 0; e->quantized && e->s->wq.gran == QSUR_GRAN_GROUP && i < 7 && i < e->L; i++) {
         const qsur_llama_linear *l = qsur_llama_linear_at(e->m, i);
         const char *kind = strrchr(l->name, '.');
-        tb_printf(js, "%s\"%s\": %d", i ? ", " : "", kind ? kind + 1 : l->name,
+        strbuf_addf(js, "%s\"%s\": %d", i ? ", " : "", kind ? kind + 1 : l->name,
                   qsur_llama_linear_spec(&e->s->wq, l->cols).group);
     }
-    tb_printf(js, "}, \"transforms\": ");
-    tb_json_str(js, e->ms->rotation);
-    tb_printf(js, ",\n    \"online_w2_in\": ");
+    strbuf_addf(js, "}, \"transforms\": ");
+    strbuf_add_json_string(js, e->ms->rotation);
+    strbuf_addf(js, ",\n    \"online_w2_in\": ");
     if (e->rt->has_w2) {
-        tb_printf(js, "{\"desc\": ");
-        tb_json_str(js, e->rt->w2_desc);
-        tb_printf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->w2.randomized, (unsigned long long)e->rt->w2.seed);
+        strbuf_addf(js, "{\"desc\": ");
+        strbuf_add_json_string(js, e->rt->w2_desc);
+        strbuf_addf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->w2.randomized, (unsigned long long)e->rt->w2.seed);
     } else {
-        tb_printf(js, "null");
+        strbuf_addf(js, "null");
     }
-    tb_printf(js, ", \"online_qk\": ");
+    strbuf_addf(js, ", \"online_qk\": ");
     if (e->rt->has_qk) {
-        tb_printf(js, "{\"desc\": ");
-        tb_json_str(js, e->rt->qk_desc);
-        tb_printf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->qk.randomized, (unsigned long long)e->rt->qk.seed);
+        strbuf_addf(js, "{\"desc\": ");
+        strbuf_add_json_string(js, e->rt->qk_desc);
+        strbuf_addf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->qk.randomized, (unsigned long long)e->rt->qk.seed);
     } else {
-        tb_printf(js, "null");
+        strbuf_addf(js, "null");
     }
-    tb_printf(js, ", \"calib_seed\": %llu},\n  \"ppl\": {\"float\": ", e->have_calib ? e->ms->calib_seed : 0ULL);
-    tb_json_num(js, e->ppl_float);
-    tb_printf(js, ", \"before\": ");
-    tb_json_num(js, e->ppl_before);
-    tb_printf(js, ", \"after\": ");
-    tb_json_num(js, e->ppl_after);
-    tb_printf(js, ", \"reloaded\": ");
-    tb_json_num(js, e->ppl_reload);
-    tb_printf(js, "},\n  \"layers\": [");
+    strbuf_addf(js, ", \"calib_seed\": %llu},\n  \"ppl\": {\"float\": ", e->have_calib ? e->ms->calib_seed : 0ULL);
+    json_num10(js, e->ppl_float);
+    strbuf_addf(js, ", \"before\": ");
+    json_num10(js, e->ppl_before);
+    strbuf_addf(js, ", \"after\": ");
+    json_num10(js, e->ppl_after);
+    strbuf_addf(js, ", \"reloaded\": ");
+    json_num10(js, e->ppl_reload);
+    strbuf_addf(js, "},\n  \"layers\": [");
     for (int i = 0; e->have_calib && i < e->L; i++) {
-        tb_printf(js, "%s\n    {\"name\": \"%s\", \"x_log10_qsur_before\": ", i ? "," : "", e->after[i].name);
-        tb_json_num(js, e->before[i].x_qsur);
-        tb_printf(js, ", \"x_log10_qsur_after\": ");
-        tb_json_num(js, e->after[i].x_qsur);
-        tb_printf(js, ", \"w_log10_qsur_before\": ");
-        tb_json_num(js, e->before[i].w_qsur);
-        tb_printf(js, ", \"w_log10_qsur_after\": ");
-        tb_json_num(js, e->after[i].w_qsur);
-        tb_printf(js, ", \"error_before\": ");
-        tb_json_num(js, e->before[i].out_err);
-        tb_printf(js, ", \"error_after\": ");
-        tb_json_num(js, e->after[i].out_err);
-        tb_printf(js, "}");
+        strbuf_addf(js, "%s\n    {\"name\": \"%s\", \"x_log10_qsur_before\": ", i ? "," : "", e->after[i].name);
+        json_num10(js, e->before[i].x_qsur);
+        strbuf_addf(js, ", \"x_log10_qsur_after\": ");
+        json_num10(js, e->after[i].x_qsur);
+        strbuf_addf(js, ", \"w_log10_qsur_before\": ");
+        json_num10(js, e->before[i].w_qsur);
+        strbuf_addf(js, ", \"w_log10_qsur_after\": ");
+        json_num10(js, e->after[i].w_qsur);
+        strbuf_addf(js, ", \"error_before\": ");
+        json_num10(js, e->before[i].out_err);
+        strbuf_addf(js, ", \"error_after\": ");
+        json_num10(js, e->after[i].out_err);
+        strbuf_addf(js, "}");
     }
-    tb_printf(js, "\n  ]\n}\n");
+    strbuf_addf(js, "\n  ]\n}\n");
 }
 
 enum { EX_FORMAT, EX_RUNTIME, EX_WEIGHTS, EX_EVAL, EX_SEQS, EX_DTYPE, EX_SHARD };
@@ -632,7 +582,7 @@ static int export_reports(session *s, export_job *j, report *r, qsur_error *err)
              rt->w2.randomized, (unsigned long long)rt->w2.seed);
     snprintf(qkd, sizeof qkd, rt->has_qk ? "%s (randomized %d, seed %llu)" : "none", rt->qk_desc,
              rt->qk.randomized, (unsigned long long)rt->qk.seed);
-    tbuf md = {0}, js = {0};
+    strbuf md = {0}, js = {0};
     export_report e = {s, j->m, j->ms, rt, fmt, wkind, j->wdesc, j->gover, j->gsize, qa, qk, w2d, qkd, j->eval,
                        j->wspec, j->quantized, j->have_calib, j->have_eval, j->l2c, j->L, j->ppl_float,
                        j->ppl_before, j->ppl_after, j->ppl_reload, j->before, j->after, j->cap_mib};
@@ -643,8 +593,8 @@ static int export_reports(session *s, export_job *j, report *r, qsur_error *err)
     snprintf(path, sizeof path, "%s/report.md", j->tmp);
     if (!rc)
         rc = write_text(path, &md, err);
-    free(md.s);
-    free(js.s);
+    strbuf_free(&md);
+    strbuf_free(&js);
     if (rc)
         return rc;
     rep_str(r, "dir", "exported to", j->dir);
