@@ -576,8 +576,6 @@ static void tui_free(tui *t)
 {
     for (int i = 0; i < t->nout; i++)
         free(t->out[(t->out_head + i) % TUI_OUTPUT_MAX]);
-    for (int i = 0; i < t->nhistory; i++)
-        free(t->history[i]);
     free(t->items);
     tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
     for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)

@@ -78,12 +78,6 @@ typedef struct tui {
     char *out[TUI_OUTPUT_MAX];
     int nout, out_head, out_scroll;
 
-    /* command line */
-    char line[TUI_LINE_MAX];
-    int len, cursor;
-    char *history[TUI_HISTORY_MAX];
-    int nhistory, hist_pos;
-    char completion_msg[160];
 
     /* SmoothQuant alpha for `s`; the stack depth right after our last smooth step */
     double smooth_alpha;
