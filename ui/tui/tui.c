@@ -159,7 +159,6 @@ int tui_active(const struct session *s)
  * command and selection change; draw_all then only paints. */
 static void tui_refresh(tui *t)
 {
-    tui_layers_rebuild(t);
     tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
     for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
         if (panels[i]->update)
@@ -576,7 +575,6 @@ static void tui_free(tui *t)
 {
     for (int i = 0; i < t->nout; i++)
         free(t->out[(t->out_head + i) % TUI_OUTPUT_MAX]);
-    free(t->items);
     tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
     for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
         if (panels[i]->free_state)

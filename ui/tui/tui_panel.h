@@ -1,10 +1,13 @@
 /* Internals of the TUI shared by ui/tui/tui.c and the panels (ui/tui/tui_panel_*.c).
  *
- * A panel is one struct with its own draw and key functions (htop/tig style);
- * tui.c lays the panels out, routes keys to the focused one first, and owns
- * the data every panel reads (metrics, channel statistics, output log), which
- * it refreshes after each command. Panels change state ONLY by running
- * command lines through tui_exec(), so everything is logged. */
+ * A panel is one struct with its own draw and key functions (htop/tig style)
+ * and its own data behind `state`: the layer list, distribution, metrics,
+ * stack and command line read theirs from the session and the engine in
+ * `update` (after every command; tui_refresh runs them all) and only paint
+ * in `draw`. tui.c lays the panels out, routes keys (one binding table) and
+ * keeps the output log, which tui_exec fills with what commands print.
+ * Panels change state ONLY by running command lines through tui_exec(), so
+ * everything is logged. */
 #ifndef QSUR_UI_TUI_PANEL_H
 #define QSUR_UI_TUI_PANEL_H
 
@@ -70,14 +73,11 @@ typedef struct tui {
     tui_panel layers, dist, metrics, stack, output, cmdline, demo;
     tui_panel *focus;  /* &layers, &dist, or &cmdline */
 
-    /* data refreshed after every command (tui_refresh) */
-    tui_layer_item *items;
-    int nitems, layer_sel, layer_top;
-
-    /* output log (ring of lines) and its scroll offset from the bottom */
+    /* output log (ring of lines) and its scroll offset from the bottom: the
+     * runner's sink (tui_exec, tui_output, generate's stream), shared by the
+     * output panel that draws it and the command line that scrolls it */
     char *out[TUI_OUTPUT_MAX];
     int nout, out_head, out_scroll;
-
 
     /* SmoothQuant alpha for `s`; the stack depth right after our last smooth step */
     double smooth_alpha;
@@ -140,8 +140,6 @@ void tui_panel_demo_init(tui_panel *p);
  * callback over the metrics and distribution area. */
 struct qsur_ostquant;
 void tui_ostquant_live_draw(tui *t, const struct qsur_ostquant *o);
-/* Rebuilds the layer list from the workspace (pairs weights with activations). */
-void tui_layers_rebuild(tui *t);
 /* Focuses the command line with text already typed (e.g. "save "). */
 void tui_cmdline_start(tui *t, const char *prefill);
 
