@@ -9,6 +9,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include "kernels.h"
+#include "../../quant_map.h"   /* the grid map, shared with src/quant.c */
+#include "../../quant_round.h" /* its rounding, likewise */
 
 namespace {
 
@@ -57,45 +59,12 @@ struct Min {
 
 /* ---- fake quantization (src/quant.c's map_for / quant_one) --------------- */
 
-struct QMap {
-    float inv, scale, zp, lo, hi;
-};
+typedef qsur_qmap QMap;
 
+/* The GPU kernels have no full symmetric grid (qsur_gpu_quant_supported refuses it). */
 __device__ QMap map_for(const qsur_cu_quant &q, float fmn, float fmx, double ratio)
 {
-    QMap m;
-    if (q.symmetric) {
-        double qmax = (double)((1 << (q.bits - 1)) - 1);
-        double absmax = fmax(fabs((double)fmn), fabs((double)fmx));
-        double scale = ratio * absmax / qmax;
-        m.scale = (float)scale;
-        m.zp = 0.0f;
-        m.lo = (float)-qmax;
-        m.hi = (float)qmax;
-    } else {
-        double levels = (double)((1 << q.bits) - 1);
-        double mn = fmin((double)fmn, 0.0), mx = fmax((double)fmx, 0.0);
-        double scale = ratio * (mx - mn) / levels;
-        m.scale = (float)scale;
-        m.zp = scale > 0 ? (float)round(-ratio * mn / scale) : 0.0f;
-        m.lo = 0.0f;
-        m.hi = (float)levels;
-    }
-    double inv = m.scale > 0.0f ? 1.0 / (double)m.scale : 0.0;
-    if (!(inv < (double)FLT_MAX)) {
-        m.scale = 0.0f;
-        m.zp = 0.0f;
-        inv = 0.0;
-    }
-    m.inv = (float)inv;
-    return m;
-}
-
-__device__ inline float round_half_away(float v)
-{
-    float t = (float)(int32_t)v;
-    float f = __fsub_rn(v, t);
-    return __fadd_rn(t, (float)((f >= 0.5f) - (f <= -0.5f)));
+    return qsur_qmap_from_range(q.bits, q.symmetric, 0, fmn, fmx, ratio);
 }
 
 __device__ inline float quant_code(float x, float inv, float zp, float lo, float hi)
