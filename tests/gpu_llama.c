@@ -248,8 +248,8 @@ static void nudge_embeddings(qsur_llama *m)
  * on the model with +-1 ulp of noise in its embeddings (`self`). So the
  * whole-model bound is min_frac, and the per-linear output errors must agree
  * to err_tol. */
-static void gptq_model(const qsur_quant_spec *spec, const char *what, double min_frac, double err_tol,
-                       int measure_self)
+static void gptq_model_opts(const qsur_quant_spec *spec, const qsur_gptq_opts *go, const char *what,
+                            double min_frac, double err_tol, int measure_self)
 {
     qsur_error err;
     qsur_llama *mc = NULL, *mg = NULL;
@@ -263,6 +263,7 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
     qsur_llama_wquant_row *rc_rows = calloc((size_t)n, sizeof *rc_rows), *rg_rows = calloc((size_t)n, sizeof *rg_rows);
     qsur_llama_wquant_opts o = qsur_llama_wquant_default();
     o.seq_len = 256, o.max_seqs = 16;
+    o.gptq = *go;
     double t0 = qsur_seconds();
     CHECK_OK(qsur_llama_wquant(mc, &cal, spec, &o, rc_rows, NULL, &err), err);
     double t1 = qsur_seconds();
@@ -308,6 +309,13 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
     qsur_tokens_free(&cal);
     qsur_llama_free(mc);
     qsur_llama_free(mg);
+}
+
+static void gptq_model(const qsur_quant_spec *spec, const char *what, double min_frac, double err_tol,
+                       int measure_self)
+{
+    qsur_gptq_opts go = qsur_gptq_default();
+    gptq_model_opts(spec, &go, what, min_frac, err_tol, measure_self);
 }
 
 /* RTN of the whole model: the GPU's quantized weights against the CPU's (clip search too). */
@@ -360,6 +368,12 @@ static void gptq(void)
     /* measured 0.876 and 0.952 (two H200 hosts), the CPU against itself with
      * 1-ulp noise 0.873; output errors within 2e-3 */
     gptq_model(&g32, "int4 asym g32", 0.8, 1e-2, 1);
+    /* static groups: the maps come from the original W, so the grid no longer
+     * depends on H and only a code whose value sits on a rounding boundary
+     * can flip (the CPU against itself with 1-ulp noise: 100 %) */
+    qsur_gptq_opts so = qsur_gptq_default();
+    so.static_groups = 1;
+    gptq_model_opts(&g32, &so, "int4 asym g32 static groups", 0.999, 1e-6, 1);
 }
 
 int main(void)

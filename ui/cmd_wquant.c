@@ -123,21 +123,23 @@ int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "act"))
             o.act_order = 1;
+        else if (!strcmp(argv[i], "static-groups"))
+            o.static_groups = 1;
         else if (!strncmp(argv[i], "damp=", 5) && !parse_double(argv[i] + 5, 0.0, 1.0, &o.percdamp))
             ;
         else if (model && !strcmp(argv[i], "float-acts"))
             float_acts = 1;
         else
-            return option_fail(err, argv[i], model ? "act, damp=P, float-acts" : "act, damp=P");
+            return option_fail(err, argv[i], model ? "act, static-groups, damp=P, float-acts" : "act, static-groups, damp=P");
     }
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
         mo.method = QSUR_MWQ_GPTQ;
         mo.gptq = o;
         mo.float_acts = float_acts;
-        char canon[96];
-        snprintf(canon, sizeof canon, "gptq model%s damp=%.17g%s", o.act_order ? " act" : "", o.percdamp,
-                 float_acts ? " float-acts" : "");
+        char canon[112];
+        snprintf(canon, sizeof canon, "gptq model%s%s damp=%.17g%s", o.act_order ? " act" : "",
+                 o.static_groups ? " static-groups" : "", o.percdamp, float_acts ? " float-acts" : "");
         mo.layers = (int)nlayers;
         canon_layers(canon, sizeof canon, nlayers);
         return model_wquant(s, &mo, canon, r, err);
@@ -154,6 +156,7 @@ int cmd_gptq(session *s, int argc, char **argv, report *r, qsur_error *err)
         return rc;
     }
     rep_bool(r, "act_order", "act order", o.act_order);
+    rep_bool(r, "static_groups", "static groups", o.static_groups);
     rep_num(r, "damp", "damping (x mean diag H)", o.percdamp, "%g");
     return job_end(s, &j, r, "gptq", t0, err);
 }

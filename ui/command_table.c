@@ -12,7 +12,7 @@ static const char *const quant_words[] = {"w4a4", "w4a8", "w4a16", "w8a8", "w4a4
                                           "a:sym", "a:asym", "kv:asym", "w:g128", "a:token", "w:clip=search",
                                           "preset=paper-w4a4kv4", "preset=paper-w4a16kv16", "ao:head", "w:sym-full",
                                           NULL};
-static const char *const gptq_words[] = {"model", "act", "damp=0.01", "float-acts", NULL};
+static const char *const gptq_words[] = {"model", "act", "static-groups", "damp=0.01", "float-acts", NULL};
 static const char *const quantease_words[] = {"model", "outliers=0.005", "init=gptq", "init=rtn", NULL};
 static const char *const awq_words[] = {"model", NULL};
 static const char *const cqe_words[] = {"model", "steps=100", "lr=0.001", "band=1", "rank=0", "window=2", "window=0", NULL};
@@ -111,12 +111,14 @@ const command command_table[] = {
      "A table of every metric on the original layer and after its transforms, with the\n"
      "change, and the channel absmax bars of both states on one scale ('!' = outlier).",
      cmd_compare},
-    {"gptq", 0, 5, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words,
-     "gptq [model [layers=N]] [act] [damp=P] [float-acts]",
+    {"gptq", 0, 6, CMD_LOGGED | CMD_LONG, COMPLETE_WORDS, gptq_words,
+     "gptq [model [layers=N]] [act] [static-groups] [damp=P] [float-acts]",
      "GPTQ the current layer's weight on its activations (or every linear of the model)",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
      "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
-     "`act` quantizes columns in decreasing H_jj order (groups stay static). Reports the\n"
+     "`act` quantizes columns in decreasing H_jj order (groups stay static). `static-groups`:\n"
+     "group maps fitted on the original weight, not on the error-fed one (the GPTQ code's\n"
+     "--static-groups; GPU and CPU then give the same codes, see gpu.md). Reports the\n"
      "weight-only output error ||XW^T - XQ^T|| / ||XW^T|| of RTN and of GPTQ.\n"
      "`gptq model`: every linear of the model, sequentially: layer by layer, for each group of\n"
      "linears sharing an input ({wq,wk,wv} {wo} {w1,w3} {w2}) the calibration sequences (`calib`)\n"

@@ -8,8 +8,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include "kernels.h"
-#include "../../quant_map.h"   /* the grid map, shared with src/quant.c */
+#include "kernels.h" /* quant_map.h: the grid map, shared with src/quant.c */
 #include "../../quant_round.h" /* its rounding, likewise */
 
 namespace {
@@ -293,11 +292,14 @@ __global__ void gptq_block_kernel(double *W1, double *E1, const double *U, int64
     QMap cur;
     if (G == 0) {
         const qsur_cu_qmap *p = maps + (int64_t)map_stride * r;
-        cur = QMap{p->inv, p->scale, p->zero, p->lo, p->hi};
+        cur = *p;
     }
     for (int64_t i = 0; i < nb; i++) {
         const int64_t j = i1 + i;
-        if (G > 0 && j % G == 0) {
+        if (G > 0 && j % G == 0 && maps) { /* static groups: fitted on the original W */
+            const qsur_cu_qmap *p = maps + (int64_t)map_stride * r + j / G;
+            cur = *p;
+        } else if (G > 0 && j % G == 0) {
             float mn = (float)W1[i * m + r], mx = mn;
             for (int64_t k = 1; k < G; k++) {
                 float v = (float)W1[(i + k) * m + r];
@@ -333,7 +335,7 @@ __global__ void fit_maps_kernel(qsur_cu_qmap *maps, const float *W, int64_t span
     mx = block_reduce(mx, Max(), sh, -FLT_MAX);
     if (threadIdx.x == 0) {
         QMap m = map_for(q, mn, mx, q.clip);
-        maps[blockIdx.x] = qsur_cu_qmap{m.inv, m.scale, m.zp, m.lo, m.hi};
+        maps[blockIdx.x] = m;
     }
 }
 
