@@ -15,8 +15,16 @@
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
 #include "qsur/llama_store.h"
+#include "qsur/llama_text.h"
 #include "qsur/llama_wquant.h"
 #include "qsur/wquant.h"
+
+static int collect(void *ctx, int tok)
+{
+    int **out = ctx;
+    *(*out)++ = tok;
+    return 0;
+}
 
 static double ppl_cpu(const qsur_llama *m, const qsur_tokens *t, int seq, int seqs)
 {
@@ -62,6 +70,69 @@ static void compare(const char *what, const qsur_llama *m, const qsur_tokens *t,
     CHECK_REL(g16, c, tol16);
 }
 
+/* Activation capture on the GPU (fp32) against the CPU's, every tensor of
+ * every layer, with online Hadamards attached (the hooks run) and a seeded
+ * token subset: the same rows, values within 1e-5 of each tensor's largest. */
+static void capture(const qsur_llama *m, const qsur_tokens *t)
+{
+    qsur_error err;
+    qsur_workspace wc, wg;
+    qsur_workspace_init(&wc);
+    qsur_workspace_init(&wg);
+    qsur_llama_capture_sel all = {0, m->cfg.n_layers, (1u << 6) - 1};
+    int64_t nc = 0, ng = 0;
+    CHECK_OK(qsur_llama_capture_some(m, NULL, t, 256, 8, 4, 1000, 7, &all, &wc, &nc, NULL, &err), err);
+    qsur_gpu_model *g = NULL;
+    CHECK_OK(qsur_gpu_model_new(&g, m, QSUR_GPU_F32, 4, 256, NULL, &err), err);
+    if (g)
+        CHECK_OK(qsur_gpu_capture(g, m, t, 256, 8, 4, 1000, 7, &all, &wg, &ng, NULL, &err), err);
+    qsur_gpu_model_free(g);
+    CHECK(nc == 1000 && ng == nc && wc.count == 6 * m->cfg.n_layers && wg.count == wc.count);
+    double worst = 0;
+    for (int i = 0; i < wc.count && i < wg.count; i++) {
+        const qsur_tensor *a = wc.items[i], *b = wg.items[i];
+        CHECK(!strcmp(a->name, b->name) && qsur_tensor_rows(a) == qsur_tensor_rows(b) &&
+              qsur_tensor_cols(a) == qsur_tensor_cols(b));
+        int64_t n = qsur_tensor_rows(a) * qsur_tensor_cols(a);
+        double mx = 0, d = 0;
+        for (int64_t k = 0; k < n; k++) {
+            mx = fmax(mx, fabs(a->data[k]));
+            d = fmax(d, fabs((double)a->data[k] - b->data[k]));
+        }
+        worst = fmax(worst, d / mx);
+    }
+    printf("capture (%d tensors, %lld tokens of 2048): GPU vs CPU within %.2g of each tensor's largest\n",
+           wc.count, (long long)nc, worst);
+    CHECK_MSG(worst < 1e-5, "capture: GPU vs CPU differ by %g", worst);
+    qsur_workspace_clear(&wc);
+    qsur_workspace_clear(&wg);
+}
+
+/* Greedy generation on the GPU (fp32, no KV cache) gives the CPU's tokens,
+ * from a 1-token and a 9-token prompt. */
+static void generate(const qsur_llama *m, const qsur_tokens *t)
+{
+    qsur_error err;
+    qsur_sample_opts o = {0, 0.9, 0};
+    for (int np = 1; np <= 9; np += 8) {
+        int cpu[48] = {0}, gpu[48] = {0}, nc = 0, ng = 0;
+        qsur_gpu_model *g = NULL;
+        CHECK_OK(qsur_gpu_model_new(&g, m, QSUR_GPU_F32, 1, np + 48, NULL, &err), err);
+        if (g) {
+            int *out = gpu;
+            CHECK_OK(qsur_gpu_sample_stream(g, m, t->ids, np, 48, -1, &o, collect, &out, NULL, &ng, &err), err);
+        }
+        qsur_gpu_model_free(g);
+        int *out = cpu;
+        CHECK_OK(qsur_llama_sample_stream(m, t->ids, np, 48, -1, &o, collect, &out, NULL, &nc, &err), err);
+        int same = 0;
+        while (same < 48 && cpu[same] == gpu[same])
+            same++;
+        printf("generate, %d-token prompt: %d of 48 greedy tokens equal before the first difference\n", np, same);
+        CHECK_MSG(nc == 48 && ng == 48 && same == 48, "generate: GPU and CPU part at token %d", same);
+    }
+}
+
 static void stories(void)
 {
     qsur_error err;
@@ -93,6 +164,8 @@ static void stories(void)
     }
     qsur_llama_rotations_attach(r, m);
     compare("stories260K float, online Hadamards", m, &t, 256, 32, 1e-4, 2e-2);
+    capture(m, &t);
+    generate(m, &t);
     qsur_quant_spec w4 = qsur_quant_default();
     CHECK_OK(qsur_llama_quantize_weights(m, &w4, NULL, &err), err);
     compare("stories260K W4 + online Hadamards", m, &t, 256, 32, 1e-4, 2e-2);

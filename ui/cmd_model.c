@@ -98,7 +98,8 @@ static int gpu_for_weights(session *s)
 /* Captures the float model's linear inputs into ws: wq copies and
  * activation/KV quantization are switched off for the run, online rotations
  * stay (they are part of the float model's function). */
-static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qsur_error *err)
+/* on_gpu (may be NULL) is set when the forward passes ran on the GPU. */
+static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, int *on_gpu, qsur_error *err)
 {
     model_state *ms = s->mstate;
     qsur_llama *m = s->model;
@@ -122,9 +123,22 @@ static int capture_float(session *s, qsur_workspace *ws, long long *n_tokens, qs
     qsur_llama_capture_sel sel = {ms->calib_first, ms->calib_count, ms->calib_kinds};
     if (sel.count <= 0 || sel.first + sel.count > m->cfg.n_layers)
         sel = (qsur_llama_capture_sel){0, m->cfg.n_layers, (1u << 6) - 1};
-    rc = qsur_llama_capture_some(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
-                                 (int64_t)ms->calib_max_tokens, ms->calib_seed, &sel, ws, &got,
-                                 &s->progress, err);
+    if (session_use_gpu(s) && qsur_gpu_hooks_supported(&m->hooks, NULL, 0)) {
+        /* fp32 on the GPU: the CPU's values to ~1e-7 (gpu.md) */
+        qsur_gpu_model *g = NULL;
+        int seqlen = ms->calib_seqlen > 0 ? ms->calib_seqlen : t.seq_len;
+        rc = qsur_gpu_model_new(&g, m, QSUR_GPU_F32, 8, seqlen, &s->progress, err);
+        if (!rc)
+            rc = qsur_gpu_capture(g, m, &t, seqlen, ms->calib_seqs, 8, (int64_t)ms->calib_max_tokens,
+                                  ms->calib_seed, &sel, ws, &got, &s->progress, err);
+        qsur_gpu_model_free(g);
+        if (on_gpu)
+            *on_gpu = 1;
+    } else {
+        rc = qsur_llama_capture_some(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
+                                     (int64_t)ms->calib_max_tokens, ms->calib_seed, &sel, ws, &got,
+                                     &s->progress, err);
+    }
     m->hooks = saved;
     qsur_llama_quant_stash_put(m, &stash);
     qsur_tokens_free(&t);
@@ -141,7 +155,7 @@ static int model_changed(session *s, report *r, qsur_error *err)
     drop_model_layers(s);
     int rc = qsur_llama_view_workspace(s->model, &s->ws, NULL, err);
     if (!rc && s->mstate->has_calib)
-        rc = capture_float(s, &s->ws, &s->mstate->calib_tokens, err);
+        rc = capture_float(s, &s->ws, &s->mstate->calib_tokens, NULL, err);
     if (!rc && s->mstate->quantized && s->wq.bits < 16) {
         rc = gpu_for_weights(s) ? qsur_gpu_quantize_rtn(s->model, &s->wq, &s->progress, err)
                                 : qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
@@ -164,7 +178,7 @@ int model_replaced(session *s, const char *how, qsur_error *err)
     drop_model_layers(s);
     int rc = qsur_llama_view_workspace(s->model, &s->ws, NULL, err);
     if (!rc && ms->has_calib)
-        rc = capture_float(s, &s->ws, &ms->calib_tokens, err);
+        rc = capture_float(s, &s->ws, &ms->calib_tokens, NULL, err);
     return rc;
 }
 
@@ -497,7 +511,8 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     qsur_workspace tmp;
     qsur_workspace_init(&tmp);
     double t0 = qsur_seconds();
-    rc = capture_float(s, &tmp, &ms->calib_tokens, err);
+    int on_gpu = 0;
+    rc = capture_float(s, &tmp, &ms->calib_tokens, &on_gpu, err);
     if (rc) {
         qsur_workspace_clear(&tmp);
         *ms = saved;
@@ -531,6 +546,9 @@ int cmd_calib(session *s, int argc, char **argv, report *r, qsur_error *err)
     rep_int(r, "tensors", "tensors (layers.N.*.in, .k, .v)", ntensors);
     rep_num(r, "mib", "memory (MiB)", mib, "%.1f");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
+    char dev[160];
+    snprintf(dev, sizeof dev, "gpu (%s, fp32)", s->gpu_info.name);
+    rep_str(r, "device", "forward passes on", on_gpu ? dev : "cpu");
     rep_str(r, "hint", "pair", "`use layers.0.feed_forward.w2` selects it with its captured input");
     return QSUR_OK;
 }
