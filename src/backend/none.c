@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "qsur/backend.h"
-#include "../llama_sink.h"
+#include "../llama/llama_sink.h"
 
 static int no_cuda(qsur_error *err)
 {
