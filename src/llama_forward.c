@@ -368,9 +368,7 @@ int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *toke
     double t0 = qsur_seconds();
     qsur_llama_timers before = s->timers;
     s->pos = 0; /* the cache is invalid until this call completes */
-    for (int64_t i = 0; i < N; i++)
-        memcpy(s->x + i * c->dim, m->tok_embeddings + (size_t)tokens[i] * c->dim,
-               (size_t)c->dim * sizeof(float));
+    qsur_llama_embed_rows(m, tokens, N, s->x);
     int rc = QSUR_OK, layers = s->run_layers > 0 && s->run_layers < c->n_layers ? s->run_layers
                                                                                 : c->n_layers;
     for (int l = 0; l < layers && !rc; l++)

@@ -124,11 +124,20 @@ typedef struct {
 
 typedef struct qsur_llama {
     qsur_llama_config cfg;
-    float *tok_embeddings;      /* [vocab][dim], owned */
+    qsur_llama_linear embed;    /* the token embeddings [vocab][dim] ("tok_embeddings"),
+                                   held like a linear: stored in the file's dtype
+                                   (rows widened as tokens are looked up,
+                                   qsur_llama_embed_rows) or float in embed.w */
+    float *tok_embeddings;      /* == embed.w: the float embeddings, NULL while they
+                                   are in their stored form; code that reads or
+                                   edits them as floats calls qsur_llama_embed_own
+                                   first (qsur_llama_own_all does) */
     qsur_llama_layer *layers;   /* [n_layers] */
     float *norm;                /* [dim] final RMSNorm gain */
     qsur_llama_linear output;   /* [vocab][dim]; when cfg.shared_classifier,
-                                   output.w == tok_embeddings (borrowed) */
+                                   output.w == tok_embeddings (borrowed) or,
+                                   while the embeddings are stored, output.st
+                                   is a borrowed view of embed.st */
     qsur_llama_hooks hooks;
     struct qsur_llama_mapping *mapping; /* the checkpoint files the stored
                                            weights map into, or NULL */
