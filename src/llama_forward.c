@@ -179,7 +179,7 @@ static int linear_input(const qsur_quant_spec *spec, qsur_llama_state *s, const 
 static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float *in,
                    int64_t N, float *out)
 {
-    const float *w = l->wq ? l->wq : l->w;
+    const float *w = qsur_llama_linear_f32(l);
     double t0 = qsur_seconds();
     if (!l->qp && w) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols,

@@ -573,30 +573,6 @@ void qsur_llama_dequantize_weights(qsur_llama *m)
 
 /* ---- loading ------------------------------------------------------------- */
 
-int qsur_llama_load_llama2c(qsur_llama **out, const char *path, const qsur_progress *prog,
-                            qsur_error *err)
-{
-    *out = NULL;
-    qsur_workspace ws;
-    qsur_workspace_init(&ws);
-    qsur_llama2c_config c2;
-    int rc = qsur_llama2c_load(&ws, path, NULL, &c2, NULL, prog, err);
-    if (!rc) {
-        qsur_llama_config cfg = qsur_llama_config_default();
-        cfg.dim = c2.dim;
-        cfg.hidden_dim = c2.hidden_dim;
-        cfg.n_layers = c2.n_layers;
-        cfg.n_heads = c2.n_heads;
-        cfg.n_kv_heads = c2.n_kv_heads;
-        cfg.vocab_size = c2.vocab_size;
-        cfg.seq_len = c2.seq_len;
-        cfg.shared_classifier = c2.shared_classifier;
-        rc = qsur_llama_from_workspace(out, &ws, NULL, &cfg, err);
-    }
-    qsur_workspace_clear(&ws);
-    return rc;
-}
-
 int qsur_llama_load(qsur_llama **out, const char *path, const qsur_progress *prog,
                     qsur_error *err)
 {

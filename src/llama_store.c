@@ -92,6 +92,18 @@ void qsur_llama_linear_forward_rows(const qsur_llama_linear *l, int64_t r0, int6
     qsur_llama_linear_read_rows(l, r0, r1, dst);
 }
 
+const float *qsur_llama_linear_f32(const qsur_llama_linear *l)
+{
+    if (l->qp)
+        return NULL;
+    if (l->wq || l->w)
+        return l->wq ? l->wq : l->w;
+    if (l->st.data && l->st.dtype == QSUR_DTYPE_F32 && l->st.rope_heads == 0 &&
+        (uintptr_t)l->st.data % sizeof(float) == 0)
+        return l->st.data;
+    return NULL;
+}
+
 const float *qsur_llama_linear_weights(const qsur_llama_linear *l, float *scratch)
 {
     if (l->w)

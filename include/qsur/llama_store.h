@@ -37,6 +37,10 @@ void qsur_llama_linear_read_rows(const qsur_llama_linear *l, int64_t r0, int64_t
  * decoded, else wq, else the weights. */
 void qsur_llama_linear_forward_rows(const qsur_llama_linear *l, int64_t r0, int64_t r1,
                                     float *dst);
+/* The float32 weights the forward pass uses when they exist as such (wq,
+ * else w, else an F32 stored form in Meta order, mapped or owned), without
+ * converting anything; NULL when they need decoding or widening. */
+const float *qsur_llama_linear_f32(const qsur_llama_linear *l);
 /* A float32 view of the whole weights: l->w when the linear is in float form,
  * else the stored form converted into scratch (rows x cols floats). */
 const float *qsur_llama_linear_weights(const qsur_llama_linear *l, float *scratch);
