@@ -10,6 +10,8 @@
  *   bench_scale steps QSUR DIR CALIB EVAL OUTDIR [ONLY]   the five steps on DIR
  *                  (ONLY: a subset such as load,calib,export)
  *   bench_scale throughput DIR EVAL [THREADS]      ppl GFLOP/s vs sgemm peak
+ *   bench_scale generate DIR [TOKENS] [THREADS] [REPS]  decoding tokens/s:
+ *                  bf16 matvec vs widening + sgemm, same run
  *
  * steps: model load; ppl 1 x 512; calib of one down_proj's input on 2 x 512
  * + use + qsur + error; gptq model layers=2 (calibration of just those blocks);
@@ -207,13 +209,90 @@ static int throughput(int argc, char **argv)
     return 0;
 }
 
+/* Seconds of greedy generation of n tokens after an 8-token prompt; the
+ * first forward (prompt) is not counted. */
+static double generate_secs(const qsur_llama *m, int n, int no_matvec, int *out)
+{
+    qsur_error err;
+    qsur_llama_state *s = NULL;
+    int prompt[8] = {1, 450, 4996, 17354, 1701, 432, 17204, 975};
+    for (int i = 0; i < 8; i++)
+        prompt[i] %= m->cfg.vocab_size;
+    if (qsur_llama_state_new(&s, m, 1, 8 + n, &err)) {
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+        return NAN;
+    }
+    s->no_matvec = no_matvec;
+    int rc = qsur_llama_forward(m, s, prompt, 1, 8, 0, &err);
+    double tp = now();
+    for (int i = 0; i < n && !rc; i++) {
+        const float *lg = s->logits + (i == 0 ? 7 * (size_t)m->cfg.vocab_size : 0);
+        int best = 0;
+        for (int j = 1; j < m->cfg.vocab_size; j++)
+            best = lg[j] > lg[best] ? j : best;
+        out[i] = best;
+        if (i + 1 < n)
+            rc = qsur_llama_forward(m, s, &best, 1, 1, 8 + i, &err);
+    }
+    double t = now() - tp;
+    qsur_llama_state_free(s);
+    if (rc)
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+    return rc ? NAN : t;
+}
+
+/* tokens/s of greedy decoding on bf16 weights: qsur_bf16_matvec against the
+ * widen-then-sgemm path, in the same run, alternating (best of reps). */
+static int decoding(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_scale generate DIR [TOKENS] [THREADS] [REPS]\n");
+        return 2;
+    }
+    int n = argc > 3 ? atoi(argv[3]) : 16, threads = argc > 4 ? atoi(argv[4]) : 2;
+    int reps = argc > 5 ? atoi(argv[5]) : 2;
+    if (n < 2 || n > 4096 || reps < 1) {
+        fprintf(stderr, "bench_scale: TOKENS 2..4096, REPS >= 1\n");
+        return 2;
+    }
+    openblas_set_num_threads(threads);
+    qsur_error err;
+    qsur_llama *m = NULL;
+    if (qsur_llama_load(&m, argv[2], NULL, &err)) {
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+        return 1;
+    }
+    int *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < reps; r++)
+        for (int k = 0; k < 2; k++) {
+            double t = generate_secs(m, n, k, k ? b : a);
+            if (!(t >= 0)) /* NaN: failed */
+                return 1;
+            best[k] = t < best[k] ? t : best[k];
+        }
+    double tps[2] = {(n - 1) / best[0], (n - 1) / best[1]};
+    printf("generate %d tokens (%d threads): bf16 matvec %.2f tokens/s, widen + sgemm %.2f "
+           "tokens/s: %.2fx; same tokens: %s\n", n, threads, tps[0], tps[1], tps[0] / tps[1],
+           memcmp(a, b, (size_t)n * sizeof *a) ? "NO" : "yes");
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak RSS %.2f GiB\n", ru.ru_maxrss / 1048576.0);
+    free(a), free(b);
+    qsur_llama_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "generate"))
+        return decoding(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "steps"))
         return steps(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "throughput"))
         return throughput(argc, argv);
     fprintf(stderr, "usage: bench_scale steps QSUR DIR CALIB EVAL OUTDIR | "
-                    "bench_scale throughput DIR EVAL [THREADS]\n");
+                    "bench_scale throughput DIR EVAL [THREADS] | "
+                    "bench_scale generate DIR [TOKENS] [THREADS] [REPS]\n");
     return 2;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "qsur/bf16_matvec.h"
 #include "qsur/clock.h"
 #include "llama_sink.h"
 #include "qsur/llama.h"
@@ -19,6 +20,12 @@
 /* Rows of queries per attention block: scores of a block only reach the keys
  * up to its last row, so causal attention does about half the full T x S work. */
 #define ATT_BLOCK 32
+
+/* Token rows up to which a bf16 linear is multiplied by qsur_bf16_matvec
+ * instead of widening it for an sgemm: each weight is read once per token
+ * row there, once per call here (the widening costs about as much as 8
+ * rows of matvec). */
+#define MATVEC_ROWS 8
 
 /* ---- state --------------------------------------------------------------- */
 
@@ -181,6 +188,14 @@ static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float 
 {
     const float *w = qsur_llama_linear_f32(l);
     double t0 = qsur_seconds();
+    if (!w && !l->qp && l->st.data && l->st.dtype == QSUR_DTYPE_BF16 && N <= MATVEC_ROWS &&
+        !s->no_matvec) {
+        /* a decoding step: straight from the bf16 bytes, nothing widened into wbuf */
+        qsur_bf16_matvec(in, (int)N, l->cols, l->st.data, l->rows, l->st.rope_heads, out, l->rows,
+                         openblas_get_num_threads());
+        s->timers.gemm += qsur_seconds() - t0;
+        return;
+    }
     if (!l->qp && w) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols,
                     1.0f, in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);

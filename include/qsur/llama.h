@@ -310,6 +310,8 @@ typedef struct {
     qsur_llama_timers timers;
     struct qsur_llama_capture_sink *capture; /* NULL unless capturing */
     int run_layers;    /* > 0: forward stops after this many layers (capture) */
+    int no_matvec;     /* 1: a few token rows also multiply bf16 weights widened
+                          into wbuf (the benchmark's baseline), not qsur_bf16_matvec */
     float *wbuf;       /* scratch: a slice of one linear's weights in float32 */
     int64_t wbuf_floats;
 } qsur_llama_state;
