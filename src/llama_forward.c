@@ -8,6 +8,7 @@
  * residual -> rmsnorm -> linears -> swiglu -> linear -> residual. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,9 @@
  * row there, once per call here (the widening costs about as much as 8
  * rows of matvec). */
 #define MATVEC_ROWS 8
+
+/* Threads attention splits its heads over (at most; scratch for each). */
+#define ATT_THREADS 4
 
 /* ---- state --------------------------------------------------------------- */
 
@@ -87,7 +91,7 @@ int qsur_llama_state_new(qsur_llama_state **out, const qsur_llama *m, int max_ba
     s->hb = qsur_alloc(N, (size_t)c->hidden_dim * sizeof(float));
     s->hb2 = qsur_alloc(N, (size_t)c->hidden_dim * sizeof(float));
     s->xq = qsur_alloc(N, wide * sizeof(float));
-    s->att = qsur_alloc(S < ATT_BLOCK ? S : ATT_BLOCK, S * sizeof(float));
+    s->att = qsur_alloc((size_t)ATT_THREADS * ATT_BLOCK, S * sizeof(float));
     s->key_cache = qsur_alloc(cache, sizeof(float));
     s->value_cache = qsur_alloc(cache, sizeof(float));
     s->rope_cos = qsur_alloc(S, (size_t)(c->head_size / 2) * sizeof(float));
@@ -179,6 +183,47 @@ static int linear_input(const qsur_quant_spec *spec, qsur_llama_state *s, const 
     return rc;
 }
 
+typedef struct {
+    const qsur_llama_linear *l;
+    int64_t r0, r1;
+    float *dst;
+} rows_part;
+
+static void *forward_rows_part(void *arg)
+{
+    const rows_part *p = arg;
+    qsur_llama_linear_forward_rows(p->l, p->r0, p->r1, p->dst);
+    return NULL;
+}
+
+/* qsur_llama_linear_forward_rows of rows r0..r1-1 into dst, the rows split
+ * over `threads` threads: widening or decoding is bound by memory and by one
+ * core's loads, and the sgemm that follows waits for it. */
+static void forward_rows_split(const qsur_llama_linear *l, int64_t r0, int64_t r1, float *dst,
+                               int threads)
+{
+    enum { MAX_PARTS = 8 };
+    int parts = threads < MAX_PARTS ? threads : MAX_PARTS;
+    if (parts < 2 || (r1 - r0) * l->cols < ((int64_t)1 << 20)) {
+        qsur_llama_linear_forward_rows(l, r0, r1, dst);
+        return;
+    }
+    rows_part p[MAX_PARTS];
+    pthread_t tid[MAX_PARTS];
+    int started[MAX_PARTS] = {0};
+    for (int i = 0; i < parts; i++) {
+        int64_t a = r0 + (r1 - r0) * i / parts, b = r0 + (r1 - r0) * (i + 1) / parts;
+        p[i] = (rows_part){l, a, b, dst + (a - r0) * l->cols};
+        started[i] = i > 0 && pthread_create(&tid[i], NULL, forward_rows_part, &p[i]) == 0;
+    }
+    for (int i = 0; i < parts; i++)
+        if (!started[i])
+            forward_rows_part(&p[i]);
+    for (int i = 1; i < parts; i++)
+        if (started[i])
+            pthread_join(tid[i], NULL);
+}
+
 /* out[N][rows] = in[N][cols] W^T (W row-major rows x cols: the packed codes,
  * wq, or the weights, whichever the forward uses). Float weights are used in
  * place; any other form is converted slice by slice (as many rows as fit in
@@ -206,7 +251,7 @@ static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float 
     for (int64_t r0 = 0; r0 < l->rows; r0 += step) {
         int64_t r1 = r0 + step < l->rows ? r0 + step : l->rows;
         double tc = qsur_seconds();
-        qsur_llama_linear_forward_rows(l, r0, r1, s->wbuf);
+        forward_rows_split(l, r0, r1, s->wbuf, openblas_get_num_threads());
         s->timers.convert += qsur_seconds() - tc;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(r1 - r0), (int)l->cols,
                     1.0f, in, (int)l->cols, s->wbuf, (int)l->cols, 0.0f, out + r0, (int)l->rows);
@@ -225,54 +270,100 @@ static float *cache_row(const qsur_llama_state *s, float *cache, int layer, int 
     return cache + (((size_t)layer * s->max_batch + b) * s->max_seq + p) * s->kv_dim;
 }
 
-/* q [B*T][dim] against the cached K/V of positions 0..pos+T-1 -> out [B*T][dim].
- * Query head h reads kv head h / (n_heads / n_kv_heads) (grouped-query). */
+/* One head h of sequence b: q [T][dim] against the cached K/V of positions
+ * 0..pos+T-1 -> its columns of out [T][dim]. Query head h reads kv head
+ * h / (n_heads / n_kv_heads) (grouped-query). att: ATT_BLOCK x S scratch. */
+static void attend_head(const qsur_llama *m, const qsur_llama_state *s, int layer, int b, int h,
+                        int T, int pos, float *att, float *out)
+{
+    const qsur_llama_config *c = &m->cfg;
+    int hs = c->head_size, g = h / (c->n_heads / c->n_kv_heads);
+    float scale = (float)(1.0 / sqrt((double)hs)), inv_sum[ATT_BLOCK];
+    const float *kc = cache_row(s, s->key_cache, layer, b, 0);
+    const float *vc = cache_row(s, s->value_cache, layer, b, 0);
+    for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
+        int R = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
+        int S = pos + r0 + R; /* keys 0..S-1 are visible to some row of the block */
+        const float *qh = s->q + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
+        /* att[R][S] = scale * Q_h K_g^T (row-major; lda = dim, ldb = kv_dim) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, S, hs, scale, qh, c->dim,
+                    kc + (size_t)g * hs, c->kv_dim, 0.0f, att, S);
+        for (int t = 0; t < R; t++) {
+            float *a = att + (size_t)t * S;
+            int last = pos + r0 + t; /* causal: keys 0..last */
+            float mx = a[0];
+            for (int j = 1; j <= last; j++)
+                mx = a[j] > mx ? a[j] : mx;
+            float sum = 0;
+            for (int j = 0; j <= last; j++) {
+                a[j] = expf(a[j] - mx);
+                sum += a[j];
+            }
+            inv_sum[t] = 1.0f / sum;
+            for (int j = last + 1; j < S; j++)
+                a[j] = 0.0f;
+        }
+        /* out_h[R][hs] = P[R][S] V_g[S][hs] (ldc = dim: heads side by side),
+         * with the softmax normalisation applied to the R x hs result
+         * instead of the R x S probabilities. */
+        float *oh = out + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hs, S, 1.0f, att, S,
+                    vc + (size_t)g * hs, c->kv_dim, 0.0f, oh, c->dim);
+        for (int t = 0; t < R; t++)
+            for (int i = 0; i < hs; i++)
+                oh[(size_t)t * c->dim + i] *= inv_sum[t];
+    }
+}
+
+typedef struct {
+    const qsur_llama *m;
+    const qsur_llama_state *s;
+    int layer, B, T, pos, part, parts;
+    float *out;
+} att_part;
+
+/* Heads part, part + parts, ... of every sequence, with this part's scratch. */
+static void *attend_part(void *arg)
+{
+    const att_part *p = arg;
+    int H = p->m->cfg.n_heads;
+    float *att = p->s->att + (size_t)p->part * ATT_BLOCK * p->s->max_seq;
+    for (int i = p->part; i < p->B * H; i += p->parts)
+        attend_head(p->m, p->s, p->layer, i / H, i % H, p->T, p->pos, att, p->out);
+    return NULL;
+}
+
+/* Causal attention of every head of the current call into out [B*T][dim].
+ * The heads are independent and their products small (a block of 32 query
+ * rows against at most S keys of one head): rather than each sgemm waking
+ * the BLAS threads, the heads are split over that many threads, each
+ * running single-threaded sgemm (numbers unchanged: each head's products are
+ * the same calls). */
 static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B, int T,
                       int pos, float *out)
 {
     double t0 = qsur_seconds();
-    const qsur_llama_config *c = &m->cfg;
-    int hs = c->head_size, group = c->n_heads / c->n_kv_heads;
-    float scale = (float)(1.0 / sqrt((double)hs)), inv_sum[ATT_BLOCK];
-    for (int b = 0; b < B; b++) {
-        const float *kc = cache_row(s, s->key_cache, layer, b, 0);
-        const float *vc = cache_row(s, s->value_cache, layer, b, 0);
-        for (int h = 0; h < c->n_heads; h++) {
-            int g = h / group;
-            for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
-                int R = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
-                int S = pos + r0 + R; /* keys 0..S-1 are visible to some row of the block */
-                const float *qh = s->q + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
-                /* att[R][S] = scale * Q_h K_g^T (row-major; lda = dim, ldb = kv_dim) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, S, hs, scale, qh,
-                            c->dim, kc + (size_t)g * hs, c->kv_dim, 0.0f, s->att, S);
-                for (int t = 0; t < R; t++) {
-                    float *a = s->att + (size_t)t * S;
-                    int last = pos + r0 + t; /* causal: keys 0..last */
-                    float mx = a[0];
-                    for (int j = 1; j <= last; j++)
-                        mx = a[j] > mx ? a[j] : mx;
-                    float sum = 0;
-                    for (int j = 0; j <= last; j++) {
-                        a[j] = expf(a[j] - mx);
-                        sum += a[j];
-                    }
-                    inv_sum[t] = 1.0f / sum;
-                    for (int j = last + 1; j < S; j++)
-                        a[j] = 0.0f;
-                }
-                /* out_h[R][hs] = P[R][S] V_g[S][hs] (ldc = dim: heads side by side),
-                 * with the softmax normalisation applied to the R x hs result
-                 * instead of the R x S probabilities. */
-                float *oh = out + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hs, S, 1.0f, s->att,
-                            S, vc + (size_t)g * hs, c->kv_dim, 0.0f, oh, c->dim);
-                for (int t = 0; t < R; t++)
-                    for (int i = 0; i < hs; i++)
-                        oh[(size_t)t * c->dim + i] *= inv_sum[t];
-            }
-        }
+    int threads = openblas_get_num_threads();
+    int parts = threads < ATT_THREADS ? threads : ATT_THREADS;
+    if (parts > B * m->cfg.n_heads)
+        parts = B * m->cfg.n_heads;
+    att_part p[ATT_THREADS];
+    pthread_t tid[ATT_THREADS];
+    int started[ATT_THREADS] = {0};
+    if (parts > 1)
+        openblas_set_num_threads(1);
+    for (int i = 0; i < parts || i == 0; i++) {
+        p[i] = (att_part){m, s, layer, B, T, pos, i, parts > 1 ? parts : 1, out};
+        started[i] = i > 0 && pthread_create(&tid[i], NULL, attend_part, &p[i]) == 0;
     }
+    for (int i = 0; i < parts || i == 0; i++)
+        if (!started[i])
+            attend_part(&p[i]); /* part 0, and any part whose thread did not start */
+    for (int i = 1; i < parts; i++)
+        if (started[i])
+            pthread_join(tid[i], NULL);
+    if (parts > 1)
+        openblas_set_num_threads(threads);
     s->timers.attention += qsur_seconds() - t0;
 }
 

@@ -301,7 +301,7 @@ typedef struct {
     float *k, *v;      /* [B*S][kv_dim] K, V of the current call */
     float *hb, *hb2;   /* [B*S][hidden] */
     float *xq;         /* [B*S][max(dim,hidden)] quantized linear input */
-    float *att;        /* [32][S]         one block of one head's scores */
+    float *att;        /* [4 x 32][S]     a block of one head's scores per thread */
     float *key_cache;  /* [L][B][S][kv_dim] */
     float *value_cache;
     float *rope_cos, *rope_sin; /* [S][head_size/2] */
