@@ -1,8 +1,8 @@
 /* bf16 weights times a few float32 rows (qsur/bf16_matvec.h). */
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include "qsur/bf16_matvec.h"
+#include "qsur/parallel.h"
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define HAVE_AVX512_KERNEL 1
@@ -112,44 +112,26 @@ void qsur_bf16_matvec_rows(const float *x, int N, int64_t cols, const void *W, i
 typedef struct {
     const float *x;
     int N, heads;
-    int64_t cols, rows, r0, r1, ldy;
+    int64_t cols, rows, ldy;
     const void *W;
     float *y;
-} part;
+} product;
 
-static void *run_part(void *arg)
+static void run_part(void *ctx, int part, int parts)
 {
-    part *p = arg;
-    qsur_bf16_matvec_rows(p->x, p->N, p->cols, p->W, p->rows, p->heads, p->r0, p->r1, p->y,
-                          p->ldy);
-    return NULL;
+    const product *p = ctx;
+    qsur_bf16_matvec_rows(p->x, p->N, p->cols, p->W, p->rows, p->heads, p->rows * part / parts,
+                          p->rows * (part + 1) / parts, p->y, p->ldy);
 }
-
-enum { MAX_THREADS = 16 };
 
 void qsur_bf16_matvec(const float *x, int N, int64_t cols, const void *W, int64_t rows,
                       int rope_heads, float *y, int64_t ldy, int threads)
 {
-    if (threads > MAX_THREADS)
-        threads = MAX_THREADS;
     /* a thread costs tens of microseconds: only for matrices worth it */
     if (threads < 2 || rows * cols < ((int64_t)1 << 20) || rows < threads) {
         qsur_bf16_matvec_rows(x, N, cols, W, rows, rope_heads, 0, rows, y, ldy);
         return;
     }
-    part p[MAX_THREADS];
-    pthread_t tid[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int t = 0; t < threads; t++) {
-        p[t] = (part){x, N, rope_heads, cols, rows, rows * t / threads, rows * (t + 1) / threads,
-                      ldy, W, y};
-        /* part 0 runs here; a thread that cannot start runs here too */
-        started[t] = t > 0 && pthread_create(&tid[t], NULL, run_part, &p[t]) == 0;
-    }
-    for (int t = 0; t < threads; t++)
-        if (!started[t])
-            run_part(&p[t]);
-    for (int t = 1; t < threads; t++)
-        if (started[t])
-            pthread_join(tid[t], NULL);
+    product p = {x, N, rope_heads, cols, rows, ldy, W, y};
+    qsur_parallel(threads, run_part, &p);
 }

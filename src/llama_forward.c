@@ -8,13 +8,13 @@
  * residual -> rmsnorm -> linears -> swiglu -> linear -> residual. */
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "qsur/bf16_matvec.h"
 #include "qsur/clock.h"
+#include "qsur/parallel.h"
 #include "llama_sink.h"
 #include "qsur/llama.h"
 
@@ -187,13 +187,14 @@ typedef struct {
     const qsur_llama_linear *l;
     int64_t r0, r1;
     float *dst;
-} rows_part;
+} rows_job;
 
-static void *forward_rows_part(void *arg)
+static void forward_rows_part(void *ctx, int part, int parts)
 {
-    const rows_part *p = arg;
-    qsur_llama_linear_forward_rows(p->l, p->r0, p->r1, p->dst);
-    return NULL;
+    const rows_job *j = ctx;
+    int64_t a = j->r0 + (j->r1 - j->r0) * part / parts;
+    int64_t b = j->r0 + (j->r1 - j->r0) * (part + 1) / parts;
+    qsur_llama_linear_forward_rows(j->l, a, b, j->dst + (a - j->r0) * j->l->cols);
 }
 
 /* qsur_llama_linear_forward_rows of rows r0..r1-1 into dst, the rows split
@@ -202,26 +203,8 @@ static void *forward_rows_part(void *arg)
 static void forward_rows_split(const qsur_llama_linear *l, int64_t r0, int64_t r1, float *dst,
                                int threads)
 {
-    enum { MAX_PARTS = 8 };
-    int parts = threads < MAX_PARTS ? threads : MAX_PARTS;
-    if (parts < 2 || (r1 - r0) * l->cols < ((int64_t)1 << 20)) {
-        qsur_llama_linear_forward_rows(l, r0, r1, dst);
-        return;
-    }
-    rows_part p[MAX_PARTS];
-    pthread_t tid[MAX_PARTS];
-    int started[MAX_PARTS] = {0};
-    for (int i = 0; i < parts; i++) {
-        int64_t a = r0 + (r1 - r0) * i / parts, b = r0 + (r1 - r0) * (i + 1) / parts;
-        p[i] = (rows_part){l, a, b, dst + (a - r0) * l->cols};
-        started[i] = i > 0 && pthread_create(&tid[i], NULL, forward_rows_part, &p[i]) == 0;
-    }
-    for (int i = 0; i < parts; i++)
-        if (!started[i])
-            forward_rows_part(&p[i]);
-    for (int i = 1; i < parts; i++)
-        if (started[i])
-            pthread_join(tid[i], NULL);
+    rows_job j = {l, r0, r1, dst};
+    qsur_parallel((r1 - r0) * l->cols < ((int64_t)1 << 20) ? 1 : threads, forward_rows_part, &j);
 }
 
 /* out[N][rows] = in[N][cols] W^T (W row-major rows x cols: the packed codes,
@@ -318,19 +301,18 @@ static void attend_head(const qsur_llama *m, const qsur_llama_state *s, int laye
 typedef struct {
     const qsur_llama *m;
     const qsur_llama_state *s;
-    int layer, B, T, pos, part, parts;
+    int layer, B, T, pos;
     float *out;
-} att_part;
+} att_job;
 
 /* Heads part, part + parts, ... of every sequence, with this part's scratch. */
-static void *attend_part(void *arg)
+static void attend_part(void *ctx, int part, int parts)
 {
-    const att_part *p = arg;
-    int H = p->m->cfg.n_heads;
-    float *att = p->s->att + (size_t)p->part * ATT_BLOCK * p->s->max_seq;
-    for (int i = p->part; i < p->B * H; i += p->parts)
-        attend_head(p->m, p->s, p->layer, i / H, i % H, p->T, p->pos, att, p->out);
-    return NULL;
+    const att_job *j = ctx;
+    int H = j->m->cfg.n_heads;
+    float *att = j->s->att + (size_t)part * ATT_BLOCK * j->s->max_seq;
+    for (int i = part; i < j->B * H; i += parts)
+        attend_head(j->m, j->s, j->layer, i / H, i % H, j->T, j->pos, att, j->out);
 }
 
 /* Causal attention of every head of the current call into out [B*T][dim].
@@ -347,21 +329,10 @@ static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B
     int parts = threads < ATT_THREADS ? threads : ATT_THREADS;
     if (parts > B * m->cfg.n_heads)
         parts = B * m->cfg.n_heads;
-    att_part p[ATT_THREADS];
-    pthread_t tid[ATT_THREADS];
-    int started[ATT_THREADS] = {0};
+    att_job j = {m, s, layer, B, T, pos, out};
     if (parts > 1)
         openblas_set_num_threads(1);
-    for (int i = 0; i < parts || i == 0; i++) {
-        p[i] = (att_part){m, s, layer, B, T, pos, i, parts > 1 ? parts : 1, out};
-        started[i] = i > 0 && pthread_create(&tid[i], NULL, attend_part, &p[i]) == 0;
-    }
-    for (int i = 0; i < parts || i == 0; i++)
-        if (!started[i])
-            attend_part(&p[i]); /* part 0, and any part whose thread did not start */
-    for (int i = 1; i < parts; i++)
-        if (started[i])
-            pthread_join(tid[i], NULL);
+    qsur_parallel(parts, attend_part, &j);
     if (parts > 1)
         openblas_set_num_threads(threads);
     s->timers.attention += qsur_seconds() - t0;
