@@ -25,7 +25,9 @@
 /* Token rows up to which a bf16 linear is multiplied by qsur_bf16_matvec
  * (each weight read once, 2 bytes, no scratch) instead of being widened for
  * an sgemm (read 2 bytes, write 4, read 4 again): a decoding step or a short
- * prompt. With more rows the sgemm's blocking pays for the widening. */
+ * prompt. With more rows the sgemm's blocking pays for the widening (a
+ * 5632 x 2048 linear on 2 threads: 1 row 2.6 ms against 23 ms, 8 rows 12 ms
+ * against 27 ms, even at 16, 32 rows 39 ms against 23 ms). */
 #define MATVEC_ROWS 8
 
 /* Threads attention splits its heads over (at most; scratch for each). */
