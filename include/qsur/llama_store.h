@@ -39,7 +39,8 @@ void qsur_llama_linear_forward_rows(const qsur_llama_linear *l, int64_t r0, int6
                                     float *dst);
 /* The float32 weights the forward pass uses when they exist as such (wq,
  * else w, else an F32 stored form in Meta order, mapped or owned), without
- * converting anything; NULL when they need decoding or widening. */
+ * converting anything; NULL when they need decoding or widening (packed
+ * codes, F16/BF16, HF q/k row order). */
 const float *qsur_llama_linear_f32(const qsur_llama_linear *l);
 /* A float32 view of the whole weights: l->w when the linear is in float form,
  * else the stored form converted into scratch (rows x cols floats). */

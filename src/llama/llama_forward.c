@@ -216,9 +216,10 @@ static void forward_rows_split(const qsur_llama_linear *l, int64_t r0, int64_t r
 static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float *in,
                    int64_t N, float *out)
 {
-    const float *w = qsur_llama_linear_f32(l);
+    const float *w = l->qp ? NULL : l->wq ? l->wq : l->w;
+    const float *f32 = qsur_llama_linear_f32(l); /* also float32 stored bytes, in place */
     double t0 = qsur_seconds();
-    if (!w && !l->qp && l->st.data && l->st.dtype == QSUR_DTYPE_BF16 && N <= MATVEC_ROWS &&
+    if (!f32 && !l->qp && l->st.data && l->st.dtype == QSUR_DTYPE_BF16 && N <= MATVEC_ROWS &&
         !s->no_matvec) {
         /* a decoding step: straight from the bf16 bytes, nothing widened into wbuf */
         qsur_bf16_matvec(in, (int)N, l->cols, l->st.data, l->rows, l->st.rope_heads, out, l->rows,
@@ -226,20 +227,25 @@ static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float 
         s->timers.gemm += qsur_seconds() - t0;
         return;
     }
-    if (!l->qp && w) {
+    if (w) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols,
                     1.0f, in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);
         s->timers.gemm += qsur_seconds() - t0;
         return;
     }
+    /* float32 stored weights (a mapped llama2.c file, an F32 safetensors) are
+     * read in place but in the same slices as a converted form, so that a
+     * model computes the same bits whichever of the two it holds */
     int64_t step = s->wbuf_floats / l->cols;
     for (int64_t r0 = 0; r0 < l->rows; r0 += step) {
         int64_t r1 = r0 + step < l->rows ? r0 + step : l->rows;
+        const float *ws = f32 ? f32 + r0 * l->cols : s->wbuf;
         double tc = qsur_seconds();
-        forward_rows_split(l, r0, r1, s->wbuf, openblas_get_num_threads());
+        if (!f32)
+            forward_rows_split(l, r0, r1, s->wbuf, openblas_get_num_threads());
         s->timers.convert += qsur_seconds() - tc;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(r1 - r0), (int)l->cols,
-                    1.0f, in, (int)l->cols, s->wbuf, (int)l->cols, 0.0f, out + r0, (int)l->rows);
+                    1.0f, in, (int)l->cols, ws, (int)l->cols, 0.0f, out + r0, (int)l->rows);
     }
     s->timers.gemm += qsur_seconds() - t0;
 }
