@@ -19,7 +19,10 @@ static qsur_llama *load_owned(const char *path)
     qsur_workspace_init(&ws);
     qsur_llama2c_config c2;
     qsur_llama *m = NULL;
-    CHECK_OK(qsur_llama2c_load(&ws, path, NULL, &c2, NULL, NULL, &err), err);
+    int rc = qsur_llama2c_load(&ws, path, NULL, &c2, NULL, NULL, &err);
+    CHECK_OK(rc, err);
+    if (rc)
+        return NULL;
     qsur_llama_config cfg = qsur_llama_config_default();
     cfg.dim = c2.dim, cfg.hidden_dim = c2.hidden_dim, cfg.n_layers = c2.n_layers;
     cfg.n_heads = c2.n_heads, cfg.n_kv_heads = c2.n_kv_heads, cfg.vocab_size = c2.vocab_size;
