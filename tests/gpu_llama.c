@@ -299,6 +299,10 @@ static double models_same(const qsur_llama *a, const qsur_llama *b, int64_t *sam
  * the size of one engine's rounding against another's. */
 static void nudge_embeddings(qsur_llama *m)
 {
+    qsur_error err;
+    CHECK_OK(qsur_llama_embed_own(m, &err), err); /* float embeddings to edit */
+    if (!m->tok_embeddings)
+        return;
     check_seed(5);
     size_t n = (size_t)m->cfg.vocab_size * m->cfg.dim;
     for (size_t i = 0; i < n; i++) {
