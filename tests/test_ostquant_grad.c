@@ -507,16 +507,58 @@ static void chain_check(const char *what, double *p, const double *g, int64_t n,
     free(D);
 }
 
-static void test_chain(qsur_rng *rng)
+/* code_smooth: the w2 columns scaled after the fused Hadamard, the wk/wq rows
+ * one scale each: against the same fusion with those scales at 1, times the
+ * scales (a closed form of the layout the OSTQuant code uses). */
+static void check_code_layout(qsur_ostquant *o, qsur_llama *fm)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hd = c->hidden_dim, kv = c->kv_dim, hs = c->head_size;
+    int64_t ud0 = c->n_layers * (2 * d + kv), qk0 = c->n_layers * (2 * d + kv + hd);
+    qsur_llama *ref = NULL;
+    qsur_error err;
+    CHECK_OK(qsur_llama_new(&ref, c, &err), err);
+    double *keep = malloc((size_t)o->n_ls * sizeof(double));
+    memcpy(keep, o->ls, (size_t)o->n_ls * sizeof(double));
+    for (int64_t i = ud0; i < o->n_ls; i++) /* S_ud and S_qk at 1 */
+        o->ls[i] = 0.0;
+    qsur_ostquant_fuse_into(o, ref);
+    memcpy(o->ls, keep, (size_t)o->n_ls * sizeof(double));
+    qsur_ostquant_fuse_into(o, fm);
+    double e = 0, e2 = 0;
+    int group = c->n_heads / c->n_kv_heads;
+    for (int l = 0; l < c->n_layers; l++) {
+        const double *su = keep + ud0 + (int64_t)l * hd, *sq = keep + qk0 + (int64_t)l * kv;
+        const qsur_llama_layer *A = &fm->layers[l], *B = &ref->layers[l];
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < hd; j++)
+                e2 = fmax(e2, fabs(A->w2.w[i * hd + j] - B->w2.w[i * hd + j] * exp(su[j])));
+        for (int64_t r = 0; r < kv; r++)
+            for (int64_t j = 0; j < d; j++)
+                e = fmax(e, fabs(A->wk.w[r * d + j] - B->wk.w[r * d + j] * exp(sq[r])));
+        for (int64_t r = 0; r < d; r++) {
+            int64_t kr = (r / hs / group) * hs + r % hs;
+            for (int64_t j = 0; j < d; j++)
+                e = fmax(e, fabs(A->wq.w[r * d + j] - B->wq.w[r * d + j] / exp(sq[kr])));
+        }
+    }
+    CHECK_MSG(e < 1e-5, "smooth=code layout: max diff %g from the closed form (w2 %g)", e, e2);
+    free(keep);
+    qsur_llama_free(ref);
+}
+
+/* code = 1: smooth=code with the online w2 Hadamard on (activations quantized) */
+static void test_chain(qsur_rng *rng, int code)
 {
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     qsur_ostquant_opts op = qsur_ostquant_default();
     op.learn_qk = 1; /* S_qk too: its chain rule and the exact q.k through RoPE */
+    op.code_smooth = code;
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     off.bits = 16;
     qsur_ostquant *o = NULL;
-    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, &off, &off, &err), err);
+    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, code ? &w4 : &off, &off, &err), err);
     if (!o)
         return;
     for (int64_t i = 0; i < o->n_ls; i++)
@@ -553,9 +595,21 @@ static void test_chain(qsur_rng *rng)
     const char *names[5] = {"S_attn", "S_ov", "S_ffn", "S_ud", "S_qk"};
     int64_t off4[6] = {0, c->n_layers * d, c->n_layers * (d + kv), c->n_layers * (2 * d + kv),
                        c->n_layers * (2 * d + kv + hd), o->n_ls};
-    CHECK(o->n_ls == c->n_layers * (2 * d + kv + hd + kv / 2));
+    CHECK(o->n_ls == c->n_layers * (2 * d + kv + hd + (code ? kv : kv / 2)));
     for (int k = 0; k < 5; k++)
         chain_check(names[k], o->ls + off4[k], dls + off4[k], off4[k + 1] - off4[k], o, fm, C, rng);
+    if (code) { /* not an equivalence: the layout against its closed form instead */
+        CHECK(o->rot->w2 != NULL);
+        check_code_layout(o, fm);
+        free(dr);
+        free(dov);
+        free(dls);
+        qsur_llama_free(fm);
+        qsur_llama_grads_free(C);
+        qsur_ostquant_free(o);
+        qsur_llama_free(m);
+        return;
+    }
     /* fused float model == original model (equivalence, hooks on) */
     qsur_llama *fz = NULL;
     qsur_llama_rotations *rot = NULL;
@@ -786,7 +840,8 @@ int main(void)
     test_ste(&rng);
     test_ste_const(&rng);
     test_model(&rng);
-    test_chain(&rng);
+    test_chain(&rng, 0);
+    test_chain(&rng, 1);
     test_losses(&rng);
     test_stiefel(&rng);
     test_train_timing(&rng);

@@ -99,6 +99,11 @@ typedef struct {
     int learn_qk;         /* 1: also learn S_qk, one scale per RoPE pair of each kv head:
                              wk rows times s, the matching wq rows divided by s (q.k
                              and RoPE unchanged); log-scales after ud in ls */
+    int code_smooth;      /* 1: S_ud and S_qk as the OSTQuant code applies them, not exact
+                             equivalences: w2 columns scaled after the fused Hadamard
+                             (w2' = R^T w2 H S_ud, the activation g S_ud^-1 H), and S_qk
+                             one scale per row of wk (kv_dim scales a layer), so RoPE
+                             sees unequal pair scales; the loss trains the change */
     int ste_const;        /* 1: asymmetric act/KV quantizers' scale treated as a constant
                              in the STE (qsur before issue 14; ablation) */
     int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
