@@ -378,6 +378,8 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
             o.womi = 1, o.klt = 0;
         else if (!strcmp(a, "ste=minmax") || !strcmp(a, "ste=const"))
             o.ste_const = a[4] == 'c';
+        else if (!strncmp(a, "threads=", 8) && !parse_long(a + 8, 1, QSUR_OSTQ_MAX_THREADS, &v))
+            o.threads = (int)v;
         else if (!strcmp(a, "smooth=code") || !strcmp(a, "smooth=exact"))
             o.code_smooth = a[7] == 'c';
         else if (!strcmp(a, "qk-scale=on") || !strcmp(a, "qk-scale=off"))
@@ -417,7 +419,7 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
         else
             return option_fail(err, a, "preset=paper steps=N lr=X lr-scale=X loss=kltop|ce|mse topk=K batch=B "
                                        "seqs=N seq-len=T eval-every=N qsur-every=N qsur-tokens=N seed=N "
-                                       "no-womi womi klt qk-scale=on|off smooth=exact|code ste=minmax|const no-scale wquant=on|off clip-grad=X lr-decay=linear|none "
+                                       "no-womi womi klt qk-scale=on|off smooth=exact|code threads=N ste=minmax|const no-scale wquant=on|off clip-grad=X lr-decay=linear|none "
                                        "adam-norm=canonical|mean keep=last|best shuffle=epoch|once calib=FILE eval=FILE "
                                        "state=OUT keep-partial=0|1; see `help ostquant`");
     }
@@ -431,14 +433,16 @@ static int ostq_model(session *s, int argc, char **argv, report *r, qsur_error *
     if (rc)
         return rc;
     os->aospec = s->aoq;
-    char canon[8192];
+    char canon[8192], thr[32] = "";
+    if (o.threads > 1)
+        snprintf(thr, sizeof thr, " threads=%d", o.threads);
     snprintf(canon, sizeof canon,
              "lr=%.17g lr-scale=%.17g loss=%s topk=%d batch=%d seqs=%d seq-len=%d "
-             "eval-every=%d qsur-every=%d qsur-tokens=%d seed=%llu%s%s%s qk-scale=%s smooth=%s ste=%s wquant=%s clip-grad=%.17g "
+             "eval-every=%d qsur-every=%d qsur-tokens=%d seed=%llu%s%s%s qk-scale=%s smooth=%s%s ste=%s wquant=%s clip-grad=%.17g "
              "lr-decay=%s adam-norm=%s keep=%s shuffle=%s calib=\"%s\"%s%s%s%s%s%s",
              o.lr, o.lr_scale, qsur_ostquant_loss_name(o.loss), o.topk, o.batch, o.max_seqs, o.seq_len,
              o.eval_every, o.qsur_every, o.qsur_tokens, (unsigned long long)o.seed, o.womi ? " womi" : " no-womi", o.womi && o.klt ? " klt" : "",
-             o.learn_scales ? "" : " no-scale", o.learn_qk ? "on" : "off", o.code_smooth ? "code" : "exact", o.ste_const ? "const" : "minmax", o.no_wquant ? "off" : "on", o.clip_grad,
+             o.learn_scales ? "" : " no-scale", o.learn_qk ? "on" : "off", o.code_smooth ? "code" : "exact", thr, o.ste_const ? "const" : "minmax", o.no_wquant ? "off" : "on", o.clip_grad,
              o.lr_decay ? "linear" : "none", o.radam ? "canonical" : "mean", o.keep_last ? "last" : "best",
              o.reshuffle ? "epoch" : "once",
              calib, eval ? " eval=\"" : "", eval ? eval : "", eval ? "\"" : "", state ? " state=\"" : "",
