@@ -123,6 +123,7 @@ void qsur_ostquant_free(qsur_ostquant *o)
         qsur_llama_qsur_free(&o->qlog[i]);
     free(o->qlog);
     qsur_llama_rotations_free(o->rot);
+    qsur_hadamard_plan_free(o->ud_had);
     qsur_llama_free(o->fm);
     free(o);
 }
@@ -386,8 +387,10 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
      * weight-only run (a16) fuses everything offline, so its model runs in any
      * Llama runtime (issue 12). */
     int w2 = aspec->bits < 16;
+    qsur_hadamard_opts ho = {0, opts->seed}; /* the plan the online w2 Hadamard would use */
     if ((rc = qsur_llama_rotations_new(&o->rot, c, w2, qk, opts->seed, err)) ||
-        (rc = qsur_llama_new(&o->fm, c, err))) {
+        (rc = qsur_llama_new(&o->fm, c, err)) ||
+        (opts->code_smooth && !w2 && (rc = qsur_hadamard_plan_new(&o->ud_had, c->hidden_dim, &ho, err)))) {
         qsur_ostquant_free(o);
         return rc;
     }
@@ -521,10 +524,12 @@ static void fuse_with(const qsur_ostquant *o, const fuse_scratch *f, qsur_llama 
                     o->Wout[2 * l + 1], (int)hd, 0.0f, L->w2.w, (int)hd);
         if (!o->opts.code_smooth)
             scale_columns(L->w2.w, d, hd, su);
-        if (o->rot->w2)
-            qsur_hadamard_plan_apply(o->rot->w2, L->w2.w, d, NULL, NULL);
+        if (o->rot->w2 || o->ud_had)
+            qsur_hadamard_plan_apply(o->rot->w2 ? o->rot->w2 : o->ud_had, L->w2.w, d, NULL, NULL);
         if (o->opts.code_smooth)
             scale_columns(L->w2.w, d, hd, su);
+        if (o->ud_had)
+            qsur_hadamard_plan_apply_transpose(o->ud_had, L->w2.w, d, NULL, NULL);
         /* the float weights changed: a stale quantized copy must not be used */
         qsur_llama_linear *lins[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
         for (int i = 0; i < 7; i++) {
@@ -729,17 +734,21 @@ int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
             }
         input_side_grad(o->A[5 * l + 4], hd, d, w3pp, dW, sf, dR, dff);
         /* w2' = (Z S_u) H with Z = R^T w2: d(ZS) = dw2' H^T, ZS = w2' H^T;
-         * code_smooth: w2' = (Z H) S_u: d(ZH) = dw2' S_u, dZ = d(ZH) H^T */
+         * code_smooth: w2' = (Z H) S_u: d(ZH) = dw2' S_u, dZ = d(ZH) H^T;
+         * weight-only code_smooth: w2' = (Z H) S_u H^T: (ZH) S_u = w2' H and
+         * its gradient dw2' H, then as before */
         float *zs = f.tmp, *dzs = f.tmp2;
         int code = o->opts.code_smooth, rc = QSUR_OK;
         memcpy(zs, L->w2.w, (size_t)(d * hd) * sizeof(float));
         memcpy(dzs, G->d_w2, (size_t)(d * hd) * sizeof(float));
+        if (o->ud_had && !(rc = qsur_hadamard_plan_apply(o->ud_had, zs, d, NULL, err)))
+            rc = qsur_hadamard_plan_apply(o->ud_had, dzs, d, NULL, err);
         if (code)
             ud_grad(zs, dzs, d, hd, su, dud);
         if (o->rot->w2 && !code) /* no online w2 rotation in a weight-only run: H = I */
             rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, zs, d, NULL, err);
-        if (!rc && o->rot->w2)
-            rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, dzs, d, NULL, err);
+        if (!rc && (o->rot->w2 || o->ud_had))
+            rc = qsur_hadamard_plan_apply_transpose(o->rot->w2 ? o->rot->w2 : o->ud_had, dzs, d, NULL, err);
         if (rc) {
             scratch_free(&f);
             free(dR);

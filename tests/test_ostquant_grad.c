@@ -509,7 +509,8 @@ static void chain_check(const char *what, double *p, const double *g, int64_t n,
 
 /* code_smooth: the w2 columns scaled after the fused Hadamard, the wk/wq rows
  * one scale each: against the same fusion with those scales at 1, times the
- * scales (a closed form of the layout the OSTQuant code uses). */
+ * scales (a closed form of the layout the OSTQuant code uses). Weight-only
+ * (o->ud_had, no online Hadamard): w2' = (w2'_1 H) S H^T instead. */
 static void check_code_layout(qsur_ostquant *o, qsur_llama *fm)
 {
     const qsur_llama_config *c = &o->cfg;
@@ -527,12 +528,22 @@ static void check_code_layout(qsur_ostquant *o, qsur_llama *fm)
     qsur_ostquant_fuse_into(o, fm);
     double e = 0, e2 = 0;
     int group = c->n_heads / c->n_kv_heads;
+    if (o->ud_had) /* ref w2 -> ref w2 H (then S, then H^T below) */
+        for (int l = 0; l < c->n_layers; l++)
+            CHECK_OK(qsur_hadamard_plan_apply(o->ud_had, ref->layers[l].w2.w, d, NULL, &err), err);
+    for (int l = 0; l < c->n_layers && o->ud_had; l++) {
+        const double *su = keep + ud0 + (int64_t)l * hd;
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < hd; j++)
+                ref->layers[l].w2.w[i * hd + j] *= (float)exp(su[j]);
+        CHECK_OK(qsur_hadamard_plan_apply_transpose(o->ud_had, ref->layers[l].w2.w, d, NULL, &err), err);
+    }
     for (int l = 0; l < c->n_layers; l++) {
         const double *su = keep + ud0 + (int64_t)l * hd, *sq = keep + qk0 + (int64_t)l * kv;
         const qsur_llama_layer *A = &fm->layers[l], *B = &ref->layers[l];
         for (int64_t i = 0; i < d; i++)
             for (int64_t j = 0; j < hd; j++)
-                e2 = fmax(e2, fabs(A->w2.w[i * hd + j] - B->w2.w[i * hd + j] * exp(su[j])));
+                e2 = fmax(e2, fabs(A->w2.w[i * hd + j] - B->w2.w[i * hd + j] * (o->ud_had ? 1.0 : exp(su[j]))));
         for (int64_t r = 0; r < kv; r++)
             for (int64_t j = 0; j < d; j++)
                 e = fmax(e, fabs(A->wk.w[r * d + j] - B->wk.w[r * d + j] * exp(sq[r])));
@@ -547,7 +558,8 @@ static void check_code_layout(qsur_ostquant *o, qsur_llama *fm)
     qsur_llama_free(ref);
 }
 
-/* code = 1: smooth=code with the online w2 Hadamard on (activations quantized) */
+/* code = 1: smooth=code with the online w2 Hadamard on (activations quantized),
+ * code = 2: smooth=code weight-only (the Hadamard fused offline) */
 static void test_chain(qsur_rng *rng, int code)
 {
     qsur_error err;
@@ -558,7 +570,7 @@ static void test_chain(qsur_rng *rng, int code)
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     off.bits = 16;
     qsur_ostquant *o = NULL;
-    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, code ? &w4 : &off, &off, &err), err);
+    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, code == 1 ? &w4 : &off, &off, &err), err);
     if (!o)
         return;
     for (int64_t i = 0; i < o->n_ls; i++)
@@ -599,7 +611,7 @@ static void test_chain(qsur_rng *rng, int code)
     for (int k = 0; k < 5; k++)
         chain_check(names[k], o->ls + off4[k], dls + off4[k], off4[k + 1] - off4[k], o, fm, C, rng);
     if (code) { /* not an equivalence: the layout against its closed form instead */
-        CHECK(o->rot->w2 != NULL);
+        CHECK(code == 1 ? o->rot->w2 != NULL && !o->ud_had : !o->rot->w2 && o->ud_had != NULL);
         check_code_layout(o, fm);
         free(dr);
         free(dov);
@@ -897,6 +909,7 @@ int main(void)
     test_model(&rng);
     test_chain(&rng, 0);
     test_chain(&rng, 1);
+    test_chain(&rng, 2);
     test_losses(&rng);
     test_stiefel(&rng);
     test_train_timing(&rng);

@@ -108,7 +108,9 @@ typedef struct {
                              equivalences: w2 columns scaled after the fused Hadamard
                              (w2' = R^T w2 H S_ud, the activation g S_ud^-1 H), and S_qk
                              one scale per row of wk (kv_dim scales a layer), so RoPE
-                             sees unequal pair scales; the loss trains the change */
+                             sees unequal pair scales; the loss trains the change.
+                             Weight-only runs (no online Hadamard) fuse the same
+                             function offline: w2' = R^T w2 H S_ud H^T */
     int ste_const;        /* 1: asymmetric act/KV quantizers' scale treated as a constant
                              in the STE (qsur before issue 14; ablation) */
     int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
@@ -185,6 +187,10 @@ typedef struct qsur_ostquant {
     qsur_options qsur_opt;
     /* run-time pieces */
     qsur_llama_rotations *rot;
+    qsur_hadamard_plan *ud_had;     /* code_smooth without the online w2 Hadamard
+                                       (weight-only): H of hidden_dim, for the offline
+                                       w2' = R^T w2 H S_ud H^T (what the code's online
+                                       Hadamard computes, fused) */
     qsur_llama *fm;                 /* fused working model */
     qsur_ostquant_timing time;      /* where train's time went (not saved) */
 } qsur_ostquant;
