@@ -21,7 +21,8 @@ static const char *const model_words[] = {"load", "info", "save-hf", NULL};
 static const char *const ostquant_words[] = {"layer", "model", "resume", "status", "state=", "steps=", "lr=", "loss=kltop",
                                              "loss=ce", "loss=mse", "topk=", "no-womi", "no-scale", "eval-every=",
                                              "qsur-every=", "qsur-tokens=", "calib=", "eval=", "keep-partial=1", "preset=paper",
-                                             "wquant=off", "qk-scale=on", "ste=const", "keep=best", "klt", NULL};
+                                             "wquant=off", "qk-scale=on", "ste=const", "keep=best", "klt",
+                                             "smooth=exact", "threads=", NULL};
 static const char *const scale_words[] = {"smooth", "file", NULL};
 static const char *const tokenizer_words[] = {"load", "info", NULL};
 static const char *const demo_words[] = {"rotate", "scale", "reset", NULL};
@@ -180,7 +181,9 @@ const command command_table[] = {
      "       lr 0.0169 / 0.00179, and:) wquant=off (weights float while training; GPTQ after)\n"
      "       clip-grad=X (global gradient norm) lr-decay=linear|none adam-norm=canonical|mean\n"
      "       (geoopt's Riemannian Adam scaling) keep=last|best shuffle=epoch|once womi|klt\n"
-     "       qk-scale=on|off (S_qk per RoPE pair) ste=minmax|const (asymmetric STE scale).\n"
+     "       qk-scale=on|off (S_qk per RoPE pair) ste=minmax|const (asymmetric STE scale)\n"
+     "       smooth=code|exact (S_ud after the w2 Hadamard and S_qk per channel as the code\n"
+     "       does, not exact equivalences; preset=paper: code) threads=N (the batch split).\n"
      "       Live QSUR: every qsur-every=N steps (default 10; 0 off), at the start and at the\n"
      "       last step, log10 QSUR and QSUR^(1/d) of every transformed layer (q/k/v, wo, w1/w3\n"
      "       and w2 inputs, and their stacked fused weights) on qsur-tokens=N (512) calibration\n"
