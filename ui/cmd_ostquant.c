@@ -231,6 +231,11 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
         rep_int(r, "steps_done", "steps done", os->step);
         rep_num(r, "train_seconds", "training wall time (s)", train_wall, "%.2f");
         rep_num(r, "train_cpu_seconds", "training CPU time of the process (s)", train_cpu, "%.2f");
+        /* the part threads= splits: the rest (fuse, chain rule, optimiser, QSUR) stays serial */
+        const qsur_ostquant_timing *tm = &os->time;
+        double split = tm->forward + tm->teacher + tm->loss + tm->backward;
+        rep_num(r, "train_split_share", "share of the training wall in the batch parts (threads= splits it)",
+                tm->total > 0 ? split / tm->total : 0.0, "%.3f");
         rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
         if (interrupted)
             rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
