@@ -558,6 +558,32 @@ static void check_code_layout(qsur_ostquant *o, qsur_llama *fm)
     qsur_llama_free(ref);
 }
 
+/* The fused float model equals the original (the transforms are exact
+ * equivalences, hooks on). */
+static void check_fused_equivalent(const qsur_ostquant *o, const qsur_llama *m, qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *fz = NULL;
+    qsur_llama_rotations *rot = NULL;
+    CHECK_OK(qsur_ostquant_fuse(o, &fz, &rot, &err), err);
+    qsur_llama_state *s1 = NULL, *s2 = NULL;
+    int tok[12];
+    for (int i = 0; i < 12; i++)
+        tok[i] = (int)qsur_rng_below(rng, 32);
+    qsur_llama_state_new(&s1, m, 1, 12, &err);
+    qsur_llama_state_new(&s2, fz, 1, 12, &err);
+    CHECK_OK(qsur_llama_forward(m, s1, tok, 1, 12, 0, &err), err);
+    CHECK_OK(qsur_llama_forward(fz, s2, tok, 1, 12, 0, &err), err);
+    double md = 0;
+    for (int i = 0; i < 12 * 32; i++)
+        md = fmax(md, fabs(s1->logits[i] - s2->logits[i]));
+    CHECK_MSG(md < 1e-4, "fused float model vs original: max logit diff %g", md);
+    qsur_llama_state_free(s1);
+    qsur_llama_state_free(s2);
+    qsur_llama_free(fz);
+    qsur_llama_rotations_free(rot);
+}
+
 /* code = 1: smooth=code with the online w2 Hadamard on (activations quantized),
  * code = 2: smooth=code weight-only (the Hadamard fused offline) */
 static void test_chain(qsur_rng *rng, int code)
@@ -613,35 +639,9 @@ static void test_chain(qsur_rng *rng, int code)
     if (code) { /* not an equivalence: the layout against its closed form instead */
         CHECK(code == 1 ? o->rot->w2 != NULL && !o->ud_had : !o->rot->w2 && o->ud_had != NULL);
         check_code_layout(o, fm);
-        free(dr);
-        free(dov);
-        free(dls);
-        qsur_llama_free(fm);
-        qsur_llama_grads_free(C);
-        qsur_ostquant_free(o);
-        qsur_llama_free(m);
-        return;
+    } else {
+        check_fused_equivalent(o, m, rng);
     }
-    /* fused float model == original model (equivalence, hooks on) */
-    qsur_llama *fz = NULL;
-    qsur_llama_rotations *rot = NULL;
-    CHECK_OK(qsur_ostquant_fuse(o, &fz, &rot, &err), err);
-    qsur_llama_state *s1 = NULL, *s2 = NULL;
-    int tok[12];
-    for (int i = 0; i < 12; i++)
-        tok[i] = (int)qsur_rng_below(rng, 32);
-    qsur_llama_state_new(&s1, m, 1, 12, &err);
-    qsur_llama_state_new(&s2, fz, 1, 12, &err);
-    CHECK_OK(qsur_llama_forward(m, s1, tok, 1, 12, 0, &err), err);
-    CHECK_OK(qsur_llama_forward(fz, s2, tok, 1, 12, 0, &err), err);
-    double md = 0;
-    for (int i = 0; i < 12 * 32; i++)
-        md = fmax(md, fabs(s1->logits[i] - s2->logits[i]));
-    CHECK_MSG(md < 1e-4, "fused float model vs original: max logit diff %g", md);
-    qsur_llama_state_free(s1);
-    qsur_llama_state_free(s2);
-    qsur_llama_free(fz);
-    qsur_llama_rotations_free(rot);
     free(dr);
     free(dov);
     free(dls);
