@@ -289,7 +289,7 @@ protocol_section() { kept_section "$PROT_BEGIN" "$PROT_END" docs/results_protoco
   echo
   echo "## Exact commands"
   echo
-  echo "Each row is one \`qsur -c '...'\` run (paths shortened to \$SHARED = $(dirname "$(dirname "$M")")):"
+  echo "Each row is one \`qsur -c '...'\` run (paths shortened to \$SHARED, the shared data directory: \$QSUR_SHARED, default ../shared):"
   echo
   echo '```'
   for f in "$TMP"/t*.json; do

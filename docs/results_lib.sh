@@ -15,7 +15,7 @@ splice_section() {
 commands_block() {
   local pre id s
   pre=$(dirname "$(dirname "$M")")
-  echo "Exact commands (paths shortened to \$SHARED = $pre):"
+  echo "Exact commands (paths shortened to \$SHARED, the shared data directory: \$QSUR_SHARED, default ../shared):"
   echo
   echo '```'
   for id in "$@"; do

@@ -541,15 +541,6 @@ int qsur_json_get_int(const qsur_json *obj, const char *key, int64_t *out)
     return 0;
 }
 
-int qsur_json_get_number(const qsur_json *obj, const char *key, double *out)
-{
-    const qsur_json *v = qsur_json_get(obj, key);
-    if (!v || v->type != QSUR_JSON_NUMBER)
-        return -1;
-    *out = v->number;
-    return 0;
-}
-
 int qsur_json_get_bool(const qsur_json *obj, const char *key, int *out)
 {
     const qsur_json *v = qsur_json_get(obj, key);

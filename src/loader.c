@@ -8,16 +8,6 @@
 #include "qsur/npy.h"
 #include "qsur/safetensors.h"
 
-const char *qsur_file_format_name(qsur_file_format f)
-{
-    switch (f) {
-    case QSUR_FORMAT_NPY: return "npy";
-    case QSUR_FORMAT_SAFETENSORS: return "safetensors";
-    case QSUR_FORMAT_LLAMA2C: return "llama2c";
-    default: return "unknown";
-    }
-}
-
 static int has_ext(const char *path, const char *ext)
 {
     const char *b = qsur_path_basename(path);

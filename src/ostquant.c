@@ -32,6 +32,7 @@ qsur_ostquant_opts qsur_ostquant_default(void)
     o.qsur_every = 10;
     o.qsur_tokens = 512; /* > hidden_dim of the small models: no singular covariance */
     o.seed = 1;
+    o.threads = 1;
     return o;
 }
 

@@ -92,7 +92,6 @@ void qsur_stack_free(qsur_stack *st)
 const float *qsur_stack_x(const qsur_stack *st) { return st->states[st->cur].X; }
 const float *qsur_stack_w(const qsur_stack *st) { return st->states[st->cur].W; }
 const float *qsur_stack_original_x(const qsur_stack *st) { return st->states[0].X; }
-const float *qsur_stack_original_w(const qsur_stack *st) { return st->states[0].W; }
 
 int qsur_stack_push(qsur_stack *st, qsur_transform *t, const qsur_progress *prog,
                     qsur_error *err)

@@ -68,7 +68,7 @@ expect_eq "$(printf '%s\n' "$out" | wc -l)" 3 "one JSON line per command"
 expect_eq "$(printf '%s\n' "$out" | sed -n 1p)" '{"command":"echo","ok":true,"text":["hi"]}' "echo as JSON"
 printf '%s\n' "$out" | sed -n 3p | grep -q '"outlier_k":5' ; expect_eq $? 0 "set lists the changed value in JSON"
 out=$("$QSUR_BIN" --json -c 'set bins -3' 2>/dev/null)
-expect_eq "$out" '{"command":"set","ok":false,"error":"set: bins: expected 0 (auto) .. 10000, got '"'"'-3'"'"'"}' "errors are JSON too"
+expect_eq "$out" '{"command":"set","ok":false,"error":"set: bins: expected a whole number in 0..10000, got '"'"'-3'"'"'"}' "errors are JSON too"
 
 # help exists for every command in the table
 for c in $("$QSUR_BIN" --json -c help | grep -o '"command":"[a-z_]*","summary"' | sed 's/"command":"\([a-z_]*\)".*/\1/'); do

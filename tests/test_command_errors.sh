@@ -27,7 +27,7 @@ fails "model load $M; ppl $T/dir" "-c:1: ppl: $T/dir: not a regular file (expect
 fails "model load $M; calib $T/dir" "-c:1: calib: $T/dir: not a regular file (expected a token file)"
 # counts: 0 sequences, more than the file holds, beyond the model's context (512)
 fails "model load $M; ppl $E seqs=0" "-c:1: ppl: bad value in 'seqs=0' (seqs=N, seqlen=N, batch=N, max-tokens=N, dtype=bf16|fp32)"
-fails "model load $M; calib $C seqs=0" "-c:1: calib: bad value in 'seqs=0' (samples=N (= seqs=N), seqlen=N, max_tokens=N, seed=N, only=NAME, layers=A-B)"
+fails "model load $M; calib $C seqs=0" "-c:1: calib: bad value in 'seqs=0' (samples=N, seqs=N, seqlen=N, max_tokens=N, seed=N, layers=A-B, only=NAME)"
 fails "model load $M; calib $C seqs=1000000" "-c:1: calib: seqs=1000000: $C holds 64 sequences of 256 tokens"
 "$QSUR_BIN" -c "model load $M; set errexit off; calib $C seqs=1000000; save $T/log.qs" > /dev/null 2>&1
 expect_true "the refused calib is not in the session log" bash -c "! grep -q 'calib' '$T/log.qs'"

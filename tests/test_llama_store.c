@@ -1,4 +1,4 @@
-/* The model store (src/llama_store.c) and the lazy HF loader: weights kept in
+/* The model store (src/llama/llama_store.c) and the lazy HF loader: weights kept in
  * the file's dtype and mapped give the same numbers as the float32 path;
  * packed codes decode to exactly the fake-quantized weights; copy-on-write
  * edits go back to the dtype; workspace views cost nothing until used;

@@ -68,7 +68,7 @@ expect_grep "calib: $T/odd.u16" "$T/err" "calib of an odd-sized token file names
 "$QSUR_BIN" -c "model load $M; gptq model" > /dev/null 2> "$T/err"
 expect_grep "gptq: needs calibration data: run \`calib FILE\` first" "$T/err" "gptq model needs calib"
 "$QSUR_BIN" -c "model load $M; smoothquant 2" > /dev/null 2> "$T/err"
-expect_grep "smoothquant: expected ALPHA in [0, 1], got '2'" "$T/err" "smoothquant alpha range"
+expect_grep "smoothquant: ALPHA: expected a number in [0, 1], got '2'" "$T/err" "smoothquant alpha range"
 "$QSUR_BIN" -c "model load $M; rotate model hadamard 1 steps=w2; rotate model hadamard 2 steps=w2" > /dev/null 2> "$T/err"
 expect_grep "rotate: the model already has an online rotation before w2" "$T/err" "second online w2 rotation refused"
 "$QSUR_BIN" -c "model load $M; quant w4a4 a:g32" > /dev/null 2> "$T/err"; rc=$?
@@ -83,11 +83,13 @@ expect_grep "KV-cache quantizer         int4 asym row" "$T/p.txt" "paper: KV asy
 "$QSUR_BIN" -c "model load $M; quant preset=paper-w4a4kv4 ao:same a:sym" > "$T/p2.txt" 2>&1
 expect_grep "activation quantizer       int4 sym row" "$T/p2.txt" "words after the preset override it"
 expect_true "ao:same drops wo's own quantizer" sh -c "! grep -q 'wo input' '$T/p2.txt'"
+"$QSUR_BIN" -c "model load $M; quant a:sym preset=paper-w4a4kv4" > "$T/p4.txt" 2>&1
+expect_grep "activation quantizer       int4 sym row" "$T/p4.txt" "a word before preset= overrides it too (the preset comes first)"
 "$QSUR_BIN" -c "quant ao:head" > /dev/null 2> "$T/err"; rc=$?
 expect_eq "$rc" 1 "ao:head without a model fails"
 expect_grep "ao:head needs a model" "$T/err" "ao:head names what it needs"
 "$QSUR_BIN" -c "quant preset=nope" > /dev/null 2> "$T/err"
-expect_grep "quant: unknown preset 'nope'" "$T/err" "unknown preset is named"
+expect_grep "quant: unknown preset 'nope' (expected paper-w4a4kv4|paper-w4a16kv16" "$T/err" "unknown preset is named, with the known ones"
 # W4A16 RTN with the code's weight grid reproduces its 335.9 on the 64 eval sequences
 "$QSUR_BIN" -c "set format json; model load $M; quant preset=paper-w4a16kv16; ppl $E seqs=64" > "$T/p3.json"
 expect_true "paper-w4a16kv16 RTN ppl 335.88 (got $(json ppl "$T/p3.json"))" near "$(json ppl "$T/p3.json")" 335.88 0.001
@@ -97,12 +99,16 @@ expect_grep "gptq model damp=0.01 float-acts" "$T/g.qs" "gptq model float-acts l
 # ostquant model preset=paper: 1 step on 2 short sequences, its options in the log
 "$QSUR_BIN" -c "model load $M; quant preset=paper-w4a4kv4; ostquant model preset=paper steps=1 batch=2 seqs=2 seq-len=32 qsur-every=0 calib=$C; save $T/o.qs" > "$T/o.txt" 2>&1; rc=$?
 expect_eq "$rc" 0 "ostquant model preset=paper runs"
-expect_grep "womi qk-scale=on smooth=code ste=minmax wquant=off clip-grad=1 lr-decay=linear adam-norm=canonical keep=last shuffle=epoch" "$T/o.qs" "preset=paper logs every protocol option"
+expect_grep "womi qk-scale=on ste=minmax wquant=off clip-grad=1 lr-decay=linear adam-norm=canonical keep=last shuffle=epoch smooth=code calib=" "$T/o.qs" "preset=paper logs every protocol option"
 # threads=2 is logged (it can change the last bits), threads=1 is not
 "$QSUR_BIN" -c "model load $M; quant preset=paper-w4a4kv4; ostquant model preset=paper steps=1 batch=2 seqs=2 seq-len=32 qsur-every=0 threads=2 calib=$C; save $T/o2.qs" > "$T/o2.txt" 2>&1; rc=$?
 expect_eq "$rc" 0 "ostquant model threads=2 runs"
-expect_grep "smooth=code threads=2 ste=minmax" "$T/o2.qs" "threads=2 logged"
-expect_grep "lr=0.016897531728732169 lr-scale=0.0017898822675917248 loss=kltop topk=1000" "$T/o.qs" "preset=paper logs the code's lrs and the full KL"
+expect_grep "smooth=code threads=2 calib=" "$T/o2.qs" "threads=2 logged"
+# weight-only: the preset keeps the exact smoothing
+"$QSUR_BIN" -c "model load $M; quant preset=paper-w4a16kv16; ostquant model preset=paper steps=1 batch=2 seqs=2 seq-len=32 qsur-every=0 calib=$C; save $T/o3.qs" > "$T/o3.txt" 2>&1; rc=$?
+expect_eq "$rc" 0 "ostquant model preset=paper weight-only runs"
+expect_grep "smooth=exact calib=" "$T/o3.qs" "weight-only preset=paper logs smooth=exact"
+expect_grep "lr=0.01689753172873217 lr-scale=0.0017898822675917248 loss=kltop topk=1000" "$T/o.qs" "preset=paper logs the code's lrs and the full KL"
 
 # save-hf round trip: the exported model gives the same float perplexity
 "$QSUR_BIN" -c "set format json; model load $M; rotate model hadamard 4 steps=norm,resid,heads; model save-hf $T/out; model load $T/out; ppl $E seqs=8" > "$T/hf.json"; rc=$?

@@ -61,16 +61,15 @@ expect_true "the outlier channels are listed as \`outliers\` finds them ($outlie
   grep -qF "ch $outliers" "$T/screen"
 # Marker row: '!' exactly under the columns holding outlier channels. Layout at
 # 120 columns: the distribution panel starts at column 30 (cols/4), its bars at
-# 30 + 1 (border) + 8 (axis labels) = 39, one column per 256/80 channels.
+# 30 + 1 (border) + 8 (axis labels) = 39; channel j of 256 pools into column
+# j * 80 / 256 (plot.c's rule, which the REPL's plots use too).
 marker=$(grep -n '!' "$T/screen" | grep -v 'help' | tail -1)
 line=${marker#*:}
 want=""
 ncol=80; nchan=256
 for j in $outliers; do
-  for ((c = 0; c < ncol; c++)); do
-    lo=$((c * nchan / ncol)); hi=$(((c + 1) * nchan / ncol))
-    if [ "$j" -ge "$lo" ] && [ "$j" -lt "$hi" ]; then want="$want $((39 + c))"; fi
-  done
+  c=$((j * ncol / nchan))
+  case " $want " in *" $((39 + c)) "*) ;; *) want="$want $((39 + c))" ;; esac
 done
 # positions in characters (the line has multi-byte box characters; bash
 # indexes characters under a UTF-8 locale)
@@ -106,6 +105,8 @@ if "$QSUR_BIN" -f sample_data/sample.qs -c 'rotate hadamard; qsur; error' > "$T/
   press h
   wait_frame "stack 1"
   expect_true "the output shows the key's command" grep -qF "> rotate hadamard" "$T/screen"
+  # the stack panel lists the steps from the layer's stack, current marked
+  grep -qF "> 1. rotate hadamard" "$T/screen" && pass || fail "stack panel shows step 1 as current"
   check_rows "$T/base" "$T/had" "after h (rotate hadamard)"
   q0=$(value "$T/base" "X log10 QSUR"); q1=$(value "$T/had" "X log10 QSUR")
   e0=$(value "$T/base" "layer output error"); e1=$(value "$T/had" "layer output error")
@@ -113,10 +114,19 @@ if "$QSUR_BIN" -f sample_data/sample.qs -c 'rotate hadamard; qsur; error' > "$T/
   expect_true "hadamard lowers the output error ($e0 -> $e1)" awk -v a="$e0" -v b="$e1" 'BEGIN { exit !(b < a) }'
   press u
   wait_frame "stack 0"
+  grep -qF "  1. rotate hadamard" "$T/screen" && pass || fail "stack panel marks the undone step"
   check_rows "$T/base" "$T/base" "after u (undo)"
 else
   echo "SKIP: h/u (batch \`rotate hadamard\` fails: $(head -1 "$T/had"))" >&2
 fi
+
+# ------------------------------------------- the help screen and the F-key bar (one key table)
+wait_for "F5Undo" 2 && pass || fail "the function-key bar labels F5 from the key table"
+keys F1
+wait_for "u F5        undo" 3 && pass || fail "F1 shows the help screen from the key table"
+wait_for "h           rotate hadamard" 1 && pass || fail "the help lists the letter keys"
+keys x
+wait_gone "Any key closes this help." 3 && pass || fail "any key closes the help"
 
 # ------------------------------------------------------------ command line
 press :

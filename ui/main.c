@@ -87,6 +87,7 @@ int main(int argc, char **argv)
     setlocale(LC_ALL, "");
     session s;
     session_init(&s, stdout);
+    s.open_tui = tui_run;
     progress_line_install(&s);
     const char *codeset = setlocale(LC_CTYPE, NULL);
     s.set.utf8 = codeset && (strstr(codeset, "UTF-8") || strstr(codeset, "utf8"));

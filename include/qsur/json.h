@@ -47,7 +47,6 @@ void qsur_json_free(qsur_json *j);
 const qsur_json *qsur_json_get(const qsur_json *obj, const char *key);
 /* Typed lookups: return 0 and set *out, or -1 when missing / wrong type. */
 int qsur_json_get_int(const qsur_json *obj, const char *key, int64_t *out);
-int qsur_json_get_number(const qsur_json *obj, const char *key, double *out);
 int qsur_json_get_bool(const qsur_json *obj, const char *key, int *out);
 const char *qsur_json_get_string(const qsur_json *obj, const char *key);
 const char *qsur_json_type_name(qsur_json_type t);

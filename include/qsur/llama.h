@@ -252,15 +252,12 @@ qsur_llama_linear *qsur_llama_linear_find(qsur_llama *m, const char *name);
  * previous quantized forms are kept. */
 int qsur_llama_quantize_weights(qsur_llama *m, const qsur_quant_spec *spec,
                                 const qsur_progress *prog, qsur_error *err);
-/* Sets wq = Q(w) for one linear (replacing an older copy). */
 /* Round to nearest into packed codes (qsur/llama_store.h) with a per-linear
  * spec: spec_for(spec, cols) gives the quantizer of a linear with cols input
  * columns (e.g. a group size adapted to the width). All-or-nothing. */
 int qsur_llama_quantize_each(qsur_llama *m, const qsur_quant_spec *spec,
                              qsur_quant_spec (*spec_for)(const qsur_quant_spec *spec, int64_t cols),
                              const qsur_progress *prog, qsur_error *err);
-int qsur_llama_quantize_linear(qsur_llama_linear *l, const qsur_quant_spec *spec,
-                               qsur_error *err);
 /* Frees every wq copy: the forward pass uses the float weights again. */
 void qsur_llama_dequantize_weights(qsur_llama *m);
 

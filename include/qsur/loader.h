@@ -25,8 +25,6 @@ typedef enum {
     QSUR_FORMAT_LLAMA2C
 } qsur_file_format;
 
-const char *qsur_file_format_name(qsur_file_format f);  /* "npy", "safetensors", "llama2c" */
-
 /* Which reader qsur_load_file would use (reads the file's first bytes).
  * Fails on unreadable files and when no rule matches. */
 int qsur_detect_format(const char *path, qsur_file_format *fmt, qsur_error *err);

@@ -1,4 +1,4 @@
-/* QSUR: quantization space utilization rate (docs: /work/shared/DESIGN.md).
+/* QSUR: quantization space utilization rate (definition and conventions: docs/qsur.md).
  *
  * For a matrix whose n rows are samples (activation tokens, or weight output
  * rows) and whose d columns are dimensions: mean mu, covariance

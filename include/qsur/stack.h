@@ -50,9 +50,8 @@ void qsur_stack_free(qsur_stack *st);
 /* Current X', W' (borrowed, valid until the next push/undo/redo/reset/free). */
 const float *qsur_stack_x(const qsur_stack *st);
 const float *qsur_stack_w(const qsur_stack *st);
-/* The original copies. */
+/* The original X (tests compare against it). */
 const float *qsur_stack_original_x(const qsur_stack *st);
-const float *qsur_stack_original_w(const qsur_stack *st);
 
 /* Apply t to the current state and make the result current; drops the redo
  * tail. Takes ownership of t in every case (frees it on failure). On failure

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../llama_sink.h"
+#include "../../llama/llama_sink.h"
 #include "gpu_model.h"
 #include "qsur/llama_store.h"
 

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
-#include "../../llama_sink.h"
+#include "../../llama/llama_sink.h"
 #include "gpu_model.h"
 #include "kernels.h"
 #include "qsur/backend.h"
