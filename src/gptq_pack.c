@@ -131,40 +131,6 @@ int qsur_gptq_validate(qsur_gptq_packed *p, const char *what, qsur_error *err)
     return QSUR_OK;
 }
 
-int qsur_gptq_to_tensors(const qsur_gptq_packed *p, const char *base, qsur_tensor *out[4],
-                         qsur_dtype dts[4], qsur_error *err)
-{
-    const int64_t k = 32 / p->bits;
-    const int64_t shape[4][2] = {{p->in / k, p->out}, {p->groups, p->out / k},
-                                 {p->groups, p->out}, {p->in, 1}};
-    static const char *const sfx[4] = {"qweight", "qzeros", "scales", "g_idx"};
-    int rc = QSUR_OK;
-    for (int t = 0; t < 4; t++)
-        out[t] = NULL;
-    for (int t = 0; t < 4 && !rc; t++) {
-        char name[QSUR_NAME_MAX];
-        snprintf(name, sizeof name, "%s.%s", base, sfx[t]);
-        rc = t == 3 ? qsur_tensor_new(&out[t], name, 1, shape[t], err)
-                    : qsur_tensor_new2(&out[t], name, shape[t][0], shape[t][1], err);
-        if (rc)
-            break;
-        int64_t n = qsur_tensor_numel(out[t]);
-        if (t == 2)
-            for (int64_t i = 0; i < n; i++)
-                out[t]->data[i] = qsur_f16_to_f32(p->scales[i]);
-        else
-            memcpy(out[t]->data, t == 0 ? p->qweight : t == 1 ? p->qzeros : p->g_idx,
-                   (size_t)n * sizeof(int32_t));
-        dts[t] = t == 2 ? QSUR_DTYPE_F16 : QSUR_DTYPE_I32;
-    }
-    if (rc)
-        for (int t = 0; t < 4; t++) {
-            qsur_tensor_free(out[t]);
-            out[t] = NULL;
-        }
-    return rc;
-}
-
 int qsur_gptq_from_parts(int32_t *qweight, const int64_t qw_shape[2], int32_t *qzeros,
                          const int64_t qz_shape[2], const qsur_tensor *scales, int32_t *g_idx,
                          int64_t gi_n, int64_t out, int64_t in, const char *what,

@@ -18,6 +18,15 @@
 #include "session.h"
 #include "text_state.h"
 
+/* s->stream in the test: the pieces appended, '|' for a new line (NULL). */
+static char streamed[256];
+static void stream_capture(session *s, const char *text)
+{
+    (void)s;
+    size_t n = strlen(streamed);
+    snprintf(streamed + n, sizeof streamed - n, "%s", text ? text : "|");
+}
+
 #define V 32000 /* sp32k */
 
 static void write_file(const char *path, const char *text, size_t n)
@@ -243,6 +252,15 @@ static void test_hot_model(const char *tmp)
     CHECK_MSG(strstr(o, "x Paris Paris Paris Paris\n") != NULL, "generate top-p: %s", o);
     CHECK(command_execute(s, "generate \"x\" n=999", &e2) == QSUR_ERR_ARG && strstr(e2.msg, "positions"));
     cli_out(&c);
+    /* a front end that shows streamed text elsewhere (the TUI) gets it through
+     * s->stream: a new line first (NULL), then the pieces, nothing on s->out */
+    s->stream = stream_capture;
+    streamed[0] = '\0';
+    CHECK_OK(command_execute(s, "generate \"y\" n=2", &err), err);
+    s->stream = NULL;
+    CHECK_MSG(!strcmp(streamed, "|y Paris Paris"), "streamed: [%s]", streamed);
+    o = cli_out(&c);
+    CHECK_MSG(!strstr(o, "y Paris"), "streamed text also went to out: %s", o);
 
     /* eval: the choice made of ▁Paris wins by construction; task "wrong"
      * labels another choice, so its accuracy is 0 */

@@ -48,11 +48,6 @@ void qsur_gptq_dequant(const qsur_gptq_packed *p, float *W);
 int qsur_gptq_validate(qsur_gptq_packed *p, const char *what, qsur_error *err);
 void qsur_gptq_packed_free(qsur_gptq_packed *p); /* frees the arrays */
 
-/* The four tensors BASE.qweight (I32), BASE.qzeros (I32), BASE.scales (F16),
- * BASE.g_idx (I32) as qsur_tensors (int32 bit patterns in the float storage,
- * see qsur/safetensors.h) with their dtypes; caller frees out[0..3]. */
-int qsur_gptq_to_tensors(const qsur_gptq_packed *p, const char *base, qsur_tensor *out[4],
-                         qsur_dtype dts[4], qsur_error *err);
 /* The inverse for a linear of out x in: takes ownership of qweight (qw_n
  * values), qzeros (qz_n) and g_idx (gi_n) (freed on error too); scales is the
  * F16 tensor read as floats. Bits from qweight's row count (in / rows codes

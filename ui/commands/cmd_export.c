@@ -9,7 +9,6 @@
  * partial export. */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,72 +29,23 @@
 static const char *const export_files[] = {"model.safetensors", "config.json", "model.bin", "report.md",
                                            "report.json", "quantize_config.json"};
 
-/* A growing text buffer (report.md / report.json). */
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} tbuf;
-
-static void tb_printf(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tb_printf(tbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (b->len + (size_t)n + 1 > b->cap)) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (n >= 0 && b->len + (size_t)n + 1 > cap)
-            cap *= 2;
-        char *p = n < 0 ? NULL : realloc(b->s, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-/* A JSON string value (quotes, backslashes, control characters escaped). */
-static void tb_json_str(tbuf *b, const char *s)
-{
-    tb_printf(b, "\"");
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            tb_printf(b, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            tb_printf(b, "\\u%04x", (unsigned char)*s);
-        else
-            tb_printf(b, "%c", *s);
-    }
-    tb_printf(b, "\"");
-}
-
-static void tb_json_num(tbuf *b, double v)
+/* report.md and report.json are built in report.h's strbuf; numbers in JSON
+ * with 10 significant digits (null for inf/nan, which JSON lacks). */
+static void json_num10(strbuf *b, double v)
 {
     if (isfinite(v))
-        tb_printf(b, "%.10g", v);
+        strbuf_addf(b, "%.10g", v);
     else
-        tb_printf(b, "null");
+        strbuf_addf(b, "null");
 }
 
-static int write_text(const char *path, const tbuf *b, qsur_error *err)
+static int write_text(const char *path, const strbuf *b, qsur_error *err)
 {
-    if (b->oom)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: out of memory", path);
     qsur_atomic_file f;
     int rc = qsur_atomic_open(&f, path, err);
     if (rc)
         return rc;
-    if ((rc = qsur_atomic_write(&f, b->s ? b->s : "", b->len, err))) {
+    if ((rc = qsur_atomic_write(&f, b->buf ? b->buf : "", b->len, err))) {
         qsur_atomic_abort(&f);
         return rc;
     }
@@ -316,103 +266,103 @@ typedef struct {
     double cap_mib; /* what the per-linear captures would take */
 } export_report;
 
-static void report_md(const export_report *e, tbuf *md)
+static void report_md(const export_report *e, strbuf *md)
 {
-    tb_printf(md, "# qsur export\n\n## Settings\n\n| setting | value |\n|---|---|\n");
-    tb_printf(md, "| source model | %s |\n| format | %s |\n| weights | %s (%s) |\n", e->s->model_path, e->fmt, e->wkind, e->wdesc);
+    strbuf_addf(md, "# qsur export\n\n## Settings\n\n| setting | value |\n|---|---|\n");
+    strbuf_addf(md, "| source model | %s |\n| format | %s |\n| weights | %s (%s) |\n", e->s->model_path, e->fmt, e->wkind, e->wdesc);
     if (e->quantized && e->gover[0])
-        tb_printf(md, "| group size per linear (where not %s) | %s |\n", e->gsize, e->gover);
-    tb_printf(md, "| weight method | %s |\n| activations | %s |\n| KV cache | %s |\n",
+        strbuf_addf(md, "| group size per linear (where not %s) | %s |\n", e->gsize, e->gover);
+    strbuf_addf(md, "| weight method | %s |\n| activations | %s |\n| KV cache | %s |\n",
               e->quantized ? e->ms->wmethod : "none", e->qa, e->qk);
-    tb_printf(md, "| transforms | %s |\n| online w2_in | %s |\n| online qk | %s |\n",
+    strbuf_addf(md, "| transforms | %s |\n| online w2_in | %s |\n| online qk | %s |\n",
               e->ms->rotation[0] ? e->ms->rotation : "none", e->w2d, e->qkd);
     if (e->have_calib)
-        tb_printf(md, "| calibration | %s, %d seqs x %d, seed %llu |\n", e->ms->calib_path, e->ms->calib_seqs,
+        strbuf_addf(md, "| calibration | %s, %d seqs x %d, seed %llu |\n", e->ms->calib_path, e->ms->calib_seqs,
                   e->ms->calib_seqlen, e->ms->calib_seed);
-    tb_printf(md, "\n## Perplexity%s%s\n\n", e->have_eval ? " on " : " (no eval=FILE given)", e->have_eval ? e->eval : "");
+    strbuf_addf(md, "\n## Perplexity%s%s\n\n", e->have_eval ? " on " : " (no eval=FILE given)", e->have_eval ? e->eval : "");
     if (e->have_eval) {
-        tb_printf(md, "| model | ppl |\n|---|---|\n| float (original) | %.4f |\n", e->ppl_float);
-        tb_printf(md, "| before (RTN, same quantizers, no transforms) | %.4f |\n", e->ppl_before);
-        tb_printf(md, "| after (this model) | %.4f |\n| reloaded export | %.4f |\n", e->ppl_after, e->ppl_reload);
+        strbuf_addf(md, "| model | ppl |\n|---|---|\n| float (original) | %.4f |\n", e->ppl_float);
+        strbuf_addf(md, "| before (RTN, same quantizers, no transforms) | %.4f |\n", e->ppl_before);
+        strbuf_addf(md, "| after (this model) | %.4f |\n| reloaded export | %.4f |\n", e->ppl_after, e->ppl_reload);
     }
-    tb_printf(md, "\n## Per layer (log10 QSUR of captured calibration inputs and weights; output error)\n\n");
+    strbuf_addf(md, "\n## Per layer (log10 QSUR of captured calibration inputs and weights; output error)\n\n");
     if (e->have_calib) {
-        tb_printf(md, "| linear | X qsur before | X qsur after | W qsur before | W qsur after | err before | err after |\n"
+        strbuf_addf(md, "| linear | X qsur before | X qsur after | W qsur before | W qsur after | err before | err after |\n"
                        "|---|---|---|---|---|---|---|\n");
         for (int i = 0; i < e->L; i++)
-            tb_printf(md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", e->after[i].name, e->before[i].x_qsur,
+            strbuf_addf(md, "| %s | %.3f | %.3f | %.3f | %.3f | %.5f | %.5f |\n", e->after[i].name, e->before[i].x_qsur,
                       e->after[i].x_qsur, e->before[i].w_qsur, e->after[i].w_qsur, e->before[i].out_err, e->after[i].out_err);
     } else if (e->ms->has_calib) {
-        tb_printf(md, "Skipped: the captures would take %.0f MiB (more than %d; calibrate "
+        strbuf_addf(md, "Skipped: the captures would take %.0f MiB (more than %d; calibrate "
                   "on fewer tokens for this report).\n", e->cap_mib, QSUR_EXPORT_REPORT_MIB);
     } else {
-        tb_printf(md, "No calibration activations (`calib FILE` before export).\n");
+        strbuf_addf(md, "No calibration activations (`calib FILE` before export).\n");
     }
     if (e->l2c && (e->rt->has_w2 || e->rt->has_qk || e->rt->act.bits < 16 || e->rt->kv.bits < 16))
-        tb_printf(md, "\nNote: model.bin (llama2.c) holds the weights only; the online rotations and the "
+        strbuf_addf(md, "\nNote: model.bin (llama2.c) holds the weights only; the online rotations and the "
                        "activation/KV quantizers above are recorded in model.safetensors and here.\n");
 }
 
-static void report_json(const export_report *e, tbuf *js)
+static void report_json(const export_report *e, strbuf *js)
 {
-    tb_printf(js, "{\n  \"settings\": {\"source\": ");
-    tb_json_str(js, e->s->model_path);
-    tb_printf(js, ", \"format\": \"%s\", \"weights\": \"%s\", \"wspec\": ", e->fmt, e->wkind);
-    tb_json_str(js, e->quantized ? e->wspec : "float");
-    tb_printf(js, ", \"wbits\": %d, \"abits\": %d, \"kvbits\": %d, \"group_size\": %s, \"method\": ",
+    strbuf_addf(js, "{\n  \"settings\": {\"source\": ");
+    strbuf_add_json_string(js, e->s->model_path);
+    strbuf_addf(js, ", \"format\": \"%s\", \"weights\": \"%s\", \"wspec\": ", e->fmt, e->wkind);
+    strbuf_add_json_string(js, e->quantized ? e->wspec : "float");
+    strbuf_addf(js, ", \"wbits\": %d, \"abits\": %d, \"kvbits\": %d, \"group_size\": %s, \"method\": ",
               e->quantized ? e->s->wq.bits : 16, e->rt->act.bits < 16 ? e->rt->act.bits : 16,
               e->rt->kv.bits < 16 ? e->rt->kv.bits : 16, e->gsize);
-    tb_json_str(js, e->quantized ? e->ms->wmethod : "none");
-    tb_printf(js, ", \"group_sizes\": {");
+    strbuf_add_json_string(js, e->quantized ? e->ms->wmethod : "none");
+    strbuf_addf(js, ", \"group_sizes\": {");
     for (int i = 0; e->quantized && e->s->wq.gran == QSUR_GRAN_GROUP && i < 7 && i < e->L; i++) {
         const qsur_llama_linear *l = qsur_llama_linear_at(e->m, i);
         const char *kind = strrchr(l->name, '.');
-        tb_printf(js, "%s\"%s\": %d", i ? ", " : "", kind ? kind + 1 : l->name,
+        strbuf_addf(js, "%s\"%s\": %d", i ? ", " : "", kind ? kind + 1 : l->name,
                   qsur_llama_linear_spec(&e->s->wq, l->cols).group);
     }
-    tb_printf(js, "}, \"transforms\": ");
-    tb_json_str(js, e->ms->rotation);
-    tb_printf(js, ",\n    \"online_w2_in\": ");
+    strbuf_addf(js, "}, \"transforms\": ");
+    strbuf_add_json_string(js, e->ms->rotation);
+    strbuf_addf(js, ",\n    \"online_w2_in\": ");
     if (e->rt->has_w2) {
-        tb_printf(js, "{\"desc\": ");
-        tb_json_str(js, e->rt->w2_desc);
-        tb_printf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->w2.randomized, (unsigned long long)e->rt->w2.seed);
+        strbuf_addf(js, "{\"desc\": ");
+        strbuf_add_json_string(js, e->rt->w2_desc);
+        strbuf_addf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->w2.randomized, (unsigned long long)e->rt->w2.seed);
     } else {
-        tb_printf(js, "null");
+        strbuf_addf(js, "null");
     }
-    tb_printf(js, ", \"online_qk\": ");
+    strbuf_addf(js, ", \"online_qk\": ");
     if (e->rt->has_qk) {
-        tb_printf(js, "{\"desc\": ");
-        tb_json_str(js, e->rt->qk_desc);
-        tb_printf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->qk.randomized, (unsigned long long)e->rt->qk.seed);
+        strbuf_addf(js, "{\"desc\": ");
+        strbuf_add_json_string(js, e->rt->qk_desc);
+        strbuf_addf(js, ", \"randomized\": %d, \"seed\": %llu}", e->rt->qk.randomized, (unsigned long long)e->rt->qk.seed);
     } else {
-        tb_printf(js, "null");
+        strbuf_addf(js, "null");
     }
-    tb_printf(js, ", \"calib_seed\": %llu},\n  \"ppl\": {\"float\": ", e->have_calib ? e->ms->calib_seed : 0ULL);
-    tb_json_num(js, e->ppl_float);
-    tb_printf(js, ", \"before\": ");
-    tb_json_num(js, e->ppl_before);
-    tb_printf(js, ", \"after\": ");
-    tb_json_num(js, e->ppl_after);
-    tb_printf(js, ", \"reloaded\": ");
-    tb_json_num(js, e->ppl_reload);
-    tb_printf(js, "},\n  \"layers\": [");
+    strbuf_addf(js, ", \"calib_seed\": %llu},\n  \"ppl\": {\"float\": ", e->have_calib ? e->ms->calib_seed : 0ULL);
+    json_num10(js, e->ppl_float);
+    strbuf_addf(js, ", \"before\": ");
+    json_num10(js, e->ppl_before);
+    strbuf_addf(js, ", \"after\": ");
+    json_num10(js, e->ppl_after);
+    strbuf_addf(js, ", \"reloaded\": ");
+    json_num10(js, e->ppl_reload);
+    strbuf_addf(js, "},\n  \"layers\": [");
     for (int i = 0; e->have_calib && i < e->L; i++) {
-        tb_printf(js, "%s\n    {\"name\": \"%s\", \"x_log10_qsur_before\": ", i ? "," : "", e->after[i].name);
-        tb_json_num(js, e->before[i].x_qsur);
-        tb_printf(js, ", \"x_log10_qsur_after\": ");
-        tb_json_num(js, e->after[i].x_qsur);
-        tb_printf(js, ", \"w_log10_qsur_before\": ");
-        tb_json_num(js, e->before[i].w_qsur);
-        tb_printf(js, ", \"w_log10_qsur_after\": ");
-        tb_json_num(js, e->after[i].w_qsur);
-        tb_printf(js, ", \"error_before\": ");
-        tb_json_num(js, e->before[i].out_err);
-        tb_printf(js, ", \"error_after\": ");
-        tb_json_num(js, e->after[i].out_err);
-        tb_printf(js, "}");
+        strbuf_addf(js, "%s\n    {\"name\": \"%s\", \"x_log10_qsur_before\": ", i ? "," : "", e->after[i].name);
+        json_num10(js, e->before[i].x_qsur);
+        strbuf_addf(js, ", \"x_log10_qsur_after\": ");
+        json_num10(js, e->after[i].x_qsur);
+        strbuf_addf(js, ", \"w_log10_qsur_before\": ");
+        json_num10(js, e->before[i].w_qsur);
+        strbuf_addf(js, ", \"w_log10_qsur_after\": ");
+        json_num10(js, e->after[i].w_qsur);
+        strbuf_addf(js, ", \"error_before\": ");
+        json_num10(js, e->before[i].out_err);
+        strbuf_addf(js, ", \"error_after\": ");
+        json_num10(js, e->after[i].out_err);
+        strbuf_addf(js, "}");
     }
-    tb_printf(js, "\n  ]\n}\n");
+    strbuf_addf(js, "\n  ]\n}\n");
 }
 
 enum { EX_FORMAT, EX_RUNTIME, EX_WEIGHTS, EX_EVAL, EX_SEQS, EX_DTYPE, EX_SHARD };
@@ -428,212 +378,283 @@ const opt_spec export_opts[] = {
      "largest safetensors shard: 5GB, 500MB, 64KB or bytes (default 5GB, as Hugging Face)"},
     OPT_END};
 
-/* One transaction from the checks to the rename: every failure after the
- * temporary directory exists must reach the cleanup at the end, which is why
- * this stays one function (its report writers and file writers are apart). */
+/* One export in progress: its options, the temporary directory it writes
+ * and what the report measures. Owned buffers are freed by export_end. */
+typedef struct {
+    /* options */
+    int hf, l2c, as_int, gptq, qsur_rt;
+    const char *eval, *dtype;
+    long seqs;
+    int64_t shard_bytes;
+    /* the model and where it goes */
+    qsur_llama *m;
+    model_state *ms;
+    qsur_llama_runtime rt;
+    int quantized;
+    char dir[4096], tmp[4200];
+    /* what the files record */
+    char wdesc[96], wspec[200], gsize[32], gover[128];
+    /* the report's measurements */
+    int L, have_calib, have_eval;
+    lin_row *before, *after;
+    double ppl_float, ppl_before, ppl_after, ppl_reload, cap_mib;
+    qsur_llama *orig, *back;
+    qsur_llama_rotations *back_rot;
+    qsur_tokens ct, et;
+} export_job;
+
+/* The options into j, and every refusal before anything is written. */
+static int export_options(session *s, const opt_args *a, export_job *j, qsur_error *err)
+{
+    long format = a->v[EX_FORMAT].i, weights = a->v[EX_WEIGHTS].i;
+    j->hf = format != 1, j->l2c = format != 0, j->as_int = weights >= 1, j->gptq = weights == 2;
+    j->qsur_rt = a->v[EX_RUNTIME].i == 1;
+    j->eval = a->v[EX_EVAL].s;
+    j->seqs = a->v[EX_SEQS].i;
+    j->dtype = a->v[EX_DTYPE].i == 1 ? "F16" : a->v[EX_DTYPE].i == 2 ? "BF16" : "F32";
+    j->shard_bytes = 0; /* 0: 5 GB, Hugging Face's default */
+    if (a->v[EX_SHARD].given && parse_size(a->v[EX_SHARD].s, &j->shard_bytes))
+        return qsur_fail(err, QSUR_ERR_ARG, "bad value in 'shard=%s' (expected a size: 5GB, 500MB, 64KB or bytes)",
+                         a->v[EX_SHARD].s);
+    j->m = s->model;
+    j->ms = s->mstate;
+    j->quantized = qsur_llama_linear_is_quantized(&j->m->layers[0].wq);
+    const char *wk = j->gptq ? "gptq" : "int";
+    if (j->as_int && (!j->quantized || s->wq.bits >= 16))
+        return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s: the model's weights are not quantized (`quant wNaN...` first)", wk);
+    if (j->as_int && !j->hf)
+        return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s needs format=hf or both (llama2c files hold floats)", wk);
+    const qsur_hadamard_plan *w2p, *qkp;
+    session_plans(s, &w2p, &qkp);
+    int rc = qsur_llama_runtime_of(j->m, w2p, qkp, &j->rt, err);
+    return rc ? rc : refuse_online(&j->rt, j->hf, j->l2c, j->qsur_rt, err);
+}
+
+/* The target (trailing slashes stripped) must not exist, or be an empty
+ * directory; the files go to a temporary sibling first. */
+static int export_tmp_dir(const char *target, export_job *j, qsur_error *err)
+{
+    snprintf(j->dir, sizeof j->dir, "%s", target);
+    for (size_t n = strlen(j->dir); n > 1 && j->dir[n - 1] == '/'; n--)
+        j->dir[n - 1] = '\0';
+    struct stat st;
+    if (stat(j->dir, &st) == 0 && (!S_ISDIR(st.st_mode) || !dir_is_empty(j->dir)))
+        return qsur_fail(err, QSUR_ERR_IO, "export: %s exists and is not an empty directory", j->dir);
+    snprintf(j->tmp, sizeof j->tmp, "%s.tmp-XXXXXX", j->dir);
+    if (!mkdtemp(j->tmp))
+        return qsur_fail(err, QSUR_ERR_IO, "export: cannot create %s: %s", j->tmp, strerror(errno));
+    chmod(j->tmp, 0755);
+    return QSUR_OK;
+}
+
+/* The weight files: HF safetensors (with the runtime and quantizer metadata)
+ * and/or the llama2.c file. */
+static int export_weights(session *s, export_job *j, qsur_error *err)
+{
+    snprintf(j->wdesc, sizeof j->wdesc, "float");
+    if (j->quantized)
+        qsur_quant_describe(&s->wq, j->wdesc, sizeof j->wdesc);
+    qsur_llama_runtime_meta rm;
+    qsur_llama_runtime_to_meta(&j->rt, &rm);
+    qsur_quant_spec_format(&s->wq, j->wspec, sizeof j->wspec);
+    snprintf(j->gsize, sizeof j->gsize, "%d", s->wq.gran == QSUR_GRAN_GROUP ? s->wq.group : 0);
+    group_overrides(&s->wq, j->m, j->gover, sizeof j->gover);
+    const char *meta[2 * QSUR_RUNTIME_META_MAX + 10];
+    int nm = 0;
+    for (int i = 0; i < rm.count; i++, nm++) {
+        meta[2 * nm] = rm.kv[2 * i];
+        meta[2 * nm + 1] = rm.kv[2 * i + 1];
+    }
+    const char *extra[] = {"qsur.weights", j->gptq ? "gptq" : j->as_int ? "int" : j->quantized ? "fake" : "float",
+                           "qsur.wspec", j->quantized ? j->wspec : "float",
+                           "qsur.group_size", j->gsize,
+                           "qsur.method", j->quantized ? j->ms->wmethod : "none",
+                           "qsur.group_size.per_linear", j->gover};
+    for (int i = 0; i < (j->quantized && j->gover[0] ? 5 : 4); i++, nm++) {
+        meta[2 * nm] = extra[2 * i];
+        meta[2 * nm + 1] = extra[2 * i + 1];
+    }
+    int rc = QSUR_OK;
+    if (j->hf) {
+        qsur_llama_hf_save_opts o = {.dtype = j->dtype, .use_wq = 1,
+                                     .int_spec = j->as_int ? &s->wq : NULL, .meta_kv = meta,
+                                     .meta_count = nm, .shard_bytes = j->shard_bytes,
+                                     .progress = &s->progress, .gptq = j->gptq};
+        rc = qsur_llama_save_hf_ex(j->m, j->tmp, &o, err);
+    }
+    if (!rc && j->l2c)
+        rc = write_llama2c(j->m, j->tmp, err);
+    return rc;
+}
+
+/* Per linear, on the calibration tokens: the session model's rows (after)
+ * now, the original's (before) in export_compare. Skipped when the captures
+ * would be big (they hold every input of the model, twice; docs/scale.md). */
+static int export_layer_rows(session *s, export_job *j, qsur_error *err)
+{
+    const model_state *ms = j->ms;
+    qsur_llama_capture_sel all = {0, j->m->cfg.n_layers, (1u << 6) - 1};
+    long long ntok = (long long)ms->calib_seqs * ms->calib_seqlen;
+    if (ms->calib_max_tokens > 0 && (ntok == 0 || ms->calib_max_tokens < ntok))
+        ntok = ms->calib_max_tokens;
+    j->cap_mib = (double)qsur_llama_capture_bytes(j->m, &all, ntok) / (1 << 20);
+    if (!ms->has_calib || j->cap_mib > QSUR_EXPORT_REPORT_MIB)
+        return QSUR_OK;
+    int rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen,
+                                  text_is_text(ms->calib_path) ? ms->calib_seqs : 0, ms->calib_seed, &j->ct, err);
+    j->have_calib = !rc;
+    return rc ? rc : layer_rows(s, j->m, &j->ct, j->after, err);
+}
+
+/* The same measurements on the original model (from its file: float, then
+ * RTN with the same quantizers, no transforms) and the perplexity of the
+ * export as `model load` sees it. The original may be gone: then the report
+ * goes without it. */
+static int export_compare(session *s, export_job *j, qsur_error *err)
+{
+    int rc = QSUR_OK;
+    qsur_error soft;
+    if (qsur_llama_load(&j->orig, s->model_path, NULL, &soft) == QSUR_OK &&
+        j->orig->cfg.n_layers == j->m->cfg.n_layers) {
+        j->orig->hooks.act = j->rt.act; /* the model's quantizers, not the session's */
+        j->orig->hooks.kv = j->rt.kv;
+        j->orig->hooks.act_wo = j->rt.act_wo;
+        qsur_llama_hooks h = j->orig->hooks;
+        j->orig->hooks = qsur_llama_hooks_none(); /* float first */
+        if (j->have_eval)
+            rc = ppl_of(s, j->orig, &j->et, (int)j->seqs, &j->ppl_float, err);
+        j->orig->hooks = h;
+        if (!rc && j->quantized)
+            rc = qsur_llama_quantize_rtn(j->orig, &s->wq, NULL, err);
+        if (!rc && j->have_eval)
+            rc = ppl_of(s, j->orig, &j->et, (int)j->seqs, &j->ppl_before, err);
+        if (!rc && j->have_calib)
+            rc = layer_rows(s, j->orig, &j->ct, j->before, err);
+    }
+    if (!rc && j->hf && j->have_eval) {
+        char path[4600];
+        qsur_llama_runtime rb;
+        int found = 0;
+        qsur_llama_hf_first_file(j->tmp, path, sizeof path);
+        if (!(rc = qsur_llama_load_hf(&j->back, j->tmp, NULL, err)) &&
+            !(rc = qsur_llama_runtime_read(path, &rb, &found, err)) &&
+            !(rc = qsur_llama_runtime_apply(&rb, j->back, &j->back_rot, err)))
+            rc = ppl_of(s, j->back, &j->et, (int)j->seqs, &j->ppl_reload, err);
+    }
+    return rc;
+}
+
+/* Every number of the report: per-linear rows and perplexities. */
+static int export_measure(session *s, export_job *j, qsur_error *err)
+{
+    j->L = qsur_llama_linear_count(j->m);
+    j->before = calloc((size_t)j->L, sizeof *j->before);
+    j->after = calloc((size_t)j->L, sizeof *j->after);
+    j->ppl_float = j->ppl_before = j->ppl_after = j->ppl_reload = NAN;
+    if (!j->before || !j->after)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "export: out of memory");
+    int rc = export_layer_rows(s, j, err);
+    if (!rc && j->eval) {
+        rc = text_or_tokens_eval(s, j->eval, 256 < j->m->cfg.seq_len ? 256 : j->m->cfg.seq_len, &j->et, err);
+        j->have_eval = !rc;
+        if (!rc)
+            rc = ppl_of(s, j->m, &j->et, (int)j->seqs, &j->ppl_after, err);
+    }
+    return rc ? rc : export_compare(s, j, err);
+}
+
+/* report.md and report.json into the temporary directory, and the command's
+ * own report. */
+static int export_reports(session *s, export_job *j, report *r, qsur_error *err)
+{
+    const qsur_llama_runtime *rt = &j->rt;
+    char qa[96], qk[96], w2d[260], qkd[260], path[4600];
+    /* The model's own quantizers (its hooks), not the session's defaults. */
+    qsur_quant_describe(&rt->act, qa, sizeof qa);
+    qsur_quant_describe(&rt->kv, qk, sizeof qk);
+    if (rt->act.bits >= 16)
+        snprintf(qa, sizeof qa, "off");
+    if (rt->kv.bits >= 16)
+        snprintf(qk, sizeof qk, "off");
+    const char *fmt = j->hf && j->l2c ? "both" : j->hf ? "hf" : "llama2c";
+    const char *wkind = j->gptq ? "gptq" : j->as_int ? "int" : "fake";
+    snprintf(w2d, sizeof w2d, rt->has_w2 ? "%s (randomized %d, seed %llu)" : "none", rt->w2_desc,
+             rt->w2.randomized, (unsigned long long)rt->w2.seed);
+    snprintf(qkd, sizeof qkd, rt->has_qk ? "%s (randomized %d, seed %llu)" : "none", rt->qk_desc,
+             rt->qk.randomized, (unsigned long long)rt->qk.seed);
+    strbuf md = {0}, js = {0};
+    export_report e = {s, j->m, j->ms, rt, fmt, wkind, j->wdesc, j->gover, j->gsize, qa, qk, w2d, qkd, j->eval,
+                       j->wspec, j->quantized, j->have_calib, j->have_eval, j->l2c, j->L, j->ppl_float,
+                       j->ppl_before, j->ppl_after, j->ppl_reload, j->before, j->after, j->cap_mib};
+    report_md(&e, &md);
+    report_json(&e, &js);
+    snprintf(path, sizeof path, "%s/report.json", j->tmp);
+    int rc = write_text(path, &js, err);
+    snprintf(path, sizeof path, "%s/report.md", j->tmp);
+    if (!rc)
+        rc = write_text(path, &md, err);
+    strbuf_free(&md);
+    strbuf_free(&js);
+    if (rc)
+        return rc;
+    rep_str(r, "dir", "exported to", j->dir);
+    rep_str(r, "format", "format", fmt);
+    rep_str(r, "weights", "weights", wkind);
+    rep_str(r, "online_w2_in", "online before w2", w2d);
+    rep_str(r, "online_qk", "online q,k", qkd);
+    rep_num(r, "ppl_float", "ppl float (original)", j->ppl_float, "%.4f");
+    rep_num(r, "ppl_before", "ppl before (RTN)", j->ppl_before, "%.4f");
+    rep_num(r, "ppl_after", "ppl after (this model)", j->ppl_after, "%.4f");
+    rep_num(r, "ppl_reloaded", "ppl of the reloaded export", j->ppl_reload, "%.4f");
+    rep_str(r, "report", "report", "report.md, report.json");
+    return QSUR_OK;
+}
+
+/* The end of the transaction: the temporary directory becomes the target
+ * (rc OK) or goes; everything the job holds is freed. */
+static int export_end(export_job *j, int rc, qsur_error *err)
+{
+    if (!rc) {
+        rmdir(j->dir); /* an empty target directory may be in the way of the rename */
+        if (rename(j->tmp, j->dir) != 0)
+            rc = qsur_fail(err, QSUR_ERR_IO, "export: cannot rename %s to %s: %s", j->tmp, j->dir, strerror(errno));
+    }
+    if (rc)
+        remove_tmp(j->tmp);
+    qsur_llama_free(j->orig);
+    qsur_llama_free(j->back);
+    qsur_llama_rotations_free(j->back_rot);
+    qsur_tokens_free(&j->ct);
+    qsur_tokens_free(&j->et);
+    free(j->before);
+    free(j->after);
+    return rc;
+}
+
+/* One transaction from the checks to the rename: once the temporary
+ * directory exists, every step's failure goes through export_end. */
 int cmd_export(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     (void)argc;
     if (!s->model || !s->mstate)
         return qsur_fail(err, QSUR_ERR_ARG, "export: no model loaded (use `model load PATH`)");
     session_log_as(s, "%s", ""); /* writes files, changes nothing */
-    long format = a->v[EX_FORMAT].i, weights = a->v[EX_WEIGHTS].i;
-    int hf = format != 1, l2c = format != 0, as_int = weights >= 1, gptq = weights == 2;
-    int qsur_rt = a->v[EX_RUNTIME].i == 1;
-    const char *eval = a->v[EX_EVAL].s;
-    long seqs = a->v[EX_SEQS].i;
-    const char *dtype = a->v[EX_DTYPE].i == 1 ? "F16" : a->v[EX_DTYPE].i == 2 ? "BF16" : "F32";
-    int64_t shard_bytes = 0; /* 0: 5 GB, Hugging Face's default */
-    if (a->v[EX_SHARD].given && parse_size(a->v[EX_SHARD].s, &shard_bytes))
-        return qsur_fail(err, QSUR_ERR_ARG, "bad value in 'shard=%s' (expected a size: 5GB, 500MB, 64KB or bytes)",
-                         a->v[EX_SHARD].s);
-    qsur_llama *m = s->model;
-    model_state *ms = s->mstate;
-    int quantized = qsur_llama_linear_is_quantized(&m->layers[0].wq);
-    if (as_int && (!quantized || s->wq.bits >= 16))
-        return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s: the model's weights are not quantized (`quant wNaN...` first)",
-                         gptq ? "gptq" : "int");
-    if (as_int && !hf)
-        return qsur_fail(err, QSUR_ERR_ARG, "export weights=%s needs format=hf or both (llama2c files hold floats)",
-                         gptq ? "gptq" : "int");
-    const qsur_hadamard_plan *w2p, *qkp;
-    session_plans(s, &w2p, &qkp);
-    qsur_llama_runtime rt;
-    int rc = qsur_llama_runtime_of(m, w2p, qkp, &rt, err);
-    if (rc)
+    export_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "export: out of memory");
+    int rc = export_options(s, a, j, err);
+    if (!rc)
+        rc = export_tmp_dir(argv[0], j, err);
+    if (rc) {
+        free(j);
         return rc;
-    if ((rc = refuse_online(&rt, hf, l2c, qsur_rt, err)))
-        return rc;
-    /* the target: strip trailing slashes; must not exist, or be empty */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", argv[0]);
-    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--)
-        dir[n - 1] = '\0';
-    struct stat st;
-    if (stat(dir, &st) == 0 && (!S_ISDIR(st.st_mode) || !dir_is_empty(dir)))
-        return qsur_fail(err, QSUR_ERR_IO, "export: %s exists and is not an empty directory", dir);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", dir);
-    if (!mkdtemp(tmp))
-        return qsur_fail(err, QSUR_ERR_IO, "export: cannot create %s: %s", tmp, strerror(errno));
-    chmod(tmp, 0755);
-
-    /* ---- weights ---- */
-    char wdesc[96] = "float", path[4600];
-    if (quantized)
-        qsur_quant_describe(&s->wq, wdesc, sizeof wdesc);
-    qsur_llama_runtime_meta rm;
-    qsur_llama_runtime_to_meta(&rt, &rm);
-    char wspec[200], gsize[32];
-    qsur_quant_spec_format(&s->wq, wspec, sizeof wspec);
-    snprintf(gsize, sizeof gsize, "%d", s->wq.gran == QSUR_GRAN_GROUP ? s->wq.group : 0);
-    char gover[128];
-    group_overrides(&s->wq, m, gover, sizeof gover);
-    const char *meta[2 * QSUR_RUNTIME_META_MAX + 10];
-    int nm = 0;
-    for (int i = 0; i < rm.count; i++) {
-        meta[2 * nm] = rm.kv[2 * i];
-        meta[2 * nm + 1] = rm.kv[2 * i + 1];
-        nm++;
     }
-    const char *extra[] = {"qsur.weights", gptq ? "gptq" : as_int ? "int" : quantized ? "fake" : "float",
-                           "qsur.wspec", quantized ? wspec : "float",
-                           "qsur.group_size", gsize,
-                           "qsur.method", quantized ? ms->wmethod : "none",
-                           "qsur.group_size.per_linear", gover};
-    for (int i = 0; i < (quantized && gover[0] ? 5 : 4); i++) {
-        meta[2 * nm] = extra[2 * i];
-        meta[2 * nm + 1] = extra[2 * i + 1];
-        nm++;
-    }
-    if (hf) {
-        qsur_llama_hf_save_opts o = {.dtype = dtype, .use_wq = 1,
-                                     .int_spec = as_int ? &s->wq : NULL, .meta_kv = meta,
-                                     .meta_count = nm, .shard_bytes = shard_bytes,
-                                     .progress = &s->progress, .gptq = gptq};
-        rc = qsur_llama_save_hf_ex(m, tmp, &o, err);
-    }
-    if (!rc && l2c)
-        rc = write_llama2c(m, tmp, err);
-
-    /* ---- report: per-layer numbers before (RTN on the original model) and after ---- */
-    int L = qsur_llama_linear_count(m);
-    lin_row *before = calloc((size_t)L, sizeof *before), *after = calloc((size_t)L, sizeof *after);
-    double ppl_float = NAN, ppl_before = NAN, ppl_after = NAN, ppl_reload = NAN;
-    qsur_llama *orig = NULL, *back = NULL;
-    qsur_llama_rotations *back_rot = NULL;
-    qsur_tokens ct, et;
-    memset(&ct, 0, sizeof ct);
-    memset(&et, 0, sizeof et);
-    int have_calib = 0, have_eval = 0, have_orig = 0;
-    if (!rc && (!before || !after))
-        rc = qsur_fail(err, QSUR_ERR_NOMEM, "export: out of memory");
-    qsur_error soft; /* the original model may be gone: report without it */
-    if (!rc && qsur_llama_load(&orig, s->model_path, NULL, &soft) == QSUR_OK &&
-        orig->cfg.n_layers == m->cfg.n_layers) {
-        have_orig = 1;
-        orig->hooks.act = rt.act; /* the model's quantizers, not the session's */
-        orig->hooks.kv = rt.kv;
-        orig->hooks.act_wo = rt.act_wo;
-    }
-    /* the per-linear report captures every input of the model twice: only
-     * when that stays small (docs/scale.md) */
-    qsur_llama_capture_sel all = {0, m->cfg.n_layers, (1u << 6) - 1};
-    long long ntok = (long long)ms->calib_seqs * ms->calib_seqlen;
-    if (ms->calib_max_tokens > 0 && (ntok == 0 || ms->calib_max_tokens < ntok))
-        ntok = ms->calib_max_tokens;
-    double cap_mib = (double)qsur_llama_capture_bytes(m, &all, ntok) / (1 << 20);
-    int report_layers = cap_mib <= QSUR_EXPORT_REPORT_MIB;
-    if (!rc && ms->has_calib && report_layers) {
-        rc = text_or_tokens_calib(s, ms->calib_path, ms->calib_seqlen, text_is_text(ms->calib_path) ? ms->calib_seqs : 0,
-                                  ms->calib_seed, &ct, err);
-        have_calib = !rc;
-        if (!rc)
-            rc = layer_rows(s, m, &ct, after, err);
-    }
-    if (!rc && eval) {
-        rc = text_or_tokens_eval(s, eval, 256 < m->cfg.seq_len ? 256 : m->cfg.seq_len, &et, err);
-        have_eval = !rc;
-        if (!rc)
-            rc = ppl_of(s, m, &et, (int)seqs, &ppl_after, err);
-    }
-    if (!rc && have_orig) {
-        qsur_llama_hooks h = orig->hooks;
-        orig->hooks = qsur_llama_hooks_none();
-        if (have_eval)
-            rc = ppl_of(s, orig, &et, (int)seqs, &ppl_float, err);
-        orig->hooks = h;
-        if (!rc && quantized)
-            rc = qsur_llama_quantize_rtn(orig, &s->wq, NULL, err);
-        if (!rc && have_eval)
-            rc = ppl_of(s, orig, &et, (int)seqs, &ppl_before, err);
-        if (!rc && have_calib)
-            rc = layer_rows(s, orig, &ct, before, err);
-    }
-    /* the export as `model load` sees it, on the same tokens */
-    if (!rc && hf && have_eval) {
-        qsur_llama_runtime rb;
-        int found = 0;
-        qsur_llama_hf_first_file(tmp, path, sizeof path);
-        if (!(rc = qsur_llama_load_hf(&back, tmp, NULL, err)) && !(rc = qsur_llama_runtime_read(path, &rb, &found, err)) &&
-            !(rc = qsur_llama_runtime_apply(&rb, back, &back_rot, err)))
-            rc = ppl_of(s, back, &et, (int)seqs, &ppl_reload, err);
-    }
-    if (!rc) {
-        char qa[96], qk[96];
-        /* The model's own quantizers (its hooks), not the session's defaults. */
-        qsur_quant_describe(&rt.act, qa, sizeof qa);
-        qsur_quant_describe(&rt.kv, qk, sizeof qk);
-        if (rt.act.bits >= 16)
-            snprintf(qa, sizeof qa, "off");
-        if (rt.kv.bits >= 16)
-            snprintf(qk, sizeof qk, "off");
-        const char *fmt = hf && l2c ? "both" : hf ? "hf" : "llama2c";
-        const char *wkind = gptq ? "gptq" : as_int ? "int" : "fake";
-        char w2d[260], qkd[260];
-        snprintf(w2d, sizeof w2d, rt.has_w2 ? "%s (randomized %d, seed %llu)" : "none", rt.w2_desc,
-                 rt.w2.randomized, (unsigned long long)rt.w2.seed);
-        snprintf(qkd, sizeof qkd, rt.has_qk ? "%s (randomized %d, seed %llu)" : "none", rt.qk_desc,
-                 rt.qk.randomized, (unsigned long long)rt.qk.seed);
-        tbuf md = {0}, js = {0};
-        export_report e = {s, m, ms, &rt, fmt, wkind, wdesc, gover, gsize, qa, qk, w2d, qkd, eval, wspec,
-                           quantized, have_calib, have_eval, l2c, L, ppl_float, ppl_before, ppl_after, ppl_reload,
-                           before, after, cap_mib};
-        report_md(&e, &md);
-        report_json(&e, &js);
-        snprintf(path, sizeof path, "%s/report.json", tmp);
-        rc = write_text(path, &js, err);
-        snprintf(path, sizeof path, "%s/report.md", tmp);
-        if (!rc)
-            rc = write_text(path, &md, err);
-        free(md.s);
-        free(js.s);
-        if (!rc) {
-            rep_str(r, "dir", "exported to", dir);
-            rep_str(r, "format", "format", fmt);
-            rep_str(r, "weights", "weights", wkind);
-            rep_str(r, "online_w2_in", "online before w2", w2d);
-            rep_str(r, "online_qk", "online q,k", qkd);
-            rep_num(r, "ppl_float", "ppl float (original)", ppl_float, "%.4f");
-            rep_num(r, "ppl_before", "ppl before (RTN)", ppl_before, "%.4f");
-            rep_num(r, "ppl_after", "ppl after (this model)", ppl_after, "%.4f");
-            rep_num(r, "ppl_reloaded", "ppl of the reloaded export", ppl_reload, "%.4f");
-            rep_str(r, "report", "report", "report.md, report.json");
-        }
-    }
-    if (!rc) {
-        rmdir(dir); /* an empty target directory may be in the way of the rename */
-        if (rename(tmp, dir) != 0)
-            rc = qsur_fail(err, QSUR_ERR_IO, "export: cannot rename %s to %s: %s", tmp, dir, strerror(errno));
-    }
-    if (rc)
-        remove_tmp(tmp);
-    qsur_llama_free(orig);
-    qsur_llama_free(back);
-    qsur_llama_rotations_free(back_rot);
-    qsur_tokens_free(&ct);
-    qsur_tokens_free(&et);
-    free(before);
-    free(after);
+    rc = export_weights(s, j, err);
+    if (!rc)
+        rc = export_measure(s, j, err);
+    if (!rc)
+        rc = export_reports(s, j, r, err);
+    rc = export_end(j, rc, err);
+    free(j);
     return rc;
 }

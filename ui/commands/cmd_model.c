@@ -77,56 +77,13 @@ static void pick_up_tokenizer(session *s, const char *path, report *r)
 
 static int model_load(session *s, const char *path, report *r, qsur_error *err)
 {
-    qsur_llama *m = NULL;
-    model_state *ms = calloc(1, sizeof *ms);
-    if (!ms)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    int rc = qsur_llama_load(&m, path, &s->progress, err);
-    if (rc) {
-        free(ms);
+    int from_export = 0;
+    int rc = model_session_load(s, path, &from_export, err);
+    if (rc)
         return rc;
-    }
-    /* an `export` directory: re-create its online hooks and quantizers */
-    qsur_llama_runtime rt;
-    qsur_llama_rotations *rot = NULL;
-    qsur_quant_spec wspec;
-    int rt_found = 0, wspec_ok = 0;
-    char stp[4200];
-    struct stat sst;
-    if (stat(path, &sst) == 0 && S_ISDIR(sst.st_mode) &&
-        qsur_llama_hf_first_file(path, stp, sizeof stp) == QSUR_OK) {
-        rc = qsur_llama_runtime_read(stp, &rt, &rt_found, err);
-        if (!rc && rt_found)
-            rc = qsur_llama_runtime_apply(&rt, m, &rot, err);
-        qsur_safetensors *sf = NULL;
-        qsur_error ig;
-        if (!rc && rt_found && qsur_safetensors_open(&sf, stp, &ig) == QSUR_OK) {
-            const char *v = qsur_safetensors_meta(sf, "qsur.wspec");
-            wspec_ok = v && qsur_quant_spec_parse(v, &wspec) == 0;
-            qsur_safetensors_close(sf);
-        }
-        if (rc) {
-            qsur_llama_free(m);
-            free(ms);
-            return rc;
-        }
-    }
-    if ((rc = model_session_install(s, m, rot, ms, err)))
-        return rc;
-    if (rt_found) {
-        /* an export: its hooks (already on m) and quantizers become the session's */
-        s->aq = rt.act;
-        s->kvq = rt.kv;
-        s->aoq = rt.act_wo;
-        if (wspec_ok)
-            s->wq = wspec;
-        snprintf(ms->rotation, sizeof ms->rotation, "from export: online w2_in %s; online qk %s",
-                 rt.has_w2 ? rt.w2_desc : "none", rt.has_qk ? rt.qk_desc : "none");
-    }
-    char abs[PATH_MAX];
-    const char *p = realpath(path, abs) ? abs : path;
-    snprintf(s->model_path, sizeof s->model_path, "%s", p);
-    session_log_as(s, "model load \"%s\"", p);
+    const qsur_llama *m = s->model;
+    const model_state *ms = s->mstate;
+    session_log_as(s, "model load \"%s\"", s->model_path);
     const qsur_llama_config *c = &m->cfg;
     rep_str(r, "path", "model", s->model_path);
     rep_int(r, "dim", "dim", c->dim);
@@ -136,7 +93,7 @@ static int model_load(session *s, const char *path, report *r, qsur_error *err)
     rep_int(r, "n_kv_heads", "kv heads", c->n_kv_heads);
     rep_int(r, "vocab_size", "vocab", c->vocab_size);
     rep_int(r, "linears", "linears (quantizable)", qsur_llama_linear_count(m));
-    if (rt_found) {
+    if (from_export) {
         char q[96];
         rep_str(r, "state", "state", "an export: weights as exported; online rotations and quantizers restored");
         rep_str(r, "online", "online rotations", ms->rotation);
@@ -506,49 +463,99 @@ const opt_spec ppl_opts[] = {
      "on the GPU: bf16 GEMMs with fp32 accumulation, or fp32 (the CPU's numbers to ~1e-7)"},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0, NULL}};
 
+/* One ppl run: what it reads and how. */
+typedef struct {
+    const char *file;
+    int text, fp32, gpu;
+    long seqs, seqlen, batch, max_tokens;
+} ppl_job;
+
+/* The windows: text gets the papers' protocol (text_state.h), windows of
+ * 2048 (or the model's length) and a batch whose logits stay within 1 GiB;
+ * a token file its sequences of 256. */
+static int ppl_tokens(session *s, const opt_args *a, ppl_job *j, qsur_tokens *t, qsur_error *err)
+{
+    const qsur_llama_config *cfg = &s->model->cfg;
+    j->text = text_is_text(j->file);
+    j->seqs = a->v[PPL_SEQS].i;
+    j->batch = a->v[PPL_BATCH].given ? a->v[PPL_BATCH].i : -1;
+    j->max_tokens = a->v[PPL_MAX_TOKENS].i;
+    j->fp32 = a->v[PPL_DTYPE].i == 1;
+    long given = a->v[PPL_SEQLEN].given ? a->v[PPL_SEQLEN].i : -1;
+    int rc = pick_seqlen(s, given, &j->seqlen, err);
+    if (rc)
+        return rc;
+    if (j->text && given < 0)
+        j->seqlen = cfg->seq_len < 2048 ? cfg->seq_len : 2048;
+    if (j->batch < 0)
+        j->batch = j->text ? (long)((1LL << 28) / ((long long)j->seqlen * cfg->vocab_size)) : 8;
+    j->batch = j->batch < 1 ? 1 : j->batch > 8 && j->text ? 8 : j->batch;
+    if (j->max_tokens && !j->text)
+        return qsur_fail(err, QSUR_ERR_ARG, "max-tokens= is for text files (token files: seqs=N)");
+    rc = j->text ? text_eval_tokens(s, j->file, (int)j->seqlen, j->max_tokens, t, err)
+                 : qsur_tokens_read(t, j->file, (int)j->seqlen, (int)j->seqs, cfg->vocab_size, err);
+    if (!rc && !j->text && (rc = check_seqs(t, j->file, j->seqs, err)))
+        qsur_tokens_free(t);
+    return rc;
+}
+
+static void ppl_report(session *s, const ppl_job *j, const qsur_llama_ppl *p, double seconds, double upload,
+                       report *r)
+{
+    char wq[96], aq[96], kq[96], dev[200];
+    int nq = qsur_llama_linear_is_quantized(&s->model->layers[0].wq);
+    if (nq)
+        qsur_quant_describe(&s->wq, wq, sizeof wq);
+    describe_hook(aq, sizeof aq, &s->model->hooks.act);
+    describe_hook(kq, sizeof kq, &s->model->hooks.kv);
+    rep_str(r, "file", j->text ? "text" : "tokens", j->file);
+    if (j->text)
+        rep_str(r, "protocol", "protocol", qsur_tokenizer_bos(s->text->tok) >= 0
+                ? "whole file tokenized once, BOS first, non-overlapping windows"
+                : "whole file tokenized once, no BOS (post-processor), non-overlapping windows");
+    rep_int(r, "seqlen", "window", j->seqlen);
+    rep_int(r, "seqs", "sequences", p->n_seqs);
+    rep_int(r, "predicted", "tokens scored", p->n_predicted);
+    rep_str(r, "weights", "weights", nq ? wq : "float");
+    if (nq)
+        rep_str(r, "method", "  by", s->mstate->wmethod);
+    rep_str(r, "activations", "activations", aq);
+    rep_str(r, "kv", "KV cache", kq);
+    rep_num(r, "nll", "NLL (nats/token)", p->nll, "%.6f");
+    rep_num(r, "ppl", "perplexity", p->ppl, "%.4f");
+    if (j->gpu)
+        snprintf(dev, sizeof dev, "gpu (%s, %s)", s->gpu_info.name, j->fp32 ? "fp32" : "bf16 GEMMs, fp32 accumulation");
+    else
+        snprintf(dev, sizeof dev, "cpu");
+    rep_str(r, "device", "device", dev);
+    if (j->gpu)
+        rep_num(r, "upload_seconds", "  upload (s)", upload, "%.3f");
+    rep_num(r, "seconds", "time (s)", seconds, "%.3f");
+    rep_num(r, "tokens_per_second", "tokens/s", (double)p->n_seqs * (double)j->seqlen / (seconds - upload), "%.0f");
+}
+
 int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     (void)argc;
     int rc = need_model(s, "", err);
     if (rc)
         return rc;
-    /* text: the papers' protocol (text_state.h), windows of 2048 (or the
-     * model's length) and a batch whose logits stay within 1 GiB */
-    int text = text_is_text(argv[0]);
-    long seqs = a->v[PPL_SEQS].i, seqlen = a->v[PPL_SEQLEN].given ? a->v[PPL_SEQLEN].i : -1;
-    long batch = a->v[PPL_BATCH].given ? a->v[PPL_BATCH].i : -1, max_tokens = a->v[PPL_MAX_TOKENS].i;
-    int fp32 = a->v[PPL_DTYPE].i == 1;
-    const qsur_llama_config *cfg = &s->model->cfg;
-    long given = seqlen;
-    if ((rc = pick_seqlen(s, seqlen, &seqlen, err)))
-        return rc;
-    if (text && given < 0)
-        seqlen = cfg->seq_len < 2048 ? cfg->seq_len : 2048;
-    if (batch < 0)
-        batch = text ? (long)((1LL << 28) / ((long long)seqlen * cfg->vocab_size)) : 8;
-    batch = batch < 1 ? 1 : batch > 8 && text ? 8 : batch;
-    if (max_tokens && !text)
-        return qsur_fail(err, QSUR_ERR_ARG, "max-tokens= is for text files (token files: seqs=N)");
+    ppl_job j = {.file = argv[0]};
     qsur_tokens t;
-    rc = text ? text_eval_tokens(s, argv[0], (int)seqlen, max_tokens, &t, err)
-              : qsur_tokens_read(&t, argv[0], (int)seqlen, (int)seqs, cfg->vocab_size, err);
-    if (rc)
+    if ((rc = ppl_tokens(s, a, &j, &t, err)))
         return rc;
-    if (!text && (rc = check_seqs(&t, argv[0], seqs, err))) {
-        qsur_tokens_free(&t);
-        return rc;
-    }
     qsur_llama_ppl p;
     double t0 = qsur_seconds(), upload = 0;
     /* the GPU forward lacks some quantizers (qsur_gpu_hooks_supported): those run here */
-    int gpu = session_use_gpu(s) && qsur_gpu_hooks_supported(&s->model->hooks, NULL, 0);
-    if (gpu) {
-        int n = (int)(t.n / seqlen), b = (int)batch; /* buffers for the batch actually run */
-        if (seqs > 0 && seqs < n)
-            n = (int)seqs;
-        rc = ppl_gpu(s, &t, (int)seqlen, (int)seqs, b < n ? b : n > 0 ? n : 1, fp32, &p, &upload, err);
+    j.gpu = session_use_gpu(s) && qsur_gpu_hooks_supported(&s->model->hooks, NULL, 0);
+    if (j.gpu) {
+        int n = (int)(t.n / j.seqlen), b = (int)j.batch; /* buffers for the batch actually run */
+        if (j.seqs > 0 && j.seqs < n)
+            n = (int)j.seqs;
+        rc = ppl_gpu(s, &t, (int)j.seqlen, (int)j.seqs, b < n ? b : n > 0 ? n : 1, j.fp32, &p, &upload, err);
     } else {
-        rc = qsur_llama_perplexity(s->model, NULL, &t, (int)seqlen, (int)seqs, (int)batch, &s->progress, &p, err);
+        rc = qsur_llama_perplexity(s->model, NULL, &t, (int)j.seqlen, (int)j.seqs, (int)j.batch, &s->progress, &p,
+                                   err);
     }
     qsur_tokens_free(&t);
     if (rc)
@@ -559,37 +566,7 @@ int cmd_ppl(session *s, int argc, char **argv, opt_args *a, report *r, qsur_erro
     model_state *ms = s->mstate;
     if ((ms->w2_online && ms->w2_online->failures) || (ms->qk_online && ms->qk_online->failures))
         return qsur_fail(err, QSUR_ERR_NOMEM, "an online rotation could not allocate scratch memory; result invalid");
-    char wq[96], aq[96], kq[96];
-    int nq = qsur_llama_linear_is_quantized(&s->model->layers[0].wq);
-    if (nq)
-        qsur_quant_describe(&s->wq, wq, sizeof wq);
-    describe_hook(aq, sizeof aq, &s->model->hooks.act);
-    describe_hook(kq, sizeof kq, &s->model->hooks.kv);
-    rep_str(r, "file", text ? "text" : "tokens", argv[0]);
-    if (text)
-        rep_str(r, "protocol", "protocol", qsur_tokenizer_bos(s->text->tok) >= 0
-                ? "whole file tokenized once, BOS first, non-overlapping windows"
-                : "whole file tokenized once, no BOS (post-processor), non-overlapping windows");
-    rep_int(r, "seqlen", "window", seqlen);
-    rep_int(r, "seqs", "sequences", p.n_seqs);
-    rep_int(r, "predicted", "tokens scored", p.n_predicted);
-    rep_str(r, "weights", "weights", nq ? wq : "float");
-    if (nq)
-        rep_str(r, "method", "  by", ms->wmethod);
-    rep_str(r, "activations", "activations", aq);
-    rep_str(r, "kv", "KV cache", kq);
-    rep_num(r, "nll", "NLL (nats/token)", p.nll, "%.6f");
-    rep_num(r, "ppl", "perplexity", p.ppl, "%.4f");
-    char dev[200];
-    if (gpu)
-        snprintf(dev, sizeof dev, "gpu (%s, %s)", s->gpu_info.name, fp32 ? "fp32" : "bf16 GEMMs, fp32 accumulation");
-    else
-        snprintf(dev, sizeof dev, "cpu");
-    rep_str(r, "device", "device", dev);
-    if (gpu)
-        rep_num(r, "upload_seconds", "  upload (s)", upload, "%.3f");
-    rep_num(r, "seconds", "time (s)", seconds, "%.3f");
-    rep_num(r, "tokens_per_second", "tokens/s", (double)p.n_seqs * (double)seqlen / (seconds - upload), "%.0f");
+    ppl_report(s, &j, &p, seconds, upload, r);
     return QSUR_OK;
 }
 
@@ -713,104 +690,123 @@ static int rotate_model_refuse(const qsur_llama *m, int steps, qsur_error *err)
 /* rotate model hadamard [SEED] [steps=...]: argv is "hadamard" [SEED].
  * Long (about 100 lines) on purpose: the five steps share the plans and one
  * cleanup, and a failure part-way must still refresh the workspace (changed:). */
-int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+/* The rotations one `rotate model` makes (NULL: its step is not run). */
+typedef struct {
+    qsur_hadamard_plan *Q, *H;               /* residual stream, value heads */
+    qsur_llama_online_hadamard *h2, *hqk;    /* online before w2, on q and k */
+} rotate_plans;
+
+/* Plans use SEED, SEED+1 (w2), SEED+2 (heads), SEED+3 (qk). */
+static int rotate_plans_new(const qsur_llama *m, int steps, uint64_t sd, rotate_plans *p, qsur_error *err)
 {
-    int rc = need_model(s, "rotate model: ", err);
+    memset(p, 0, sizeof *p);
+    qsur_hadamard_opts o = {1, sd};
+    int rc = QSUR_OK;
+    if (steps & STEP_RESID)
+        rc = qsur_hadamard_plan_new(&p->Q, m->cfg.dim, &o, err);
+    o.seed = sd + 2;
+    if (!rc && (steps & STEP_HEADS))
+        rc = qsur_hadamard_plan_new(&p->H, m->cfg.head_size, &o, err);
+    if (!rc && (steps & STEP_W2))
+        rc = qsur_llama_online_hadamard_new(&p->h2, m->cfg.hidden_dim, sd + 1, err);
+    if (!rc && (steps & STEP_QK))
+        rc = qsur_llama_online_hadamard_new(&p->hqk, m->cfg.head_size, sd + 3, err);
+    return rc;
+}
+
+static void rotate_plans_free(rotate_plans *p)
+{
+    qsur_hadamard_plan_free(p->Q);
+    qsur_hadamard_plan_free(p->H);
+    qsur_llama_online_hadamard_free(p->h2);
+    qsur_llama_online_hadamard_free(p->hqk);
+}
+
+/* Runs the steps in order. Each is an exact equivalence, so a failure
+ * part-way (only memory can fail here) leaves a model that still computes
+ * the same function. The online rotations move into the model state. */
+static int rotate_apply(session *s, int steps, rotate_plans *p, report *r, qsur_error *err)
+{
+    qsur_llama *m = s->model;
+    model_state *ms = s->mstate;
+    int rc = QSUR_OK;
+    if ((steps & STEP_NORM) && !(rc = qsur_llama_fuse_norms(m, err))) {
+        append_rotation(ms, "%s", "norms fused");
+        rep_str(r, "norm", "RMSNorm gains", "fused into wq/wk/wv, w1/w3, classifier (untied)");
+    }
+    if (!rc && (steps & STEP_RESID) && !(rc = qsur_llama_rotate_residual(m, p->Q, err))) {
+        append_rotation(ms, "residual: %s", p->Q->desc);
+        rep_str(r, "resid", "residual stream Q", p->Q->desc);
+    }
+    if (!rc && (steps & STEP_W2) && !(rc = qsur_llama_rotate_w2(m, p->h2, err))) {
+        ms->w2_online = p->h2;
+        p->h2 = NULL;
+        append_rotation(ms, "online before w2: %s", ms->w2_online->plan->desc);
+        rep_str(r, "w2", "online before w2", ms->w2_online->plan->desc);
+    }
+    if (!rc && (steps & STEP_HEADS) && !(rc = qsur_llama_rotate_heads(m, p->H, err))) {
+        append_rotation(ms, "value heads (wv rows, wo columns): %s", p->H->desc);
+        rep_str(r, "heads", "value heads (fused)", p->H->desc);
+    }
+    if (!rc && (steps & STEP_QK) && !(rc = qsur_llama_rotate_qk(m, p->hqk, err))) {
+        ms->qk_online = p->hqk;
+        p->hqk = NULL;
+        append_rotation(ms, "online q,k: %s", ms->qk_online->plan->desc);
+        rep_str(r, "qk", "online q,k (K cache)", ms->qk_online->plan->desc);
+    }
+    return rc;
+}
+
+/* The steps to run: steps=LIST, or by default all but the online ones the
+ * quantizers do not need (*skipped). */
+static int rotate_steps(session *s, const opt_args *a, int *steps, int *skipped, qsur_error *err)
+{
+    int rc = parse_steps(a->v[RM_STEPS].s, steps, err);
     if (rc)
-        return rc;
-    (void)argc, (void)argv; /* KIND: hadamard, the only one (its row checked it) */
-    long seed = a->arg[1].given ? a->arg[1].i : -1;
-    int steps;
-    if ((rc = parse_steps(a->v[RM_STEPS].s, &steps, err)))
         return rc;
     /* The online rotations only serve activation (w2) and KV-cache (qk)
      * quantization; without it the default fuses everything offline, so the
      * model runs in any Llama runtime (issue 12). */
-    int skipped = 0;
+    *skipped = 0;
     if (!a->v[RM_STEPS].given && s->aq.bits >= 16)
-        skipped |= steps & STEP_W2;
+        *skipped |= *steps & STEP_W2;
     if (!a->v[RM_STEPS].given && s->kvq.bits >= 16)
-        skipped |= steps & STEP_QK;
-    steps &= ~skipped;
-    if ((rc = rotate_model_refuse(s->model, steps, err)))
+        *skipped |= *steps & STEP_QK;
+    *steps &= ~*skipped;
+    return rotate_model_refuse(s->model, *steps, err);
+}
+
+int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
+{
+    (void)argc, (void)argv; /* KIND: hadamard, the only one (its row checked it) */
+    int rc = need_model(s, "rotate model: ", err), steps, skipped;
+    if (rc || (rc = rotate_steps(s, a, &steps, &skipped, err)))
         return rc;
-    qsur_llama *m = s->model;
-    model_state *ms = s->mstate;
-    uint64_t sd = seed >= 0 ? (uint64_t)seed : session_next_seed(s);
-    qsur_hadamard_plan *Q = NULL, *H = NULL;
-    qsur_llama_online_hadamard *h2 = NULL, *hqk = NULL;
-    qsur_hadamard_opts o = {1, sd};
-    if (steps & STEP_RESID)
-        rc = qsur_hadamard_plan_new(&Q, m->cfg.dim, &o, err);
-    o.seed = sd + 2;
-    if (!rc && (steps & STEP_HEADS))
-        rc = qsur_hadamard_plan_new(&H, m->cfg.head_size, &o, err);
-    if (!rc && (steps & STEP_W2))
-        rc = qsur_llama_online_hadamard_new(&h2, m->cfg.hidden_dim, sd + 1, err);
-    if (!rc && (steps & STEP_QK))
-        rc = qsur_llama_online_hadamard_new(&hqk, m->cfg.head_size, sd + 3, err);
-    if (rc)
-        goto out;
-    /* Each step is an exact equivalence, so a failure part-way (only memory can
-     * fail now) leaves a model that still computes the same function. */
-    if (steps & STEP_NORM) {
-        if ((rc = qsur_llama_fuse_norms(m, err)))
-            goto changed;
-        append_rotation(ms, "%s", "norms fused");
-        rep_str(r, "norm", "RMSNorm gains", "fused into wq/wk/wv, w1/w3, classifier (untied)");
-    }
-    if (steps & STEP_RESID) {
-        if ((rc = qsur_llama_rotate_residual(m, Q, err)))
-            goto changed;
-        append_rotation(ms, "residual: %s", Q->desc);
-        rep_str(r, "resid", "residual stream Q", Q->desc);
-    }
-    if (steps & STEP_W2) {
-        if ((rc = qsur_llama_rotate_w2(m, h2, err)))
-            goto changed;
-        ms->w2_online = h2;
-        h2 = NULL;
-        append_rotation(ms, "online before w2: %s", ms->w2_online->plan->desc);
-        rep_str(r, "w2", "online before w2", ms->w2_online->plan->desc);
-    }
-    if (steps & STEP_HEADS) {
-        if ((rc = qsur_llama_rotate_heads(m, H, err)))
-            goto changed;
-        append_rotation(ms, "value heads (wv rows, wo columns): %s", H->desc);
-        rep_str(r, "heads", "value heads (fused)", H->desc);
-    }
-    if (steps & STEP_QK) {
-        if ((rc = qsur_llama_rotate_qk(m, hqk, err)))
-            goto changed;
-        ms->qk_online = hqk;
-        hqk = NULL;
-        append_rotation(ms, "online q,k: %s", ms->qk_online->plan->desc);
-        rep_str(r, "qk", "online q,k (K cache)", ms->qk_online->plan->desc);
-    }
-changed:;
-    qsur_error ignored;
-    int rc2 = model_session_changed(s, r, rc ? &ignored : err);
-    if (!rc)
-        rc = rc2;
+    uint64_t sd = a->arg[1].given ? (uint64_t)a->arg[1].i : session_next_seed(s);
+    rotate_plans p;
+    rc = rotate_plans_new(s->model, steps, sd, &p, err);
     if (!rc) {
-        char st[64], head[64];
-        steps_str(steps, st, sizeof st);
-        snprintf(head, sizeof head, "rotate model hadamard %llu", (unsigned long long)sd);
-        a->v[RM_STEPS].s = st;
-        session_log_opts(s, head, a);
-        rep_int(r, "seed", "seed", (long long)sd);
-        if (skipped)
-            rep_str(r, "online_skipped", "online steps left out",
-                    skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
-                    : skipped == STEP_W2       ? "w2 (activations at 16 bits)"
-                                               : "qk (KV cache at 16 bits)");
+        rc = rotate_apply(s, steps, &p, r, err);
+        qsur_error ignored;
+        int rc2 = model_session_changed(s, r, rc ? &ignored : err);
+        if (!rc)
+            rc = rc2;
     }
-out:
-    qsur_hadamard_plan_free(Q);
-    qsur_hadamard_plan_free(H);
-    qsur_llama_online_hadamard_free(h2);
-    qsur_llama_online_hadamard_free(hqk);
-    return rc;
+    rotate_plans_free(&p);
+    if (rc)
+        return rc;
+    char st[64], head[64];
+    steps_str(steps, st, sizeof st);
+    snprintf(head, sizeof head, "rotate model hadamard %llu", (unsigned long long)sd);
+    a->v[RM_STEPS].s = st;
+    session_log_opts(s, head, a);
+    rep_int(r, "seed", "seed", (long long)sd);
+    if (skipped)
+        rep_str(r, "online_skipped", "online steps left out",
+                skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
+                : skipped == STEP_W2           ? "w2 (activations at 16 bits)"
+                                               : "qk (KV cache at 16 bits)");
+    return QSUR_OK;
 }
 
 /* ---- smoothquant ------------------------------------------------------------- */

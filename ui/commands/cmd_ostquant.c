@@ -169,6 +169,102 @@ static void ostq_report_training(session *s, const qsur_ostquant *os, const qsur
     }
 }
 
+/* The training's tokens: calibration (text: `calib`'s windows when it is the
+ * session's file, else seqs= (128) from seed=; a token file whole, so the
+ * QSUR measurements use the whole stream) and the optional eval tokens. */
+static int ostq_tokens(session *s, const qsur_ostquant_opts *o, const char *calib, int calib_seqlen,
+                       const char *eval, qsur_tokens *ct, qsur_tokens *et, qsur_error *err)
+{
+    memset(et, 0, sizeof *et);
+    const model_state *ms = s->mstate;
+    int same = ms && ms->has_calib && !strcmp(calib, ms->calib_path);
+    int samples = same && ms->calib_seqs > 0 ? ms->calib_seqs : o->max_seqs > 0 ? o->max_seqs : 128;
+    if (!text_is_text(calib))
+        samples = 0;
+    int rc = text_or_tokens_calib(s, calib, calib_seqlen, samples, same ? ms->calib_seed : o->seed, ct, err);
+    if (!rc && eval && (rc = text_or_tokens_eval(s, eval, ct->seq_len, et, err)))
+        qsur_tokens_free(ct);
+    return rc;
+}
+
+/* The trained transforms fused into a new model (*fm, its online rotations
+ * *rot), weight-quantized, with the QSUR of what the session gets (*final);
+ * the state saved first. */
+static int ostq_fuse(qsur_ostquant *os, const qsur_tokens *ct, const char *state_out, qsur_llama **fm,
+                     qsur_llama_rotations **rot, qsur_llama_qsur *final, qsur_error *err)
+{
+    int rc = state_out ? qsur_ostquant_save(os, state_out, err) : QSUR_OK;
+    if (!rc)
+        rc = qsur_ostquant_fuse(os, fm, rot, err);
+    /* QSUR of the model the session gets (the best transforms) */
+    if (!rc && os->opts.qsur_every > 0 && !(rc = qsur_ostquant_qsur(os, ct, final, err)))
+        final->step = os->best_step;
+    if (!rc && os->wspec.bits < 16)
+        rc = qsur_llama_quantize_rtn(*fm, &os->wspec, NULL, err);
+    return rc;
+}
+
+/* What the run did, for the report. */
+typedef struct {
+    const char *calib, *state_out;
+    int interrupted;
+    double wall, cpu; /* training seconds */
+} ostq_outcome;
+
+static void ostq_report_run(const qsur_ostquant *os, const qsur_llama_rotations *rot, const ostq_outcome *out,
+                            report *r)
+{
+    const qsur_ostquant_opts *o = &os->opts;
+    char rd[512];
+    qsur_llama_rotations_describe(rot, rd, sizeof rd);
+    rep_str(r, "calib", "calibration", out->calib);
+    rep_str(r, "loss", "loss", qsur_ostquant_loss_name(o->loss));
+    rep_num(r, "lr", "lr (orthogonals)", o->lr, "%g");
+    rep_bool(r, "womi", "WOMI init", o->womi);
+    rep_bool(r, "scales", "learned scales", o->learn_scales);
+    rep_int(r, "steps_done", "steps done", os->step);
+    rep_num(r, "train_seconds", "training wall time (s)", out->wall, "%.2f");
+    rep_num(r, "train_cpu_seconds", "training CPU time of the process (s)", out->cpu, "%.2f");
+    /* the part threads= splits: the rest (fuse, chain rule, optimiser, QSUR) stays serial */
+    const qsur_ostquant_timing *tm = &os->time;
+    double split = tm->forward + tm->teacher + tm->loss + tm->backward;
+    rep_num(r, "train_split_share", "share of the training wall in the batch parts (threads= splits it)",
+            tm->total > 0 ? split / tm->total : 0.0, "%.3f");
+    rep_bool(r, "interrupted", "interrupted (best kept)", out->interrupted);
+    if (out->interrupted)
+        rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
+    rep_int(r, "best_step", "best step (selection batch)", os->best_step);
+    rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
+    rep_str(r, "online", "online rotations", rd);
+    if (out->state_out)
+        rep_str(r, "state", "optimiser state saved to", out->state_out);
+}
+
+/* The session takes the fused model (fm, rot: owned from here), the run's
+ * quantizers and its live-QSUR record (taking *final). */
+static void ostq_adopt(session *s, const qsur_ostquant *os, qsur_llama *fm, qsur_llama_rotations *rot,
+                       qsur_llama_qsur *final, int interrupted, report *r)
+{
+    const qsur_ostquant_opts *o = &os->opts;
+    qsur_error merr;
+    char how[160];
+    snprintf(how, sizeof how, "ostquant (%d steps, %s, lr %g, seed %llu%s%s)", os->step,
+             qsur_ostquant_loss_name(o->loss), o->lr, (unsigned long long)o->seed, o->womi ? "" : ", no-womi",
+             o->learn_scales ? "" : ", no-scale");
+    /* the workspace copies and calibration activations follow the model */
+    if (model_session_replace(s, fm, rot, how, &merr) != QSUR_OK)
+        rep_str(r, "workspace_warning", "warning", merr.msg);
+    s->wq = os->wspec;
+    s->aq = os->aspec;
+    s->kvq = os->kvspec;
+    s->aoq = os->aospec;
+    ostquant_record *rec = NULL;
+    if (s->mstate && ostquant_record_new(&rec, os, final, how, interrupted, &merr) == QSUR_OK) {
+        ostquant_record_free(s->mstate->ostq);
+        s->mstate->ostq = rec;
+    }
+}
+
 /* Trains os (fresh or resumed) on the session model's calibration tokens, then
  * fuses it, quantizes the weights, saves the state (state_out) and replaces
  * the session model. Logged as head and the options of a, the steps option
@@ -177,22 +273,10 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
                     const char *state_out, int keep_partial, const char *head, opt_args *a, int steps_opt,
                     report *r, qsur_error *err)
 {
-    qsur_ostquant_opts o = os->opts;
     qsur_tokens ct, et;
-    memset(&et, 0, sizeof et);
-    /* text: `calib`'s windows when it is the session's file, else seqs= (128) from seed= */
-    const model_state *ms = s->mstate;
-    int same = ms && ms->has_calib && !strcmp(calib, ms->calib_path);
-    int samples = same && ms->calib_seqs > 0 ? ms->calib_seqs : o.max_seqs > 0 ? o.max_seqs : 128;
-    if (!text_is_text(calib))
-        samples = 0; /* a token file is read whole: the QSUR measurements use the whole stream */
-    int rc = text_or_tokens_calib(s, calib, calib_seqlen, samples, same ? ms->calib_seed : o.seed, &ct, err);
+    int rc = ostq_tokens(s, &os->opts, calib, calib_seqlen, eval, &ct, &et, err);
     if (rc)
         return rc;
-    if (eval && (rc = text_or_tokens_eval(s, eval, ct.seq_len, &et, err))) {
-        qsur_tokens_free(&ct);
-        return rc;
-    }
     int start = os->step;
     double wall0 = os->time.total, cpu0 = (double)clock() / CLOCKS_PER_SEC;
     os->qsur_opt = ostquant_session_qsur_options(s);
@@ -200,85 +284,35 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     s->training = os;
     s->training_shown = os->nqlog;
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
-    double train_wall = os->time.total - wall0, train_cpu = (double)clock() / CLOCKS_PER_SEC - cpu0;
+    ostq_outcome out = {calib, state_out, rc == QSUR_ERR_INTERRUPTED, os->time.total - wall0,
+                        (double)clock() / CLOCKS_PER_SEC - cpu0};
     s->training = NULL;
-    int interrupted = rc == QSUR_ERR_INTERRUPTED;
-    if (interrupted && !keep_partial) {
+    if (out.interrupted && !keep_partial) {
         /* A stopped run is not the result the user asked for: the session
          * keeps its model; the state file still lets `ostquant resume` go on. */
         qsur_error serr;
         int saved = state_out && qsur_ostquant_save(os, state_out, &serr) == QSUR_OK;
-        qsur_tokens_free(&ct);
-        if (eval)
-            qsur_tokens_free(&et);
-        return qsur_fail(err, QSUR_ERR_INTERRUPTED, "interrupted at step %d of %d: the model is the one from "
-                         "before the command (keep-partial=1 keeps the best transforms so far)%s%s%s",
-                         os->step, o.steps, saved ? "; state saved to " : "", saved ? state_out : "",
-                         state_out && !saved ? "; the state file could not be written" : "");
-    }
-    if (interrupted && s->interrupted)
+        rc = qsur_fail(err, QSUR_ERR_INTERRUPTED, "interrupted at step %d of %d: the model is the one from "
+                       "before the command (keep-partial=1 keeps the best transforms so far)%s%s%s",
+                       os->step, os->opts.steps, saved ? "; state saved to " : "", saved ? state_out : "",
+                       state_out && !saved ? "; the state file could not be written" : "");
+    } else if (out.interrupted && s->interrupted) {
         *s->interrupted = 0; /* honoured: the fusion and capture below must run */
+    }
     qsur_llama *fm = NULL;
     qsur_llama_rotations *rot = NULL;
     qsur_llama_qsur final;
     memset(&final, 0, sizeof final);
-    if (!rc || interrupted) {
-        rc = state_out ? qsur_ostquant_save(os, state_out, err) : QSUR_OK;
-        if (!rc)
-            rc = qsur_ostquant_fuse(os, &fm, &rot, err);
-        /* QSUR of the model the session gets (the best transforms) */
-        if (!rc && os->opts.qsur_every > 0 && !(rc = qsur_ostquant_qsur(os, &ct, &final, err)))
-            final.step = os->best_step;
-        if (!rc && os->wspec.bits < 16)
-            rc = qsur_llama_quantize_rtn(fm, &os->wspec, NULL, err);
-    }
+    if (!rc || (out.interrupted && keep_partial))
+        rc = ostq_fuse(os, &ct, state_out, &fm, &rot, &final, err);
     if (!rc) {
         ostq_report_training(s, os, &final, r);
-        char rd[512];
-        qsur_llama_rotations_describe(rot, rd, sizeof rd);
-        rep_str(r, "calib", "calibration", calib);
-        rep_str(r, "loss", "loss", qsur_ostquant_loss_name(o.loss));
-        rep_num(r, "lr", "lr (orthogonals)", o.lr, "%g");
-        rep_bool(r, "womi", "WOMI init", o.womi);
-        rep_bool(r, "scales", "learned scales", o.learn_scales);
-        rep_int(r, "steps_done", "steps done", os->step);
-        rep_num(r, "train_seconds", "training wall time (s)", train_wall, "%.2f");
-        rep_num(r, "train_cpu_seconds", "training CPU time of the process (s)", train_cpu, "%.2f");
-        /* the part threads= splits: the rest (fuse, chain rule, optimiser, QSUR) stays serial */
-        const qsur_ostquant_timing *tm = &os->time;
-        double split = tm->forward + tm->teacher + tm->loss + tm->backward;
-        rep_num(r, "train_split_share", "share of the training wall in the batch parts (threads= splits it)",
-                tm->total > 0 ? split / tm->total : 0.0, "%.3f");
-        rep_bool(r, "interrupted", "interrupted (best kept)", interrupted);
-        if (interrupted)
-            rep_str(r, "kept", "kept (keep-partial=1)", "the best transforms so far replace the model");
-        rep_int(r, "best_step", "best step (selection batch)", os->best_step);
-        rep_num(r, "best_select_loss", "best selection loss", os->best_ema, "%.6g");
-        rep_str(r, "online", "online rotations", rd);
-        if (state_out)
-            rep_str(r, "state", "optimiser state saved to", state_out);
-        qsur_error merr;
-        char how[160];
-        snprintf(how, sizeof how, "ostquant (%d steps, %s, lr %g, seed %llu%s%s)", os->step,
-                 qsur_ostquant_loss_name(o.loss), o.lr, (unsigned long long)o.seed, o.womi ? "" : ", no-womi",
-                 o.learn_scales ? "" : ", no-scale");
-        /* the session's model becomes the fused one; the workspace copies
-         * and calibration activations follow */
-        if (model_session_replace(s, fm, rot, how, &merr) != QSUR_OK)
-            rep_str(r, "workspace_warning", "warning", merr.msg);
+        ostq_report_run(os, rot, &out, r);
+        ostq_adopt(s, os, fm, rot, &final, out.interrupted, r);
         /* an interrupted run is logged with the steps it did, so a replay matches */
-        a->v[steps_opt].i = interrupted ? os->step - start : o.steps - start;
+        a->v[steps_opt].i = out.interrupted ? os->step - start : os->opts.steps - start;
         a->v[steps_opt].given = 1;
         session_log_opts(s, head, a);
-        s->wq = os->wspec;
-        s->aq = os->aspec;
-        s->kvq = os->kvspec;
-        s->aoq = os->aospec;
-        ostquant_record *rec = NULL;
-        if (s->mstate && ostquant_record_new(&rec, os, &final, how, interrupted, &merr) == QSUR_OK) {
-            ostquant_record_free(s->mstate->ostq);
-            s->mstate->ostq = rec;
-        }
     } else {
         qsur_llama_free(fm);
         qsur_llama_rotations_free(rot);

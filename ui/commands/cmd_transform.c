@@ -177,19 +177,21 @@ const command scale_subs[] = {
      scale_file, file_args},
     COMMAND_END};
 
-static int stack_op(session *s, report *r, qsur_error *err, int op)
+typedef enum { STACK_UNDO, STACK_REDO, STACK_RESET } stack_op_kind;
+
+static int stack_op(session *s, report *r, qsur_error *err, stack_op_kind op)
 {
     layer_state *l = session_layer(s, err);
     if (!l)
         return QSUR_ERR_ARG;
     int rc = QSUR_OK;
     if (!l->stack) {
-        if (op != 2)
+        if (op != STACK_RESET)
             return qsur_fail(err, QSUR_ERR_ARG, "nothing to %s: layer %s has no transforms",
-                             op == 0 ? "undo" : "redo", l->name);
-    } else if (op == 0) {
+                             op == STACK_UNDO ? "undo" : "redo", l->name);
+    } else if (op == STACK_UNDO) {
         rc = qsur_stack_undo(l->stack, err);
-    } else if (op == 1) {
+    } else if (op == STACK_REDO) {
         rc = qsur_stack_redo(l->stack, err);
     } else {
         rep_int(r, "undone", "steps undone", qsur_stack_reset(l->stack));
@@ -203,21 +205,21 @@ int cmd_undo(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     (void)argc;
     (void)argv;
-    return stack_op(s, r, err, 0);
+    return stack_op(s, r, err, STACK_UNDO);
 }
 
 int cmd_redo(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     (void)argc;
     (void)argv;
-    return stack_op(s, r, err, 1);
+    return stack_op(s, r, err, STACK_REDO);
 }
 
 int cmd_reset(session *s, int argc, char **argv, report *r, qsur_error *err)
 {
     (void)argc;
     (void)argv;
-    return stack_op(s, r, err, 2);
+    return stack_op(s, r, err, STACK_RESET);
 }
 
 int cmd_stack(session *s, int argc, char **argv, report *r, qsur_error *err)

@@ -79,6 +79,21 @@ static int job_end(session *s, wq_job *j, report *r, const char *method, double 
     return rc;
 }
 
+/* The handlers of a method's entry (the current layer) and of its `model`
+ * sub-command (every linear): both run run_NAME, told apart by `model`. */
+#define MODE_HANDLERS(name)                                                                              \
+    int cmd_##name(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)          \
+    {                                                                                                    \
+        (void)argc, (void)argv;                                                                          \
+        return run_##name(s, 0, a, r, err);                                                              \
+    }                                                                                                    \
+    static int cmd_##name##_model(session *s, int argc, char **argv, opt_args *a, report *r,            \
+                                  qsur_error *err)                                                       \
+    {                                                                                                    \
+        (void)argc, (void)argv;                                                                          \
+        return run_##name(s, 1, a, r, err);                                                              \
+    }
+
 /* Each method runs on the current layer (the entry's own options) or, as
  * `METHOD model ...`, on every linear of the model (the sub-command entry);
  * both share one handler, which tells them apart by the spec it got. */
@@ -131,17 +146,7 @@ static int run_gptq(session *s, int model, opt_args *a, report *r, qsur_error *e
     return job_end(s, &j, r, "gptq", t0, err);
 }
 
-int cmd_gptq(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
-{
-    (void)argc, (void)argv;
-    return run_gptq(s, 0, a, r, err);
-}
-
-static int cmd_gptq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
-{
-    (void)argc, (void)argv;
-    return run_gptq(s, 1, a, r, err);
-}
+MODE_HANDLERS(gptq)
 
 #define QE_LAYER_ROWS \
     {"outliers", OPT_REAL, 0, 0.5, NULL, "0", "P", OPT_LOG_ALWAYS, "fraction of the weights kept in float"}, \
@@ -209,17 +214,7 @@ static int run_quantease(session *s, int model, opt_args *a, report *r, qsur_err
     return job_end(s, &j, r, "quantease", t0, err);
 }
 
-int cmd_quantease(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
-{
-    (void)argc, (void)argv;
-    return run_quantease(s, 0, a, r, err);
-}
-
-static int cmd_quantease_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
-{
-    (void)argc, (void)argv;
-    return run_quantease(s, 1, a, r, err);
-}
+MODE_HANDLERS(quantease)
 
 const opt_spec awq_opts[] = {OPT_END}; /* GRID only */
 static const opt_spec awq_model_opts[] = {LAYERS_OPT, OPT_END};
@@ -259,17 +254,7 @@ static int run_awq(session *s, int model, opt_args *a, report *r, qsur_error *er
     return job_end(s, &j, r, "awq", t0, err);
 }
 
-int cmd_awq(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
-{
-    (void)argc, (void)argv;
-    return run_awq(s, 0, a, r, err);
-}
-
-static int cmd_awq_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
-{
-    (void)argc, (void)argv;
-    return run_awq(s, 1, a, r, err);
-}
+MODE_HANDLERS(awq)
 
 #define CQE_LAYER_ROWS \
     {"steps", OPT_INT, 0, 100000, NULL, "100", NULL, OPT_LOG_ALWAYS, "Adam steps"}, \
@@ -337,17 +322,7 @@ static int run_cqe(session *s, int model, opt_args *a, report *r, qsur_error *er
     return job_end(s, &j, r, "cqe", t0, err);
 }
 
-int cmd_cqe(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
-{
-    (void)argc, (void)argv;
-    return run_cqe(s, 0, a, r, err);
-}
-
-static int cmd_cqe_model(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
-{
-    (void)argc, (void)argv;
-    return run_cqe(s, 1, a, r, err);
-}
+MODE_HANDLERS(cqe)
 
 /* The `model` sub-command of each method (the parent entries are in command_table.c). */
 #define MODEL_SUB(usage, npos, spec, run, args) \

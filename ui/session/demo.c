@@ -79,8 +79,83 @@ int demo_qsur_2d(const double cov[2][2], const double mean[2], double alpha, int
     return 0;
 }
 
-/* Draws the picture top to bottom in one pass over a character grid (about 90
- * lines): the square, the ellipse and the labels share the grid's scale. */
+/* The picture is drawn on a character grid first ('.' inside, 'c' '-' '|'
+ * the square, '*' the outline, '+' the origin), then written out row by
+ * row: the square, the ellipse and the labels share the grid's scale. */
+typedef struct {
+    char *cell;
+    int R, C;
+    double lo, side, step_x, step_y; /* the square's corner and side; cell size */
+} demo_grid;
+
+/* Inside: (v - mu)^T S^-1 (v - mu) <= c^2; the square's border over it. */
+static void grid_fill(demo_grid *g, const demo_state *d, const demo_qsur *q)
+{
+    double ia = d->cov[1][1] / q->det, ib = -d->cov[0][1] / q->det, ie = d->cov[0][0] / q->det;
+    for (int i = 0; i < g->R; i++) {
+        double y = g->lo + g->side - i * g->step_y - d->mean[1];
+        for (int j = 0; j < g->C; j++) {
+            double x = g->lo + j * g->step_x - d->mean[0];
+            int edge_r = i == 0 || i == g->R - 1, edge_c = j == 0 || j == g->C - 1;
+            char *c = &g->cell[i * g->C + j];
+            *c = ia * x * x + 2 * ib * x * y + ie * y * y <= q->c * q->c ? '.' : ' ';
+            if (edge_r || edge_c)
+                *c = edge_r && edge_c ? 'c' : edge_r ? '-' : '|';
+        }
+    }
+}
+
+/* Outline: mu + c L (cos t, sin t) with L L^T = S (Cholesky). It is drawn over
+ * the border on purpose: where the ellipse touches the square is the point. */
+static void grid_outline(demo_grid *g, const demo_state *d, const demo_qsur *q)
+{
+    double l00 = sqrt(d->cov[0][0]), l10 = d->cov[0][1] / l00;
+    double l11 = sqrt(fmax(d->cov[1][1] - l10 * l10, 0.0));
+    for (int t = 0; t < 720; t++) {
+        double ct = cos(t * M_PI / 360), stt = sin(t * M_PI / 360);
+        double x = d->mean[0] + q->c * l00 * ct;
+        double y = d->mean[1] + q->c * (l10 * ct + l11 * stt);
+        int j = (int)lround((x - g->lo) / g->step_x), i = (int)lround((g->lo + g->side - y) / g->step_y);
+        if (i >= 0 && i < g->R && j >= 0 && j < g->C && g->cell[i * g->C + j] != 'c')
+            g->cell[i * g->C + j] = '*';
+    }
+    int oi = (int)lround((g->lo + g->side) / g->step_y), oj = (int)lround(-g->lo / g->step_x);
+    if (oi > 0 && oi < g->R - 1 && oj > 0 && oj < g->C - 1 && g->cell[oi * g->C + oj] != '*')
+        g->cell[oi * g->C + oj] = '+';
+}
+
+/* One grid cell as the terminal shows it (UTF-8 box drawing or ASCII). */
+static const char *cell_text(char g, int i, int j, int utf8)
+{
+    switch (g) {
+    case 'c': return utf8 ? (i == 0 ? (j == 0 ? "┌" : "┐") : (j == 0 ? "└" : "┘")) : "+";
+    case '-': return utf8 ? "─" : "-";
+    case '|': return utf8 ? "│" : "|";
+    case '.': return utf8 ? "░" : ".";
+    case '*': return utf8 ? "●" : "*";
+    case '+': return utf8 ? "┼" : "+";
+    default: return " ";
+    }
+}
+
+static void grid_write(const demo_grid *g, plot_lines *out, const plot_style *st, int pad)
+{
+    for (int i = 0; i < g->R; i++) {
+        strbuf b = {0};
+        strbuf_addf(&b, "%*s", pad, "");
+        for (int j = 0; j < g->C; j++) {
+            char c = g->cell[i * g->C + j];
+            const char *u = cell_text(c, i, j, st->utf8);
+            if (c == '*' && st->color)
+                strbuf_addf(&b, "\033[33m%s\033[0m", u);
+            else
+                strbuf_addf(&b, "%s", u);
+        }
+        plot_lines_add(out, st, b.buf);
+        strbuf_free(&b);
+    }
+}
+
 void demo_draw(plot_lines *out, const plot_style *st, const demo_state *d, double alpha, int asym)
 {
     demo_qsur q;
@@ -92,80 +167,19 @@ void demo_draw(plot_lines *out, const plot_style *st, const demo_state *d, doubl
     int k = (width - 1) / 4;
     if (k > 10)
         k = 10;
-    int R = 2 * k + 1, C = 4 * k + 1;
+    demo_grid g = {NULL, 2 * k + 1, 4 * k + 1, -q.side / 2, q.side, 0, 0};
     /* The square: centred at 0 (sym) or spanning [lo, lo + side] (asym). */
-    double lo = -q.side / 2;
     if (asym) {
         double r0 = q.c * sqrt(d->cov[0][0]), r1 = q.c * sqrt(d->cov[1][1]);
-        lo = fmin(d->mean[0] - r0, d->mean[1] - r1);
+        g.lo = fmin(d->mean[0] - r0, d->mean[1] - r1);
     }
-    double step_x = q.side / (C - 1), step_y = q.side / (R - 1);
-    char *grid = malloc((size_t)R * (size_t)C);
-    if (!grid)
+    g.step_x = q.side / (g.C - 1);
+    g.step_y = q.side / (g.R - 1);
+    if (!(g.cell = malloc((size_t)g.R * (size_t)g.C)))
         return;
-    memset(grid, ' ', (size_t)R * (size_t)C);
-    /* Inside: (v - mu)^T S^-1 (v - mu) <= c^2. */
-    double ia = d->cov[1][1] / q.det, ib = -d->cov[0][1] / q.det, ie = d->cov[0][0] / q.det;
-    for (int i = 0; i < R; i++) {
-        double y = lo + q.side - i * step_y - d->mean[1];
-        for (int j = 0; j < C; j++) {
-            double x = lo + j * step_x - d->mean[0];
-            if (ia * x * x + 2 * ib * x * y + ie * y * y <= q.c * q.c)
-                grid[i * C + j] = '.';
-        }
-    }
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < C; j++) {
-            int edge_r = i == 0 || i == R - 1, edge_c = j == 0 || j == C - 1;
-            if (edge_r && edge_c)
-                grid[i * C + j] = 'c';
-            else if (edge_r)
-                grid[i * C + j] = '-';
-            else if (edge_c)
-                grid[i * C + j] = '|';
-        }
-    /* Outline: mu + c L (cos t, sin t) with L L^T = S (Cholesky). It is drawn over
-     * the border on purpose: where the ellipse touches the square is the point. */
-    double l00 = sqrt(d->cov[0][0]), l10 = d->cov[0][1] / l00;
-    double l11 = sqrt(fmax(d->cov[1][1] - l10 * l10, 0.0));
-    for (int t = 0; t < 720; t++) {
-        double ct = cos(t * M_PI / 360), stt = sin(t * M_PI / 360);
-        double x = d->mean[0] + q.c * l00 * ct;
-        double y = d->mean[1] + q.c * (l10 * ct + l11 * stt);
-        int j = (int)lround((x - lo) / step_x), i = (int)lround((lo + q.side - y) / step_y);
-        if (i >= 0 && i < R && j >= 0 && j < C && grid[i * C + j] != 'c')
-            grid[i * C + j] = '*';
-    }
-    int oi = (int)lround((lo + q.side) / step_y), oj = (int)lround(-lo / step_x);
-    if (oi > 0 && oi < R - 1 && oj > 0 && oj < C - 1 && grid[oi * C + oj] != '*')
-        grid[oi * C + oj] = '+';
-    int pad = (width - C) / 2;
-    if (pad > 8)
-        pad = 8;
-    for (int i = 0; i < R; i++) {
-        strbuf b = {0};
-        strbuf_addf(&b, "%*s", pad, "");
-        for (int j = 0; j < C; j++) {
-            char g = grid[i * C + j];
-            const char *u = NULL;
-            switch (g) {
-            case 'c':
-                u = st->utf8 ? (i == 0 ? (j == 0 ? "┌" : "┐") : (j == 0 ? "└" : "┘")) : "+";
-                break;
-            case '-': u = st->utf8 ? "─" : "-"; break;
-            case '|': u = st->utf8 ? "│" : "|"; break;
-            case '.': u = st->utf8 ? "░" : "."; break;
-            case '*': u = st->utf8 ? "●" : "*"; break;
-            case '+': u = st->utf8 ? "┼" : "+"; break;
-            default: u = " "; break;
-            }
-            if (g == '*' && st->color)
-                strbuf_addf(&b, "\033[33m%s\033[0m", u);
-            else
-                strbuf_addf(&b, "%s", u);
-        }
-        plot_lines_add(out, st, b.buf);
-        strbuf_free(&b);
-    }
-    free(grid);
+    grid_fill(&g, d, &q);
+    grid_outline(&g, d, &q);
+    int pad = (width - g.C) / 2;
+    grid_write(&g, out, st, pad > 8 ? 8 : pad);
+    free(g.cell);
 }

@@ -1,14 +1,18 @@
 /* The session model's lifecycle (see model_session.h): the only code that
  * loads into, replaces or frees s->model, s->model_rot and s->mstate, and
  * keeps the workspace copies and calibration captures consistent with them. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "layer_state.h"
 #include "model_session.h"
 #include "model_state.h"
 #include "ostquant_live.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
+#include "qsur/llama_runtime.h"
+#include "qsur/safetensors.h"
 #include "qsur/llama_store.h"
 #include "text_state.h"
 
@@ -143,8 +147,11 @@ static int model_replaced(session *s, const char *how, qsur_error *err)
 }
 
 
-int model_session_install(session *s, qsur_llama *m, qsur_llama_rotations *rot, model_state *ms,
-                          qsur_error *err)
+/* Makes m (with its online rotations rot, may be NULL, and state ms) the
+ * session model: its weights go to the workspace, stale layer states and the
+ * old model's captures go, the old model is freed. Takes ownership of m, rot
+ * and ms, also on failure (then the session keeps its old model). */
+static int install(session *s, qsur_llama *m, qsur_llama_rotations *rot, model_state *ms, qsur_error *err)
 {
     if (s->model)
         remove_captures(s, s->model->cfg.n_layers);
@@ -160,6 +167,68 @@ int model_session_install(session *s, qsur_llama *m, qsur_llama_rotations *rot, 
     s->model_rot = rot;
     s->model = m;
     s->mstate = ms;
+    return QSUR_OK;
+}
+
+/* An `export` directory: re-create its online hooks on m (*rot) and read
+ * its quantizers (*rt, *wspec when *wspec_ok); *found 0 for other models. */
+static int restore_export(qsur_llama *m, const char *path, qsur_llama_runtime *rt, int *found,
+                          qsur_llama_rotations **rot, qsur_quant_spec *wspec, int *wspec_ok, qsur_error *err)
+{
+    char stp[4200];
+    struct stat st;
+    *found = *wspec_ok = 0;
+    *rot = NULL;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) || qsur_llama_hf_first_file(path, stp, sizeof stp) != QSUR_OK)
+        return QSUR_OK;
+    int rc = qsur_llama_runtime_read(stp, rt, found, err);
+    if (!rc && *found)
+        rc = qsur_llama_runtime_apply(rt, m, rot, err);
+    qsur_safetensors *sf = NULL;
+    qsur_error ig;
+    if (!rc && *found && qsur_safetensors_open(&sf, stp, &ig) == QSUR_OK) {
+        const char *v = qsur_safetensors_meta(sf, "qsur.wspec");
+        *wspec_ok = v && qsur_quant_spec_parse(v, wspec) == 0;
+        qsur_safetensors_close(sf);
+    }
+    return rc;
+}
+
+int model_session_load(session *s, const char *path, int *from_export, qsur_error *err)
+{
+    qsur_llama *m = NULL;
+    model_state *ms = calloc(1, sizeof *ms);
+    if (!ms)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    int rc = qsur_llama_load(&m, path, &s->progress, err);
+    if (rc) {
+        free(ms);
+        return rc;
+    }
+    qsur_llama_runtime rt;
+    qsur_llama_rotations *rot = NULL;
+    qsur_quant_spec wspec;
+    int found = 0, wspec_ok = 0;
+    if ((rc = restore_export(m, path, &rt, &found, &rot, &wspec, &wspec_ok, err))) {
+        qsur_llama_free(m);
+        free(ms);
+        return rc;
+    }
+    if ((rc = install(s, m, rot, ms, err)))
+        return rc;
+    if (found) {
+        /* an export: its hooks (already on m) and quantizers become the session's */
+        s->aq = rt.act;
+        s->kvq = rt.kv;
+        s->aoq = rt.act_wo;
+        if (wspec_ok)
+            s->wq = wspec;
+        snprintf(ms->rotation, sizeof ms->rotation, "from export: online w2_in %s; online qk %s",
+                 rt.has_w2 ? rt.w2_desc : "none", rt.has_qk ? rt.qk_desc : "none");
+    }
+    char abs[PATH_MAX];
+    snprintf(s->model_path, sizeof s->model_path, "%s", realpath(path, abs) ? abs : path);
+    *from_export = found;
     return QSUR_OK;
 }
 

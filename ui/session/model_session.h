@@ -15,12 +15,13 @@ struct qsur_llama;
 struct qsur_llama_rotations;
 struct model_state;
 
-/* Makes m (with its online rotations rot, may be NULL, and state ms) the
- * session model: its weights go to the workspace, stale layer states and
- * the old model's captures go, the old model is freed. Takes ownership of
- * m, rot and ms, also on failure (then the session keeps its old model). */
-int model_session_install(session *s, struct qsur_llama *m, struct qsur_llama_rotations *rot,
-                          struct model_state *ms, qsur_error *err);
+/* `model load PATH`: loads a llama2.c file or a Hugging Face directory and
+ * makes it the session model (an `export` directory also brings back its
+ * online rotations and quantizers, which become the session's: *from_export
+ * 1); s->model_path gets the absolute path. The workspace views follow,
+ * stale layer states and the old model's captures go, the old model is
+ * freed. On failure the session keeps its old model. */
+int model_session_load(session *s, const char *path, int *from_export, qsur_error *err);
 
 /* Replaces the session model by a transformed one (`ostquant model`: fused
  * weights, rot its online rotations), keeping s->mstate's calibration; how

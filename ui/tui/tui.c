@@ -9,7 +9,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "channel_analysis.h"
 #include "command.h"
 #include "layer_state.h"
 #include "run_line.h"
@@ -156,127 +155,14 @@ int tui_active(const struct session *s)
 
 /* ------------------------------------------------------------------- data */
 
-const float *tui_dist_matrix(tui *t, int64_t *rows, int64_t *cols, const char **name)
-{
-    session *s = t->s;
-    if (s->current < 0 || s->current >= s->nlayers)
-        return NULL;
-    layer_state *l = &s->layers[s->current];
-    layer_view v;
-    qsur_error err;
-    if (layer_view_get(s, l, 0, &v, &err) != QSUR_OK)
-        return NULL;
-    int want_w = t->dist_side_w ? v.w != NULL : v.x == NULL;
-    if (name)
-        *name = want_w ? l->w_name : l->x_name;
-    *rows = want_w ? v.m : v.n;
-    *cols = v.d;
-    return want_w ? v.w : v.x;
-}
-
-static void memo_store(tui *t, const layer_state *l, const layer_metrics *m)
-{
-    tui_qsur_memo *e = NULL;
-    for (int i = 0; i < t->nmemo; i++)
-        if (!strcmp(t->memo[i].w, l->w_name) && !strcmp(t->memo[i].x, l->x_name))
-            e = &t->memo[i];
-    if (!e) {
-        tui_qsur_memo *p = realloc(t->memo, (size_t)(t->nmemo + 1) * sizeof *p);
-        if (!p)
-            return;
-        t->memo = p;
-        e = &t->memo[t->nmemo++];
-        snprintf(e->w, sizeof e->w, "%s", l->w_name);
-        snprintf(e->x, sizeof e->x, "%s", l->x_name);
-    }
-    e->qx = m->has_x ? m->qx.log10_qsur : NAN;
-    e->qw = m->has_w ? m->qw.log10_qsur : NAN;
-}
-
-/* Full statistics (std, kurtosis, ...) of the selected channel only: the
- * other channels need just their absmax, which one vectorised pass gives
- * (a quarter of the full statistics' time on every redraw of a big layer). */
-void tui_channel_detail(tui *t)
-{
-    int64_t rows, cols;
-    const float *a = tui_dist_matrix(t, &rows, &cols, NULL);
-    if (!a || !t->st || t->channel < 0 || t->channel >= t->nchan || cols != t->nchan)
-        return;
-    float *col = malloc((size_t)rows * sizeof *col);
-    if (!col)
-        return;
-    for (int64_t i = 0; i < rows; i++)
-        col[i] = a[i * cols + t->channel];
-    qsur_channel_stat one;
-    qsur_error err;
-    if (qsur_channel_stats(col, rows, 1, &one, NULL, &err) == QSUR_OK)
-        t->st[t->channel] = one;
-    free(col);
-}
-
-static void refresh_channels(tui *t)
-{
-    free(t->st);
-    free(t->outlier);
-    t->st = NULL;
-    t->outlier = NULL;
-    t->nchan = t->noutliers = 0;
-    int64_t rows, cols;
-    const float *a = tui_dist_matrix(t, &rows, &cols, NULL);
-    if (!a || cols <= 0 || rows <= 0)
-        return;
-    channel_analysis ca;
-    qsur_error err;
-    unsigned char *flag = calloc((size_t)cols, 1);
-    if (!flag || channel_analysis_run(t->s, a, rows, cols, t->s->set.outlier_k, CHANNEL_ABSMAX_ONLY, &ca,
-                                      &err) != QSUR_OK) {
-        free(flag);
-        return;
-    }
-    for (int64_t i = 0; i < ca.nout; i++)
-        flag[ca.idx[i]] = 1;
-    t->st = ca.st; /* taken over; the selected channel gets its full stats below */
-    ca.st = NULL;
-    t->outlier = flag;
-    t->nchan = cols;
-    t->noutliers = ca.nout;
-    t->median_absmax = ca.median;
-    channel_analysis_free(&ca);
-    if (t->channel < 0 || t->channel >= cols) {
-        /* Start on the largest channel: that is the one worth a histogram. */
-        int64_t top;
-        qsur_topk_absmax(t->st, cols, 1, &top);
-        t->channel = top;
-    }
-    tui_channel_detail(t);
-}
-
+/* Every panel that owns its data reads it again (update), after every
+ * command and selection change; draw_all then only paints. */
 static void tui_refresh(tui *t)
 {
-    session *s = t->s;
-    tui_layers_rebuild(t);
-    t->have_metrics = 0;
-    t->metrics_msg[0] = '\0';
-    if (s->current < 0 || s->current >= s->nlayers) {
-        snprintf(t->metrics_msg, sizeof t->metrics_msg,
-                 "no layer selected: pick one in the layer list (Up/Down, Enter)");
-        refresh_channels(t);
-        t->stack.update(t, &t->stack);
-        return;
-    }
-    layer_state *l = &s->layers[s->current];
-    qsur_error err;
-    int rc = layer_metrics_compute(s, l, 1, &t->base, &err);
-    if (rc == QSUR_OK)
-        rc = layer_metrics_compute(s, l, 0, &t->cur, &err);
-    if (rc == QSUR_OK) {
-        t->have_metrics = 1;
-        memo_store(t, l, &t->cur);
-    } else {
-        snprintf(t->metrics_msg, sizeof t->metrics_msg, "%s", err.msg);
-    }
-    refresh_channels(t);
-    t->stack.update(t, &t->stack);
+    tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
+    for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
+        if (panels[i]->update)
+            panels[i]->update(t, panels[i]);
 }
 
 /* --------------------------------------------------------------- commands */
@@ -525,19 +411,14 @@ static void key_undo(tui *t) { tui_exec(t, "undo", TUI_ECHO); }
 static void key_redo(tui *t) { tui_exec(t, "redo", TUI_ECHO); }
 static void key_bits_down(tui *t) { change_bits(t, -1); }
 static void key_bits_up(tui *t) { change_bits(t, +1); }
-static void key_view(tui *t) { t->view = (dist_view)((t->view + 1) % DIST_NVIEWS); }
+static void key_view(tui *t) { tui_dist_next_view(t); }
 static void key_redraw(tui *t)
 {
     (void)t;
     clearok(stdscr, TRUE);
 }
 
-static void key_side(tui *t)
-{
-    t->dist_side_w = !t->dist_side_w;
-    t->channel = -1;
-    refresh_channels(t);
-}
+static void key_side(tui *t) { tui_dist_toggle_side(t); }
 
 static void key_demo(tui *t)
 {
@@ -694,39 +575,18 @@ static void tui_free(tui *t)
 {
     for (int i = 0; i < t->nout; i++)
         free(t->out[(t->out_head + i) % TUI_OUTPUT_MAX]);
-    for (int i = 0; i < t->nhistory; i++)
-        free(t->history[i]);
-    free(t->items);
-    free(t->memo);
-    free(t->st);
-    free(t->outlier);
-    t->stack.free_state(&t->stack);
+    tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
+    for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
+        if (panels[i]->free_state)
+            panels[i]->free_state(panels[i]);
 }
 
-int tui_run(session *s, qsur_error *err)
+/* The terminal set up for the screen and the panels made. */
+static void tui_start(tui *t, session *s)
 {
-    if (tui_active(s))
-        return qsur_fail(err, QSUR_ERR_ARG, "the TUI is already open");
-    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
-        return qsur_fail(err, QSUR_ERR_ARG, "the TUI needs a terminal on standard input and output");
-    const char *term = getenv("TERM");
-    SCREEN *scr = newterm(NULL, stdout, stdin);
-    if (!scr)
-        return qsur_fail(err, QSUR_ERR_ARG, "cannot open the terminal '%s' (is TERM right?)",
-                         term ? term : "(unset)");
-    set_term(scr);
-    fflush(stdout);
-
-    tui *t = calloc(1, sizeof *t);
-    if (!t) {
-        endwin();
-        delscreen(scr);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-    }
     t->s = s;
     t->utf8 = s->set.utf8;
     t->smooth_alpha = 0.5;
-    t->channel = -1;
     t->show_frames = getenv("QSUR_TUI_FRAMES") != NULL;
     raw(); /* Ctrl-C arrives as a key: it stops long work instead of killing us */
     noecho();
@@ -742,19 +602,16 @@ int tui_run(session *s, qsur_error *err)
     tui_panel_cmdline_init(&t->cmdline);
     tui_panel_demo_init(&t->demo);
     t->focus = &t->layers;
-
     /* Long engine work draws its bar here and listens for Esc while the TUI runs. */
     t->saved_progress = s->progress;
     s->progress.fn = tui_progress_cb;
     s->progress.ctx = t;
     s->stream = tui_stream;
-    report_format saved_format = s->set.format;
-    s->set.format = FORMAT_HUMAN;
+}
 
-    layout(t);
-    tui_refresh(t);
-    tui_output(t, "qsur workbench: F1 or ? for keys, : for a command line, q to leave.");
-    tui_status(t, "%s", s->current >= 0 ? "ready" : "pick a layer: Up/Down, Enter");
+/* Keys until `q`: typed-ahead keys first, a redraw before each wait. */
+static void tui_loop(tui *t)
+{
     int errs = 0;
     while (!t->quit) {
         int ch;
@@ -776,7 +633,35 @@ int tui_run(session *s, qsur_error *err)
         errs = 0;
         handle_key(t, ch);
     }
+}
 
+int tui_run(session *s, qsur_error *err)
+{
+    if (tui_active(s))
+        return qsur_fail(err, QSUR_ERR_ARG, "the TUI is already open");
+    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
+        return qsur_fail(err, QSUR_ERR_ARG, "the TUI needs a terminal on standard input and output");
+    const char *term = getenv("TERM");
+    SCREEN *scr = newterm(NULL, stdout, stdin);
+    if (!scr)
+        return qsur_fail(err, QSUR_ERR_ARG, "cannot open the terminal '%s' (is TERM right?)",
+                         term ? term : "(unset)");
+    set_term(scr);
+    fflush(stdout);
+    tui *t = calloc(1, sizeof *t);
+    if (!t) {
+        endwin();
+        delscreen(scr);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    }
+    tui_start(t, s);
+    report_format saved_format = s->set.format;
+    s->set.format = FORMAT_HUMAN;
+    layout(t);
+    tui_refresh(t);
+    tui_output(t, "qsur workbench: F1 or ? for keys, : for a command line, q to leave.");
+    tui_status(t, "%s", s->current >= 0 ? "ready" : "pick a layer: Up/Down, Enter");
+    tui_loop(t);
     s->progress = t->saved_progress;
     s->stream = NULL;
     s->set.format = saved_format;

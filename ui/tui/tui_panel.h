@@ -1,10 +1,13 @@
 /* Internals of the TUI shared by ui/tui/tui.c and the panels (ui/tui/tui_panel_*.c).
  *
- * A panel is one struct with its own draw and key functions (htop/tig style);
- * tui.c lays the panels out, routes keys to the focused one first, and owns
- * the data every panel reads (metrics, channel statistics, output log), which
- * it refreshes after each command. Panels change state ONLY by running
- * command lines through tui_exec(), so everything is logged. */
+ * A panel is one struct with its own draw and key functions (htop/tig style)
+ * and its own data behind `state`: the layer list, distribution, metrics,
+ * stack and command line read theirs from the session and the engine in
+ * `update` (after every command; tui_refresh runs them all) and only paint
+ * in `draw`. tui.c lays the panels out, routes keys (one binding table) and
+ * keeps the output log, which tui_exec fills with what commands print.
+ * Panels change state ONLY by running command lines through tui_exec(), so
+ * everything is logged. */
 #ifndef QSUR_UI_TUI_PANEL_H
 #define QSUR_UI_TUI_PANEL_H
 
@@ -49,12 +52,6 @@ typedef struct {
     int matrix;        /* 2-D: can be selected with `use` */
 } tui_layer_item;
 
-/* Last known log10 QSUR of a layer (shown in the list). */
-typedef struct {
-    char w[QSUR_NAME_MAX], x[QSUR_NAME_MAX];
-    double qx, qw;     /* NAN when unknown / absent */
-} tui_qsur_memo;
-
 #define TUI_OUTPUT_MAX 2000
 #define TUI_HISTORY_MAX 200
 #define TUI_LINE_MAX 512
@@ -76,32 +73,11 @@ typedef struct tui {
     tui_panel layers, dist, metrics, stack, output, cmdline, demo;
     tui_panel *focus;  /* &layers, &dist, or &cmdline */
 
-    /* data refreshed after every command (tui_refresh) */
-    tui_layer_item *items;
-    int nitems, layer_sel, layer_top;
-    tui_qsur_memo *memo;
-    int nmemo;
-    int have_metrics;
-    layer_metrics base, cur;
-    char metrics_msg[QSUR_ERROR_MAX];
-    int dist_side_w;   /* 0: X (activation), 1: W */
-    dist_view view;
-    int64_t channel;   /* selected channel (histogram view) */
-    qsur_channel_stat *st;
-    unsigned char *outlier;
-    int64_t nchan, noutliers;
-    double median_absmax;
-
-    /* output log (ring of lines) and its scroll offset from the bottom */
+    /* output log (ring of lines) and its scroll offset from the bottom: the
+     * runner's sink (tui_exec, tui_output, generate's stream), shared by the
+     * output panel that draws it and the command line that scrolls it */
     char *out[TUI_OUTPUT_MAX];
     int nout, out_head, out_scroll;
-
-    /* command line */
-    char line[TUI_LINE_MAX];
-    int len, cursor;
-    char *history[TUI_HISTORY_MAX];
-    int nhistory, hist_pos;
-    char completion_msg[160];
 
     /* SmoothQuant alpha for `s`; the stack depth right after our last smooth step */
     double smooth_alpha;
@@ -128,11 +104,6 @@ int tui_exec_fmt(tui *t, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* Appends text (may hold several lines) to the output log. */
 void tui_output(tui *t, const char *text);
 void tui_status(tui *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Current matrix of the distribution panel's side: NULL when none. */
-const float *tui_dist_matrix(tui *t, int64_t *rows, int64_t *cols, const char **name);
-/* Fills t->st[t->channel] with the selected channel's full statistics (the
- * other entries only carry absmax). */
-void tui_channel_detail(tui *t);
 
 /* ---- tui_draw.c: drawing primitives (UTF-8 or ASCII) ---- */
 enum { TUI_PAIR_TITLE = 1, TUI_PAIR_OUTLIER, TUI_PAIR_GOOD, TUI_PAIR_BAD, TUI_PAIR_FOCUS, TUI_PAIR_BAR };
@@ -152,6 +123,13 @@ int tui_attr(tui *t, int pair, int fallback);
 /* ---- panels ---- */
 void tui_panel_layers_init(tui_panel *p);
 void tui_panel_dist_init(tui_panel *p);
+/* tui_panel_dist.c: the matrix it shows (X or W of the current layer; NULL
+ * when none), and what the global keys change in it (`d` view, `w` side, a
+ * new layer's channel). */
+const float *tui_dist_matrix(tui *t, int64_t *rows, int64_t *cols, const char **name);
+void tui_dist_next_view(tui *t);
+void tui_dist_toggle_side(tui *t);
+void tui_dist_forget_channel(tui *t);
 void tui_panel_metrics_init(tui_panel *p);
 void tui_panel_stack_init(tui_panel *p);
 void tui_panel_output_init(tui_panel *p);
@@ -162,8 +140,6 @@ void tui_panel_demo_init(tui_panel *p);
  * callback over the metrics and distribution area. */
 struct qsur_ostquant;
 void tui_ostquant_live_draw(tui *t, const struct qsur_ostquant *o);
-/* Rebuilds the layer list from the workspace (pairs weights with activations). */
-void tui_layers_rebuild(tui *t);
 /* Focuses the command line with text already typed (e.g. "save "). */
 void tui_cmdline_start(tui *t, const char *prefill);
 

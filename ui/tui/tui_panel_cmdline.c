@@ -10,16 +10,27 @@
 
 #define PROMPT ":"
 
+/* The panel's data: the line being edited and the history of lines run. */
+typedef struct {
+    char line[TUI_LINE_MAX];
+    int len, cursor;
+    char *history[TUI_HISTORY_MAX];
+    int nhistory, hist_pos;
+    char completion_msg[160];
+} cmdline_state;
+
 void tui_cmdline_start(tui *t, const char *prefill)
 {
-    snprintf(t->line, sizeof t->line, "%s", prefill);
-    t->len = t->cursor = (int)strlen(t->line);
-    t->hist_pos = t->nhistory;
+    cmdline_state *c = t->cmdline.state;
+    snprintf(c->line, sizeof c->line, "%s", prefill);
+    c->len = c->cursor = (int)strlen(c->line);
+    c->hist_pos = c->nhistory;
     t->focus = &t->cmdline;
 }
 
 static void draw(tui *t, tui_panel *p)
 {
+    cmdline_state *c = t->cmdline.state;
     tui_rect *r = &p->r;
     int focused = t->focus == p;
     move(r->y, r->x);
@@ -31,41 +42,44 @@ static void draw(tui *t, tui_panel *p)
         return;
     }
     /* Scroll horizontally so the cursor stays visible. */
-    int avail = r->w - 2, start = t->cursor > avail - 1 ? t->cursor - (avail - 1) : 0;
+    int avail = r->w - 2, start = c->cursor > avail - 1 ? c->cursor - (avail - 1) : 0;
     attron(A_BOLD);
     mvaddstr(r->y, r->x, PROMPT);
     attroff(A_BOLD);
-    tui_text(t, r->y, r->x + 1, avail, t->line + start);
-    move(r->y, r->x + 1 + (t->cursor - start));
+    tui_text(t, r->y, r->x + 1, avail, c->line + start);
+    move(r->y, r->x + 1 + (c->cursor - start));
 }
 
 static void set_line(tui *t, const char *s)
 {
-    snprintf(t->line, sizeof t->line, "%s", s);
-    t->len = t->cursor = (int)strlen(t->line);
+    cmdline_state *c = t->cmdline.state;
+    snprintf(c->line, sizeof c->line, "%s", s);
+    c->len = c->cursor = (int)strlen(c->line);
 }
 
 static void insert_text(tui *t, const char *s)
 {
+    cmdline_state *c = t->cmdline.state;
     int n = (int)strlen(s);
-    if (t->len + n >= TUI_LINE_MAX)
+    if (c->len + n >= TUI_LINE_MAX)
         return;
-    memmove(t->line + t->cursor + n, t->line + t->cursor, (size_t)(t->len - t->cursor + 1));
-    memcpy(t->line + t->cursor, s, (size_t)n);
-    t->len += n;
-    t->cursor += n;
+    memmove(c->line + c->cursor + n, c->line + c->cursor, (size_t)(c->len - c->cursor + 1));
+    memcpy(c->line + c->cursor, s, (size_t)n);
+    c->len += n;
+    c->cursor += n;
 }
 
 /* Tab: the REPL's completion (command names, then what the command table
  * says each command's arguments are), applied to the word before the cursor. */
 static void complete(tui *t)
 {
-    int start = t->cursor;
-    while (start > 0 && t->line[start - 1] != ' ' && t->line[start - 1] != ';')
+    const cmdline_state *ed = t->cmdline.state;
+    int start = ed->cursor;
+    while (start > 0 && ed->line[start - 1] != ' ' && ed->line[start - 1] != ';')
         start--;
     char prefix[TUI_LINE_MAX], upto[TUI_LINE_MAX];
-    snprintf(prefix, sizeof prefix, "%.*s", t->cursor - start, t->line + start);
-    snprintf(upto, sizeof upto, "%.*s", t->cursor, t->line);
+    snprintf(prefix, sizeof prefix, "%.*s", ed->cursor - start, ed->line + start);
+    snprintf(upto, sizeof upto, "%.*s", ed->cursor, ed->line);
     int want_files = 0;
     char **c = command_candidates(t->s, upto, start, prefix, &want_files);
     int n = 0;
@@ -105,34 +119,86 @@ static void complete(tui *t)
 
 static void run_line(tui *t)
 {
-    const char *p = t->line;
+    cmdline_state *c = t->cmdline.state;
+    const char *p = c->line;
     while (*p == ' ')
         p++;
     t->focus = &t->layers;
     if (!*p)
         return;
-    if (t->nhistory == 0 || strcmp(t->history[t->nhistory - 1], t->line)) {
-        if (t->nhistory == TUI_HISTORY_MAX) {
-            free(t->history[0]);
-            memmove(t->history, t->history + 1, (TUI_HISTORY_MAX - 1) * sizeof *t->history);
-            t->nhistory--;
+    if (c->nhistory == 0 || strcmp(c->history[c->nhistory - 1], c->line)) {
+        if (c->nhistory == TUI_HISTORY_MAX) {
+            free(c->history[0]);
+            memmove(c->history, c->history + 1, (TUI_HISTORY_MAX - 1) * sizeof *c->history);
+            c->nhistory--;
         }
-        char *copy = strdup(t->line);
+        char *copy = strdup(c->line);
         if (copy)
-            t->history[t->nhistory++] = copy;
+            c->history[c->nhistory++] = copy;
     }
     char line[TUI_LINE_MAX];
     snprintf(line, sizeof line, "%s", p);
-    t->len = t->cursor = 0;
-    t->line[0] = '\0';
+    c->len = c->cursor = 0;
+    c->line[0] = '\0';
     tui_exec(t, line, TUI_ECHO);
 }
 
-/* One switch over the line editor's keys (about 90 lines), kept whole so the
- * key map reads in one place. */
+/* Keys that edit the line in place (readline's); 0 when ch is none of them. */
+static int edit_key(tui *t, int ch)
+{
+    cmdline_state *c = t->cmdline.state;
+    switch (ch) {
+    case KEY_BACKSPACE:
+    case 127:
+    case 8:
+        if (c->cursor > 0) {
+            memmove(c->line + c->cursor - 1, c->line + c->cursor, (size_t)(c->len - c->cursor + 1));
+            c->cursor--;
+            c->len--;
+        } else if (c->len == 0) {
+            t->focus = &t->layers; /* backspace on an empty line leaves, like vim */
+        }
+        return 1;
+    case KEY_DC:
+    case 4: /* Ctrl-D */
+        if (c->cursor < c->len) {
+            memmove(c->line + c->cursor, c->line + c->cursor + 1, (size_t)(c->len - c->cursor));
+            c->len--;
+        }
+        return 1;
+    case KEY_LEFT:
+    case 2:
+        c->cursor -= c->cursor > 0;
+        return 1;
+    case KEY_RIGHT:
+    case 6:
+        c->cursor += c->cursor < c->len;
+        return 1;
+    case KEY_HOME:
+    case 1:
+        c->cursor = 0;
+        return 1;
+    case KEY_END:
+    case 5:
+        c->cursor = c->len;
+        return 1;
+    case 21: /* Ctrl-U */
+        memmove(c->line, c->line + c->cursor, (size_t)(c->len - c->cursor + 1));
+        c->len -= c->cursor;
+        c->cursor = 0;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* History, completion, running the line, scrolling the output, leaving. */
 static int key(tui *t, tui_panel *p, int ch)
 {
+    cmdline_state *c = t->cmdline.state;
     (void)p;
+    if (edit_key(t, ch))
+        return 1;
     switch (ch) {
     case 27: /* Esc */
     case 7:  /* Ctrl-G */
@@ -143,56 +209,15 @@ static int key(tui *t, tui_panel *p, int ch)
     case KEY_ENTER:
         run_line(t);
         return 1;
-    case KEY_BACKSPACE:
-    case 127:
-    case 8:
-        if (t->cursor > 0) {
-            memmove(t->line + t->cursor - 1, t->line + t->cursor, (size_t)(t->len - t->cursor + 1));
-            t->cursor--;
-            t->len--;
-        } else if (t->len == 0) {
-            t->focus = &t->layers; /* backspace on an empty line leaves, like vim */
-        }
-        return 1;
-    case KEY_DC:
-    case 4: /* Ctrl-D */
-        if (t->cursor < t->len) {
-            memmove(t->line + t->cursor, t->line + t->cursor + 1, (size_t)(t->len - t->cursor));
-            t->len--;
-        }
-        return 1;
-    case KEY_LEFT:
-    case 2:
-        if (t->cursor > 0)
-            t->cursor--;
-        return 1;
-    case KEY_RIGHT:
-    case 6:
-        if (t->cursor < t->len)
-            t->cursor++;
-        return 1;
-    case KEY_HOME:
-    case 1:
-        t->cursor = 0;
-        return 1;
-    case KEY_END:
-    case 5:
-        t->cursor = t->len;
-        return 1;
-    case 21: /* Ctrl-U */
-        memmove(t->line, t->line + t->cursor, (size_t)(t->len - t->cursor + 1));
-        t->len -= t->cursor;
-        t->cursor = 0;
-        return 1;
     case KEY_UP:
-        if (t->hist_pos > 0)
-            set_line(t, t->history[--t->hist_pos]);
+        if (c->hist_pos > 0)
+            set_line(t, c->history[--c->hist_pos]);
         return 1;
     case KEY_DOWN:
-        if (t->hist_pos < t->nhistory - 1)
-            set_line(t, t->history[++t->hist_pos]);
+        if (c->hist_pos < c->nhistory - 1)
+            set_line(t, c->history[++c->hist_pos]);
         else {
-            t->hist_pos = t->nhistory;
+            c->hist_pos = c->nhistory;
             set_line(t, "");
         }
         return 1;
@@ -218,10 +243,21 @@ static int key(tui *t, tui_panel *p, int ch)
     }
 }
 
+static void free_state(tui_panel *p)
+{
+    cmdline_state *c = p->state;
+    for (int i = 0; c && i < c->nhistory; i++)
+        free(c->history[i]);
+    free(c);
+    p->state = NULL;
+}
+
 void tui_panel_cmdline_init(tui_panel *p)
 {
     p->title = "command";
     p->visible = 1;
     p->draw = draw;
     p->key = key;
+    p->free_state = free_state;
+    p->state = calloc(1, sizeof(cmdline_state));
 }

@@ -9,17 +9,35 @@
 #include "layer_pick.h"
 #include "tui_panel.h"
 
+/* Last known log10 QSUR of each layer met so far (shown in the list): the
+ * panel's own data, updated from the current layer's metrics. */
+typedef struct {
+    char w[QSUR_NAME_MAX], x[QSUR_NAME_MAX];
+    double qx, qw; /* NAN when unknown / absent */
+} qsur_memo;
+
+/* The panel's data: the list (weights paired with their activations), its
+ * selection and scroll, and the QSUR memo. */
+typedef struct {
+    tui_layer_item *items;
+    int nitems, sel, top;
+    qsur_memo *memo;
+    int n;
+} layers_view;
+
+
 static int add_item(tui *t, int *cap, const qsur_tensor *w, const qsur_tensor *x)
 {
-    if (t->nitems == *cap) {
+    layers_view *v = t->layers.state;
+    if (v->nitems == *cap) {
         int nc = *cap ? *cap * 2 : 16;
-        tui_layer_item *p = realloc(t->items, (size_t)nc * sizeof *p);
+        tui_layer_item *p = realloc(v->items, (size_t)nc * sizeof *p);
         if (!p)
             return -1;
-        t->items = p;
+        v->items = p;
         *cap = nc;
     }
-    tui_layer_item *it = &t->items[t->nitems++];
+    tui_layer_item *it = &v->items[v->nitems++];
     memset(it, 0, sizeof *it);
     if (w)
         snprintf(it->w, sizeof it->w, "%s", w->name);
@@ -30,13 +48,15 @@ static int add_item(tui *t, int *cap, const qsur_tensor *w, const qsur_tensor *x
     return 0;
 }
 
-void tui_layers_rebuild(tui *t)
+/* The list from the workspace (weights paired with activations). */
+static void rebuild(tui *t)
 {
+    layers_view *v = t->layers.state;
     const qsur_workspace *ws = &t->s->ws;
     int cap = 0;
-    free(t->items);
-    t->items = NULL;
-    t->nitems = 0;
+    free(v->items);
+    v->items = NULL;
+    v->nitems = 0;
     unsigned char *used = calloc((size_t)ws->count + 1, 1);
     if (!used)
         return;
@@ -71,8 +91,8 @@ void tui_layers_rebuild(tui *t)
             add_item(t, &cap, act ? NULL : x, act ? x : NULL);
         }
     free(used);
-    if (t->layer_sel >= t->nitems)
-        t->layer_sel = t->nitems > 0 ? t->nitems - 1 : 0;
+    if (v->sel >= v->nitems)
+        v->sel = v->nitems > 0 ? v->nitems - 1 : 0;
 }
 
 static int item_is_current(tui *t, const tui_layer_item *it)
@@ -84,40 +104,81 @@ static int item_is_current(tui *t, const tui_layer_item *it)
     return !strcmp(l->w_name, it->w) && !strcmp(l->x_name, it->x);
 }
 
-static double memo_qsur(tui *t, const tui_layer_item *it)
+static void update(tui *t, tui_panel *p)
 {
-    for (int i = 0; i < t->nmemo; i++)
-        if (!strcmp(t->memo[i].w, it->w) && !strcmp(t->memo[i].x, it->x))
-            return !isnan(t->memo[i].qx) ? t->memo[i].qx : t->memo[i].qw;
+    rebuild(t);
+    layers_view *v = p->state;
+    session *s = t->s;
+    layer_metrics m;
+    qsur_error err;
+    if (!v || s->current < 0 || s->current >= s->nlayers)
+        return;
+    layer_state *l = &s->layers[s->current];
+    if (layer_metrics_compute(s, l, 0, &m, &err) != QSUR_OK) /* cached: the metrics panel asked too */
+        return;
+    qsur_memo *e = NULL;
+    for (int i = 0; i < v->n && !e; i++)
+        if (!strcmp(v->memo[i].w, l->w_name) && !strcmp(v->memo[i].x, l->x_name))
+            e = &v->memo[i];
+    if (!e) {
+        qsur_memo *grown = realloc(v->memo, (size_t)(v->n + 1) * sizeof *grown);
+        if (!grown)
+            return;
+        v->memo = grown;
+        e = &v->memo[v->n++];
+        snprintf(e->w, sizeof e->w, "%s", l->w_name);
+        snprintf(e->x, sizeof e->x, "%s", l->x_name);
+    }
+    e->qx = m.has_x ? m.qx.log10_qsur : NAN;
+    e->qw = m.has_w ? m.qw.log10_qsur : NAN;
+}
+
+static void free_view(tui_panel *p)
+{
+    layers_view *v = p->state;
+    if (v) {
+        free(v->memo);
+        free(v->items);
+    }
+    free(v);
+    p->state = NULL;
+}
+
+static double memo_qsur(const layers_view *v, const tui_layer_item *it)
+{
+    for (int i = 0; v && i < v->n; i++)
+        if (!strcmp(v->memo[i].w, it->w) && !strcmp(v->memo[i].x, it->x))
+            return !isnan(v->memo[i].qx) ? v->memo[i].qx : v->memo[i].qw;
     return NAN;
 }
 
 static void draw(tui *t, tui_panel *p)
 {
+    layers_view *v = t->layers.state;
     tui_rect *r = &p->r;
     char title[48];
-    snprintf(title, sizeof title, "layers (%d)", t->nitems);
+    snprintf(title, sizeof title, "layers (%d)", v->nitems);
     tui_box(t, r, title, t->focus == p);
     int h = r->h - 2, w = r->w - 2;
-    if (t->nitems == 0) {
+    if (v->nitems == 0) {
         tui_text(t, r->y + 1, r->x + 1, w, "empty: `:load FILE`");
         return;
     }
-    if (t->layer_sel < t->layer_top)
-        t->layer_top = t->layer_sel;
-    if (t->layer_sel >= t->layer_top + h)
-        t->layer_top = t->layer_sel - h + 1;
-    for (int i = 0; i < h && t->layer_top + i < t->nitems; i++) {
-        const tui_layer_item *it = &t->items[t->layer_top + i];
+    if (v->sel < v->top)
+        v->top = v->sel;
+    if (v->sel >= v->top + h)
+        v->top = v->sel - h + 1;
+    for (int i = 0; i < h && v->top + i < v->nitems; i++) {
+        const tui_layer_item *it = &v->items[v->top + i];
         char name[2 * QSUR_NAME_MAX + 4], q[16] = "";
         if (it->w[0] && it->x[0])
             snprintf(name, sizeof name, "%s+%s", it->w, it->x);
         else
             snprintf(name, sizeof name, "%s", it->w[0] ? it->w : it->x);
-        double lq = memo_qsur(t, it);
+        double lq = memo_qsur(p->state, it);
         if (!isnan(lq))
             snprintf(q, sizeof q, "%.1f", lq);
-        int sel = t->layer_top + i == t->layer_sel;
+        int sel = v->top + i == v->sel;
         int attr = (sel ? (int)A_REVERSE : 0) | (item_is_current(t, it) ? (int)A_BOLD : 0) | (it->matrix ? 0 : (int)A_DIM);
         attron(attr);
         /* "* name      shape  log10Q": the name gets what is left. */
@@ -152,33 +213,34 @@ static void quote(const char *name, char *buf, size_t n)
 
 static int key(tui *t, tui_panel *p, int ch)
 {
+    layers_view *v = t->layers.state;
     (void)p;
     switch (ch) {
     case KEY_UP:
     case 'k':
-        if (t->layer_sel > 0)
-            t->layer_sel--;
+        if (v->sel > 0)
+            v->sel--;
         return 1;
     case KEY_DOWN:
     case 'j':
-        if (t->layer_sel + 1 < t->nitems)
-            t->layer_sel++;
+        if (v->sel + 1 < v->nitems)
+            v->sel++;
         return 1;
     case KEY_HOME:
-        t->layer_sel = 0;
+        v->sel = 0;
         return 1;
     case KEY_END:
-        t->layer_sel = t->nitems > 0 ? t->nitems - 1 : 0;
+        v->sel = v->nitems > 0 ? v->nitems - 1 : 0;
         return 1;
     case '\r':
     case '\n':
     case KEY_ENTER:
-        if (t->layer_sel < t->nitems) {
-            const tui_layer_item *it = &t->items[t->layer_sel];
+        if (v->sel < v->nitems) {
+            const tui_layer_item *it = &v->items[v->sel];
             char w[2 * QSUR_NAME_MAX + 3], x[2 * QSUR_NAME_MAX + 3];
             quote(it->w, w, sizeof w);
             quote(it->x, x, sizeof x);
-            t->channel = -1; /* the new layer starts on its largest channel */
+            tui_dist_forget_channel(t); /* the new layer starts on its largest channel */
             if (it->w[0] && it->x[0])
                 tui_exec_fmt(t, "use %s %s", w, x);
             else if (it->w[0])
@@ -198,4 +260,7 @@ void tui_panel_layers_init(tui_panel *p)
     p->visible = 1;
     p->draw = draw;
     p->key = key;
+    p->update = update;
+    p->free_state = free_view;
+    p->state = calloc(1, sizeof(layers_view));
 }

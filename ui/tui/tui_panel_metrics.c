@@ -6,8 +6,43 @@
 #include <curses.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "tui_panel.h"
+
+/* The panel's data: the current layer's metrics before the stack and now,
+ * or why there are none. */
+typedef struct {
+    int have;
+    layer_metrics base, cur;
+    char msg[QSUR_ERROR_MAX];
+} metrics_view;
+
+static void free_view(tui_panel *p)
+{
+    free(p->state);
+    p->state = NULL;
+}
+
+static void update(tui *t, tui_panel *p)
+{
+    metrics_view *v = p->state;
+    session *s = t->s;
+    v->have = 0;
+    v->msg[0] = '\0';
+    if (s->current < 0 || s->current >= s->nlayers) {
+        snprintf(v->msg, sizeof v->msg, "no layer selected: pick one in the layer list (Up/Down, Enter)");
+        return;
+    }
+    layer_state *l = &s->layers[s->current];
+    qsur_error err;
+    int rc = layer_metrics_compute(s, l, 1, &v->base, &err);
+    if (rc == QSUR_OK)
+        rc = layer_metrics_compute(s, l, 0, &v->cur, &err);
+    v->have = rc == QSUR_OK;
+    if (rc)
+        snprintf(v->msg, sizeof v->msg, "%s", err.msg);
+}
 
 typedef struct {
     const char *label;
@@ -48,8 +83,9 @@ static void draw(tui *t, tui_panel *p)
     int headed = r->h >= 12; /* else the column headings go into the border title */
     tui_box(t, r, headed ? "QSUR and quantization error" : "metric  before stack / now / change", 0);
     int y = r->y + 1, x = r->x + 1;
-    if (!t->have_metrics) {
-        tui_text(t, y, x, inner, t->metrics_msg);
+    const metrics_view *v = p->state;
+    if (!v->have) {
+        tui_text(t, y, x, inner, v->msg);
         return;
     }
     if (headed) {
@@ -57,7 +93,7 @@ static void draw(tui *t, tui_panel *p)
         tui_textf(t, y++, x, inner, "%-12s %12s %12s %13s", "", "before stack", "now", "change");
         attroff(A_BOLD);
     }
-    const layer_metrics *b = &t->base, *c = &t->cur;
+    const layer_metrics *b = &v->base, *c = &v->cur;
     metric_row rows[9];
     int n = 0;
     if (c->has_x) {
@@ -90,4 +126,7 @@ void tui_panel_metrics_init(tui_panel *p)
     p->visible = 1;
     p->draw = draw;
     p->key = NULL;
+    p->update = update;
+    p->free_state = free_view;
+    p->state = calloc(1, sizeof(metrics_view));
 }
