@@ -253,7 +253,7 @@ int qsur_cqe_cross(qsur_llama *m, const qsur_tokens *calib, const qsur_quant_spe
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "cqe cross: out of memory");
     for (int64_t i = 0; i < N && !rc; i++) {
         int id = calib->ids[(i / T) * S + i % T];
-        memcpy(xq + i * c->dim, m->tok_embeddings + (size_t)id * c->dim, (size_t)c->dim * sizeof(float));
+        qsur_llama_embed_rows(m, &id, 1, xq + i * c->dim);
     }
     if (!rc)
         memcpy(xf, xq, (size_t)nd * sizeof(float));

@@ -226,6 +226,8 @@ static void test_stories_w2(void)
     qsur_llama *m = NULL;
     qsur_tokens cal;
     CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
+    if (m) /* float weights: the test reads and edits w */
+        CHECK_OK(qsur_llama_own_all(m, &err), err);
     CHECK_OK(qsur_tokens_load(&cal, check_shared("data/stories260K.calib.u16"), 256, 512, &err), err);
     if (check_failed) {
         qsur_llama_free(m);
@@ -350,6 +352,8 @@ static void test_cross_stories(void)
     qsur_llama *m = NULL;
     qsur_tokens cal;
     CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
+    if (m) /* float weights: the test reads and edits w */
+        CHECK_OK(qsur_llama_own_all(m, &err), err);
     CHECK_OK(qsur_tokens_load(&cal, check_shared("data/stories260K.calib.u16"), 256, 512, &err), err);
     if (check_failed) {
         qsur_llama_free(m);
@@ -400,7 +404,9 @@ static void test_cross_stories(void)
     qsur_llama *b16 = NULL, *f32 = NULL;
     CHECK_OK(qsur_llama_load(&b16, check_shared("data/stories260K.bin"), NULL, &err), err);
     CHECK_OK(qsur_llama_load(&f32, check_shared("data/stories260K.bin"), NULL, &err), err);
-    for (int i = 0; i < 35 && b16 && f32; i++) {
+    for (int i = 0; i < 35 && b16 && f32; i++) { /* mapped float32: owned first, then bf16 */
+        CHECK_OK(qsur_llama_linear_own(qsur_llama_linear_at(b16, i), &err), err);
+        CHECK_OK(qsur_llama_linear_own(qsur_llama_linear_at(f32, i), &err), err);
         CHECK_OK(qsur_llama_linear_store_back(qsur_llama_linear_at(b16, i), QSUR_DTYPE_BF16, &err), err);
         CHECK_OK(qsur_llama_linear_store_back(qsur_llama_linear_at(f32, i), QSUR_DTYPE_BF16, &err), err);
         CHECK_OK(qsur_llama_linear_own(qsur_llama_linear_at(f32, i), &err), err);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include "qsur/error.h"
 #include "qsur/llama.h"
+#include "qsur/mapped_file.h"
 #include "qsur/qweight.h"
 
 struct qsur_llama_packed {
@@ -37,6 +38,11 @@ void qsur_llama_linear_read_rows(const qsur_llama_linear *l, int64_t r0, int64_t
  * decoded, else wq, else the weights. */
 void qsur_llama_linear_forward_rows(const qsur_llama_linear *l, int64_t r0, int64_t r1,
                                     float *dst);
+/* The float32 weights the forward pass uses when they exist as such (wq,
+ * else w, else an F32 stored form in Meta order, mapped or owned), without
+ * converting anything; NULL when they need decoding or widening (packed
+ * codes, F16/BF16, HF q/k row order). */
+const float *qsur_llama_linear_f32(const qsur_llama_linear *l);
 /* A float32 view of the whole weights: l->w when the linear is in float form,
  * else the stored form converted into scratch (rows x cols floats). */
 const float *qsur_llama_linear_weights(const qsur_llama_linear *l, float *scratch);
@@ -51,7 +57,7 @@ int qsur_llama_linear_own(qsur_llama_linear *l, qsur_error *err);
 /* Every linear of the model, the classifier too (methods that edit the whole
  * model in float: the full float32 copy a 7B model cannot afford, so
  * whole-model methods go linear by linear with own + store_back instead). */
-int qsur_llama_own_all(qsur_llama *m, qsur_error *err);
+int qsur_llama_own_all(qsur_llama *m, qsur_error *err); /* embeddings too */
 /* After editing l->w: back to the stored form in dtype (F16/BF16 round to
  * nearest even; F32 keeps w as it is). The model then holds the linear once,
  * in its dtype. */
@@ -116,6 +122,19 @@ void qsur_llama_quant_undo_take(qsur_llama_quant_undo *u, qsur_llama *m, int i);
  * rc == 0: the old forms are freed. Frees u's arrays. */
 void qsur_llama_quant_undo_end(qsur_llama_quant_undo *u, qsur_llama *m, int rc);
 
+/* ---- token embeddings (m->embed) ----------------------------------------- */
+
+/* dst[i][dim] = the float32 embedding of tokens[i] (ids checked by the
+ * caller): a copy of the float row, or the stored row widened (bf16 exactly). */
+void qsur_llama_embed_rows(const qsur_llama *m, const int *tokens, int64_t n, float *dst);
+/* Copy-on-write for the embeddings: puts them in float form (tok_embeddings,
+ * and a tied classifier's output.w with them). No-op when already float. */
+int qsur_llama_embed_own(qsur_llama *m, qsur_error *err);
+/* After m->embed changed form (own, store back, a load): tok_embeddings =
+ * embed.w again, and a tied classifier follows the embeddings (output.w =
+ * embed.w, or output.st a borrowed view of embed.st). */
+void qsur_llama_embed_sync(qsur_llama *m);
+
 /* What the model holds, in bytes. */
 typedef struct {
     int64_t mapped;    /* stored weights mapped from files (page cache, reclaimable) */
@@ -130,7 +149,13 @@ struct qsur_llama_mapping {
     int count;
     void **files;
     void (*close)(void *file);
+    const qsur_mapped_file *(*map)(const void *file); /* the bytes file maps */
+    struct qsur_llama_mapping *next; /* every adopted mapping (llama_store.c) */
 };
+/* m->mapping = mp, and mp's files become the only memory whose pages a
+ * mapped linear turned owned hands back (MADV_DONTNEED): a stored view with
+ * st.owned NULL may also borrow owned bytes (a tied classifier). */
+void qsur_llama_mapping_adopt(qsur_llama *m, struct qsur_llama_mapping *mp);
 void qsur_llama_mapping_free(struct qsur_llama_mapping *mp);
 
 #endif

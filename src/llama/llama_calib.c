@@ -70,9 +70,7 @@ int qsur_llama_calib_new(qsur_llama_calib **out, const qsur_llama *m, const qsur
     }
     qsur_llama_choose_rows(c->dst, N, c->n, seed);
     /* the block-0 input, as qsur_llama_forward starts it */
-    for (int64_t i = 0; i < N; i++)
-        memcpy(c->in + i * cfg->dim, m->tok_embeddings + (size_t)t->ids[i] * cfg->dim,
-               (size_t)cfg->dim * sizeof(float));
+    qsur_llama_embed_rows(m, t->ids, N, c->in);
     *out = c;
     return QSUR_OK;
 }

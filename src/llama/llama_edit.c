@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include "qsur/llama_edit.h"
+#include "qsur/llama_store.h"
 #include "qsur/safetensors.h"
 
 typedef struct {
@@ -106,6 +107,22 @@ static int grow(void **arr, int *cap, int n, size_t size)
     return 0;
 }
 
+/* l borrows the embeddings' bytes now: a tied classifier, float (output.w ==
+ * embed.w) or stored (output.st a view of embed.st, st.owned NULL). Only the
+ * embeddings spill or free them. Asked before the embeddings are put back
+ * (undo restores in reverse order, the tie flag last): while tied, the
+ * classifier's pointers may name the embeddings' replaced buffers. */
+static int borrowed(const qsur_llama *m, const qsur_llama_linear *l)
+{
+    if (l == &m->embed)
+        return 0;
+    if (l == &m->output && m->cfg.shared_classifier)
+        return 1;
+    if (l->w)
+        return l->w == m->embed.w || l->w == m->tok_embeddings;
+    return l->st.data && !l->st.owned && l->st.data == m->embed.st.data;
+}
+
 int qsur_llama_edit_save(qsur_llama_edit *e, qsur_llama_linear *l, qsur_error *err)
 {
     if (!e)
@@ -121,9 +138,11 @@ int qsur_llama_edit_save(qsur_llama_edit *e, qsur_llama_linear *l, qsur_error *e
     x->w_at = x->st_at = x->wq_at = -1;
     int64_t n = l->rows * l->cols;
     int rc = QSUR_OK;
-    if (l->w && l->w != e->m->tok_embeddings) /* a borrowed classifier is the embeddings' */
+    if (borrowed(e->m, l))
+        ; /* a tied classifier's bytes are the embeddings' (saved with them) */
+    else if (l->w)
         rc = spill(e, l->w, n * (int64_t)sizeof(float), &x->w_at, err);
-    else if (!l->w && l->st.owned)
+    else if (l->st.owned)
         rc = spill(e, l->st.owned, n * qsur_dtype_size((qsur_dtype)l->st.dtype), &x->st_at, err);
     if (!rc && l->wq)
         rc = spill(e, l->wq, n * (int64_t)sizeof(float), &x->wq_at, err);
@@ -182,9 +201,10 @@ static int restore_linear(qsur_llama_edit *e, lin_entry *x, qsur_error *err)
 {
     qsur_llama_linear *l = x->l;
     qsur_llama_linear_drop_quant(l);
-    if (l->w != e->m->tok_embeddings)
+    if (!borrowed(e->m, l)) {
         free(l->w);
-    free(l->st.owned);
+        free(l->st.owned);
+    }
     *l = x->saved;
     x->saved.qp = NULL; /* back in the linear */
     int64_t n = l->rows * l->cols;
@@ -224,6 +244,10 @@ int qsur_llama_edit_undo(qsur_llama_edit *e, qsur_error *err)
     }
     e->m->hooks = e->hooks;
     e->m->cfg.shared_classifier = e->shared_classifier;
+    /* the embeddings may have changed form: tok_embeddings and a tied
+     * classifier point at them again (the classifier's saved view may name
+     * buffers the embeddings' restore replaced) */
+    qsur_llama_embed_sync(e->m);
     edit_free(e);
     return rc;
 }

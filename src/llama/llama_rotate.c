@@ -172,12 +172,14 @@ int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_
     if (!tmp)
         return QSUR_ERR_NOMEM;
     /* Without an edit journal, a failure (memory, or Ctrl-C) part-way leaves
-     * earlier linears rotated: the caller treats it as "model unusable". */
-    int rc = qsur_llama_edit_floats(e, m->tok_embeddings, (int64_t)m->cfg.vocab_size * d, err);
+     * earlier linears rotated: the caller treats it as "model unusable". The
+     * embeddings go through the journal like any linear (float while rotated,
+     * back in their dtype); a tied classifier borrows them and follows them
+     * (qsur_llama_embed_sync, which the journal's undo calls too). */
+    int rc = qsur_llama_edit_save(e, &m->output, err);
     if (!rc)
-        rc = qsur_llama_edit_save(e, &m->output, err);
-    if (!rc)
-        rc = qsur_hadamard_plan_apply(Q, m->tok_embeddings, m->cfg.vocab_size, NULL, err);
+        rc = hadamard_linear(e, Q, &m->embed, m->cfg.vocab_size, err);
+    qsur_llama_embed_sync(m);
     if (!rc && !m->cfg.shared_classifier)
         rc = hadamard_linear(e, Q, &m->output, m->output.rows, err);
     qsur_llama_linear_drop_quant(&m->output);

@@ -1,6 +1,8 @@
 /* The model store (qsur/llama_store.h): reading a linear's weights in any of
  * its forms, copy-on-write into float, storing back in the file's dtype, and
  * packed quantized codes. */
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -94,6 +96,18 @@ void qsur_llama_linear_forward_rows(const qsur_llama_linear *l, int64_t r0, int6
     qsur_llama_linear_read_rows(l, r0, r1, dst);
 }
 
+const float *qsur_llama_linear_f32(const qsur_llama_linear *l)
+{
+    if (l->qp)
+        return NULL;
+    if (l->wq || l->w)
+        return l->wq ? l->wq : l->w;
+    if (l->st.data && l->st.dtype == QSUR_DTYPE_F32 && l->st.rope_heads == 0 &&
+        (uintptr_t)l->st.data % sizeof(float) == 0)
+        return l->st.data;
+    return NULL;
+}
+
 const float *qsur_llama_linear_weights(const qsur_llama_linear *l, float *scratch)
 {
     if (l->w)
@@ -137,10 +151,42 @@ static void release_pages(const void *data, int64_t bytes)
         madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+/* Every adopted model mapping: release_pages only ever touches their bytes. */
+static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct qsur_llama_mapping *maps;
+
+void qsur_llama_mapping_adopt(qsur_llama *m, struct qsur_llama_mapping *mp)
+{
+    pthread_mutex_lock(&maps_lock);
+    mp->next = maps;
+    maps = mp;
+    pthread_mutex_unlock(&maps_lock);
+    m->mapping = mp;
+}
+
+/* [p, p + bytes) lies inside one file of an adopted mapping. */
+static int in_mapping(const void *p, int64_t bytes)
+{
+    uintptr_t a = (uintptr_t)p, b = a + (uintptr_t)bytes;
+    int in = 0;
+    pthread_mutex_lock(&maps_lock);
+    for (const struct qsur_llama_mapping *mp = maps; mp && !in; mp = mp->next)
+        for (int i = 0; i < mp->count && !in && mp->map; i++) {
+            const qsur_mapped_file *f = mp->map(mp->files[i]);
+            uintptr_t lo = (uintptr_t)f->data, hi = lo + f->size;
+            in = f->data && a >= lo && b <= hi;
+        }
+    pthread_mutex_unlock(&maps_lock);
+    return in;
+}
+
 static void stored_release(qsur_llama_linear *l)
 {
-    if (l->st.data && !l->st.owned) /* mapped (st.owned is NULL only then) */
-        release_pages(l->st.data, l->rows * l->cols * qsur_dtype_size((qsur_dtype)l->st.dtype));
+    /* st.owned NULL: mapped from a file, or a view borrowing another linear's
+     * bytes (a tied classifier over owned embeddings), whose pages must stay */
+    int64_t bytes = l->rows * l->cols * qsur_dtype_size((qsur_dtype)l->st.dtype);
+    if (l->st.data && !l->st.owned && in_mapping(l->st.data, bytes))
+        release_pages(l->st.data, bytes);
     free(l->st.owned);
     l->st.owned = NULL;
     l->st.data = NULL;
@@ -166,7 +212,7 @@ int qsur_llama_linear_own(qsur_llama_linear *l, qsur_error *err)
 
 int qsur_llama_own_all(qsur_llama *m, qsur_error *err)
 {
-    int rc = QSUR_OK;
+    int rc = qsur_llama_embed_own(m, err);
     for (int i = 0; i < qsur_llama_linear_count(m) && !rc; i++)
         rc = qsur_llama_linear_own(qsur_llama_linear_at(m, i), err);
     if (!rc && !m->cfg.shared_classifier)
@@ -206,6 +252,39 @@ int qsur_llama_linear_edit_end(qsur_llama_linear *l, int dtype, qsur_error *err)
 {
     qsur_llama_linear_drop_quant(l);
     return qsur_llama_linear_store_back(l, dtype, err);
+}
+
+/* ---- token embeddings ----------------------------------------------------- */
+
+void qsur_llama_embed_rows(const qsur_llama *m, const int *tokens, int64_t n, float *dst)
+{
+    int64_t d = m->cfg.dim;
+    for (int64_t i = 0; i < n; i++)
+        qsur_llama_linear_read_rows(&m->embed, tokens[i], tokens[i] + 1, dst + i * d);
+}
+
+void qsur_llama_embed_sync(qsur_llama *m)
+{
+    m->tok_embeddings = m->embed.w;
+    if (!m->cfg.shared_classifier)
+        return;
+    /* the tied classifier borrows: output.st.owned stays NULL so that only
+     * embed frees the bytes */
+    m->output.w = m->embed.w;
+    m->output.st = m->embed.st;
+    m->output.st.owned = NULL;
+    if (m->embed.w)
+        m->output.st.data = NULL;
+}
+
+int qsur_llama_embed_own(qsur_llama *m, qsur_error *err)
+{
+    if (m->embed.w)
+        return QSUR_OK;
+    int rc = qsur_llama_linear_own(&m->embed, err);
+    if (!rc)
+        qsur_llama_embed_sync(m);
+    return rc;
 }
 
 /* ---- packed quantized weights ------------------------------------------ */
@@ -498,8 +577,8 @@ void qsur_llama_memory_use(const qsur_llama *m_in, qsur_llama_memory *u)
     qsur_llama *m = (qsur_llama *)m_in; /* linear_at only reads through it */
     memset(u, 0, sizeof *u);
     int64_t d = m->cfg.dim;
-    u->owned = ((int64_t)m->cfg.vocab_size * d + d * (2 * m->cfg.n_layers + 1)) *
-               (int64_t)sizeof(float);
+    u->owned = d * (2 * m->cfg.n_layers + 1) * (int64_t)sizeof(float);
+    linear_use(&m->embed, u);
     for (int i = 0; i < qsur_llama_linear_count(m); i++)
         linear_use(qsur_llama_linear_at(m, i), u);
     if (!m->cfg.shared_classifier)
@@ -510,6 +589,13 @@ void qsur_llama_mapping_free(struct qsur_llama_mapping *mp)
 {
     if (!mp)
         return;
+    pthread_mutex_lock(&maps_lock);
+    for (struct qsur_llama_mapping **p = &maps; *p; p = &(*p)->next)
+        if (*p == mp) {
+            *p = mp->next;
+            break;
+        }
+    pthread_mutex_unlock(&maps_lock);
     for (int i = 0; i < mp->count; i++)
         mp->close(mp->files[i]);
     free(mp->files);

@@ -290,8 +290,7 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
                              (long long)i, tokens[i], c->vocab_size - 1);
         t->tokens[i] = tokens[i];
     }
-    for (int64_t i = 0; i < N; i++)
-        memcpy(t->s4 + i * d, m->tok_embeddings + (size_t)tokens[i] * d, (size_t)d * sizeof(float));
+    qsur_llama_embed_rows(m, tokens, N, t->s4);
     if ((rc = run_blocks(m, t, B, T, err)))
         return rc;
     qsur_llama_rmsnorm(t->xnf, t->x_final, m->norm, N, d, c->norm_eps);

@@ -354,7 +354,8 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
     qsur_workspace tmp;
     qsur_workspace_init(&tmp);
     double t0 = qsur_seconds();
-    rc = model_session_capture(s, &tmp, &ms->calib_tokens, err);
+    int on_gpu = 0;
+    rc = model_session_capture(s, &tmp, &ms->calib_tokens, &on_gpu, err);
     if (rc) {
         qsur_workspace_clear(&tmp);
         *ms = saved;
@@ -372,6 +373,9 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
     rep_int(r, "tensors", "tensors (layers.N.*.in, .k, .v)", ntensors);
     rep_num(r, "mib", "memory (MiB)", mib, "%.1f");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
+    char dev[160];
+    snprintf(dev, sizeof dev, "gpu (%s, fp32)", s->gpu_info.name);
+    rep_str(r, "device", "forward passes on", on_gpu ? dev : "cpu");
     rep_str(r, "hint", "pair", "`use layers.0.feed_forward.w2` selects it with its captured input");
     return QSUR_OK;
 }
@@ -420,8 +424,7 @@ static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
 {
     const qsur_llama_config *c = &m->cfg;
     largest_weight lw = {0, ""};
-    int bad = largest(m->tok_embeddings, (int64_t)c->vocab_size * c->dim, "tok_embeddings", &lw) ||
-              largest(m->norm, c->dim, "norm", &lw);
+    int bad = largest(m->norm, c->dim, "norm", &lw);
     for (int i = 0; i < c->n_layers && !bad; i++) {
         char name[QSUR_NAME_MAX];
         snprintf(name, sizeof name, "layers.%d.attention_norm", i);
@@ -436,8 +439,8 @@ static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
     if (!row)
         return qsur_fail(err, QSUR_ERR_NOMEM, "the perplexity is not finite (mean NLL %.3g nats/token)",
                          p->nll);
-    for (int i = 0; i <= n && !bad; i++) {
-        const qsur_llama_linear *l = i < n ? qsur_llama_linear_at(m, i) : &m->output;
+    for (int i = -1; i <= n && !bad; i++) { /* -1: the embeddings, held like a linear */
+        const qsur_llama_linear *l = i < 0 ? &m->embed : i < n ? qsur_llama_linear_at(m, i) : &m->output;
         for (int64_t r = 0; r < l->rows && !bad; r++) {
             qsur_llama_linear_forward_rows(l, r, r + 1, row);
             bad = largest(row, l->cols, l->name, &lw);
