@@ -124,6 +124,37 @@ static void issue13_configs(const char *tiny)
     expect_quick_fail(tiny, "model.layers.2.input_layernorm.weight", __LINE__);
 }
 
+/* A tied classifier over owned bf16 embeddings is a stored view with
+ * st.owned NULL that is not mapped from any file: making it float must not
+ * hand the embeddings' heap pages to the kernel (MADV_DONTNEED zeroes them). */
+static void tied_view_keeps_pages(void)
+{
+    qsur_error err;
+    qsur_llama *m = NULL;
+    CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
+    if (!m)
+        return;
+    CHECK(m->cfg.shared_classifier);
+    CHECK_OK(qsur_llama_embed_own(m, &err), err);
+    CHECK_OK(qsur_llama_linear_store_back(&m->embed, QSUR_DTYPE_BF16, &err), err);
+    qsur_llama_embed_sync(m);
+    CHECK(m->embed.st.owned && m->output.st.data == m->embed.st.data && !m->output.st.owned);
+    size_t bytes = (size_t)(m->embed.rows * m->embed.cols) * 2;
+    CHECK(bytes >= 2 * (size_t)sysconf(_SC_PAGESIZE));
+    void *copy = malloc(bytes);
+    if (copy && m->embed.st.data) {
+        memcpy(copy, m->embed.st.data, bytes);
+        CHECK_OK(qsur_llama_linear_own(&m->output, &err), err);
+        CHECK_MSG(!memcmp(copy, m->embed.st.data, bytes),
+                  "the tied classifier's view released the embeddings' pages");
+        free(m->output.w); /* back to the borrowed view */
+        m->output.w = NULL;
+        qsur_llama_embed_sync(m);
+    }
+    free(copy);
+    qsur_llama_free(m);
+}
+
 int main(void)
 {
     qsur_error err;
@@ -298,6 +329,7 @@ int main(void)
     CHECK(stat(p, &st) != 0);
 
     issue13_configs(f32);
+    tied_view_keeps_pages();
     qsur_llama_free(mf);
     qsur_llama_free(m);
     free(t.ids);
