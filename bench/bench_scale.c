@@ -10,6 +10,8 @@
  *   bench_scale steps QSUR DIR CALIB EVAL OUTDIR [ONLY]   the five steps on DIR
  *                  (ONLY: a subset such as load,calib,export)
  *   bench_scale throughput DIR EVAL [THREADS]      ppl GFLOP/s vs sgemm peak
+ *   bench_scale generate DIR [TOKENS] [THREADS] [REPS]  decoding tokens/s:
+ *                  bf16 matvec vs widening + sgemm, same run
  *
  * steps: model load; ppl 1 x 512; calib of one down_proj's input on 2 x 512
  * + use + qsur + error; gptq model layers=2 (calibration of just those blocks);
@@ -124,8 +126,18 @@ static int steps(int argc, char **argv)
     return bad;
 }
 
-/* GFLOP/s of an M x N x K sgemm, best of reps. */
-static double sgemm_gflops(int M, int N, int K, int reps)
+/* CPU seconds of this process (all threads): on a shared machine it counts
+ * only the time the process was running. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* GFLOP/s of an M x N x K sgemm, best of reps; *per_cpu: GFLOP per CPU
+ * second of the same best rep. */
+static double sgemm_gflops(int M, int N, int K, int reps, double *per_cpu)
 {
     float *a = malloc((size_t)M * K * sizeof *a), *b = malloc((size_t)N * K * sizeof *b);
     float *c = malloc((size_t)M * N * sizeof *c);
@@ -133,14 +145,16 @@ static double sgemm_gflops(int M, int N, int K, int reps)
         a[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < (size_t)N * K; i++)
         b[i] = (float)(i % 5) * 0.1f;
-    double best = 1e30;
+    double best = 1e30, best_cpu = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        double t = now() - t0;
+        double t = now() - t0, tc = cpu_now() - c0;
         best = t < best ? t : best;
+        best_cpu = tc < best_cpu ? tc : best_cpu;
     }
     free(a), free(b), free(c);
+    *per_cpu = 2.0 * M * N * K / best_cpu / 1e9;
     return 2.0 * M * N * K / best / 1e9;
 }
 
@@ -162,7 +176,8 @@ static int throughput(int argc, char **argv)
     double tload = now() - t0;
     const qsur_llama_config *c = &m->cfg;
     /* the model's own shapes: the sgemm of its widest linear on 512 tokens */
-    double peak = sgemm_gflops(512, c->hidden_dim, c->dim, 3);
+    double peak_cpu, peak2_cpu;
+    double peak = sgemm_gflops(512, c->hidden_dim, c->dim, 5, &peak_cpu);
     qsur_tokens t;
     if (qsur_tokens_load(&t, argv[3], 512, c->vocab_size, &err)) {
         fprintf(stderr, "bench_scale: %s\n", err.msg);
@@ -177,11 +192,19 @@ static int throughput(int argc, char **argv)
     }
     memset(&s->timers, 0, sizeof s->timers);
     t0 = now();
+    double c0 = cpu_now();
     if (qsur_llama_perplexity(m, s, &t, 512, 1, 1, NULL, &p, &err)) {
         fprintf(stderr, "bench_scale: %s\n", err.msg);
         return 1;
     }
-    double secs = now() - t0;
+    double secs = now() - t0, cpu_secs = cpu_now() - c0;
+    /* the peak again after the run (the machine may be shared): the higher
+     * of the two is the reference, so the ratio errs low */
+    double peak2 = sgemm_gflops(512, c->hidden_dim, c->dim, 5, &peak2_cpu);
+    printf("sgemm peak before / after the run: %.1f / %.1f GFLOP/s (%.1f / %.1f GFLOP per CPU "
+           "second)\n", peak, peak2, peak_cpu, peak2_cpu);
+    peak = peak2 > peak ? peak2 : peak;
+    peak_cpu = peak2_cpu > peak_cpu ? peak2_cpu : peak_cpu;
     /* matmul FLOPs: 2 per weight per token, plus the causal attention
      * (QK^T and PV, about T^2/2 * dim * 2 each) */
     double T = 512, per_tok = 0;
@@ -198,6 +221,11 @@ static int throughput(int argc, char **argv)
            "gemm %.2f s of which weight conversion %.2f s, attention %.2f s, other %.2f s\n",
            secs, gf, 100 * gf / peak, s->timers.gemm, s->timers.convert, s->timers.attention,
            s->timers.other);
+    /* per CPU second: what the run did while it had the cores, against the
+     * same measure of the sgemm (robust to other jobs taking turns) */
+    printf("per CPU second: ppl %.1f GFLOP against sgemm %.1f GFLOP = %.0f%% (%.1f CPU s in "
+           "%.1f s wall)\n", flops / cpu_secs / 1e9, peak_cpu,
+           100 * flops / cpu_secs / 1e9 / peak_cpu, cpu_secs, secs);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("peak RSS %.2f GiB\n", ru.ru_maxrss / 1048576.0);
@@ -207,13 +235,90 @@ static int throughput(int argc, char **argv)
     return 0;
 }
 
+/* Seconds of greedy generation of n tokens after an 8-token prompt; the
+ * first forward (prompt) is not counted. */
+static double generate_secs(const qsur_llama *m, int n, int no_matvec, int *out)
+{
+    qsur_error err;
+    qsur_llama_state *s = NULL;
+    int prompt[8] = {1, 450, 4996, 17354, 1701, 432, 17204, 975};
+    for (int i = 0; i < 8; i++)
+        prompt[i] %= m->cfg.vocab_size;
+    if (qsur_llama_state_new(&s, m, 1, 8 + n, &err)) {
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+        return NAN;
+    }
+    s->no_matvec = no_matvec;
+    int rc = qsur_llama_forward(m, s, prompt, 1, 8, 0, &err);
+    double tp = now();
+    for (int i = 0; i < n && !rc; i++) {
+        const float *lg = s->logits + (i == 0 ? 7 * (size_t)m->cfg.vocab_size : 0);
+        int best = 0;
+        for (int j = 1; j < m->cfg.vocab_size; j++)
+            best = lg[j] > lg[best] ? j : best;
+        out[i] = best;
+        if (i + 1 < n)
+            rc = qsur_llama_forward(m, s, &best, 1, 1, 8 + i, &err);
+    }
+    double t = now() - tp;
+    qsur_llama_state_free(s);
+    if (rc)
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+    return rc ? NAN : t;
+}
+
+/* tokens/s of greedy decoding on bf16 weights: qsur_bf16_matvec against the
+ * widen-then-sgemm path, in the same run, alternating (best of reps). */
+static int decoding(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_scale generate DIR [TOKENS] [THREADS] [REPS]\n");
+        return 2;
+    }
+    int n = argc > 3 ? atoi(argv[3]) : 16, threads = argc > 4 ? atoi(argv[4]) : 2;
+    int reps = argc > 5 ? atoi(argv[5]) : 2;
+    if (n < 2 || n > 4096 || reps < 1) {
+        fprintf(stderr, "bench_scale: TOKENS 2..4096, REPS >= 1\n");
+        return 2;
+    }
+    openblas_set_num_threads(threads);
+    qsur_error err;
+    qsur_llama *m = NULL;
+    if (qsur_llama_load(&m, argv[2], NULL, &err)) {
+        fprintf(stderr, "bench_scale: %s\n", err.msg);
+        return 1;
+    }
+    int *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < reps; r++)
+        for (int k = 0; k < 2; k++) {
+            double t = generate_secs(m, n, k, k ? b : a);
+            if (!(t >= 0)) /* NaN: failed */
+                return 1;
+            best[k] = t < best[k] ? t : best[k];
+        }
+    double tps[2] = {(n - 1) / best[0], (n - 1) / best[1]};
+    printf("generate %d tokens (%d threads): bf16 matvec %.2f tokens/s, widen + sgemm %.2f "
+           "tokens/s: %.2fx; same tokens: %s\n", n, threads, tps[0], tps[1], tps[0] / tps[1],
+           memcmp(a, b, (size_t)n * sizeof *a) ? "NO" : "yes");
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak RSS %.2f GiB\n", ru.ru_maxrss / 1048576.0);
+    free(a), free(b);
+    qsur_llama_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "generate"))
+        return decoding(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "steps"))
         return steps(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "throughput"))
         return throughput(argc, argv);
     fprintf(stderr, "usage: bench_scale steps QSUR DIR CALIB EVAL OUTDIR | "
-                    "bench_scale throughput DIR EVAL [THREADS]\n");
+                    "bench_scale throughput DIR EVAL [THREADS] | "
+                    "bench_scale generate DIR [TOKENS] [THREADS] [REPS]\n");
     return 2;
 }

@@ -8,9 +8,11 @@
 # Environment: QSUR_BIN (default ./build/qsur), QSUR_SHARED (default ../shared),
 # SEEDS (default "1 2 3"), W16_SEEDS (the W4A16KV16 OSTQuant seeds, default
 # SEEDS), ABL_BATCH (batch of the ablation runs, default 8),
-# ABLATIONS (default "full init ste-const qk-off no-scale klt"), JOBS (runs at
-# a time, default 2). Every cell is one fresh `qsur -c '...'` run with BLAS on
-# one thread; the exact scripts are printed in the document. The protocol's
+# ABLATIONS (default "full exact init ste-const qk-off no-scale klt"), JOBS (runs
+# at a time, default 2). Every cell is one fresh `qsur -c '...'` run with BLAS on
+# one thread; the exact scripts are printed in the document. Every quantized run
+# prints the perplexity on the calibration stream (the training data: what
+# choices were made on) before the one on the eval stream. The protocol's
 # quantizers are `quant preset=paper-w4a4kv4|paper-w4a16kv16`, its training
 # `ostquant model preset=paper` and GPTQ `gptq model float-acts` (64
 # calibration sequences), docs/ostquant.md lists them line by line. About 30
@@ -22,7 +24,7 @@ S=${QSUR_SHARED:-../shared}
 read -r -a SEEDS <<< "${SEEDS:-1 2 3}"
 read -r -a W16_SEEDS <<< "${W16_SEEDS:-${SEEDS[*]}}"
 ABL_BATCH=${ABL_BATCH:-8}
-read -r -a ABLATIONS <<< "${ABLATIONS-full init ste-const qk-off no-scale klt}"
+read -r -a ABLATIONS <<< "${ABLATIONS-full exact init ste-const qk-off no-scale klt}"
 JOBS=${JOBS:-2}
 . docs/results_lib.sh
 results_setup results_protocol.sh protocol # <!-- protocol:begin --> ... <!-- protocol:end -->
@@ -30,12 +32,14 @@ results_setup results_protocol.sh protocol # <!-- protocol:begin --> ... <!-- pr
 if [ -n "${RESULTS_TMP:-}" ]; then TMP=$RESULTS_TMP; mkdir -p "$TMP"; else TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT; fi
 
 PPL="ppl $E seqs=64"
+PPL2="ppl $C seqs=64; $PPL" # calib, then eval
 HEAD="model load $M; calib $C seqs=64"
 declare -A qpreset=([W4A4KV4]="quant preset=paper-w4a4kv4" [W4A16KV16]="quant preset=paper-w4a16kv16")
-declare -A abl_args=([full]="" [init]="steps=0" [ste-const]="ste=const" [qk-off]="qk-scale=off"
+declare -A abl_args=([full]="" [exact]="smooth=exact" [init]="steps=0" [ste-const]="ste=const" [qk-off]="qk-scale=off"
   [no-scale]="no-scale" [klt]="klt" [keep-best]="keep=best" [no-womi]="no-womi")
 declare -A abl_label=(
   [full]="**OSTQuant, protocol** (batch $ABL_BATCH)"
+  [exact]="S_ud, S_qk as exact equivalences (qsur before)"
   [init]="init only (WOMI, steps=0)"
   [ste-const]="asymmetric STE with a constant scale (qsur before)"
   [qk-off]="no S_qk"
@@ -43,33 +47,39 @@ declare -A abl_label=(
   [klt]="KLT start (the paper code's) instead of WOMI"
   [keep-best]="keep the best selection-batch step"
   [no-womi]="Hadamard start")
-# id -> script; every script prints the RTN perplexity, then the GPTQ one
+# id -> script; every quantized script prints calib and eval perplexity of RTN
+# weights, then of GPTQ weights
 declare -A script
 ids=(FP)
 script[FP]="model load $M; $PPL"
 for c in W4A4KV4 W4A16KV16; do
   ids+=("none/$c")
-  script["none/$c"]="$HEAD; ${qpreset[$c]}; $PPL; gptq model float-acts; $PPL"
+  script["none/$c"]="$HEAD; ${qpreset[$c]}; $PPL2; gptq model float-acts; $PPL2"
   for sd in "${SEEDS[@]}"; do
     ids+=("quarot-s$sd/$c")
-    script["quarot-s$sd/$c"]="$HEAD; ${qpreset[$c]}; rotate model hadamard $sd; $PPL; gptq model float-acts; $PPL"
+    script["quarot-s$sd/$c"]="$HEAD; ${qpreset[$c]}; rotate model hadamard $sd; $PPL2; gptq model float-acts; $PPL2"
   done
   oseeds=("${SEEDS[@]}")
   [ "$c" = W4A16KV16 ] && oseeds=("${W16_SEEDS[@]}")
   for sd in "${oseeds[@]}"; do
     ids+=("ostq-s$sd/$c")
-    script["ostq-s$sd/$c"]="$HEAD; ${qpreset[$c]}; ostquant model preset=paper seed=$sd; $PPL; gptq model float-acts; $PPL"
+    script["ostq-s$sd/$c"]="$HEAD; ${qpreset[$c]}; ostquant model preset=paper seed=$sd; $PPL2; gptq model float-acts; $PPL2"
   done
 done
 for v in "${ABLATIONS[@]}"; do
   for sd in "${SEEDS[@]}"; do
     a=${abl_args[$v]}
     ids+=("abl-$v-s$sd")
-    script["abl-$v-s$sd"]="$HEAD; ${qpreset[W4A4KV4]}; ostquant model preset=paper batch=$ABL_BATCH ${a:+$a }seed=$sd; $PPL; gptq model float-acts; $PPL"
+    script["abl-$v-s$sd"]="$HEAD; ${qpreset[W4A4KV4]}; ostquant model preset=paper batch=$ABL_BATCH ${a:+$a }seed=$sd; $PPL2; gptq model float-acts; $PPL2"
   done
 done
+# the training time on both cores: seed 1 of W4A4KV4 again with the batch split
+# over two threads (threads=2; the same math up to float rounding)
+ids+=("ostq-t2-s1/W4A4KV4")
+script["ostq-t2-s1/W4A4KV4"]="$HEAD; ${qpreset[W4A4KV4]}; ostquant model preset=paper threads=2 seed=1; $PPL2; gptq model float-acts; $PPL2"
 file_of() { echo "$TMP/${1//\//_}"; }
-# nth_ppl ID N: the N-th perplexity the run printed (1: RTN, 2: GPTQ)
+# nth_ppl ID N: the N-th perplexity the run printed (FP: 1; the others: 1 calib
+# RTN, 2 eval RTN, 3 calib GPTQ, 4 eval GPTQ)
 nth_ppl() { grep -o '"ppl":[^,}]*' "$(file_of "$1").json" | sed -n "${2}p" | cut -d: -f2; }
 val() { grep -o "\"$1\":[^,}]*" "$(file_of "$2").json" | tail -1 | cut -d: -f2 | tr -d '"'; }
 run_one() {
@@ -128,35 +138,39 @@ f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
   echo "this model converted to a Hugging Face directory, same data and evaluation, its scripts'"
   echo "defaults (issue 14 of this project records the run)."
   echo
-  echo "| config | official code | qsur |"
-  echo "|---|---|---|"
-  echo "| no transform, RTN, W4A4KV4 | 813.6 | $(f1 "$(nth_ppl none/W4A4KV4 1)") |"
-  echo "| QuaRot-style, RTN, W4A4KV4 | 443.9 | $(ms quarot /W4A4KV4 1) |"
-  echo "| QuaRot-style, GPTQ, W4A4KV4 | 362.7 | $(ms quarot /W4A4KV4 2) |"
-  echo "| OSTQuant, RTN, W4A4KV4 | 362.4 | $(ms ostq /W4A4KV4 1) |"
-  echo "| **OSTQuant, GPTQ, W4A4KV4** | **270.3** | **$(ms ostq /W4A4KV4 2)** |"
-  echo "| no transform, RTN / GPTQ, W4A16KV16 | 335.9 / 173.4 | $(f1 "$(nth_ppl none/W4A16KV16 1)") / $(f1 "$(nth_ppl none/W4A16KV16 2)") |"
-  echo "| QuaRot-style, RTN, W4A16KV16 | — | $(ms quarot /W4A16KV16 1) |"
-  echo "| QuaRot-style, GPTQ, W4A16KV16 | 105.2 | $(ms quarot /W4A16KV16 2) |"
-  echo "| OSTQuant, RTN, W4A16KV16 | — | $(ms ostq /W4A16KV16 1) |"
-  echo "| **OSTQuant, GPTQ, W4A16KV16** | **91.0** | **$(ms ostq /W4A16KV16 2)** |"
+  echo "| config | official code (eval) | qsur, eval | qsur, calib (training data) |"
+  echo "|---|---|---|---|"
+  echo "| no transform, RTN, W4A4KV4 | 813.6 | $(f1 "$(nth_ppl none/W4A4KV4 2)") | $(f1 "$(nth_ppl none/W4A4KV4 1)") |"
+  echo "| QuaRot-style, RTN, W4A4KV4 | 443.9 | $(ms quarot /W4A4KV4 2) | $(ms quarot /W4A4KV4 1) |"
+  echo "| QuaRot-style, GPTQ, W4A4KV4 | 362.7 | $(ms quarot /W4A4KV4 4) | $(ms quarot /W4A4KV4 3) |"
+  echo "| OSTQuant, RTN, W4A4KV4 | 362.4 | $(ms ostq /W4A4KV4 2) | $(ms ostq /W4A4KV4 1) |"
+  echo "| **OSTQuant, GPTQ, W4A4KV4** | **270.3** | **$(ms ostq /W4A4KV4 4)** | $(ms ostq /W4A4KV4 3) |"
+  echo "| no transform, RTN / GPTQ, W4A16KV16 | 335.9 / 173.4 | $(f1 "$(nth_ppl none/W4A16KV16 2)") / $(f1 "$(nth_ppl none/W4A16KV16 4)") | $(f1 "$(nth_ppl none/W4A16KV16 1)") / $(f1 "$(nth_ppl none/W4A16KV16 3)") |"
+  echo "| QuaRot-style, RTN, W4A16KV16 | — | $(ms quarot /W4A16KV16 2) | $(ms quarot /W4A16KV16 1) |"
+  echo "| QuaRot-style, GPTQ, W4A16KV16 | 105.2 | $(ms quarot /W4A16KV16 4) | $(ms quarot /W4A16KV16 3) |"
+  echo "| OSTQuant, RTN, W4A16KV16 | — | $(ms ostq /W4A16KV16 2) | $(ms ostq /W4A16KV16 1) |"
+  echo "| **OSTQuant, GPTQ, W4A16KV16** | **91.0** | **$(ms ostq /W4A16KV16 4)** | $(ms ostq /W4A16KV16 3) |"
   echo
   echo "Training time of \`ostquant model preset=paper\` (one BLAS thread; wall and process CPU"
   echo "seconds, mean ± sd over the seeds; runs $JOBS at a time on a shared 2-core machine, load"
   echo "average at the end $(cut -d' ' -f1-3 /proc/loadavg)): W4A4KV4 (3,200 sequence-steps) wall"
   echo "$(msval ostq train_seconds /W4A4KV4), CPU $(msval ostq train_cpu_seconds /W4A4KV4); W4A16KV16 (1,600 sequence-steps,"
   echo "weights fake-quantized every step) wall $(msval ostq train_seconds /W4A16KV16), CPU $(msval ostq train_cpu_seconds /W4A16KV16). The official code: 14.3 s"
-  echo "and 108 s on one H200."
+  echo "and 108 s on one H200. The same W4A4KV4 training (seed 1) with the batch split over both"
+  echo "cores (\`threads=2\`): wall $(f1 "$(val train_seconds ostq-t2-s1/W4A4KV4)") s, CPU $(f1 "$(val train_cpu_seconds ostq-t2-s1/W4A4KV4)") s (GPTQ eval perplexity"
+  echo "$(f1 "$(nth_ppl ostq-t2-s1/W4A4KV4 4)") against $(f1 "$(nth_ppl ostq-s1/W4A4KV4 4)") on one thread); at that machine load the wall time is"
+  echo "not the 2-core figure (see docs/ostquant.md, Performance)."
   echo
   if [ ${#ABLATIONS[@]} -gt 0 ]; then
     echo "**Ablations under the protocol** (W4A4KV4, \`ostquant model preset=paper batch=$ABL_BATCH\`"
     echo "plus the variant's words: the same 100 steps with $ABL_BATCH instead of 32 sequences per"
-    echo "step, to fit the CPU budget; eval perplexity, mean ± sd over seeds ${SEEDS[*]}):"
+    echo "step, to fit the CPU budget; perplexity on the calibration stream (the training data, what"
+    echo "choices were made on) and on the eval stream, mean ± sd over seeds ${SEEDS[*]}):"
     echo
-    echo "| variant | words | RTN | GPTQ |"
-    echo "|---|---|---|---|"
+    echo "| variant | words | RTN, calib | GPTQ, calib | RTN, eval | GPTQ, eval |"
+    echo "|---|---|---|---|---|---|"
     for v in "${ABLATIONS[@]}"; do
-      echo "| ${abl_label[$v]} | \`${abl_args[$v]:-—}\` | $(ms "abl-$v" "" 1) | $(ms "abl-$v" "" 2) |"
+      echo "| ${abl_label[$v]} | \`${abl_args[$v]:-—}\` | $(ms "abl-$v" "" 1) | $(ms "abl-$v" "" 3) | $(ms "abl-$v" "" 2) | $(ms "abl-$v" "" 4) |"
     done
     echo
   fi

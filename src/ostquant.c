@@ -32,6 +32,7 @@ qsur_ostquant_opts qsur_ostquant_default(void)
     o.qsur_every = 10;
     o.qsur_tokens = 512; /* > hidden_dim of the small models: no singular covariance */
     o.seed = 1;
+    o.threads = 1;
     return o;
 }
 
@@ -51,15 +52,23 @@ static int64_t ls_ud(const qsur_ostquant *o, int l)
            (int64_t)l * o->cfg.hidden_dim;
 }
 /* [L][kv_dim / 2] after ud, present only with learn_qk: one scale per RoPE
- * pair of k (and of q, divided), so q.k is unchanged through RoPE. */
+ * pair of k (and of q, divided), so q.k is unchanged through RoPE;
+ * [L][kv_dim] with code_smooth (one per row). */
 static int64_t ls_qk(const qsur_ostquant *o, int l)
 {
     return (int64_t)o->cfg.n_layers * (2 * o->cfg.dim + o->cfg.kv_dim + o->cfg.hidden_dim) +
-           (int64_t)l * (o->cfg.kv_dim / 2);
+           (int64_t)l * (o->opts.code_smooth ? o->cfg.kv_dim : o->cfg.kv_dim / 2);
+}
+
+/* The S_qk scale of row kr of wk: one per RoPE pair (2i, 2i+1), or with
+ * code_smooth one per row (the OSTQuant code's per-channel S_qk). */
+static int64_t qk_index(const qsur_ostquant *o, int64_t kr)
+{
+    return o->opts.code_smooth ? kr : kr / 2;
 }
 
 /* Rows of wq (rows = n_heads * hs) and wk (n_kv_heads * hs): row r of wk times
- * s[pair], row of wq of head h divided by the scale of its kv head's pair. */
+ * its scale, row of wq of head h divided by the scale of its kv head's row. */
 static void qk_rows(const qsur_ostquant *o, const float *s, float *wq, float *wk)
 {
     const qsur_llama_config *c = &o->cfg;
@@ -67,11 +76,11 @@ static void qk_rows(const qsur_ostquant *o, const float *s, float *wq, float *wk
     int group = c->n_heads / c->n_kv_heads;
     for (int64_t r = 0; r < (int64_t)c->n_kv_heads * hs; r++)
         for (int64_t j = 0; j < d; j++)
-            wk[r * d + j] *= s[r / 2];
+            wk[r * d + j] *= s[qk_index(o, r)];
     for (int64_t r = 0; r < (int64_t)c->n_heads * hs; r++) {
         int64_t kr = (r / hs / group) * hs + r % hs; /* the matching row of the kv head */
         for (int64_t j = 0; j < d; j++)
-            wq[r * d + j] /= s[kr / 2];
+            wq[r * d + j] /= s[qk_index(o, kr)];
     }
 }
 
@@ -115,6 +124,7 @@ void qsur_ostquant_free(qsur_ostquant *o)
         qsur_llama_qsur_free(&o->qlog[i]);
     free(o->qlog);
     qsur_llama_rotations_free(o->rot);
+    qsur_hadamard_plan_free(o->ud_had);
     qsur_llama_free(o->fm);
     free(o);
 }
@@ -320,7 +330,8 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
     qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, V = c->vocab_size, hs = c->head_size;
     int L = c->n_layers;
-    o->n_ls = (int64_t)L * (2 * d + c->kv_dim + c->hidden_dim + (opts->learn_qk ? c->kv_dim / 2 : 0));
+    o->n_ls = (int64_t)L * (2 * d + c->kv_dim + c->hidden_dim +
+                            (opts->learn_qk ? (opts->code_smooth ? c->kv_dim : c->kv_dim / 2) : 0));
     o->E = fold_gain(base->tok_embeddings, V, d, NULL);
     o->C = fold_gain(base->output.w, V, d, base->norm);
     o->A = calloc((size_t)(5 * L), sizeof(float *));
@@ -377,8 +388,10 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
      * weight-only run (a16) fuses everything offline, so its model runs in any
      * Llama runtime (issue 12). */
     int w2 = aspec->bits < 16;
+    qsur_hadamard_opts ho = {0, opts->seed}; /* the plan the online w2 Hadamard would use */
     if ((rc = qsur_llama_rotations_new(&o->rot, c, w2, qk, opts->seed, err)) ||
-        (rc = qsur_llama_new(&o->fm, c, err))) {
+        (rc = qsur_llama_new(&o->fm, c, err)) ||
+        (opts->code_smooth && !w2 && (rc = qsur_hadamard_plan_new(&o->ud_had, c->hidden_dim, &ho, err)))) {
         qsur_ostquant_free(o);
         return rc;
     }
@@ -404,6 +417,14 @@ static void input_side(const float *A, int64_t rows, int64_t d, const float *R, 
         for (int64_t i = 0; i < rows; i++)
             for (int64_t j = 0; j < d; j++)
                 dst[i * d + j] *= s[j];
+}
+
+/* w[rows][cols]: column j times s[j]. */
+static void scale_columns(float *w, int64_t rows, int64_t cols, const float *s)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            w[i * cols + j] *= s[j];
 }
 
 /* Scratch of fuse/grads: float copies of the rotations and scales. */
@@ -497,14 +518,19 @@ static void fuse_with(const qsur_ostquant *o, const fuse_scratch *f, qsur_llama 
         for (int64_t i = 0; i < hd; i++)
             for (int64_t j = 0; j < d; j++)
                 L->w3.w[i * d + j] /= su[i];
-        /* w2' = (R^T w2) S_ud H */
+        /* w2' = (R^T w2) S_ud H (exact), or (R^T w2) H S_ud with code_smooth:
+         * the OSTQuant code scales the Hadamard-fused w2, which with the online
+         * Hadamard is not an equivalence (g S^-1 H S H^T w2^T) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)hd, (int)d, 1.0f, f->R, (int)d,
                     o->Wout[2 * l + 1], (int)hd, 0.0f, L->w2.w, (int)hd);
-        for (int64_t i = 0; i < d; i++)
-            for (int64_t j = 0; j < hd; j++)
-                L->w2.w[i * hd + j] *= su[j];
-        if (o->rot->w2)
-            qsur_hadamard_plan_apply(o->rot->w2, L->w2.w, d, NULL, NULL);
+        if (!o->opts.code_smooth)
+            scale_columns(L->w2.w, d, hd, su);
+        if (o->rot->w2 || o->ud_had)
+            qsur_hadamard_plan_apply(o->rot->w2 ? o->rot->w2 : o->ud_had, L->w2.w, d, NULL, NULL);
+        if (o->opts.code_smooth)
+            scale_columns(L->w2.w, d, hd, su);
+        if (o->ud_had)
+            qsur_hadamard_plan_apply_transpose(o->ud_had, L->w2.w, d, NULL, NULL);
         /* the float weights changed: a stale quantized copy must not be used */
         qsur_llama_linear *lins[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
         for (int i = 0; i < 7; i++) {
@@ -568,6 +594,17 @@ static void input_side_grad(const float *A, int64_t rows, int64_t d, const float
                 (int)d, 1.0f, dR, (int)d);
 }
 
+/* w = Z S (columns scaled): dls_j += sum_i dw_ij w_ij, dw <- dw S = dZ (in place). */
+static void ud_grad(const float *w, float *dw, int64_t rows, int64_t cols, const float *s, double *dls)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            size_t at = (size_t)(i * cols + j);
+            dls[j] += (double)dw[at] * w[at];
+            dw[at] *= s[j];
+        }
+}
+
 /* The q/k pair scales' part of the chain rule for wq (is_k 0) or wk (1): W the
  * fused rows, dW their gradient, turned into the gradient w.r.t. the rows
  * before the pair scaling (in place), Wpp the rows before it; dls += the
@@ -579,7 +616,7 @@ static void qk_rows_grad(const qsur_ostquant *o, const float *s, const float *W,
     int64_t d = c->dim, hs = c->head_size, rows = (int64_t)(is_k ? c->n_kv_heads : c->n_heads) * hs;
     int group = c->n_heads / c->n_kv_heads;
     for (int64_t r = 0; r < rows; r++) {
-        int64_t kr = is_k ? r : (r / hs / group) * hs + r % hs, p = kr / 2;
+        int64_t kr = is_k ? r : (r / hs / group) * hs + r % hs, p = qk_index(o, kr);
         double dot = 0;
         for (int64_t j = 0; j < d; j++) {
             dot += (double)dW[r * d + j] * W[r * d + j];
@@ -697,15 +734,22 @@ int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
                 w3pp[at] = L->w3.w[at] * su[i];
             }
         input_side_grad(o->A[5 * l + 4], hd, d, w3pp, dW, sf, dR, dff);
-        /* w2' = (Z S_u) H with Z = R^T w2: d(ZS) = dw2' H^T, ZS = w2' H^T */
+        /* w2' = (Z S_u) H with Z = R^T w2: d(ZS) = dw2' H^T, ZS = w2' H^T;
+         * code_smooth: w2' = (Z H) S_u: d(ZH) = dw2' S_u, dZ = d(ZH) H^T;
+         * weight-only code_smooth: w2' = (Z H) S_u H^T: (ZH) S_u = w2' H and
+         * its gradient dw2' H, then as before */
         float *zs = f.tmp, *dzs = f.tmp2;
+        int code = o->opts.code_smooth, rc = QSUR_OK;
         memcpy(zs, L->w2.w, (size_t)(d * hd) * sizeof(float));
         memcpy(dzs, G->d_w2, (size_t)(d * hd) * sizeof(float));
-        int rc = QSUR_OK;
-        if (o->rot->w2) /* no online w2 rotation in a weight-only run: H = I */
+        if (o->ud_had && !(rc = qsur_hadamard_plan_apply(o->ud_had, zs, d, NULL, err)))
+            rc = qsur_hadamard_plan_apply(o->ud_had, dzs, d, NULL, err);
+        if (code)
+            ud_grad(zs, dzs, d, hd, su, dud);
+        if (o->rot->w2 && !code) /* no online w2 rotation in a weight-only run: H = I */
             rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, zs, d, NULL, err);
-        if (!rc && o->rot->w2)
-            rc = qsur_hadamard_plan_apply_transpose(o->rot->w2, dzs, d, NULL, err);
+        if (!rc && (o->rot->w2 || o->ud_had))
+            rc = qsur_hadamard_plan_apply_transpose(o->rot->w2 ? o->rot->w2 : o->ud_had, dzs, d, NULL, err);
         if (rc) {
             scratch_free(&f);
             free(dR);
@@ -713,12 +757,8 @@ int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
             free(dW);
             return rc;
         }
-        for (int64_t i = 0; i < d; i++)
-            for (int64_t j = 0; j < hd; j++) {
-                size_t at = (size_t)(i * hd + j);
-                dud[j] += (double)dzs[at] * zs[at];
-                dzs[at] *= su[j];
-            }
+        if (!code)
+            ud_grad(zs, dzs, d, hd, su, dud);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)d, (int)hd, 1.0f,
                     o->Wout[2 * l + 1], (int)hd, dzs, (int)hd, 1.0f, dR, (int)d);
     }

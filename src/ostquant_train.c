@@ -1,5 +1,6 @@
 /* OSTQuant training loop, losses and the optimiser state file (qsur/ostquant.h). */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,43 +274,6 @@ static void lap(double *acc, double *t)
     *t = n;
 }
 
-/* Loss of the current parameters on the selection batch; snapshot when best.
- * Uses o->best_ema for the best selection loss. */
-static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape, const int *sel,
-                              const float *zsel, int B, int T, qsur_error *err)
-{
-    qsur_ostquant_fuse_into(o, fm);
-    fm->hooks = qsur_llama_hooks_none();
-    fm->hooks.act = o->aspec;
-    fm->hooks.act_wo = o->aospec;
-    fm->hooks.act_wo.ste_const = o->opts.ste_const;
-    fm->hooks.kv = o->kvspec;
-    qsur_llama_rotations_attach(o->rot, fm);
-    int rc = QSUR_OK;
-    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
-        return rc;
-    if ((rc = qsur_llama_train_forward(fm, tape, sel, B, T, err)))
-        return rc;
-    double kl, loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, tape->logits, zsel, sel, B, T,
-                                              o->cfg.vocab_size, NULL, &kl);
-    o->last_select = loss;
-    if (loss < o->best_ema) {
-        o->best_ema = loss;
-        o->best_step = o->step;
-        snapshot(o, 1);
-    }
-    return QSUR_OK;
-}
-
-static int select_check(qsur_ostquant *o, qsur_llama *fm, qsur_llama_tape *tape, const int *sel,
-                        const float *zsel, int B, int T, qsur_error *err)
-{
-    double t = qsur_seconds();
-    int rc = select_check_timed(o, fm, tape, sel, zsel, B, T, err);
-    lap(&o->time.select, &t);
-    return rc;
-}
-
 /* perm = a seeded random order of 0..n-1 (Fisher-Yates). */
 static void epoch_order(int *perm, int n, uint64_t seed)
 {
@@ -379,6 +343,156 @@ static int teacher_logits(const qsur_llama *teacher, qsur_llama_state *st, teach
     return QSUR_OK;
 }
 
+/* One part of a step's batch: its own tape, gradients, teacher state and
+ * loss buffers, so parts run on threads side by side over the shared fused
+ * model (read-only during the step). The batch's loss is the token mean, so
+ * part p's dL/dlogits and loss are weighted by B_p / B. */
+typedef struct {
+    const qsur_ostquant *o;
+    const qsur_llama *fm, *teacher;
+    const qsur_llama_online_t *ot;
+    teacher_cache *tc;
+    qsur_llama_tape *tape;
+    qsur_llama_grads *grads;
+    qsur_llama_state *st;
+    const int *seq, *tok; /* this part's rows of the batch */
+    int B, T;
+    double weight;        /* B_p / B */
+    float *zfp, *dz;
+    double loss, kl;
+    double t_forward, t_teacher, t_loss, t_backward;
+    int rc;
+    qsur_error err;
+} batch_part;
+
+static void *part_run(void *arg)
+{
+    batch_part *p = arg;
+    int64_t V = p->o->cfg.vocab_size, N = (int64_t)p->B * p->T;
+    double t = qsur_seconds();
+    p->rc = qsur_llama_train_forward(p->fm, p->tape, p->tok, p->B, p->T, &p->err);
+    lap(&p->t_forward, &t);
+    if (!p->rc)
+        p->rc = teacher_logits(p->teacher, p->st, p->tc, p->seq, p->tok, p->B, p->T, V, p->zfp, &p->err);
+    lap(&p->t_teacher, &t);
+    if (p->rc)
+        return NULL;
+    p->loss = qsur_ostquant_loss_eval(p->o->opts.loss, p->o->opts.topk, p->tape->logits, p->zfp, p->tok, p->B,
+                                      p->T, (int)V, p->dz, &p->kl);
+    if (p->weight != 1.0)
+        for (int64_t i = 0; i < N * V; i++)
+            p->dz[i] = (float)(p->dz[i] * p->weight);
+    lap(&p->t_loss, &t);
+    if (!isfinite(p->loss))
+        return NULL; /* the caller reports it */
+    qsur_llama_grads_zero(p->grads, p->fm);
+    p->rc = qsur_llama_backward(p->fm, p->tape, p->dz, p->ot, p->grads, &p->err);
+    lap(&p->t_backward, &t);
+    return NULL;
+}
+
+/* g += h (the same model shape). */
+static void grads_add(qsur_llama_grads *g, const qsur_llama_grads *h, const qsur_llama_config *c)
+{
+    int64_t d = c->dim, kv = c->kv_dim, hd = c->hidden_dim, V = c->vocab_size;
+#define ADD(a, b, n)                        \
+    for (int64_t i_ = 0; i_ < (n); i_++)    \
+        (a)[i_] += (b)[i_];
+    ADD(g->d_tok_embeddings, h->d_tok_embeddings, V * d)
+    ADD(g->d_norm, h->d_norm, d)
+    ADD(g->d_output, h->d_output, V * d)
+    for (int l = 0; l < c->n_layers; l++) {
+        qsur_llama_layer_grads *G = &g->layers[l];
+        const qsur_llama_layer_grads *H = &h->layers[l];
+        ADD(G->d_wq, H->d_wq, d * d)
+        ADD(G->d_wk, H->d_wk, kv * d)
+        ADD(G->d_wv, H->d_wv, kv * d)
+        ADD(G->d_wo, H->d_wo, d * d)
+        ADD(G->d_w1, H->d_w1, hd * d)
+        ADD(G->d_w2, H->d_w2, d * hd)
+        ADD(G->d_w3, H->d_w3, hd * d)
+        ADD(G->d_attention_norm, H->d_attention_norm, d)
+        ADD(G->d_ffn_norm, H->d_ffn_norm, d)
+    }
+#undef ADD
+}
+
+/* Runs the parts (part 0 on this thread, the others on their own), then sums
+ * their gradients into part 0's and their weighted losses into *loss, *kl. */
+static int parts_run(batch_part *parts, int np, const qsur_llama_config *c, double *loss, double *kl,
+                     qsur_error *err)
+{
+    pthread_t th[QSUR_OSTQ_MAX_THREADS];
+    int started[QSUR_OSTQ_MAX_THREADS] = {0};
+    for (int i = 1; i < np; i++)
+        started[i] = pthread_create(&th[i], NULL, part_run, &parts[i]) == 0;
+    for (int i = 1; i < np; i++)
+        if (!started[i]) /* no thread to be had: run it here */
+            part_run(&parts[i]);
+    part_run(&parts[0]);
+    for (int i = 1; i < np; i++)
+        if (started[i])
+            pthread_join(th[i], NULL);
+    *loss = *kl = 0.0;
+    for (int i = 0; i < np; i++) {
+        if (parts[i].rc) {
+            *err = parts[i].err;
+            return parts[i].rc;
+        }
+        *loss += parts[i].weight * parts[i].loss;
+        *kl += parts[i].weight * parts[i].kl;
+    }
+    if (isfinite(*loss))
+        for (int i = 1; i < np; i++)
+            grads_add(parts[0].grads, parts[i].grads, c);
+    return QSUR_OK;
+}
+
+/* Loss of the current parameters on the selection batch sel (B x T, logits
+ * zsel), part by part in the parts' tapes; snapshot when best. Uses
+ * o->best_ema for the best selection loss. */
+static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
+                              const float *zsel, int T, qsur_error *err)
+{
+    qsur_ostquant_fuse_into(o, fm);
+    fm->hooks = qsur_llama_hooks_none();
+    fm->hooks.act = o->aspec;
+    fm->hooks.act_wo = o->aospec;
+    fm->hooks.act_wo.ste_const = o->opts.ste_const;
+    fm->hooks.kv = o->kvspec;
+    qsur_llama_rotations_attach(o->rot, fm);
+    int rc = QSUR_OK;
+    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
+        return rc;
+    double loss = 0.0;
+    int64_t V = o->cfg.vocab_size, row = 0;
+    for (int i = 0; i < np; i++) {
+        batch_part *p = &parts[i];
+        if ((rc = qsur_llama_train_forward(fm, p->tape, sel + row * T, p->B, T, err)))
+            return rc;
+        double kl;
+        loss += p->weight * qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, p->tape->logits,
+                                                    zsel + row * T * V, sel + row * T, p->B, T, (int)V, NULL, &kl);
+        row += p->B;
+    }
+    o->last_select = loss;
+    if (loss < o->best_ema) {
+        o->best_ema = loss;
+        o->best_step = o->step;
+        snapshot(o, 1);
+    }
+    return QSUR_OK;
+}
+
+static int select_check(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
+                        const float *zsel, int T, qsur_error *err)
+{
+    double t = qsur_seconds();
+    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, err);
+    lap(&o->time.select, &t);
+    return rc;
+}
+
 int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
                         const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err)
 {
@@ -401,16 +515,19 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     qsur_llama teacher = *base;
     teacher.hooks = qsur_llama_hooks_none();
     teacher.layers = malloc((size_t)c->n_layers * sizeof *teacher.layers);
-    qsur_llama_tape *tape = NULL;
-    qsur_llama_grads *grads = NULL;
-    qsur_llama_state *st = NULL;
+    /* the batch in np parts of B / np sequences (the first B % np one more),
+     * each run on its own thread (threads=, default 1) */
+    int np = o->opts.threads < 1 ? 1 : o->opts.threads > QSUR_OSTQ_MAX_THREADS ? QSUR_OSTQ_MAX_THREADS : o->opts.threads;
+    if (np > B)
+        np = B;
+    batch_part parts[QSUR_OSTQ_MAX_THREADS];
+    memset(parts, 0, sizeof parts);
     int *perm = malloc((size_t)nseq * sizeof(int)), *tok = malloc((size_t)N * sizeof(int));
-    float *zfp = malloc((size_t)(N * V) * sizeof(float)), *dz = malloc((size_t)(N * V) * sizeof(float));
     double *dr = malloc((size_t)(d * d) * sizeof(double));
     double *drov = malloc((size_t)r_ov_count(o) * sizeof(double));
     double *dls = malloc((size_t)o->n_ls * sizeof(double));
     int rc = QSUR_OK;
-    if (!teacher.layers || !perm || !tok || !zfp || !dz || !dr || !drov || !dls)
+    if (!teacher.layers || !perm || !tok || !dr || !drov || !dls)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", B, T);
     if (!rc) {
         for (int l = 0; l < c->n_layers; l++) {
@@ -423,12 +540,25 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         }
         teacher.output.wq = NULL;
         teacher.output.qp = NULL;
-        rc = qsur_llama_tape_new(&tape, o->fm, B, T, err);
     }
-    if (!rc)
-        rc = qsur_llama_grads_new(&grads, o->fm, err);
-    if (!rc)
-        rc = qsur_llama_state_new(&st, &teacher, B, T, err);
+    for (int i = 0, row = 0; i < np && !rc; i++) {
+        batch_part *p = &parts[i];
+        p->B = B / np + (i < B % np);
+        p->T = T;
+        p->weight = (double)p->B / B;
+        p->tok = tok + (size_t)row * T;
+        row += p->B;
+        p->zfp = malloc((size_t)p->B * T * V * sizeof(float));
+        p->dz = malloc((size_t)p->B * T * V * sizeof(float));
+        if (!p->zfp || !p->dz)
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", B, T);
+        if (!rc)
+            rc = qsur_llama_tape_new(&p->tape, o->fm, p->B, T, err);
+        if (!rc)
+            rc = qsur_llama_grads_new(&p->grads, o->fm, err);
+        if (!rc)
+            rc = qsur_llama_state_new(&p->st, &teacher, p->B, T, err);
+    }
     /* seeded batch order: the same permutation on resume */
     if (!rc)
         epoch_order(perm, nseq, o->opts.seed);
@@ -444,10 +574,13 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     for (int b = 0; b < B && !rc; b++)
         for (int t = 0; t < T; t++)
             sel[b * T + t] = calib->ids[(int64_t)perm[b] * calib->seq_len + t];
-    if (!rc && !(rc = qsur_llama_forward(&teacher, st, sel, B, T, 0, err)))
-        memcpy(zsel, st->logits, (size_t)(N * V) * sizeof(float));
+    for (int i = 0, row = 0; i < np && !rc; i++) {
+        if (!(rc = qsur_llama_forward(&teacher, parts[i].st, sel + (size_t)row * T, parts[i].B, T, 0, err)))
+            memcpy(zsel + (size_t)row * T * V, parts[i].st->logits, (size_t)parts[i].B * T * V * sizeof(float));
+        row += parts[i].B;
+    }
     if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
-        rc = select_check(o, fm, tape, sel, zsel, B, T, err);
+        rc = select_check(o, fm, parts, np, sel, zsel, T, err);
     /* the start point of this call (step 0, or where a resumed run stands) */
     if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
         rc = qsur_log_add(o, calib, err);
@@ -456,6 +589,16 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     int *bseq = malloc((size_t)B * sizeof(int));
     if (!rc && !bseq)
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory");
+    for (int i = 0, row = 0; i < np && bseq; i++) {
+        batch_part *p = &parts[i];
+        p->o = o;
+        p->fm = o->fm;
+        p->teacher = &teacher;
+        p->ot = &ot;
+        p->tc = &tc;
+        p->seq = bseq + row;
+        row += p->B;
+    }
     int64_t perm_epoch = 0; /* the epoch perm[] holds */
     while (!rc && o->step < o->opts.steps) {
         for (int b = 0; b < B; b++) {
@@ -482,24 +625,26 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
             break;
         lap(&o->time.wquant, &tp);
-        if ((rc = qsur_llama_train_forward(fm, tape, tok, B, T, err)))
+        double kl, loss;
+        for (int i = 0; i < np; i++)
+            parts[i].t_forward = parts[i].t_teacher = parts[i].t_loss = parts[i].t_backward = 0.0;
+        if ((rc = parts_run(parts, np, c, &loss, &kl, err)))
             break;
-        lap(&o->time.forward, &tp);
-        if ((rc = teacher_logits(&teacher, st, &tc, bseq, tok, B, T, V, zfp, err)))
-            break;
-        lap(&o->time.teacher, &tp);
-        double kl, loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, tape->logits, zfp, tok,
-                                                  B, T, (int)V, dz, &kl);
-        lap(&o->time.loss, &tp);
+        /* the wall time of the parts, split as part 0's phases */
+        double wall = qsur_seconds() - tp, p0 = parts[0].t_forward + parts[0].t_teacher + parts[0].t_loss +
+                                                  parts[0].t_backward;
+        double f = p0 > 0 ? wall / p0 : 0.0;
+        o->time.forward += f * parts[0].t_forward;
+        o->time.teacher += f * parts[0].t_teacher;
+        o->time.loss += f * parts[0].t_loss;
+        o->time.backward += f * parts[0].t_backward;
+        tp = qsur_seconds();
         if (!isfinite(loss)) {
             rc = qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)",
                            o->step + 1);
             break;
         }
-        qsur_llama_grads_zero(grads, fm);
-        if ((rc = qsur_llama_backward(fm, tape, dz, &ot, grads, err)))
-            break;
-        lap(&o->time.backward, &tp);
+        qsur_llama_grads *grads = parts[0].grads;
         /* STE from the quantized weights the forward used to the fused floats */
         for (int l = 0; l < c->n_layers && !rc && train_wquant(o); l++) {
             qsur_llama_layer *L = &fm->layers[l];
@@ -517,7 +662,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         if (o->opts.clip_grad > 0)
             clip_gradients(o, dr, drov, dls);
         /* linear decay: step t (0-based) of N runs at lr (N - t) / N */
-        double f = o->opts.lr_decay && o->opts.steps > 0 ? (double)(o->opts.steps - o->step) / o->opts.steps : 1.0;
+        f = o->opts.lr_decay && o->opts.steps > 0 ? (double)(o->opts.steps - o->step) / o->opts.steps : 1.0;
         if ((rc = qsur_stiefel_adam_step(o->opt_res, o->r_res, dr, f * o->opts.lr, err)))
             break;
         int64_t hs2 = (int64_t)c->head_size * c->head_size;
@@ -531,7 +676,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         o->step++;
         o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
         if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
-            (rc = select_check(o, fm, tape, sel, zsel, B, T, err)))
+            (rc = select_check(o, fm, parts, np, sel, zsel, T, err)))
             break;
         qsur_ostquant_log row = {o->step, loss, kl, NAN};
         if (eval && o->opts.eval_every > 0 &&
@@ -573,13 +718,15 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     free(teacher.layers);
     free(sel);
     free(zsel);
-    qsur_llama_tape_free(tape);
-    qsur_llama_grads_free(grads);
-    qsur_llama_state_free(st);
+    for (int i = 0; i < np; i++) {
+        qsur_llama_tape_free(parts[i].tape);
+        qsur_llama_grads_free(parts[i].grads);
+        qsur_llama_state_free(parts[i].st);
+        free(parts[i].zfp);
+        free(parts[i].dz);
+    }
     free(perm);
     free(tok);
-    free(zfp);
-    free(dz);
     free(dr);
     free(drov);
     free(dls);

@@ -149,7 +149,7 @@ int main(void)
         qsur_llama_memory u;
         qsur_llama_memory_use(mf, &u);
         int64_t lin = (int64_t)NL * (2 * DIM * DIM + 2 * DIM * (DIM / NH * NKV) + 3 * DIM * HID) +
-                      (int64_t)VOC * DIM;
+                      2 * (int64_t)VOC * DIM; /* lm_head and the embeddings */
         CHECK_MSG(u.mapped == 4 * lin && u.quantized == 0, "mapped %lld bytes, want %lld",
                   (long long)u.mapped, (long long)(4 * lin));
     }

@@ -50,7 +50,11 @@ static void test_quarot(const char *path)
     qsur_error err;
     qsur_llama *m = NULL, *ref = NULL;
     CHECK_OK(qsur_llama_load(&m, path, NULL, &err), err);
+    if (m) /* float weights: the test reads and edits w */
+        CHECK_OK(qsur_llama_own_all(m, &err), err);
     CHECK_OK(qsur_llama_load(&ref, path, NULL, &err), err);
+    if (ref) /* float weights: the test reads and edits w */
+        CHECK_OK(qsur_llama_own_all(ref, &err), err);
     if (!m || !ref)
         return;
     const qsur_llama_config c = m->cfg;
@@ -137,6 +141,8 @@ static void test_smoothquant(const char *path)
     qsur_error err;
     qsur_llama *m = NULL;
     CHECK_OK(qsur_llama_load(&m, path, NULL, &err), err);
+    if (m) /* float weights: the test reads and edits w */
+        CHECK_OK(qsur_llama_own_all(m, &err), err);
     if (!m)
         return;
     double p0 = ppl(m);
@@ -171,6 +177,8 @@ static void test_layer_methods(const char *path)
     qsur_error err;
     qsur_llama *m = NULL;
     CHECK_OK(qsur_llama_load(&m, path, NULL, &err), err);
+    if (m) /* float weights: the test reads and edits w */
+        CHECK_OK(qsur_llama_own_all(m, &err), err);
     if (!m)
         return;
     qsur_workspace cap;

@@ -215,6 +215,7 @@ static void check_ostquant_defaults(void)
     CHECK(V("qk-scale=").i == !o.learn_qk && V("ste=").i == o.ste_const && V("wquant=").i == o.no_wquant);
     CHECK(V("clip-grad=").d == o.clip_grad && V("lr-decay=").i == !o.lr_decay && V("adam-norm=").i == !o.radam);
     CHECK(V("keep=").i == !o.keep_last && V("shuffle=").i == !o.reshuffle);
+    CHECK(V("smooth=").i == o.code_smooth && V("threads=").i == o.threads);
     CHECK(!V("womi").i && !V("no-womi").i && !V("klt").i && o.womi && !o.klt);
 #undef V
     CHECK_OK(opt_parse(ostq_layer_opts, 0, 0, NULL, &a, "", &err), err);

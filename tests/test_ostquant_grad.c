@@ -507,16 +507,96 @@ static void chain_check(const char *what, double *p, const double *g, int64_t n,
     free(D);
 }
 
-static void test_chain(qsur_rng *rng)
+/* code_smooth: the w2 columns scaled after the fused Hadamard, the wk/wq rows
+ * one scale each: against the same fusion with those scales at 1, times the
+ * scales (a closed form of the layout the OSTQuant code uses). Weight-only
+ * (o->ud_had, no online Hadamard): w2' = (w2'_1 H) S H^T instead. */
+static void check_code_layout(qsur_ostquant *o, qsur_llama *fm)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hd = c->hidden_dim, kv = c->kv_dim, hs = c->head_size;
+    int64_t ud0 = c->n_layers * (2 * d + kv), qk0 = c->n_layers * (2 * d + kv + hd);
+    qsur_llama *ref = NULL;
+    qsur_error err;
+    CHECK_OK(qsur_llama_new(&ref, c, &err), err);
+    double *keep = malloc((size_t)o->n_ls * sizeof(double));
+    memcpy(keep, o->ls, (size_t)o->n_ls * sizeof(double));
+    for (int64_t i = ud0; i < o->n_ls; i++) /* S_ud and S_qk at 1 */
+        o->ls[i] = 0.0;
+    qsur_ostquant_fuse_into(o, ref);
+    memcpy(o->ls, keep, (size_t)o->n_ls * sizeof(double));
+    qsur_ostquant_fuse_into(o, fm);
+    double e = 0, e2 = 0;
+    int group = c->n_heads / c->n_kv_heads;
+    if (o->ud_had) /* ref w2 -> ref w2 H (then S, then H^T below) */
+        for (int l = 0; l < c->n_layers; l++)
+            CHECK_OK(qsur_hadamard_plan_apply(o->ud_had, ref->layers[l].w2.w, d, NULL, &err), err);
+    for (int l = 0; l < c->n_layers && o->ud_had; l++) {
+        const double *su = keep + ud0 + (int64_t)l * hd;
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < hd; j++)
+                ref->layers[l].w2.w[i * hd + j] *= (float)exp(su[j]);
+        CHECK_OK(qsur_hadamard_plan_apply_transpose(o->ud_had, ref->layers[l].w2.w, d, NULL, &err), err);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        const double *su = keep + ud0 + (int64_t)l * hd, *sq = keep + qk0 + (int64_t)l * kv;
+        const qsur_llama_layer *A = &fm->layers[l], *B = &ref->layers[l];
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < hd; j++)
+                e2 = fmax(e2, fabs(A->w2.w[i * hd + j] - B->w2.w[i * hd + j] * (o->ud_had ? 1.0 : exp(su[j]))));
+        for (int64_t r = 0; r < kv; r++)
+            for (int64_t j = 0; j < d; j++)
+                e = fmax(e, fabs(A->wk.w[r * d + j] - B->wk.w[r * d + j] * exp(sq[r])));
+        for (int64_t r = 0; r < d; r++) {
+            int64_t kr = (r / hs / group) * hs + r % hs;
+            for (int64_t j = 0; j < d; j++)
+                e = fmax(e, fabs(A->wq.w[r * d + j] - B->wq.w[r * d + j] / exp(sq[kr])));
+        }
+    }
+    CHECK_MSG(e < 1e-5, "smooth=code layout: max diff %g from the closed form (w2 %g)", e, e2);
+    free(keep);
+    qsur_llama_free(ref);
+}
+
+/* The fused float model equals the original (the transforms are exact
+ * equivalences, hooks on). */
+static void check_fused_equivalent(const qsur_ostquant *o, const qsur_llama *m, qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *fz = NULL;
+    qsur_llama_rotations *rot = NULL;
+    CHECK_OK(qsur_ostquant_fuse(o, &fz, &rot, &err), err);
+    qsur_llama_state *s1 = NULL, *s2 = NULL;
+    int tok[12];
+    for (int i = 0; i < 12; i++)
+        tok[i] = (int)qsur_rng_below(rng, 32);
+    qsur_llama_state_new(&s1, m, 1, 12, &err);
+    qsur_llama_state_new(&s2, fz, 1, 12, &err);
+    CHECK_OK(qsur_llama_forward(m, s1, tok, 1, 12, 0, &err), err);
+    CHECK_OK(qsur_llama_forward(fz, s2, tok, 1, 12, 0, &err), err);
+    double md = 0;
+    for (int i = 0; i < 12 * 32; i++)
+        md = fmax(md, fabs(s1->logits[i] - s2->logits[i]));
+    CHECK_MSG(md < 1e-4, "fused float model vs original: max logit diff %g", md);
+    qsur_llama_state_free(s1);
+    qsur_llama_state_free(s2);
+    qsur_llama_free(fz);
+    qsur_llama_rotations_free(rot);
+}
+
+/* code = 1: smooth=code with the online w2 Hadamard on (activations quantized),
+ * code = 2: smooth=code weight-only (the Hadamard fused offline) */
+static void test_chain(qsur_rng *rng, int code)
 {
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     qsur_ostquant_opts op = qsur_ostquant_default();
     op.learn_qk = 1; /* S_qk too: its chain rule and the exact q.k through RoPE */
+    op.code_smooth = code;
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     off.bits = 16;
     qsur_ostquant *o = NULL;
-    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, &off, &off, &err), err);
+    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, code == 1 ? &w4 : &off, &off, &err), err);
     if (!o)
         return;
     for (int64_t i = 0; i < o->n_ls; i++)
@@ -553,29 +633,15 @@ static void test_chain(qsur_rng *rng)
     const char *names[5] = {"S_attn", "S_ov", "S_ffn", "S_ud", "S_qk"};
     int64_t off4[6] = {0, c->n_layers * d, c->n_layers * (d + kv), c->n_layers * (2 * d + kv),
                        c->n_layers * (2 * d + kv + hd), o->n_ls};
-    CHECK(o->n_ls == c->n_layers * (2 * d + kv + hd + kv / 2));
+    CHECK(o->n_ls == c->n_layers * (2 * d + kv + hd + (code ? kv : kv / 2)));
     for (int k = 0; k < 5; k++)
         chain_check(names[k], o->ls + off4[k], dls + off4[k], off4[k + 1] - off4[k], o, fm, C, rng);
-    /* fused float model == original model (equivalence, hooks on) */
-    qsur_llama *fz = NULL;
-    qsur_llama_rotations *rot = NULL;
-    CHECK_OK(qsur_ostquant_fuse(o, &fz, &rot, &err), err);
-    qsur_llama_state *s1 = NULL, *s2 = NULL;
-    int tok[12];
-    for (int i = 0; i < 12; i++)
-        tok[i] = (int)qsur_rng_below(rng, 32);
-    qsur_llama_state_new(&s1, m, 1, 12, &err);
-    qsur_llama_state_new(&s2, fz, 1, 12, &err);
-    CHECK_OK(qsur_llama_forward(m, s1, tok, 1, 12, 0, &err), err);
-    CHECK_OK(qsur_llama_forward(fz, s2, tok, 1, 12, 0, &err), err);
-    double md = 0;
-    for (int i = 0; i < 12 * 32; i++)
-        md = fmax(md, fabs(s1->logits[i] - s2->logits[i]));
-    CHECK_MSG(md < 1e-4, "fused float model vs original: max logit diff %g", md);
-    qsur_llama_state_free(s1);
-    qsur_llama_state_free(s2);
-    qsur_llama_free(fz);
-    qsur_llama_rotations_free(rot);
+    if (code) { /* not an equivalence: the layout against its closed form instead */
+        CHECK(code == 1 ? o->rot->w2 != NULL && !o->ud_had : !o->rot->w2 && o->ud_had != NULL);
+        check_code_layout(o, fm);
+    } else {
+        check_fused_equivalent(o, m, rng);
+    }
     free(dr);
     free(dov);
     free(dls);
@@ -775,6 +841,61 @@ static void test_train_timing(qsur_rng *rng)
     qsur_llama_free(m);
 }
 
+/* ---- threads=N: the batch split over threads gives the 1-thread step ----
+ * W4A4KV4 (asymmetric act/KV), one step from the same start, batch 5 in parts
+ * of 3 + 2 and 2 + 2 + 1 (unequal weights B_p / B). Compared: the loss and the
+ * step's gradients themselves (Adam's first moment after one step is 0.1 x the
+ * gradient, before any normalisation; no clipping). A part's GEMMs round their
+ * last bits differently and one activation crossing a rounding threshold moves
+ * the asymmetric STE's scale term (c - u jumps by 1), so the gradients agree to
+ * ~1e-3, not to float accuracy; a wrong part weighting is off by tens of %. */
+static double rel_diff(const double *a, const double *b, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return sqrt(num / fmax(den, 1e-300));
+}
+
+static void test_train_threads(qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *m = tiny_model(rng);
+    int ids[6 * 8];
+    for (int i = 0; i < 6 * 8; i++)
+        ids[i] = (int)qsur_rng_below(rng, 32);
+    qsur_tokens cal = {ids, 6 * 8, 8};
+    qsur_quant_spec w4 = qsur_quant_default(), a4 = qsur_quant_default();
+    a4.symmetric = 0;
+    qsur_ostquant *o[3] = {NULL, NULL, NULL};
+    const int threads[3] = {1, 2, 3};
+    for (int k = 0; k < 3; k++) {
+        qsur_ostquant_opts op = qsur_ostquant_default();
+        op.steps = 1;
+        op.batch = 5;
+        op.threads = threads[k];
+        op.learn_qk = 1;
+        op.keep_last = 1;
+        CHECK_OK(qsur_ostquant_new(&o[k], m, &op, &w4, &a4, &a4, &err), err);
+        if (o[k])
+            CHECK_OK(qsur_ostquant_train(o[k], m, &cal, NULL, NULL, &err), err);
+    }
+    for (int k = 1; k < 3 && o[0] && o[k]; k++) {
+        int64_t d = o[0]->cfg.dim;
+        double el = fabs(o[k]->log[0].loss - o[0]->log[0].loss) / o[0]->log[0].loss;
+        double gs = rel_diff(o[k]->opt_ls->m, o[0]->opt_ls->m, o[0]->n_ls);
+        double gr = rel_diff(o[k]->opt_res->m, o[0]->opt_res->m, d * d);
+        CHECK_MSG(o[k]->nlog == 1 && el < 1e-6 && gs < 1e-2 && gr < 1e-2,
+                  "threads=%d vs 1: loss %g, scale gradient %g, R_res gradient %g (relative)", threads[k], el, gs,
+                  gr);
+    }
+    for (int k = 0; k < 3; k++)
+        qsur_ostquant_free(o[k]);
+    qsur_llama_free(m);
+}
+
 int main(void)
 {
     qsur_rng rng;
@@ -786,10 +907,13 @@ int main(void)
     test_ste(&rng);
     test_ste_const(&rng);
     test_model(&rng);
-    test_chain(&rng);
+    test_chain(&rng, 0);
+    test_chain(&rng, 1);
+    test_chain(&rng, 2);
     test_losses(&rng);
     test_stiefel(&rng);
     test_train_timing(&rng);
+    test_train_threads(&rng);
     test_act_wo(&rng);
     return check_done();
 }

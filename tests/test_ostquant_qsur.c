@@ -487,6 +487,8 @@ int main(void)
     qsur_tokens calib;
     memset(&calib, 0, sizeof calib);
     CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
+    if (m) /* float weights: the test reads and edits w */
+        CHECK_OK(qsur_llama_own_all(m, &err), err);
     if (!m)
         return check_done();
     CHECK_OK(qsur_tokens_load(&calib, check_shared("data/stories260K.calib.u16"), 256, m->cfg.vocab_size, &err),

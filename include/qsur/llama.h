@@ -124,11 +124,20 @@ typedef struct {
 
 typedef struct qsur_llama {
     qsur_llama_config cfg;
-    float *tok_embeddings;      /* [vocab][dim], owned */
+    qsur_llama_linear embed;    /* the token embeddings [vocab][dim] ("tok_embeddings"),
+                                   held like a linear: stored in the file's dtype
+                                   (rows widened as tokens are looked up,
+                                   qsur_llama_embed_rows) or float in embed.w */
+    float *tok_embeddings;      /* == embed.w: the float embeddings, NULL while they
+                                   are in their stored form; code that reads or
+                                   edits them as floats calls qsur_llama_embed_own
+                                   first (qsur_llama_own_all does) */
     qsur_llama_layer *layers;   /* [n_layers] */
     float *norm;                /* [dim] final RMSNorm gain */
     qsur_llama_linear output;   /* [vocab][dim]; when cfg.shared_classifier,
-                                   output.w == tok_embeddings (borrowed) */
+                                   output.w == tok_embeddings (borrowed) or,
+                                   while the embeddings are stored, output.st
+                                   is a borrowed view of embed.st */
     qsur_llama_hooks hooks;
     struct qsur_llama_mapping *mapping; /* the checkpoint files the stored
                                            weights map into, or NULL */
@@ -289,7 +298,7 @@ typedef struct {
     float *k, *v;      /* [B*S][kv_dim] K, V of the current call */
     float *hb, *hb2;   /* [B*S][hidden] */
     float *xq;         /* [B*S][max(dim,hidden)] quantized linear input */
-    float *att;        /* [32][S]         one block of one head's scores */
+    float *att;        /* [4 x 32][S]     a block of one head's scores per thread */
     float *key_cache;  /* [L][B][S][kv_dim] */
     float *value_cache;
     float *rope_cos, *rope_sin; /* [S][head_size/2] */
@@ -298,6 +307,8 @@ typedef struct {
     qsur_llama_timers timers;
     struct qsur_llama_capture_sink *capture; /* NULL unless capturing */
     int run_layers;    /* > 0: forward stops after this many layers (capture) */
+    int no_matvec;     /* 1: a few token rows also multiply bf16 weights widened
+                          into wbuf (the benchmark's baseline), not qsur_bf16_matvec */
     float *wbuf;       /* scratch: a slice of one linear's weights in float32 */
     int64_t wbuf_floats;
 } qsur_llama_state;

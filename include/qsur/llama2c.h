@@ -64,6 +64,20 @@ int qsur_llama2c_parse_header(const unsigned char *data, size_t size, const char
 /* Reads only the header of path (mmap) and validates it, file size included. */
 int qsur_llama2c_read_config(const char *path, qsur_llama2c_config *cfg, qsur_error *err);
 
+/* One tensor of a valid file: Meta name (no prefix), 1-D (rows 1) or 2-D,
+ * and the byte offset of its float32 values in the file. */
+typedef struct {
+    char name[64];
+    int ndim;
+    int64_t rows, cols;
+    size_t offset;
+} qsur_llama2c_tensor;
+/* The tensors of a file with a validated config, in file order (the legacy
+ * RoPE tables left out); out may be NULL to count them. Returns the count. */
+int qsur_llama2c_tensors(const qsur_llama2c_config *c, qsur_llama2c_tensor *out);
+/* n little-endian float32 values at src (any alignment) -> dst. */
+void qsur_llama2c_f32_copy(float *dst, const unsigned char *src, size_t n);
+
 /* Loads every tensor of path into ws under Meta names (prefix may be NULL).
  * All-or-nothing: on any error ws is unchanged. cfg (may be NULL) receives the
  * config; *n_loaded (may be NULL) the number of tensors added. NaN/Inf in any

@@ -37,6 +37,11 @@ void qsur_llama_linear_read_rows(const qsur_llama_linear *l, int64_t r0, int64_t
  * decoded, else wq, else the weights. */
 void qsur_llama_linear_forward_rows(const qsur_llama_linear *l, int64_t r0, int64_t r1,
                                     float *dst);
+/* The float32 weights the forward pass uses when they exist as such (wq,
+ * else w, else an F32 stored form in Meta order, mapped or owned), without
+ * converting anything; NULL when they need decoding or widening (packed
+ * codes, F16/BF16, HF q/k row order). */
+const float *qsur_llama_linear_f32(const qsur_llama_linear *l);
 /* A float32 view of the whole weights: l->w when the linear is in float form,
  * else the stored form converted into scratch (rows x cols floats). */
 const float *qsur_llama_linear_weights(const qsur_llama_linear *l, float *scratch);
@@ -51,7 +56,7 @@ int qsur_llama_linear_own(qsur_llama_linear *l, qsur_error *err);
 /* Every linear of the model, the classifier too (methods that edit the whole
  * model in float: the full float32 copy a 7B model cannot afford, so
  * whole-model methods go linear by linear with own + store_back instead). */
-int qsur_llama_own_all(qsur_llama *m, qsur_error *err);
+int qsur_llama_own_all(qsur_llama *m, qsur_error *err); /* embeddings too */
 /* After editing l->w: back to the stored form in dtype (F16/BF16 round to
  * nearest even; F32 keeps w as it is). The model then holds the linear once,
  * in its dtype. */
@@ -99,6 +104,19 @@ void qsur_llama_quant_stash_put(qsur_llama *m, qsur_llama_quant_stash *st);
 /* Keeps the per-layer linears' new forms (frees the stashed ones); the
  * classifier gets its stashed form back. */
 void qsur_llama_quant_stash_drop(qsur_llama *m, qsur_llama_quant_stash *st);
+
+/* ---- token embeddings (m->embed) ----------------------------------------- */
+
+/* dst[i][dim] = the float32 embedding of tokens[i] (ids checked by the
+ * caller): a copy of the float row, or the stored row widened (bf16 exactly). */
+void qsur_llama_embed_rows(const qsur_llama *m, const int *tokens, int64_t n, float *dst);
+/* Copy-on-write for the embeddings: puts them in float form (tok_embeddings,
+ * and a tied classifier's output.w with them). No-op when already float. */
+int qsur_llama_embed_own(qsur_llama *m, qsur_error *err);
+/* After m->embed changed form (own, store back, a load): tok_embeddings =
+ * embed.w again, and a tied classifier follows the embeddings (output.w =
+ * embed.w, or output.st a borrowed view of embed.st). */
+void qsur_llama_embed_sync(qsur_llama *m);
 
 /* What the model holds, in bytes. */
 typedef struct {

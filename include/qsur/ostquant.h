@@ -64,6 +64,9 @@ typedef enum { QSUR_OSTQ_KLTOP = 0, QSUR_OSTQ_CE, QSUR_OSTQ_MSE } qsur_ostquant_
 
 const char *qsur_ostquant_loss_name(qsur_ostquant_loss l); /* "kltop", "ce", "mse" */
 
+/* Most threads a training step's batch is split over (opts.threads). */
+#define QSUR_OSTQ_MAX_THREADS 16
+
 typedef struct {
     int steps;            /* optimiser steps (default 150) */
     double lr;            /* Cayley-Adam step of the orthogonals (default 0.01) */
@@ -99,6 +102,15 @@ typedef struct {
     int learn_qk;         /* 1: also learn S_qk, one scale per RoPE pair of each kv head:
                              wk rows times s, the matching wq rows divided by s (q.k
                              and RoPE unchanged); log-scales after ud in ls */
+    int threads;          /* the batch split over this many threads (1..QSUR_OSTQ_MAX_THREADS;
+                             0 or 1: none); the same math, the last bits may differ */
+    int code_smooth;      /* 1: S_ud and S_qk as the OSTQuant code applies them, not exact
+                             equivalences: w2 columns scaled after the fused Hadamard
+                             (w2' = R^T w2 H S_ud, the activation g S_ud^-1 H), and S_qk
+                             one scale per row of wk (kv_dim scales a layer), so RoPE
+                             sees unequal pair scales; the loss trains the change.
+                             Weight-only runs (no online Hadamard) fuse the same
+                             function offline: w2' = R^T w2 H S_ud H^T */
     int ste_const;        /* 1: asymmetric act/KV quantizers' scale treated as a constant
                              in the STE (qsur before issue 14; ablation) */
     int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
@@ -175,6 +187,10 @@ typedef struct qsur_ostquant {
     qsur_options qsur_opt;
     /* run-time pieces */
     qsur_llama_rotations *rot;
+    qsur_hadamard_plan *ud_had;     /* code_smooth without the online w2 Hadamard
+                                       (weight-only): H of hidden_dim, for the offline
+                                       w2' = R^T w2 H S_ud H^T (what the code's online
+                                       Hadamard computes, fused) */
     qsur_llama *fm;                 /* fused working model */
     qsur_ostquant_timing time;      /* where train's time went (not saved) */
 } qsur_ostquant;

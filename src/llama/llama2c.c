@@ -109,6 +109,31 @@ int qsur_llama2c_file_bytes(const qsur_llama2c_config *c, uint64_t *bytes, qsur_
     return QSUR_OK;
 }
 
+int qsur_llama2c_tensors(const qsur_llama2c_config *c, qsur_llama2c_tensor *out)
+{
+    segment seg[MAX_SEGMENTS];
+    int nseg = build_segments(c, seg), n = 0;
+    size_t off = HEADER_BYTES;
+    for (int i = 0; i < nseg; i++) {
+        size_t per = (size_t)seg[i].rows * (size_t)seg[i].cols;
+        int reps = seg[i].per_layer ? c->n_layers : 1;
+        for (int l = 0; l < reps; l++, off += 4 * per) {
+            if (seg[i].skip)
+                continue;
+            if (out) {
+                qsur_llama2c_tensor *t = &out[n];
+                snprintf(t->name, sizeof t->name, seg[i].name, l);
+                t->ndim = seg[i].ndim;
+                t->rows = seg[i].rows;
+                t->cols = seg[i].cols;
+                t->offset = off;
+            }
+            n++;
+        }
+    }
+    return n;
+}
+
 static int32_t i32le(const unsigned char *p)
 {
     uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -118,7 +143,7 @@ static int32_t i32le(const unsigned char *p)
     return v;
 }
 
-static void f32le_copy(float *dst, const unsigned char *src, size_t n)
+void qsur_llama2c_f32_copy(float *dst, const unsigned char *src, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const unsigned char *p = src + 4 * i;
@@ -237,7 +262,7 @@ int qsur_llama2c_load(qsur_workspace *ws, const char *path, const char *prefix,
             const int64_t *sh = seg[i].ndim == 1 ? shape + 1 : shape;
             if ((rc = qsur_tensor_new(&got[n], name, seg[i].ndim, sh, err)))
                 break;
-            f32le_copy(got[n]->data, m.data + off, per);
+            qsur_llama2c_f32_copy(got[n]->data, m.data + off, per);
             int64_t bad = qsur_find_nonfinite(got[n]->data, (int64_t)per);
             if (bad >= 0) {
                 rc = qsur_fail(err, QSUR_ERR_NUMERIC,

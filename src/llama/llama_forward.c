@@ -12,13 +12,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "qsur/bf16_matvec.h"
 #include "qsur/clock.h"
+#include "qsur/parallel.h"
 #include "llama_sink.h"
 #include "qsur/llama.h"
 
 /* Rows of queries per attention block: scores of a block only reach the keys
  * up to its last row, so causal attention does about half the full T x S work. */
 #define ATT_BLOCK 32
+
+/* Token rows up to which a bf16 linear is multiplied by qsur_bf16_matvec
+ * (each weight read once, 2 bytes, no scratch) instead of being widened for
+ * an sgemm (read 2 bytes, write 4, read 4 again): a decoding step or a short
+ * prompt. With more rows the sgemm's blocking pays for the widening (a
+ * 5632 x 2048 linear on 2 threads: 1 row 2.6 ms against 23 ms, 8 rows 12 ms
+ * against 27 ms, even at 16, 32 rows 39 ms against 23 ms). */
+#define MATVEC_ROWS 8
+
+/* Threads attention splits its heads over (at most; scratch for each). */
+#define ATT_THREADS 4
 
 /* ---- state --------------------------------------------------------------- */
 
@@ -80,7 +93,7 @@ int qsur_llama_state_new(qsur_llama_state **out, const qsur_llama *m, int max_ba
     s->hb = qsur_alloc(N, (size_t)c->hidden_dim * sizeof(float));
     s->hb2 = qsur_alloc(N, (size_t)c->hidden_dim * sizeof(float));
     s->xq = qsur_alloc(N, wide * sizeof(float));
-    s->att = qsur_alloc(S < ATT_BLOCK ? S : ATT_BLOCK, S * sizeof(float));
+    s->att = qsur_alloc((size_t)ATT_THREADS * ATT_BLOCK, S * sizeof(float));
     s->key_cache = qsur_alloc(cache, sizeof(float));
     s->value_cache = qsur_alloc(cache, sizeof(float));
     s->rope_cos = qsur_alloc(S, (size_t)(c->head_size / 2) * sizeof(float));
@@ -172,6 +185,30 @@ static int linear_input(const qsur_quant_spec *spec, qsur_llama_state *s, const 
     return rc;
 }
 
+typedef struct {
+    const qsur_llama_linear *l;
+    int64_t r0, r1;
+    float *dst;
+} rows_job;
+
+static void forward_rows_part(void *ctx, int part, int parts)
+{
+    const rows_job *j = ctx;
+    int64_t a = j->r0 + (j->r1 - j->r0) * part / parts;
+    int64_t b = j->r0 + (j->r1 - j->r0) * (part + 1) / parts;
+    qsur_llama_linear_forward_rows(j->l, a, b, j->dst + (a - j->r0) * j->l->cols);
+}
+
+/* qsur_llama_linear_forward_rows of rows r0..r1-1 into dst, the rows split
+ * over `threads` threads: widening or decoding is bound by memory and by one
+ * core's loads, and the sgemm that follows waits for it. */
+static void forward_rows_split(const qsur_llama_linear *l, int64_t r0, int64_t r1, float *dst,
+                               int threads)
+{
+    rows_job j = {l, r0, r1, dst};
+    qsur_parallel((r1 - r0) * l->cols < ((int64_t)1 << 20) ? 1 : threads, forward_rows_part, &j);
+}
+
 /* out[N][rows] = in[N][cols] W^T (W row-major rows x cols: the packed codes,
  * wq, or the weights, whichever the forward uses). Float weights are used in
  * place; any other form is converted slice by slice (as many rows as fit in
@@ -179,22 +216,36 @@ static int linear_input(const qsur_quant_spec *spec, qsur_llama_state *s, const 
 static void linear(qsur_llama_state *s, const qsur_llama_linear *l, const float *in,
                    int64_t N, float *out)
 {
-    const float *w = l->wq ? l->wq : l->w;
+    const float *w = l->qp ? NULL : l->wq ? l->wq : l->w;
+    const float *f32 = qsur_llama_linear_f32(l); /* also float32 stored bytes, in place */
     double t0 = qsur_seconds();
-    if (!l->qp && w) {
+    if (!f32 && !l->qp && l->st.data && l->st.dtype == QSUR_DTYPE_BF16 && N <= MATVEC_ROWS &&
+        !s->no_matvec) {
+        /* a decoding step: straight from the bf16 bytes, nothing widened into wbuf */
+        qsur_bf16_matvec(in, (int)N, l->cols, l->st.data, l->rows, l->st.rope_heads, out, l->rows,
+                         openblas_get_num_threads());
+        s->timers.gemm += qsur_seconds() - t0;
+        return;
+    }
+    if (w) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)l->rows, (int)l->cols,
                     1.0f, in, (int)l->cols, w, (int)l->cols, 0.0f, out, (int)l->rows);
         s->timers.gemm += qsur_seconds() - t0;
         return;
     }
+    /* float32 stored weights (a mapped llama2.c file, an F32 safetensors) are
+     * read in place but in the same slices as a converted form, so that a
+     * model computes the same bits whichever of the two it holds */
     int64_t step = s->wbuf_floats / l->cols;
     for (int64_t r0 = 0; r0 < l->rows; r0 += step) {
         int64_t r1 = r0 + step < l->rows ? r0 + step : l->rows;
+        const float *ws = f32 ? f32 + r0 * l->cols : s->wbuf;
         double tc = qsur_seconds();
-        qsur_llama_linear_forward_rows(l, r0, r1, s->wbuf);
+        if (!f32)
+            forward_rows_split(l, r0, r1, s->wbuf, openblas_get_num_threads());
         s->timers.convert += qsur_seconds() - tc;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(r1 - r0), (int)l->cols,
-                    1.0f, in, (int)l->cols, s->wbuf, (int)l->cols, 0.0f, out + r0, (int)l->rows);
+                    1.0f, in, (int)l->cols, ws, (int)l->cols, 0.0f, out + r0, (int)l->rows);
     }
     s->timers.gemm += qsur_seconds() - t0;
 }
@@ -210,54 +261,88 @@ static float *cache_row(const qsur_llama_state *s, float *cache, int layer, int 
     return cache + (((size_t)layer * s->max_batch + b) * s->max_seq + p) * s->kv_dim;
 }
 
-/* q [B*T][dim] against the cached K/V of positions 0..pos+T-1 -> out [B*T][dim].
- * Query head h reads kv head h / (n_heads / n_kv_heads) (grouped-query). */
+/* One head h of sequence b: q [T][dim] against the cached K/V of positions
+ * 0..pos+T-1 -> its columns of out [T][dim]. Query head h reads kv head
+ * h / (n_heads / n_kv_heads) (grouped-query). att: ATT_BLOCK x S scratch. */
+static void attend_head(const qsur_llama *m, const qsur_llama_state *s, int layer, int b, int h,
+                        int T, int pos, float *att, float *out)
+{
+    const qsur_llama_config *c = &m->cfg;
+    int hs = c->head_size, g = h / (c->n_heads / c->n_kv_heads);
+    float scale = (float)(1.0 / sqrt((double)hs)), inv_sum[ATT_BLOCK];
+    const float *kc = cache_row(s, s->key_cache, layer, b, 0);
+    const float *vc = cache_row(s, s->value_cache, layer, b, 0);
+    for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
+        int R = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
+        int S = pos + r0 + R; /* keys 0..S-1 are visible to some row of the block */
+        const float *qh = s->q + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
+        /* att[R][S] = scale * Q_h K_g^T (row-major; lda = dim, ldb = kv_dim) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, S, hs, scale, qh, c->dim,
+                    kc + (size_t)g * hs, c->kv_dim, 0.0f, att, S);
+        for (int t = 0; t < R; t++) {
+            float *a = att + (size_t)t * S;
+            int last = pos + r0 + t; /* causal: keys 0..last */
+            float mx = a[0];
+            for (int j = 1; j <= last; j++)
+                mx = a[j] > mx ? a[j] : mx;
+            float sum = 0;
+            for (int j = 0; j <= last; j++) {
+                a[j] = expf(a[j] - mx);
+                sum += a[j];
+            }
+            inv_sum[t] = 1.0f / sum;
+            for (int j = last + 1; j < S; j++)
+                a[j] = 0.0f;
+        }
+        /* out_h[R][hs] = P[R][S] V_g[S][hs] (ldc = dim: heads side by side),
+         * with the softmax normalisation applied to the R x hs result
+         * instead of the R x S probabilities. */
+        float *oh = out + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hs, S, 1.0f, att, S,
+                    vc + (size_t)g * hs, c->kv_dim, 0.0f, oh, c->dim);
+        for (int t = 0; t < R; t++)
+            for (int i = 0; i < hs; i++)
+                oh[(size_t)t * c->dim + i] *= inv_sum[t];
+    }
+}
+
+typedef struct {
+    const qsur_llama *m;
+    const qsur_llama_state *s;
+    int layer, B, T, pos;
+    float *out;
+} att_job;
+
+/* Heads part, part + parts, ... of every sequence, with this part's scratch. */
+static void attend_part(void *ctx, int part, int parts)
+{
+    const att_job *j = ctx;
+    int H = j->m->cfg.n_heads;
+    float *att = j->s->att + (size_t)part * ATT_BLOCK * j->s->max_seq;
+    for (int i = part; i < j->B * H; i += parts)
+        attend_head(j->m, j->s, j->layer, i / H, i % H, j->T, j->pos, att, j->out);
+}
+
+/* Causal attention of every head of the current call into out [B*T][dim].
+ * The heads are independent and their products small (a block of 32 query
+ * rows against at most S keys of one head): rather than each sgemm waking
+ * the BLAS threads, the heads are split over that many threads, each
+ * running single-threaded sgemm (numbers unchanged: each head's products are
+ * the same calls). */
 static void attention(const qsur_llama *m, qsur_llama_state *s, int layer, int B, int T,
                       int pos, float *out)
 {
     double t0 = qsur_seconds();
-    const qsur_llama_config *c = &m->cfg;
-    int hs = c->head_size, group = c->n_heads / c->n_kv_heads;
-    float scale = (float)(1.0 / sqrt((double)hs)), inv_sum[ATT_BLOCK];
-    for (int b = 0; b < B; b++) {
-        const float *kc = cache_row(s, s->key_cache, layer, b, 0);
-        const float *vc = cache_row(s, s->value_cache, layer, b, 0);
-        for (int h = 0; h < c->n_heads; h++) {
-            int g = h / group;
-            for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
-                int R = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
-                int S = pos + r0 + R; /* keys 0..S-1 are visible to some row of the block */
-                const float *qh = s->q + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
-                /* att[R][S] = scale * Q_h K_g^T (row-major; lda = dim, ldb = kv_dim) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, S, hs, scale, qh,
-                            c->dim, kc + (size_t)g * hs, c->kv_dim, 0.0f, s->att, S);
-                for (int t = 0; t < R; t++) {
-                    float *a = s->att + (size_t)t * S;
-                    int last = pos + r0 + t; /* causal: keys 0..last */
-                    float mx = a[0];
-                    for (int j = 1; j <= last; j++)
-                        mx = a[j] > mx ? a[j] : mx;
-                    float sum = 0;
-                    for (int j = 0; j <= last; j++) {
-                        a[j] = expf(a[j] - mx);
-                        sum += a[j];
-                    }
-                    inv_sum[t] = 1.0f / sum;
-                    for (int j = last + 1; j < S; j++)
-                        a[j] = 0.0f;
-                }
-                /* out_h[R][hs] = P[R][S] V_g[S][hs] (ldc = dim: heads side by side),
-                 * with the softmax normalisation applied to the R x hs result
-                 * instead of the R x S probabilities. */
-                float *oh = out + ((size_t)b * T + r0) * c->dim + (size_t)h * hs;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hs, S, 1.0f, s->att,
-                            S, vc + (size_t)g * hs, c->kv_dim, 0.0f, oh, c->dim);
-                for (int t = 0; t < R; t++)
-                    for (int i = 0; i < hs; i++)
-                        oh[(size_t)t * c->dim + i] *= inv_sum[t];
-            }
-        }
-    }
+    int threads = openblas_get_num_threads();
+    int parts = threads < ATT_THREADS ? threads : ATT_THREADS;
+    if (parts > B * m->cfg.n_heads)
+        parts = B * m->cfg.n_heads;
+    att_job j = {m, s, layer, B, T, pos, out};
+    if (parts > 1)
+        openblas_set_num_threads(1);
+    qsur_parallel(parts, attend_part, &j);
+    if (parts > 1)
+        openblas_set_num_threads(threads);
     s->timers.attention += qsur_seconds() - t0;
 }
 
@@ -368,9 +453,7 @@ int qsur_llama_forward(const qsur_llama *m, qsur_llama_state *s, const int *toke
     double t0 = qsur_seconds();
     qsur_llama_timers before = s->timers;
     s->pos = 0; /* the cache is invalid until this call completes */
-    for (int64_t i = 0; i < N; i++)
-        memcpy(s->x + i * c->dim, m->tok_embeddings + (size_t)tokens[i] * c->dim,
-               (size_t)c->dim * sizeof(float));
+    qsur_llama_embed_rows(m, tokens, N, s->x);
     int rc = QSUR_OK, layers = s->run_layers > 0 && s->run_layers < c->n_layers ? s->run_layers
                                                                                 : c->n_layers;
     for (int l = 0; l < layers && !rc; l++)

@@ -47,7 +47,7 @@ static int hf_slots(qsur_llama *m, hf_slot *s)
          s[n].rows = r; s[n].cols = cc; s[n].rope_heads = heads; s[n].lin = NULL; n++; } while (0)
 #define LSLOT(l, r, cc, heads, ...) \
     do { SLOT((l)->w, r, cc, heads, __VA_ARGS__); s[n - 1].lin = (l); } while (0)
-    SLOT(m->tok_embeddings, c->vocab_size, c->dim, 0, "model.embed_tokens.weight");
+    LSLOT(&m->embed, c->vocab_size, c->dim, 0, "model.embed_tokens.weight");
     for (int i = 0; i < c->n_layers; i++) {
         qsur_llama_layer *L = &m->layers[i];
         SLOT(L->attention_norm, 0, c->dim, 0, "model.layers.%d.input_layernorm.weight", i);
@@ -619,8 +619,10 @@ int qsur_llama_load_hf(qsur_llama **out, const char *dir, const qsur_progress *p
         if (!rc)
             rc = qsur_progress_tick(prog, (double)(i + 1) / n, "load", NAN, err);
     }
-    if (!rc)
+    if (!rc) {
+        qsur_llama_embed_sync(m); /* a tied lm_head reads the stored embeddings */
         rc = adopt_shards(m, &sh, err);
+    }
 done:
     free(slots);
     free(found);

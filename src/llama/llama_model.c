@@ -119,10 +119,12 @@ void qsur_llama_free(qsur_llama *m)
             linear_release(&L->w3);
         }
     free(m->layers);
-    if (m->output.w == m->tok_embeddings)
+    if (m->cfg.shared_classifier) { /* borrowed from embed */
         m->output.w = NULL;
+        m->output.st.owned = NULL;
+    }
     linear_release(&m->output);
-    free(m->tok_embeddings);
+    linear_release(&m->embed);
     free(m->norm);
     qsur_llama_mapping_free(m->mapping);
     free(m);
@@ -144,9 +146,10 @@ static int model_alloc(qsur_llama **out, const qsur_llama_config *cfg_in, int al
     int64_t d = cfg.dim, h = cfg.hidden_dim, kv = cfg.kv_dim, V = cfg.vocab_size;
     int bad = 0;
     m->layers = calloc((size_t)cfg.n_layers, sizeof *m->layers);
-    m->tok_embeddings = zalloc(V * d);
+    bad |= linear_init(&m->embed, "tok_embeddings", V, d, alloc);
+    m->tok_embeddings = m->embed.w;
     m->norm = zalloc(d);
-    bad |= !m->layers || !m->tok_embeddings || !m->norm;
+    bad |= !m->layers || !m->norm;
     for (int i = 0; !bad && i < cfg.n_layers; i++) {
         qsur_llama_layer *L = &m->layers[i];
         char nm[QSUR_NAME_MAX];
@@ -168,7 +171,7 @@ static int model_alloc(qsur_llama **out, const qsur_llama_config *cfg_in, int al
     if (!bad) {
         if (cfg.shared_classifier) {
             linear_init(&m->output, "output", V, d, 0);
-            m->output.w = m->tok_embeddings;
+            qsur_llama_embed_sync(m); /* a loader syncs again once embed is filled */
         } else {
             bad |= linear_init(&m->output, "output", V, d, alloc);
         }
@@ -198,11 +201,23 @@ int qsur_llama_untie_classifier(qsur_llama *m, qsur_error *err)
     if (!m->cfg.shared_classifier)
         return QSUR_OK;
     int64_t n = m->output.rows * m->output.cols;
-    float *w = qsur_alloc((size_t)n, sizeof(float));
-    if (!w)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "output: cannot allocate %lld floats", (long long)n);
-    memcpy(w, m->tok_embeddings, (size_t)n * sizeof(float));
-    m->output.w = w;
+    qsur_llama_linear *e = &m->embed;
+    size_t bytes = e->w ? (size_t)n * sizeof(float)
+                        : (size_t)n * (size_t)qsur_dtype_size((qsur_dtype)e->st.dtype);
+    /* stored embeddings mapped from the file stay shared (read-only) */
+    void *w = !e->w && !e->st.owned ? NULL : qsur_alloc(bytes, 1);
+    if (!w && (e->w || e->st.owned))
+        return qsur_fail(err, QSUR_ERR_NOMEM, "output: cannot allocate %zu bytes", bytes);
+    if (e->w) {
+        memcpy(w, e->w, bytes);
+        m->output.w = w;
+    } else {
+        m->output.st = e->st;
+        if (w) {
+            memcpy(w, e->st.data, bytes);
+            m->output.st.data = m->output.st.owned = w;
+        }
+    }
     m->cfg.shared_classifier = 0;
     return QSUR_OK;
 }
@@ -225,7 +240,7 @@ static int model_slots(qsur_llama *m, tensor_slot *s)
     do { snprintf(s[n].name, sizeof s[n].name, "%s", nm); s[n].data = ptr; \
          s[n].rows = r; s[n].cols = c; s[n].lin = NULL; n++; } while (0)
 #define LSLOT(l) do { SLOT((l)->name, (l)->w, (l)->rows, (l)->cols); s[n - 1].lin = (l); } while (0)
-    SLOT("tok_embeddings", m->tok_embeddings, m->cfg.vocab_size, d);
+    LSLOT(&m->embed);
     for (int i = 0; i < m->cfg.n_layers; i++) {
         qsur_llama_layer *L = &m->layers[i];
         char nm[QSUR_NAME_MAX];
@@ -351,6 +366,7 @@ int qsur_llama_sync_from_workspace(qsur_llama *m, const qsur_workspace *ws, cons
         if (s[i].lin)
             qsur_llama_linear_drop_quant(s[i].lin);
     }
+    qsur_llama_embed_sync(m); /* the embeddings may have become float */
     free(src);
     free(s);
     if (!rc && n_updated)
@@ -550,30 +566,6 @@ void qsur_llama_dequantize_weights(qsur_llama *m)
 }
 
 /* ---- loading ------------------------------------------------------------- */
-
-int qsur_llama_load_llama2c(qsur_llama **out, const char *path, const qsur_progress *prog,
-                            qsur_error *err)
-{
-    *out = NULL;
-    qsur_workspace ws;
-    qsur_workspace_init(&ws);
-    qsur_llama2c_config c2;
-    int rc = qsur_llama2c_load(&ws, path, NULL, &c2, NULL, prog, err);
-    if (!rc) {
-        qsur_llama_config cfg = qsur_llama_config_default();
-        cfg.dim = c2.dim;
-        cfg.hidden_dim = c2.hidden_dim;
-        cfg.n_layers = c2.n_layers;
-        cfg.n_heads = c2.n_heads;
-        cfg.n_kv_heads = c2.n_kv_heads;
-        cfg.vocab_size = c2.vocab_size;
-        cfg.seq_len = c2.seq_len;
-        cfg.shared_classifier = c2.shared_classifier;
-        rc = qsur_llama_from_workspace(out, &ws, NULL, &cfg, err);
-    }
-    qsur_workspace_clear(&ws);
-    return rc;
-}
 
 int qsur_llama_load(qsur_llama **out, const char *path, const qsur_progress *prog,
                     qsur_error *err)

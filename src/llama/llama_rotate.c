@@ -162,7 +162,9 @@ int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_
     /* Only the plan's scratch allocation can fail below; it happens before
      * any row is touched in that call, but earlier linears would already be
      * rotated, so the caller treats a failure as "model unusable". */
-    int rc = qsur_hadamard_plan_apply(Q, m->tok_embeddings, m->cfg.vocab_size, NULL, err);
+    /* the embeddings like any linear: float while rotated, back in their dtype */
+    int rc = hadamard_linear(Q, &m->embed, m->cfg.vocab_size, err);
+    qsur_llama_embed_sync(m);
     if (!rc && !m->cfg.shared_classifier)
         rc = hadamard_linear(Q, &m->output, m->output.rows, err);
     qsur_llama_linear_drop_quant(&m->output);

@@ -92,6 +92,18 @@ void qsur_llama_linear_forward_rows(const qsur_llama_linear *l, int64_t r0, int6
     qsur_llama_linear_read_rows(l, r0, r1, dst);
 }
 
+const float *qsur_llama_linear_f32(const qsur_llama_linear *l)
+{
+    if (l->qp)
+        return NULL;
+    if (l->wq || l->w)
+        return l->wq ? l->wq : l->w;
+    if (l->st.data && l->st.dtype == QSUR_DTYPE_F32 && l->st.rope_heads == 0 &&
+        (uintptr_t)l->st.data % sizeof(float) == 0)
+        return l->st.data;
+    return NULL;
+}
+
 const float *qsur_llama_linear_weights(const qsur_llama_linear *l, float *scratch)
 {
     if (l->w)
@@ -148,7 +160,7 @@ int qsur_llama_linear_own(qsur_llama_linear *l, qsur_error *err)
 
 int qsur_llama_own_all(qsur_llama *m, qsur_error *err)
 {
-    int rc = QSUR_OK;
+    int rc = qsur_llama_embed_own(m, err);
     for (int i = 0; i < qsur_llama_linear_count(m) && !rc; i++)
         rc = qsur_llama_linear_own(qsur_llama_linear_at(m, i), err);
     if (!rc && !m->cfg.shared_classifier)
@@ -188,6 +200,39 @@ int qsur_llama_linear_edit_end(qsur_llama_linear *l, int dtype, qsur_error *err)
 {
     qsur_llama_linear_drop_quant(l);
     return qsur_llama_linear_store_back(l, dtype, err);
+}
+
+/* ---- token embeddings ----------------------------------------------------- */
+
+void qsur_llama_embed_rows(const qsur_llama *m, const int *tokens, int64_t n, float *dst)
+{
+    int64_t d = m->cfg.dim;
+    for (int64_t i = 0; i < n; i++)
+        qsur_llama_linear_read_rows(&m->embed, tokens[i], tokens[i] + 1, dst + i * d);
+}
+
+void qsur_llama_embed_sync(qsur_llama *m)
+{
+    m->tok_embeddings = m->embed.w;
+    if (!m->cfg.shared_classifier)
+        return;
+    /* the tied classifier borrows: output.st.owned stays NULL so that only
+     * embed frees the bytes */
+    m->output.w = m->embed.w;
+    m->output.st = m->embed.st;
+    m->output.st.owned = NULL;
+    if (m->embed.w)
+        m->output.st.data = NULL;
+}
+
+int qsur_llama_embed_own(qsur_llama *m, qsur_error *err)
+{
+    if (m->embed.w)
+        return QSUR_OK;
+    int rc = qsur_llama_linear_own(&m->embed, err);
+    if (!rc)
+        qsur_llama_embed_sync(m);
+    return rc;
 }
 
 /* ---- packed quantized weights ------------------------------------------ */
@@ -441,8 +486,8 @@ void qsur_llama_memory_use(const qsur_llama *m_in, qsur_llama_memory *u)
     qsur_llama *m = (qsur_llama *)m_in; /* linear_at only reads through it */
     memset(u, 0, sizeof *u);
     int64_t d = m->cfg.dim;
-    u->owned = ((int64_t)m->cfg.vocab_size * d + d * (2 * m->cfg.n_layers + 1)) *
-               (int64_t)sizeof(float);
+    u->owned = d * (2 * m->cfg.n_layers + 1) * (int64_t)sizeof(float);
+    linear_use(&m->embed, u);
     for (int i = 0; i < qsur_llama_linear_count(m); i++)
         linear_use(qsur_llama_linear_at(m, i), u);
     if (!m->cfg.shared_classifier)

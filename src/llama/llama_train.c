@@ -157,8 +157,7 @@ int qsur_llama_train_forward(const qsur_llama *m, qsur_llama_tape *t, const int 
         t->tokens[i] = tokens[i];
     }
     float *x = t->s4; /* the running residual stream */
-    for (int64_t i = 0; i < N; i++)
-        memcpy(x + i * d, m->tok_embeddings + (size_t)tokens[i] * d, (size_t)d * sizeof(float));
+    qsur_llama_embed_rows(m, tokens, N, x);
     int rc, group = c->n_heads / c->n_kv_heads;
     for (int l = 0; l < c->n_layers; l++) {
         const qsur_llama_layer *L = &m->layers[l];

@@ -420,8 +420,7 @@ static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
 {
     const qsur_llama_config *c = &m->cfg;
     largest_weight lw = {0, ""};
-    int bad = largest(m->tok_embeddings, (int64_t)c->vocab_size * c->dim, "tok_embeddings", &lw) ||
-              largest(m->norm, c->dim, "norm", &lw);
+    int bad = largest(m->norm, c->dim, "norm", &lw);
     for (int i = 0; i < c->n_layers && !bad; i++) {
         char name[QSUR_NAME_MAX];
         snprintf(name, sizeof name, "layers.%d.attention_norm", i);
@@ -436,8 +435,8 @@ static int not_finite(qsur_llama *m, const qsur_llama_ppl *p, qsur_error *err)
     if (!row)
         return qsur_fail(err, QSUR_ERR_NOMEM, "the perplexity is not finite (mean NLL %.3g nats/token)",
                          p->nll);
-    for (int i = 0; i <= n && !bad; i++) {
-        const qsur_llama_linear *l = i < n ? qsur_llama_linear_at(m, i) : &m->output;
+    for (int i = -1; i <= n && !bad; i++) { /* -1: the embeddings, held like a linear */
+        const qsur_llama_linear *l = i < 0 ? &m->embed : i < n ? qsur_llama_linear_at(m, i) : &m->output;
         for (int64_t r = 0; r < l->rows && !bad; r++) {
             qsur_llama_linear_forward_rows(l, r, r + 1, row);
             bad = largest(row, l->cols, l->name, &lw);

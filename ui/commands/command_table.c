@@ -160,7 +160,7 @@ const command command_table[] = {
      "       The OSTQuant code's protocol: preset=paper (100 steps, batch 32 (16 weight-only),\n"
      "       lr 0.0169 / 0.00179, and:) wquant=off (weights float while training; GPTQ after)\n"
      "       clip-grad=1 lr-decay=linear adam-norm=canonical (geoopt's Riemannian Adam scaling)\n"
-     "       keep=last shuffle=epoch qk-scale=on; the options given override it.\n"
+     "       keep=last shuffle=epoch qk-scale=on smooth=code; the options given override it.\n"
      "       Live QSUR: every qsur-every steps (0 off), at the start and at the last step, log10\n"
      "       QSUR and QSUR^(1/d) of every transformed layer (q/k/v, wo, w1/w3 and w2 inputs, and\n"
      "       their stacked fused weights) on qsur-tokens calibration tokens: a line per\n"

@@ -236,10 +236,15 @@ int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_preci
         if (!rc)
             rc = qsur_progress_tick(prog, (l + 1.0) / (c->n_layers + 1.0), "upload", NAN, err);
     }
-    size_t vd = (size_t)c->vocab_size * c->dim;
-    if (!rc)
-        rc = qsur_gpu_check(cudaMemcpy(g->tok_embeddings, m->tok_embeddings, vd * 4,
-                                       cudaMemcpyHostToDevice), "embeddings", err);
+    if (!rc) { /* float32 on the device, from the embeddings in whatever form */
+        qsur_weight_view v;
+        void *tmp = NULL;
+        rc = qsur_llama_linear_view(&m->embed, &v, &tmp, err);
+        if (!rc)
+            rc = qsur_gpu_upload_convert(&g->ctx, g->tok_embeddings, 0, v.data, (int)v.dtype,
+                                         v.rows * v.cols, err);
+        free(tmp);
+    }
     if (!rc)
         rc = qsur_gpu_check(cudaMemcpy(g->norm, m->norm, (size_t)c->dim * 4, cudaMemcpyHostToDevice),
                             "norms", err);
