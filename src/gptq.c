@@ -10,7 +10,7 @@
 
 qsur_gptq_opts qsur_gptq_default(void)
 {
-    qsur_gptq_opts o = {0.01, 128, 0};
+    qsur_gptq_opts o = {0.01, 128, 0, 0};
     return o;
 }
 
@@ -103,12 +103,13 @@ int qsur_gptq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
         return QSUR_OK;
     }
 
-    const int dynamic_groups = spec->gran == QSUR_GRAN_GROUP && !o.act_order;
+    const int dynamic_groups = spec->gran == QSUR_GRAN_GROUP && !o.act_order && !o.static_groups;
     const int64_t G = spec->gran == QSUR_GRAN_GROUP ? spec->group : 0;
     /* Blocks are whole groups, so a group's columns are all inside the block
-     * (fully updated) when its map is fitted at the group's first column. */
+     * (fully updated) when its map is fitted at the group's first column
+     * (static groups too: the same blocks, so the same sums, as the GPU's). */
     int64_t B = o.block;
-    if (dynamic_groups)
+    if (G > 0 && !o.act_order)
         B = G >= B ? G : (B / G) * G;
     if (B > n)
         B = n;

@@ -22,6 +22,7 @@
 #include <cblas.h>
 #include "qsur/quant.h"
 #include "qsur/tensor.h"
+#include "quant_map.h"
 #include "quant_round.h"
 #include "vector_clones.h"
 
@@ -102,9 +103,7 @@ void qsur_quant_describe(const qsur_quant_spec *q, char *buf, int n)
 
 /* The affine map of one scale group: q = clamp(round(x*inv) + zp, lo, hi),
  * x_hat = (q - zp) * scale. */
-typedef struct {
-    float inv, scale, zp, lo, hi;
-} qmap;
+typedef qsur_qmap qmap;
 
 typedef struct {
     float mn, mx;
@@ -145,44 +144,11 @@ static span_range range_of(const float *x, int64_t n)
     return r;
 }
 
-/* Scale and zero point from the header's formulas, computed in double. */
+/* Scale and zero point from the header's formulas (quant_map.h, shared with the GPU). */
 QSUR_INLINE
 static qmap map_for(const qsur_quant_spec *q, span_range r, double ratio)
 {
-    qmap m;
-    if (q->symmetric && q->full) {
-        double qmax = (double)((1 << (q->bits - 1)) - 1);
-        double neg = -fmin((double)r.mn, 0.0) / (qmax + 1.0), pos = fmax((double)r.mx, 0.0) / qmax;
-        m.scale = (float)(ratio * fmax(neg, pos));
-        m.zp = 0.0f;
-        m.lo = (float)-(qmax + 1.0);
-        m.hi = (float)qmax;
-    } else if (q->symmetric) {
-        double qmax = (double)((1 << (q->bits - 1)) - 1);
-        double absmax = fmax(fabs((double)r.mn), fabs((double)r.mx));
-        double scale = ratio * absmax / qmax;
-        m.scale = (float)scale;
-        m.zp = 0.0f;
-        m.lo = (float)-qmax;
-        m.hi = (float)qmax;
-    } else {
-        double levels = (double)((1 << q->bits) - 1);
-        double mn = fmin((double)r.mn, 0.0), mx = fmax((double)r.mx, 0.0);
-        double scale = ratio * (mx - mn) / levels;
-        m.scale = (float)scale;
-        m.zp = scale > 0 ? (float)round(-ratio * mn / scale) : 0.0f;
-        m.lo = 0.0f;
-        m.hi = (float)levels;
-    }
-    /* An all-zero group, or one so tiny that 1/scale overflows float, maps to zeros. */
-    double inv = m.scale > 0.0f ? 1.0 / (double)m.scale : 0.0;
-    if (!(inv < (double)FLT_MAX)) {
-        m.scale = 0.0f;
-        m.zp = 0.0f;
-        inv = 0.0;
-    }
-    m.inv = (float)inv;
-    return m;
+    return qsur_qmap_from_range(q->bits, q->symmetric, q->full, r.mn, r.mx, ratio);
 }
 
 QSUR_INLINE

@@ -2,7 +2,8 @@
 # The GPU from the command language (label gpu; exit 77 = skipped without a
 # GPU): `set device gpu`, `ppl` on the GPU in fp32 equal to the CPU's to 1e-4
 # relative, `gptq model` with its solves on the GPU giving the CPU's
-# perplexity to 1e-3, `model info` naming the GPU.
+# perplexity to 1e-3 (its calibration captured on the GPU), `model info`
+# naming the GPU.
 set -euo pipefail
 QSUR=${QSUR_BIN:-./build/qsur}
 D=${QSUR_SHARED:-../shared}/data
@@ -21,6 +22,7 @@ cpu=$(run 'set device cpu')
 gpu=$(run 'set device gpu')
 echo "$gpu" | grep -q '"device":"gpu (' || { echo "FAIL: ppl did not run on the GPU"; exit 1; }
 echo "$gpu" | grep -q '"command":"gptq".*"device":"gpu (captures' || { echo "FAIL: gptq solves not on the GPU"; exit 1; }
+echo "$gpu" | grep -q '"command":"calib".*"device":"gpu (' || { echo "FAIL: calib did not capture on the GPU"; exit 1; }
 echo "$gpu" | grep -q 'upload it to the GPU' || { echo "FAIL: model info does not name the GPU"; exit 1; }
 c1=$(echo "$cpu" | grep '"command":"ppl"' | head -1 | num ppl ppl)
 g1=$(echo "$gpu" | grep '"command":"ppl"' | head -1 | num ppl ppl)

@@ -15,8 +15,16 @@
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
 #include "qsur/llama_store.h"
+#include "qsur/llama_text.h"
 #include "qsur/llama_wquant.h"
 #include "qsur/wquant.h"
+
+static int collect(void *ctx, int tok)
+{
+    int **out = ctx;
+    *(*out)++ = tok;
+    return 0;
+}
 
 static double ppl_cpu(const qsur_llama *m, const qsur_tokens *t, int seq, int seqs)
 {
@@ -62,6 +70,69 @@ static void compare(const char *what, const qsur_llama *m, const qsur_tokens *t,
     CHECK_REL(g16, c, tol16);
 }
 
+/* Activation capture on the GPU (fp32) against the CPU's, every tensor of
+ * every layer, with online Hadamards attached (the hooks run) and a seeded
+ * token subset: the same rows, values within 1e-5 of each tensor's largest. */
+static void capture(const qsur_llama *m, const qsur_tokens *t)
+{
+    qsur_error err;
+    qsur_workspace wc, wg;
+    qsur_workspace_init(&wc);
+    qsur_workspace_init(&wg);
+    qsur_llama_capture_sel all = {0, m->cfg.n_layers, (1u << 6) - 1};
+    int64_t nc = 0, ng = 0;
+    CHECK_OK(qsur_llama_capture_some(m, NULL, t, 256, 8, 4, 1000, 7, &all, &wc, &nc, NULL, &err), err);
+    qsur_gpu_model *g = NULL;
+    CHECK_OK(qsur_gpu_model_new(&g, m, QSUR_GPU_F32, 4, 256, NULL, &err), err);
+    if (g)
+        CHECK_OK(qsur_gpu_capture(g, m, t, 256, 8, 4, 1000, 7, &all, &wg, &ng, NULL, &err), err);
+    qsur_gpu_model_free(g);
+    CHECK(nc == 1000 && ng == nc && wc.count == 6 * m->cfg.n_layers && wg.count == wc.count);
+    double worst = 0;
+    for (int i = 0; i < wc.count && i < wg.count; i++) {
+        const qsur_tensor *a = wc.items[i], *b = wg.items[i];
+        CHECK(!strcmp(a->name, b->name) && qsur_tensor_rows(a) == qsur_tensor_rows(b) &&
+              qsur_tensor_cols(a) == qsur_tensor_cols(b));
+        int64_t n = qsur_tensor_rows(a) * qsur_tensor_cols(a);
+        double mx = 0, d = 0;
+        for (int64_t k = 0; k < n; k++) {
+            mx = fmax(mx, fabs(a->data[k]));
+            d = fmax(d, fabs((double)a->data[k] - b->data[k]));
+        }
+        worst = fmax(worst, d / mx);
+    }
+    printf("capture (%d tensors, %lld tokens of 2048): GPU vs CPU within %.2g of each tensor's largest\n",
+           wc.count, (long long)nc, worst);
+    CHECK_MSG(worst < 1e-5, "capture: GPU vs CPU differ by %g", worst);
+    qsur_workspace_clear(&wc);
+    qsur_workspace_clear(&wg);
+}
+
+/* Greedy generation on the GPU (fp32, no KV cache) gives the CPU's tokens,
+ * from a 1-token and a 9-token prompt. */
+static void generate(const qsur_llama *m, const qsur_tokens *t)
+{
+    qsur_error err;
+    qsur_sample_opts o = {0, 0.9, 0};
+    for (int np = 1; np <= 9; np += 8) {
+        int cpu[48] = {0}, gpu[48] = {0}, nc = 0, ng = 0;
+        qsur_gpu_model *g = NULL;
+        CHECK_OK(qsur_gpu_model_new(&g, m, QSUR_GPU_F32, 1, np + 48, NULL, &err), err);
+        if (g) {
+            int *out = gpu;
+            CHECK_OK(qsur_gpu_sample_stream(g, m, t->ids, np, 48, -1, &o, collect, &out, NULL, &ng, &err), err);
+        }
+        qsur_gpu_model_free(g);
+        int *out = cpu;
+        CHECK_OK(qsur_llama_sample_stream(m, t->ids, np, 48, -1, &o, collect, &out, NULL, &nc, &err), err);
+        int same = 0;
+        while (same < 48 && cpu[same] == gpu[same])
+            same++;
+        printf("generate, %d-token prompt: %d of 48 greedy tokens equal before the first difference\n", np, same);
+        CHECK_MSG(nc == 48 && ng == 48 && same == 48, "generate: GPU and CPU part at token %d", same);
+    }
+}
+
 static void stories(void)
 {
     qsur_error err;
@@ -76,8 +147,12 @@ static void stories(void)
 
     /* RTN int4 weights, per-token activations, per-head asymmetric KV, online
      * Hadamards before w2 (W2 <- W2 R keeps the function) and on q/k (q.k is
-     * kept). A8KV8 must agree to 1e-4; at A4KV4 the tiny model is far off,
-     * where one flipped activation code moves the result: a looser check. */
+     * kept). W4 alone must agree to 1e-4 (the CPU's own ppl moves 2.4e-7 when
+     * every embedding gets +-1 ulp of noise). With activation quantization a
+     * ~1e-7 difference flips codes, and this tiny model amplifies each flip:
+     * the CPU against itself with that 1-ulp noise moves W4A8KV8 by 9.6e-4 and
+     * W4A4KV4 by 1.3e-2 relative, so those checks allow 5x that (the grids and
+     * rounding themselves are checked exactly by the RTN comparisons). */
     qsur_llama_rotations *r = NULL;
     CHECK_OK(qsur_llama_rotations_new(&r, &m->cfg, 1, 1, 7, &err), err);
     for (int l = 0; r && l < m->cfg.n_layers; l++) {
@@ -89,15 +164,18 @@ static void stories(void)
     }
     qsur_llama_rotations_attach(r, m);
     compare("stories260K float, online Hadamards", m, &t, 256, 32, 1e-4, 2e-2);
+    capture(m, &t);
+    generate(m, &t);
     qsur_quant_spec w4 = qsur_quant_default();
     CHECK_OK(qsur_llama_quantize_weights(m, &w4, NULL, &err), err);
+    compare("stories260K W4 + online Hadamards", m, &t, 256, 32, 1e-4, 2e-2);
     m->hooks.act = qsur_quant_default();
     m->hooks.kv = qsur_quant_default();
     m->hooks.act.bits = m->hooks.kv.bits = 8;
     m->hooks.kv.symmetric = 0;
-    compare("stories260K W4A8KV8 + online Hadamards", m, &t, 256, 32, 1e-4, 5e-2);
+    compare("stories260K W4A8KV8 + online Hadamards", m, &t, 256, 32, 5e-3, 5e-2);
     m->hooks.act.bits = m->hooks.kv.bits = 4;
-    compare("stories260K W4A4KV4 + online Hadamards", m, &t, 256, 32, 2e-2, 1e-1);
+    compare("stories260K W4A4KV4 + online Hadamards", m, &t, 256, 32, 7e-2, 1.5e-1);
     m->hooks = qsur_llama_hooks_none();
     qsur_llama_rotations_free(r);
     qsur_tokens_free(&t);
@@ -198,15 +276,57 @@ static int64_t same_forward(const qsur_llama_linear *a, const qsur_llama_linear 
     return same;
 }
 
+/* Fraction of quantized weights equal in a and b (forward forms). */
+static double models_same(const qsur_llama *a, const qsur_llama *b, int64_t *same0, int64_t *total0)
+{
+    int64_t same = 0, total = 0;
+    *same0 = *total0 = 0;
+    for (int i = 0; i < qsur_llama_linear_count(a); i++) {
+        const qsur_llama_linear *x = qsur_llama_linear_at((qsur_llama *)a, i);
+        const qsur_llama_linear *y = qsur_llama_linear_at((qsur_llama *)b, i);
+        if (!qsur_llama_linear_is_quantized(x) || !qsur_llama_linear_is_quantized(y))
+            continue;
+        int64_t s1 = same_forward(x, y);
+        same += s1;
+        total += x->rows * x->cols;
+        if (i < 3)
+            *same0 += s1, *total0 += x->rows * x->cols;
+    }
+    return total ? (double)same / (double)total : 0;
+}
+
+/* Every embedding value moved by -1, 0 or +1 ulp (seeded): a perturbation of
+ * the size of one engine's rounding against another's. */
+static void nudge_embeddings(qsur_llama *m)
+{
+    qsur_error err;
+    CHECK_OK(qsur_llama_embed_own(m, &err), err); /* float embeddings to edit */
+    if (!m->tok_embeddings)
+        return;
+    check_seed(5);
+    size_t n = (size_t)m->cfg.vocab_size * m->cfg.dim;
+    for (size_t i = 0; i < n; i++) {
+        double u = check_uniform();
+        if (u < 1.0 / 3)
+            m->tok_embeddings[i] = nextafterf(m->tok_embeddings[i], INFINITY);
+        else if (u < 2.0 / 3)
+            m->tok_embeddings[i] = nextafterf(m->tok_embeddings[i], -INFINITY);
+    }
+}
+
 /* Whole-model GPTQ: the GPU pass (stream kept on the GPU, block by block)
  * against qsur_llama_wquant (CPU captures from the whole model per group).
  * The first group (layer 0's q/k/v) sees the same input on both and must give
  * the same codes; later inputs differ by the two forward passes' rounding
  * (~1e-7), which a static grid (per row) absorbs but per-group maps fitted on
- * the error-fed weights do not: a flipped code changes the next group's map,
- * and the differences grow layer by layer. So the whole-model bound is
- * min_frac, and the per-linear output errors must agree to err_tol. */
-static void gptq_model(const qsur_quant_spec *spec, const char *what, double min_frac, double err_tol)
+ * the error-fed weights do not: a flipped code changes the error fed to the
+ * next columns and the next group's map, and the differences grow layer by
+ * layer. How far that goes is measured here on the CPU alone: the same pass
+ * on the model with +-1 ulp of noise in its embeddings (`self`). So the
+ * whole-model bound is min_frac, and the per-linear output errors must agree
+ * to err_tol. */
+static void gptq_model_opts(const qsur_quant_spec *spec, const qsur_gptq_opts *go, const char *what,
+                            double min_frac, double err_tol, int measure_self)
 {
     qsur_error err;
     qsur_llama *mc = NULL, *mg = NULL;
@@ -220,6 +340,7 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
     qsur_llama_wquant_row *rc_rows = calloc((size_t)n, sizeof *rc_rows), *rg_rows = calloc((size_t)n, sizeof *rg_rows);
     qsur_llama_wquant_opts o = qsur_llama_wquant_default();
     o.seq_len = 256, o.max_seqs = 16;
+    o.gptq = *go;
     double t0 = qsur_seconds();
     CHECK_OK(qsur_llama_wquant(mc, &cal, spec, &o, rc_rows, NULL, &err), err);
     double t1 = qsur_seconds();
@@ -229,7 +350,6 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
         CHECK_OK(qsur_gpu_gptq_model(g, mg, &cal, 256, 16, spec, &o.gptq, rg_rows, NULL, &err), err);
     double t2 = qsur_seconds();
     qsur_gpu_model_free(g);
-    int64_t same = 0, total = 0, same0 = 0, total0 = 0;
     double worst = 0;
     for (int i = 0; i < n; i++) {
         qsur_llama_linear *a = qsur_llama_linear_at(mc, i), *b = qsur_llama_linear_at(mg, i);
@@ -240,16 +360,24 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
             printf("  %s: %lld of %lld differ, error cpu %.6g gpu %.6g\n", a->name,
                    (long long)(a->rows * a->cols - s1), (long long)(a->rows * a->cols),
                    rc_rows[i].error, rg_rows[i].error);
-        same += s1;
-        total += a->rows * a->cols;
-        if (i < 3)
-            same0 += s1, total0 += a->rows * a->cols;
         double d = fabs(rc_rows[i].error - rg_rows[i].error) / rc_rows[i].error;
         worst = d > worst ? d : worst;
     }
-    double frac = total ? (double)same / (double)total : 0;
-    printf("gptq model %s: %.4f%% of %lld values identical, output errors within %.2g relative "
-           "(cpu %.2f s, gpu %.2f s)\n", what, 100 * frac, (long long)total, worst, t1 - t0, t2 - t1);
+    int64_t same0, total0, s0, t0n;
+    double frac = models_same(mc, mg, &same0, &total0);
+    printf("gptq model %s: %.4f%% identical (GPU vs CPU), output errors within %.2g relative "
+           "(cpu %.2f s, gpu %.2f s)\n", what, 100 * frac, worst, t1 - t0, t2 - t1);
+    if (measure_self) {
+        qsur_llama *mp = NULL;
+        CHECK_OK(qsur_llama_load(&mp, check_shared("data/stories260K.bin"), NULL, &err), err);
+        if (mp) {
+            nudge_embeddings(mp);
+            CHECK_OK(qsur_llama_wquant(mp, &cal, spec, &o, NULL, NULL, &err), err);
+            printf("gptq model %s: %.4f%% identical (CPU vs CPU with +-1 ulp embedding noise)\n", what,
+                   100 * models_same(mc, mp, &s0, &t0n));
+            qsur_llama_free(mp);
+        }
+    }
     CHECK_MSG(total0 > 0 && same0 >= 0.999 * (double)total0, "gptq model %s: layer 0 q/k/v %lld of %lld identical",
               what, (long long)same0, (long long)total0);
     CHECK_MSG(frac >= min_frac, "gptq model %s: %.5f identical (need >= %g)", what, frac, min_frac);
@@ -258,6 +386,13 @@ static void gptq_model(const qsur_quant_spec *spec, const char *what, double min
     qsur_tokens_free(&cal);
     qsur_llama_free(mc);
     qsur_llama_free(mg);
+}
+
+static void gptq_model(const qsur_quant_spec *spec, const char *what, double min_frac, double err_tol,
+                       int measure_self)
+{
+    qsur_gptq_opts go = qsur_gptq_default();
+    gptq_model_opts(spec, &go, what, min_frac, err_tol, measure_self);
 }
 
 /* RTN of the whole model: the GPU's quantized weights against the CPU's (clip search too). */
@@ -304,10 +439,18 @@ static void gptq(void)
     qsur_quant_spec cs = grp;
     cs.group = 32, cs.clip_search = 1;
     rtn(&cs, "int4 asym g32 clip search", 0.999);
-    gptq_model(&row, "int4 sym row", 0.999, 1e-6);
+    gptq_model(&row, "int4 sym row", 0.999, 1e-6, 0);
     qsur_quant_spec g32 = grp;
     g32.group = 32; /* 172 = hidden: qsur_llama_linear_spec picks 43 for w2 */
-    gptq_model(&g32, "int4 asym g32", 0.8, 1e-2); /* measured 0.876, errors within 2e-3 */
+    /* measured 0.876 and 0.952 (two H200 hosts), the CPU against itself with
+     * 1-ulp noise 0.873; output errors within 2e-3 */
+    gptq_model(&g32, "int4 asym g32", 0.8, 1e-2, 1);
+    /* static groups: the maps come from the original W, so the grid no longer
+     * depends on H and only a code whose value sits on a rounding boundary
+     * can flip (the CPU against itself with 1-ulp noise: 100 %) */
+    qsur_gptq_opts so = qsur_gptq_default();
+    so.static_groups = 1;
+    gptq_model_opts(&g32, &so, "int4 asym g32 static groups", 0.999, 1e-6, 1);
 }
 
 int main(void)

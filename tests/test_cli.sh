@@ -89,9 +89,9 @@ expect_grep "qsur: unknown option '--bogus'" "$T/err" "unknown option message"
 # command options: a known KEY= with a bad value is named as such, not as unknown
 # (and "seqs=" must not be taken for the key inside "max_seqs=")
 "$QSUR_BIN" -f sample_data/sample.qs -c "gptq damp=2" >/dev/null 2>"$T/err"
-expect_grep "gptq: bad value in 'damp=2' (act, damp=P)" "$T/err" "bad option value"
+expect_grep "gptq: bad value in 'damp=2' (act, static-groups, damp=P)" "$T/err" "bad option value"
 "$QSUR_BIN" -f sample_data/sample.qs -c "gptq act2" >/dev/null 2>"$T/err"
-expect_grep "gptq: unknown option 'act2' (act, damp=P)" "$T/err" "unknown command option"
+expect_grep "gptq: unknown option 'act2' (act, static-groups, damp=P)" "$T/err" "unknown command option"
 "$QSUR_BIN" -c "model load $QSUR_SHARED/data/stories260K.bin; calib x max_seqs=3" >/dev/null 2>"$T/err"
 expect_grep "calib: unknown option 'max_seqs=3'" "$T/err" "a key inside another is not that key"
 "$QSUR_BIN" -c "model load $QSUR_SHARED/data/stories260K.bin; ostquant model qsur-every=-1" >/dev/null 2>"$T/err"

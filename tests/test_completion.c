@@ -167,8 +167,8 @@ int main(void)
     CHECK(strcmp(cands(&s, "rotate ", NULL), "hadamard model pca random rhadamard") == 0);
     CHECK(strcmp(cands(&s, "rotate model hadamard 3 st", NULL), "steps=") == 0);
     /* a method with its own options and a `model` sub-command */
-    CHECK_MSG(strcmp(cands(&s, "gptq ", NULL), "act damp= model") == 0, "[%s]", cands(&s, "gptq ", NULL));
-    CHECK(strcmp(cands(&s, "gptq model ", NULL), "act damp= float-acts layers=") == 0);
+    CHECK_MSG(strcmp(cands(&s, "gptq ", NULL), "act damp= model static-groups") == 0, "[%s]", cands(&s, "gptq ", NULL));
+    CHECK(strcmp(cands(&s, "gptq model ", NULL), "act damp= float-acts layers= static-groups") == 0);
     CHECK(strcmp(cands(&s, "awq model 10 l", NULL), "layers=") == 0);
     CHECK(strcmp(cands(&s, "gptq act d", NULL), "damp=") == 0);
     CHECK(strcmp(cands(&s, "cqe model steps=3 w", NULL), "window=") == 0);

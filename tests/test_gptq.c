@@ -193,6 +193,16 @@ int main(void)
             CHECK_OK(qsur_qweight_new(&rt, q, M, N, &err), err);
             CHECK_OK(qsur_qweight_fit_rtn(rt, W, &err), err);
             CHECK(memcmp(rt->params, qw->params, sizeof(qsur_qparams) * (size_t)rt->nparams) == 0);
+            /* static groups without act order: the same maps, columns in order,
+             * still below RTN's error; the error-fed (dynamic) maps differ */
+            o = qsur_gptq_default();
+            o.static_groups = 1;
+            CHECK_OK(qsur_gptq(&Lh, q, &o, Q2, qw, NULL, &err), err);
+            CHECK(memcmp(rt->params, qw->params, sizeof(qsur_qparams) * (size_t)rt->nparams) == 0);
+            CHECK_MSG(on_grid(Q2, qw, q), "spec %d: static-groups output off its grid", si);
+            double es = out_err(X, W, Q2);
+            CHECK_MSG(es < 0.9 * er, "spec %d: static-groups error %g not well below rtn %g", si, es, er);
+            CHECK(memcmp(Q, Q2, sizeof Q) != 0);
             qsur_qweight_free(rt);
         }
         qsur_qweight_free(qw);

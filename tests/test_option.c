@@ -224,7 +224,7 @@ static void check_ostquant_defaults(void)
     /* the weight quantizers' specs */
     CHECK_OK(opt_parse(gptq_opts, 0, 0, NULL, &a, "", &err), err);
     qsur_gptq_opts g = qsur_gptq_default();
-    CHECK(a.v[0].i == g.act_order && a.v[1].d == g.percdamp);
+    CHECK(a.v[0].i == g.act_order && a.v[1].i == g.static_groups && a.v[2].d == g.percdamp);
     CHECK_OK(opt_parse(quantease_opts, 0, 0, NULL, &a, "", &err), err);
     qsur_quantease_opts q = qsur_quantease_default();
     CHECK(a.v[0].d == q.outlier_frac && a.v[1].i == (q.init == QSUR_QE_INIT_GPTQ));
@@ -252,9 +252,9 @@ static void check_dispatch(void)
     CHECK(command_execute(&s, "ostquant", &err) == QSUR_ERR_ARG);
     /* an entry with its own options and an optional `model` sub-command */
     CHECK(command_execute(&s, "gptq damp=2", &err) == QSUR_ERR_ARG);
-    CHECK_MSG(!strcmp(err.msg, "gptq: bad value in 'damp=2' (act, damp=P)"), "[%s]", err.msg);
+    CHECK_MSG(!strcmp(err.msg, "gptq: bad value in 'damp=2' (act, static-groups, damp=P)"), "[%s]", err.msg);
     CHECK(command_execute(&s, "gptq model act2", &err) == QSUR_ERR_ARG);
-    CHECK_MSG(!strcmp(err.msg, "gptq: unknown option 'act2' (act, damp=P, float-acts, layers=N)"), "[%s]", err.msg);
+    CHECK_MSG(!strcmp(err.msg, "gptq: unknown option 'act2' (act, static-groups, damp=P, float-acts, layers=N)"), "[%s]", err.msg);
     CHECK(command_execute(&s, "quantease 3 4", &err) == QSUR_ERR_ARG && strstr(err.msg, "unknown option '4'"));
     CHECK(command_execute(&s, "cqe window=2", &err) == QSUR_ERR_ARG && strstr(err.msg, "needs model mode"));
     CHECK(command_execute(&s, "gptq model", &err) == QSUR_ERR_ARG && strstr(err.msg, "no model loaded"));

@@ -24,6 +24,7 @@
 #include "qsur/error.h"
 #include "qsur/gptq.h"
 #include "qsur/llama.h"
+#include "qsur/llama_text.h"
 #include "qsur/llama_wquant.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
@@ -102,6 +103,30 @@ int qsur_gpu_perplexity(qsur_gpu_model *g, const qsur_tokens *t, int seq_len, in
  * logits[(b*T + t) * vocab + j] (host memory, caller-owned). For tests. */
 int qsur_gpu_forward_logits(qsur_gpu_model *g, const int *tokens, int B, int T, float *logits,
                             qsur_error *err);
+
+/* qsur_llama_capture_some with the forward passes on the GPU: g is m as
+ * uploaded (qsur_gpu_model_new; QSUR_GPU_F32 gives the CPU's values to
+ * ~1e-7) with buffers for batch x seq_len tokens (more is an error). The selected capture points' fp32 rows are copied to the host
+ * tensors as each layer passes; the forward stops after the last selected
+ * layer. Ticks "capture N tok/s". */
+int qsur_gpu_capture(qsur_gpu_model *g, const qsur_llama *m, const qsur_tokens *t, int seq_len,
+                     int max_seqs, int batch, int64_t max_tokens, uint64_t seed,
+                     const qsur_llama_capture_sel *sel, qsur_workspace *ws, int64_t *n_tokens,
+                     const qsur_progress *prog, qsur_error *err);
+
+/* Logits of the last of T tokens (one sequence from position 0) copied to
+ * logits[0..vocab) (host). Each call runs the whole sequence: the GPU keeps
+ * no KV cache between calls. */
+int qsur_gpu_last_logits(qsur_gpu_model *g, const int *tokens, int T, float *logits,
+                         qsur_error *err);
+
+/* qsur_llama_sample_stream (qsur/llama_text.h) with the forward passes on
+ * the GPU model g (m uploaded, buffers for 1 x (n_prompt + n_new) tokens):
+ * each new token re-runs the whole sequence so far (no KV cache), which for
+ * the short generations of `generate` costs less than it saves. */
+int qsur_gpu_sample_stream(qsur_gpu_model *g, const qsur_llama *m, const int *prompt, int n_prompt,
+                           int n_new, int stop_id, const qsur_sample_opts *o, qsur_token_cb cb,
+                           void *ctx, const qsur_progress *prog, int *n_out, qsur_error *err);
 
 /* GPTQ of one linear on the GPU: the same algorithm and grid as qsur_gptq
  * (Cholesky of the damped Hessian through cuSOLVER, lazy-batch column loop,

@@ -16,7 +16,12 @@
  * values are final when read). With act_order and groups the maps are
  * "static groups": fitted on the original W for the original column groups
  * before the permutation, so a group's columns may be quantized far apart in
- * time but still share one map and stay contiguous in the stored layout. */
+ * time but still share one map and stay contiguous in the stored layout.
+ * static_groups asks for those maps without act_order too (the reference
+ * code's --static-groups): the grid then no longer depends on H, so two
+ * engines whose Hessians differ by rounding (CPU vs GPU forward passes) give
+ * the same codes, where maps fitted on the error-fed weights amplify a 1e-7
+ * difference into a different grid (docs/gpu.md). */
 #ifndef QSUR_GPTQ_H
 #define QSUR_GPTQ_H
 
@@ -30,6 +35,7 @@ typedef struct {
     double percdamp;   /* damping lambda = percdamp * mean(diag H); default 0.01 */
     int block;         /* columns per lazy-batch block; default 128 */
     int act_order;     /* 1: quantize columns in order of decreasing H_jj */
+    int static_groups; /* 1: group maps fitted on the original W (see above) */
 } qsur_gptq_opts;
 
 qsur_gptq_opts qsur_gptq_default(void);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "qsur/backend.h"
+#include "../llama/llama_sink.h"
 
 static int no_cuda(qsur_error *err)
 {
@@ -49,6 +50,20 @@ int qsur_gpu_perplexity(qsur_gpu_model *g, const qsur_tokens *t, int seq_len, in
                         qsur_gpu_timing *timing, qsur_error *err)
 {
     (void)g, (void)t, (void)seq_len, (void)max_seqs, (void)batch, (void)prog, (void)out, (void)timing;
+    return no_cuda(err);
+}
+
+int qsur_gpu_forward_sink(qsur_gpu_model *g, const int *tokens, int B, int T, int run_layers,
+                          struct qsur_llama_capture_sink *sink, qsur_error *err)
+{
+    (void)g, (void)tokens, (void)B, (void)T, (void)run_layers, (void)sink;
+    return no_cuda(err);
+}
+
+int qsur_gpu_last_logits(qsur_gpu_model *g, const int *tokens, int T, float *logits,
+                         qsur_error *err)
+{
+    (void)g, (void)tokens, (void)T, (void)logits;
     return no_cuda(err);
 }
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "llama_sink.h"
+#include "qsur/backend.h"
+#include "qsur/clock.h"
 #include "qsur/llama.h"
 
 struct qsur_llama_capture_sink {
@@ -26,6 +28,11 @@ void qsur_llama_sink_rows(struct qsur_llama_capture_sink *c, int kind, int layer
         if (d >= 0)
             memcpy(t->data + d * cols, x + r * cols, (size_t)cols * sizeof(float));
     }
+}
+
+int qsur_llama_sink_wants(const struct qsur_llama_capture_sink *c, int kind, int layer)
+{
+    return c->t[layer * QSUR_CAP_KINDS + kind] != NULL;
 }
 
 static const char *const kind_suffix[QSUR_CAP_KINDS] = {
@@ -101,11 +108,13 @@ int64_t qsur_llama_capture_bytes(const qsur_llama *m, const qsur_llama_capture_s
     return per * sel->count * n_tokens * (int64_t)sizeof(float);
 }
 
-int qsur_llama_capture_some(const qsur_llama *m, qsur_llama_state *s, const qsur_tokens *t,
-                            int seq_len, int max_seqs, int batch, int64_t max_tokens,
-                            uint64_t seed, const qsur_llama_capture_sel *sel,
-                            qsur_workspace *ws, int64_t *n_tokens,
-                            const qsur_progress *prog, qsur_error *err)
+/* qsur_llama_capture_some with the forward passes on the CPU (g NULL: in s,
+ * or a state of its own) or on the GPU model g. */
+static int capture_run(const qsur_llama *m, qsur_llama_state *s, qsur_gpu_model *g,
+                       const qsur_tokens *t, int seq_len, int max_seqs, int batch,
+                       int64_t max_tokens, uint64_t seed, const qsur_llama_capture_sel *sel,
+                       qsur_workspace *ws, int64_t *n_tokens, const qsur_progress *prog,
+                       qsur_error *err)
 {
     if (sel->first < 0 || sel->count < 1 || sel->first + sel->count > m->cfg.n_layers)
         return qsur_fail(err, QSUR_ERR_ARG, "capture: layers %d..%d of %d", sel->first,
@@ -120,7 +129,9 @@ int qsur_llama_capture_some(const qsur_llama *m, qsur_llama_state *s, const qsur
     int nt = c->n_layers * QSUR_CAP_KINDS, kept = 0;
 
     qsur_llama_state *own = NULL;
-    if (!s) {
+    if (g) {
+        s = NULL; /* the GPU model holds its own buffers */
+    } else if (!s) {
         if ((rc = qsur_llama_state_new(&own, m, batch, seq_len, err)))
             return rc;
         s = own;
@@ -151,18 +162,28 @@ int qsur_llama_capture_some(const qsur_llama *m, qsur_llama_state *s, const qsur
     if (!rc)
         choose_rows(sink.dst, N, n, seed);
 
-    s->capture = &sink;
-    s->run_layers = sel->first + sel->count; /* later layers have nothing to keep */
+    int run_layers = sel->first + sel->count; /* later layers have nothing to keep */
+    if (s) {
+        s->capture = &sink;
+        s->run_layers = run_layers;
+    }
+    double t0 = qsur_seconds();
     for (int first = 0; first < n_seqs && !rc; first += batch) {
         int B = n_seqs - first < batch ? n_seqs - first : batch;
         sink.base = (int64_t)first * seq_len;
         sink.nrows = (int64_t)B * seq_len;
-        rc = qsur_llama_forward(m, s, t->ids + sink.base, B, seq_len, 0, err);
+        rc = g ? qsur_gpu_forward_sink(g, t->ids + sink.base, B, seq_len, run_layers, &sink, err)
+               : qsur_llama_forward(m, s, t->ids + sink.base, B, seq_len, 0, err);
+        char what[64];
+        snprintf(what, sizeof what, "capture %.0f tok/s",
+                 (double)(first + B) * seq_len / (qsur_seconds() - t0 + 1e-9));
         if (!rc)
-            rc = qsur_progress_tick(prog, (double)(first + B) / n_seqs, "capture", NAN, err);
+            rc = qsur_progress_tick(prog, (double)(first + B) / n_seqs, what, NAN, err);
     }
-    s->capture = NULL;
-    s->run_layers = 0;
+    if (s) {
+        s->capture = NULL;
+        s->run_layers = 0;
+    }
 
     /* Reserve the workspace's capacity first so that no put fails half-way. */
     if (!rc && ws->count + kept > ws->cap) {
@@ -186,4 +207,23 @@ int qsur_llama_capture_some(const qsur_llama *m, qsur_llama_state *s, const qsur
     if (!rc && n_tokens)
         *n_tokens = n;
     return rc;
+}
+
+int qsur_llama_capture_some(const qsur_llama *m, qsur_llama_state *s, const qsur_tokens *t,
+                            int seq_len, int max_seqs, int batch, int64_t max_tokens,
+                            uint64_t seed, const qsur_llama_capture_sel *sel,
+                            qsur_workspace *ws, int64_t *n_tokens,
+                            const qsur_progress *prog, qsur_error *err)
+{
+    return capture_run(m, s, NULL, t, seq_len, max_seqs, batch, max_tokens, seed, sel, ws,
+                       n_tokens, prog, err);
+}
+
+int qsur_gpu_capture(qsur_gpu_model *g, const qsur_llama *m, const qsur_tokens *t, int seq_len,
+                     int max_seqs, int batch, int64_t max_tokens, uint64_t seed,
+                     const qsur_llama_capture_sel *sel, qsur_workspace *ws, int64_t *n_tokens,
+                     const qsur_progress *prog, qsur_error *err)
+{
+    return capture_run(m, NULL, g, t, seq_len, max_seqs, batch, max_tokens, seed, sel, ws,
+                       n_tokens, prog, err);
 }

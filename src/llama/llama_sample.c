@@ -2,6 +2,8 @@
  * KV cache (llama2.c's sample() and generate()). */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+#include "qsur/backend.h"
 #include "qsur/llama_text.h"
 
 int qsur_sampler_new(qsur_sampler *sp, int vocab, qsur_error *err)
@@ -82,9 +84,38 @@ int qsur_sample(qsur_sampler *sp, const float *logits, const qsur_sample_opts *o
     return sp->cand[last].id;
 }
 
-int qsur_llama_sample_stream(const qsur_llama *m, const int *prompt, int n_prompt, int n_new, int stop_id,
-                             const qsur_sample_opts *o, qsur_token_cb cb, void *ctx,
-                             const qsur_progress *prog, int *n_out, qsur_error *err)
+/* Where the next token's logits come from: the CPU's forward with its KV
+ * cache, or the GPU's forward over the whole sequence so far. */
+typedef struct {
+    const qsur_llama *m;
+    qsur_llama_state *s;   /* CPU */
+    qsur_gpu_model *g;     /* GPU */
+    float *row;            /* GPU: the last row's logits (host) */
+} logit_source;
+
+/* Logits after seq[0..n) into *logits; the CPU feeds only what its cache lacks. */
+static int next_logits(logit_source *src, const int *seq, int n, int n_prompt, const float **logits,
+                       qsur_error *err)
+{
+    int V = src->m->cfg.vocab_size, rc;
+    if (src->g) {
+        rc = qsur_gpu_last_logits(src->g, seq, n, src->row, err);
+        *logits = src->row;
+        return rc;
+    }
+    if (n == n_prompt) {
+        rc = qsur_llama_forward(src->m, src->s, seq, 1, n_prompt, 0, err);
+        *logits = src->s->logits + (int64_t)(n_prompt - 1) * V;
+    } else {
+        rc = qsur_llama_forward(src->m, src->s, seq + n - 1, 1, 1, n - 1, err);
+        *logits = src->s->logits;
+    }
+    return rc;
+}
+
+static int sample_run(logit_source *src, const int *prompt, int n_prompt, int n_new, int stop_id,
+                      const qsur_sample_opts *o, qsur_token_cb cb, void *ctx,
+                      const qsur_progress *prog, int *n_out, qsur_error *err)
 {
     if (n_out)
         *n_out = 0;
@@ -93,20 +124,28 @@ int qsur_llama_sample_stream(const qsur_llama *m, const int *prompt, int n_promp
                          n_prompt, n_new);
     if (n_new == 0)
         return QSUR_OK;
-    qsur_llama_state *s = NULL;
+    const qsur_llama *m = src->m;
     qsur_sampler sp = {0};
-    int rc = qsur_llama_state_new(&s, m, 1, n_prompt + n_new, err);
+    int *seq = malloc((size_t)(n_prompt + n_new) * sizeof *seq);
+    int rc = seq ? QSUR_OK : qsur_fail(err, QSUR_ERR_NOMEM, "generate: out of memory");
+    if (!rc && !src->g)
+        rc = qsur_llama_state_new(&src->s, m, 1, n_prompt + n_new, err);
+    if (!rc && src->g && !(src->row = malloc((size_t)m->cfg.vocab_size * sizeof(float))))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "generate: out of memory");
     if (!rc)
         rc = qsur_sampler_new(&sp, m->cfg.vocab_size, err);
     qsur_rng rng;
     qsur_rng_seed(&rng, o->seed);
-    if (!rc)
-        rc = qsur_llama_forward(m, s, prompt, 1, n_prompt, 0, err);
-    const float *logits = rc ? NULL : s->logits + (int64_t)(n_prompt - 1) * m->cfg.vocab_size;
-    int made = 0;
+    const float *logits = NULL;
+    int n = n_prompt, made = 0;
+    if (!rc) {
+        memcpy(seq, prompt, (size_t)n_prompt * sizeof *seq);
+        rc = next_logits(src, seq, n, n_prompt, &logits, err);
+    }
     while (!rc && made < n_new) {
         int tok = qsur_sample(&sp, logits, o, &rng);
         made++;
+        seq[n++] = tok;
         int stop = (cb && cb(ctx, tok)) || tok == stop_id || made == n_new;
         if (!stop)
             rc = qsur_progress_tick(prog, (double)made / n_new, "generate", NAN, err);
@@ -116,12 +155,29 @@ int qsur_llama_sample_stream(const qsur_llama *m, const int *prompt, int n_promp
         }
         if (stop || rc)
             break;
-        rc = qsur_llama_forward(m, s, &tok, 1, 1, n_prompt + made - 1, err);
-        logits = s->logits;
+        rc = next_logits(src, seq, n, n_prompt, &logits, err);
     }
     qsur_sampler_free(&sp);
-    qsur_llama_state_free(s);
+    qsur_llama_state_free(src->s);
+    free(src->row);
+    free(seq);
     if (n_out)
         *n_out = made;
     return rc;
+}
+
+int qsur_llama_sample_stream(const qsur_llama *m, const int *prompt, int n_prompt, int n_new, int stop_id,
+                             const qsur_sample_opts *o, qsur_token_cb cb, void *ctx,
+                             const qsur_progress *prog, int *n_out, qsur_error *err)
+{
+    logit_source src = {m, NULL, NULL, NULL};
+    return sample_run(&src, prompt, n_prompt, n_new, stop_id, o, cb, ctx, prog, n_out, err);
+}
+
+int qsur_gpu_sample_stream(qsur_gpu_model *g, const qsur_llama *m, const int *prompt, int n_prompt,
+                           int n_new, int stop_id, const qsur_sample_opts *o, qsur_token_cb cb,
+                           void *ctx, const qsur_progress *prog, int *n_out, qsur_error *err)
+{
+    logit_source src = {m, NULL, g, NULL};
+    return sample_run(&src, prompt, n_prompt, n_new, stop_id, o, cb, ctx, prog, n_out, err);
 }

@@ -20,6 +20,17 @@ enum {
 /* x holds the rows of the current forward call (B*T of them, cols each). */
 void qsur_llama_sink_rows(struct qsur_llama_capture_sink *c, int kind, int layer,
                           const float *x, int64_t cols);
+/* Whether the sink keeps capture point `kind` of `layer` (a GPU forward copies
+ * only those rows back). */
+int qsur_llama_sink_wants(const struct qsur_llama_capture_sink *c, int kind, int layer);
+
+/* The GPU's forward pass of B x T tokens (from position 0) through layers
+ * 0..run_layers-1, handing each capture point the sink keeps to it (fp32
+ * rows, the values the CPU's forward captures). In the backend (none.c: the
+ * "built without CUDA" error). */
+struct qsur_gpu_model;
+int qsur_gpu_forward_sink(struct qsur_gpu_model *g, const int *tokens, int B, int T, int run_layers,
+                          struct qsur_llama_capture_sink *sink, qsur_error *err);
 
 /* Resolves the seq_len (0: the file's), number of sequences (<= 0: all) and
  * batch (<= 0: 8, at most n_seqs) shared by perplexity and capture. */

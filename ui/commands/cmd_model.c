@@ -354,7 +354,8 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
     qsur_workspace tmp;
     qsur_workspace_init(&tmp);
     double t0 = qsur_seconds();
-    rc = model_session_capture(s, &tmp, &ms->calib_tokens, err);
+    int on_gpu = 0;
+    rc = model_session_capture(s, &tmp, &ms->calib_tokens, &on_gpu, err);
     if (rc) {
         qsur_workspace_clear(&tmp);
         *ms = saved;
@@ -372,6 +373,9 @@ int cmd_calib(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
     rep_int(r, "tensors", "tensors (layers.N.*.in, .k, .v)", ntensors);
     rep_num(r, "mib", "memory (MiB)", mib, "%.1f");
     rep_num(r, "seconds", "time (s)", qsur_seconds() - t0, "%.3f");
+    char dev[160];
+    snprintf(dev, sizeof dev, "gpu (%s, fp32)", s->gpu_info.name);
+    rep_str(r, "device", "forward passes on", on_gpu ? dev : "cpu");
     rep_str(r, "hint", "pair", "`use layers.0.feed_forward.w2` selects it with its captured input");
     return QSUR_OK;
 }

@@ -92,7 +92,7 @@ static void show_settings(session *s, report *r)
     else
         rep_int(r, "error_tokens", "error_tokens", s->set.error_tokens);
     rep_int(r, "seed", "seed (next)", (long long)s->set.seed);
-    rep_str(r, "device", "device (ppl, gptq model, quant)", s->set.device < 0 ? "auto (gpu when one is usable)"
+    rep_str(r, "device", "device (ppl, calib, generate, gptq model, quant)", s->set.device < 0 ? "auto (gpu when one is usable)"
                                           : s->set.device ? "gpu" : "cpu");
 }
 
@@ -225,7 +225,7 @@ SET_FN(seed)
     return QSUR_OK;
 }
 
-SET_ROW(device, OPT_CHOICE, 0, 0, "cpu|gpu|auto", "where ppl, gptq model and quant run: auto = the GPU when usable");
+SET_ROW(device, OPT_CHOICE, 0, 0, "cpu|gpu|auto", "where ppl, calib, generate, gptq model and quant run: auto = the GPU when usable");
 SET_FN(device)
 {
     UNUSED;

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include "commands.h"
 #include "qsur/clock.h"
+#include "qsur/backend.h"
 #include "qsur/llama_text.h"
 #include "qsur/mapped_file.h"
 #include "text_state.h"
@@ -336,8 +337,19 @@ int cmd_generate(session *s, int argc, char **argv, opt_args *a, report *r, qsur
     emit(&g, 0); /* the prompt first */
     int made = 0;
     double t0 = qsur_seconds();
-    rc = qsur_llama_sample_stream(s->model, g.all.ids, n_prompt, (int)n, qsur_tokenizer_eos(t), &o, on_token, &g,
-                                  &s->progress, &made, err);
+    int on_gpu = session_use_gpu(s) && qsur_gpu_hooks_supported(&s->model->hooks, NULL, 0);
+    if (on_gpu) { /* fp32: the CPU's greedy tokens (gpu.md) */
+        qsur_gpu_model *gm = NULL;
+        rc = qsur_gpu_model_new(&gm, s->model, QSUR_GPU_F32, 1, n_prompt + (int)n, &s->progress, err);
+        t0 = qsur_seconds(); /* tokens/s without the upload */
+        if (!rc)
+            rc = qsur_gpu_sample_stream(gm, s->model, g.all.ids, n_prompt, (int)n, qsur_tokenizer_eos(t), &o,
+                                        on_token, &g, &s->progress, &made, err);
+        qsur_gpu_model_free(gm);
+    } else {
+        rc = qsur_llama_sample_stream(s->model, g.all.ids, n_prompt, (int)n, qsur_tokenizer_eos(t), &o, on_token,
+                                      &g, &s->progress, &made, err);
+    }
     double dt = qsur_seconds() - t0;
     emit(&g, 1);
     if (g.stream && !s->stream) {
@@ -358,6 +370,9 @@ int cmd_generate(session *s, int argc, char **argv, opt_args *a, report *r, qsur
         rep_str(r, "stopped", "stopped", last == qsur_tokenizer_eos(t) ? "end-of-text token"
                                          : made == n ? "n tokens" : "interrupted");
         rep_num(r, "tokens_per_s", "tokens/s", dt > 0 ? made / dt : 0, "%.1f");
+        char dev[160];
+        snprintf(dev, sizeof dev, "gpu (%s, fp32, no KV cache)", s->gpu_info.name);
+        rep_str(r, "device", "runs on", on_gpu ? dev : "cpu");
         char q[96];
         text_weights_desc(s, q, sizeof q);
         rep_str(r, "weights", "weights", q);

@@ -105,8 +105,10 @@ static int job_end(session *s, wq_job *j, report *r, const char *method, double 
  * reads both. */
 #define GPTQ_LAYER_ROWS \
     {"act", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "quantize columns in decreasing H_jj order"}, \
+    {"static-groups", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, \
+     "group maps fitted on the original weight, not the error-fed one"}, \
     {"damp", OPT_REAL, 0, 1, NULL, "0.01", "P", OPT_LOG_ALWAYS, "damping, times mean(diag H)"}
-enum { GPTQ_ACT, GPTQ_DAMP, GPTQ_FLOAT_ACTS, GPTQ_LAYERS };
+enum { GPTQ_ACT, GPTQ_STATIC, GPTQ_DAMP, GPTQ_FLOAT_ACTS, GPTQ_LAYERS };
 const opt_spec gptq_opts[] = {GPTQ_LAYER_ROWS, OPT_END};
 static const opt_spec gptq_model_opts[] = {
     GPTQ_LAYER_ROWS,
@@ -118,6 +120,7 @@ static int run_gptq(session *s, int model, opt_args *a, report *r, qsur_error *e
 {
     qsur_gptq_opts o = qsur_gptq_default();
     o.act_order = (int)a->v[GPTQ_ACT].i;
+    o.static_groups = (int)a->v[GPTQ_STATIC].i;
     o.percdamp = a->v[GPTQ_DAMP].d;
     if (model) {
         qsur_llama_wquant_opts mo = qsur_llama_wquant_default();
@@ -142,6 +145,7 @@ static int run_gptq(session *s, int model, opt_args *a, report *r, qsur_error *e
         return rc;
     }
     rep_bool(r, "act_order", "act order", o.act_order);
+    rep_bool(r, "static_groups", "static groups", o.static_groups);
     rep_num(r, "damp", "damping (x mean diag H)", o.percdamp, "%g");
     return job_end(s, &j, r, "gptq", t0, err);
 }

@@ -104,7 +104,9 @@ const command command_table[] = {
      "GPTQ the current layer's weight on its activations (or every linear of the model)",
      "GPTQ (Frantar et al. 2022): Hessian H = X^T X from the layer's activations, damping\n"
      "P x mean(diag H) (default 0.01), Cholesky of H^-1, blocked column updates of 128;\n"
-     "`act` quantizes columns in decreasing H_jj order (groups stay static). Reports the\n"
+     "`act` quantizes columns in decreasing H_jj order (groups stay static). `static-groups`:\n"
+     "group maps fitted on the original weight, not on the error-fed one (the GPTQ code's\n"
+     "--static-groups; GPU and CPU then give the same codes, see gpu.md). Reports the\n"
      "weight-only output error ||XW^T - XQ^T|| / ||XW^T|| of RTN and of GPTQ.\n"
      "`gptq model`: every linear of the model, sequentially: layer by layer, for each group of\n"
      "linears sharing an input ({wq,wk,wv} {wo} {w1,w3} {w2}) the calibration sequences (`calib`)\n"

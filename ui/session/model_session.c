@@ -9,6 +9,7 @@
 #include "model_session.h"
 #include "model_state.h"
 #include "ostquant_live.h"
+#include "qsur/backend.h"
 #include "qsur/llama.h"
 #include "qsur/llama_rotations.h"
 #include "qsur/llama_runtime.h"
@@ -57,7 +58,7 @@ static void remove_captures(session *s, int n_layers)
 /* Captures the float model's linear inputs into ws: wq copies and
  * activation/KV quantization are switched off for the run, online rotations
  * stay (they are part of the float model's function). */
-int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, qsur_error *err)
+int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, int *on_gpu, qsur_error *err)
 {
     model_state *ms = s->mstate;
     qsur_llama *m = s->model;
@@ -84,9 +85,22 @@ int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, q
     qsur_llama_capture_sel sel = {ms->calib_first, ms->calib_count, ms->calib_kinds};
     if (sel.count <= 0 || sel.first + sel.count > m->cfg.n_layers)
         sel = (qsur_llama_capture_sel){0, m->cfg.n_layers, (1u << 6) - 1};
-    rc = qsur_llama_capture_some(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
-                                 (int64_t)ms->calib_max_tokens, ms->calib_seed, &sel, ws, &got,
-                                 &s->progress, err);
+    if (session_use_gpu(s) && qsur_gpu_hooks_supported(&m->hooks, NULL, 0)) {
+        /* fp32 on the GPU: the CPU's values to ~1e-7 (gpu.md) */
+        qsur_gpu_model *g = NULL;
+        int seqlen = ms->calib_seqlen > 0 ? ms->calib_seqlen : t.seq_len;
+        rc = qsur_gpu_model_new(&g, m, QSUR_GPU_F32, 8, seqlen, &s->progress, err);
+        if (!rc)
+            rc = qsur_gpu_capture(g, m, &t, seqlen, ms->calib_seqs, 8, (int64_t)ms->calib_max_tokens,
+                                  ms->calib_seed, &sel, ws, &got, &s->progress, err);
+        qsur_gpu_model_free(g);
+        if (on_gpu)
+            *on_gpu = 1;
+    } else {
+        rc = qsur_llama_capture_some(m, NULL, &t, ms->calib_seqlen, ms->calib_seqs, 8,
+                                     (int64_t)ms->calib_max_tokens, ms->calib_seed, &sel, ws, &got,
+                                     &s->progress, err);
+    }
     m->hooks = saved;
     qsur_llama_quant_stash_put(m, &stash);
     qsur_tokens_free(&t);
@@ -117,7 +131,7 @@ int model_session_changed(session *s, report *r, qsur_error *err)
     model_session_drop_layers(s);
     int rc = qsur_llama_view_workspace(s->model, &s->ws, NULL, err);
     if (!rc && s->mstate->has_calib)
-        rc = model_session_capture(s, &s->ws, &s->mstate->calib_tokens, err);
+        rc = model_session_capture(s, &s->ws, &s->mstate->calib_tokens, NULL, err);
     if (!rc && s->mstate->quantized && s->wq.bits < 16) {
         rc = session_gpu_for_weights(s) ? qsur_gpu_quantize_rtn(s->model, &s->wq, &s->progress, err)
                                 : qsur_llama_quantize_rtn(s->model, &s->wq, &s->progress, err);
@@ -142,7 +156,7 @@ static int model_replaced(session *s, const char *how, qsur_error *err)
     model_session_drop_layers(s);
     int rc = qsur_llama_view_workspace(s->model, &s->ws, NULL, err);
     if (!rc && ms->has_calib)
-        rc = model_session_capture(s, &s->ws, &ms->calib_tokens, err);
+        rc = model_session_capture(s, &s->ws, &ms->calib_tokens, NULL, err);
     return rc;
 }
 

@@ -39,8 +39,10 @@ int model_session_changed(session *s, report *r, qsur_error *err);
 
 /* Captures the float model's linear inputs on the calibration tokens of
  * s->mstate into ws (wq copies and activation/KV quantization off for the
- * run, online rotations kept); *n_tokens gets the rows captured. */
-int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, qsur_error *err);
+ * run, online rotations kept); *n_tokens gets the rows captured. The
+ * forward passes run on the GPU (fp32) when the session uses one; *on_gpu
+ * (may be NULL) is set then. */
+int model_session_capture(session *s, qsur_workspace *ws, long long *n_tokens, int *on_gpu, qsur_error *err);
 
 /* After a `calib` capture into the scratch workspace tmp succeeded: the
  * captures replace the old ones (all of them: a narrower capture leaves none

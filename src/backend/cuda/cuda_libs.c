@@ -11,11 +11,18 @@
  *
  * The library names come from the headers' major versions (libcublas.so.13,
  * libcusolver.so.12 for CUDA 13), so a build always loads the ABI it was
- * compiled against. When a library cannot be loaded every forwarder returns
- * NOT_INITIALIZED and qsur_gpu_libs_error() says why (the dlerror text). */
+ * compiled against. They are looked up the loader's way first, then beside
+ * the CUDA runtime this process linked (a toolkit whose lib directory is not
+ * in the loader's path: the runtime was found through the build's RPATH).
+ * When a library cannot be loaded every forwarder returns NOT_INITIALIZED and
+ * qsur_gpu_libs_error() says why (the dlerror text). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dladdr */
+#endif
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 #include <cublas_v2.h>
 #include <cusolverDn.h>
 #include "gpu_util.h"
@@ -82,11 +89,29 @@ CUSOLVER_FUNCS(DECLARE_PTR)
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static char load_error[256]; /* empty when both libraries and every symbol were found */
 
+/* name in the directory of the linked libcudart, or NULL. */
+static void *open_beside_runtime(const char *name)
+{
+    Dl_info info;
+    if (!dladdr((void *)cudaMalloc, &info) || !info.dli_fname)
+        return NULL;
+    const char *slash = strrchr(info.dli_fname, '/');
+    if (!slash)
+        return NULL;
+    char path[1024];
+    int n = snprintf(path, sizeof path, "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname, name);
+    return n > 0 && (size_t)n < sizeof path ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+}
+
 static void *open_lib(const char *name)
 {
     void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    char first[200];
+    snprintf(first, sizeof first, "%s", h ? "" : dlerror());
+    if (!h)
+        h = open_beside_runtime(name);
     if (!h && !load_error[0])
-        snprintf(load_error, sizeof load_error, "cannot load %s: %s", name, dlerror());
+        snprintf(load_error, sizeof load_error, "cannot load %s: %s", name, first);
     return h;
 }
 

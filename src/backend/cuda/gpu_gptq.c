@@ -1,7 +1,8 @@
 /* GPTQ on the GPU (qsur/backend.h, gpu_gptq.h), the algorithm of src/gptq.c:
  *  - H = X^T X accumulated in double on the device (or the caller's H); dead
  *    columns (H_jj = 0) zeroed in W and set to 1 in H; damping by percdamp x
- *    the mean diagonal; static maps (tensor, row) fitted on the zeroed W;
+ *    the mean diagonal; static maps (tensor, row, static groups) fitted on
+ *    the zeroed W;
  *  - U, the upper Cholesky factor of H^-1, by cuSOLVER: potrf, potri, potrf
  *    with uplo = lower on the row-major buffer (column-major lower is
  *    row-major upper, so U lands where LAPACK's row-major 'U' puts it);
@@ -127,11 +128,14 @@ int qsur_gpu_gptq_run(qsur_gpu_solver *s, float *W, int64_t m, int64_t n, double
     double *Wd = NULL, *Wt = NULL, *E1 = NULL;
     qsur_cu_qmap *maps = NULL;
     int rc = prepare(c, W, m, n, H, o->percdamp, err);
-    int nmaps = spec->gran == QSUR_GRAN_ROW ? (int)m : 1;
-    if (!rc && !G) { /* static maps from the zeroed W */
-        rc = qsur_gpu_malloc((void **)&maps, (size_t)nmaps * sizeof *maps, "gptq maps", err);
+    /* static maps from the zeroed W: per tensor, per row, or static groups */
+    const int static_groups = G && o->static_groups;
+    int64_t span = static_groups ? G : spec->gran == QSUR_GRAN_ROW ? n : m * n;
+    int map_stride = static_groups ? (int)(n / G) : spec->gran == QSUR_GRAN_ROW ? 1 : 0;
+    if (!rc && (!G || static_groups)) {
+        rc = qsur_gpu_malloc((void **)&maps, (size_t)(m * n / span) * sizeof *maps, "gptq maps", err);
         if (!rc)
-            qsur_cu_fit_maps(maps, W, m * n, spec->gran == QSUR_GRAN_ROW ? n : m * n, &q, c->stream);
+            qsur_cu_fit_maps(maps, W, m * n, span, &q, c->stream);
     }
     if (!rc)
         rc = inverse_factor(s, H, n, o->percdamp, err);
@@ -150,8 +154,7 @@ int qsur_gpu_gptq_run(qsur_gpu_solver *s, float *W, int64_t m, int64_t n, double
     }
     for (int64_t i1 = 0; i1 < n && !rc; i1 += B) {
         int64_t nb = n - i1 < B ? n - i1 : B;
-        qsur_cu_gptq_block(Wd + i1 * m, E1, H, n, m, i1, nb, maps, nmaps > 1 ? 1 : 0, &q, G, Q,
-                           c->stream);
+        qsur_cu_gptq_block(Wd + i1 * m, E1, H, n, m, i1, nb, maps, map_stride, &q, G, Q, c->stream);
         if (i1 + nb < n) /* Wd[:, i1+nb:] -= E1 (m x nb) U[i1:i1+nb, i1+nb:] (row-major U = column-major U^T) */
             rc = qsur_gpu_blas_check(cublasDgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)m, (int)(n - i1 - nb),
                                                  (int)nb, &mone, E1, (int)m, H + i1 * n + i1 + nb, (int)n,

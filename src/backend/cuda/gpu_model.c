@@ -25,6 +25,7 @@
 #include "kernels.h"
 #include "qsur/backend.h"
 #include "qsur/clock.h"
+#include "qsur/tensor.h"
 
 static int gpu_alloc(qsur_gpu_model *g, void **p, size_t bytes, const char *what, qsur_error *err)
 {
@@ -318,6 +319,7 @@ void qsur_gpu_model_free(qsur_gpu_model *g)
                     g->scores, g->probs, g->tok, g->nll};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
+    free(g->sink_host);
     qsur_gpu_ctx_free(&g->ctx);
     free(g);
 }
@@ -387,13 +389,27 @@ static int attention(qsur_gpu_model *g, int B, int T, void *out, int out_ct, qsu
     return rc;
 }
 
-/* Adds X^T X of the rows at capture point `point` to g->cap_H when it is the one asked for. */
+static int sink_wants(const qsur_gpu_model *g, int point)
+{
+    return g->sink && qsur_llama_sink_wants(g->sink, point, g->cur_layer);
+}
+
+/* Capture point `point` (QSUR_CAP_*) with its fp32 rows x: X^T X added to
+ * g->cap_H when it is the one asked for; the rows copied to the host sink
+ * when it keeps them. */
 static int capture(qsur_gpu_model *g, int point, const float *x, int64_t N, int cols, qsur_error *err)
 {
-    if (g->cap_point != point)
-        return QSUR_OK;
-    int rc = qsur_gpu_gram_add(&g->ctx, x, N, cols, g->cap_Xd, g->cap_H, g->cap_first, err);
-    g->cap_first = 0;
+    int rc = QSUR_OK;
+    if (g->cap_point == point) {
+        rc = qsur_gpu_gram_add(&g->ctx, x, N, cols, g->cap_Xd, g->cap_H, g->cap_first, err);
+        g->cap_first = 0;
+    }
+    if (!rc && sink_wants(g, point)) {
+        rc = qsur_gpu_check(cudaMemcpy(g->sink_host, x, (size_t)N * cols * sizeof(float),
+                                       cudaMemcpyDeviceToHost), "capture", err);
+        if (!rc)
+            qsur_llama_sink_rows(g->sink, point, g->cur_layer, g->sink_host, cols);
+    }
     return rc;
 }
 
@@ -402,7 +418,7 @@ static int capture(qsur_gpu_model *g, int point, const float *x, int64_t N, int 
  * in_ct directly (one pass less over the activation each). */
 static int direct_input(const qsur_gpu_model *g, int point)
 {
-    return g->act.bits >= 16 && g->cap_point != point;
+    return g->act.bits >= 16 && g->cap_point != point && !sink_wants(g, point);
 }
 
 static int attention_block(qsur_gpu_model *g, const gpu_layer *L, int B, int T, qsur_error *err)
@@ -423,13 +439,14 @@ static int attention_block(qsur_gpu_model *g, const gpu_layer *L, int B, int T, 
     }
     if ((rc = linear(g, L->wqkv, d + 2 * kv, d, g->in_ct, N, g->qkv, d + 2 * kv, 0.0f, err)))
         return rc;
-    if (!g->qk.R && g->kv.bits >= 16) {
+    if (!g->qk.R && g->kv.bits >= 16 && !sink_wants(g, QSUR_CAP_K) && !sink_wants(g, QSUR_CAP_V)) {
         qsur_cu_split_rope(g->q_ct, g->k_ct, g->v_ct, g->bf16, g->qkv, N, T, d, kv, hs, g->rope_cos,
                            g->rope_sin, st);
     } else {
         qsur_cu_split_rope(g->q, g->k, g->v, 0, g->qkv, N, T, d, kv, hs, g->rope_cos, g->rope_sin, st);
         if ((rc = online(g, &g->qk, g->q, N * c->n_heads, err)) ||
-            (rc = online(g, &g->qk, g->k, N * c->n_kv_heads, err)))
+            (rc = online(g, &g->qk, g->k, N * c->n_kv_heads, err)) ||
+            (rc = capture(g, QSUR_CAP_K, g->k, N, kv, err)) || (rc = capture(g, QSUR_CAP_V, g->v, N, kv, err)))
             return rc;
         /* K/V fake quant on rows of head_size, then every operand to ct */
         qsur_cu_quant_cast(NULL, 0, g->k, g->k, N * kv / hs, hs, &g->kv, st);
@@ -480,15 +497,16 @@ static int ffn_block(qsur_gpu_model *g, const gpu_layer *L, int B, int T, qsur_e
 
 int qsur_gpu_layer_forward(qsur_gpu_model *g, int l, int B, int T, qsur_error *err)
 {
+    g->cur_layer = l;
     int rc = attention_block(g, &g->layers[l], B, T, err);
     return rc ? rc : ffn_block(g, &g->layers[l], B, T, err);
 }
 
-/* Logits of B x T tokens (host ids) into g->logits; g->tok holds the ids. */
-static int forward(qsur_gpu_model *g, const int *tokens, int B, int T, qsur_error *err)
+/* The embeddings of B x T tokens (host ids) into g->x; g->tok holds the ids. */
+static int embed(qsur_gpu_model *g, const int *tokens, int B, int T, qsur_error *err)
 {
     const qsur_llama_config *c = &g->cfg;
-    if (B < 1 || B > g->max_batch || T < 2 || T > g->max_seq)
+    if (B < 1 || B > g->max_batch || T < 1 || T > g->max_seq)
         return qsur_fail(err, QSUR_ERR_ARG, "gpu forward: batch %d x %d tokens exceeds the model's "
                          "buffers (batch %d, seq %d)", B, T, g->max_batch, g->max_seq);
     const int64_t N = (int64_t)B * T;
@@ -499,15 +517,56 @@ static int forward(qsur_gpu_model *g, const int *tokens, int B, int T, qsur_erro
     cudaStream_t st = g->ctx.stream;
     int rc = qsur_gpu_check(cudaMemcpyAsync(g->tok, tokens, (size_t)N * sizeof(int),
                                             cudaMemcpyHostToDevice, st), "tokens", err);
-    if (rc)
-        return rc;
-    qsur_cu_embed(g->x, g->tok_embeddings, g->tok, N, c->dim, st);
+    if (!rc)
+        qsur_cu_embed(g->x, g->tok_embeddings, g->tok, N, c->dim, st);
+    return rc;
+}
+
+/* Logits of B x T tokens (host ids) into g->logits. */
+static int forward(qsur_gpu_model *g, const int *tokens, int B, int T, qsur_error *err)
+{
+    const qsur_llama_config *c = &g->cfg;
+    cudaStream_t st = g->ctx.stream;
+    const int64_t N = (int64_t)B * T;
+    int rc = embed(g, tokens, B, T, err);
     for (int l = 0; l < c->n_layers && !rc; l++)
         rc = qsur_gpu_layer_forward(g, l, B, T, err);
     if (rc)
         return rc;
     qsur_cu_rmsnorm(g->in_ct, g->bf16, g->x, g->norm, N, c->dim, c->norm_eps, st);
     return linear(g, g->output, c->vocab_size, c->dim, g->in_ct, N, g->logits, c->vocab_size, 0.0f, err);
+}
+
+int qsur_gpu_forward_sink(qsur_gpu_model *g, const int *tokens, int B, int T, int run_layers,
+                          struct qsur_llama_capture_sink *sink, qsur_error *err)
+{
+    const qsur_llama_config *c = &g->cfg;
+    if (run_layers < 1 || run_layers > c->n_layers)
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu capture: %d layers of %d", run_layers, c->n_layers);
+    if (!g->sink_host) {
+        size_t wide = (size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
+        g->sink_host = qsur_alloc((size_t)g->max_batch * g->max_seq * wide, sizeof(float));
+        if (!g->sink_host)
+            return qsur_fail(err, QSUR_ERR_NOMEM, "gpu capture: out of host memory for %d x %d x %zu",
+                             g->max_batch, g->max_seq, wide);
+    }
+    int rc = embed(g, tokens, B, T, err);
+    g->sink = sink;
+    for (int l = 0; l < run_layers && !rc; l++)
+        rc = qsur_gpu_layer_forward(g, l, B, T, err);
+    g->sink = NULL;
+    return rc;
+}
+
+int qsur_gpu_last_logits(qsur_gpu_model *g, const int *tokens, int T, float *logits,
+                         qsur_error *err)
+{
+    const int64_t V = g->cfg.vocab_size;
+    int rc = forward(g, tokens, 1, T, err);
+    if (!rc)
+        rc = qsur_gpu_check(cudaMemcpy(logits, g->logits + (int64_t)(T - 1) * V, (size_t)V * 4,
+                                       cudaMemcpyDeviceToHost), "logits", err);
+    return rc;
 }
 
 int qsur_gpu_forward_logits(qsur_gpu_model *g, const int *tokens, int B, int T, float *logits,

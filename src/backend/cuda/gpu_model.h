@@ -43,6 +43,12 @@ struct qsur_gpu_model {
      * none) accumulated into cap_H through the double scratch cap_Xd */
     int cap_point, cap_first;
     double *cap_H, *cap_Xd;
+    /* activation capture into host tensors (qsur_gpu_forward_sink): the rows
+     * of every point the sink keeps go through sink_host; cur_layer is the
+     * layer being run */
+    struct qsur_llama_capture_sink *sink;
+    float *sink_host;
+    int cur_layer;
 };
 
 /* One layer of the forward pass on g->x (B x T rows from position 0), with

@@ -8,7 +8,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include "kernels.h"
+#include "kernels.h" /* quant_map.h: the grid map, shared with src/quant.c */
+#include "../../quant_round.h" /* its rounding, likewise */
 
 namespace {
 
@@ -57,45 +58,12 @@ struct Min {
 
 /* ---- fake quantization (src/quant.c's map_for / quant_one) --------------- */
 
-struct QMap {
-    float inv, scale, zp, lo, hi;
-};
+typedef qsur_qmap QMap;
 
+/* The GPU kernels have no full symmetric grid (qsur_gpu_quant_supported refuses it). */
 __device__ QMap map_for(const qsur_cu_quant &q, float fmn, float fmx, double ratio)
 {
-    QMap m;
-    if (q.symmetric) {
-        double qmax = (double)((1 << (q.bits - 1)) - 1);
-        double absmax = fmax(fabs((double)fmn), fabs((double)fmx));
-        double scale = ratio * absmax / qmax;
-        m.scale = (float)scale;
-        m.zp = 0.0f;
-        m.lo = (float)-qmax;
-        m.hi = (float)qmax;
-    } else {
-        double levels = (double)((1 << q.bits) - 1);
-        double mn = fmin((double)fmn, 0.0), mx = fmax((double)fmx, 0.0);
-        double scale = ratio * (mx - mn) / levels;
-        m.scale = (float)scale;
-        m.zp = scale > 0 ? (float)round(-ratio * mn / scale) : 0.0f;
-        m.lo = 0.0f;
-        m.hi = (float)levels;
-    }
-    double inv = m.scale > 0.0f ? 1.0 / (double)m.scale : 0.0;
-    if (!(inv < (double)FLT_MAX)) {
-        m.scale = 0.0f;
-        m.zp = 0.0f;
-        inv = 0.0;
-    }
-    m.inv = (float)inv;
-    return m;
-}
-
-__device__ inline float round_half_away(float v)
-{
-    float t = (float)(int32_t)v;
-    float f = __fsub_rn(v, t);
-    return __fadd_rn(t, (float)((f >= 0.5f) - (f <= -0.5f)));
+    return qsur_qmap_from_range(q.bits, q.symmetric, 0, fmn, fmx, ratio);
 }
 
 __device__ inline float quant_code(float x, float inv, float zp, float lo, float hi)
@@ -324,11 +292,14 @@ __global__ void gptq_block_kernel(double *W1, double *E1, const double *U, int64
     QMap cur;
     if (G == 0) {
         const qsur_cu_qmap *p = maps + (int64_t)map_stride * r;
-        cur = QMap{p->inv, p->scale, p->zero, p->lo, p->hi};
+        cur = *p;
     }
     for (int64_t i = 0; i < nb; i++) {
         const int64_t j = i1 + i;
-        if (G > 0 && j % G == 0) {
+        if (G > 0 && j % G == 0 && maps) { /* static groups: fitted on the original W */
+            const qsur_cu_qmap *p = maps + (int64_t)map_stride * r + j / G;
+            cur = *p;
+        } else if (G > 0 && j % G == 0) {
             float mn = (float)W1[i * m + r], mx = mn;
             for (int64_t k = 1; k < G; k++) {
                 float v = (float)W1[(i + k) * m + r];
@@ -364,7 +335,7 @@ __global__ void fit_maps_kernel(qsur_cu_qmap *maps, const float *W, int64_t span
     mx = block_reduce(mx, Max(), sh, -FLT_MAX);
     if (threadIdx.x == 0) {
         QMap m = map_for(q, mn, mx, q.clip);
-        maps[blockIdx.x] = qsur_cu_qmap{m.inv, m.scale, m.zp, m.lo, m.hi};
+        maps[blockIdx.x] = m;
     }
 }
 

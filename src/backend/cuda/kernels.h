@@ -7,6 +7,7 @@
 #define QSUR_CUDA_KERNELS_H
 
 #include <stdint.h>
+#include "../../quant_map.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,11 +59,12 @@ void qsur_cu_random(void *dst, int bf16, int64_t n, float a, float value, uint64
 void qsur_cu_to_double(double *x, const float *f, int64_t n, qsur_cu_stream st);
 
 /* GPTQ block: see gpu_gptq.c. W1 column-major (m x nb, ld m) double, E1 likewise;
- * U row-major n x n (upper factor); maps per row (static) or fitted per group
- * at oj % G == 0 (dynamic). Writes codes-decoded values into Q (row-major m x n). */
-typedef struct {
-    float inv, scale, zero, lo, hi;
-} qsur_cu_qmap;
+ * U row-major n x n (upper factor). G == 0: one map per row (map_stride 1) or
+ * one for the tensor (0). G > 0: with maps, static groups (maps[r * map_stride
+ * + j / G], map_stride = n / G); without, each group's map is fitted at its
+ * first column from the error-fed values. Writes codes-decoded values into Q
+ * (row-major m x n). */
+typedef qsur_qmap qsur_cu_qmap;
 void qsur_cu_gptq_block(double *W1, double *E1, const double *U, int64_t n, int64_t m,
                         int64_t i1, int64_t nb, const qsur_cu_qmap *maps, int map_stride,
                         const qsur_cu_quant *q, int64_t G, float *Q, qsur_cu_stream st);
