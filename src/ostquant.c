@@ -301,8 +301,8 @@ static int init_rotations(qsur_ostquant *o, qsur_error *err)
     return rc;
 }
 
-/* Long on purpose: option checks, then each transform's initial value (WOMI/KLT/Hadamard,
-   scales) allocated in the state's order with one failure path. */
+/* Long on purpose: option checks, then the state's arrays, rotations (init_rotations), optimisers
+   and online Hadamard plans allocated in order, with one failure path. */
 int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_ostquant_opts *opts,
                       const qsur_quant_spec *wspec, const qsur_quant_spec *aspec,
                       const qsur_quant_spec *kvspec, qsur_error *err)
