@@ -18,7 +18,8 @@ def functions(path):
     for i, line in enumerate(lines):
         if start is None:
             m = re.match(r"^[A-Za-z_][\w \*]*?\b(\w+)\s*\(", line)
-            if m and not line.rstrip().endswith(";") and not line.startswith(("typedef", "struct", "enum", "#")):
+            one_line = line.rstrip().endswith("}")  # static int f(char c) { return ...; }
+            if m and not one_line and not line.rstrip().endswith(";") and not line.startswith(("typedef", "struct", "enum", "#")):
                 # the body opens with '{' alone at column 0 within a few lines
                 for j in range(i, min(i + 8, len(lines))):
                     if lines[j].startswith("{"):

@@ -102,6 +102,8 @@ static int sq_error(const qsur_wquant_layer *L, awq_work *w, const float *Qa, do
     return qsur_wquant_objective(L->W, Qa, m, n, L->H, out, err);
 }
 
+/* Long on purpose: the scale grid search shares its workspace (statistics, scales, quantized copy)
+ * with the setup and one cleanup. */
 int qsur_awq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
              const qsur_awq_opts *opt, float *Q, float *s, double *errors,
              qsur_awq_result *res, const qsur_progress *prog, qsur_error *err)

@@ -74,6 +74,8 @@ static void work_free(gptq_work *w)
     qsur_qweight_free(w->own);
 }
 
+/* Long on purpose: argument checks, then the reference algorithm's blocked column loop as one
+   piece (lazy batch updates need the block's scratch in scope), then one cleanup path. */
 int qsur_gptq(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
               const qsur_gptq_opts *opt, float *Q, qsur_qweight *qw,
               const qsur_progress *prog, qsur_error *err)

@@ -176,6 +176,8 @@ void qsur_hadamard_plan_free(qsur_hadamard_plan *p)
     free(p);
 }
 
+/* Long on purpose: straight-line construction (factor, block, signs, description), each failure
+ * freeing the partial plan. */
 int qsur_hadamard_plan_new(qsur_hadamard_plan **out, int64_t n,
                            const qsur_hadamard_opts *opts, qsur_error *err)
 {

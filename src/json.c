@@ -120,6 +120,8 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 /* p->pos is at the opening quote. An escape never produces more bytes than
  * it occupies (\uXXXX -> at most 3, a surrogate pair 12 -> 4), so the
  * decoded string fits in the raw length. */
+/* Long on purpose: one loop over the string grammar's escapes (\uXXXX with surrogate pairs to
+ * UTF-8). */
 static int parse_string(parser *p, char **out)
 {
     p->pos++;
@@ -211,6 +213,8 @@ static int is_digit(char c) { return c >= '0' && c <= '9'; }
 /* Grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? . Converted by
  * hand rather than strtod, whose decimal point follows the process locale
  * (a UI calling setlocale would break "1.5"). */
+/* Long on purpose: one scanner for the number grammar (sign, integer, fraction, exponent) and its
+ * exact conversion. */
 static int parse_number(parser *p, qsur_json *j)
 {
     size_t i = p->pos;

@@ -118,6 +118,8 @@ static void default_name(const char *path, char *out)
     out[n] = '\0';
 }
 
+/* Long on purpose: one linear walk through the header's grammar (magic, version, dict keys,
+ * shape), each refusal with its own message. */
 int qsur_npy_parse_header(const unsigned char *data, size_t size, const char *path,
                           qsur_npy_header *h, qsur_error *err)
 {
@@ -245,6 +247,8 @@ int qsur_npy_check_data(const qsur_npy_header *h, size_t item, uint64_t file_siz
     return QSUR_OK;
 }
 
+/* Long on purpose: header, data check and the chunked per-dtype conversion loop read top to bottom
+ * as the format does. */
 int qsur_npy_parse(const unsigned char *data, size_t size, const char *path,
                    const char *name, qsur_tensor **out, const qsur_progress *progress,
                    qsur_error *err)

@@ -301,6 +301,8 @@ static int init_rotations(qsur_ostquant *o, qsur_error *err)
     return rc;
 }
 
+/* Long on purpose: option checks, then the state's arrays, rotations (init_rotations), optimisers
+   and online Hadamard plans allocated in order, with one failure path. */
 int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_ostquant_opts *opts,
                       const qsur_quant_spec *wspec, const qsur_quant_spec *aspec,
                       const qsur_quant_spec *kvspec, qsur_error *err)
@@ -627,6 +629,8 @@ static void qk_rows_grad(const qsur_ostquant *o, const float *s, const float *W,
     }
 }
 
+/* Long on purpose: the chain rule through each fused weight, one transform after another in the
+   order the fusion applied them; the per-weight pieces share one scratch. */
 int qsur_ostquant_param_grads(const qsur_ostquant *o, const qsur_llama *fm,
                               const qsur_llama_grads *g, double *d_r_res, double *d_r_ov,
                               double *d_ls, qsur_error *err)

@@ -326,6 +326,8 @@ static int fuse_rotation(const qsur_hadamard_plan *H, int64_t b, const float *Bf
     return QSUR_OK;
 }
 
+/* Long on purpose: the training state (B, Adam moments, best blocks, minibatch buffers) lives from
+ * setup through the steps to the fuse, freed at one exit. */
 int qsur_ostquant_layer(const float *X, int64_t n, const float *W, int64_t m, int64_t d,
                         const qsur_quant_spec *wq, const qsur_quant_spec *aq,
                         const qsur_ostquant_layer_opts *o, float *R, float *s,

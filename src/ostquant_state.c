@@ -96,6 +96,8 @@ static void meta(meta_buf *m, const char *k, const char *fmt, ...)
     m->n++;
 }
 
+/* Long on purpose: one line per saved key and array, in the order load reads them, so the two
+   can be compared side by side; one cleanup path. */
 int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *err)
 {
     qsur_ostquant *o = (qsur_ostquant *)oc; /* arrays are only read */
@@ -402,6 +404,8 @@ static int read_qsur_log(const qsur_safetensors *st, qsur_ostquant *o, qsur_erro
     return rc;
 }
 
+/* Long on purpose: one check per stored key and array, in file order, each with its own
+   message naming the file; they share the open file and one cleanup path. */
 int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *path, qsur_error *err)
 {
     *out = NULL;

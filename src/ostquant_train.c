@@ -493,6 +493,8 @@ static int select_check(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int
     return rc;
 }
 
+/* Long on purpose: the teacher, the batch parts, the selection batch and the step loop share one
+   set of allocations and one cleanup path; the step's own work is in the functions above. */
 int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
                         const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err)
 {

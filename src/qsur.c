@@ -305,6 +305,8 @@ static int covariance(const float *x, int64_t n, int64_t d, const double *mean, 
 }
 
 /* The full path. eig (d, may be NULL) receives ascending eigenvalues. */
+/* Long on purpose: one straight pass (checks, mean, covariance, Cholesky or eigen, result) over
+ * buffers freed at one exit. */
 static int qsur_full(const float *x, int64_t n, int64_t d, const qsur_options *opt,
                      qsur_result *res, double *eig, const qsur_progress *prog, qsur_error *err)
 {

@@ -305,6 +305,8 @@ static int outlier_step(qe_work *w, double lam, qsur_error *err)
 }
 
 
+/* Long on purpose: checks, workspace, start point, sweeps and the code pass share one workspace
+ * and one cleanup path; helpers would only pass it around. */
 int qsur_quantease(const qsur_wquant_layer *L, const qsur_quant_spec *spec,
                    const qsur_quantease_opts *opt, float *Q, qsur_qweight *qw,
                    qsur_outliers *outliers, double *objective,

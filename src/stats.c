@@ -287,6 +287,8 @@ void qsur_hist_free(qsur_hist *h)
     free(h);
 }
 
+/* Long on purpose: the copy, range, bin rule and counting are one pass over the column, short
+ * each. */
 int qsur_hist_new(qsur_hist **out, const float *x, int64_t rows, int64_t cols, int64_t col,
                   int nbins, qsur_error *err)
 {

@@ -119,6 +119,8 @@ static int check_finite(const float *x, int64_t n, const char *what, qsur_error 
     return QSUR_OK;
 }
 
+/* Long on purpose: one pass (mean, chunked covariance, eigen, ordering) over buffers freed at one
+ * exit. */
 int qsur_transform_pca_new(qsur_transform **out, const float *X, int64_t n, int64_t d,
                            const qsur_progress *prog, qsur_error *err)
 {

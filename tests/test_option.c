@@ -94,6 +94,55 @@ static void check_text(void)
     CHECK_MSG(strstr(buf, "n=N") && strstr(buf, "a count; default 3; 1..10"), "[%s]", buf);
 }
 
+static void add_word(void *ctx, const char *w)
+{
+    char *buf = ctx;
+    strcat(buf, w);
+    strcat(buf, " ");
+}
+
+/* Quantizer-spec rows (quant's w:/ao:): "key:OPTS" sets the row (OPTS may
+ * hold '='), other words with a colon ("x:0", a tensor) stay positional. */
+static void check_quant_rows(void)
+{
+    static const opt_spec q[] = {
+        {"w", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "weights"},
+        {"ao", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "wo's input"},
+        {"n", OPT_INT, 1, 9, NULL, NULL, NULL, OPT_LOG_GIVEN, "a count"},
+        OPT_END};
+    CHECK(opt_find(q, "w:sym,clip=search") == 0 && opt_find(q, "ao:head") == 1 && opt_find(q, "n=3") == 2);
+    CHECK(opt_find(q, "x:0") == -1 && opt_find(q, "wx:1") == -1 && opt_find(q, "w=1") == -1 && opt_find(q, "w") == -1);
+    opt_args a;
+    qsur_error err;
+    char w1[] = "w4", w2[] = "w:sym,clip=search", w3[] = "x:0", w4[] = "ao:head", *v[] = {w1, w2, w3, w4};
+    CHECK_OK(opt_parse(q, -1, 4, v, &a, "U", &err), err);
+    CHECK(a.v[0].given && !strcmp(a.v[0].s, "sym,clip=search") && a.v[1].given && !strcmp(a.v[1].s, "head"));
+    CHECK(a.npos == 2 && !strcmp(a.pos[0], "w4") && !strcmp(a.pos[1], "x:0"));
+    char buf[256];
+    opt_usage(q, buf, sizeof buf);
+    CHECK_MSG(!strcmp(buf, "w:OPTS, ao:OPTS, n=N"), "[%s]", buf);
+    char *line = opt_log_line("quant", &a);
+    CHECK_MSG(line && !strcmp(line, "quant w:sym,clip=search ao:head"), "[%s]", line);
+    free(line);
+    buf[0] = '\0';
+    opt_complete(q, add_word, buf);
+    CHECK_MSG(!strcmp(buf, "w: ao: n= "), "[%s]", buf);
+    /* quant: each quantizer's row once; its spec parser's messages */
+    session s;
+    session_init(&s, fopen("/dev/null", "w"));
+    CHECK(command_execute(&s, "quant w:sym w4 w:asym", &err) == QSUR_ERR_ARG);
+    CHECK_MSG(!strcmp(err.msg, "quant: option 'w:' given twice ('w:sym', then 'w:asym'): give it once"), "[%s]",
+              err.msg);
+    CHECK(command_execute(&s, "quant kv:bogus", &err) == QSUR_ERR_ARG && strstr(err.msg, "unknown quantizer option 'bogus'"));
+    CHECK(command_execute(&s, "quant w4a8 a:sym,asym", &err) == QSUR_ERR_ARG &&
+          strstr(err.msg, "sets the symmetry a second time"));
+    CHECK_OK(command_execute(&s, "quant w4a8kv4 w:asym,g16 kv:asym,row", &err), err);
+    CHECK(s.wq.bits == 4 && !s.wq.symmetric && s.wq.gran == QSUR_GRAN_GROUP && s.wq.group == 16);
+    CHECK(s.aq.bits == 8 && s.kvq.bits == 4 && !s.kvq.symmetric && s.kvq.gran == QSUR_GRAN_ROW);
+    fclose(s.out);
+    session_free(&s);
+}
+
 /* Typed positional arguments (command.args): row i types word i; a row not
  * given takes its default; a word beyond the rows, a bad value or a choice
  * outside its list is an error naming the row. */
@@ -219,6 +268,7 @@ int main(void)
     check_parsing();
     check_text();
     check_args();
+    check_quant_rows();
     check_ostquant_defaults();
     check_dispatch();
     return check_done();

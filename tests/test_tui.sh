@@ -142,6 +142,12 @@ press C-u h e l p Enter
 wait_frame "help NAME shows a command's usage and details." && pass || fail "the command line runs help"
 press : b o g u s Enter
 wait_frame "error: bogus: unknown command" && pass || fail "errors of the command line are shown"
+# the output log scrolls by pages (its own state) and comes back to the bottom
+press PPage
+wait_frame "output (scrolled" && pass || fail "PgUp scrolls the output log"
+press NPage
+wait_frame "error: bogus: unknown command" && ! grep -qF "output (scrolled" "$T/screen" && pass ||
+  fail "PgDn scrolls the output log back to its last lines"
 # history: Up recalls the previous line
 press : Up
 wait_frame ":bogus" && pass || fail "Up recalls the last command"

@@ -112,8 +112,9 @@ static void show_spec(session *s, report *r)
     }
 }
 
-/* Named quantizer sets (`preset=NAME`): each expands to its words, which
- * come before the words given, so those override it. paper-*: the OSTQuant / QuaRot code's defaults
+/* Named quantizer sets (`preset=NAME`): each is a bits word and the specs
+ * of w:, a:, ao:, kv:, applied before the words given, so those override it.
+ * paper-*: the OSTQuant / QuaRot code's defaults
  * (docs/ostquant.md, "The official protocol"): weights symmetric INT4 on the
  * full grid -8..7 per output channel with that code's clip search (error
  * |.|^2.4, ratios 1.00 .. 0.21); activations asymmetric per token; wo's
@@ -121,17 +122,17 @@ static void show_spec(session *s, report *r)
  * asymmetric per head per token; q is never quantized. */
 typedef struct {
     const char *name;
-    const char *words[6];
+    const char *bits;
+    const char *spec[4]; /* in the order of quant_opts' rows Q_W, Q_A, Q_AO, Q_KV */
 } quant_preset;
 
 /* in the order of quant_opts' choices */
 static const quant_preset presets[] = {
-    {"paper-w4a4kv4",
-     {"w4a4kv4", "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "a:asym,token,clip=1",
-      "ao:asym,head,clip=1", "kv:asym,row,clip=1", NULL}},
-    {"paper-w4a16kv16",
-     {"w4a16kv16", "w:sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "a:asym,token,clip=1",
-      "ao:same", "kv:asym,row,clip=1", NULL}},
+    {"paper-w4a4kv4", "w4a4kv4",
+     {"sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "asym,token,clip=1", "asym,head,clip=1",
+      "asym,row,clip=1"}},
+    {"paper-w4a16kv16", "w4a16kv16",
+     {"sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "asym,token,clip=1", "same", "asym,row,clip=1"}},
 };
 
 /* One comma-separated word of options into q (a copy is cut up). */
@@ -159,41 +160,63 @@ static int parse_quant_opts(const char *word, qsur_quant_spec *q, session *s, in
     return rc;
 }
 
-/* The bit-width words and w:/a:/ao:/kv: words are quant's own small
- * language (positional words, parsed above); its one KEY=VALUE option: */
+/* quant's options: the bit-width words are positional (parse_bits); each
+ * quantizer's spec is a key:OPTS row, applied by parse_quant_opts. */
+enum { Q_W, Q_A, Q_AO, Q_KV, Q_PRESET };
 const opt_spec quant_opts[] = {
+    {"w", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, "the weight quantizer's options"},
+    {"a", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, "the activation quantizer's options"},
+    {"ao", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER,
+     "wo's input alone (width of a:), plus head (groups of head_size) and same (back to a:)"},
+    {"kv", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, "the KV-cache quantizer's options"},
     {"preset", OPT_CHOICE, 0, 0, "paper-w4a4kv4|paper-w4a16kv16", NULL, "NAME", OPT_LOG_GIVEN,
      "a named set of quantizers, before the words given"},
     OPT_END};
 
+/* The specs of w:, a:, kv: (the preset's, then the words given) into wq, aq,
+ * kvq; the ao: texts, which start from aq as it is after them, into ao. */
+static int apply_specs(session *s, const quant_preset *pre, const opt_args *a, qsur_quant_spec *q[3],
+                       const char *ao[2], int *nao, qsur_error *err)
+{
+    static const int row[3] = {Q_W, Q_A, Q_KV};
+    for (int k = 0; k < 3; k++) {
+        int rc;
+        if (pre && (rc = parse_quant_opts(pre->spec[row[k]], q[k], s, 0, err)) != QSUR_OK)
+            return rc;
+        if (a->v[row[k]].given && (rc = parse_quant_opts(a->v[row[k]].s, q[k], s, 0, err)) != QSUR_OK)
+            return rc;
+    }
+    *nao = 0;
+    if (pre)
+        ao[(*nao)++] = pre->spec[Q_AO];
+    if (a->v[Q_AO].given)
+        ao[(*nao)++] = a->v[Q_AO].s;
+    return QSUR_OK;
+}
+
 int cmd_quant(session *s, int argc, char **argv, opt_args *a, report *r, qsur_error *err)
 {
     qsur_quant_spec wq = s->wq, aq = s->aq, kvq = s->kvq, aoq = s->aoq;
-    int kv = s->kvq.bits, kv_named = 0, bits_token = 0, nw = 0, rc;
-    const char *words[OPT_MAX_WORDS + 8];
-    for (int k = 0; a->v[0].given && presets[a->v[0].i].words[k]; k++)
-        words[nw++] = presets[a->v[0].i].words[k];
-    for (int i = 0; i < argc; i++)
+    int kv = s->kvq.bits, kv_named = 0, bits_token = 0, rc;
+    const quant_preset *pre = a->v[Q_PRESET].given ? &presets[a->v[Q_PRESET].i] : NULL;
+    const char *words[OPT_MAX_WORDS + 1];
+    int nw = 0;
+    if (pre)
+        words[nw++] = pre->bits;
+    for (int i = 0; i < argc && nw <= OPT_MAX_WORDS; i++)
         words[nw++] = argv[i];
-    /* ao: words start from aq as it is after every a: word */
-    const char *ao[64];
-    int nao = 0;
     for (int i = 0; i < nw; i++) {
-        const char *w = words[i];
-        if (!strncmp(w, "ao:", 3)) {
-            ao[nao++] = w + 3;
-        } else if (!strncmp(w, "w:", 2) || !strncmp(w, "a:", 2) || !strncmp(w, "kv:", 3)) {
-            qsur_quant_spec *q = w[0] == 'w' ? &wq : w[0] == 'a' ? &aq : &kvq;
-            if ((rc = parse_quant_opts(w + (w[0] == 'k' ? 3 : 2), q, s, 0, err)) != QSUR_OK)
-                return rc;
-        } else if (parse_bits(w, &wq, &aq, &kv, &kv_named)) {
+        if (parse_bits(words[i], &wq, &aq, &kv, &kv_named))
             return qsur_fail(err, QSUR_ERR_ARG,
                              "'%s': expected bit widths like w4a8kv4 (2..8, or 16 = float), preset=NAME or "
-                             "w:OPTS / a:OPTS / ao:OPTS / kv:OPTS", w);
-        } else {
-            bits_token = 1;
-        }
+                             "w:OPTS / a:OPTS / ao:OPTS / kv:OPTS", words[i]);
+        bits_token = 1;
     }
+    qsur_quant_spec *q[3] = {&wq, &aq, &kvq};
+    const char *ao[2];
+    int nao;
+    if ((rc = apply_specs(s, pre, a, q, ao, &nao, err)) != QSUR_OK)
+        return rc;
     if (nao > 0 && aoq.bits == 0)
         aoq = aq;
     for (int i = 0; i < nao; i++)

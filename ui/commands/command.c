@@ -92,11 +92,14 @@ static void append_word(char **line, size_t *len, const char *w)
 }
 
 /* The option a word sets: "KEY=" (KEY of letters, digits, '_', '-'), "KEY:"
- * when the command's words have that prefix (`quant w:...`; a tensor may be
- * named "x:0"), or the whole word when it is one of the command's flag words
- * (`no-scale`); length 0 for other words (names, paths, numbers). */
+ * of a quantizer-spec row (`quant w:...`; a tensor may be named "x:0"), or
+ * the whole word when it is one of the command's flag words (`no-scale`);
+ * length 0 for other words (names, paths, numbers). */
 static size_t option_key(const command *c, const char *w)
 {
+    int q = opt_find(c->opts, w);
+    if (q >= 0 && c->opts[q].type == OPT_QUANT)
+        return strlen(c->opts[q].key) + 1;
     size_t i = 0;
     while (isalnum((unsigned char)w[i]) || w[i] == '_' || w[i] == '-')
         i++;
@@ -108,8 +111,6 @@ static size_t option_key(const command *c, const char *w)
         if (!strchr(w, '=') && opt_find(sub->opts, w) >= 0)
             return strlen(w);
     for (const char *const *k = c->words; k && *k; k++) {
-        if (i > 0 && w[i] == ':' && !strncmp(*k, w, i + 1))
-            return i + 1;
         if (!strcmp(*k, w) && !strchr(w, '='))
             return strlen(w);
     }

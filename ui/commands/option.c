@@ -19,7 +19,14 @@ int opt_find(const opt_spec *spec, const char *word)
 {
     const char *eq = strchr(word, '=');
     size_t k = eq ? (size_t)(eq - word) : strlen(word);
+    for (int i = 0; spec && spec[i].key; i++) { /* key:OPTS (its OPTS may hold '=') */
+        size_t kl = strlen(spec[i].key);
+        if (spec[i].type == OPT_QUANT && !strncmp(spec[i].key, word, kl) && word[kl] == ':')
+            return i;
+    }
     for (int i = 0; spec && spec[i].key; i++) {
+        if (spec[i].type == OPT_QUANT)
+            continue;
         int flag = spec[i].type == OPT_FLAG;
         if (flag != !eq) /* a flag is a bare word, every other option has '=' */
             continue;
@@ -74,6 +81,7 @@ int opt_value_parse(const opt_spec *o, const char *text, opt_value *v)
     }
     case OPT_TEXT:
     case OPT_FILE:
+    case OPT_QUANT:
         v->s = text;
         return 0;
     case OPT_FLAG:
@@ -95,7 +103,7 @@ int opt_parse(const opt_spec *spec, int max_pos, int argc, char **argv, opt_args
         const char *word = argv[w];
         int i = opt_find(spec, word);
         if (i >= 0) {
-            const char *eq = strchr(word, '=');
+            const char *eq = spec[i].type == OPT_QUANT ? word + strlen(spec[i].key) : strchr(word, '=');
             if (opt_value_parse(&spec[i], eq ? eq + 1 : word, &a->v[i])) {
                 if (spec[i].type == OPT_CHOICE) /* name the choices: they are the whole answer */
                     return qsur_fail(err, QSUR_ERR_ARG, "unknown %s '%s' (expected %s; %s)", spec[i].key, eq + 1,
@@ -121,6 +129,7 @@ static const char *meta_of(const opt_spec *o)
     case OPT_REAL: return "X";
     case OPT_CHOICE: return o->choices;
     case OPT_FILE: return "FILE";
+    case OPT_QUANT: return "OPTS";
     default: return "TEXT";
     }
 }
@@ -129,6 +138,8 @@ void opt_usage_word(const opt_spec *o, char *buf, size_t n)
 {
     if (o->type == OPT_FLAG)
         snprintf(buf, n, "%s", o->key);
+    else if (o->type == OPT_QUANT)
+        snprintf(buf, n, "%s:%s", o->key, meta_of(o));
     else
         snprintf(buf, n, "%s=%s", o->key, meta_of(o));
 }
@@ -172,6 +183,7 @@ void opt_format(const opt_spec *o, const opt_value *v, char *buf, size_t n)
     case OPT_TEXT: snprintf(buf, n, "%s=%s", o->key, v->s ? v->s : ""); break;
     case OPT_FILE: snprintf(buf, n, "%s=\"%s\"", o->key, v->s ? v->s : ""); break;
     case OPT_FLAG: snprintf(buf, n, "%s", o->key); break;
+    case OPT_QUANT: snprintf(buf, n, "%s:%s", o->key, v->s ? v->s : ""); break;
     }
 }
 
@@ -222,7 +234,7 @@ void opt_complete(const opt_spec *spec, void (*add)(void *ctx, const char *word)
                 p = bar ? bar + 1 : NULL;
             }
         } else {
-            snprintf(word, sizeof word, "%s=", o->key);
+            snprintf(word, sizeof word, o->type == OPT_QUANT ? "%s:" : "%s=", o->key);
             add(ctx, word);
         }
     }

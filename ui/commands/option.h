@@ -20,7 +20,9 @@ typedef enum {
     OPT_CHOICE, /* key=one|of|these (choices); the value's index is .i */
     OPT_TEXT,   /* key=TEXT */
     OPT_FILE,   /* key=FILE (a path: completed as a file, logged quoted) */
-    OPT_FLAG    /* the bare word `key` ("no-scale"); .i = 1 when given */
+    OPT_FLAG,   /* the bare word `key` ("no-scale"); .i = 1 when given */
+    OPT_QUANT   /* key:OPTS, a quantizer spec ("w:sym,g128"); .s = OPTS, which
+                 * the handler applies with the quantizer spec parser */
 } opt_type;
 
 /* When the option appears in the replayable log line. */
@@ -68,7 +70,8 @@ typedef struct {
 
 int opt_count(const opt_spec *spec);
 /* Index of the option a word sets ("steps=3" -> steps, "no-scale" -> the
- * flag), or -1 when the word is not one of spec's options. */
+ * flag, "w:sym" -> the OPT_QUANT row w), or -1 when the word is not one of
+ * spec's options. */
 int opt_find(const opt_spec *spec, const char *word);
 
 /* Fills a from the defaults, then from argv: a word that names an option
@@ -88,7 +91,7 @@ int opt_parse_args(const opt_spec *args, opt_args *a, qsur_error *err);
 /* Sets v from text per o's type and range; -1 when text is not a valid value. */
 int opt_value_parse(const opt_spec *o, const char *text, opt_value *v);
 
-/* One option as the usage shows it: "steps=N", "loss=kltop|ce|mse", "no-scale". */
+/* One option as the usage shows it: "steps=N", "loss=kltop|ce|mse", "no-scale", "w:OPTS". */
 void opt_usage_word(const opt_spec *o, char *buf, size_t n);
 /* "steps=N, lr=X, loss=kltop|ce|mse, no-scale, calib=FILE" into buf. */
 void opt_usage(const opt_spec *spec, char *buf, size_t n);

@@ -17,33 +17,7 @@
 
 /* ------------------------------------------------------------------ output */
 
-static void output_line(tui *t, const char *s, size_t n)
-{
-    char *copy = strndup(s, n);
-    if (!copy)
-        return;
-    int slot = (t->out_head + t->nout) % TUI_OUTPUT_MAX;
-    if (t->nout == TUI_OUTPUT_MAX) {
-        free(t->out[t->out_head]);
-        t->out_head = (t->out_head + 1) % TUI_OUTPUT_MAX;
-        slot = (t->out_head + t->nout - 1) % TUI_OUTPUT_MAX;
-    } else {
-        t->nout++;
-    }
-    t->out[slot] = copy;
-}
-
-void tui_output(tui *t, const char *text)
-{
-    const char *p = text;
-    while (*p) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        output_line(t, p, n);
-        p += n + (nl ? 1 : 0);
-    }
-    t->out_scroll = 0;
-}
+void tui_output(tui *t, const char *text) { tui_log_append(&t->output, text); }
 
 /* s->stream while the TUI runs: appends text to the output panel as it
  * comes (`generate` streams tokens); NULL starts a new line. */
@@ -52,29 +26,8 @@ static void tui_stream(struct session *s, const char *text)
     if (!tui_active(s))
         return;
     tui *t = s->progress.ctx;
-    if (!text) { /* a new stream starts on a line of its own */
-        output_line(t, "", 0);
-        return;
-    }
-    for (const char *p = text; *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        if (!t->nout)
-            output_line(t, "", 0);
-        int last = (t->out_head + t->nout - 1) % TUI_OUTPUT_MAX;
-        size_t old = strlen(t->out[last]);
-        char *grown = realloc(t->out[last], old + n + 1);
-        if (grown) {
-            memcpy(grown + old, p, n);
-            grown[old + n] = '\0';
-            t->out[last] = grown;
-        }
-        if (nl)
-            output_line(t, "", 0);
-        p += n + (nl ? 1 : 0);
-    }
-    t->out_scroll = 0;
-    if (t->output.visible && t->output.draw) {
+    tui_log_stream(&t->output, text);
+    if (text && t->output.visible && t->output.draw) {
         t->output.draw(t, &t->output);
         refresh();
     }
@@ -427,12 +380,9 @@ static void key_demo(tui *t)
         t->demo.key(t, &t->demo, 0); /* lets the demo start its model */
 }
 
-static void key_page_up(tui *t) { t->out_scroll += t->output.r.h - 2; }
+static void key_page_up(tui *t) { tui_log_scroll(&t->output, +1); }
 
-static void key_page_down(tui *t)
-{
-    t->out_scroll = t->out_scroll > t->output.r.h - 2 ? t->out_scroll - (t->output.r.h - 2) : 0;
-}
+static void key_page_down(tui *t) { tui_log_scroll(&t->output, -1); }
 
 /* One binding: a key and an alternative (a function key), how the help shows
  * them, the function-key bar's label, the help text and the action. Rows
@@ -573,8 +523,6 @@ static void colors_init(tui *t)
 
 static void tui_free(tui *t)
 {
-    for (int i = 0; i < t->nout; i++)
-        free(t->out[(t->out_head + i) % TUI_OUTPUT_MAX]);
     tui_panel *panels[] = {&t->layers, &t->dist, &t->metrics, &t->stack, &t->output, &t->cmdline, &t->demo};
     for (size_t i = 0; i < sizeof panels / sizeof panels[0]; i++)
         if (panels[i]->free_state)

@@ -4,8 +4,9 @@
  * and its own data behind `state`: the layer list, distribution, metrics,
  * stack and command line read theirs from the session and the engine in
  * `update` (after every command; tui_refresh runs them all) and only paint
- * in `draw`. tui.c lays the panels out, routes keys (one binding table) and
- * keeps the output log, which tui_exec fills with what commands print.
+ * in `draw`. The output log owns the lines commands printed; tui_exec and
+ * generate's stream write into it only through tui_log_append/_stream.
+ * tui.c lays the panels out and routes keys (one binding table).
  * Panels change state ONLY by running command lines through tui_exec(), so
  * everything is logged. */
 #ifndef QSUR_UI_TUI_PANEL_H
@@ -52,7 +53,6 @@ typedef struct {
     int matrix;        /* 2-D: can be selected with `use` */
 } tui_layer_item;
 
-#define TUI_OUTPUT_MAX 2000
 #define TUI_HISTORY_MAX 200
 #define TUI_LINE_MAX 512
 
@@ -72,12 +72,6 @@ typedef struct tui {
 
     tui_panel layers, dist, metrics, stack, output, cmdline, demo;
     tui_panel *focus;  /* &layers, &dist, or &cmdline */
-
-    /* output log (ring of lines) and its scroll offset from the bottom: the
-     * runner's sink (tui_exec, tui_output, generate's stream), shared by the
-     * output panel that draws it and the command line that scrolls it */
-    char *out[TUI_OUTPUT_MAX];
-    int nout, out_head, out_scroll;
 
     /* SmoothQuant alpha for `s`; the stack depth right after our last smooth step */
     double smooth_alpha;
@@ -133,6 +127,12 @@ void tui_dist_forget_channel(tui *t);
 void tui_panel_metrics_init(tui_panel *p);
 void tui_panel_stack_init(tui_panel *p);
 void tui_panel_output_init(tui_panel *p);
+/* tui_panel_output.c: the output log's only writers. append adds text (may
+ * hold several lines); stream continues the last line (NULL starts a new
+ * one); both scroll back to the bottom. scroll moves by pages (+1 up, -1 down). */
+void tui_log_append(tui_panel *output, const char *text);
+void tui_log_stream(tui_panel *output, const char *text);
+void tui_log_scroll(tui_panel *output, int pages);
 void tui_panel_cmdline_init(tui_panel *p);
 void tui_panel_demo_init(tui_panel *p);
 /* tui_panel_ostquant.c: the live view of a running `ostquant model` (loss,

@@ -225,10 +225,10 @@ static int key(tui *t, tui_panel *p, int ch)
         complete(t);
         return 1;
     case KEY_PPAGE:
-        t->out_scroll += t->output.r.h - 2;
+        tui_log_scroll(&t->output, +1);
         return 1;
     case KEY_NPAGE:
-        t->out_scroll = t->out_scroll > t->output.r.h - 2 ? t->out_scroll - (t->output.r.h - 2) : 0;
+        tui_log_scroll(&t->output, -1);
         return 1;
     case KEY_F(10):
         t->quit = 1;
