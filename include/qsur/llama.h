@@ -69,6 +69,9 @@ typedef struct {
     int dtype;               /* a qsur_dtype */
     const void *data;        /* NULL when `w` holds the weights */
     void *owned;             /* == data when the model owns it, NULL when mapped */
+    int in_file;             /* data points into a checkpoint file's read-only mapping
+                                (a copy of this struct carries it with the pointer):
+                                only such pages are handed back when the linear is owned */
     int rope_heads;          /* > 0: rows are in HF's rotate-half order for this many
                                 heads; reading them gives the Meta order */
 } qsur_llama_stored;

@@ -150,11 +150,8 @@ struct qsur_llama_mapping {
     void **files;
     void (*close)(void *file);
     const qsur_mapped_file *(*map)(const void *file); /* the bytes file maps */
-    struct qsur_llama_mapping *next; /* every adopted mapping (llama_store.c) */
 };
-/* m->mapping = mp, and mp's files become the only memory whose pages a
- * mapped linear turned owned hands back (MADV_DONTNEED): a stored view with
- * st.owned NULL may also borrow owned bytes (a tied classifier). */
+/* m->mapping = mp: the model closes mp's files when it is freed. */
 void qsur_llama_mapping_adopt(qsur_llama *m, struct qsur_llama_mapping *mp);
 void qsur_llama_mapping_free(struct qsur_llama_mapping *mp);
 

@@ -217,6 +217,7 @@ static int restore_linear(qsur_llama_edit *e, lin_entry *x, qsur_error *err)
         int64_t bytes = n * qsur_dtype_size((qsur_dtype)l->st.dtype);
         void *buf = qsur_alloc((size_t)bytes, 1);
         l->st.data = l->st.owned = buf;
+        l->st.in_file = 0;
         rc = buf ? read_back(e, x->st_at, buf, bytes, err)
                  : qsur_fail(err, QSUR_ERR_NOMEM, "model edit: out of memory putting %s back", l->name);
     }

@@ -582,6 +582,7 @@ static int fill_slot(const hf_shards *sh, hf_slot *sl, const hf_found *fd, const
         l->st.dtype = en->dtype;
         l->st.data = fd->f->map.data + fd->f->data_start + en->begin;
         l->st.owned = NULL;
+        l->st.in_file = 1;
         l->st.rope_heads = sl->rope_heads;
         return QSUR_OK;
     }

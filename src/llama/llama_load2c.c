@@ -100,6 +100,7 @@ static int place(qsur_llama *m, const qsur_mapped_file *f, const qsur_llama2c_te
     l->st.rope_heads = 0;
     if (mapped) {
         l->st.data = src;
+        l->st.in_file = 1;
         return QSUR_OK;
     }
     float *w = qsur_alloc(n, sizeof(float));
@@ -107,6 +108,7 @@ static int place(qsur_llama *m, const qsur_mapped_file *f, const qsur_llama2c_te
         return qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate %s", path, t->name);
     qsur_llama2c_f32_copy(w, src, n);
     l->st.data = l->st.owned = w;
+    l->st.in_file = 0;
     return QSUR_OK;
 }
 

@@ -216,6 +216,7 @@ int qsur_llama_untie_classifier(qsur_llama *m, qsur_error *err)
         if (w) {
             memcpy(w, e->st.data, bytes);
             m->output.st.data = m->output.st.owned = w;
+            m->output.st.in_file = 0;
         }
     }
     m->cfg.shared_classifier = 0;

@@ -1,7 +1,6 @@
 /* The model store (qsur/llama_store.h): reading a linear's weights in any of
  * its forms, copy-on-write into float, storing back in the file's dtype, and
  * packed quantized codes. */
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,42 +150,20 @@ static void release_pages(const void *data, int64_t bytes)
         madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* Every adopted model mapping: release_pages only ever touches their bytes. */
-static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct qsur_llama_mapping *maps;
-
 void qsur_llama_mapping_adopt(qsur_llama *m, struct qsur_llama_mapping *mp)
 {
-    pthread_mutex_lock(&maps_lock);
-    mp->next = maps;
-    maps = mp;
-    pthread_mutex_unlock(&maps_lock);
     m->mapping = mp;
-}
-
-/* [p, p + bytes) lies inside one file of an adopted mapping. */
-static int in_mapping(const void *p, int64_t bytes)
-{
-    uintptr_t a = (uintptr_t)p, b = a + (uintptr_t)bytes;
-    int in = 0;
-    pthread_mutex_lock(&maps_lock);
-    for (const struct qsur_llama_mapping *mp = maps; mp && !in; mp = mp->next)
-        for (int i = 0; i < mp->count && !in && mp->map; i++) {
-            const qsur_mapped_file *f = mp->map(mp->files[i]);
-            uintptr_t lo = (uintptr_t)f->data, hi = lo + f->size;
-            in = f->data && a >= lo && b <= hi;
-        }
-    pthread_mutex_unlock(&maps_lock);
-    return in;
 }
 
 static void stored_release(qsur_llama_linear *l)
 {
-    /* st.owned NULL: mapped from a file, or a view borrowing another linear's
-     * bytes (a tied classifier over owned embeddings), whose pages must stay */
+    /* Only bytes in a file mapping: st.owned NULL also means a view borrowing
+     * another linear's bytes (a tied classifier over owned embeddings), whose
+     * heap pages must stay. */
     int64_t bytes = l->rows * l->cols * qsur_dtype_size((qsur_dtype)l->st.dtype);
-    if (l->st.data && !l->st.owned && in_mapping(l->st.data, bytes))
+    if (l->st.data && !l->st.owned && l->st.in_file)
         release_pages(l->st.data, bytes);
+    l->st.in_file = 0;
     free(l->st.owned);
     l->st.owned = NULL;
     l->st.data = NULL;
@@ -238,6 +215,7 @@ int qsur_llama_linear_store_back(qsur_llama_linear *l, int dtype, qsur_error *er
     l->w = NULL;
     l->st.dtype = dtype;
     l->st.data = l->st.owned = h;
+    l->st.in_file = 0;
     l->st.rope_heads = 0;
     return QSUR_OK;
 }
@@ -589,13 +567,6 @@ void qsur_llama_mapping_free(struct qsur_llama_mapping *mp)
 {
     if (!mp)
         return;
-    pthread_mutex_lock(&maps_lock);
-    for (struct qsur_llama_mapping **p = &maps; *p; p = &(*p)->next)
-        if (*p == mp) {
-            *p = mp->next;
-            break;
-        }
-    pthread_mutex_unlock(&maps_lock);
     for (int i = 0; i < mp->count; i++)
         mp->close(mp->files[i]);
     free(mp->files);
