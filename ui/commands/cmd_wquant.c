@@ -116,6 +116,17 @@ static const opt_spec gptq_model_opts[] = {
      "capture inputs with the activation/KV quantizers off (as the QuaRot/OSTQuant code)"},
     LAYERS_OPT, OPT_END};
 
+/* The whole-model pass of a method: its log line from the spec rows after
+ * `head`, then model_wquant with it. */
+static int run_model(session *s, qsur_llama_wquant_opts *mo, const char *head, const opt_args *a,
+                     report *r, qsur_error *err)
+{
+    char *canon = opt_log_line(head, a);
+    int rc = canon ? model_wquant(s, mo, canon, r, err) : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
+    free(canon);
+    return rc;
+}
+
 static int run_gptq(session *s, int model, opt_args *a, report *r, qsur_error *err)
 {
     qsur_gptq_opts o = qsur_gptq_default();
@@ -128,10 +139,7 @@ static int run_gptq(session *s, int model, opt_args *a, report *r, qsur_error *e
         mo.gptq = o;
         mo.float_acts = (int)a->v[GPTQ_FLOAT_ACTS].i;
         mo.layers = (int)a->v[GPTQ_LAYERS].i;
-        char *canon = opt_log_line("gptq model", a);
-        int rc = canon ? model_wquant(s, &mo, canon, r, err) : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-        free(canon);
-        return rc;
+        return run_model(s, &mo, "gptq model", a, r, err);
     }
     session_log_as(s, "%s", ""); /* the layer mode changes nothing */
     wq_job j;
@@ -175,10 +183,7 @@ static int run_quantease(session *s, int model, opt_args *a, report *r, qsur_err
         mo.layers = (int)a->v[QE_LAYERS].i;
         char head[64];
         snprintf(head, sizeof head, "quantease model %d", o.sweeps);
-        char *canon = opt_log_line(head, a);
-        int rc = canon ? model_wquant(s, &mo, canon, r, err) : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-        free(canon);
-        return rc;
+        return run_model(s, &mo, head, a, r, err);
     }
     session_log_as(s, "%s", "");
     wq_job j;
@@ -237,10 +242,7 @@ static int run_awq(session *s, int model, opt_args *a, report *r, qsur_error *er
         mo.layers = (int)a->v[0].i;
         char head[64];
         snprintf(head, sizeof head, "awq model %d", o.grid);
-        char *canon = opt_log_line(head, a);
-        int rc = canon ? model_wquant(s, &mo, canon, r, err) : qsur_fail(err, QSUR_ERR_NOMEM, "out of memory");
-        free(canon);
-        return rc;
+        return run_model(s, &mo, head, a, r, err);
     }
     session_log_as(s, "%s", "");
     wq_job j;
