@@ -386,10 +386,11 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
     o->best_ema = INFINITY;
     o->ema = NAN;
     int qk = kvspec->bits < 16 && opts->kv_hadamard;
-    /* The online Hadamard before w2 only serves activation quantization: a
+    /* The online Hadamard before w2 serves activation quantization: a
      * weight-only run (a16) fuses everything offline, so its model runs in any
-     * Llama runtime (issue 12). */
-    int w2 = aspec->bits < 16;
+     * Llama runtime (issue 12), unless online_w2 keeps it (the OSTQuant code
+     * does: it also flattens w2's input side for the weight quantizer). */
+    int w2 = aspec->bits < 16 || opts->online_w2;
     qsur_hadamard_opts ho = {0, opts->seed}; /* the plan the online w2 Hadamard would use */
     if ((rc = qsur_llama_rotations_new(&o->rot, c, w2, qk, opts->seed, err)) ||
         (rc = qsur_llama_new(&o->fm, c, err)) ||

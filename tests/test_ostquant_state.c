@@ -137,7 +137,7 @@ int main(void)
          * 2-step passes; canonical Riemannian Adam; clipping; float weights;
          * last step kept) are saved and resume exactly too */
         qsur_ostquant_opts pp = op;
-        pp.reshuffle = pp.radam = pp.no_wquant = pp.keep_last = 1;
+        pp.reshuffle = pp.radam = pp.no_wquant = pp.keep_last = pp.online_w2 = 1;
         pp.clip_grad = 1e-3; /* small enough to bind */
         qsur_ostquant *pa = NULL, *pb = NULL, *pc = NULL;
         pp.steps = N + M;
@@ -149,7 +149,7 @@ int main(void)
         CHECK_OK(qsur_ostquant_save(pb, path2, &err), err);
         CHECK_OK(qsur_ostquant_load(&pc, m, path2, &err), err);
         if (pa && pb && pc) {
-            CHECK(pc->opts.reshuffle && pc->opts.radam && pc->opts.no_wquant && pc->opts.keep_last &&
+            CHECK(pc->opts.reshuffle && pc->opts.radam && pc->opts.no_wquant && pc->opts.keep_last && pc->opts.online_w2 &&
                   pc->opts.clip_grad == 1e-3 && pc->opt_res->canonical && pc->opt_ov[0]->canonical);
             pc->opts.steps = N + M;
             CHECK_OK(qsur_ostquant_train(pc, m, &t, NULL, NULL, &err), err);
@@ -210,6 +210,7 @@ int main(void)
         {"steps", "0x10", "is not an integer"},
         {"batch", "0", "is not an integer in [1, 4096]"},
         {"womi", "2", "is not an integer in [0, 1]"},
+        {"online_w2", "2", "\"online_w2\" = \"2\" is not an integer in [0, 1]"},
         {"adam_res.t", "1e300", "is not an integer"},
         {"qsur_alpha", "1.5", "\"qsur_alpha\" = 1.5 is not in (0, 1)"},
         {"qsur_alpha", "nan", "is not in (0, 1)"},

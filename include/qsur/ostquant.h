@@ -115,6 +115,10 @@ typedef struct {
                              in the STE (qsur before issue 14; ablation) */
     int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
                              (0: one order, cycled) */
+    int online_w2;        /* 1: the online Hadamard before w2 also when activations are
+                             float (weight-only), as the OSTQuant code keeps it
+                             (online_hadamard=down); 0: only with quantized activations,
+                             so a weight-only model exports to any Llama runtime */
 } qsur_ostquant_opts;
 
 qsur_ostquant_opts qsur_ostquant_default(void);

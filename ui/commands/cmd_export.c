@@ -169,14 +169,15 @@ static int refuse_online(const qsur_llama_runtime *rt, int hf, int l2c, int qsur
         return qsur_fail(err, QSUR_ERR_ARG,
                          "format=%s cannot carry the online rotation before w2 (%.190s) that this "
                          "model needs; use format=hf runtime=qsur, or a weight-only config (quant "
-                         "wNa16 before rotate model / ostquant model) that fuses everything offline",
+                         "wNa16 online-w2=auto before rotate model / ostquant model) that fuses "
+                         "everything offline",
                          hf ? "both (llama2c)" : "llama2c", rt->w2_desc);
     if (hf && !qsur_rt)
         return qsur_fail(err, QSUR_ERR_ARG,
                          "a plain HF runtime would run this model without the online rotation "
                          "before w2 (%.190s); add runtime=qsur to record it in qsur's metadata "
-                         "(docs/export.md), or use a weight-only config (quant wNa16 before rotate "
-                         "model / ostquant model)",
+                         "(docs/export.md), or use a weight-only config (quant wNa16 online-w2=auto "
+                         "before rotate model / ostquant model)",
                          rt->w2_desc);
     return QSUR_OK;
 }

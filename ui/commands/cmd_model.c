@@ -660,10 +660,12 @@ static void append_rotation(model_state *ms, const char *fmt, const char *desc)
 }
 
 /* rotate model: the steps as typed; the list is checked by parse_steps. */
-enum { RM_STEPS };
+enum { RM_STEPS, RM_ONLINE_W2 };
 const opt_spec rotate_model_opts[] = {
     {"steps", OPT_TEXT, 0, 0, NULL, "norm,resid,w2,heads,qk", "norm,resid,w2,heads,qk", OPT_LOG_ALWAYS,
      "rotation steps, comma-separated (default: all but w2/qk when activations/KV are at 16 bits)"},
+    {"online-w2", OPT_CHOICE, 0, 0, "auto|on", NULL, NULL, OPT_LOG_NEVER,
+     "on: the default steps keep w2 with float activations too (default: `quant online-w2=`)"},
     OPT_END};
 const opt_spec rotate_model_args[] = {
     {"KIND", OPT_CHOICE, 0, 0, "hadamard", NULL, NULL, OPT_LOG_NEVER, NULL},
@@ -808,9 +810,11 @@ static int rotate_steps(session *s, const opt_args *a, int *steps, int *skipped,
         return rc;
     /* The online rotations only serve activation (w2) and KV-cache (qk)
      * quantization; without it the default fuses everything offline, so the
-     * model runs in any Llama runtime (issue 12). */
+     * model runs in any Llama runtime (issue 12). online-w2=on keeps w2's, as
+     * the QuaRot/OSTQuant code does in weight-only runs. */
+    int keep_w2 = a->v[RM_ONLINE_W2].given ? a->v[RM_ONLINE_W2].i == 1 : s->online_w2;
     *skipped = 0;
-    if (!a->v[RM_STEPS].given && s->aq.bits >= 16)
+    if (!a->v[RM_STEPS].given && s->aq.bits >= 16 && !keep_w2)
         *skipped |= *steps & STEP_W2;
     if (!a->v[RM_STEPS].given && s->kvq.bits >= 16)
         *skipped |= *steps & STEP_QK;

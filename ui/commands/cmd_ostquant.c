@@ -388,6 +388,9 @@ static void paper_preset(const session *s, qsur_ostquant_opts *o)
     /* the code's S_ud/S_qk: better on calib, 3 seeds, at W4A4KV4 (GPTQ 279.7 vs
      * 312.4) and weight-only (RTN 133.2 vs 145.0, GPTQ 98.2 vs 98.5; docs/ostquant.md) */
     o->code_smooth = 1;
+    /* the code's online_hadamard=down: the Hadamard before down_proj in every
+     * configuration, weight-only too */
+    o->online_w2 = 1;
 }
 
 /* ostquant model: defaults are qsur_ostquant_default()'s (a test checks);
@@ -396,8 +399,8 @@ static void paper_preset(const session *s, qsur_ostquant_opts *o)
  * the options given override it, wherever they stand. */
 enum { OM_STEPS, OM_LR, OM_LR_SCALE, OM_LOSS, OM_TOPK, OM_BATCH, OM_SEQS, OM_SEQ_LEN, OM_EVAL_EVERY,
        OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_WOMI, OM_NO_WOMI, OM_KLT, OM_NO_SCALE, OM_QK_SCALE, OM_STE,
-       OM_WQUANT, OM_CLIP_GRAD, OM_LR_DECAY, OM_ADAM_NORM, OM_KEEP_WHICH, OM_SHUFFLE, OM_SMOOTH, OM_THREADS, OM_CALIB,
-       OM_EVAL, OM_STATE, OM_KEEP, OM_PRESET };
+       OM_WQUANT, OM_CLIP_GRAD, OM_LR_DECAY, OM_ADAM_NORM, OM_KEEP_WHICH, OM_SHUFFLE, OM_SMOOTH, OM_ONLINE_W2,
+       OM_THREADS, OM_CALIB, OM_EVAL, OM_STATE, OM_KEEP, OM_PRESET };
 const opt_spec ostq_model_opts[] = {
     {"steps", OPT_INT, 0, 1000000, NULL, "150", NULL, OPT_LOG_ALWAYS, "training steps"},
     {"lr", OPT_REAL, 0, 10, NULL, "0.01", NULL, OPT_LOG_ALWAYS, "learning rate of the orthogonals"},
@@ -426,6 +429,9 @@ const opt_spec ostq_model_opts[] = {
     {"shuffle", OPT_CHOICE, 0, 0, "epoch|once", "once", NULL, OPT_LOG_ALWAYS, "batch order: new every pass or once"},
     {"smooth", OPT_CHOICE, 0, 0, "exact|code", "exact", NULL, OPT_LOG_ALWAYS,
      "S_ud, S_qk: exact equivalences, or as the OSTQuant code applies them (docs/ostquant.md)"},
+    {"online-w2", OPT_CHOICE, 0, 0, "auto|on", NULL, NULL, OPT_LOG_ALWAYS,
+     "online Hadamard before w2: auto (only with quantized activations) or on (weight-only too, as the "
+     "OSTQuant code; no plain-runtime export); default `quant online-w2=`, on with preset=paper"},
     {"threads", OPT_INT, 1, QSUR_OSTQ_MAX_THREADS, NULL, "1", "N", OPT_LOG_GIVEN,
      "threads a step's batch is split over (the last bits can differ)"},
     {"calib", OPT_FILE, 0, 0, NULL, NULL, NULL, OPT_LOG_ALWAYS, "calibration tokens or .txt (default: the file of `calib`)"},
@@ -443,6 +449,7 @@ static void ostq_model_opts_from(session *s, const opt_args *a, qsur_ostquant_op
     static const qsur_ostquant_loss losses[] = {QSUR_OSTQ_KLTOP, QSUR_OSTQ_CE, QSUR_OSTQ_MSE};
     const opt_value *v = a->v;
     *o = qsur_ostquant_default();
+    o->online_w2 = s->online_w2;
     if (v[OM_PRESET].given)
         paper_preset(s, o);
 #define GIVEN(i, field, value) \
@@ -469,6 +476,7 @@ static void ostq_model_opts_from(session *s, const opt_args *a, qsur_ostquant_op
     GIVEN(OM_KEEP_WHICH, keep_last, v[OM_KEEP_WHICH].i == 0)
     GIVEN(OM_SHUFFLE, reshuffle, v[OM_SHUFFLE].i == 0)
     GIVEN(OM_SMOOTH, code_smooth, v[OM_SMOOTH].i == 1)
+    GIVEN(OM_ONLINE_W2, online_w2, v[OM_ONLINE_W2].i == 1)
     GIVEN(OM_THREADS, threads, (int)v[OM_THREADS].i)
 #undef GIVEN
     /* the start: no-womi < womi < klt when more than one is given */
@@ -510,6 +518,7 @@ static void ostq_model_opts_to(const qsur_ostquant_opts *o, opt_args *a)
     v[OM_KEEP_WHICH].i = !o->keep_last;
     v[OM_SHUFFLE].i = !o->reshuffle;
     v[OM_SMOOTH].i = o->code_smooth;
+    v[OM_ONLINE_W2].i = o->online_w2;
     v[OM_THREADS].i = o->threads;
 }
 

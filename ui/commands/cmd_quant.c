@@ -110,6 +110,9 @@ static void show_spec(session *s, report *r)
         qsur_quant_describe(&s->aoq, aq, sizeof aq);
         rep_str(r, "activation_wo", "wo input quantizer", aq);
     }
+    rep_str(r, "online_w2", "online w2 Hadamard",
+            s->online_w2 ? "on (rotate/ostquant model keep it with float activations too)"
+                         : "auto (only with quantized activations)");
 }
 
 /* Named quantizer sets (`preset=NAME`): each is a bits word and the specs
@@ -124,15 +127,17 @@ typedef struct {
     const char *name;
     const char *bits;
     const char *spec[4]; /* in the order of quant_opts' rows Q_W, Q_A, Q_AO, Q_KV */
+    int online_w2;       /* the code keeps its online down_proj Hadamard in every
+                            configuration (online_hadamard=down), weight-only too */
 } quant_preset;
 
 /* in the order of quant_opts' choices */
 static const quant_preset presets[] = {
     {"paper-w4a4kv4", "w4a4kv4",
      {"sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "asym,token,clip=1", "asym,head,clip=1",
-      "asym,row,clip=1"}},
+      "asym,row,clip=1"}, 1},
     {"paper-w4a16kv16", "w4a16kv16",
-     {"sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "asym,token,clip=1", "same", "asym,row,clip=1"}},
+     {"sym-full,row,clip=search,clip-norm=2.4,clip-grid=80", "asym,token,clip=1", "same", "asym,row,clip=1"}, 1},
 };
 
 /* One comma-separated word of options into q (a copy is cut up). */
@@ -162,7 +167,7 @@ static int parse_quant_opts(const char *word, qsur_quant_spec *q, session *s, in
 
 /* quant's options: the bit-width words are positional (parse_bits); each
  * quantizer's spec is a key:OPTS row, applied by parse_quant_opts. */
-enum { Q_W, Q_A, Q_AO, Q_KV, Q_PRESET };
+enum { Q_W, Q_A, Q_AO, Q_KV, Q_PRESET, Q_ONLINE_W2 };
 const opt_spec quant_opts[] = {
     {"w", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, "the weight quantizer's options"},
     {"a", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, "the activation quantizer's options"},
@@ -171,6 +176,8 @@ const opt_spec quant_opts[] = {
     {"kv", OPT_QUANT, 0, 0, NULL, NULL, NULL, OPT_LOG_NEVER, "the KV-cache quantizer's options"},
     {"preset", OPT_CHOICE, 0, 0, "paper-w4a4kv4|paper-w4a16kv16", NULL, "NAME", OPT_LOG_GIVEN,
      "a named set of quantizers, before the words given"},
+    {"online-w2", OPT_CHOICE, 0, 0, "auto|on", NULL, NULL, OPT_LOG_GIVEN,
+     "online Hadamard before w2 in rotate/ostquant model: auto (only with quantized activations) or on"},
     OPT_END};
 
 /* The specs of w:, a:, kv: (the preset's, then the words given) into wq, aq,
@@ -244,15 +251,21 @@ int cmd_quant(session *s, int argc, char **argv, opt_args *a, report *r, qsur_er
             return QSUR_ERR_ARG;
     }
     qsur_quant_spec old_w = s->wq, old_a = s->aq, old_kv = s->kvq, old_ao = s->aoq;
+    int old_online_w2 = s->online_w2;
     s->wq = wq;
     s->aq = aq;
     s->kvq = kvq;
     s->aoq = aoq;
+    if (pre)
+        s->online_w2 = pre->online_w2;
+    if (a->v[Q_ONLINE_W2].given)
+        s->online_w2 = a->v[Q_ONLINE_W2].i == 1;
     /* With a model loaded the same spec quantizes it (weights RTN from the
      * float weights, activations per token, KV per head per token). */
     rc = model_apply_quant(s, r, err);
     if (rc != QSUR_OK) {
         s->wq = old_w, s->aq = old_a, s->kvq = old_kv, s->aoq = old_ao;
+        s->online_w2 = old_online_w2;
         return rc;
     }
     show_spec(s, r);

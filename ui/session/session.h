@@ -44,6 +44,9 @@ typedef struct session {
     qsur_quant_spec kvq;       /* KV-cache quantizer of the model (bits 16 = off) */
     qsur_quant_spec aoq;       /* wo's input (`quant ao:...`, e.g. per head); bits 0:
                                   the same as aq (its bits always follow aq's) */
+    int online_w2;             /* 1: rotate model / ostquant model keep the online Hadamard
+                                  before w2 with float activations too (`quant online-w2=on`,
+                                  the paper presets); 0: only with quantized activations */
     struct qsur_llama *model;  /* the loaded model (`model load`), or NULL; owned */
     struct qsur_llama_rotations *model_rot; /* online Hadamards the model's hooks point at
                                               (set by `ostquant model`), owned, or NULL */
