@@ -7,7 +7,8 @@
 #
 # Environment: QSUR_BIN (default ./build/qsur), QSUR_SHARED (default ../shared),
 # SEEDS (default "1 2 3"), W16_SEEDS (the W4A16KV16 OSTQuant seeds, default
-# SEEDS), ABL_BATCH (batch of the ablation runs, default 8),
+# SEEDS), ABL_BATCH (batch of the ablation runs, default 8), RESULTS_TMP,
+# RESULTS_LIST (both below),
 # ABLATIONS (default "full exact init ste-const qk-off no-scale klt"), JOBS (runs
 # at a time, default 2). Every cell is one fresh `qsur -c '...'` run with BLAS on
 # one thread; the exact scripts are printed in the document. Every quantized run
@@ -89,6 +90,12 @@ run_one() {
   echo "${script[$1]}" > "$f.cmd"
   "$Q" -c "set format json; ${script[$1]}" > "$f.json" 2> "$f.err" || echo failed > "$f.failed"
 }
+# RESULTS_LIST=1: print each run as "ID<tab>SCRIPT" and stop (to run them elsewhere
+# into RESULTS_TMP, as ID.json / ID.cmd with "/" as "_")
+if [ -n "${RESULTS_LIST:-}" ]; then
+  for id in "${ids[@]}"; do printf '%s\t%s\n' "$id" "${script[$id]}"; done
+  exit 0
+fi
 # longest first: the batch-32 trainings, then the rest
 order=()
 for id in "${ids[@]}"; do case $id in ostq-*) order+=("$id") ;; esac; done

@@ -186,10 +186,10 @@ static void cov_add(double *sigma, const float *w, int64_t rows, int64_t cols, i
 
 /* R = Q H (WOMI) from Sigma, or R = H when sigma is NULL. klt: the OSTQuant
  * code's variant (eigenvectors in ascending order, H with random signs D H). */
-static int womi_rotation(double *sigma, int64_t n, uint64_t seed, int klt, double *R, qsur_error *err)
+static int womi_rotation(double *sigma, int64_t n, uint64_t seed, int klt, int rsign, double *R, qsur_error *err)
 {
     qsur_hadamard_plan *p = NULL;
-    qsur_hadamard_opts ho = {klt, seed};
+    qsur_hadamard_opts ho = {klt || rsign, seed};
     int rc = qsur_hadamard_plan_new(&p, n, &ho, err);
     if (rc)
         return rc;
@@ -266,7 +266,8 @@ static int init_rotations(qsur_ostquant *o, qsur_error *err)
             gram_add(sigma, d, o->Wout[2 * l + 1], d, hd, hd, 0);
         }
     }
-    rc = womi_rotation(o->opts.womi ? sigma : NULL, d, o->opts.seed, klt, o->r_res, err);
+    int rsign = !o->opts.womi && o->opts.rand_signs;
+    rc = womi_rotation(o->opts.womi ? sigma : NULL, d, o->opts.seed, klt, rsign, o->r_res, err);
     free(sigma);
     if (rc)
         return rc;
@@ -294,8 +295,10 @@ static int init_rotations(qsur_ostquant *o, qsur_error *err)
                 for (int h = g * group; h < (g + 1) * group; h++) /* wo columns: d x hs, ld = d */
                     gram_add(sg, hs, o->Wout[2 * l] + (size_t)h * hs, d, hs, d, 1);
             }
-            rc = womi_rotation(o->opts.womi ? sg : NULL, hs, o->opts.seed, klt,
-                               o->r_ov + ((size_t)l * c->n_kv_heads + g) * hs * hs, err);
+            int64_t at = (int64_t)l * c->n_kv_heads + g;
+            /* random signs: R_res has seed, R_ov number i seed + 1 + i */
+            rc = womi_rotation(o->opts.womi ? sg : NULL, hs, rsign ? o->opts.seed + 1 + (uint64_t)at : o->opts.seed,
+                               klt, rsign, o->r_ov + at * hs * hs, err);
         }
     free(sg);
     return rc;

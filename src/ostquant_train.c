@@ -237,6 +237,19 @@ static int train_wquant(const qsur_ostquant *o)
     return o->wspec.bits < 16 && !o->opts.no_wquant;
 }
 
+/* The weight quantizer of the training forward and its STE: the session's,
+ * or with wquant_code the OSTQuant code's training-time one (clip search by
+ * squared error on detached values: the scale is a constant). */
+static qsur_quant_spec train_wspec(const qsur_ostquant *o)
+{
+    qsur_quant_spec q = o->wspec;
+    if (o->opts.wquant_code) {
+        q.clip_norm = 2.0;
+        q.ste_const = 1;
+    }
+    return q;
+}
+
 /* Gradient clipping by the global L2 norm (torch's clip_grad_norm_, as the
  * HF Trainer of the OSTQuant code does with max_grad_norm 1.0): over the
  * Euclidean gradients of R_res, every R_ov and the scales s = e^ls (d/ds =
@@ -470,7 +483,8 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
 {
     set_training_model(o, fm);
     int rc = QSUR_OK;
-    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
+    qsur_quant_spec ws = train_wspec(o);
+    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &ws, NULL, err)))
         return rc;
     double loss = 0.0;
     int64_t V = o->cfg.vocab_size, row = 0;
@@ -679,13 +693,14 @@ static void next_batch(const qsur_ostquant *o, train_run *r, const qsur_tokens *
 static int wquant_ste(const qsur_ostquant *o, qsur_llama_grads *grads, qsur_error *err)
 {
     int rc = QSUR_OK;
+    qsur_quant_spec ws = train_wspec(o);
     for (int l = 0; l < o->cfg.n_layers && !rc; l++) {
         qsur_llama_layer *L = &o->fm->layers[l];
         qsur_llama_layer_grads *G = &grads->layers[l];
         qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
         float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
         for (int i = 0; i < 7 && !rc; i++)
-            rc = qsur_fake_quant_backward(&o->wspec, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], err);
+            rc = qsur_fake_quant_backward(&ws, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], err);
     }
     return rc;
 }
@@ -714,7 +729,8 @@ static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, 
     set_training_model(o, o->fm);
     lap(&o->time.fuse, &tp);
     int rc = QSUR_OK;
-    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(o->fm, &o->wspec, NULL, err)))
+    qsur_quant_spec ws = train_wspec(o);
+    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(o->fm, &ws, NULL, err)))
         return rc;
     lap(&o->time.wquant, &tp);
     batch_part *p0 = &r->parts[0];

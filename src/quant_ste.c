@@ -123,7 +123,7 @@ static int span_backward(const qsur_quant_spec *q, const float *x, const float *
     int64_t arg = q->full ? full_scale_arg(x, n, p.hi) : absmax_arg(x, n, amax);
     /* s is proportional to x_arg (s = ratio |x_arg| / qmax, or / (qmax + 1)
      * for the negative extreme of a full grid): ds/dx_arg = s / x_arg */
-    if (amax > 0.0f && x[arg] != 0.0f)
+    if (amax > 0.0f && x[arg] != 0.0f && !q->ste_const)
         dx[arg] += (float)(ds * (double)p.scale / (double)x[arg]);
     return QSUR_OK;
 }

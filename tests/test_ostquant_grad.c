@@ -295,7 +295,37 @@ static void test_ste_const(qsur_rng *rng)
         CHECK(dx[i] == (out ? 0.0f : c[i]));
     }
     CHECK_MSG(clamped > 0, "clip 0.6 clamps something");
+    /* symmetric (plain and full grid) with ste_const: no term for the absmax
+     * element either; without it that element's gradient differs */
+    for (int full = 0; full < 2; full++) {
+        q.symmetric = 1;
+        q.full = full;
+        q.ste_const = 1;
+        CHECK_OK(qsur_fake_quant_backward(&q, x, 1, C, c, dx, &err), err);
+        qsur_qparams_fit(&q, x, C, &p, &err);
+        int out_n = 0, same = 0;
+        for (int i = 0; i < C; i++) {
+            float u = x[i] * p.inv;
+            int out = u < p.lo || u > p.hi;
+            out_n += out;
+            same += dx[i] == (out ? 0.0f : c[i]);
+        }
+        CHECK_MSG(same == C && out_n > 0, "sym full=%d ste_const: identity inside, 0 outside (%d of %d)", full, same,
+                  C);
+        float dy[C];
+        q.ste_const = 0;
+        CHECK_OK(qsur_fake_quant_backward(&q, x, 1, C, c, dy, &err), err);
+        int differ = 0;
+        for (int i = 0; i < C; i++)
+            differ += dy[i] != dx[i];
+        CHECK_MSG(differ == 1, "sym full=%d: the scale term moves exactly one element (%d)", full, differ);
+    }
 }
+
+/* ---- rand_signs: the Hadamard start with random signs ---- */
+static void test_rand_signs(qsur_rng *rng);
+/* ---- wquant_code: the OSTQuant code's training-time weight quantizer ---- */
+static void test_wquant_code(qsur_rng *rng);
 
 /* ---- a tiny random model ---- */
 static qsur_llama *tiny_model(qsur_rng *rng)
@@ -896,6 +926,88 @@ static void test_train_threads(qsur_rng *rng)
     qsur_llama_free(m);
 }
 
+static void test_rand_signs(qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *m = tiny_model(rng);
+    qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
+    off.bits = 16;
+    qsur_ostquant *o[3] = {NULL, NULL, NULL}; /* plain, random signs seed 1, seed 2 */
+    for (int k = 0; k < 3; k++) {
+        qsur_ostquant_opts op = qsur_ostquant_default();
+        op.womi = 0;
+        op.rand_signs = k > 0;
+        op.seed = k == 2 ? 2 : 1;
+        CHECK_OK(qsur_ostquant_new(&o[k], m, &op, &w4, &off, &off, &err), err);
+    }
+    if (o[0] && o[1] && o[2]) {
+        int64_t d = o[0]->cfg.dim, hs = o[0]->cfg.head_size;
+        /* a Hadamard matrix with random column signs: every entry +-1/sqrt(n),
+         * the same magnitudes as the plain start, orthogonal; the signs differ */
+        int hadamard = 1, plain_diff = 0, seed_diff = 0, ov_diff = 0;
+        for (int64_t i = 0; i < d * d; i++) {
+            hadamard &= fabs(fabs(o[1]->r_res[i]) - 1.0 / sqrt((double)d)) < 1e-6;
+            plain_diff += o[1]->r_res[i] != o[0]->r_res[i];
+            seed_diff += o[1]->r_res[i] != o[2]->r_res[i];
+        }
+        double orth = 0;
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < d; j++) {
+                double s = 0;
+                for (int64_t k = 0; k < d; k++)
+                    s += o[1]->r_res[i * d + k] * o[1]->r_res[j * d + k];
+                orth = fmax(orth, fabs(s - (i == j)));
+            }
+        for (int64_t i = 0; i < hs * hs; i++)
+            ov_diff += o[1]->r_ov[i] != o[1]->r_ov[hs * hs + i];
+        CHECK_MSG(hadamard && orth < 1e-9, "rand_signs: R_res is a signed Hadamard (orthogonality %g)", orth);
+        CHECK_MSG(plain_diff > 0 && seed_diff > 0, "rand_signs: differs from the plain start (%d) and by seed (%d)",
+                  plain_diff, seed_diff);
+        CHECK_MSG(ov_diff > 0, "rand_signs: each R_ov has its own signs");
+    }
+    for (int k = 0; k < 3; k++)
+        qsur_ostquant_free(o[k]);
+    qsur_llama_free(m);
+}
+
+static void test_wquant_code(qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *m = tiny_model(rng);
+    int ids[4 * 8];
+    for (int i = 0; i < 4 * 8; i++)
+        ids[i] = (int)qsur_rng_below(rng, 32);
+    qsur_tokens cal = {ids, 4 * 8, 8};
+    qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
+    w4.full = 1;
+    w4.clip_search = 1;
+    w4.clip_norm = 2.4;
+    off.bits = 16;
+    qsur_ostquant *o[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        qsur_ostquant_opts op = qsur_ostquant_default();
+        op.steps = 1;
+        op.batch = 4;
+        op.keep_last = 1;
+        op.wquant_code = k;
+        CHECK_OK(qsur_ostquant_new(&o[k], m, &op, &w4, &off, &off, &err), err);
+        if (o[k])
+            CHECK_OK(qsur_ostquant_train(o[k], m, &cal, NULL, NULL, &err), err);
+    }
+    if (o[0] && o[1]) {
+        /* the session's quantizer is untouched; the training one differs in its
+         * clip search (the first forward's loss) and in the STE (the step) */
+        CHECK(o[1]->wspec.clip_norm == 2.4 && !o[1]->wspec.ste_const);
+        double gr = rel_diff(o[1]->opt_res->m, o[0]->opt_res->m, o[0]->cfg.dim * o[0]->cfg.dim);
+        CHECK_MSG(o[1]->log[0].loss != o[0]->log[0].loss && gr > 1e-6,
+                  "wquant_code changes the training forward (loss %.9g vs %.9g) and gradient (%g)", o[1]->log[0].loss,
+                  o[0]->log[0].loss, gr);
+    }
+    for (int k = 0; k < 2; k++)
+        qsur_ostquant_free(o[k]);
+    qsur_llama_free(m);
+}
+
 int main(void)
 {
     qsur_rng rng;
@@ -915,5 +1027,7 @@ int main(void)
     test_train_timing(&rng);
     test_train_threads(&rng);
     test_act_wo(&rng);
+    test_rand_signs(&rng);
+    test_wquant_code(&rng);
     return check_done();
 }

@@ -115,6 +115,13 @@ typedef struct {
                              in the STE (qsur before issue 14; ablation) */
     int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
                              (0: one order, cycled) */
+    int wquant_code;      /* with weights fake-quantized in training: the OSTQuant code's
+                             training-time weight quantizer, clip search by squared
+                             error (clip_norm 2) and the scale a constant in the STE
+                             (its search runs on detached values); 0: the wspec as given */
+    int rand_signs;       /* with womi = 0: the Hadamard start with random signs (the
+                             OSTQuant code's random_hadamard_matrix), drawn from seed,
+                             R_res and every R_ov its own; 0: plain Hadamards */
     int online_w2;        /* 1: the online Hadamard before w2 also when activations are
                              float (weight-only), as the OSTQuant code keeps it
                              (online_hadamard=down); 0: only with quantized activations,

@@ -38,8 +38,8 @@ typedef struct {
     int clip_grid;          /* clip search candidates 1, 0.99, ..., 1 - 0.01 (N-1)
                                (0 = 51: down to 0.50; the GPTQ/QuaRot code's
                                grid 100, maxshrink 0.8 is N = 80: down to 0.21) */
-    int ste_const;          /* STE only (qsur/quant_ste.h): an asymmetric scale is a
-                               constant (no gradient through min/max); the forward
+    int ste_const;          /* STE only (qsur/quant_ste.h): the scale is a constant
+                               (no gradient through min/max or absmax); the forward
                                ignores it */
 } qsur_quant_spec;
 

@@ -14,7 +14,9 @@
  *     the element holding the absmax (the first one on ties; with a `full`
  *     grid, to the minimum or maximum that sets max(-min/(qmax+1), max/qmax),
  *     again ds/dx = s/x there); the clipping ratio
- *     (fixed, or the one clip search chose) is a constant;
+ *     (fixed, or the one clip search chose) is a constant; with spec.ste_const
+ *     the scale is a constant too (the OSTQuant code's training-time weight
+ *     quantizer, whose clip search runs on detached values);
  *   - asymmetric quantizers: the zero point z is an integer constant, the
  *     scale s = clip (max - min) / (2^b - 1) (min, max widened to 0) is not:
  *     dq/ds = c - u for an unclamped element (u = x/s + z, the frozen rounding

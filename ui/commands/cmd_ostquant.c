@@ -398,7 +398,7 @@ static void paper_preset(const session *s, qsur_ostquant_opts *o)
  * expanded), so a replay trains the same. preset=paper is applied first and
  * the options given override it, wherever they stand. */
 enum { OM_STEPS, OM_LR, OM_LR_SCALE, OM_LOSS, OM_TOPK, OM_BATCH, OM_SEQS, OM_SEQ_LEN, OM_EVAL_EVERY,
-       OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_WOMI, OM_NO_WOMI, OM_KLT, OM_NO_SCALE, OM_QK_SCALE, OM_STE,
+       OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_WOMI, OM_NO_WOMI, OM_RHADAMARD, OM_KLT, OM_NO_SCALE, OM_QK_SCALE, OM_STE,
        OM_WQUANT, OM_CLIP_GRAD, OM_LR_DECAY, OM_ADAM_NORM, OM_KEEP_WHICH, OM_SHUFFLE, OM_SMOOTH, OM_ONLINE_W2,
        OM_THREADS, OM_CALIB, OM_EVAL, OM_STATE, OM_KEEP, OM_PRESET };
 const opt_spec ostq_model_opts[] = {
@@ -416,11 +416,15 @@ const opt_spec ostq_model_opts[] = {
     {"seed", OPT_INT, 0, 2147483647L, NULL, NULL, NULL, OPT_LOG_ALWAYS, "random seed (default: the session's next)"},
     {"womi", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "WOMI initialisation (the default)"},
     {"no-womi", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "no WOMI initialisation (Hadamards)"},
+    {"rhadamard", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN,
+     "Hadamards with random signs from seed (the OSTQuant code's start without KLT)"},
     {"klt", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "WOMI with a KLT start"},
     {"no-scale", OPT_FLAG, 0, 0, NULL, NULL, NULL, OPT_LOG_GIVEN, "learn the rotations only"},
     {"qk-scale", OPT_CHOICE, 0, 0, "on|off", "off", NULL, OPT_LOG_ALWAYS, "learn S_qk per RoPE pair"},
     {"ste", OPT_CHOICE, 0, 0, "minmax|const", "minmax", NULL, OPT_LOG_ALWAYS, "asymmetric STE scale"},
-    {"wquant", OPT_CHOICE, 0, 0, "on|off", "on", NULL, OPT_LOG_ALWAYS, "off: weights float while training (GPTQ after)"},
+    {"wquant", OPT_CHOICE, 0, 0, "on|off|code", "on", NULL, OPT_LOG_ALWAYS,
+     "off: weights float while training (GPTQ after); code: the OSTQuant code's training-time weight quantizer "
+     "(squared-error clip search, constant scale)"},
     {"clip-grad", OPT_REAL, 0, 1e6, NULL, "0", NULL, OPT_LOG_ALWAYS, "global gradient norm clip (0: off)"},
     {"lr-decay", OPT_CHOICE, 0, 0, "linear|none", "none", NULL, OPT_LOG_ALWAYS, "learning rate schedule"},
     {"adam-norm", OPT_CHOICE, 0, 0, "canonical|mean", "mean", NULL, OPT_LOG_ALWAYS,
@@ -470,6 +474,7 @@ static void ostq_model_opts_from(session *s, const opt_args *a, qsur_ostquant_op
     GIVEN(OM_QK_SCALE, learn_qk, v[OM_QK_SCALE].i == 0)
     GIVEN(OM_STE, ste_const, v[OM_STE].i == 1)
     GIVEN(OM_WQUANT, no_wquant, v[OM_WQUANT].i == 1)
+    GIVEN(OM_WQUANT, wquant_code, v[OM_WQUANT].i == 2)
     GIVEN(OM_CLIP_GRAD, clip_grad, v[OM_CLIP_GRAD].d)
     GIVEN(OM_LR_DECAY, lr_decay, v[OM_LR_DECAY].i == 0)
     GIVEN(OM_ADAM_NORM, radam, v[OM_ADAM_NORM].i == 0)
@@ -479,9 +484,11 @@ static void ostq_model_opts_from(session *s, const opt_args *a, qsur_ostquant_op
     GIVEN(OM_ONLINE_W2, online_w2, v[OM_ONLINE_W2].i == 1)
     GIVEN(OM_THREADS, threads, (int)v[OM_THREADS].i)
 #undef GIVEN
-    /* the start: no-womi < womi < klt when more than one is given */
+    /* the start: no-womi < rhadamard < womi < klt when more than one is given */
     if (v[OM_NO_WOMI].given)
-        o->womi = 0;
+        o->womi = 0, o->rand_signs = 0;
+    if (v[OM_RHADAMARD].given)
+        o->womi = 0, o->rand_signs = 1;
     if (v[OM_WOMI].given)
         o->womi = 1, o->klt = 0;
     if (v[OM_KLT].given)
@@ -506,12 +513,13 @@ static void ostq_model_opts_to(const qsur_ostquant_opts *o, opt_args *a)
     v[OM_QSUR_EVERY].i = o->qsur_every;
     v[OM_QSUR_TOKENS].i = o->qsur_tokens;
     v[OM_WOMI].i = o->womi;
-    v[OM_NO_WOMI].i = !o->womi;
+    v[OM_NO_WOMI].i = !o->womi && !o->rand_signs;
+    v[OM_RHADAMARD].i = !o->womi && o->rand_signs;
     v[OM_KLT].i = o->womi && o->klt;
     v[OM_NO_SCALE].i = !o->learn_scales;
     v[OM_QK_SCALE].i = !o->learn_qk;
     v[OM_STE].i = o->ste_const;
-    v[OM_WQUANT].i = o->no_wquant;
+    v[OM_WQUANT].i = o->no_wquant ? 1 : o->wquant_code ? 2 : 0;
     v[OM_CLIP_GRAD].d = o->clip_grad;
     v[OM_LR_DECAY].i = !o->lr_decay;
     v[OM_ADAM_NORM].i = !o->radam;
