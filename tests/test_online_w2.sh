@@ -52,6 +52,7 @@ expect_grep '"online":"w2_in: none' "$T/ostq-def.json" "weight-only ostquant mod
 run paper "calib $C seqs=4; quant w4a16kv16; ostquant model preset=paper steps=1 seqs=4 batch=2 seq-len=64 state=$T/st.safetensors; save $T/s.qs"
 expect_grep '"online":"w2_in: hadamard 172' "$T/paper.json" "preset=paper keeps the online w2 rotation weight-only"
 expect_grep "online-w2=on" "$T/s.qs" "the log line says online-w2=on"
+expect_grep " rhadamard " "$T/s.qs" "weight-only preset=paper starts from Hadamards with random signs (logged)"
 run resume "calib $C seqs=4; quant w4a16kv16; ostquant resume $T/st.safetensors steps=1"
 expect_grep '"online":"w2_in: hadamard 172' "$T/resume.json" "ostquant resume restores online_w2 from the state file"
 run paper-auto "calib $C seqs=4; quant w4a16kv16; ostquant model preset=paper online-w2=auto steps=1 seqs=4 batch=2 seq-len=64"
