@@ -51,6 +51,11 @@ const float *qsur_llama_linear_weights(const qsur_llama_linear *l, float *scratc
 int qsur_llama_linear_weights_alloc(const qsur_llama_linear *l, const float **view, float **tmp,
                                     qsur_error *err);
 
+/* A reader done with a linear mapped from a checkpoint file hands the pages
+ * it touched back to the kernel (they stay in the page cache and fault in
+ * again when read): a pass that writes a new model from the old one keeps the
+ * old one's resident share from growing with it. No-op for other forms. */
+void qsur_llama_linear_release_pages(const qsur_llama_linear *l);
 /* Copy-on-write: puts the linear in float form (converting the stored form
  * once, releasing it) so that l->w may be edited. No-op when already float. */
 int qsur_llama_linear_own(qsur_llama_linear *l, qsur_error *err);

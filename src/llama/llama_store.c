@@ -155,6 +155,12 @@ void qsur_llama_mapping_adopt(qsur_llama *m, struct qsur_llama_mapping *mp)
     m->mapping = mp;
 }
 
+void qsur_llama_linear_release_pages(const qsur_llama_linear *l)
+{
+    if (!l->w && l->st.data && !l->st.owned && l->st.in_file)
+        release_pages(l->st.data, l->rows * l->cols * qsur_dtype_size((qsur_dtype)l->st.dtype));
+}
+
 static void stored_release(qsur_llama_linear *l)
 {
     /* Only bytes in a file mapping: st.owned NULL also means a view borrowing
