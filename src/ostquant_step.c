@@ -91,6 +91,26 @@ static void classifier_rows(qsur_ostq_fused *z, int64_t r0, int64_t r1)
     qsur_ostq_fuse_vocab(z->o, &z->f, 1, r0, r1, z->cbuf);
 }
 
+/* x0 = the fused embeddings of the batch's tokens, E' = E R made a slice of
+ * rows at a time like the fused model's table (so a vocabulary of one slice
+ * gives the same bits as the whole fused model), only the slices the batch
+ * uses. */
+static void embed_fused(qsur_ostq_fused *z, const int *tok, int64_t N)
+{
+    int64_t d = z->o->cfg.dim, V = z->o->cfg.vocab_size;
+    for (int64_t r0 = 0; r0 < V; r0 += z->f.vrows) {
+        int64_t r1 = r0 + z->f.vrows < V ? r0 + z->f.vrows : V, made = 0;
+        for (int64_t i = 0; i < N; i++) {
+            if (tok[i] < r0 || tok[i] >= r1)
+                continue;
+            if (!made)
+                qsur_ostq_fuse_vocab(z->o, &z->f, 0, r0, r1, z->cbuf);
+            made = 1;
+            memcpy(z->x0 + i * d, z->cbuf + (tok[i] - r0) * d, (size_t)d * sizeof(float));
+        }
+    }
+}
+
 int qsur_ostq_forward(qsur_ostq_fused *z, qsur_llama_tape *t, const int *tok, int B, int T, qsur_error *err)
 {
     const qsur_llama_config *c = &z->o->cfg;
@@ -99,10 +119,8 @@ int qsur_ostq_forward(qsur_ostq_fused *z, qsur_llama_tape *t, const int *tok, in
         if (tok[i] < 0 || tok[i] >= c->vocab_size)
             return qsur_fail(err, QSUR_ERR_ARG, "ostquant forward: token %lld = %d out of range 0..%d",
                              (long long)i, tok[i], c->vocab_size - 1);
-    /* the fused embeddings of the batch's tokens: E[tok] R */
-    qsur_llama_embed_rows(z->o->base, tok, N, z->xe);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)d, (int)d, 1.0f, z->xe, (int)d, z->f.R,
-                (int)d, 0.0f, z->x0, (int)d);
+    qsur_llama_embed_rows(z->o->base, tok, N, z->xe); /* E[tok], for the backward */
+    embed_fused(z, tok, N);
     t->src = &z->src;
     int rc = qsur_llama_train_blocks(z->fm, t, z->x0, B, T, err);
     if (rc)

@@ -5,6 +5,7 @@
  * rule): the same logits and parameter gradients, on stories260K with
  * quantized weights, activations and KV cache. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "../src/ostquant_fuse.h"
@@ -105,6 +106,7 @@ static void compare(qsur_llama *m, int wbits, int abits, double tol)
     set_hooks(o, sk);
     CHECK_OK(qsur_ostq_forward(&z, t2, tok, B, T, &err), err);
     double el = max_rel(t2->logits, t1->logits, N * V);
+    fprintf(stderr, "el %.3g\n", el);
     CHECK_MSG(el <= tol, "w%d a%d: logits of the streamed fused model within %g of the whole one's (%.3g)", wbits,
               abits, tol, el);
     CHECK_OK(qsur_ostq_backward(&z, t2, dz, &ot, &err), err);
