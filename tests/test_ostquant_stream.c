@@ -3,14 +3,17 @@
  * parameters (qsur_ostquant_fuse_into + the runtime's training forward and
  * backward + qsur_ostquant_param_grads, the finite-difference-checked chain
  * rule): the same logits and parameter gradients, on stories260K with
- * quantized weights, activations and KV cache. */
+ * quantized weights, activations and KV cache. And a bf16-stored model
+ * trains and fuses exactly as its float32 conversion, without its weights
+ * ever being made float. */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "../src/ostquant_fuse.h"
+#include "qsur/half.h"
 #include "qsur/llama_store.h"
 #include "qsur/quant_ste.h"
+#include "qsur/safetensors.h"
 #include "qsur/rng.h"
 #include "check.h"
 
@@ -106,7 +109,6 @@ static void compare(qsur_llama *m, int wbits, int abits, double tol)
     set_hooks(o, sk);
     CHECK_OK(qsur_ostq_forward(&z, t2, tok, B, T, &err), err);
     double el = max_rel(t2->logits, t1->logits, N * V);
-    fprintf(stderr, "el %.3g\n", el);
     CHECK_MSG(el <= tol, "w%d a%d: logits of the streamed fused model within %g of the whole one's (%.3g)", wbits,
               abits, tol, el);
     CHECK_OK(qsur_ostq_backward(&z, t2, dz, &ot, &err), err);
@@ -138,6 +140,106 @@ static void compare(qsur_llama *m, int wbits, int abits, double tol)
     qsur_ostquant_free(o);
 }
 
+/* Every linear and the embeddings of m in bf16 (owned), rounded from the float ones. */
+static void to_bf16(qsur_llama *m)
+{
+    qsur_error err;
+    for (int i = -1; i < qsur_llama_linear_count(m); i++) {
+        qsur_llama_linear *l = i < 0 ? &m->embed : qsur_llama_linear_at(m, i);
+        CHECK_OK(qsur_llama_linear_own(l, &err), err);
+        CHECK_OK(qsur_llama_linear_store_back(l, QSUR_DTYPE_BF16, &err), err);
+    }
+    qsur_llama_embed_sync(m);
+}
+
+static qsur_ostquant *train(qsur_llama *m, const qsur_tokens *t)
+{
+    qsur_error err;
+    qsur_quant_spec w4 = qsur_quant_default(), a8 = qsur_quant_default();
+    a8.bits = 8;
+    qsur_ostquant_opts op = qsur_ostquant_default();
+    op.batch = 2;
+    op.max_seqs = 4;
+    op.seq_len = 32;
+    op.steps = 3;
+    op.qsur_every = 0;
+    qsur_ostquant *o = NULL;
+    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, &a8, &a8, &err), err);
+    if (o)
+        CHECK_OK(qsur_ostquant_train(o, m, t, NULL, NULL, &err), err);
+    return o;
+}
+
+/* A bf16 model and its float32 conversion: the same losses and parameters
+ * bit for bit, the same quantized fused model (its weights stored in bf16
+ * for the bf16 base); the bf16 base's weights stay bf16 throughout. */
+static void bf16_as_float(void)
+{
+    qsur_error err;
+    qsur_llama *mb = NULL, *mf = NULL;
+    CHECK_OK(qsur_llama_load(&mb, check_shared("data/stories260K.bin"), NULL, &err), err);
+    CHECK_OK(qsur_llama_load(&mf, check_shared("data/stories260K.bin"), NULL, &err), err);
+    if (!mb || !mf)
+        return;
+    to_bf16(mb);
+    to_bf16(mf);
+    CHECK_OK(qsur_llama_own_all(mf, &err), err);
+    qsur_tokens t;
+    memset(&t, 0, sizeof t);
+    CHECK_OK(qsur_tokens_load(&t, check_shared("data/stories260K.calib.u16"), 256, mb->cfg.vocab_size, &err), err);
+    qsur_ostquant *ob = train(mb, &t), *of = train(mf, &t);
+    if (ob && of) {
+        CHECK(ob->base_hash == of->base_hash);
+        int same = ob->nlog == of->nlog && ob->nlog == 3;
+        for (int i = 0; same && i < ob->nlog; i++)
+            same = ob->log[i].loss == of->log[i].loss;
+        CHECK_MSG(same, "bf16 model: the float conversion's losses bit for bit (%.9g vs %.9g)", ob->log[2].loss,
+                  of->log[2].loss);
+        int64_t d = ob->cfg.dim;
+        CHECK_MSG(!memcmp(ob->r_res, of->r_res, (size_t)(d * d) * sizeof(double)) &&
+                      !memcmp(ob->ls, of->ls, (size_t)ob->n_ls * sizeof(double)),
+                  "bf16 model: the same parameters bit for bit");
+        int stored = mb->embed.w == NULL;
+        for (int i = 0; i < qsur_llama_linear_count(mb); i++)
+            stored &= qsur_llama_linear_at(mb, i)->w == NULL;
+        CHECK_MSG(stored, "the bf16 base was read through the store, never made float");
+        qsur_llama *fb = NULL, *ff = NULL;
+        qsur_llama_rotations *rb = NULL, *rf = NULL;
+        CHECK_OK(qsur_ostquant_fuse_model(ob, &ob->wspec, NULL, &fb, &rb, &err), err);
+        CHECK_OK(qsur_ostquant_fuse_model(of, &of->wspec, NULL, &ff, &rf, &err), err);
+        if (fb && ff) {
+            const qsur_llama_linear *lb = qsur_llama_linear_at(fb, 5), *lf = qsur_llama_linear_at(ff, 5);
+            CHECK_MSG(qsur_llama_linear_dtype(lb) == QSUR_DTYPE_BF16 && lb->qp && !lb->w && !lb->wq,
+                      "the fused linear of a bf16 base: bf16 weights + packed codes");
+            CHECK_MSG(qsur_llama_linear_dtype(lf) == QSUR_DTYPE_F32 && lf->qp, "of a float base: float + codes");
+            int codes = 1;
+            for (int i = 0; i < qsur_llama_linear_count(fb); i++) {
+                const qsur_llama_packed *pb = qsur_llama_linear_at(fb, i)->qp, *pf = qsur_llama_linear_at(ff, i)->qp;
+                int64_t n = pb->rows * pb->cols, bytes = pb->spec.bits <= 4 ? (n + 1) / 2 : n;
+                codes &= pf && pb->nparams == pf->nparams && !memcmp(pb->codes, pf->codes, (size_t)bytes) &&
+                         !memcmp(pb->params, pf->params, (size_t)pb->nparams * sizeof *pb->params);
+            }
+            CHECK_MSG(codes, "the same codes and scales for every fused linear");
+            /* the fused embeddings and classifier: the float ones rounded to bf16 */
+            int64_t nv = fb->embed.rows * fb->embed.cols;
+            const uint16_t *eb = fb->embed.st.data, *cb = fb->output.st.data;
+            int rounded = fb->embed.st.dtype == QSUR_DTYPE_BF16 && fb->output.st.dtype == QSUR_DTYPE_BF16;
+            for (int64_t i = 0; rounded && i < nv; i++)
+                rounded = eb[i] == qsur_f32_to_bf16(ff->embed.w[i]) && cb[i] == qsur_f32_to_bf16(ff->output.w[i]);
+            CHECK_MSG(rounded, "the fused embeddings and classifier of a bf16 base: the float ones in bf16");
+        }
+        qsur_llama_free(fb);
+        qsur_llama_free(ff);
+        qsur_llama_rotations_free(rb);
+        qsur_llama_rotations_free(rf);
+    }
+    qsur_ostquant_free(ob);
+    qsur_ostquant_free(of);
+    qsur_tokens_free(&t);
+    qsur_llama_free(mb);
+    qsur_llama_free(mf);
+}
+
 int main(void)
 {
     qsur_error err;
@@ -148,5 +250,6 @@ int main(void)
     compare(m, 16, 16, 1e-5);
     compare(m, 4, 8, 1e-5);
     qsur_llama_free(m);
+    bf16_as_float();
     return check_done();
 }
