@@ -7,7 +7,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "qsur/half.h"
 #include "qsur/llama_store.h"
+#include "qsur/safetensors.h"
 #include "qsur/llama_wquant.h"
 #include "ostquant_fuse.h"
 
@@ -295,22 +297,44 @@ static int store_linear(qsur_llama_linear *lin, float *w, int dtype, const qsur_
     return rc ? rc : qsur_llama_linear_store_back(lin, dtype, err);
 }
 
-/* The fused embeddings (which 0) or classifier (1) of m, slice by slice. */
+/* The fused embeddings (which 0) or classifier (1) of m, slice by slice,
+ * each slice converted to the base's dtype as it is made (no float32 copy of
+ * the whole table for a bf16 base); the base's pages read are handed back. */
 static int fuse_vocab_into(const qsur_ostquant *o, const qsur_ostq_scratch *f, int which, qsur_llama *m,
                            qsur_error *err)
 {
     int64_t d = o->cfg.dim, V = o->cfg.vocab_size;
     qsur_llama_linear *dst = which ? &m->output : &m->embed;
     const qsur_llama_linear *src = which ? &o->base->output : &o->base->embed;
-    float *w = qsur_alloc((size_t)(V * d), sizeof(float));
-    if (!w)
+    int dtype = qsur_llama_linear_dtype(src), f32 = dtype == QSUR_DTYPE_F32;
+    if (!f32 && dtype != QSUR_DTYPE_F16 && dtype != QSUR_DTYPE_BF16)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: cannot store weights as %s", dst->name,
+                         qsur_dtype_name((qsur_dtype)dtype));
+    void *buf = qsur_alloc((size_t)(V * d), f32 ? sizeof(float) : sizeof(uint16_t));
+    float *slice = f32 ? NULL : qsur_alloc((size_t)(f->vrows * d), sizeof(float));
+    if (!buf || (!f32 && !slice)) {
+        free(buf);
+        free(slice);
         return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant fuse: out of memory for %s", dst->name);
-    for (int64_t r0 = 0; r0 < V; r0 += f->vrows)
-        qsur_ostq_fuse_vocab(o, f, which, r0, r0 + f->vrows < V ? r0 + f->vrows : V, w + r0 * d);
-    int rc = store_linear(dst, w, qsur_llama_linear_dtype(src), NULL, err);
+    }
+    for (int64_t r0 = 0; r0 < V; r0 += f->vrows) {
+        int64_t r1 = r0 + f->vrows < V ? r0 + f->vrows : V;
+        qsur_ostq_fuse_vocab(o, f, which, r0, r1, f32 ? (float *)buf + r0 * d : slice);
+        uint16_t *h = (uint16_t *)buf + r0 * d;
+        for (int64_t i = 0; !f32 && i < (r1 - r0) * d; i++)
+            h[i] = dtype == QSUR_DTYPE_BF16 ? qsur_f32_to_bf16(slice[i]) : qsur_f32_to_f16(slice[i]);
+    }
+    free(slice);
+    qsur_llama_linear_release_pages(src);
+    memset(&dst->st, 0, sizeof dst->st);
+    dst->w = f32 ? buf : NULL;
+    if (!f32) {
+        dst->st.dtype = dtype;
+        dst->st.data = dst->st.owned = buf;
+    }
     if (!which)
         qsur_llama_embed_sync(m);
-    return rc;
+    return QSUR_OK;
 }
 
 /* Block l of m: every linear fused into its own buffer, quantized and stored
