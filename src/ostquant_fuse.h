@@ -96,7 +96,7 @@ typedef struct {
     const qsur_ostquant *o;
     const qsur_llama *fm;
     qsur_ostq_scratch f;
-    float *A, *W, *Wq;         /* one linear: folded, fused, quantized */
+    float *A, *W, *Wq;         /* one linear: folded, fused, quantized (Wq is f.tmp2) */
     qsur_llama_linear lin;     /* the linear a pass gets: w = W (wq = Wq) */
     int wquant;
     float *cbuf, *dcbuf;       /* f.vrows x dim: fused classifier rows, their gradient */

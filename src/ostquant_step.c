@@ -40,7 +40,7 @@ static int source_grad(void *ctx, int l, int i, const qsur_llama_linear *w, floa
 void qsur_ostq_fused_free(qsur_ostq_fused *z)
 {
     qsur_ostq_scratch_free(&z->f);
-    float *bufs[] = {z->A, z->W, z->Wq, z->cbuf, z->dcbuf, z->xe, z->x0, z->dh, z->dR, z->src.dw};
+    float *bufs[] = {z->A, z->W, z->cbuf, z->dcbuf, z->xe, z->x0, z->dh, z->dR, z->src.dw};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(z->d_r_ov);
@@ -60,7 +60,8 @@ int qsur_ostq_fused_new(qsur_ostq_fused *z, const qsur_ostquant *o, const qsur_l
     int bad = qsur_ostq_scratch_new(o, &z->f) != 0;
     z->A = qsur_alloc((size_t)lf, sizeof(float));
     z->W = qsur_alloc((size_t)lf, sizeof(float));
-    z->Wq = wquant ? qsur_alloc((size_t)lf, sizeof(float)) : NULL;
+    /* the quantized copy is dead before the chain rule uses tmp2 */
+    z->Wq = wquant ? z->f.tmp2 : NULL;
     z->src.dw = qsur_alloc((size_t)lf, sizeof(float));
     z->cbuf = qsur_alloc((size_t)(z->f.vrows * d), sizeof(float));
     z->dcbuf = qsur_alloc((size_t)(z->f.vrows * d), sizeof(float));
