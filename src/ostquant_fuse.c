@@ -281,9 +281,18 @@ void qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm)
     free(A);
 }
 
+/* n floats to dtype (F16/BF16, round to nearest even) in h. */
+static void to_half(const float *x, int64_t n, int dtype, uint16_t *h)
+{
+    for (int64_t i = 0; i < n; i++)
+        h[i] = dtype == QSUR_DTYPE_BF16 ? qsur_f32_to_bf16(x[i]) : qsur_f32_to_f16(x[i]);
+}
+
 /* lin = the float weights w (taken), quantized into packed codes by RTN
- * with spec (NULL: not), then stored in dtype. */
-static int store_linear(qsur_llama_linear *lin, float *w, int dtype, const qsur_quant_spec *spec, qsur_error *err)
+ * with spec (NULL: not), then stored in dtype: float32 stays owned, 16-bit
+ * weights go to the spill file. */
+static int store_linear(qsur_llama_linear *lin, float *w, int dtype, const qsur_quant_spec *spec,
+                        qsur_llama_spill *spill, qsur_error *err)
 {
     lin->w = w;
     lin->st.data = lin->st.owned = NULL;
@@ -294,14 +303,28 @@ static int store_linear(qsur_llama_linear *lin, float *w, int dtype, const qsur_
         if (!(rc = qsur_quant_validate(&q, lin->cols, err)))
             rc = qsur_llama_linear_quant_rtn(lin, &q, err);
     }
-    return rc ? rc : qsur_llama_linear_store_back(lin, dtype, err);
+    if (rc || dtype == QSUR_DTYPE_F32)
+        return rc;
+    if (dtype != QSUR_DTYPE_F16 && dtype != QSUR_DTYPE_BF16)
+        return qsur_fail(err, QSUR_ERR_ARG, "%s: cannot store weights as %s", lin->name,
+                         qsur_dtype_name((qsur_dtype)dtype));
+    int64_t n = lin->rows * lin->cols;
+    uint16_t *h = qsur_alloc((size_t)n, sizeof *h);
+    if (!h)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate %lld halves", lin->name, (long long)n);
+    to_half(w, n, dtype, h);
+    rc = qsur_llama_spill_linear(spill, lin, h, dtype, err);
+    free(h);
+    free(lin->w);
+    lin->w = NULL;
+    return rc;
 }
 
 /* The fused embeddings (which 0) or classifier (1) of m, slice by slice,
  * each slice converted to the base's dtype as it is made (no float32 copy of
  * the whole table for a bf16 base); the base's pages read are handed back. */
 static int fuse_vocab_into(const qsur_ostquant *o, const qsur_ostq_scratch *f, int which, qsur_llama *m,
-                           qsur_error *err)
+                           qsur_llama_spill *spill, qsur_error *err)
 {
     int64_t d = o->cfg.dim, V = o->cfg.vocab_size;
     qsur_llama_linear *dst = which ? &m->output : &m->embed;
@@ -320,28 +343,24 @@ static int fuse_vocab_into(const qsur_ostquant *o, const qsur_ostq_scratch *f, i
     for (int64_t r0 = 0; r0 < V; r0 += f->vrows) {
         int64_t r1 = r0 + f->vrows < V ? r0 + f->vrows : V;
         qsur_ostq_fuse_vocab(o, f, which, r0, r1, f32 ? (float *)buf + r0 * d : slice);
-        uint16_t *h = (uint16_t *)buf + r0 * d;
-        for (int64_t i = 0; !f32 && i < (r1 - r0) * d; i++)
-            h[i] = dtype == QSUR_DTYPE_BF16 ? qsur_f32_to_bf16(slice[i]) : qsur_f32_to_f16(slice[i]);
+        if (!f32)
+            to_half(slice, (r1 - r0) * d, dtype, (uint16_t *)buf + r0 * d);
     }
     free(slice);
     qsur_llama_linear_release_pages(src);
     memset(&dst->st, 0, sizeof dst->st);
     dst->w = f32 ? buf : NULL;
-    if (!f32) {
-        dst->st.dtype = dtype;
-        dst->st.data = dst->st.owned = buf;
-    }
-    if (!which)
-        qsur_llama_embed_sync(m);
-    return QSUR_OK;
+    int rc = f32 ? QSUR_OK : qsur_llama_spill_linear(spill, dst, buf, dtype, err);
+    if (!f32)
+        free(buf);
+    return rc;
 }
 
 /* Block l of m: every linear fused into its own buffer, quantized and stored
  * in its base linear's dtype right away; the base's mapped pages read for it
  * are handed back (the fused model grows while the base's share shrinks). */
 static int fuse_block(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const qsur_quant_spec *wspec,
-                      float *A, qsur_llama *m, qsur_error *err)
+                      float *A, qsur_llama *m, qsur_llama_spill *spill, qsur_error *err)
 {
     qsur_ostq_fuse_norms(o, f, l, m->layers[l].attention_norm, m->layers[l].ffn_norm);
     for (int i = 0; i < 7; i++) {
@@ -352,7 +371,7 @@ static int fuse_block(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l,
         qsur_ostq_folded(o, l, i, A);
         qsur_llama_linear_release_pages(base_linear(o, l, i));
         qsur_ostq_fuse_linear(o, f, l, i, A, w);
-        int rc = store_linear(lin, w, qsur_llama_linear_dtype(base_linear(o, l, i)), wspec, err);
+        int rc = store_linear(lin, w, qsur_llama_linear_dtype(base_linear(o, l, i)), wspec, spill, err);
         if (rc)
             return rc;
     }
@@ -369,22 +388,30 @@ int qsur_ostquant_fuse_model(const qsur_ostquant *o, const qsur_quant_spec *wspe
     qsur_ostq_scratch f;
     memset(&f, 0, sizeof f);
     float *A = NULL;
+    qsur_llama_spill *spill = NULL;
     int rc = qsur_llama_new_stored(&m, &o->cfg, err);
+    if (!rc)
+        rc = qsur_llama_spill_new(&spill, err);
     if (!rc)
         rc = qsur_llama_rotations_new(&r, &o->cfg, o->rot->w2 != NULL, o->rot->qk != NULL, o->opts.seed, err);
     if (!rc && (qsur_ostq_scratch_new(o, &f) != 0 ||
                 !(A = malloc((size_t)qsur_ostq_linear_floats(o) * sizeof(float)))))
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant fuse: out of memory");
-    if (!rc && !(rc = fuse_vocab_into(o, &f, 0, m, err)))
-        rc = fuse_vocab_into(o, &f, 1, m, err);
+    if (!rc && !(rc = fuse_vocab_into(o, &f, 0, m, spill, err)))
+        rc = fuse_vocab_into(o, &f, 1, m, spill, err);
     if (m)
         for (int64_t j = 0; j < o->cfg.dim; j++)
             m->norm[j] = 1.0f;
     for (int l = 0; l < o->cfg.n_layers && !rc; l++)
-        if (!(rc = fuse_block(o, &f, l, wspec, A, m, err)))
+        if (!(rc = fuse_block(o, &f, l, wspec, A, m, spill, err)))
             rc = qsur_progress_tick(prog, (double)(l + 1) / o->cfg.n_layers, "ostquant fuse", NAN, err);
     qsur_ostq_scratch_free(&f);
     free(A);
+    if (!rc && !(rc = qsur_llama_spill_finish(spill, m, err)))
+        spill = NULL; /* the model's now */
+    if (m)
+        qsur_llama_embed_sync(m);
+    qsur_llama_spill_free(spill);
     if (rc) {
         qsur_llama_free(m);
         qsur_llama_rotations_free(r);

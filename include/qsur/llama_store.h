@@ -148,6 +148,21 @@ typedef struct {
 } qsur_llama_memory;
 void qsur_llama_memory_use(const qsur_llama *m, qsur_llama_memory *u);
 
+/* A spill file: the stored weights of a model a whole-model method makes
+ * (OSTQuant's fusion), written linear by linear to an unlinked temporary file
+ * in $TMPDIR and mapped read-only when complete, so they sit in the page
+ * cache like a checkpoint's (reclaimable, read as needed) instead of owned
+ * memory. spill_linear writes rows x cols values of dtype for l; finish maps
+ * the file, points every written linear's st there (in_file, like a loaded
+ * checkpoint) and hands the file to m (which must map nothing yet): it is
+ * closed with m. On failure free it (the linears are left as they were). */
+typedef struct qsur_llama_spill qsur_llama_spill;
+int qsur_llama_spill_new(qsur_llama_spill **out, qsur_error *err);
+int qsur_llama_spill_linear(qsur_llama_spill *s, qsur_llama_linear *l, const void *bytes, int dtype,
+                            qsur_error *err);
+int qsur_llama_spill_finish(qsur_llama_spill *s, qsur_llama *m, qsur_error *err);
+void qsur_llama_spill_free(qsur_llama_spill *s);
+
 /* Checkpoint files the model maps (open safetensors files, say); closed with
  * the model. */
 struct qsur_llama_mapping {
