@@ -303,20 +303,12 @@ static int store_linear(qsur_llama_linear *lin, float *w, int dtype, const qsur_
         if (!(rc = qsur_quant_validate(&q, lin->cols, err)))
             rc = qsur_llama_linear_quant_rtn(lin, &q, err);
     }
-    if (rc || dtype == QSUR_DTYPE_F32)
+    if (rc || dtype == QSUR_DTYPE_F32 || (rc = qsur_llama_linear_store_back(lin, dtype, err)))
         return rc;
-    if (dtype != QSUR_DTYPE_F16 && dtype != QSUR_DTYPE_BF16)
-        return qsur_fail(err, QSUR_ERR_ARG, "%s: cannot store weights as %s", lin->name,
-                         qsur_dtype_name((qsur_dtype)dtype));
-    int64_t n = lin->rows * lin->cols;
-    uint16_t *h = qsur_alloc((size_t)n, sizeof *h);
-    if (!h)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "%s: cannot allocate %lld halves", lin->name, (long long)n);
-    to_half(w, n, dtype, h);
-    rc = qsur_llama_spill_linear(spill, lin, h, dtype, err);
-    free(h);
-    free(lin->w);
-    lin->w = NULL;
+    /* the halves store_back made go to the spill file */
+    rc = qsur_llama_spill_linear(spill, lin, lin->st.data, dtype, err);
+    free(lin->st.owned);
+    memset(&lin->st, 0, sizeof lin->st);
     return rc;
 }
 
@@ -378,6 +370,15 @@ static int fuse_block(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l,
     return QSUR_OK;
 }
 
+void qsur_ostq_set_hooks(const qsur_ostquant *o, qsur_llama *m, const qsur_llama_rotations *r)
+{
+    m->hooks = qsur_llama_hooks_none();
+    m->hooks.act = o->aspec;
+    m->hooks.act_wo = o->aospec;
+    m->hooks.kv = o->kvspec;
+    qsur_llama_rotations_attach(r, m);
+}
+
 int qsur_ostquant_fuse_model(const qsur_ostquant *o, const qsur_quant_spec *wspec, const qsur_progress *prog,
                              qsur_llama **model, qsur_llama_rotations **rot, qsur_error *err)
 {
@@ -417,11 +418,7 @@ int qsur_ostquant_fuse_model(const qsur_ostquant *o, const qsur_quant_spec *wspe
         qsur_llama_rotations_free(r);
         return rc;
     }
-    m->hooks = qsur_llama_hooks_none();
-    m->hooks.act = o->aspec;
-    m->hooks.act_wo = o->aospec;
-    m->hooks.kv = o->kvspec;
-    qsur_llama_rotations_attach(r, m);
+    qsur_ostq_set_hooks(o, m, r);
     *model = m;
     *rot = r;
     return QSUR_OK;

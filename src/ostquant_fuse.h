@@ -83,6 +83,10 @@ void qsur_ostq_chain_norms(const qsur_ostquant *o, int l, const float *attn, con
 /* F' = F R for n rows F (folded embedding or classifier rows): dR += F^T dF'. */
 void qsur_ostq_chain_rows(const qsur_ostquant *o, const float *F, const float *dF, int64_t n, float *dR);
 
+/* m's hooks: o's activation, wo-input and KV quantizers and the online
+ * rotations r (attached: r must outlive m's use of them). */
+void qsur_ostq_set_hooks(const qsur_ostquant *o, qsur_llama *m, const qsur_llama_rotations *r);
+
 /* ---- the fused model one linear at a time (ostquant_step.c) ---------------- */
 
 /* What one batch part needs to run forward and backward over the fused model

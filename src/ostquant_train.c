@@ -451,12 +451,8 @@ static void set_training_model(const qsur_ostquant *o, qsur_llama *fm, batch_par
         qsur_ostq_fuse_norms(o, &parts[0].fz.f, l, fm->layers[l].attention_norm, fm->layers[l].ffn_norm);
     for (int64_t j = 0; j < o->cfg.dim; j++)
         fm->norm[j] = 1.0f;
-    fm->hooks = qsur_llama_hooks_none();
-    fm->hooks.act = o->aspec;
-    fm->hooks.act_wo = o->aospec;
+    qsur_ostq_set_hooks(o, fm, o->rot);
     fm->hooks.act_wo.ste_const = o->opts.ste_const;
-    fm->hooks.kv = o->kvspec;
-    qsur_llama_rotations_attach(o->rot, fm);
 }
 
 /* Loss of the current parameters on the selection batch sel (B x T, logits

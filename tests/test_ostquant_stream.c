@@ -37,15 +37,6 @@ static double max_rel_d(const double *a, const double *b, int64_t n)
     return den > 0 ? num / den : num;
 }
 
-static void set_hooks(const qsur_ostquant *o, qsur_llama *m)
-{
-    m->hooks = qsur_llama_hooks_none();
-    m->hooks.act = o->aspec;
-    m->hooks.act_wo = o->aospec;
-    m->hooks.kv = o->kvspec;
-    qsur_llama_rotations_attach(o->rot, m);
-}
-
 /* wbits/abits: the quantizers (16 = off). */
 static void compare(qsur_llama *m, int wbits, int abits, double tol)
 {
@@ -78,7 +69,7 @@ static void compare(qsur_llama *m, int wbits, int abits, double tol)
     qsur_llama_grads *g = NULL;
     CHECK_OK(qsur_llama_new(&fm, &o->cfg, &err), err);
     qsur_ostquant_fuse_into(o, fm);
-    set_hooks(o, fm);
+    qsur_ostq_set_hooks(o, fm, o->rot);
     if (wbits < 16)
         CHECK_OK(qsur_llama_quantize_weights(fm, &o->wspec, NULL, &err), err);
     CHECK_OK(qsur_llama_tape_new(&t1, fm, B, T, &err), err);
@@ -106,7 +97,7 @@ static void compare(qsur_llama *m, int wbits, int abits, double tol)
         qsur_ostq_fuse_norms(o, &z.f, l, sk->layers[l].attention_norm, sk->layers[l].ffn_norm);
     for (int64_t j = 0; j < d; j++)
         sk->norm[j] = 1.0f;
-    set_hooks(o, sk);
+    qsur_ostq_set_hooks(o, sk, o->rot);
     CHECK_OK(qsur_ostq_forward(&z, t2, tok, B, T, &err), err);
     double el = max_rel(t2->logits, t1->logits, N * V);
     CHECK_MSG(el <= tol, "w%d a%d: logits of the streamed fused model within %g of the whole one's (%.3g)", wbits,

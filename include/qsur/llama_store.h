@@ -173,6 +173,10 @@ struct qsur_llama_mapping {
 };
 /* m->mapping = mp: the model closes mp's files when it is freed. */
 void qsur_llama_mapping_adopt(qsur_llama *m, struct qsur_llama_mapping *mp);
+/* The same for one file (closed with close when m is freed); on failure
+ * nothing is adopted and the caller still owns file. */
+int qsur_llama_mapping_adopt_file(qsur_llama *m, void *file, void (*close)(void *file),
+                                  const qsur_mapped_file *(*map)(const void *file), qsur_error *err);
 void qsur_llama_mapping_free(struct qsur_llama_mapping *mp);
 
 #endif

@@ -106,15 +106,9 @@ int qsur_llama_spill_finish(qsur_llama_spill *s, qsur_llama *m, qsur_error *err)
 {
     if (m->mapping)
         return qsur_fail(err, QSUR_ERR_ARG, "spill file: the model already maps files");
-    struct qsur_llama_mapping *mp = calloc(1, sizeof *mp);
-    void **files = malloc(sizeof *files);
     void *data = s->size > 0 ? mmap(NULL, (size_t)s->size, PROT_READ, MAP_SHARED, s->fd, 0) : NULL;
-    if (!mp || !files || data == MAP_FAILED) {
-        free(mp);
-        free(files);
-        return qsur_fail(err, data == MAP_FAILED ? QSUR_ERR_IO : QSUR_ERR_NOMEM,
-                         "spill file: cannot map %lld bytes of weights", (long long)s->size);
-    }
+    if (data == MAP_FAILED)
+        return qsur_fail(err, QSUR_ERR_IO, "spill file: cannot map %lld bytes of weights", (long long)s->size);
     s->map.data = data;
     s->map.size = (size_t)s->size;
     for (int i = 0; i < s->n; i++) {
@@ -124,11 +118,5 @@ int qsur_llama_spill_finish(qsur_llama_spill *s, qsur_llama *m, qsur_error *err)
         l->st.data = s->map.data + s->off[i];
         l->st.in_file = 1;
     }
-    files[0] = s;
-    mp->count = 1;
-    mp->files = files;
-    mp->close = spill_close;
-    mp->map = spill_map;
-    qsur_llama_mapping_adopt(m, mp);
-    return QSUR_OK;
+    return qsur_llama_mapping_adopt_file(m, s, spill_close, spill_map, err);
 }
