@@ -10,6 +10,7 @@
 #include "qsur/ostquant.h"
 #include "qsur/quant_ste.h"
 #include "qsur/rng.h"
+#include "ostquant_fuse.h"
 
 typedef struct {
     float v;
@@ -186,14 +187,11 @@ static int eval_ppl(const qsur_ostquant *o, const qsur_tokens *eval, int T, doub
 {
     qsur_llama *m;
     qsur_llama_rotations *r;
-    int rc = qsur_ostquant_fuse(o, &m, &r, err);
+    int rc = qsur_ostquant_fuse_model(o, o->wspec.bits < 16 ? &o->wspec : NULL, NULL, &m, &r, err);
     if (rc)
         return rc;
-    if (o->wspec.bits < 16)
-        rc = qsur_llama_quantize_weights(m, &o->wspec, NULL, err);
     qsur_llama_ppl res;
-    if (!rc)
-        rc = qsur_llama_perplexity(m, NULL, eval, T, o->opts.eval_seqs, 8, NULL, &res, err);
+    rc = qsur_llama_perplexity(m, NULL, eval, T, o->opts.eval_seqs, 8, NULL, &res, err);
     if (!rc)
         *ppl = res.ppl;
     qsur_llama_free(m);
@@ -237,18 +235,6 @@ static int train_wquant(const qsur_ostquant *o)
     return o->wspec.bits < 16 && !o->opts.no_wquant;
 }
 
-/* The weight quantizer of the training forward and its STE: the session's,
- * or with wquant_code the OSTQuant code's training-time one (clip search by
- * squared error on detached values: the scale is a constant). */
-static qsur_quant_spec train_wspec(const qsur_ostquant *o)
-{
-    qsur_quant_spec q = o->wspec;
-    if (o->opts.wquant_code) {
-        q.clip_norm = 2.0;
-        q.ste_const = 1;
-    }
-    return q;
-}
 
 /* Gradient clipping by the global L2 norm (torch's clip_grad_norm_, as the
  * HF Trainer of the OSTQuant code does with max_grad_norm 1.0): over the
@@ -356,17 +342,19 @@ static int teacher_logits(const qsur_llama *teacher, qsur_llama_state *st, teach
     return QSUR_OK;
 }
 
-/* One part of a step's batch: its own tape, gradients, teacher state and
- * loss buffers, so parts run on threads side by side over the shared fused
- * model (read-only during the step). The batch's loss is the token mean, so
- * part p's dL/dlogits and loss are weighted by B_p / B. */
+/* One part of a step's batch: its own tape, fused-model scratch (with the
+ * parameters' gradients of its rows), teacher state and loss buffers, so
+ * parts run on threads side by side over the shared skeleton of the fused
+ * model (read-only during the step), each making the fused linears it needs.
+ * The batch's loss is the token mean, so part p's dL/dlogits and loss are
+ * weighted by B_p / B. */
 typedef struct {
     const qsur_ostquant *o;
-    const qsur_llama *fm, *teacher;
+    const qsur_llama *teacher;
     const qsur_llama_online_t *ot;
     teacher_cache *tc;
     qsur_llama_tape *tape;
-    qsur_llama_grads *grads;
+    qsur_ostq_fused fz;
     qsur_llama_state *st;
     const int *seq, *tok; /* this part's rows of the batch */
     int B, T;
@@ -383,7 +371,7 @@ static void *part_run(void *arg)
     batch_part *p = arg;
     int64_t V = p->o->cfg.vocab_size, N = (int64_t)p->B * p->T;
     double t = qsur_seconds();
-    p->rc = qsur_llama_train_forward(p->fm, p->tape, p->tok, p->B, p->T, &p->err);
+    p->rc = qsur_ostq_forward(&p->fz, p->tape, p->tok, p->B, p->T, &p->err);
     lap(&p->t_forward, &t);
     if (!p->rc)
         p->rc = teacher_logits(p->teacher, p->st, p->tc, p->seq, p->tok, p->B, p->T, V, p->zfp, &p->err);
@@ -398,42 +386,37 @@ static void *part_run(void *arg)
     lap(&p->t_loss, &t);
     if (!isfinite(p->loss))
         return NULL; /* the caller reports it */
-    qsur_llama_grads_zero(p->grads, p->fm);
-    p->rc = qsur_llama_backward(p->fm, p->tape, p->dz, p->ot, p->grads, &p->err);
+    p->rc = qsur_ostq_backward(&p->fz, p->tape, p->dz, p->ot, &p->err);
     lap(&p->t_backward, &t);
     return NULL;
 }
 
-/* g += h (the same model shape). */
-static void grads_add(qsur_llama_grads *g, const qsur_llama_grads *h, const qsur_llama_config *c)
+/* dr, drov, dls = the parameters' gradients summed over the parts. */
+static void param_grads_sum(const batch_part *parts, int np, const qsur_ostquant *o, double *dr, double *drov,
+                            double *dls)
 {
-    int64_t d = c->dim, kv = c->kv_dim, hd = c->hidden_dim, V = c->vocab_size;
-#define ADD(a, b, n)                        \
-    for (int64_t i_ = 0; i_ < (n); i_++)    \
-        (a)[i_] += (b)[i_];
-    ADD(g->d_tok_embeddings, h->d_tok_embeddings, V * d)
-    ADD(g->d_norm, h->d_norm, d)
-    ADD(g->d_output, h->d_output, V * d)
-    for (int l = 0; l < c->n_layers; l++) {
-        qsur_llama_layer_grads *G = &g->layers[l];
-        const qsur_llama_layer_grads *H = &h->layers[l];
-        ADD(G->d_wq, H->d_wq, d * d)
-        ADD(G->d_wk, H->d_wk, kv * d)
-        ADD(G->d_wv, H->d_wv, kv * d)
-        ADD(G->d_wo, H->d_wo, d * d)
-        ADD(G->d_w1, H->d_w1, hd * d)
-        ADD(G->d_w2, H->d_w2, d * hd)
-        ADD(G->d_w3, H->d_w3, hd * d)
-        ADD(G->d_attention_norm, H->d_attention_norm, d)
-        ADD(G->d_ffn_norm, H->d_ffn_norm, d)
+    int64_t d2 = (int64_t)o->cfg.dim * o->cfg.dim, nov = qsur_ostq_r_ov_size(o);
+    for (int64_t i = 0; i < d2; i++) {
+        float v = parts[0].fz.dR[i]; /* summed in float, as the whole-model chain rule did */
+        for (int p = 1; p < np; p++)
+            v += parts[p].fz.dR[i];
+        dr[i] = v;
     }
-#undef ADD
+    for (int64_t i = 0; i < nov; i++) {
+        drov[i] = parts[0].fz.d_r_ov[i];
+        for (int p = 1; p < np; p++)
+            drov[i] += parts[p].fz.d_r_ov[i];
+    }
+    for (int64_t i = 0; i < o->n_ls; i++) {
+        dls[i] = parts[0].fz.d_ls[i];
+        for (int p = 1; p < np; p++)
+            dls[i] += parts[p].fz.d_ls[i];
+    }
 }
 
 /* Runs the parts (part 0 on this thread, the others on their own), then sums
- * their gradients into part 0's and their weighted losses into *loss, *kl. */
-static int parts_run(batch_part *parts, int np, const qsur_llama_config *c, double *loss, double *kl,
-                     qsur_error *err)
+ * their weighted losses into *loss, *kl. */
+static int parts_run(batch_part *parts, int np, double *loss, double *kl, qsur_error *err)
 {
     pthread_t th[QSUR_OSTQ_MAX_THREADS];
     int started[QSUR_OSTQ_MAX_THREADS] = {0};
@@ -455,24 +438,22 @@ static int parts_run(batch_part *parts, int np, const qsur_llama_config *c, doub
         *loss += parts[i].weight * parts[i].loss;
         *kl += parts[i].weight * parts[i].kl;
     }
-    if (isfinite(*loss))
-        for (int i = 1; i < np; i++)
-            grads_add(parts[0].grads, parts[i].grads, c);
     return QSUR_OK;
 }
 
-/* fm = the fused float model of the current parameters with the training
- * hooks: activation, wo-input and KV quantizers and the online rotations
- * (weights are quantized separately, when train_wquant). */
-static void set_training_model(const qsur_ostquant *o, qsur_llama *fm)
+/* The parts' scratch gets the current parameters, fm (the fused model's
+ * skeleton) their fused norm gains and the training hooks: activation,
+ * wo-input and KV quantizers and the online rotations. */
+static void set_training_model(const qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np)
 {
-    qsur_ostquant_fuse_into(o, fm);
-    fm->hooks = qsur_llama_hooks_none();
-    fm->hooks.act = o->aspec;
-    fm->hooks.act_wo = o->aospec;
+    for (int i = 0; i < np; i++)
+        qsur_ostq_scratch_params(o, &parts[i].fz.f);
+    for (int l = 0; l < o->cfg.n_layers; l++)
+        qsur_ostq_fuse_norms(o, &parts[0].fz.f, l, fm->layers[l].attention_norm, fm->layers[l].ffn_norm);
+    for (int64_t j = 0; j < o->cfg.dim; j++)
+        fm->norm[j] = 1.0f;
+    qsur_ostq_set_hooks(o, fm, o->rot);
     fm->hooks.act_wo.ste_const = o->opts.ste_const;
-    fm->hooks.kv = o->kvspec;
-    qsur_llama_rotations_attach(o->rot, fm);
 }
 
 /* Loss of the current parameters on the selection batch sel (B x T, logits
@@ -481,16 +462,13 @@ static void set_training_model(const qsur_ostquant *o, qsur_llama *fm)
 static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
                               const float *zsel, int T, qsur_error *err)
 {
-    set_training_model(o, fm);
+    set_training_model(o, fm, parts, np);
     int rc = QSUR_OK;
-    qsur_quant_spec ws = train_wspec(o);
-    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &ws, NULL, err)))
-        return rc;
     double loss = 0.0;
     int64_t V = o->cfg.vocab_size, row = 0;
     for (int i = 0; i < np; i++) {
         batch_part *p = &parts[i];
-        if ((rc = qsur_llama_train_forward(fm, p->tape, sel + row * T, p->B, T, err)))
+        if ((rc = qsur_ostq_forward(&p->fz, p->tape, sel + row * T, p->B, T, err)))
             return rc;
         double kl;
         loss += p->weight * qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, p->tape->logits,
@@ -522,6 +500,7 @@ typedef struct {
     int T, nseq, B, np;
     int64_t N, V;
     qsur_llama teacher;        /* the base model's float weights, no hooks */
+    qsur_llama *fm;            /* the fused model's skeleton: config, hooks, norm gains */
     batch_part parts[QSUR_OSTQ_MAX_THREADS];
     int *perm;                 /* [nseq] the order of epoch perm_epoch */
     int64_t perm_epoch;
@@ -568,7 +547,6 @@ static int parts_new(qsur_ostquant *o, train_run *r, qsur_error *err)
         p->seq = r->bseq + row;
         row += p->B;
         p->o = o;
-        p->fm = o->fm;
         p->teacher = &r->teacher;
         p->ot = &r->ot;
         p->tc = &r->tc;
@@ -577,9 +555,9 @@ static int parts_new(qsur_ostquant *o, train_run *r, qsur_error *err)
         p->dz = malloc(n * sizeof(float));
         if (!p->zfp || !p->dz)
             return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
-        int rc = qsur_llama_tape_new(&p->tape, o->fm, p->B, r->T, err);
+        int rc = qsur_llama_tape_new(&p->tape, r->fm, p->B, r->T, err);
         if (!rc)
-            rc = qsur_llama_grads_new(&p->grads, o->fm, err);
+            rc = qsur_ostq_fused_new(&p->fz, o, r->fm, (int64_t)p->B * r->T, train_wquant(o), err);
         if (!rc)
             rc = qsur_llama_state_new(&p->st, &r->teacher, p->B, r->T, err);
         if (rc)
@@ -611,9 +589,10 @@ static void train_teardown(train_run *r)
 {
     teacher_cache_free(&r->tc);
     free(r->teacher.layers);
+    qsur_llama_free(r->fm);
     for (int i = 0; i < r->np; i++) {
         qsur_llama_tape_free(r->parts[i].tape);
-        qsur_llama_grads_free(r->parts[i].grads);
+        qsur_ostq_fused_free(&r->parts[i].fz);
         qsur_llama_state_free(r->parts[i].st);
         free(r->parts[i].zfp);
         free(r->parts[i].dz);
@@ -665,6 +644,8 @@ static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, c
     teacher_cache_init(&r->tc, r->nseq, r->T, r->V);
     int rc = teacher_view(r, base, err);
     if (!rc)
+        rc = qsur_llama_new_stored(&r->fm, &o->cfg, err);
+    if (!rc)
         rc = parts_new(o, r, err);
     if (rc)
         return rc;
@@ -689,22 +670,6 @@ static void next_batch(const qsur_ostquant *o, train_run *r, const qsur_tokens *
     }
 }
 
-/* STE from the quantized weights the forward used to the fused floats. */
-static int wquant_ste(const qsur_ostquant *o, qsur_llama_grads *grads, qsur_error *err)
-{
-    int rc = QSUR_OK;
-    qsur_quant_spec ws = train_wspec(o);
-    for (int l = 0; l < o->cfg.n_layers && !rc; l++) {
-        qsur_llama_layer *L = &o->fm->layers[l];
-        qsur_llama_layer_grads *G = &grads->layers[l];
-        qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
-        float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
-        for (int i = 0; i < 7 && !rc; i++)
-            rc = qsur_fake_quant_backward(&ws, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], err);
-    }
-    return rc;
-}
-
 /* The optimiser steps: Cayley-Adam on R_res and every R_ov, Adam on the log
  * scales; linear decay: step t (0-based) of N runs at lr (N - t) / N. */
 static int optimise(qsur_ostquant *o, train_run *r, qsur_error *err)
@@ -720,23 +685,22 @@ static int optimise(qsur_ostquant *o, train_run *r, qsur_error *err)
     return rc;
 }
 
-/* One training step on tok: fuse and quantize, forward, loss and backward on
- * the parts, the chain rule to the parameters, clipping and the optimiser.
- * *loss, *kl: the batch's. */
+/* One training step on tok: forward, loss and backward on the parts (each
+ * making the fused, quantized linears as its passes reach them, and applying
+ * the weight STE and the chain rule to the parameters linear by linear), the
+ * parts' parameter gradients summed, clipping and the optimiser. *loss, *kl:
+ * the batch's. o->time.fuse holds the parameters' handover; the fusion, the
+ * STE and the chain rule are inside forward and backward now. */
 static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
 {
     double tp = qsur_seconds();
-    set_training_model(o, o->fm);
+    set_training_model(o, r->fm, r->parts, r->np);
     lap(&o->time.fuse, &tp);
     int rc = QSUR_OK;
-    qsur_quant_spec ws = train_wspec(o);
-    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(o->fm, &ws, NULL, err)))
-        return rc;
-    lap(&o->time.wquant, &tp);
     batch_part *p0 = &r->parts[0];
     for (int i = 0; i < r->np; i++)
         r->parts[i].t_forward = r->parts[i].t_teacher = r->parts[i].t_loss = r->parts[i].t_backward = 0.0;
-    if ((rc = parts_run(r->parts, r->np, &o->cfg, loss, kl, err)))
+    if ((rc = parts_run(r->parts, r->np, loss, kl, err)))
         return rc;
     /* the wall time of the parts, split as part 0's phases */
     double wall = qsur_seconds() - tp, t0 = p0->t_forward + p0->t_teacher + p0->t_loss + p0->t_backward;
@@ -748,11 +712,7 @@ static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, 
     tp = qsur_seconds();
     if (!isfinite(*loss))
         return qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)", o->step + 1);
-    if (train_wquant(o) && (rc = wquant_ste(o, p0->grads, err)))
-        return rc;
-    lap(&o->time.ste, &tp);
-    if ((rc = qsur_ostquant_param_grads(o, o->fm, p0->grads, r->dr, r->drov, r->dls, err)))
-        return rc;
+    param_grads_sum(r->parts, r->np, o, r->dr, r->drov, r->dls);
     lap(&o->time.chain, &tp);
     if (o->opts.clip_grad > 0)
         clip_gradients(o, r->dr, r->drov, r->dls);
@@ -769,7 +729,7 @@ static int after_step(qsur_ostquant *o, train_run *r, const qsur_tokens *calib, 
     int rc;
     o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
     if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
-        (rc = select_check(o, o->fm, r->parts, r->np, r->sel, r->zsel, r->T, err)))
+        (rc = select_check(o, r->fm, r->parts, r->np, r->sel, r->zsel, r->T, err)))
         return rc;
     qsur_ostquant_log row = {o->step, loss, kl, NAN};
     if (eval && o->opts.eval_every > 0 && (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps)) {
@@ -821,7 +781,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         o->has_cur = 0;
     }
     if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
-        rc = select_check(o, o->fm, r.parts, r.np, r.sel, r.zsel, r.T, err);
+        rc = select_check(o, r.fm, r.parts, r.np, r.sel, r.zsel, r.T, err);
     /* the start point of this call (step 0, or where a resumed run stands) */
     if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
         rc = qsur_log_add(o, calib, err);
