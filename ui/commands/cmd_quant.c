@@ -110,9 +110,10 @@ static void show_spec(session *s, report *r)
         qsur_quant_describe(&s->aoq, aq, sizeof aq);
         rep_str(r, "activation_wo", "wo input quantizer", aq);
     }
-    rep_str(r, "online_w2", "online w2 Hadamard",
-            s->online_w2 ? "on (rotate/ostquant model keep it with float activations too)"
-                         : "auto (only with quantized activations)");
+    if (s->model || s->online_w2) /* what rotate/ostquant model will do with it */
+        rep_str(r, "online_w2", "online w2 Hadamard",
+                s->online_w2 ? "on (rotate/ostquant model keep it with float activations too)"
+                             : "auto (only with quantized activations)");
 }
 
 /* Named quantizer sets (`preset=NAME`): each is a bits word and the specs
