@@ -73,22 +73,14 @@ static int upload_f32(qsur_gpu_model *g, float **dst, const float *src, size_t n
     return rc;
 }
 
-/* The dense matrix of an online hook: its apply on the n x n identity. */
+/* The dense matrix of an online hook (qsur_gpu_online_matrix), counted in g's bytes. */
 static int upload_online(qsur_gpu_model *g, gpu_online *o, const qsur_llama_online *h, int n,
                          const char *what, qsur_error *err)
 {
-    o->R = NULL;
     o->n = n;
-    if (!h->apply)
-        return QSUR_OK;
-    float *I = calloc((size_t)n * n, sizeof(float));
-    if (!I)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "gpu: cannot build the %s transform (%d x %d)", what, n, n);
-    for (int i = 0; i < n; i++)
-        I[(size_t)i * n + i] = 1.0f;
-    h->apply(h->ctx, I, n, n);
-    int rc = upload_f32(g, &o->R, I, (size_t)n * n, what, err);
-    free(I);
+    int rc = qsur_gpu_online_matrix(h, n, &o->R, what, err);
+    if (!rc && o->R)
+        g->bytes += (double)n * n * sizeof(float);
     return rc;
 }
 

@@ -9,6 +9,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include "qsur/error.h"
+#include "qsur/llama.h"
 
 typedef struct {
     cudaStream_t stream;
@@ -45,5 +46,10 @@ int qsur_gpu_gemm_batched(qsur_gpu_ctx *c, int bf16, int transa, int transb, int
                           float alpha, const void *A, int lda, long long sA, const void *B, int ldb,
                           long long sB, float beta, void *C, int c_ct, int ldc, long long sC,
                           int batch, qsur_error *err);
+
+/* *R = a new device fp32 n x n matrix of the online hook h (its apply on the
+ * identity: x R is what the hook does to a row x), or NULL when h is unset. */
+int qsur_gpu_online_matrix(const qsur_llama_online *h, int n, float **R, const char *what,
+                           qsur_error *err);
 
 #endif
