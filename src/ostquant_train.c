@@ -7,6 +7,7 @@
 #include <time.h>
 #include "qsur/clock.h"
 #include "qsur/atomic_file.h"
+#include "qsur/backend.h"
 #include "qsur/ostquant.h"
 #include "qsur/quant_ste.h"
 #include "qsur/rng.h"
@@ -448,11 +449,44 @@ static int parts_run(batch_part *parts, int np, const qsur_llama_config *c, doub
     return QSUR_OK;
 }
 
+/* The step's batch on the GPU (opts.gpu; one part): the fused model p->fm
+ * uploaded, the training forward and backward on the GPU (qsur_gpu_train_*),
+ * the teacher's logits (cached, CPU), the loss and dL/dlogits on the host in
+ * between; the gradients land in p->grads as parts_run leaves them. logits:
+ * host scratch of the batch's [B*T][V]. */
+static int gpu_batch(batch_part *p, qsur_gpu_train *gt, float *logits, double *loss, double *kl,
+                     qsur_error *err)
+{
+    int64_t V = p->o->cfg.vocab_size;
+    double t = qsur_seconds();
+    int rc = qsur_gpu_train_load(gt, p->fm, err);
+    if (!rc)
+        rc = qsur_gpu_train_zero(gt, err);
+    if (!rc)
+        rc = qsur_gpu_train_forward(gt, p->tok, logits, err);
+    lap(&p->t_forward, &t);
+    if (!rc)
+        rc = teacher_logits(p->teacher, p->st, p->tc, p->seq, p->tok, p->B, p->T, V, p->zfp, err);
+    lap(&p->t_teacher, &t);
+    if (rc)
+        return rc;
+    *loss = qsur_ostquant_loss_eval(p->o->opts.loss, p->o->opts.topk, logits, p->zfp, p->tok, p->B, p->T,
+                                    (int)V, p->dz, kl);
+    lap(&p->t_loss, &t);
+    if (!isfinite(*loss))
+        return QSUR_OK; /* the caller reports it */
+    rc = qsur_gpu_train_backward(gt, p->dz, err);
+    if (!rc)
+        rc = qsur_gpu_train_grads(gt, p->grads, err);
+    lap(&p->t_backward, &t);
+    return rc;
+}
+
 /* Loss of the current parameters on the selection batch sel (B x T, logits
  * zsel), part by part in the parts' tapes; snapshot when best. Uses
  * o->best_ema for the best selection loss. */
 static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                              const float *zsel, int T, qsur_error *err)
+                              const float *zsel, int T, qsur_gpu_train *gt, float *glog, qsur_error *err)
 {
     qsur_ostquant_fuse_into(o, fm);
     fm->hooks = qsur_llama_hooks_none();
@@ -466,6 +500,14 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
         return rc;
     double loss = 0.0;
     int64_t V = o->cfg.vocab_size, row = 0;
+    if (gt) { /* one part: the GPU forward */
+        double kl;
+        if ((rc = qsur_gpu_train_load(gt, fm, err)) || (rc = qsur_gpu_train_forward(gt, sel, glog, err)))
+            return rc;
+        loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, glog, zsel, sel, parts[0].B, T, (int)V,
+                                       NULL, &kl);
+        np = 0;
+    }
     for (int i = 0; i < np; i++) {
         batch_part *p = &parts[i];
         if ((rc = qsur_llama_train_forward(fm, p->tape, sel + row * T, p->B, T, err)))
@@ -485,10 +527,10 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
 }
 
 static int select_check(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                        const float *zsel, int T, qsur_error *err)
+                        const float *zsel, int T, qsur_gpu_train *gt, float *glog, qsur_error *err)
 {
     double t = qsur_seconds();
-    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, err);
+    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, gt, glog, err);
     lap(&o->time.select, &t);
     return rc;
 }
@@ -522,6 +564,8 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     int np = o->opts.threads < 1 ? 1 : o->opts.threads > QSUR_OSTQ_MAX_THREADS ? QSUR_OSTQ_MAX_THREADS : o->opts.threads;
     if (np > B)
         np = B;
+    if (o->opts.gpu)
+        np = 1; /* the GPU runs the whole batch */
     batch_part parts[QSUR_OSTQ_MAX_THREADS];
     memset(parts, 0, sizeof parts);
     int *perm = malloc((size_t)nseq * sizeof(int)), *tok = malloc((size_t)N * sizeof(int));
@@ -554,12 +598,19 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         p->dz = malloc((size_t)p->B * T * V * sizeof(float));
         if (!p->zfp || !p->dz)
             rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", B, T);
-        if (!rc)
+        if (!rc && !o->opts.gpu) /* the GPU keeps its own tape */
             rc = qsur_llama_tape_new(&p->tape, o->fm, p->B, T, err);
         if (!rc)
             rc = qsur_llama_grads_new(&p->grads, o->fm, err);
         if (!rc)
             rc = qsur_llama_state_new(&p->st, &teacher, p->B, T, err);
+    }
+    qsur_gpu_train *gt = NULL;
+    float *glog = NULL;
+    if (!rc && o->opts.gpu) {
+        rc = qsur_gpu_train_new(&gt, &o->fm->cfg, B, T, err);
+        if (!rc && !(glog = malloc((size_t)(N * V) * sizeof(float))))
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", B, T);
     }
     /* seeded batch order: the same permutation on resume */
     if (!rc)
@@ -582,7 +633,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         row += parts[i].B;
     }
     if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
-        rc = select_check(o, fm, parts, np, sel, zsel, T, err);
+        rc = select_check(o, fm, parts, np, sel, zsel, T, gt, glog, err);
     /* the start point of this call (step 0, or where a resumed run stands) */
     if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
         rc = qsur_log_add(o, calib, err);
@@ -630,7 +681,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         double kl, loss;
         for (int i = 0; i < np; i++)
             parts[i].t_forward = parts[i].t_teacher = parts[i].t_loss = parts[i].t_backward = 0.0;
-        if ((rc = parts_run(parts, np, c, &loss, &kl, err)))
+        if ((rc = gt ? gpu_batch(&parts[0], gt, glog, &loss, &kl, err) : parts_run(parts, np, c, &loss, &kl, err)))
             break;
         /* the wall time of the parts, split as part 0's phases */
         double wall = qsur_seconds() - tp, p0 = parts[0].t_forward + parts[0].t_teacher + parts[0].t_loss +
@@ -678,7 +729,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         o->step++;
         o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
         if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
-            (rc = select_check(o, fm, parts, np, sel, zsel, T, err)))
+            (rc = select_check(o, fm, parts, np, sel, zsel, T, gt, glog, err)))
             break;
         qsur_ostquant_log row = {o->step, loss, kl, NAN};
         if (eval && o->opts.eval_every > 0 &&
@@ -716,6 +767,8 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
     }
     o->time.total += qsur_seconds() - t_start;
     teacher_cache_free(&tc);
+    qsur_gpu_train_free(gt);
+    free(glog);
     free(bseq);
     free(teacher.layers);
     free(sel);

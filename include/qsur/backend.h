@@ -71,6 +71,10 @@ int qsur_gpu_quant_supported(const qsur_quant_spec *q, char *why, size_t n);
  * wo's own input quantizer, which the GPU forward does not have). */
 int qsur_gpu_hooks_supported(const qsur_llama_hooks *h, char *why, size_t n);
 
+/* The same for the training passes (qsur_gpu_train_*), which also run wo's
+ * own input quantizer. */
+int qsur_gpu_train_supported(const qsur_llama_hooks *h, char *why, size_t n);
+
 typedef enum { QSUR_GPU_F32 = 0, QSUR_GPU_BF16 } qsur_gpu_precision;
 
 /* A model resident on the GPU: weights, norms, hooks (activation/KV fake
@@ -185,8 +189,12 @@ void qsur_gpu_train_free(qsur_gpu_train *t);
 /* Bytes of GPU memory the buffers take. */
 double qsur_gpu_train_bytes(const qsur_gpu_train *t);
 /* Uploads m's forward weights, norms, embeddings, classifier and hooks (its
- * shape must be the buffers'); refused when qsur_gpu_hooks_supported is not. */
+ * shape must be the buffers'); refused when qsur_gpu_train_supported is not. */
 int qsur_gpu_train_load(qsur_gpu_train *t, const qsur_llama *m, qsur_error *err);
+/* Random weights made on the device (uniform in +-1/sqrt(cols), unit norms,
+ * seeded) and the hooks of `hooks`, for benchmarks of real shapes. */
+int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint64_t seed,
+                          qsur_error *err);
 /* Forward of B x T tokens (rows b*T + t) from position 0, keeping the tape;
  * logits [B*T][vocab] copied to the host when not NULL. */
 int qsur_gpu_train_forward(qsur_gpu_train *t, const int *tokens, float *logits, qsur_error *err);

@@ -115,6 +115,10 @@ typedef struct {
                              in the STE (qsur before issue 14; ablation) */
     int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
                              (0: one order, cycled) */
+    int gpu;              /* 1: each step's training forward and backward (and the
+                             selection checks' forward) on the GPU, qsur_gpu_train_*
+                             in qsur/backend.h (fp32; the batch is not split over
+                             threads); fusion, chain rule and optimiser on the CPU */
 } qsur_ostquant_opts;
 
 qsur_ostquant_opts qsur_ostquant_default(void);

@@ -153,3 +153,10 @@ int qsur_gpu_train_grads(qsur_gpu_train *t, qsur_llama_grads *g, qsur_error *err
     (void)t, (void)g;
     return no_cuda(err);
 }
+
+int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint64_t seed,
+                          qsur_error *err)
+{
+    (void)t, (void)hooks, (void)seed;
+    return no_cuda(err);
+}

@@ -226,7 +226,7 @@ static int upload_floats(float *dst, const float *src, size_t n, qsur_error *err
 static int upload_hooks(qsur_gpu_train *t, const qsur_llama_hooks *hk, qsur_error *err)
 {
     char why[160];
-    if (!qsur_gpu_hooks_supported(hk, why, sizeof why))
+    if (!qsur_gpu_train_supported(hk, why, sizeof why))
         return qsur_fail(err, QSUR_ERR_ARG, "gpu train: %s", why);
     const qsur_quant_spec *wo = qsur_llama_act_wo(hk);
     t->act = cu_quant(&hk->act);
@@ -605,4 +605,30 @@ int qsur_gpu_train_zero(qsur_gpu_train *t, qsur_error *err)
 int qsur_gpu_train_grads(qsur_gpu_train *t, qsur_llama_grads *g, qsur_error *err)
 {
     return grads_xfer(t, g, err);
+}
+
+int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint64_t seed,
+                          qsur_error *err)
+{
+    const qsur_llama_config *c = &t->cfg;
+    int64_t d = c->dim, h = c->hidden_dim, kv = c->kv_dim, V = c->vocab_size;
+    float ad = 1.0f / sqrtf((float)d), ah = 1.0f / sqrtf((float)h);
+    cudaStream_t st = t->ctx.stream;
+    int rc = upload_hooks(t, hooks, err);
+    for (int l = 0; l < c->n_layers && !rc; l++) {
+        train_layer *L = &t->L[l];
+        uint64_t s = seed * 1000003u + (uint64_t)l * 8u;
+        qsur_cu_random(L->wqkv, 0, (d + 2 * kv) * d, ad, 0, s + 1, st);
+        qsur_cu_random(L->wo, 0, d * d, ad, 0, s + 2, st);
+        qsur_cu_random(L->w13, 0, 2 * h * d, ad, 0, s + 3, st);
+        qsur_cu_random(L->w2, 0, d * h, ah, 0, s + 4, st);
+        qsur_cu_fill(L->attention_norm, 1.0f, d, st);
+        qsur_cu_fill(L->ffn_norm, 1.0f, d, st);
+    }
+    if (rc)
+        return rc;
+    qsur_cu_random(t->emb, 0, V * d, 1.0f, 0, seed + 5, st);
+    qsur_cu_fill(t->norm, 1.0f, d, st);
+    qsur_cu_random(t->out, 0, V * d, ad, 0, seed + 6, st);
+    return qsur_gpu_check(cudaStreamSynchronize(st), "random weights", err);
 }
