@@ -482,11 +482,10 @@ static int gpu_batch(batch_part *p, qsur_gpu_train *gt, float *logits, double *l
     return rc;
 }
 
-/* Loss of the current parameters on the selection batch sel (B x T, logits
- * zsel), part by part in the parts' tapes; snapshot when best. Uses
- * o->best_ema for the best selection loss. */
-static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                              const float *zsel, int T, qsur_gpu_train *gt, float *glog, qsur_error *err)
+/* fm = the fused float model of the current parameters with the training
+ * hooks: activation, wo-input and KV quantizers and the online rotations
+ * (weights are quantized separately, when train_wquant). */
+static void set_training_model(const qsur_ostquant *o, qsur_llama *fm)
 {
     qsur_ostquant_fuse_into(o, fm);
     fm->hooks = qsur_llama_hooks_none();
@@ -495,6 +494,15 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
     fm->hooks.act_wo.ste_const = o->opts.ste_const;
     fm->hooks.kv = o->kvspec;
     qsur_llama_rotations_attach(o->rot, fm);
+}
+
+/* Loss of the current parameters on the selection batch sel (B x T, logits
+ * zsel), part by part in the parts' tapes; snapshot when best. Uses
+ * o->best_ema for the best selection loss. */
+static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
+                              const float *zsel, int T, qsur_gpu_train *gt, float *glog, qsur_error *err)
+{
+    set_training_model(o, fm);
     int rc = QSUR_OK;
     if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
         return rc;
@@ -535,255 +543,334 @@ static int select_check(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int
     return rc;
 }
 
-/* Long on purpose: the teacher, the batch parts, the selection batch and the step loop share one
-   set of allocations and one cleanup path; the step's own work is in the functions above. */
-int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
-                        const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err)
-{
-    const qsur_llama_config *c = &o->cfg;
-    double t_start = qsur_seconds(), tp;
-    if (base->cfg.dim != c->dim || base->cfg.n_layers != c->n_layers ||
-        base->cfg.hidden_dim != c->hidden_dim || base->cfg.vocab_size != c->vocab_size)
-        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: the base model's shape differs from the state's");
-    int T, nseq;
-    qsur_ostquant_shape(o, calib, &T, &nseq);
-    int B = o->opts.batch < nseq ? o->opts.batch : nseq;
-    if (nseq < 1 || T < 2)
-        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: calibration stream has no sequence of >= 2 tokens");
-    int64_t N = (int64_t)B * T, V = c->vocab_size, d = c->dim;
-    if (o->has_cur) { /* continue from where the optimiser was, not from the best */
-        current(o, 0);
-        o->has_cur = 0;
-    }
-    /* teacher: the base model's float weights, no hooks */
-    qsur_llama teacher = *base;
-    teacher.hooks = qsur_llama_hooks_none();
-    teacher.layers = malloc((size_t)c->n_layers * sizeof *teacher.layers);
-    /* the batch in np parts of B / np sequences (the first B % np one more),
-     * each run on its own thread (threads=, default 1) */
-    int np = o->opts.threads < 1 ? 1 : o->opts.threads > QSUR_OSTQ_MAX_THREADS ? QSUR_OSTQ_MAX_THREADS : o->opts.threads;
-    if (np > B)
-        np = B;
-    if (o->opts.gpu)
-        np = 1; /* the GPU runs the whole batch */
+/* Everything one qsur_ostquant_train call allocates: the float teacher, the
+ * batch parts, the epoch order, the selection batch and the gradient buffers.
+ * train_setup fills it, train_teardown frees it (also after a failed setup). */
+typedef struct {
+    int T, nseq, B, np;
+    int64_t N, V;
+    qsur_llama teacher;        /* the base model's float weights, no hooks */
     batch_part parts[QSUR_OSTQ_MAX_THREADS];
-    memset(parts, 0, sizeof parts);
-    int *perm = malloc((size_t)nseq * sizeof(int)), *tok = malloc((size_t)N * sizeof(int));
-    double *dr = malloc((size_t)(d * d) * sizeof(double));
-    double *drov = malloc((size_t)r_ov_count(o) * sizeof(double));
-    double *dls = malloc((size_t)o->n_ls * sizeof(double));
-    int rc = QSUR_OK;
-    if (!teacher.layers || !perm || !tok || !dr || !drov || !dls)
-        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", B, T);
-    if (!rc) {
-        for (int l = 0; l < c->n_layers; l++) {
-            teacher.layers[l] = base->layers[l];
-            qsur_llama_linear *ls[7] = {&teacher.layers[l].wq, &teacher.layers[l].wk, &teacher.layers[l].wv,
-                                        &teacher.layers[l].wo, &teacher.layers[l].w1, &teacher.layers[l].w2,
-                                        &teacher.layers[l].w3};
-            for (int i = 0; i < 7; i++)
-                ls[i]->wq = NULL, ls[i]->qp = NULL;
-        }
-        teacher.output.wq = NULL;
-        teacher.output.qp = NULL;
+    int *perm;                 /* [nseq] the order of epoch perm_epoch */
+    int64_t perm_epoch;
+    int *tok, *bseq;           /* [B][T] this step's tokens, [B] their sequences */
+    int *sel;                  /* [B][T] the selection batch (see train_setup) */
+    float *zsel;               /* [B][T][V] its teacher logits */
+    double *dr, *drov, *dls;   /* Euclidean gradients of R_res, every R_ov, log s */
+    qsur_llama_online_t ot;
+    teacher_cache tc;
+    qsur_gpu_train *gt;        /* opts.gpu: the GPU's training buffers, else NULL */
+    float *glog;               /* [B][T][V] the GPU forward's logits on the host */
+} train_run;
+
+/* The teacher shares the base's float weights; its linears' quantized copies
+ * are dropped so its forward is the float model's. */
+static int teacher_view(train_run *r, const qsur_llama *base, qsur_error *err)
+{
+    const qsur_llama_config *c = &base->cfg;
+    r->teacher = *base;
+    r->teacher.hooks = qsur_llama_hooks_none();
+    r->teacher.layers = malloc((size_t)c->n_layers * sizeof *r->teacher.layers);
+    if (!r->teacher.layers)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
+    for (int l = 0; l < c->n_layers; l++) {
+        qsur_llama_layer *L = &r->teacher.layers[l];
+        *L = base->layers[l];
+        qsur_llama_linear *ls[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        for (int i = 0; i < 7; i++)
+            ls[i]->wq = NULL, ls[i]->qp = NULL;
     }
-    for (int i = 0, row = 0; i < np && !rc; i++) {
-        batch_part *p = &parts[i];
-        p->B = B / np + (i < B % np);
-        p->T = T;
-        p->weight = (double)p->B / B;
-        p->tok = tok + (size_t)row * T;
+    r->teacher.output.wq = NULL;
+    r->teacher.output.qp = NULL;
+    return QSUR_OK;
+}
+
+/* The batch in np parts of B / np sequences (the first B % np one more),
+ * each run on its own thread (threads=, default 1). */
+static int parts_new(qsur_ostquant *o, train_run *r, qsur_error *err)
+{
+    for (int i = 0, row = 0; i < r->np; i++) {
+        batch_part *p = &r->parts[i];
+        p->B = r->B / r->np + (i < r->B % r->np);
+        p->T = r->T;
+        p->weight = (double)p->B / r->B;
+        p->tok = r->tok + (size_t)row * r->T;
+        p->seq = r->bseq + row;
         row += p->B;
-        p->zfp = malloc((size_t)p->B * T * V * sizeof(float));
-        p->dz = malloc((size_t)p->B * T * V * sizeof(float));
+        p->o = o;
+        p->fm = o->fm;
+        p->teacher = &r->teacher;
+        p->ot = &r->ot;
+        p->tc = &r->tc;
+        size_t n = (size_t)p->B * r->T * r->V;
+        p->zfp = malloc(n * sizeof(float));
+        p->dz = malloc(n * sizeof(float));
         if (!p->zfp || !p->dz)
-            rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", B, T);
-        if (!rc && !o->opts.gpu) /* the GPU keeps its own tape */
-            rc = qsur_llama_tape_new(&p->tape, o->fm, p->B, T, err);
+            return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
+        int rc = o->opts.gpu ? QSUR_OK /* the GPU keeps its own tape */
+                             : qsur_llama_tape_new(&p->tape, o->fm, p->B, r->T, err);
         if (!rc)
             rc = qsur_llama_grads_new(&p->grads, o->fm, err);
         if (!rc)
-            rc = qsur_llama_state_new(&p->st, &teacher, p->B, T, err);
+            rc = qsur_llama_state_new(&p->st, &r->teacher, p->B, r->T, err);
+        if (rc)
+            return rc;
     }
-    qsur_gpu_train *gt = NULL;
-    float *glog = NULL;
-    if (!rc && o->opts.gpu) {
-        rc = qsur_gpu_train_new(&gt, &o->fm->cfg, B, T, err);
-        if (!rc && !(glog = malloc((size_t)(N * V) * sizeof(float))))
-            rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", B, T);
-    }
-    /* seeded batch order: the same permutation on resume */
-    if (!rc)
-        epoch_order(perm, nseq, o->opts.seed);
-    qsur_llama_online_t ot = qsur_llama_rotations_transpose(o->rot);
-    qsur_llama *fm = o->fm;
-    /* The selection batch: the first B sequences of the order, fixed, so "best"
-     * compares parameters on the same tokens (minibatch losses differ by more
-     * than the progress between steps). Checked every SELECT_EVERY steps. */
-    int *sel = malloc((size_t)N * sizeof(int));
-    float *zsel = malloc((size_t)(N * V) * sizeof(float));
-    if (!rc && (!sel || !zsel))
-        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory");
-    for (int b = 0; b < B && !rc; b++)
-        for (int t = 0; t < T; t++)
-            sel[b * T + t] = calib->ids[(int64_t)perm[b] * calib->seq_len + t];
-    for (int i = 0, row = 0; i < np && !rc; i++) {
-        if (!(rc = qsur_llama_forward(&teacher, parts[i].st, sel + (size_t)row * T, parts[i].B, T, 0, err)))
-            memcpy(zsel + (size_t)row * T * V, parts[i].st->logits, (size_t)parts[i].B * T * V * sizeof(float));
-        row += parts[i].B;
-    }
-    if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
-        rc = select_check(o, fm, parts, np, sel, zsel, T, gt, glog, err);
-    /* the start point of this call (step 0, or where a resumed run stands) */
-    if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
-        rc = qsur_log_add(o, calib, err);
-    teacher_cache tc;
-    teacher_cache_init(&tc, nseq, T, V);
-    int *bseq = malloc((size_t)B * sizeof(int));
-    if (!rc && !bseq)
-        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory");
-    for (int i = 0, row = 0; i < np && bseq; i++) {
-        batch_part *p = &parts[i];
-        p->o = o;
-        p->fm = o->fm;
-        p->teacher = &teacher;
-        p->ot = &ot;
-        p->tc = &tc;
-        p->seq = bseq + row;
+    return QSUR_OK;
+}
+
+/* The selection batch: the first B sequences of the order, fixed, so "best"
+ * compares parameters on the same tokens (minibatch losses differ by more
+ * than the progress between steps), with their teacher logits. */
+static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err)
+{
+    for (int b = 0; b < r->B; b++)
+        for (int t = 0; t < r->T; t++)
+            r->sel[b * r->T + t] = calib->ids[(int64_t)r->perm[b] * calib->seq_len + t];
+    for (int i = 0, row = 0; i < r->np; i++) {
+        batch_part *p = &r->parts[i];
+        int rc = qsur_llama_forward(&r->teacher, p->st, r->sel + (size_t)row * r->T, p->B, r->T, 0, err);
+        if (rc)
+            return rc;
+        memcpy(r->zsel + (size_t)row * r->T * r->V, p->st->logits, (size_t)p->B * r->T * r->V * sizeof(float));
         row += p->B;
     }
-    int64_t perm_epoch = 0; /* the epoch perm[] holds */
-    while (!rc && o->step < o->opts.steps) {
-        for (int b = 0; b < B; b++) {
-            int64_t at = (int64_t)o->step * B + b, ep = o->opts.reshuffle ? at / nseq : 0;
-            if (ep != perm_epoch) { /* a new order every pass (the paper code's data loader) */
-                epoch_order(perm, nseq, o->opts.seed + 0x9e3779b97f4a7c15ull * (uint64_t)ep);
-                perm_epoch = ep;
-            }
-            int sidx = perm[(int)(at % nseq)];
-            bseq[b] = sidx;
-            for (int t = 0; t < T; t++)
-                tok[b * T + t] = calib->ids[(int64_t)sidx * calib->seq_len + t];
-        }
-        tp = qsur_seconds();
-        qsur_ostquant_fuse_into(o, fm);
-        fm->hooks = qsur_llama_hooks_none();
-        fm->hooks.act = o->aspec;
-        fm->hooks.act_wo = o->aospec;
-        fm->hooks.act_wo.ste_const = o->opts.ste_const;
-    fm->hooks.act_wo.ste_const = o->opts.ste_const;
-        fm->hooks.kv = o->kvspec;
-        qsur_llama_rotations_attach(o->rot, fm);
-        lap(&o->time.fuse, &tp);
-        if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
-            break;
-        lap(&o->time.wquant, &tp);
-        double kl, loss;
-        for (int i = 0; i < np; i++)
-            parts[i].t_forward = parts[i].t_teacher = parts[i].t_loss = parts[i].t_backward = 0.0;
-        if ((rc = gt ? gpu_batch(&parts[0], gt, glog, &loss, &kl, err) : parts_run(parts, np, c, &loss, &kl, err)))
-            break;
-        /* the wall time of the parts, split as part 0's phases */
-        double wall = qsur_seconds() - tp, p0 = parts[0].t_forward + parts[0].t_teacher + parts[0].t_loss +
-                                                  parts[0].t_backward;
-        double f = p0 > 0 ? wall / p0 : 0.0;
-        o->time.forward += f * parts[0].t_forward;
-        o->time.teacher += f * parts[0].t_teacher;
-        o->time.loss += f * parts[0].t_loss;
-        o->time.backward += f * parts[0].t_backward;
-        tp = qsur_seconds();
-        if (!isfinite(loss)) {
-            rc = qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)",
-                           o->step + 1);
-            break;
-        }
-        qsur_llama_grads *grads = parts[0].grads;
-        /* STE from the quantized weights the forward used to the fused floats */
-        for (int l = 0; l < c->n_layers && !rc && train_wquant(o); l++) {
-            qsur_llama_layer *L = &fm->layers[l];
-            qsur_llama_layer_grads *G = &grads->layers[l];
-            qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
-            float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
-            for (int i = 0; i < 7 && !rc; i++)
-                rc = qsur_fake_quant_backward(&o->wspec, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i],
-                                              dw[i], err);
-        }
-        lap(&o->time.ste, &tp);
-        if (rc || (rc = qsur_ostquant_param_grads(o, fm, grads, dr, drov, dls, err)))
-            break;
-        lap(&o->time.chain, &tp);
-        if (o->opts.clip_grad > 0)
-            clip_gradients(o, dr, drov, dls);
-        /* linear decay: step t (0-based) of N runs at lr (N - t) / N */
-        f = o->opts.lr_decay && o->opts.steps > 0 ? (double)(o->opts.steps - o->step) / o->opts.steps : 1.0;
-        if ((rc = qsur_stiefel_adam_step(o->opt_res, o->r_res, dr, f * o->opts.lr, err)))
-            break;
-        int64_t hs2 = (int64_t)c->head_size * c->head_size;
-        for (int i = 0; i < c->n_layers * c->n_kv_heads && !rc; i++)
-            rc = qsur_stiefel_adam_step(o->opt_ov[i], o->r_ov + i * hs2, drov + i * hs2, f * o->opts.lr, err);
-        if (rc)
-            break;
-        if (o->opts.learn_scales)
-            qsur_adam_step(o->opt_ls, o->ls, dls, f * o->opts.lr_scale);
-        lap(&o->time.optim, &tp);
-        o->step++;
-        o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
-        if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
-            (rc = select_check(o, fm, parts, np, sel, zsel, T, gt, glog, err)))
-            break;
-        qsur_ostquant_log row = {o->step, loss, kl, NAN};
-        if (eval && o->opts.eval_every > 0 &&
-            (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps)) {
-            tp = qsur_seconds();
-            rc = eval_ppl(o, eval, 0, &row.ppl, err);
-            lap(&o->time.eval, &tp);
-            if (rc)
-                break;
-        }
-        if (log_row(o, row)) {
-            rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for the log");
-            break;
-        }
-        if (qsur_due(o) && (rc = qsur_log_add(o, calib, err)))
-            break;
-        char what[64];
-        if (isnan(row.ppl))
-            snprintf(what, sizeof what, "ostq %d/%d kl=%.4f sel=%.4f", o->step, o->opts.steps, kl, o->last_select);
-        else
-            snprintf(what, sizeof what, "ostq %d/%d ppl=%.3f", o->step, o->opts.steps, row.ppl);
-        rc = qsur_progress_tick(prog, (double)o->step / o->opts.steps, what, loss, err);
+    return QSUR_OK;
+}
+
+static void train_teardown(train_run *r)
+{
+    teacher_cache_free(&r->tc);
+    free(r->teacher.layers);
+    for (int i = 0; i < r->np; i++) {
+        qsur_llama_tape_free(r->parts[i].tape);
+        qsur_llama_grads_free(r->parts[i].grads);
+        qsur_llama_state_free(r->parts[i].st);
+        free(r->parts[i].zfp);
+        free(r->parts[i].dz);
     }
-    /* keep the best parameters on the selection batch (the final ones were
-     * checked too), on success and on interruption alike */
-    if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && o->opts.keep_last) {
+    free(r->perm);
+    free(r->tok);
+    free(r->bseq);
+    free(r->sel);
+    free(r->zsel);
+    free(r->dr);
+    free(r->drov);
+    free(r->dls);
+    qsur_gpu_train_free(r->gt);
+    free(r->glog);
+}
+
+/* Shapes, allocations, the teacher, the seeded epoch order (the same
+ * permutation on resume) and the selection batch; on failure the caller
+ * still calls train_teardown. */
+static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, const qsur_tokens *calib,
+                       qsur_error *err)
+{
+    const qsur_llama_config *c = &o->cfg;
+    memset(r, 0, sizeof *r);
+    if (base->cfg.dim != c->dim || base->cfg.n_layers != c->n_layers ||
+        base->cfg.hidden_dim != c->hidden_dim || base->cfg.vocab_size != c->vocab_size)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: the base model's shape differs from the state's");
+    qsur_ostquant_shape(o, calib, &r->T, &r->nseq);
+    r->B = o->opts.batch < r->nseq ? o->opts.batch : r->nseq;
+    if (r->nseq < 1 || r->T < 2)
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: calibration stream has no sequence of >= 2 tokens");
+    r->N = (int64_t)r->B * r->T;
+    r->V = c->vocab_size;
+    int64_t d = c->dim;
+    int np = o->opts.threads < 1 ? 1 : o->opts.threads;
+    np = np > QSUR_OSTQ_MAX_THREADS ? QSUR_OSTQ_MAX_THREADS : np;
+    r->np = o->opts.gpu ? 1 : np > r->B ? r->B : np; /* the GPU runs the whole batch */
+    r->perm = malloc((size_t)r->nseq * sizeof(int));
+    r->tok = malloc((size_t)r->N * sizeof(int));
+    r->bseq = malloc((size_t)r->B * sizeof(int));
+    r->sel = malloc((size_t)r->N * sizeof(int));
+    r->zsel = malloc((size_t)(r->N * r->V) * sizeof(float));
+    r->dr = malloc((size_t)(d * d) * sizeof(double));
+    r->drov = malloc((size_t)r_ov_count(o) * sizeof(double));
+    r->dls = malloc((size_t)o->n_ls * sizeof(double));
+    if (!r->perm || !r->tok || !r->bseq || !r->sel || !r->zsel || !r->dr || !r->drov || !r->dls) {
+        r->np = 0; /* no part was set up */
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
+    }
+    r->ot = qsur_llama_rotations_transpose(o->rot);
+    teacher_cache_init(&r->tc, r->nseq, r->T, r->V);
+    int rc = teacher_view(r, base, err);
+    if (!rc)
+        rc = parts_new(o, r, err);
+    if (!rc && o->opts.gpu) {
+        rc = qsur_gpu_train_new(&r->gt, &o->fm->cfg, r->B, r->T, err);
+        if (!rc && !(r->glog = malloc((size_t)(r->N * r->V) * sizeof(float))))
+            rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
+    }
+    if (rc)
+        return rc;
+    epoch_order(r->perm, r->nseq, o->opts.seed);
+    return selection_new(r, calib, err);
+}
+
+/* tok, bseq = step o->step's batch: B sequences in the epoch order, a new
+ * order every pass (the paper code's data loader) when reshuffling. */
+static void next_batch(const qsur_ostquant *o, train_run *r, const qsur_tokens *calib)
+{
+    for (int b = 0; b < r->B; b++) {
+        int64_t at = (int64_t)o->step * r->B + b, ep = o->opts.reshuffle ? at / r->nseq : 0;
+        if (ep != r->perm_epoch) {
+            epoch_order(r->perm, r->nseq, o->opts.seed + 0x9e3779b97f4a7c15ull * (uint64_t)ep);
+            r->perm_epoch = ep;
+        }
+        int sidx = r->perm[(int)(at % r->nseq)];
+        r->bseq[b] = sidx;
+        for (int t = 0; t < r->T; t++)
+            r->tok[b * r->T + t] = calib->ids[(int64_t)sidx * calib->seq_len + t];
+    }
+}
+
+/* STE from the quantized weights the forward used to the fused floats. */
+static int wquant_ste(const qsur_ostquant *o, qsur_llama_grads *grads, qsur_error *err)
+{
+    int rc = QSUR_OK;
+    for (int l = 0; l < o->cfg.n_layers && !rc; l++) {
+        qsur_llama_layer *L = &o->fm->layers[l];
+        qsur_llama_layer_grads *G = &grads->layers[l];
+        qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
+        for (int i = 0; i < 7 && !rc; i++)
+            rc = qsur_fake_quant_backward(&o->wspec, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], err);
+    }
+    return rc;
+}
+
+/* The optimiser steps: Cayley-Adam on R_res and every R_ov, Adam on the log
+ * scales; linear decay: step t (0-based) of N runs at lr (N - t) / N. */
+static int optimise(qsur_ostquant *o, train_run *r, qsur_error *err)
+{
+    const qsur_llama_config *c = &o->cfg;
+    double f = o->opts.lr_decay && o->opts.steps > 0 ? (double)(o->opts.steps - o->step) / o->opts.steps : 1.0;
+    int rc = qsur_stiefel_adam_step(o->opt_res, o->r_res, r->dr, f * o->opts.lr, err);
+    int64_t hs2 = (int64_t)c->head_size * c->head_size;
+    for (int i = 0; i < c->n_layers * c->n_kv_heads && !rc; i++)
+        rc = qsur_stiefel_adam_step(o->opt_ov[i], o->r_ov + i * hs2, r->drov + i * hs2, f * o->opts.lr, err);
+    if (!rc && o->opts.learn_scales)
+        qsur_adam_step(o->opt_ls, o->ls, r->dls, f * o->opts.lr_scale);
+    return rc;
+}
+
+/* One training step on tok: fuse and quantize, forward, loss and backward on
+ * the parts, the chain rule to the parameters, clipping and the optimiser.
+ * *loss, *kl: the batch's. */
+static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
+{
+    double tp = qsur_seconds();
+    set_training_model(o, o->fm);
+    lap(&o->time.fuse, &tp);
+    int rc = QSUR_OK;
+    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(o->fm, &o->wspec, NULL, err)))
+        return rc;
+    lap(&o->time.wquant, &tp);
+    batch_part *p0 = &r->parts[0];
+    for (int i = 0; i < r->np; i++)
+        r->parts[i].t_forward = r->parts[i].t_teacher = r->parts[i].t_loss = r->parts[i].t_backward = 0.0;
+    if ((rc = r->gt ? gpu_batch(p0, r->gt, r->glog, loss, kl, err) : parts_run(r->parts, r->np, &o->cfg, loss, kl, err)))
+        return rc;
+    /* the wall time of the parts, split as part 0's phases */
+    double wall = qsur_seconds() - tp, t0 = p0->t_forward + p0->t_teacher + p0->t_loss + p0->t_backward;
+    double f = t0 > 0 ? wall / t0 : 0.0;
+    o->time.forward += f * p0->t_forward;
+    o->time.teacher += f * p0->t_teacher;
+    o->time.loss += f * p0->t_loss;
+    o->time.backward += f * p0->t_backward;
+    tp = qsur_seconds();
+    if (!isfinite(*loss))
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)", o->step + 1);
+    if (train_wquant(o) && (rc = wquant_ste(o, p0->grads, err)))
+        return rc;
+    lap(&o->time.ste, &tp);
+    if ((rc = qsur_ostquant_param_grads(o, o->fm, p0->grads, r->dr, r->drov, r->dls, err)))
+        return rc;
+    lap(&o->time.chain, &tp);
+    if (o->opts.clip_grad > 0)
+        clip_gradients(o, r->dr, r->drov, r->dls);
+    rc = optimise(o, r, err);
+    lap(&o->time.optim, &tp);
+    return rc;
+}
+
+/* After step o->step: the selection check, the log row (with eval
+ * perplexity when due), the live QSUR when due and the progress tick. */
+static int after_step(qsur_ostquant *o, train_run *r, const qsur_tokens *calib, const qsur_tokens *eval,
+                      const qsur_progress *prog, double loss, double kl, qsur_error *err)
+{
+    int rc;
+    o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
+    if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
+        (rc = select_check(o, o->fm, r->parts, r->np, r->sel, r->zsel, r->T, r->gt, r->glog, err)))
+        return rc;
+    qsur_ostquant_log row = {o->step, loss, kl, NAN};
+    if (eval && o->opts.eval_every > 0 && (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps)) {
+        double tp = qsur_seconds();
+        rc = eval_ppl(o, eval, 0, &row.ppl, err);
+        lap(&o->time.eval, &tp);
+        if (rc)
+            return rc;
+    }
+    if (log_row(o, row))
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for the log");
+    if (qsur_due(o) && (rc = qsur_log_add(o, calib, err)))
+        return rc;
+    char what[64];
+    if (isnan(row.ppl))
+        snprintf(what, sizeof what, "ostq %d/%d kl=%.4f sel=%.4f", o->step, o->opts.steps, kl, o->last_select);
+    else
+        snprintf(what, sizeof what, "ostq %d/%d ppl=%.3f", o->step, o->opts.steps, row.ppl);
+    return qsur_progress_tick(prog, (double)o->step / o->opts.steps, what, loss, err);
+}
+
+/* Leaves the kept parameters in r_res/r_ov/ls (the last ones with keep=last,
+ * else the best on the selection batch; the final ones were checked too) and
+ * where the optimiser stands in cur_*, on success and on interruption alike. */
+static void keep_result(qsur_ostquant *o, int rc)
+{
+    if (rc != QSUR_OK && rc != QSUR_ERR_INTERRUPTED)
+        return;
+    if (o->opts.keep_last) {
         current(o, 1); /* the kept parameters are the current ones */
         o->has_cur = 1;
         o->best_step = o->step;
         snapshot(o, 1);
-    } else if ((rc == QSUR_OK || rc == QSUR_ERR_INTERRUPTED) && isfinite(o->best_ema)) {
+    } else if (isfinite(o->best_ema)) {
         current(o, 1);
         o->has_cur = 1;
         snapshot(o, 0);
     }
-    o->time.total += qsur_seconds() - t_start;
-    teacher_cache_free(&tc);
-    qsur_gpu_train_free(gt);
-    free(glog);
-    free(bseq);
-    free(teacher.layers);
-    free(sel);
-    free(zsel);
-    for (int i = 0; i < np; i++) {
-        qsur_llama_tape_free(parts[i].tape);
-        qsur_llama_grads_free(parts[i].grads);
-        qsur_llama_state_free(parts[i].st);
-        free(parts[i].zfp);
-        free(parts[i].dz);
+}
+
+int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
+                        const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err)
+{
+    double t_start = qsur_seconds();
+    train_run r;
+    int rc = train_setup(o, &r, base, calib, err);
+    if (!rc && o->has_cur) { /* continue from where the optimiser was, not from the best */
+        current(o, 0);
+        o->has_cur = 0;
     }
-    free(perm);
-    free(tok);
-    free(dr);
-    free(drov);
-    free(dls);
+    if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
+        rc = select_check(o, o->fm, r.parts, r.np, r.sel, r.zsel, r.T, r.gt, r.glog, err);
+    /* the start point of this call (step 0, or where a resumed run stands) */
+    if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
+        rc = qsur_log_add(o, calib, err);
+    while (!rc && o->step < o->opts.steps) {
+        double loss, kl;
+        next_batch(o, &r, calib);
+        if ((rc = train_step(o, &r, &loss, &kl, err)))
+            break;
+        o->step++;
+        rc = after_step(o, &r, calib, eval, prog, loss, kl, err);
+    }
+    keep_result(o, rc);
+    o->time.total += qsur_seconds() - t_start;
+    train_teardown(&r);
     return rc;
 }
