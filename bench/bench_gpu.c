@@ -216,7 +216,11 @@ static int ostq_passes(int layers, int reps)
     double t0 = qsur_seconds(), fwd = 0, loss = 0, bwd = 0, down = 0;
     int rc = z && zfp && dz && tok ? QSUR_OK : qsur_fail(&err, QSUR_ERR_NOMEM, "out of memory");
     if (!rc)
+        rc = qsur_llama_config_check(&c, "7b shape", &err);
+    if (!rc) {
+        host.cfg = c;
         rc = qsur_llama_rotations_new(&r, &c, 1, 1, 7, &err);
+    }
     if (!rc) {
         qsur_llama_rotations_attach(r, &host);
         rc = qsur_gpu_train_new(&t, &c, 1, T, &err);

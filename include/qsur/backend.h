@@ -207,6 +207,11 @@ int qsur_gpu_train_zero(qsur_gpu_train *t, qsur_error *err);
  * d_output the classifier's own, as qsur_llama_backward's). */
 int qsur_gpu_train_grads(qsur_gpu_train *t, qsur_llama_grads *g, qsur_error *err);
 
+/* qsur_fake_quant_backward (qsur/quant_ste.h) of one rows x cols matrix
+ * with the training kernels, host in and out. For tests. */
+int qsur_gpu_quant_backward(const qsur_quant_spec *q, const float *x, int64_t rows, int64_t cols,
+                            const float *dq, float *dx, qsur_error *err);
+
 /* Peak of the device's dense bf16 GEMM (TFLOP/s): n x n x n with fp32
  * accumulation, mean of `reps` after warm-up. For benchmarks. */
 int qsur_gpu_bf16_peak(int n, int reps, double *tflops, qsur_error *err);

@@ -160,3 +160,10 @@ int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint
     (void)t, (void)hooks, (void)seed;
     return no_cuda(err);
 }
+
+int qsur_gpu_quant_backward(const qsur_quant_spec *q, const float *x, int64_t rows, int64_t cols,
+                            const float *dq, float *dx, qsur_error *err)
+{
+    (void)q, (void)x, (void)rows, (void)cols, (void)dq, (void)dx;
+    return no_cuda(err);
+}

@@ -632,3 +632,28 @@ int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint
     qsur_cu_random(t->out, 0, V * d, ad, 0, seed + 6, st);
     return qsur_gpu_check(cudaStreamSynchronize(st), "random weights", err);
 }
+
+int qsur_gpu_quant_backward(const qsur_quant_spec *q, const float *x, int64_t rows, int64_t cols,
+                            const float *dq, float *dx, qsur_error *err)
+{
+    char why[160];
+    if (!qsur_gpu_quant_supported(q, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu: %s", why);
+    size_t bytes = (size_t)(rows * cols) * sizeof(float);
+    float *dx_d = NULL, *dq_d = NULL;
+    int rc = qsur_gpu_malloc((void **)&dx_d, bytes, "quant backward", err);
+    if (!rc)
+        rc = qsur_gpu_malloc((void **)&dq_d, bytes, "quant backward", err);
+    if (!rc)
+        rc = qsur_gpu_check(cudaMemcpy(dx_d, x, bytes, cudaMemcpyHostToDevice), "quant backward", err);
+    if (!rc)
+        rc = qsur_gpu_check(cudaMemcpy(dq_d, dq, bytes, cudaMemcpyHostToDevice), "quant backward", err);
+    if (!rc) {
+        qsur_cu_quant c = cu_quant(q);
+        qsur_cu_quant_backward(dq_d, dx_d, dq_d, rows, cols, &c, q->ste_const, 0);
+        rc = qsur_gpu_check(cudaMemcpy(dx, dq_d, bytes, cudaMemcpyDeviceToHost), "quant backward", err);
+    }
+    cudaFree(dx_d);
+    cudaFree(dq_d);
+    return rc;
+}
