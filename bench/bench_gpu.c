@@ -12,9 +12,9 @@
  *      shape with calibration sequences x 2048 tokens (0: skip).
  *   5. OSTQuant's training passes (qsur_gpu_train_*, fp32) of the 7B shape at
  *      A4KV4 with online Hadamards (q/k, w2's input), random weights made on
- *      the device: forward (logits to the host) and backward of one sequence
- *      of 2048 tokens, the host loss (KL-Top, k = 64) between them, and the
- *      gradients' copy to the host; the mean of `reps` after a warm-up.
+ *      the device: forward, KL-Top loss (k = 64, the teacher's logits uploaded)
+ *      and backward of one sequence of 2048 tokens, the mean of `reps` after a
+ *      warm-up; the gradients' copy to the host and the host KL-Top once.
  * Usage: bench_gpu [batch (8)] [layers (32)] [sequences (16)] [calibration sequences (128)]
  *                  [ostquant passes (3; 0: skip)]
  * Prints "no GPU" and exits 0 where none is usable. */
@@ -239,36 +239,51 @@ static int ostq_passes(int layers, int reps)
     qsur_rng_seed(&rg, 9);
     for (int i = 0; i < T; i++)
         tok[i] = (int)qsur_rng_below(&rg, (uint64_t)V);
+    /* warm-up: the logits once, a teacher from them (nudged), the host loss's time */
+    double kl = 0, host_loss = 0;
+    rc = qsur_gpu_train_zero(t, &err);
+    if (!rc)
+        rc = qsur_gpu_train_forward(t, tok, z, &err);
+    if (!rc) {
+        for (int64_t j = 0; j < T * V; j++)
+            zfp[j] = z[j] * 1.01f;
+        double a = qsur_seconds();
+        qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 64, z, zfp, tok, 1, T, (int)V, dz, &kl);
+        host_loss = qsur_seconds() - a;
+    }
     for (int i = 0; i <= reps && !rc; i++) {
-        double a = qsur_seconds(), kl;
+        double a = qsur_seconds();
         rc = qsur_gpu_train_zero(t, &err);
         if (!rc)
-            rc = qsur_gpu_train_forward(t, tok, z, &err);
+            rc = qsur_gpu_train_forward(t, tok, NULL, &err);
         double b = qsur_seconds();
-        if (!rc && i == 0) /* a teacher: the logits nudged */
-            for (int64_t j = 0; j < T * V; j++)
-                zfp[j] = z[j] * 1.01f;
-        double b2 = qsur_seconds();
         if (!rc)
-            qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 64, z, zfp, tok, 1, T, (int)V, dz, &kl);
+            rc = qsur_gpu_train_kltop(t, zfp, 64, 1.0, &kl, &err);
         double cc = qsur_seconds();
         if (!rc)
-            rc = qsur_gpu_train_backward(t, dz, &err);
+            rc = qsur_gpu_train_backward(t, NULL, &err);
         double d = qsur_seconds();
-        if (!rc)
+        if (!rc && i == reps)
             rc = qsur_gpu_train_grads(t, g, &err);
         double e = qsur_seconds();
         if (i > 0)
-            fwd += b - a, loss += cc - b2, bwd += d - cc, down += e - d;
+            fwd += b - a, loss += cc - b, bwd += d - cc;
+        if (i == reps)
+            down = e - d;
     }
     if (rc) {
         fprintf(stderr, "ostquant passes: %s\n", err.msg);
         goto done;
     }
-    double f = fwd / reps, l = loss / reps, bw = bwd / reps, dn = down / reps;
-    printf("ostquant passes, 1 x %d tokens, A4KV4 + online Hadamards (mean of %d): forward %.2f s "
-           "(logits to host), host KL-Top loss %.2f s, backward %.2f s, gradients to host %.2f s: "
-           "%.2f s per sequence\n", T, reps, f, l, bw, dn, f + l + bw);
+    double f = fwd / reps, l = loss / reps, bw = bwd / reps;
+    /* model FLOPs of forward + backward: 3 x (2 x linear parameters + causal attention 4 x dim x T/2
+     * per layer) per token, the online transforms' dense GEMMs not counted */
+    double lin = (double)layers * (4.0 * 4096 * 4096 + 3.0 * 4096 * 11008) + 2.0 * 32000 * 4096;
+    double flop = 3.0 * T * (2.0 * lin + (double)layers * 4.0 * 4096 * T / 2.0);
+    printf("ostquant passes, 1 x %d tokens, A4KV4 + online Hadamards (mean of %d): forward %.3f s, KL-Top "
+           "(teacher logits up, loss, dL/dlogits) %.3f s, backward %.3f s: %.3f s per sequence = %.1f TFLOP/s "
+           "(fp32); gradients to the host %.2f s; the KL-Top on the host instead: %.2f s\n",
+           T, reps, f, l, bw, f + l + bw, flop / (f + l + bw) / 1e12, down, host_loss);
 done:
     qsur_llama_grads_free(g);
     qsur_gpu_train_free(t);

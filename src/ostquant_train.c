@@ -459,23 +459,27 @@ static int gpu_batch(batch_part *p, qsur_gpu_train *gt, float *logits, double *l
 {
     int64_t V = p->o->cfg.vocab_size;
     double t = qsur_seconds();
+    int kltop = p->o->opts.loss == QSUR_OSTQ_KLTOP; /* then the loss runs on the GPU too */
     int rc = qsur_gpu_train_load(gt, p->fm, err);
     if (!rc)
         rc = qsur_gpu_train_zero(gt, err);
     if (!rc)
-        rc = qsur_gpu_train_forward(gt, p->tok, logits, err);
+        rc = qsur_gpu_train_forward(gt, p->tok, kltop ? NULL : logits, err);
     lap(&p->t_forward, &t);
     if (!rc)
         rc = teacher_logits(p->teacher, p->st, p->tc, p->seq, p->tok, p->B, p->T, V, p->zfp, err);
     lap(&p->t_teacher, &t);
     if (rc)
         return rc;
-    *loss = qsur_ostquant_loss_eval(p->o->opts.loss, p->o->opts.topk, logits, p->zfp, p->tok, p->B, p->T,
-                                    (int)V, p->dz, kl);
+    if (kltop && (rc = qsur_gpu_train_kltop(gt, p->zfp, p->o->opts.topk, 1.0, kl, err)))
+        return rc;
+    *loss = kltop ? *kl
+                  : qsur_ostquant_loss_eval(p->o->opts.loss, p->o->opts.topk, logits, p->zfp, p->tok, p->B,
+                                            p->T, (int)V, p->dz, kl);
     lap(&p->t_loss, &t);
     if (!isfinite(*loss))
         return QSUR_OK; /* the caller reports it */
-    rc = qsur_gpu_train_backward(gt, p->dz, err);
+    rc = qsur_gpu_train_backward(gt, kltop ? NULL : p->dz, err);
     if (!rc)
         rc = qsur_gpu_train_grads(gt, p->grads, err);
     lap(&p->t_backward, &t);
@@ -510,10 +514,14 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
     int64_t V = o->cfg.vocab_size, row = 0;
     if (gt) { /* one part: the GPU forward */
         double kl;
-        if ((rc = qsur_gpu_train_load(gt, fm, err)) || (rc = qsur_gpu_train_forward(gt, sel, glog, err)))
+        int kltop = o->opts.loss == QSUR_OSTQ_KLTOP;
+        if ((rc = qsur_gpu_train_load(gt, fm, err)) ||
+            (rc = qsur_gpu_train_forward(gt, sel, kltop ? NULL : glog, err)) ||
+            (kltop && (rc = qsur_gpu_train_kltop(gt, zsel, o->opts.topk, 1.0, &kl, err))))
             return rc;
-        loss = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, glog, zsel, sel, parts[0].B, T, (int)V,
-                                       NULL, &kl);
+        loss = kltop ? kl
+                     : qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, glog, zsel, sel, parts[0].B, T, (int)V,
+                                               NULL, &kl);
         np = 0;
     }
     for (int i = 0; i < np; i++) {
@@ -772,7 +780,8 @@ static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, 
     batch_part *p0 = &r->parts[0];
     for (int i = 0; i < r->np; i++)
         r->parts[i].t_forward = r->parts[i].t_teacher = r->parts[i].t_loss = r->parts[i].t_backward = 0.0;
-    if ((rc = r->gt ? gpu_batch(p0, r->gt, r->glog, loss, kl, err) : parts_run(r->parts, r->np, &o->cfg, loss, kl, err)))
+    rc = r->gt ? gpu_batch(p0, r->gt, r->glog, loss, kl, err) : parts_run(r->parts, r->np, &o->cfg, loss, kl, err);
+    if (rc)
         return rc;
     /* the wall time of the parts, split as part 0's phases */
     double wall = qsur_seconds() - tp, t0 = p0->t_forward + p0->t_teacher + p0->t_loss + p0->t_backward;

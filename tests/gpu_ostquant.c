@@ -84,6 +84,40 @@ static void nudge(qsur_llama *m, float *save, int back)
         e[i] = nextafterf(e[i], (i & 1) ? INFINITY : -INFINITY);
 }
 
+/* The KL-Top loss on the GPU (qsur_gpu_train_kltop, k = 64) against
+ * qsur_ostquant_loss_eval on the same logits (the GPU forward's) and teacher
+ * (zfp, here the CPU's logits scaled by 1.5): the loss within 1e-9 relative,
+ * and the gradients of a backward from each dL/dlogits within 1e-5. gc, gg:
+ * scratch gradients. */
+static void kltop_check(const qsur_llama *m, qsur_gpu_train *gt, const int *tok, int B, int T, const float *z,
+                        const float *cpu_logits, qsur_llama_grads *gc, qsur_llama_grads *gg)
+{
+    qsur_error err;
+    const qsur_llama_config *c = &m->cfg;
+    int64_t N = (int64_t)B * T, V = c->vocab_size;
+    float *zfp = malloc((size_t)(N * V) * sizeof(float)), *dz = malloc((size_t)(N * V) * sizeof(float));
+    if (!zfp || !dz)
+        goto done;
+    for (int64_t i = 0; i < N * V; i++)
+        zfp[i] = 1.5f * cpu_logits[i];
+    double kc, kg = NAN, lc = qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 64, z, zfp, tok, B, T, (int)V, dz, &kc);
+    CHECK_OK(qsur_gpu_train_zero(gt, &err), err);
+    CHECK_OK(qsur_gpu_train_backward(gt, dz, &err), err);
+    CHECK_OK(qsur_gpu_train_grads(gt, gc, &err), err);
+    CHECK_OK(qsur_gpu_train_zero(gt, &err), err);
+    CHECK_OK(qsur_gpu_train_kltop(gt, zfp, 64, 1.0, &kg, &err), err);
+    CHECK_OK(qsur_gpu_train_backward(gt, NULL, &err), err);
+    CHECK_OK(qsur_gpu_train_grads(gt, gg, &err), err);
+    const char *worst;
+    double eg = grads_diff(m, gg, gc, &worst), el = fabs(kg - lc) / lc;
+    printf("  %-44s KL-Top %.9f (CPU %.9f, %.1e), gradients %.2e (worst: %s)\n", "  the loss on the GPU", kg,
+           lc, el, eg, worst);
+    CHECK(el < 1e-9 && eg < 1e-5);
+done:
+    free(zfp);
+    free(dz);
+}
+
 /* One forward + backward of B x T tokens on both engines; logits and
  * gradients within tol relative L2. */
 static void pass(const char *what, qsur_llama *m, const qsur_llama_rotations *r, const int *tok,
@@ -121,7 +155,10 @@ static void pass(const char *what, qsur_llama *m, const qsur_llama_rotations *r,
     double eg = grads_diff(m, gg, gc, &worst);
     printf("  %-44s logits %.2e, gradients %.2e (worst: %s); CPU %.3f s, GPU %.4f s\n", what, el, eg,
            worst, t1 - t0, t3 - t2);
+    if (m->hooks.act.bits >= 16)
+        kltop_check(m, gt, tok, B, T, logits, tape->logits, gc, gg);
     float *save = malloc((size_t)V * c->dim * sizeof(float));
+    double sl = 0, sg = 0;
     if (save && m->hooks.act.bits < 16) { /* the CPU against itself, 1 ulp apart */
         memcpy(logits, tape->logits, (size_t)(N * V) * sizeof(float));
         nudge(m, save, 0);
@@ -129,11 +166,14 @@ static void pass(const char *what, qsur_llama *m, const qsur_llama_rotations *r,
         CHECK_OK(qsur_llama_train_forward(m, tape, tok, B, T, &err), err);
         CHECK_OK(qsur_llama_backward(m, tape, dz, &ot, gg, &err), err);
         nudge(m, save, 1);
-        printf("  %-44s logits %.2e, gradients %.2e (worst: %s)\n", "  the CPU against itself, 1 ulp apart",
-               rel_l2(tape->logits, logits, N * V), grads_diff(m, gg, gc, &worst), worst);
+        sl = rel_l2(tape->logits, logits, N * V);
+        sg = grads_diff(m, gg, gc, &worst);
+        printf("  %-44s logits %.2e, gradients %.2e (worst: %s)\n", "  the CPU against itself, 1 ulp apart", sl,
+               sg, worst);
     }
     free(save);
-    CHECK(el < tol && eg < tol);
+    /* with fake quantizers, a ~1e-7 difference flips codes: the CPU's own movement is the yardstick */
+    CHECK(el < fmax(tol, 3.0 * sl) && eg < fmax(tol, 3.0 * sg));
 done:
     qsur_llama_tape_free(tape);
     qsur_llama_grads_free(gc);

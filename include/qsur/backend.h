@@ -198,8 +198,16 @@ int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint
 /* Forward of B x T tokens (rows b*T + t) from position 0, keeping the tape;
  * logits [B*T][vocab] copied to the host when not NULL. */
 int qsur_gpu_train_forward(qsur_gpu_train *t, const int *tokens, float *logits, qsur_error *err);
-/* Backward of the last forward given dL/dlogits (host, [B*T][vocab]): the
- * gradients accumulate (+=) on the device. */
+/* OSTQuant's KL-Top loss of the last forward's logits against the teacher's
+ * zfp (host, [B*T][vocab]), as qsur_ostquant_loss_eval (qsur/ostquant.h;
+ * top-k ties: the lower index), on the device: *kl = the mean over tokens,
+ * and weight x dL/dlogits stays on the device for qsur_gpu_train_backward(t,
+ * NULL) (weight: this micro-batch's share of the batch). */
+int qsur_gpu_train_kltop(qsur_gpu_train *t, const float *zfp, int topk, double weight, double *kl,
+                         qsur_error *err);
+/* Backward of the last forward given dL/dlogits (host, [B*T][vocab]; NULL:
+ * the one qsur_gpu_train_kltop left on the device): the gradients accumulate
+ * (+=) on the device. */
 int qsur_gpu_train_backward(qsur_gpu_train *t, const float *dlogits, qsur_error *err);
 /* Zeroes the device gradients. */
 int qsur_gpu_train_zero(qsur_gpu_train *t, qsur_error *err);

@@ -167,3 +167,10 @@ int qsur_gpu_quant_backward(const qsur_quant_spec *q, const float *x, int64_t ro
     (void)q, (void)x, (void)rows, (void)cols, (void)dq, (void)dx;
     return no_cuda(err);
 }
+
+int qsur_gpu_train_kltop(qsur_gpu_train *t, const float *zfp, int topk, double weight, double *kl,
+                         qsur_error *err)
+{
+    (void)t, (void)zfp, (void)topk, (void)weight, (void)kl;
+    return no_cuda(err);
+}

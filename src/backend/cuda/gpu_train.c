@@ -37,6 +37,8 @@ struct qsur_gpu_train {
     train_layer *L;
     float *emb, *norm, *out, *demb, *dnorm, *dout;
     float *x_final, *xnf, *logits, *dlogits;
+    float *zfp;     /* [N][V] the teacher's logits for the device loss (allocated on first use) */
+    double *klrow;  /* [N] per-token KL-Top */
     float *qk, *wo_in, *w2_in; /* online transforms (NULL: none) */
     qsur_cu_quant act, act_wo, kv;
     int act_sc, act_wo_sc, kv_sc; /* ste_const of each */
@@ -127,7 +129,7 @@ static int alloc_model(qsur_gpu_train *t, qsur_error *err)
         {&t->emb, V * d}, {&t->norm, d}, {&t->out, V * d}, {&t->demb, V * d}, {&t->dnorm, d},
         {&t->dout, V * d}, {&t->x_final, N * d}, {&t->xnf, N * d}, {&t->logits, N * V},
         {&t->dlogits, N * V}, {&t->rope_cos, (size_t)t->T * half}, {&t->rope_sin, (size_t)t->T * half},
-        {&t->ones, N}, {&t->x, N * d}, {&t->qkv, N * (d + 2 * kv)}, {&t->s1, N * wide},
+        {&t->ones, N}, {(float **)&t->klrow, 2 * N}, {&t->x, N * d}, {&t->qkv, N * (d + 2 * kv)}, {&t->s1, N * wide},
         {&t->s2, N * wide}, {&t->dgu, N * 2 * h}, {&t->dq, N * d}, {&t->dk, N * kv}, {&t->dv, N * kv},
         {&t->dP, (size_t)c->n_heads * t->T * t->T}, {&t->dgrow, N * d}, {&t->tmp, N * wide},
     };
@@ -529,12 +531,41 @@ static int layer_backward(qsur_gpu_train *t, train_layer *L, qsur_error *err)
     return QSUR_OK;
 }
 
+int qsur_gpu_train_kltop(qsur_gpu_train *t, const float *zfp, int topk, double weight, double *kl,
+                         qsur_error *err)
+{
+    const int64_t N = t->N, V = t->cfg.vocab_size;
+    int rc = t->zfp ? QSUR_OK : talloc(t, &t->zfp, (size_t)(N * V), err);
+    if (!rc)
+        rc = qsur_gpu_check(cudaMemcpyAsync(t->zfp, zfp, (size_t)(N * V) * sizeof(float), cudaMemcpyHostToDevice,
+                                            t->ctx.stream), "teacher logits", err);
+    if (!rc && qsur_cu_kltop(t->dlogits, t->klrow, t->logits, t->zfp, N, (int)V, topk < 1 ? 1 : topk,
+                             weight / (double)N, t->ctx.stream))
+        rc = qsur_fail(err, QSUR_ERR_ARG, "gpu train: KL-Top of a %lld vocabulary does not fit the kernel",
+                       (long long)V);
+    double *h = rc ? NULL : malloc((size_t)N * sizeof(double));
+    if (!rc && !h)
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "gpu train: out of memory");
+    if (!rc)
+        rc = qsur_gpu_check(cudaMemcpy(h, t->klrow, (size_t)N * sizeof(double), cudaMemcpyDeviceToHost), "KL-Top",
+                            err);
+    if (!rc) {
+        double sum = 0;
+        for (int64_t i = 0; i < N; i++)
+            sum += h[i];
+        *kl = sum / (double)N;
+    }
+    free(h);
+    return rc;
+}
+
 int qsur_gpu_train_backward(qsur_gpu_train *t, const float *dlogits, qsur_error *err)
 {
     const qsur_llama_config *c = &t->cfg;
     const int d = c->dim, V = c->vocab_size;
-    int rc = qsur_gpu_check(cudaMemcpyAsync(t->dlogits, dlogits, (size_t)t->N * V * sizeof(float),
-                                            cudaMemcpyHostToDevice, t->ctx.stream), "dlogits", err);
+    int rc = dlogits ? qsur_gpu_check(cudaMemcpyAsync(t->dlogits, dlogits, (size_t)t->N * V * sizeof(float),
+                                                      cudaMemcpyHostToDevice, t->ctx.stream), "dlogits", err)
+                     : QSUR_OK;
     /* classifier and final norm */
     if (!rc)
         rc = linear_backward(t, t->out, V, d, t->xnf, t->dlogits, t->dout, t->s2, 0.0f, err);

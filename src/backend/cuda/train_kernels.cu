@@ -196,6 +196,87 @@ __global__ void fill_kernel(float *x, float v, int64_t n)
         x[i] = v;
 }
 
+
+/* (value, index) pairs: the larger value wins, the lower index on ties. */
+__device__ inline void best_of(float &v, int &i, float v2, int i2)
+{
+    if (v2 > v || (v2 == v && i2 < i))
+        v = v2, i = i2;
+}
+
+/* One block per token row: K = the top-k indices of the teacher row fr (all
+ * of them when k >= V), p = softmax(fr[K]), q = softmax(z[K]) (renormalised
+ * over K, exponentials and sums in double), kl[row] = sum_K p log(p/q),
+ * dz = (q - p) * scale on K, 0 elsewhere. Dynamic shared memory: the taken
+ * bitmask (ceil(V/32) words) then k indices. */
+__global__ void kltop_kernel(float *dz, double *kl, const float *z, const float *zfp, int V, int k,
+                             double scale)
+{
+    extern __shared__ unsigned smem[];
+    unsigned *taken = smem;
+    int words = (V + 31) / 32, full = k >= V;
+    int *idx = (int *)(smem + words);
+    __shared__ float shv[32];
+    __shared__ int shi[32];
+    __shared__ double shd[32];
+    const int64_t row = blockIdx.x;
+    const float *zr = z + row * V, *fr = zfp + row * V;
+    float *d = dz + row * V;
+    for (int j = threadIdx.x; j < V; j += blockDim.x)
+        d[j] = 0.0f;
+    for (int w = threadIdx.x; w < words; w += blockDim.x)
+        taken[w] = 0u;
+    __syncthreads();
+    int K = full ? V : k;
+    for (int s = 0; s < K && !full; s++) {
+        float bv = -FLT_MAX;
+        int bi = V;
+        for (int j = threadIdx.x; j < V; j += blockDim.x)
+            if (!(taken[j >> 5] & (1u << (j & 31))))
+                best_of(bv, bi, fr[j], j);
+        for (int o = 16; o > 0; o >>= 1)
+            best_of(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o), __shfl_xor_sync(0xffffffffu, bi, o));
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        if (lane == 0)
+            shv[warp] = bv, shi[warp] = bi;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+                best_of(bv, bi, shv[w], shi[w]);
+            idx[s] = bi;
+            taken[bi >> 5] |= 1u << (bi & 31);
+        }
+        __syncthreads();
+    }
+    /* maxima over K: the teacher's is its first pick */
+    float mq = -FLT_MAX, mp = -FLT_MAX;
+    for (int j = threadIdx.x; j < K; j += blockDim.x) {
+        int c = full ? j : idx[j];
+        mq = zr[c] > mq ? zr[c] : mq;
+        mp = fr[c] > mp ? fr[c] : mp;
+    }
+    mq = block_reduce(mq, Max(), shv, -FLT_MAX);
+    mp = block_reduce(mp, Max(), shv, -FLT_MAX);
+    double sp = 0, sq = 0;
+    for (int j = threadIdx.x; j < K; j += blockDim.x) {
+        int c = full ? j : idx[j];
+        sp += exp((double)fr[c] - mp);
+        sq += exp((double)zr[c] - mq);
+    }
+    sp = block_reduce(sp, Sum(), shd, 0.0);
+    sq = block_reduce(sq, Sum(), shd, 0.0);
+    double klt = 0;
+    for (int j = threadIdx.x; j < K; j += blockDim.x) {
+        int c = full ? j : idx[j];
+        double p = exp((double)fr[c] - mp) / sp, q = exp((double)zr[c] - mq) / sq;
+        klt += p > 0 ? p * (log(p) - log(q)) : 0.0;
+        d[c] = (float)((q - p) * scale);
+    }
+    klt = block_reduce(klt, Sum(), shd, 0.0);
+    if (threadIdx.x == 0)
+        kl[row] = klt;
+}
+
 } // namespace
 
 extern "C" {
@@ -256,6 +337,17 @@ void qsur_cu_embed_backward(float *dE, const float *dx, const int *tok, int64_t 
 void qsur_cu_fill(float *x, float v, int64_t n, qsur_cu_stream st)
 {
     fill_kernel<<<grid_for(n), kThreads, 0, st>>>(x, v, n);
+}
+
+int qsur_cu_kltop(float *dz, double *kl, const float *z, const float *zfp, int64_t rows, int V, int k,
+                  double scale, qsur_cu_stream st)
+{
+    int K = k < V ? k : V;
+    size_t shared = (size_t)((V + 31) / 32) * 4 + (size_t)(k < V ? K : 0) * 4;
+    if (shared > 48 * 1024)
+        return -1;
+    kltop_kernel<<<(unsigned)rows, kThreads, shared, st>>>(dz, kl, z, zfp, V, k, scale);
+    return 0;
 }
 
 } // extern "C"

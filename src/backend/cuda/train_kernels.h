@@ -41,6 +41,13 @@ void qsur_cu_add(float *y, const float *x, int64_t n, qsur_cu_stream st);
 /* dE[tok[r]][:] += dx[r][:] (rows r of dim values; atomic). */
 void qsur_cu_embed_backward(float *dE, const float *dx, const int *tok, int64_t rows, int dim,
                             qsur_cu_stream st);
+/* KL-Top per token row (qsur_ostquant_loss_eval's, qsur/ostquant.h): K = the
+ * top-k of the teacher row zfp (ties: the lower index; all V when k >= V),
+ * kl[row] = KL(softmax(zfp[K]) || softmax(z[K])), dz = scale (q - p) on K and
+ * 0 elsewhere. -1 (nothing launched) when the vocabulary's bitmask and the k
+ * indices exceed 48 KiB of shared memory. */
+int qsur_cu_kltop(float *dz, double *kl, const float *z, const float *zfp, int64_t rows, int V, int k,
+                  double scale, qsur_cu_stream st);
 /* x[i] = v for n values. */
 void qsur_cu_fill(float *x, float v, int64_t n, qsur_cu_stream st);
 
