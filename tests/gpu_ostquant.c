@@ -311,11 +311,11 @@ static void train_pair(const char *what, qsur_llama *m, const qsur_tokens *t, qs
     qsur_quant_spec w4 = qsur_quant_default(), a4 = qsur_quant_default(), kv4 = qsur_quant_default();
     a4.symmetric = kv4.symmetric = 0;
     a4.bits = kv4.bits = abits;
-    qsur_ostquant *o[3] = {NULL, NULL, NULL};
-    double secs[3] = {0, 0, 0};
+    qsur_ostquant *o[4] = {NULL, NULL, NULL, NULL};
+    double secs[4] = {0, 0, 0, 0};
     float *save = malloc((size_t)m->cfg.vocab_size * m->cfg.dim * sizeof(float));
-    for (int g = 0; g < 3 && save; g++) {
-        op.gpu = g == 1;
+    for (int g = 0; g < 4 && save; g++) { /* CPU, GPU, CPU 1 ulp apart, GPU again */
+        op.gpu = g == 1 || g == 3;
         if (g == 2)
             nudge(m, save, 0);
         CHECK_OK(qsur_ostquant_new(&o[g], m, &op, &w4, &a4, &kv4, &err), err);
@@ -329,8 +329,13 @@ static void train_pair(const char *what, qsur_llama *m, const qsur_tokens *t, qs
             nudge(m, save, 1);
     }
     free(save);
-    if (!o[0] || !o[1] || !o[2])
+    if (!o[0] || !o[1] || !o[2] || !o[3])
         goto done;
+    int same = o[3]->nlog == o[1]->nlog;
+    for (int i = 0; same && i < o[1]->nlog; i++)
+        same = o[3]->log[i].loss == o[1]->log[i].loss;
+    printf("    the GPU run again: %s losses\n", same ? "the same" : "OTHER");
+    CHECK(same); /* deterministic: no atomics in the sums */
     double worst = 0, self = 0;
     int n = o[0]->nlog < o[1]->nlog ? o[0]->nlog : o[1]->nlog;
     CHECK(n == op.steps && o[2]->nlog == n);
@@ -348,7 +353,7 @@ static void train_pair(const char *what, qsur_llama *m, const qsur_tokens *t, qs
            tg->fuse, tg->chain);
     CHECK(worst < fmax(tol, 3.0 * self));
 done:
-    for (int g = 0; g < 3; g++)
+    for (int g = 0; g < 4; g++)
         qsur_ostquant_free(o[g]);
 }
 

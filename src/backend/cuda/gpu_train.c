@@ -411,7 +411,7 @@ int qsur_gpu_train_forward(qsur_gpu_train *t, const int *tokens, float *logits, 
     if (!rc && logits)
         rc = qsur_gpu_check(cudaMemcpy(logits, t->logits, (size_t)N * c->vocab_size * sizeof(float),
                                        cudaMemcpyDeviceToHost), "logits", err);
-    return rc;
+    return rc ? rc : qsur_gpu_check(cudaStreamSynchronize(t->ctx.stream), "gpu forward", err);
 }
 
 /* ---- backward --------------------------------------------------------------- */
@@ -574,7 +574,7 @@ int qsur_gpu_train_backward(qsur_gpu_train *t, const float *dlogits, qsur_error 
     for (int l = c->n_layers - 1; l >= 0 && !rc; l--)
         rc = layer_backward(t, &t->L[l], err);
     if (!rc)
-        qsur_cu_embed_backward(t->demb, t->x, t->tok, t->N, d, t->ctx.stream);
+        qsur_cu_embed_backward(t->demb, t->x, t->tok, t->N, d, V, t->ctx.stream);
     return rc ? rc : qsur_gpu_check(cudaStreamSynchronize(t->ctx.stream), "gpu backward", err);
 }
 

@@ -181,12 +181,16 @@ __global__ void add_kernel(float *y, const float *x, int64_t n)
         y[i] += x[i];
 }
 
-__global__ void embed_backward_kernel(float *dE, const float *dx, const int *tok, int dim)
+/* One block per vocabulary row v: dE[v] += the dx rows of the tokens equal to
+ * v, in row order (deterministic, the CPU's order; no atomics). */
+__global__ void embed_backward_kernel(float *dE, const float *dx, const int *tok, int64_t rows, int dim)
 {
-    int64_t r = blockIdx.x;
-    float *e = dE + (int64_t)tok[r] * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x)
-        atomicAdd(e + j, dx[r * dim + j]);
+    const int v = blockIdx.x;
+    float *e = dE + (int64_t)v * dim;
+    for (int64_t r = 0; r < rows; r++)
+        if (tok[r] == v)
+            for (int j = threadIdx.x; j < dim; j += blockDim.x)
+                e[j] += dx[r * dim + j];
 }
 
 __global__ void fill_kernel(float *x, float v, int64_t n)
@@ -328,10 +332,10 @@ void qsur_cu_add(float *y, const float *x, int64_t n, qsur_cu_stream st)
     add_kernel<<<grid_for(n), kThreads, 0, st>>>(y, x, n);
 }
 
-void qsur_cu_embed_backward(float *dE, const float *dx, const int *tok, int64_t rows, int dim,
+void qsur_cu_embed_backward(float *dE, const float *dx, const int *tok, int64_t rows, int dim, int vocab,
                             qsur_cu_stream st)
 {
-    embed_backward_kernel<<<(unsigned)rows, kThreads, 0, st>>>(dE, dx, tok, dim);
+    embed_backward_kernel<<<(unsigned)vocab, kThreads, 0, st>>>(dE, dx, tok, rows, dim);
 }
 
 void qsur_cu_fill(float *x, float v, int64_t n, qsur_cu_stream st)

@@ -38,8 +38,9 @@ void qsur_cu_split(float *q, float *k, float *v, const float *qkv, int64_t N, in
                    qsur_cu_stream st);
 /* y += x (n values). */
 void qsur_cu_add(float *y, const float *x, int64_t n, qsur_cu_stream st);
-/* dE[tok[r]][:] += dx[r][:] (rows r of dim values; atomic). */
-void qsur_cu_embed_backward(float *dE, const float *dx, const int *tok, int64_t rows, int dim,
+/* dE[tok[r]][:] += dx[r][:] (rows r of dim values, ids < vocab), in row
+ * order: deterministic. */
+void qsur_cu_embed_backward(float *dE, const float *dx, const int *tok, int64_t rows, int dim, int vocab,
                             qsur_cu_stream st);
 /* KL-Top per token row (qsur_ostquant_loss_eval's, qsur/ostquant.h): K = the
  * top-k of the teacher row zfp (ties: the lower index; all V when k >= V),
