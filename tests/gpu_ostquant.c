@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
+#include "gpu_common.h"
 #include "qsur/backend.h"
 #include "qsur/clock.h"
 #include "qsur/llama.h"
@@ -247,17 +248,30 @@ static void ste(void)
     ste_one("sym int4 per tensor", q);
 }
 
-static void passes(void)
+/* stories260K with float weights (the tests edit them) and its calibration
+ * tokens; NULL after a failed CHECK. */
+static qsur_llama *stories(qsur_tokens *t)
 {
     qsur_error err;
     qsur_llama *m = NULL;
-    qsur_tokens t;
-    memset(&t, 0, sizeof t);
+    memset(t, 0, sizeof *t);
     CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
     if (m)
         CHECK_OK(qsur_llama_own_all(m, &err), err);
-    CHECK_OK(qsur_tokens_load(&t, check_shared("data/stories260K.calib.u16"), 256, 512, &err), err);
-    if (!m || !t.ids)
+    CHECK_OK(qsur_tokens_load(t, check_shared("data/stories260K.calib.u16"), 256, 512, &err), err);
+    if (m && t->ids)
+        return m;
+    qsur_llama_free(m);
+    qsur_tokens_free(t);
+    return NULL;
+}
+
+static void passes(void)
+{
+    qsur_error err;
+    qsur_tokens t;
+    qsur_llama *m = stories(&t);
+    if (!m)
         return;
     const int B = 3, T = 128;
     int *tok = malloc((size_t)B * T * sizeof(int));
@@ -359,15 +373,9 @@ done:
 
 static void train_stories(void)
 {
-    qsur_error err;
-    qsur_llama *m = NULL;
     qsur_tokens t;
-    memset(&t, 0, sizeof t);
-    CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
-    if (m)
-        CHECK_OK(qsur_llama_own_all(m, &err), err);
-    CHECK_OK(qsur_tokens_load(&t, check_shared("data/stories260K.calib.u16"), 256, 512, &err), err);
-    if (!m || !t.ids)
+    qsur_llama *m = stories(&t);
+    if (!m)
         return;
     qsur_ostquant_opts op = qsur_ostquant_default();
     op.steps = 10;
@@ -379,46 +387,11 @@ static void train_stories(void)
     qsur_llama_free(m);
 }
 
-static void fill(float *x, size_t n, double a)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = (float)((2.0 * check_uniform() - 1.0) * a);
-}
-
-/* Llama-2-7B shapes (dim 4096, hidden 11008, 32 heads, vocab 32000), 2 layers,
- * random float weights, sequences of up to 128 tokens. */
-static qsur_llama *real_model(void)
-{
-    qsur_error err;
-    qsur_llama_config c = qsur_llama_config_default();
-    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = 2, c.n_heads = 32, c.n_kv_heads = 32;
-    c.vocab_size = 32000, c.seq_len = 128, c.shared_classifier = 0;
-    qsur_llama *m = NULL;
-    CHECK_OK(qsur_llama_config_check(&c, "real shape", &err), err);
-    CHECK_OK(qsur_llama_new(&m, &c, &err), err);
-    if (!m)
-        return NULL;
-    check_seed(3);
-    fill(m->tok_embeddings, (size_t)c.vocab_size * c.dim, 1.0);
-    fill(m->output.w, (size_t)c.vocab_size * c.dim, 1.0 / sqrt(c.dim));
-    for (int i = 0; i < c.dim; i++)
-        m->norm[i] = 1.0f;
-    for (int l = 0; l < c.n_layers; l++) {
-        qsur_llama_layer *L = &m->layers[l];
-        for (int i = 0; i < c.dim; i++)
-            L->attention_norm[i] = L->ffn_norm[i] = 1.0f;
-        qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
-        for (int k = 0; k < 7; k++)
-            fill(lin[k]->w, (size_t)(lin[k]->rows * lin[k]->cols), 1.0 / sqrt((double)lin[k]->cols));
-    }
-    return m;
-}
-
 /* The real-shape model: one training pass (1 x 128 tokens) float and W4A4KV4,
  * and (QSUR_GPU_LONG) 10 OSTQuant steps of 2 x 128 tokens. */
 static void real_shape(void)
 {
-    qsur_llama *m = real_model();
+    qsur_llama *m = gpu_real_shape(128);
     if (!m)
         return;
     const qsur_llama_config *c = &m->cfg;
@@ -452,13 +425,8 @@ done:
 
 int main(void)
 {
-    qsur_gpu_info info;
-    qsur_gpu_probe(&info);
-    if (info.count == 0) {
-        printf("skipped: no GPU (%s)\n", info.why);
+    if (gpu_skip())
         return 77;
-    }
-    printf("GPU: %s, %.1f GiB\n", info.name, info.mem_gib);
     ste();
     passes();
     train_stories();

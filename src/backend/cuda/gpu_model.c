@@ -121,22 +121,7 @@ static int alloc_buffers(qsur_gpu_model *g, qsur_error *err)
         if (rc)
             return rc;
     }
-    /* RoPE tables as the CPU makes them (angles in double). */
-    float *cs = malloc(2 * S * half * sizeof(float));
-    if (!cs)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "gpu: out of memory for the RoPE tables");
-    for (size_t p = 0; p < S; p++)
-        for (size_t i = 0; i < half; i++) {
-            double a = (double)p * pow(c->rope_theta, -2.0 * (double)i / c->head_size);
-            cs[p * half + i] = (float)cos(a);
-            cs[S * half + p * half + i] = (float)sin(a);
-        }
-    int rc = qsur_gpu_check(cudaMemcpy(g->rope_cos, cs, S * half * 4, cudaMemcpyHostToDevice), "rope", err);
-    if (!rc)
-        rc = qsur_gpu_check(cudaMemcpy(g->rope_sin, cs + S * half, S * half * 4, cudaMemcpyHostToDevice),
-                            "rope", err);
-    free(cs);
-    return rc;
+    return qsur_gpu_rope_tables(c, (int)S, g->rope_cos, g->rope_sin, err);
 }
 
 static int alloc_weights(qsur_gpu_model *g, qsur_error *err)

@@ -140,28 +140,6 @@ static int alloc_model(qsur_gpu_train *t, qsur_error *err)
     return rc;
 }
 
-/* RoPE tables as the CPU's training tape makes them (angles in double). */
-static int upload_rope(qsur_gpu_train *t, qsur_error *err)
-{
-    const qsur_llama_config *c = &t->cfg;
-    size_t half = (size_t)c->head_size / 2, T = (size_t)t->T;
-    float *cs = malloc(2 * T * half * sizeof(float));
-    if (!cs)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "gpu train: out of memory for the RoPE tables");
-    for (size_t p = 0; p < T; p++)
-        for (size_t i = 0; i < half; i++) {
-            double a = (double)p * pow(c->rope_theta, -2.0 * (double)i / c->head_size);
-            cs[p * half + i] = (float)cos(a);
-            cs[T * half + p * half + i] = (float)sin(a);
-        }
-    int rc = qsur_gpu_check(cudaMemcpy(t->rope_cos, cs, T * half * 4, cudaMemcpyHostToDevice), "rope", err);
-    if (!rc)
-        rc = qsur_gpu_check(cudaMemcpy(t->rope_sin, cs + T * half, T * half * 4, cudaMemcpyHostToDevice),
-                            "rope", err);
-    free(cs);
-    return rc;
-}
-
 int qsur_gpu_train_new(qsur_gpu_train **out, const qsur_llama_config *cfg, int B, int T,
                        qsur_error *err)
 {
@@ -181,7 +159,7 @@ int qsur_gpu_train_new(qsur_gpu_train **out, const qsur_llama_config *cfg, int B
     if (!rc)
         rc = alloc_model(t, err);
     if (!rc)
-        rc = upload_rope(t, err);
+        rc = qsur_gpu_rope_tables(&t->cfg, T, t->rope_cos, t->rope_sin, err);
     if (!rc) {
         qsur_cu_fill(t->ones, 1.0f, t->N, t->ctx.stream);
         rc = qsur_gpu_check(cudaStreamSynchronize(t->ctx.stream), "gpu train", err);

@@ -52,4 +52,8 @@ int qsur_gpu_gemm_batched(qsur_gpu_ctx *c, int bf16, int transa, int transb, int
 int qsur_gpu_online_matrix(const qsur_llama_online *h, int n, float **R, const char *what,
                            qsur_error *err);
 
+/* cos_d, sin_d (device, T x head_size/2 each) = the RoPE tables of positions
+ * 0..T-1 as the CPU makes them (angles in double, rounded to float). */
+int qsur_gpu_rope_tables(const qsur_llama_config *c, int T, float *cos_d, float *sin_d, qsur_error *err);
+
 #endif
