@@ -17,7 +17,10 @@
  * + use + qsur + error; gptq model layers=2 (block-by-block calibration of
  * just those blocks, X^T X streamed); export to sharded safetensors (bf16,
  * 5 GB shards) into OUTDIR; rotate model steps=heads (every block's wv and
- * wo edited through the undo journal; not in the default set: ONLY=rotate).
+ * wo edited through the undo journal; not in the default set: ONLY=rotate);
+ * ostquant model (W4A16, OSTQ_STEPS training steps, default 1, of 1 x 32
+ * calibration tokens, Hadamard start, no selection batch or live QSUR, then
+ * the fusion into packed codes; not in the default set: ONLY=ostquant).
  * Target: every step's peak RSS <= the checkpoint's bytes + 3 GiB, load < 5 s. */
 #include <cblas.h>
 #include <dirent.h>
@@ -89,7 +92,7 @@ static int steps(int argc, char **argv)
     }
     /* ONLY: some of load,ppl,calib,gptq,export (default: all) */
     const char *only = argc > 7 ? argv[7] : "load,ppl,calib,gptq,export";
-    static const char *const keys[6] = {"load", "ppl", "calib", "gptq", "export", "rotate"};
+    static const char *const keys[7] = {"load", "ppl", "calib", "gptq", "export", "rotate", "ostquant"};
     const char *qsur = argv[2], *dir = argv[3], *calib = argv[4], *eval = argv[5], *out = argv[6];
     long long bytes = dir_bytes(dir);
     printf("checkpoint %s: %.2f GiB of safetensors; budget per step %.2f GiB (+3 GiB)\n", dir,
@@ -99,7 +102,7 @@ static int steps(int argc, char **argv)
     struct {
         const char *name;
         char cmds[16384];
-    } st[6];
+    } st[7];
     snprintf(st[0].cmds, sizeof st[0].cmds, "%s", load);
     snprintf(st[1].cmds, sizeof st[1].cmds, "%s; ppl \"%s\" seqs=1 seqlen=512", load, eval);
     snprintf(st[2].cmds, sizeof st[2].cmds, "%s; calib \"%s\" seqs=2 seqlen=512 only=layers.1.feed_forward.w2; "
@@ -108,14 +111,20 @@ static int steps(int argc, char **argv)
              "gptq model layers=2", load, calib);
     snprintf(st[4].cmds, sizeof st[4].cmds, "%s; export \"%s\" dtype=bf16", load, out);
     snprintf(st[5].cmds, sizeof st[5].cmds, "%s; rotate model hadamard 1 steps=heads", load);
+    const char *ostq_steps = getenv("OSTQ_STEPS") ? getenv("OSTQ_STEPS") : "1";
+    snprintf(st[6].cmds, sizeof st[6].cmds, "%s; quant w4a16; ostquant model calib=\"%s\" steps=%d seqs=1 seq-len=32 "
+             "batch=1 no-womi keep=last qsur-every=0 seed=1", load, calib, atoi(ostq_steps));
     st[0].name = "model load";
     st[1].name = "ppl 1x512";
     st[2].name = "calib w2 input 2x512 + use + qsur/error";
     st[3].name = "gptq model layers=2";
     st[4].name = "export (bf16, 5 GB shards)";
     st[5].name = "rotate model steps=heads (wv, wo)";
+    static char ostq_name[64];
+    snprintf(ostq_name, sizeof ostq_name, "ostquant model w4a16 steps=%d (1x32)", atoi(ostq_steps));
+    st[6].name = ostq_name;
     int bad = 0;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         if (!strstr(only, keys[i]))
             continue;
         long rss = 0;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "qsur/llama_runtime.h"
+#include "qsur/llama_store.h"
 #include "qsur/ostquant.h"
 #include "qsur/safetensors.h"
 
@@ -29,12 +30,27 @@ static uint64_t fnv(uint64_t h, const float *x, int64_t n)
     return h;
 }
 
+/* The same over a linear's float32 weights, read through the store a row at
+ * a time (the bytes the float form holds, whatever the stored dtype). */
+static uint64_t fnv_linear(uint64_t h, const qsur_llama_linear *l, float *row)
+{
+    for (int64_t r = 0; r < l->rows; r++) {
+        qsur_llama_linear_read_rows(l, r, r + 1, row);
+        h = fnv(h, row, l->cols);
+    }
+    return h;
+}
+
 uint64_t qsur_ostquant_base_hash(const qsur_llama *m)
 {
     const qsur_llama_config *c = &m->cfg;
     uint64_t h = 1469598103934665603ULL;
-    h = fnv(h, m->tok_embeddings, (int64_t)c->vocab_size * c->dim);
-    h = fnv(h, m->output.w, (int64_t)c->vocab_size * c->dim);
+    int64_t wide = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
+    float *row = malloc((size_t)wide * sizeof(float));
+    if (!row)
+        return 0; /* no state matches: load fails with a message, new runs save 0 */
+    h = fnv_linear(h, &m->embed, row);
+    h = fnv_linear(h, &m->output, row);
     h = fnv(h, m->norm, c->dim);
     for (int l = 0; l < c->n_layers; l++) {
         const qsur_llama_layer *L = &m->layers[l];
@@ -42,8 +58,9 @@ uint64_t qsur_ostquant_base_hash(const qsur_llama *m)
         h = fnv(h, L->ffn_norm, c->dim);
         const qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
         for (int i = 0; i < 7; i++)
-            h = fnv(h, lin[i]->w, lin[i]->rows * lin[i]->cols);
+            h = fnv_linear(h, lin[i], row);
     }
+    free(row);
     return h;
 }
 

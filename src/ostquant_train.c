@@ -11,6 +11,7 @@
 #include "qsur/ostquant.h"
 #include "qsur/quant_ste.h"
 #include "qsur/rng.h"
+#include "ostquant_fuse.h"
 
 typedef struct {
     float v;
@@ -187,14 +188,11 @@ static int eval_ppl(const qsur_ostquant *o, const qsur_tokens *eval, int T, doub
 {
     qsur_llama *m;
     qsur_llama_rotations *r;
-    int rc = qsur_ostquant_fuse(o, &m, &r, err);
+    int rc = qsur_ostquant_fuse_model(o, o->wspec.bits < 16 ? &o->wspec : NULL, NULL, &m, &r, err);
     if (rc)
         return rc;
-    if (o->wspec.bits < 16)
-        rc = qsur_llama_quantize_weights(m, &o->wspec, NULL, err);
     qsur_llama_ppl res;
-    if (!rc)
-        rc = qsur_llama_perplexity(m, NULL, eval, T, o->opts.eval_seqs, 8, NULL, &res, err);
+    rc = qsur_llama_perplexity(m, NULL, eval, T, o->opts.eval_seqs, 8, NULL, &res, err);
     if (!rc)
         *ppl = res.ppl;
     qsur_llama_free(m);
@@ -344,17 +342,19 @@ static int teacher_logits(const qsur_llama *teacher, qsur_llama_state *st, teach
     return QSUR_OK;
 }
 
-/* One part of a step's batch: its own tape, gradients, teacher state and
- * loss buffers, so parts run on threads side by side over the shared fused
- * model (read-only during the step). The batch's loss is the token mean, so
- * part p's dL/dlogits and loss are weighted by B_p / B. */
+/* One part of a step's batch: its own tape, fused-model scratch (with the
+ * parameters' gradients of its rows), teacher state and loss buffers, so
+ * parts run on threads side by side over the shared skeleton of the fused
+ * model (read-only during the step), each making the fused linears it needs.
+ * The batch's loss is the token mean, so part p's dL/dlogits and loss are
+ * weighted by B_p / B. */
 typedef struct {
     const qsur_ostquant *o;
-    const qsur_llama *fm, *teacher;
+    const qsur_llama *teacher;
     const qsur_llama_online_t *ot;
     teacher_cache *tc;
     qsur_llama_tape *tape;
-    qsur_llama_grads *grads;
+    qsur_ostq_fused fz;
     qsur_llama_state *st;
     const int *seq, *tok; /* this part's rows of the batch */
     int B, T;
@@ -371,7 +371,7 @@ static void *part_run(void *arg)
     batch_part *p = arg;
     int64_t V = p->o->cfg.vocab_size, N = (int64_t)p->B * p->T;
     double t = qsur_seconds();
-    p->rc = qsur_llama_train_forward(p->fm, p->tape, p->tok, p->B, p->T, &p->err);
+    p->rc = qsur_ostq_forward(&p->fz, p->tape, p->tok, p->B, p->T, &p->err);
     lap(&p->t_forward, &t);
     if (!p->rc)
         p->rc = teacher_logits(p->teacher, p->st, p->tc, p->seq, p->tok, p->B, p->T, V, p->zfp, &p->err);
@@ -386,42 +386,37 @@ static void *part_run(void *arg)
     lap(&p->t_loss, &t);
     if (!isfinite(p->loss))
         return NULL; /* the caller reports it */
-    qsur_llama_grads_zero(p->grads, p->fm);
-    p->rc = qsur_llama_backward(p->fm, p->tape, p->dz, p->ot, p->grads, &p->err);
+    p->rc = qsur_ostq_backward(&p->fz, p->tape, p->dz, p->ot, &p->err);
     lap(&p->t_backward, &t);
     return NULL;
 }
 
-/* g += h (the same model shape). */
-static void grads_add(qsur_llama_grads *g, const qsur_llama_grads *h, const qsur_llama_config *c)
+/* dr, drov, dls = the parameters' gradients summed over the parts. */
+static void param_grads_sum(const batch_part *parts, int np, const qsur_ostquant *o, double *dr, double *drov,
+                            double *dls)
 {
-    int64_t d = c->dim, kv = c->kv_dim, hd = c->hidden_dim, V = c->vocab_size;
-#define ADD(a, b, n)                        \
-    for (int64_t i_ = 0; i_ < (n); i_++)    \
-        (a)[i_] += (b)[i_];
-    ADD(g->d_tok_embeddings, h->d_tok_embeddings, V * d)
-    ADD(g->d_norm, h->d_norm, d)
-    ADD(g->d_output, h->d_output, V * d)
-    for (int l = 0; l < c->n_layers; l++) {
-        qsur_llama_layer_grads *G = &g->layers[l];
-        const qsur_llama_layer_grads *H = &h->layers[l];
-        ADD(G->d_wq, H->d_wq, d * d)
-        ADD(G->d_wk, H->d_wk, kv * d)
-        ADD(G->d_wv, H->d_wv, kv * d)
-        ADD(G->d_wo, H->d_wo, d * d)
-        ADD(G->d_w1, H->d_w1, hd * d)
-        ADD(G->d_w2, H->d_w2, d * hd)
-        ADD(G->d_w3, H->d_w3, hd * d)
-        ADD(G->d_attention_norm, H->d_attention_norm, d)
-        ADD(G->d_ffn_norm, H->d_ffn_norm, d)
+    int64_t d2 = (int64_t)o->cfg.dim * o->cfg.dim, nov = qsur_ostq_r_ov_size(o);
+    for (int64_t i = 0; i < d2; i++) {
+        float v = parts[0].fz.dR[i]; /* summed in float, as the whole-model chain rule did */
+        for (int p = 1; p < np; p++)
+            v += parts[p].fz.dR[i];
+        dr[i] = v;
     }
-#undef ADD
+    for (int64_t i = 0; i < nov; i++) {
+        drov[i] = parts[0].fz.d_r_ov[i];
+        for (int p = 1; p < np; p++)
+            drov[i] += parts[p].fz.d_r_ov[i];
+    }
+    for (int64_t i = 0; i < o->n_ls; i++) {
+        dls[i] = parts[0].fz.d_ls[i];
+        for (int p = 1; p < np; p++)
+            dls[i] += parts[p].fz.d_ls[i];
+    }
 }
 
 /* Runs the parts (part 0 on this thread, the others on their own), then sums
- * their gradients into part 0's and their weighted losses into *loss, *kl. */
-static int parts_run(batch_part *parts, int np, const qsur_llama_config *c, double *loss, double *kl,
-                     qsur_error *err)
+ * their weighted losses into *loss, *kl. */
+static int parts_run(batch_part *parts, int np, double *loss, double *kl, qsur_error *err)
 {
     pthread_t th[QSUR_OSTQ_MAX_THREADS];
     int started[QSUR_OSTQ_MAX_THREADS] = {0};
@@ -443,24 +438,33 @@ static int parts_run(batch_part *parts, int np, const qsur_llama_config *c, doub
         *loss += parts[i].weight * parts[i].loss;
         *kl += parts[i].weight * parts[i].kl;
     }
-    if (isfinite(*loss))
-        for (int i = 1; i < np; i++)
-            grads_add(parts[0].grads, parts[i].grads, c);
     return QSUR_OK;
 }
 
-/* The step's batch on the GPU (opts.gpu; one part): the fused model p->fm
- * uploaded, the training forward and backward on the GPU (qsur_gpu_train_*),
- * the teacher's logits (cached, CPU), the loss and dL/dlogits on the host in
- * between; the gradients land in p->grads as parts_run leaves them. logits:
- * host scratch of the batch's [B*T][V]. */
-static int gpu_batch(batch_part *p, qsur_gpu_train *gt, float *logits, double *loss, double *kl,
-                     qsur_error *err)
+/* opts.gpu: the float model gfm (qsur_llama_new of o->cfg) = the fused model
+ * of the current parameters with the training hooks, its weights quantized
+ * (wq) when they train quantized: what the GPU uploads. The whole model is
+ * fused on the CPU (qsur_ostquant_fuse_into), so this path is for models
+ * whose float copy fits (gpu.md). */
+static int gpu_model_now(const qsur_ostquant *o, qsur_llama *gfm, qsur_error *err)
+{
+    qsur_ostquant_fuse_into(o, gfm);
+    qsur_ostq_set_hooks(o, gfm, o->rot);
+    gfm->hooks.act_wo.ste_const = o->opts.ste_const;
+    return train_wquant(o) ? qsur_llama_quantize_weights(gfm, &o->wspec, NULL, err) : QSUR_OK;
+}
+
+/* The batch of part p on the GPU: gfm uploaded, the training forward and
+ * backward on the GPU (qsur_gpu_train_*), the teacher's logits (cached, CPU)
+ * and the loss in between (KL-Top on the GPU, CE/MSE on the host through
+ * logits, host scratch of [B*T][V]); gradients w.r.t. gfm's used weights in g. */
+static int gpu_batch(batch_part *p, qsur_gpu_train *gt, const qsur_llama *gfm, float *logits,
+                     qsur_llama_grads *g, double *loss, double *kl, qsur_error *err)
 {
     int64_t V = p->o->cfg.vocab_size;
     double t = qsur_seconds();
-    int kltop = p->o->opts.loss == QSUR_OSTQ_KLTOP; /* then the loss runs on the GPU too */
-    int rc = qsur_gpu_train_load(gt, p->fm, err);
+    int kltop = p->o->opts.loss == QSUR_OSTQ_KLTOP;
+    int rc = qsur_gpu_train_load(gt, gfm, err);
     if (!rc)
         rc = qsur_gpu_train_zero(gt, err);
     if (!rc)
@@ -481,41 +485,55 @@ static int gpu_batch(batch_part *p, qsur_gpu_train *gt, float *logits, double *l
         return QSUR_OK; /* the caller reports it */
     rc = qsur_gpu_train_backward(gt, kltop ? NULL : p->dz, err);
     if (!rc)
-        rc = qsur_gpu_train_grads(gt, p->grads, err);
+        rc = qsur_gpu_train_grads(gt, g, err);
     lap(&p->t_backward, &t);
     return rc;
 }
 
-/* fm = the fused float model of the current parameters with the training
- * hooks: activation, wo-input and KV quantizers and the online rotations
- * (weights are quantized separately, when train_wquant). */
-static void set_training_model(const qsur_ostquant *o, qsur_llama *fm)
+/* STE from gfm's quantized weights to its fused floats, in place in g. */
+static int gpu_wquant_ste(const qsur_ostquant *o, const qsur_llama *gfm, qsur_llama_grads *g, qsur_error *err)
 {
-    qsur_ostquant_fuse_into(o, fm);
-    fm->hooks = qsur_llama_hooks_none();
-    fm->hooks.act = o->aspec;
-    fm->hooks.act_wo = o->aospec;
+    int rc = QSUR_OK;
+    for (int l = 0; l < o->cfg.n_layers && !rc; l++) {
+        const qsur_llama_layer *L = &gfm->layers[l];
+        qsur_llama_layer_grads *G = &g->layers[l];
+        const qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
+        for (int i = 0; i < 7 && !rc; i++)
+            rc = qsur_fake_quant_backward(&o->wspec, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], err);
+    }
+    return rc;
+}
+
+/* The parts' scratch gets the current parameters, fm (the fused model's
+ * skeleton) their fused norm gains and the training hooks: activation,
+ * wo-input and KV quantizers and the online rotations. */
+static void set_training_model(const qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np)
+{
+    for (int i = 0; i < np; i++)
+        qsur_ostq_scratch_params(o, &parts[i].fz.f);
+    for (int l = 0; l < o->cfg.n_layers; l++)
+        qsur_ostq_fuse_norms(o, &parts[0].fz.f, l, fm->layers[l].attention_norm, fm->layers[l].ffn_norm);
+    for (int64_t j = 0; j < o->cfg.dim; j++)
+        fm->norm[j] = 1.0f;
+    qsur_ostq_set_hooks(o, fm, o->rot);
     fm->hooks.act_wo.ste_const = o->opts.ste_const;
-    fm->hooks.kv = o->kvspec;
-    qsur_llama_rotations_attach(o->rot, fm);
 }
 
 /* Loss of the current parameters on the selection batch sel (B x T, logits
  * zsel), part by part in the parts' tapes; snapshot when best. Uses
  * o->best_ema for the best selection loss. */
 static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                              const float *zsel, int T, qsur_gpu_train *gt, float *glog, qsur_error *err)
+                              const float *zsel, int T, qsur_gpu_train *gt, qsur_llama *gfm, float *glog,
+                              qsur_error *err)
 {
-    set_training_model(o, fm);
     int rc = QSUR_OK;
-    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(fm, &o->wspec, NULL, err)))
-        return rc;
     double loss = 0.0;
     int64_t V = o->cfg.vocab_size, row = 0;
     if (gt) { /* one part: the GPU forward */
         double kl;
         int kltop = o->opts.loss == QSUR_OSTQ_KLTOP;
-        if ((rc = qsur_gpu_train_load(gt, fm, err)) ||
+        if ((rc = gpu_model_now(o, gfm, err)) || (rc = qsur_gpu_train_load(gt, gfm, err)) ||
             (rc = qsur_gpu_train_forward(gt, sel, kltop ? NULL : glog, err)) ||
             (kltop && (rc = qsur_gpu_train_kltop(gt, zsel, o->opts.topk, 1.0, &kl, err))))
             return rc;
@@ -523,10 +541,12 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
                      : qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, glog, zsel, sel, parts[0].B, T, (int)V,
                                                NULL, &kl);
         np = 0;
+    } else {
+        set_training_model(o, fm, parts, np);
     }
     for (int i = 0; i < np; i++) {
         batch_part *p = &parts[i];
-        if ((rc = qsur_llama_train_forward(fm, p->tape, sel + row * T, p->B, T, err)))
+        if ((rc = qsur_ostq_forward(&p->fz, p->tape, sel + row * T, p->B, T, err)))
             return rc;
         double kl;
         loss += p->weight * qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, p->tape->logits,
@@ -543,10 +563,11 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
 }
 
 static int select_check(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                        const float *zsel, int T, qsur_gpu_train *gt, float *glog, qsur_error *err)
+                        const float *zsel, int T, qsur_gpu_train *gt, qsur_llama *gfm, float *glog,
+                        qsur_error *err)
 {
     double t = qsur_seconds();
-    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, gt, glog, err);
+    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, gt, gfm, glog, err);
     lap(&o->time.select, &t);
     return rc;
 }
@@ -558,6 +579,7 @@ typedef struct {
     int T, nseq, B, np;
     int64_t N, V;
     qsur_llama teacher;        /* the base model's float weights, no hooks */
+    qsur_llama *fm;            /* the fused model's skeleton: config, hooks, norm gains */
     batch_part parts[QSUR_OSTQ_MAX_THREADS];
     int *perm;                 /* [nseq] the order of epoch perm_epoch */
     int64_t perm_epoch;
@@ -567,8 +589,12 @@ typedef struct {
     double *dr, *drov, *dls;   /* Euclidean gradients of R_res, every R_ov, log s */
     qsur_llama_online_t ot;
     teacher_cache tc;
-    qsur_gpu_train *gt;        /* opts.gpu: the GPU's training buffers, else NULL */
-    float *glog;               /* [B][T][V] the GPU forward's logits on the host */
+    /* opts.gpu: the GPU's buffers, the whole fused float model it uploads, the
+     * gradients of its weights, the GPU forward's logits on the host [B][T][V] */
+    qsur_gpu_train *gt;
+    qsur_llama *gfm;
+    qsur_llama_grads *ggrads;
+    float *glog;
 } train_run;
 
 /* The teacher shares the base's float weights; its linears' quantized copies
@@ -606,7 +632,6 @@ static int parts_new(qsur_ostquant *o, train_run *r, qsur_error *err)
         p->seq = r->bseq + row;
         row += p->B;
         p->o = o;
-        p->fm = o->fm;
         p->teacher = &r->teacher;
         p->ot = &r->ot;
         p->tc = &r->tc;
@@ -616,9 +641,9 @@ static int parts_new(qsur_ostquant *o, train_run *r, qsur_error *err)
         if (!p->zfp || !p->dz)
             return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
         int rc = o->opts.gpu ? QSUR_OK /* the GPU keeps its own tape */
-                             : qsur_llama_tape_new(&p->tape, o->fm, p->B, r->T, err);
+                             : qsur_llama_tape_new(&p->tape, r->fm, p->B, r->T, err);
         if (!rc)
-            rc = qsur_llama_grads_new(&p->grads, o->fm, err);
+            rc = qsur_ostq_fused_new(&p->fz, o, r->fm, (int64_t)p->B * r->T, train_wquant(o), err);
         if (!rc)
             rc = qsur_llama_state_new(&p->st, &r->teacher, p->B, r->T, err);
         if (rc)
@@ -646,13 +671,28 @@ static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err
     return QSUR_OK;
 }
 
+/* opts.gpu: the GPU's buffers for the batch, the float model it uploads
+ * and the gradients' host copy. */
+static int gpu_setup(const qsur_ostquant *o, train_run *r, qsur_error *err)
+{
+    int rc = qsur_gpu_train_new(&r->gt, &o->cfg, r->B, r->T, err);
+    if (!rc)
+        rc = qsur_llama_new(&r->gfm, &o->cfg, err);
+    if (!rc)
+        rc = qsur_llama_grads_new(&r->ggrads, r->gfm, err);
+    if (!rc && !(r->glog = malloc((size_t)(r->N * r->V) * sizeof(float))))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
+    return rc;
+}
+
 static void train_teardown(train_run *r)
 {
     teacher_cache_free(&r->tc);
     free(r->teacher.layers);
+    qsur_llama_free(r->fm);
     for (int i = 0; i < r->np; i++) {
         qsur_llama_tape_free(r->parts[i].tape);
-        qsur_llama_grads_free(r->parts[i].grads);
+        qsur_ostq_fused_free(&r->parts[i].fz);
         qsur_llama_state_free(r->parts[i].st);
         free(r->parts[i].zfp);
         free(r->parts[i].dz);
@@ -666,6 +706,8 @@ static void train_teardown(train_run *r)
     free(r->drov);
     free(r->dls);
     qsur_gpu_train_free(r->gt);
+    qsur_llama_free(r->gfm);
+    qsur_llama_grads_free(r->ggrads);
     free(r->glog);
 }
 
@@ -706,12 +748,11 @@ static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, c
     teacher_cache_init(&r->tc, r->nseq, r->T, r->V);
     int rc = teacher_view(r, base, err);
     if (!rc)
+        rc = qsur_llama_new_stored(&r->fm, &o->cfg, err);
+    if (!rc)
         rc = parts_new(o, r, err);
-    if (!rc && o->opts.gpu) {
-        rc = qsur_gpu_train_new(&r->gt, &o->fm->cfg, r->B, r->T, err);
-        if (!rc && !(r->glog = malloc((size_t)(r->N * r->V) * sizeof(float))))
-            rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
-    }
+    if (!rc && o->opts.gpu)
+        rc = gpu_setup(o, r, err);
     if (rc)
         return rc;
     epoch_order(r->perm, r->nseq, o->opts.seed);
@@ -735,21 +776,6 @@ static void next_batch(const qsur_ostquant *o, train_run *r, const qsur_tokens *
     }
 }
 
-/* STE from the quantized weights the forward used to the fused floats. */
-static int wquant_ste(const qsur_ostquant *o, qsur_llama_grads *grads, qsur_error *err)
-{
-    int rc = QSUR_OK;
-    for (int l = 0; l < o->cfg.n_layers && !rc; l++) {
-        qsur_llama_layer *L = &o->fm->layers[l];
-        qsur_llama_layer_grads *G = &grads->layers[l];
-        qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
-        float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
-        for (int i = 0; i < 7 && !rc; i++)
-            rc = qsur_fake_quant_backward(&o->wspec, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], err);
-    }
-    return rc;
-}
-
 /* The optimiser steps: Cayley-Adam on R_res and every R_ov, Adam on the log
  * scales; linear decay: step t (0-based) of N runs at lr (N - t) / N. */
 static int optimise(qsur_ostquant *o, train_run *r, qsur_error *err)
@@ -765,23 +791,62 @@ static int optimise(qsur_ostquant *o, train_run *r, qsur_error *err)
     return rc;
 }
 
-/* One training step on tok: fuse and quantize, forward, loss and backward on
- * the parts, the chain rule to the parameters, clipping and the optimiser.
- * *loss, *kl: the batch's. */
-static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
+/* train_step's forward, loss, backward and chain rule on the GPU (opts.gpu):
+ * the whole fused model made on the CPU and uploaded, the passes and the
+ * KL-Top loss on the GPU, the weight STE and the chain rule on the CPU. */
+static int gpu_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
 {
     double tp = qsur_seconds();
-    set_training_model(o, o->fm);
+    batch_part *p = &r->parts[0];
+    int rc = gpu_model_now(o, r->gfm, err);
+    lap(&o->time.fuse, &tp);
+    p->t_forward = p->t_teacher = p->t_loss = p->t_backward = 0.0;
+    if (!rc)
+        rc = gpu_batch(p, r->gt, r->gfm, r->glog, r->ggrads, loss, kl, err);
+    o->time.forward += p->t_forward;
+    o->time.teacher += p->t_teacher;
+    o->time.loss += p->t_loss;
+    o->time.backward += p->t_backward;
+    tp = qsur_seconds();
+    if (rc)
+        return rc;
+    if (!isfinite(*loss))
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)", o->step + 1);
+    if (train_wquant(o) && (rc = gpu_wquant_ste(o, r->gfm, r->ggrads, err)))
+        return rc;
+    lap(&o->time.ste, &tp);
+    rc = qsur_ostquant_param_grads(o, r->gfm, r->ggrads, r->dr, r->drov, r->dls, err);
+    lap(&o->time.chain, &tp);
+    return rc;
+}
+
+/* One training step on tok: forward, loss and backward on the parts (each
+ * making the fused, quantized linears as its passes reach them, and applying
+ * the weight STE and the chain rule to the parameters linear by linear), the
+ * parts' parameter gradients summed, clipping and the optimiser. *loss, *kl:
+ * the batch's. o->time.fuse holds the parameters' handover; the fusion, the
+ * STE and the chain rule are inside forward and backward now. With opts.gpu,
+ * gpu_step instead. */
+static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
+{
+    if (r->gt) {
+        int rc = gpu_step(o, r, loss, kl, err);
+        double tp = qsur_seconds();
+        if (!rc && o->opts.clip_grad > 0)
+            clip_gradients(o, r->dr, r->drov, r->dls);
+        if (!rc)
+            rc = optimise(o, r, err);
+        lap(&o->time.optim, &tp);
+        return rc;
+    }
+    double tp = qsur_seconds();
+    set_training_model(o, r->fm, r->parts, r->np);
     lap(&o->time.fuse, &tp);
     int rc = QSUR_OK;
-    if (train_wquant(o) && (rc = qsur_llama_quantize_weights(o->fm, &o->wspec, NULL, err)))
-        return rc;
-    lap(&o->time.wquant, &tp);
     batch_part *p0 = &r->parts[0];
     for (int i = 0; i < r->np; i++)
         r->parts[i].t_forward = r->parts[i].t_teacher = r->parts[i].t_loss = r->parts[i].t_backward = 0.0;
-    rc = r->gt ? gpu_batch(p0, r->gt, r->glog, loss, kl, err) : parts_run(r->parts, r->np, &o->cfg, loss, kl, err);
-    if (rc)
+    if ((rc = parts_run(r->parts, r->np, loss, kl, err)))
         return rc;
     /* the wall time of the parts, split as part 0's phases */
     double wall = qsur_seconds() - tp, t0 = p0->t_forward + p0->t_teacher + p0->t_loss + p0->t_backward;
@@ -793,11 +858,7 @@ static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, 
     tp = qsur_seconds();
     if (!isfinite(*loss))
         return qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)", o->step + 1);
-    if (train_wquant(o) && (rc = wquant_ste(o, p0->grads, err)))
-        return rc;
-    lap(&o->time.ste, &tp);
-    if ((rc = qsur_ostquant_param_grads(o, o->fm, p0->grads, r->dr, r->drov, r->dls, err)))
-        return rc;
+    param_grads_sum(r->parts, r->np, o, r->dr, r->drov, r->dls);
     lap(&o->time.chain, &tp);
     if (o->opts.clip_grad > 0)
         clip_gradients(o, r->dr, r->drov, r->dls);
@@ -814,7 +875,7 @@ static int after_step(qsur_ostquant *o, train_run *r, const qsur_tokens *calib, 
     int rc;
     o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
     if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
-        (rc = select_check(o, o->fm, r->parts, r->np, r->sel, r->zsel, r->T, r->gt, r->glog, err)))
+        (rc = select_check(o, r->fm, r->parts, r->np, r->sel, r->zsel, r->T, r->gt, r->gfm, r->glog, err)))
         return rc;
     qsur_ostquant_log row = {o->step, loss, kl, NAN};
     if (eval && o->opts.eval_every > 0 && (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps)) {
@@ -866,7 +927,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         o->has_cur = 0;
     }
     if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
-        rc = select_check(o, o->fm, r.parts, r.np, r.sel, r.zsel, r.T, r.gt, r.glog, err);
+        rc = select_check(o, r.fm, r.parts, r.np, r.sel, r.zsel, r.T, r.gt, r.gfm, r.glog, err);
     /* the start point of this call (step 0, or where a resumed run stands) */
     if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
         rc = qsur_log_add(o, calib, err);

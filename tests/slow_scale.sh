@@ -36,6 +36,15 @@ for shape in tiny llama2-7b llama3-8b; do
     a=$(grep -o '"ppl": *[0-9.e+-]*' "$T/q.json" | sed -n 1p | sed 's/.*: *//')
     b=$(grep -o '"ppl": *[0-9.e+-]*' "$T/q.json" | sed -n 2p | sed 's/.*: *//')
     expect_eq "$b" "$a" "tiny: the reloaded int export computes the same perplexity"
+    # ostquant model one linear at a time: one training step and the fusion into codes stay
+    # within the file + 1.5 GiB (the whole-model float copies took the file + ~4 GiB here)
+    OSTQ_STEPS=1 "$(dirname "$QSUR_BIN")/bench_scale" steps "$QSUR_BIN" "$T/$shape" "$D/stories260K.calib.u16" \
+      "$D/stories260K.eval.u16" "$T/o" ostquant > "$T/ostq.txt" 2>&1
+    expect_eq "$?" "0" "tiny: ostquant model steps=1 within the budget ($(tail -c 300 "$T/ostq.txt"))"
+    rss=$(grep -o 'peak RSS *[0-9.]*' "$T/ostq.txt" | awk '{print $3}')
+    gib=$(grep -o 'safetensors; budget' "$T/ostq.txt" >/dev/null && grep -o '[0-9.]* GiB of safetensors' "$T/ostq.txt" | awk '{print $1}')
+    expect_true "tiny: ostquant peak RSS $rss GiB <= file $gib GiB + 1.5 GiB" \
+      awk -v r="$rss" -v f="$gib" 'BEGIN { exit !(r > 0 && r <= f + 1.5) }'
   fi
   rm -rf "$T/$shape" "$T/exp"
 done

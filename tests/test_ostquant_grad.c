@@ -602,7 +602,10 @@ static void test_chain(qsur_rng *rng, int code)
     for (int64_t i = 0; i < o->n_ls; i++)
         o->ls[i] = 0.3 * qsur_rng_normal(rng);
     qsur_llama_grads *C = NULL;
-    CHECK_OK(qsur_llama_grads_new(&C, o->fm, &err), err);
+    qsur_llama *fm = NULL, *fm0 = NULL; /* float models of the fused weights */
+    CHECK_OK(qsur_llama_new(&fm, &o->cfg, &err), err);
+    CHECK_OK(qsur_llama_new(&fm0, &o->cfg, &err), err);
+    CHECK_OK(qsur_llama_grads_new(&C, fm0, &err), err);
     const qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, V = c->vocab_size, hd = c->hidden_dim, kv = c->kv_dim;
     fill(rng, C->d_tok_embeddings, V * d, 1.0);
@@ -622,10 +625,8 @@ static void test_chain(qsur_rng *rng, int code)
     int64_t nov = (int64_t)c->n_layers * c->n_kv_heads * c->head_size * c->head_size;
     double *dr = malloc((size_t)(d * d) * sizeof(double)), *dov = malloc((size_t)nov * sizeof(double));
     double *dls = malloc((size_t)o->n_ls * sizeof(double));
-    qsur_ostquant_fuse_into(o, o->fm);
-    CHECK_OK(qsur_ostquant_param_grads(o, o->fm, C, dr, dov, dls, &err), err);
-    qsur_llama *fm = NULL;
-    qsur_llama_new(&fm, &o->cfg, &err);
+    qsur_ostquant_fuse_into(o, fm0);
+    CHECK_OK(qsur_ostquant_param_grads(o, fm0, C, dr, dov, dls, &err), err);
     chain_check("R_res", o->r_res, dr, d * d, o, fm, C, rng);
     chain_check("R_ov", o->r_ov, dov, nov, o, fm, C, rng);
     chain_check("log scales", o->ls, dls, o->n_ls, o, fm, C, rng);
@@ -646,6 +647,7 @@ static void test_chain(qsur_rng *rng, int code)
     free(dov);
     free(dls);
     qsur_llama_free(fm);
+    qsur_llama_free(fm0);
     qsur_llama_grads_free(C);
     qsur_ostquant_free(o);
     qsur_llama_free(m);

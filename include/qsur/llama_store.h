@@ -51,6 +51,11 @@ const float *qsur_llama_linear_weights(const qsur_llama_linear *l, float *scratc
 int qsur_llama_linear_weights_alloc(const qsur_llama_linear *l, const float **view, float **tmp,
                                     qsur_error *err);
 
+/* A reader done with a linear mapped from a checkpoint file hands the pages
+ * it touched back to the kernel (they stay in the page cache and fault in
+ * again when read): a pass that writes a new model from the old one keeps the
+ * old one's resident share from growing with it. No-op for other forms. */
+void qsur_llama_linear_release_pages(const qsur_llama_linear *l);
 /* Copy-on-write: puts the linear in float form (converting the stored form
  * once, releasing it) so that l->w may be edited. No-op when already float. */
 int qsur_llama_linear_own(qsur_llama_linear *l, qsur_error *err);
@@ -143,6 +148,21 @@ typedef struct {
 } qsur_llama_memory;
 void qsur_llama_memory_use(const qsur_llama *m, qsur_llama_memory *u);
 
+/* A spill file: the stored weights of a model a whole-model method makes
+ * (OSTQuant's fusion), written linear by linear to an unlinked temporary file
+ * in $TMPDIR and mapped read-only when complete, so they sit in the page
+ * cache like a checkpoint's (reclaimable, read as needed) instead of owned
+ * memory. spill_linear writes rows x cols values of dtype for l; finish maps
+ * the file, points every written linear's st there (in_file, like a loaded
+ * checkpoint) and hands the file to m (which must map nothing yet): it is
+ * closed with m. On failure free it (the linears are left as they were). */
+typedef struct qsur_llama_spill qsur_llama_spill;
+int qsur_llama_spill_new(qsur_llama_spill **out, qsur_error *err);
+int qsur_llama_spill_linear(qsur_llama_spill *s, qsur_llama_linear *l, const void *bytes, int dtype,
+                            qsur_error *err);
+int qsur_llama_spill_finish(qsur_llama_spill *s, qsur_llama *m, qsur_error *err);
+void qsur_llama_spill_free(qsur_llama_spill *s);
+
 /* Checkpoint files the model maps (open safetensors files, say); closed with
  * the model. */
 struct qsur_llama_mapping {
@@ -153,6 +173,10 @@ struct qsur_llama_mapping {
 };
 /* m->mapping = mp: the model closes mp's files when it is freed. */
 void qsur_llama_mapping_adopt(qsur_llama *m, struct qsur_llama_mapping *mp);
+/* The same for one file (closed with close when m is freed); on failure
+ * nothing is adopted and the caller still owns file. */
+int qsur_llama_mapping_adopt_file(qsur_llama *m, void *file, void (*close)(void *file),
+                                  const qsur_mapped_file *(*map)(const void *file), qsur_error *err);
 void qsur_llama_mapping_free(struct qsur_llama_mapping *mp);
 
 #endif

@@ -24,6 +24,23 @@ typedef struct {
     qsur_llama_online qk, wo_in, w2_in;
 } qsur_llama_online_t;
 
+/* Where a pass gets each per-layer linear's weights and leaves its gradient,
+ * for models whose linears exist one at a time (OSTQuant's fused model: made
+ * from the base weights and the transforms when a pass reaches them, so no
+ * fused copy of the whole model is held). With a source on the tape, the
+ * training forward asks linear(l, i) (i: 0..6 = wq wk wv wo w1 w2 w3) right
+ * before that product and the backward asks again (the weights are remade,
+ * not kept); the backward puts dL/dW of the weights linear() gave (the
+ * quantized copy wq when set, else w) into dw (zeroed first) and hands it to
+ * grad() instead of adding it to the gradients' layers, whose d_w* may then be
+ * NULL (the norm gains still come from m and their gradients go to g). */
+typedef struct {
+    int (*linear)(void *ctx, int l, int i, const qsur_llama_linear **w, qsur_error *err);
+    int (*grad)(void *ctx, int l, int i, const qsur_llama_linear *w, float *dw, qsur_error *err);
+    float *dw;            /* scratch of the largest linear's rows x cols floats */
+    void *ctx;
+} qsur_llama_source;
+
 /* Saved activations of B sequences of T tokens (all row-major, N = B*T rows;
  * per-layer arrays are [n_layers][...]). */
 typedef struct {
@@ -50,6 +67,7 @@ typedef struct {
     float *wbuf;              /* weights of a linear not held as floats (bf16, packed
                                  codes), converted for one product; NULL until needed */
     int64_t wbuf_floats;
+    const qsur_llama_source *src; /* NULL: the linears of the model passed in */
 } qsur_llama_tape;
 
 int qsur_llama_tape_new(qsur_llama_tape **out, const qsur_llama *m, int B, int T,
@@ -72,6 +90,8 @@ typedef struct {
 } qsur_llama_grads;
 
 int qsur_llama_grads_new(qsur_llama_grads **out, const qsur_llama *m, qsur_error *err);
+/* Only the norm gains' gradients per layer (for a pass with a source). */
+int qsur_llama_grads_new_norms(qsur_llama_grads **out, const qsur_llama *m, qsur_error *err);
 void qsur_llama_grads_zero(qsur_llama_grads *g, const qsur_llama *m);
 void qsur_llama_grads_free(qsur_llama_grads *g);
 

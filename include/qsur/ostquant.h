@@ -153,10 +153,10 @@ typedef struct qsur_ostquant {
     qsur_quant_spec aospec;         /* wo's input (hooks.act_wo; bits 0: aspec), set by the
                                        caller after _new (zeroed there) */
     qsur_llama_config cfg;          /* of the fused model (untied classifier) */
-    /* folded base (norm gains in the next linear), owned copies */
-    float *E, *C;                   /* [V][d] embeddings, classifier diag(g_final) */
-    float **A;                      /* [L*5]: wq wk wv w1 w3 times diag(gain) */
-    float **Wout;                   /* [L*2]: wo, w2 */
+    const qsur_llama *base;         /* the base model (borrowed: it must outlive o and stay
+                                       unchanged); its weights are read through the store,
+                                       folded (norm gains into the next linear) and fused one
+                                       linear at a time, never copied whole */
     /* parameters */
     double *r_res;                  /* d*d */
     double *r_ov;                   /* [L][n_kv][hs*hs] */
@@ -195,7 +195,6 @@ typedef struct qsur_ostquant {
                                        (weight-only): H of hidden_dim, for the offline
                                        w2' = R^T w2 H S_ud H^T (what the code's online
                                        Hadamard computes, fused) */
-    qsur_llama *fm;                 /* fused working model */
     qsur_ostquant_timing time;      /* where train's time went (not saved) */
 } qsur_ostquant;
 
@@ -236,14 +235,22 @@ void qsur_ostquant_shape(const qsur_ostquant *o, const qsur_tokens *calib, int *
 int qsur_ostquant_qsur(const qsur_ostquant *o, const qsur_tokens *calib, qsur_llama_qsur *out,
                        qsur_error *err);
 
-/* A new float model with every transform fused into the weights, hooks set
+/* A new model with every transform fused into the weights, hooks set
  * (act/kv specs, online Hadamards pointing into *rot, which the caller owns and
- * must keep alive as long as the model). Weights are NOT quantized. */
+ * must keep alive as long as the model), made linear by linear: each fused
+ * linear is stored in its base linear's dtype (float32 stays float32; F16/BF16
+ * round to nearest even) and, with wspec (NULL: none), RTN-quantized from its
+ * float32 fused weights into packed codes (qsur_llama_linear_spec per width)
+ * before that. The base's mapped pages read for a block are handed back as it
+ * goes. Ticks prog once per block; on error or interruption nothing is made. */
+int qsur_ostquant_fuse_model(const qsur_ostquant *o, const qsur_quant_spec *wspec, const qsur_progress *prog,
+                             qsur_llama **model, qsur_llama_rotations **rot, qsur_error *err);
+/* The same without quantization or progress. */
 int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_rotations **rot,
                        qsur_error *err);
 
-/* Writes the fused float weights of the current parameters into fm (same
- * shape as o->fm). */
+/* Writes the fused float weights of the current parameters into fm, a float
+ * model of o->cfg (qsur_llama_new): for tests of small models. */
 void qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm);
 /* Chain rule from gradients w.r.t. the fused float weights of fm (d_output
  * separate, untied) to the parameters: d_r_res [d*d], d_r_ov [like r_ov],

@@ -100,7 +100,7 @@ void qsur_llama_grads_free(qsur_llama_grads *g)
     free(g);
 }
 
-int qsur_llama_grads_new(qsur_llama_grads **out, const qsur_llama *m, qsur_error *err)
+static int grads_alloc(qsur_llama_grads **out, const qsur_llama *m, int weights, qsur_error *err)
 {
     *out = NULL;
     const qsur_llama_config *c = &m->cfg;
@@ -110,13 +110,18 @@ int qsur_llama_grads_new(qsur_llama_grads **out, const qsur_llama *m, qsur_error
     g->n_layers = c->n_layers;
     size_t d = (size_t)c->dim, kv = (size_t)c->kv_dim, h = (size_t)c->hidden_dim,
            V = (size_t)c->vocab_size;
-    g->d_tok_embeddings = calloc(V * d, sizeof(float));
+    g->d_tok_embeddings = weights ? calloc(V * d, sizeof(float)) : NULL;
     g->d_norm = calloc(d, sizeof(float));
-    g->d_output = calloc(V * d, sizeof(float));
+    g->d_output = weights ? calloc(V * d, sizeof(float)) : NULL;
     g->layers = calloc((size_t)c->n_layers, sizeof *g->layers);
-    int ok = g->d_tok_embeddings && g->d_norm && g->d_output && g->layers;
+    int ok = (g->d_tok_embeddings || !weights) && g->d_norm && (g->d_output || !weights) && g->layers;
     for (int l = 0; ok && l < c->n_layers; l++) {
         qsur_llama_layer_grads *L = &g->layers[l];
+        L->d_attention_norm = calloc(d, sizeof(float));
+        L->d_ffn_norm = calloc(d, sizeof(float));
+        ok = L->d_attention_norm && L->d_ffn_norm;
+        if (!weights || !ok)
+            continue;
         L->d_wq = calloc(d * d, sizeof(float));
         L->d_wk = calloc(kv * d, sizeof(float));
         L->d_wv = calloc(kv * d, sizeof(float));
@@ -124,10 +129,7 @@ int qsur_llama_grads_new(qsur_llama_grads **out, const qsur_llama *m, qsur_error
         L->d_w1 = calloc(h * d, sizeof(float));
         L->d_w2 = calloc(d * h, sizeof(float));
         L->d_w3 = calloc(h * d, sizeof(float));
-        L->d_attention_norm = calloc(d, sizeof(float));
-        L->d_ffn_norm = calloc(d, sizeof(float));
-        ok = L->d_wq && L->d_wk && L->d_wv && L->d_wo && L->d_w1 && L->d_w2 && L->d_w3 &&
-             L->d_attention_norm && L->d_ffn_norm;
+        ok = L->d_wq && L->d_wk && L->d_wv && L->d_wo && L->d_w1 && L->d_w2 && L->d_w3;
     }
     if (!ok) {
         qsur_llama_grads_free(g);
@@ -137,25 +139,42 @@ int qsur_llama_grads_new(qsur_llama_grads **out, const qsur_llama *m, qsur_error
     return QSUR_OK;
 }
 
+int qsur_llama_grads_new(qsur_llama_grads **out, const qsur_llama *m, qsur_error *err)
+{
+    return grads_alloc(out, m, 1, err);
+}
+
+int qsur_llama_grads_new_norms(qsur_llama_grads **out, const qsur_llama *m, qsur_error *err)
+{
+    return grads_alloc(out, m, 0, err);
+}
+
+/* memset of n floats when p is set (a gradients object of norms only has no others). */
+static void zero(float *p, size_t n)
+{
+    if (p)
+        memset(p, 0, n * sizeof(float));
+}
+
 void qsur_llama_grads_zero(qsur_llama_grads *g, const qsur_llama *m)
 {
     const qsur_llama_config *c = &m->cfg;
     size_t d = (size_t)c->dim, kv = (size_t)c->kv_dim, h = (size_t)c->hidden_dim,
            V = (size_t)c->vocab_size;
-    memset(g->d_tok_embeddings, 0, V * d * sizeof(float));
-    memset(g->d_norm, 0, d * sizeof(float));
-    memset(g->d_output, 0, V * d * sizeof(float));
+    zero(g->d_tok_embeddings, V * d);
+    zero(g->d_norm, d);
+    zero(g->d_output, V * d);
     for (int l = 0; l < c->n_layers; l++) {
         qsur_llama_layer_grads *L = &g->layers[l];
-        memset(L->d_wq, 0, d * d * sizeof(float));
-        memset(L->d_wk, 0, kv * d * sizeof(float));
-        memset(L->d_wv, 0, kv * d * sizeof(float));
-        memset(L->d_wo, 0, d * d * sizeof(float));
-        memset(L->d_w1, 0, h * d * sizeof(float));
-        memset(L->d_w2, 0, d * h * sizeof(float));
-        memset(L->d_w3, 0, h * d * sizeof(float));
-        memset(L->d_attention_norm, 0, d * sizeof(float));
-        memset(L->d_ffn_norm, 0, d * sizeof(float));
+        zero(L->d_wq, d * d);
+        zero(L->d_wk, kv * d);
+        zero(L->d_wv, kv * d);
+        zero(L->d_wo, d * d);
+        zero(L->d_w1, h * d);
+        zero(L->d_w2, d * h);
+        zero(L->d_w3, h * d);
+        zero(L->d_attention_norm, d);
+        zero(L->d_ffn_norm, d);
     }
 }
 
@@ -171,6 +190,29 @@ static void linear_backward(const qsur_llama_tape *t, const qsur_llama_linear *l
                 C);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, R, 1.0f, dy, R, w, C, beta,
                 dx, C);
+}
+
+/* linear_backward of linear i (wq wk wv wo w1 w2 w3) of block l: the model's
+ * own, its gradient added to G; or the tape's source's, remade for this
+ * product, its gradient handed to the source. */
+static int block_linear_backward(const qsur_llama_tape *t, const qsur_llama_layer *L, qsur_llama_layer_grads *G,
+                                 int l, int i, const float *x, const float *dy, float *dx, float beta,
+                                 qsur_error *err)
+{
+    const qsur_llama_linear *own[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+    float *dws[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
+    const qsur_llama_source *src = t->src;
+    if (!src) {
+        linear_backward(t, own[i], x, dy, t->N, dws[i], dx, beta);
+        return QSUR_OK;
+    }
+    const qsur_llama_linear *w;
+    int rc = src->linear(src->ctx, l, i, &w, err);
+    if (rc)
+        return rc;
+    memset(src->dw, 0, (size_t)(w->rows * w->cols) * sizeof(float));
+    linear_backward(t, w, x, dy, t->N, src->dw, dx, beta);
+    return src->grad(src->ctx, l, i, w, src->dw, err);
 }
 
 /* Layers last..first (descending) of the backward: dx ([N][dim], t->s4) holds
@@ -192,14 +234,16 @@ static int layers_backward(const qsur_llama *m, const qsur_llama_tape *t, const 
         const float *P = t->p + (size_t)l * B * c->n_heads * T * T;
 
         /* feed-forward: x += Q(w2_in(silu(h1) h3)) W2^T */
-        linear_backward(t, &L->w2, t->gq + oh, dx, N, G->d_w2, dwide, 0.0f);
+        if ((rc = block_linear_backward(t, L, G, l, 5, t->gq + oh, dx, dwide, 0.0f, err)))
+            break;
         if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->g + oh, N, hd, dwide, dwide, err)))
             break;
         if (m->hooks.w2_in.apply)
             ot->w2_in.apply(ot->w2_in.ctx, dwide, N, hd);
         qsur_llama_swiglu_backward(t->h1 + oh, t->h3 + oh, dwide, N * hd, dh1, dh3);
-        linear_backward(t, &L->w1, t->xq2 + od, dh1, N, G->d_w1, dn, 0.0f);
-        linear_backward(t, &L->w3, t->xq2 + od, dh3, N, G->d_w3, dn, 1.0f);
+        if ((rc = block_linear_backward(t, L, G, l, 4, t->xq2 + od, dh1, dn, 0.0f, err)) ||
+            (rc = block_linear_backward(t, L, G, l, 6, t->xq2 + od, dh3, dn, 1.0f, err)))
+            break;
         if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->xn2 + od, N, d, dn, dn, err)))
             break;
         qsur_llama_rmsnorm_backward(t->x_mid + od, L->ffn_norm, dn, N, d, c->norm_eps, dwide,
@@ -208,7 +252,8 @@ static int layers_backward(const qsur_llama *m, const qsur_llama_tape *t, const 
             dx[i] += dwide[i];
 
         /* attention: x += Q(wo_in(attn)) Wo^T */
-        linear_backward(t, &L->wo, t->aq + od, dx, N, G->d_wo, dn, 0.0f);
+        if ((rc = block_linear_backward(t, L, G, l, 3, t->aq + od, dx, dn, 0.0f, err)))
+            break;
         if ((rc = qsur_fake_quant_backward(qsur_llama_act_wo(&m->hooks), t->a + od, N, d, dn, dn, err)))
             break;
         if (m->hooks.wo_in.apply)
@@ -239,9 +284,10 @@ static int layers_backward(const qsur_llama *m, const qsur_llama_tape *t, const 
             qsur_llama_rope(dk + (size_t)b * T * kv, T, c->n_kv_heads, (int)hs, 0, t->rope_cos,
                             t->rope_nsin);
         }
-        linear_backward(t, &L->wq, t->xq1 + od, dq, N, G->d_wq, dn, 0.0f);
-        linear_backward(t, &L->wk, t->xq1 + od, dk, N, G->d_wk, dn, 1.0f);
-        linear_backward(t, &L->wv, t->xq1 + od, dv, N, G->d_wv, dn, 1.0f);
+        if ((rc = block_linear_backward(t, L, G, l, 0, t->xq1 + od, dq, dn, 0.0f, err)) ||
+            (rc = block_linear_backward(t, L, G, l, 1, t->xq1 + od, dk, dn, 1.0f, err)) ||
+            (rc = block_linear_backward(t, L, G, l, 2, t->xq1 + od, dv, dn, 1.0f, err)))
+            break;
         if ((rc = qsur_fake_quant_backward(&m->hooks.act, t->xn1 + od, N, d, dn, dn, err)))
             break;
         qsur_llama_rmsnorm_backward(t->x_in + od, L->attention_norm, dn, N, d, c->norm_eps, dwide,

@@ -35,19 +35,7 @@ static const qsur_mapped_file *mapped_map(const void *f)
 
 static int adopt_file(qsur_llama *m, qsur_mapped_file *f, qsur_error *err)
 {
-    struct qsur_llama_mapping *mp = calloc(1, sizeof *mp);
-    void **files = malloc(sizeof *files);
-    if (!mp || !files) {
-        free(mp), free(files);
-        return qsur_fail(err, QSUR_ERR_NOMEM, "model: out of memory");
-    }
-    files[0] = f;
-    mp->count = 1;
-    mp->files = files;
-    mp->close = close_mapped;
-    mp->map = mapped_map;
-    qsur_llama_mapping_adopt(m, mp);
-    return QSUR_OK;
+    return qsur_llama_mapping_adopt_file(m, f, close_mapped, mapped_map, err);
 }
 
 /* The float vector (norm gain) a 1-D tensor of the file fills, or NULL. */

@@ -155,6 +155,30 @@ void qsur_llama_mapping_adopt(qsur_llama *m, struct qsur_llama_mapping *mp)
     m->mapping = mp;
 }
 
+int qsur_llama_mapping_adopt_file(qsur_llama *m, void *file, void (*close)(void *file),
+                                  const qsur_mapped_file *(*map)(const void *file), qsur_error *err)
+{
+    struct qsur_llama_mapping *mp = calloc(1, sizeof *mp);
+    void **files = malloc(sizeof *files);
+    if (!mp || !files) {
+        free(mp), free(files);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "model: out of memory");
+    }
+    files[0] = file;
+    mp->count = 1;
+    mp->files = files;
+    mp->close = close;
+    mp->map = map;
+    qsur_llama_mapping_adopt(m, mp);
+    return QSUR_OK;
+}
+
+void qsur_llama_linear_release_pages(const qsur_llama_linear *l)
+{
+    if (!l->w && l->st.data && !l->st.owned && l->st.in_file)
+        release_pages(l->st.data, l->rows * l->cols * qsur_dtype_size((qsur_dtype)l->st.dtype));
+}
+
 static void stored_release(qsur_llama_linear *l)
 {
     /* Only bytes in a file mapping: st.owned NULL also means a view borrowing

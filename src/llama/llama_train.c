@@ -115,7 +115,7 @@ const float *qsur_llama_tape_weights(const qsur_llama_tape *t, const qsur_llama_
 static int tape_wbuf(qsur_llama_tape *t, const qsur_llama *m, qsur_error *err)
 {
     int64_t need = 0;
-    for (int i = 0; i < qsur_llama_linear_count((qsur_llama *)m); i++) {
+    for (int i = 0; i < qsur_llama_linear_count((qsur_llama *)m) && !t->src; i++) {
         const qsur_llama_linear *l = qsur_llama_linear_at((qsur_llama *)m, i);
         if (!held_as_floats(l) && l->rows * l->cols > need)
             need = l->rows * l->cols;
@@ -152,6 +152,18 @@ static void linear(const qsur_llama_tape *t, const qsur_llama_linear *l, const f
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(r1 - r0), (int)l->cols,
                     1.0f, in, (int)l->cols, t->wbuf, (int)l->cols, 0.0f, out + r0, (int)l->rows);
     }
+}
+
+/* linear() of linear i (wq wk wv wo w1 w2 w3) of block l: the model's own,
+ * or the tape's source's, made for this product. */
+static int block_linear(const qsur_llama_tape *t, const qsur_llama_layer *L, int l, int i, const float *in,
+                        float *out, qsur_error *err)
+{
+    const qsur_llama_linear *own[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3}, *w = own[i];
+    int rc = t->src ? t->src->linear(t->src->ctx, l, i, &w, err) : QSUR_OK;
+    if (!rc)
+        linear(t, w, in, t->N, out);
+    return rc;
 }
 
 void qsur_llama_attention_head(const float *q, int ldq, const float *k, const float *v, int ldkv,
@@ -222,9 +234,9 @@ static int run_blocks(const qsur_llama *m, qsur_llama_tape *t, int B, int T, qsu
         qsur_llama_rmsnorm(xn1, x, L->attention_norm, N, d, c->norm_eps);
         if ((rc = act_quant(&m->hooks.act, xn1, N, d, xq1, err)))
             return rc;
-        linear(t, &L->wq, xq1, N, q);
-        linear(t, &L->wk, xq1, N, k);
-        linear(t, &L->wv, xq1, N, v);
+        if ((rc = block_linear(t, L, l, 0, xq1, q, err)) || (rc = block_linear(t, L, l, 1, xq1, k, err)) ||
+            (rc = block_linear(t, L, l, 2, xq1, v, err)))
+            return rc;
         for (int b = 0; b < B; b++) {
             qsur_llama_rope(q + (size_t)b * T * d, T, c->n_heads, (int)hs, 0, t->rope_cos,
                             t->rope_sin);
@@ -252,7 +264,8 @@ static int run_blocks(const qsur_llama *m, qsur_llama_tape *t, int B, int T, qsu
             m->hooks.wo_in.apply(m->hooks.wo_in.ctx, a, N * c->n_heads, hs);
         if ((rc = act_quant(qsur_llama_act_wo(&m->hooks), a, N, d, aq, err)))
             return rc;
-        linear(t, &L->wo, aq, N, t->s1);
+        if ((rc = block_linear(t, L, l, 3, aq, t->s1, err)))
+            return rc;
         for (int64_t i = 0; i < N * d; i++)
             x[i] += t->s1[i];
         memcpy(xmid, x, (size_t)(N * d) * sizeof(float));
@@ -260,15 +273,16 @@ static int run_blocks(const qsur_llama *m, qsur_llama_tape *t, int B, int T, qsu
         qsur_llama_rmsnorm(xn2, x, L->ffn_norm, N, d, c->norm_eps);
         if ((rc = act_quant(&m->hooks.act, xn2, N, d, xq2, err)))
             return rc;
-        linear(t, &L->w1, xq2, N, h1);
-        linear(t, &L->w3, xq2, N, h3);
+        if ((rc = block_linear(t, L, l, 4, xq2, h1, err)) || (rc = block_linear(t, L, l, 6, xq2, h3, err)))
+            return rc;
         memcpy(g, h1, (size_t)(N * hd) * sizeof(float));
         qsur_llama_swiglu(g, h3, N * hd);
         if (m->hooks.w2_in.apply)
             m->hooks.w2_in.apply(m->hooks.w2_in.ctx, g, N, hd);
         if ((rc = act_quant(&m->hooks.act, g, N, hd, gq, err)))
             return rc;
-        linear(t, &L->w2, gq, N, t->s1);
+        if ((rc = block_linear(t, L, l, 5, gq, t->s1, err)))
+            return rc;
         for (int64_t i = 0; i < N * d; i++)
             x[i] += t->s1[i];
     }

@@ -189,18 +189,18 @@ static int ostq_tokens(session *s, const qsur_ostquant_opts *o, const char *cali
 
 /* The trained transforms fused into a new model (*fm, its online rotations
  * *rot), weight-quantized, with the QSUR of what the session gets (*final);
- * the state saved first. */
-static int ostq_fuse(qsur_ostquant *os, const qsur_tokens *ct, const char *state_out, qsur_llama **fm,
+ * the state saved first. The QSUR measurement (its own fused model) comes
+ * before the fusion, so the two never live at once; the fusion writes each
+ * linear in the base's dtype, as packed codes when weights are quantized. */
+static int ostq_fuse(session *s, qsur_ostquant *os, const qsur_tokens *ct, const char *state_out, qsur_llama **fm,
                      qsur_llama_rotations **rot, qsur_llama_qsur *final, qsur_error *err)
 {
     int rc = state_out ? qsur_ostquant_save(os, state_out, err) : QSUR_OK;
-    if (!rc)
-        rc = qsur_ostquant_fuse(os, fm, rot, err);
     /* QSUR of the model the session gets (the best transforms) */
     if (!rc && os->opts.qsur_every > 0 && !(rc = qsur_ostquant_qsur(os, ct, final, err)))
         final->step = os->best_step;
-    if (!rc && os->wspec.bits < 16)
-        rc = qsur_llama_quantize_rtn(*fm, &os->wspec, NULL, err);
+    if (!rc)
+        rc = qsur_ostquant_fuse_model(os, os->wspec.bits < 16 ? &os->wspec : NULL, &s->progress, fm, rot, err);
     return rc;
 }
 
@@ -317,7 +317,7 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     qsur_llama_qsur final;
     memset(&final, 0, sizeof final);
     if (!rc || (out.interrupted && keep_partial))
-        rc = ostq_fuse(os, &ct, state_out, &fm, &rot, &final, err);
+        rc = ostq_fuse(s, os, &ct, state_out, &fm, &rot, &final, err);
     if (!rc) {
         ostq_report_training(s, os, &final, r);
         ostq_report_run(os, rot, &out, r);
@@ -544,10 +544,8 @@ static int ostq_model(session *s, int argc, char **argv, opt_args *a, report *r,
     if (rc)
         return rc;
     qsur_ostquant *os = NULL;
-    /* OSTQuant trains on the whole model in float32 (a folded copy) */
-    if (!(rc = qsur_llama_own_all(s->model, err)))
-        rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err);
-    if (rc)
+    /* the model stays as it is stored: OSTQuant reads it through the store */
+    if ((rc = qsur_ostquant_new(&os, s->model, &o, &s->wq, &s->aq, &s->kvq, err)))
         return rc;
     os->aospec = s->aoq;
     ostq_model_opts_to(&o, a); /* logged as used: the seqs of `calib`, the preset expanded */
@@ -582,9 +580,7 @@ static int ostq_resume(session *s, int argc, char **argv, opt_args *a, report *r
     long more = a->v[OR_STEPS].given ? a->v[OR_STEPS].i : -1;
     long qsur_every = a->v[OR_QSUR_EVERY].given ? a->v[OR_QSUR_EVERY].i : -1;
     qsur_ostquant *os = NULL;
-    int rc = qsur_llama_own_all(s->model, err); /* the base hash reads float weights */
-    if (!rc)
-        rc = qsur_ostquant_load(&os, s->model, file, err);
+    int rc = qsur_ostquant_load(&os, s->model, file, err);
     if (rc)
         return rc;
     if (more < 0 && os->opts.steps <= os->step) {
