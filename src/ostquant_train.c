@@ -798,6 +798,7 @@ static int gpu_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qs
 {
     double tp = qsur_seconds();
     batch_part *p = &r->parts[0];
+    *loss = *kl = NAN;
     int rc = gpu_model_now(o, r->gfm, err);
     lap(&o->time.fuse, &tp);
     p->t_forward = p->t_teacher = p->t_loss = p->t_backward = 0.0;

@@ -183,7 +183,7 @@ static void stories(void)
     qsur_llama_free(m);
 }
 
-/* Llama-2-7B shapes, 2 layers, random weights (gpu_shapes.h). */
+/* Llama-2-7B shapes, 2 layers, random weights (gpu_common.h). */
 static void real_shape(void)
 {
     qsur_llama *m = gpu_real_shape(1100);
