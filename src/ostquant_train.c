@@ -448,7 +448,9 @@ static int parts_run(batch_part *parts, int np, double *loss, double *kl, qsur_e
  * whose float copy fits (gpu.md). */
 static int gpu_model_now(const qsur_ostquant *o, qsur_llama *gfm, qsur_error *err)
 {
-    qsur_ostquant_fuse_into(o, gfm);
+    int rc = qsur_ostquant_fuse_into(o, gfm, err);
+    if (rc)
+        return rc;
     qsur_ostq_set_hooks(o, gfm, o->rot);
     gfm->hooks.act_wo.ste_const = o->opts.ste_const;
     return train_wquant(o) ? qsur_llama_quantize_weights(gfm, &o->wspec, NULL, err) : QSUR_OK;
