@@ -112,10 +112,13 @@ typedef struct {
     qsur_llama_source src;
 } qsur_ostq_fused;
 
-/* For batches of N tokens; wquant: weights fake-quantized with o->wspec, or
- * with opts.wquant_code the OSTQuant code's training-time quantizer (the same
- * with clip search by squared error on detached values: the scale a constant
- * in the STE). */
+/* The weight quantizer of the training passes and its STE: o->wspec, or with
+ * opts.wquant_code the OSTQuant code's training-time quantizer (the same with
+ * clip search by squared error on detached values: the scale a constant in
+ * the STE). */
+qsur_quant_spec qsur_ostq_train_wspec(const qsur_ostquant *o);
+/* For batches of N tokens; wquant: weights fake-quantized with
+ * qsur_ostq_train_wspec(o). */
 int qsur_ostq_fused_new(qsur_ostq_fused *z, const qsur_ostquant *o, const qsur_llama *fm, int64_t N, int wquant,
                         qsur_error *err);
 void qsur_ostq_fused_free(qsur_ostq_fused *z);

@@ -37,6 +37,16 @@ static int source_grad(void *ctx, int l, int i, const qsur_llama_linear *w, floa
     return rc ? rc : qsur_ostq_chain_linear(z->o, &z->f, l, i, z->A, w->w, dw, z->dR, z->d_r_ov, z->d_ls, err);
 }
 
+qsur_quant_spec qsur_ostq_train_wspec(const qsur_ostquant *o)
+{
+    qsur_quant_spec q = o->wspec;
+    if (o->opts.wquant_code) {
+        q.clip_norm = 2.0;
+        q.ste_const = 1;
+    }
+    return q;
+}
+
 void qsur_ostq_fused_free(qsur_ostq_fused *z)
 {
     qsur_ostq_scratch_free(&z->f);
@@ -56,11 +66,7 @@ int qsur_ostq_fused_new(qsur_ostq_fused *z, const qsur_ostquant *o, const qsur_l
     z->o = o;
     z->fm = fm;
     z->wquant = wquant;
-    z->ws = o->wspec;
-    if (o->opts.wquant_code) {
-        z->ws.clip_norm = 2.0;
-        z->ws.ste_const = 1;
-    }
+    z->ws = qsur_ostq_train_wspec(o);
     int64_t lf = qsur_ostq_linear_floats(o), d = o->cfg.dim;
     int bad = qsur_ostq_scratch_new(o, &z->f) != 0;
     z->A = qsur_alloc((size_t)lf, sizeof(float));
