@@ -256,6 +256,7 @@ void qsur_ostq_fuse_vocab(const qsur_ostquant *o, const qsur_ostq_scratch *f, in
 void qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm)
 {
     qsur_ostq_scratch f;
+    memset(&f, 0, sizeof f);
     float *A = malloc((size_t)qsur_ostq_linear_floats(o) * sizeof(float));
     if (A && qsur_ostq_scratch_new(o, &f) == 0) {
         int64_t d = o->cfg.dim, V = o->cfg.vocab_size;
