@@ -10,7 +10,13 @@
  *      linears of one 7B-shape block, and that time x 32 for the whole model.
  *   4. the whole-model GPTQ pass on the GPU (qsur_gpu_gptq_model) of the 7B
  *      shape with calibration sequences x 2048 tokens (0: skip).
+ *   5. OSTQuant's training passes (qsur_gpu_train_*, fp32) of the 7B shape at
+ *      A4KV4 with online Hadamards (q/k, w2's input), random weights made on
+ *      the device: forward, KL-Top loss (k = 64, the teacher's logits uploaded)
+ *      and backward of one sequence of 2048 tokens, the mean of `reps` after a
+ *      warm-up; the gradients' copy to the host and the host KL-Top once.
  * Usage: bench_gpu [batch (8)] [layers (32)] [sequences (16)] [calibration sequences (128)]
+ *                  [ostquant passes (3; 0: skip)]
  * Prints "no GPU" and exits 0 where none is usable. */
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +25,8 @@
 #include "qsur/backend.h"
 #include "qsur/clock.h"
 #include "qsur/llama.h"
+#include "qsur/llama_rotations.h"
+#include "qsur/ostquant.h"
 #include "qsur/rng.h"
 #include "qsur/wquant.h"
 
@@ -182,6 +190,111 @@ static int gptq_model(int layers, int seqs)
     return rc;
 }
 
+/* Section 5 (see the header). */
+static int ostq_passes(int layers, int reps)
+{
+    qsur_error err;
+    qsur_llama_config c = qsur_llama_config_default();
+    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = layers, c.n_heads = 32, c.n_kv_heads = 32;
+    c.vocab_size = 32000, c.seq_len = 2048, c.shared_classifier = 0;
+    const int T = 2048;
+    const int64_t V = c.vocab_size;
+    qsur_llama_rotations *r = NULL;
+    qsur_gpu_train *t = NULL;
+    qsur_llama_grads *g = NULL;
+    qsur_llama host; /* only its hooks: the rotations attach there */
+    memset(&host, 0, sizeof host);
+    host.cfg = c;
+    host.hooks = qsur_llama_hooks_none();
+    host.hooks.act = qsur_quant_default();
+    host.hooks.act.bits = 4;
+    host.hooks.act.symmetric = 0;
+    host.hooks.kv = host.hooks.act;
+    float *z = malloc((size_t)T * V * sizeof(float)), *zfp = malloc((size_t)T * V * sizeof(float));
+    float *dz = malloc((size_t)T * V * sizeof(float));
+    int *tok = malloc((size_t)T * sizeof(int));
+    double t0 = qsur_seconds(), fwd = 0, loss = 0, bwd = 0, down = 0;
+    int rc = z && zfp && dz && tok ? QSUR_OK : qsur_fail(&err, QSUR_ERR_NOMEM, "out of memory");
+    if (!rc)
+        rc = qsur_llama_config_check(&c, "7b shape", &err);
+    if (!rc) {
+        host.cfg = c;
+        rc = qsur_llama_rotations_new(&r, &c, 1, 1, 7, &err);
+    }
+    if (!rc) {
+        qsur_llama_rotations_attach(r, &host);
+        rc = qsur_gpu_train_new(&t, &c, 1, T, &err);
+    }
+    if (!rc)
+        rc = qsur_gpu_train_random(t, &host.hooks, 1, &err);
+    if (!rc)
+        rc = qsur_llama_grads_new(&g, &host, &err);
+    if (rc) {
+        fprintf(stderr, "ostquant passes: %s\n", err.msg);
+        goto done;
+    }
+    printf("ostquant passes, 7B shape (%d layers) fp32 on the GPU: %.1f GiB (weights, gradients, tape), "
+           "made in %.1f s\n", layers, qsur_gpu_train_bytes(t) / 1073741824.0, qsur_seconds() - t0);
+    qsur_rng rg;
+    qsur_rng_seed(&rg, 9);
+    for (int i = 0; i < T; i++)
+        tok[i] = (int)qsur_rng_below(&rg, (uint64_t)V);
+    /* warm-up: the logits once, a teacher from them (nudged), the host loss's time */
+    double kl = 0, host_loss = 0;
+    rc = qsur_gpu_train_zero(t, &err);
+    if (!rc)
+        rc = qsur_gpu_train_forward(t, tok, z, &err);
+    if (!rc) {
+        for (int64_t j = 0; j < T * V; j++)
+            zfp[j] = z[j] * 1.01f;
+        double a = qsur_seconds();
+        qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, 64, z, zfp, tok, 1, T, (int)V, dz, &kl);
+        host_loss = qsur_seconds() - a;
+    }
+    for (int i = 0; i <= reps && !rc; i++) {
+        double a = qsur_seconds();
+        rc = qsur_gpu_train_zero(t, &err);
+        if (!rc)
+            rc = qsur_gpu_train_forward(t, tok, NULL, &err);
+        double b = qsur_seconds();
+        if (!rc)
+            rc = qsur_gpu_train_kltop(t, zfp, 64, 1.0, &kl, &err);
+        double cc = qsur_seconds();
+        if (!rc)
+            rc = qsur_gpu_train_backward(t, NULL, &err);
+        double d = qsur_seconds();
+        if (!rc && i == reps)
+            rc = qsur_gpu_train_grads(t, g, &err);
+        double e = qsur_seconds();
+        if (i > 0)
+            fwd += b - a, loss += cc - b, bwd += d - cc;
+        if (i == reps)
+            down = e - d;
+    }
+    if (rc) {
+        fprintf(stderr, "ostquant passes: %s\n", err.msg);
+        goto done;
+    }
+    double f = fwd / reps, l = loss / reps, bw = bwd / reps;
+    /* model FLOPs of forward + backward: 3 x (2 x linear parameters + causal attention 4 x dim x T/2
+     * per layer) per token, the online transforms' dense GEMMs not counted */
+    double lin = (double)layers * (4.0 * 4096 * 4096 + 3.0 * 4096 * 11008) + 2.0 * 32000 * 4096;
+    double flop = 3.0 * T * (2.0 * lin + (double)layers * 4.0 * 4096 * T / 2.0);
+    printf("ostquant passes, 1 x %d tokens, A4KV4 + online Hadamards (mean of %d): forward %.3f s, KL-Top "
+           "(teacher logits up, loss, dL/dlogits) %.3f s, backward %.3f s: %.3f s per sequence = %.1f TFLOP/s "
+           "(fp32); gradients to the host %.2f s; the KL-Top on the host instead: %.2f s\n",
+           T, reps, f, l, bw, f + l + bw, flop / (f + l + bw) / 1e12, down, host_loss);
+done:
+    qsur_llama_grads_free(g);
+    qsur_gpu_train_free(t);
+    qsur_llama_rotations_free(r);
+    free(z);
+    free(zfp);
+    free(dz);
+    free(tok);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     int batch = argc > 1 ? atoi(argv[1]) : 8, layers = argc > 2 ? atoi(argv[2]) : 32;
@@ -204,5 +317,8 @@ int main(int argc, char **argv)
     int calib = argc > 4 ? atoi(argv[4]) : 128;
     if (calib > 0)
         rc |= gptq_model(layers, calib);
+    int passes = argc > 5 ? atoi(argv[5]) : 3;
+    if (passes > 0)
+        rc |= ostq_passes(layers, passes);
     return rc;
 }

@@ -253,33 +253,37 @@ void qsur_ostq_fuse_vocab(const qsur_ostquant *o, const qsur_ostq_scratch *f, in
 }
 
 /* Every linear of block l, norms, embeddings and classifier into the float model fm. */
-void qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm)
+int qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm, qsur_error *err)
 {
     qsur_ostq_scratch f;
-    memset(&f, 0, sizeof f);
+    memset(&f, 0, sizeof f); /* freed below also when A's allocation failed */
     float *A = malloc((size_t)qsur_ostq_linear_floats(o) * sizeof(float));
-    if (A && qsur_ostq_scratch_new(o, &f) == 0) {
-        int64_t d = o->cfg.dim, V = o->cfg.vocab_size;
-        for (int64_t r0 = 0; r0 < V; r0 += f.vrows) {
-            int64_t r1 = r0 + f.vrows < V ? r0 + f.vrows : V;
-            qsur_ostq_fuse_vocab(o, &f, 0, r0, r1, fm->tok_embeddings + r0 * d);
-            qsur_ostq_fuse_vocab(o, &f, 1, r0, r1, fm->output.w + r0 * d);
-        }
-        for (int64_t j = 0; j < d; j++)
-            fm->norm[j] = 1.0f;
-        for (int l = 0; l < o->cfg.n_layers; l++) {
-            qsur_ostq_fuse_norms(o, &f, l, fm->layers[l].attention_norm, fm->layers[l].ffn_norm);
-            for (int i = 0; i < 7; i++) {
-                qsur_llama_linear *lin = qsur_llama_linear_at(fm, 7 * l + i);
-                qsur_ostq_folded(o, l, i, A);
-                qsur_ostq_fuse_linear(o, &f, l, i, A, lin->w);
-                /* the float weights changed: a stale quantized copy must not be used */
-                qsur_llama_linear_drop_quant(lin);
-            }
+    if (!A || qsur_ostq_scratch_new(o, &f) != 0) {
+        qsur_ostq_scratch_free(&f);
+        free(A);
+        return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant fuse: out of memory for the scratch");
+    }
+    int64_t d = o->cfg.dim, V = o->cfg.vocab_size;
+    for (int64_t r0 = 0; r0 < V; r0 += f.vrows) {
+        int64_t r1 = r0 + f.vrows < V ? r0 + f.vrows : V;
+        qsur_ostq_fuse_vocab(o, &f, 0, r0, r1, fm->tok_embeddings + r0 * d);
+        qsur_ostq_fuse_vocab(o, &f, 1, r0, r1, fm->output.w + r0 * d);
+    }
+    for (int64_t j = 0; j < d; j++)
+        fm->norm[j] = 1.0f;
+    for (int l = 0; l < o->cfg.n_layers; l++) {
+        qsur_ostq_fuse_norms(o, &f, l, fm->layers[l].attention_norm, fm->layers[l].ffn_norm);
+        for (int i = 0; i < 7; i++) {
+            qsur_llama_linear *lin = qsur_llama_linear_at(fm, 7 * l + i);
+            qsur_ostq_folded(o, l, i, A);
+            qsur_ostq_fuse_linear(o, &f, l, i, A, lin->w);
+            /* the float weights changed: a stale quantized copy must not be used */
+            qsur_llama_linear_drop_quant(lin);
         }
     }
     qsur_ostq_scratch_free(&f);
     free(A);
+    return QSUR_OK;
 }
 
 /* n floats to dtype (F16/BF16, round to nearest even) in h. */

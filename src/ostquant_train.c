@@ -7,6 +7,7 @@
 #include <time.h>
 #include "qsur/clock.h"
 #include "qsur/atomic_file.h"
+#include "qsur/backend.h"
 #include "qsur/ostquant.h"
 #include "qsur/quant_ste.h"
 #include "qsur/rng.h"
@@ -440,6 +441,72 @@ static int parts_run(batch_part *parts, int np, double *loss, double *kl, qsur_e
     return QSUR_OK;
 }
 
+/* opts.gpu: the float model gfm (qsur_llama_new of o->cfg) = the fused model
+ * of the current parameters with the training hooks, its weights quantized
+ * (wq) when they train quantized: what the GPU uploads. The whole model is
+ * fused on the CPU (qsur_ostquant_fuse_into), so this path is for models
+ * whose float copy fits (gpu.md). */
+static int gpu_model_now(const qsur_ostquant *o, qsur_llama *gfm, qsur_error *err)
+{
+    int rc = qsur_ostquant_fuse_into(o, gfm, err);
+    if (rc)
+        return rc;
+    qsur_ostq_set_hooks(o, gfm, o->rot);
+    gfm->hooks.act_wo.ste_const = o->opts.ste_const;
+    return train_wquant(o) ? qsur_llama_quantize_weights(gfm, &o->wspec, NULL, err) : QSUR_OK;
+}
+
+/* The batch of part p on the GPU: gfm uploaded, the training forward and
+ * backward on the GPU (qsur_gpu_train_*), the teacher's logits (cached, CPU)
+ * and the loss in between (KL-Top on the GPU, CE/MSE on the host through
+ * logits, host scratch of [B*T][V]); gradients w.r.t. gfm's used weights in g. */
+static int gpu_batch(batch_part *p, qsur_gpu_train *gt, const qsur_llama *gfm, float *logits,
+                     qsur_llama_grads *g, double *loss, double *kl, qsur_error *err)
+{
+    int64_t V = p->o->cfg.vocab_size;
+    double t = qsur_seconds();
+    int kltop = p->o->opts.loss == QSUR_OSTQ_KLTOP;
+    int rc = qsur_gpu_train_load(gt, gfm, err);
+    if (!rc)
+        rc = qsur_gpu_train_zero(gt, err);
+    if (!rc)
+        rc = qsur_gpu_train_forward(gt, p->tok, kltop ? NULL : logits, err);
+    lap(&p->t_forward, &t);
+    if (!rc)
+        rc = teacher_logits(p->teacher, p->st, p->tc, p->seq, p->tok, p->B, p->T, V, p->zfp, err);
+    lap(&p->t_teacher, &t);
+    if (rc)
+        return rc;
+    if (kltop && (rc = qsur_gpu_train_kltop(gt, p->zfp, p->o->opts.topk, 1.0, kl, err)))
+        return rc;
+    *loss = kltop ? *kl
+                  : qsur_ostquant_loss_eval(p->o->opts.loss, p->o->opts.topk, logits, p->zfp, p->tok, p->B,
+                                            p->T, (int)V, p->dz, kl);
+    lap(&p->t_loss, &t);
+    if (!isfinite(*loss))
+        return QSUR_OK; /* the caller reports it */
+    rc = qsur_gpu_train_backward(gt, kltop ? NULL : p->dz, err);
+    if (!rc)
+        rc = qsur_gpu_train_grads(gt, g, err);
+    lap(&p->t_backward, &t);
+    return rc;
+}
+
+/* STE from gfm's quantized weights to its fused floats, in place in g. */
+static int gpu_wquant_ste(const qsur_ostquant *o, const qsur_llama *gfm, qsur_llama_grads *g, qsur_error *err)
+{
+    int rc = QSUR_OK;
+    for (int l = 0; l < o->cfg.n_layers && !rc; l++) {
+        const qsur_llama_layer *L = &gfm->layers[l];
+        qsur_llama_layer_grads *G = &g->layers[l];
+        const qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
+        for (int i = 0; i < 7 && !rc; i++)
+            rc = qsur_fake_quant_backward(&o->wspec, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], err);
+    }
+    return rc;
+}
+
 /* The parts' scratch gets the current parameters, fm (the fused model's
  * skeleton) their fused norm gains and the training hooks: activation,
  * wo-input and KV quantizers and the online rotations. */
@@ -459,12 +526,26 @@ static void set_training_model(const qsur_ostquant *o, qsur_llama *fm, batch_par
  * zsel), part by part in the parts' tapes; snapshot when best. Uses
  * o->best_ema for the best selection loss. */
 static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                              const float *zsel, int T, qsur_error *err)
+                              const float *zsel, int T, qsur_gpu_train *gt, qsur_llama *gfm, float *glog,
+                              qsur_error *err)
 {
-    set_training_model(o, fm, parts, np);
     int rc = QSUR_OK;
     double loss = 0.0;
     int64_t V = o->cfg.vocab_size, row = 0;
+    if (gt) { /* one part: the GPU forward */
+        double kl;
+        int kltop = o->opts.loss == QSUR_OSTQ_KLTOP;
+        if ((rc = gpu_model_now(o, gfm, err)) || (rc = qsur_gpu_train_load(gt, gfm, err)) ||
+            (rc = qsur_gpu_train_forward(gt, sel, kltop ? NULL : glog, err)) ||
+            (kltop && (rc = qsur_gpu_train_kltop(gt, zsel, o->opts.topk, 1.0, &kl, err))))
+            return rc;
+        loss = kltop ? kl
+                     : qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, glog, zsel, sel, parts[0].B, T, (int)V,
+                                               NULL, &kl);
+        np = 0;
+    } else {
+        set_training_model(o, fm, parts, np);
+    }
     for (int i = 0; i < np; i++) {
         batch_part *p = &parts[i];
         if ((rc = qsur_ostq_forward(&p->fz, p->tape, sel + row * T, p->B, T, err)))
@@ -484,10 +565,11 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
 }
 
 static int select_check(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                        const float *zsel, int T, qsur_error *err)
+                        const float *zsel, int T, qsur_gpu_train *gt, qsur_llama *gfm, float *glog,
+                        qsur_error *err)
 {
     double t = qsur_seconds();
-    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, err);
+    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, gt, gfm, glog, err);
     lap(&o->time.select, &t);
     return rc;
 }
@@ -509,6 +591,12 @@ typedef struct {
     double *dr, *drov, *dls;   /* Euclidean gradients of R_res, every R_ov, log s */
     qsur_llama_online_t ot;
     teacher_cache tc;
+    /* opts.gpu: the GPU's buffers, the whole fused float model it uploads, the
+     * gradients of its weights, the GPU forward's logits on the host [B][T][V] */
+    qsur_gpu_train *gt;
+    qsur_llama *gfm;
+    qsur_llama_grads *ggrads;
+    float *glog;
 } train_run;
 
 /* The teacher shares the base's float weights; its linears' quantized copies
@@ -554,7 +642,8 @@ static int parts_new(qsur_ostquant *o, train_run *r, qsur_error *err)
         p->dz = malloc(n * sizeof(float));
         if (!p->zfp || !p->dz)
             return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
-        int rc = qsur_llama_tape_new(&p->tape, r->fm, p->B, r->T, err);
+        int rc = o->opts.gpu ? QSUR_OK /* the GPU keeps its own tape */
+                             : qsur_llama_tape_new(&p->tape, r->fm, p->B, r->T, err);
         if (!rc)
             rc = qsur_ostq_fused_new(&p->fz, o, r->fm, (int64_t)p->B * r->T, train_wquant(o), err);
         if (!rc)
@@ -584,6 +673,20 @@ static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err
     return QSUR_OK;
 }
 
+/* opts.gpu: the GPU's buffers for the batch, the float model it uploads
+ * and the gradients' host copy. */
+static int gpu_setup(const qsur_ostquant *o, train_run *r, qsur_error *err)
+{
+    int rc = qsur_gpu_train_new(&r->gt, &o->cfg, r->B, r->T, err);
+    if (!rc)
+        rc = qsur_llama_new(&r->gfm, &o->cfg, err);
+    if (!rc)
+        rc = qsur_llama_grads_new(&r->ggrads, r->gfm, err);
+    if (!rc && !(r->glog = malloc((size_t)(r->N * r->V) * sizeof(float))))
+        rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
+    return rc;
+}
+
 static void train_teardown(train_run *r)
 {
     teacher_cache_free(&r->tc);
@@ -604,6 +707,10 @@ static void train_teardown(train_run *r)
     free(r->dr);
     free(r->drov);
     free(r->dls);
+    qsur_gpu_train_free(r->gt);
+    qsur_llama_free(r->gfm);
+    qsur_llama_grads_free(r->ggrads);
+    free(r->glog);
 }
 
 /* Shapes, allocations, the teacher, the seeded epoch order (the same
@@ -626,7 +733,7 @@ static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, c
     int64_t d = c->dim;
     int np = o->opts.threads < 1 ? 1 : o->opts.threads;
     np = np > QSUR_OSTQ_MAX_THREADS ? QSUR_OSTQ_MAX_THREADS : np;
-    r->np = np > r->B ? r->B : np;
+    r->np = o->opts.gpu ? 1 : np > r->B ? r->B : np; /* the GPU runs the whole batch */
     r->perm = malloc((size_t)r->nseq * sizeof(int));
     r->tok = malloc((size_t)r->N * sizeof(int));
     r->bseq = malloc((size_t)r->B * sizeof(int));
@@ -646,6 +753,8 @@ static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, c
         rc = qsur_llama_new_stored(&r->fm, &o->cfg, err);
     if (!rc)
         rc = parts_new(o, r, err);
+    if (!rc && o->opts.gpu)
+        rc = gpu_setup(o, r, err);
     if (rc)
         return rc;
     epoch_order(r->perm, r->nseq, o->opts.seed);
@@ -684,14 +793,55 @@ static int optimise(qsur_ostquant *o, train_run *r, qsur_error *err)
     return rc;
 }
 
+/* train_step's forward, loss, backward and chain rule on the GPU (opts.gpu):
+ * the whole fused model made on the CPU and uploaded, the passes and the
+ * KL-Top loss on the GPU, the weight STE and the chain rule on the CPU. */
+static int gpu_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
+{
+    double tp = qsur_seconds();
+    batch_part *p = &r->parts[0];
+    *loss = *kl = NAN;
+    int rc = gpu_model_now(o, r->gfm, err);
+    lap(&o->time.fuse, &tp);
+    p->t_forward = p->t_teacher = p->t_loss = p->t_backward = 0.0;
+    if (!rc)
+        rc = gpu_batch(p, r->gt, r->gfm, r->glog, r->ggrads, loss, kl, err);
+    o->time.forward += p->t_forward;
+    o->time.teacher += p->t_teacher;
+    o->time.loss += p->t_loss;
+    o->time.backward += p->t_backward;
+    tp = qsur_seconds();
+    if (rc)
+        return rc;
+    if (!isfinite(*loss))
+        return qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)", o->step + 1);
+    if (train_wquant(o) && (rc = gpu_wquant_ste(o, r->gfm, r->ggrads, err)))
+        return rc;
+    lap(&o->time.ste, &tp);
+    rc = qsur_ostquant_param_grads(o, r->gfm, r->ggrads, r->dr, r->drov, r->dls, err);
+    lap(&o->time.chain, &tp);
+    return rc;
+}
+
 /* One training step on tok: forward, loss and backward on the parts (each
  * making the fused, quantized linears as its passes reach them, and applying
  * the weight STE and the chain rule to the parameters linear by linear), the
  * parts' parameter gradients summed, clipping and the optimiser. *loss, *kl:
  * the batch's. o->time.fuse holds the parameters' handover; the fusion, the
- * STE and the chain rule are inside forward and backward now. */
+ * STE and the chain rule are inside forward and backward now. With opts.gpu,
+ * gpu_step instead. */
 static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
 {
+    if (r->gt) {
+        int rc = gpu_step(o, r, loss, kl, err);
+        double tp = qsur_seconds();
+        if (!rc && o->opts.clip_grad > 0)
+            clip_gradients(o, r->dr, r->drov, r->dls);
+        if (!rc)
+            rc = optimise(o, r, err);
+        lap(&o->time.optim, &tp);
+        return rc;
+    }
     double tp = qsur_seconds();
     set_training_model(o, r->fm, r->parts, r->np);
     lap(&o->time.fuse, &tp);
@@ -728,7 +878,7 @@ static int after_step(qsur_ostquant *o, train_run *r, const qsur_tokens *calib, 
     int rc;
     o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
     if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
-        (rc = select_check(o, r->fm, r->parts, r->np, r->sel, r->zsel, r->T, err)))
+        (rc = select_check(o, r->fm, r->parts, r->np, r->sel, r->zsel, r->T, r->gt, r->gfm, r->glog, err)))
         return rc;
     qsur_ostquant_log row = {o->step, loss, kl, NAN};
     if (eval && o->opts.eval_every > 0 && (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps)) {
@@ -780,7 +930,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         o->has_cur = 0;
     }
     if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
-        rc = select_check(o, r.fm, r.parts, r.np, r.sel, r.zsel, r.T, err);
+        rc = select_check(o, r.fm, r.parts, r.np, r.sel, r.zsel, r.T, r.gt, r.gfm, r.glog, err);
     /* the start point of this call (step 0, or where a resumed run stands) */
     if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
         rc = qsur_log_add(o, calib, err);

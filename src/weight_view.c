@@ -57,3 +57,9 @@ int qsur_gpu_hooks_supported(const qsur_llama_hooks *h, char *why, size_t n)
     }
     return qsur_gpu_quant_supported(&h->act, why, n) && qsur_gpu_quant_supported(&h->kv, why, n);
 }
+
+int qsur_gpu_train_supported(const qsur_llama_hooks *h, char *why, size_t n)
+{
+    return qsur_gpu_quant_supported(&h->act, why, n) && qsur_gpu_quant_supported(qsur_llama_act_wo(h), why, n) &&
+           qsur_gpu_quant_supported(&h->kv, why, n);
+}

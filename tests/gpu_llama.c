@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
+#include "gpu_common.h"
 #include "qsur/backend.h"
 #include "qsur/clock.h"
 #include "qsur/llama.h"
@@ -182,38 +183,13 @@ static void stories(void)
     qsur_llama_free(m);
 }
 
-static void fill(float *x, size_t n, double a)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = (float)((2.0 * check_uniform() - 1.0) * a);
-}
-
-/* Llama-2-7B shapes (dim 4096, hidden 11008, 32 heads, vocab 32000), 2 layers,
- * random weights. */
+/* Llama-2-7B shapes, 2 layers, random weights (gpu_common.h). */
 static void real_shape(void)
 {
-    qsur_error err;
-    qsur_llama_config c = qsur_llama_config_default();
-    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = 2, c.n_heads = 32, c.n_kv_heads = 32;
-    c.vocab_size = 32000, c.seq_len = 1100, c.shared_classifier = 0;
-    qsur_llama *m = NULL;
-    CHECK_OK(qsur_llama_config_check(&c, "real shape", &err), err);
-    CHECK_OK(qsur_llama_new(&m, &c, &err), err);
+    qsur_llama *m = gpu_real_shape(1100);
     if (!m)
         return;
-    check_seed(3);
-    fill(m->tok_embeddings, (size_t)c.vocab_size * c.dim, 1.0);
-    fill(m->output.w, (size_t)c.vocab_size * c.dim, 1.0 / sqrt(c.dim));
-    for (int i = 0; i < c.dim; i++)
-        m->norm[i] = 1.0f;
-    for (int l = 0; l < c.n_layers; l++) {
-        qsur_llama_layer *L = &m->layers[l];
-        for (int i = 0; i < c.dim; i++)
-            L->attention_norm[i] = L->ffn_norm[i] = 1.0f;
-        qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
-        for (int k = 0; k < 7; k++)
-            fill(lin[k]->w, (size_t)(lin[k]->rows * lin[k]->cols), 1.0 / sqrt((double)lin[k]->cols));
-    }
+    const qsur_llama_config c = m->cfg;
     qsur_tokens t = {0};
     t.n = 2 * 1100; /* 1100: three attention chunks of query rows, the last partial */
     t.seq_len = 1100;
@@ -233,7 +209,7 @@ static void gptq_one(const char *what, const qsur_quant_spec *spec, int64_t rows
     float *Qc = malloc((size_t)(rows * cols) * 4), *Qg = malloc((size_t)(rows * cols) * 4);
     double *H = malloc((size_t)(cols * cols) * 8);
     check_seed(11);
-    fill(W, (size_t)(rows * cols), 1.0 / sqrt((double)cols));
+    gpu_fill(W, (size_t)(rows * cols), 1.0 / sqrt((double)cols));
     /* correlated inputs with a few strong channels, as in real activations */
     for (int64_t i = 0; i < n; i++) {
         double common = check_gauss();
@@ -455,13 +431,8 @@ static void gptq(void)
 
 int main(void)
 {
-    qsur_gpu_info info;
-    qsur_gpu_probe(&info);
-    if (info.count == 0) {
-        printf("skipped: no GPU (%s)\n", info.why);
+    if (gpu_skip())
         return 77;
-    }
-    printf("GPU: %s, %.1f GiB\n", info.name, info.mem_gib);
     stories();
     gptq();
     real_shape();

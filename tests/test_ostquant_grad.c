@@ -460,7 +460,8 @@ static void test_model(qsur_rng *rng)
 /* ---- the transform-pair chain rule: f(theta) = sum <C_X, fused X> ---- */
 static double fused_dot(const qsur_ostquant *o, qsur_llama *fm, const qsur_llama_grads *C)
 {
-    qsur_ostquant_fuse_into(o, fm);
+    qsur_error err;
+    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
     const qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, V = c->vocab_size;
     double s = 0;
@@ -523,9 +524,9 @@ static void check_code_layout(qsur_ostquant *o, qsur_llama *fm)
     memcpy(keep, o->ls, (size_t)o->n_ls * sizeof(double));
     for (int64_t i = ud0; i < o->n_ls; i++) /* S_ud and S_qk at 1 */
         o->ls[i] = 0.0;
-    qsur_ostquant_fuse_into(o, ref);
+    CHECK_OK(qsur_ostquant_fuse_into(o, ref, &err), err);
     memcpy(o->ls, keep, (size_t)o->n_ls * sizeof(double));
-    qsur_ostquant_fuse_into(o, fm);
+    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
     double e = 0, e2 = 0;
     int group = c->n_heads / c->n_kv_heads;
     if (o->ud_had) /* ref w2 -> ref w2 H (then S, then H^T below) */
@@ -625,7 +626,7 @@ static void test_chain(qsur_rng *rng, int code)
     int64_t nov = (int64_t)c->n_layers * c->n_kv_heads * c->head_size * c->head_size;
     double *dr = malloc((size_t)(d * d) * sizeof(double)), *dov = malloc((size_t)nov * sizeof(double));
     double *dls = malloc((size_t)o->n_ls * sizeof(double));
-    qsur_ostquant_fuse_into(o, fm0);
+    CHECK_OK(qsur_ostquant_fuse_into(o, fm0, &err), err);
     CHECK_OK(qsur_ostquant_param_grads(o, fm0, C, dr, dov, dls, &err), err);
     chain_check("R_res", o->r_res, dr, d * d, o, fm, C, rng);
     chain_check("R_ov", o->r_ov, dov, nov, o, fm, C, rng);

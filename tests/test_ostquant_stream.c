@@ -68,7 +68,7 @@ static void compare(qsur_llama *m, int wbits, int abits, double tol)
     qsur_llama_tape *t1 = NULL, *t2 = NULL;
     qsur_llama_grads *g = NULL;
     CHECK_OK(qsur_llama_new(&fm, &o->cfg, &err), err);
-    qsur_ostquant_fuse_into(o, fm);
+    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
     qsur_ostq_set_hooks(o, fm, o->rot);
     if (wbits < 16)
         CHECK_OK(qsur_llama_quantize_weights(fm, &o->wspec, NULL, &err), err);

@@ -25,6 +25,7 @@
 #include "qsur/gptq.h"
 #include "qsur/llama.h"
 #include "qsur/llama_text.h"
+#include "qsur/llama_train.h"
 #include "qsur/llama_wquant.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
@@ -69,6 +70,10 @@ int qsur_gpu_quant_supported(const qsur_quant_spec *q, char *why, size_t n);
 /* The same for every quantizer a model's forward pass runs (activations, KV,
  * wo's own input quantizer, which the GPU forward does not have). */
 int qsur_gpu_hooks_supported(const qsur_llama_hooks *h, char *why, size_t n);
+
+/* The same for the training passes (qsur_gpu_train_*), which also run wo's
+ * own input quantizer. */
+int qsur_gpu_train_supported(const qsur_llama_hooks *h, char *why, size_t n);
 
 typedef enum { QSUR_GPU_F32 = 0, QSUR_GPU_BF16 } qsur_gpu_precision;
 
@@ -162,6 +167,58 @@ int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *cal
  * copies. Ticks "quantize weights" per linear. */
 int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur_progress *prog,
                           qsur_error *err);
+
+/* Training passes on the GPU (src/backend/cuda/gpu_train.c): the forward of
+ * qsur_llama_train_forward with its tape and the gradients of
+ * qsur_llama_backward (qsur/llama_train.h), in fp32 (GEMMs fp32 with fp32
+ * accumulation, no TF32), with the model's hooks: activation and KV fake
+ * quantization (straight-through gradients of qsur/quant_ste.h), online
+ * qk / wo_in / w2_in transforms as dense matrices, their transposes in the
+ * backward (the engine's online transforms are orthogonal). The weights a
+ * pass uses are the model's forward weights (quantized form when set, as
+ * qsur_llama_tape_weights); gradients are w.r.t. those (the caller applies
+ * the weight STE, as after qsur_llama_backward). Attention runs over whole
+ * sequences: the tape holds B x heads x T x T probabilities per layer. */
+typedef struct qsur_gpu_train qsur_gpu_train;
+
+/* Device buffers for passes of B sequences of T tokens of a model of shape
+ * cfg: weights, their gradients, the tape, scratch. */
+int qsur_gpu_train_new(qsur_gpu_train **out, const qsur_llama_config *cfg, int B, int T,
+                       qsur_error *err);
+void qsur_gpu_train_free(qsur_gpu_train *t);
+/* Bytes of GPU memory the buffers take. */
+double qsur_gpu_train_bytes(const qsur_gpu_train *t);
+/* Uploads m's forward weights, norms, embeddings, classifier and hooks (its
+ * shape must be the buffers'); refused when qsur_gpu_train_supported is not. */
+int qsur_gpu_train_load(qsur_gpu_train *t, const qsur_llama *m, qsur_error *err);
+/* Random weights made on the device (uniform in +-1/sqrt(cols), unit norms,
+ * seeded) and the hooks of `hooks`, for benchmarks of real shapes. */
+int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint64_t seed,
+                          qsur_error *err);
+/* Forward of B x T tokens (rows b*T + t) from position 0, keeping the tape;
+ * logits [B*T][vocab] copied to the host when not NULL. */
+int qsur_gpu_train_forward(qsur_gpu_train *t, const int *tokens, float *logits, qsur_error *err);
+/* OSTQuant's KL-Top loss of the last forward's logits against the teacher's
+ * zfp (host, [B*T][vocab]), as qsur_ostquant_loss_eval (qsur/ostquant.h;
+ * top-k ties: the lower index), on the device: *kl = the mean over tokens,
+ * and weight x dL/dlogits stays on the device for qsur_gpu_train_backward(t,
+ * NULL) (weight: this micro-batch's share of the batch). */
+int qsur_gpu_train_kltop(qsur_gpu_train *t, const float *zfp, int topk, double weight, double *kl,
+                         qsur_error *err);
+/* Backward of the last forward given dL/dlogits (host, [B*T][vocab]; NULL:
+ * the one qsur_gpu_train_kltop left on the device): the gradients accumulate
+ * (+=) on the device. */
+int qsur_gpu_train_backward(qsur_gpu_train *t, const float *dlogits, qsur_error *err);
+/* Zeroes the device gradients. */
+int qsur_gpu_train_zero(qsur_gpu_train *t, qsur_error *err);
+/* Copies the device gradients into g (overwritten; g of the model's shape,
+ * d_output the classifier's own, as qsur_llama_backward's). */
+int qsur_gpu_train_grads(qsur_gpu_train *t, qsur_llama_grads *g, qsur_error *err);
+
+/* qsur_fake_quant_backward (qsur/quant_ste.h) of one rows x cols matrix
+ * with the training kernels, host in and out. For tests. */
+int qsur_gpu_quant_backward(const qsur_quant_spec *q, const float *x, int64_t rows, int64_t cols,
+                            const float *dq, float *dx, qsur_error *err);
 
 /* Peak of the device's dense bf16 GEMM (TFLOP/s): n x n x n with fp32
  * accumulation, mean of `reps` after warm-up. For benchmarks. */

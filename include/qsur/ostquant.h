@@ -115,6 +115,10 @@ typedef struct {
                              in the STE (qsur before issue 14; ablation) */
     int reshuffle;        /* 1: a new seeded batch order every pass over the sequences
                              (0: one order, cycled) */
+    int gpu;              /* 1: each step's training forward and backward (and the
+                             selection checks' forward) on the GPU, qsur_gpu_train_*
+                             in qsur/backend.h (fp32; the batch is not split over
+                             threads); fusion, chain rule and optimiser on the CPU */
 } qsur_ostquant_opts;
 
 qsur_ostquant_opts qsur_ostquant_default(void);
@@ -248,8 +252,9 @@ int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_ro
                        qsur_error *err);
 
 /* Writes the fused float weights of the current parameters into fm, a float
- * model of o->cfg (qsur_llama_new): for tests of small models. */
-void qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm);
+ * model of o->cfg (qsur_llama_new): for tests of small models and the GPU step. QSUR_ERR_NOMEM
+ * (fm untouched) when its scratch cannot be had. */
+int qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm, qsur_error *err);
 /* Chain rule from gradients w.r.t. the fused float weights of fm (d_output
  * separate, untied) to the parameters: d_r_res [d*d], d_r_ov [like r_ov],
  * d_ls [n_ls] (overwritten; Euclidean gradients, log-space for scales). */

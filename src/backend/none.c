@@ -104,3 +104,73 @@ int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur
     (void)m, (void)spec, (void)prog;
     return no_cuda(err);
 }
+
+int qsur_gpu_train_new(qsur_gpu_train **out, const qsur_llama_config *cfg, int B, int T,
+                       qsur_error *err)
+{
+    (void)cfg, (void)B, (void)T;
+    *out = NULL;
+    return no_cuda(err);
+}
+
+void qsur_gpu_train_free(qsur_gpu_train *t)
+{
+    (void)t;
+}
+
+double qsur_gpu_train_bytes(const qsur_gpu_train *t)
+{
+    (void)t;
+    return 0;
+}
+
+int qsur_gpu_train_load(qsur_gpu_train *t, const qsur_llama *m, qsur_error *err)
+{
+    (void)t, (void)m;
+    return no_cuda(err);
+}
+
+int qsur_gpu_train_forward(qsur_gpu_train *t, const int *tokens, float *logits, qsur_error *err)
+{
+    (void)t, (void)tokens, (void)logits;
+    return no_cuda(err);
+}
+
+int qsur_gpu_train_backward(qsur_gpu_train *t, const float *dlogits, qsur_error *err)
+{
+    (void)t, (void)dlogits;
+    return no_cuda(err);
+}
+
+int qsur_gpu_train_zero(qsur_gpu_train *t, qsur_error *err)
+{
+    (void)t;
+    return no_cuda(err);
+}
+
+int qsur_gpu_train_grads(qsur_gpu_train *t, qsur_llama_grads *g, qsur_error *err)
+{
+    (void)t, (void)g;
+    return no_cuda(err);
+}
+
+int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint64_t seed,
+                          qsur_error *err)
+{
+    (void)t, (void)hooks, (void)seed;
+    return no_cuda(err);
+}
+
+int qsur_gpu_quant_backward(const qsur_quant_spec *q, const float *x, int64_t rows, int64_t cols,
+                            const float *dq, float *dx, qsur_error *err)
+{
+    (void)q, (void)x, (void)rows, (void)cols, (void)dq, (void)dx;
+    return no_cuda(err);
+}
+
+int qsur_gpu_train_kltop(qsur_gpu_train *t, const float *zfp, int topk, double weight, double *kl,
+                         qsur_error *err)
+{
+    (void)t, (void)zfp, (void)topk, (void)weight, (void)kl;
+    return no_cuda(err);
+}

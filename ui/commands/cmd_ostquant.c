@@ -225,6 +225,7 @@ static void ostq_report_run(const qsur_ostquant *os, const qsur_llama_rotations 
     rep_int(r, "steps_done", "steps done", os->step);
     rep_num(r, "train_seconds", "training wall time (s)", out->wall, "%.2f");
     rep_num(r, "train_cpu_seconds", "training CPU time of the process (s)", out->cpu, "%.2f");
+    rep_str(r, "device", "training forward/backward on", o->gpu ? "gpu" : "cpu");
     /* the part threads= splits: the rest (fuse, chain rule, optimiser, QSUR) stays serial */
     const qsur_ostquant_timing *tm = &os->time;
     double split = tm->forward + tm->teacher + tm->loss + tm->backward;
@@ -265,6 +266,17 @@ static void ostq_adopt(session *s, const qsur_ostquant *os, qsur_llama *fm, qsur
     }
 }
 
+/* Whether the training passes run on the GPU: `set device` allows it and the
+ * GPU kernels implement every quantizer the forward runs (else the CPU). */
+static int ostq_on_gpu(session *s, const qsur_ostquant *os)
+{
+    qsur_llama_hooks h = qsur_llama_hooks_none();
+    h.act = os->aspec;
+    h.act_wo = os->aospec;
+    h.kv = os->kvspec;
+    return session_use_gpu(s) && qsur_gpu_train_supported(&h, NULL, 0);
+}
+
 /* Trains os (fresh or resumed) on the session model's calibration tokens, then
  * fuses it, quantizes the weights, saves the state (state_out) and replaces
  * the session model. Logged as head and the options of a, the steps option
@@ -283,6 +295,7 @@ static int ostq_run(session *s, qsur_ostquant *os, const char *calib, int calib_
     /* the progress callbacks show os->qlog live (REPL lines, TUI table) */
     s->training = os;
     s->training_shown = os->nqlog;
+    os->opts.gpu = ostq_on_gpu(s, os);
     rc = qsur_ostquant_train(os, s->model, &ct, eval ? &et : NULL, &s->progress, err);
     ostq_outcome out = {calib, state_out, rc == QSUR_ERR_INTERRUPTED, os->time.total - wall0,
                         (double)clock() / CLOCKS_PER_SEC - cpu0};

@@ -73,22 +73,14 @@ static int upload_f32(qsur_gpu_model *g, float **dst, const float *src, size_t n
     return rc;
 }
 
-/* The dense matrix of an online hook: its apply on the n x n identity. */
+/* The dense matrix of an online hook (qsur_gpu_online_matrix), counted in g's bytes. */
 static int upload_online(qsur_gpu_model *g, gpu_online *o, const qsur_llama_online *h, int n,
                          const char *what, qsur_error *err)
 {
-    o->R = NULL;
     o->n = n;
-    if (!h->apply)
-        return QSUR_OK;
-    float *I = calloc((size_t)n * n, sizeof(float));
-    if (!I)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "gpu: cannot build the %s transform (%d x %d)", what, n, n);
-    for (int i = 0; i < n; i++)
-        I[(size_t)i * n + i] = 1.0f;
-    h->apply(h->ctx, I, n, n);
-    int rc = upload_f32(g, &o->R, I, (size_t)n * n, what, err);
-    free(I);
+    int rc = qsur_gpu_online_matrix(h, n, &o->R, what, err);
+    if (!rc && o->R)
+        g->bytes += (double)n * n * sizeof(float);
     return rc;
 }
 
@@ -129,22 +121,7 @@ static int alloc_buffers(qsur_gpu_model *g, qsur_error *err)
         if (rc)
             return rc;
     }
-    /* RoPE tables as the CPU makes them (angles in double). */
-    float *cs = malloc(2 * S * half * sizeof(float));
-    if (!cs)
-        return qsur_fail(err, QSUR_ERR_NOMEM, "gpu: out of memory for the RoPE tables");
-    for (size_t p = 0; p < S; p++)
-        for (size_t i = 0; i < half; i++) {
-            double a = (double)p * pow(c->rope_theta, -2.0 * (double)i / c->head_size);
-            cs[p * half + i] = (float)cos(a);
-            cs[S * half + p * half + i] = (float)sin(a);
-        }
-    int rc = qsur_gpu_check(cudaMemcpy(g->rope_cos, cs, S * half * 4, cudaMemcpyHostToDevice), "rope", err);
-    if (!rc)
-        rc = qsur_gpu_check(cudaMemcpy(g->rope_sin, cs + S * half, S * half * 4, cudaMemcpyHostToDevice),
-                            "rope", err);
-    free(cs);
-    return rc;
+    return qsur_gpu_rope_tables(c, (int)S, g->rope_cos, g->rope_sin, err);
 }
 
 static int alloc_weights(qsur_gpu_model *g, qsur_error *err)

@@ -1,5 +1,7 @@
 /* The CUDA backend's device context, errors, uploads and GEMM wrappers. */
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "gpu_util.h"
 #include "kernels.h"
@@ -133,4 +135,43 @@ int qsur_gpu_gemm_batched(qsur_gpu_ctx *c, int bf16, int transa, int transb, int
                                                           &beta, C, ct, ldc, sC, batch,
                                                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                                "batched gemm", err);
+}
+
+int qsur_gpu_online_matrix(const qsur_llama_online *h, int n, float **R, const char *what,
+                           qsur_error *err)
+{
+    *R = NULL;
+    if (!h->apply)
+        return QSUR_OK;
+    float *I = calloc((size_t)n * n, sizeof(float));
+    if (!I)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "gpu: cannot build the %s transform (%d x %d)", what, n, n);
+    for (int i = 0; i < n; i++)
+        I[(size_t)i * n + i] = 1.0f;
+    h->apply(h->ctx, I, n, n);
+    int rc = qsur_gpu_malloc((void **)R, (size_t)n * n * sizeof(float), what, err);
+    if (!rc)
+        rc = qsur_gpu_check(cudaMemcpy(*R, I, (size_t)n * n * sizeof(float), cudaMemcpyHostToDevice),
+                            what, err);
+    free(I);
+    return rc;
+}
+
+int qsur_gpu_rope_tables(const qsur_llama_config *c, int T, float *cos_d, float *sin_d, qsur_error *err)
+{
+    size_t half = (size_t)c->head_size / 2, S = (size_t)T;
+    float *cs = malloc(2 * S * half * sizeof(float));
+    if (!cs)
+        return qsur_fail(err, QSUR_ERR_NOMEM, "gpu: out of memory for the RoPE tables");
+    for (size_t p = 0; p < S; p++)
+        for (size_t i = 0; i < half; i++) {
+            double a = (double)p * pow(c->rope_theta, -2.0 * (double)i / c->head_size);
+            cs[p * half + i] = (float)cos(a);
+            cs[S * half + p * half + i] = (float)sin(a);
+        }
+    int rc = qsur_gpu_check(cudaMemcpy(cos_d, cs, S * half * 4, cudaMemcpyHostToDevice), "rope", err);
+    if (!rc)
+        rc = qsur_gpu_check(cudaMemcpy(sin_d, cs + S * half, S * half * 4, cudaMemcpyHostToDevice), "rope", err);
+    free(cs);
+    return rc;
 }

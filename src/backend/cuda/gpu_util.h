@@ -9,6 +9,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include "qsur/error.h"
+#include "qsur/llama.h"
 
 typedef struct {
     cudaStream_t stream;
@@ -45,5 +46,14 @@ int qsur_gpu_gemm_batched(qsur_gpu_ctx *c, int bf16, int transa, int transb, int
                           float alpha, const void *A, int lda, long long sA, const void *B, int ldb,
                           long long sB, float beta, void *C, int c_ct, int ldc, long long sC,
                           int batch, qsur_error *err);
+
+/* *R = a new device fp32 n x n matrix of the online hook h (its apply on the
+ * identity: x R is what the hook does to a row x), or NULL when h is unset. */
+int qsur_gpu_online_matrix(const qsur_llama_online *h, int n, float **R, const char *what,
+                           qsur_error *err);
+
+/* cos_d, sin_d (device, T x head_size/2 each) = the RoPE tables of positions
+ * 0..T-1 as the CPU makes them (angles in double, rounded to float). */
+int qsur_gpu_rope_tables(const qsur_llama_config *c, int T, float *cos_d, float *sin_d, qsur_error *err);
 
 #endif

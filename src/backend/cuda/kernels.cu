@@ -11,84 +11,9 @@
 #include "kernels.h" /* quant_map.h: the grid map, shared with src/quant.c */
 #include "../../quant_round.h" /* its rounding, likewise */
 
+#include "kernels_common.cuh"
+
 namespace {
-
-constexpr int kThreads = 256;
-
-template <typename T> __device__ inline T from_f(float v);
-template <> __device__ inline float from_f<float>(float v) { return v; }
-template <> __device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float v)
-{
-    return __float2bfloat16_rn(v);
-}
-
-inline unsigned grid_for(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
-
-/* Block-wide reductions over kThreads threads (shared scratch of 32 slots). */
-template <typename T, typename Op>
-__device__ T block_reduce(T v, Op op, T *sh, T identity)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads(); /* sh may still be read by a previous reduction */
-    if (lane == 0)
-        sh[warp] = v;
-    __syncthreads();
-    int nw = (blockDim.x + 31) >> 5;
-    v = threadIdx.x < nw ? sh[threadIdx.x] : identity;
-    if (warp == 0)
-        for (int o = 16; o > 0; o >>= 1)
-            v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-    if (threadIdx.x == 0)
-        sh[0] = v;
-    __syncthreads();
-    return sh[0];
-}
-
-struct Sum {
-    template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
-};
-struct Max {
-    __device__ float operator()(float a, float b) const { return a > b ? a : b; }
-};
-struct Min {
-    __device__ float operator()(float a, float b) const { return a < b ? a : b; }
-};
-
-/* ---- fake quantization (src/quant.c's map_for / quant_one) --------------- */
-
-typedef qsur_qmap QMap;
-
-/* The GPU kernels have no full symmetric grid (qsur_gpu_quant_supported refuses it). */
-__device__ QMap map_for(const qsur_cu_quant &q, float fmn, float fmx, double ratio)
-{
-    return qsur_qmap_from_range(q.bits, q.symmetric, 0, fmn, fmx, ratio);
-}
-
-__device__ inline float quant_code(float x, float inv, float zp, float lo, float hi)
-{
-    float v = __fadd_rn(__fmul_rn(x, inv), zp);
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    return round_half_away(v);
-}
-
-__device__ inline float quant_one(float x, const QMap &m)
-{
-    return __fmul_rn(__fsub_rn(quant_code(x, m.inv, m.zp, m.lo, m.hi), m.zp), m.scale);
-}
-
-/* Squared error of the map over a span, summed in double (block-wide). */
-__device__ double span_sse(const float *xs, int64_t span, const QMap &m, double *sh)
-{
-    double e = 0;
-    for (int64_t i = threadIdx.x; i < span; i += blockDim.x) {
-        double d = (double)xs[i] - (double)quant_one(xs[i], m);
-        e += d * d;
-    }
-    return block_reduce(e, Sum(), sh, 0.0);
-}
 
 /* One block per span of `span` values. NaN/Inf propagate as NaN (the caller's
  * loss check reports them). */
@@ -96,30 +21,9 @@ template <typename T>
 __global__ void quant_span_kernel(T *out, float *out_f32, const float *x, int64_t span,
                                   qsur_cu_quant q)
 {
-    __shared__ float sh[32];
     const float *xs = x + (int64_t)blockIdx.x * span;
-    float mn = xs[0], mx = xs[0], bad = 0.0f;
-    for (int64_t i = threadIdx.x; i < span; i += blockDim.x) {
-        float v = xs[i];
-        mn = v < mn ? v : mn;
-        mx = v > mx ? v : mx;
-        bad += v * 0.0f;
-    }
-    mn = block_reduce(mn, Min(), sh, FLT_MAX);
-    mx = block_reduce(mx, Max(), sh, -FLT_MAX);
-    bad = block_reduce(bad, Sum(), sh, 0.0f);
-    QMap m = map_for(q, mn, mx, q.clip_search ? 1.0 : q.clip);
-    if (q.clip_search && m.scale > 0.0f && bad == 0.0f) {
-        /* src/quant.c's search: strictly smaller error wins, so ties keep the larger ratio */
-        __shared__ double shd[32];
-        double best = span_sse(xs, span, m, shd);
-        for (int k = 1; k < 51; k++) {
-            QMap c = map_for(q, mn, mx, 1.0 - 0.01 * k);
-            double e = span_sse(xs, span, c, shd);
-            if (e < best)
-                best = e, m = c;
-        }
-    }
+    float bad;
+    QMap m = fit_span(xs, span, q, &bad);
     for (int64_t i = threadIdx.x; i < span; i += blockDim.x) {
         float v = bad != 0.0f ? __int_as_float(0x7fc00000) : quant_one(xs[i], m);
         if (out_f32)
