@@ -18,9 +18,10 @@
  * just those blocks, X^T X streamed); export to sharded safetensors (bf16,
  * 5 GB shards) into OUTDIR; rotate model steps=heads (every block's wv and
  * wo edited through the undo journal; not in the default set: ONLY=rotate);
- * ostquant model (W4A16, OSTQ_STEPS training steps, default 1, of 1 x 32
- * calibration tokens, Hadamard start, no selection batch or live QSUR, then
- * the fusion into packed codes; not in the default set: ONLY=ostquant).
+ * ostquant model (the session's default W4A4KV4 on the unquantized model,
+ * OSTQ_STEPS training steps, default 1, of 1 x 32 calibration tokens,
+ * Hadamard start, no selection batch or live QSUR, then the fusion into
+ * packed codes; not in the default set: ONLY=ostquant).
  * Target: every step's peak RSS <= the checkpoint's bytes + 3 GiB, load < 5 s. */
 #include <cblas.h>
 #include <dirent.h>
@@ -112,7 +113,7 @@ static int steps(int argc, char **argv)
     snprintf(st[4].cmds, sizeof st[4].cmds, "%s; export \"%s\" dtype=bf16", load, out);
     snprintf(st[5].cmds, sizeof st[5].cmds, "%s; rotate model hadamard 1 steps=heads", load);
     const char *ostq_steps = getenv("OSTQ_STEPS") ? getenv("OSTQ_STEPS") : "1";
-    snprintf(st[6].cmds, sizeof st[6].cmds, "%s; quant w4a16; ostquant model calib=\"%s\" steps=%d seqs=1 seq-len=32 "
+    snprintf(st[6].cmds, sizeof st[6].cmds, "%s; ostquant model calib=\"%s\" steps=%d seqs=1 seq-len=32 "
              "batch=1 no-womi keep=last qsur-every=0 seed=1", load, calib, atoi(ostq_steps));
     st[0].name = "model load";
     st[1].name = "ppl 1x512";
@@ -121,7 +122,7 @@ static int steps(int argc, char **argv)
     st[4].name = "export (bf16, 5 GB shards)";
     st[5].name = "rotate model steps=heads (wv, wo)";
     static char ostq_name[64];
-    snprintf(ostq_name, sizeof ostq_name, "ostquant model w4a16 steps=%d (1x32)", atoi(ostq_steps));
+    snprintf(ostq_name, sizeof ostq_name, "ostquant model w4a4kv4 steps=%d (1x32)", atoi(ostq_steps));
     st[6].name = ostq_name;
     int bad = 0;
     for (int i = 0; i < 7; i++) {

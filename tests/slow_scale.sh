@@ -37,7 +37,7 @@ for shape in tiny llama2-7b llama3-8b; do
     b=$(grep -o '"ppl": *[0-9.e+-]*' "$T/q.json" | sed -n 2p | sed 's/.*: *//')
     expect_eq "$b" "$a" "tiny: the reloaded int export computes the same perplexity"
     # ostquant model one linear at a time: one training step and the fusion into codes stay
-    # within the file + 1.5 GiB (the whole-model float copies took the file + ~4 GiB here)
+    # within the file + 1.5 GiB (the whole-model float copies took 3.97 GiB here: the file + 3.6 GiB)
     OSTQ_STEPS=1 "$(dirname "$QSUR_BIN")/bench_scale" steps "$QSUR_BIN" "$T/$shape" "$D/stories260K.calib.u16" \
       "$D/stories260K.eval.u16" "$T/o" ostquant > "$T/ostq.txt" 2>&1
     expect_eq "$?" "0" "tiny: ostquant model steps=1 within the budget ($(tail -c 300 "$T/ostq.txt"))"

@@ -161,6 +161,34 @@ static qsur_ostquant *train(qsur_llama *m, const qsur_tokens *t)
     return o;
 }
 
+/* A progress callback that stops at the second tick. */
+static int stop_second(void *ctx, double done, const char *what, double value)
+{
+    (void)done, (void)what, (void)value;
+    return ++*(int *)ctx >= 2;
+}
+
+/* Ctrl-C during the fusion: no model, the base untouched (still bf16, the
+ * same perplexity), and a second fusion completes. */
+static void fuse_interrupted(qsur_ostquant *o, qsur_llama *base, const qsur_tokens *t)
+{
+    qsur_error err;
+    qsur_llama_ppl before, after;
+    CHECK_OK(qsur_llama_perplexity(base, NULL, t, 32, 2, 2, NULL, &before, &err), err);
+    int ticks = 0;
+    qsur_progress prog = {stop_second, &ticks};
+    qsur_llama *m = NULL;
+    qsur_llama_rotations *r = NULL;
+    int rc = qsur_ostquant_fuse_model(o, &o->wspec, &prog, &m, &r, &err);
+    CHECK_MSG(rc == QSUR_ERR_INTERRUPTED && !m && !r && ticks == 2, "fusion stopped at the second block (rc %d)", rc);
+    CHECK_OK(qsur_llama_perplexity(base, NULL, t, 32, 2, 2, NULL, &after, &err), err);
+    CHECK_MSG(after.ppl == before.ppl && qsur_llama_linear_dtype(qsur_llama_linear_at(base, 0)) == QSUR_DTYPE_BF16,
+              "the base is the model from before the fusion");
+    CHECK_OK(qsur_ostquant_fuse_model(o, &o->wspec, NULL, &m, &r, &err), err);
+    qsur_llama_free(m);
+    qsur_llama_rotations_free(r);
+}
+
 /* A bf16 model and its float32 conversion: the same losses and parameters
  * bit for bit, the same quantized fused model (its weights stored in bf16
  * for the bf16 base); the bf16 base's weights stay bf16 throughout. */
@@ -194,6 +222,7 @@ static void bf16_as_float(void)
         for (int i = 0; i < qsur_llama_linear_count(mb); i++)
             stored &= qsur_llama_linear_at(mb, i)->w == NULL;
         CHECK_MSG(stored, "the bf16 base was read through the store, never made float");
+        fuse_interrupted(ob, mb, &t);
         qsur_llama *fb = NULL, *ff = NULL;
         qsur_llama_rotations *rb = NULL, *rf = NULL;
         CHECK_OK(qsur_ostquant_fuse_model(ob, &ob->wspec, NULL, &fb, &rb, &err), err);

@@ -143,14 +143,16 @@ typedef struct {
 /* Cumulative wall time (seconds, monotonic clock) of qsur_ostquant_train by
  * phase, for benchmarks. Never reset by train: zero it to time one call. */
 typedef struct {
-    double fuse;      /* transforms -> fused float weights, hooks */
-    double wquant;    /* RTN of the fused weights */
-    double forward;   /* quantized training forward (keeps the tape) */
+    double fuse;      /* parameters handed to the batch parts, fused norm gains, hooks */
+    double wquant;    /* 0: the weights are fake-quantized inside forward and backward */
+    double forward;   /* quantized training forward (keeps the tape), making each fused,
+                         fake-quantized linear as it goes */
     double teacher;   /* float teacher forward */
     double loss;      /* loss and dL/dlogits */
-    double backward;  /* backward through the quantized model */
-    double ste;       /* weight STE from the quantized to the fused float weights */
-    double chain;     /* chain rule to R and log s (qsur_ostquant_param_grads) */
+    double backward;  /* backward through the quantized model, making each linear again,
+                         with the weight STE and the chain rule of each linear */
+    double ste;       /* 0: inside backward */
+    double chain;     /* the parts' parameter gradients summed */
     double optim;     /* Cayley-Adam and Adam steps */
     double select;    /* selection-batch checks (fuse, quantize, forward, loss) */
     double eval;      /* eval perplexity (eval_every) */
