@@ -15,9 +15,11 @@
 #    560, so the call ends inside the tool's 600 s limit and $OUT comes back):
 #      build     system packages when pkg-config finds them, else
 #                scripts/build_private_deps.sh with .gpu_carry/debs
-#      tests     ctest -L gpu: gpu_rotate first (new), then the others
+#      tests     ctest -L gpu: gpu_rotate and gpu_stiefel first (new), test_stiefel
+#                (its 2 x 2 step through the GPU solve), then the others
 #      bench     bench_gpu 8 32 16 $BENCH_CALIB $BENCH_OSTQ (defaults 32, 2)
 #      commands  bench/gpu_commands.sh (calib, generate, rotate model; gpu and cpu)
+#    (QSUR_PRIVATE_DEPS=1: the private prefix even where the system has them.)
 #    `run build tests` (or any phases named) runs only those; a later call on
 #    the still-warm machine finds the build directory and skips the build.
 # Output: $OUT/summary.txt (machine, versions, each phase's exit code and
@@ -45,19 +47,39 @@ prepare() {
   du -sh "$C"
 }
 
-if [ "${1:-}" = prepare ]; then
-  prepare
-  exit
-fi
-[ "${1:-}" = run ] || { echo "usage: bash bench/gpu_session.sh prepare | run [build] [tests] [bench] [commands]"; exit 2; }
-shift
-PHASES=${*:-build tests bench commands}
-OUT=${OUT:-$ROOT/gpu_out}
-mkdir -p "$OUT"
 B=$ROOT/build-gpu
+export PATH=/usr/local/cuda/bin:$PATH # nvcc, where the CUDA image keeps it
 SHARED=$C/shared
 [ -f "$SHARED/data/stories260K.bin" ] || SHARED=$(cd .. && pwd)/shared
 export QSUR_SHARED=$SHARED
+
+have_system_deps() {
+  pkg-config --exists openblas ncursesw 2>/dev/null && [ -f /usr/include/readline/readline.h ] &&
+    { [ -f /usr/include/lapacke.h ] || [ -f /usr/include/x86_64-linux-gnu/lapacke.h ]; }
+}
+
+build() {
+  if [ -x "$B/qsur" ] && [ -x "$B/gpu_rotate" ]; then
+    cmake --build "$B" -j"$(nproc)" && return 0
+  fi
+  if [ -z "${QSUR_PRIVATE_DEPS:-}" ] && have_system_deps; then
+    cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQSUR_CUDA=ON \
+      -DQSUR_SHARED_DIR="$QSUR_SHARED" && cmake --build "$B" -j"$(nproc)"
+  else
+    [ -d "$C/debs" ] || { echo "no system -dev packages and no .gpu_carry/debs (run prepare here, carry .gpu_carry)"; return 1; }
+    QSUR_CMAKE_ARGS="-DQSUR_SHARED_DIR=$QSUR_SHARED" scripts/build_private_deps.sh "$C/debs" "$B"
+  fi
+}
+
+case ${1:-} in
+  prepare) prepare; exit ;;
+  _build) build; exit ;; # the build phase, under the run's timeout
+  run) shift ;;
+  *) echo "usage: bash bench/gpu_session.sh prepare | run [build] [tests] [bench] [commands]"; exit 2 ;;
+esac
+PHASES=${*:-build tests bench commands}
+OUT=${OUT:-$ROOT/gpu_out}
+mkdir -p "$OUT"
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-8}
 START=$(date +%s)
 LIMIT=${GPU_SESSION_SECONDS:-560}
@@ -92,24 +114,6 @@ phase() {
   return $rc
 }
 
-have_system_deps() {
-  pkg-config --exists openblas ncursesw 2>/dev/null && [ -f /usr/include/readline/readline.h ] &&
-    { [ -f /usr/include/lapacke.h ] || [ -f /usr/include/x86_64-linux-gnu/lapacke.h ]; }
-}
-
-build() {
-  if [ -x "$B/qsur" ] && [ -x "$B/gpu_rotate" ]; then
-    cmake --build "$B" -j"$(nproc)" && return 0
-  fi
-  if have_system_deps; then
-    cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQSUR_CUDA=ON \
-      -DQSUR_SHARED_DIR="$QSUR_SHARED" && cmake --build "$B" -j"$(nproc)"
-  else
-    [ -d "$C/debs" ] || { echo "no system -dev packages and no .gpu_carry/debs (run prepare here, carry .gpu_carry)"; return 1; }
-    QSUR_CMAKE_ARGS="-DQSUR_SHARED_DIR=$QSUR_SHARED" scripts/build_private_deps.sh "$C/debs" "$B"
-  fi
-}
-
 # the private prefix's libraries, when the build used it
 use_private_libs() {
   [ -e /tmp/qsurdeps/.done ] || return 0
@@ -121,12 +125,14 @@ use_private_libs
 for p in $PHASES; do
   case $p in
     build)
-      phase build "$OUT/build.log" build || { note "build failed: see build.log"; break; }
+      phase build "$OUT/build.log" bash "$0" _build || { note "build failed: see build.log"; break; }
       use_private_libs
       ;;
     tests)
-      phase "tests gpu_rotate" "$OUT/tests.log" ctest --test-dir "$B" -L gpu -R '^gpu_rotate$' --output-on-failure
-      phase "tests other gpu" "$OUT/tests.log" ctest --test-dir "$B" -L gpu -E '^gpu_rotate$' --output-on-failure
+      # the tests written without a GPU first, then the ones that passed on an H200 before
+      phase "tests new" "$OUT/tests.log" ctest --test-dir "$B" -L gpu -R '^gpu_(rotate|stiefel)$' --output-on-failure
+      phase "tests stiefel cpu" "$OUT/tests.log" ctest --test-dir "$B" -R '^test_stiefel$' --output-on-failure
+      phase "tests other gpu" "$OUT/tests.log" ctest --test-dir "$B" -L gpu -E '^gpu_(rotate|stiefel)$' --output-on-failure
       ;;
     bench)
       phase bench "$OUT/bench.log" "$B/bench_gpu" 8 32 16 "${BENCH_CALIB:-32}" "${BENCH_OSTQ:-2}"

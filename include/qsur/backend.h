@@ -189,6 +189,21 @@ int qsur_gpu_rotation_rows(qsur_gpu_rotation *r, float *w, int64_t nrows, qsur_e
 int qsur_gpu_rotation_left(qsur_gpu_rotation *r, float *w, int64_t rows, int64_t cols,
                            qsur_error *err);
 
+/* The Cayley retraction of the Stiefel optimiser (qsur/stiefel.h's
+ * qsur_cayley_apply) on the GPU (src/backend/cuda/gpu_cayley.c), in double:
+ * M = I + a/2 D built on the host as the CPU does, N = R - a/2 D R (DGEMM),
+ * M X = N by cuSOLVER's LU with partial pivoting (getrf/getrs), R = X. The
+ * CPU's result to double rounding (another LU, other summation orders), not
+ * bit for bit. One object per matrix size keeps the handles and buffers. */
+typedef struct qsur_gpu_cayley qsur_gpu_cayley;
+
+int qsur_gpu_cayley_new(qsur_gpu_cayley **out, int64_t n, qsur_error *err);
+void qsur_gpu_cayley_free(qsur_gpu_cayley *g);
+/* R (n x n row-major double, host, in place) <- (I + a/2 D)^-1 (I - a/2 D) R
+ * for a skew D (host). QSUR_ERR_NUMERIC when the system is singular (NaN). */
+int qsur_gpu_cayley_apply(qsur_gpu_cayley *g, double *R, const double *D, double a,
+                          qsur_error *err);
+
 /* Training passes on the GPU (src/backend/cuda/gpu_train.c): the forward of
  * qsur_llama_train_forward with its tape and the gradients of
  * qsur_llama_backward (qsur/llama_train.h), in fp32 (GEMMs fp32 with fp32
