@@ -24,6 +24,18 @@ static inline int gpu_skip(void)
     return 0;
 }
 
+/* ||a - b|| / ||b|| over n values. */
+static inline double rel_l2(const float *a, const float *b, int64_t n)
+{
+    double e = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        e += d * d;
+        s += (double)b[i] * b[i];
+    }
+    return s > 0 ? sqrt(e / s) : sqrt(e);
+}
+
 static inline void gpu_fill(float *x, size_t n, double a)
 {
     for (size_t i = 0; i < n; i++)

@@ -28,18 +28,6 @@
 #include "qsur/llama_store.h"
 #include "qsur/tokens.h"
 
-/* relative L2 distance of two n-float arrays (||a - b|| / ||b||) */
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double d = 0, s = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = (double)a[i] - b[i];
-        d += e * e;
-        s += (double)b[i] * b[i];
-    }
-    return s > 0 ? sqrt(d / s) : sqrt(d);
-}
-
 /* The two entries on a random 3n x 2n (rows) / 2n x 3 (left) matrix against
  * the product in double with the dense plan. */
 static void entries(int64_t n)
@@ -160,7 +148,7 @@ static void same_weights(qsur_llama *a, qsur_llama *b, double tol)
             CHECK_OK(rc, err);
         }
         if (!rc) {
-            double d = rel_l2(wa, wb, (size_t)(la->rows * la->cols));
+            double d = rel_l2(wa, wb, la->rows * la->cols);
             worst = fmax(worst, d);
             if (!(d <= tol))
                 printf("  %s: rel L2 %.3g\n", la->name, d);
