@@ -12,6 +12,8 @@ if ! "$QSUR" -c 'set device gpu' >/dev/null 2>&1; then
   echo "skipped: no GPU"
   exit 77
 fi
+# need TEXT PATTERN WHAT: fails the test with "FAIL: WHAT" unless TEXT matches
+need() { echo "$1" | grep -q "$2" || { echo "FAIL: $3"; exit 1; }; }
 num() { sed -n "s/.*\"command\":\"$1\".*\"$2\":\([-0-9.e+]*\).*/\1/p" | tail -1; }
 run() {
   "$QSUR" -c 'set format json' -c "model load $D/stories260K.bin" -c "$1" \
@@ -21,10 +23,10 @@ run() {
 }
 cpu=$(run 'set device cpu')
 gpu=$(run 'set device gpu')
-echo "$gpu" | grep -q '"device":"gpu (' || { echo "FAIL: ppl did not run on the GPU"; exit 1; }
-echo "$gpu" | grep -q '"command":"gptq".*"device":"gpu (captures' || { echo "FAIL: gptq solves not on the GPU"; exit 1; }
-echo "$gpu" | grep -q '"command":"calib".*"device":"gpu (' || { echo "FAIL: calib did not capture on the GPU"; exit 1; }
-echo "$gpu" | grep -q 'upload it to the GPU' || { echo "FAIL: model info does not name the GPU"; exit 1; }
+need "$gpu" '"device":"gpu (' "ppl did not run on the GPU"
+need "$gpu" '"command":"gptq".*"device":"gpu (captures' "gptq solves not on the GPU"
+need "$gpu" '"command":"calib".*"device":"gpu (' "calib did not capture on the GPU"
+need "$gpu" 'upload it to the GPU' "model info does not name the GPU"
 c1=$(echo "$cpu" | grep '"command":"ppl"' | head -1 | num ppl ppl)
 g1=$(echo "$gpu" | grep '"command":"ppl"' | head -1 | num ppl ppl)
 c2=$(echo "$cpu" | grep '"command":"ppl"' | tail -1 | num ppl ppl)
@@ -45,9 +47,9 @@ rot() {
 }
 cpu=$(rot 'set device cpu')
 gpu=$(rot 'set device gpu')
-echo "$gpu" | grep -q '"command":"rotate".*"device":"gpu (dense' || { echo "FAIL: rotate model did not run on the GPU"; exit 1; }
-echo "$cpu" | grep -q '"command":"rotate".*"device":"cpu"' || { echo "FAIL: rotate model under set device cpu"; exit 1; }
-echo "$gpu" | grep -q '"command":"smoothquant".*"device":"cpu (' || { echo "FAIL: smoothquant does not say it ran on the CPU"; exit 1; }
+need "$gpu" '"command":"rotate".*"device":"gpu (dense' "rotate model did not run on the GPU"
+need "$cpu" '"command":"rotate".*"device":"cpu"' "rotate model under set device cpu"
+need "$gpu" '"command":"smoothquant".*"device":"cpu (' "smoothquant does not say it ran on the CPU"
 c3=$(echo "$cpu" | grep '"command":"ppl"' | num ppl ppl)
 g3=$(echo "$gpu" | grep '"command":"ppl"' | num ppl ppl)
 echo "rotated ppl cpu $c3 gpu $g3"
