@@ -676,8 +676,8 @@ static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err
     return QSUR_OK;
 }
 
-/* opts.gpu: the GPU's buffers for the batch, the float model it uploads,
- * the gradients' host copy, and (models >= 1024 wide) R_res's Cayley solve. */
+/* opts.gpu: the GPU's buffers for the batch, the float model it uploads
+ * and the gradients' host copy. */
 static int gpu_setup(const qsur_ostquant *o, train_run *r, qsur_error *err)
 {
     int rc = qsur_gpu_train_new(&r->gt, &o->cfg, r->B, r->T, err);
@@ -687,10 +687,6 @@ static int gpu_setup(const qsur_ostquant *o, train_run *r, qsur_error *err)
         rc = qsur_llama_grads_new(&r->ggrads, r->gfm, err);
     if (!rc && !(r->glog = malloc((size_t)(r->N * r->V) * sizeof(float))))
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
-    /* at model scale R_res's Cayley solve (2/3 d^3 in double: seconds a step on
-     * the CPU at d = 4096) runs on the GPU too; the head-size R_ov stay on the CPU */
-    if (!rc && o->cfg.dim >= 1024)
-        rc = qsur_stiefel_adam_use_gpu(o->opt_res, err);
     return rc;
 }
 
@@ -762,6 +758,11 @@ static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, c
         rc = parts_new(o, r, err);
     if (!rc && o->opts.gpu)
         rc = gpu_setup(o, r, err);
+    /* GPU training at model scale: R_res's Cayley solve (2/3 d^3 in double,
+     * seconds a step on the CPU at d = 4096) on the GPU too; the head-size R_ov
+     * stay on the CPU. A CPU run (a resume after `set device cpu`) drops it. */
+    if (!rc)
+        rc = qsur_stiefel_adam_use_gpu(o->opt_res, o->opts.gpu && o->cfg.dim >= 1024, err);
     if (rc)
         return rc;
     epoch_order(r->perm, r->nseq, o->opts.seed);

@@ -58,11 +58,14 @@ void qsur_stiefel_adam_free(qsur_stiefel_adam *o)
     free(o);
 }
 
-int qsur_stiefel_adam_use_gpu(qsur_stiefel_adam *o, qsur_error *err)
+int qsur_stiefel_adam_use_gpu(qsur_stiefel_adam *o, int on, qsur_error *err)
 {
-    if (o->gpu)
+    if (!on) {
+        qsur_gpu_cayley_free(o->gpu);
+        o->gpu = NULL;
         return QSUR_OK;
-    return qsur_gpu_cayley_new(&o->gpu, o->n, err);
+    }
+    return o->gpu ? QSUR_OK : qsur_gpu_cayley_new(&o->gpu, o->n, err);
 }
 
 int qsur_cayley_apply(int64_t n, double *R, const double *D, double a, double *work,

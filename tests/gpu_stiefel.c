@@ -109,7 +109,7 @@ static void steps(int64_t n)
         CHECK(0);
         goto out;
     }
-    CHECK_OK(qsur_stiefel_adam_use_gpu(og, &err), err);
+    CHECK_OK(qsur_stiefel_adam_use_gpu(og, 1, &err), err);
     CHECK(og->gpu != NULL);
     for (int64_t i = 0; i < n; i++)
         Rc[i * n + i] = Rg[i * n + i] = 1.0;

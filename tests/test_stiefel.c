@@ -153,7 +153,7 @@ static void test_adam_scaling(void)
         o->canonical = canonical;
         /* the solve on the GPU where one is usable; else the refusal changes
          * nothing and the step runs on the CPU */
-        if (gpu && qsur_stiefel_adam_use_gpu(o, &err) != QSUR_OK)
+        if (gpu && qsur_stiefel_adam_use_gpu(o, 1, &err) != QSUR_OK)
             CHECK_MSG(o->gpu == NULL && err.msg[0], "a refused use_gpu leaves the CPU solve");
         double R[4] = {1, 0, 0, 1}, G[4] = {0, -0.37, 0, 0}, lr = 0.3;
         CHECK_OK(qsur_stiefel_adam_step(o, R, G, lr, &err), err);
@@ -163,6 +163,8 @@ static void test_adam_scaling(void)
         for (int i = 0; i < 4; i++)
             CHECK_MSG(fabs(R[i] - want[i]) < 1e-7, "canonical %d: R[%d] = %.9f, want %.9f", canonical, i, R[i],
                       want[i]);
+        CHECK_OK(qsur_stiefel_adam_use_gpu(o, 0, &err), err); /* back on the CPU */
+        CHECK(o->gpu == NULL);
         qsur_stiefel_adam_free(o);
     }
 }

@@ -43,10 +43,11 @@ typedef struct {
 int qsur_stiefel_adam_new(qsur_stiefel_adam **out, int64_t n, qsur_error *err);
 void qsur_stiefel_adam_free(qsur_stiefel_adam *o);
 
-/* The retraction's solve on the GPU from now on (qsur/backend.h's
- * qsur_gpu_cayley: the CPU's R to double rounding, not bit for bit); the
- * moments stay on the host. Fails, changing nothing, when no GPU is usable. */
-int qsur_stiefel_adam_use_gpu(qsur_stiefel_adam *o, qsur_error *err);
+/* on: the retraction's solve on the GPU from now on (qsur/backend.h's
+ * qsur_gpu_cayley: the CPU's R to double rounding, not bit for bit; the
+ * moments stay on the host); fails, changing nothing, when no GPU is usable.
+ * 0: back on the CPU (never fails). */
+int qsur_stiefel_adam_use_gpu(qsur_stiefel_adam *o, int on, qsur_error *err);
 
 /* One step on R (n x n row-major double, orthogonal) with Euclidean gradient
  * G (n x n row-major double, not modified). */
