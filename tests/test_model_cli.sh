@@ -4,17 +4,11 @@
 # the same perplexity; bad inputs fail with the command's name and the reason.
 set -u
 . "$(dirname "$0")/lib.sh"
-: "${QSUR_SHARED:=../shared}"
-D="$QSUR_SHARED/data"
-M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-export OPENBLAS_NUM_THREADS=1
+stories_setup
 json() { # key file -> the value of "key": in the last JSON line holding it
   grep -o "\"$1\":[^,}]*" "$2" | tail -1 | cut -d: -f2
 }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
-near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * b) }'; }
 
 # float and W4A16 RTN perplexity on 8 eval sequences
 "$QSUR_BIN" -c "set format json; model load $M; calib $C seqs=4; ppl $E seqs=8; quant w4a16; ppl $E seqs=8" > "$T/a.json"; rc=$?
