@@ -896,6 +896,15 @@ static void test_act_wo(qsur_rng *rng)
     qsur_llama_free(m);
 }
 
+/* nseq random sequences of 8 tokens of the tiny model's vocabulary in ids. */
+static qsur_tokens random_tokens(qsur_rng *rng, int *ids, int nseq)
+{
+    for (int i = 0; i < nseq * 8; i++)
+        ids[i] = (int)qsur_rng_below(rng, 32);
+    qsur_tokens t = {ids, (int64_t)nseq * 8, 8};
+    return t;
+}
+
 /* ---- phase timers of the training loop ---- */
 static void test_train_timing(qsur_rng *rng)
 {
@@ -909,9 +918,7 @@ static void test_train_timing(qsur_rng *rng)
     qsur_ostquant *o = NULL;
     CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, &a4, &off, &err), err);
     int ids[4 * 8];
-    for (int i = 0; i < 4 * 8; i++)
-        ids[i] = (int)qsur_rng_below(rng, 32);
-    qsur_tokens cal = {ids, 4 * 8, 8};
+    qsur_tokens cal = random_tokens(rng, ids, 4);
     if (o) {
         CHECK_OK(qsur_ostquant_train(o, m, &cal, NULL, NULL, &err), err);
         const qsur_ostquant_timing *t = &o->time;
@@ -962,9 +969,7 @@ static void test_train_threads(qsur_rng *rng)
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     int ids[6 * 8];
-    for (int i = 0; i < 6 * 8; i++)
-        ids[i] = (int)qsur_rng_below(rng, 32);
-    qsur_tokens cal = {ids, 6 * 8, 8};
+    qsur_tokens cal = random_tokens(rng, ids, 6);
     qsur_quant_spec w4 = qsur_quant_default(), a4 = qsur_quant_default();
     a4.symmetric = 0;
     qsur_ostquant *o[3] = {NULL, NULL, NULL};
@@ -1043,9 +1048,7 @@ static void test_wquant_code(qsur_rng *rng)
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     int ids[4 * 8];
-    for (int i = 0; i < 4 * 8; i++)
-        ids[i] = (int)qsur_rng_below(rng, 32);
-    qsur_tokens cal = {ids, 4 * 8, 8};
+    qsur_tokens cal = random_tokens(rng, ids, 4);
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     w4.full = 1;
     w4.clip_search = 1;
@@ -1112,9 +1115,7 @@ static void test_sov_train(qsur_rng *rng)
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     int ids[4 * 8];
-    for (int i = 0; i < 4 * 8; i++)
-        ids[i] = (int)qsur_rng_below(rng, 32);
-    qsur_tokens cal = {ids, 4 * 8, 8};
+    qsur_tokens cal = random_tokens(rng, ids, 4);
     qsur_quant_spec w4 = qsur_quant_default(), a4 = qsur_quant_default();
     a4.symmetric = 0;
     qsur_ostquant *o[2] = {NULL, NULL};
