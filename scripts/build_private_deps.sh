@@ -10,6 +10,7 @@
 #       libpkgconf3 libgfortran5 liblapack3 libblas3 libtmglib3
 #   on the GPU machine:      scripts/build_private_deps.sh DEBS_DIR [BUILD_DIR] [PREFIX]
 #   then, to run:            export LD_LIBRARY_PATH=$(scripts/build_private_deps.sh --libs PREFIX)
+#   QSUR_CMAKE_ARGS (optional): more cmake arguments, e.g. -DQSUR_SHARED_DIR=...
 set -euo pipefail
 lib_path() {
   echo "$1/usr/lib/x86_64-linux-gnu/openblas-pthread:$1/usr/lib/x86_64-linux-gnu:$1/lib/x86_64-linux-gnu"
@@ -52,6 +53,7 @@ export CPATH=$P/usr/include:$P/usr/include/x86_64-linux-gnu
 export PKG_CONFIG_LIBDIR=$P/usr/lib/x86_64-linux-gnu/pkgconfig
 PKG=$(command -v pkg-config || echo "$P/usr/bin/pkgconf")
 export PATH=/usr/local/cuda/bin:$PATH
+# shellcheck disable=SC2086 # QSUR_CMAKE_ARGS is split into words on purpose
 cmake -S "$SRC" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQSUR_CUDA=ON -DPKG_CONFIG_EXECUTABLE="$PKG" \
-  -DCMAKE_PREFIX_PATH="$P/usr;$P" -DCMAKE_LIBRARY_ARCHITECTURE=x86_64-linux-gnu >/dev/null
+  -DCMAKE_PREFIX_PATH="$P/usr;$P" -DCMAKE_LIBRARY_ARCHITECTURE=x86_64-linux-gnu ${QSUR_CMAKE_ARGS:-} >/dev/null
 cmake --build "$B" -j"$(nproc)"

@@ -146,39 +146,55 @@ static void qk_rows(const qsur_ostquant *o, const float *s, float *w, int is_k)
     }
 }
 
-/* wv'' (kv x d, = A_v R S_attn) -> wv' rows of group g: S_g^-1 R_g^T wv''_g. */
-static void ov_rows(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const float *vin, float *vout)
+/* wv'' (kv x d, = A_v R S_attn) -> wv' rows of group g: S_g^-1 R_g^T wv''_g,
+ * or with sov_code R_g^T S_g^-1 wv''_g (vin is scaled in place then). */
+static void ov_rows(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, float *vin, float *vout)
 {
     const qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, hs = c->head_size;
     const float *s = f->s + qsur_ostq_ls_ov(o, l);
+    int code = o->opts.sov_code;
     for (int g = 0; g < c->n_kv_heads; g++) {
         const float *Rg = f->Rov + ((size_t)l * c->n_kv_heads + g) * hs * hs;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)hs, (int)d, (int)hs, 1.0f, Rg, (int)hs,
-                    vin + (size_t)g * hs * d, (int)d, 0.0f, vout + (size_t)g * hs * d, (int)d);
-        for (int64_t i = 0; i < hs; i++)
-            for (int64_t j = 0; j < d; j++)
-                vout[((size_t)g * hs + i) * d + j] /= s[g * hs + i];
+        float *src = vin + (size_t)g * hs * d, *dst = vout + (size_t)g * hs * d;
+        float *scaled = code ? src : dst;
+        if (code) /* S_g^-1 first, on the rows of wv''_g */
+            for (int64_t i = 0; i < hs; i++)
+                for (int64_t j = 0; j < d; j++)
+                    scaled[i * d + j] /= s[g * hs + i];
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)hs, (int)d, (int)hs, 1.0f, Rg, (int)hs, src,
+                    (int)d, 0.0f, dst, (int)d);
+        if (!code)
+            for (int64_t i = 0; i < hs; i++)
+                for (int64_t j = 0; j < d; j++)
+                    scaled[i * d + j] /= s[g * hs + i];
     }
 }
 
-/* wo' = R^T wo, then the column block of head h times R_g S_g. */
+/* wo' = R^T wo, then the column block of head h times R_g S_g, or with
+ * sov_code times S_g R_g. */
 static void fuse_wo(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const float *A, float *W)
 {
     const qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, hs = c->head_size;
-    int group = c->n_heads / c->n_kv_heads;
+    int group = c->n_heads / c->n_kv_heads, code = o->opts.sov_code;
     const float *so = f->s + qsur_ostq_ls_ov(o, l);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d, A, (int)d, 0.0f,
                 f->tmp, (int)d);
     for (int h = 0; h < c->n_heads; h++) {
         int g = h / group;
         const float *Rg = f->Rov + ((size_t)l * c->n_kv_heads + g) * hs * hs;
+        float *scaled = code ? f->tmp + (size_t)h * hs : W + (size_t)h * hs;
+        if (code)
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = 0; j < hs; j++)
+                    scaled[i * d + j] *= so[g * hs + j];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)hs, (int)hs, 1.0f,
                     f->tmp + (size_t)h * hs, (int)d, Rg, (int)hs, 0.0f, W + (size_t)h * hs, (int)d);
-        for (int64_t i = 0; i < d; i++)
-            for (int64_t j = 0; j < hs; j++)
-                W[i * d + h * hs + j] *= so[g * hs + j];
+        if (!code)
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = 0; j < hs; j++)
+                    scaled[i * d + j] *= so[g * hs + j];
     }
 }
 
@@ -483,7 +499,7 @@ static void qk_rows_grad(const qsur_ostquant *o, const float *s, const float *W,
     }
 }
 
-/* wv' = S_o^-1 R_g^T wv''_g with wv'' = A_v R S_a. */
+/* wv' = S_o^-1 R_g^T wv''_g with wv'' = A_v R S_a (sov_code: R_g^T S_o^-1 wv''_g). */
 static void wv_grad(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const float *A, const float *W,
                     float *dW, float *dR, double *d_r_ov, double *d_ls)
 {
@@ -496,6 +512,27 @@ static void wv_grad(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, c
     for (int gg = 0; gg < c->n_kv_heads; gg++) {
         const float *Rg = f->Rov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
         double *dRg = d_r_ov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
+        if (o->opts.sov_code) {
+            /* wv' = R_g^T Z, Z = S_o^-1 wv''_g: dR_g += Z dwv'^T, dZ = R_g dwv',
+             * dls_i -= sum_j dZ_ij Z_ij, dwv''_g = S_o^-1 dZ */
+            const float *vg = vpp + (size_t)gg * hs * d;
+            float *z = dvpp + (size_t)gg * hs * d;
+            for (int64_t i = 0; i < hs; i++)
+                for (int64_t j = 0; j < d; j++)
+                    z[i * d + j] = vg[i * d + j] / so[gg * hs + i];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)hs, (int)hs, (int)d, 1.0f, z, (int)d,
+                        dW + (size_t)gg * hs * d, (int)d, 0.0f, f->dRov, (int)hs);
+            for (int64_t i = 0; i < hs * hs; i++)
+                dRg[i] += f->dRov[i];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)hs, (int)d, (int)hs, 1.0f, Rg, (int)hs,
+                        dW + (size_t)gg * hs * d, (int)d, 0.0f, z, (int)d);
+            for (int64_t i = 0; i < hs; i++)
+                for (int64_t j = 0; j < d; j++) {
+                    dov[gg * hs + i] -= (double)z[i * d + j] * vg[i * d + j] / so[gg * hs + i];
+                    z[i * d + j] /= so[gg * hs + i];
+                }
+            continue;
+        }
         for (int64_t i = 0; i < hs; i++)
             for (int64_t j = 0; j < d; j++) {
                 size_t at = ((size_t)gg * hs + i) * d + (size_t)j;
@@ -513,7 +550,7 @@ static void wv_grad(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, c
     input_side_grad(A, kv, d, vpp, dvpp, sa, dR, d_ls + qsur_ostq_ls_attn(o, l));
 }
 
-/* wo'_h = Y_h R_g S_g with Y = R^T wo (A). */
+/* wo'_h = Y_h R_g S_g with Y = R^T wo (A) (sov_code: Y_h S_g R_g). */
 static void wo_grad(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const float *A, const float *W,
                     float *dW, float *dR, double *d_r_ov, double *d_ls)
 {
@@ -529,6 +566,27 @@ static void wo_grad(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, c
         int gg = h / group;
         const float *Rg = f->Rov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
         double *dRg = d_r_ov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
+        if (o->opts.sov_code) {
+            /* wo'_h = U R_g, U = Y_h S_g (Y_h scaled in place: only head h
+             * reads it): dR_g += U^T dwo'_h, dU = dwo'_h R_g^T,
+             * dls_j += sum_i dU_ij U_ij, dY_h = dU S_g */
+            float *U = Y + (size_t)h * hs, *dU = dY + (size_t)h * hs;
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = 0; j < hs; j++)
+                    U[i * d + j] *= so[gg * hs + j];
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)hs, (int)hs, (int)d, 1.0f, U, (int)d,
+                        dW + (size_t)h * hs, (int)d, 0.0f, f->dRov, (int)hs);
+            for (int64_t i = 0; i < hs * hs; i++)
+                dRg[i] += f->dRov[i];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)hs, (int)hs, 1.0f, dW + (size_t)h * hs,
+                        (int)d, Rg, (int)hs, 0.0f, dU, (int)d);
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = 0; j < hs; j++) {
+                    dov[gg * hs + j] += (double)dU[i * d + j] * U[i * d + j];
+                    dU[i * d + j] *= so[gg * hs + j];
+                }
+            continue;
+        }
         for (int64_t i = 0; i < d; i++)
             for (int64_t j = 0; j < hs; j++) {
                 size_t at = (size_t)i * d + (size_t)h * hs + (size_t)j;

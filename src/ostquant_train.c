@@ -758,6 +758,11 @@ static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, c
         rc = parts_new(o, r, err);
     if (!rc && o->opts.gpu)
         rc = gpu_setup(o, r, err);
+    /* GPU training at model scale: R_res's Cayley solve (2/3 d^3 in double,
+     * seconds a step on the CPU at d = 4096) on the GPU too; the head-size R_ov
+     * stay on the CPU. A CPU run (a resume after `set device cpu`) drops it. */
+    if (!rc)
+        rc = qsur_stiefel_adam_use_gpu(o->opt_res, o->opts.gpu && o->cfg.dim >= 1024, err);
     if (rc)
         return rc;
     epoch_order(r->perm, r->nseq, o->opts.seed);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "qsur/backend.h"
 #include "qsur/stiefel.h"
 #include "qsur/tensor.h"
 
@@ -50,10 +51,21 @@ void qsur_stiefel_adam_free(qsur_stiefel_adam *o)
 {
     if (!o)
         return;
+    qsur_gpu_cayley_free(o->gpu);
     free(o->m);
     free(o->work);
     free(o->ipiv);
     free(o);
+}
+
+int qsur_stiefel_adam_use_gpu(qsur_stiefel_adam *o, int on, qsur_error *err)
+{
+    if (!on) {
+        qsur_gpu_cayley_free(o->gpu);
+        o->gpu = NULL;
+        return QSUR_OK;
+    }
+    return o->gpu ? QSUR_OK : qsur_gpu_cayley_new(&o->gpu, o->n, err);
 }
 
 int qsur_cayley_apply(int64_t n, double *R, const double *D, double a, double *work,
@@ -109,7 +121,8 @@ static int adam_cayley(qsur_stiefel_adam *o, double *R, double *A, double lr, qs
         A[i] = o->m[i] / c1 / denom;
     }
     /* D = A; descend: R <- cay(-lr D) R, i.e. a = lr with the sign in the formula */
-    int rc = qsur_cayley_apply(n, R, A, lr, o->work, o->ipiv, err);
+    int rc = o->gpu ? qsur_gpu_cayley_apply(o->gpu, R, A, lr, err)
+                    : qsur_cayley_apply(n, R, A, lr, o->work, o->ipiv, err);
     /* geoopt's stabilize: exp_avg <- proju(x, exp_avg) = 2 exp_avg (see stiefel.h);
      * its other half, x <- polar(x), is a no-op to rounding here (R in double) */
     if (!rc && o->stabilize > 0 && o->t % o->stabilize == 0)

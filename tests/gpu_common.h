@@ -1,5 +1,6 @@
 /* What the gpu tests (tests/gpu_*.c) share: the skip when no GPU is usable
- * and the random-weight real-shape model. */
+ * and the random-weight real-shape model (static inline: a test may use
+ * only some). */
 #ifndef QSUR_TESTS_GPU_COMMON_H
 #define QSUR_TESTS_GPU_COMMON_H
 
@@ -11,7 +12,7 @@
 
 /* 1 (after printing why) when no GPU is usable: main returns 77, which
  * ctest reports as skipped; else prints the GPU and returns 0. */
-static int gpu_skip(void)
+static inline int gpu_skip(void)
 {
     qsur_gpu_info info;
     qsur_gpu_probe(&info);
@@ -23,7 +24,19 @@ static int gpu_skip(void)
     return 0;
 }
 
-static void gpu_fill(float *x, size_t n, double a)
+/* ||a - b|| / ||b|| over n values. */
+static inline double rel_l2(const float *a, const float *b, int64_t n)
+{
+    double e = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        e += d * d;
+        s += (double)b[i] * b[i];
+    }
+    return s > 0 ? sqrt(e / s) : sqrt(e);
+}
+
+static inline void gpu_fill(float *x, size_t n, double a)
 {
     for (size_t i = 0; i < n; i++)
         x[i] = (float)((2.0 * check_uniform() - 1.0) * a);
@@ -32,7 +45,7 @@ static void gpu_fill(float *x, size_t n, double a)
 /* Llama-2-7B shapes (dim 4096, hidden 11008, 32 heads, vocab 32000), 2 layers,
  * random float weights (uniform in +-1/sqrt(cols), embeddings +-1, unit norms;
  * check_seed(3)), positions up to seq_len. NULL after a failed CHECK. */
-static qsur_llama *gpu_real_shape(int seq_len)
+static inline qsur_llama *gpu_real_shape(int seq_len)
 {
     qsur_error err;
     qsur_llama_config c = qsur_llama_config_default();

@@ -25,18 +25,6 @@
 #include "qsur/ostquant.h"
 #include "qsur/quant_ste.h"
 
-/* ||a - b|| / ||b|| over n values. */
-static double rel_l2(const float *a, const float *b, int64_t n)
-{
-    double e = 0, s = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        e += d * d;
-        s += (double)b[i] * b[i];
-    }
-    return s > 0 ? sqrt(e / s) : sqrt(e);
-}
-
 /* The largest relative L2 difference over every gradient tensor of the model. */
 static double grads_diff(const qsur_llama *m, const qsur_llama_grads *a, const qsur_llama_grads *b,
                          const char **worst)

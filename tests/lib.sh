@@ -19,3 +19,16 @@ finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
 }
+# stories_setup: the shared stories260K model and its token streams as $M, $C,
+# $E (in $D), a scratch directory $T removed on exit, and BLAS on one thread
+# (the tests compare perplexities that must not depend on the thread count).
+stories_setup() {
+  : "${QSUR_SHARED:=../shared}"
+  D="$QSUR_SHARED/data"
+  M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
+  T=$(mktemp -d)
+  trap 'rm -rf "$T"' EXIT
+  export OPENBLAS_NUM_THREADS=1
+}
+# near A B TOL: |A - B| <= TOL * B
+near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * b) }'; }

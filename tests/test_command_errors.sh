@@ -8,11 +8,7 @@
 # a person reads them.
 set -u
 . "$(dirname "$0")/lib.sh"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-: "${QSUR_SHARED:=../shared}"
-D="$QSUR_SHARED/data"
-M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
+stories_setup
 # fails CMDS EXPECTED-MESSAGE: the commands exit 1 and stderr's last line is the message
 fails() {
   "$QSUR_BIN" -c "$1" > "$T/out" 2> "$T/err"; local rc=$?

@@ -6,14 +6,8 @@
 # inputs fail clearly and leave no partial directory.
 set -u
 . "$(dirname "$0")/lib.sh"
-: "${QSUR_SHARED:=../shared}"
-D="$QSUR_SHARED/data"
-M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-export OPENBLAS_NUM_THREADS=1
+stories_setup
 json() { grep -o "\"$1\":[^,}]*" "$2" | tail -1 | cut -d: -f2; }
-near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * b) }'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 PRE="set format json; model load $M; calib $C seqs=4; quant w4a4kv4"
 

@@ -7,14 +7,8 @@
 # nothing behind.
 set -u
 . "$(dirname "$0")/lib.sh"
-: "${QSUR_SHARED:=../shared}"
+stories_setup
 : "${QSUR_PLAIN:?QSUR_PLAIN must point at the plain_llama2c binary (ctest sets it)}"
-D="$QSUR_SHARED/data"
-M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-export OPENBLAS_NUM_THREADS=1
-near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * b) }'; }
 
 # name | commands before export (the model as qsur runs it)
 cases=(

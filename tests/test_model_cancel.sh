@@ -8,12 +8,7 @@
 # what it gives on an untouched model.
 set -u
 . "$(dirname "$0")/lib.sh"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-: "${QSUR_SHARED:=../shared}"
-D="$QSUR_SHARED/data"
-M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
-export OPENBLAS_NUM_THREADS=1
+stories_setup
 val() { awk -v l="$2" 'index($0, "  " l) == 1 { v = $NF } END { print v }' "$1"; }
 ppls() { grep '^  perplexity' "$1" | awk '{print $NF}' | tr '\n' ' ' | sed 's/ $//'; }
 

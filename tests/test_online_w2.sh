@@ -10,13 +10,7 @@
 # and allowed with runtime=qsur.
 set -u
 . "$(dirname "$0")/lib.sh"
-: "${QSUR_SHARED:=../shared}"
-D="$QSUR_SHARED/data"
-M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-export OPENBLAS_NUM_THREADS=1
-near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * b) }'; }
+stories_setup
 ppl_of() { grep '"command":"ppl"' "$1" | sed -n "${2:-1}p" | grep -o '"ppl":[^,}]*' | cut -d: -f2; }
 field() { grep "\"command\":\"$1\"" "$3" | tail -1 | grep -o "\"$2\":\"[^\"]*\"" | cut -d'"' -f4; }
 run() { # name commands

@@ -10,12 +10,7 @@
 #    report says so.
 set -u
 . "$(dirname "$0")/lib.sh"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-: "${QSUR_SHARED:=../shared}"
-D="$QSUR_SHARED/data"
-M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
-export OPENBLAS_NUM_THREADS=1
+stories_setup
 PRE="set errexit off; model load $M; calib $C seqs=4; quant w4a4kv4"
 RUN="ostquant model steps=1000 seqs=4 batch=2 seq-len=64 seed=3"
 val() { awk -v l="$2" 'index($0, "  " l) == 1 { v = $NF } END { print v }' "$1"; }

@@ -326,6 +326,7 @@ static void test_ste_const(qsur_rng *rng)
 static void test_rand_signs(qsur_rng *rng);
 /* ---- wquant_code: the OSTQuant code's training-time weight quantizer ---- */
 static void test_wquant_code(qsur_rng *rng);
+static void test_sov_train(qsur_rng *rng);
 
 /* ---- a tiny random model ---- */
 static qsur_llama *tiny_model(qsur_rng *rng)
@@ -590,13 +591,16 @@ static void check_code_layout(qsur_ostquant *o, qsur_llama *fm)
 }
 
 /* The fused float model equals the original (the transforms are exact
- * equivalences, hooks on). */
+ * equivalences, online rotations on, activation and KV quantizers off). */
 static void check_fused_equivalent(const qsur_ostquant *o, const qsur_llama *m, qsur_rng *rng)
 {
     qsur_error err;
     qsur_llama *fz = NULL;
     qsur_llama_rotations *rot = NULL;
     CHECK_OK(qsur_ostquant_fuse(o, &fz, &rot, &err), err);
+    if (!fz)
+        return;
+    fz->hooks.act.bits = fz->hooks.act_wo.bits = fz->hooks.kv.bits = 16;
     qsur_llama_state *s1 = NULL, *s2 = NULL;
     int tok[12];
     for (int i = 0; i < 12; i++)
@@ -615,15 +619,74 @@ static void check_fused_equivalent(const qsur_ostquant *o, const qsur_llama *m, 
     qsur_llama_rotations_free(rot);
 }
 
+/* sov_code: the fused wv and wo against a closed form from the same fusion
+ * with S_ov at 1 (ref: wv_ref_g = R_g^T wv''_g, wo_ref_h = Y_h R_g): the code's
+ * order gives R_g wv'_g = S_g^-1 R_g wv_ref_g (rows) and wo'_h R_g^T =
+ * (wo_ref_h R_g^T) S_g (columns); qsur's order would give wv'_g = S_g^-1
+ * wv_ref_g, which must differ (the two orders are different functions once
+ * quantized). */
+static void check_sov_layout(qsur_ostquant *o, qsur_llama *fm)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, kv = c->kv_dim, hs = c->head_size;
+    int64_t ov0 = c->n_layers * d;
+    int group = c->n_heads / c->n_kv_heads;
+    qsur_llama *ref = NULL;
+    qsur_error err;
+    CHECK_OK(qsur_llama_new(&ref, c, &err), err);
+    double *keep = malloc((size_t)o->n_ls * sizeof(double));
+    memcpy(keep, o->ls, (size_t)o->n_ls * sizeof(double));
+    for (int64_t i = ov0; i < ov0 + c->n_layers * kv; i++) /* S_ov at 1 */
+        o->ls[i] = 0.0;
+    CHECK_OK(qsur_ostquant_fuse_into(o, ref, &err), err);
+    memcpy(o->ls, keep, (size_t)o->n_ls * sizeof(double));
+    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
+    double ev = 0, eo = 0, qsur_order = 0, big = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            const double *Rg = o->r_ov + ((size_t)l * c->n_kv_heads + g) * hs * hs, *so = keep + ov0 + l * kv + g * hs;
+            const float *V = fm->layers[l].wv.w + g * hs * d, *Vr = ref->layers[l].wv.w + g * hs * d;
+            for (int64_t i = 0; i < hs; i++)
+                for (int64_t j = 0; j < d; j++) {
+                    double a = 0, b = 0; /* (R_g wv')_ij, (R_g wv_ref)_ij */
+                    for (int64_t k = 0; k < hs; k++) {
+                        a += Rg[i * hs + k] * V[k * d + j];
+                        b += Rg[i * hs + k] * Vr[k * d + j];
+                    }
+                    ev = fmax(ev, fabs(a - b / exp(so[i])));
+                    qsur_order = fmax(qsur_order, fabs(V[i * d + j] - Vr[i * d + j] / exp(so[i])));
+                    big = fmax(big, fabs(V[i * d + j]));
+                }
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const float *W = fm->layers[l].wo.w, *Wr = ref->layers[l].wo.w;
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t j = 0; j < hs; j++) {
+                        double a = 0, b = 0; /* (wo'_h R_g^T)_ij, (wo_ref_h R_g^T)_ij */
+                        for (int64_t k = 0; k < hs; k++) {
+                            a += W[i * d + h * hs + k] * Rg[j * hs + k];
+                            b += Wr[i * d + h * hs + k] * Rg[j * hs + k];
+                        }
+                        eo = fmax(eo, fabs(a - b * exp(so[j])));
+                    }
+            }
+        }
+    CHECK_MSG(ev < 1e-5 && eo < 1e-5, "sov-order=code layout: max diff wv %g wo %g from the closed form", ev, eo);
+    CHECK_MSG(qsur_order > 1e-2 * big, "sov-order=code: wv differs from qsur's order (%g of %g)", qsur_order, big);
+    free(keep);
+    qsur_llama_free(ref);
+}
+
 /* code = 1: smooth=code with the online w2 Hadamard on (activations quantized),
- * code = 2: smooth=code weight-only (the Hadamard fused offline) */
-static void test_chain(qsur_rng *rng, int code)
+ * code = 2: smooth=code weight-only (the Hadamard fused offline);
+ * sov: S_ov before R_ov (the OSTQuant code's order) */
+static void test_chain(qsur_rng *rng, int code, int sov)
 {
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     qsur_ostquant_opts op = qsur_ostquant_default();
     op.learn_qk = 1; /* S_qk too: its chain rule and the exact q.k through RoPE */
     op.code_smooth = code;
+    op.sov_code = sov;
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     off.bits = 16;
     qsur_ostquant *o = NULL;
@@ -674,6 +737,8 @@ static void test_chain(qsur_rng *rng, int code)
     } else {
         check_fused_equivalent(o, m, rng);
     }
+    if (sov)
+        check_sov_layout(o, fm);
     free(dr);
     free(dov);
     free(dls);
@@ -831,6 +896,15 @@ static void test_act_wo(qsur_rng *rng)
     qsur_llama_free(m);
 }
 
+/* nseq random sequences of 8 tokens of the tiny model's vocabulary in ids. */
+static qsur_tokens random_tokens(qsur_rng *rng, int *ids, int nseq)
+{
+    for (int i = 0; i < nseq * 8; i++)
+        ids[i] = (int)qsur_rng_below(rng, 32);
+    qsur_tokens t = {ids, (int64_t)nseq * 8, 8};
+    return t;
+}
+
 /* ---- phase timers of the training loop ---- */
 static void test_train_timing(qsur_rng *rng)
 {
@@ -844,9 +918,7 @@ static void test_train_timing(qsur_rng *rng)
     qsur_ostquant *o = NULL;
     CHECK_OK(qsur_ostquant_new(&o, m, &op, &w4, &a4, &off, &err), err);
     int ids[4 * 8];
-    for (int i = 0; i < 4 * 8; i++)
-        ids[i] = (int)qsur_rng_below(rng, 32);
-    qsur_tokens cal = {ids, 4 * 8, 8};
+    qsur_tokens cal = random_tokens(rng, ids, 4);
     if (o) {
         CHECK_OK(qsur_ostquant_train(o, m, &cal, NULL, NULL, &err), err);
         const qsur_ostquant_timing *t = &o->time;
@@ -897,9 +969,7 @@ static void test_train_threads(qsur_rng *rng)
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     int ids[6 * 8];
-    for (int i = 0; i < 6 * 8; i++)
-        ids[i] = (int)qsur_rng_below(rng, 32);
-    qsur_tokens cal = {ids, 6 * 8, 8};
+    qsur_tokens cal = random_tokens(rng, ids, 6);
     qsur_quant_spec w4 = qsur_quant_default(), a4 = qsur_quant_default();
     a4.symmetric = 0;
     qsur_ostquant *o[3] = {NULL, NULL, NULL};
@@ -978,9 +1048,7 @@ static void test_wquant_code(qsur_rng *rng)
     qsur_error err;
     qsur_llama *m = tiny_model(rng);
     int ids[4 * 8];
-    for (int i = 0; i < 4 * 8; i++)
-        ids[i] = (int)qsur_rng_below(rng, 32);
-    qsur_tokens cal = {ids, 4 * 8, 8};
+    qsur_tokens cal = random_tokens(rng, ids, 4);
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     w4.full = 1;
     w4.clip_search = 1;
@@ -1022,9 +1090,11 @@ int main(void)
     test_ste(&rng);
     test_ste_const(&rng);
     test_model(&rng);
-    test_chain(&rng, 0);
-    test_chain(&rng, 1);
-    test_chain(&rng, 2);
+    test_chain(&rng, 0, 0);
+    test_chain(&rng, 1, 0);
+    test_chain(&rng, 2, 0);
+    test_chain(&rng, 0, 1);
+    test_chain(&rng, 1, 1);
     test_losses(&rng);
     test_stiefel(&rng);
     test_train_timing(&rng);
@@ -1032,5 +1102,48 @@ int main(void)
     test_act_wo(&rng);
     test_rand_signs(&rng);
     test_wquant_code(&rng);
+    test_sov_train(&rng);
     return check_done();
+}
+
+/* Training W4A4KV4 with either order: both start alike (scales at 1), the
+ * quantizers then see another basis, so the later steps' losses part; the
+ * trained sov_code transforms still fuse into a float model equal to the
+ * base (an exact equivalence whatever training made of the parameters). */
+static void test_sov_train(qsur_rng *rng)
+{
+    qsur_error err;
+    qsur_llama *m = tiny_model(rng);
+    int ids[4 * 8];
+    qsur_tokens cal = random_tokens(rng, ids, 4);
+    qsur_quant_spec w4 = qsur_quant_default(), a4 = qsur_quant_default();
+    a4.symmetric = 0;
+    qsur_ostquant *o[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        qsur_ostquant_opts op = qsur_ostquant_default();
+        op.steps = 4;
+        op.batch = 4;
+        op.keep_last = 1;
+        op.no_wquant = 1;
+        op.lr_scale = 0.05; /* scales well away from 1 in a few steps */
+        op.sov_code = k;
+        CHECK_OK(qsur_ostquant_new(&o[k], m, &op, &w4, &a4, &a4, &err), err);
+        if (o[k])
+            CHECK_OK(qsur_ostquant_train(o[k], m, &cal, NULL, NULL, &err), err);
+    }
+    if (o[0] && o[1]) {
+        const qsur_llama_config *c = &o[1]->cfg;
+        int64_t ov0 = c->n_layers * c->dim, nov = c->n_layers * c->kv_dim;
+        double moved = 0;
+        for (int64_t i = ov0; i < ov0 + nov; i++)
+            moved = fmax(moved, fabs(o[1]->ls[i]));
+        CHECK_MSG(o[1]->log[0].loss == o[0]->log[0].loss && o[1]->log[3].loss != o[0]->log[3].loss,
+                  "sov_code: the first step's loss equal (%.9g, %.9g), a later one differs (%.9g, %.9g)",
+                  o[1]->log[0].loss, o[0]->log[0].loss, o[1]->log[3].loss, o[0]->log[3].loss);
+        CHECK_MSG(moved > 1e-2, "sov_code: training moved S_ov (max |log s| %g)", moved);
+        check_fused_equivalent(o[1], m, rng);
+    }
+    for (int k = 0; k < 2; k++)
+        qsur_ostquant_free(o[k]);
+    qsur_llama_free(m);
 }

@@ -139,16 +139,22 @@ static void test_step_left(void)
  * are m^ = A and v^ = mean(A^2) = a^2 / 2 (mean form: D = sqrt 2 sign(a) J) or
  * v^ = ||A||^2 / 2 = a^2 (canonical, geoopt: D = 2 m^/sqrt(v^) = 2 sign(a) J).
  * The Cayley step of a skew c J is the rotation [[1-u^2, -2u], [2u, 1-u^2]] /
- * (1+u^2) with u = lr c / 2. */
+ * (1+u^2) with u = lr c / 2. Each form with the solve on the CPU, then on the
+ * GPU (where one is usable). */
 static void test_adam_scaling(void)
 {
     qsur_error err;
-    for (int canonical = 0; canonical <= 1; canonical++) {
+    for (int k = 0; k < 4; k++) {
+        int canonical = k & 1, gpu = k >> 1;
         qsur_stiefel_adam *o = NULL;
         CHECK_OK(qsur_stiefel_adam_new(&o, 2, &err), err);
         if (!o)
             return;
         o->canonical = canonical;
+        /* the solve on the GPU where one is usable; else the refusal changes
+         * nothing and the step runs on the CPU */
+        if (gpu && qsur_stiefel_adam_use_gpu(o, 1, &err) != QSUR_OK)
+            CHECK_MSG(o->gpu == NULL && err.msg[0], "a refused use_gpu leaves the CPU solve");
         double R[4] = {1, 0, 0, 1}, G[4] = {0, -0.37, 0, 0}, lr = 0.3;
         CHECK_OK(qsur_stiefel_adam_step(o, R, G, lr, &err), err);
         double c = (canonical ? 2.0 : sqrt(2.0)) * -1.0, u = lr * c / 2;
@@ -157,6 +163,8 @@ static void test_adam_scaling(void)
         for (int i = 0; i < 4; i++)
             CHECK_MSG(fabs(R[i] - want[i]) < 1e-7, "canonical %d: R[%d] = %.9f, want %.9f", canonical, i, R[i],
                       want[i]);
+        CHECK_OK(qsur_stiefel_adam_use_gpu(o, 0, &err), err); /* back on the CPU */
+        CHECK(o->gpu == NULL);
         qsur_stiefel_adam_free(o);
     }
 }

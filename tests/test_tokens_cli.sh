@@ -4,12 +4,7 @@
 # calibration; an id beyond the vocabulary is a one-line error naming the file.
 set -u
 . "$(dirname "$0")/lib.sh"
-: "${QSUR_SHARED:=../shared}"
-D="$QSUR_SHARED/data"
-M="$D/stories260K.bin"; C="$D/stories260K.calib.u16"; E="$D/stories260K.eval.u16"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-export OPENBLAS_NUM_THREADS=1
+stories_setup
 
 # .u32: every uint16 widened; .npy: a v1 header for '<i4' of shape (64, 256), then the same bytes
 perl -e 'local $/; my $b = <STDIN>; print pack("V*", unpack("v*", $b))' < "$E" > "$T/eval.u32"

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include "qsur/error.h"
 #include "qsur/gptq.h"
+#include "qsur/hadamard.h"
 #include "qsur/llama.h"
 #include "qsur/llama_text.h"
 #include "qsur/llama_train.h"
@@ -166,6 +167,41 @@ int qsur_gpu_gptq_model(qsur_gpu_model *g, qsur_llama *m, const qsur_tokens *cal
  * may pick the neighbouring ratio). All-or-nothing; bits >= 16 drops the
  * copies. Ticks "quantize weights" per linear. */
 int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur_progress *prog,
+                          qsur_error *err);
+
+/* The weight rotations of `rotate model` (qsur/llama_rotate.h) on the GPU
+ * (src/backend/cuda/gpu_rotate.c): the plan R (n x n, orthogonal) is made
+ * dense once (the plan applied to the identity: row i is e_i R) and kept on
+ * the GPU; each call uploads one fp32 weight, multiplies it by R in an fp32
+ * GEMM (fp32 accumulation, no TF32) and copies the result back in place. The
+ * CPU applies the plan as a fast transform, so the two agree to float
+ * rounding, not bit for bit. Device buffers grow to the largest weight. */
+typedef struct qsur_gpu_rotation qsur_gpu_rotation;
+
+/* Fails with a one-line message when no GPU is usable or memory runs out. */
+int qsur_gpu_rotation_new(qsur_gpu_rotation **out, const qsur_hadamard_plan *R, qsur_error *err);
+void qsur_gpu_rotation_free(qsur_gpu_rotation *r);
+/* w: nrows rows of n (host, in place) -> each row x R, as
+ * qsur_hadamard_plan_apply(R, w, nrows, ...). */
+int qsur_gpu_rotation_rows(qsur_gpu_rotation *r, float *w, int64_t nrows, qsur_error *err);
+/* w: rows x cols (host, in place), rows a multiple of n -> blockdiag(R)^T w:
+ * each block of n consecutive rows W_b -> R^T W_b. */
+int qsur_gpu_rotation_left(qsur_gpu_rotation *r, float *w, int64_t rows, int64_t cols,
+                           qsur_error *err);
+
+/* The Cayley retraction of the Stiefel optimiser (qsur/stiefel.h's
+ * qsur_cayley_apply) on the GPU (src/backend/cuda/gpu_cayley.c), in double:
+ * M = I + a/2 D built on the host as the CPU does, N = R - a/2 D R (DGEMM),
+ * M X = N by cuSOLVER's LU with partial pivoting (getrf/getrs), R = X. The
+ * CPU's result to double rounding (another LU, other summation orders), not
+ * bit for bit. One object per matrix size keeps the handles and buffers. */
+typedef struct qsur_gpu_cayley qsur_gpu_cayley;
+
+int qsur_gpu_cayley_new(qsur_gpu_cayley **out, int64_t n, qsur_error *err);
+void qsur_gpu_cayley_free(qsur_gpu_cayley *g);
+/* R (n x n row-major double, host, in place) <- (I + a/2 D)^-1 (I - a/2 D) R
+ * for a skew D (host). QSUR_ERR_NUMERIC when the system is singular (NaN). */
+int qsur_gpu_cayley_apply(qsur_gpu_cayley *g, double *R, const double *D, double a,
                           qsur_error *err);
 
 /* Training passes on the GPU (src/backend/cuda/gpu_train.c): the forward of

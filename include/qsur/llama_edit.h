@@ -40,6 +40,13 @@ int qsur_llama_edit_save(qsur_llama_edit *e, qsur_llama_linear *l, qsur_error *e
 /* Journals n floats at p (a gain vector, the embeddings) before they change. */
 int qsur_llama_edit_floats(qsur_llama_edit *e, float *p, int64_t n, qsur_error *err);
 
+/* Whether the edit's weight rotations (qsur/llama_rotate.h's residual, w2
+ * and head steps) run on the GPU (qsur/backend.h's qsur_gpu_rotation; fp32
+ * GEMMs with a dense rotation: the CPU's result to float rounding). Off by
+ * default and for a NULL edit; the caller checks that a GPU is usable. The
+ * O(n) edits (norm fusion, SmoothQuant's scales) stay on the CPU. */
+void qsur_llama_edit_use_gpu(qsur_llama_edit *e, int on);
+int qsur_llama_edit_gpu(const qsur_llama_edit *e);
 /* Bytes the journal holds on disk and in memory. */
 int64_t qsur_llama_edit_bytes(const qsur_llama_edit *e);
 

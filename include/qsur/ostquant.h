@@ -15,7 +15,9 @@
  *   R_ov, S_ov  per layer and kv head g (GQA: one pair per kv head, shared by its
  *           n_heads/n_kv_heads query heads): v_g' = v_g R_g S_g^-1, so
  *           wv rows of head g <- S_g^-1 R_g^T wv_g, wo columns of every query head
- *           h of group g <- wo_h R_g S_g.
+ *           h of group g <- wo_h R_g S_g. With sov_code (the OSTQuant code's
+ *           order): v_g' = (v_g S_g^-1) R_g, wv rows <- R_g^T S_g^-1 wv_g,
+ *           wo columns <- wo_h S_g R_g.
  *   S_ffn   per layer, dim scales shared by w1/w3 (new ffn RMSNorm gain 1/S).
  *   S_qk    (learn_qk) per layer, kv_dim/2 scales, one per RoPE pair (2i, 2i+1) of
  *           each kv head: wk rows times s, wq rows of the group's query heads
@@ -125,6 +127,11 @@ typedef struct {
     int rand_signs;       /* with womi = 0: the Hadamard start with random signs (the
                              OSTQuant code's random_hadamard_matrix), drawn from seed,
                              R_res and every R_ov its own; 0: plain Hadamards */
+    int sov_code;         /* 1: S_ov before R_ov, as the OSTQuant code fuses them:
+                             v' = (v / s) R_ov (wv'_g = R_g^T S_g^-1 wv''_g) and the wo
+                             column block of head h Y_h S_g R_g; 0: qsur's order,
+                             v' = (v R_ov) / s (wv'_g = S_g^-1 R_g^T wv''_g, Y_h R_g S_g).
+                             Both exact; the V and wo-input quantizers see another basis */
     int online_w2;        /* 1: the online Hadamard before w2 also when activations are
                              float (weight-only), as the OSTQuant code keeps it
                              (online_hadamard=down); 0: only with quantized activations,

@@ -40,11 +40,19 @@ typedef struct {
                        is 2 u). The OSTQuant code passes stabilize=10. 0: off */
     double *work;   /* 3 n*n scratch + pivots, owned */
     int *ipiv;
+    struct qsur_gpu_cayley *gpu; /* set (qsur_stiefel_adam_use_gpu): the Cayley
+                                    retraction runs on the GPU, owned */
 } qsur_stiefel_adam;
 
 /* b1 0.9, b2 0.999, eps 1e-8. */
 int qsur_stiefel_adam_new(qsur_stiefel_adam **out, int64_t n, qsur_error *err);
 void qsur_stiefel_adam_free(qsur_stiefel_adam *o);
+
+/* on: the retraction's solve on the GPU from now on (qsur/backend.h's
+ * qsur_gpu_cayley: the CPU's R to double rounding, not bit for bit; the
+ * moments stay on the host); fails, changing nothing, when no GPU is usable.
+ * 0: back on the CPU (never fails). */
+int qsur_stiefel_adam_use_gpu(qsur_stiefel_adam *o, int on, qsur_error *err);
 
 /* One step on R (n x n row-major double, orthogonal) with Euclidean gradient
  * G (n x n row-major double, not modified). */

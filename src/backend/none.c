@@ -105,6 +105,50 @@ int qsur_gpu_quantize_rtn(qsur_llama *m, const qsur_quant_spec *spec, const qsur
     return no_cuda(err);
 }
 
+int qsur_gpu_rotation_new(qsur_gpu_rotation **out, const qsur_hadamard_plan *R, qsur_error *err)
+{
+    (void)R;
+    *out = NULL;
+    return no_cuda(err);
+}
+
+void qsur_gpu_rotation_free(qsur_gpu_rotation *r)
+{
+    (void)r;
+}
+
+int qsur_gpu_rotation_rows(qsur_gpu_rotation *r, float *w, int64_t nrows, qsur_error *err)
+{
+    (void)r, (void)w, (void)nrows;
+    return no_cuda(err);
+}
+
+int qsur_gpu_rotation_left(qsur_gpu_rotation *r, float *w, int64_t rows, int64_t cols,
+                           qsur_error *err)
+{
+    (void)r, (void)w, (void)rows, (void)cols;
+    return no_cuda(err);
+}
+
+int qsur_gpu_cayley_new(qsur_gpu_cayley **out, int64_t n, qsur_error *err)
+{
+    (void)n;
+    *out = NULL;
+    return no_cuda(err);
+}
+
+void qsur_gpu_cayley_free(qsur_gpu_cayley *g)
+{
+    (void)g;
+}
+
+int qsur_gpu_cayley_apply(qsur_gpu_cayley *g, double *R, const double *D, double a,
+                          qsur_error *err)
+{
+    (void)g, (void)R, (void)D, (void)a;
+    return no_cuda(err);
+}
+
 int qsur_gpu_train_new(qsur_gpu_train **out, const qsur_llama_config *cfg, int B, int T,
                        qsur_error *err)
 {

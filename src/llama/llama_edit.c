@@ -32,7 +32,19 @@ struct qsur_llama_edit {
     int nlins, caplins;
     float_entry *floats;
     int nfloats, capfloats;
+    int gpu; /* qsur_llama_edit_use_gpu */
 };
+
+void qsur_llama_edit_use_gpu(qsur_llama_edit *e, int on)
+{
+    if (e)
+        e->gpu = on != 0;
+}
+
+int qsur_llama_edit_gpu(const qsur_llama_edit *e)
+{
+    return e ? e->gpu : 0;
+}
 
 int qsur_llama_edit_new(qsur_llama_edit **out, qsur_llama *m, const qsur_progress *prog,
                         qsur_error *err)

@@ -2,6 +2,7 @@
  * for the algebra of each step). */
 #include <stdlib.h>
 #include <string.h>
+#include "qsur/backend.h"
 #include "qsur/llama_edit.h"
 #include "qsur/llama_rotate.h"
 #include "qsur/tensor.h"
@@ -58,14 +59,25 @@ static int scale_linear(qsur_llama_edit *e, qsur_llama_linear *l, const float *g
     return qsur_llama_linear_edit_end(l, dt, err);
 }
 
-/* Every row of l times the plan (x -> x Q on the input side). */
-static int hadamard_linear(qsur_llama_edit *e, const qsur_hadamard_plan *Q, qsur_llama_linear *l,
-                           int64_t nrows, qsur_error *err)
+/* The plan on the GPU when the edit asks for it (*gr, freed by the caller;
+ * NULL: the CPU's fast transform). */
+static int gpu_rotation(qsur_llama_edit *e, const qsur_hadamard_plan *Q, qsur_gpu_rotation **gr,
+                        qsur_error *err)
+{
+    *gr = NULL;
+    return qsur_llama_edit_gpu(e) ? qsur_gpu_rotation_new(gr, Q, err) : QSUR_OK;
+}
+
+/* Every row of l times the plan (x -> x Q on the input side); on the GPU
+ * when gr is set. */
+static int hadamard_linear(qsur_llama_edit *e, const qsur_hadamard_plan *Q, qsur_gpu_rotation *gr,
+                           qsur_llama_linear *l, int64_t nrows, qsur_error *err)
 {
     int dt, rc = qsur_llama_edit_linear(e, l, &dt, err);
     if (rc)
         return rc;
-    rc = qsur_hadamard_plan_apply(Q, l->w, nrows, NULL, err);
+    rc = gr ? qsur_gpu_rotation_rows(gr, l->w, nrows, err)
+            : qsur_hadamard_plan_apply(Q, l->w, nrows, NULL, err);
     int rc2 = qsur_llama_linear_edit_end(l, dt, err);
     return rc ? rc : rc2;
 }
@@ -121,17 +133,21 @@ static void transpose(const float *a, int64_t rows, int64_t cols, float *t)
 /* W (rows x cols) <- blockdiag(R)^T W where R (n x n) acts on consecutive
  * blocks of n rows: computed as (W^T blockdiag(R))^T, i.e. the plan applied to
  * the rows of W^T split into blocks of n. tmp holds rows*cols floats. */
-static int rotate_rows_left(qsur_llama_edit *e, const qsur_hadamard_plan *R, qsur_llama_linear *l,
-                            float *tmp, qsur_error *err)
+static int rotate_rows_left(qsur_llama_edit *e, const qsur_hadamard_plan *R, qsur_gpu_rotation *gr,
+                            qsur_llama_linear *l, float *tmp, qsur_error *err)
 {
     int dt, rc = qsur_llama_edit_linear(e, l, &dt, err);
     if (rc)
         return rc;
     int64_t rows = l->rows, cols = l->cols;
-    transpose(l->w, rows, cols, tmp);
-    rc = qsur_hadamard_plan_apply(R, tmp, cols * (rows / R->n), NULL, err);
-    if (!rc)
-        transpose(tmp, cols, rows, l->w);
+    if (gr) {
+        rc = qsur_gpu_rotation_left(gr, l->w, rows, cols, err);
+    } else {
+        transpose(l->w, rows, cols, tmp);
+        rc = qsur_hadamard_plan_apply(R, tmp, cols * (rows / R->n), NULL, err);
+        if (!rc)
+            transpose(tmp, cols, rows, l->w);
+    }
     int rc2 = qsur_llama_linear_edit_end(l, dt, err);
     return rc ? rc : rc2;
 }
@@ -168,33 +184,38 @@ int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_
     if (bad)
         return qsur_fail(err, QSUR_ERR_ARG,
                          "rotate residual: RMSNorm gains are not 1 (fuse the norms into the linears first)");
-    float *tmp = layer_scratch(m, err);
-    if (!tmp)
+    qsur_gpu_rotation *gr = NULL;
+    float *tmp = NULL;
+    int rc = gpu_rotation(e, Q, &gr, err);
+    if (rc)
+        return rc;
+    if (!gr && !(tmp = layer_scratch(m, err)))
         return QSUR_ERR_NOMEM;
     /* Without an edit journal, a failure (memory, or Ctrl-C) part-way leaves
      * earlier linears rotated: the caller treats it as "model unusable". The
      * embeddings go through the journal like any linear (float while rotated,
      * back in their dtype); a tied classifier borrows them and follows them
      * (qsur_llama_embed_sync, which the journal's undo calls too). */
-    int rc = qsur_llama_edit_save(e, &m->output, err);
+    rc = qsur_llama_edit_save(e, &m->output, err);
     if (!rc)
-        rc = hadamard_linear(e, Q, &m->embed, m->cfg.vocab_size, err);
+        rc = hadamard_linear(e, Q, gr, &m->embed, m->cfg.vocab_size, err);
     qsur_llama_embed_sync(m);
     if (!rc && !m->cfg.shared_classifier)
-        rc = hadamard_linear(e, Q, &m->output, m->output.rows, err);
+        rc = hadamard_linear(e, Q, gr, &m->output, m->output.rows, err);
     qsur_llama_linear_drop_quant(&m->output);
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_layer *L = &m->layers[i];
         qsur_llama_linear *readers[5] = {&L->wq, &L->wk, &L->wv, &L->w1, &L->w3};
         for (int k = 0; k < 5 && !rc; k++)
-            rc = hadamard_linear(e, Q, readers[k], readers[k]->rows, err);
+            rc = hadamard_linear(e, Q, gr, readers[k], readers[k]->rows, err);
         qsur_llama_linear *writers[2] = {&L->wo, &L->w2};
         for (int k = 0; k < 2 && !rc; k++)
-            rc = rotate_rows_left(e, Q, writers[k], tmp, err);
+            rc = rotate_rows_left(e, Q, gr, writers[k], tmp, err);
         if (!rc)
             rc = qsur_llama_edit_tick(e, (i + 1.0) / m->cfg.n_layers, "rotate: residual", err);
     }
     free(tmp);
+    qsur_gpu_rotation_free(gr);
     return rc;
 }
 
@@ -206,13 +227,15 @@ int qsur_llama_rotate_w2(qsur_llama *m, qsur_llama_online_hadamard *h, qsur_llam
                          (long long)h->plan->n, m->cfg.hidden_dim);
     if (m->hooks.w2_in.apply)
         return qsur_fail(err, QSUR_ERR_ARG, "rotate w2: the model already has an online transform before w2");
-    int rc = QSUR_OK;
+    qsur_gpu_rotation *gr = NULL;
+    int rc = gpu_rotation(e, h->plan, &gr, err);
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_linear *w2 = &m->layers[i].w2;
-        rc = hadamard_linear(e, h->plan, w2, w2->rows, err);
+        rc = hadamard_linear(e, h->plan, gr, w2, w2->rows, err);
         if (!rc)
             rc = qsur_llama_edit_tick(e, (i + 1.0) / m->cfg.n_layers, "rotate: w2", err);
     }
+    qsur_gpu_rotation_free(gr);
     if (!rc)
         m->hooks.w2_in = (qsur_llama_online){qsur_llama_online_hadamard_apply, h};
     return rc;
@@ -225,21 +248,25 @@ int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_lla
     if (H->n != hs)
         return qsur_fail(err, QSUR_ERR_ARG, "rotate heads: plan has size %lld, head_size is %lld",
                          (long long)H->n, (long long)hs);
-    float *tmp = layer_scratch(m, err);
-    if (!tmp)
+    qsur_gpu_rotation *gr = NULL;
+    float *tmp = NULL;
+    int rc = gpu_rotation(e, H, &gr, err);
+    if (rc)
+        return rc;
+    if (!gr && !(tmp = layer_scratch(m, err)))
         return QSUR_ERR_NOMEM;
-    int rc = QSUR_OK;
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_layer *L = &m->layers[i];
         /* wv (kv_dim x dim): each kv head's hs rows -> H^T wv_g */
-        rc = rotate_rows_left(e, H, &L->wv, tmp, err);
+        rc = rotate_rows_left(e, H, gr, &L->wv, tmp, err);
         /* wo (dim x n_heads*hs): every head's block of columns -> wo_h H */
         if (!rc)
-            rc = hadamard_linear(e, H, &L->wo, L->wo.rows * (L->wo.cols / hs), err);
+            rc = hadamard_linear(e, H, gr, &L->wo, L->wo.rows * (L->wo.cols / hs), err);
         if (!rc)
             rc = qsur_llama_edit_tick(e, (i + 1.0) / m->cfg.n_layers, "rotate: heads", err);
     }
     free(tmp);
+    qsur_gpu_rotation_free(gr);
     return rc;
 }
 

@@ -156,7 +156,7 @@ static int model_info(session *s, report *r, qsur_error *err)
         rep_str(r, "calibration", "calibration", "none (`calib FILE`)");
     }
     if (session_use_gpu(s))
-        snprintf(buf, sizeof buf, "host memory; ppl, gptq model and quant upload it to the GPU (%s, %.0f GiB) per command",
+        snprintf(buf, sizeof buf, "host memory; ppl, calib, generate, gptq model, quant and rotate model upload it to the GPU (%s, %.0f GiB) per command",
                  s->gpu_info.name, s->gpu_info.mem_gib);
     else if (s->set.device == 0)
         snprintf(buf, sizeof buf, "host memory; everything runs on the CPU (`set device cpu`)");
@@ -832,7 +832,11 @@ int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, 
     rotate_plans p;
     qsur_llama_edit *e = NULL;
     rc = rotate_plans_new(s->model, steps, sd, &p, err);
+    /* the rotations (dense fp32 GEMMs) on the GPU when one is usable; the
+     * norm fusion is O(n) and stays on the CPU */
+    int gpu = session_use_gpu(s) && (steps & (STEP_RESID | STEP_W2 | STEP_HEADS));
     if (!rc && !(rc = qsur_llama_edit_new(&e, s->model, &s->progress, err))) {
+        qsur_llama_edit_use_gpu(e, gpu);
         /* Ctrl-C (or memory) part-way puts the model back as it was */
         if ((rc = rotate_run(s->model, steps, &p, e, err))) {
             edit_undo(e, rc, "rotate model", err);
@@ -851,6 +855,7 @@ int cmd_rotate_model(session *s, int argc, char **argv, opt_args *a, report *r, 
     a->v[RM_STEPS].s = st;
     session_log_opts(s, head, a);
     rep_int(r, "seed", "seed", (long long)sd);
+    rep_str(r, "device", "rotations on", gpu ? "gpu (dense fp32 GEMMs; norm fusion on the cpu)" : "cpu");
     if (skipped)
         rep_str(r, "online_skipped", "online steps left out",
                 skipped == (STEP_W2 | STEP_QK) ? "w2, qk (weight-only: activations and KV cache at 16 bits)"
@@ -889,6 +894,8 @@ int cmd_smoothquant(session *s, int argc, char **argv, opt_args *a, report *r, q
         return rc;
     session_log_as(s, "smoothquant %.17g", alpha);
     rep_num(r, "alpha", "alpha", alpha, "%g");
+    if (session_use_gpu(s)) /* one pass of per-channel products: the GPU would only add the copies */
+        rep_str(r, "device", "runs on", "cpu (O(n) scaling; no GPU pass)");
     rep_int(r, "groups", "groups smoothed", res.groups);
     rep_str(r, "folded", "scales folded into",
             "attention_norm (wq/wk/wv), ffn_norm (w1/w3), wv rows (wo), w3 rows (w2)");

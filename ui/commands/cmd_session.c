@@ -92,7 +92,7 @@ static void show_settings(session *s, report *r)
     else
         rep_int(r, "error_tokens", "error_tokens", s->set.error_tokens);
     rep_int(r, "seed", "seed (next)", (long long)s->set.seed);
-    rep_str(r, "device", "device (ppl, calib, generate, gptq model, quant)", s->set.device < 0 ? "auto (gpu when one is usable)"
+    rep_str(r, "device", "device (ppl, calib, generate, gptq model, quant, rotate model)", s->set.device < 0 ? "auto (gpu when one is usable)"
                                           : s->set.device ? "gpu" : "cpu");
 }
 

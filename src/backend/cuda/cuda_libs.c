@@ -79,7 +79,18 @@
     X(cusolverDnDpotri,                                                                         \
       (cusolverDnHandle_t h, cublasFillMode_t uplo, int n, double *A, int lda, double *work,    \
        int lwork, int *info),                                                                   \
-      (h, uplo, n, A, lda, work, lwork, info))
+      (h, uplo, n, A, lda, work, lwork, info))                                                  \
+    X(cusolverDnDgetrf_bufferSize,                                                              \
+      (cusolverDnHandle_t h, int m, int n, double *A, int lda, int *lwork),                     \
+      (h, m, n, A, lda, lwork))                                                                 \
+    X(cusolverDnDgetrf,                                                                         \
+      (cusolverDnHandle_t h, int m, int n, double *A, int lda, double *work, int *ipiv,         \
+       int *info),                                                                              \
+      (h, m, n, A, lda, work, ipiv, info))                                                      \
+    X(cusolverDnDgetrs,                                                                         \
+      (cusolverDnHandle_t h, cublasOperation_t trans, int n, int nrhs, const double *A, int lda, \
+       const int *ipiv, double *B, int ldb, int *info),                                         \
+      (h, trans, n, nrhs, A, lda, ipiv, B, ldb, info))
 
 /* The table of resolved pointers, filled once. */
 #define DECLARE_PTR(name, params, args) static void *PTR(name);
