@@ -295,9 +295,10 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
     *out = NULL;
     const qsur_llama_config *bc = &base->cfg;
     if (opts->steps < 0 || opts->batch < 1 || opts->topk < 1 || !(opts->lr >= 0) || !(opts->clip_grad >= 0) ||
-        !(opts->lr_scale >= 0) || opts->eval_every < 0 || opts->qsur_every < 0 || opts->qsur_tokens < 1)
+        !(opts->lr_scale >= 0) || opts->eval_every < 0 || opts->qsur_every < 0 || opts->qsur_tokens < 1 ||
+        opts->stabilize < 0)
         return qsur_fail(err, QSUR_ERR_ARG, "ostquant: bad options (steps >= 0, batch >= 1, "
-                         "topk >= 1, lr >= 0, eval/qsur every >= 0, qsur tokens >= 1)");
+                         "topk >= 1, lr >= 0, eval/qsur every >= 0, qsur tokens >= 1, stabilize >= 0)");
     int rc;
     if ((rc = qsur_quant_validate(wspec, bc->dim, err)) || (rc = qsur_quant_validate(aspec, bc->dim, err)) ||
         (rc = qsur_quant_validate(kvspec, bc->head_size, err)))
@@ -341,12 +342,14 @@ int qsur_ostquant_new(qsur_ostquant **out, const qsur_llama *base, const qsur_os
         return rc;
     }
     o->opt_res->canonical = opts->radam;
+    o->opt_res->stabilize = opts->stabilize;
     for (int i = 0; i < L * c->n_kv_heads; i++) {
         if ((rc = qsur_stiefel_adam_new(&o->opt_ov[i], hs, err))) {
             qsur_ostquant_free(o);
             return rc;
         }
         o->opt_ov[i]->canonical = opts->radam;
+        o->opt_ov[i]->stabilize = opts->stabilize;
     }
     memcpy(o->best_r_res, o->r_res, (size_t)(d * d) * sizeof(double));
     memcpy(o->best_r_ov, o->r_ov, (size_t)qsur_ostq_r_ov_size(o) * sizeof(double));

@@ -213,6 +213,7 @@ int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *er
         meta(&m, "lr_decay", "%d", op->lr_decay);
         meta(&m, "radam", "%d", op->radam);
         meta(&m, "keep_last", "%d", op->keep_last);
+        meta(&m, "stabilize", "%d", op->stabilize);
         meta(&m, "reshuffle", "%d", op->reshuffle);
         meta(&m, "klt", "%d", op->klt);
         meta(&m, "learn_qk", "%d", op->learn_qk);
@@ -501,6 +502,8 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
             rc = m_int(st, pk[i], 0, 1, pint[i], err);
     if (!rc && qsur_safetensors_meta(st, "clip_grad"))
         rc = m_num(st, "clip_grad", &op.clip_grad, err);
+    if (!rc && qsur_safetensors_meta(st, "stabilize"))
+        rc = m_int(st, "stabilize", 0, 1000000, &op.stabilize, err);
     qsur_quant_spec aos;
     memset(&aos, 0, sizeof aos);
     if (!rc && (v = qsur_safetensors_meta(st, "aospec")) && qsur_quant_spec_parse(v, &aos)) {

@@ -121,8 +121,14 @@ static int adam_cayley(qsur_stiefel_adam *o, double *R, double *A, double lr, qs
         A[i] = o->m[i] / c1 / denom;
     }
     /* D = A; descend: R <- cay(-lr D) R, i.e. a = lr with the sign in the formula */
-    return o->gpu ? qsur_gpu_cayley_apply(o->gpu, R, A, lr, err)
-                  : qsur_cayley_apply(n, R, A, lr, o->work, o->ipiv, err);
+    int rc = o->gpu ? qsur_gpu_cayley_apply(o->gpu, R, A, lr, err)
+                    : qsur_cayley_apply(n, R, A, lr, o->work, o->ipiv, err);
+    /* geoopt's stabilize: exp_avg <- proju(x, exp_avg) = 2 exp_avg (see stiefel.h);
+     * its other half, x <- polar(x), is a no-op to rounding here (R in double) */
+    if (!rc && o->stabilize > 0 && o->t % o->stabilize == 0)
+        for (int64_t i = 0; i < n * n; i++)
+            o->m[i] *= 2.0;
+    return rc;
 }
 
 int qsur_stiefel_adam_step(qsur_stiefel_adam *o, double *R, const double *G, double lr,

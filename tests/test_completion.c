@@ -145,8 +145,8 @@ int main(void)
     /* sub-commands, then their key= options at every position */
     CHECK(strcmp(cands(&s, "ostquant ", NULL), "layer model resume status") == 0);
     CHECK(strcmp(cands(&s, "ostquant m", NULL), "model") == 0);
-    CHECK(strcmp(cands(&s, "ostquant model st", NULL), "state= ste=const ste=minmax steps=") == 0);
-    CHECK(strcmp(cands(&s, "ostquant model steps=3 lr=0.1 st", NULL), "state= ste=const ste=minmax steps=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model st", NULL), "stabilize= state= ste=const ste=minmax steps=") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model steps=3 lr=0.1 st", NULL), "stabilize= state= ste=const ste=minmax steps=") == 0);
     CHECK(strcmp(cands(&s, "ostquant model pre", NULL), "preset=paper") == 0);
     CHECK(strcmp(cands(&s, "ostquant model loss=", NULL), "loss=ce loss=kltop loss=mse") == 0);
     CHECK(strcmp(cands(&s, "ostquant model no-", NULL), "no-scale no-womi") == 0);

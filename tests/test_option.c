@@ -214,7 +214,7 @@ static void check_ostquant_defaults(void)
 #define V(key) a.v[opt_find(ostq_model_opts, key)]
     CHECK(V("qk-scale=").i == !o.learn_qk && V("ste=").i == o.ste_const && V("wquant=").i == o.no_wquant);
     CHECK(V("clip-grad=").d == o.clip_grad && V("lr-decay=").i == !o.lr_decay && V("adam-norm=").i == !o.radam);
-    CHECK(V("keep=").i == !o.keep_last && V("shuffle=").i == !o.reshuffle);
+    CHECK(V("keep=").i == !o.keep_last && V("shuffle=").i == !o.reshuffle && V("stabilize=").i == o.stabilize);
     CHECK(V("smooth=").i == o.code_smooth && V("threads=").i == o.threads);
     CHECK(!V("womi").i && !V("no-womi").i && !V("klt").i && o.womi && !o.klt);
     CHECK(!V("rhadamard").i && !o.rand_signs && !o.wquant_code && V("online-w2=").i == o.online_w2);

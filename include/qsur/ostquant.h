@@ -95,6 +95,9 @@ typedef struct {
                              as d/ds = e^-ls d/dls) to this global L2 norm when above */
     int lr_decay;         /* 1: both lrs decay linearly, lr (steps - t) / steps at step t */
     int radam;            /* 1: geoopt's RiemannianAdam scaling (qsur_stiefel_adam.canonical) */
+    int stabilize;        /* > 0: geoopt's RiemannianAdam(stabilize=N) on the orthogonals: every
+                             N steps their momentum is re-projected, which doubles it
+                             (qsur_stiefel_adam.stabilize; the OSTQuant code: 10) */
     int keep_last;        /* 1: keep the last step's parameters (no selection batch) */
     int klt;              /* with womi: the OSTQuant code's KLT start instead of WOMI:
                              R_res from the centred covariance of every input-side

@@ -33,6 +33,11 @@ typedef struct {
                        lr * m^/sqrt(v^) is D = 2 m^ / (sqrt(v^) + eps) here. So
                        ||D||_F ~ 2 sqrt(2) where the mean form gives ~ n: the same lr
                        moves R n / (2 sqrt 2) times less (23x for n = 64). */
+    int stabilize;  /* > 0: after every step t with t % stabilize == 0, m <- 2 m: what
+                       geoopt's RiemannianAdam(stabilize=N) does to the momentum (its
+                       stabilize_group re-projects exp_avg with CanonicalStiefel.proju,
+                       u - x u^T x, which for a tangent u = m x of a square orthogonal x
+                       is 2 u). The OSTQuant code passes stabilize=10. 0: off */
     double *work;   /* 3 n*n scratch + pivots, owned */
     int *ipiv;
     struct qsur_gpu_cayley *gpu; /* set (qsur_stiefel_adam_use_gpu): the Cayley

@@ -397,6 +397,9 @@ static void paper_preset(const session *s, qsur_ostquant_opts *o)
     o->clip_grad = 1.0;
     o->lr_decay = 1;
     o->radam = 1;
+    /* geoopt's RiemannianAdam(stabilize=10): the orthogonals' momentum doubled
+     * every 10 steps (qsur_stiefel_adam.stabilize; docs/ostquant.md, fourth pass) */
+    o->stabilize = 10;
     o->keep_last = 1;
     o->reshuffle = 1;
     o->learn_qk = 1;
@@ -416,7 +419,7 @@ static void paper_preset(const session *s, qsur_ostquant_opts *o)
  * the options given override it, wherever they stand. */
 enum { OM_STEPS, OM_LR, OM_LR_SCALE, OM_LOSS, OM_TOPK, OM_BATCH, OM_SEQS, OM_SEQ_LEN, OM_EVAL_EVERY,
        OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_WOMI, OM_NO_WOMI, OM_RHADAMARD, OM_KLT, OM_NO_SCALE, OM_QK_SCALE, OM_STE,
-       OM_WQUANT, OM_CLIP_GRAD, OM_LR_DECAY, OM_ADAM_NORM, OM_KEEP_WHICH, OM_SHUFFLE, OM_SMOOTH, OM_SOV_ORDER, OM_ONLINE_W2,
+       OM_WQUANT, OM_CLIP_GRAD, OM_LR_DECAY, OM_ADAM_NORM, OM_STABILIZE, OM_KEEP_WHICH, OM_SHUFFLE, OM_SMOOTH, OM_SOV_ORDER, OM_ONLINE_W2,
        OM_THREADS, OM_CALIB, OM_EVAL, OM_STATE, OM_KEEP, OM_PRESET };
 const opt_spec ostq_model_opts[] = {
     {"steps", OPT_INT, 0, 1000000, NULL, "150", NULL, OPT_LOG_ALWAYS, "training steps"},
@@ -446,6 +449,8 @@ const opt_spec ostq_model_opts[] = {
     {"lr-decay", OPT_CHOICE, 0, 0, "linear|none", "none", NULL, OPT_LOG_ALWAYS, "learning rate schedule"},
     {"adam-norm", OPT_CHOICE, 0, 0, "canonical|mean", "mean", NULL, OPT_LOG_ALWAYS,
      "Riemannian Adam scaling (canonical: geoopt's)"},
+    {"stabilize", OPT_INT, 0, 1000000, NULL, "0", "N", OPT_LOG_ALWAYS,
+     "every N steps double the orthogonals' momentum, as geoopt's RiemannianAdam(stabilize=N) does (0: off)"},
     {"keep", OPT_CHOICE, 0, 0, "last|best", "best", NULL, OPT_LOG_ALWAYS, "parameters kept: the last step's or the best"},
     {"shuffle", OPT_CHOICE, 0, 0, "epoch|once", "once", NULL, OPT_LOG_ALWAYS, "batch order: new every pass or once"},
     {"smooth", OPT_CHOICE, 0, 0, "exact|code", "exact", NULL, OPT_LOG_ALWAYS,
@@ -498,6 +503,7 @@ static void ostq_model_opts_from(session *s, const opt_args *a, qsur_ostquant_op
     GIVEN(OM_CLIP_GRAD, clip_grad, v[OM_CLIP_GRAD].d)
     GIVEN(OM_LR_DECAY, lr_decay, v[OM_LR_DECAY].i == 0)
     GIVEN(OM_ADAM_NORM, radam, v[OM_ADAM_NORM].i == 0)
+    GIVEN(OM_STABILIZE, stabilize, (int)v[OM_STABILIZE].i)
     GIVEN(OM_KEEP_WHICH, keep_last, v[OM_KEEP_WHICH].i == 0)
     GIVEN(OM_SHUFFLE, reshuffle, v[OM_SHUFFLE].i == 0)
     GIVEN(OM_SMOOTH, code_smooth, v[OM_SMOOTH].i == 1)
@@ -544,6 +550,7 @@ static void ostq_model_opts_to(const qsur_ostquant_opts *o, opt_args *a)
     v[OM_CLIP_GRAD].d = o->clip_grad;
     v[OM_LR_DECAY].i = !o->lr_decay;
     v[OM_ADAM_NORM].i = !o->radam;
+    v[OM_STABILIZE].i = o->stabilize;
     v[OM_KEEP_WHICH].i = !o->keep_last;
     v[OM_SHUFFLE].i = !o->reshuffle;
     v[OM_SMOOTH].i = o->code_smooth;
