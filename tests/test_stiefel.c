@@ -198,7 +198,8 @@ static void mm(const double *A, int ta, const double *B, int tb, double *C, int 
 static void geoopt_step(geoopt_radam *g, const double *G, double lr)
 {
     int n = g->n, nn = n * n;
-    double *r = malloc((size_t)nn * sizeof(double)), *t1 = malloc((size_t)nn * sizeof(double));
+    /* calloc: gcc -O2 cannot see that the loops below fill r before mm reads it */
+    double *r = calloc((size_t)nn, sizeof(double)), *t1 = calloc((size_t)nn, sizeof(double));
     double *t2 = malloc((size_t)nn * sizeof(double)), *a = malloc((size_t)nn * sizeof(double));
     double *lhs = malloc((size_t)nn * sizeof(double)), *rhs = malloc((size_t)nn * sizeof(double));
     const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
