@@ -171,6 +171,18 @@ static float *layer_scratch(const qsur_llama *m, qsur_error *err)
     return tmp;
 }
 
+/* What rotate_rows_left needs: the plan on the GPU (gpu_rotation), or else the
+ * CPU's transpose scratch (*tmp); the caller frees both. */
+static int rows_left_setup(const qsur_llama *m, qsur_llama_edit *e, const qsur_hadamard_plan *Q,
+                           qsur_gpu_rotation **gr, float **tmp, qsur_error *err)
+{
+    *tmp = NULL;
+    int rc = gpu_rotation(e, Q, gr, err);
+    if (!rc && !*gr && !(*tmp = layer_scratch(m, err)))
+        rc = QSUR_ERR_NOMEM;
+    return rc;
+}
+
 int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_llama_edit *e,
                                qsur_error *err)
 {
@@ -184,13 +196,11 @@ int qsur_llama_rotate_residual(qsur_llama *m, const qsur_hadamard_plan *Q, qsur_
     if (bad)
         return qsur_fail(err, QSUR_ERR_ARG,
                          "rotate residual: RMSNorm gains are not 1 (fuse the norms into the linears first)");
-    qsur_gpu_rotation *gr = NULL;
-    float *tmp = NULL;
-    int rc = gpu_rotation(e, Q, &gr, err);
+    qsur_gpu_rotation *gr;
+    float *tmp;
+    int rc = rows_left_setup(m, e, Q, &gr, &tmp, err);
     if (rc)
         return rc;
-    if (!gr && !(tmp = layer_scratch(m, err)))
-        return QSUR_ERR_NOMEM;
     /* Without an edit journal, a failure (memory, or Ctrl-C) part-way leaves
      * earlier linears rotated: the caller treats it as "model unusable". The
      * embeddings go through the journal like any linear (float while rotated,
@@ -248,13 +258,11 @@ int qsur_llama_rotate_heads(qsur_llama *m, const qsur_hadamard_plan *H, qsur_lla
     if (H->n != hs)
         return qsur_fail(err, QSUR_ERR_ARG, "rotate heads: plan has size %lld, head_size is %lld",
                          (long long)H->n, (long long)hs);
-    qsur_gpu_rotation *gr = NULL;
-    float *tmp = NULL;
-    int rc = gpu_rotation(e, H, &gr, err);
+    qsur_gpu_rotation *gr;
+    float *tmp;
+    int rc = rows_left_setup(m, e, H, &gr, &tmp, err);
     if (rc)
         return rc;
-    if (!gr && !(tmp = layer_scratch(m, err)))
-        return QSUR_ERR_NOMEM;
     for (int i = 0; i < m->cfg.n_layers && !rc; i++) {
         qsur_llama_layer *L = &m->layers[i];
         /* wv (kv_dim x dim): each kv head's hs rows -> H^T wv_g */
