@@ -1,0 +1,294 @@
+/* OSTQuant's transform side on the GPU (qsur_gpu_ostq_*: the parameters fused
+ * into device-resident base weights, the weights' STE and the chain rule to
+ * the parameters on the device) against the CPU (label gpu; exit 77 =
+ * skipped when no GPU is usable). One step's parameter gradients (dR_res,
+ * every dR_ov, the log-scales') of the GPU step (device fusion, GPU passes,
+ * KL-Top on the device, device chain rule) against the CPU's whole-model path
+ * (qsur_ostquant_fuse_into, qsur_llama_train_forward / _backward,
+ * qsur_ostquant_loss_eval, the STE, qsur_ostquant_param_grads), relative L2
+ * per parameter group, on stories260K with random log-scales:
+ *   - float weights and activations, every branch of the fusion: qsur's and
+ *     the code's S_ov/R_ov order, S_qk, the online w2 Hadamard, code_smooth
+ *     with and without it: within 1e-4 (the passes alone agree to ~1e-5);
+ *   - weights trained quantized (W4 RTN + STE), then W4A4KV4: a code flip
+ *     from the engines' rounding moves a gradient locally, so the CPU's own
+ *     movement 1 ulp apart (every base embedding moved) is the yardstick
+ *     (3 x it, at least 1e-4);
+ * and on a 2-layer Llama-2-7B-shape model (float, 1 x 64 tokens).
+ * The 10-step losses of `ostquant model` on the GPU against the CPU are in
+ * tests/gpu_ostquant.c (train_pair), which runs the same gpu_step. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "check.h"
+#include "gpu_common.h"
+#include "qsur/backend.h"
+#include "qsur/clock.h"
+#include "qsur/llama.h"
+#include "qsur/llama_store.h"
+#include "qsur/llama_train.h"
+#include "qsur/ostquant.h"
+#include "qsur/quant_ste.h"
+#include "../src/ostquant_fuse.h"
+
+typedef struct {
+    double *dr, *dov, *dls;
+    double loss;
+} pgrads;
+
+static int pg_new(pgrads *p, const qsur_ostquant *o)
+{
+    int64_t d = o->cfg.dim;
+    p->dr = malloc((size_t)(d * d) * sizeof(double));
+    p->dov = malloc((size_t)qsur_ostq_r_ov_size(o) * sizeof(double));
+    p->dls = malloc((size_t)o->n_ls * sizeof(double));
+    return p->dr && p->dov && p->dls;
+}
+
+static void pg_free(pgrads *p)
+{
+    free(p->dr);
+    free(p->dov);
+    free(p->dls);
+}
+
+static double rel_l2d(const double *a, const double *b, int64_t n)
+{
+    double e = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e += (a[i] - b[i]) * (a[i] - b[i]);
+        s += b[i] * b[i];
+    }
+    return s > 0 ? sqrt(e / s) : sqrt(e);
+}
+
+/* The largest of the three groups' relative L2 differences. */
+static double pg_diff(const qsur_ostquant *o, const pgrads *a, const pgrads *b, double e[3])
+{
+    int64_t d = o->cfg.dim;
+    e[0] = rel_l2d(a->dr, b->dr, d * d);
+    e[1] = rel_l2d(a->dov, b->dov, qsur_ostq_r_ov_size(o));
+    e[2] = rel_l2d(a->dls, b->dls, o->n_ls);
+    return fmax(e[0], fmax(e[1], e[2]));
+}
+
+static int train_wquant(const qsur_ostquant *o)
+{
+    return o->wspec.bits < 16 && !o->opts.no_wquant;
+}
+
+/* The CPU's step: the whole fused model, CPU passes, KL-Top, STE, chain rule. */
+static void grads_cpu(const qsur_ostquant *o, const int *tok, int B, int T, const float *zfp, pgrads *p)
+{
+    qsur_error err;
+    const qsur_llama_config *c = &o->cfg;
+    int64_t N = (int64_t)B * T, V = c->vocab_size;
+    qsur_llama *fm = NULL;
+    qsur_llama_tape *tape = NULL;
+    qsur_llama_grads *g = NULL;
+    float *dz = malloc((size_t)(N * V) * sizeof(float));
+    qsur_quant_spec ws = qsur_ostq_train_wspec(o);
+    CHECK_OK(qsur_llama_new(&fm, &o->cfg, &err), err);
+    if (!fm || !dz)
+        goto done;
+    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
+    qsur_ostq_set_hooks(o, fm, o->rot);
+    fm->hooks.act_wo.ste_const = o->opts.ste_const;
+    if (train_wquant(o))
+        CHECK_OK(qsur_llama_quantize_weights(fm, &ws, NULL, &err), err);
+    CHECK_OK(qsur_llama_tape_new(&tape, fm, B, T, &err), err);
+    CHECK_OK(qsur_llama_grads_new(&g, fm, &err), err);
+    if (!tape || !g)
+        goto done;
+    CHECK_OK(qsur_llama_train_forward(fm, tape, tok, B, T, &err), err);
+    double kl;
+    p->loss = qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, o->opts.topk, tape->logits, zfp, tok, B, T, (int)V, dz, &kl);
+    qsur_llama_online_t ot = qsur_llama_rotations_transpose(o->rot);
+    CHECK_OK(qsur_llama_backward(fm, tape, dz, &ot, g, &err), err);
+    for (int l = 0; train_wquant(o) && l < c->n_layers; l++) {
+        const qsur_llama_layer *L = &fm->layers[l];
+        qsur_llama_layer_grads *G = &g->layers[l];
+        const qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
+        for (int i = 0; i < 7; i++)
+            CHECK_OK(qsur_fake_quant_backward(&ws, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], &err), err);
+    }
+    CHECK_OK(qsur_ostquant_param_grads(o, fm, g, p->dr, p->dov, p->dls, &err), err);
+done:
+    qsur_llama_tape_free(tape);
+    qsur_llama_grads_free(g);
+    qsur_llama_free(fm);
+    free(dz);
+}
+
+/* The GPU's step: device fusion, GPU passes, device KL-Top, device STE and chain rule. */
+static void grads_gpu(const qsur_ostquant *o, const int *tok, int B, int T, const float *zfp, pgrads *p,
+                      double *secs)
+{
+    qsur_error err;
+    qsur_llama *sk = NULL; /* a skeleton for the hooks */
+    qsur_gpu_train *t = NULL;
+    qsur_gpu_ostq *go = NULL;
+    qsur_quant_spec ws = qsur_ostq_train_wspec(o);
+    CHECK_OK(qsur_llama_new_stored(&sk, &o->cfg, &err), err);
+    if (!sk)
+        return;
+    qsur_ostq_set_hooks(o, sk, o->rot);
+    sk->hooks.act_wo.ste_const = o->opts.ste_const;
+    CHECK_OK(qsur_gpu_train_new(&t, &o->cfg, B, T, &err), err);
+    if (t)
+        CHECK_OK(qsur_gpu_ostq_new(&go, t, o, &sk->hooks, train_wquant(o) ? &ws : NULL, 0, &err), err);
+    if (go) {
+        double t0 = qsur_seconds();
+        CHECK_OK(qsur_gpu_ostq_fuse(go, o, &err), err);
+        CHECK_OK(qsur_gpu_train_zero(t, &err), err);
+        CHECK_OK(qsur_gpu_train_forward(t, tok, NULL, &err), err);
+        CHECK_OK(qsur_gpu_train_kltop(t, zfp, o->opts.topk, 1.0, &p->loss, &err), err);
+        CHECK_OK(qsur_gpu_train_backward(t, NULL, &err), err);
+        CHECK_OK(qsur_gpu_ostq_grads(go, o, p->dr, p->dov, p->dls, &err), err);
+        *secs = qsur_seconds() - t0;
+    }
+    qsur_gpu_ostq_free(go);
+    qsur_gpu_train_free(t);
+    qsur_llama_free(sk);
+}
+
+/* zfp = the float base model's logits of tok (the teacher). */
+static void teacher(const qsur_llama *m, const int *tok, int B, int T, float *zfp)
+{
+    qsur_error err;
+    qsur_llama base = *m;
+    base.hooks = qsur_llama_hooks_none();
+    qsur_llama_tape *tape = NULL;
+    CHECK_OK(qsur_llama_tape_new(&tape, &base, B, T, &err), err);
+    if (tape)
+        CHECK_OK(qsur_llama_train_forward(&base, tape, tok, B, T, &err), err);
+    if (tape)
+        memcpy(zfp, tape->logits, (size_t)B * T * m->cfg.vocab_size * sizeof(float));
+    qsur_llama_tape_free(tape);
+}
+
+/* Every embedding of m moved by one ulp (alternately up and down), or back. */
+static void nudge(qsur_llama *m, float *save, int back)
+{
+    int64_t n = (int64_t)m->cfg.vocab_size * m->cfg.dim;
+    if (back) {
+        memcpy(m->tok_embeddings, save, (size_t)n * sizeof(float));
+        return;
+    }
+    memcpy(save, m->tok_embeddings, (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        m->tok_embeddings[i] = nextafterf(m->tok_embeddings[i], (i & 1) ? INFINITY : -INFINITY);
+}
+
+/* One case: o from m with op and the bit widths, random log-scales (|ls| <
+ * 0.3), one step's gradients on both engines. self: also the CPU against
+ * itself 1 ulp apart, the yardstick for quantized runs. */
+static void one_case(const char *what, qsur_llama *m, const int *tok, int B, int T, qsur_ostquant_opts op, int wbits,
+                     int abits, double tol, int self)
+{
+    qsur_error err;
+    qsur_quant_spec w = qsur_quant_default(), a = qsur_quant_default(), kv = qsur_quant_default();
+    w.bits = wbits;
+    a.symmetric = kv.symmetric = 0;
+    a.bits = kv.bits = abits;
+    qsur_ostquant *o = NULL;
+    pgrads pc = {0}, pgpu = {0}, ps = {0};
+    int64_t V = m->cfg.vocab_size;
+    float *zfp = malloc((size_t)B * T * V * sizeof(float)), *save = malloc((size_t)V * m->cfg.dim * sizeof(float));
+    CHECK_OK(qsur_ostquant_new(&o, m, &op, &w, &a, &kv, &err), err);
+    if (!o || !zfp || !save || !pg_new(&pc, o) || !pg_new(&pgpu, o) || !pg_new(&ps, o))
+        goto done;
+    check_seed(21);
+    for (int64_t i = 0; i < o->n_ls; i++)
+        o->ls[i] = 0.3 * (2.0 * check_uniform() - 1.0);
+    teacher(m, tok, B, T, zfp);
+    double t0 = qsur_seconds(), tg = 0, e[3], es[3] = {0, 0, 0}, sd = 0;
+    grads_cpu(o, tok, B, T, zfp, &pc);
+    double tc = qsur_seconds() - t0;
+    grads_gpu(o, tok, B, T, zfp, &pgpu, &tg);
+    double diff = pg_diff(o, &pgpu, &pc, e);
+    if (self) {
+        nudge(m, save, 0);
+        grads_cpu(o, tok, B, T, zfp, &ps);
+        nudge(m, save, 1);
+        sd = pg_diff(o, &ps, &pc, es);
+    }
+    printf("  %-46s loss CPU %.9f GPU %.9f; dR_res %.2e, dR_ov %.2e, d_ls %.2e (CPU 1 ulp apart: %.2e %.2e %.2e); "
+           "CPU %.2f s, GPU %.3f s\n",
+           what, pc.loss, pgpu.loss, e[0], e[1], e[2], es[0], es[1], es[2], tc, tg);
+    CHECK(fabs(pgpu.loss - pc.loss) <= fmax(tol, 3.0 * sd) * fabs(pc.loss));
+    CHECK(diff < fmax(tol, 3.0 * sd));
+done:
+    pg_free(&pc);
+    pg_free(&pgpu);
+    pg_free(&ps);
+    free(zfp);
+    free(save);
+    qsur_ostquant_free(o);
+}
+
+static void stories(void)
+{
+    qsur_error err;
+    qsur_llama *m = NULL;
+    qsur_tokens t;
+    memset(&t, 0, sizeof t);
+    CHECK_OK(qsur_llama_load(&m, check_shared("data/stories260K.bin"), NULL, &err), err);
+    if (m)
+        CHECK_OK(qsur_llama_own_all(m, &err), err);
+    CHECK_OK(qsur_tokens_load(&t, check_shared("data/stories260K.calib.u16"), 256, 512, &err), err);
+    if (!m || !t.ids)
+        goto done;
+    const int B = 2, T = 128;
+    int tok[2 * 128];
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++)
+            tok[b * T + i] = t.ids[(int64_t)b * t.seq_len + i];
+    qsur_ostquant_opts op = qsur_ostquant_default();
+    op.qsur_every = 0;
+    one_case("stories260K float", m, tok, B, T, op, 16, 16, 1e-4, 0);
+    qsur_ostquant_opts o2 = op;
+    o2.online_w2 = o2.learn_qk = o2.sov_code = 1;
+    one_case("float, online w2, S_qk, sov-order=code", m, tok, B, T, o2, 16, 16, 1e-4, 0);
+    qsur_ostquant_opts o3 = op;
+    o3.code_smooth = o3.learn_qk = 1;
+    one_case("float, smooth=code (offline H S H^T), S_qk", m, tok, B, T, o3, 16, 16, 1e-4, 0);
+    o3.online_w2 = 1;
+    one_case("float, smooth=code, online w2", m, tok, B, T, o3, 16, 16, 1e-4, 0);
+    one_case("W4 trained quantized (RTN + STE)", m, tok, B, T, op, 4, 16, 1e-4, 1);
+    qsur_ostquant_opts o4 = op;
+    o4.no_wquant = 1;
+    one_case("W4A4KV4, float weights in training", m, tok, B, T, o4, 4, 4, 1e-4, 1);
+    one_case("W4A4KV4, weights trained quantized", m, tok, B, T, op, 4, 4, 1e-4, 1);
+done:
+    qsur_tokens_free(&t);
+    qsur_llama_free(m);
+}
+
+static void real_shape(void)
+{
+    const int T = 64;
+    qsur_llama *m = gpu_real_shape(T);
+    if (!m)
+        return;
+    int tok[64];
+    for (int i = 0; i < T; i++)
+        tok[i] = (int)(check_uniform() * m->cfg.vocab_size) % m->cfg.vocab_size;
+    qsur_ostquant_opts op = qsur_ostquant_default();
+    op.qsur_every = 0;
+    op.womi = 0; /* WOMI's eigendecompositions of 4096^2 take long on a CPU */
+    op.topk = 64;
+    one_case("2-layer Llama-2-7B shape float", m, tok, 1, T, op, 16, 16, 1e-4, 0);
+    qsur_llama_free(m);
+}
+
+int main(void)
+{
+    if (gpu_skip())
+        return 77;
+    stories();
+    real_shape();
+    return check_done();
+}
