@@ -1,18 +1,21 @@
 /* OSTQuant's transform side on the GPU (qsur_gpu_ostq_*: the parameters fused
  * into device-resident base weights, the weights' STE and the chain rule to
  * the parameters on the device) against the CPU (label gpu; exit 77 =
- * skipped when no GPU is usable). One step's parameter gradients (dR_res,
- * every dR_ov, the log-scales') of the GPU step (device fusion, GPU passes,
- * KL-Top on the device, device chain rule) against the CPU's whole-model path
- * (qsur_ostquant_fuse_into, qsur_llama_train_forward / _backward,
- * qsur_ostquant_loss_eval, the STE, qsur_ostquant_param_grads), relative L2
- * per parameter group, on stories260K with random log-scales:
+ * skipped when no GPU is usable). One step's KL-Top loss and parameter
+ * gradients (dR_res, every dR_ov, the log-scales') of the GPU step (device
+ * fusion, GPU passes, KL-Top on the device, device STE and chain rule)
+ * against the CPU's whole-model path (qsur_ostquant_fuse_into,
+ * qsur_llama_train_forward / _backward, qsur_ostquant_loss_eval, the STE,
+ * qsur_ostquant_param_grads), relative L2 per parameter group, on
+ * stories260K with random log-scales; the backward from the same random
+ * dL/dlogits on both (a float run's loss is invariant to exact fusions, so
+ * its own gradients would be rounding noise):
  *   - float weights and activations, every branch of the fusion: qsur's and
  *     the code's S_ov/R_ov order, S_qk, the online w2 Hadamard, code_smooth
  *     with and without it: within 1e-4 (the passes alone agree to ~1e-5);
  *   - weights trained quantized (W4 RTN + STE), then W4A4KV4: a code flip
  *     from the engines' rounding moves a gradient locally, so the CPU's own
- *     movement 1 ulp apart (every base embedding moved) is the yardstick
+ *     movement 1 ulp apart (every base weight moved) is the yardstick
  *     (3 x it, at least 1e-4);
  * and on a 2-layer Llama-2-7B-shape model (float, 1 x 64 tokens).
  * The 10-step losses of `ostquant model` on the GPU against the CPU are in
@@ -78,8 +81,10 @@ static int train_wquant(const qsur_ostquant *o)
     return o->wspec.bits < 16 && !o->opts.no_wquant;
 }
 
-/* The CPU's step: the whole fused model, CPU passes, KL-Top, STE, chain rule. */
-static void grads_cpu(const qsur_ostquant *o, const int *tok, int B, int T, const float *zfp, pgrads *p)
+/* The CPU's step: the whole fused model, CPU passes, the KL-Top loss, the
+ * backward from dzr, the STE, the chain rule. */
+static void grads_cpu(const qsur_ostquant *o, const int *tok, int B, int T, const float *zfp, const float *dzr,
+                      pgrads *p)
 {
     qsur_error err;
     const qsur_llama_config *c = &o->cfg;
@@ -105,7 +110,7 @@ static void grads_cpu(const qsur_ostquant *o, const int *tok, int B, int T, cons
     double kl;
     p->loss = qsur_ostquant_loss_eval(QSUR_OSTQ_KLTOP, o->opts.topk, tape->logits, zfp, tok, B, T, (int)V, dz, &kl);
     qsur_llama_online_t ot = qsur_llama_rotations_transpose(o->rot);
-    CHECK_OK(qsur_llama_backward(fm, tape, dz, &ot, g, &err), err);
+    CHECK_OK(qsur_llama_backward(fm, tape, dzr, &ot, g, &err), err);
     for (int l = 0; train_wquant(o) && l < c->n_layers; l++) {
         const qsur_llama_layer *L = &fm->layers[l];
         qsur_llama_layer_grads *G = &g->layers[l];
@@ -122,9 +127,10 @@ done:
     free(dz);
 }
 
-/* The GPU's step: device fusion, GPU passes, device KL-Top, device STE and chain rule. */
-static void grads_gpu(const qsur_ostquant *o, const int *tok, int B, int T, const float *zfp, pgrads *p,
-                      double *secs)
+/* The GPU's step: device fusion, GPU passes, the KL-Top loss on the device,
+ * the backward from dzr, the device STE and chain rule. */
+static void grads_gpu(const qsur_ostquant *o, const int *tok, int B, int T, const float *zfp, const float *dzr,
+                      pgrads *p, double *secs)
 {
     qsur_error err;
     qsur_llama *sk = NULL; /* a skeleton for the hooks */
@@ -145,7 +151,7 @@ static void grads_gpu(const qsur_ostquant *o, const int *tok, int B, int T, cons
         CHECK_OK(qsur_gpu_train_zero(t, &err), err);
         CHECK_OK(qsur_gpu_train_forward(t, tok, NULL, &err), err);
         CHECK_OK(qsur_gpu_train_kltop(t, zfp, o->opts.topk, 1.0, &p->loss, &err), err);
-        CHECK_OK(qsur_gpu_train_backward(t, NULL, &err), err);
+        CHECK_OK(qsur_gpu_train_backward(t, dzr, &err), err);
         CHECK_OK(qsur_gpu_ostq_grads(go, o, p->dr, p->dov, p->dls, &err), err);
         *secs = qsur_seconds() - t0;
     }
@@ -154,7 +160,9 @@ static void grads_gpu(const qsur_ostquant *o, const int *tok, int B, int T, cons
     qsur_llama_free(sk);
 }
 
-/* zfp = the float base model's logits of tok (the teacher). */
+/* zfp = the float base model's logits of tok times 1.3 (the teacher, made
+ * sharper: the exact fusions of a float run would otherwise match it and
+ * leave gradients of rounding noise). */
 static void teacher(const qsur_llama *m, const int *tok, int B, int T, float *zfp)
 {
     qsur_error err;
@@ -164,22 +172,53 @@ static void teacher(const qsur_llama *m, const int *tok, int B, int T, float *zf
     CHECK_OK(qsur_llama_tape_new(&tape, &base, B, T, &err), err);
     if (tape)
         CHECK_OK(qsur_llama_train_forward(&base, tape, tok, B, T, &err), err);
-    if (tape)
-        memcpy(zfp, tape->logits, (size_t)B * T * m->cfg.vocab_size * sizeof(float));
+    for (int64_t i = 0; tape && i < (int64_t)B * T * m->cfg.vocab_size; i++)
+        zfp[i] = 1.3f * tape->logits[i];
     qsur_llama_tape_free(tape);
 }
 
-/* Every embedding of m moved by one ulp (alternately up and down), or back. */
+/* The float arrays of m: embeddings, classifier, every layer's linears. */
+static int weight_arrays(qsur_llama *m, float **p, int64_t *n)
+{
+    int k = 0;
+    p[k] = m->tok_embeddings, n[k++] = (int64_t)m->cfg.vocab_size * m->cfg.dim;
+    if (m->output.w && m->output.w != m->tok_embeddings)
+        p[k] = m->output.w, n[k++] = m->output.rows * m->output.cols;
+    for (int i = 0; i < qsur_llama_linear_count(m); i++) {
+        qsur_llama_linear *l = qsur_llama_linear_at(m, i);
+        p[k] = l->w, n[k++] = l->rows * l->cols;
+    }
+    return k;
+}
+
+/* Every base weight of m moved by one ulp (alternately up and down), or back
+ * from save (float copies of them all): the CPU's own movement, through code
+ * flips of the fused weights' RTN and of the activations. */
 static void nudge(qsur_llama *m, float *save, int back)
 {
-    int64_t n = (int64_t)m->cfg.vocab_size * m->cfg.dim;
-    if (back) {
-        memcpy(m->tok_embeddings, save, (size_t)n * sizeof(float));
-        return;
+    float *p[2 + 7 * 64];
+    int64_t n[2 + 7 * 64];
+    int k = weight_arrays(m, p, n);
+    for (int a = 0; a < k; a++) {
+        if (back)
+            memcpy(p[a], save, (size_t)n[a] * sizeof(float));
+        else
+            memcpy(save, p[a], (size_t)n[a] * sizeof(float));
+        for (int64_t i = 0; !back && i < n[a]; i++)
+            p[a][i] = nextafterf(p[a][i], (i & 1) ? INFINITY : -INFINITY);
+        save += n[a];
     }
-    memcpy(save, m->tok_embeddings, (size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++)
-        m->tok_embeddings[i] = nextafterf(m->tok_embeddings[i], (i & 1) ? INFINITY : -INFINITY);
+}
+
+/* Floats of all the arrays nudge moves. */
+static int64_t weight_floats(qsur_llama *m)
+{
+    float *p[2 + 7 * 64];
+    int64_t n[2 + 7 * 64], s = 0;
+    int k = weight_arrays(m, p, n);
+    for (int a = 0; a < k; a++)
+        s += n[a];
+    return s;
 }
 
 /* One case: o from m with op and the bit widths, random log-scales (|ls| <
@@ -196,22 +235,27 @@ static void one_case(const char *what, qsur_llama *m, const int *tok, int B, int
     qsur_ostquant *o = NULL;
     pgrads pc = {0}, pgpu = {0}, ps = {0};
     int64_t V = m->cfg.vocab_size;
-    float *zfp = malloc((size_t)B * T * V * sizeof(float)), *save = malloc((size_t)V * m->cfg.dim * sizeof(float));
+    float *zfp = malloc((size_t)B * T * V * sizeof(float)), *dzr = malloc((size_t)B * T * V * sizeof(float));
+    float *save = self ? malloc((size_t)weight_floats(m) * sizeof(float)) : NULL;
     CHECK_OK(qsur_ostquant_new(&o, m, &op, &w, &a, &kv, &err), err);
-    if (!o || !zfp || !save || !pg_new(&pc, o) || !pg_new(&pgpu, o) || !pg_new(&ps, o))
+    if (!o || !zfp || !dzr || (self && !save) || !pg_new(&pc, o) || !pg_new(&pgpu, o) || !pg_new(&ps, o))
         goto done;
     check_seed(21);
     for (int64_t i = 0; i < o->n_ls; i++)
         o->ls[i] = 0.3 * (2.0 * check_uniform() - 1.0);
     teacher(m, tok, B, T, zfp);
+    /* dL/dlogits: random, not the loss's: with exact (float) fusions the loss
+     * does not depend on the scales at all, and its gradients would be noise */
+    for (int64_t i = 0; i < (int64_t)B * T * V; i++)
+        dzr[i] = (float)((2.0 * check_uniform() - 1.0) / ((double)B * T));
     double t0 = qsur_seconds(), tg = 0, e[3], es[3] = {0, 0, 0}, sd = 0;
-    grads_cpu(o, tok, B, T, zfp, &pc);
+    grads_cpu(o, tok, B, T, zfp, dzr, &pc);
     double tc = qsur_seconds() - t0;
-    grads_gpu(o, tok, B, T, zfp, &pgpu, &tg);
+    grads_gpu(o, tok, B, T, zfp, dzr, &pgpu, &tg);
     double diff = pg_diff(o, &pgpu, &pc, e);
     if (self) {
         nudge(m, save, 0);
-        grads_cpu(o, tok, B, T, zfp, &ps);
+        grads_cpu(o, tok, B, T, zfp, dzr, &ps);
         nudge(m, save, 1);
         sd = pg_diff(o, &ps, &pc, es);
     }
@@ -225,6 +269,7 @@ done:
     pg_free(&pgpu);
     pg_free(&ps);
     free(zfp);
+    free(dzr);
     free(save);
     qsur_ostquant_free(o);
 }
