@@ -8,16 +8,21 @@
  * qsur_llama_train_forward / _backward, qsur_ostquant_loss_eval, the STE,
  * qsur_ostquant_param_grads), relative L2 per parameter group, on
  * stories260K with random log-scales; the backward from the same random
- * dL/dlogits on both (a float run's loss is invariant to exact fusions, so
- * its own gradients would be rounding noise):
- *   - float weights and activations, every branch of the fusion: qsur's and
- *     the code's S_ov/R_ov order, S_qk, the online w2 Hadamard, code_smooth
- *     with and without it: within 1e-4 (the passes alone agree to ~1e-5);
- *   - weights trained quantized (W4 RTN + STE), then W4A4KV4: a code flip
- *     from the engines' rounding moves a gradient locally, so the CPU's own
- *     movement 1 ulp apart (every base weight moved) is the yardstick
- *     (3 x it, at least 1e-4);
- * and on a 2-layer Llama-2-7B-shape model (float, 1 x 64 tokens).
+ * dL/dlogits on both (not the loss's: its gradient is small near the start):
+ *   - float weights and activations: with exact fusions the model's function
+ *     does not depend on the scales (their gradients are rounding noise on
+ *     both engines), so dR_res and dR_ov only, within 1e-4 (the passes alone
+ *     agree to ~1e-5); smooth=code (not an exact equivalence) with and
+ *     without the online w2 Hadamard and S_qk: all three within 1e-4;
+ *   - weights trained quantized (W4 RTN + STE; the quantizer breaks the
+ *     invariance), also with the online w2 Hadamard, S_qk and the code's
+ *     S_ov/R_ov order, then W4A4KV4: a code flip from the engines' rounding
+ *     moves a gradient locally, so the CPU's own movement is the yardstick:
+ *     3 x the largest of its runs with every base weight 1 and 2 ulps (two
+ *     sign patterns) apart, at least 1e-4 (W4: ~1e-5 apart, so 1e-4), at most
+ *     0.5 (A4: a 2-ulp move already moves the gradients by ~30 %);
+ * and (QSUR_GPU_LONG) a 2-layer Llama-2-7B-shape model (float, 1 x 64
+ * tokens, dR only).
  * The 10-step losses of `ostquant model` on the GPU against the CPU are in
  * tests/gpu_ostquant.c (train_pair), which runs the same gpu_step. */
 #include <math.h>
@@ -191,21 +196,23 @@ static int weight_arrays(qsur_llama *m, float **p, int64_t *n)
     return k;
 }
 
-/* Every base weight of m moved by one ulp (alternately up and down), or back
- * from save (float copies of them all): the CPU's own movement, through code
- * flips of the fused weights' RTN and of the activations. */
-static void nudge(qsur_llama *m, float *save, int back)
+/* Every base weight of m moved by `ulps` ulps (alternately up and down,
+ * starting down, or up with flip), or back from save (ulps 0; float copies
+ * of them all): the CPU's own movement, through code flips of the fused
+ * weights' RTN and of the activations. */
+static void nudge(qsur_llama *m, float *save, int ulps, int flip)
 {
     float *p[2 + 7 * 64];
     int64_t n[2 + 7 * 64];
     int k = weight_arrays(m, p, n);
     for (int a = 0; a < k; a++) {
-        if (back)
+        if (!ulps)
             memcpy(p[a], save, (size_t)n[a] * sizeof(float));
         else
             memcpy(save, p[a], (size_t)n[a] * sizeof(float));
-        for (int64_t i = 0; !back && i < n[a]; i++)
-            p[a][i] = nextafterf(p[a][i], (i & 1) ? INFINITY : -INFINITY);
+        for (int64_t i = 0; ulps && i < n[a]; i++)
+            for (int u = 0; u < ulps; u++)
+                p[a][i] = nextafterf(p[a][i], ((i + flip) & 1) ? INFINITY : -INFINITY);
         save += n[a];
     }
 }
@@ -225,7 +232,7 @@ static int64_t weight_floats(qsur_llama *m)
  * 0.3), one step's gradients on both engines. self: also the CPU against
  * itself 1 ulp apart, the yardstick for quantized runs. */
 static void one_case(const char *what, qsur_llama *m, const int *tok, int B, int T, qsur_ostquant_opts op, int wbits,
-                     int abits, double tol, int self)
+                     int abits, double tol, int self, int exact)
 {
     qsur_error err;
     qsur_quant_spec w = qsur_quant_default(), a = qsur_quant_default(), kv = qsur_quant_default();
@@ -253,17 +260,31 @@ static void one_case(const char *what, qsur_llama *m, const int *tok, int B, int
     double tc = qsur_seconds() - t0;
     grads_gpu(o, tok, B, T, zfp, dzr, &pgpu, &tg);
     double diff = pg_diff(o, &pgpu, &pc, e);
-    if (self) {
-        nudge(m, save, 0);
+    if (exact) /* the loss does not depend on the scales: d_ls is rounding noise on both */
+        diff = fmax(e[0], e[1]);
+    /* the CPU against itself, base weights 1 and 2 ulps apart (two sign
+     * patterns): code flips are rare events, so the largest of the three */
+    static const int ulps[3] = {1, 2, 2};
+    for (int k = 0; self && k < 3; k++) {
+        double ek[3];
+        nudge(m, save, ulps[k], k == 2);
         grads_cpu(o, tok, B, T, zfp, dzr, &ps);
-        nudge(m, save, 1);
-        sd = pg_diff(o, &ps, &pc, es);
+        nudge(m, save, 0, 0);
+        double dk = pg_diff(o, &ps, &pc, ek);
+        if (dk > sd) {
+            sd = dk;
+            memcpy(es, ek, sizeof es);
+        }
     }
-    printf("  %-46s loss CPU %.9f GPU %.9f; dR_res %.2e, dR_ov %.2e, d_ls %.2e (CPU 1 ulp apart: %.2e %.2e %.2e); "
+    printf("  %-46s loss CPU %.9f GPU %.9f; dR_res %.2e, dR_ov %.2e, d_ls %.2e (CPU against itself: %.2e %.2e %.2e); "
            "CPU %.2f s, GPU %.3f s\n",
            what, pc.loss, pgpu.loss, e[0], e[1], e[2], es[0], es[1], es[2], tc, tg);
-    CHECK(fabs(pgpu.loss - pc.loss) <= fmax(tol, 3.0 * sd) * fabs(pc.loss));
-    CHECK(diff < fmax(tol, 3.0 * sd));
+    /* at A4 a 2-ulp move of the base moves a step's gradients by ~30 %
+     * (one flipped extreme of a per-token grid re-codes the row): capped at
+     * 0.5, so that a wrong term (relative L2 ~1 or more) still fails */
+    double lim = fmin(0.5, fmax(tol, 3.0 * sd));
+    CHECK(fabs(pgpu.loss - pc.loss) <= lim * fabs(pc.loss));
+    CHECK(diff < lim);
 done:
     pg_free(&pc);
     pg_free(&pgpu);
@@ -293,27 +314,31 @@ static void stories(void)
             tok[b * T + i] = t.ids[(int64_t)b * t.seq_len + i];
     qsur_ostquant_opts op = qsur_ostquant_default();
     op.qsur_every = 0;
-    one_case("stories260K float", m, tok, B, T, op, 16, 16, 1e-4, 0);
+    one_case("stories260K float (exact: dR only)", m, tok, B, T, op, 16, 16, 1e-4, 0, 1);
     qsur_ostquant_opts o2 = op;
     o2.online_w2 = o2.learn_qk = o2.sov_code = 1;
-    one_case("float, online w2, S_qk, sov-order=code", m, tok, B, T, o2, 16, 16, 1e-4, 0);
+    one_case("float, online w2, S_qk, sov-order=code (dR only)", m, tok, B, T, o2, 16, 16, 1e-4, 0, 1);
+    one_case("W4, online w2, S_qk, sov-order=code", m, tok, B, T, o2, 4, 16, 1e-4, 1, 0);
     qsur_ostquant_opts o3 = op;
     o3.code_smooth = o3.learn_qk = 1;
-    one_case("float, smooth=code (offline H S H^T), S_qk", m, tok, B, T, o3, 16, 16, 1e-4, 0);
+    one_case("float, smooth=code (offline H S H^T), S_qk", m, tok, B, T, o3, 16, 16, 1e-4, 0, 0);
     o3.online_w2 = 1;
-    one_case("float, smooth=code, online w2", m, tok, B, T, o3, 16, 16, 1e-4, 0);
-    one_case("W4 trained quantized (RTN + STE)", m, tok, B, T, op, 4, 16, 1e-4, 1);
+    one_case("float, smooth=code, online w2", m, tok, B, T, o3, 16, 16, 1e-4, 0, 0);
+    one_case("W4 trained quantized (RTN + STE)", m, tok, B, T, op, 4, 16, 1e-4, 1, 0);
     qsur_ostquant_opts o4 = op;
     o4.no_wquant = 1;
-    one_case("W4A4KV4, float weights in training", m, tok, B, T, o4, 4, 4, 1e-4, 1);
-    one_case("W4A4KV4, weights trained quantized", m, tok, B, T, op, 4, 4, 1e-4, 1);
+    one_case("W4A4KV4, float weights in training", m, tok, B, T, o4, 4, 4, 1e-4, 1, 0);
+    one_case("W4A4KV4, weights trained quantized", m, tok, B, T, op, 4, 4, 1e-4, 1, 0);
 done:
     qsur_tokens_free(&t);
     qsur_llama_free(m);
 }
 
+/* QSUR_GPU_LONG: the CPU's side takes ~100 s at this shape (16 cores). */
 static void real_shape(void)
 {
+    if (!getenv("QSUR_GPU_LONG"))
+        return;
     const int T = 64;
     qsur_llama *m = gpu_real_shape(T);
     if (!m)
@@ -325,7 +350,7 @@ static void real_shape(void)
     op.qsur_every = 0;
     op.womi = 0; /* WOMI's eigendecompositions of 4096^2 take long on a CPU */
     op.topk = 64;
-    one_case("2-layer Llama-2-7B shape float", m, tok, 1, T, op, 16, 16, 1e-4, 0);
+    one_case("2-layer Llama-2-7B shape float (dR only)", m, tok, 1, T, op, 16, 16, 1e-4, 0, 1);
     qsur_llama_free(m);
 }
 
