@@ -18,8 +18,9 @@
 #      tests     ctest -L gpu: gpu_rotate and gpu_stiefel first (new), test_stiefel
 #                (its 2 x 2 step through the GPU solve), then the others
 #      bench     bench_gpu 8 32 16 $BENCH_CALIB $BENCH_OSTQ $BENCH_OSTQ_STEPS (defaults 32, 2, 2)
-#      ostq      (not in the default list) gpu_ostq_step and gpu_ostquant, then
-#                bench_gpu 8 32 16 0 0 $BENCH_OSTQ_STEPS: OSTQuant's GPU step alone
+#      ostq      (not in the default list) the tests $OSTQ_TESTS (default
+#                gpu_ostq_step gpu_ostquant), then bench_gpu 8 32 16 0 0
+#                $BENCH_OSTQ_STEPS (0: no bench): OSTQuant's GPU step alone
 #      commands  bench/gpu_commands.sh (calib, generate, rotate model; gpu and cpu)
 #    (QSUR_PRIVATE_DEPS=1: the private prefix even where the system has them.)
 #    `run build tests` (or any phases named) runs only those; a later call on
@@ -144,9 +145,11 @@ for p in $PHASES; do
       # OSTQuant's transform side on the GPU: one step's gradients GPU vs CPU,
       # the 10-step losses, then bench_gpu's whole 7B-shape step (section 6)
       # without the GPTQ model pass and the separate passes (sections 4, 5)
-      phase "tests ostq step" "$OUT/tests.log" ctest --test-dir "$B" -R '^gpu_ostq_step$' --output-on-failure
-      phase "tests ostquant" "$OUT/tests.log" ctest --test-dir "$B" -R '^gpu_ostquant$' --output-on-failure
-      phase "bench ostq step" "$OUT/bench.log" "$B/bench_gpu" 8 32 16 0 0 "${BENCH_OSTQ_STEPS:-2}"
+      for t in ${OSTQ_TESTS:-gpu_ostq_step gpu_ostquant}; do
+        phase "tests $t" "$OUT/tests.log" ctest --test-dir "$B" -R "^$t\$" --output-on-failure
+      done
+      [ "${BENCH_OSTQ_STEPS:-2}" -gt 0 ] &&
+        phase "bench ostq step" "$OUT/bench.log" "$B/bench_gpu" 8 32 16 0 0 "${BENCH_OSTQ_STEPS:-2}"
       ;;
     commands)
       phase commands "$OUT/commands.log" bash bench/gpu_commands.sh "$B/qsur" "$B/make_checkpoint" \

@@ -21,8 +21,10 @@
  *     3 x the largest of its runs with every base weight 1 and 2 ulps (two
  *     sign patterns) apart, at least 1e-4 (W4: ~1e-5 apart, so 1e-4), at most
  *     0.5 (A4: a 2-ulp move already moves the gradients by ~30 %);
- * and (QSUR_GPU_LONG) a 2-layer Llama-2-7B-shape model (float, 1 x 64
- * tokens, dR only).
+ * `ostquant model` through the engine on a 2048-wide model (the GPU step's
+ * micro-batches of one sequence): 3 steps' losses against the CPU's; and
+ * (QSUR_GPU_LONG) a 2-layer Llama-2-7B-shape model (float, 1 x 64 tokens,
+ * dR only).
  * The 10-step losses of `ostquant model` on the GPU against the CPU are in
  * tests/gpu_ostquant.c (train_pair), which runs the same gpu_step. */
 #include <math.h>
@@ -334,6 +336,77 @@ done:
     qsur_llama_free(m);
 }
 
+/* `ostquant model` through the engine (qsur_ostquant_train) on a model 2048
+ * wide, where the GPU step runs a batch as micro-batches of one sequence
+ * (gpu_step's gpu_loss; the selection checks too): 1 layer, hidden 256,
+ * vocabulary 512, random weights, W3 weights trained quantized, 3 steps of 2
+ * x 64 random tokens; per-step losses GPU vs CPU within 1e-3, or 3 x the CPU
+ * against itself with every base weight 1 ulp apart. */
+static void micro_batches(void)
+{
+    qsur_error err;
+    qsur_llama_config c = qsur_llama_config_default();
+    c.dim = 2048, c.hidden_dim = 256, c.n_layers = 1, c.n_heads = 16, c.n_kv_heads = 16;
+    c.vocab_size = 512, c.seq_len = 64, c.shared_classifier = 0;
+    qsur_llama *m = NULL;
+    qsur_tokens t = {0};
+    qsur_ostquant *o[3] = {NULL, NULL, NULL};
+    CHECK_OK(qsur_llama_config_check(&c, "micro", &err), err);
+    CHECK_OK(qsur_llama_new(&m, &c, &err), err);
+    float *save = m ? malloc((size_t)weight_floats(m) * sizeof(float)) : NULL;
+    t.seq_len = 64;
+    t.n = 4 * t.seq_len;
+    t.ids = malloc((size_t)t.n * sizeof(int));
+    if (!m || !save || !t.ids)
+        goto done;
+    check_seed(5);
+    for (int64_t i = 0; i < t.n; i++)
+        t.ids[i] = (int)(check_uniform() * c.vocab_size) % c.vocab_size;
+    float *p[2 + 7 * 64];
+    int64_t n[2 + 7 * 64];
+    int k = weight_arrays(m, p, n);
+    for (int a = 0; a < k; a++)
+        gpu_fill(p[a], (size_t)n[a], a == 0 ? 1.0 : 1.0 / sqrt((double)c.dim));
+    for (int j = 0; j < c.dim; j++)
+        m->norm[j] = m->layers[0].attention_norm[j] = m->layers[0].ffn_norm[j] = 1.0f;
+    qsur_ostquant_opts op = qsur_ostquant_default();
+    op.steps = 3, op.batch = 2, op.womi = 0, op.qsur_every = 0;
+    qsur_quant_spec w4 = qsur_quant_default(), f16 = qsur_quant_default();
+    w4.bits = 3; /* a loss well above the float model's rounding */
+    f16.bits = 16;
+    for (int g = 0; g < 3; g++) { /* CPU, GPU, CPU 1 ulp apart */
+        op.gpu = g == 1;
+        if (g == 2)
+            nudge(m, save, 1, 0);
+        CHECK_OK(qsur_ostquant_new(&o[g], m, &op, &w4, &f16, &f16, &err), err);
+        if (o[g])
+            CHECK_OK(qsur_ostquant_train(o[g], m, &t, NULL, NULL, &err), err);
+        if (g == 2)
+            nudge(m, save, 0, 0);
+    }
+    if (!o[0] || !o[1] || !o[2] || o[0]->nlog != 3 || o[1]->nlog != 3 || o[2]->nlog != 3) {
+        CHECK(0);
+        goto done;
+    }
+    double worst = 0, self = 0;
+    for (int i = 0; i < 3; i++) {
+        double a = o[0]->log[i].loss;
+        worst = fmax(worst, fabs(o[1]->log[i].loss - a) / fabs(a));
+        self = fmax(self, fabs(o[2]->log[i].loss - a) / fabs(a));
+    }
+    printf("  %-46s 3 steps, batch 2 as micro-batches of 1: losses CPU %.6f .. %.6f, GPU %.6f .. %.6f: within %.2e "
+           "(the CPU against itself 1 ulp apart: %.2e)\n",
+           "2048-wide model, W3, through the engine", o[0]->log[0].loss, o[0]->log[2].loss, o[1]->log[0].loss,
+           o[1]->log[2].loss, worst, self);
+    CHECK(worst < fmax(1e-3, 3.0 * self));
+done:
+    for (int g = 0; g < 3; g++)
+        qsur_ostquant_free(o[g]);
+    free(save);
+    qsur_tokens_free(&t);
+    qsur_llama_free(m);
+}
+
 /* QSUR_GPU_LONG: the CPU's side takes ~100 s at this shape (16 cores). */
 static void real_shape(void)
 {
@@ -359,6 +432,7 @@ int main(void)
     if (gpu_skip())
         return 77;
     stories();
+    micro_batches();
     real_shape();
     return check_done();
 }
