@@ -50,6 +50,9 @@ prepare() {
   du -sh "$C"
 }
 
+# a helper's copy of its worktree inside .gpu_carry/NAME (the device tool sends
+# the session's own checkout): the carry folder is the parent
+[ -d "$C" ] || { [ -d "$ROOT/../debs" ] && C=$(cd "$ROOT/.." && pwd); }
 B=$ROOT/build-gpu
 export PATH=/usr/local/cuda/bin:$PATH # nvcc, where the CUDA image keeps it
 SHARED=$C/shared
@@ -146,7 +149,7 @@ for p in $PHASES; do
       # the 10-step losses, then bench_gpu's whole 7B-shape step (section 6)
       # without the GPTQ model pass and the separate passes (sections 4, 5)
       for t in ${OSTQ_TESTS:-gpu_ostq_step gpu_ostquant}; do
-        phase "tests $t" "$OUT/tests.log" ctest --test-dir "$B" -R "^$t\$" --output-on-failure
+        phase "tests $t" "$OUT/tests.log" ctest --test-dir "$B" -R "^$t\$" -V # -V: the measured numbers come back too
       done
       [ "${BENCH_OSTQ_STEPS:-2}" -gt 0 ] &&
         phase "bench ostq step" "$OUT/bench.log" "$B/bench_gpu" 8 32 16 0 0 "${BENCH_OSTQ_STEPS:-2}"
