@@ -198,13 +198,31 @@ static int gptq_model(int layers, int seqs)
     return rc;
 }
 
+/* The Llama-2-7B shape with `layers` layers, sequences of 2048. */
+static qsur_llama_config shape7b(int layers)
+{
+    qsur_llama_config c = qsur_llama_config_default();
+    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = layers, c.n_heads = 32, c.n_kv_heads = 32;
+    c.vocab_size = 32000, c.seq_len = 2048, c.shared_classifier = 0;
+    return c;
+}
+
+/* OSTQuant's W4A4KV4 activation hooks: A4 asymmetric per token, KV4 per head. */
+static qsur_llama_hooks a4kv4_hooks(void)
+{
+    qsur_llama_hooks h = qsur_llama_hooks_none();
+    h.act = qsur_quant_default();
+    h.act.bits = 4;
+    h.act.symmetric = 0;
+    h.kv = h.act;
+    return h;
+}
+
 /* Section 5 (see the header). */
 static int ostq_passes(int layers, int reps)
 {
     qsur_error err;
-    qsur_llama_config c = qsur_llama_config_default();
-    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = layers, c.n_heads = 32, c.n_kv_heads = 32;
-    c.vocab_size = 32000, c.seq_len = 2048, c.shared_classifier = 0;
+    qsur_llama_config c = shape7b(layers);
     const int T = 2048;
     const int64_t V = c.vocab_size;
     qsur_llama_rotations *r = NULL;
@@ -213,11 +231,7 @@ static int ostq_passes(int layers, int reps)
     qsur_llama host; /* only its hooks: the rotations attach there */
     memset(&host, 0, sizeof host);
     host.cfg = c;
-    host.hooks = qsur_llama_hooks_none();
-    host.hooks.act = qsur_quant_default();
-    host.hooks.act.bits = 4;
-    host.hooks.act.symmetric = 0;
-    host.hooks.kv = host.hooks.act;
+    host.hooks = a4kv4_hooks();
     float *z = malloc((size_t)T * V * sizeof(float)), *zfp = malloc((size_t)T * V * sizeof(float));
     float *dz = malloc((size_t)T * V * sizeof(float));
     int *tok = malloc((size_t)T * sizeof(int));
@@ -380,9 +394,7 @@ static int ostq_state(qsur_ostquant *o, const qsur_llama_config *c, qsur_error *
 static int ostq_step(int layers, int reps, int wquant)
 {
     qsur_error err;
-    qsur_llama_config c = qsur_llama_config_default();
-    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = layers, c.n_heads = 32, c.n_kv_heads = 32;
-    c.vocab_size = 32000, c.seq_len = 2048, c.shared_classifier = 0;
+    qsur_llama_config c = shape7b(layers);
     const int T = 2048;
     const int64_t V = c.vocab_size;
     qsur_ostquant o;
@@ -392,11 +404,7 @@ static int ostq_step(int layers, int reps, int wquant)
     qsur_gpu_ostq *go = NULL;
     qsur_llama host; /* only its hooks */
     memset(&host, 0, sizeof host);
-    host.hooks = qsur_llama_hooks_none();
-    host.hooks.act = qsur_quant_default();
-    host.hooks.act.bits = 4;
-    host.hooks.act.symmetric = 0;
-    host.hooks.kv = host.hooks.act;
+    host.hooks = a4kv4_hooks();
     qsur_quant_spec w4 = qsur_quant_default();
     float *zfp = malloc((size_t)T * V * sizeof(float));
     int *tok = malloc((size_t)T * sizeof(int));
