@@ -163,7 +163,9 @@ typedef struct {
     double teacher;   /* float teacher forward */
     double loss;      /* loss and dL/dlogits */
     double backward;  /* backward through the quantized model, making each linear again,
-                         with the weight STE and the chain rule of each linear */
+                         with the weight STE and the chain rule of each linear (opts.gpu:
+                         forward, loss and backward of the micro-batches together; the
+                         fusion in fuse, the STE and chain rule in chain) */
     double ste;       /* 0: inside backward */
     double chain;     /* the parts' parameter gradients summed */
     double optim;     /* Cayley-Adam and Adam steps */
