@@ -92,6 +92,10 @@ int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_preci
 void qsur_gpu_model_free(qsur_gpu_model *g);
 /* Bytes of GPU memory the model's weights and buffers take. */
 double qsur_gpu_model_bytes(const qsur_gpu_model *g);
+/* Query rows per attention chunk (1..512, default 512): each chunk's fp32
+ * scores (heads x rows x keys) are written and read once; smaller chunks can
+ * stay in the GPU's L2 cache at the price of smaller GEMMs (bench_gpu). */
+int qsur_gpu_model_set_att_chunk(qsur_gpu_model *g, int rows, qsur_error *err);
 
 /* Timers of the last call (seconds, device-synchronised). */
 typedef struct {

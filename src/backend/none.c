@@ -45,6 +45,12 @@ double qsur_gpu_model_bytes(const qsur_gpu_model *g)
     return 0;
 }
 
+int qsur_gpu_model_set_att_chunk(qsur_gpu_model *g, int rows, qsur_error *err)
+{
+    (void)g, (void)rows;
+    return no_cuda(err);
+}
+
 int qsur_gpu_perplexity(qsur_gpu_model *g, const qsur_tokens *t, int seq_len, int max_seqs,
                         int batch, const qsur_progress *prog, qsur_llama_ppl *out,
                         qsur_gpu_timing *timing, qsur_error *err)
