@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "qsur/clock.h"
 #include "qsur/atomic_file.h"
 #include "qsur/backend.h"
@@ -294,14 +295,25 @@ static void epoch_order(int *perm, int n, uint64_t seed)
 typedef struct {
     float *z;           /* [nseq][T][V] or NULL */
     unsigned char *have;
+    int on_gpu;         /* every sequence filled up front by the GPU (teacher_fill_gpu) */
 } teacher_cache;
 
-#define TEACHER_CACHE_MAX ((int64_t)512 << 20) /* bytes */
+#define TEACHER_CACHE_MAX ((int64_t)512 << 20) /* bytes, CPU runs */
 
-static void teacher_cache_init(teacher_cache *tc, int nseq, int T, int64_t V)
+/* A GPU run may hold the whole cache in up to half the host's memory: a 7B
+ * model's 128 x 2048 calibration tokens take 33.5 GB of logits, and the
+ * alternative is a float forward on the CPU for every sequence of every batch. */
+static int64_t teacher_cache_max(int gpu)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    int64_t half = pages > 0 && page > 0 ? (int64_t)pages * page / 2 : 0;
+    return gpu && half > TEACHER_CACHE_MAX ? half : TEACHER_CACHE_MAX;
+}
+
+static void teacher_cache_init(teacher_cache *tc, int nseq, int T, int64_t V, int gpu)
 {
     memset(tc, 0, sizeof *tc);
-    if ((int64_t)nseq * T * V * (int64_t)sizeof(float) > TEACHER_CACHE_MAX)
+    if ((int64_t)nseq * T * V * (int64_t)sizeof(float) > teacher_cache_max(gpu))
         return;
     tc->z = malloc((size_t)nseq * T * V * sizeof(float));
     tc->have = calloc((size_t)nseq, 1);
@@ -647,6 +659,12 @@ static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err
     for (int b = 0; b < r->B; b++)
         for (int t = 0; t < r->T; t++)
             r->sel[b * r->T + t] = calib->ids[(int64_t)r->perm[b] * calib->seq_len + t];
+    if (r->tc.on_gpu) { /* the GPU's teacher logits, already cached */
+        size_t row = (size_t)r->T * r->V;
+        for (int b = 0; b < r->B; b++)
+            memcpy(r->zsel + b * row, r->tc.z + (size_t)r->perm[b] * row, row * sizeof(float));
+        return QSUR_OK;
+    }
     for (int i = 0, row = 0; i < r->np; i++) {
         batch_part *p = &r->parts[i];
         int rc = qsur_llama_forward(&r->teacher, p->st, r->sel + (size_t)row * r->T, p->B, r->T, 0, err);
@@ -656,6 +674,29 @@ static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err
         row += p->B;
     }
     return QSUR_OK;
+}
+
+/* opts.gpu: every calibration sequence's teacher logits computed up front on
+ * the GPU, one sequence per forward as the CPU cache does, in fp32 (the CPU's
+ * values to ~1e-7): the teacher is a float forward of the whole model, minutes
+ * per 2048-token sequence of a 7B model on a workstation's CPU. The teacher is
+ * uploaded, run and freed before the training buffers exist, so the two never
+ * share the GPU's memory. Without a cache (more logits than half the host's
+ * memory) every batch computes its teacher on the CPU as before. */
+static int teacher_fill_gpu(train_run *r, const qsur_tokens *calib, qsur_error *err)
+{
+    if (!r->tc.z)
+        return QSUR_OK;
+    qsur_gpu_model *g = NULL;
+    size_t row = (size_t)r->T * r->V;
+    int rc = qsur_gpu_model_new(&g, &r->teacher, QSUR_GPU_F32, 1, r->T, NULL, err);
+    for (int s = 0; s < r->nseq && !rc; s++) {
+        rc = qsur_gpu_forward_logits(g, calib->ids + (int64_t)s * calib->seq_len, 1, r->T, r->tc.z + s * row, err);
+        r->tc.have[s] = !rc;
+    }
+    qsur_gpu_model_free(g);
+    r->tc.on_gpu = !rc;
+    return rc;
 }
 
 /* opts.gpu: the GPU's buffers for a micro-batch (one sequence for models of
@@ -736,8 +777,10 @@ static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, c
         return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
     }
     r->ot = qsur_llama_rotations_transpose(o->rot);
-    teacher_cache_init(&r->tc, r->nseq, r->T, r->V);
+    teacher_cache_init(&r->tc, r->nseq, r->T, r->V, o->opts.gpu);
     int rc = teacher_view(r, base, err);
+    if (!rc && o->opts.gpu)
+        rc = teacher_fill_gpu(r, calib, err);
     if (!rc)
         rc = qsur_llama_new_stored(&r->fm, &o->cfg, err);
     if (!rc)
