@@ -419,7 +419,7 @@ static void paper_preset(const session *s, qsur_ostquant_opts *o)
  * the options given override it, wherever they stand. */
 enum { OM_STEPS, OM_LR, OM_LR_SCALE, OM_LOSS, OM_TOPK, OM_BATCH, OM_SEQS, OM_SEQ_LEN, OM_EVAL_EVERY,
        OM_QSUR_EVERY, OM_QSUR_TOKENS, OM_SEED, OM_WOMI, OM_NO_WOMI, OM_RHADAMARD, OM_KLT, OM_NO_SCALE, OM_QK_SCALE, OM_STE,
-       OM_WQUANT, OM_CLIP_GRAD, OM_LR_DECAY, OM_ADAM_NORM, OM_STABILIZE, OM_KEEP_WHICH, OM_SHUFFLE, OM_SMOOTH, OM_SOV_ORDER, OM_ONLINE_W2,
+       OM_WQUANT, OM_CLIP_GRAD, OM_LR_DECAY, OM_ADAM_NORM, OM_STABILIZE, OM_KEEP_WHICH, OM_SHUFFLE, OM_SMOOTH, OM_SOV_ORDER, OM_SOV_TRAIN, OM_ONLINE_W2,
        OM_THREADS, OM_CALIB, OM_EVAL, OM_STATE, OM_KEEP, OM_PRESET };
 const opt_spec ostq_model_opts[] = {
     {"steps", OPT_INT, 0, 1000000, NULL, "150", NULL, OPT_LOG_ALWAYS, "training steps"},
@@ -458,6 +458,9 @@ const opt_spec ostq_model_opts[] = {
     {"sov-order", OPT_CHOICE, 0, 0, "qsur|code", "qsur", NULL, OPT_LOG_ALWAYS,
      "S_ov and R_ov: qsur's v' = (v R_ov) / s, or the OSTQuant code's v' = (v / s) R_ov (both exact; the V "
      "and wo-input quantizers see another basis)"},
+    {"sov-train", OPT_CHOICE, 0, 0, "exact|code", "exact", NULL, OPT_LOG_ALWAYS,
+     "S_ov while training: the exact equivalence, or as the OSTQuant code's training forward uses it (wo rows "
+     "times S_ov: not an equivalence; the final fusion stays exact)"},
     {"online-w2", OPT_CHOICE, 0, 0, "auto|on", NULL, NULL, OPT_LOG_ALWAYS,
      "online Hadamard before w2: auto (only with quantized activations) or on (weight-only too, as the "
      "OSTQuant code; no plain-runtime export); default `quant online-w2=`, on with preset=paper"},
@@ -508,6 +511,7 @@ static void ostq_model_opts_from(session *s, const opt_args *a, qsur_ostquant_op
     GIVEN(OM_SHUFFLE, reshuffle, v[OM_SHUFFLE].i == 0)
     GIVEN(OM_SMOOTH, code_smooth, v[OM_SMOOTH].i == 1)
     GIVEN(OM_SOV_ORDER, sov_code, v[OM_SOV_ORDER].i == 1)
+    GIVEN(OM_SOV_TRAIN, sov_train, v[OM_SOV_TRAIN].i == 1)
     GIVEN(OM_ONLINE_W2, online_w2, v[OM_ONLINE_W2].i == 1)
     GIVEN(OM_THREADS, threads, (int)v[OM_THREADS].i)
 #undef GIVEN
@@ -555,6 +559,7 @@ static void ostq_model_opts_to(const qsur_ostquant_opts *o, opt_args *a)
     v[OM_SHUFFLE].i = !o->reshuffle;
     v[OM_SMOOTH].i = o->code_smooth;
     v[OM_SOV_ORDER].i = o->sov_code;
+    v[OM_SOV_TRAIN].i = o->sov_train;
     v[OM_ONLINE_W2].i = o->online_w2;
     v[OM_THREADS].i = o->threads;
 }
