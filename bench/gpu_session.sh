@@ -17,7 +17,10 @@
 #                scripts/build_private_deps.sh with .gpu_carry/debs
 #      tests     ctest -L gpu: gpu_rotate and gpu_stiefel first (new), test_stiefel
 #                (its 2 x 2 step through the GPU solve), then the others
-#      bench     bench_gpu 8 32 16 $BENCH_CALIB $BENCH_OSTQ (defaults 32, 2)
+#      bench     bench_gpu 8 32 16 $BENCH_CALIB $BENCH_OSTQ $BENCH_OSTQ_STEPS (defaults 32, 2, 2)
+#      ostq      (not in the default list) the tests $OSTQ_TESTS (default
+#                gpu_ostq_step gpu_ostquant), then bench_gpu 8 32 16 0 0
+#                $BENCH_OSTQ_STEPS (0: no bench): OSTQuant's GPU step alone
 #      commands  bench/gpu_commands.sh (calib, generate, rotate model; gpu and cpu)
 #    (QSUR_PRIVATE_DEPS=1: the private prefix even where the system has them.)
 #    `run build tests` (or any phases named) runs only those; a later call on
@@ -47,6 +50,9 @@ prepare() {
   du -sh "$C"
 }
 
+# a helper's copy of its worktree inside .gpu_carry/NAME (the device tool sends
+# the session's own checkout): the carry folder is the parent
+[ -d "$C" ] || { [ -d "$ROOT/../debs" ] && C=$(cd "$ROOT/.." && pwd); }
 B=$ROOT/build-gpu
 export PATH=/usr/local/cuda/bin:$PATH # nvcc, where the CUDA image keeps it
 SHARED=$C/shared
@@ -75,7 +81,7 @@ case ${1:-} in
   prepare) prepare; exit ;;
   _build) build; exit ;; # the build phase, under the run's timeout
   run) shift ;;
-  *) echo "usage: bash bench/gpu_session.sh prepare | run [build] [tests] [bench] [commands]"; exit 2 ;;
+  *) echo "usage: bash bench/gpu_session.sh prepare | run [build] [tests] [bench] [commands] [ostq]"; exit 2 ;;
 esac
 PHASES=${*:-build tests bench commands}
 OUT=${OUT:-$ROOT/gpu_out}
@@ -135,7 +141,18 @@ for p in $PHASES; do
       phase "tests other gpu" "$OUT/tests.log" ctest --test-dir "$B" -L gpu -E '^gpu_(rotate|stiefel)$' --output-on-failure
       ;;
     bench)
-      phase bench "$OUT/bench.log" "$B/bench_gpu" 8 32 16 "${BENCH_CALIB:-32}" "${BENCH_OSTQ:-2}"
+      phase bench "$OUT/bench.log" "$B/bench_gpu" 8 32 16 "${BENCH_CALIB:-32}" "${BENCH_OSTQ:-2}" \
+        "${BENCH_OSTQ_STEPS:-2}"
+      ;;
+    ostq)
+      # OSTQuant's transform side on the GPU: one step's gradients GPU vs CPU,
+      # the 10-step losses, then bench_gpu's whole 7B-shape step (section 6)
+      # without the GPTQ model pass and the separate passes (sections 4, 5)
+      for t in ${OSTQ_TESTS:-gpu_ostq_step gpu_ostquant}; do
+        phase "tests $t" "$OUT/tests.log" ctest --test-dir "$B" -R "^$t\$" -V # -V: the measured numbers come back too
+      done
+      [ "${BENCH_OSTQ_STEPS:-2}" -gt 0 ] &&
+        phase "bench ostq step" "$OUT/bench.log" "$B/bench_gpu" 8 32 16 0 0 "${BENCH_OSTQ_STEPS:-2}"
       ;;
     commands)
       phase commands "$OUT/commands.log" bash bench/gpu_commands.sh "$B/qsur" "$B/make_checkpoint" \

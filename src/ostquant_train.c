@@ -442,71 +442,65 @@ static int parts_run(batch_part *parts, int np, double *loss, double *kl, qsur_e
     return QSUR_OK;
 }
 
-/* opts.gpu: the float model gfm (qsur_llama_new of o->cfg) = the fused model
- * of the current parameters with the training hooks, its weights quantized
- * (wq) when they train quantized: what the GPU uploads. The whole model is
- * fused on the CPU (qsur_ostquant_fuse_into), so this path is for models
- * whose float copy fits (gpu.md). */
-static int gpu_model_now(const qsur_ostquant *o, qsur_llama *gfm, qsur_error *err)
-{
-    int rc = qsur_ostquant_fuse_into(o, gfm, err);
-    if (rc)
-        return rc;
-    qsur_ostq_set_hooks(o, gfm, o->rot);
-    gfm->hooks.act_wo.ste_const = o->opts.ste_const;
-    qsur_quant_spec ws = qsur_ostq_train_wspec(o);
-    return train_wquant(o) ? qsur_llama_quantize_weights(gfm, &ws, NULL, err) : QSUR_OK;
-}
+/* opts.gpu: the GPU's training buffers for mb sequences (a batch runs as
+ * micro-batches of mb: the tape of one 7B-shape sequence of 2048 tokens is
+ * ~42 GB), the transform side (the base's folded weights, fusion, chain
+ * rule), the GPU forward's logits on the host [mb][T][V] (CE/MSE losses). */
+typedef struct {
+    qsur_gpu_train *gt;
+    qsur_gpu_ostq *go;
+    float *glog;
+    int mb;
+} gpu_run;
 
-/* The batch of part p on the GPU: gfm uploaded, the training forward and
- * backward on the GPU (qsur_gpu_train_*), the teacher's logits (cached, CPU)
- * and the loss in between (KL-Top on the GPU, CE/MSE on the host through
- * logits, host scratch of [B*T][V]); gradients w.r.t. gfm's used weights in g. */
-static int gpu_batch(batch_part *p, qsur_gpu_train *gt, const qsur_llama *gfm, float *logits,
-                     qsur_llama_grads *g, double *loss, double *kl, qsur_error *err)
+/* The loss of B x T tokens tok against the teacher's zfp over the fused
+ * weights on the GPU, micro-batch by micro-batch (forward, loss, and with dz
+ * != NULL the backward: the weights' gradients accumulate on the device;
+ * KL-Top on the device, CE/MSE on the host through g->glog and dz). */
+static int gpu_loss(const qsur_ostquant *o, gpu_run *g, const int *tok, const float *zfp, int B, int T, float *dz,
+                    double *loss, double *kl, qsur_error *err)
 {
-    int64_t V = p->o->cfg.vocab_size;
-    double t = qsur_seconds();
-    int kltop = p->o->opts.loss == QSUR_OSTQ_KLTOP;
-    int rc = qsur_gpu_train_load(gt, gfm, err);
-    if (!rc)
-        rc = qsur_gpu_train_zero(gt, err);
-    if (!rc)
-        rc = qsur_gpu_train_forward(gt, p->tok, kltop ? NULL : logits, err);
-    lap(&p->t_forward, &t);
-    if (!rc)
-        rc = teacher_logits(p->teacher, p->st, p->tc, p->seq, p->tok, p->B, p->T, V, p->zfp, err);
-    lap(&p->t_teacher, &t);
-    if (rc)
-        return rc;
-    if (kltop && (rc = qsur_gpu_train_kltop(gt, p->zfp, p->o->opts.topk, 1.0, kl, err)))
-        return rc;
-    *loss = kltop ? *kl
-                  : qsur_ostquant_loss_eval(p->o->opts.loss, p->o->opts.topk, logits, p->zfp, p->tok, p->B,
-                                            p->T, (int)V, p->dz, kl);
-    lap(&p->t_loss, &t);
-    if (!isfinite(*loss))
-        return QSUR_OK; /* the caller reports it */
-    rc = qsur_gpu_train_backward(gt, kltop ? NULL : p->dz, err);
-    if (!rc)
-        rc = qsur_gpu_train_grads(gt, g, err);
-    lap(&p->t_backward, &t);
+    int64_t V = o->cfg.vocab_size, n = (int64_t)g->mb * T * V;
+    int kltop = o->opts.loss == QSUR_OSTQ_KLTOP, rc = QSUR_OK;
+    double w = (double)g->mb / B;
+    *loss = *kl = 0.0;
+    for (int m = 0; m < B / g->mb && !rc; m++) {
+        const int *tm = tok + (int64_t)m * g->mb * T;
+        const float *zm = zfp + m * n;
+        double lm = 0.0, km = 0.0;
+        if ((rc = qsur_gpu_train_forward(g->gt, tm, kltop ? NULL : g->glog, err)))
+            break;
+        if (kltop) {
+            rc = qsur_gpu_train_kltop(g->gt, zm, o->opts.topk, w, &km, err);
+            lm = km;
+        } else {
+            float *dm = dz ? dz + m * n : NULL;
+            lm = qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, g->glog, zm, tm, g->mb, T, (int)V, dm, &km);
+            for (int64_t i = 0; dm && i < n; i++)
+                dm[i] = (float)(dm[i] * w);
+        }
+        *loss += w * lm;
+        *kl += w * km;
+        if (!rc && dz && isfinite(lm))
+            rc = qsur_gpu_train_backward(g->gt, kltop ? NULL : dz + m * n, err);
+    }
     return rc;
 }
 
-/* STE from gfm's quantized weights to its fused floats, in place in g. */
-static int gpu_wquant_ste(const qsur_ostquant *o, const qsur_llama *gfm, qsur_llama_grads *g, qsur_error *err)
+/* The batch of part p on the GPU: the teacher's logits (cached, CPU), then
+ * forward, loss and backward over the fused weights qsur_gpu_ostq_fuse left
+ * there (gpu_loss); the weights' gradients stay on the device. */
+static int gpu_batch(batch_part *p, gpu_run *g, double *loss, double *kl, qsur_error *err)
 {
-    int rc = QSUR_OK;
-    qsur_quant_spec ws = qsur_ostq_train_wspec(o);
-    for (int l = 0; l < o->cfg.n_layers && !rc; l++) {
-        const qsur_llama_layer *L = &gfm->layers[l];
-        qsur_llama_layer_grads *G = &g->layers[l];
-        const qsur_llama_linear *lin[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
-        float *dw[7] = {G->d_wq, G->d_wk, G->d_wv, G->d_wo, G->d_w1, G->d_w2, G->d_w3};
-        for (int i = 0; i < 7 && !rc; i++)
-            rc = qsur_fake_quant_backward(&ws, lin[i]->w, lin[i]->rows, lin[i]->cols, dw[i], dw[i], err);
-    }
+    int64_t V = p->o->cfg.vocab_size;
+    double t = qsur_seconds();
+    int rc = teacher_logits(p->teacher, p->st, p->tc, p->seq, p->tok, p->B, p->T, V, p->zfp, err);
+    lap(&p->t_teacher, &t);
+    if (!rc)
+        rc = qsur_gpu_train_zero(g->gt, err);
+    if (!rc)
+        rc = gpu_loss(p->o, g, p->tok, p->zfp, p->B, p->T, p->dz, loss, kl, err);
+    lap(&p->t_backward, &t); /* forward, loss and backward together */
     return rc;
 }
 
@@ -529,22 +523,16 @@ static void set_training_model(const qsur_ostquant *o, qsur_llama *fm, batch_par
  * zsel), part by part in the parts' tapes; snapshot when best. Uses
  * o->best_ema for the best selection loss. */
 static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                              const float *zsel, int T, qsur_gpu_train *gt, qsur_llama *gfm, float *glog,
-                              qsur_error *err)
+                              const float *zsel, int T, gpu_run *g, qsur_error *err)
 {
     int rc = QSUR_OK;
     double loss = 0.0;
     int64_t V = o->cfg.vocab_size, row = 0;
-    if (gt) { /* one part: the GPU forward */
+    if (g) { /* one part: the GPU forward */
         double kl;
-        int kltop = o->opts.loss == QSUR_OSTQ_KLTOP;
-        if ((rc = gpu_model_now(o, gfm, err)) || (rc = qsur_gpu_train_load(gt, gfm, err)) ||
-            (rc = qsur_gpu_train_forward(gt, sel, kltop ? NULL : glog, err)) ||
-            (kltop && (rc = qsur_gpu_train_kltop(gt, zsel, o->opts.topk, 1.0, &kl, err))))
+        if ((rc = qsur_gpu_ostq_fuse(g->go, o, err)) ||
+            (rc = gpu_loss(o, g, sel, zsel, parts[0].B, T, NULL, &loss, &kl, err)))
             return rc;
-        loss = kltop ? kl
-                     : qsur_ostquant_loss_eval(o->opts.loss, o->opts.topk, glog, zsel, sel, parts[0].B, T, (int)V,
-                                               NULL, &kl);
         np = 0;
     } else {
         set_training_model(o, fm, parts, np);
@@ -568,11 +556,10 @@ static int select_check_timed(qsur_ostquant *o, qsur_llama *fm, batch_part *part
 }
 
 static int select_check(qsur_ostquant *o, qsur_llama *fm, batch_part *parts, int np, const int *sel,
-                        const float *zsel, int T, qsur_gpu_train *gt, qsur_llama *gfm, float *glog,
-                        qsur_error *err)
+                        const float *zsel, int T, gpu_run *g, qsur_error *err)
 {
     double t = qsur_seconds();
-    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, gt, gfm, glog, err);
+    int rc = select_check_timed(o, fm, parts, np, sel, zsel, T, g, err);
     lap(&o->time.select, &t);
     return rc;
 }
@@ -594,12 +581,7 @@ typedef struct {
     double *dr, *drov, *dls;   /* Euclidean gradients of R_res, every R_ov, log s */
     qsur_llama_online_t ot;
     teacher_cache tc;
-    /* opts.gpu: the GPU's buffers, the whole fused float model it uploads, the
-     * gradients of its weights, the GPU forward's logits on the host [B][T][V] */
-    qsur_gpu_train *gt;
-    qsur_llama *gfm;
-    qsur_llama_grads *ggrads;
-    float *glog;
+    gpu_run gpu;               /* opts.gpu (gpu.gt NULL: the CPU) */
 } train_run;
 
 /* The teacher shares the base's float weights; its linears' quantized copies
@@ -647,7 +629,7 @@ static int parts_new(qsur_ostquant *o, train_run *r, qsur_error *err)
             return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
         int rc = o->opts.gpu ? QSUR_OK /* the GPU keeps its own tape */
                              : qsur_llama_tape_new(&p->tape, r->fm, p->B, r->T, err);
-        if (!rc)
+        if (!rc && !o->opts.gpu) /* the GPU fuses on the device */
             rc = qsur_ostq_fused_new(&p->fz, o, r->fm, (int64_t)p->B * r->T, train_wquant(o), err);
         if (!rc)
             rc = qsur_llama_state_new(&p->st, &r->teacher, p->B, r->T, err);
@@ -676,16 +658,23 @@ static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err
     return QSUR_OK;
 }
 
-/* opts.gpu: the GPU's buffers for the batch, the float model it uploads
- * and the gradients' host copy. */
+/* opts.gpu: the GPU's buffers for a micro-batch (one sequence for models of
+ * dim >= 2048, whose tapes are GBs; else the whole batch), the training hooks
+ * (on r->fm) uploaded once, the base's folded weights kept on the GPU, and
+ * the host scratch of the logits. */
 static int gpu_setup(const qsur_ostquant *o, train_run *r, qsur_error *err)
 {
-    int rc = qsur_gpu_train_new(&r->gt, &o->cfg, r->B, r->T, err);
+    gpu_run *g = &r->gpu;
+    if (o->opts.sov_train) /* the device fusion (gpu_ostq.c) has only the exact S_ov */
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: sov-train=code trains on the CPU only (set device cpu)");
+    qsur_quant_spec ws = qsur_ostq_train_wspec(o);
+    qsur_ostq_set_hooks(o, r->fm, o->rot);
+    r->fm->hooks.act_wo.ste_const = o->opts.ste_const;
+    g->mb = o->cfg.dim >= 2048 ? 1 : r->B;
+    int rc = qsur_gpu_train_new(&g->gt, &o->cfg, g->mb, r->T, err);
     if (!rc)
-        rc = qsur_llama_new(&r->gfm, &o->cfg, err);
-    if (!rc)
-        rc = qsur_llama_grads_new(&r->ggrads, r->gfm, err);
-    if (!rc && !(r->glog = malloc((size_t)(r->N * r->V) * sizeof(float))))
+        rc = qsur_gpu_ostq_new(&g->go, g->gt, o, &r->fm->hooks, train_wquant(o) ? &ws : NULL, 0, err);
+    if (!rc && !(g->glog = malloc((size_t)g->mb * r->T * r->V * sizeof(float))))
         rc = qsur_fail(err, QSUR_ERR_NOMEM, "ostquant: out of memory for a batch of %d x %d", r->B, r->T);
     return rc;
 }
@@ -710,10 +699,9 @@ static void train_teardown(train_run *r)
     free(r->dr);
     free(r->drov);
     free(r->dls);
-    qsur_gpu_train_free(r->gt);
-    qsur_llama_free(r->gfm);
-    qsur_llama_grads_free(r->ggrads);
-    free(r->glog);
+    qsur_gpu_ostq_free(r->gpu.go);
+    qsur_gpu_train_free(r->gpu.gt);
+    free(r->gpu.glog);
 }
 
 /* Shapes, allocations, the teacher, the seeded epoch order (the same
@@ -802,18 +790,20 @@ static int optimise(qsur_ostquant *o, train_run *r, qsur_error *err)
 }
 
 /* train_step's forward, loss, backward and chain rule on the GPU (opts.gpu):
- * the whole fused model made on the CPU and uploaded, the passes and the
- * KL-Top loss on the GPU, the weight STE and the chain rule on the CPU. */
+ * the parameters fused into the device weights (the base's folded weights
+ * stay there), the passes and the KL-Top loss on the GPU, then the weights'
+ * STE and the chain rule on the GPU; only the parameters and their gradients
+ * cross PCIe. */
 static int gpu_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
 {
     double tp = qsur_seconds();
     batch_part *p = &r->parts[0];
     *loss = *kl = NAN;
-    int rc = gpu_model_now(o, r->gfm, err);
+    int rc = qsur_gpu_ostq_fuse(r->gpu.go, o, err);
     lap(&o->time.fuse, &tp);
     p->t_forward = p->t_teacher = p->t_loss = p->t_backward = 0.0;
     if (!rc)
-        rc = gpu_batch(p, r->gt, r->gfm, r->glog, r->ggrads, loss, kl, err);
+        rc = gpu_batch(p, &r->gpu, loss, kl, err);
     o->time.forward += p->t_forward;
     o->time.teacher += p->t_teacher;
     o->time.loss += p->t_loss;
@@ -823,10 +813,7 @@ static int gpu_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qs
         return rc;
     if (!isfinite(*loss))
         return qsur_fail(err, QSUR_ERR_NUMERIC, "ostquant: loss is not finite at step %d (lower lr?)", o->step + 1);
-    if (train_wquant(o) && (rc = gpu_wquant_ste(o, r->gfm, r->ggrads, err)))
-        return rc;
-    lap(&o->time.ste, &tp);
-    rc = qsur_ostquant_param_grads(o, r->gfm, r->ggrads, r->dr, r->drov, r->dls, err);
+    rc = qsur_gpu_ostq_grads(r->gpu.go, o, r->dr, r->drov, r->dls, err); /* the STE inside */
     lap(&o->time.chain, &tp);
     return rc;
 }
@@ -840,7 +827,7 @@ static int gpu_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qs
  * gpu_step instead. */
 static int train_step(qsur_ostquant *o, train_run *r, double *loss, double *kl, qsur_error *err)
 {
-    if (r->gt) {
+    if (r->gpu.gt) {
         int rc = gpu_step(o, r, loss, kl, err);
         double tp = qsur_seconds();
         if (!rc && o->opts.clip_grad > 0)
@@ -886,7 +873,7 @@ static int after_step(qsur_ostquant *o, train_run *r, const qsur_tokens *calib, 
     int rc;
     o->ema = isnan(o->ema) ? loss : 0.9 * o->ema + 0.1 * loss;
     if (!o->opts.keep_last && (o->step % SELECT_EVERY == 0 || o->step == o->opts.steps) &&
-        (rc = select_check(o, r->fm, r->parts, r->np, r->sel, r->zsel, r->T, r->gt, r->gfm, r->glog, err)))
+        (rc = select_check(o, r->fm, r->parts, r->np, r->sel, r->zsel, r->T, r->gpu.gt ? &r->gpu : NULL, err)))
         return rc;
     qsur_ostquant_log row = {o->step, loss, kl, NAN};
     if (eval && o->opts.eval_every > 0 && (o->step % o->opts.eval_every == 0 || o->step == o->opts.steps)) {
@@ -938,7 +925,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
         o->has_cur = 0;
     }
     if (!rc && !isfinite(o->best_ema) && !o->opts.keep_last)
-        rc = select_check(o, r.fm, r.parts, r.np, r.sel, r.zsel, r.T, r.gt, r.gfm, r.glog, err);
+        rc = select_check(o, r.fm, r.parts, r.np, r.sel, r.zsel, r.T, r.gpu.gt ? &r.gpu : NULL, err);
     /* the start point of this call (step 0, or where a resumed run stands) */
     if (!rc && o->opts.qsur_every > 0 && !(o->nqlog > 0 && o->qlog[o->nqlog - 1].step == o->step))
         rc = qsur_log_add(o, calib, err);

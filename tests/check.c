@@ -60,6 +60,13 @@ const char *check_shared(const char *rel)
     static char buf[4096];
     const char *base = getenv("QSUR_SHARED");
     snprintf(buf, sizeof buf, "%s/%s", base && *base ? base : "../shared", rel);
+    /* every caller reads the file: stop here with one line rather than let a
+     * test go on with a model it could not load (and crash on it) */
+    if (access(buf, R_OK) != 0) {
+        fprintf(stderr, "FAIL %s: test data not readable (the tests read ../shared beside the project root, "
+                        "or $QSUR_SHARED)\n", buf);
+        exit(1);
+    }
     return buf;
 }
 

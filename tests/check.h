@@ -13,7 +13,8 @@ extern int check_passed, check_failed;
 void check_report(int ok, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int check_done(void);
-/* Path of a file in ../shared (or $QSUR_SHARED); static buffer, one at a time. */
+/* Path of a file in ../shared (or $QSUR_SHARED); static buffer, one at a time.
+ * Exits with a failure line when the file is not readable. */
 const char *check_shared(const char *rel);
 /* Path under the project source tree ($QSUR_SOURCE or "."); static buffer. */
 const char *check_source(const char *rel);

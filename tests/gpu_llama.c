@@ -73,7 +73,7 @@ static void compare(const char *what, const qsur_llama *m, const qsur_tokens *t,
 
 /* Activation capture on the GPU (fp32) against the CPU's, every tensor of
  * every layer, with online Hadamards attached (the hooks run) and a seeded
- * token subset: the same rows, values within 1e-5 of each tensor's largest. */
+ * token subset: the same rows, values within 3e-5 of each tensor's largest (measured ~1e-5). */
 static void capture(const qsur_llama *m, const qsur_tokens *t)
 {
     qsur_error err;
@@ -104,7 +104,10 @@ static void capture(const qsur_llama *m, const qsur_tokens *t)
     }
     printf("capture (%d tensors, %lld tokens of 2048): GPU vs CPU within %.2g of each tensor's largest\n",
            wc.count, (long long)nc, worst);
-    CHECK_MSG(worst < 1e-5, "capture: GPU vs CPU differ by %g", worst);
+    /* fp32 through up to 5 layers; the summation order is cuBLAS's choice on
+     * the host it runs on: 9.2e-6 and 1.05e-5 on two H200 hosts (a wrong row,
+     * layer or capture point is off by O(1)) */
+    CHECK_MSG(worst < 3e-5, "capture: GPU vs CPU differ by %g", worst);
     qsur_workspace_clear(&wc);
     qsur_workspace_clear(&wg);
 }

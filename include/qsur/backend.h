@@ -28,6 +28,7 @@
 #include "qsur/llama_text.h"
 #include "qsur/llama_train.h"
 #include "qsur/llama_wquant.h"
+#include "qsur/ostquant.h"
 #include "qsur/progress.h"
 #include "qsur/quant.h"
 #include "qsur/safetensors.h"
@@ -91,6 +92,10 @@ int qsur_gpu_model_new(qsur_gpu_model **out, const qsur_llama *m, qsur_gpu_preci
 void qsur_gpu_model_free(qsur_gpu_model *g);
 /* Bytes of GPU memory the model's weights and buffers take. */
 double qsur_gpu_model_bytes(const qsur_gpu_model *g);
+/* Query rows per attention chunk (1..512, default 512): each chunk's fp32
+ * scores (heads x rows x keys) are written and read once; smaller chunks can
+ * stay in the GPU's L2 cache at the price of smaller GEMMs (bench_gpu). */
+int qsur_gpu_model_set_att_chunk(qsur_gpu_model *g, int rows, qsur_error *err);
 
 /* Timers of the last call (seconds, device-synchronised). */
 typedef struct {
@@ -250,6 +255,38 @@ int qsur_gpu_train_zero(qsur_gpu_train *t, qsur_error *err);
 /* Copies the device gradients into g (overwritten; g of the model's shape,
  * d_output the classifier's own, as qsur_llama_backward's). */
 int qsur_gpu_train_grads(qsur_gpu_train *t, qsur_llama_grads *g, qsur_error *err);
+
+/* OSTQuant's transform side on the GPU (src/backend/cuda/gpu_ostq.c), on the
+ * buffers of a qsur_gpu_train t: the base model's folded weights (norm gains
+ * in the next linear, as qsur_ostquant's fusion reads them) stay on the GPU
+ * in fp32 for the whole run; each step _fuse folds o's current R_res, R_ov
+ * and scales into t's weights (fp32 GEMMs, no TF32; the weights RTN'd in
+ * place with wspec when it is given), the passes run on t, and _grads applies
+ * the weights' STE and the chain rule from t's weight gradients to the
+ * parameters on the device. Only the parameters and their gradients cross
+ * PCIe. The math of qsur_ostquant_fuse_into and qsur_ostquant_param_grads,
+ * other summation orders. */
+typedef struct qsur_gpu_ostq qsur_gpu_ostq;
+
+/* hooks: the training model's (activation, wo-input, KV quantizers, online
+ * rotations: uploaded to t once here); wspec: the training-time weight
+ * quantizer (NULL: weights stay float); random_seed != 0: random base weights
+ * made on the device instead of o->base's (benchmarks of real shapes). */
+int qsur_gpu_ostq_new(qsur_gpu_ostq **out, qsur_gpu_train *t, const qsur_ostquant *o,
+                      const qsur_llama_hooks *hooks, const qsur_quant_spec *wspec,
+                      uint64_t random_seed, qsur_error *err);
+void qsur_gpu_ostq_free(qsur_gpu_ostq *g);
+/* Bytes of GPU memory the base weights and the scratch take (t's apart). */
+double qsur_gpu_ostq_bytes(const qsur_gpu_ostq *g);
+/* t's weights, norm gains, embeddings and classifier = the fused model of o's
+ * current r_res, r_ov, ls (quantized when wspec was given). */
+int qsur_gpu_ostq_fuse(qsur_gpu_ostq *g, const qsur_ostquant *o, qsur_error *err);
+/* After a backward on t (gradients of the weights _fuse made): d_r_res
+ * [dim^2], d_r_ov [as o->r_ov], d_ls [o->n_ls], overwritten, as
+ * qsur_ostquant_param_grads gives them (Euclidean; log-space for scales).
+ * t's weight gradients are consumed. */
+int qsur_gpu_ostq_grads(qsur_gpu_ostq *g, const qsur_ostquant *o, double *d_r_res, double *d_r_ov,
+                        double *d_ls, qsur_error *err);
 
 /* qsur_fake_quant_backward (qsur/quant_ste.h) of one rows x cols matrix
  * with the training kernels, host in and out. For tests. */

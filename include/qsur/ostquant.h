@@ -144,10 +144,13 @@ typedef struct {
                              float (weight-only), as the OSTQuant code keeps it
                              (online_hadamard=down); 0: only with quantized activations,
                              so a weight-only model exports to any Llama runtime */
-    int gpu;              /* 1: each step's training forward and backward (and the
-                             selection checks' forward) on the GPU, qsur_gpu_train_*
-                             in qsur/backend.h (fp32; the batch is not split over
-                             threads); fusion, chain rule and optimiser on the CPU */
+    int gpu;              /* 1: each step on the GPU (qsur/backend.h: qsur_gpu_ostq_*
+                             fuses the parameters into the device-resident base
+                             weights, applies the STE and the chain rule there;
+                             qsur_gpu_train_* runs the passes, fp32; the batch is not
+                             split over threads, micro-batches of one sequence for
+                             models >= 2048 wide); the teacher's logits, the R_ov and
+                             scale optimisers and Cayley-Adam's moments on the CPU */
 } qsur_ostquant_opts;
 
 qsur_ostquant_opts qsur_ostquant_default(void);
@@ -168,7 +171,9 @@ typedef struct {
     double teacher;   /* float teacher forward */
     double loss;      /* loss and dL/dlogits */
     double backward;  /* backward through the quantized model, making each linear again,
-                         with the weight STE and the chain rule of each linear */
+                         with the weight STE and the chain rule of each linear (opts.gpu:
+                         forward, loss and backward of the micro-batches together; the
+                         fusion in fuse, the STE and chain rule in chain) */
     double ste;       /* 0: inside backward */
     double chain;     /* the parts' parameter gradients summed */
     double optim;     /* Cayley-Adam and Adam steps */
@@ -281,8 +286,9 @@ int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_ro
                        qsur_error *err);
 
 /* Writes the fused float weights of the current parameters into fm, a float
- * model of o->cfg (qsur_llama_new): for tests of small models and the GPU step;
- * the training-time function (with opts.sov_train not the deployed one). QSUR_ERR_NOMEM
+ * model of o->cfg (qsur_llama_new): for tests of small models (and the GPU
+ * step's tests: its own fusion runs on the device); the training-time function
+ * (with opts.sov_train not the deployed one). QSUR_ERR_NOMEM
  * (fm untouched) when its scratch cannot be had. */
 int qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm, qsur_error *err);
 /* Chain rule from gradients w.r.t. the fused float weights of fm (d_output

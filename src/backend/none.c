@@ -45,6 +45,12 @@ double qsur_gpu_model_bytes(const qsur_gpu_model *g)
     return 0;
 }
 
+int qsur_gpu_model_set_att_chunk(qsur_gpu_model *g, int rows, qsur_error *err)
+{
+    (void)g, (void)rows;
+    return no_cuda(err);
+}
+
 int qsur_gpu_perplexity(qsur_gpu_model *g, const qsur_tokens *t, int seq_len, int max_seqs,
                         int batch, const qsur_progress *prog, qsur_llama_ppl *out,
                         qsur_gpu_timing *timing, qsur_error *err)
@@ -216,5 +222,38 @@ int qsur_gpu_train_kltop(qsur_gpu_train *t, const float *zfp, int topk, double w
                          qsur_error *err)
 {
     (void)t, (void)zfp, (void)topk, (void)weight, (void)kl;
+    return no_cuda(err);
+}
+
+int qsur_gpu_ostq_new(qsur_gpu_ostq **out, qsur_gpu_train *t, const qsur_ostquant *o,
+                      const qsur_llama_hooks *hooks, const qsur_quant_spec *wspec,
+                      uint64_t random_seed, qsur_error *err)
+{
+    (void)t, (void)o, (void)hooks, (void)wspec, (void)random_seed;
+    *out = NULL;
+    return no_cuda(err);
+}
+
+void qsur_gpu_ostq_free(qsur_gpu_ostq *g)
+{
+    (void)g;
+}
+
+double qsur_gpu_ostq_bytes(const qsur_gpu_ostq *g)
+{
+    (void)g;
+    return 0;
+}
+
+int qsur_gpu_ostq_fuse(qsur_gpu_ostq *g, const qsur_ostquant *o, qsur_error *err)
+{
+    (void)g, (void)o;
+    return no_cuda(err);
+}
+
+int qsur_gpu_ostq_grads(qsur_gpu_ostq *g, const qsur_ostquant *o, double *d_r_res, double *d_r_ov,
+                        double *d_ls, qsur_error *err)
+{
+    (void)g, (void)o, (void)d_r_res, (void)d_r_ov, (void)d_ls;
     return no_cuda(err);
 }

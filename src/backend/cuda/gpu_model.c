@@ -165,6 +165,7 @@ static int model_begin(qsur_gpu_model **out, const qsur_llama_config *cfg, qsur_
     g->esz = g->bf16 ? 2 : 4;
     g->max_batch = max_batch;
     g->max_seq = max_seq;
+    g->att_chunk = ATT_CHUNK;
     g->cap_point = -1;
     qsur_quant_spec off = {16, 1, QSUR_GRAN_ROW, 0, 1.0, 0, 0, 0.0, 0, 0};
     g->act = g->kv = cu_quant(&off);
@@ -306,6 +307,15 @@ double qsur_gpu_model_bytes(const qsur_gpu_model *g)
     return g ? g->bytes : 0;
 }
 
+int qsur_gpu_model_set_att_chunk(qsur_gpu_model *g, int rows, qsur_error *err)
+{
+    if (rows < 1 || rows > ATT_CHUNK)
+        return qsur_fail(err, QSUR_ERR_ARG, "gpu attention chunk: %d rows, expected 1..%d", rows,
+                         ATT_CHUNK);
+    g->att_chunk = rows;
+    return QSUR_OK;
+}
+
 /* ---- forward ---------------------------------------------------------------- */
 
 /* out[N][rows] (fp32, ldc) = in[N][cols] (ct) W^T (ct rows x cols), + beta out. */
@@ -314,6 +324,15 @@ static int linear(qsur_gpu_model *g, const void *W, int rows, int cols, const vo
 {
     return qsur_gpu_gemm(&g->ctx, g->bf16, 1, 0, rows, (int)N, cols, 1.0f, W, cols, in, cols, beta,
                          out, 0, ldc, err);
+}
+
+/* The same with out in ct: in bf16 mode the wide q|k|v and gate|up outputs are
+ * written and read back at half the bytes when nothing needs them in fp32. */
+static int linear_ct(qsur_gpu_model *g, const void *W, int rows, int cols, const void *in, int64_t N,
+                     void *out, qsur_error *err)
+{
+    return qsur_gpu_gemm(&g->ctx, g->bf16, 1, 0, rows, (int)N, cols, 1.0f, W, cols, in, cols, 0.0f,
+                         out, 1, rows, err);
 }
 
 /* x (rows x n fp32) <- x R in place, through tmp. */
@@ -339,8 +358,8 @@ static int attention(qsur_gpu_model *g, int B, int T, void *out, int out_ct, qsu
     const size_t e = g->esz;
     int rc = QSUR_OK;
     for (int b = 0; b < B && !rc; b++)
-        for (int r0 = 0; r0 < T && !rc; r0 += ATT_CHUNK) {
-            int R = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, S = r0 + R;
+        for (int r0 = 0; r0 < T && !rc; r0 += g->att_chunk) {
+            int R = T - r0 < g->att_chunk ? T - r0 : g->att_chunk, S = r0 + R;
             const char *qb = (const char *)g->q_ct + ((size_t)b * T + r0) * dim * e;
             const char *kb = (const char *)g->k_ct + (size_t)b * T * kv * e;
             const char *vb = (const char *)g->v_ct + (size_t)b * T * kv * e;
@@ -414,13 +433,16 @@ static int attention_block(qsur_gpu_model *g, const gpu_layer *L, int B, int T, 
             return rc;
         qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, d, &g->act, st);
     }
-    if ((rc = linear(g, L->wqkv, d + 2 * kv, d, g->in_ct, N, g->qkv, d + 2 * kv, 0.0f, err)))
+    int direct = !g->qk.R && g->kv.bits >= 16 && !sink_wants(g, QSUR_CAP_K) && !sink_wants(g, QSUR_CAP_V);
+    rc = direct ? linear_ct(g, L->wqkv, d + 2 * kv, d, g->in_ct, N, g->qkv, err)
+                : linear(g, L->wqkv, d + 2 * kv, d, g->in_ct, N, g->qkv, d + 2 * kv, 0.0f, err);
+    if (rc)
         return rc;
-    if (!g->qk.R && g->kv.bits >= 16 && !sink_wants(g, QSUR_CAP_K) && !sink_wants(g, QSUR_CAP_V)) {
-        qsur_cu_split_rope(g->q_ct, g->k_ct, g->v_ct, g->bf16, g->qkv, N, T, d, kv, hs, g->rope_cos,
+    if (direct) {
+        qsur_cu_split_rope(g->q_ct, g->k_ct, g->v_ct, g->bf16, g->qkv, 1, N, T, d, kv, hs, g->rope_cos,
                            g->rope_sin, st);
     } else {
-        qsur_cu_split_rope(g->q, g->k, g->v, 0, g->qkv, N, T, d, kv, hs, g->rope_cos, g->rope_sin, st);
+        qsur_cu_split_rope(g->q, g->k, g->v, 0, g->qkv, 0, N, T, d, kv, hs, g->rope_cos, g->rope_sin, st);
         if ((rc = online(g, &g->qk, g->q, N * c->n_heads, err)) ||
             (rc = online(g, &g->qk, g->k, N * c->n_kv_heads, err)) ||
             (rc = capture(g, QSUR_CAP_K, g->k, N, kv, err)) || (rc = capture(g, QSUR_CAP_V, g->v, N, kv, err)))
@@ -459,9 +481,14 @@ static int ffn_block(qsur_gpu_model *g, const gpu_layer *L, int B, int T, qsur_e
             return rc;
         qsur_cu_quant_cast(g->in_ct, g->bf16, NULL, g->xn, N, d, &g->act, st);
     }
-    if ((rc = linear(g, L->w13, 2 * h, d, g->in_ct, N, g->gu, 2 * h, 0.0f, err)))
+    int direct = !g->w2_in.R && direct_input(g, QSUR_CAP_W2_IN);
+    rc = direct && g->bf16 ? linear_ct(g, L->w13, 2 * h, d, g->in_ct, N, g->gu, err)
+                           : linear(g, L->w13, 2 * h, d, g->in_ct, N, g->gu, 2 * h, 0.0f, err);
+    if (rc)
         return rc;
-    if (!g->w2_in.R && direct_input(g, QSUR_CAP_W2_IN)) {
+    if (direct && g->bf16) {
+        qsur_cu_swiglu_bf16(g->in_ct, g->gu, N, h, st);
+    } else if (direct) {
         qsur_cu_swiglu(g->in_ct, g->bf16, g->gu, N, h, st);
     } else {
         qsur_cu_swiglu(g->h, 0, g->gu, N, h, st);

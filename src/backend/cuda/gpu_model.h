@@ -32,6 +32,7 @@ struct qsur_gpu_model {
     qsur_cu_quant act, kv;
     gpu_online qk, wo_in, w2_in;
     int max_batch, max_seq;
+    int att_chunk; /* query rows per attention chunk, <= ATT_CHUNK (the buffers' size) */
     /* run buffers */
     float *x, *xn, *qkv, *q, *k, *v, *att, *gu, *h, *tmp, *logits, *rope_cos, *rope_sin;
     void *in_ct, *q_ct, *k_ct, *v_ct, *probs;

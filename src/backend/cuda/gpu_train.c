@@ -20,37 +20,8 @@
 #include "gpu_util.h"
 #include "kernels.h"
 #include "qsur/backend.h"
+#include "gpu_train.h"
 #include "train_kernels.h"
-
-typedef struct {
-    float *wqkv, *wo, *w13, *w2, *attention_norm, *ffn_norm;
-    float *dwqkv, *dwo, *dw13, *dw2, *dattention_norm, *dffn_norm;
-    /* the tape, as qsur_llama_tape's fields of this layer; gu = w1 | w3 outputs */
-    float *x_in, *xn1, *xq1, *q, *k, *kq, *v, *vq, *P, *a, *aq, *x_mid, *xn2, *xq2, *gu, *g, *gq;
-} train_layer;
-
-struct qsur_gpu_train {
-    qsur_gpu_ctx ctx;
-    qsur_llama_config cfg;
-    int B, T;
-    int64_t N;
-    train_layer *L;
-    float *emb, *norm, *out, *demb, *dnorm, *dout;
-    float *x_final, *xnf, *logits, *dlogits;
-    float *zfp;     /* [N][V] the teacher's logits for the device loss (allocated on first use) */
-    double *klrow;  /* [N] per-token KL-Top */
-    float *qk, *wo_in, *w2_in; /* online transforms (NULL: none) */
-    qsur_cu_quant act, act_wo, kv;
-    int act_sc, act_wo_sc, kv_sc; /* ste_const of each */
-    float *rope_cos, *rope_sin, *ones;
-    int *tok;
-    /* scratch */
-    float *x, *qkv, *s1, *s2, *dgu, *dq, *dk, *dv, *dP, *dgrow, *tmp;
-    double bytes;
-    /* every device allocation, freed together */
-    void **allocs;
-    int nallocs, capallocs;
-};
 
 static int talloc(qsur_gpu_train *t, float **p, size_t floats, qsur_error *err)
 {
@@ -203,7 +174,7 @@ static int upload_floats(float *dst, const float *src, size_t n, qsur_error *err
     return qsur_gpu_check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice), "upload", err);
 }
 
-static int upload_hooks(qsur_gpu_train *t, const qsur_llama_hooks *hk, qsur_error *err)
+int qsur_gpu_train_hooks(qsur_gpu_train *t, const qsur_llama_hooks *hk, qsur_error *err)
 {
     char why[160];
     if (!qsur_gpu_train_supported(hk, why, sizeof why))
@@ -233,7 +204,7 @@ int qsur_gpu_train_load(qsur_gpu_train *t, const qsur_llama *m, qsur_error *err)
     if (m->cfg.dim != c->dim || m->cfg.hidden_dim != c->hidden_dim || m->cfg.n_layers != c->n_layers ||
         m->cfg.kv_dim != c->kv_dim || m->cfg.n_heads != c->n_heads || m->cfg.vocab_size != c->vocab_size)
         return qsur_fail(err, QSUR_ERR_ARG, "gpu train: the model's shape is not the buffers'");
-    int rc = upload_hooks(t, &m->hooks, err);
+    int rc = qsur_gpu_train_hooks(t, &m->hooks, err);
     for (int l = 0; l < c->n_layers && !rc; l++) {
         const qsur_llama_layer *L = &m->layers[l];
         train_layer *G = &t->L[l];
@@ -623,7 +594,7 @@ int qsur_gpu_train_random(qsur_gpu_train *t, const qsur_llama_hooks *hooks, uint
     int64_t d = c->dim, h = c->hidden_dim, kv = c->kv_dim, V = c->vocab_size;
     float ad = 1.0f / sqrtf((float)d), ah = 1.0f / sqrtf((float)h);
     cudaStream_t st = t->ctx.stream;
-    int rc = upload_hooks(t, hooks, err);
+    int rc = qsur_gpu_train_hooks(t, hooks, err);
     for (int l = 0; l < c->n_layers && !rc; l++) {
         train_layer *L = &t->L[l];
         uint64_t s = seed * 1000003u + (uint64_t)l * 8u;

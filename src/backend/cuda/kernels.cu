@@ -64,18 +64,18 @@ __global__ void rmsnorm_kernel(T *out, const float *x, const float *g, int n, do
         o[j] = from_f<T>(__fmul_rn(__fmul_rn(xr[j], inv), g[j]));
 }
 
-template <typename T>
-__global__ void split_rope_kernel(T *q, T *k, T *v, const float *qkv, int T_, int dim, int kv,
+template <typename T, typename TI>
+__global__ void split_rope_kernel(T *q, T *k, T *v, const TI *qkv, int T_, int dim, int kv,
                                   int hs, const float *cos_t, const float *sin_t)
 {
     int64_t r = blockIdx.x;
     int t = (int)(r % T_), half = hs / 2, ld = dim + 2 * kv;
-    const float *src = qkv + r * ld;
+    const TI *src = qkv + r * ld;
     const float *c = cos_t + (int64_t)t * half, *s = sin_t + (int64_t)t * half;
     /* pairs of q then k (RoPE), then plain copies of v */
     for (int p = threadIdx.x; p < (dim + kv) / 2; p += blockDim.x) {
         int col = 2 * p, i = (col % hs) / 2;
-        float a = src[col], b = src[col + 1];
+        float a = to_f(src[col]), b = to_f(src[col + 1]);
         float ra = __fsub_rn(__fmul_rn(a, c[i]), __fmul_rn(b, s[i]));
         float rb = __fadd_rn(__fmul_rn(a, s[i]), __fmul_rn(b, c[i]));
         T *dst = col < dim ? q + r * dim + col : k + r * kv + (col - dim);
@@ -83,17 +83,17 @@ __global__ void split_rope_kernel(T *q, T *k, T *v, const float *qkv, int T_, in
         dst[1] = from_f<T>(rb);
     }
     for (int j = threadIdx.x; j < kv; j += blockDim.x)
-        v[r * kv + j] = from_f<T>(src[dim + kv + j]);
+        v[r * kv + j] = from_f<T>(to_f(src[dim + kv + j]));
 }
 
-template <typename T>
-__global__ void swiglu_kernel(T *out, const float *gu, int64_t N, int h)
+template <typename T, typename TI>
+__global__ void swiglu_kernel(T *out, const TI *gu, int64_t N, int h)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * h)
         return;
     int64_t r = i / h, j = i % h;
-    float g = gu[r * 2 * h + j], u = gu[r * 2 * h + h + j];
+    float g = to_f(gu[r * 2 * h + j]), u = to_f(gu[r * 2 * h + h + j]);
     out[i] = from_f<T>(__fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u));
 }
 
@@ -341,17 +341,21 @@ void qsur_cu_quant_cast(void *out, int bf16, float *out_f32, const float *x, int
         quant_span_kernel<<<spans, kThreads, 0, st>>>((float *)out, out_f32, x, span, *q);
 }
 
-void qsur_cu_split_rope(void *q, void *k, void *v, int bf16, const float *qkv, int64_t N, int T,
-                        int dim, int kv, int hs, const float *cos_t, const float *sin_t,
+void qsur_cu_split_rope(void *q, void *k, void *v, int bf16, const void *qkv, int in_ct, int64_t N,
+                        int T, int dim, int kv, int hs, const float *cos_t, const float *sin_t,
                         qsur_cu_stream st)
 {
-    if (bf16)
-        split_rope_kernel<<<(unsigned)N, kThreads, 0, st>>>((__nv_bfloat16 *)q, (__nv_bfloat16 *)k,
-                                                            (__nv_bfloat16 *)v, qkv, T, dim, kv, hs,
-                                                            cos_t, sin_t);
-    else
-        split_rope_kernel<<<(unsigned)N, kThreads, 0, st>>>((float *)q, (float *)k, (float *)v, qkv, T,
+    typedef __nv_bfloat16 bf;
+    if (bf16 && in_ct)
+        split_rope_kernel<<<(unsigned)N, kThreads, 0, st>>>((bf *)q, (bf *)k, (bf *)v, (const bf *)qkv, T,
                                                             dim, kv, hs, cos_t, sin_t);
+    else if (bf16)
+        split_rope_kernel<<<(unsigned)N, kThreads, 0, st>>>((bf *)q, (bf *)k, (bf *)v, (const float *)qkv,
+                                                            T, dim, kv, hs, cos_t, sin_t);
+    else
+        split_rope_kernel<<<(unsigned)N, kThreads, 0, st>>>((float *)q, (float *)k, (float *)v,
+                                                            (const float *)qkv, T, dim, kv, hs, cos_t,
+                                                            sin_t);
 }
 
 void qsur_cu_swiglu(void *out, int bf16, const float *gu, int64_t N, int h, qsur_cu_stream st)
@@ -360,6 +364,12 @@ void qsur_cu_swiglu(void *out, int bf16, const float *gu, int64_t N, int h, qsur
         swiglu_kernel<<<grid_for(N * h), kThreads, 0, st>>>((__nv_bfloat16 *)out, gu, N, h);
     else
         swiglu_kernel<<<grid_for(N * h), kThreads, 0, st>>>((float *)out, gu, N, h);
+}
+
+void qsur_cu_swiglu_bf16(void *out, const void *gu, int64_t N, int h, qsur_cu_stream st)
+{
+    swiglu_kernel<<<grid_for(N * h), kThreads, 0, st>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)gu,
+                                                        N, h);
 }
 
 void qsur_cu_softmax_causal(void *probs, int bf16, const float *scores, int heads, int R, int S,

@@ -33,13 +33,16 @@ void qsur_cu_rmsnorm(void *out, int bf16, const float *x, const float *g, int64_
  * (may equal x). */
 void qsur_cu_quant_cast(void *out, int bf16, float *out_f32, const float *x, int64_t rows,
                         int64_t cols, const qsur_cu_quant *q, qsur_cu_stream st);
-/* From qkv [N][ld] (q | k | v): q [N][dim], k [N][kv], v [N][kv] (ct), RoPE on
- * q and k (adjacent pairs), row b*T + t at position t; cos/sin [T][hs/2]. */
-void qsur_cu_split_rope(void *q, void *k, void *v, int bf16, const float *qkv, int64_t N, int T,
-                        int dim, int kv, int hs, const float *cos_t, const float *sin_t,
+/* From qkv [N][ld] (q | k | v; fp32, or ct when in_ct): q [N][dim], k [N][kv],
+ * v [N][kv] (ct), RoPE on q and k (adjacent pairs, in fp32), row b*T + t at
+ * position t; cos/sin [T][hs/2]. */
+void qsur_cu_split_rope(void *q, void *k, void *v, int bf16, const void *qkv, int in_ct, int64_t N,
+                        int T, int dim, int kv, int hs, const float *cos_t, const float *sin_t,
                         qsur_cu_stream st);
 /* out (ct, [N][h]) = silu(gu[:, :h]) * gu[:, h:2h]. */
 void qsur_cu_swiglu(void *out, int bf16, const float *gu, int64_t N, int h, qsur_cu_stream st);
+/* The same with gu and out in bf16 (the product in fp32). */
+void qsur_cu_swiglu_bf16(void *out, const void *gu, int64_t N, int h, qsur_cu_stream st);
 /* Causal softmax of R query rows (global positions r0 + t) against S keys, for
  * `heads` blocks of R x S fp32 scores (row stride S, block stride R*S), into
  * probs (ct, same layout; may alias scores when fp32):

@@ -24,6 +24,9 @@ template <> __device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float v)
     return __float2bfloat16_rn(v);
 }
 
+__device__ inline float to_f(float v) { return v; }
+__device__ inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+
 inline unsigned grid_for(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
 
 /* Block-wide reductions over kThreads threads (shared scratch of 32 slots). */
