@@ -9,7 +9,7 @@
 # SEEDS (default "1 2 3"), W16_SEEDS (the W4A16KV16 OSTQuant seeds, default
 # SEEDS), ABL_BATCH (batch of the ablation runs, default 8), RESULTS_TMP,
 # RESULTS_LIST (both below),
-# ABLATIONS (default "full exact init ste-const qk-off no-scale klt sov-code no-stab"), JOBS (runs
+# ABLATIONS (default "full exact init ste-const qk-off no-scale womi sov-qsur no-stab"), JOBS (runs
 # at a time, default 2). Every cell is one fresh `qsur -c '...'` run with BLAS on
 # one thread; the exact scripts are printed in the document. Every quantized run
 # prints the perplexity on the calibration stream (the training data: what
@@ -25,7 +25,7 @@ S=${QSUR_SHARED:-../shared}
 read -r -a SEEDS <<< "${SEEDS:-1 2 3}"
 read -r -a W16_SEEDS <<< "${W16_SEEDS:-${SEEDS[*]}}"
 ABL_BATCH=${ABL_BATCH:-8}
-read -r -a ABLATIONS <<< "${ABLATIONS-full exact init ste-const qk-off no-scale klt sov-code no-stab}"
+read -r -a ABLATIONS <<< "${ABLATIONS-full exact init ste-const qk-off no-scale womi sov-qsur no-stab}"
 JOBS=${JOBS:-2}
 . docs/results_lib.sh
 results_setup results_protocol.sh protocol # <!-- protocol:begin --> ... <!-- protocol:end -->
@@ -37,11 +37,12 @@ PPL2="ppl $C seqs=64; $PPL" # calib, then eval
 HEAD="model load $M; calib $C seqs=64"
 declare -A qpreset=([W4A4KV4]="quant preset=paper-w4a4kv4" [W4A16KV16]="quant preset=paper-w4a16kv16")
 declare -A abl_args=([full]="" [exact]="smooth=exact" [init]="steps=0" [ste-const]="ste=const" [qk-off]="qk-scale=off"
-  [no-scale]="no-scale" [klt]="klt" [keep-best]="keep=best" [no-womi]="no-womi" [sov-code]="sov-order=code" [no-stab]="stabilize=0")
+  [no-scale]="no-scale" [klt]="klt" [keep-best]="keep=best" [no-womi]="no-womi" [sov-code]="sov-order=code" [no-stab]="stabilize=0"
+  [womi]="womi" [sov-qsur]="sov-order=qsur" [sov-train]="sov-train=code" [sov-exact]="sov-train=exact")
 declare -A abl_label=(
   [full]="**OSTQuant, protocol** (batch $ABL_BATCH)"
   [exact]="S_ud, S_qk as exact equivalences (qsur before)"
-  [init]="init only (WOMI, steps=0)"
+  [init]="init only (the preset's start, steps=0)"
   [ste-const]="asymmetric STE with a constant scale (qsur before)"
   [qk-off]="no S_qk"
   [no-scale]="no learned scales"
@@ -49,7 +50,11 @@ declare -A abl_label=(
   [keep-best]="keep the best selection-batch step"
   [no-womi]="Hadamard start"
   [sov-code]="S_ov before R_ov, v' = (v / s) R_ov (the paper code's order)"
-  [no-stab]="no momentum doubling every 10 steps (qsur before the fourth pass)")
+  [no-stab]="no momentum doubling every 10 steps (qsur before the fourth pass)"
+  [womi]="WOMI start (qsur's) instead of the code's KLT"
+  [sov-qsur]="S_ov after R_ov, v' = (v R_ov) / s (qsur's order)"
+  [sov-train]="S_ov trained on wo's rows, as the code's training forward (fifth pass)"
+  [sov-exact]="S_ov trained as the exact equivalence (qsur before the fifth pass)")
 # id -> script; every quantized script prints calib and eval perplexity of RTN
 # weights, then of GPTQ weights
 declare -A script

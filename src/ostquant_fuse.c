@@ -171,14 +171,47 @@ static void ov_rows(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, f
     }
 }
 
+/* S_ov of layer l expanded to the rows of wo: row i gets s[g hs + i % hs]
+ * with g = (i / hs) / group (the OSTQuant code's expand to the query heads,
+ * used on the rows: dim = n_heads head_size). */
+static float sov_row(const qsur_ostquant *o, const float *so, int64_t i)
+{
+    int64_t hs = o->cfg.head_size, group = o->cfg.n_heads / o->cfg.n_kv_heads;
+    return so[(i / hs / group) * hs + i % hs];
+}
+
+/* sov_train while training: wo' = R^T (S_row wo), each column block of head h
+ * times R_g, no column scale (the OSTQuant code's training-time o_proj). */
+static void fuse_wo_train_code(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const float *A, float *W)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hs = c->head_size;
+    int group = c->n_heads / c->n_kv_heads;
+    const float *so = f->s + qsur_ostq_ls_ov(o, l);
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < d; j++)
+            f->tmp2[i * d + j] = A[i * d + j] * sov_row(o, so, i);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d, f->tmp2, (int)d,
+                0.0f, f->tmp, (int)d);
+    for (int h = 0; h < c->n_heads; h++) {
+        const float *Rg = f->Rov + ((size_t)l * c->n_kv_heads + h / group) * hs * hs;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)hs, (int)hs, 1.0f,
+                    f->tmp + (size_t)h * hs, (int)d, Rg, (int)hs, 0.0f, W + (size_t)h * hs, (int)d);
+    }
+}
+
 /* wo' = R^T wo, then the column block of head h times R_g S_g, or with
- * sov_code times S_g R_g. */
+ * sov_code times S_g R_g (while training with sov_train: fuse_wo_train_code). */
 static void fuse_wo(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const float *A, float *W)
 {
     const qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, hs = c->head_size;
     int group = c->n_heads / c->n_kv_heads, code = o->opts.sov_code;
     const float *so = f->s + qsur_ostq_ls_ov(o, l);
+    if (f->train && o->opts.sov_train) {
+        fuse_wo_train_code(o, f, l, A, W);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d, A, (int)d, 0.0f,
                 f->tmp, (int)d);
     for (int h = 0; h < c->n_heads; h++) {
@@ -279,6 +312,7 @@ int qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm, qsur_error *
         free(A);
         return qsur_fail(err, QSUR_ERR_NOMEM, "ostquant fuse: out of memory for the scratch");
     }
+    f.train = 1; /* the training-time function (sov_train) */
     int64_t d = o->cfg.dim, V = o->cfg.vocab_size;
     for (int64_t r0 = 0; r0 < V; r0 += f.vrows) {
         int64_t r1 = r0 + f.vrows < V ? r0 + f.vrows : V;
@@ -550,6 +584,49 @@ static void wv_grad(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, c
     input_side_grad(A, kv, d, vpp, dvpp, sa, dR, d_ls + qsur_ostq_ls_attn(o, l));
 }
 
+/* sov_train: wo'_h = Y_h R_g with Y = R^T B, B = S_row A (fuse_wo_train_code):
+ * dR_g += Y_h^T dwo'_h, dY_h = dwo'_h R_g^T, dB = R dY, dR += B dY^T,
+ * dls of row i's scale += sum_j dB_ij B_ij. dW is consumed. */
+static void wo_grad_train_code(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const float *A, float *dW,
+                               float *dR, double *d_r_ov, double *d_ls)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, hs = c->head_size;
+    int group = c->n_heads / c->n_kv_heads;
+    const float *so = f->s + qsur_ostq_ls_ov(o, l);
+    double *dov = d_ls + qsur_ostq_ls_ov(o, l);
+    float *B = f->tmp, *Y = f->tmp2, *dY = dW; /* dY overwrites dW head block by head block below */
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < d; j++)
+            B[i * d + j] = A[i * d + j] * sov_row(o, so, i);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d, B, (int)d, 0.0f,
+                Y, (int)d);
+    for (int h = 0; h < c->n_heads; h++) {
+        int gg = h / group;
+        const float *Rg = f->Rov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
+        double *dRg = d_r_ov + ((size_t)l * c->n_kv_heads + gg) * hs * hs;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)hs, (int)hs, (int)d, 1.0f, Y + (size_t)h * hs,
+                    (int)d, dW + (size_t)h * hs, (int)d, 0.0f, f->dRov, (int)hs);
+        for (int64_t i = 0; i < hs * hs; i++)
+            dRg[i] += f->dRov[i];
+        /* dY_h = dwo'_h R_g^T into Y's block (Y_h is dead now), then back to dW */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)hs, (int)hs, 1.0f, dW + (size_t)h * hs,
+                    (int)d, Rg, (int)hs, 0.0f, Y + (size_t)h * hs, (int)d);
+    }
+    memcpy(dY, Y, (size_t)(d * d) * sizeof(float));
+    /* dR += B dY^T; dB = R dY (into Y) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)d, (int)d, 1.0f, B, (int)d, dY, (int)d, 1.0f,
+                dR, (int)d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d, dY, (int)d,
+                0.0f, Y, (int)d);
+    for (int64_t i = 0; i < d; i++) {
+        double acc = 0;
+        for (int64_t j = 0; j < d; j++)
+            acc += (double)Y[i * d + j] * B[i * d + j];
+        dov[(i / hs / group) * hs + i % hs] += acc;
+    }
+}
+
 /* wo'_h = Y_h R_g S_g with Y = R^T wo (A) (sov_code: Y_h S_g R_g). */
 static void wo_grad(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, const float *A, const float *W,
                     float *dW, float *dR, double *d_r_ov, double *d_ls)
@@ -560,6 +637,10 @@ static void wo_grad(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, c
     const float *so = f->s + qsur_ostq_ls_ov(o, l);
     double *dov = d_ls + qsur_ostq_ls_ov(o, l);
     float *Y = f->tmp, *dY = f->tmp2;
+    if (o->opts.sov_train) {
+        wo_grad_train_code(o, f, l, A, dW, dR, d_r_ov, d_ls);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d, A, (int)d, 0.0f,
                 Y, (int)d);
     for (int h = 0; h < c->n_heads; h++) {

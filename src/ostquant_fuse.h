@@ -46,6 +46,8 @@ typedef struct {
     float *dRov;          /* head_size^2 */
     float *vbuf;
     int64_t vrows;
+    int train;            /* 1: fuse the training-time function (opts.sov_train's wo);
+                             0 (qsur_ostq_scratch_new): the deployed, exact one */
 } qsur_ostq_scratch;
 
 /* 0, or -1 when out of memory (f is then still freeable). */

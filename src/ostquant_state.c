@@ -223,6 +223,7 @@ int qsur_ostquant_save(const qsur_ostquant *oc, const char *path, qsur_error *er
         meta(&m, "wquant_code", "%d", op->wquant_code);
         meta(&m, "rand_signs", "%d", op->rand_signs);
         meta(&m, "sov_code", "%d", op->sov_code);
+        meta(&m, "sov_train", "%d", op->sov_train);
         qsur_quant_spec_format(&o->aospec, sb, sizeof sb);
         meta(&m, "aospec", "%s", sb);
         meta(&m, "qsur_every", "%d", op->qsur_every);
@@ -494,9 +495,9 @@ int qsur_ostquant_load(qsur_ostquant **out, const qsur_llama *base, const char *
     /* the protocol options: absent in state files written before them (0 = off) */
     int *pint[] = {&op.no_wquant, &op.lr_decay, &op.radam, &op.keep_last, &op.reshuffle, &op.klt, &op.learn_qk,
                    &op.ste_const, &op.code_smooth, &op.online_w2, &op.wquant_code, &op.rand_signs,
-                   &op.sov_code};
+                   &op.sov_code, &op.sov_train};
     const char *pk[] = {"no_wquant", "lr_decay", "radam", "keep_last", "reshuffle", "klt", "learn_qk", "ste_const",
-                        "code_smooth", "online_w2", "wquant_code", "rand_signs", "sov_code"};
+                        "code_smooth", "online_w2", "wquant_code", "rand_signs", "sov_code", "sov_train"};
     for (int i = 0; i < (int)(sizeof pk / sizeof *pk) && !rc; i++)
         if (qsur_safetensors_meta(st, pk[i]))
             rc = m_int(st, pk[i], 0, 1, pint[i], err);

@@ -69,6 +69,7 @@ int qsur_ostq_fused_new(qsur_ostq_fused *z, const qsur_ostquant *o, const qsur_l
     z->ws = qsur_ostq_train_wspec(o);
     int64_t lf = qsur_ostq_linear_floats(o), d = o->cfg.dim;
     int bad = qsur_ostq_scratch_new(o, &z->f) != 0;
+    z->f.train = 1; /* the training-time function (sov_train) */
     z->A = qsur_alloc((size_t)lf, sizeof(float));
     z->W = qsur_alloc((size_t)lf, sizeof(float));
     /* the quantized copy is dead before the chain rule uses tmp2 */

@@ -706,6 +706,8 @@ static int teacher_fill_gpu(train_run *r, const qsur_tokens *calib, qsur_error *
 static int gpu_setup(const qsur_ostquant *o, train_run *r, qsur_error *err)
 {
     gpu_run *g = &r->gpu;
+    if (o->opts.sov_train) /* the device fusion (gpu_ostq.c) has only the exact S_ov */
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: sov-train=code trains on the CPU only (set device cpu)");
     qsur_quant_spec ws = qsur_ostq_train_wspec(o);
     qsur_ostq_set_hooks(o, r->fm, o->rot);
     r->fm->hooks.act_wo.ste_const = o->opts.ste_const;

@@ -93,16 +93,20 @@ expect_grep "gptq model damp=0.01 float-acts" "$T/g.qs" "gptq model float-acts l
 # ostquant model preset=paper: 1 step on 2 short sequences, its options in the log
 "$QSUR_BIN" -c "model load $M; quant preset=paper-w4a4kv4; ostquant model preset=paper steps=1 batch=2 seqs=2 seq-len=32 qsur-every=0 calib=$C; save $T/o.qs" > "$T/o.txt" 2>&1; rc=$?
 expect_eq "$rc" 0 "ostquant model preset=paper runs"
-expect_grep "womi qk-scale=on ste=minmax wquant=off clip-grad=1 lr-decay=linear adam-norm=canonical stabilize=10 keep=last shuffle=epoch smooth=code sov-order=qsur online-w2=on calib=" "$T/o.qs" "preset=paper logs every protocol option"
+expect_grep "womi klt qk-scale=on ste=minmax wquant=off clip-grad=1 lr-decay=linear adam-norm=canonical stabilize=10 keep=last shuffle=epoch smooth=code sov-order=code sov-train=exact online-w2=on calib=" "$T/o.qs" "preset=paper logs every protocol option"
+# the code's choices (fifth pass): its KLT start with quantized activations and its S_ov order
+expect_grep " seed=1 womi klt qk-scale" "$T/o.qs" "W4A4KV4 preset=paper starts from the code's KLT"
+expect_grep " sov-order=code " "$T/o.qs" "W4A4KV4 preset=paper takes the code's S_ov order"
 # threads=2 is logged (it can change the last bits), threads=1 is not
 "$QSUR_BIN" -c "model load $M; quant preset=paper-w4a4kv4; ostquant model preset=paper steps=1 batch=2 seqs=2 seq-len=32 qsur-every=0 threads=2 calib=$C; save $T/o2.qs" > "$T/o2.txt" 2>&1; rc=$?
 expect_eq "$rc" 0 "ostquant model threads=2 runs"
-expect_grep "smooth=code sov-order=qsur online-w2=on threads=2 calib=" "$T/o2.qs" "threads=2 logged"
+expect_grep "smooth=code sov-order=code sov-train=exact online-w2=on threads=2 calib=" "$T/o2.qs" "threads=2 logged"
 # weight-only with online-w2=auto: the code's smoothing too, fused offline (no
 # online rotation; preset=paper alone keeps the w2 one: tests/test_online_w2.sh)
 "$QSUR_BIN" -c "model load $M; quant preset=paper-w4a16kv16; ostquant model preset=paper online-w2=auto steps=1 batch=2 seqs=2 seq-len=32 qsur-every=0 calib=$C; save $T/o3.qs" > "$T/o3.txt" 2>&1; rc=$?
 expect_eq "$rc" 0 "ostquant model preset=paper weight-only runs"
-expect_grep "smooth=code sov-order=qsur online-w2=auto calib=" "$T/o3.qs" "weight-only preset=paper logs smooth=code"
+expect_grep "smooth=code sov-order=code sov-train=exact online-w2=auto calib=" "$T/o3.qs" "weight-only preset=paper logs smooth=code and the code's S_ov order"
+expect_grep " seed=1 rhadamard qk-scale" "$T/o3.qs" "weight-only preset=paper starts from random-sign Hadamards, not KLT"
 expect_grep "w2_in: none; qk: none" "$T/o3.txt" "weight-only smooth=code keeps no online rotation"
 expect_grep "lr=0.01689753172873217 lr-scale=0.0017898822675917248 loss=kltop topk=1000" "$T/o.qs" "preset=paper logs the code's lrs and the full KL"
 

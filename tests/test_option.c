@@ -218,7 +218,7 @@ static void check_ostquant_defaults(void)
     CHECK(V("smooth=").i == o.code_smooth && V("threads=").i == o.threads);
     CHECK(!V("womi").i && !V("no-womi").i && !V("klt").i && o.womi && !o.klt);
     CHECK(!V("rhadamard").i && !o.rand_signs && !o.wquant_code && V("online-w2=").i == o.online_w2);
-    CHECK(V("sov-order=").i == o.sov_code && !o.sov_code);
+    CHECK(V("sov-order=").i == o.sov_code && !o.sov_code && V("sov-train=").i == o.sov_train && !o.sov_train);
 #undef V
     CHECK_OK(opt_parse(ostq_layer_opts, 0, 0, NULL, &a, "", &err), err);
     qsur_ostquant_layer_opts l = qsur_ostquant_layer_default();

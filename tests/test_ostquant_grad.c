@@ -676,9 +676,67 @@ static void check_sov_layout(qsur_ostquant *o, qsur_llama *fm)
     qsur_llama_free(ref);
 }
 
+/* sov_train: the training-time wo (qsur_ostquant_fuse_into) against a closed
+ * form: with P = R_res wo' blockdiag(R_g)^T (in double) and P_ref the same of
+ * the fusion with S_ov at 1 (= the folded wo), P_ij = s_row(i) P_ref_ij, the
+ * row i of wo scaled by S_ov expanded to the query heads (s[g hs + i % hs],
+ * g = (i / hs) / group), not its columns. */
+static void check_sov_train_layout(qsur_ostquant *o, qsur_llama *fm)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t d = c->dim, kv = c->kv_dim, hs = c->head_size, ov0 = c->n_layers * d;
+    int group = c->n_heads / c->n_kv_heads;
+    qsur_llama *ref = NULL;
+    qsur_error err;
+    CHECK_OK(qsur_llama_new(&ref, c, &err), err);
+    double *keep = malloc((size_t)o->n_ls * sizeof(double));
+    memcpy(keep, o->ls, (size_t)o->n_ls * sizeof(double));
+    for (int64_t i = ov0; i < ov0 + c->n_layers * kv; i++) /* S_ov at 1 */
+        o->ls[i] = 0.0;
+    CHECK_OK(qsur_ostquant_fuse_into(o, ref, &err), err);
+    memcpy(o->ls, keep, (size_t)o->n_ls * sizeof(double));
+    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
+    double *P = malloc((size_t)(2 * d * d) * sizeof(double)), *Pr = P + d * d, e = 0, big = 0, moved = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const float *W[2] = {fm->layers[l].wo.w, ref->layers[l].wo.w};
+        for (int w = 0; w < 2; w++) /* (R_res W)_ik, then each head block times R_g^T */
+            for (int64_t i = 0; i < d; i++)
+                for (int h = 0; h < c->n_heads; h++) {
+                    const double *Rg = o->r_ov + ((size_t)l * c->n_kv_heads + h / group) * hs * hs;
+                    for (int64_t j = 0; j < hs; j++) {
+                        double a = 0;
+                        for (int64_t k = 0; k < hs; k++) {
+                            double rw = 0;
+                            for (int64_t m = 0; m < d; m++)
+                                rw += o->r_res[i * d + m] * W[w][m * d + h * hs + k];
+                            a += rw * Rg[j * hs + k];
+                        }
+                        (w ? Pr : P)[i * d + h * hs + j] = a;
+                    }
+                }
+        for (int64_t i = 0; i < d; i++) {
+            double s = exp(keep[ov0 + l * kv + (i / hs / group) * hs + i % hs]);
+            for (int64_t j = 0; j < d; j++) {
+                e = fmax(e, fabs(P[i * d + j] - s * Pr[i * d + j]));
+                big = fmax(big, fabs(P[i * d + j]));
+                moved = fmax(moved, fabs(P[i * d + j] - Pr[i * d + j]));
+            }
+        }
+    }
+    CHECK_MSG(e < 1e-5 * fmax(big, 1.0), "sov-train=code: training-time wo differs by %g from the row-scaled closed form",
+              e);
+    CHECK_MSG(moved > 1e-2 * big, "sov-train=code: S_ov changed the training-time wo (%g of %g)", moved, big);
+    free(P);
+    free(keep);
+    qsur_llama_free(ref);
+}
+
 /* code = 1: smooth=code with the online w2 Hadamard on (activations quantized),
  * code = 2: smooth=code weight-only (the Hadamard fused offline);
- * sov: S_ov before R_ov (the OSTQuant code's order) */
+ * sov bit 1: S_ov before R_ov (the OSTQuant code's order); bit 2: S_ov
+ * trained as the code's training forward uses it (sov_train): the finite
+ * differences then check the training-time function, the float equivalence
+ * the deployed one */
 static void test_chain(qsur_rng *rng, int code, int sov)
 {
     qsur_error err;
@@ -686,7 +744,8 @@ static void test_chain(qsur_rng *rng, int code, int sov)
     qsur_ostquant_opts op = qsur_ostquant_default();
     op.learn_qk = 1; /* S_qk too: its chain rule and the exact q.k through RoPE */
     op.code_smooth = code;
-    op.sov_code = sov;
+    op.sov_code = sov & 1;
+    op.sov_train = (sov & 2) != 0;
     qsur_quant_spec w4 = qsur_quant_default(), off = qsur_quant_default();
     off.bits = 16;
     qsur_ostquant *o = NULL;
@@ -737,8 +796,10 @@ static void test_chain(qsur_rng *rng, int code, int sov)
     } else {
         check_fused_equivalent(o, m, rng);
     }
-    if (sov)
+    if (sov == 1)
         check_sov_layout(o, fm);
+    if (sov & 2)
+        check_sov_train_layout(o, fm);
     free(dr);
     free(dov);
     free(dls);
@@ -1103,6 +1164,10 @@ int main(void)
     test_rand_signs(&rng);
     test_wquant_code(&rng);
     test_sov_train(&rng);
+    /* last, so the random draws of the tests above stay as they were (the
+     * threads test's tolerance is tight for its tiny model's rounding flips) */
+    test_chain(&rng, 0, 3);
+    test_chain(&rng, 1, 2);
     return check_done();
 }
 

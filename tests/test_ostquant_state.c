@@ -140,6 +140,7 @@ int main(void)
         pp.reshuffle = pp.radam = pp.no_wquant = pp.keep_last = pp.online_w2 = 1;
         pp.wquant_code = pp.rand_signs = 1; /* no effect here (float weights, WOMI): saved all the same */
         pp.sov_code = 1; /* S_ov before R_ov: the resumed run must fuse in the same order */
+        pp.sov_train = 1; /* and train S_ov on wo's rows */
         pp.clip_grad = 1e-3; /* small enough to bind */
         qsur_ostquant *pa = NULL, *pb = NULL, *pc = NULL;
         pp.steps = N + M;
@@ -152,7 +153,7 @@ int main(void)
         CHECK_OK(qsur_ostquant_load(&pc, m, path2, &err), err);
         if (pa && pb && pc) {
             CHECK(pc->opts.reshuffle && pc->opts.radam && pc->opts.no_wquant && pc->opts.keep_last && pc->opts.online_w2 &&
-                  pc->opts.wquant_code && pc->opts.rand_signs && pc->opts.sov_code &&
+                  pc->opts.wquant_code && pc->opts.rand_signs && pc->opts.sov_code && pc->opts.sov_train &&
                   pc->opts.clip_grad == 1e-3 && pc->opt_res->canonical && pc->opt_ov[0]->canonical);
             pc->opts.steps = N + M;
             CHECK_OK(qsur_ostquant_train(pc, m, &t, NULL, NULL, &err), err);
@@ -217,6 +218,7 @@ int main(void)
         {"wquant_code", "3", "\"wquant_code\" = \"3\" is not an integer in [0, 1]"},
         {"rand_signs", "7", "\"rand_signs\" = \"7\" is not an integer in [0, 1]"},
         {"sov_code", "2", "\"sov_code\" = \"2\" is not an integer in [0, 1]"},
+        {"sov_train", "2", "\"sov_train\" = \"2\" is not an integer in [0, 1]"},
         {"adam_res.t", "1e300", "is not an integer"},
         {"qsur_alpha", "1.5", "\"qsur_alpha\" = 1.5 is not in (0, 1)"},
         {"qsur_alpha", "nan", "is not in (0, 1)"},

@@ -132,6 +132,14 @@ typedef struct {
                              column block of head h Y_h S_g R_g; 0: qsur's order,
                              v' = (v R_ov) / s (wv'_g = S_g^-1 R_g^T wv''_g, Y_h R_g S_g).
                              Both exact; the V and wo-input quantizers see another basis */
+    int sov_train;        /* 1: train S_ov as the OSTQuant code's training forward uses it:
+                             wo's ROWS (outputs) times S_ov expanded to the query heads,
+                             wo' = R^T (S_row wo) with the head blocks times R_g and no
+                             column scale, while v keeps its 1/s, so the trained function
+                             is not the float model's; the final fusion stays the exact
+                             equivalence (columns). qsur_ostquant_fuse_into gives the
+                             training-time function, qsur_ostquant_fuse(_model) the
+                             deployed one */
     int online_w2;        /* 1: the online Hadamard before w2 also when activations are
                              float (weight-only), as the OSTQuant code keeps it
                              (online_hadamard=down); 0: only with quantized activations,
@@ -279,7 +287,8 @@ int qsur_ostquant_fuse(const qsur_ostquant *o, qsur_llama **model, qsur_llama_ro
 
 /* Writes the fused float weights of the current parameters into fm, a float
  * model of o->cfg (qsur_llama_new): for tests of small models (and the GPU
- * step's tests: its own fusion runs on the device). QSUR_ERR_NOMEM
+ * step's tests: its own fusion runs on the device); the training-time function
+ * (with opts.sov_train not the deployed one). QSUR_ERR_NOMEM
  * (fm untouched) when its scratch cannot be had. */
 int qsur_ostquant_fuse_into(const qsur_ostquant *o, qsur_llama *fm, qsur_error *err);
 /* Chain rule from gradients w.r.t. the fused float weights of fm (d_output
