@@ -149,8 +149,9 @@ typedef struct {
                              weights, applies the STE and the chain rule there;
                              qsur_gpu_train_* runs the passes, fp32; the batch is not
                              split over threads, micro-batches of one sequence for
-                             models >= 2048 wide); the teacher's logits, the R_ov and
-                             scale optimisers and Cayley-Adam's moments on the CPU */
+                             models >= 2048 wide; the teacher's logits computed
+                             on the GPU up front); the R_ov and scale optimisers
+                             and Cayley-Adam's moments on the CPU */
 } qsur_ostquant_opts;
 
 qsur_ostquant_opts qsur_ostquant_default(void);
