@@ -22,6 +22,8 @@
 #                gpu_ostq_step gpu_ostquant), then bench_gpu 8 32 16 0 0
 #                $BENCH_OSTQ_STEPS (0: no bench): OSTQuant's GPU step alone
 #      commands  bench/gpu_commands.sh (calib, generate, rotate model; gpu and cpu)
+#      seeds     bench/gpu_ostq_seeds.sh (stories260K W4A4KV4 OSTQuant, seeds 1-3, gpu
+#                and cpu; not in the default list: name it)
 #    (QSUR_PRIVATE_DEPS=1: the private prefix even where the system has them.)
 #    `run build tests` (or any phases named) runs only those; a later call on
 #    the still-warm machine finds the build directory and skips the build.
@@ -153,6 +155,9 @@ for p in $PHASES; do
       done
       [ "${BENCH_OSTQ_STEPS:-2}" -gt 0 ] &&
         phase "bench ostq step" "$OUT/bench.log" "$B/bench_gpu" 8 32 16 0 0 "${BENCH_OSTQ_STEPS:-2}"
+      ;;
+    seeds)
+      phase seeds "$OUT/seeds.log" bash bench/gpu_ostq_seeds.sh "$B/qsur" "$QSUR_SHARED"
       ;;
     commands)
       phase commands "$OUT/commands.log" bash bench/gpu_commands.sh "$B/qsur" "$B/make_checkpoint" \
