@@ -619,6 +619,25 @@ static void check_fused_equivalent(const qsur_ostquant *o, const qsur_llama *m, 
     qsur_llama_rotations_free(rot);
 }
 
+/* fm = o fused; the returned model = o fused with S_ov at 1 (the reference of
+ * the S_ov layout checks); *keep = a copy of o's log-scales (caller frees both). */
+static qsur_llama *fuse_with_unit_sov(qsur_ostquant *o, qsur_llama *fm, double **keep)
+{
+    const qsur_llama_config *c = &o->cfg;
+    int64_t ov0 = c->n_layers * c->dim;
+    qsur_llama *ref = NULL;
+    qsur_error err;
+    CHECK_OK(qsur_llama_new(&ref, c, &err), err);
+    *keep = malloc((size_t)o->n_ls * sizeof(double));
+    memcpy(*keep, o->ls, (size_t)o->n_ls * sizeof(double));
+    for (int64_t i = ov0; i < ov0 + c->n_layers * c->kv_dim; i++) /* S_ov at 1 */
+        o->ls[i] = 0.0;
+    CHECK_OK(qsur_ostquant_fuse_into(o, ref, &err), err);
+    memcpy(o->ls, *keep, (size_t)o->n_ls * sizeof(double));
+    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
+    return ref;
+}
+
 /* sov_code: the fused wv and wo against a closed form from the same fusion
  * with S_ov at 1 (ref: wv_ref_g = R_g^T wv''_g, wo_ref_h = Y_h R_g): the code's
  * order gives R_g wv'_g = S_g^-1 R_g wv_ref_g (rows) and wo'_h R_g^T =
@@ -631,16 +650,8 @@ static void check_sov_layout(qsur_ostquant *o, qsur_llama *fm)
     int64_t d = c->dim, kv = c->kv_dim, hs = c->head_size;
     int64_t ov0 = c->n_layers * d;
     int group = c->n_heads / c->n_kv_heads;
-    qsur_llama *ref = NULL;
-    qsur_error err;
-    CHECK_OK(qsur_llama_new(&ref, c, &err), err);
-    double *keep = malloc((size_t)o->n_ls * sizeof(double));
-    memcpy(keep, o->ls, (size_t)o->n_ls * sizeof(double));
-    for (int64_t i = ov0; i < ov0 + c->n_layers * kv; i++) /* S_ov at 1 */
-        o->ls[i] = 0.0;
-    CHECK_OK(qsur_ostquant_fuse_into(o, ref, &err), err);
-    memcpy(o->ls, keep, (size_t)o->n_ls * sizeof(double));
-    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
+    double *keep = NULL;
+    qsur_llama *ref = fuse_with_unit_sov(o, fm, &keep);
     double ev = 0, eo = 0, qsur_order = 0, big = 0;
     for (int l = 0; l < c->n_layers; l++)
         for (int g = 0; g < c->n_kv_heads; g++) {
@@ -686,16 +697,8 @@ static void check_sov_train_layout(qsur_ostquant *o, qsur_llama *fm)
     const qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, kv = c->kv_dim, hs = c->head_size, ov0 = c->n_layers * d;
     int group = c->n_heads / c->n_kv_heads;
-    qsur_llama *ref = NULL;
-    qsur_error err;
-    CHECK_OK(qsur_llama_new(&ref, c, &err), err);
-    double *keep = malloc((size_t)o->n_ls * sizeof(double));
-    memcpy(keep, o->ls, (size_t)o->n_ls * sizeof(double));
-    for (int64_t i = ov0; i < ov0 + c->n_layers * kv; i++) /* S_ov at 1 */
-        o->ls[i] = 0.0;
-    CHECK_OK(qsur_ostquant_fuse_into(o, ref, &err), err);
-    memcpy(o->ls, keep, (size_t)o->n_ls * sizeof(double));
-    CHECK_OK(qsur_ostquant_fuse_into(o, fm, &err), err);
+    double *keep = NULL;
+    qsur_llama *ref = fuse_with_unit_sov(o, fm, &keep);
     double *P = malloc((size_t)(2 * d * d) * sizeof(double)), *Pr = P + d * d, e = 0, big = 0, moved = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const float *W[2] = {fm->layers[l].wo.w, ref->layers[l].wo.w};
