@@ -111,7 +111,8 @@ int qsur_gpu_perplexity(qsur_gpu_model *g, const qsur_tokens *t, int seq_len, in
                         qsur_gpu_timing *timing, qsur_error *err);
 
 /* Logits of one forward pass of B x T tokens from position 0, copied to
- * logits[(b*T + t) * vocab + j] (host memory, caller-owned). For tests. */
+ * logits[(b*T + t) * vocab + j] (host memory, caller-owned). The tests, and
+ * ostquant model's teacher on the GPU. */
 int qsur_gpu_forward_logits(qsur_gpu_model *g, const int *tokens, int B, int T, float *logits,
                             qsur_error *err);
 
