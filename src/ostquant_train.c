@@ -699,6 +699,20 @@ static int teacher_fill_gpu(train_run *r, const qsur_tokens *calib, qsur_error *
     return rc;
 }
 
+int qsur_ostquant_gpu_supported(const qsur_ostquant *o, char *why, size_t n)
+{
+    qsur_llama_hooks h = qsur_llama_hooks_none();
+    h.act = o->aspec;
+    h.act_wo = o->aospec;
+    h.kv = o->kvspec;
+    qsur_quant_spec ws = qsur_ostq_train_wspec(o);
+    if (!qsur_gpu_train_supported(&h, why, n) || (train_wquant(o) && !qsur_gpu_quant_supported(&ws, why, n)))
+        return 0;
+    if (o->opts.sov_train && why)
+        snprintf(why, n, "sov-train=code trains on the CPU only (the GPU's fusion has the exact S_ov alone)");
+    return !o->opts.sov_train;
+}
+
 /* opts.gpu: the GPU's buffers for a micro-batch (one sequence for models of
  * dim >= 2048, whose tapes are GBs; else the whole batch), the training hooks
  * (on r->fm) uploaded once, the base's folded weights kept on the GPU, and
@@ -706,8 +720,9 @@ static int teacher_fill_gpu(train_run *r, const qsur_tokens *calib, qsur_error *
 static int gpu_setup(const qsur_ostquant *o, train_run *r, qsur_error *err)
 {
     gpu_run *g = &r->gpu;
-    if (o->opts.sov_train) /* the device fusion (gpu_ostq.c) has only the exact S_ov */
-        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: sov-train=code trains on the CPU only (set device cpu)");
+    char why[200];
+    if (!qsur_ostquant_gpu_supported(o, why, sizeof why))
+        return qsur_fail(err, QSUR_ERR_ARG, "ostquant: not on the GPU: %s (set device cpu)", why);
     qsur_quant_spec ws = qsur_ostq_train_wspec(o);
     qsur_ostq_set_hooks(o, r->fm, o->rot);
     r->fm->hooks.act_wo.ste_const = o->opts.ste_const;

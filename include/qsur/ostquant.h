@@ -255,6 +255,13 @@ void qsur_ostquant_free(qsur_ostquant *o);
 int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tokens *calib,
                         const qsur_tokens *eval, const qsur_progress *prog, qsur_error *err);
 
+/* 1 when o's steps can run on the GPU (opts.gpu): the GPU kernels implement its
+ * activation, wo-input and KV quantizers and, when the weights train quantized,
+ * its training-time weight quantizer, and it does not train S_ov the code's way
+ * (sov_train: the GPU's fusion has the exact S_ov alone). Else 0, with the
+ * reason in why (may be NULL). Says nothing of whether a GPU is present. */
+int qsur_ostquant_gpu_supported(const qsur_ostquant *o, char *why, size_t n);
+
 /* The training sequence length T (opts.seq_len, else the stream's, at most the
  * model's) and the number of calibration sequences used (max_seqs, else all). */
 void qsur_ostquant_shape(const qsur_ostquant *o, const qsur_tokens *calib, int *T, int *nseq);

@@ -267,21 +267,10 @@ static void ostq_adopt(session *s, const qsur_ostquant *os, qsur_llama *fm, qsur
 }
 
 /* Whether the training passes run on the GPU: `set device` allows it and the
- * GPU kernels implement every quantizer the passes run, the training-time
- * weight quantizer included (else the CPU). */
+ * engine can run os's steps there (qsur_ostquant_gpu_supported; else the CPU). */
 static int ostq_on_gpu(session *s, const qsur_ostquant *os)
 {
-    qsur_llama_hooks h = qsur_llama_hooks_none();
-    h.act = os->aspec;
-    h.act_wo = os->aospec;
-    h.kv = os->kvspec;
-    /* weights fake-quantized while training: RTN and STE on the GPU too */
-    qsur_quant_spec w = os->wspec;
-    if (os->opts.wquant_code)
-        w.clip_norm = 2.0;
-    int wq_ok = w.bits >= 16 || os->opts.no_wquant || qsur_gpu_quant_supported(&w, NULL, 0);
-    /* the GPU's fusion (gpu_ostq.c) has only the exact S_ov: sov-train=code trains on the CPU */
-    return session_use_gpu(s) && wq_ok && !os->opts.sov_train && qsur_gpu_train_supported(&h, NULL, 0);
+    return session_use_gpu(s) && qsur_ostquant_gpu_supported(os, NULL, 0);
 }
 
 /* Trains os (fresh or resumed) on the session model's calibration tokens, then
