@@ -171,13 +171,24 @@ static void ov_rows(const qsur_ostquant *o, const qsur_ostq_scratch *f, int l, f
     }
 }
 
-/* S_ov of layer l expanded to the rows of wo: row i gets s[g hs + i % hs]
- * with g = (i / hs) / group (the OSTQuant code's expand to the query heads,
- * used on the rows: dim = n_heads head_size). */
-static float sov_row(const qsur_ostquant *o, const float *so, int64_t i)
+/* S_ov of a layer expanded to the rows of wo: row i gets s[sov_index(i)],
+ * g hs + i % hs with g = (i / hs) / group (the OSTQuant code's expand to the
+ * query heads, used on the rows: dim = n_heads head_size). */
+static int64_t sov_index(const qsur_ostquant *o, int64_t i)
 {
     int64_t hs = o->cfg.head_size, group = o->cfg.n_heads / o->cfg.n_kv_heads;
-    return so[(i / hs / group) * hs + i % hs];
+    return (i / hs / group) * hs + i % hs;
+}
+
+/* B = S_row A (d x d): wo's rows times S_ov expanded (sov_index). */
+static void sov_scale_rows(const qsur_ostquant *o, const float *so, const float *A, float *B)
+{
+    int64_t d = o->cfg.dim;
+    for (int64_t i = 0; i < d; i++) {
+        float s = so[sov_index(o, i)];
+        for (int64_t j = 0; j < d; j++)
+            B[i * d + j] = A[i * d + j] * s;
+    }
 }
 
 /* sov_train while training: wo' = R^T (S_row wo), each column block of head h
@@ -187,10 +198,7 @@ static void fuse_wo_train_code(const qsur_ostquant *o, const qsur_ostq_scratch *
     const qsur_llama_config *c = &o->cfg;
     int64_t d = c->dim, hs = c->head_size;
     int group = c->n_heads / c->n_kv_heads;
-    const float *so = f->s + qsur_ostq_ls_ov(o, l);
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++)
-            f->tmp2[i * d + j] = A[i * d + j] * sov_row(o, so, i);
+    sov_scale_rows(o, f->s + qsur_ostq_ls_ov(o, l), A, f->tmp2);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d, f->tmp2, (int)d,
                 0.0f, f->tmp, (int)d);
     for (int h = 0; h < c->n_heads; h++) {
@@ -596,9 +604,7 @@ static void wo_grad_train_code(const qsur_ostquant *o, const qsur_ostq_scratch *
     const float *so = f->s + qsur_ostq_ls_ov(o, l);
     double *dov = d_ls + qsur_ostq_ls_ov(o, l);
     float *B = f->tmp, *Y = f->tmp2, *dY = dW; /* dY overwrites dW head block by head block below */
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++)
-            B[i * d + j] = A[i * d + j] * sov_row(o, so, i);
+    sov_scale_rows(o, so, A, B);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, f->R, (int)d, B, (int)d, 0.0f,
                 Y, (int)d);
     for (int h = 0; h < c->n_heads; h++) {
@@ -623,7 +629,7 @@ static void wo_grad_train_code(const qsur_ostquant *o, const qsur_ostq_scratch *
         double acc = 0;
         for (int64_t j = 0; j < d; j++)
             acc += (double)Y[i * d + j] * B[i * d + j];
-        dov[(i / hs / group) * hs + i % hs] += acc;
+        dov[sov_index(o, i)] += acc;
     }
 }
 
