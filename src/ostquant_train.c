@@ -682,17 +682,21 @@ static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err
  * per 2048-token sequence of a 7B model on a workstation's CPU. The teacher is
  * uploaded, run and freed before the training buffers exist, so the two never
  * share the GPU's memory. Without a cache (more logits than half the host's
- * memory) every batch computes its teacher on the CPU as before. */
-static int teacher_fill_gpu(train_run *r, const qsur_tokens *calib, qsur_error *err)
+ * memory) every batch computes its teacher on the CPU as before. Ticks
+ * "upload" per layer, then "teacher" per sequence (a 7B model: minutes in all),
+ * so Ctrl-C stops it before any step. */
+static int teacher_fill_gpu(train_run *r, const qsur_tokens *calib, const qsur_progress *prog, qsur_error *err)
 {
     if (!r->tc.z)
         return QSUR_OK;
     qsur_gpu_model *g = NULL;
     size_t row = (size_t)r->T * r->V;
-    int rc = qsur_gpu_model_new(&g, &r->teacher, QSUR_GPU_F32, 1, r->T, NULL, err);
+    int rc = qsur_gpu_model_new(&g, &r->teacher, QSUR_GPU_F32, 1, r->T, prog, err);
     for (int s = 0; s < r->nseq && !rc; s++) {
         rc = qsur_gpu_forward_logits(g, calib->ids + (int64_t)s * calib->seq_len, 1, r->T, r->tc.z + s * row, err);
         r->tc.have[s] = !rc;
+        if (!rc)
+            rc = qsur_progress_tick(prog, (s + 1.0) / r->nseq, "teacher", NAN, err);
     }
     qsur_gpu_model_free(g);
     r->tc.on_gpu = !rc;
@@ -764,7 +768,7 @@ static void train_teardown(train_run *r)
  * permutation on resume) and the selection batch; on failure the caller
  * still calls train_teardown. */
 static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, const qsur_tokens *calib,
-                       qsur_error *err)
+                       const qsur_progress *prog, qsur_error *err)
 {
     const qsur_llama_config *c = &o->cfg;
     memset(r, 0, sizeof *r);
@@ -797,7 +801,7 @@ static int train_setup(qsur_ostquant *o, train_run *r, const qsur_llama *base, c
     teacher_cache_init(&r->tc, r->nseq, r->T, r->V, o->opts.gpu);
     int rc = teacher_view(r, base, err);
     if (!rc && o->opts.gpu)
-        rc = teacher_fill_gpu(r, calib, err);
+        rc = teacher_fill_gpu(r, calib, prog, err);
     if (!rc)
         rc = qsur_llama_new_stored(&r->fm, &o->cfg, err);
     if (!rc)
@@ -977,7 +981,7 @@ int qsur_ostquant_train(qsur_ostquant *o, const qsur_llama *base, const qsur_tok
 {
     double t_start = qsur_seconds();
     train_run r;
-    int rc = train_setup(o, &r, base, calib, err);
+    int rc = train_setup(o, &r, base, calib, prog, err);
     if (!rc && o->has_cur) { /* continue from where the optimiser was, not from the best */
         current(o, 0);
         o->has_cur = 0;

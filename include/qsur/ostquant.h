@@ -248,7 +248,9 @@ void qsur_ostquant_free(qsur_ostquant *o);
  * QSUR (qsur_ostquant_qsur) is appended to qlog at the start of the call
  * (unless qlog already ends at o->step), every qsur_every steps and at the last
  * step, before that step's tick. Progress ticks once per step
- * with value = the training loss and what = "step I/N kl=K". On interruption
+ * with value = the training loss and what = "step I/N kl=K" (with opts.gpu,
+ * first "upload" per layer and "teacher" per sequence while the teacher's
+ * logits are computed on the GPU). On interruption
  * the best parameters so far are restored and QSUR_ERR_INTERRUPTED returned
  * (o stays valid: fuse it, save it, or train again to continue). At the end
  * the best parameters are restored as well. */
