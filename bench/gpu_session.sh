@@ -24,6 +24,9 @@
 #      commands  bench/gpu_commands.sh (calib, generate, rotate model; gpu and cpu)
 #      seeds     bench/gpu_ostq_seeds.sh (stories260K W4A4KV4 OSTQuant, seeds 1-3, gpu
 #                and cpu; not in the default list: name it)
+#      sweep     bench/ostq_sweep.sh on every core of the host (CPU runs judged on
+#                calib; VARIANTS, SEEDS, QPRESET from the environment; not in the
+#                default list)
 #    (QSUR_PRIVATE_DEPS=1: the private prefix even where the system has them.)
 #    `run build tests` (or any phases named) runs only those; a later call on
 #    the still-warm machine finds the build directory and skips the build.
@@ -33,6 +36,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 C=$ROOT/.gpu_carry
+SHARED_SRC=${QSUR_SHARED:-../shared} # where prepare copies from (QSUR_SHARED is reset below)
 
 prepare() {
   set -e
@@ -44,7 +48,7 @@ prepare() {
   (cd "$C/debs" && apt-get download libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev \
     liblapacke liblapacke-dev libncurses-dev libncursesw6 libncurses6 libreadline-dev libreadline8 \
     libtinfo6 pkgconf pkgconf-bin libpkgconf3 libgfortran5 liblapack3 libblas3 libtmglib3)
-  S=${QSUR_SHARED:-../shared}
+  S=$SHARED_SRC
   cp "$S"/data/stories260K.bin "$S"/data/stories260K.calib.u16 "$S"/data/stories260K.eval.u16 \
     "$C/shared/data/"
   cp "$S"/data/tokenizers/sp32k-tokenizer.json "$S"/data/tokenizers/llama2c-tokenizer.bin \
@@ -158,6 +162,11 @@ for p in $PHASES; do
       ;;
     seeds)
       phase seeds "$OUT/seeds.log" bash bench/gpu_ostq_seeds.sh "$B/qsur" "$QSUR_SHARED"
+      ;;
+    sweep)
+      # bench/ostq_sweep.sh on the host's cores (CPU runs, calib only):
+      # VARIANTS, SEEDS, QPRESET from the environment
+      phase sweep "$OUT/sweep.log" env JOBS="$(nproc)" bash bench/ostq_sweep.sh "$B/qsur" "$QSUR_SHARED" "$OUT/sweep"
       ;;
     commands)
       phase commands "$OUT/commands.log" bash bench/gpu_commands.sh "$B/qsur" "$B/make_checkpoint" \
