@@ -109,6 +109,18 @@ expect_grep "smooth=code sov-order=code sov-train=exact online-w2=auto calib=" "
 expect_grep " seed=1 rhadamard qk-scale" "$T/o3.qs" "weight-only preset=paper starts from random-sign Hadamards, not KLT"
 expect_grep "w2_in: none; qk: none" "$T/o3.txt" "weight-only smooth=code keeps no online rotation"
 expect_grep "lr=0.01689753172873217 lr-scale=0.0017898822675917248 loss=kltop topk=1000" "$T/o.qs" "preset=paper logs the code's lrs and the full KL"
+# preset=paper-tuned: preset=paper with the lrs chosen on calib at W4A4KV4 (x1.5,
+# x3), the code's weight-only; every other option as preset=paper's
+tuned_line() { # CONFIG OUT: the ostquant line of a 1-step paper-tuned run
+  "$QSUR_BIN" -c "model load $M; quant preset=paper-$1; ostquant model preset=paper-tuned steps=1 batch=2 seqs=2 seq-len=32 qsur-every=0 calib=$C; save $T/$2.qs" > "$T/$2.txt" 2>&1
+  grep -o 'ostquant model .*' "$T/$2.qs"
+}
+blank_lr() { grep -o 'ostquant model .*' "$1" | sed -E 's/ lr=[^ ]+ lr-scale=[^ ]+ / LR /'; }
+tuned_line w4a4kv4 t44 > "$T/t44.line"
+expect_grep " lr=0.0254 lr-scale=0.00537 " "$T/t44.line" "W4A4KV4 preset=paper-tuned takes lr x1.5 and lr-scale x3"
+expect_eq "$(blank_lr "$T/t44.qs")" "$(blank_lr "$T/o.qs")" "preset=paper-tuned differs from preset=paper in the lrs only"
+tuned_line w4a16kv16 t16 > "$T/t16.line"
+expect_grep " lr=0.01689753172873217 lr-scale=0.0017898822675917248 " "$T/t16.line" "weight-only preset=paper-tuned keeps the code's lrs"
 
 # save-hf round trip: the exported model gives the same float perplexity
 "$QSUR_BIN" -c "set format json; model load $M; rotate model hadamard 4 steps=norm,resid,heads; model save-hf $T/out; model load $T/out; ppl $E seqs=8" > "$T/hf.json"; rc=$?
