@@ -74,6 +74,12 @@ for c in W4A4KV4 W4A16KV16; do
     script["ostq-s$sd/$c"]="$HEAD; ${qpreset[$c]}; ostquant model preset=paper seed=$sd; $PPL2; gptq model float-acts; $PPL2"
   done
 done
+# preset=paper-tuned: the learning rates chosen on calib (W4A4KV4; weight-only
+# it is preset=paper)
+for sd in "${SEEDS[@]}"; do
+  ids+=("tuned-s$sd/W4A4KV4")
+  script["tuned-s$sd/W4A4KV4"]="$HEAD; ${qpreset[W4A4KV4]}; ostquant model preset=paper-tuned seed=$sd; $PPL2; gptq model float-acts; $PPL2"
+done
 for v in "${ABLATIONS[@]}"; do
   for sd in "${SEEDS[@]}"; do
     a=${abl_args[$v]}
@@ -96,6 +102,7 @@ run_one() {
   [ -s "$f.json" ] && [ ! -f "$f.failed" ] && grep -q '"ppl"' "$f.json" && return 0 # kept from before
   echo "${script[$1]}" > "$f.cmd"
   "$Q" -c "set format json; ${script[$1]}" > "$f.json" 2> "$f.err" || echo failed > "$f.failed"
+  cut -d' ' -f1-3 /proc/loadavg > "$f.load" # the load the timed runs saw, kept with them
 }
 # RESULTS_LIST=1: print each run as "ID<tab>SCRIPT" and stop (to run them elsewhere
 # into RESULTS_TMP, as ID.json / ID.cmd with "/" as "_")
@@ -105,8 +112,8 @@ if [ -n "${RESULTS_LIST:-}" ]; then
 fi
 # longest first: the batch-32 trainings, then the rest
 order=()
-for id in "${ids[@]}"; do case $id in ostq-*) order+=("$id") ;; esac; done
-for id in "${ids[@]}"; do case $id in ostq-*) ;; *) order+=("$id") ;; esac; done
+for id in "${ids[@]}"; do case $id in ostq-* | tuned-*) order+=("$id") ;; esac; done
+for id in "${ids[@]}"; do case $id in ostq-* | tuned-*) ;; *) order+=("$id") ;; esac; done
 n=0
 for id in "${order[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
@@ -160,6 +167,8 @@ f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
   echo "| QuaRot-style, GPTQ, W4A4KV4 | 362.7 | $(ms quarot /W4A4KV4 4) | $(ms quarot /W4A4KV4 3) |"
   echo "| OSTQuant, RTN, W4A4KV4 | 362.4 | $(ms ostq /W4A4KV4 2) | $(ms ostq /W4A4KV4 1) |"
   echo "| **OSTQuant, GPTQ, W4A4KV4** | **270.3** | **$(ms ostq /W4A4KV4 4)** | $(ms ostq /W4A4KV4 3) |"
+  echo "| OSTQuant \`preset=paper-tuned\` (lrs chosen on calib), RTN, W4A4KV4 | — | $(ms tuned /W4A4KV4 2) | $(ms tuned /W4A4KV4 1) |"
+  echo "| **OSTQuant \`preset=paper-tuned\`, GPTQ, W4A4KV4** | — | **$(ms tuned /W4A4KV4 4)** | $(ms tuned /W4A4KV4 3) |"
   echo "| no transform, RTN / GPTQ, W4A16KV16 | 335.9 / 173.4 | $(f1 "$(nth_ppl none/W4A16KV16 2)") / $(f1 "$(nth_ppl none/W4A16KV16 4)") | $(f1 "$(nth_ppl none/W4A16KV16 1)") / $(f1 "$(nth_ppl none/W4A16KV16 3)") |"
   echo "| QuaRot-style, RTN, W4A16KV16 | — | $(ms quarot /W4A16KV16 2) | $(ms quarot /W4A16KV16 1) |"
   echo "| QuaRot-style, GPTQ, W4A16KV16 | 105.2 | $(ms quarot /W4A16KV16 4) | $(ms quarot /W4A16KV16 3) |"
@@ -168,7 +177,7 @@ f1() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
   echo
   echo "Training time of \`ostquant model preset=paper\` (one BLAS thread; wall and process CPU"
   echo "seconds, mean ± sd over the seeds; runs $JOBS at a time on a shared 2-core machine, load"
-  echo "average at the end $(cut -d' ' -f1-3 /proc/loadavg)): W4A4KV4 (3,200 sequence-steps) wall"
+  echo "average at the end of the last seed's W4A4KV4 run $(cat "$(file_of "ostq-s${SEEDS[-1]}/W4A4KV4").load" 2>/dev/null || echo unknown)): W4A4KV4 (3,200 sequence-steps) wall"
   echo "$(msval ostq train_seconds /W4A4KV4), CPU $(msval ostq train_cpu_seconds /W4A4KV4); W4A16KV16 (1,600 sequence-steps,"
   echo "weights fake-quantized every step) wall $(msval ostq train_seconds /W4A16KV16), CPU $(msval ostq train_cpu_seconds /W4A16KV16). The official code: 14.3 s"
   echo "and 108 s on one H200. The same W4A4KV4 training (seed 1) with the batch split over both"
