@@ -147,7 +147,7 @@ int main(void)
     CHECK(strcmp(cands(&s, "ostquant m", NULL), "model") == 0);
     CHECK(strcmp(cands(&s, "ostquant model st", NULL), "stabilize= state= ste=const ste=minmax steps=") == 0);
     CHECK(strcmp(cands(&s, "ostquant model steps=3 lr=0.1 st", NULL), "stabilize= state= ste=const ste=minmax steps=") == 0);
-    CHECK(strcmp(cands(&s, "ostquant model pre", NULL), "preset=paper") == 0);
+    CHECK(strcmp(cands(&s, "ostquant model pre", NULL), "preset=paper preset=paper-tuned") == 0);
     CHECK(strcmp(cands(&s, "ostquant model loss=", NULL), "loss=ce loss=kltop loss=mse") == 0);
     CHECK(strcmp(cands(&s, "ostquant model no-", NULL), "no-scale no-womi") == 0);
     CHECK(strcmp(cands(&s, "ostquant model qsur-", NULL), "qsur-every= qsur-tokens=") == 0);
