@@ -374,9 +374,14 @@ static int check_no_hooks(const session *s, const char *who, qsur_error *err)
  * on the scales, both decaying linearly to 0, gradients clipped to norm 1,
  * a new batch order every pass, the last step's parameters kept; learned:
  * R_res, R_ov, S_attn/S_ffn (norm->linear), S_ov, S_ud and S_qk. */
+static int weight_only_run(const session *s)
+{
+    return s->aq.bits >= 16 && s->kvq.bits >= 16;
+}
+
 static void paper_preset(const session *s, qsur_ostquant_opts *o)
 {
-    int weight_only = s->aq.bits >= 16 && s->kvq.bits >= 16;
+    int weight_only = weight_only_run(s);
     o->steps = 100;
     o->batch = weight_only ? 16 : 32;
     o->max_seqs = 1 << 30; /* every sequence of the file, whatever `calib` took */
@@ -424,7 +429,7 @@ static void paper_preset(const session *s, qsur_ostquant_opts *o)
 static void paper_tuned_preset(const session *s, qsur_ostquant_opts *o)
 {
     paper_preset(s, o);
-    if (o->no_wquant) {
+    if (!weight_only_run(s)) {
         o->lr = 0.0254;
         o->lr_scale = 0.00537;
     }
