@@ -4,7 +4,8 @@
 #     model load stories260K.bin; calib stories260K.calib.u16 seqs=64
 #     quant preset=$QPRESET; ostquant model preset=paper WORDS seed=S
 #     ppl calib (RTN weights); gptq model float-acts; ppl calib (GPTQ weights)
-# on the CPU (`set device cpu`; DEVICE=gpu: training, GPTQ and ppl on the GPU)
+# on the CPU (`set device cpu`; DEVICE=gpu: training, GPTQ and ppl on the GPU,
+# ppl in the GPU's default bf16)
 # with one BLAS thread, JOBS runs at a time, the
 # seeds of every variant interleaved so that a cut-short sweep still compares
 # the variants on the same seeds. The eval stream is read only with EVAL=1
