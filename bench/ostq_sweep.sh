@@ -4,20 +4,20 @@
 #     model load stories260K.bin; calib stories260K.calib.u16 seqs=64
 #     quant preset=$QPRESET; ostquant model preset=paper WORDS seed=S
 #     ppl calib (RTN weights); gptq model float-acts; ppl calib (GPTQ weights)
-# on the CPU (`set device cpu`; DEVICE=gpu: training, GPTQ and ppl on the GPU,
-# ppl in the GPU's default bf16)
-# with one BLAS thread, JOBS runs at a time, the
-# seeds of every variant interleaved so that a cut-short sweep still compares
-# the variants on the same seeds. The eval stream is read only with EVAL=1
-# (for the final numbers of a choice already made: `ppl eval` after each
-# calib ppl, its columns after the calib ones).
+# on the CPU (`set device cpu`) with one BLAS thread, or with DEVICE=gpu on the
+# GPU (training in fp32, `ppl` in the GPU's default bf16); JOBS runs at a time,
+# the seeds of every variant interleaved so that a cut-short sweep still
+# compares the variants on the same seeds. The eval stream is read only with
+# EVAL=1 (for the final numbers of a choice already made: `ppl eval` after
+# each calib ppl, its columns after the calib ones).
 #
 #     VARIANTS='base=;lrs2=lr-scale=0.00358' SEEDS='1 2 3 4' JOBS=16 \
 #         bash bench/ostq_sweep.sh [QSUR] [SHARED] [OUTDIR]
 #
 # VARIANTS: NAME=WORDS separated by ";". Prints, and writes to OUTDIR/sweep.md,
 # one line per variant: calib perplexity of RTN and GPTQ weights (mean ± sd over
-# the seeds that finished, then each seed) and the mean training wall time.
+# the seeds that finished, then each seed) and the mean training wall time;
+# then the runs that did not finish (their NAME-sSEED.err says why).
 set -uo pipefail
 Q=${1:-build/qsur}; S=${2:-../shared}; O=${3:-$(mktemp -d)}
 mkdir -p "$O"
@@ -65,9 +65,16 @@ stats() { awk '{ n = NF; for (i = 1; i <= n; i++) { s += $i; q += $i * $i }
       [ -n "${EVAL:-}" ] && er+=("$(nth "$n" "$sd" 2)") && eg+=("$(nth "$n" "$sd" 4)")
     done
     printf '| %s | `%s` | %s | %s | %s | %s |' "$n" "${v#*=}" "$(echo "${r[*]}" | stats)" \
-      "$(echo "${g[*]}" | stats)" "$(printf '%.1f ' "${g[@]}")" \
+      "$(echo "${g[*]}" | stats)" "$( ((${#g[@]})) && printf '%.1f ' "${g[@]}")" \
       "$(echo "${w[*]}" | awk '{ for (i = 1; i <= NF; i++) s += $i; if (NF) printf "%.0f", s / NF }')"
     [ -n "${EVAL:-}" ] && printf ' %s | %s |' "$(echo "${er[*]}" | stats)" "$(echo "${eg[*]}" | stats)"
     echo
   done
+  miss=()
+  for sd in "${SEEDS[@]}"; do
+    for v in "${VARS[@]}"; do
+      [ -n "$(nth "${v%%=*}" "$sd" "$NP")" ] || miss+=("${v%%=*}-s$sd")
+    done
+  done
+  ((${#miss[@]})) && echo && echo "not finished: ${miss[*]}"
 } | tee "$O/sweep.md"
