@@ -659,12 +659,8 @@ static int selection_new(train_run *r, const qsur_tokens *calib, qsur_error *err
     for (int b = 0; b < r->B; b++)
         for (int t = 0; t < r->T; t++)
             r->sel[b * r->T + t] = calib->ids[(int64_t)r->perm[b] * calib->seq_len + t];
-    if (r->tc.on_gpu) { /* the GPU's teacher logits, already cached */
-        size_t row = (size_t)r->T * r->V;
-        for (int b = 0; b < r->B; b++)
-            memcpy(r->zsel + b * row, r->tc.z + (size_t)r->perm[b] * row, row * sizeof(float));
-        return QSUR_OK;
-    }
+    if (r->tc.on_gpu) /* every sequence cached by the GPU: teacher_logits only copies */
+        return teacher_logits(&r->teacher, r->parts[0].st, &r->tc, r->perm, r->sel, r->B, r->T, r->V, r->zsel, err);
     for (int i = 0, row = 0; i < r->np; i++) {
         batch_part *p = &r->parts[i];
         int rc = qsur_llama_forward(&r->teacher, p->st, r->sel + (size_t)row * r->T, p->B, r->T, 0, err);
