@@ -364,6 +364,12 @@ static int check_no_hooks(const session *s, const char *who, qsur_error *err)
     return QSUR_OK;
 }
 
+/* The presets' weight-only configuration: activations and KV cache float. */
+static int weight_only_run(const session *s)
+{
+    return s->aq.bits >= 16 && s->kvq.bits >= 16;
+}
+
 /* `preset=paper`: the OSTQuant code's training protocol (docs/ostquant.md).
  * With quantized activations or KV cache (W4A4KV4): the code's KLT start, weights float
  * during training (GPTQ after), batch 32; weight-only (W4A16KV16): Hadamard
@@ -374,11 +380,6 @@ static int check_no_hooks(const session *s, const char *who, qsur_error *err)
  * on the scales, both decaying linearly to 0, gradients clipped to norm 1,
  * a new batch order every pass, the last step's parameters kept; learned:
  * R_res, R_ov, S_attn/S_ffn (norm->linear), S_ov, S_ud and S_qk. */
-static int weight_only_run(const session *s)
-{
-    return s->aq.bits >= 16 && s->kvq.bits >= 16;
-}
-
 static void paper_preset(const session *s, qsur_ostquant_opts *o)
 {
     int weight_only = weight_only_run(s);
